@@ -1,0 +1,3 @@
+from mtsr_monai.cli import main
+
+raise SystemExit(main())

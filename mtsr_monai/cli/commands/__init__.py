@@ -1,0 +1,1 @@
+"""One module per ``mtsr`` subcommand (see :mod:`mtsr_monai.cli`). Keep module-level imports light."""

@@ -1,0 +1,1 @@
+"""Datasets, datalists, the MNI template and the embedded demo subject."""

@@ -1,0 +1,20 @@
+"""Reading, validating and writing volumes.
+
+``load_volume`` reads with MONAI's ``LoadImage`` (nibabel for NIfTI, ITK for .nrrd/.mha/.mhd or on
+request) and refuses what no model should see (see :mod:`mtsr_monai.io.validation`); ``save_volume``
+writes with MONAI's ``SaveImage``, atomically, keeping the affine.
+"""
+
+from mtsr_monai.io.atomic import atomic_output, atomic_write_text
+from mtsr_monai.io.validation import check_same_grid, validate_volume
+from mtsr_monai.io.volume import load_volume, save_volume, voxel_sizes
+
+__all__ = [
+    "atomic_output",
+    "atomic_write_text",
+    "check_same_grid",
+    "load_volume",
+    "save_volume",
+    "validate_volume",
+    "voxel_sizes",
+]

@@ -1,0 +1,109 @@
+"""Load and save single 3D volumes through MONAI's LoadImage / SaveImage."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from mtsr_monai.errors import InputError
+from mtsr_monai.io.atomic import atomic_output
+from mtsr_monai.io.validation import validate_volume
+
+if TYPE_CHECKING:
+    from monai.data import MetaTensor
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def _reader_for(path: Path, reader: str | None) -> str:
+    if reader:
+        return reader
+    name = path.name.lower()
+    if name.endswith(ITK_SUFFIXES):
+        return "ITKReader"
+    if name.endswith(NIFTI_SUFFIXES):
+        return "NibabelReader"
+    raise InputError("unsupported file type (expected .nii, .nii.gz, .nrrd, .mha or .mhd)", path)
+
+
+def voxel_sizes(affine: np.ndarray) -> np.ndarray:
+    """Voxel sizes (mm) along the three array axes of a 4x4 affine."""
+    return np.sqrt((np.asarray(affine, dtype=float)[:3, :3] ** 2).sum(axis=0))
+
+
+def load_volume(path: str | os.PathLike, reader: str | None = None, validate: bool = True) -> MetaTensor:
+    """Read one 3D volume as a float32 ``MetaTensor`` (no channel axis), affine in RAS mm.
+
+    A 4D file holding a single volume is squeezed to 3D. ``reader`` forces ``"NibabelReader"`` or
+    ``"ITKReader"``. Raises :class:`InputError` for a missing, unreadable or truncated file and for
+    everything :func:`validate_volume` refuses.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("no such file", path)
+    reader_name = _reader_for(path, reader)
+    from monai.transforms import LoadImage
+
+    loader = LoadImage(reader=reader_name, image_only=True, dtype=np.float32)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image = loader(str(path))
+    except InputError:
+        raise
+    except Exception as err:  # nibabel/ITK raise many types for corrupt data
+        raise InputError(f"unreadable or truncated image ({type(err).__name__}: {str(err)[:160]})", path) from err
+    if image.ndim == 4 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.ndim == 4:
+        raise InputError(f"expected a 3D volume, got 4D data with {image.shape[-1]} volumes", path)
+    if validate:
+        validate_volume(image.numpy() if hasattr(image, "numpy") else np.asarray(image), image.affine, path)
+    return image
+
+
+def save_volume(
+    data: np.ndarray | MetaTensor,
+    path: str | os.PathLike,
+    affine: np.ndarray | None = None,
+    dtype: np.dtype | type | None = np.float32,
+) -> Path:
+    """Write a 3D array atomically with MONAI's ``SaveImage``, keeping ``affine`` (RAS, as from ``load_volume``).
+
+    ``affine`` defaults to the MetaTensor's own. ``dtype`` is the on-disk type: float32 for images,
+    ``np.uint8`` for masks and labels.
+    """
+    import torch
+    from monai.data import MetaTensor
+    from monai.transforms import SaveImage
+
+    path = Path(path)
+    if affine is None:
+        if not isinstance(data, MetaTensor):
+            raise ValueError("save_volume needs an affine for a plain array")
+        affine = data.affine
+    array = data.detach().cpu().numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
+    if array.ndim != 3:
+        raise ValueError(f"save_volume writes 3D volumes, got shape {array.shape}")
+    affine = np.asarray(affine.cpu() if isinstance(affine, torch.Tensor) else affine, dtype=np.float64)
+    image = MetaTensor(torch.as_tensor(array[None]), affine=torch.as_tensor(affine))
+    image.meta["original_affine"] = affine  # no reorientation on write: the file gets exactly this affine
+    ext = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
+    with atomic_output(path) as tmp:
+        stem = str(tmp)[: -len(ext)]
+        saver = SaveImage(
+            output_ext=ext,
+            output_dtype=dtype,
+            separate_folder=False,
+            output_postfix="",
+            print_log=False,
+            resample=False,
+            writer="NibabelWriter" if ext in NIFTI_SUFFIXES else "ITKWriter",
+        )
+        saver(image, filename=stem)
+    return path

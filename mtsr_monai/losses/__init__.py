@@ -1,0 +1,1 @@
+"""mtsr_monai.losses"""

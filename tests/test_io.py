@@ -1,0 +1,84 @@
+import gzip
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mtsr_monai.errors import InputError
+from mtsr_monai.io import atomic_output, check_same_grid, load_volume, save_volume
+from tests.conftest import write_nifti
+
+
+def test_roundtrip_keeps_affine_and_values(tmp_path, phantom):
+    affine = np.array([[0, -0.9, 0, -10], [1.1, 0, 0, 20], [0, 0, 3, 5], [0, 0, 0, 1]], float)
+    src = write_nifti(tmp_path / "in.nii.gz", phantom, affine)
+    vol = load_volume(src)
+    out = save_volume(vol, tmp_path / "out.nii.gz")
+    back = load_volume(out)
+    np.testing.assert_allclose(np.asarray(back.affine), affine, atol=1e-5)
+    np.testing.assert_allclose(back.numpy(), phantom, atol=1e-6)
+
+
+def test_mask_saved_as_uint8(tmp_path, phantom):
+    import nibabel as nib
+
+    out = save_volume((phantom > 0.5).astype(np.uint8), tmp_path / "m.nii.gz", affine=np.eye(4), dtype=np.uint8)
+    assert nib.load(str(out)).get_data_dtype() == np.uint8
+
+
+def test_single_volume_4d_is_squeezed(tmp_path, phantom):
+    assert load_volume(write_nifti(tmp_path / "v.nii.gz", phantom[..., None])).shape == phantom.shape
+
+
+@pytest.mark.parametrize(
+    "array, affine, problem",
+    [
+        (np.zeros((8, 8, 8)) + 3, None, "constant"),
+        (np.random.rand(8, 8), None, "3D"),
+        (np.random.rand(8, 8, 8, 2), None, "4D"),
+        (np.where(np.eye(8)[..., None].repeat(8, 2) > 0, np.nan, 1.0), None, "NaN"),
+        (np.random.rand(8, 8, 8), np.diag([100.0, 1, 1, 1]), "voxel size"),
+    ],
+)
+def test_bad_volumes_are_refused(tmp_path, array, affine, problem):
+    path = write_nifti(tmp_path / "bad.nii.gz", array.astype(np.float32), affine)
+    with pytest.raises(InputError, match=problem) as info:
+        load_volume(path)
+    assert "bad.nii.gz" in str(info.value)
+
+
+def test_truncated_file_is_refused(tmp_path, phantom):
+    path = write_nifti(tmp_path / "full.nii.gz", phantom)
+    raw = gzip.decompress(path.read_bytes())
+    cut = tmp_path / "cut.nii.gz"
+    cut.write_bytes(gzip.compress(raw[: len(raw) // 2]))
+    with pytest.raises(InputError, match="unreadable or truncated"):
+        load_volume(cut)
+
+
+def test_different_grids_are_refused():
+    with pytest.raises(InputError, match="not on the grid"):
+        check_same_grid([(4, 4, 4), (4, 4, 5)], [np.eye(4), np.eye(4)], ["t1.nii.gz", "t2.nii.gz"])
+    with pytest.raises(InputError, match="affines differ"):
+        check_same_grid([(4, 4, 4), (4, 4, 4)], [np.eye(4), np.diag([2, 1, 1, 1])], ["t1", "t2"])
+
+
+def test_atomic_output_leaves_nothing_on_error(tmp_path):
+    target = tmp_path / "out.nii.gz"
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_output(target) as tmp:
+            tmp.write_bytes(b"partial")
+            raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_help_and_version_answer():
+    for flag in ("--help", "--version"):
+        done = subprocess.run([sys.executable, "-m", "mtsr_monai", flag], capture_output=True, text=True)
+        assert done.returncode == 0 and "mtsr" in done.stdout
+
+
+def test_cli_unknown_argument_exits_2():
+    done = subprocess.run([sys.executable, "-m", "mtsr_monai", "--no-such-flag"], capture_output=True, text=True)
+    assert done.returncode == 2
