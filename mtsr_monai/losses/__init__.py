@@ -1,1 +1,6 @@
-"""mtsr_monai.losses"""
+"""Losses: adversarial objectives and weighted sums of reconstruction / perceptual terms."""
+
+from mtsr_monai.losses.gan import GanLoss
+from mtsr_monai.losses.weighted import WeightedLoss
+
+__all__ = ["GanLoss", "WeightedLoss"]

@@ -1,0 +1,160 @@
+"""Ignite handlers shared by the training engines: resume checkpoints and TensorBoard image grids."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from ignite.engine import Engine, Events
+from monai.engines.utils import PrepareBatch
+
+logger = logging.getLogger(__name__)
+
+
+class PrepareBatchPair(PrepareBatch):
+    """Return ``(batch[input_key], batch[target_key])`` on the device, for trainers and evaluators."""
+
+    def __init__(self, input_key: str = "lr", target_key: str = "hr") -> None:
+        self.input_key, self.target_key = input_key, target_key
+
+    def __call__(self, batchdata: Mapping[str, Any], device=None, non_blocking: bool = False, **kwargs):
+        def move(x):
+            return x.to(device=device, non_blocking=non_blocking, **kwargs) if torch.is_tensor(x) else x
+
+        return move(batchdata[self.input_key]), move(batchdata[self.target_key])
+
+
+class ResumeCheckpoint:
+    """Save everything needed to resume every ``every_n_iterations`` and at each epoch; reload on start.
+
+    ``objects`` maps names to objects with ``state_dict`` / ``load_state_dict`` (networks, optimizers,
+    schedulers, GradScaler, the trainer itself). Files are ``checkpoint_<iteration>.pt`` in ``directory``,
+    written atomically by Ignite's DiskSaver; the ``n_saved`` newest are kept. On ``Events.STARTED``
+    the newest is loaded, so running the same command again after a crash (even ``kill -9``)
+    continues from there, with the run's own ``max_epochs`` kept (MONAI #1757: a loaded trainer state
+    would otherwise impose the old budget).
+    """
+
+    def __init__(
+        self,
+        directory: str | Path,
+        objects: Mapping[str, Any],
+        every_n_iterations: int = 100,
+        n_saved: int = 2,
+        resume: bool = True,
+        save_on_rank0_only: bool = True,
+    ) -> None:
+        self.directory = Path(directory)
+        self.objects = dict(objects)
+        self.every_n_iterations = int(every_n_iterations)
+        self.n_saved = n_saved
+        self.resume = resume
+        self.save_on_rank0_only = save_on_rank0_only
+
+    def latest(self) -> Path | None:
+        found = []
+        for path in self.directory.glob("checkpoint_*.pt"):
+            match = re.fullmatch(r"checkpoint_(\d+)\.pt", path.name)
+            if match:
+                found.append((int(match.group(1)), path))
+        return max(found)[1] if found else None
+
+    def attach(self, engine: Engine) -> None:
+        from ignite.handlers import Checkpoint, DiskSaver
+
+        objects = {"trainer": engine, **self.objects}
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        if rank == 0 or not self.save_on_rank0_only:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            saver = DiskSaver(str(self.directory), require_empty=False, atomic=True)
+            checkpoint = Checkpoint(
+                objects,
+                saver,
+                filename_prefix="",
+                n_saved=self.n_saved,
+                global_step_transform=lambda eng, _: eng.state.iteration,
+                filename_pattern="checkpoint_{global_step}.pt",
+            )
+            every = Events.ITERATION_COMPLETED(every=self.every_n_iterations)
+            engine.add_event_handler(every | Events.EPOCH_COMPLETED, self._save_once(checkpoint))
+        if self.resume:
+            engine.add_event_handler(Events.STARTED, self._load, objects)
+
+    @staticmethod
+    def _save_once(checkpoint) -> Callable[[Engine], None]:
+        last = {"iteration": -1}
+
+        def save(engine: Engine) -> None:
+            if engine.state.iteration != last["iteration"]:  # an epoch end can coincide with every-N
+                last["iteration"] = engine.state.iteration
+                checkpoint(engine)
+
+        return save
+
+    def _load(self, engine: Engine, objects: Mapping[str, Any]) -> None:
+        from ignite.handlers import Checkpoint
+
+        path = self.latest()
+        if path is None:
+            return
+        max_epochs = engine.state.max_epochs
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        Checkpoint.load_objects(to_load=dict(objects), checkpoint=state)
+        engine.state.max_epochs = max_epochs
+        logger.info("resumed from %s at iteration %d (epoch %d)", path, engine.state.iteration, engine.state.epoch)
+
+
+class ImageGridHandler:
+    """Write a TensorBoard image grid every ``every_n_iterations`` from ``engine.state.output``.
+
+    ``images_fn(output) -> dict[name, tensor (B, 1, H, W)]``: the panels, shown side by side for
+    the first ``max_rows`` items of the batch, each scaled to [0, 1] over the whole grid.
+    """
+
+    def __init__(
+        self,
+        log_dir: str | Path,
+        images_fn: Callable[[Any], Mapping[str, torch.Tensor]],
+        every_n_iterations: int = 100,
+        max_rows: int = 4,
+        tag: str = "train/images",
+    ) -> None:
+        self.log_dir, self.images_fn = str(log_dir), images_fn
+        self.every_n_iterations, self.max_rows, self.tag = every_n_iterations, max_rows, tag
+        self._writer = None
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.every_n_iterations), self)
+
+    def __call__(self, engine: Engine) -> None:
+        if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+            return
+        from torch.utils.tensorboard import SummaryWriter
+
+        if self._writer is None:
+            self._writer = SummaryWriter(self.log_dir)
+        grid = image_grid(self.images_fn(engine.state.output), self.max_rows)
+        self._writer.add_image(self.tag, grid, engine.state.iteration)
+        self._writer.flush()
+
+
+def image_grid(panels: Mapping[str, torch.Tensor], max_rows: int = 4) -> torch.Tensor:
+    """Panels (B,1,H,W each, possibly of different sizes) -> one (1, rows*H, cols*W) grid in [0, 1].
+
+    Smaller panels (an LR input) are upsampled by nearest neighbour to the largest size, so each
+    row compares the same item across panels.
+    """
+    import torch.nn.functional as F
+
+    tensors = [p.detach().float().cpu()[:max_rows, :1] for p in panels.values()]
+    height = max(t.shape[-2] for t in tensors)
+    width = max(t.shape[-1] for t in tensors)
+    tensors = [F.interpolate(t, size=(height, width), mode="nearest") for t in tensors]
+    rows = torch.cat(tensors, dim=-1)  # B,1,H,cols*W
+    grid = torch.cat(list(rows), dim=-2)  # 1, B*H, cols*W
+    low, high = grid.min(), grid.max()
+    return (grid - low) / (high - low + 1e-8)

@@ -1,0 +1,179 @@
+"""Paired image-to-image training with an optional adversarial critic (one engine, two methods).
+
+Serves both MTSR-MRI super-resolution (RRDB + PatchGAN: L1 pre-training, then GAN + 200 VGG + 2 L1)
+and the clinical paper's restoration (attention U-Net + DCGAN critic: several critic steps per
+generator step, generator loss L_G + lambda_critic (1 - E[D(y_hat)])). MONAI's GanTrainer and
+AdversarialTrainer do not fit these (see docs), so this subclasses ``monai.engines.Trainer`` with its
+own iteration, as the model-zoo's generative bundles do.
+
+One iteration:
+1. ``pred = G(input)`` under autocast (CUDA only when ``amp``).
+2. Phase 1 (``epoch <= pretrain_epochs``): minimise ``pretrain_loss(pred, target)`` only; D is idle.
+3. Phase 2: generator loss = ``generator_loss(pred, target)["total"] + adversarial_weight * GAN_G``,
+   one G step; then ``critic_steps`` D steps on ``(target, pred.detach())``. With
+   ``adversarial_weight == 0`` the critic still trains and its score is logged (a monitor).
+The output dict holds every loss term (floats) and the tensors ``input``, ``pred``, ``target``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+from monai.engines import Trainer
+from monai.engines.utils import default_metric_cmp_fn
+from torch.optim import Optimizer
+
+from mtsr_monai.engines.handlers import PrepareBatchPair
+from mtsr_monai.losses.gan import GanLoss
+
+
+def autocast(device: torch.device, enabled: bool):
+    """Mixed precision on CUDA only: CPU autocast to bfloat16 is slower here and changes the numbers."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+class PairedAdversarialTrainer(Trainer):
+    """Ignite trainer for ``G: input -> target`` with pixel/perceptual losses and an optional critic D."""
+
+    def __init__(
+        self,
+        device: str | torch.device,
+        max_epochs: int,
+        train_data_loader: Iterable,
+        generator: torch.nn.Module,
+        g_optimizer: Optimizer,
+        generator_loss: Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]],
+        discriminator: torch.nn.Module | None = None,
+        d_optimizer: Optimizer | None = None,
+        gan_loss: GanLoss | str = "lsgan",
+        adversarial_weight: float = 1.0,
+        critic_steps: int = 1,
+        pretrain_epochs: int = 0,
+        pretrain_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        input_key: str = "lr",
+        target_key: str = "hr",
+        epoch_length: int | None = None,
+        amp: bool = False,
+        grad_clip: float | None = None,
+        train_handlers: Sequence | None = None,
+        key_train_metric: dict | None = None,
+        additional_metrics: dict | None = None,
+        metric_cmp_fn: Callable = default_metric_cmp_fn,
+        non_blocking: bool = False,
+    ) -> None:
+        if discriminator is not None and d_optimizer is None:
+            raise ValueError("a discriminator needs a d_optimizer")
+        if critic_steps < 1:
+            raise ValueError("critic_steps must be >= 1")
+        super().__init__(
+            device=torch.device(device),
+            max_epochs=max_epochs,
+            data_loader=train_data_loader,
+            epoch_length=epoch_length,
+            non_blocking=non_blocking,
+            prepare_batch=PrepareBatchPair(input_key, target_key),
+            key_metric=key_train_metric,
+            additional_metrics=additional_metrics,
+            metric_cmp_fn=metric_cmp_fn,
+            handlers=train_handlers,
+            amp=amp,
+            decollate=False,
+        )
+        self.generator, self.g_optimizer, self.generator_loss = generator, g_optimizer, generator_loss
+        self.discriminator, self.d_optimizer = discriminator, d_optimizer
+        self.gan_loss = GanLoss(gan_loss) if isinstance(gan_loss, str) else gan_loss
+        self.adversarial_weight, self.critic_steps = float(adversarial_weight), int(critic_steps)
+        self.pretrain_epochs = int(pretrain_epochs)
+        self.pretrain_loss = pretrain_loss or torch.nn.L1Loss()
+        self.grad_clip = grad_clip
+        use_scaler = amp and torch.device(device).type == "cuda"
+        self.g_scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        self.d_scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+
+    # the objects a resume checkpoint must hold besides the trainer (see ResumeCheckpoint)
+    def checkpoint_objects(self) -> dict[str, Any]:
+        objects: dict[str, Any] = {
+            "generator": self.generator,
+            "g_optimizer": self.g_optimizer,
+            "g_scaler": self.g_scaler,
+        }
+        if self.discriminator is not None:
+            objects.update(discriminator=self.discriminator, d_optimizer=self.d_optimizer, d_scaler=self.d_scaler)
+        return objects
+
+    def in_pretraining(self, engine) -> bool:
+        return self.discriminator is None or engine.state.epoch <= self.pretrain_epochs
+
+    def _step(self, loss: torch.Tensor, optimizer: Optimizer, scaler, params) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if self.grad_clip:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+
+    def _iteration(self, engine, batchdata: dict[str, Any]) -> dict[str, Any]:
+        inputs, targets = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking)
+        device = torch.device(engine.state.device)
+        self.generator.train()
+        output: dict[str, Any] = {"input": inputs, "target": targets}
+
+        if self.in_pretraining(engine):
+            with autocast(device, engine.amp):
+                pred = self.generator(inputs)
+                if self.discriminator is None:
+                    terms = self.generator_loss(pred, targets)
+                else:
+                    terms = {"total": self.pretrain_loss(pred.float(), targets.float())}
+            self._step(terms["total"], self.g_optimizer, self.g_scaler, self.generator.parameters())
+            output.update(pred=pred.detach(), phase="pretrain", **{f"g_{k}": v.item() for k, v in terms.items()})
+            return output
+
+        discriminator = self.discriminator
+        # generator step, critic frozen
+        for p in discriminator.parameters():
+            p.requires_grad_(False)
+        with autocast(device, engine.amp):
+            pred = self.generator(inputs)
+            terms = self.generator_loss(pred, targets)
+            fake_logits = discriminator(pred)
+            real_logits = discriminator(targets) if self.gan_loss.needs_real_for_generator else None
+            adversarial = self.gan_loss.generator(fake_logits, real_logits)
+            g_total = terms["total"] + self.adversarial_weight * adversarial
+        self._step(g_total, self.g_optimizer, self.g_scaler, self.generator.parameters())
+        for p in discriminator.parameters():
+            p.requires_grad_(True)
+
+        # critic steps on the detached prediction
+        fake = pred.detach()
+        for _ in range(self.critic_steps):
+            with autocast(device, engine.amp):
+                real_logits = discriminator(targets)
+                fake_logits = discriminator(fake)
+                d_loss = self.gan_loss.discriminator(real_logits, fake_logits)
+            self._step(d_loss, self.d_optimizer, self.d_scaler, discriminator.parameters())
+
+        with torch.no_grad():
+            last = fake_logits[-1] if isinstance(fake_logits, (list, tuple)) else fake_logits
+            critic_score = torch.sigmoid(last.float()).mean().item()
+        output.update(
+            pred=fake,
+            phase="adversarial",
+            g_adversarial=adversarial.item(),
+            g_objective=g_total.item(),
+            d_loss=d_loss.item(),
+            critic_score=critic_score,
+            **{f"g_{k}": v.item() for k, v in terms.items()},
+        )
+        return output
+
+
+def scalar_losses(output: dict[str, Any]) -> dict[str, float]:
+    """The float entries of an iteration's output (for StatsHandler / TensorBoardStatsHandler)."""
+    return {k: v for k, v in output.items() if isinstance(v, float)}

@@ -1,0 +1,63 @@
+"""Adversarial objectives on discriminator logits.
+
+Modes:
+- ``lsgan``: least squares (Mao et al. 2017): D minimises (D(real)-1)^2 + D(fake)^2, G minimises (D(fake)-1)^2.
+- ``vanilla``: binary cross-entropy with logits (Goodfellow et al. 2014), non-saturating for G.
+- ``ragan``: relativistic average GAN as in ESRGAN: each side judges real against the mean fake and vice versa.
+- ``critic``: the clinical paper's critic guidance: D trained with BCE; G minimises 1 - E[sigmoid(D(fake))].
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+MODES = ("lsgan", "vanilla", "ragan", "critic")
+
+
+def _last(logits):
+    # MONAI's PatchDiscriminator returns [features..., logits]
+    return logits[-1] if isinstance(logits, (list, tuple)) else logits
+
+
+class GanLoss:
+    """Discriminator and generator losses for one adversarial ``mode`` (see module docstring)."""
+
+    def __init__(self, mode: str = "lsgan") -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown GAN loss {mode!r}; choose from {MODES}")
+        self.mode = mode
+
+    @property
+    def needs_real_for_generator(self) -> bool:
+        return self.mode == "ragan"
+
+    def discriminator(self, real_logits, fake_logits) -> torch.Tensor:
+        real, fake = _last(real_logits).float(), _last(fake_logits).float()
+        if self.mode == "lsgan":
+            return 0.5 * (((real - 1) ** 2).mean() + (fake**2).mean())
+        if self.mode in ("vanilla", "critic"):
+            return 0.5 * (
+                F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
+                + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
+            )
+        return 0.5 * (
+            F.binary_cross_entropy_with_logits(real - fake.mean(), torch.ones_like(real))
+            + F.binary_cross_entropy_with_logits(fake - real.mean(), torch.zeros_like(fake))
+        )
+
+    def generator(self, fake_logits, real_logits=None) -> torch.Tensor:
+        fake = _last(fake_logits).float()
+        if self.mode == "lsgan":
+            return ((fake - 1) ** 2).mean()
+        if self.mode == "vanilla":
+            return F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))
+        if self.mode == "critic":
+            return 1.0 - torch.sigmoid(fake).mean()
+        if real_logits is None:
+            raise ValueError("the relativistic GAN loss needs the discriminator's logits on real images")
+        real = _last(real_logits).float().detach()
+        return 0.5 * (
+            F.binary_cross_entropy_with_logits(real - fake.mean(), torch.zeros_like(real))
+            + F.binary_cross_entropy_with_logits(fake - real.mean(), torch.ones_like(fake))
+        )
