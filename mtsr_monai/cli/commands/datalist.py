@@ -1,0 +1,71 @@
+"""``mtsr datalist``: a decathlon-style datalist (training / validation / test) from a folder of subjects."""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "datalist"
+HELP = "build a decathlon-style datalist JSON (training/validation/test split by subject) from a data folder"
+DESCRIPTION = (
+    "Find subjects under --root (BraTS 2018-2023 names, IXI, BIDS, or one folder per subject), split them "
+    "by subject into training / validation / test (ids sorted, then a permutation seeded by --seed), and "
+    "write a JSON readable by monai.data.load_decathlon_datalist. Paths are absolute unless --relative."
+)
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", required=True, help="data folder")
+    parser.add_argument(
+        "--layout",
+        default="auto",
+        choices=["auto", "brats", "ixi", "bids", "folders"],
+        help="default: auto-detect",
+    )
+    parser.add_argument("--output", "-o", required=True, help="datalist JSON to write")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the subject permutation (default 0)")
+    parser.add_argument(
+        "--ratios",
+        type=float,
+        nargs=3,
+        default=[0.66, 0.18, 0.16],
+        metavar=("TRAIN", "VAL", "TEST"),
+        help="split ratios summing to 1 (default 0.66 0.18 0.16, as in the clinical paper)",
+    )
+    parser.add_argument(
+        "--require", type=_csv, default=[], help="keep only subjects having these keys, e.g. t1,flair"
+    )
+    parser.add_argument(
+        "--relative",
+        action="store_true",
+        help="write paths relative to the datalist's folder (MONAI base_dir)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from mtsr_monai.data.datalist import build_datalist
+    from mtsr_monai.io import atomic_write_text
+
+    output = Path(args.output)
+    base_dir = output.absolute().parent if args.relative else None
+    datalist = build_datalist(
+        args.root,
+        layout=args.layout,
+        seed=args.seed,
+        ratios=args.ratios,
+        require=args.require,
+        base_dir=base_dir,
+    )
+    atomic_write_text(output, json.dumps(datalist, indent=2) + "\n")
+    keys = ", ".join(f"{k} {n}" for k, n in datalist["keys"].items())
+    print(
+        f"{output}: layout {datalist['layout']}, {datalist['numTraining']} training / "
+        f"{datalist['numValidation']} validation / {datalist['numTest']} test subjects (keys: {keys})"
+    )
+    return 0
