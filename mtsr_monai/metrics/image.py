@@ -1,0 +1,248 @@
+"""Image-fidelity metrics: PSNR, SSIM, MAE, NMSE, over the whole image and inside a brain mask.
+
+Conventions (stated once, used everywhere):
+
+* ``data_range`` defaults to ``ref.max() - ref.min()`` over the whole reference image, also for masked values,
+  so whole-image and brain PSNR / SSIM share one scale.
+* PSNR = 10 log10(data_range^2 / MSE); identical images give ``inf``.
+* SSIM: Gaussian window of 11 taps, sigma 1.5, K1 0.01, K2 0.03, population (not sample) covariance, reflect
+  padding; the unmasked SSIM is the mean of the SSIM map without its 5-voxel border (as scikit-image), the
+  masked SSIM the mean of the map inside the mask. 3D by default, or 2D slice by slice along ``axis``.
+* NMSE = sum((pred - ref)^2) / sum(ref^2) (conventional). ``nmse_clinical_code`` is
+  mean((pred - ref)^2) / sum(ref^2), what the clinical paper's code computes: it equals NMSE / N for N voxels,
+  hence that paper's values around 1e-10.
+* MAE = mean |pred - ref|, in the images' own units.
+
+``batch_psnr`` / ``batch_ssim`` work on torch tensors (B, C, H, W) for validation inside training engines.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+WIN_SIZE, SIGMA, K1, K2 = 11, 1.5, 0.01, 0.03
+_TRUNCATE = 3.5  # scipy/skimage truncation giving an 11-tap window for sigma 1.5: int(3.5 * 1.5 + 0.5) = 5
+
+
+def _np(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _mask(mask: Any, shape: tuple[int, ...]) -> np.ndarray | None:
+    if mask is None:
+        return None
+    m = _np(mask) > 0
+    if m.shape != shape:
+        raise ValueError(f"mask shape {m.shape} != image shape {shape}")
+    if not m.any():
+        raise ValueError("the mask is empty")
+    return m
+
+
+def _pair(pred: Any, ref: Any) -> tuple[np.ndarray, np.ndarray]:
+    p, r = _np(pred), _np(ref)
+    if p.shape != r.shape:
+        raise ValueError(f"prediction shape {p.shape} != reference shape {r.shape}")
+    return p, r
+
+
+def default_data_range(ref: Any) -> float:
+    """``ref.max() - ref.min()`` over the whole reference (1.0 if the reference is constant)."""
+    r = _np(ref)
+    span = float(r.max() - r.min())
+    return span if span > 0 else 1.0
+
+
+def mse(pred: Any, ref: Any, mask: Any = None) -> float:
+    p, r = _pair(pred, ref)
+    m = _mask(mask, r.shape)
+    d = (p - r) ** 2
+    return float(d[m].mean() if m is not None else d.mean())
+
+
+def mae(pred: Any, ref: Any, mask: Any = None) -> float:
+    """Mean absolute error, inside ``mask`` when given."""
+    p, r = _pair(pred, ref)
+    m = _mask(mask, r.shape)
+    d = np.abs(p - r)
+    return float(d[m].mean() if m is not None else d.mean())
+
+
+def psnr(pred: Any, ref: Any, mask: Any = None, data_range: float | None = None) -> float:
+    """Peak signal-to-noise ratio in dB (``inf`` for identical images)."""
+    err = mse(pred, ref, mask)
+    rng = default_data_range(ref) if data_range is None else float(data_range)
+    return math.inf if err == 0 else float(10.0 * math.log10(rng**2 / err))
+
+
+def nmse(pred: Any, ref: Any, mask: Any = None) -> float:
+    """Conventional normalised MSE: sum((pred - ref)^2) / sum(ref^2)."""
+    p, r = _pair(pred, ref)
+    m = _mask(mask, r.shape)
+    if m is not None:
+        p, r = p[m], r[m]
+    den = float((r**2).sum())
+    return float(((p - r) ** 2).sum() / den) if den > 0 else math.inf
+
+
+def nmse_clinical_code(pred: Any, ref: Any, mask: Any = None) -> float:
+    """The clinical paper's code: mean((pred - ref)^2) / sum(ref^2) = NMSE / N (a mean over a sum)."""
+    p, r = _pair(pred, ref)
+    m = _mask(mask, r.shape)
+    if m is not None:
+        p, r = p[m], r[m]
+    den = float((r**2).sum())
+    return float(((p - r) ** 2).mean() / den) if den > 0 else math.inf
+
+
+def ssim_map(pred: Any, ref: Any, data_range: float | None = None) -> np.ndarray:
+    """The SSIM map (same shape as the images; 2D or 3D), Gaussian window 11 / sigma 1.5, reflect padding."""
+    from scipy.ndimage import gaussian_filter
+
+    p, r = _pair(pred, ref)
+    rng = default_data_range(r) if data_range is None else float(data_range)
+    c1, c2 = (K1 * rng) ** 2, (K2 * rng) ** 2
+
+    def blur(x: np.ndarray) -> np.ndarray:
+        return gaussian_filter(x, sigma=SIGMA, truncate=_TRUNCATE, mode="reflect")
+
+    mu_p, mu_r = blur(p), blur(r)
+    var_p = blur(p * p) - mu_p**2
+    var_r = blur(r * r) - mu_r**2
+    cov = blur(p * r) - mu_p * mu_r
+    num = (2 * mu_p * mu_r + c1) * (2 * cov + c2)
+    den = (mu_p**2 + mu_r**2 + c1) * (var_p + var_r + c2)
+    return num / den
+
+
+def _interior(shape: tuple[int, ...]) -> tuple[slice, ...]:
+    pad = (WIN_SIZE - 1) // 2
+    return tuple(slice(pad, n - pad) if n > 2 * pad else slice(None) for n in shape)
+
+
+def ssim(
+    pred: Any, ref: Any, mask: Any = None, data_range: float | None = None, axis: int | None = None
+) -> float:
+    """Structural similarity; 3D for a volume, or the mean of 2D slice SSIMs along ``axis``.
+
+    Without a mask: mean of the map without the 5-voxel border (scikit-image), with a mask: mean of
+    the map inside the mask (slice-wise: over all masked pixels of all slices).
+    """
+    p, r = _pair(pred, ref)
+    m = _mask(mask, r.shape)
+    rng = default_data_range(r) if data_range is None else float(data_range)
+    if axis is None:
+        smap = ssim_map(p, r, rng)
+        return float(smap[m].mean() if m is not None else smap[_interior(smap.shape)].mean())
+    p, r = np.moveaxis(p, axis, 0), np.moveaxis(r, axis, 0)
+    ms = np.moveaxis(m, axis, 0) if m is not None else None
+    total, count = 0.0, 0
+    for k in range(p.shape[0]):
+        if ms is not None and not ms[k].any():
+            continue
+        smap = ssim_map(p[k], r[k], rng)
+        if ms is not None:
+            total, count = total + float(smap[ms[k]].sum()), count + int(ms[k].sum())
+        else:
+            total, count = total + float(smap[_interior(smap.shape)].mean()), count + 1
+    return total / count
+
+
+def has_zero_background(ref: Any, min_fraction: float = 0.01) -> bool:
+    """True when the reference has an exactly-zero background (skull-stripped / masked images)."""
+    r = _np(ref)
+    return float(r.min()) == 0.0 and float((r == 0).mean()) >= min_fraction
+
+
+def image_metrics(
+    pred: Any,
+    ref: Any,
+    mask: Any = None,
+    data_range: float | None = None,
+    auto_mask: bool = True,
+    ssim_axis: int | None = None,
+) -> dict:
+    """PSNR, SSIM, MAE, NMSE (+ the clinical code's NMSE) over the whole image and over the brain.
+
+    The brain is ``mask`` when given, else ``ref > 0`` when ``auto_mask`` and the reference has a zero
+    background, else none (``"brain": None``).
+    """
+    p, r = _pair(pred, ref)
+    rng = default_data_range(r) if data_range is None else float(data_range)
+    if mask is not None:
+        m, source = _mask(mask, r.shape), "given"
+    elif auto_mask and has_zero_background(r):
+        m, source = r > 0, "ref > 0"
+    else:
+        m, source = None, None
+
+    def block(mk: np.ndarray | None) -> dict:
+        return {
+            "psnr": psnr(p, r, mk, rng),
+            "ssim": ssim(p, r, mk, rng, axis=ssim_axis),
+            "mae": mae(p, r, mk),
+            "mse": mse(p, r, mk),
+            "nmse": nmse(p, r, mk),
+            "nmse_clinical_code": nmse_clinical_code(p, r, mk),
+            "voxels": int(r.size if mk is None else mk.sum()),
+        }
+
+    return {
+        "data_range": rng,
+        "ssim_mode": "3d" if ssim_axis is None else f"2d slices along array axis {ssim_axis}",
+        "mask": source,
+        "whole": block(None),
+        "brain": block(m) if m is not None else None,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# torch, (B, C, H, W) batches: validation inside training engines
+
+
+def batch_psnr(pred: torch.Tensor, ref: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """PSNR per batch item (B,), over all channels and pixels; ``inf`` where an item is identical."""
+    import torch
+
+    err = ((pred.float() - ref.float()) ** 2).flatten(1).mean(1)
+    return 10.0 * torch.log10(torch.as_tensor(float(data_range) ** 2, device=err.device) / err)
+
+
+def _gauss_kernel(device: Any, dtype: Any) -> torch.Tensor:
+    import torch
+
+    x = torch.arange(WIN_SIZE, device=device, dtype=dtype) - (WIN_SIZE - 1) / 2
+    g = torch.exp(-(x**2) / (2 * SIGMA**2))
+    return g / g.sum()
+
+
+def batch_ssim(pred: torch.Tensor, ref: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """SSIM per item (B,) of (B, C, H, W) images, channels averaged, over valid (border-free) positions,
+    which equals scikit-image's cropped mean. Images must be at least 11x11."""
+    import torch.nn.functional as F
+
+    p, r = pred.float(), ref.float()
+    b, c, h, w = p.shape
+    if h < WIN_SIZE or w < WIN_SIZE:
+        raise ValueError(f"batch_ssim needs images of at least {WIN_SIZE}x{WIN_SIZE}, got {h}x{w}")
+    g = _gauss_kernel(p.device, p.dtype)
+    kx, ky = g.view(1, 1, 1, -1).repeat(c, 1, 1, 1), g.view(1, 1, -1, 1).repeat(c, 1, 1, 1)
+
+    def blur(x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.conv2d(x, kx, groups=c), ky, groups=c)
+
+    c1, c2 = (K1 * data_range) ** 2, (K2 * data_range) ** 2
+    mu_p, mu_r = blur(p), blur(r)
+    var_p = blur(p * p) - mu_p**2
+    var_r = blur(r * r) - mu_r**2
+    cov = blur(p * r) - mu_p * mu_r
+    smap = ((2 * mu_p * mu_r + c1) * (2 * cov + c2)) / ((mu_p**2 + mu_r**2 + c1) * (var_p + var_r + c2))
+    return smap.flatten(1).mean(1)
