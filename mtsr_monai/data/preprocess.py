@@ -1,0 +1,346 @@
+"""The per-subject preprocessing pipeline behind ``mtsr preprocess``.
+
+For each subject of a datalist: load the modalities (validated), N4 bias-field correction, registration
+to the template (other modalities rigidly to the reference first), brain mask from the template, optional
+skull stripping, crop to the template's intracranial box, robust [0, 1] scaling inside the mask. Writes
+``DIR/<subject>/<modality>.nii.gz``, ``brain_mask.nii.gz``, ``transform_<modality>.tfm`` and the sidecar
+``preprocess.json`` (every parameter, package versions, timings); the sidecar is written last, so a
+subject whose sidecar says ``done`` with the same configuration is skipped on the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mtsr_monai.errors import InputError
+
+SIDECAR = "preprocess.json"
+SPLITS = ("training", "validation", "test")
+#: keys resampled with nearest neighbour and written as uint8 (segmentations)
+LABEL_KEYS = ("label", "seg")
+_IMAGE_SUFFIX = re.compile(r"\.(nii(\.gz)?|nrrd|nhdr|mha|mhd)$", re.IGNORECASE)
+
+
+@dataclass
+class PreprocessConfig:
+    """Every knob of the pipeline; it is written whole into each sidecar."""
+
+    registration: str = "affine"  # rigid | affine | nonlinear | none
+    template: str | None = None  # None: MNI152 2009a 1 mm T1 from nilearn
+    template_mask: str | None = None  # intracranial mask of a user template
+    reference: str = "t1"
+    n4: bool = True
+    n4_shrink_factor: int = 4
+    n4_iterations: tuple[int, ...] = (50, 50, 30, 20)
+    align_modalities: bool | str = "auto"  # rigid alignment to the reference: auto = when grids differ
+    template_brain_only: bool | str = "auto"
+    shrink_factors: tuple[int, ...] = (4, 2)
+    smoothing_sigmas: tuple[float, ...] = (2.0, 1.0)
+    iterations: int = 200
+    sampling_percentage: float = 0.15
+    bspline_mesh_size: tuple[int, ...] = (4, 4, 4)
+    bspline_iterations: int = 20
+    seed: int = 0
+    skull_strip: bool = False
+    crop: bool = True
+    crop_margin: int = 2
+    k_divisible: int = 1
+    lower_percentile: float = 0.5
+    upper_percentile: float = 99.5
+    clip: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self)))
+
+
+# --------------------------------------------------------------------------------------------------
+# datalist
+
+
+def read_datalist(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Subjects of all splits (``training``, ``validation``, ``test``) of a datalist, paths made absolute.
+
+    Each item keeps its image keys (paths relative to the datalist's folder are resolved) and gets
+    ``subject`` (derived from the first file name when missing) and ``split``. Raises InputError for a
+    missing file, bad JSON, a datalist without subjects or duplicate subject ids.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("no such datalist", path)
+    try:
+        content = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"not valid JSON ({err})", path) from err
+    if not isinstance(content, dict) or not any(isinstance(content.get(s), list) for s in SPLITS):
+        raise InputError(f"a datalist needs at least one of the lists {', '.join(SPLITS)}", path)
+    base = path.resolve().parent
+    subjects: list[dict[str, Any]] = []
+    for split in SPLITS:
+        for n, item in enumerate(content.get(split) or []):
+            if not isinstance(item, dict):
+                raise InputError(f"{split}[{n}] is not an object of modality -> path", path)
+            entry: dict[str, Any] = {"split": split}
+            for key, value in item.items():
+                if key == "subject":
+                    entry["subject"] = str(value)
+                elif isinstance(value, str) and _IMAGE_SUFFIX.search(value):
+                    p = Path(value)
+                    entry[key] = str(p if p.is_absolute() else base / p)
+            images = [k for k in entry if k not in ("split", "subject")]
+            if not images:
+                raise InputError(f"{split}[{n}] has no image path", path)
+            if "subject" not in entry:
+                entry["subject"] = _subject_from_name(Path(entry[images[0]]).name, images[0])
+            subjects.append(entry)
+    if not subjects:
+        raise InputError("the datalist lists no subject", path)
+    ids = [s["subject"] for s in subjects]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise InputError(f"duplicate subject ids: {', '.join(dupes[:5])}", path)
+    return subjects
+
+
+def _subject_from_name(name: str, key: str) -> str:
+    stem = _IMAGE_SUFFIX.sub("", name)
+    # drop a trailing modality tag: "case_t1" -> "case"
+    stripped = re.sub(rf"[_-]{re.escape(key)}$", "", stem, flags=re.IGNORECASE)
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", stripped or stem)
+
+
+# --------------------------------------------------------------------------------------------------
+# pipeline
+
+
+def build_stages(
+    config: PreprocessConfig, image_keys: list[str], label_keys: list[str]
+) -> list[tuple[str, Callable]]:
+    """The named dictionary transforms in order (heavy imports happen here)."""
+    from mtsr_monai.transforms.bias import N4BiasFieldCorrectiond
+    from mtsr_monai.transforms.brain_mask import BrainMaskFromTemplated
+    from mtsr_monai.transforms.intensity import CropToTemplateBoxd, ScaleIntensityPercentilesInMaskd
+    from mtsr_monai.transforms.registration import RegisterToTemplated
+
+    stages: list[tuple[str, Callable]] = []
+    if config.n4:
+        stages.append(
+            ("n4", N4BiasFieldCorrectiond(image_keys, config.n4_shrink_factor, config.n4_iterations))
+        )
+    stages.append(
+        (
+            "registration",
+            RegisterToTemplated(
+                image_keys + label_keys,
+                reference_key=config.reference,
+                template=config.template,
+                registration=config.registration,
+                nearest_keys=label_keys,
+                align_modalities=config.align_modalities,
+                template_brain_only=config.template_brain_only,
+                template_mask=config.template_mask,
+                shrink_factors=config.shrink_factors,
+                smoothing_sigmas=config.smoothing_sigmas,
+                iterations=config.iterations,
+                sampling_percentage=config.sampling_percentage,
+                bspline_mesh_size=config.bspline_mesh_size,
+                bspline_iterations=config.bspline_iterations,
+                seed=config.seed,
+            ),
+        )
+    )
+    stages.append(
+        (
+            "brain_mask",
+            BrainMaskFromTemplated(
+                image_keys,
+                template=config.template,
+                template_mask=config.template_mask,
+                skull_strip=config.skull_strip,
+            ),
+        )
+    )
+    if config.crop:
+        stages.append(
+            (
+                "crop",
+                CropToTemplateBoxd(
+                    image_keys + label_keys, "brain_mask", config.crop_margin, config.k_divisible
+                ),
+            )
+        )
+    stages.append(
+        (
+            "intensity",
+            ScaleIntensityPercentilesInMaskd(
+                image_keys, "brain_mask", config.lower_percentile, config.upper_percentile, config.clip
+            ),
+        )
+    )
+    return stages
+
+
+def _versions() -> dict[str, str]:
+    import monai
+    import numpy
+    import SimpleITK
+    import torch
+
+    from mtsr_monai import __version__
+
+    return {
+        "mtsr_monai": __version__,
+        "monai": monai.__version__,
+        "SimpleITK": SimpleITK.Version.VersionString(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _read_sidecar(folder: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((folder / SIDECAR).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def is_done(subject: dict[str, Any], output_dir: str | os.PathLike, config: PreprocessConfig) -> bool:
+    """True when the sidecar says done with this configuration and these inputs, and the outputs exist."""
+    folder = Path(output_dir) / subject["subject"]
+    sidecar = _read_sidecar(folder)
+    if not sidecar or sidecar.get("status") != "done" or sidecar.get("config") != config.to_json():
+        return False
+    if sidecar.get("inputs") != {k: v for k, v in subject.items() if k not in ("subject", "split")}:
+        return False
+    return all((folder / name).is_file() for name in sidecar.get("outputs", {}).values())
+
+
+def preprocess_subject(
+    subject: dict[str, Any], output_dir: str | os.PathLike, config: PreprocessConfig
+) -> dict[str, Any]:
+    """Run the pipeline on one subject and write its outputs and sidecar; return the sidecar dict."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from mtsr_monai.io import atomic_output, atomic_write_text, load_volume, save_volume
+    from mtsr_monai.transforms.registration import PARAMS_KEY, TRANSFORMS_KEY
+
+    start = time.perf_counter()
+    folder = Path(output_dir) / subject["subject"]
+    inputs = {k: v for k, v in subject.items() if k not in ("subject", "split")}
+    label_keys = [k for k in inputs if k in LABEL_KEYS]
+    image_keys = [k for k in inputs if k not in LABEL_KEYS]
+    if not image_keys:
+        raise InputError(f"subject {subject['subject']} has only labels, no image")
+    timings: dict[str, float] = {}
+    data: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    for key, path in inputs.items():
+        volume = load_volume(path, validate=key not in label_keys)  # an all-background label is legal
+        if key in label_keys and volume.ndim != 3:
+            raise InputError(f"expected a 3D label, got shape {tuple(volume.shape)}", path)
+        data[key] = volume.unsqueeze(0)  # channel first, as LoadImaged(ensure_channel_first=True) gives
+    timings["load"] = round(time.perf_counter() - t0, 3)
+    for name, stage in build_stages(config, image_keys, label_keys):
+        t0 = time.perf_counter()
+        data = stage(data)
+        timings[name] = round(time.perf_counter() - t0, 3)
+
+    t0 = time.perf_counter()
+    outputs: dict[str, str] = {}
+    for key in image_keys:
+        save_volume(data[key][0], folder / f"{key}.nii.gz")
+        outputs[key] = f"{key}.nii.gz"
+    for key in label_keys:
+        save_volume(data[key][0].round().clamp(0, 255), folder / f"{key}.nii.gz", dtype=np.uint8)
+        outputs[key] = f"{key}.nii.gz"
+    save_volume(data["brain_mask"][0], folder / "brain_mask.nii.gz", dtype=np.uint8)
+    outputs["brain_mask"] = "brain_mask.nii.gz"
+    for key, transform in data.get(TRANSFORMS_KEY, {}).items():
+        name = f"transform_{key}.tfm"
+        with atomic_output(folder / name) as tmp:
+            sitk.WriteTransform(transform, str(tmp))
+        outputs[f"transform_{key}"] = name
+    timings["write"] = round(time.perf_counter() - t0, 3)
+    timings["total"] = round(time.perf_counter() - start, 3)
+
+    reference = data[image_keys[0]]
+    sidecar = {
+        "subject": subject["subject"],
+        "split": subject.get("split"),
+        "status": "done",
+        "inputs": inputs,
+        "outputs": outputs,
+        "output_shape": [int(s) for s in reference.shape[-3:]],
+        "output_affine_ras": np.asarray(reference.affine, dtype=float).round(6).tolist(),
+        "transform_convention": "SimpleITK: output-grid physical points (LPS mm) -> input physical points",
+        "config": config.to_json(),
+        "steps": _jsonable(data.get(PARAMS_KEY, {})),
+        "seconds": timings,
+        "versions": _versions(),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    atomic_write_text(folder / SIDECAR, json.dumps(sidecar, indent=2))
+    return sidecar
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+
+
+def check_inputs(subjects: Iterable[dict[str, Any]]) -> None:
+    """Refuse the run before any work when a listed file is missing."""
+    for subject in subjects:
+        for key, path in subject.items():
+            if key not in ("subject", "split") and not Path(path).is_file():
+                raise InputError(f"listed for subject {subject['subject']} ({key}) but missing", path)
+
+
+def preprocess_datalist(
+    datalist: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    config: PreprocessConfig | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Preprocess every subject of a datalist; returns a summary, writes ``DIR/datalist.json`` of the outputs.
+
+    Subjects already done with the same configuration are skipped unless ``overwrite``.
+    """
+    from tqdm import tqdm
+
+    from mtsr_monai.io import atomic_write_text
+
+    config = config or PreprocessConfig()
+    subjects = read_datalist(datalist)
+    check_inputs(subjects)
+    output_dir = Path(output_dir)
+    done, skipped = [], []
+    bar = tqdm(subjects, desc="preprocess", unit="subject", disable=not progress)
+    for subject in bar:
+        bar.set_postfix_str(subject["subject"])
+        if not overwrite and is_done(subject, output_dir, config):
+            skipped.append(subject["subject"])
+            continue
+        sidecar = preprocess_subject(subject, output_dir, config)
+        done.append({"subject": subject["subject"], "seconds": sidecar["seconds"]["total"]})
+    # a datalist of the outputs, relative to DIR, in the input's splits: ready for training
+    out_list: dict[str, list] = {split: [] for split in SPLITS}
+    for subject in subjects:
+        sidecar = _read_sidecar(output_dir / subject["subject"]) or {}
+        entry = {"subject": subject["subject"]}
+        for key, name in sidecar.get("outputs", {}).items():
+            if not key.startswith("transform_"):
+                entry[key] = f"{subject['subject']}/{name}"
+        out_list[subject["split"]].append(entry)
+    atomic_write_text(output_dir / "datalist.json", json.dumps(out_list, indent=2))
+    return {"processed": done, "skipped": skipped, "output": str(output_dir)}

@@ -1,0 +1,150 @@
+"""Brain (intracranial) mask from the template tissue maps, carried to the subject; optional skull strip.
+
+The MNI152 2009a maps in nilearn give grey- and white-matter probabilities but no CSF. The intracranial
+mask is: GM + WM probability >= ``threshold``, closed morphologically (sulci), holes filled (ventricles),
+then dilated by ``csf_margin_mm`` to take in the outer CSF. A user template gives its own mask
+(``template_mask``) or, lacking one, the template's non-background voxels (Otsu, holes filled).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
+
+from mtsr_monai.transforms.registration import (
+    PARAMS_KEY,
+    TO_TEMPLATE_KEY,
+    _stack,
+    load_template,
+    metatensor_to_sitk,
+    resample,
+)
+
+
+@lru_cache(maxsize=4)
+def _mni_mask(threshold: float, closing_mm: int, csf_margin_mm: int) -> sitk.Image:
+    from mtsr_monai.data.template import template_path
+
+    gm = sitk.Cast(sitk.ReadImage(str(template_path("gm"))), sitk.sitkFloat32)
+    wm = sitk.Cast(sitk.ReadImage(str(template_path("wm"))), sitk.sitkFloat32)
+    tissue = (gm + wm) / 255.0
+    mask = sitk.Cast(tissue >= threshold, sitk.sitkUInt8)
+    return _envelope(mask, closing_mm, csf_margin_mm)
+
+
+def _envelope(mask: sitk.Image, closing_mm: int, margin_mm: int) -> sitk.Image:
+    # largest component only: stray tissue-probability specks outside the head must not grow the box
+    components = sitk.RelabelComponent(sitk.ConnectedComponent(mask), sortByObjectSize=True)
+    mask = sitk.Cast(components == 1, sitk.sitkUInt8)
+    spacing = min(mask.GetSpacing())
+    if closing_mm > 0:
+        mask = sitk.BinaryMorphologicalClosing(mask, [max(1, round(closing_mm / spacing))] * 3)
+    mask = sitk.BinaryFillhole(mask)
+    if margin_mm > 0:
+        mask = sitk.BinaryDilate(mask, [max(1, round(margin_mm / spacing))] * 3)
+    return sitk.Cast(mask, sitk.sitkUInt8)
+
+
+@lru_cache(maxsize=4)
+def _user_mask(template_mask: str | None, template: str | None) -> sitk.Image:
+    if template_mask is not None:
+        from mtsr_monai.io import load_volume
+
+        return sitk.Cast(metatensor_to_sitk(load_volume(template_mask)) > 0.5, sitk.sitkUInt8)
+    image = load_template(template)
+    mask = sitk.OtsuThreshold(image, 0, 1, 128)
+    return _envelope(mask, 3, 0)
+
+
+def template_brain_mask(
+    template_mask: str | Path | None = None,
+    template: str | Path | None = None,
+    reference: sitk.Image | None = None,
+    threshold: float = 0.5,
+    closing_mm: int = 4,
+    csf_margin_mm: int = 2,
+) -> sitk.Image:
+    """The intracranial mask (uint8 0/1) on the template grid (or on ``reference``'s grid if given)."""
+    if template_mask is None and template is None:
+        mask = _mni_mask(float(threshold), int(closing_mm), int(csf_margin_mm))
+    else:
+        mask = _user_mask(
+            None if template_mask is None else str(template_mask), None if template is None else str(template)
+        )
+    if reference is not None:
+        mask = resample(mask, reference, None, nearest=True)
+    return mask
+
+
+class BrainMaskFromTemplated(MapTransform):
+    """Add ``mask_key`` (uint8, 1 channel): the template's intracranial mask on the subject's current grid.
+
+    The mask moves through ``data[TO_TEMPLATE_KEY]`` (set by :class:`RegisterToTemplated`: identity when
+    the subject is on the template grid, the inverse affine when it stayed native); without it the
+    subject is taken to be in template space already (physical coordinates). ``skull_strip=True``
+    multiplies every image of ``keys`` by the mask.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        mask_key: str = "brain_mask",
+        template: str | Path | None = None,
+        template_mask: str | Path | None = None,
+        skull_strip: bool = False,
+        threshold: float = 0.5,
+        closing_mm: int = 4,
+        csf_margin_mm: int = 2,
+        allow_missing_keys: bool = True,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.mask_key = mask_key
+        self.template = template
+        self.template_mask = template_mask
+        self.skull_strip = skull_strip
+        self.threshold, self.closing_mm, self.csf_margin_mm = threshold, closing_mm, csf_margin_mm
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        present = list(self.key_iterator(d))
+        if not present:
+            raise ValueError("BrainMaskFromTemplated: none of the keys is in the data")
+        grid = metatensor_to_sitk(d[present[0]][:1] if d[present[0]].ndim == 4 else d[present[0]])
+        mask = template_brain_mask(
+            self.template_mask, self.template, None, self.threshold, self.closing_mm, self.csf_margin_mm
+        )
+        to_template = d.get(TO_TEMPLATE_KEY)
+        carried = resample(mask, grid, to_template, nearest=True)
+        out = _stack([carried], getattr(d[present[0]], "meta", None), torch.uint8)
+        d[self.mask_key] = out
+        if self.skull_strip:
+            for key in present:
+                d[key] = d[key] * out.to(d[key].dtype)
+        params = dict(d.get(PARAMS_KEY, {}))
+        params["brain_mask"] = {
+            "source": str(
+                self.template_mask or self.template or "MNI152 2009a GM+WM probabilities (nilearn)"
+            ),
+            "tissue_threshold": self.threshold,
+            "closing_mm": self.closing_mm,
+            "csf_margin_mm": self.csf_margin_mm,
+            "carried_by": "identity (template grid)"
+            if to_template is None or _is_identity(to_template)
+            else "inverse of the reference-to-template affine",
+            "skull_strip": self.skull_strip,
+            "mask_voxels": int(np.count_nonzero(sitk.GetArrayViewFromImage(carried))),
+        }
+        d[PARAMS_KEY] = params
+        return d
+
+
+def _is_identity(transform: sitk.Transform) -> bool:
+    return transform.GetTransformEnum() == sitk.sitkIdentity
