@@ -621,8 +621,8 @@ class _DegradationBase(RandomizableTransform, MapTransform):
 
 
 class RandSecondOrderDegradationd(_DegradationBase):
-    """Second-order (Real-ESRGAN chain adapted to MRI) low-resolution copy of each key, under ``key + lr_suffix``
-    (or ``output_keys``).
+    """Second-order (Real-ESRGAN chain adapted to MRI) low-resolution copy of each key, stored under
+    ``key + lr_suffix`` (or ``output_keys``).
 
     Accepts ``(C, H, W)`` slices or ``(C, H, W, D)`` volumes (degraded slice by slice normal to ``axis``).
     One parameter draw per call, shared by all keys (co-registered contrasts get the same blur), noise
