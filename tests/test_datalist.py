@@ -1,0 +1,151 @@
+"""Datalists: layout detection, modality names, seeded subject split, the mtsr datalist command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mtsr_monai.cli import main
+from mtsr_monai.data.datalist import build_datalist, detect_layout, find_subjects, split_counts
+from mtsr_monai.errors import InputError
+
+
+def touch(root: Path, *names: str) -> None:
+    # finding subjects reads names only, so empty files are enough
+    for name in names:
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+
+
+def test_brats_2018_and_2023_names_map_to_the_same_keys(tmp_path: Path) -> None:
+    touch(tmp_path, *[f"Brats18_X_1/Brats18_X_1_{m}.nii.gz" for m in ("t1", "t1ce", "t2", "flair", "seg")])
+    touch(
+        tmp_path,
+        *[f"BraTS-GLI-00001-000/BraTS-GLI-00001-000-{m}.nii.gz" for m in ("t1n", "t1c", "t2w", "t2f", "seg")],
+    )
+    assert detect_layout(tmp_path) == "brats"
+    subjects = find_subjects(tmp_path)
+    assert [s["subject"] for s in subjects] == ["BraTS-GLI-00001-000", "Brats18_X_1"]
+    for s in subjects:
+        assert set(s) == {"subject", "t1", "t1ce", "t2", "flair", "label"}
+    assert subjects[0]["flair"].endswith("-t2f.nii.gz") and subjects[1]["t1"].endswith("_t1.nii.gz")
+
+
+def test_ixi_prefix_is_accepted_and_masks_are_not_images(tmp_path: Path) -> None:
+    touch(
+        tmp_path,
+        "hd_bet_IXI002-Guys-0828-T1.nii.gz",
+        "hd_bet_IXI002-Guys-0828-T2.nii.gz",
+        "hd_bet_mask_IXI002-Guys-0828-T1.nii.gz",
+        "hd_bet_mask_IXI002-Guys-0828-T2.nii.gz",
+        "IXI012-HH-1211-PD.nii.gz",
+    )
+    assert detect_layout(tmp_path) == "ixi"
+    s002, s012 = find_subjects(tmp_path)
+    assert s002["subject"] == "IXI002-Guys-0828"
+    assert "mask" not in Path(s002["t1"]).name and "mask" not in Path(s002["t2"]).name
+    assert Path(s002["brain_mask"]).name == "hd_bet_mask_IXI002-Guys-0828-T1.nii.gz"
+    assert Path(s002["brain_mask_t2"]).name == "hd_bet_mask_IXI002-Guys-0828-T2.nii.gz"
+    assert set(s012) == {"subject", "pd"}
+
+
+def test_bids_sessions_become_subjects_and_derivatives_are_ignored(tmp_path: Path) -> None:
+    touch(
+        tmp_path,
+        "sub-01/ses-a/anat/sub-01_ses-a_T1w.nii.gz",
+        "sub-01/ses-a/anat/sub-01_ses-a_FLAIR.nii.gz",
+        "sub-02/anat/sub-02_T2w.nii.gz",
+        "derivatives/x/sub-03/anat/sub-03_T1w.nii.gz",
+    )
+    assert detect_layout(tmp_path) == "bids"
+    subjects = find_subjects(tmp_path)
+    assert [s["subject"] for s in subjects] == ["sub-01_ses-a", "sub-02"]
+    assert set(subjects[0]) == {"subject", "t1", "flair"} and set(subjects[1]) == {"subject", "t2"}
+
+
+def test_folders_layout_reads_modality_from_stem_with_aliases(tmp_path: Path) -> None:
+    touch(tmp_path, "caseA/T1.nii.gz", "caseA/FLAIR.nii.gz", "caseA/GT_W.nii.gz", "caseA/t1gd.nii.gz")
+    touch(
+        tmp_path, "caseB/study1_T1W.nii.gz", "caseB/study1_T2W.nii.gz", "caseB/notes.txt", "caseB/dwi.nii.gz"
+    )
+    assert detect_layout(tmp_path) == "folders"
+    a, b = find_subjects(tmp_path)
+    assert set(a) == {"subject", "t1", "flair", "label", "t1ce"}
+    assert set(b) == {"subject", "t1", "t2"}
+
+
+def test_split_is_by_subject_deterministic_and_seed_dependent(tmp_path: Path) -> None:
+    touch(tmp_path, *[f"s{i:02d}/t1.nii.gz" for i in range(20)])
+    first = build_datalist(tmp_path, seed=3)
+    again = build_datalist(tmp_path, seed=3)
+    other = build_datalist(tmp_path, seed=4)
+    ids = {part: [s["subject"] for s in first[part]] for part in ("training", "validation", "test")}
+    assert ids == {part: [s["subject"] for s in again[part]] for part in ids}
+    assert ids["training"] != [s["subject"] for s in other["training"]]
+    everyone = ids["training"] + ids["validation"] + ids["test"]
+    assert sorted(everyone) == [f"s{i:02d}" for i in range(20)] and len(set(everyone)) == 20
+    assert (first["numTraining"], first["numValidation"], first["numTest"]) == (13, 4, 3)
+
+
+def test_few_subjects_still_fill_every_nonzero_split() -> None:
+    assert split_counts(3, (0.66, 0.18, 0.16)) == [1, 1, 1]
+    assert split_counts(4, (0.66, 0.18, 0.16)) == [2, 1, 1]
+    assert split_counts(10, (1.0, 0.0, 0.0)) == [10, 0, 0]
+    assert split_counts(1, (0.66, 0.18, 0.16)) == [1, 0, 0]
+
+
+def test_require_keeps_only_complete_subjects(tmp_path: Path) -> None:
+    touch(tmp_path, "a/t1.nii.gz", "a/flair.nii.gz", "b/t1.nii.gz")
+    d = build_datalist(tmp_path, ratios=(1, 0, 0), require=["t1", "flair"])
+    assert [s["subject"] for s in d["training"]] == ["a"]
+    with pytest.raises(InputError, match="has all of pd"):
+        build_datalist(tmp_path, require=["pd"])
+
+
+def test_cli_writes_relative_datalist_monai_can_load(tmp_path: Path) -> None:
+    from monai.data import load_decathlon_datalist
+
+    touch(tmp_path / "data", *[f"s{i}/T1.nii.gz" for i in range(5)])
+    out = tmp_path / "lists" / "dl.json"
+    assert (
+        main(["datalist", "--root", str(tmp_path / "data"), "-o", str(out), "--relative", "--seed", "1"]) == 0
+    )
+    raw = json.loads(out.read_text())
+    assert not Path(raw["training"][0]["t1"]).is_absolute()
+    loaded = load_decathlon_datalist(out, data_list_key="training")
+    assert all(Path(s["t1"]).is_file() for s in loaded)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--root", "/nonexistent/folder"],
+        ["--ratios", "0.5", "0.5", "0.5"],
+        ["--ratios", "-0.2", "0.6", "0.6"],
+    ],
+)
+def test_cli_refuses_bad_input_with_exit_2_and_no_output(tmp_path: Path, extra: list[str]) -> None:
+    touch(tmp_path, "s0/t1.nii.gz")
+    out = tmp_path / "dl.json"
+    args = ["datalist", "--root", str(tmp_path), "-o", str(out)] + extra
+    assert main(args) == 2
+    assert not out.exists()
+
+
+def test_cli_refuses_a_folder_without_subjects(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    assert main(["datalist", "--root", str(tmp_path / "empty"), "-o", str(tmp_path / "x.json")]) == 2
+
+
+def test_real_brats_and_ixi_folders(shared_data: Path) -> None:
+    brats = build_datalist(shared_data / "brats2018_tcia")
+    assert brats["layout"] == "brats" and brats["keys"] == {
+        k: 10 for k in ("flair", "label", "t1", "t1ce", "t2")
+    }
+    ixi = find_subjects(shared_data / "ixi002_cai4cai_hdbet")
+    assert len(ixi) == 1 and {"t1", "t2", "brain_mask"} <= set(ixi[0])
+    folders = build_datalist(shared_data / "brats2018_t1_flair")
+    assert folders["layout"] == "folders" and folders["keys"] == {"flair": 7, "label": 7, "t1": 7}
