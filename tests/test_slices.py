@@ -1,0 +1,151 @@
+"""Volume -> slice / patch datasets: axis, brain-fraction filter, alignment of paired keys, caching."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mtsr_monai.data.slices import (
+    SliceDataset,
+    build_slice_dataset_from_datalist,
+    extract_slices,
+    resolve_axis,
+    robust_scale,
+)
+from tests.conftest import write_nifti
+
+
+@pytest.fixture
+def subject(tmp_path: Path) -> dict:
+    """A 24x20x12 subject: 'brain' only in z 3..8, a second contrast 2x the first, a mask in z 4..7."""
+    rng = np.random.default_rng(0)
+    t1 = np.zeros((24, 20, 12), np.float32)
+    t1[4:20, 3:17, 3:9] = 1.0 + rng.random((16, 14, 6)).astype(np.float32)
+    mask = np.zeros_like(t1, dtype=np.uint8)
+    mask[4:20, 3:17, 4:8] = 1
+    return {
+        "subject": "s1",
+        "t1": str(write_nifti(tmp_path / "t1.nii.gz", t1)),
+        "t2": str(write_nifti(tmp_path / "t2.nii.gz", 2 * t1)),
+        "brain_mask": str(write_nifti(tmp_path / "mask.nii.gz", mask)),
+    }
+
+
+def test_axial_axis_is_resolved_from_the_affine() -> None:
+    permuted = np.array(
+        [[0, 0, 1.0, 0], [1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 0, 1]]
+    )  # array axis 1 -> world S
+    assert resolve_axis("axial", np.eye(4)) == 2
+    assert resolve_axis("axial", permuted) == 1
+    assert resolve_axis("sagittal", permuted) == 2
+    assert resolve_axis(0, permuted) == 0
+
+
+def test_robust_scale_keeps_zero_background_and_maps_to_unit_range() -> None:
+    x = torch.zeros(1, 10, 10, 10)
+    x[0, 2:8, 2:8, 2:8] = torch.linspace(100, 900, 216).reshape(6, 6, 6)
+    y = robust_scale(x)
+    assert float(y.min()) == 0.0 and float(y.max()) == 1.0
+    assert bool((y[x == 0] == 0).all()) and bool((y[x > 0] > 0).all())
+
+
+def test_extract_slices_skips_slices_with_little_foreground() -> None:
+    vol = torch.zeros(1, 8, 8, 6)
+    vol[0, :, :, 1] = 1.0  # full slice
+    vol[0, :2, :2, 3] = 1.0  # 4/64 = 6 % of the slice
+    kept = extract_slices(vol, axis=2, min_foreground_fraction=0.1)
+    assert [k for k, _ in kept] == [1] and kept[0][1].shape == (1, 8, 8)
+    both = extract_slices({"a": vol, "b": 3 * vol}, axis=2, min_foreground_fraction=0.05)
+    assert [d["slice_index"] for d in both] == [1, 3]
+    assert torch.equal(both[1]["b"], 3 * both[1]["a"])
+
+
+def test_brain_mask_decides_which_slices_are_kept(subject: dict) -> None:
+    with_mask = SliceDataset([subject], keys=["t1"], min_brain_fraction=0.1, progress=False)
+    assert [k for _, k in with_mask.slice_index] == [4, 5, 6, 7]
+    no_mask = {k: v for k, v in subject.items() if k != "brain_mask"}
+    without = SliceDataset([no_mask], keys=["t1"], min_brain_fraction=0.1, progress=False)
+    assert [k for _, k in without.slice_index] == [3, 4, 5, 6, 7, 8]
+    item = without[0]
+    assert item["t1"].shape == (1, 24, 20) and item["subject"] == "s1" and item["slice_index"] == 3
+    assert 0.0 <= float(item["t1"].min()) and float(item["t1"].max()) <= 1.0
+
+
+def test_full_slices_are_padded_to_a_multiple(subject: dict) -> None:
+    ds = SliceDataset([subject], keys=["t1", "t2"], pad_to_multiple=16, progress=False)
+    assert ds[0]["t1"].shape == (1, 32, 32) and ds[0]["t2"].shape == (1, 32, 32)
+
+
+def test_multimodal_patches_share_one_crop_window(subject: dict) -> None:
+    ds = SliceDataset(
+        [subject], keys=["t1", "t2"], mode="patch", patch_size=(8, 8), normalize=False, progress=False
+    )
+    ds.set_random_state(seed=0)
+    items = [ds[i] for i in range(len(ds))]
+    assert sum(float(item["t1"].sum()) for item in items) > 0  # not only empty windows
+    for item in items:
+        assert item["t1"].shape == (1, 8, 8)
+        assert torch.allclose(item["t2"], 2 * item["t1"])  # t2 = 2 t1 voxelwise: same window in both
+
+
+def test_lr_made_by_a_random_transform_is_aligned_with_its_hr_patch(subject: dict) -> None:
+    from monai.data import DataLoader, list_data_collate
+    from monai.transforms import CopyItemsd, Resized
+
+    make_lr = [CopyItemsd(keys="t1", names="lr"), Resized(keys="lr", spatial_size=(4, 4), mode="area")]
+    ds = SliceDataset(
+        [subject],
+        keys=["t1"],
+        mode="patch",
+        patch_size=(8, 8),
+        patches_per_slice=3,
+        random_transform=make_lr,
+        progress=False,
+    )
+    batch = next(iter(DataLoader(ds, batch_size=2, collate_fn=list_data_collate)))
+    assert batch["t1"].shape == (6, 1, 8, 8) and batch["lr"].shape == (6, 1, 4, 4)
+    pooled = torch.nn.functional.avg_pool2d(torch.as_tensor(batch["t1"]), 2)
+    assert torch.allclose(torch.as_tensor(batch["lr"]), pooled, atol=1e-5)
+
+
+def test_disk_cache_serves_slices_after_the_sources_are_gone(subject: dict, tmp_path: Path) -> None:
+    src = tmp_path / "copy"
+    src.mkdir()
+    moved = {k: (str(shutil.copy(v, src)) if k != "subject" else v) for k, v in subject.items()}
+    cache = tmp_path / "cache"
+    first = SliceDataset([moved], keys=["t1", "t2"], cache="disk", cache_dir=cache, progress=False)
+    memory = SliceDataset([moved], keys=["t1", "t2"], cache="memory", progress=False)
+    expected = [first[i]["t2"].clone() for i in range(len(first))]
+    shutil.rmtree(src)  # the second dataset must come entirely from the cache
+    again = SliceDataset([moved], keys=["t1", "t2"], cache="disk", cache_dir=cache, progress=False)
+    assert again.slice_index == memory.slice_index
+    for i in range(len(again)):
+        assert torch.equal(torch.as_tensor(again[i]["t2"]), torch.as_tensor(expected[i]))
+        assert torch.equal(torch.as_tensor(memory[i]["t2"]), torch.as_tensor(expected[i]))
+
+
+def test_dataset_from_a_datalist_split(subject: dict, tmp_path: Path) -> None:
+    import json
+
+    listing = {"training": [subject], "validation": [{"subject": "s2", "t2": subject["t2"]}]}
+    path = tmp_path / "dl.json"
+    path.write_text(json.dumps(listing))
+    ds = build_slice_dataset_from_datalist(path, "training", keys=["t1"], cache=None, progress=False)
+    assert len(ds) == 4 and ds[0]["t1"].shape == (1, 24, 20)
+    from mtsr_monai.errors import InputError
+
+    with pytest.warns(UserWarning, match="lack one of"), pytest.raises(InputError, match="no subject"):
+        build_slice_dataset_from_datalist(path, "validation", keys=["t1"], progress=False)
+
+
+def test_real_brats_case_axial_slices(brats_case: dict) -> None:
+    subject = {"subject": "brats", "t1": str(brats_case["t1"]), "flair": str(brats_case["flair"])}
+    ds = SliceDataset([subject], keys=["t1", "flair"], min_brain_fraction=0.1, cache=None, progress=False)
+    assert 40 < len(ds) < 155  # the axial axis of a 240x240x155 BraTS volume, empty slices skipped
+    item = ds[len(ds) // 2]
+    assert item["t1"].shape == (1, 240, 240) and item["flair"].shape == (1, 240, 240)
+    assert float(item["flair"].max()) == pytest.approx(1.0) and float(item["flair"][0, 0, 0]) == 0.0
