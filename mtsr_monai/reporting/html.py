@@ -1,0 +1,209 @@
+"""Figures (montages, difference maps) and the self-contained HTML page of the clinical evaluation.
+
+Figures are drawn with matplotlib's Agg backend, written atomically as PNG files beside the page
+(``figures/``) and also embedded in the HTML as base64, so the page opens on its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> Path:
+    from mtsr_monai.io import atomic_output
+
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", facecolor="white")
+    _plt().close(fig)
+    return path
+
+
+def _slices(vol: np.ndarray, point: Sequence[int]) -> list[np.ndarray]:
+    """Axial, coronal, sagittal planes through ``point`` (array axes x, y, z; RAS-like display)."""
+    x, y, z = (int(p) for p in point)
+    return [np.rot90(vol[:, :, z]), np.rot90(vol[:, y, :]), np.rot90(vol[x, :, :])]
+
+
+def display_range(vol: np.ndarray, mask: np.ndarray | None = None) -> tuple[float, float]:
+    """0.5th and 99.5th percentiles inside ``mask`` (robust to single hot voxels)."""
+    v = vol[mask] if mask is not None and mask.any() else vol.ravel()
+    lo, hi = np.percentile(v, [0.5, 99.5])
+    return float(min(lo, 0.0)), float(hi if hi > lo else lo + 1.0)
+
+
+def montage_figure(
+    volumes: Mapping[str, np.ndarray],
+    path: str | Path,
+    point: Sequence[int],
+    mask: np.ndarray | None = None,
+    overlay: np.ndarray | None = None,
+    title: str = "",
+) -> Path:
+    """Rows = images (reference first), columns = axial / coronal / sagittal through ``point``; all rows
+    share the reference's display range; ``overlay`` (a binary mask, e.g. the tumour) is outlined."""
+    plt = _plt()
+    names = list(volumes)
+    vmin, vmax = display_range(volumes[names[0]], mask)
+    fig, axes = plt.subplots(len(names), 3, figsize=(7.5, 2.5 * len(names) + 0.3), squeeze=False)
+    for r, name in enumerate(names):
+        planes = _slices(volumes[name], point)
+        contours = _slices(overlay.astype(np.float32), point) if overlay is not None else [None] * 3
+        for c, (plane, cont) in enumerate(zip(planes, contours, strict=True)):
+            ax = axes[r, c]
+            ax.imshow(plane, cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
+            if cont is not None and cont.any():
+                ax.contour(cont, levels=[0.5], colors="red", linewidths=0.6)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(name, fontsize=9)
+            if r == 0:
+                ax.set_title(("axial", "coronal", "sagittal")[c], fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, Path(path))
+
+
+def difference_figure(
+    reference: np.ndarray,
+    predictions: Mapping[str, np.ndarray],
+    path: str | Path,
+    point: Sequence[int],
+    mask: np.ndarray | None = None,
+    title: str = "",
+) -> Path:
+    """Signed difference (method - reference) on the axial and coronal planes, one row per method,
+    one symmetric colour scale for all (99th percentile of |difference| in the mask)."""
+    plt = _plt()
+    diffs = {
+        name: pred.astype(np.float32) - reference.astype(np.float32) for name, pred in predictions.items()
+    }
+    sel = mask if mask is not None and mask.any() else np.ones(reference.shape, bool)
+    scale = max(float(np.percentile(np.abs(d[sel]), 99)) for d in diffs.values()) or 1.0
+    fig, axes = plt.subplots(len(diffs), 2, figsize=(5.6, 2.6 * len(diffs) + 0.4), squeeze=False)
+    image = None
+    for r, (name, d) in enumerate(diffs.items()):
+        planes = _slices(d, point)[:2]
+        for c, plane in enumerate(planes):
+            ax = axes[r, c]
+            image = ax.imshow(plane, cmap="RdBu_r", vmin=-scale, vmax=scale, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(name, fontsize=9)
+            if r == 0:
+                ax.set_title(("axial", "coronal")[c], fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    if image is not None:
+        fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="method - reference")
+    return _save(fig, Path(path))
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-4):
+            return f"{v:.2e}"
+        return f"{v:.{digits}g}"
+    return html.escape(str(value))
+
+
+def html_table(
+    header: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    best: Sequence[str | None] | None = None,
+    caption: str = "",
+) -> str:
+    """HTML table; ``best[j]`` = 'min' / 'max' bolds the best numeric cell of column j (first cell of a
+    cell pair ``(value, sd)`` is compared, rendered as ``value ± sd``)."""
+
+    def value_of(cell: Any) -> float | None:
+        v = cell[0] if isinstance(cell, tuple) else cell
+        return float(v) if isinstance(v, (int, float, np.number)) and math.isfinite(float(v)) else None
+
+    bold: set[tuple[int, int]] = set()
+    if best:
+        for j, rule in enumerate(best):
+            if rule not in ("min", "max"):
+                continue
+            vals = [(value_of(row[j]), i) for i, row in enumerate(rows) if value_of(row[j]) is not None]
+            if len(vals) > 1:
+                target = (min if rule == "min" else max)(v for v, _ in vals)
+                bold |= {(i, j) for v, i in vals if v == target}
+    out = ["<table>"]
+    if caption:
+        out.append(f"<caption>{html.escape(caption)}</caption>")
+    out.append("<thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr></thead><tbody>")
+    for i, row in enumerate(rows):
+        cells = []
+        for j, cell in enumerate(row):
+            text = (
+                f"{_fmt(cell[0], 3)} ± {_fmt(cell[1], 2)}"
+                if isinstance(cell, tuple) and len(cell) == 2
+                else _fmt(cell)
+            )
+            cells.append(f"<td><b>{text}</b></td>" if (i, j) in bold else f"<td>{text}</td>")
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</tbody></table>")
+    return "\n".join(out)
+
+
+def embed_png(path: str | Path, alt: str = "", width: str = "") -> str:
+    """``<img>`` with the PNG inlined as base64 (the page then needs no other file)."""
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    style = f' style="max-width:{width}"' if width else ""
+    name = html.escape(Path(path).name)
+    return f'<img alt="{html.escape(alt)}" title="{name}"{style} src="data:image/png;base64,{data}">'
+
+
+CSS = """
+body{font-family:system-ui,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1300px;color:#222}
+h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ccc;padding-bottom:3px;margin-top:1.6em}
+h3{font-size:1.05em}
+table{border-collapse:collapse;margin:8px 0 16px 0;font-size:0.82em}
+th,td{border:1px solid #bbb;padding:3px 7px;text-align:right;white-space:nowrap}
+th{background:#eef2f7}td:first-child,th:first-child{text-align:left}
+caption{caption-side:top;text-align:left;font-style:italic;padding-bottom:4px;color:#444}
+.figs{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start}
+.figs img{border:1px solid #ddd;max-width:100%}
+.scroll{overflow-x:auto}
+.note{color:#555;font-size:0.85em}
+"""
+
+
+def render_page(title: str, sections: Sequence[tuple[str, str]], intro: str = "") -> str:
+    """Assemble the page from (heading, html body) sections."""
+    body = [f"<h1>{html.escape(title)}</h1>"]
+    if intro:
+        body.append(f'<p class="note">{intro}</p>')
+    for heading, content in sections:
+        body.append(f"<h2>{html.escape(heading)}</h2>\n{content}")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )
