@@ -1,0 +1,205 @@
+"""Modality translation of whole volumes with a BicycleGAN generator: several plausible outputs per input.
+
+A volume is scaled to [0, 1] by robust percentiles (the training scaling, :func:`mtsr_monai.data.slices.robust_scale`),
+cut into 2D slices normal to ``axis`` (axial from the header by default), each slice zero-padded to a square,
+resized to the model's training size, translated with ``G(A, z)``, resized back and un-padded, so the output
+is on exactly the input's grid (same shape and affine). One latent code ``z`` is used for all the slices of a
+sample, so each sample is one coherent volume; N codes give N samples, their per-voxel mean and standard
+deviation (where the model is unsure). Outputs are in [0, 1] (target modality, arbitrary units); voxels that
+are background in the input (zero after scaling, e.g. outside a skull-stripped brain) stay 0.
+
+Weights files (``bundles/mtsr_mt/models/<source>_to_<target>.pt``) hold ``{"generator": fp16 state dict,
+"meta": {source, target, method, nz, ngf, image_size, ...}}``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mtsr_monai.errors import InputError
+
+MODALITIES = ("t1", "t1ce", "t2", "flair", "pd")
+
+
+def bundle_dir() -> Path:
+    """The MT bundle folder: ``$MTSR_MT_BUNDLE`` or ``bundles/mtsr_mt`` of the source tree."""
+    env = os.environ.get("MTSR_MT_BUNDLE")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "bundles" / "mtsr_mt"
+
+
+def default_weights(source: str, target: str) -> Path:
+    return bundle_dir() / "models" / f"{source}_to_{target}.pt"
+
+
+def export_generator(generator: torch.nn.Module, path: str | os.PathLike, meta: dict[str, Any]) -> Path:
+    """Write ``{"generator": fp16 state dict, "meta": meta}`` atomically (small shipped weights)."""
+    from mtsr_monai.io import atomic_output
+
+    state = {k: (v.detach().cpu().half() if v.is_floating_point() else v.cpu()) for k, v in generator.state_dict().items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as tmp:
+        torch.save({"generator": state, "meta": dict(meta)}, tmp)
+    return path
+
+
+def load_translator(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+    """Generator (eval mode, float32) and its metadata from a weights file; InputError if unusable."""
+    from mtsr_monai.networks.bicyclegan import LatentUNetGenerator
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("no such weights file (train one with scripts/train_mt.py)", path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        meta = dict(ckpt.get("meta", {}))
+        net = LatentUNetGenerator(nz=int(meta["nz"]), ngf=int(meta["ngf"]), image_size=int(meta["image_size"]))
+        net.load_state_dict({k: v.float() for k, v in ckpt["generator"].items()})
+    except (KeyError, RuntimeError, ValueError, EOFError, OSError) as err:
+        raise InputError(f"not a translation weights file: {err}", path) from err
+    return net.to(device).eval(), meta
+
+
+def latent_codes(n: int, nz: int, seed: int | None = None) -> np.ndarray:
+    """``n`` codes from N(0, I), reproducible with ``seed``."""
+    return np.random.default_rng(seed).standard_normal((n, nz)).astype(np.float32)
+
+
+def _to_square(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+    h, w = x.shape[-2:]
+    s = max(h, w)
+    top, left = (s - h) // 2, (s - w) // 2
+    pad = (left, s - w - left, top, s - h - top)
+    return torch.nn.functional.pad(x, pad), pad
+
+
+def translate_slices(
+    generator: torch.nn.Module, slices: torch.Tensor, codes: torch.Tensor, image_size: int, batch_size: int = 16
+) -> torch.Tensor:
+    """(S, H, W) slices in [0, 1] and (N, nz) codes -> (N, S, H, W) translations in [0, 1]."""
+    import torch.nn.functional as F
+
+    device = next(generator.parameters()).device
+    n_slices, h, w = slices.shape
+    out = torch.zeros((codes.shape[0], n_slices, h, w), dtype=torch.float32)
+    with torch.inference_mode():
+        for start in range(0, n_slices, batch_size):
+            x = slices[start : start + batch_size, None].to(device)
+            sq, (left, right, top, bottom) = _to_square(x)
+            s = sq.shape[-1]
+            mode = "area" if s > image_size else "bilinear"
+            small = F.interpolate(sq, size=(image_size, image_size), mode=mode) * 2 - 1
+            for i, z in enumerate(codes):
+                y = generator(small, z[None].expand(small.shape[0], -1).to(device))
+                y = F.interpolate((y + 1) / 2, size=(s, s), mode="bilinear", align_corners=False)
+                out[i, start : start + x.shape[0]] = y[:, 0, top : s - bottom, left : s - right].float().cpu()
+    return out.clamp_(0.0, 1.0)
+
+
+def translate_volume(
+    volume: np.ndarray | torch.Tensor,
+    affine: np.ndarray,
+    generator: torch.nn.Module,
+    image_size: int,
+    codes: np.ndarray,
+    axis: str | int = "axial",
+    batch_size: int = 16,
+    progress: bool = True,
+) -> np.ndarray:
+    """Translate a 3D volume with each code: returns (N, X, Y, Z) float32 in [0, 1] on the input's grid."""
+    from tqdm import tqdm
+
+    from mtsr_monai.data.slices import robust_scale
+    from mtsr_monai.transforms.degradation import resolve_axis
+
+    arr = volume.detach().cpu().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume)
+    through = resolve_axis(np.asarray(affine), axis)
+    scaled = robust_scale(torch.as_tensor(arr, dtype=torch.float32)).numpy()
+    slices = torch.from_numpy(np.ascontiguousarray(np.moveaxis(scaled, through, 0)))
+    foreground = slices > 0
+    busy = torch.nonzero(foreground.flatten(1).any(1)).flatten()
+    codes_t = torch.as_tensor(codes, dtype=torch.float32)
+    out = torch.zeros((len(codes_t), *slices.shape), dtype=torch.float32)
+    chunks = [busy[i : i + batch_size] for i in range(0, len(busy), batch_size)]
+    for idx in tqdm(chunks, desc="translate", unit="batch", disable=not progress):
+        out[:, idx] = translate_slices(generator, slices[idx], codes_t, image_size, batch_size)
+    out = out * foreground[None]  # background of the input stays background
+    return np.ascontiguousarray(np.moveaxis(out.numpy(), 1, through + 1))
+
+
+def sample_statistics(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-voxel mean and (population) standard deviation across the first axis."""
+    return samples.mean(axis=0), samples.std(axis=0)
+
+
+def translate_file(
+    input_path: str | os.PathLike,
+    source: str,
+    target: str,
+    output_dir: str | os.PathLike,
+    samples: int = 5,
+    seed: int | None = None,
+    codes: np.ndarray | Sequence[Sequence[float]] | None = None,
+    weights: str | os.PathLike | None = None,
+    axis: str | int = "axial",
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """``mtsr translate``: write ``sample_0..N-1``, ``mean`` and ``std`` NIfTIs (input geometry) and
+    ``codes.json`` (the latent codes used, to reproduce a sample). Nothing is written on bad input.
+    Returns a summary dict with the output paths."""
+    from mtsr_monai.io import atomic_write_text, load_volume, save_volume
+
+    for name in (source, target):
+        if name not in MODALITIES:
+            raise InputError(f"unknown modality {name!r}; choose from {', '.join(MODALITIES)}")
+    if source == target:
+        raise InputError("source and target modality are the same")
+    weights = Path(weights) if weights else default_weights(source, target)
+    generator, meta = load_translator(weights, device)
+    if meta.get("source", source) != source or meta.get("target", target) != target:
+        raise InputError(f"weights translate {meta.get('source')} -> {meta.get('target')}, not {source} -> {target}",
+                         weights)
+    nz = int(meta["nz"])
+    if codes is not None:
+        codes = np.asarray(codes, dtype=np.float32)
+        if codes.ndim != 2 or codes.shape[1] != nz:
+            raise InputError(f"latent codes must be a list of {nz}-vectors, got shape {codes.shape}")
+    else:
+        if samples < 1:
+            raise InputError("--samples must be >= 1")
+        codes = latent_codes(samples, nz, seed)
+    image = load_volume(input_path)
+    affine = np.asarray(image.affine)
+    result = translate_volume(image.numpy(), affine, generator, int(meta["image_size"]), codes, axis, progress=progress)
+    mean, std = sample_statistics(result)
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"samples": []}
+    for i, vol in enumerate(result):
+        paths["samples"].append(str(save_volume(vol, out / f"sample_{i}.nii.gz", affine)))
+    paths["mean"] = str(save_volume(mean, out / "mean.nii.gz", affine))
+    paths["std"] = str(save_volume(std, out / "std.nii.gz", affine))
+    import json
+
+    summary = {
+        "input": str(input_path),
+        "source": source,
+        "target": target,
+        "weights": str(weights),
+        "method": meta.get("method"),
+        "seed": seed,
+        "codes": codes.tolist(),
+        "outputs": paths,
+        "mean_std_in_foreground": float(std[mean > 0].mean()) if (mean > 0).any() else 0.0,
+    }
+    atomic_write_text(out / "codes.json", json.dumps({"seed": seed, "codes": codes.tolist()}, indent=1))
+    summary["_arrays"] = {"samples": result, "mean": mean, "std": std, "affine": affine}
+    return summary

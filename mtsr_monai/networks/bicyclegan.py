@@ -1,0 +1,179 @@
+"""BicycleGAN networks (Zhu et al. 2017) as used by MTSR-MRI for modality translation, built from MONAI blocks.
+
+- :class:`LatentUNetGenerator`: a 2D U-Net ``G(A, z)`` whose latent code ``z`` (``nz`` values) is tiled
+  over the image and concatenated to the input of *every* encoder level ("add_all" in the official code),
+  so the code cannot be ignored by the deeper layers.
+- :class:`ResNetEncoder`: ``E(B) -> (mu, logvar)``: strided conv, residual down-sampling blocks, global
+  average pooling and two linear heads.
+- :class:`MultiScalePatchDiscriminator`: PatchGANs (MONAI ``PatchDiscriminator``) on the image and on
+  2x average-pooled copies of it; returns one logit map per scale.
+
+``image_size`` (128 or 256) sets the depth: ``log2(size)`` U-Net levels (down to 1x1), ``log2(size) - 3``
+encoder blocks, 2 (128) or 3 (256) discriminator layers, as the official ``*_128`` / ``*_256`` presets.
+Channel widths are set by ``ngf`` / ``nef`` / ``ndf`` (paper defaults 64) so that shipped weights stay small.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from monai.networks.blocks import Convolution
+from monai.networks.nets import PatchDiscriminator
+from torch import nn
+
+LEAKY = ("leakyrelu", {"negative_slope": 0.2})
+
+
+def _levels(image_size: int) -> int:
+    levels = int(round(math.log2(image_size)))
+    if 2**levels != image_size or levels < 5:
+        raise ValueError(f"image_size must be a power of two >= 32, got {image_size}")
+    return levels
+
+
+def tile_latent(z: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(B, nz) -> (B, nz, H, W) matching ``like``'s spatial size."""
+    return z[:, :, None, None].expand(-1, -1, like.shape[2], like.shape[3]).to(like.dtype)
+
+
+class LatentUNetGenerator(nn.Module):
+    """U-Net generator with the latent code injected at every encoder level; output in [-1, 1] (tanh)."""
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        nz: int = 8,
+        ngf: int = 64,
+        image_size: int = 256,
+        max_mult: int = 8,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.nz, self.image_size = nz, image_size
+        levels = _levels(image_size)
+        widths = [ngf * min(2**i, max_mult) for i in range(levels)]
+        self.down = nn.ModuleList()
+        prev = in_channels
+        for i, width in enumerate(widths):
+            # no norm on the outermost level (as pix2pix) and on the 1x1 bottleneck (instance norm
+            # of a single pixel is undefined)
+            norm = None if i in (0, levels - 1) else "INSTANCE"
+            self.down.append(
+                Convolution(2, prev + nz, width, strides=2, kernel_size=4, padding=1, act=LEAKY, norm=norm)
+            )
+            prev = width
+        self.up = nn.ModuleList()
+        for i in reversed(range(levels)):
+            in_ch = widths[i] if i == levels - 1 else widths[i] * 2
+            if i == 0:
+                block = Convolution(
+                    2, in_ch, out_channels, strides=2, kernel_size=4, padding=1, is_transposed=True,
+                    output_padding=0, conv_only=True,
+                )
+            else:
+                block = Convolution(
+                    2, in_ch, widths[i - 1], strides=2, kernel_size=4, padding=1, is_transposed=True,
+                    output_padding=0, act="relu", norm="INSTANCE", dropout=dropout if i > levels - 4 else 0.0,
+                )
+            self.up.append(block)
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        skips = []
+        h = x
+        for block in self.down:
+            h = block(torch.cat([h, tile_latent(z, h)], dim=1))
+            skips.append(h)
+        h = skips.pop()
+        for block in self.up[:-1]:
+            h = block(h)
+            h = torch.cat([h, skips.pop()], dim=1)
+        return torch.tanh(self.up[-1](h))
+
+
+class _ResidualDown(nn.Module):
+    """norm-act-conv3, norm-act-conv3, avg-pool 2; shortcut avg-pool + 1x1 conv (official BasicBlock)."""
+
+    def __init__(self, in_ch: int, out_ch: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.InstanceNorm2d(in_ch),
+            nn.LeakyReLU(0.2),
+            Convolution(2, in_ch, in_ch, kernel_size=3, norm="INSTANCE", act=LEAKY),
+            Convolution(2, in_ch, out_ch, kernel_size=3, conv_only=True),
+            nn.AvgPool2d(2),
+        )
+        self.shortcut = nn.Sequential(nn.AvgPool2d(2), Convolution(2, in_ch, out_ch, kernel_size=1, conv_only=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) + self.shortcut(x)
+
+
+class ResNetEncoder(nn.Module):
+    """``E(B) -> (mu, logvar)``, each (B, nz). Widths nef * (1, 2, 3, 4, 4, ...)."""
+
+    def __init__(self, in_channels: int = 1, nz: int = 8, nef: int = 64, image_size: int = 256, max_mult: int = 4):
+        super().__init__()
+        n_blocks = _levels(image_size) - 3
+        layers: list[nn.Module] = [Convolution(2, in_channels, nef, strides=2, kernel_size=4, padding=1, conv_only=True)]
+        prev = nef
+        for i in range(1, n_blocks):
+            width = nef * min(i + 1, max_mult)
+            layers.append(_ResidualDown(prev, width))
+            prev = width
+        layers += [nn.LeakyReLU(0.2), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        self.features = nn.Sequential(*layers)
+        self.mu = nn.Linear(prev, nz)
+        self.logvar = nn.Linear(prev, nz)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.features(x)
+        return self.mu(h), self.logvar(h)
+
+
+class MultiScalePatchDiscriminator(nn.Module):
+    """``num_scales`` PatchGANs; scale k sees the image average-pooled k times (3x3, stride 2).
+
+    Returns a list of logit maps, one per scale (full resolution first).
+    """
+
+    def __init__(
+        self, in_channels: int = 1, ndf: int = 64, image_size: int = 256, num_scales: int = 2,
+        num_layers: int | None = None,
+    ) -> None:
+        super().__init__()
+        if num_layers is None:
+            num_layers = 3 if image_size >= 256 else 2
+        self.scales = nn.ModuleList(
+            PatchDiscriminator(
+                spatial_dims=2, channels=ndf, in_channels=in_channels, num_layers_d=num_layers, norm="INSTANCE",
+            )
+            for _ in range(num_scales)
+        )
+        self.pool = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        outputs = []
+        for i, disc in enumerate(self.scales):
+            if i > 0:
+                x = self.pool(x)
+            outputs.append(disc(x)[-1])
+        return outputs
+
+
+def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """z = mu + eps * exp(logvar / 2)."""
+    return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+
+
+def build_networks(
+    nz: int = 8, ngf: int = 64, nef: int = 64, ndf: int = 64, image_size: int = 256, use_encoder: bool = True
+) -> dict[str, nn.Module | None]:
+    """Generator, encoder (None for pix2pix with noise) and the two discriminators D (cVAE) and D2 (cLR)."""
+    return {
+        "generator": LatentUNetGenerator(nz=nz, ngf=ngf, image_size=image_size),
+        "encoder": ResNetEncoder(nz=nz, nef=nef, image_size=image_size) if use_encoder else None,
+        "discriminator": MultiScalePatchDiscriminator(ndf=ndf, image_size=image_size),
+        "discriminator2": MultiScalePatchDiscriminator(ndf=ndf, image_size=image_size) if use_encoder else None,
+    }
