@@ -402,6 +402,8 @@ class RegisterToTemplated(MapTransform):
             else:
                 tx = to_mod.get(key) or sitk.Transform(3, sitk.sitkIdentity)
             transforms[key] = tx
+            if not registered and to_mod.get(key) is None and same_grid(grids[key][0], ref):
+                continue  # already on the output grid: no resampling, no interpolation blur
             nearest = key in self.nearest_keys
             moved = [resample(ch, out_grid, tx, nearest=nearest) for ch in grids[key]]
             dtype = d[key].dtype if isinstance(d[key], torch.Tensor) else torch.float32

@@ -1,0 +1,378 @@
+"""Preprocessing transforms and ``mtsr preprocess``: tiny synthetic volumes, plus one real BraTS subject."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import write_nifti
+
+SIZE = (36, 40, 32)  # voxels of the synthetic template, 2 mm
+
+
+def _head(shape=SIZE, shift_vox=(0.0, 0.0, 0.0)) -> np.ndarray:
+    """An asymmetric synthetic 'head': an ellipsoid with off-centre blobs, smoothed for registration."""
+    from scipy import ndimage
+
+    grid = np.stack(np.meshgrid(*[np.arange(s, dtype=float) for s in shape], indexing="ij"))
+    centre = np.array([s / 2 for s in shape])[:, None, None, None] + np.array(shift_vox)[:, None, None, None]
+    rel = (grid - centre) / np.array([0.38 * shape[0], 0.36 * shape[1], 0.34 * shape[2]])[:, None, None, None]
+    vol = 100.0 * ((rel**2).sum(0) < 1)
+    for offset, radius, value in (((0.3, 0.1, 0.1), 0.18, 80.0), ((-0.2, -0.35, 0.0), 0.12, -60.0)):
+        d = rel - np.array(offset)[:, None, None, None]
+        vol = vol + value * ((d**2).sum(0) < radius**2)
+    return ndimage.gaussian_filter(vol, 1.0).astype(np.float32)
+
+
+def _affine(spacing=2.0, origin=(-36.0, -40.0, -32.0), angle_deg=0.0) -> np.ndarray:
+    theta = np.deg2rad(angle_deg)
+    rot = np.array([[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0], [0, 0, 1]])
+    affine = np.eye(4)
+    affine[:3, :3] = rot @ np.diag([spacing] * 3 if np.isscalar(spacing) else spacing)
+    affine[:3, 3] = origin
+    return affine
+
+
+def _channel_first(array: np.ndarray, affine: np.ndarray):
+    import torch
+    from monai.data import MetaTensor
+
+    return MetaTensor(torch.as_tensor(array[None]), affine=torch.as_tensor(affine))
+
+
+def _corr(a, b) -> float:
+    a, b = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+@pytest.fixture
+def template_file(tmp_path: Path) -> Path:
+    return write_nifti(tmp_path / "template.nii.gz", _head(), _affine())
+
+
+FAST = {
+    "shrink_factors": (2, 1),
+    "smoothing_sigmas": (1.0, 0.0),
+    "iterations": 100,
+    "sampling_percentage": 0.5,
+}
+
+
+# ---------------------------------------------------------------------------- RAS <-> LPS conversion
+
+
+def test_metatensor_sitk_round_trip_keeps_oblique_affine_and_voxels():
+    from mtsr_monai.transforms.registration import metatensor_to_sitk, sitk_to_metatensor
+
+    rng = np.random.default_rng(0)
+    array = rng.random((5, 6, 7)).astype(np.float32)
+    affine = _affine(spacing=(0.9, 1.1, 3.0), origin=(10.0, -20.0, 5.0), angle_deg=17.0)
+    image = metatensor_to_sitk(_channel_first(array, affine))
+    # a voxel's physical point in SimpleITK (LPS) is the RAS point with x, y negated
+    ras = affine @ np.array([1, 2, 3, 1.0])
+    assert np.allclose(image.TransformIndexToPhysicalPoint((1, 2, 3)), ras[:3] * [-1, -1, 1])
+    assert image.GetPixel(1, 2, 3) == pytest.approx(float(array[1, 2, 3]))
+    back = sitk_to_metatensor(image)
+    assert back.shape == (1, 5, 6, 7)
+    assert np.allclose(back.affine.numpy(), affine)
+    assert np.array_equal(back[0].numpy(), array)
+
+
+def test_chain_applies_first_transform_then_second():
+    import SimpleITK as sitk
+
+    from mtsr_monai.transforms.registration import chain
+
+    shift = sitk.TranslationTransform(3, (1.0, 0.0, 0.0))
+    scale = sitk.ScaleTransform(3, (2.0, 2.0, 2.0))
+    assert np.allclose(chain(shift, scale).TransformPoint((1.0, 1.0, 1.0)), (4.0, 2.0, 2.0))
+
+
+# ---------------------------------------------------------------------------- N4
+
+
+def test_n4_removes_smooth_multiplicative_bias_and_keeps_affine():
+    from mtsr_monai.transforms.bias import N4BiasFieldCorrectiond
+
+    shape = (40, 40, 40)
+    truth = np.where(_head(shape) > 50, 100.0, 0.0).astype(np.float32)  # uniform tissue
+    x = np.linspace(-1, 1, shape[0])[:, None, None]
+    biased = truth * np.exp(0.4 * x).astype(np.float32)
+    affine = _affine(spacing=1.5, angle_deg=10.0)
+    out = N4BiasFieldCorrectiond("t1", shrink_factor=2, iterations=(30, 20, 20))(
+        {"t1": _channel_first(biased, affine)}
+    )
+    inside = truth > 0
+    cv = lambda v: float(v[inside].std() / v[inside].mean())  # noqa: E731
+    corrected = out["t1"][0].numpy()
+    assert cv(corrected) < 0.5 * cv(biased)
+    assert np.allclose(out["t1"].affine.numpy(), affine)
+    assert out["preprocess_params"]["n4"]["shrink_factor"] == 2
+
+
+# ---------------------------------------------------------------------------- registration
+
+
+def test_register_to_template_aligns_shifted_t1_and_other_grid_t2(template_file: Path):
+    from mtsr_monai.transforms.registration import RegisterToTemplated
+
+    template = _head()
+    # t1: the head 3 voxels (6 mm) off centre and rotated 6 degrees in its header
+    t1 = _head(shift_vox=(3, -2, 1))
+    t1_affine = _affine(angle_deg=6.0)
+    # t2: other contrast on another grid (2.5 mm), same scanner space as t1
+    t2_affine = _affine(spacing=2.5, origin=(-30.0, -35.0, -28.0), angle_deg=6.0)
+    from scipy import ndimage
+
+    to_t1 = np.linalg.inv(t1_affine) @ t2_affine
+    t2 = ndimage.affine_transform(t1, to_t1[:3, :3], to_t1[:3, 3], output_shape=(30, 34, 26), order=1)
+    t2 = (t2.max() - t2) * (t2 > 5)  # inverted contrast, background kept at 0
+    label = (t1 > 150).astype(np.uint8) * 2
+    data = {
+        "t1": _channel_first(t1, t1_affine),
+        "t2": _channel_first(t2.astype(np.float32), t2_affine),
+        "label": _channel_first(label, t1_affine),
+    }
+    before = _corr(ndimage.affine_transform(t1, np.eye(3), 0, output_shape=SIZE), template)
+    out = RegisterToTemplated(["t1", "t2", "label"], template=template_file, registration="rigid", **FAST)(
+        data
+    )
+
+    assert out["t1"].shape[1:] == SIZE
+    assert np.allclose(out["t1"].affine.numpy(), _affine())  # the template's grid
+    assert np.allclose(out["t2"].affine.numpy(), _affine())
+    after = _corr(out["t1"][0], template)
+    assert after > 0.97 and after > before + 0.1
+    t1_head = _head(shift_vox=(3, -2, 1))
+    expected_t2 = (t1_head.max() - template) * (template > 5)  # the template in t2's inverted contrast
+    assert _corr(out["t2"][0], expected_t2) > 0.9
+    assert set(np.unique(out["label"].numpy())) <= {0, 2}  # nearest neighbour: no blended labels
+    params = out["preprocess_params"]["registration"]
+    assert params["per_key"]["t2"]["kind"] == "rigid" and params["per_key"]["t2"]["to"] == "t1"
+
+
+def test_registration_none_stays_native_and_mask_follows_inverse(template_file: Path):
+    from mtsr_monai.transforms.brain_mask import BrainMaskFromTemplated
+    from mtsr_monai.transforms.registration import RegisterToTemplated
+
+    t1, affine = _head(shift_vox=(3, 0, 0)), _affine(angle_deg=5.0)
+    data = {"t1": _channel_first(t1, affine)}
+    out = RegisterToTemplated("t1", template=template_file, registration="none", **FAST)(data)
+    out = BrainMaskFromTemplated("t1", template=template_file)(out)
+    assert np.allclose(out["t1"].affine.numpy(), affine)
+    assert np.array_equal(out["t1"][0].numpy(), t1)  # not moved
+    mask = out["brain_mask"][0].numpy() > 0
+    assert out["brain_mask"].shape == out["t1"].shape
+    # the carried template mask sits on the (shifted) head of this subject
+    head = t1 > 20
+    dice = 2 * (mask & head).sum() / (mask.sum() + head.sum())
+    assert dice > 0.9
+
+
+def test_nonlinear_registration_returns_bspline_composite(template_file: Path):
+    from mtsr_monai.transforms.registration import PARAMS_KEY, TRANSFORMS_KEY, RegisterToTemplated
+
+    data = {"t1": _channel_first(_head(shift_vox=(1, 1, 0)), _affine())}
+    out = RegisterToTemplated(
+        "t1",
+        template=template_file,
+        registration="nonlinear",
+        bspline_iterations=3,
+        bspline_mesh_size=(2, 2, 2),
+        **FAST,
+    )(data)
+    assert out[TRANSFORMS_KEY]["t1"].GetName() == "CompositeTransform"
+    assert "bspline_metric" in out[PARAMS_KEY]["registration"]["per_key"]["t1"]
+    assert _corr(out["t1"][0], _head()) > 0.97
+
+
+# ---------------------------------------------------------------------------- mask, crop, scaling
+
+
+def test_mni_brain_mask_is_intracranial_sized_and_covers_template_brain():
+    import SimpleITK as sitk
+
+    from mtsr_monai.data.template import template_path
+    from mtsr_monai.transforms.brain_mask import template_brain_mask
+
+    mask = sitk.GetArrayFromImage(template_brain_mask()) > 0
+    brain = sitk.GetArrayFromImage(sitk.ReadImage(str(template_path("t1")))) > 0
+    assert 1.4e6 < mask.sum() < 2.2e6  # voxels of 1 mm^3: an adult intracranial volume in mL
+    assert mask[brain].mean() > 0.99
+
+
+def test_skull_strip_zeroes_everything_outside_the_mask(template_file: Path):
+    from mtsr_monai.transforms.brain_mask import BrainMaskFromTemplated
+
+    noisy = _head() + 30.0  # non-zero background everywhere
+    out = BrainMaskFromTemplated("t1", template=template_file, skull_strip=True)(
+        {"t1": _channel_first(noisy, _affine())}
+    )
+    mask = out["brain_mask"][0].numpy() > 0
+    assert 0 < mask.mean() < 0.8
+    assert np.all(out["t1"][0].numpy()[~mask] == 0) and np.all(out["t1"][0].numpy()[mask] > 0)
+
+
+def test_crop_to_mask_box_keeps_world_positions_and_k_divisible():
+    from mtsr_monai.transforms.intensity import CropToTemplateBoxd
+
+    affine = _affine(spacing=1.5, angle_deg=20.0)
+    image = np.random.default_rng(1).random((30, 30, 30)).astype(np.float32)
+    mask = np.zeros((30, 30, 30), np.uint8)
+    mask[5:15, 8:20, 10:13] = 1
+    data = {"t1": _channel_first(image, affine), "brain_mask": _channel_first(mask, affine)}
+    out = CropToTemplateBoxd("t1", margin=1, k_divisible=4)(data)
+    start = out["preprocess_params"]["crop"]["box_start"]
+    assert all(s % 4 == 0 for s in out["t1"].shape[1:])
+    assert out["brain_mask"].shape == out["t1"].shape
+    assert out["brain_mask"].sum() == mask.sum()
+    # voxel (0, 0, 0) of the crop is the same physical point as voxel `start` of the input
+    assert np.allclose(out["t1"].affine.numpy() @ [0, 0, 0, 1], affine @ [*start, 1])
+    assert out["t1"][0, 0, 0, 0] == image[tuple(start)]
+
+
+def test_percentile_scaling_uses_mask_voxels_only():
+    from mtsr_monai.transforms.intensity import ScaleIntensityPercentilesInMaskd
+
+    image = np.zeros((10, 10, 10), np.float32)
+    image[2:8, 2:8, 2:8] = np.linspace(100, 200, 216).reshape(6, 6, 6)
+    image[0, 0, 0] = 10_000  # a hot voxel outside the mask must not set the scale
+    mask = np.zeros_like(image, dtype=np.uint8)
+    mask[2:8, 2:8, 2:8] = 1
+    out = ScaleIntensityPercentilesInMaskd("t1", lower=0.0, upper=100.0)(
+        {"t1": _channel_first(image, np.eye(4)), "brain_mask": _channel_first(mask, np.eye(4))}
+    )
+    scaled = out["t1"][0].numpy()
+    assert scaled[2:8, 2:8, 2:8].min() == pytest.approx(0.0) and scaled[2:8, 2:8, 2:8].max() == pytest.approx(
+        1.0
+    )
+    assert scaled.min() >= 0 and scaled.max() <= 1  # clipped
+    assert out["preprocess_params"]["intensity"]["percentile_values"]["t1"] == [100.0, 200.0]
+
+
+# ---------------------------------------------------------------------------- the command
+
+
+def _subject(tmp_path: Path) -> Path:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    t1 = _head(shift_vox=(2, -1, 0))
+    write_nifti(folder / "s1_t1.nii.gz", t1, _affine(angle_deg=4.0))
+    write_nifti(folder / "s1_t2.nii.gz", (t1.max() - t1) * (t1 > 5), _affine(angle_deg=4.0))
+    write_nifti(folder / "s1_seg.nii.gz", (t1 > 150).astype(np.uint8), _affine(angle_deg=4.0))
+    datalist = folder / "datalist.json"
+    datalist.write_text(
+        json.dumps({"training": [{"t1": "s1_t1.nii.gz", "t2": "s1_t2.nii.gz", "label": "s1_seg.nii.gz"}]})
+    )
+    return datalist
+
+
+def _args(datalist: Path, out: Path, template: Path) -> list[str]:
+    return [
+        "preprocess",
+        "--datalist",
+        str(datalist),
+        "--output",
+        str(out),
+        "--template",
+        str(template),
+        "--registration",
+        "rigid",
+        "--n4-shrink",
+        "2",
+        "--n4-iterations",
+        "10,10",
+        "--shrink-factors",
+        "2,1",
+        "--iterations",
+        "60",
+        "--no-progress",
+    ]
+
+
+def test_preprocess_command_writes_outputs_sidecar_and_skips_done_subjects(
+    tmp_path: Path, template_file: Path
+):
+    import nibabel as nib
+
+    from mtsr_monai.cli import main
+
+    datalist, out = _subject(tmp_path), tmp_path / "out"
+    assert main(_args(datalist, out, template_file)) == 0
+    subject = out / "s1"  # id derived from the file name
+    for name in (
+        "t1.nii.gz",
+        "t2.nii.gz",
+        "label.nii.gz",
+        "brain_mask.nii.gz",
+        "transform_t1.tfm",
+        "transform_t2.tfm",
+    ):
+        assert (subject / name).is_file(), name
+    sidecar = json.loads((subject / "preprocess.json").read_text())
+    assert sidecar["status"] == "done" and sidecar["config"]["registration"] == "rigid"
+    assert set(sidecar["steps"]) == {"n4", "registration", "brain_mask", "crop", "intensity"}
+    assert {"n4", "registration", "total"} <= set(sidecar["seconds"]) and "SimpleITK" in sidecar["versions"]
+    t1 = nib.load(subject / "t1.nii.gz")
+    assert np.allclose(t1.affine, sidecar["output_affine_ras"])
+    assert 0.0 <= t1.get_fdata().min() and t1.get_fdata().max() <= 1.0
+    assert nib.load(subject / "label.nii.gz").get_data_dtype() == np.uint8
+    assert json.loads((out / "datalist.json").read_text())["training"][0]["t1"] == "s1/t1.nii.gz"
+    assert not list(out.rglob("*.part*"))  # nothing half-written left behind
+
+    finished = sidecar["finished"]
+    assert main(_args(datalist, out, template_file)) == 0
+    assert json.loads((subject / "preprocess.json").read_text())["finished"] == finished  # skipped
+
+
+@pytest.mark.parametrize("problem", ["missing datalist", "bad json", "missing image", "unreadable image"])
+def test_preprocess_command_exits_2_on_bad_input(tmp_path: Path, template_file: Path, capsys, problem: str):
+    from mtsr_monai.cli import main
+
+    datalist = _subject(tmp_path)
+    if problem == "missing datalist":
+        datalist = tmp_path / "nope.json"
+    elif problem == "bad json":
+        datalist.write_text("{not json")
+    elif problem == "missing image":
+        (datalist.parent / "s1_t2.nii.gz").unlink()
+    else:
+        (datalist.parent / "s1_t2.nii.gz").write_bytes(b"\x1f\x8b garbage")
+    assert main(_args(datalist, tmp_path / "out", template_file)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("mtsr preprocess: error:")
+    if problem != "missing datalist":
+        assert "datalist.json" in err[0] or "s1_t2.nii.gz" in err[0]
+    assert not (tmp_path / "out" / "s1" / "preprocess.json").exists()
+
+
+# ---------------------------------------------------------------------------- real data
+
+
+def test_real_brats_subject_lands_on_mni_and_correlates_with_template(brats_case: dict, tmp_path: Path):
+    import SimpleITK as sitk
+
+    from mtsr_monai.data.preprocess import PreprocessConfig, preprocess_subject
+    from mtsr_monai.data.template import template_path
+
+    subject = {"subject": "brats", **{k: str(brats_case[k]) for k in ("t1", "flair")}}
+    # N4 is tested above; here the registration, mask and writing on real data, kept fast (coarse pyramid)
+    config = PreprocessConfig(
+        n4=False,
+        shrink_factors=(6,),
+        smoothing_sigmas=(2.0,),
+        iterations=80,
+        sampling_percentage=0.05,
+        crop=False,
+    )
+    sidecar = preprocess_subject(subject, tmp_path, config)
+    t1 = sitk.ReadImage(str(tmp_path / "brats" / "t1.nii.gz"))
+    template = sitk.ReadImage(str(template_path("t1")))
+    assert t1.GetSize() == template.GetSize()
+    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "brats" / "brain_mask.nii.gz"))) > 0
+    a, b = sitk.GetArrayFromImage(t1)[mask], sitk.GetArrayFromImage(template)[mask]
+    assert _corr(a, b) > 0.6  # an unregistered BraTS T1 on the MNI grid scores far lower
+    assert sidecar["steps"]["registration"]["per_key"]["flair"]["kind"].startswith("none")  # same grid as t1
