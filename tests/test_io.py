@@ -82,3 +82,14 @@ def test_cli_help_and_version_answer():
 def test_cli_unknown_argument_exits_2():
     done = subprocess.run([sys.executable, "-m", "mtsr_monai", "--no-such-flag"], capture_output=True, text=True)
     assert done.returncode == 2
+
+
+def test_atomic_output_gets_umask_permissions(tmp_path):
+    import os
+
+    target = tmp_path / "out.json"
+    with atomic_output(target) as tmp:
+        tmp.write_text("{}")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (target.stat().st_mode & 0o777) == (0o666 & ~mask)
