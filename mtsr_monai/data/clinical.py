@@ -1,0 +1,408 @@
+"""Paired data for the clinical SR bundle, the paper's way (same-size restoration on the HR grid).
+
+For each high-resolution (HR) subject and sequence (FLAIR, T1, T2):
+
+1. simulate the routine 2D protocol of that sequence with the foundation's thick-slice model
+   (:func:`mtsr_monai.transforms.degradation.degrade_volume_thick_slice`): a slab of ``thickness`` mm slices
+   along ``axis``, on its own coarse grid with a correct header;
+2. bring it back onto the HR grid with SimpleITK in physical space, either through the header alone
+   (``pairing="header"``, exact for simulated data) or after a ``rigid`` / ``affine`` registration of the
+   LR scan to the HR scan (the paper's two linear pairings), with trilinear, B-spline or windowed-sinc
+   interpolation (the paper's baselines);
+3. scale each volume to [0, 1] on its own (robust percentiles, :func:`mtsr_monai.data.slices.robust_scale`),
+   as an inference pipeline must (it never sees the HR scale);
+4. stack the sequences as channels (fused, C = number of sequences, order FLAIR, T1, T2) or keep one
+   (split, C = 1), crop to the brain's bounding box, and cache as ``.npy`` (float16) for fast reuse.
+
+Why the default protocols are *sagittal* slabs: BraTS volumes are resampled to 1 mm but most were acquired
+as thick axial slices, so their z detail is not a trustworthy target (``grad_ratio_xyz`` in the data
+manifest). Thick slices along x (left-right) remove detail that the HR reference really has; the network
+sees that blur within axial and coronal training slices (random transposes make the blur direction
+either image axis), and at inference on real axial protocols it is run on slices containing z.
+
+:class:`ClinicalSliceDataset` draws random patches or full slices (zero-padded per batch by
+:func:`pad_collate`) from the cached volumes, along any of the three axes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mtsr_monai.errors import InputError
+
+#: channel order of the fused model (the paper's order)
+MODALITIES = ("flair", "t1", "t2")
+#: interpolation methods of the paper's baselines (SimpleITK names)
+INTERPOLATIONS = ("trilinear", "bspline", "sinc", "nearest")
+PAIRINGS = ("header", "rigid", "affine")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A routine 2D acquisition: slices ``thickness`` mm thick, ``gap`` mm apart, through-plane ``axis``."""
+
+    thickness: float
+    axis: str = "sagittal"
+    gap: float = 0.0
+    profile: str = "gaussian"
+
+
+#: one protocol per sequence, as in real clinics (thicker FLAIR); see the module docstring for the axis
+DEFAULT_PROTOCOLS: dict[str, Protocol] = {
+    "flair": Protocol(5.0),
+    "t1": Protocol(4.0),
+    "t2": Protocol(4.0),
+}
+
+
+def as_protocols(spec: Mapping[str, Any] | None) -> dict[str, Protocol]:
+    """Protocols from a config mapping ``{modality: {thickness, axis, ...}}`` (or Protocol objects)."""
+    if spec is None:
+        return dict(DEFAULT_PROTOCOLS)
+    out = {}
+    for key, value in spec.items():
+        out[key] = value if isinstance(value, Protocol) else Protocol(**dict(value))
+    return out
+
+
+def sitk_interpolator(method: str) -> int:
+    """SimpleITK interpolator for ``trilinear`` / ``bspline`` / ``sinc`` (Welch-windowed) / ``nearest``."""
+    import SimpleITK as sitk
+
+    table = {
+        "trilinear": sitk.sitkLinear,
+        "linear": sitk.sitkLinear,
+        "bspline": sitk.sitkBSpline,
+        "sinc": sitk.sitkWelchWindowedSinc,
+        "nearest": sitk.sitkNearestNeighbor,
+    }
+    if method not in table:
+        raise ValueError(f"unknown interpolation {method!r}; choose from {INTERPOLATIONS}")
+    return table[method]
+
+
+def resample_onto(moving, reference, method: str = "trilinear", transform=None):
+    """``moving`` (SimpleITK image) on ``reference``'s grid in physical space; 0 outside, float32.
+
+    ``transform`` maps reference points to moving points (as returned by registration). B-spline and sinc
+    overshoot near edges: values are clipped to the moving image's range.
+    """
+    import SimpleITK as sitk
+
+    transform = sitk.Transform(3, sitk.sitkIdentity) if transform is None else transform
+    moving = sitk.Cast(moving, sitk.sitkFloat32)
+    out = sitk.Resample(moving, reference, transform, sitk_interpolator(method), 0.0, sitk.sitkFloat32)
+    if method in ("bspline", "sinc"):
+        arr = sitk.GetArrayViewFromImage(moving)
+        out = sitk.Clamp(out, sitk.sitkFloat32, float(arr.min()), float(arr.max()))
+    return out
+
+
+def simulate_protocol(hr: np.ndarray, affine: np.ndarray, protocol: Protocol, seed: int = 0):
+    """The HR volume as acquired with ``protocol``: ``(data, affine)`` on the protocol's own coarse grid."""
+    from mtsr_monai.transforms.degradation import degrade_volume_thick_slice
+
+    return degrade_volume_thick_slice(
+        hr,
+        affine,
+        thickness=protocol.thickness,
+        gap=protocol.gap,
+        axis=protocol.axis,
+        profile=protocol.profile,
+        seed=seed,
+    )
+
+
+def pair_onto_grid(
+    lr: np.ndarray,
+    lr_affine: np.ndarray,
+    hr: np.ndarray,
+    hr_affine: np.ndarray,
+    pairing: str = "header",
+    method: str = "trilinear",
+) -> np.ndarray:
+    """Bring an LR volume onto the HR grid: header geometry only, or after rigid/affine registration."""
+    from mtsr_monai.transforms.registration import array_to_sitk, register
+
+    if pairing not in PAIRINGS:
+        raise ValueError(f"unknown pairing {pairing!r}; choose from {PAIRINGS}")
+    moving = array_to_sitk(lr.astype(np.float32), lr_affine)
+    fixed = array_to_sitk(hr.astype(np.float32), hr_affine)
+    transform = None
+    if pairing != "header":
+        transform, _ = register(fixed, moving, kind=pairing, init="header", iterations=100)
+    import SimpleITK as sitk
+
+    out = resample_onto(moving, fixed, method, transform)
+    return sitk.GetArrayFromImage(out).transpose(2, 1, 0).astype(np.float32)
+
+
+def brain_box(mask: np.ndarray, margin: int = 4) -> tuple[slice, ...]:
+    """Bounding box of ``mask`` grown by ``margin`` voxels (the whole array if the mask is empty)."""
+    idx = np.nonzero(mask)
+    if not idx[0].size:
+        return tuple(slice(0, s) for s in mask.shape)
+    return tuple(
+        slice(max(int(i.min()) - margin, 0), min(int(i.max()) + 1 + margin, s))
+        for i, s in zip(idx, mask.shape, strict=True)
+    )
+
+
+def make_pair(
+    subject: Mapping[str, Any],
+    modalities: Sequence[str] = MODALITIES,
+    protocols: Mapping[str, Protocol] | None = None,
+    pairing: str = "header",
+    method: str = "trilinear",
+    crop: bool = True,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """One subject -> ``{"subject", "lr": (C,X,Y,Z), "hr": (C,X,Y,Z), "mask": (X,Y,Z) bool, "affine"}``.
+
+    All sequences of a subject must share one HR grid (BraTS does); each is simulated with its own
+    protocol, paired back onto the grid, and scaled to [0, 1] on its own.
+    """
+    from mtsr_monai.data.slices import robust_scale
+    from mtsr_monai.io import check_same_grid, load_volume
+
+    protocols = as_protocols(protocols) if not isinstance(protocols, dict) else protocols
+    missing = [m for m in modalities if m not in subject]
+    if missing:
+        raise InputError(f"subject {subject.get('subject')} lacks {missing}")
+    vols = [load_volume(subject[m]) for m in modalities]
+    check_same_grid(
+        [v.shape for v in vols], [np.asarray(v.affine) for v in vols], [subject[m] for m in modalities]
+    )
+    affine = np.asarray(vols[0].affine, dtype=np.float64)
+    lrs, hrs = [], []
+    for m, vol in zip(modalities, vols, strict=True):
+        hr = vol.numpy().astype(np.float32)
+        lr, lr_affine = simulate_protocol(hr, affine, protocols[m], seed=seed)
+        lr_on_grid = pair_onto_grid(lr, lr_affine, hr, affine, pairing, method)
+        hrs.append(robust_scale(torch.from_numpy(hr)).numpy())
+        lrs.append(robust_scale(torch.from_numpy(lr_on_grid)).numpy())
+    hr_all, lr_all = np.stack(hrs), np.stack(lrs)
+    mask = (hr_all > 0).any(0)
+    box = brain_box(mask) if crop else tuple(slice(0, s) for s in mask.shape)
+    return {
+        "subject": str(subject.get("subject", "subject")),
+        "lr": lr_all[(slice(None),) + box],
+        "hr": hr_all[(slice(None),) + box],
+        "mask": mask[box],
+        "affine": affine,
+        "box": [(s.start, s.stop) for s in box],
+    }
+
+
+def _cache_key(subject: Mapping[str, Any], **params: Any) -> str:
+    text = json.dumps({"subject": dict(subject), **params}, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def cached_pairs(
+    subjects: Sequence[Mapping[str, Any]],
+    cache_dir: str | Path | None,
+    modalities: Sequence[str] = MODALITIES,
+    protocols: Mapping[str, Any] | None = None,
+    pairing: str = "header",
+    method: str = "trilinear",
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """:func:`make_pair` for each subject, cached as float16 ``.npy`` files (memory-mapped on reuse)."""
+    from tqdm import tqdm
+
+    protocols = as_protocols(protocols)
+    params = {
+        "modalities": list(modalities),
+        "protocols": {m: asdict(protocols[m]) for m in modalities},
+        "pairing": pairing,
+        "method": method,
+        "version": 1,
+    }
+    out = []
+    for subject in tqdm(subjects, desc=f"pairs ({pairing}, {method})", disable=not progress):
+        if cache_dir is None:
+            out.append(make_pair(subject, modalities, protocols, pairing, method))
+            continue
+        folder = Path(cache_dir) / _cache_key(subject, **params)
+        if not (folder / "done.json").exists():
+            pair = make_pair(subject, modalities, protocols, pairing, method)
+            folder.mkdir(parents=True, exist_ok=True)
+            for key in ("lr", "hr"):
+                np.save(folder / f"{key}.npy", pair[key].astype(np.float16))
+            np.save(folder / "mask.npy", pair["mask"])
+            meta = {"subject": pair["subject"], "affine": pair["affine"].tolist(), "box": pair["box"]}
+            (folder / "done.json").write_text(json.dumps(meta))
+        meta = json.loads((folder / "done.json").read_text())
+        out.append(
+            {
+                "subject": meta["subject"],
+                "lr": np.load(folder / "lr.npy", mmap_mode="r"),
+                "hr": np.load(folder / "hr.npy", mmap_mode="r"),
+                "mask": np.load(folder / "mask.npy", mmap_mode="r"),
+                "affine": np.asarray(meta["affine"]),
+                "box": meta["box"],
+            }
+        )
+    return out
+
+
+def select_channels(pairs: Sequence[Mapping[str, Any]], channels: Sequence[int]) -> list[dict[str, Any]]:
+    """Split mode: the same pairs with only ``channels`` kept (C = 1 for one sequence)."""
+    idx = list(channels)
+    return [{**p, "lr": p["lr"][idx], "hr": p["hr"][idx]} for p in pairs]
+
+
+def load_datalist(path: str | Path, section: str, dataset_dir: str | Path) -> list[dict[str, Any]]:
+    """Subjects of ``section`` of a Decathlon-style datalist, paths made absolute under ``dataset_dir``."""
+    data = json.loads(Path(path).read_text())
+    out = []
+    for item in data[section]:
+        out.append({k: (v if k == "subject" else str(Path(dataset_dir) / v)) for k, v in item.items()})
+    return out
+
+
+class ClinicalSliceDataset(torch.utils.data.Dataset):
+    """Random 2D samples ``{"lr": (C,h,w), "hr": (C,h,w), "mask": (1,h,w)}`` from cached paired volumes.
+
+    ``mode="patch"``: ``samples_per_scan`` random ``patch_size`` patches per volume and epoch, centred on
+    brain voxels; ``mode="slice"``: random full slices (padded later by :func:`pad_collate`).
+    ``axes``: array axes the slices are cut along (0 sagittal, 1 coronal, 2 axial for RAS-like BraTS).
+    ``transpose``: randomly swap the two image axes (the blur direction then appears along either).
+    ``channel_dropout``: probability of zeroing an input channel (at least one kept), so a fused model
+    also works when a sequence is missing (the clinical-sr command zero-fills it).
+    """
+
+    def __init__(
+        self,
+        pairs: Sequence[Mapping[str, Any]],
+        mode: str = "patch",
+        patch_size: int = 64,
+        samples_per_scan: int = 64,
+        axes: Sequence[int] = (2, 1),
+        transpose: bool = True,
+        flip: bool = True,
+        channel_dropout: float = 0.0,
+        min_brain_fraction: float = 0.05,
+        seed: int = 0,
+    ) -> None:
+        if mode not in ("patch", "slice"):
+            raise ValueError(f"mode must be 'patch' or 'slice', got {mode!r}")
+        self.pairs, self.mode, self.patch_size = list(pairs), mode, int(patch_size)
+        self.samples_per_scan, self.axes = int(samples_per_scan), [int(a) for a in axes]
+        self.transpose, self.flip, self.channel_dropout = transpose, flip, float(channel_dropout)
+        self.rng = np.random.default_rng(seed)
+        # slices with enough brain, per (pair, axis)
+        self.valid: dict[tuple[int, int], np.ndarray] = {}
+        for i, p in enumerate(self.pairs):
+            mask = np.asarray(p["mask"])
+            for a in self.axes:
+                other = tuple(d for d in range(3) if d != a)
+                frac = mask.mean(axis=other)
+                self.valid[(i, a)] = np.nonzero(frac >= min_brain_fraction)[0]
+
+    def __len__(self) -> int:
+        return len(self.pairs) * self.samples_per_scan
+
+    def _slice(self, arr: np.ndarray, axis: int, k: int) -> np.ndarray:
+        return np.take(arr, k, axis=axis + (arr.ndim - 3))
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rng = self.rng
+        i = index % len(self.pairs)
+        p = self.pairs[i]
+        axis = self.axes[int(rng.integers(len(self.axes)))]
+        choices = self.valid[(i, axis)]
+        k = int(choices[int(rng.integers(len(choices)))])
+        lr = np.asarray(self._slice(p["lr"], axis, k), dtype=np.float32)
+        hr = np.asarray(self._slice(p["hr"], axis, k), dtype=np.float32)
+        mask = np.asarray(self._slice(p["mask"], axis, k), dtype=np.float32)[None]
+        if self.mode == "patch":
+            lr, hr, mask = self._crop(lr, hr, mask, rng)
+        if self.transpose and rng.random() < 0.5:
+            lr, hr, mask = (np.swapaxes(a, -1, -2) for a in (lr, hr, mask))
+        if self.flip:
+            for ax in (-1, -2):
+                if rng.random() < 0.5:
+                    lr, hr, mask = (np.flip(a, ax) for a in (lr, hr, mask))
+        if self.channel_dropout > 0 and lr.shape[0] > 1:
+            drop = rng.random(lr.shape[0]) < self.channel_dropout
+            if drop.all():
+                drop[int(rng.integers(lr.shape[0]))] = False
+            lr = lr.copy()
+            lr[drop] = 0.0
+        return {
+            "lr": torch.from_numpy(np.ascontiguousarray(lr)),
+            "hr": torch.from_numpy(np.ascontiguousarray(hr)),
+            "mask": torch.from_numpy(np.ascontiguousarray(mask)),
+        }
+
+    def _crop(self, lr, hr, mask, rng):
+        ps = self.patch_size
+        pad = [(0, 0)] + [(0, max(ps - s, 0)) for s in lr.shape[1:]]
+        lr, hr, mask = (np.pad(a, pad) for a in (lr, hr, mask))
+        h, w = lr.shape[1:]
+        ys, xs = np.nonzero(mask[0])
+        if ys.size:  # centre on a random brain pixel
+            j = int(rng.integers(ys.size))
+            y0 = int(np.clip(ys[j] - ps // 2, 0, h - ps))
+            x0 = int(np.clip(xs[j] - ps // 2, 0, w - ps))
+        else:
+            y0, x0 = int(rng.integers(h - ps + 1)), int(rng.integers(w - ps + 1))
+        window = (slice(None), slice(y0, y0 + ps), slice(x0, x0 + ps))
+        return lr[window], hr[window], mask[window]
+
+
+def pad_collate(batch: Sequence[Mapping[str, torch.Tensor]], multiple: int = 16) -> dict[str, torch.Tensor]:
+    """Stack samples, zero-padding each to the batch's largest size rounded up to ``multiple``."""
+    import torch.nn.functional as F
+
+    h = max(b["lr"].shape[-2] for b in batch)
+    w = max(b["lr"].shape[-1] for b in batch)
+    h, w = -(-h // multiple) * multiple, -(-w // multiple) * multiple
+    out: dict[str, torch.Tensor] = {}
+    for key in batch[0]:
+        out[key] = torch.stack(
+            [F.pad(b[key], (0, w - b[key].shape[-1], 0, h - b[key].shape[-2])) for b in batch]
+        )
+    return out
+
+
+# ------------------------------------------------------------------------------------------ objectives
+class SSIMLoss(torch.nn.Module):
+    """``1 - SSIM`` (11-tap Gaussian window, sigma 1.5, data range 1) of (B, C, H, W) batches."""
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        from mtsr_monai.metrics.image import batch_ssim
+
+        return 1.0 - batch_ssim(pred, target, data_range=1.0).mean()
+
+
+class BCELoss(torch.nn.Module):
+    """Binary cross-entropy of a [0, 1] prediction against a [0, 1] target (the paper's best L_G)."""
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        return F.binary_cross_entropy(pred.float().clamp(1e-6, 1 - 1e-6), target.float())
+
+
+def generator_loss(spec: str = "mae") -> torch.nn.Module:
+    """L_G from a spec such as ``"mae"``, ``"bce"`` or ``"mae+ssim"`` (terms summed with weight 1),
+    as a :class:`~mtsr_monai.losses.WeightedLoss` that reports each term."""
+    from mtsr_monai.losses import WeightedLoss
+
+    table = {"mae": torch.nn.L1Loss, "mse": torch.nn.MSELoss, "bce": BCELoss, "ssim": SSIMLoss}
+    names = [t.strip().lower() for t in spec.split("+") if t.strip()]
+    unknown = [n for n in names if n not in table]
+    if unknown or not names:
+        raise ValueError(f"unknown generator loss terms {unknown or spec!r}; choose from {sorted(table)}")
+    return WeightedLoss({n: table[n]() for n in names})
