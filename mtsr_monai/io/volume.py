@@ -57,7 +57,8 @@ def load_volume(path: str | os.PathLike, reader: str | None = None, validate: bo
     except InputError:
         raise
     except Exception as err:  # nibabel/ITK raise many types for corrupt data
-        raise InputError(f"unreadable or truncated image ({type(err).__name__}: {str(err)[:160]})", path) from err
+        detail = " ".join(str(err).split())[:160]  # one line: readers raise multi-line messages
+        raise InputError(f"unreadable or truncated image ({type(err).__name__}: {detail})", path) from err
     if image.ndim == 4 and image.shape[-1] == 1:
         image = image[..., 0]
     if image.ndim == 4:
