@@ -167,3 +167,20 @@ def test_qc_command_refuses_mask_on_another_grid_with_exit_2(tmp_path, capsys):
     assert main(["qc", "--input", str(src), "--mask", str(mask), "--json", str(out)]) == 2
     assert "mask.nii.gz" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_iqm_metric_accumulates_absolute_differences_to_the_reference():
+    import torch
+
+    from mtsr_monai.metrics.qc import IQMMetric
+
+    img, _ = _tissue_phantom()
+    ref = torch.from_numpy(np.stack([img, img]))[:, None]
+    blurred = torch.from_numpy(np.stack([img, ndimage.gaussian_filter(img, 1.5) * (img > 0)]))[:, None]
+    metric = IQMMetric(keys=("cjv", "fwhm_avg"), contrast="t1")
+    metric(ref, ref)
+    assert metric.aggregate() == {"cjv": 0.0, "fwhm_avg": 0.0}
+    metric.reset()
+    metric(blurred, ref)
+    out = metric.aggregate()
+    assert out["fwhm_avg"] > 0.1 and out["cjv"] > 0  # half the batch is blurred

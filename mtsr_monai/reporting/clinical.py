@@ -143,6 +143,21 @@ def _fidelity(pred: np.ndarray, ref: np.ndarray, brain: np.ndarray) -> dict[str,
     }
 
 
+def _precheck_grids(subjects: list[dict[str, Any]]) -> None:
+    """Shapes and affines from the NIfTI headers only (cheap), so a bad subject fails the run up front."""
+    import nibabel as nib
+
+    from mtsr_monai.io import check_same_grid
+
+    for sub in subjects:
+        paths = [sub["ref"], *sub["methods"].values()]
+        try:
+            headers = [nib.load(str(p)) for p in paths]
+        except Exception as err:  # noqa: BLE001 - unreadable files are reported by load_volume later
+            raise InputError(f"unreadable NIfTI header ({type(err).__name__})", sub["ref"]) from err
+        check_same_grid([h.shape[:3] for h in headers], [h.affine for h in headers], paths)
+
+
 def _abs(value: float | None) -> float | None:
     return None if value is None else abs(value)
 
@@ -187,6 +202,7 @@ def evaluate_clinical(
     if labels_dir is not None and not Path(labels_dir).is_dir():
         raise InputError("no such directory", labels_dir)
     subjects, unmatched = match_subjects(Path(ref_dir), dict(zip(method_names, dirs, strict=True)))
+    _precheck_grids(subjects)  # refuse before any figure is written
     output = Path(output)
     fig_dir = output / "figures"
     report: dict[str, Any] = {
@@ -438,7 +454,7 @@ def _render(report: dict, methods: list[str], figures: dict, ba_figs: list[Path]
             )
         )
     sections.append(
-        ("Segmentation agreement and volumes", '<div class="scroll">' + "\n".join(parts) + "</div>")
+        ("Segmentation agreement and volumes", '<div class="figs">' + "\n".join(parts) + "</div>")
     )
     sections.append(
         (

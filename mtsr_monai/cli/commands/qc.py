@@ -94,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         "tissues_source": str(args.tissues) if args.tissues else "em",
         **result,
     }
+    result = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in result.items()}
     text = json.dumps(result, indent=2, allow_nan=False, default=float) + "\n"
     if args.save_tissues is not None:
         save_volume(tissues.astype(np.uint8), args.save_tissues, affine=affine, dtype=np.uint8)
