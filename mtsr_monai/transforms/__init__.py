@@ -1,1 +1,31 @@
-"""mtsr_monai.transforms"""
+"""MONAI dictionary transforms of mtsr-monai, usable from bundle configs by ``_target_``.
+
+Preprocessing: :class:`N4BiasFieldCorrectiond`, :class:`RegisterToTemplated`,
+:class:`BrainMaskFromTemplated`, :class:`CropToTemplateBoxd`, :class:`ScaleIntensityPercentilesInMaskd`.
+Degradation: :class:`RandSecondOrderDegradationd`, :class:`KSpaceTruncationd`, :class:`ThickSliceDegradationd`.
+
+Names are resolved lazily so that importing this package does not import SimpleITK or MONAI.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "N4BiasFieldCorrectiond": "bias",
+    "RegisterToTemplated": "registration",
+    "BrainMaskFromTemplated": "brain_mask",
+    "CropToTemplateBoxd": "intensity",
+    "ScaleIntensityPercentilesInMaskd": "intensity",
+    "RandSecondOrderDegradationd": "degradation",
+    "KSpaceTruncationd": "degradation",
+    "ThickSliceDegradationd": "degradation",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
