@@ -111,14 +111,23 @@ def translate_volume(
     axis: str | int = "axial",
     batch_size: int = 16,
     progress: bool = True,
+    mask: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Translate a 3D volume with each code: returns (N, X, Y, Z) float32 in [0, 1] on the input's grid."""
+    """Translate a 3D volume with each code: returns (N, X, Y, Z) float32 in [0, 1] on the input's grid.
+
+    ``mask`` (brain mask on the same grid): voxels outside are set to 0 before scaling and in the outputs, so
+    a non-skull-stripped or noisy-background input looks like the skull-stripped training data.
+    """
     from tqdm import tqdm
 
     from mtsr_monai.data.slices import robust_scale
     from mtsr_monai.transforms.degradation import resolve_axis
 
     arr = volume.detach().cpu().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume)
+    if mask is not None:
+        if np.shape(mask) != arr.shape:
+            raise InputError(f"mask shape {np.shape(mask)} differs from the image's {arr.shape}")
+        arr = np.where(np.asarray(mask) > 0, arr, 0).astype(np.float32)
     through = resolve_axis(np.asarray(affine), axis)
     scaled = robust_scale(torch.as_tensor(arr, dtype=torch.float32)).numpy()
     slices = torch.from_numpy(np.ascontiguousarray(np.moveaxis(scaled, through, 0)))
@@ -150,6 +159,7 @@ def translate_file(
     axis: str | int = "axial",
     device: str = "cpu",
     progress: bool = True,
+    mask_path: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """``mtsr translate``: write ``sample_0..N-1``, ``mean`` and ``std`` NIfTIs (input geometry) and
     ``codes.json`` (the latent codes used, to reproduce a sample). Nothing is written on bad input.
@@ -177,7 +187,16 @@ def translate_file(
         codes = latent_codes(samples, nz, seed)
     image = load_volume(input_path)
     affine = np.asarray(image.affine)
-    result = translate_volume(image.numpy(), affine, generator, int(meta["image_size"]), codes, axis, progress=progress)
+    mask = None
+    if mask_path is not None:
+        from mtsr_monai.io import check_same_grid
+
+        m = load_volume(mask_path, validate=False)
+        check_same_grid([tuple(image.shape), tuple(m.shape)], [affine, np.asarray(m.affine)],
+                        [str(input_path), str(mask_path)])
+        mask = m.numpy() > 0
+    result = translate_volume(image.numpy(), affine, generator, int(meta["image_size"]), codes, axis,
+                              progress=progress, mask=mask)
     mean, std = sample_statistics(result)
 
     out = Path(output_dir)

@@ -1,0 +1,149 @@
+"""LPIPS realism / diversity (MTSR-MRI appendix C) and weight-free diversity measures for translation samples.
+
+LPIPS (Zhang et al. 2018, PyPI ``lpips``, version 0.1 linear heads) needs the torchvision ImageNet backbone
+(``alexnet-owt-7be5be79.pth`` for AlexNet), which cannot be downloaded here. :func:`load_lpips` builds the
+metric with a *randomly initialised* trunk (so ``lpips`` never tries to download) and then loads the real
+backbone weights from ``$TORCH_HOME/hub/checkpoints/`` or an explicit path; when the file is absent it returns
+``None`` with the missing file named, and callers report LPIPS as unavailable. A random-backbone LPIPS is
+never returned (its numbers would compare with nothing published).
+
+- realism: LPIPS(sample, ground truth), averaged (lower = closer to the truth).
+- diversity: LPIPS between consecutive samples (5 samples -> 4 pairs), averaged (higher = more diverse).
+- weight-free, always reported: PSNR / SSIM of each sample and of the mean against the truth, mean pairwise
+  (1 - SSIM) and mean pairwise L1 between samples.
+Grayscale slices in [0, 1] are mapped to [-1, 1] and repeated to 3 channels, as LPIPS expects.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BACKBONE_FILES = {
+    "alex": "alexnet-owt-7be5be79.pth",
+    "vgg": "vgg16-397923af.pth",
+    "squeeze": "squeezenet1_1-b8a52dc0.pth",
+}
+
+
+def default_backbone_path(net: str = "alex") -> Path:
+    """``$TORCH_HOME/hub/checkpoints/<torchvision file>`` (``TORCH_HOME`` defaults to ``~/.cache/torch``)."""
+    home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
+    return home / "hub" / "checkpoints" / BACKBONE_FILES[net]
+
+
+@dataclass
+class LpipsStatus:
+    available: bool
+    net: str
+    backbone: str
+    reason: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"available": self.available, "net": self.net, "version": "0.1", "backbone": self.backbone,
+                "reason": self.reason}
+
+
+def load_lpips(net: str = "alex", backbone_path: str | os.PathLike | None = None):
+    """``(metric or None, LpipsStatus)``: LPIPS v0.1 with the real ImageNet backbone read from a file."""
+    if net not in BACKBONE_FILES:
+        raise ValueError(f"net must be one of {sorted(BACKBONE_FILES)}")
+    path = Path(backbone_path) if backbone_path else default_backbone_path(net)
+    if not path.is_file():
+        return None, LpipsStatus(False, net, str(path), f"backbone weights not found: {path}")
+    import warnings
+
+    import torch
+    import torchvision
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import lpips
+
+        # pnet_rand=True: the package builds an untrained trunk and downloads nothing; we fill it below
+        metric = lpips.LPIPS(net=net, version="0.1", pretrained=True, pnet_rand=True, verbose=False)
+    builder = {"alex": torchvision.models.alexnet, "vgg": torchvision.models.vgg16,
+               "squeeze": torchvision.models.squeezenet1_1}[net]
+    reference = builder(weights=None)
+    try:
+        reference.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except (RuntimeError, KeyError, OSError, EOFError) as err:
+        return None, LpipsStatus(False, net, str(path), f"unreadable backbone weights {path}: {err}")
+    features = reference.features
+    copied = 0
+    for part in metric.net.children():
+        for name, module in part.named_children():
+            module.load_state_dict(features[int(name)].state_dict())
+            copied += 1
+    return metric.eval(), LpipsStatus(True, net, str(path))
+
+
+def _to_lpips_batch(x: Any):
+    import torch
+
+    t = torch.as_tensor(np.asarray(x, dtype=np.float32))
+    if t.ndim == 2:
+        t = t[None]
+    t = t[:, None].clamp(0, 1) * 2 - 1
+    return t.repeat(1, 3, 1, 1)
+
+
+def lpips_distance(metric, a: Any, b: Any) -> np.ndarray:
+    """Per-slice LPIPS between (S, H, W) (or (H, W)) images in [0, 1]."""
+    import torch
+
+    with torch.inference_mode():
+        return metric(_to_lpips_batch(a), _to_lpips_batch(b)).flatten().numpy()
+
+
+def consecutive_pairs(n: int) -> list[tuple[int, int]]:
+    """(0, 1), (1, 2), ...: the appendix-C diversity pairs (5 samples -> 4 pairs)."""
+    return [(i, i + 1) for i in range(n - 1)]
+
+
+def sample_measures(samples: np.ndarray, truth: np.ndarray | None = None, mask: np.ndarray | None = None,
+                    lpips_metric=None) -> dict[str, Any]:
+    """Realism / diversity of N samples (N, S, H, W) of 2D slices in [0, 1] against ``truth`` (S, H, W).
+
+    Weight-free: per-sample and mean-image PSNR / SSIM (2D, averaged over slices), mean pairwise (1 - SSIM) and
+    L1 over all sample pairs. With ``lpips_metric``: realism (LPIPS to the truth, mean over samples and slices)
+    and diversity (LPIPS over consecutive pairs).
+    """
+    from mtsr_monai.metrics.image import batch_psnr, batch_ssim
+
+    import torch
+
+    s = torch.as_tensor(np.asarray(samples, dtype=np.float32))
+    n = s.shape[0]
+    out: dict[str, Any] = {"n_samples": int(n)}
+
+    def ssim(a, b):
+        return batch_ssim(a[:, None], b[:, None], data_range=1.0)
+
+    def psnr(a, b):
+        return batch_psnr(a[:, None], b[:, None], data_range=1.0)
+
+    pairs = list(itertools.combinations(range(n), 2))
+    if pairs:
+        out["pairwise_1_minus_ssim"] = float(np.mean([(1 - ssim(s[i], s[j])).mean().item() for i, j in pairs]))
+        out["pairwise_l1"] = float(np.mean([(s[i] - s[j]).abs().mean().item() for i, j in pairs]))
+    if truth is not None:
+        t = torch.as_tensor(np.asarray(truth, dtype=np.float32))
+        out["psnr_samples"] = [psnr(s[i], t).mean().item() for i in range(n)]
+        out["ssim_samples"] = [ssim(s[i], t).mean().item() for i in range(n)]
+        mean = s.mean(0)
+        out["psnr_mean"] = psnr(mean, t).mean().item()
+        out["ssim_mean"] = ssim(mean, t).mean().item()
+    if lpips_metric is not None:
+        if truth is not None:
+            out["lpips_realism"] = float(np.mean([lpips_distance(lpips_metric, s[i], truth).mean() for i in range(n)]))
+        if n > 1:
+            out["lpips_diversity"] = float(
+                np.mean([lpips_distance(lpips_metric, s[i], s[j]).mean() for i, j in consecutive_pairs(n)])
+            )
+    return out
