@@ -117,9 +117,16 @@ def _fidelity(pred: np.ndarray, ref: np.ndarray, brain: np.ndarray) -> dict[str,
     if image_metrics is not None:
         try:
             out = image_metrics(pred, ref, mask=brain)
-            return {k: (float(v) if v is not None else None) for k, v in dict(out).items()}
-        except Exception:  # noqa: BLE001 - fall back to the local computation below, say so in the JSON
-            pass
+            block = out.get("brain") or out["whole"]
+            res = {k: float(block[k]) for k in ("mae", "psnr", "ssim", "nmse") if block.get(k) is not None}
+            res["mae_norm"] = res["mae"] / float(out["data_range"]) if out.get("data_range") else None
+            res["data_range"] = out.get("data_range")
+            res["fidelity_source"] = "mtsr_monai.metrics.image.image_metrics (brain mask)"
+            return res
+        except Exception as err:  # noqa: BLE001 - fall back to the local computation below, say so
+            fallback_reason = f"image_metrics failed: {type(err).__name__}: {err}"
+    else:
+        fallback_reason = "mtsr_monai.metrics.image not available"
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     data_range = float(ref[brain].max() - ref[brain].min()) or 1.0
@@ -139,7 +146,8 @@ def _fidelity(pred: np.ndarray, ref: np.ndarray, brain: np.ndarray) -> dict[str,
                 r, p, data_range=data_range, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
             )
         ),
-        "fidelity_source": "skimage (brain voxels; SSIM on the brain's bounding box; range = reference's)",
+        "fidelity_source": "skimage (brain voxels; SSIM on the brain's bounding box; range = reference's); "
+        + fallback_reason,
     }
 
 
@@ -409,7 +417,7 @@ def _render(report: dict, methods: list[str], figures: dict, ba_figs: list[Path]
             + "</div>",
         )
     )
-    fid_keys = [k for k in ("mae", "mae_norm", "psnr", "ssim") if k in summ["fidelity"][methods[0]]]
+    fid_keys = [k for k in ("mae", "mae_norm", "nmse", "psnr", "ssim") if k in summ["fidelity"][methods[0]]]
     rows = [
         [m, *[(summ["fidelity"][m][k]["mean"], summ["fidelity"][m][k]["sd"]) for k in fid_keys]]
         for m in methods
