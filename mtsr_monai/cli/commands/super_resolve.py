@@ -1,0 +1,61 @@
+"""``mtsr super-resolve``: x4 in-plane super-resolution of a whole NIfTI volume, slice by slice."""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "super-resolve"
+HELP = "x4 in-plane super-resolution of a NIfTI volume (shipped MTSR model or an interpolation baseline)"
+DESCRIPTION = (
+    "Super-resolve every slice in the plane normal to --axis (default axial, from the header) by 4 with "
+    "the MTSR pruned-RRDB model of a MONAI bundle (default: the shipped bundles/mtsr_sr weights) through a "
+    "sliding-window inferer, or with an interpolation baseline. The output overlays the input: same field of "
+    "view, in-plane voxel size divided by 4, intensities in the input's range."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", "-i", required=True, help="low-resolution NIfTI volume")
+    parser.add_argument("--output", "-o", required=True, help="super-resolved NIfTI to write")
+    parser.add_argument(
+        "--method",
+        default="model",
+        choices=["model", "bicubic", "bilinear", "lanczos", "nearest"],
+        help="default: model",
+    )
+    parser.add_argument("--bundle", default=None, help="bundle folder or name (default: the shipped mtsr_sr)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="default: cpu")
+    parser.add_argument(
+        "--batch-size", type=int, default=8, help="slices (and windows) per batch (default 8)"
+    )
+    parser.add_argument("--roi-size", type=int, default=64, help="LR sliding-window size (default 64)")
+    parser.add_argument("--axis", default="axial", help="plane: axial | coronal | sagittal | array index")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import sys
+
+    from mtsr_monai.errors import InputError
+    from mtsr_monai.inference.super_resolve import super_resolve_file
+
+    if args.batch_size < 1 or args.roi_size < 8:
+        raise InputError("--batch-size must be >= 1 and --roi-size >= 8")
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise InputError("--device cuda requested but CUDA is not available")
+    axis = int(args.axis) if args.axis.lstrip("-").isdigit() else args.axis
+    summary = super_resolve_file(
+        args.input,
+        args.output,
+        method=args.method,
+        bundle=args.bundle,
+        device=args.device,
+        batch_size=args.batch_size,
+        roi_size=args.roi_size,
+        axis=axis,
+    )
+    print(json.dumps(summary), file=sys.stderr)
+    return 0

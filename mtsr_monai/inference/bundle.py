@@ -1,0 +1,108 @@
+"""Find a packaged MONAI bundle (``bundles/<name>/``) and load its network with the shipped weights.
+
+Bundles live beside the package in the repository (``Path(mtsr_monai.__file__).parents[1] / "bundles"``),
+which an editable install keeps; ``$MTSR_BUNDLES`` points elsewhere. The network is built from the bundle's
+``configs/inference.yaml#network_def`` and loaded from ``models/model.pt`` (a state dict, fp16 allowed), whose
+sha256 is checked against ``large_files.yml`` when that declares one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from mtsr_monai.errors import InputError
+
+DEFAULT_BUNDLE = "mtsr_sr"
+
+__all__ = ["DEFAULT_BUNDLE", "bundle_dir", "bundles_root", "load_bundle_network", "sha256"]
+
+
+def bundles_root() -> Path:
+    """``$MTSR_BUNDLES`` if set, else the repository's ``bundles/`` folder beside the package."""
+    env = os.environ.get("MTSR_BUNDLES")
+    if env:
+        return Path(env)
+    import mtsr_monai
+
+    return Path(mtsr_monai.__file__).resolve().parents[1] / "bundles"
+
+
+def bundle_dir(bundle: str | os.PathLike | None = None) -> Path:
+    """A bundle folder: an explicit path holding ``configs/``, or a name under :func:`bundles_root`."""
+    candidate = Path(bundle) if bundle else bundles_root() / DEFAULT_BUNDLE
+    if not (candidate / "configs").is_dir() and bundle and not Path(bundle).is_absolute():
+        candidate = bundles_root() / str(bundle)
+    if not (candidate / "configs").is_dir():
+        raise InputError(
+            "not a MONAI bundle (no configs/ folder; set MTSR_BUNDLES or pass --bundle)", candidate
+        )
+    return candidate
+
+
+def sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _declared_hash(root: Path, rel: str) -> str | None:
+    spec = root / "large_files.yml"
+    if not spec.is_file():
+        return None
+    import yaml
+
+    for item in (yaml.safe_load(spec.read_text()) or {}).get("large_files", []):
+        if Path(item.get("path", "")) == Path(rel) and item.get("hash_type", "sha256") == "sha256":
+            return item.get("hash_val")
+    return None
+
+
+def load_bundle_network(
+    bundle: str | os.PathLike | None = None,
+    device: str = "cpu",
+    weights: str | os.PathLike | None = None,
+    config: str = "configs/inference.yaml",
+    check_hash: bool = True,
+) -> tuple[Any, dict]:
+    """``(network in eval mode on device, info)``; ``info`` holds the bundle path, weights path and metadata.
+
+    Raises :class:`InputError` naming the file when the bundle, its weights or their checksum is wrong.
+    """
+    import torch
+    from monai.bundle import ConfigParser
+
+    root = bundle_dir(bundle)
+    parser = ConfigParser()
+    parser.read_config(str(root / config))
+    meta_file = root / "configs" / "metadata.json"
+    if meta_file.is_file():
+        parser.read_meta(str(meta_file))
+    parser["bundle_root"] = str(root)
+    network = parser.get_parsed_content("network_def", instantiate=True)
+    weights_path = Path(weights) if weights else root / "models" / "model.pt"
+    if not weights_path.is_file():
+        raise InputError("bundle weights not found (train the bundle or pass the weights)", weights_path)
+    if check_hash and weights is None:
+        expected = _declared_hash(root, "models/model.pt")
+        if expected and sha256(weights_path) != expected:
+            raise InputError("weights do not match the sha256 declared in large_files.yml", weights_path)
+    try:
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file
+        raise InputError(f"cannot read weights ({exc.__class__.__name__})", weights_path) from exc
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    try:
+        network.load_state_dict({k.removeprefix("module."): v for k, v in state.items()})
+    except RuntimeError as exc:
+        raise InputError(
+            f"weights do not fit the bundle's network: {str(exc).splitlines()[0]}", weights_path
+        ) from exc
+    network = network.float().to(device).eval()
+    info = {"bundle": str(root), "weights": str(weights_path), "metadata": parser.get("_meta_", {})}
+    return network, info
