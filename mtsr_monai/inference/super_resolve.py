@@ -1,7 +1,7 @@
 """Whole-volume x4 super-resolution of a NIfTI slice by slice, and the intensity scaling shared with training.
 
-A volume is scaled to about [0, 1] by :func:`robust_range` (its minimum -> 0, the ``upper`` percentile of the
-voxels above the minimum -> 1, no clipping so the mapping back is exact), cut into 2D slices in the plane
+A volume is scaled to about [0, 1] by :func:`robust_range` (the training scaling of
+:mod:`mtsr_monai.data.slices`, without clipping so the mapping back is exact), cut into 2D slices in the plane
 normal to ``axis`` (found from the header), super-resolved in batches of slices by a network through MONAI's
 ``SlidingWindowInferer`` (so memory stays bounded for any in-plane size), mapped back to the input's range,
 and written with an affine whose in-plane voxel size is divided by the scale, so SR overlays the input.
@@ -11,49 +11,40 @@ geometry. All-zero (background) slices map to zero without touching the network.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from monai.config import KeysCollection
-from monai.transforms import MapTransform
 
 METHODS = ("model", "bicubic", "bilinear", "lanczos", "nearest")
 
 __all__ = [
     "METHODS",
-    "RobustScaled",
     "eval_pairs",
     "interpolate_slices",
+    "load_sr_model",
     "robust_range",
     "sr_affine",
+    "super_resolve_file",
     "super_resolve_volume",
 ]
 
 
-def robust_range(image: np.ndarray | torch.Tensor, upper: float = 99.8) -> tuple[float, float]:
-    """``(lo, hi)``: the minimum, and the ``upper`` percentile of the voxels above it."""
-    a = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
-    lo = float(a.min())
-    above = a[a > lo]
-    hi = float(np.percentile(above, upper)) if above.size else lo + 1.0
+def robust_range(
+    image: np.ndarray | torch.Tensor, lower: float = 0.5, upper: float = 99.5
+) -> tuple[float, float]:
+    """``(lo, hi)`` of the training scaling (:func:`mtsr_monai.data.slices.robust_scale`), for mapping back.
+
+    Same rule: with an exactly-zero background ``lo = 0`` and the percentiles come from the non-zero voxels,
+    otherwise from all voxels. Returned as numbers so the super-resolved volume can be mapped back.
+    """
+    x = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    zero_bg = float(x.min()) == 0.0 and bool((x == 0).any())
+    fg = x[x != 0] if zero_bg and (x != 0).any() else x.ravel()
+    lo = 0.0 if zero_bg else float(np.percentile(fg, lower))
+    hi = float(np.percentile(fg, upper))
     return lo, (hi if hi > lo else lo + 1.0)
-
-
-class RobustScaled(MapTransform):
-    """``(x - lo) / (hi - lo)`` with :func:`robust_range` per item (per volume), no clipping."""
-
-    def __init__(self, keys: KeysCollection, upper: float = 99.8, allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.upper = upper
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            lo, hi = robust_range(d[key], self.upper)
-            d[key] = (d[key] - lo) / (hi - lo)
-        return d
 
 
 def sr_affine(affine: np.ndarray, inplane: Sequence[int], scale: int) -> np.ndarray:
@@ -97,7 +88,6 @@ def eval_pairs(
     slices_per_volume: int = 4,
     seed: int = 0,
     scale: int = 4,
-    upper: float = 99.8,
     min_foreground: float = 0.25,
 ) -> list[dict[str, torch.Tensor]]:
     """Fixed held-out LR/HR pairs: axial slices of each volume, degraded with a seeded second-order chain.
@@ -117,7 +107,7 @@ def eval_pairs(
         vol = load_volume(path)
         axis = resolve_axis(np.asarray(vol.affine), "axial")
         arr = np.moveaxis(np.asarray(vol), axis, 0)
-        lo, hi = robust_range(arr, upper)
+        lo, hi = robust_range(arr)
         arr = (arr - lo) / (hi - lo)
         fg = (arr > 0).reshape(arr.shape[0], -1).sum(1)
         candidates = np.flatnonzero(fg >= min_foreground * fg.max())
@@ -149,7 +139,6 @@ def super_resolve_volume(
     batch_size: int = 8,
     roi_size: int = 64,
     device: str | torch.device = "cpu",
-    upper: float = 99.8,
     progress: bool = True,
     inferer: Callable | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -173,7 +162,7 @@ def super_resolve_volume(
     through = resolve_axis(np.asarray(affine), axis)
     inplane = [k for k in range(3) if k != through]
     slices = np.moveaxis(arr, through, 0)  # (S, h, w) view
-    lo, hi = robust_range(arr, upper)
+    lo, hi = robust_range(arr)
     n_slices, h, w = slices.shape
     out = np.zeros((n_slices, h * scale, w * scale), dtype=np.float32)
     device = torch.device(device)
@@ -188,9 +177,9 @@ def super_resolve_volume(
                 mode="gaussian",
                 progress=False,
             )
-    # background slices (all at the minimum) come out as the minimum without any computation
-    busy = np.flatnonzero((slices > lo).reshape(n_slices, -1).any(1))
-    out[:] = 0.0
+    # slices holding nothing but the volume's minimum (background) come out as that, without computation
+    busy = np.flatnonzero((slices > arr.min()).reshape(n_slices, -1).any(1))
+    out[:] = (float(arr.min()) - lo) / (hi - lo)
     batches = [busy[i : i + batch_size] for i in range(0, len(busy), batch_size)]
     with torch.inference_mode():
         for idx in tqdm(batches, desc=f"super-resolve ({method})", unit="batch", disable=not progress):
@@ -256,3 +245,10 @@ def super_resolve_file(
         "output_shape": list(sr.shape),
         "seconds": seconds,
     }
+
+
+def load_sr_model(path: str | None = None, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
+    """The shipped SR network (or ``path``'s weights on the shipped bundle's architecture), eval mode."""
+    from mtsr_monai.inference.bundle import load_bundle_network
+
+    return load_bundle_network(None, device=device, weights=path)
