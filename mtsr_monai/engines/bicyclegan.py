@@ -252,3 +252,51 @@ def validate_translation(
         "ssim": torch.cat(ssims).mean().item(),
         "sample_l1": torch.cat(diffs).mean().item(),
     }
+
+
+class TranslationValidationHandler:
+    """Every ``interval`` epochs: :func:`validate_translation` on ``loader``; logs to TensorBoard and keeps
+    ``history``; with ``export_path`` also writes the generator (fp16) when the validation PSNR improves."""
+
+    def __init__(
+        self,
+        loader: Iterable,
+        input_key: str,
+        target_key: str,
+        nz: int,
+        log_dir: str | None = None,
+        interval: int = 1,
+        export_path: str | None = None,
+        export_meta: dict | None = None,
+    ) -> None:
+        self.loader, self.input_key, self.target_key, self.nz = loader, input_key, target_key, int(nz)
+        self.log_dir, self.interval = log_dir, int(interval)
+        self.export_path, self.export_meta = export_path, dict(export_meta or {})
+        self.history: list[dict[str, float]] = []
+        self.best = -float("inf")
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
+
+    def __call__(self, engine) -> None:
+        if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+            return
+        generator = engine.generator.module if hasattr(engine.generator, "module") else engine.generator
+        metrics = validate_translation(generator, self.loader, self.input_key, self.target_key, self.nz,
+                                       engine.state.device)
+        self.history.append({**metrics, "iteration": engine.state.iteration})
+        engine.logger.info("validation %s", metrics)
+        if self.log_dir:
+            from torch.utils.tensorboard import SummaryWriter
+
+            with SummaryWriter(self.log_dir) as writer:
+                for key, value in metrics.items():
+                    writer.add_scalar(f"val/{key}", value, engine.state.iteration)
+        if self.export_path and metrics["psnr"] > self.best:
+            from mtsr_monai.inference.translate import export_generator
+
+            self.best = metrics["psnr"]
+            meta = {**self.export_meta, "iterations": int(engine.state.iteration), "validation": metrics}
+            export_generator(generator, self.export_path, meta)

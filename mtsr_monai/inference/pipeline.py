@@ -29,18 +29,24 @@ def sr_weights_path() -> Path:
 
 
 def load_sr_network(device: str = "cpu") -> tuple[torch.nn.Module | None, str]:
-    """(network or None, description). Uses the SR module's own loader when it provides one."""
-    from mtsr_monai.inference import super_resolve
-
+    """(network or None, description). The network is built from the SR bundle's own ``inference.yaml``
+    (``network_def``) and loaded from its shipped weights, so this follows whatever the SR bundle ships."""
     path = sr_weights_path()
     if not path.is_file():
         return None, f"bicubic (SR weights not found: {path})"
-    loader = getattr(super_resolve, "load_sr_model", None) or getattr(super_resolve, "load_network", None)
-    if loader is None:
-        return None, f"bicubic (no SR loader in mtsr_monai.inference.super_resolve for {path})"
-    loaded = loader(path, device=device) if "device" in loader.__code__.co_varnames else loader(path)
-    network = loaded[0] if isinstance(loaded, tuple) else loaded
-    return network, f"model ({path})"
+    config = path.parents[1] / "configs" / "inference.yaml"
+    if not config.is_file():
+        return None, f"bicubic (no SR inference config at {config})"
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(config))
+    parser["bundle_root"] = str(path.parents[1])
+    network = parser.get_parsed_content("network_def")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("model", state) if isinstance(state, dict) else state
+    network.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    return network.float().to(device).eval(), f"model ({path})"
 
 
 def super_resolve(

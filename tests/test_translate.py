@@ -1,0 +1,141 @@
+"""Volume translation (mtsr translate) and the LPIPS / diversity measures."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from mtsr_monai.inference.translate import export_generator, load_translator, translate_volume
+from mtsr_monai.metrics.perceptual import consecutive_pairs, load_lpips, sample_measures
+from mtsr_monai.networks.bicyclegan import LatentUNetGenerator
+from tests.conftest import write_nifti
+
+
+@pytest.fixture
+def tiny_weights(tmp_path):
+    torch.manual_seed(0)
+    g = LatentUNetGenerator(nz=4, ngf=4, image_size=32)
+    return export_generator(g, tmp_path / "t1_to_flair.pt",
+                            {"source": "t1", "target": "flair", "nz": 4, "ngf": 4, "image_size": 32})
+
+
+def _cli(*args: str) -> int:
+    from mtsr_monai.cli import main
+
+    return main(list(args))
+
+
+def test_weights_round_trip_in_half_precision(tiny_weights):
+    state = torch.load(tiny_weights, weights_only=True)
+    assert all(v.dtype == torch.float16 for v in state["generator"].values() if v.is_floating_point())
+    g, meta = load_translator(tiny_weights)
+    assert meta["nz"] == 4 and next(g.parameters()).dtype == torch.float32
+
+
+def test_translation_keeps_grid_background_and_range(tiny_weights, phantom):
+    g, _ = load_translator(tiny_weights)
+    vol = np.where(phantom > 0.3, phantom, 0).astype(np.float32)[:, :24]  # non-square slices
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    codes = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    out = translate_volume(vol, affine, g, 32, codes, progress=False)
+    assert out.shape == (3, *vol.shape)
+    assert out.min() >= 0 and out.max() <= 1
+    assert np.all(out[:, vol == 0] == 0)
+    assert not np.allclose(out[0], out[1])  # different codes, different samples
+    np.testing.assert_array_equal(out[2], translate_volume(vol, affine, g, 32, codes[2:], progress=False)[0])
+
+
+def test_translate_cli_writes_samples_mean_std_on_input_grid(tiny_weights, phantom_file, tmp_path):
+    out = tmp_path / "out"
+    rc = _cli("translate", "-i", str(phantom_file), "--source", "t1", "--target", "flair", "-n", "3", "--seed", "7",
+              "--weights", str(tiny_weights), "-o", str(out))
+    assert rc == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["codes.json", "mean.nii.gz", "sample_0.nii.gz", "sample_1.nii.gz", "sample_2.nii.gz",
+                     "std.nii.gz"]
+    ref = nib.load(phantom_file)
+    samples = np.stack([nib.load(out / f"sample_{i}.nii.gz").get_fdata() for i in range(3)])
+    for name in ("sample_0", "mean", "std"):
+        img = nib.load(out / f"{name}.nii.gz")
+        assert img.shape == ref.shape and np.allclose(img.affine, ref.affine)
+    np.testing.assert_allclose(nib.load(out / "std.nii.gz").get_fdata(), samples.std(0), atol=1e-5)
+    # the recorded codes reproduce sample 1
+    codes = json.loads((out / "codes.json").read_text())["codes"]
+    (tmp_path / "one.json").write_text(json.dumps([codes[1]]))
+    again = tmp_path / "again"
+    assert _cli("translate", "-i", str(phantom_file), "--source", "t1", "--target", "flair", "--codes",
+                str(tmp_path / "one.json"), "--weights", str(tiny_weights), "-o", str(again)) == 0
+    np.testing.assert_allclose(nib.load(again / "sample_0.nii.gz").get_fdata(), samples[1], atol=1e-6)
+
+
+def test_translate_bad_input_exits_2_and_writes_nothing(tiny_weights, tmp_path, capsys):
+    bad = write_nifti(tmp_path / "flat.nii.gz", np.zeros((8, 8, 4), np.float32))
+    out = tmp_path / "out"
+    rc = _cli("translate", "-i", str(bad), "--source", "t1", "--target", "flair", "--weights", str(tiny_weights),
+              "-o", str(out))
+    assert rc == 2 and "flat.nii.gz" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())
+    assert _cli("translate", "-i", str(bad), "--source", "t1", "--target", "flair", "--weights",
+                str(tmp_path / "missing.pt"), "-o", str(out)) == 2
+
+
+def test_lpips_unavailable_names_the_missing_backbone(tmp_path):
+    metric, status = load_lpips(backbone_path=tmp_path / "alexnet-owt-7be5be79.pth")
+    assert metric is None and not status.available
+    assert "alexnet-owt-7be5be79.pth" in status.reason
+
+
+def test_lpips_loads_backbone_from_file_not_random(tmp_path):
+    import torchvision
+
+    torch.manual_seed(1)
+    state = torchvision.models.alexnet(weights=None).state_dict()
+    path = tmp_path / "alex.pth"
+    torch.save(state, path)
+    metric, status = load_lpips(backbone_path=path)
+    assert status.available
+    assert torch.equal(getattr(metric.net.slice1, "0").weight, state["features.0.weight"])
+    assert torch.equal(getattr(metric.net.slice5, "10").weight, state["features.10.weight"])
+    img = np.random.default_rng(0).random((2, 64, 64)).astype(np.float32)
+    same = sample_measures(np.stack([img, img, img]), img, lpips_metric=metric)
+    assert same["lpips_diversity"] == pytest.approx(0.0, abs=1e-6)
+    assert same["lpips_realism"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_weight_free_diversity_measures():
+    rng = np.random.default_rng(0)
+    truth = rng.random((2, 32, 32)).astype(np.float32)
+    identical = sample_measures(np.stack([truth] * 3), truth)
+    assert identical["pairwise_l1"] == 0 and identical["pairwise_1_minus_ssim"] == pytest.approx(0, abs=1e-6)
+    assert identical["ssim_mean"] == pytest.approx(1.0)
+    noisy = sample_measures(np.clip(truth + 0.1 * rng.standard_normal((3, 2, 32, 32)), 0, 1), truth)
+    assert noisy["pairwise_l1"] > 0.05 and len(noisy["psnr_samples"]) == 3
+    assert noisy["psnr_mean"] > max(noisy["psnr_samples"])  # averaging samples removes independent noise
+    assert consecutive_pairs(5) == [(0, 1), (1, 2), (2, 3), (3, 4)]
+
+
+def test_translation_of_real_brats_slab(brats_case, tmp_path):
+    """Shipped T1 -> FLAIR weights on a slab of a real case (a training subject: a smoke test, not a score)."""
+    from mtsr_monai.data.slices import robust_scale
+    from mtsr_monai.inference.translate import default_weights
+    from mtsr_monai.io import load_volume
+
+    weights = default_weights("t1", "flair")
+    if not weights.is_file():
+        pytest.skip(f"no shipped weights at {weights}")
+    g, meta = load_translator(weights)
+    t1, flair = load_volume(brats_case["t1"]), load_volume(brats_case["flair"])
+    slab = slice(70, 74)
+    codes = np.zeros((1, meta["nz"]), np.float32)
+    out = translate_volume(t1.numpy()[..., slab], np.asarray(t1.affine), g, meta["image_size"], codes,
+                           progress=False)[0]
+    truth = robust_scale(torch.as_tensor(flair.numpy()[..., slab])).numpy()
+    t1s = robust_scale(torch.as_tensor(t1.numpy()[..., slab])).numpy()
+    brain = truth > 0
+    err_model = np.abs(out - truth)[brain].mean()
+    err_identity = np.abs(t1s - truth)[brain].mean()
+    assert err_model < err_identity  # the model moves T1 toward FLAIR
