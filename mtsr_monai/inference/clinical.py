@@ -76,7 +76,7 @@ def restore_volume(
                 from monai.inferers import sliding_window_inference
 
                 roi = (int(patch_size), int(patch_size))
-                y[keep] = sliding_window_inference(xs, roi, len(xs), network, overlap=overlap, mode="gaussian")
+                y[keep] = sliding_window_inference(xs, roi, 64, network, overlap=overlap, mode="gaussian")
             else:
                 y[keep] = network(xs)
         y_np = np.moveaxis(y.float().cpu().numpy(), 0, axis + 1)
@@ -178,3 +178,222 @@ class ClinicalValidation:
             state = {k: v.detach().cpu().clone() for k, v in self.network.state_dict().items()}
             with atomic_output(self.best_path) as tmp:
                 torch.save(state, tmp)
+
+
+# ------------------------------------------------------------------------------------ routine scans side
+def scale_bounds(x: np.ndarray, lower: float = 0.5, upper: float = 99.5) -> tuple[float, float]:
+    """The (lo, hi) that :func:`mtsr_monai.data.slices.robust_scale` uses, so the scaling can be undone."""
+    zero_bg = float(x.min()) == 0.0 and bool((x == 0).any())
+    fg = x[x != 0] if zero_bg and (x != 0).any() else x.ravel()
+    lo = 0.0 if zero_bg else float(np.percentile(fg, lower))
+    hi = float(np.percentile(fg, upper))
+    return lo, (hi if hi > lo else lo + 1.0)
+
+
+def isotropic_grid(reference, spacing: float):
+    """An empty SimpleITK grid of ``spacing`` mm with ``reference``'s direction covering its field of view
+    (outer voxel edges aligned), so an oblique slab keeps its orientation."""
+    import SimpleITK as sitk
+
+    if not spacing or spacing <= 0:
+        raise ValueError(f"spacing must be > 0, got {spacing}")
+    old_sp = np.asarray(reference.GetSpacing(), dtype=float)
+    extent = old_sp * np.asarray(reference.GetSize(), dtype=float)
+    size = [max(int(np.ceil(e / spacing - 1e-6)), 1) for e in extent]
+    direction = np.asarray(reference.GetDirection(), dtype=float).reshape(3, 3)
+    corner = np.asarray(reference.GetOrigin(), dtype=float) - direction @ (old_sp / 2)
+    origin = corner + direction @ np.full(3, spacing / 2)
+    grid = sitk.Image([int(s) for s in size], sitk.sitkFloat32)
+    grid.SetSpacing([float(spacing)] * 3)
+    grid.SetDirection(reference.GetDirection())
+    grid.SetOrigin([float(o) for o in origin])
+    return grid
+
+
+def thick_axis_on_grid(image, grid) -> int:
+    """Array axis of ``grid`` closest to the thickest voxel direction of ``image`` (its slice direction)."""
+    sp = np.asarray(image.GetSpacing(), dtype=float)
+    d_img = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+    d_grid = np.asarray(grid.GetDirection(), dtype=float).reshape(3, 3)
+    thick = d_img[:, int(np.argmax(sp))]
+    return int(np.argmax(np.abs(d_grid.T @ thick)))
+
+
+def prepare_routine_scans(
+    inputs: Mapping[str, str | Path],
+    like: str | Path | None = None,
+    spacing: float | None = None,
+    method: str = "trilinear",
+    register: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Steps 1-4 of the module docstring. Returns ``{"grid", "affine", "volumes": {mod: (X,Y,Z) in [0,1]},
+    "bounds": {mod: (lo, hi)}, "coverage": (X,Y,Z) bool, "thick_axis", "reference", "registration"}``.
+    Raises :class:`~mtsr_monai.errors.InputError` for unreadable or invalid inputs."""
+    import SimpleITK as sitk
+    from tqdm import tqdm
+
+    from mtsr_monai.data.clinical import resample_onto
+    from mtsr_monai.errors import InputError
+    from mtsr_monai.io import load_volume
+    from mtsr_monai.transforms import registration as reg
+
+    if not inputs:
+        raise InputError("give at least one of --t1, --t2, --flair")
+    if (like is None) == (spacing is None):
+        raise InputError("give exactly one of --like and --spacing")
+    order = [m for m in ("flair", "t1", "t2") if m in inputs] + [
+        m for m in inputs if m not in ("flair", "t1", "t2")
+    ]
+    images = {}
+    for m in order:
+        images[m] = reg.metatensor_to_sitk(load_volume(inputs[m]))
+    reference = order[0]
+    if like is not None:
+        grid = reg.metatensor_to_sitk(load_volume(like, validate=False))
+    else:
+        grid = isotropic_grid(images[reference], float(spacing))
+    volumes, bounds, reports = {}, {}, {}
+    coverage = None
+    ones = {m: sitk.Image(images[m].GetSize(), sitk.sitkFloat32) + 1.0 for m in order}
+    for m in tqdm(order, desc="to target grid", disable=not progress, unit="scan"):
+        transform = None
+        if register and m != reference:
+            try:
+                transform, reports[m] = reg.register(
+                    images[reference], images[m], kind="rigid", init="header"
+                )
+            except RuntimeError as err:  # keep the header alignment rather than fail
+                logger.warning(
+                    "rigid registration of %s to %s failed (%s); using the headers", m, reference, err
+                )
+        ones[m].CopyInformation(images[m])  # a coverage mask: where this scan has data on the grid
+        out = resample_onto(images[m], grid, method, transform)
+        inside = (
+            sitk.GetArrayFromImage(resample_onto(ones[m], grid, "nearest", transform)).transpose(2, 1, 0)
+            > 0.5
+        )
+        arr = sitk.GetArrayFromImage(out).transpose(2, 1, 0).astype(np.float32)
+        arr[~inside] = 0.0
+        if not inside.any():
+            raise InputError(f"{m} does not overlap the target grid", path=str(inputs[m]))
+        lo, hi = scale_bounds(arr)
+        volumes[m] = np.clip((arr - lo) / (hi - lo), 0.0, 1.0)
+        bounds[m] = (lo, hi)
+        coverage = inside if coverage is None else coverage | inside
+    return {
+        "grid": grid,
+        "affine": reg.sitk_affine(grid),
+        "volumes": volumes,
+        "bounds": bounds,
+        "coverage": coverage,
+        "thick_axis": thick_axis_on_grid(images[reference], grid),
+        "reference": reference,
+        "registration": reports,
+    }
+
+
+def load_clinical_model(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Shipped checkpoint -> ``{"network", "critic", "modalities", "patch_size", ...}`` (fp32, eval mode).
+
+    The file holds ``model`` (generator state dict, fp16), ``critic`` (state dict), ``network`` and
+    ``critic_args`` (constructor arguments), ``modalities`` (channel order) and ``patch_size``."""
+    from mtsr_monai.errors import InputError
+    from mtsr_monai.networks.attention_unet import AttentionGatedUNet
+    from mtsr_monai.networks.critic import Critic
+
+    try:
+        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError) as err:
+        raise InputError(f"cannot read the model checkpoint ({err})", path=str(path)) from err
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "network" not in ckpt:
+        raise InputError("not a clinical_sr checkpoint (needs 'model' and 'network')", path=str(path))
+    net = AttentionGatedUNet(**ckpt["network"])
+    net.load_state_dict({k: v.float() for k, v in ckpt["model"].items()})
+    out = dict(ckpt)
+    out["network"] = net.to(device).eval()
+    if "critic" in ckpt and "critic_args" in ckpt:
+        critic = Critic(**ckpt["critic_args"])
+        critic.load_state_dict({k: v.float() for k, v in ckpt["critic"].items()})
+        out["critic"] = critic.to(device).eval()
+    else:
+        out["critic"] = None
+    return out
+
+
+def default_model_path() -> Path:
+    """``bundles/clinical_sr/models/model.pt`` of this checkout."""
+    return Path(__file__).resolve().parents[2] / "bundles" / "clinical_sr" / "models" / "model.pt"
+
+
+def model_input(prepared: Mapping[str, Any], modalities: Sequence[str]) -> np.ndarray:
+    """(C, X, Y, Z) in the model's channel order; sequences not given are zero-filled."""
+    shape = next(iter(prepared["volumes"].values())).shape
+    return np.stack([prepared["volumes"].get(m, np.zeros(shape, np.float32)) for m in modalities])
+
+
+def restore_clinical(
+    inputs: Mapping[str, str | Path],
+    output_dir: str | Path,
+    like: str | Path | None = None,
+    spacing: float | None = None,
+    method: str = "model",
+    model_path: str | Path | None = None,
+    slice_axis: int | None = None,
+    patches: bool = True,
+    batch_size: int = 8,
+    device: str = "cpu",
+    progress: bool = True,
+    explain: bool = False,
+) -> dict[str, Path]:
+    """The whole pipeline (module docstring); returns ``{modality: written path}``."""
+    from mtsr_monai.io import save_volume
+
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    ckpt = load_clinical_model(model_path or default_model_path(), device) if method == "model" else None
+    interp = "trilinear" if method == "model" else method
+    prepared = prepare_routine_scans(inputs, like, spacing, interp, progress=progress)
+    results: dict[str, np.ndarray] = {}
+    extra: dict[str, tuple[np.ndarray, Any]] = {}
+    if ckpt is None:
+        results = dict(prepared["volumes"])
+    else:
+        modalities = list(ckpt["modalities"])
+        unknown = [m for m in inputs if m not in modalities]
+        if unknown:
+            from mtsr_monai.errors import InputError
+
+            raise InputError(f"the model restores {modalities}, not {unknown}")
+        x = model_input(prepared, modalities)
+        axis = slice_axis_for(prepared["thick_axis"]) if slice_axis is None else int(slice_axis)
+        y = restore_volume(
+            ckpt["network"],
+            x,
+            axis,
+            batch_size,
+            ckpt.get("patch_size") if patches else None,
+            device=device,
+            progress=progress,
+            desc=f"restoring (slices along axis {axis})",
+        )
+        for c, m in enumerate(modalities):
+            if m in prepared["volumes"]:
+                results[m] = y[c]
+        if explain:
+            from mtsr_monai.inference.explain import explain_volume
+
+            extra = explain_volume(ckpt["network"], ckpt["critic"], x, y, axis, modalities, device=device)
+    written: dict[str, Path] = {}
+    out_dir = Path(output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    coverage = prepared["coverage"]
+    for m, vol in results.items():
+        lo, hi = prepared["bounds"][m]
+        data = np.where(coverage, vol * (hi - lo) + lo, 0.0).astype(np.float32)
+        written[m] = save_volume(data, out_dir / f"{m}.nii.gz", affine=prepared["affine"])
+    if extra:
+        from mtsr_monai.inference.explain import write_explanations
+
+        written.update(write_explanations(extra, x, y, prepared["affine"], out_dir, modalities, axis))
+    return written

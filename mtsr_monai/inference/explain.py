@@ -1,0 +1,164 @@
+"""Explainability of the clinical SR model (paper section 3.7): attention-gate maps and the critic's GradCAM.
+
+- Attention maps: every gate's coefficients ``psi`` (finest gate first) for every slice, bilinearly stretched
+  to the slice size and stacked back into volumes on the target grid (``attention_gate<k>.nii.gz``, values in
+  [0, 1]); a PNG montage shows each gate overlaid on the input (first input channel) at one slice.
+- GradCAM (MONAI ``monai.visualize.GradCAM``) of the critic's last conv block for its score on the restored
+  slice, normalised per slice to [0, 1] (``gradcam.nii.gz``), overlaid on the output in the PNG; the critic's
+  mean generation score sigmoid(D(y_hat)) is written to ``critic_score.txt``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def _batches(volume: np.ndarray, axis: int, batch_size: int):
+    n = volume.shape[axis + 1]
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        part = np.moveaxis(np.take(volume, np.arange(start, stop), axis=axis + 1), axis + 1, 0)
+        yield start, stop, torch.from_numpy(np.ascontiguousarray(part, dtype=np.float32))
+
+
+def _put(out: np.ndarray, values: np.ndarray, axis: int, start: int, stop: int) -> None:
+    index = [slice(None)] * out.ndim
+    index[axis] = slice(start, stop)
+    out[tuple(index)] = np.moveaxis(values, 0, axis)
+
+
+def attention_volumes(
+    network: torch.nn.Module, x: np.ndarray, axis: int, batch_size: int = 8, device: str = "cpu"
+) -> list[np.ndarray]:
+    """One (X, Y, Z) volume per attention gate (finest first), each map stretched to the slice size."""
+    import torch.nn.functional as F
+
+    network.eval()
+    maps: list[np.ndarray] | None = None
+    with torch.no_grad():
+        for start, stop, batch in _batches(x, axis, batch_size):
+            _, gates = network(batch.to(device), return_attention=True)
+            size = batch.shape[-2:]
+            if maps is None:
+                maps = [np.zeros(x.shape[1:], np.float32) for _ in gates]
+            for k, g in enumerate(gates):
+                # gate maps live on the padded grid: crop to the input's share before stretching
+                scale = 2**k
+                h, w = -(-size[0] // scale), -(-size[1] // scale)
+                g = g[..., :h, :w].float()
+                up = F.interpolate(g, size=size, mode="bilinear", align_corners=False)[:, 0]
+                _put(maps[k], up.cpu().numpy(), axis, start, stop)
+    return maps or []
+
+
+def gradcam_volume(
+    critic: torch.nn.Module, y: np.ndarray, axis: int, batch_size: int = 8, device: str = "cpu"
+) -> tuple[np.ndarray, float]:
+    """GradCAM of the critic (last conv block) on each restored slice, and the mean critic score."""
+    from monai.visualize import GradCAM
+
+    critic.eval()
+    layer = f"features.{len(critic.features) - 1}"
+    cam = GradCAM(nn_module=critic, target_layers=layer)
+    out = np.zeros(y.shape[1:], np.float32)
+    scores = []
+    for start, stop, batch in _batches(y, axis, batch_size):
+        batch = batch.to(device)
+        keep = batch.flatten(1).amax(1) > 0
+        maps = np.zeros((batch.shape[0],) + tuple(batch.shape[-2:]), np.float32)
+        if keep.any():
+            h, w = batch.shape[-2:]
+            # the critic's four stride-2 blocks need room: pad small slices to at least 32 x 32
+            padded = torch.nn.functional.pad(batch[keep], (0, max(32 - w, 0), 0, max(32 - h, 0)))
+            m = cam(padded, class_idx=0)[:, 0, :h, :w].detach().cpu().numpy()
+            maps[keep.cpu().numpy()] = m
+            with torch.no_grad():
+                scores.append(torch.sigmoid(critic(padded)).flatten().cpu().numpy())
+        _put(out, maps, axis, start, stop)
+    score = float(np.concatenate(scores).mean()) if scores else float("nan")
+    return out, score
+
+
+def explain_volume(
+    network: torch.nn.Module,
+    critic: torch.nn.Module | None,
+    x: np.ndarray,
+    y: np.ndarray,
+    axis: int,
+    modalities: Sequence[str],
+    batch_size: int = 8,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Attention volumes for input ``x`` and, with a critic, GradCAM and score on output ``y``."""
+    out: dict[str, Any] = {"attention": attention_volumes(network, x, axis, batch_size, device)}
+    if critic is not None:
+        out["gradcam"], out["critic_score"] = gradcam_volume(critic, y, axis, batch_size, device)
+    return out
+
+
+def _panel(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
+    return np.rot90(np.take(volume, index, axis=axis))
+
+
+def write_explanations(
+    explained: dict[str, Any],
+    x: np.ndarray,
+    y: np.ndarray,
+    affine: np.ndarray,
+    output_dir: str | Path,
+    modalities: Sequence[str],
+    axis: int,
+    slice_index: int | None = None,
+) -> dict[str, Path]:
+    """NIfTI volumes (atomic) and one PNG montage at ``slice_index`` (default: the slice with most signal)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mtsr_monai.io import atomic_output, atomic_write_text, save_volume
+
+    out_dir = Path(output_dir)
+    written: dict[str, Path] = {}
+    for k, vol in enumerate(explained["attention"], start=1):
+        written[f"attention_gate{k}"] = save_volume(vol, out_dir / f"attention_gate{k}.nii.gz", affine=affine)
+    if "gradcam" in explained:
+        written["gradcam"] = save_volume(explained["gradcam"], out_dir / "gradcam.nii.gz", affine=affine)
+        written["critic_score"] = atomic_write_text(
+            out_dir / "critic_score.txt", f"{explained['critic_score']:.6f}\n"
+        )
+    if slice_index is None:
+        other = tuple(d for d in range(3) if d != axis)
+        slice_index = int(np.argmax((x > 0).sum(axis=(0,) + tuple(d + 1 for d in other))))
+    present = [c for c, _ in enumerate(modalities) if x[c].max() > 0] or [0]
+    c0 = present[0]
+    base_in, base_out = _panel(x[c0], axis, slice_index), _panel(y[c0], axis, slice_index)
+    gates = explained["attention"]
+    ncols = 2 + len(gates) + (1 if "gradcam" in explained else 0)
+    fig, axes = plt.subplots(1, ncols, figsize=(2.2 * ncols, 2.6))
+    axes[0].imshow(base_in, cmap="gray")
+    axes[0].set_title(f"input {modalities[c0]}", fontsize=8)
+    axes[1].imshow(base_out, cmap="gray")
+    axes[1].set_title("restored", fontsize=8)
+    for k, g in enumerate(gates, start=1):
+        axes[1 + k].imshow(base_in, cmap="gray")
+        axes[1 + k].imshow(_panel(g, axis, slice_index), cmap="jet", alpha=0.45, vmin=0, vmax=1)
+        axes[1 + k].set_title(f"gate {k}", fontsize=8)
+    if "gradcam" in explained:
+        axes[-1].imshow(base_out, cmap="gray")
+        axes[-1].imshow(_panel(explained["gradcam"], axis, slice_index), cmap="jet", alpha=0.45)
+        axes[-1].set_title(f"critic GradCAM ({explained['critic_score']:.2f})", fontsize=8)
+    for a in axes:
+        a.axis("off")
+    fig.tight_layout()
+    png = out_dir / "explain.png"
+    with atomic_output(png) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+    written["explain_png"] = png
+    return written

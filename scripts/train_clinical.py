@@ -1,0 +1,126 @@
+"""Train the clinical SR bundle (resumable) and export shipped weights.
+
+    python scripts/train_clinical.py train --output-dir /root/mtsr_runs/clinical/run [key=value ...]
+    python scripts/train_clinical.py export --run-dir /root/mtsr_runs/clinical/run \
+        --output bundles/clinical_sr/models/model.pt [key=value ...]
+
+``key=value`` pairs override bundle config keys (values parsed as YAML: filters=16 residual=true). ``export``
+takes the best validation generator (``model_best.pt``) and the critic of the newest resume checkpoint,
+stores both in fp16 with their constructor arguments, and refreshes the sha256 in ``large_files.yml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLE = ROOT / "bundles" / "clinical_sr"
+
+
+def overrides(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def parser_for(extra: dict):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "train.yaml"))
+    parser.update({"bundle_root": str(BUNDLE), **extra})
+    return parser
+
+
+def train(args: argparse.Namespace) -> None:
+    import torch
+    from monai.bundle import run
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run(
+        "training",
+        config_file=str(BUNDLE / "configs" / "train.yaml"),
+        bundle_root=str(BUNDLE),
+        output_dir=str(args.output_dir),
+        dataset_dir=str(args.dataset_dir),
+        **overrides(args.overrides),
+    )
+
+
+def export(args: argparse.Namespace) -> None:
+    import torch
+
+    from mtsr_monai.io import atomic_output
+
+    cfg = parser_for(overrides(args.overrides))
+    mods = list(cfg["modalities"])
+    network = {
+        "spatial_dims": 2,
+        "in_channels": len(mods),
+        "out_channels": len(mods),
+        "filters": int(cfg["filters"]),
+        "depth": cfg.get_parsed_content("network_def").depth,
+        "residual": bool(cfg["residual"]),
+    }
+    critic_args = {
+        "spatial_dims": 2,
+        "in_channels": len(mods),
+        "input_size": int(cfg["patch_size"]),
+        "filters": int(cfg["critic_filters"]),
+        "dropout": float(cfg["critic_dropout"]),
+    }
+    run_dir = Path(args.run_dir)
+    generator = torch.load(run_dir / "model_best.pt", map_location="cpu", weights_only=True)
+    ckpts = sorted((run_dir / "checkpoints").glob("checkpoint_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
+    state = torch.load(ckpts[-1], map_location="cpu", weights_only=True)
+    ckpt = {
+        "model": {k: v.half() for k, v in generator.items()},
+        "critic": {k: v.half() for k, v in state["discriminator"].items()},
+        "network": network,
+        "critic_args": critic_args,
+        "modalities": mods,
+        "patch_size": int(cfg["patch_size"]),
+        "protocols": {k: dict(v) for k, v in cfg["protocols"].items()},
+        "iterations": int(state["trainer"]["iteration"]),
+    }
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(out) as tmp:
+        torch.save(ckpt, tmp)
+    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    (BUNDLE / "large_files.yml").write_text(
+        "large_files:\n"
+        "  - path: models/model.pt\n"
+        '    url: ""  # shipped in the repository (fp16, < 25 MB)\n'
+        f"    hash_val: {digest}\n"
+        "    hash_type: sha256\n"
+    )
+    print(f"{out}: {out.stat().st_size / 1e6:.2f} MB, sha256 {digest}, {ckpt['iterations']} iterations")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train")
+    t.add_argument("--output-dir", required=True, type=Path)
+    t.add_argument("--dataset-dir", type=Path, default=ROOT.parent / "shared" / "data")
+    t.add_argument("--threads", type=int, default=1)
+    t.add_argument("overrides", nargs="*")
+    e = sub.add_parser("export")
+    e.add_argument("--run-dir", required=True, type=Path)
+    e.add_argument("--output", type=Path, default=BUNDLE / "models" / "model.pt")
+    e.add_argument("overrides", nargs="*")
+    args = p.parse_args(argv)
+    {"train": train, "export": export}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

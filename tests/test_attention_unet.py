@@ -1,0 +1,98 @@
+"""Attention-gated U-Net and DCGAN-like critic of the clinical SR paper."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mtsr_monai.networks.attention_unet import AttentionGatedUNet, depth_for_size
+from mtsr_monai.networks.critic import Critic
+
+
+def test_depth_follows_input_size_capped_at_five():
+    assert depth_for_size(64) == 5
+    assert depth_for_size((16, 40)) == 4
+    assert depth_for_size(8) == 3
+    assert AttentionGatedUNet(in_channels=1, out_channels=1, filters=4, input_size=16).depth == 4
+
+
+def test_output_same_size_in_unit_range_for_odd_sizes():
+    torch.manual_seed(0)
+    net = AttentionGatedUNet(in_channels=3, out_channels=3, filters=4, depth=4)
+    x = torch.rand(2, 3, 37, 50)
+    y = net(x)
+    assert y.shape == x.shape
+    assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+
+
+def test_attention_maps_one_per_gate_finest_first_in_unit_range():
+    net = AttentionGatedUNet(in_channels=2, out_channels=2, filters=4, depth=4)
+    y, maps = net(torch.rand(1, 2, 32, 32), return_attention=True)
+    assert [m.shape[-1] for m in maps] == [32, 16, 8]
+    assert all(m.shape[1] == 1 and float(m.min()) >= 0 and float(m.max()) <= 1 for m in maps)
+    assert len(net.attention_maps) == 3  # kept for hooks-free explainability
+
+
+def test_blocks_follow_the_paper_instance_norm_leaky_relu_no_bias():
+    net = AttentionGatedUNet(in_channels=1, out_channels=1, filters=4, depth=3)
+    convs = [m for m in net.encoder.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(c.bias is None and c.kernel_size == (3, 3) for c in convs)
+    assert any(isinstance(m, torch.nn.InstanceNorm2d) for m in net.encoder.modules())
+    assert any(isinstance(m, torch.nn.LeakyReLU) for m in net.encoder.modules())
+    assert all(isinstance(u.conv, torch.nn.ConvTranspose2d) for u in net.ups)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+
+
+def test_residual_option_starts_as_the_identity():
+    net = AttentionGatedUNet(in_channels=3, out_channels=3, filters=4, depth=3, residual=True)
+    x = torch.rand(2, 3, 24, 24) * 0.9 + 0.05
+    assert torch.allclose(net(x), x, atol=1e-5)
+    with pytest.raises(ValueError):
+        AttentionGatedUNet(in_channels=3, out_channels=1, residual=True)
+
+
+def test_critic_returns_one_logit_and_scores_other_sizes():
+    critic = Critic(in_channels=3, input_size=64, filters=4)
+    assert critic(torch.rand(2, 3, 64, 64)).shape == (2, 1)
+    assert critic(torch.rand(2, 3, 96, 80)).shape == (2, 1)
+    drops = [m for m in critic.modules() if isinstance(m, torch.nn.Dropout)]
+    assert len(drops) == 4 and all(d.p == 0.5 for d in drops)
+    s = critic.score(torch.rand(2, 3, 64, 64))
+    assert s.shape == (2,) and bool(((s > 0) & (s < 1)).all())
+
+
+def test_one_trainer_epoch_with_critic_monitor_lowers_the_loss():
+    """The shared engine drives the U-Net + critic; lambda_critic 0 still trains and scores the critic."""
+    from mtsr_monai.data.clinical import generator_loss
+    from mtsr_monai.engines.paired import PairedAdversarialTrainer
+
+    torch.manual_seed(0)
+    hr = torch.rand(8, 1, 32, 32)
+    lr = torch.nn.functional.avg_pool2d(hr, (5, 1), stride=1, padding=(2, 0))
+    data = [{"lr": lr, "hr": hr}] * 15
+    net = AttentionGatedUNet(in_channels=1, out_channels=1, filters=4, depth=3)
+    critic = Critic(in_channels=1, input_size=32, filters=4)
+    losses = []
+    trainer = PairedAdversarialTrainer(
+        "cpu",
+        1,
+        data,
+        net,
+        torch.optim.Adam(net.parameters(), 3e-3),
+        generator_loss("mae+ssim"),
+        discriminator=critic,
+        d_optimizer=torch.optim.Adam(critic.parameters(), 2e-4),
+        gan_loss="critic",
+        adversarial_weight=0.0,
+        critic_steps=5,
+        input_key="lr",
+        target_key="hr",
+    )
+
+    @trainer.on(__import__("ignite").engine.Events.ITERATION_COMPLETED)
+    def keep(engine):
+        losses.append(engine.state.output["g_total"])
+        assert 0 < engine.state.output["critic_score"] < 1
+
+    trainer.run()
+    assert sum(losses[-3:]) < sum(losses[:3])

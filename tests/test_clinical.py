@@ -1,0 +1,275 @@
+"""Clinical SR data pairing, target grids, the clinical-sr / explain commands and one real clinical scan."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mtsr_monai.cli import main as cli_main
+from tests.conftest import write_nifti
+
+
+def _head(shape=(40, 40, 24), seed=0) -> np.ndarray:
+    """Zero background, a textured ellipsoid 'brain' (fine stripes along x so thick slices lose them)."""
+    x, y, z = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
+    inside = x**2 + y**2 + z**2 < 0.8
+    tex = (
+        0.5
+        + 0.3 * np.sin(np.arange(shape[0]) * 1.9)[:, None, None]
+        + 0.05 * np.random.default_rng(seed).random(shape)
+    )
+    return np.where(inside, tex, 0.0).astype(np.float32)
+
+
+@pytest.fixture
+def subject(tmp_path: Path) -> dict:
+    out = {"subject": "s0"}
+    for i, m in enumerate(("flair", "t1", "t2")):
+        out[m] = str(write_nifti(tmp_path / f"{m}.nii.gz", _head(seed=i) * (100 + 50 * i), np.eye(4)))
+    return out
+
+
+def _grad_x(v: np.ndarray, mask: np.ndarray) -> float:
+    return float(np.abs(np.diff(v, axis=0))[mask[1:]].mean())
+
+
+def test_pair_is_same_size_unit_range_and_blurred_along_the_protocol_axis(subject):
+    from mtsr_monai.data.clinical import make_pair
+
+    pair = make_pair(subject, crop=False)
+    assert pair["lr"].shape == pair["hr"].shape == (3, 40, 40, 24)
+    assert 0 <= pair["lr"].min() and pair["lr"].max() <= 1 and pair["hr"].max() == pytest.approx(1.0)
+    m = pair["mask"]
+    for c in range(3):  # sagittal thick slices remove the detail along x, keep it along y
+        assert _grad_x(pair["lr"][c], m) < 0.5 * _grad_x(pair["hr"][c], m)
+
+
+def test_rigid_pairing_registers_and_stays_close_to_the_header_pairing(subject):
+    from mtsr_monai.data.clinical import make_pair
+
+    header = make_pair(subject, modalities=["t1"], crop=False)
+    rigid = make_pair(subject, modalities=["t1"], pairing="rigid", crop=False)
+    m = header["mask"]
+    assert np.abs(rigid["lr"] - header["lr"])[:, m].mean() < 0.05
+
+
+def test_slice_dataset_patches_transposes_and_channel_dropout():
+    from mtsr_monai.data.clinical import ClinicalSliceDataset, pad_collate
+
+    vol = np.random.default_rng(0).random((3, 30, 40, 20)).astype(np.float32)
+    pair = {"lr": vol, "hr": vol, "mask": np.ones(vol.shape[1:], bool)}
+    ds = ClinicalSliceDataset([pair], patch_size=16, samples_per_scan=20, channel_dropout=0.9, seed=1)
+    assert len(ds) == 20
+    for i in range(20):
+        s = ds[i]
+        assert s["lr"].shape == (3, 16, 16) and s["mask"].shape == (1, 16, 16)
+        assert (s["lr"].flatten(1).amax(1) > 0).sum() >= 1  # never all channels dropped
+    full = ClinicalSliceDataset([pair], mode="slice", samples_per_scan=4, axes=(2,), transpose=False)
+    batch = pad_collate([full[i] for i in range(4)], multiple=16)
+    assert batch["lr"].shape == (4, 3, 32, 48)
+
+
+def test_generator_loss_specs_sum_named_terms():
+    from mtsr_monai.data.clinical import generator_loss
+
+    pred, target = torch.rand(2, 1, 16, 16), torch.rand(2, 1, 16, 16)
+    terms = generator_loss("mae+ssim")(pred, target)
+    assert set(terms) == {"mae", "ssim", "total"}
+    assert float(terms["total"]) == pytest.approx(float(terms["mae"] + terms["ssim"]))
+    assert float(generator_loss("bce")(target, target)["total"]) < float(
+        generator_loss("bce")(pred, target)["total"]
+    )
+    with pytest.raises(ValueError):
+        generator_loss("mae+vgg")
+
+
+def _oblique_affine(spacing=(1.0, 1.0, 4.0), angle=0.3) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    rot = np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+    affine = np.eye(4)
+    affine[:3, :3] = rot @ np.diag(spacing)
+    affine[:3, 3] = [-20.0, -20.0, -10.0]
+    return affine
+
+
+def test_isotropic_grid_covers_the_oblique_field_of_view_and_keeps_its_orientation():
+    from mtsr_monai.inference.clinical import isotropic_grid, thick_axis_on_grid
+    from mtsr_monai.transforms.registration import array_to_sitk, sitk_affine
+
+    img = array_to_sitk(np.zeros((40, 40, 6), np.float32), _oblique_affine())
+    grid = isotropic_grid(img, 1.0)
+    assert grid.GetSize() == (40, 40, 24)
+    a_in, a_out = _oblique_affine(), sitk_affine(grid)
+    np.testing.assert_allclose(
+        a_out[:3, :3] / np.linalg.norm(a_out[:3, :3], axis=0),
+        a_in[:3, :3] / np.linalg.norm(a_in[:3, :3], axis=0),
+        atol=1e-6,
+    )
+    # first voxel's outer edge coincides with the input's
+    edge_in = a_in[:3, :3] @ np.full(3, -0.5) + a_in[:3, 3]
+    edge_out = a_out[:3, :3] @ np.full(3, -0.5) + a_out[:3, 3]
+    np.testing.assert_allclose(edge_in, edge_out, atol=1e-6)
+    assert thick_axis_on_grid(img, grid) == 2
+
+
+def _slabs(tmp_path: Path) -> dict[str, Path]:
+    """A 'routine session': FLAIR axial 4 mm oblique slab, T2 3 mm slab shifted by 2 mm."""
+    flair = _head((40, 40, 6)) * 300
+    t2 = _head((40, 40, 8), seed=3) * 900
+    a2 = _oblique_affine((1.0, 1.0, 3.0))
+    a2[:3, 3] += [2.0, 0.0, 0.0]
+    return {
+        "flair": write_nifti(tmp_path / "in_flair.nii.gz", flair, _oblique_affine()),
+        "t2": write_nifti(tmp_path / "in_t2.nii.gz", t2, a2),
+    }
+
+
+def test_clinical_sr_interpolation_writes_one_volume_per_input_on_the_like_grid(tmp_path):
+    from mtsr_monai.io import load_volume
+
+    scans = _slabs(tmp_path)
+    like = write_nifti(
+        tmp_path / "like.nii.gz", np.ones((30, 32, 20), np.float32), _oblique_affine((1.2, 1.2, 1.2))
+    )
+    out = tmp_path / "out"
+    rc = cli_main(
+        [
+            "clinical-sr",
+            "--flair",
+            str(scans["flair"]),
+            "--t2",
+            str(scans["t2"]),
+            "--like",
+            str(like),
+            "--output-dir",
+            str(out),
+            "--method",
+            "bspline",
+        ]
+    )
+    assert rc in (0, None)
+    assert sorted(p.name for p in out.iterdir()) == ["flair.nii.gz", "t2.nii.gz"]
+    ref = load_volume(like, validate=False)
+    for name in ("flair", "t2"):
+        vol = load_volume(out / f"{name}.nii.gz")
+        assert vol.shape == ref.shape
+        np.testing.assert_allclose(np.asarray(vol.affine), np.asarray(ref.affine), atol=1e-4)
+    assert float(load_volume(out / "flair.nii.gz").max()) > 100  # back in the input's intensity scale
+
+
+def _tiny_checkpoint(path: Path) -> Path:
+    from mtsr_monai.networks.attention_unet import AttentionGatedUNet
+    from mtsr_monai.networks.critic import Critic
+
+    torch.manual_seed(0)
+    net_args = {
+        "spatial_dims": 2,
+        "in_channels": 3,
+        "out_channels": 3,
+        "filters": 4,
+        "depth": 3,
+        "residual": True,
+    }
+    critic_args = {"spatial_dims": 2, "in_channels": 3, "input_size": 16, "filters": 4, "dropout": 0.5}
+    torch.save(
+        {
+            "model": {k: v.half() for k, v in AttentionGatedUNet(**net_args).state_dict().items()},
+            "critic": Critic(**critic_args).state_dict(),
+            "network": net_args,
+            "critic_args": critic_args,
+            "modalities": ["flair", "t1", "t2"],
+            "patch_size": 16,
+        },
+        path,
+    )
+    return path
+
+
+def test_clinical_sr_model_and_explain_write_volumes_maps_and_png(tmp_path):
+    from mtsr_monai.io import load_volume
+
+    scans = _slabs(tmp_path)
+    ckpt = _tiny_checkpoint(tmp_path / "tiny.pt")
+    out = tmp_path / "out"
+    rc = cli_main(
+        [
+            "explain",
+            "--flair",
+            str(scans["flair"]),
+            "--t2",
+            str(scans["t2"]),
+            "--spacing",
+            "2",
+            "--output-dir",
+            str(out),
+            "--model",
+            str(ckpt),
+        ]
+    )
+    assert rc in (0, None)
+    names = {p.name for p in out.iterdir()}
+    assert {
+        "flair.nii.gz",
+        "t2.nii.gz",
+        "attention_gate1.nii.gz",
+        "attention_gate2.nii.gz",
+        "gradcam.nii.gz",
+        "explain.png",
+        "critic_score.txt",
+    } <= names
+    assert "t1.nii.gz" not in names  # only the sequences given
+    gate = load_volume(out / "attention_gate1.nii.gz", validate=False).numpy()
+    assert gate.shape == load_volume(out / "flair.nii.gz").shape and 0 <= gate.min() and gate.max() <= 1
+    assert 0 < float((out / "critic_score.txt").read_text()) < 1
+
+
+def _exit_code(argv: list[str]) -> int:
+    try:
+        return cli_main(argv) or 0
+    except SystemExit as exc:  # argparse errors
+        return int(exc.code)
+
+
+def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys):
+    bad = write_nifti(tmp_path / "constant.nii.gz", np.ones((8, 8, 4), np.float32))
+    out = tmp_path / "out"
+    argv = [
+        "clinical-sr",
+        "--flair",
+        str(bad),
+        "--spacing",
+        "1",
+        "--output-dir",
+        str(out),
+        "--method",
+        "trilinear",
+    ]
+    assert _exit_code(argv) == 2
+    assert "constant.nii.gz" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())
+    assert _exit_code(["clinical-sr", "--spacing", "1", "--output-dir", str(out)]) == 2
+    assert _exit_code(["clinical-sr", "--flair", str(bad), "--output-dir", str(out)]) == 2  # no target grid
+
+
+def test_real_clinical_slabs_restore_to_a_sensible_1mm_volume(shared_data, tmp_path):
+    """TCGA-FG-6692 raw T2 + FLAIR slabs (5.5 mm, on different grids) through the shipped model."""
+    from mtsr_monai.inference.clinical import default_model_path
+    from mtsr_monai.io import load_volume
+
+    if not default_model_path().exists():
+        pytest.skip("shipped weights not present")
+    folder = shared_data / "tcga_lgg_fg6692_brainles"
+    flair = next(folder.glob("*FLAIR*.nii.gz"))
+    t2 = next(folder.glob("MRHR_T2*.nii.gz"))
+    out = tmp_path / "out"
+    rc = cli_main(
+        ["clinical-sr", "--flair", str(flair), "--t2", str(t2), "--spacing", "2", "--output-dir", str(out)]
+    )
+    assert rc in (0, None)
+    restored = load_volume(out / "flair.nii.gz").numpy()
+    src = load_volume(flair).numpy()
+    assert np.isfinite(restored).all() and restored.max() > 0.3 * src.max()
+    assert restored.max() < 2.0 * src.max()  # stays in the input's intensity scale
