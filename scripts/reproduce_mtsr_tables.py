@@ -1,0 +1,216 @@
+#!/usr/bin/env python
+"""MTSR-MRI Tables 1 and 3 (layout of the paper) from the real data in ../shared/data, with a training budget.
+
+Table 1: bilinear, bicubic, ESRGAN-23 and proposed-12 (RRDB blocks 0, 2, ..., 22): PSNR and SSIM on T1 and T2,
+and inference time. Table 3: the pruned variants v0-v4 of the paper's appendix B and every-other, each
+initialised from the ESRGAN-23 model through the pruned loader and fine-tuned with the same budget.
+
+Protocol (held-out subjects, fixed degradations):
+- subjects Brats18_TCIA10_637_1, Brats18_TCIA10_639_1, Brats18_CBICA_AOO_1 are held out (never trained on,
+  also by the shipped model); their T1 and T2 volumes give ``--test-slices`` axial slices each, scaled per
+  volume as in training and degraded x4 by the second-order chain with fixed seeds (``eval_pairs``);
+- PSNR / SSIM on the 240x240 slices in the [0, 1] training scale (``data_range = 1``), from
+  :mod:`mtsr_monai.metrics.image`; inference time = mean seconds per slice on this machine;
+- training: the bundle's ``train.yaml`` run in-process (``ConfigWorkflow``) for ``--iterations`` L1
+  iterations (the PSNR-oriented phase 1; the adversarial phase needs a budget this script does not assume),
+  on ``--train-volumes`` training volumes, HR patches of ``--patch`` pixels.
+
+The budget is stated in the outputs; with a CPU budget of a few iterations the trained rows say little about
+the methods and much about the budget. Usage:
+  python scripts/reproduce_mtsr_tables.py --iterations 20 --out-dir /tmp/mtsr/sr/tables [--shipped]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+BUNDLE = REPO / "bundles" / "mtsr_sr"
+HELD_OUT = ("Brats18_TCIA10_637_1", "Brats18_TCIA10_639_1", "Brats18_CBICA_AOO_1")
+VARIANTS = ("v0", "v1", "v2", "v3", "v4", "every_other")
+
+
+def split_datalist(data: Path = DATA) -> dict[str, list[dict]]:
+    """One entry per (subject, contrast) volume of the 1 mm BraTS-space folders, held-out subjects apart."""
+    out: dict[str, list[dict]] = {"training": [], "validation": []}
+    for folder in ("brats2018_tcia", "brats2018_t1_flair", "tcga_brainles"):
+        for path in sorted((data / folder).glob("*/*.nii.gz")):
+            stem = path.name.split(".nii")[0].lower()
+            modality = stem.split("_")[-1]
+            if modality in ("seg", "w"):  # labels (seg, GT_W)
+                continue
+            subject = path.parent.name
+            item = {"subject": f"{subject}_{modality}", "hr": str(path), "modality": modality}
+            out["validation" if subject in HELD_OUT else "training"].append(item)
+    return out
+
+
+def train_budget(datalist: Path, out_dir: Path, args, keep_blocks, init: Path | None = None):
+    """Train (or fine-tune from ``init``) one generator with the bundle's train.yaml; returns the network."""
+    from monai.bundle import ConfigWorkflow
+
+    overrides = {
+        "datalist": str(datalist),
+        "output_dir": str(out_dir),
+        "keep_blocks": keep_blocks,
+        "global_skip": args.global_skip,
+        "init_checkpoint": str(init) if init else None,
+        "epoch_length": args.iterations,
+        "max_epochs": 1,
+        "pretrain_epochs": 1,
+        "val_interval": 10**6,  # no validation inside: the tables evaluate afterwards
+        "validate#dataset": "$[]",
+        "loss_weights#vgg": 0.0,
+        "hr_patch": args.patch,
+        "samples_per_volume": args.patches,
+        "batch_size": 1,
+        "checkpoint_every": 10**6,
+        "num_threads": args.threads,
+        # scheduler only: no validation, logging or images inside the budget runs
+        "train#handlers": [
+            {"_target_": "LrScheduleHandler", "lr_scheduler": "@g_scheduler", "epoch_level": False}
+        ],
+    }
+    wf = ConfigWorkflow(
+        config_file=str(BUNDLE / "configs" / "train.yaml"),
+        meta_file=str(BUNDLE / "configs" / "metadata.json"),
+        logging_file=str(BUNDLE / "configs" / "logging.conf"),
+        workflow_type="train",
+        **overrides,
+    )
+    wf.initialize()
+    start = time.perf_counter()
+    wf.run()
+    seconds = time.perf_counter() - start
+    net = wf.parser.get_parsed_content("network")
+    wf.finalize()
+    return net.eval(), seconds
+
+
+def evaluate(method: str, pairs: list[dict], network=None) -> dict:
+    import numpy as np
+    import torch
+
+    from mtsr_monai.inference.super_resolve import interpolate_slices
+    from mtsr_monai.metrics.image import psnr, ssim
+
+    per_mod: dict[str, dict[str, list[float]]] = {}
+    seconds = 0.0
+    with torch.inference_mode():
+        for item in pairs:
+            x = item["lr"][None]
+            start = time.perf_counter()
+            y = network(x) if method == "model" else interpolate_slices(x, 4, method)
+            seconds += time.perf_counter() - start
+            pred, ref = y[0, 0].numpy(), item["hr"][0].numpy()
+            m = per_mod.setdefault(item["modality"], {"psnr": [], "ssim": []})
+            m["psnr"].append(psnr(pred, ref, data_range=1.0))
+            m["ssim"].append(ssim(pred, ref, data_range=1.0))
+    result = {mod: {k: float(np.mean(v)) for k, v in d.items()} for mod, d in per_mod.items()}
+    result["seconds_per_slice"] = seconds / len(pairs)
+    return result
+
+
+def markdown(title: str, rows: list[tuple[str, str, dict]], budget: str, extra_header: str = "") -> str:
+    head = f"| Method |{extra_header} T1 SSIM | T1 PSNR | T2 SSIM | T2 PSNR | Inference time (s / slice) |"
+    sep = "|" + "---|" * (head.count("|") - 1)
+    lines = [f"**{title}** ({budget})", "", head, sep]
+    for name, extra, r in rows:
+        cells = [f"{r[m]['ssim']:.3f} | {r[m]['psnr']:.2f}" for m in ("t1", "t2")]
+        mid = f" {extra} |" if extra_header else ""
+        lines.append(f"| {name} |{mid} " + " | ".join(cells) + f" | {r['seconds_per_slice']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=20, help="training iterations per model (budget)")
+    parser.add_argument("--train-volumes", type=int, default=8, help="training volumes used (budget)")
+    parser.add_argument("--patch", type=int, default=64, help="HR training patch size")
+    parser.add_argument("--patches", type=int, default=2, help="patches per slice (batch)")
+    parser.add_argument("--test-slices", type=int, default=4, help="axial slices per held-out T1/T2 volume")
+    parser.add_argument("--global-skip", default="bicubic", choices=["bicubic", "none"])
+    parser.add_argument("--shipped", action="store_true", help="add a row for the shipped bundle weights")
+    parser.add_argument("--shipped-only", action="store_true", help="add the shipped row to --out-dir's tables")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=2024)
+    parser.add_argument("--out-dir", type=Path, default=Path("/tmp/mtsr/sr/tables"))
+    args = parser.parse_args(argv)
+    args.global_skip = None if args.global_skip == "none" else args.global_skip
+
+    import torch
+
+    from mtsr_monai.inference.super_resolve import eval_pairs
+    from mtsr_monai.io import atomic_write_text
+    from mtsr_monai.networks.rrdb import variant_blocks
+
+    torch.set_num_threads(args.threads)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    split = split_datalist()
+    rng_order = sorted(split["training"], key=lambda d: (d["modality"] not in ("t1", "t2"), d["subject"]))
+    train = rng_order[: args.train_volumes]
+    datalist = args.out_dir / "datalist.json"
+    atomic_write_text(datalist, json.dumps({"training": train, "validation": split["validation"]}, indent=1))
+    test = [d for d in split["validation"] if d["modality"] in ("t1", "t2")]
+    pairs = []
+    for d in test:
+        for p in eval_pairs([d["hr"]], slices_per_volume=args.test_slices, seed=args.seed, scale=4):
+            p["modality"] = d["modality"]
+            pairs.append(p)
+    budget = (
+        f"CPU budget: {args.iterations} L1 iterations per model, batch {args.patches} HR patches of "
+        f"{args.patch}x{args.patch}, {len(train)} training volumes, global skip {args.global_skip}; "
+        f"test: {len(pairs)} held-out axial slices (T1 and T2 of {len(HELD_OUT)} subjects), "
+        "second-order degradation x4"
+    )
+    print(budget, flush=True)
+
+    json_path = args.out_dir / "tables.json"
+    if args.shipped_only:
+        # add the shipped weights' row to an earlier run's tables (same test pairs: same seed and slices)
+        results = json.loads(json_path.read_text())
+    else:
+        results = {"budget": budget, "table1": {}, "table3": {}, "training_seconds": {}}
+        for method in ("bilinear", "bicubic"):
+            results["table1"][method] = evaluate(method, pairs)
+        net23, secs = train_budget(datalist, args.out_dir / "esrgan23", args, None)
+        results["training_seconds"]["esrgan23"] = secs
+        ckpt23 = args.out_dir / "esrgan23.pt"
+        torch.save(net23.state_dict(), ckpt23)
+        results["table1"]["ESRGAN-23"] = evaluate("model", pairs, net23)
+        for name in VARIANTS:
+            net, secs = train_budget(datalist, args.out_dir / name, args, variant_blocks(name), init=ckpt23)
+            results["training_seconds"][name] = secs
+            results["table3"][name] = evaluate("model", pairs, net) | {"blocks": len(variant_blocks(name))}
+            print(name, results["table3"][name], flush=True)
+        results["table1"]["Proposed-12 (budget)"] = results["table3"]["every_other"]
+    if args.shipped or args.shipped_only:
+        from mtsr_monai.inference.bundle import load_bundle_network
+
+        shipped, _ = load_bundle_network()
+        results["table1"]["Proposed-12 (shipped weights)"] = evaluate("model", pairs, shipped)
+
+    t1_rows = [(k, "", v) for k, v in results["table1"].items()]
+    removed = {"v0": "none", "v1": "1, 2, 22, 23", "v2": "1-4, 20-23", "v3": "1-11", "v4": "12-23",
+               "every_other": "all even (2, 4, ..., 22)"}  # fmt: skip
+    t3_rows = [(k, f"{removed[k]} | {v['blocks']}", v) for k, v in results["table3"].items()]
+    budget = results["budget"]
+    md = (
+        "### Table 1 layout: x4 SR on held-out BraTS 2018 slices\n\n"
+        + markdown("Table 1", t1_rows, budget)
+        + "\n### Table 3 layout: pruned variants, fine-tuned from ESRGAN-23\n\n"
+        + markdown("Table 3", t3_rows, budget, extra_header=" Removed RRDB (1-based) | Blocks |")
+    )
+    atomic_write_text(args.out_dir / "tables.md", md)
+    atomic_write_text(json_path, json.dumps(results, indent=1))
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
