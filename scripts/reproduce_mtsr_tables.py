@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-slices", type=int, default=4, help="axial slices per held-out T1/T2 volume")
     parser.add_argument("--global-skip", default="bicubic", choices=["bicubic", "none"])
     parser.add_argument("--shipped", action="store_true", help="add a row for the shipped bundle weights")
-    parser.add_argument("--shipped-only", action="store_true", help="add the shipped row to --out-dir's tables")
+    parser.add_argument("--shipped-only", action="store_true", help="add it to --out-dir's tables")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=2024)
     parser.add_argument("--out-dir", type=Path, default=Path("/tmp/mtsr/sr/tables"))
