@@ -67,19 +67,19 @@ def test_one_trainer_epoch_with_critic_monitor_lowers_the_loss():
     from mtsr_monai.engines.paired import PairedAdversarialTrainer
 
     torch.manual_seed(0)
-    hr = torch.rand(8, 1, 32, 32)
+    hr = torch.rand(4, 1, 16, 16)
     lr = torch.nn.functional.avg_pool2d(hr, (5, 1), stride=1, padding=(2, 0))
-    data = [{"lr": lr, "hr": hr}] * 15
+    data = [{"lr": lr, "hr": hr}] * 8
     net = AttentionGatedUNet(in_channels=1, out_channels=1, filters=4, depth=3)
-    critic = Critic(in_channels=1, input_size=32, filters=4)
+    critic = Critic(in_channels=1, input_size=16, filters=4)
     losses = []
     trainer = PairedAdversarialTrainer(
         "cpu",
         1,
         data,
         net,
-        torch.optim.Adam(net.parameters(), 3e-3),
-        generator_loss("mae+ssim"),
+        torch.optim.Adam(net.parameters(), 1e-2),
+        generator_loss("mae"),
         discriminator=critic,
         d_optimizer=torch.optim.Adam(critic.parameters(), 2e-4),
         gan_loss="critic",
@@ -95,4 +95,4 @@ def test_one_trainer_epoch_with_critic_monitor_lowers_the_loss():
         assert 0 < engine.state.output["critic_score"] < 1
 
     trainer.run()
-    assert sum(losses[-3:]) < sum(losses[:3])
+    assert sum(losses[-2:]) < sum(losses[:2])

@@ -162,3 +162,34 @@ def write_explanations(
     plt.close(fig)
     written["explain_png"] = png
     return written
+
+
+def comparison_montage(
+    volumes: dict[str, str | Path], output: str | Path, axes: Sequence[int] = (1, 2), title: str = ""
+) -> Path:
+    """PNG rows = array axes (central slice of each), columns = the given volumes (all on one grid),
+    e.g. ``{"trilinear": ..., "model": ...}``; grey levels per column from its 0.5-99.5 percentiles."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mtsr_monai.io import atomic_output, load_volume
+
+    arrays = {k: load_volume(v, validate=False).numpy() for k, v in volumes.items()}
+    fig, grid = plt.subplots(
+        len(axes), len(arrays), figsize=(3.0 * len(arrays), 3.0 * len(axes)), squeeze=False
+    )
+    for c, (name, arr) in enumerate(arrays.items()):
+        lo, hi = np.percentile(arr[arr > 0], [0.5, 99.5]) if (arr > 0).any() else (0, 1)
+        for r, axis in enumerate(axes):
+            grid[r][c].imshow(_panel(arr, axis, arr.shape[axis] // 2), cmap="gray", vmin=lo, vmax=hi)
+            grid[r][c].axis("off")
+        grid[0][c].set_title(name, fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_output(output) as tmp:
+        fig.savefig(tmp, dpi=80, format="png")
+    plt.close(fig)
+    return Path(output)
