@@ -2,7 +2,8 @@
 """Train one modality-translation model (BicycleGAN, or pix2pix + noise with --no-encoder) on axial slices.
 
 Example (what shipped the bundle's weights; CPU, one thread, minutes of budget):
-    python scripts/train_mt.py --source t1 --target flair --minutes 8 --run-dir /root/mtsr_runs/mt/t1_to_flair \
+    python scripts/train_mt.py --source t1 --target flair --minutes 7 \
+        --run-dir /root/mtsr_runs/mt/t1_to_flair \
         --export bundles/mtsr_mt/models/t1_to_flair.pt
 
 Running the same command again resumes from the newest checkpoint in --run-dir. Subjects come from the
@@ -112,7 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     val_loader = torch.utils.data.DataLoader(val_ds, batch_size=8, shuffle=False, num_workers=0)
 
     nets = build_networks(
-        nz=args.nz, ngf=args.ngf, nef=args.nef, ndf=args.ndf, image_size=args.image_size, use_encoder=use_encoder
+        nz=args.nz,
+        ngf=args.ngf,
+        nef=args.nef,
+        ndf=args.ndf,
+        image_size=args.image_size,
+        use_encoder=use_encoder,
     )
     nets = {k: (v.to(device) if v is not None else None) for k, v in nets.items()}
 
@@ -140,16 +146,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     args.run_dir.mkdir(parents=True, exist_ok=True)
     tb_dir = args.run_dir / "tensorboard"
-    ResumeCheckpoint(args.run_dir / "checkpoints", trainer.checkpoint_objects(), every_n_iterations=100).attach(trainer)
+    ResumeCheckpoint(
+        args.run_dir / "checkpoints", trainer.checkpoint_objects(), every_n_iterations=100
+    ).attach(trainer)
     StatsHandler(name="mt", output_transform=scalar_losses, iteration_log=50).attach(trainer)
-    TensorBoardStatsHandler(log_dir=str(tb_dir), output_transform=scalar_losses, iteration_log=10).attach(trainer)
+    TensorBoardStatsHandler(log_dir=str(tb_dir), output_transform=scalar_losses, iteration_log=10).attach(
+        trainer
+    )
     ImageGridHandler(tb_dir, sample_panels, every_n_iterations=100).attach(trainer)
 
     history: list[dict] = []
 
     @trainer.on(Events.EPOCH_COMPLETED)
     def _validate(engine):
-        metrics = validate_translation(nets["generator"], val_loader, args.source, args.target, args.nz, device)
+        metrics = validate_translation(
+            nets["generator"], val_loader, args.source, args.target, args.nz, device
+        )
         metrics.update(epoch=engine.state.epoch, iteration=engine.state.iteration)
         history.append(metrics)
         print("validation", json.dumps(metrics))

@@ -1,4 +1,4 @@
-"""BicycleGAN networks and engine: shapes, latent injection, the update order's effects, pix2pix-noise flag, resume."""
+"""BicycleGAN networks and engine: shapes, latent injection, update order, pix2pix-noise flag, resume."""
 
 from __future__ import annotations
 
@@ -18,8 +18,13 @@ SIZE = 32
 
 def _loader(n: int = 2):
     g = torch.Generator().manual_seed(0)
-    items = [{"A": torch.rand(1, SIZE, SIZE, generator=g) * 2 - 1, "B": torch.rand(1, SIZE, SIZE, generator=g) * 2 - 1}
-             for _ in range(n)]
+    items = [
+        {
+            "A": torch.rand(1, SIZE, SIZE, generator=g) * 2 - 1,
+            "B": torch.rand(1, SIZE, SIZE, generator=g) * 2 - 1,
+        }
+        for _ in range(n)
+    ]
     return torch.utils.data.DataLoader(items, batch_size=1)
 
 
@@ -31,11 +36,20 @@ def _trainer(use_encoder: bool = True, **kwargs) -> BicycleGANTrainer:
         return torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.5, 0.999)) if net is not None else None
 
     return BicycleGANTrainer(
-        device="cpu", max_epochs=1, train_data_loader=_loader(), generator=nets["generator"],
-        discriminator=nets["discriminator"], encoder=nets["encoder"], discriminator2=nets["discriminator2"],
-        g_optimizer=adam(nets["generator"]), d_optimizer=adam(nets["discriminator"]),
-        e_optimizer=adam(nets["encoder"]), d2_optimizer=adam(nets["discriminator2"]),
-        use_encoder=use_encoder, nz=4, **kwargs,
+        device="cpu",
+        max_epochs=1,
+        train_data_loader=_loader(),
+        generator=nets["generator"],
+        discriminator=nets["discriminator"],
+        encoder=nets["encoder"],
+        discriminator2=nets["discriminator2"],
+        g_optimizer=adam(nets["generator"]),
+        d_optimizer=adam(nets["discriminator"]),
+        e_optimizer=adam(nets["encoder"]),
+        d2_optimizer=adam(nets["discriminator2"]),
+        use_encoder=use_encoder,
+        nz=4,
+        **kwargs,
     )
 
 
@@ -44,7 +58,7 @@ def _params(net: torch.nn.Module) -> list[torch.Tensor]:
 
 
 def _changed(before: list[torch.Tensor], net: torch.nn.Module) -> bool:
-    return any(not torch.equal(a, b) for a, b in zip(before, net.parameters()))
+    return any(not torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))
 
 
 @pytest.mark.parametrize("size", [32, 128])
@@ -86,7 +100,9 @@ def test_kl_is_summed_over_the_code():
 
 def test_bicyclegan_iteration_with_batch_one_updates_all_networks():
     trainer = _trainer()
-    before = {k: _params(getattr(trainer, k)) for k in ("generator", "encoder", "discriminator", "discriminator2")}
+    before = {
+        k: _params(getattr(trainer, k)) for k in ("generator", "encoder", "discriminator", "discriminator2")
+    }
     trainer.run()
     out = trainer.state.output
     for key in ("loss_gan", "loss_gan2", "loss_l1", "loss_kl", "loss_latent", "loss_d", "loss_d2"):
@@ -126,9 +142,13 @@ def test_resume_continues_from_checkpoint(tmp_path):
     second.state.max_epochs = 2
     ResumeCheckpoint(tmp_path, second.checkpoint_objects(), every_n_iterations=1).attach(second)
     loaded = {}
-    second.add_event_handler(Events.STARTED, lambda e: loaded.update(iteration=e.state.iteration,
-                                                                 same=all(torch.equal(saved[k], v) for k, v in
-                                                                          second.generator.state_dict().items())))
+    second.add_event_handler(
+        Events.STARTED,
+        lambda e: loaded.update(
+            iteration=e.state.iteration,
+            same=all(torch.equal(saved[k], v) for k, v in second.generator.state_dict().items()),
+        ),
+    )
     second.run()
     assert loaded == {"iteration": 2, "same": True}
     assert second.state.iteration == 4

@@ -17,8 +17,11 @@ from tests.conftest import write_nifti
 @pytest.fixture
 def tiny_weights(tmp_path):
     torch.manual_seed(0)
-    return export_generator(LatentUNetGenerator(nz=4, ngf=4, image_size=32), tmp_path / "w.pt",
-                            {"source": "t1", "target": "t2", "nz": 4, "ngf": 4, "image_size": 32})
+    return export_generator(
+        LatentUNetGenerator(nz=4, ngf=4, image_size=32),
+        tmp_path / "w.pt",
+        {"source": "t1", "target": "t2", "nz": 4, "ngf": 4, "image_size": 32},
+    )
 
 
 def _cli(*args: str) -> int:
@@ -30,12 +33,32 @@ def _cli(*args: str) -> int:
 def test_run_writes_sr_samples_stats_montage_and_summary(tiny_weights, phantom_file, tmp_path, monkeypatch):
     monkeypatch.setenv("MTSR_SR_WEIGHTS", str(tmp_path / "absent.pt"))
     out = tmp_path / "run"
-    assert _cli("run", "-i", str(phantom_file), "--source", "t1", "--target", "t2", "-n", "3", "--seed", "1",
-                "--weights", str(tiny_weights), "-o", str(out)) == 0
+    assert (
+        _cli(
+            "run",
+            "-i",
+            str(phantom_file),
+            "--source",
+            "t1",
+            "--target",
+            "t2",
+            "-n",
+            "3",
+            "--seed",
+            "1",
+            "--weights",
+            str(tiny_weights),
+            "-o",
+            str(out),
+        )
+        == 0
+    )
     lr = nib.load(phantom_file)
     sr = nib.load(out / "sr.nii.gz")
     assert sr.shape == (128, 128, 16)  # x4 in-plane, slices kept (axial = third axis here)
-    np.testing.assert_allclose(nib.affines.voxel_sizes(sr.affine), nib.affines.voxel_sizes(lr.affine) / [4, 4, 1])
+    np.testing.assert_allclose(
+        nib.affines.voxel_sizes(sr.affine), nib.affines.voxel_sizes(lr.affine) / [4, 4, 1]
+    )
     for name in ("sample_0", "sample_2", "mean", "std"):
         img = nib.load(out / f"{name}.nii.gz")
         assert img.shape == sr.shape and np.allclose(img.affine, sr.affine)
@@ -48,8 +71,28 @@ def test_run_writes_sr_samples_stats_montage_and_summary(tiny_weights, phantom_f
 
 def test_run_is_reproducible_with_a_seed(tiny_weights, phantom_file, tmp_path):
     for name in ("a", "b"):
-        assert _cli("run", "-i", str(phantom_file), "--source", "t1", "--target", "t2", "-n", "2", "--seed", "3",
-                    "--sr-method", "bicubic", "--weights", str(tiny_weights), "-o", str(tmp_path / name)) == 0
+        assert (
+            _cli(
+                "run",
+                "-i",
+                str(phantom_file),
+                "--source",
+                "t1",
+                "--target",
+                "t2",
+                "-n",
+                "2",
+                "--seed",
+                "3",
+                "--sr-method",
+                "bicubic",
+                "--weights",
+                str(tiny_weights),
+                "-o",
+                str(tmp_path / name),
+            )
+            == 0
+        )
     a, b = (nib.load(tmp_path / n / "sample_1.nii.gz").get_fdata() for n in ("a", "b"))
     np.testing.assert_array_equal(a, b)
 
@@ -57,8 +100,22 @@ def test_run_is_reproducible_with_a_seed(tiny_weights, phantom_file, tmp_path):
 def test_run_bad_input_exits_2_without_outputs(tiny_weights, tmp_path, capsys):
     bad = write_nifti(tmp_path / "nan.nii.gz", np.full((8, 8, 4), np.nan, np.float32))
     out = tmp_path / "out"
-    assert _cli("run", "-i", str(bad), "--source", "t1", "--target", "t2", "--weights", str(tiny_weights),
-                "-o", str(out)) == 2
+    assert (
+        _cli(
+            "run",
+            "-i",
+            str(bad),
+            "--source",
+            "t1",
+            "--target",
+            "t2",
+            "--weights",
+            str(tiny_weights),
+            "-o",
+            str(out),
+        )
+        == 2
+    )
     assert "nan.nii.gz" in capsys.readouterr().err
     assert not out.exists()
     assert _cli("run", "-i", str(bad), "--source", "t1", "--target", "t1", "-o", str(out)) == 2

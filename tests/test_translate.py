@@ -19,8 +19,11 @@ from tests.conftest import write_nifti
 def tiny_weights(tmp_path):
     torch.manual_seed(0)
     g = LatentUNetGenerator(nz=4, ngf=4, image_size=32)
-    return export_generator(g, tmp_path / "t1_to_flair.pt",
-                            {"source": "t1", "target": "flair", "nz": 4, "ngf": 4, "image_size": 32})
+    return export_generator(
+        g,
+        tmp_path / "t1_to_flair.pt",
+        {"source": "t1", "target": "flair", "nz": 4, "ngf": 4, "image_size": 32},
+    )
 
 
 def _cli(*args: str) -> int:
@@ -51,12 +54,33 @@ def test_translation_keeps_grid_background_and_range(tiny_weights, phantom):
 
 def test_translate_cli_writes_samples_mean_std_on_input_grid(tiny_weights, phantom_file, tmp_path):
     out = tmp_path / "out"
-    rc = _cli("translate", "-i", str(phantom_file), "--source", "t1", "--target", "flair", "-n", "3", "--seed", "7",
-              "--weights", str(tiny_weights), "-o", str(out))
+    rc = _cli(
+        "translate",
+        "-i",
+        str(phantom_file),
+        "--source",
+        "t1",
+        "--target",
+        "flair",
+        "-n",
+        "3",
+        "--seed",
+        "7",
+        "--weights",
+        str(tiny_weights),
+        "-o",
+        str(out),
+    )
     assert rc == 0
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["codes.json", "mean.nii.gz", "sample_0.nii.gz", "sample_1.nii.gz", "sample_2.nii.gz",
-                     "std.nii.gz"]
+    assert names == [
+        "codes.json",
+        "mean.nii.gz",
+        "sample_0.nii.gz",
+        "sample_1.nii.gz",
+        "sample_2.nii.gz",
+        "std.nii.gz",
+    ]
     ref = nib.load(phantom_file)
     samples = np.stack([nib.load(out / f"sample_{i}.nii.gz").get_fdata() for i in range(3)])
     for name in ("sample_0", "mean", "std"):
@@ -67,20 +91,61 @@ def test_translate_cli_writes_samples_mean_std_on_input_grid(tiny_weights, phant
     codes = json.loads((out / "codes.json").read_text())["codes"]
     (tmp_path / "one.json").write_text(json.dumps([codes[1]]))
     again = tmp_path / "again"
-    assert _cli("translate", "-i", str(phantom_file), "--source", "t1", "--target", "flair", "--codes",
-                str(tmp_path / "one.json"), "--weights", str(tiny_weights), "-o", str(again)) == 0
+    assert (
+        _cli(
+            "translate",
+            "-i",
+            str(phantom_file),
+            "--source",
+            "t1",
+            "--target",
+            "flair",
+            "--codes",
+            str(tmp_path / "one.json"),
+            "--weights",
+            str(tiny_weights),
+            "-o",
+            str(again),
+        )
+        == 0
+    )
     np.testing.assert_allclose(nib.load(again / "sample_0.nii.gz").get_fdata(), samples[1], atol=1e-6)
 
 
 def test_translate_bad_input_exits_2_and_writes_nothing(tiny_weights, tmp_path, capsys):
     bad = write_nifti(tmp_path / "flat.nii.gz", np.zeros((8, 8, 4), np.float32))
     out = tmp_path / "out"
-    rc = _cli("translate", "-i", str(bad), "--source", "t1", "--target", "flair", "--weights", str(tiny_weights),
-              "-o", str(out))
+    rc = _cli(
+        "translate",
+        "-i",
+        str(bad),
+        "--source",
+        "t1",
+        "--target",
+        "flair",
+        "--weights",
+        str(tiny_weights),
+        "-o",
+        str(out),
+    )
     assert rc == 2 and "flat.nii.gz" in capsys.readouterr().err
     assert not out.exists() or not any(out.iterdir())
-    assert _cli("translate", "-i", str(bad), "--source", "t1", "--target", "flair", "--weights",
-                str(tmp_path / "missing.pt"), "-o", str(out)) == 2
+    assert (
+        _cli(
+            "translate",
+            "-i",
+            str(bad),
+            "--source",
+            "t1",
+            "--target",
+            "flair",
+            "--weights",
+            str(tmp_path / "missing.pt"),
+            "-o",
+            str(out),
+        )
+        == 2
+    )
 
 
 def test_lpips_unavailable_names_the_missing_backbone(tmp_path):
@@ -119,7 +184,7 @@ def test_weight_free_diversity_measures():
 
 
 def test_translation_of_real_brats_slab(brats_case, tmp_path):
-    """Shipped T1 -> FLAIR weights on a slab of a real case (a training subject: a smoke test, not a score)."""
+    """Shipped T1 -> FLAIR weights on a slab of a real case (a training subject: smoke test, not a score)."""
     from mtsr_monai.data.slices import robust_scale
     from mtsr_monai.inference.translate import default_weights
     from mtsr_monai.io import load_volume
@@ -131,8 +196,9 @@ def test_translation_of_real_brats_slab(brats_case, tmp_path):
     t1, flair = load_volume(brats_case["t1"]), load_volume(brats_case["flair"])
     slab = slice(70, 74)
     codes = np.zeros((1, meta["nz"]), np.float32)
-    out = translate_volume(t1.numpy()[..., slab], np.asarray(t1.affine), g, meta["image_size"], codes,
-                           progress=False)[0]
+    out = translate_volume(
+        t1.numpy()[..., slab], np.asarray(t1.affine), g, meta["image_size"], codes, progress=False
+    )[0]
     truth = robust_scale(torch.as_tensor(flair.numpy()[..., slab])).numpy()
     t1s = robust_scale(torch.as_tensor(t1.numpy()[..., slab])).numpy()
     brain = truth > 0

@@ -39,6 +39,43 @@ def _set_requires_grad(module: torch.nn.Module | None, flag: bool) -> None:
             p.requires_grad_(flag)
 
 
+def _distributed() -> bool:
+    return (
+        torch.distributed.is_available()
+        and torch.distributed.is_initialized()
+        and torch.distributed.get_world_size() > 1
+    )
+
+
+def sync_gradients(*modules: torch.nn.Module | None) -> None:
+    """Average gradients across ranks (no-op when not distributed).
+
+    Used instead of DistributedDataParallel: BicycleGAN runs G twice and E twice (once frozen) per backward,
+    which DDP's reducer cannot follow. Missing gradients count as zero so every rank reduces the same tensors.
+    """
+    if not _distributed():
+        return
+    world = torch.distributed.get_world_size()
+    for module in modules:
+        if module is None:
+            continue
+        for p in module.parameters():
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            torch.distributed.all_reduce(p.grad)
+            p.grad.div_(world)
+
+
+def broadcast_parameters(*modules: torch.nn.Module | None) -> None:
+    """Copy rank 0's parameters and buffers to every rank (no-op when not distributed)."""
+    if not _distributed():
+        return
+    for module in modules:
+        if module is not None:
+            for t in list(module.parameters()) + list(module.buffers()):
+                torch.distributed.broadcast(t.data, src=0)
+
+
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, sigma) || N(0, I)) summed over the code, averaged over the batch."""
     return (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1)).mean()
@@ -75,7 +112,9 @@ class BicycleGANTrainer(Trainer):
         train_handlers: Sequence | None = None,
         non_blocking: bool = False,
     ) -> None:
-        if use_encoder and (encoder is None or discriminator2 is None or e_optimizer is None or d2_optimizer is None):
+        if use_encoder and (
+            encoder is None or discriminator2 is None or e_optimizer is None or d2_optimizer is None
+        ):
             raise ValueError("BicycleGAN needs encoder, discriminator2, e_optimizer and d2_optimizer")
         super().__init__(
             device=torch.device(device),
@@ -96,12 +135,18 @@ class BicycleGANTrainer(Trainer):
         self.e_optimizer = e_optimizer if self.use_encoder else None
         self.d2_optimizer = d2_optimizer if self.use_encoder else None
         self.nz = int(nz)
-        self.lambda_l1, self.lambda_gan, self.lambda_gan2 = float(lambda_l1), float(lambda_gan), float(lambda_gan2)
+        self.lambda_l1, self.lambda_gan, self.lambda_gan2 = (
+            float(lambda_l1),
+            float(lambda_gan),
+            float(lambda_gan2),
+        )
         self.lambda_kl, self.lambda_latent = float(lambda_kl), float(lambda_latent)
         self.gan_loss = GanLoss(gan_loss) if isinstance(gan_loss, str) else gan_loss
         use_scaler = amp and torch.device(device).type == "cuda"
         self.g_scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
         self.d_scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        # multi-process training: identical start on every rank, gradients averaged in _iteration
+        broadcast_parameters(self.generator, self.encoder, self.discriminator, self.discriminator2)
 
     def checkpoint_objects(self) -> dict[str, Any]:
         """Everything a resume checkpoint must hold besides the trainer (see ``ResumeCheckpoint``)."""
@@ -127,7 +172,7 @@ class BicycleGANTrainer(Trainer):
         return sum(self.gan_loss.generator(logits) for logits in disc(fake))
 
     def _d_gan(self, disc: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        return sum(self.gan_loss.discriminator(r, f) for r, f in zip(disc(real), disc(fake)))
+        return sum(self.gan_loss.discriminator(r, f) for r, f in zip(disc(real), disc(fake), strict=True))
 
     def _iteration(self, engine, batchdata: dict[str, Any]) -> dict[str, Any]:
         real_a, real_b = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking)
@@ -154,7 +199,12 @@ class BicycleGANTrainer(Trainer):
                 gan2 = self._g_gan(self.discriminator2, fake_rand)
                 l1 = (fake_enc.float() - real_b.float()).abs().mean()
                 kl = kl_divergence(mu, logvar)
-                loss_eg = self.lambda_gan * gan + self.lambda_gan2 * gan2 + self.lambda_l1 * l1 + self.lambda_kl * kl
+                loss_eg = (
+                    self.lambda_gan * gan
+                    + self.lambda_gan2 * gan2
+                    + self.lambda_l1 * l1
+                    + self.lambda_kl * kl
+                )
             else:
                 fake_enc = fake_rand  # pix2pix + noise: the only output is the random-code one
                 gan = self._g_gan(self.discriminator, fake_rand)
@@ -178,6 +228,7 @@ class BicycleGANTrainer(Trainer):
             out["loss_latent"] = loss_z.item()
 
         # (4) step E and G together
+        sync_gradients(self.generator, self.encoder)
         if self.use_encoder:
             self.g_scaler.step(self.e_optimizer)
         self.g_scaler.step(self.g_optimizer)
@@ -191,8 +242,11 @@ class BicycleGANTrainer(Trainer):
             self.d2_optimizer.zero_grad(set_to_none=True)
         with autocast(device, engine.amp):
             loss_d = self._d_gan(self.discriminator, real_b, fake_enc.detach())
-            loss_d2 = self._d_gan(self.discriminator2, real_b, fake_rand.detach()) if self.use_encoder else None
+            loss_d2 = (
+                self._d_gan(self.discriminator2, real_b, fake_rand.detach()) if self.use_encoder else None
+            )
         self.d_scaler.scale(loss_d if loss_d2 is None else loss_d + loss_d2).backward()
+        sync_gradients(self.discriminator, self.discriminator2)
         self.d_scaler.step(self.d_optimizer)
         if loss_d2 is not None:
             self.d_scaler.step(self.d2_optimizer)
@@ -283,9 +337,10 @@ class TranslationValidationHandler:
     def __call__(self, engine) -> None:
         if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
             return
-        generator = engine.generator.module if hasattr(engine.generator, "module") else engine.generator
-        metrics = validate_translation(generator, self.loader, self.input_key, self.target_key, self.nz,
-                                       engine.state.device)
+        generator = engine.generator
+        metrics = validate_translation(
+            generator, self.loader, self.input_key, self.target_key, self.nz, engine.state.device
+        )
         self.history.append({**metrics, "iteration": engine.state.iteration})
         engine.logger.info("validation %s", metrics)
         if self.log_dir:

@@ -25,7 +25,11 @@ from mtsr_monai.errors import InputError
 def sr_weights_path() -> Path:
     """The SR bundle's weights: ``$MTSR_SR_WEIGHTS`` or ``bundles/mtsr_sr/models/model.pt``."""
     env = os.environ.get("MTSR_SR_WEIGHTS")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "bundles" / "mtsr_sr" / "models" / "model.pt"
+    return (
+        Path(env)
+        if env
+        else Path(__file__).resolve().parents[2] / "bundles" / "mtsr_sr" / "models" / "model.pt"
+    )
 
 
 def load_sr_network(device: str = "cpu") -> tuple[torch.nn.Module | None, str]:
@@ -50,7 +54,11 @@ def load_sr_network(device: str = "cpu") -> tuple[torch.nn.Module | None, str]:
 
 
 def super_resolve(
-    volume: np.ndarray, affine: np.ndarray, scale: int = 4, method: str = "auto", device: str = "cpu",
+    volume: np.ndarray,
+    affine: np.ndarray,
+    scale: int = 4,
+    method: str = "auto",
+    device: str = "cpu",
     progress: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """F1: (sr volume, sr affine, description of the method used)."""
@@ -58,8 +66,9 @@ def super_resolve(
 
     network, description = (None, method) if method != "auto" else load_sr_network(device)
     used = "model" if network is not None else ("bicubic" if method == "auto" else method)
-    sr, sr_aff = super_resolve_volume(volume, affine, method=used, network=network, scale=scale, device=device,
-                                      progress=progress)
+    sr, sr_aff = super_resolve_volume(
+        volume, affine, method=used, network=network, scale=scale, device=device, progress=progress
+    )
     return sr, sr_aff, description
 
 
@@ -80,11 +89,16 @@ def save_montage(panels: Sequence[tuple[str, np.ndarray]], path: str | os.PathLi
     n = len(panels)
     fig, axes = plt.subplots(1, n, figsize=(2.2 * n, 2.8), dpi=110)
     axes = np.atleast_1d(axes)
-    for ax, (name, img) in zip(axes, panels):
+    for ax, (name, img) in zip(axes, panels, strict=False):
         img = np.rot90(np.asarray(img, dtype=np.float32))
         vmax = float(np.percentile(img, 99.5)) if img.any() else 1.0
-        ax.imshow(img, cmap="magma" if name.startswith("std") else "gray", vmin=0, vmax=vmax or 1.0,
-                  interpolation="nearest")
+        ax.imshow(
+            img,
+            cmap="magma" if name.startswith("std") else "gray",
+            vmin=0,
+            vmax=vmax or 1.0,
+            interpolation="nearest",
+        )
         ax.set_title(name, fontsize=8)
         ax.axis("off")
     if title:
@@ -112,7 +126,8 @@ def run_pipeline(
     progress: bool = True,
     mask_path: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """``mtsr run``: SR of the LR input in modality ``source``, then ``samples`` translations to ``target``."""
+    """``mtsr run``: SR of the LR input in modality ``source``, then ``samples`` translations to
+    ``target``."""
     from mtsr_monai.inference.translate import (
         MODALITIES,
         default_weights,
@@ -148,7 +163,9 @@ def run_pipeline(
         from mtsr_monai.io import check_same_grid
 
         m = load_volume(mask_path, validate=False)
-        check_same_grid([lr.shape, tuple(m.shape)], [lr_affine, np.asarray(m.affine)], [str(input_path), str(mask_path)])
+        check_same_grid(
+            [lr.shape, tuple(m.shape)], [lr_affine, np.asarray(m.affine)], [str(input_path), str(mask_path)]
+        )
         lr_mask = (m.numpy() > 0).astype(np.float32)
 
     t = time.perf_counter()
@@ -158,10 +175,13 @@ def run_pipeline(
     if lr_mask is not None:  # the brain mask on the SR grid (nearest neighbour)
         from mtsr_monai.inference.super_resolve import super_resolve_volume
 
-        sr_mask = super_resolve_volume(lr_mask, lr_affine, method="nearest", scale=scale, progress=False)[0] > 0.5
+        sr_mask = (
+            super_resolve_volume(lr_mask, lr_affine, method="nearest", scale=scale, progress=False)[0] > 0.5
+        )
     t = time.perf_counter()
-    translated = translate_volume(sr, sr_affine, generator, int(meta["image_size"]), codes, axis, progress=progress,
-                                  mask=sr_mask)
+    translated = translate_volume(
+        sr, sr_affine, generator, int(meta["image_size"]), codes, axis, progress=progress, mask=sr_mask
+    )
     mean, std = sample_statistics(translated)
     timings["translation_s"] = time.perf_counter() - t
 
@@ -169,8 +189,10 @@ def run_pipeline(
     k_sr = sr.shape[through] // 2
     lr_through = resolve_axis(lr_affine, axis)
     k_lr = min(int(round(k_sr * lr.shape[lr_through] / sr.shape[through])), lr.shape[lr_through] - 1)
-    panels = [(f"input {source} (LR)", central_slice(lr, lr_through, k_lr)),
-              (f"SR {source}", central_slice(sr, through, k_sr))]
+    panels = [
+        (f"input {source} (LR)", central_slice(lr, lr_through, k_lr)),
+        (f"SR {source}", central_slice(sr, through, k_sr)),
+    ]
     panels += [(f"{target} sample {i}", central_slice(v, through, k_sr)) for i, v in enumerate(translated)]
     panels.append(("std across samples", central_slice(std, through, k_sr)))
 
@@ -181,7 +203,9 @@ def run_pipeline(
         written["samples"].append(str(save_volume(vol, out / f"sample_{i}.nii.gz", sr_affine)))
     written["mean"] = str(save_volume(mean, out / "mean.nii.gz", sr_affine))
     written["std"] = str(save_volume(std, out / "std.nii.gz", sr_affine))
-    written["montage"] = str(save_montage(panels, out / "montage.png", f"{source} LR -> SR x{scale} -> {target}"))
+    written["montage"] = str(
+        save_montage(panels, out / "montage.png", f"{source} LR -> SR x{scale} -> {target}")
+    )
     timings["total_s"] = time.perf_counter() - t0
     fg = mean > 0
     summary = {
@@ -216,39 +240,58 @@ def _demo_html(report: dict[str, Any]) -> str:
     rows = [
         (f"SR ({report['super_resolution']}) vs true {report['source']}", m["sr"]["psnr"], m["sr"]["ssim"]),
         (f"bicubic vs true {report['source']}", m["bicubic"]["psnr"], m["bicubic"]["ssim"]),
-        (f"mean of {t['n_samples']} {report['target']} samples vs demo {report['target']}", t["psnr_mean"],
-         t["ssim_mean"]),
+        (
+            f"mean of {t['n_samples']} {report['target']} samples vs demo {report['target']}",
+            t["psnr_mean"],
+            t["ssim_mean"],
+        ),
     ]
-    rows += [(f"{report['target']} sample {i}", p, s) for i, (p, s) in enumerate(zip(t["psnr_samples"],
-                                                                                      t["ssim_samples"]))]
-    body = "\n".join(f"<tr><td>{html.escape(n)}</td><td>{p:.2f}</td><td>{s:.4f}</td></tr>" for n, p, s in rows)
+    rows += [
+        (f"{report['target']} sample {i}", p, s)
+        for i, (p, s) in enumerate(zip(t["psnr_samples"], t["ssim_samples"], strict=True))
+    ]
+    body = "\n".join(
+        f"<tr><td>{html.escape(n)}</td><td>{p:.2f}</td><td>{s:.4f}</td></tr>" for n, p, s in rows
+    )
     lp = report["lpips"]
-    lpips_line = (f"LPIPS v0.1 ({lp['net']}): realism {t['lpips_realism']:.4f}, diversity {t['lpips_diversity']:.4f}"
-                  if lp["available"] and "lpips_realism" in t else f"LPIPS unavailable: {lp['reason']}")
+    lpips_line = (
+        f"LPIPS v0.1 ({lp['net']}): realism {t['lpips_realism']:.4f}, diversity {t['lpips_diversity']:.4f}"
+        if lp["available"] and "lpips_realism" in t
+        else f"LPIPS unavailable: {lp['reason']}"
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>mtsr demo</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px}}img{{max-width:100%}}</style></head><body>
-<h1>mtsr demo: {html.escape(report['source'])} LR &rarr; SR &rarr; {html.escape(report['target'])}</h1>
-<p>Demo subject synthesised from the MNI152 2009a template; {report['slices']} axial slices, T1 degraded x{report['scale']}
-in-plane (second-order chain, seed 0). Super-resolution: {html.escape(report['super_resolution'])}.
-Translation: {html.escape(str(report['translation_weights']))}
-({report['translation_training_iterations']} training iterations on BraTS, CPU: a small demonstration model).</p>
+<h1>mtsr demo: {html.escape(report["source"])} LR &rarr; SR &rarr; {html.escape(report["target"])}</h1>
+<p>Demo subject synthesised from the MNI152 2009a template; {report["slices"]} axial slices,
+T1 degraded x{report["scale"]}
+in-plane (second-order chain, seed 0). Super-resolution: {html.escape(report["super_resolution"])}.
+Translation: {html.escape(str(report["translation_weights"]))}
+({report["translation_training_iterations"]} training iterations on BraTS, CPU:
+a small demonstration model).</p>
 <img src="run/montage.png" alt="montage">
 <h2>Metrics (2D, axial slices; translations in [0, 1] against the robust-scaled demo image)</h2>
 <table><tr><th>image</th><th>PSNR (dB)</th><th>SSIM</th></tr>
 {body}</table>
-<p>Diversity between samples: mean pairwise 1 - SSIM {t.get('pairwise_1_minus_ssim', 0):.4f},
-mean pairwise L1 {t.get('pairwise_l1', 0):.4f}. {html.escape(lpips_line)}</p>
-<p>Run time {report['seconds']:.1f} s. Files: <code>run/</code> (sr, samples, mean, std, summary.json),
-<code>lr_{html.escape(report['source'])}.nii.gz</code>, <code>hr_{html.escape(report['source'])}.nii.gz</code>.</p>
+<p>Diversity between samples: mean pairwise 1 - SSIM {t.get("pairwise_1_minus_ssim", 0):.4f},
+mean pairwise L1 {t.get("pairwise_l1", 0):.4f}. {html.escape(lpips_line)}</p>
+<p>Run time {report["seconds"]:.1f} s. Files: <code>run/</code> (sr, samples, mean, std, summary.json),
+<code>lr_{html.escape(report["source"])}.nii.gz</code>,
+<code>hr_{html.escape(report["source"])}.nii.gz</code>.</p>
 </body></html>
 """
 
 
 def run_demo(
-    output_dir: str | os.PathLike, source: str = "t1", target: str = "flair", samples: int = 5, seed: int = 0,
-    slices: int = 16, scale: int = 4, progress: bool = True,
+    output_dir: str | os.PathLike,
+    source: str = "t1",
+    target: str = "flair",
+    samples: int = 5,
+    seed: int = 0,
+    slices: int = 8,
+    scale: int = 4,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """``mtsr demo``: demo subject -> slab -> x``scale`` degradation of ``source`` -> :func:`run_pipeline` ->
     metrics against the truth (SR and bicubic vs the true ``source``; samples vs the demo ``target``),
@@ -290,14 +333,26 @@ def run_demo(
     lr_path = save_volume(lr, out / f"lr_{source}.nii.gz", lr_affine)
     # the brain mask on the LR grid (a block is brain when most of it is): the translation model was trained
     # on skull-stripped scans, so the noisy background of the degraded input is masked out
-    lr_mask = torch.nn.functional.avg_pool2d(
-        brain.movedim(through, 0)[:, None], scale
-    )[:, 0].movedim(0, through).numpy() > 0.5
+    lr_mask = (
+        torch.nn.functional.avg_pool2d(brain.movedim(through, 0)[:, None], scale)[:, 0]
+        .movedim(0, through)
+        .numpy()
+        > 0.5
+    )
     mask_path = save_volume(lr_mask.astype(np.uint8), out / "lr_brain_mask.nii.gz", lr_affine, dtype=np.uint8)
     save_volume(hr_np, out / f"hr_{source}.nii.gz", hr_affine)
 
-    summary = run_pipeline(lr_path, source, target, out / "run", samples=samples, seed=seed, scale=scale,
-                           progress=progress, mask_path=mask_path)
+    summary = run_pipeline(
+        lr_path,
+        source,
+        target,
+        out / "run",
+        samples=samples,
+        seed=seed,
+        scale=scale,
+        progress=progress,
+        mask_path=mask_path,
+    )
     arrays = summary.pop("_arrays")
     sr = arrays["sr"]
     if sr.shape != hr_np.shape:
@@ -306,23 +361,34 @@ def run_demo(
     mask = brain.numpy() > 0
     data_range = float(hr_np.max() - hr_np.min())
     metrics = {
-        "sr": {"psnr": psnr(sr, hr_np, mask, data_range), "ssim": ssim(sr, hr_np, data_range=data_range, axis=through)},
-        "bicubic": {"psnr": psnr(bicubic, hr_np, mask, data_range),
-                    "ssim": ssim(bicubic, hr_np, data_range=data_range, axis=through)},
+        "sr": {
+            "psnr": psnr(sr, hr_np, mask, data_range),
+            "ssim": ssim(sr, hr_np, data_range=data_range, axis=through),
+        },
+        "bicubic": {
+            "psnr": psnr(bicubic, hr_np, mask, data_range),
+            "ssim": ssim(bicubic, hr_np, data_range=data_range, axis=through),
+        },
     }
     # translations are in [0, 1]: compare with the demo target scaled the same way, slice by slice
     truth01 = robust_scale(truth_b).numpy()
     lpips_metric, lpips_status = load_lpips()
     samples_axial = np.moveaxis(arrays["samples"], through + 1, 1)
-    metrics["translation"] = sample_measures(samples_axial, np.moveaxis(truth01, through, 0),
-                                             lpips_metric=lpips_metric)
+    metrics["translation"] = sample_measures(
+        samples_axial, np.moveaxis(truth01, through, 0), lpips_metric=lpips_metric
+    )
     report = {
-        "source": source, "target": target, "scale": scale, "slices": int(hr.shape[through]),
+        "source": source,
+        "target": target,
+        "scale": scale,
+        "slices": int(hr.shape[through]),
         "super_resolution": summary["super_resolution"],
         "translation_weights": summary["translation_weights"],
         "translation_training_iterations": summary["translation_training_iterations"],
-        "metrics": metrics, "lpips": lpips_status.as_dict(),
-        "montage": summary["outputs"]["montage"], "html": str(out / "report.html"),
+        "metrics": metrics,
+        "lpips": lpips_status.as_dict(),
+        "montage": summary["outputs"]["montage"],
+        "html": str(out / "report.html"),
     }
     report["seconds"] = time.perf_counter() - t0
     atomic_write_text(out / "report.html", _demo_html(report))

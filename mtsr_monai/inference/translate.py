@@ -1,6 +1,7 @@
 """Modality translation of whole volumes with a BicycleGAN generator: several plausible outputs per input.
 
-A volume is scaled to [0, 1] by robust percentiles (the training scaling, :func:`mtsr_monai.data.slices.robust_scale`),
+A volume is scaled to [0, 1] by robust percentiles (the training scaling,
+:func:`mtsr_monai.data.slices.robust_scale`),
 cut into 2D slices normal to ``axis`` (axial from the header by default), each slice zero-padded to a square,
 resized to the model's training size, translated with ``G(A, z)``, resized back and un-padded, so the output
 is on exactly the input's grid (same shape and affine). One latent code ``z`` is used for all the slices of a
@@ -41,7 +42,10 @@ def export_generator(generator: torch.nn.Module, path: str | os.PathLike, meta: 
     """Write ``{"generator": fp16 state dict, "meta": meta}`` atomically (small shipped weights)."""
     from mtsr_monai.io import atomic_output
 
-    state = {k: (v.detach().cpu().half() if v.is_floating_point() else v.cpu()) for k, v in generator.state_dict().items()}
+    state = {
+        k: (v.detach().cpu().half() if v.is_floating_point() else v.cpu())
+        for k, v in generator.state_dict().items()
+    }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path) as tmp:
@@ -49,7 +53,9 @@ def export_generator(generator: torch.nn.Module, path: str | os.PathLike, meta: 
     return path
 
 
-def load_translator(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+def load_translator(
+    path: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, dict]:
     """Generator (eval mode, float32) and its metadata from a weights file; InputError if unusable."""
     from mtsr_monai.networks.bicyclegan import LatentUNetGenerator
 
@@ -59,7 +65,9 @@ def load_translator(path: str | os.PathLike, device: str | torch.device = "cpu")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         meta = dict(ckpt.get("meta", {}))
-        net = LatentUNetGenerator(nz=int(meta["nz"]), ngf=int(meta["ngf"]), image_size=int(meta["image_size"]))
+        net = LatentUNetGenerator(
+            nz=int(meta["nz"]), ngf=int(meta["ngf"]), image_size=int(meta["image_size"])
+        )
         net.load_state_dict({k: v.float() for k, v in ckpt["generator"].items()})
     except (KeyError, RuntimeError, ValueError, EOFError, OSError) as err:
         raise InputError(f"not a translation weights file: {err}", path) from err
@@ -80,7 +88,11 @@ def _to_square(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int, int]
 
 
 def translate_slices(
-    generator: torch.nn.Module, slices: torch.Tensor, codes: torch.Tensor, image_size: int, batch_size: int = 16
+    generator: torch.nn.Module,
+    slices: torch.Tensor,
+    codes: torch.Tensor,
+    image_size: int,
+    batch_size: int = 16,
 ) -> torch.Tensor:
     """(S, H, W) slices in [0, 1] and (N, nz) codes -> (N, S, H, W) translations in [0, 1]."""
     import torch.nn.functional as F
@@ -174,8 +186,10 @@ def translate_file(
     weights = Path(weights) if weights else default_weights(source, target)
     generator, meta = load_translator(weights, device)
     if meta.get("source", source) != source or meta.get("target", target) != target:
-        raise InputError(f"weights translate {meta.get('source')} -> {meta.get('target')}, not {source} -> {target}",
-                         weights)
+        raise InputError(
+            f"weights translate {meta.get('source')} -> {meta.get('target')}, not {source} -> {target}",
+            weights,
+        )
     nz = int(meta["nz"])
     if codes is not None:
         codes = np.asarray(codes, dtype=np.float32)
@@ -192,11 +206,15 @@ def translate_file(
         from mtsr_monai.io import check_same_grid
 
         m = load_volume(mask_path, validate=False)
-        check_same_grid([tuple(image.shape), tuple(m.shape)], [affine, np.asarray(m.affine)],
-                        [str(input_path), str(mask_path)])
+        check_same_grid(
+            [tuple(image.shape), tuple(m.shape)],
+            [affine, np.asarray(m.affine)],
+            [str(input_path), str(mask_path)],
+        )
         mask = m.numpy() > 0
-    result = translate_volume(image.numpy(), affine, generator, int(meta["image_size"]), codes, axis,
-                              progress=progress, mask=mask)
+    result = translate_volume(
+        image.numpy(), affine, generator, int(meta["image_size"]), codes, axis, progress=progress, mask=mask
+    )
     mean, std = sample_statistics(result)
 
     out = Path(output_dir)

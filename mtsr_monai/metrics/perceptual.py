@@ -45,8 +45,13 @@ class LpipsStatus:
     reason: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"available": self.available, "net": self.net, "version": "0.1", "backbone": self.backbone,
-                "reason": self.reason}
+        return {
+            "available": self.available,
+            "net": self.net,
+            "version": "0.1",
+            "backbone": self.backbone,
+            "reason": self.reason,
+        }
 
 
 def load_lpips(net: str = "alex", backbone_path: str | os.PathLike | None = None):
@@ -67,8 +72,11 @@ def load_lpips(net: str = "alex", backbone_path: str | os.PathLike | None = None
 
         # pnet_rand=True: the package builds an untrained trunk and downloads nothing; we fill it below
         metric = lpips.LPIPS(net=net, version="0.1", pretrained=True, pnet_rand=True, verbose=False)
-    builder = {"alex": torchvision.models.alexnet, "vgg": torchvision.models.vgg16,
-               "squeeze": torchvision.models.squeezenet1_1}[net]
+    builder = {
+        "alex": torchvision.models.alexnet,
+        "vgg": torchvision.models.vgg16,
+        "squeeze": torchvision.models.squeezenet1_1,
+    }[net]
     reference = builder(weights=None)
     try:
         reference.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
@@ -106,17 +114,19 @@ def consecutive_pairs(n: int) -> list[tuple[int, int]]:
     return [(i, i + 1) for i in range(n - 1)]
 
 
-def sample_measures(samples: np.ndarray, truth: np.ndarray | None = None, mask: np.ndarray | None = None,
-                    lpips_metric=None) -> dict[str, Any]:
+def sample_measures(
+    samples: np.ndarray, truth: np.ndarray | None = None, mask: np.ndarray | None = None, lpips_metric=None
+) -> dict[str, Any]:
     """Realism / diversity of N samples (N, S, H, W) of 2D slices in [0, 1] against ``truth`` (S, H, W).
 
-    Weight-free: per-sample and mean-image PSNR / SSIM (2D, averaged over slices), mean pairwise (1 - SSIM) and
-    L1 over all sample pairs. With ``lpips_metric``: realism (LPIPS to the truth, mean over samples and slices)
+    Weight-free: per-sample and mean-image PSNR / SSIM (2D, averaged over slices), mean pairwise
+    (1 - SSIM) and L1 over all sample pairs. With ``lpips_metric``: realism (LPIPS to the truth, mean over
+    samples and slices)
     and diversity (LPIPS over consecutive pairs).
     """
-    from mtsr_monai.metrics.image import batch_psnr, batch_ssim
-
     import torch
+
+    from mtsr_monai.metrics.image import batch_psnr, batch_ssim
 
     s = torch.as_tensor(np.asarray(samples, dtype=np.float32))
     n = s.shape[0]
@@ -130,7 +140,9 @@ def sample_measures(samples: np.ndarray, truth: np.ndarray | None = None, mask: 
 
     pairs = list(itertools.combinations(range(n), 2))
     if pairs:
-        out["pairwise_1_minus_ssim"] = float(np.mean([(1 - ssim(s[i], s[j])).mean().item() for i, j in pairs]))
+        out["pairwise_1_minus_ssim"] = float(
+            np.mean([(1 - ssim(s[i], s[j])).mean().item() for i, j in pairs])
+        )
         out["pairwise_l1"] = float(np.mean([(s[i] - s[j]).abs().mean().item() for i, j in pairs]))
     if truth is not None:
         t = torch.as_tensor(np.asarray(truth, dtype=np.float32))
@@ -141,7 +153,9 @@ def sample_measures(samples: np.ndarray, truth: np.ndarray | None = None, mask: 
         out["ssim_mean"] = ssim(mean, t).mean().item()
     if lpips_metric is not None:
         if truth is not None:
-            out["lpips_realism"] = float(np.mean([lpips_distance(lpips_metric, s[i], truth).mean() for i in range(n)]))
+            out["lpips_realism"] = float(
+                np.mean([lpips_distance(lpips_metric, s[i], truth).mean() for i in range(n)])
+            )
         if n > 1:
             out["lpips_diversity"] = float(
                 np.mean([lpips_distance(lpips_metric, s[i], s[j]).mean() for i, j in consecutive_pairs(n)])
@@ -193,7 +207,14 @@ def evaluate_translation(
     keys = [k for k, v in per_subject[0].items() if isinstance(v, float)] if per_subject else []
     summary = {k: float(np.mean([s[k] for s in per_subject])) for k in keys}
     return {
-        "source": source, "target": target, "weights": str(weights), "method": meta.get("method"),
-        "training_iterations": meta.get("iterations"), "samples": samples, "seed": seed,
-        "lpips": status.as_dict(), "summary": summary, "subjects": per_subject,
+        "source": source,
+        "target": target,
+        "weights": str(weights),
+        "method": meta.get("method"),
+        "training_iterations": meta.get("iterations"),
+        "samples": samples,
+        "seed": seed,
+        "lpips": status.as_dict(),
+        "summary": summary,
+        "subjects": per_subject,
     }

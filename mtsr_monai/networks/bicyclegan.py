@@ -1,4 +1,4 @@
-"""BicycleGAN networks (Zhu et al. 2017) as used by MTSR-MRI for modality translation, built from MONAI blocks.
+"""BicycleGAN networks (Zhu et al. 2017) for MTSR-MRI modality translation, built from MONAI blocks.
 
 - :class:`LatentUNetGenerator`: a 2D U-Net ``G(A, z)`` whose latent code ``z`` (``nz`` values) is tiled
   over the image and concatenated to the input of *every* encoder level ("add_all" in the official code),
@@ -69,13 +69,29 @@ class LatentUNetGenerator(nn.Module):
             in_ch = widths[i] if i == levels - 1 else widths[i] * 2
             if i == 0:
                 block = Convolution(
-                    2, in_ch, out_channels, strides=2, kernel_size=4, padding=1, is_transposed=True,
-                    output_padding=0, conv_only=True,
+                    2,
+                    in_ch,
+                    out_channels,
+                    strides=2,
+                    kernel_size=4,
+                    padding=1,
+                    is_transposed=True,
+                    output_padding=0,
+                    conv_only=True,
                 )
             else:
                 block = Convolution(
-                    2, in_ch, widths[i - 1], strides=2, kernel_size=4, padding=1, is_transposed=True,
-                    output_padding=0, act="relu", norm="INSTANCE", dropout=dropout if i > levels - 4 else 0.0,
+                    2,
+                    in_ch,
+                    widths[i - 1],
+                    strides=2,
+                    kernel_size=4,
+                    padding=1,
+                    is_transposed=True,
+                    output_padding=0,
+                    act="relu",
+                    norm="INSTANCE",
+                    dropout=dropout if i > levels - 4 else 0.0,
                 )
             self.up.append(block)
 
@@ -104,7 +120,9 @@ class _ResidualDown(nn.Module):
             Convolution(2, in_ch, out_ch, kernel_size=3, conv_only=True),
             nn.AvgPool2d(2),
         )
-        self.shortcut = nn.Sequential(nn.AvgPool2d(2), Convolution(2, in_ch, out_ch, kernel_size=1, conv_only=True))
+        self.shortcut = nn.Sequential(
+            nn.AvgPool2d(2), Convolution(2, in_ch, out_ch, kernel_size=1, conv_only=True)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x) + self.shortcut(x)
@@ -113,10 +131,14 @@ class _ResidualDown(nn.Module):
 class ResNetEncoder(nn.Module):
     """``E(B) -> (mu, logvar)``, each (B, nz). Widths nef * (1, 2, 3, 4, 4, ...)."""
 
-    def __init__(self, in_channels: int = 1, nz: int = 8, nef: int = 64, image_size: int = 256, max_mult: int = 4):
+    def __init__(
+        self, in_channels: int = 1, nz: int = 8, nef: int = 64, image_size: int = 256, max_mult: int = 4
+    ):
         super().__init__()
         n_blocks = _levels(image_size) - 3
-        layers: list[nn.Module] = [Convolution(2, in_channels, nef, strides=2, kernel_size=4, padding=1, conv_only=True)]
+        layers: list[nn.Module] = [
+            Convolution(2, in_channels, nef, strides=2, kernel_size=4, padding=1, conv_only=True)
+        ]
         prev = nef
         for i in range(1, n_blocks):
             width = nef * min(i + 1, max_mult)
@@ -139,7 +161,11 @@ class MultiScalePatchDiscriminator(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int = 1, ndf: int = 64, image_size: int = 256, num_scales: int = 2,
+        self,
+        in_channels: int = 1,
+        ndf: int = 64,
+        image_size: int = 256,
+        num_scales: int = 2,
         num_layers: int | None = None,
     ) -> None:
         super().__init__()
@@ -147,7 +173,11 @@ class MultiScalePatchDiscriminator(nn.Module):
             num_layers = 3 if image_size >= 256 else 2
         self.scales = nn.ModuleList(
             PatchDiscriminator(
-                spatial_dims=2, channels=ndf, in_channels=in_channels, num_layers_d=num_layers, norm="INSTANCE",
+                spatial_dims=2,
+                channels=ndf,
+                in_channels=in_channels,
+                num_layers_d=num_layers,
+                norm="INSTANCE",
             )
             for _ in range(num_scales)
         )
@@ -175,5 +205,7 @@ def build_networks(
         "generator": LatentUNetGenerator(nz=nz, ngf=ngf, image_size=image_size),
         "encoder": ResNetEncoder(nz=nz, nef=nef, image_size=image_size) if use_encoder else None,
         "discriminator": MultiScalePatchDiscriminator(ndf=ndf, image_size=image_size),
-        "discriminator2": MultiScalePatchDiscriminator(ndf=ndf, image_size=image_size) if use_encoder else None,
+        "discriminator2": MultiScalePatchDiscriminator(ndf=ndf, image_size=image_size)
+        if use_encoder
+        else None,
     }

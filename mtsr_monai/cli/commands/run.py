@@ -8,14 +8,17 @@ from pathlib import Path
 NAME = "run"
 HELP = "LR scan in modality A -> SR in A -> N plausible HR images in modality B (+ mean, std, montage, JSON)"
 DESCRIPTION = (
-    "Super-resolve INPUT (x4 in-plane, SR bundle weights when present, else bicubic, recorded in the summary), "
+    "Super-resolve INPUT (x4 in-plane, SR bundle weights when present, else bicubic, recorded in the "
+    "summary), "
     "then translate the SR volume --samples times to --target with the MT bundle. Writes OUT/sr.nii.gz, "
     "sample_*.nii.gz, mean.nii.gz, std.nii.gz, montage.png and summary.json; nothing on bad input."
 )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--input", "-i", required=True, type=Path, help="low-resolution NIfTI in the source modality")
+    parser.add_argument(
+        "--input", "-i", required=True, type=Path, help="low-resolution NIfTI in the source modality"
+    )
     parser.add_argument("--source", required=True)
     parser.add_argument("--target", required=True)
     parser.add_argument("--output-dir", "-o", required=True, type=Path)
@@ -23,11 +26,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--codes", type=Path, default=None, help="JSON latent codes (see mtsr translate)")
     parser.add_argument("--scale", type=int, default=4, help="in-plane SR factor (default 4)")
-    parser.add_argument("--sr-method", default="auto",
-                        help="auto (SR bundle weights, else bicubic), bicubic, bilinear, lanczos, nearest")
+    parser.add_argument(
+        "--sr-method",
+        default="auto",
+        help="auto (SR bundle weights, else bicubic), bicubic, bilinear, lanczos, nearest",
+    )
     parser.add_argument("--weights", type=Path, default=None, help="translation weights file")
-    parser.add_argument("--mask", type=Path, default=None,
-                        help="brain mask on the input's grid: outside is set to 0 (the models saw skull-stripped scans)")
+    parser.add_argument(
+        "--mask",
+        type=Path,
+        default=None,
+        help="brain mask on the input's grid: outside is set to 0 (the models saw skull-stripped scans)",
+    )
     parser.add_argument("--device", default="cpu")
 
 
@@ -36,11 +46,23 @@ def run(args: argparse.Namespace) -> int:
     from mtsr_monai.inference.pipeline import run_pipeline
 
     summary = run_pipeline(
-        args.input, args.source.lower(), args.target.lower(), args.output_dir, samples=args.samples, seed=args.seed,
-        codes=read_codes(args.codes), scale=args.scale, sr_method=args.sr_method, mt_weights=args.weights,
-        device=args.device, mask_path=args.mask,
+        args.input,
+        args.source.lower(),
+        args.target.lower(),
+        args.output_dir,
+        samples=args.samples,
+        seed=args.seed,
+        codes=read_codes(args.codes),
+        scale=args.scale,
+        sr_method=args.sr_method,
+        mt_weights=args.weights,
+        device=args.device,
+        mask_path=args.mask,
     )
     print(f"SR: {summary['super_resolution']}")
-    print(f"wrote SR, {len(summary['outputs']['samples'])} {args.target} samples, mean, std, montage and summary "
-          f"to {args.output_dir} in {summary['timings']['total_s']:.1f} s")
+    print(
+        f"wrote SR, {len(summary['outputs']['samples'])} {args.target} samples, mean, std, montage and "
+        "summary "
+        f"to {args.output_dir} in {summary['timings']['total_s']:.1f} s"
+    )
     return 0

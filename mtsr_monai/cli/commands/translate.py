@@ -9,7 +9,8 @@ from pathlib import Path
 NAME = "translate"
 HELP = "translate a NIfTI volume to another modality: N samples, their mean and per-voxel std"
 DESCRIPTION = (
-    "Translate INPUT (modality --source) to --target with the MT bundle's BicycleGAN generator, slice by slice "
+    "Translate INPUT (modality --source) to --target with the MT bundle's BicycleGAN generator, slice by "
+    "slice "
     "(axial from the header) at the model's training size, keeping the input's grid. Writes "
     "OUT/sample_0..N-1.nii.gz, mean.nii.gz, std.nii.gz (per-voxel standard deviation across samples) and "
     "codes.json (the latent codes; pass them back with --codes to reproduce). Outputs are in [0, 1]."
@@ -23,13 +24,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", "-o", required=True, type=Path)
     parser.add_argument("--samples", "-n", type=int, default=5, help="number of samples (default 5)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the latent codes (reproducible)")
-    parser.add_argument("--codes", type=Path, default=None,
-                        help="JSON file with the latent codes ({'codes': [[...], ...]} or a list); overrides --samples")
-    parser.add_argument("--weights", type=Path, default=None,
-                        help="weights file (default bundles/mtsr_mt/models/<source>_to_<target>.pt)")
+    parser.add_argument(
+        "--codes",
+        type=Path,
+        default=None,
+        help="JSON file with the latent codes ({'codes': [[...], ...]} or a list); overrides --samples",
+    )
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        help="weights file (default bundles/mtsr_mt/models/<source>_to_<target>.pt)",
+    )
     parser.add_argument("--axis", default="axial", help="slice plane: axial (default), coronal, sagittal")
-    parser.add_argument("--mask", type=Path, default=None,
-                        help="brain mask on the input's grid: outside is set to 0 (the models saw skull-stripped scans)")
+    parser.add_argument(
+        "--mask",
+        type=Path,
+        default=None,
+        help="brain mask on the input's grid: outside is set to 0 (the models saw skull-stripped scans)",
+    )
     parser.add_argument("--device", default="cpu")
 
 
@@ -50,10 +63,21 @@ def run(args: argparse.Namespace) -> int:
     from mtsr_monai.inference.translate import translate_file
 
     summary = translate_file(
-        args.input, args.source.lower(), args.target.lower(), args.output_dir, samples=args.samples,
-        seed=args.seed, codes=read_codes(args.codes), weights=args.weights, axis=args.axis, device=args.device, mask_path=args.mask,
+        args.input,
+        args.source.lower(),
+        args.target.lower(),
+        args.output_dir,
+        samples=args.samples,
+        seed=args.seed,
+        codes=read_codes(args.codes),
+        weights=args.weights,
+        axis=args.axis,
+        device=args.device,
+        mask_path=args.mask,
     )
     n = len(summary["outputs"]["samples"])
-    print(f"wrote {n} samples, mean and std to {args.output_dir} "
-          f"(mean std in foreground {summary['mean_std_in_foreground']:.4f})")
+    print(
+        f"wrote {n} samples, mean and std to {args.output_dir} "
+        f"(mean std in foreground {summary['mean_std_in_foreground']:.4f})"
+    )
     return 0
