@@ -95,3 +95,10 @@ def test_weight_zero_term_is_not_computed():
 def test_image_grid_upsamples_small_panels():
     grid = image_grid({"lr": torch.rand(3, 1, 4, 4), "sr": torch.rand(3, 1, 8, 8)}, max_rows=2)
     assert grid.shape == (1, 16, 16) and grid.min() >= 0 and grid.max() <= 1
+
+
+def test_terminate_saves_a_checkpoint(tmp_path):
+    trainer = _trainer(max_epochs=3, ckpt_dir=tmp_path)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(once=5), lambda e: e.terminate())
+    trainer.run()
+    assert (tmp_path / "checkpoint_5.pt").is_file()

@@ -32,7 +32,8 @@ class ResumeCheckpoint:
     """Save everything needed to resume every ``every_n_iterations`` and at each epoch; reload on start.
 
     ``objects`` maps names to objects with ``state_dict`` / ``load_state_dict`` (networks, optimizers,
-    schedulers, GradScaler, the trainer itself). Files are ``checkpoint_<iteration>.pt`` in ``directory``,
+    schedulers, GradScaler, the trainer itself). Also saved on completion and on ``terminate()``.
+    Files are ``checkpoint_<iteration>.pt`` in ``directory``,
     written atomically by Ignite's DiskSaver; the ``n_saved`` newest are kept. On ``Events.STARTED``
     the newest is loaded, so running the same command again after a crash (even ``kill -9``)
     continues from there, with the run's own ``max_epochs`` kept (MONAI #1757: a loaded trainer state
@@ -67,7 +68,14 @@ class ResumeCheckpoint:
         from ignite.handlers import Checkpoint, DiskSaver
 
         objects = {"trainer": engine, **self.objects}
-        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        rank = 0
+        if torch.distributed.is_initialized():
+            import ignite.distributed as idist
+
+            # Ignite's Checkpoint reads the rank through idist, whose first use is collective:
+            # call it on every rank here, or rank 0 alone would wait for the others forever
+            idist.sync()
+            rank = torch.distributed.get_rank()
         if rank == 0 or not self.save_on_rank0_only:
             self.directory.mkdir(parents=True, exist_ok=True)
             saver = DiskSaver(str(self.directory), require_empty=False, atomic=True)
@@ -80,7 +88,9 @@ class ResumeCheckpoint:
                 filename_pattern="checkpoint_{global_step}.pt",
             )
             every = Events.ITERATION_COMPLETED(every=self.every_n_iterations)
-            engine.add_event_handler(every | Events.EPOCH_COMPLETED, self._save_once(checkpoint))
+            # also on completion and on terminate (a time budget stop), so no iteration is lost
+            events = every | Events.EPOCH_COMPLETED | Events.COMPLETED | Events.TERMINATE
+            engine.add_event_handler(events, self._save_once(checkpoint))
         if self.resume:
             engine.add_event_handler(Events.STARTED, self._load, objects)
 
