@@ -39,10 +39,10 @@ def test_axial_axis_is_resolved_from_the_affine() -> None:
     permuted = np.array(
         [[0, 0, 1.0, 0], [1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 0, 1]]
     )  # array axis 1 -> world S
-    assert resolve_axis("axial", np.eye(4)) == 2
-    assert resolve_axis("axial", permuted) == 1
-    assert resolve_axis("sagittal", permuted) == 2
-    assert resolve_axis(0, permuted) == 0
+    assert resolve_axis(np.eye(4), "axial") == 2
+    assert resolve_axis(permuted, "axial") == 1
+    assert resolve_axis(permuted, "sagittal") == 2
+    assert resolve_axis(permuted, 0) == 0
 
 
 def test_robust_scale_keeps_zero_background_and_maps_to_unit_range() -> None:

@@ -28,25 +28,10 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
 
 from mtsr_monai.errors import InputError
+from mtsr_monai.transforms.degradation import resolve_axis
 
 #: anatomical axis name -> row of the RAS affine (world R, A, S)
-AXIS_NAMES = {"sagittal": 0, "coronal": 1, "axial": 2}
 DEFAULT_LABEL_KEYS = ("label", "seg", "brain_mask")
-
-
-def resolve_axis(axis: str | int, affine: Any) -> int:
-    """Array axis (0, 1, 2) of a 3D volume: an integer as given, or the axis closest to world S (axial),
-    A (coronal) or R (sagittal) by the RAS ``affine``."""
-    if isinstance(axis, (int, np.integer)) or (isinstance(axis, str) and axis.isdigit()):
-        value = int(axis)
-        if value not in (0, 1, 2):
-            raise ValueError(f"axis must be 0, 1 or 2, got {value}")
-        return value
-    if axis not in AXIS_NAMES:
-        raise ValueError(f"axis must be one of {sorted(AXIS_NAMES)} or 0/1/2, got {axis!r}")
-    a = np.abs(np.asarray(affine, dtype=float)[:3, :3])
-    cosines = a[AXIS_NAMES[axis]] / np.maximum(np.linalg.norm(a, axis=0), 1e-12)
-    return int(np.argmax(cosines))
 
 
 def robust_scale(
@@ -312,7 +297,7 @@ class SliceDataset(torch.utils.data.Dataset):
         # one subject kept in memory: the disk / uncached modes read slices subject by subject
         if self._memo is None or self._memo[0] != index:
             self._memo = (index, load_subject(self.subjects[index], **self._load_kwargs))
-            self._axes[index] = resolve_axis(self.axis, self._memo[1]["affine"])
+            self._axes[index] = resolve_axis(self._memo[1]["affine"], self.axis)
         return self._memo[1]
 
     def _axis_of(self, index: int) -> int:

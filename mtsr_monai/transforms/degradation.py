@@ -68,6 +68,8 @@ def resolve_axis(affine: np.ndarray | torch.Tensor | None, axis: str | int, ndim
     The plane is found from the affine (the array axis whose direction is closest to world S, A or R),
     not from the array order, so oblique or permuted volumes degrade along the right axis.
     """
+    if isinstance(axis, str) and axis.lstrip("-").isdigit():  # "0" from a command line or a config
+        axis = int(axis)
     if isinstance(axis, (int, np.integer)):
         if not -ndim <= int(axis) < ndim:
             raise ValueError(f"axis {axis} out of range for {ndim} spatial dimensions")
