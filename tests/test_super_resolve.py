@@ -91,3 +91,18 @@ def test_cli_default_uses_shipped_weights(tmp_path, phantom):
     img = nib.load(str(out))
     assert img.shape == (128, 128, 3)
     assert np.allclose(img.header.get_zooms(), (0.25, 0.25, 2.0))
+
+
+def test_bf16_inference_stays_close_to_fp32(phantom):
+    torch.manual_seed(0)
+    net = RRDBNet(features=16, growth=8, num_blocks=2)  # no bicubic skip: its zero-initialised head hides errors
+    affine = np.diag([1.0, 1.0, 3.0, 1.0])
+    outs = {
+        p: super_resolve_volume(phantom, affine, network=net, progress=False, precision=p)[0]
+        for p in ("fp32", "bf16")
+    }
+    mse = float(np.mean((outs["fp32"] - outs["bf16"]) ** 2))
+    assert mse > 0  # bf16 really ran
+    assert 10 * np.log10(float(np.ptp(outs["fp32"])) ** 2 / mse) > 40  # PSNR of bf16 against fp32
+    with pytest.raises(ValueError, match="fp16"):
+        super_resolve_volume(phantom, affine, network=net, progress=False, precision="fp16")

@@ -28,6 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=8, help="slices (and windows) per batch (default 8)"
     )
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="network arithmetic: auto = fp16 on CUDA, bf16 on CPUs with native bf16, else fp32",
+    )
     parser.add_argument("--roi-size", type=int, default=64, help="LR sliding-window size (default 64)")
     parser.add_argument("--axis", default="axial", help="plane: axial | coronal | sagittal | array index")
 
@@ -41,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1 or args.roi_size < 8:
         raise InputError("--batch-size must be >= 1 and --roi-size >= 8")
+    if args.precision == "fp16" and args.device != "cuda":
+        raise InputError("--precision fp16 needs --device cuda")
     if args.device == "cuda":
         import torch
 
@@ -56,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         roi_size=args.roi_size,
         axis=axis,
+        precision=args.precision,
     )
     print(json.dumps(summary), file=sys.stderr)
     return 0
