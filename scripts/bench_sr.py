@@ -103,6 +103,7 @@ def whole_volume(volume: Path, batch_size: int, degradation: str = "second-order
         "peak_rss_mb": peak_rss_mb(),
         "peak_rss_mb_before_sr": rss_before,
         "batch_size": batch_size,
+        "precision": summary["precision"],
         "sr": {"psnr": psnr(sr, hr_np, mask, data_range), "ssim": ssim(sr, hr_np, mask, data_range, axis=2)},
         "bicubic": {
             "psnr": psnr(bicubic, hr_np, mask, data_range),

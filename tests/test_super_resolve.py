@@ -95,7 +95,7 @@ def test_cli_default_uses_shipped_weights(tmp_path, phantom):
 
 def test_bf16_inference_stays_close_to_fp32(phantom):
     torch.manual_seed(0)
-    net = RRDBNet(features=16, growth=8, num_blocks=2)  # no bicubic skip: its zero-initialised head hides errors
+    net = RRDBNet(features=16, growth=8, num_blocks=2)  # no bicubic skip: its zero-init head hides errors
     affine = np.diag([1.0, 1.0, 3.0, 1.0])
     outs = {
         p: super_resolve_volume(phantom, affine, network=net, progress=False, precision=p)[0]

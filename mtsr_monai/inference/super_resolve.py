@@ -224,11 +224,14 @@ def auto_precision(device: str | torch.device) -> str:
     return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
 
 
-def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+def _precision_name(precision: str, device: str | torch.device) -> str:
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose from {PRECISIONS}")
-    if precision == "auto":
-        precision = auto_precision(device)
+    return auto_precision(device) if precision == "auto" else precision
+
+
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    precision = _precision_name(precision, device)
     if precision == "fp16" and device.type != "cuda":
         raise ValueError("fp16 inference needs CUDA; use bf16 or fp32 on the CPU")
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
@@ -283,7 +286,7 @@ def super_resolve_file(
         "input": str(input_path),
         "output": str(output_path),
         "method": method,
-        "precision": (auto_precision(device) if precision == "auto" else precision) if method == "model" else None,
+        "precision": _precision_name(precision, device) if method == "model" else None,
         "input_shape": list(volume.shape),
         "output_shape": list(sr.shape),
         "seconds": seconds,
