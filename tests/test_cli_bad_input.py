@@ -1,4 +1,4 @@
-"""Every bad input of the I/O contract: exit code 2, a one-line message naming the file and the problem, no output."""
+"""Each bad input of the I/O contract: exit 2, one line naming the file and the problem, no output."""
 
 import gzip
 
