@@ -123,6 +123,18 @@ def _block_centre_offset(start: int, scale: int) -> float:
     return start + (scale - 1) / 2.0
 
 
+def _lr_grid(
+    affine: np.ndarray, inplane: Sequence[int], starts: Mapping[int, int], scale: int
+) -> tuple[np.ndarray, dict[int, int]]:
+    """Affine of the x``scale`` in-plane grid whose voxels summarise HR blocks beginning at ``starts[axis]``,
+    and those starts by spatial axis (``starts`` is keyed by tensor axis, channel first)."""
+    offsets = {d: starts[d + 1] for d in inplane}
+    lr_affine = resampled_affine(
+        affine, {d: scale for d in inplane}, {d: _block_centre_offset(s, scale) for d, s in offsets.items()}
+    )
+    return lr_affine, offsets
+
+
 def _noise_seed(rng: np.random.RandomState) -> torch.Generator:
     return torch.Generator().manual_seed(int(rng.randint(0, 2**31 - 1)))
 
@@ -457,10 +469,7 @@ def _apply_second_order(
     else:
         slices, _ = _to_slices(cropped.float(), through)
         lr = _from_slices(second_order_degrade(slices, params, scale, rng_ref), through)
-    affine_lr = resampled_affine(
-        affine, {d: scale for d in inplane}, {d: _block_centre_offset(starts[d + 1], scale) for d in inplane}
-    )
-    return lr, affine_lr, {d: starts[d + 1] for d in inplane}
+    return (lr, *_lr_grid(affine, inplane, starts, scale))
 
 
 def _apply_kspace(
@@ -486,10 +495,7 @@ def _apply_kspace(
         lr = _from_slices(kspace_truncate(slices, scale, sigma, generator, keep_grid), through)
     if keep_grid:
         return lr, np.asarray(affine, dtype=np.float64), {}
-    affine_lr = resampled_affine(
-        affine, {d: scale for d in inplane}, {d: _block_centre_offset(starts[d + 1], scale) for d in inplane}
-    )
-    return lr, affine_lr, {d: starts[d + 1] for d in inplane}
+    return (lr, *_lr_grid(affine, inplane, starts, scale))
 
 
 def _apply_thick_slice(
@@ -672,12 +678,7 @@ class RandSecondOrderDegradationd(_DegradationBase):
                 inplane = _inplane(x.ndim - 1, through)
                 cropped, st = centre_crop_to_multiple(x.float(), [k + 1 for k in inplane], scale)
                 lr = _block_mean(cropped, [k + 1 for k in inplane], scale)
-                starts = {k: st[k + 1] for k in inplane}
-                affine_lr = resampled_affine(
-                    affine,
-                    {k: scale for k in inplane},
-                    {k: _block_centre_offset(starts[k], scale) for k in inplane},
-                )
+                affine_lr, starts = _lr_grid(affine, inplane, st, scale)
             d[out_key] = _wrap_like(lr.to(torch.float32), img, affine_lr)
             if self.crop_hr:
                 hr = x
