@@ -406,6 +406,7 @@ def evaluate_heldout(
     pairing: str = "header",
     output: str | Path | None = None,
     device: str = "cpu",
+    baselines: Sequence[str] = ("trilinear", "bspline", "sinc"),
 ) -> dict[str, Any]:
     """Held-out evaluation of a checkpoint against the interpolation baselines, on simulated protocols.
 
@@ -421,7 +422,8 @@ def evaluate_heldout(
     ckpt = load_clinical_model(model_path, device)
     mods, protocols = list(ckpt["modalities"]), ckpt.get("protocols")
     rows: list[dict[str, Any]] = []
-    for method in ("trilinear", "bspline", "sinc"):
+    methods = ("trilinear", *[b for b in baselines if b != "trilinear"])
+    for method in methods:
         pairs = cached_pairs(subjects, cache_dir, mods, protocols, pairing, method, progress=False)
         for p in pairs:
             rows.append(
@@ -433,7 +435,7 @@ def evaluate_heldout(
                     {"subject": p["subject"], "method": "model", **volume_metrics(pred, p["hr"], p["mask"])}
                 )
     summary: dict[str, Any] = {"subjects": [str(s.get("subject")) for s in subjects], "pairing": pairing}
-    for method in ("model", "trilinear", "bspline", "sinc"):
+    for method in ("model", *methods):
         sel = [r for r in rows if r["method"] == method]
         summary[method] = {k: float(np.mean([r[k] for r in sel])) for k in ("mae", "nmse", "psnr", "ssim")}
     summary["rows"] = rows
