@@ -28,15 +28,9 @@ from monai.engines import Trainer
 from torch.optim import Optimizer
 
 from mtsr_monai.engines.handlers import PrepareBatchPair
-from mtsr_monai.engines.paired import autocast
+from mtsr_monai.engines.paired import autocast, grad_scaler, set_requires_grad
 from mtsr_monai.losses.gan import GanLoss
 from mtsr_monai.networks.bicyclegan import reparameterize
-
-
-def _set_requires_grad(module: torch.nn.Module | None, flag: bool) -> None:
-    if module is not None:
-        for p in module.parameters():
-            p.requires_grad_(flag)
 
 
 def _distributed() -> bool:
@@ -142,9 +136,7 @@ class BicycleGANTrainer(Trainer):
         )
         self.lambda_kl, self.lambda_latent = float(lambda_kl), float(lambda_latent)
         self.gan_loss = GanLoss(gan_loss) if isinstance(gan_loss, str) else gan_loss
-        use_scaler = amp and torch.device(device).type == "cuda"
-        self.g_scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-        self.d_scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        self.g_scaler, self.d_scaler = grad_scaler(amp, device), grad_scaler(amp, device)
         # multi-process training: identical start on every rank, gradients averaged in _iteration
         broadcast_parameters(self.generator, self.encoder, self.discriminator, self.discriminator2)
 
@@ -186,8 +178,8 @@ class BicycleGANTrainer(Trainer):
         out: dict[str, Any] = {"A": real_a, "B": real_b}
 
         # (1)-(2) E and G objective with both discriminators frozen
-        _set_requires_grad(self.discriminator, False)
-        _set_requires_grad(self.discriminator2, False)
+        set_requires_grad(self.discriminator, False)
+        set_requires_grad(self.discriminator2, False)
         with autocast(device, engine.amp):
             fake_rand = self.generator(real_a, z_random)
             if self.use_encoder:
@@ -219,12 +211,12 @@ class BicycleGANTrainer(Trainer):
 
         # (3) latent regression with E frozen: its gradient reaches G only
         if has_latent:
-            _set_requires_grad(self.encoder, False)
+            set_requires_grad(self.encoder, False)
             with autocast(device, engine.amp):
                 mu2, _ = self.encoder(fake_rand)
                 loss_z = self.lambda_latent * (mu2.float() - z_random).abs().mean()
             self.g_scaler.scale(loss_z).backward()
-            _set_requires_grad(self.encoder, True)
+            set_requires_grad(self.encoder, True)
             out["loss_latent"] = loss_z.item()
 
         # (4) step E and G together
@@ -233,8 +225,8 @@ class BicycleGANTrainer(Trainer):
             self.g_scaler.step(self.e_optimizer)
         self.g_scaler.step(self.g_optimizer)
         self.g_scaler.update()
-        _set_requires_grad(self.discriminator, True)
-        _set_requires_grad(self.discriminator2, True)
+        set_requires_grad(self.discriminator, True)
+        set_requires_grad(self.discriminator2, True)
 
         # (5) discriminators on detached fakes
         self.d_optimizer.zero_grad(set_to_none=True)

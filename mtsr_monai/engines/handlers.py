@@ -115,7 +115,9 @@ class ResumeCheckpoint:
         state = torch.load(path, map_location="cpu", weights_only=True)
         Checkpoint.load_objects(to_load=dict(objects), checkpoint=state)
         engine.state.max_epochs = max_epochs
-        logger.info("resumed from %s at iteration %d (epoch %d)", path, engine.state.iteration, engine.state.epoch)
+        logger.info(
+            "resumed from %s at iteration %d (epoch %d)", path, engine.state.iteration, engine.state.epoch
+        )
 
 
 class ImageGridHandler:

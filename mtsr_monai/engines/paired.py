@@ -37,6 +37,18 @@ def autocast(device: torch.device, enabled: bool):
     return contextlib.nullcontext()
 
 
+def grad_scaler(amp: bool, device: str | torch.device) -> torch.amp.GradScaler:
+    """A GradScaler that scales only when AMP runs on CUDA (a no-op scaler otherwise)."""
+    return torch.amp.GradScaler("cuda", enabled=amp and torch.device(device).type == "cuda")
+
+
+def set_requires_grad(module: torch.nn.Module | None, flag: bool) -> None:
+    """Freeze or unfreeze a network (``None`` is ignored) around the other network's update."""
+    if module is not None:
+        for p in module.parameters():
+            p.requires_grad_(flag)
+
+
 class PairedAdversarialTrainer(Trainer):
     """Ignite trainer for ``G: input -> target`` with pixel/perceptual losses and an optional critic D."""
 
@@ -91,9 +103,7 @@ class PairedAdversarialTrainer(Trainer):
         self.pretrain_epochs = int(pretrain_epochs)
         self.pretrain_loss = pretrain_loss or torch.nn.L1Loss()
         self.grad_clip = grad_clip
-        use_scaler = amp and torch.device(device).type == "cuda"
-        self.g_scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-        self.d_scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        self.g_scaler, self.d_scaler = grad_scaler(amp, device), grad_scaler(amp, device)
 
     # the objects a resume checkpoint must hold besides the trainer (see ResumeCheckpoint)
     def checkpoint_objects(self) -> dict[str, Any]:
@@ -103,7 +113,9 @@ class PairedAdversarialTrainer(Trainer):
             "g_scaler": self.g_scaler,
         }
         if self.discriminator is not None:
-            objects.update(discriminator=self.discriminator, d_optimizer=self.d_optimizer, d_scaler=self.d_scaler)
+            objects.update(
+                discriminator=self.discriminator, d_optimizer=self.d_optimizer, d_scaler=self.d_scaler
+            )
         return objects
 
     def in_pretraining(self, engine) -> bool:
@@ -132,13 +144,14 @@ class PairedAdversarialTrainer(Trainer):
                 else:
                     terms = {"total": self.pretrain_loss(pred.float(), targets.float())}
             self._step(terms["total"], self.g_optimizer, self.g_scaler, self.generator.parameters())
-            output.update(pred=pred.detach(), phase="pretrain", **{f"g_{k}": v.item() for k, v in terms.items()})
+            output.update(
+                pred=pred.detach(), phase="pretrain", **{f"g_{k}": v.item() for k, v in terms.items()}
+            )
             return output
 
         discriminator = self.discriminator
         # generator step, critic frozen
-        for p in discriminator.parameters():
-            p.requires_grad_(False)
+        set_requires_grad(discriminator, False)
         with autocast(device, engine.amp):
             pred = self.generator(inputs)
             terms = self.generator_loss(pred, targets)
@@ -147,8 +160,7 @@ class PairedAdversarialTrainer(Trainer):
             adversarial = self.gan_loss.generator(fake_logits, real_logits)
             g_total = terms["total"] + self.adversarial_weight * adversarial
         self._step(g_total, self.g_optimizer, self.g_scaler, self.generator.parameters())
-        for p in discriminator.parameters():
-            p.requires_grad_(True)
+        set_requires_grad(discriminator, True)
 
         # critic steps on the detached prediction
         fake = pred.detach()
