@@ -2,15 +2,18 @@
 """Benchmark of the SR generator and whole-volume inference (not a test: numbers depend on the machine).
 
 1. Speed of the 12-block (every other) vs the 23-block RRDB generator on the same input, in one run: forward
-   passes interleaved, the median of ``--repeats`` timings each, and their ratio.
+   passes interleaved, the median of ``--repeats`` timings each, and their ratio, in fp32 and in the precision
+   ``mtsr super-resolve`` picks by default (bf16 where the CPU has it).
 2. Whole-volume x4 SR with the shipped weights: a real held-out 240x240x155 BraTS volume is degraded x4
    in-plane to 60x60x155 (``--degradation second-order``, the training chain with a fixed seed, or ``area``
    block averaging) and super-resolved back to 240x240x155 by ``super_resolve_file``
    (the CLI's path: read, scale, sliding windows, write); wall time and peak RSS (``resource.getrusage``).
-3. PSNR / SSIM of SR and bicubic against the original volume, inside the brain (non-zero voxels), 2D SSIM
-   averaged over axial slices, for that held-out volume.
+3. PSNR / SSIM of SR and bicubic against the original volume, inside the brain (non-zero voxels) and over the
+   whole image, 2D SSIM averaged over axial slices, for that held-out volume.
+4. With ``--heldout``: 2 and 3 on every volume of the shipped model's held-out subjects (10 volumes, seed =
+   index), means and the number of volumes where SR beats bicubic.
 
-Usage: python scripts/bench_sr.py [--volume PATH] [--threads 2] [--json out.json]
+Usage: python scripts/bench_sr.py [--volume PATH | --heldout] [--weights W.pt] [--threads 2] [--json out.json]
 """
 
 from __future__ import annotations
@@ -25,8 +28,19 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
 CASE = "Brats18_TCIA10_639_1"  # held out from the shipped model's training
-DEFAULT_VOLUME = REPO.parent / "shared" / "data" / "brats2018_tcia" / CASE / f"{CASE}_t2.nii.gz"
+DEFAULT_VOLUME = DATA / "brats2018_tcia" / CASE / f"{CASE}_t2.nii.gz"
+#: the subjects of the shipped model's validation split (never trained on): every contrast of each
+HELDOUT_GLOBS = (
+    "brats2018_tcia/Brats18_TCIA10_637_1/*_[tf]*.nii.gz",
+    "brats2018_tcia/Brats18_TCIA10_639_1/*_[tf]*.nii.gz",
+    "brats2018_t1_flair/Brats18_CBICA_AOO_1/[TF]*.nii.gz",
+)
+
+
+def heldout_volumes(data: Path = DATA) -> list[Path]:
+    return [v for pattern in HELDOUT_GLOBS for v in sorted(data.glob(pattern))]
 
 
 def peak_rss_mb() -> float:
@@ -34,65 +48,102 @@ def peak_rss_mb() -> float:
 
 
 def generator_speed(repeats: int, size: int, batch: int) -> dict:
+    """Median forward time of both generators on one input, in fp32 and in the inference default precision
+    (``auto``: bf16 on CPUs with native bf16), each network prepared as ``mtsr super-resolve`` runs it."""
     import torch
 
+    from mtsr_monai.inference.super_resolve import _autocast_dtype, _precision_name, prepare_network
     from mtsr_monai.networks.rrdb import RRDBNet
 
-    nets = {"rrdb23": RRDBNet().eval(), "rrdb12": RRDBNet(keep_blocks="every_other").eval()}
+    device = torch.device("cpu")
+    nets = {"rrdb23": RRDBNet(), "rrdb12": RRDBNet(keep_blocks="every_other")}
+    params = {k: sum(p.numel() for p in n.parameters()) for k, n in nets.items()}
+    runs = {k: prepare_network(n, device) for k, n in nets.items()}
     x = torch.rand(batch, 1, size, size)
-    times: dict[str, list[float]] = {k: [] for k in nets}
-    with torch.inference_mode():
-        for net in nets.values():  # warm-up
-            net(x)
-        for _ in range(repeats):
-            for name, net in nets.items():  # interleaved so load changes hit both alike
-                t = time.perf_counter()
-                net(x)
-                times[name].append(time.perf_counter() - t)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    return {
-        "input": [batch, 1, size, size],
-        "repeats": repeats,
-        "median_s": med,
-        "min_s": {k: min(v) for k, v in times.items()},
-        "speedup_12_vs_23": med["rrdb23"] / med["rrdb12"],
-        "speedup_12_vs_23_min": min(times["rrdb23"]) / min(times["rrdb12"]),
-        "parameters": {k: sum(p.numel() for p in n.parameters()) for k, n in nets.items()},
-    }
+    report: dict = {"input": [batch, 1, size, size], "repeats": repeats, "parameters": params}
+    for precision in dict.fromkeys(["fp32", _precision_name("auto", device)]):
+        dtype = _autocast_dtype(precision, device)
+        times: dict[str, list[float]] = {k: [] for k in runs}
+        with torch.inference_mode(), torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+            for run in runs.values():  # warm-up (oneDNN picks and caches its kernels)
+                run(x)
+            for _ in range(repeats):
+                for name, run in runs.items():  # interleaved so load changes hit both alike
+                    t = time.perf_counter()
+                    run(x)
+                    times[name].append(time.perf_counter() - t)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        report[precision] = {
+            "median_s": med,
+            "min_s": {k: min(v) for k, v in times.items()},
+            "speedup_12_vs_23": med["rrdb23"] / med["rrdb12"],
+            "speedup_12_vs_23_min": min(times["rrdb23"]) / min(times["rrdb12"]),
+        }
+    return report
 
 
-def whole_volume(volume: Path, batch_size: int, degradation: str = "second-order", seed: int = 0) -> dict:
+def _degrade(hr, degradation: str, seed: int):
     import numpy as np
     import torch
 
-    from mtsr_monai.inference.super_resolve import super_resolve_file, super_resolve_volume
-    from mtsr_monai.io import load_volume, save_volume
-    from mtsr_monai.metrics.image import psnr, ssim
-
-    hr = load_volume(volume)
     hr_np = np.asarray(hr, dtype=np.float32)
     if degradation == "area":
         # x4 in-plane area downsampling (the clean LR a 4 mm in-plane acquisition would give)
         lr = torch.nn.functional.avg_pool2d(torch.from_numpy(hr_np).permute(2, 0, 1)[:, None], 4)[:, 0]
-        lr_np = lr.permute(1, 2, 0).numpy()
         lr_affine = np.asarray(hr.affine, dtype=np.float64).copy()
         lr_affine[:3, :2] *= 4
         lr_affine[:3, 3] = np.asarray(hr.affine)[:3, :3] @ [1.5, 1.5, 0] + np.asarray(hr.affine)[:3, 3]
-    else:  # the training degradation, one seeded draw for the volume (as `mtsr degrade`)
-        from mtsr_monai.transforms.degradation import degrade_volume_second_order
+        return lr.permute(1, 2, 0).numpy(), lr_affine
+    # the training degradation, one seeded draw for the volume (as `mtsr degrade`)
+    from mtsr_monai.transforms.degradation import degrade_volume_second_order
 
-        lr_np, lr_affine = degrade_volume_second_order(hr_np, np.asarray(hr.affine), scale=4, seed=seed)
+    return degrade_volume_second_order(hr_np, np.asarray(hr.affine), scale=4, seed=seed)
+
+
+def _scores(pred, ref, brain, data_range: float) -> dict:
+    from mtsr_monai.metrics.image import psnr, ssim
+
+    return {
+        "brain": {
+            "psnr": psnr(pred, ref, brain, data_range),
+            "ssim": ssim(pred, ref, brain, data_range, axis=2),
+        },
+        "image": {
+            "psnr": psnr(pred, ref, None, data_range),
+            "ssim": ssim(pred, ref, None, data_range, axis=2),
+        },
+    }
+
+
+def whole_volume(
+    volume: Path, batch_size: int, degradation: str = "second-order", seed: int = 0, network=None
+) -> dict:
+    """Degrade one HR volume x4 in-plane, super-resolve it through the CLI's path, score SR and bicubic.
+
+    Scores inside the brain (HR > 0; BraTS volumes are skull-stripped) and over the whole image, both with
+    the brain's intensity range as the PSNR/SSIM data range; SSIM is 2D, averaged over axial slices.
+    """
+    import numpy as np
+
+    from mtsr_monai.inference.super_resolve import super_resolve_file, super_resolve_volume
+    from mtsr_monai.io import load_volume, save_volume
+
+    hr = load_volume(volume)
+    hr_np = np.asarray(hr, dtype=np.float32)
+    lr_np, lr_affine = _degrade(hr, degradation, seed)
     with tempfile.TemporaryDirectory() as tmp:
         lr_path, sr_path = Path(tmp) / "lr.nii.gz", Path(tmp) / "sr.nii.gz"
         save_volume(lr_np, lr_path, affine=lr_affine)
         rss_before = peak_rss_mb()
         t = time.perf_counter()
-        summary = super_resolve_file(str(lr_path), str(sr_path), batch_size=batch_size, progress=False)
+        summary = super_resolve_file(
+            str(lr_path), str(sr_path), network=network, batch_size=batch_size, progress=False
+        )
         wall = time.perf_counter() - t
         sr = np.asarray(load_volume(sr_path), dtype=np.float32)
     bicubic, _ = super_resolve_volume(lr_np, lr_affine, method="bicubic", progress=False)
-    mask = hr_np > 0
-    data_range = float(hr_np[mask].max() - hr_np[mask].min())
+    brain = hr_np > 0
+    data_range = float(hr_np[brain].max() - hr_np[brain].min())
     return {
         "volume": str(volume),
         "degradation": degradation if degradation == "area" else f"second-order (seed {seed})",
@@ -104,12 +155,38 @@ def whole_volume(volume: Path, batch_size: int, degradation: str = "second-order
         "peak_rss_mb_before_sr": rss_before,
         "batch_size": batch_size,
         "precision": summary["precision"],
-        "sr": {"psnr": psnr(sr, hr_np, mask, data_range), "ssim": ssim(sr, hr_np, mask, data_range, axis=2)},
-        "bicubic": {
-            "psnr": psnr(bicubic, hr_np, mask, data_range),
-            "ssim": ssim(bicubic, hr_np, mask, data_range, axis=2),
-        },
+        "sr": _scores(sr, hr_np, brain, data_range),
+        "bicubic": _scores(bicubic, hr_np, brain, data_range),
     }
+
+
+def heldout(volumes: list[Path], batch_size: int, degradation: str, network=None) -> dict:
+    """:func:`whole_volume` on every held-out volume (seed = its index), then means and SR-vs-bicubic wins."""
+    from tqdm import tqdm
+
+    rows = [
+        whole_volume(v, batch_size, degradation, seed=i, network=network)
+        for i, v in enumerate(tqdm(volumes, desc="held-out volumes", unit="volume"))
+    ]
+    summary: dict = {"volumes": len(rows)}
+    for region in ("brain", "image"):
+        for metric in ("psnr", "ssim"):
+            sr = [r["sr"][region][metric] for r in rows]
+            bic = [r["bicubic"][region][metric] for r in rows]
+            summary[f"{region}_{metric}"] = {
+                "sr_mean": statistics.fmean(sr),
+                "bicubic_mean": statistics.fmean(bic),
+                "sr_wins": sum(a > b for a, b in zip(sr, bic, strict=True)),
+            }
+    return {"summary": summary, "per_volume": rows}
+
+
+def _load_network(weights: Path | None):
+    if weights is None:
+        return None  # super_resolve_file loads the shipped bundle weights
+    from mtsr_monai.inference.super_resolve import load_sr_model
+
+    return load_sr_model(str(weights))[0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,12 +195,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--size", type=int, default=64, help="LR size of the speed test (default 64)")
-    parser.add_argument("--batch", type=int, default=4, help="batch of the speed test (default 4)")
+    parser.add_argument(
+        "--batch", type=int, default=8, help="batch of the speed test (default 8, as super-resolve's windows)"
+    )
     parser.add_argument("--batch-size", type=int, default=8, help="slices per batch in volume SR")
     parser.add_argument("--skip-volume", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--degradation", default="second-order", choices=["second-order", "area"])
     parser.add_argument("--seed", type=int, default=0, help="seed of the second-order degradation")
+    parser.add_argument(
+        "--heldout", action="store_true", help="score every held-out volume (10) instead of --volume"
+    )
+    parser.add_argument("--weights", type=Path, default=None, help="SR weights (default: the shipped ones)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
 
@@ -134,8 +217,16 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_speed:
         report["generator_speed"] = generator_speed(args.repeats, args.size, args.batch)
         print(json.dumps(report["generator_speed"], indent=1), flush=True)
-    if not args.skip_volume:
-        report["whole_volume"] = whole_volume(args.volume, args.batch_size, args.degradation, args.seed)
+    if not args.skip_volume and args.heldout:
+        volumes = heldout_volumes()
+        if not volumes:
+            parser.error(f"no held-out volumes under {DATA}")
+        report["heldout"] = heldout(volumes, args.batch_size, args.degradation, _load_network(args.weights))
+        print(json.dumps(report["heldout"]["summary"], indent=1), flush=True)
+    elif not args.skip_volume:
+        report["whole_volume"] = whole_volume(
+            args.volume, args.batch_size, args.degradation, args.seed, _load_network(args.weights)
+        )
         print(json.dumps(report["whole_volume"], indent=1), flush=True)
     if args.json:
         from mtsr_monai.io import atomic_write_text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mtsr_monai.networks.rrdb import RRDBNet, load_pruned_state_dict, resolve_keep_blocks, variant_blocks
 
@@ -81,3 +82,36 @@ def test_patchgan_has_70_pixel_receptive_field_and_patch_logits():
     assert receptive_field() == 70
     logits = patchgan(features=8)(torch.rand(2, 1, 64, 64))[-1]
     assert logits.shape == (2, 1, 6, 6)
+
+
+
+def _plain_forward(net: RRDBNet, x: torch.Tensor) -> torch.Tensor:
+    """ESRGAN's forward written the textbook way: nearest x2 upsampling then conv, conv_last as a plain conv."""
+    feat = net.conv_first(x)
+    body = feat
+    for block in net.body.values():
+        body = block(body)
+    feat = feat + net.conv_body(body)
+    for up in net.upconvs:
+        feat = up(F.interpolate(feat, scale_factor=2, mode="nearest"))
+    return net.conv_last(net.conv_hr(feat))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_subpixel_tail_computes_nearest_upsampling_then_conv(channels_last):
+    torch.manual_seed(0)
+    net = RRDBNet(num_blocks=1, **TINY).double()  # float64: the comparison is about the algebra, not rounding
+    for p in net.parameters():  # non-zero everywhere, so every tap and the borders are exercised
+        torch.nn.init.normal_(p, std=0.3)
+    x = torch.randn(2, 1, 5, 7, dtype=torch.float64)
+    if channels_last:
+        net, x = net.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
+    x.requires_grad_()
+    fast, plain = net(x), _plain_forward(net, x)
+    assert fast.shape == plain.shape == (2, 1, 20, 28)
+    torch.testing.assert_close(fast, plain, rtol=1e-9, atol=1e-9)
+    weights = [x, net.upconvs[0].conv.weight, net.conv_last.conv.weight]
+    grad_fast = torch.autograd.grad(fast.square().sum(), weights)
+    grad_plain = torch.autograd.grad(plain.square().sum(), weights)
+    for a, b in zip(grad_fast, grad_plain, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
