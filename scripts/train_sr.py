@@ -1,11 +1,11 @@
 #!/usr/bin/env python
 """Train the shipped SR model with the bundle (resumable), and export its best weights into the bundle.
 
-  python scripts/train_sr.py train --datalist D.json --run-dir /root/mtsr_runs/sr/proposed12 [--threads 2]
-      runs `python -m monai.bundle run training` with the shipped model's settings (12 blocks, bicubic
-      global skip, L1 phase only, VGG weight 0); kill it at any time and run the same command again to resume.
-  python scripts/train_sr.py export --checkpoint RUN/model.pt
-      writes bundles/mtsr_sr/models/model.pt (fp16 state dict, atomic) and its sha256 into large_files.yml.
+python scripts/train_sr.py train --datalist D.json --run-dir /root/mtsr_runs/sr/proposed12 [--threads 2]
+    runs `python -m monai.bundle run training` with the shipped model's settings (12 blocks, bicubic
+    global skip, L1 phase only, VGG weight 0); kill it at any time and run the same command again to resume.
+python scripts/train_sr.py export --checkpoint RUN/model.pt
+    writes bundles/mtsr_sr/models/model.pt (fp16 state dict, atomic) and its sha256 into large_files.yml.
 """
 
 from __future__ import annotations

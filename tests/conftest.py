@@ -21,7 +21,9 @@ def write_nifti(path: Path, array: np.ndarray, affine: np.ndarray | None = None)
 @pytest.fixture
 def phantom() -> np.ndarray:
     """A 32x32x16 ellipsoid 'head' with an inner 'brain' of another intensity, deterministic."""
-    z, y, x = np.meshgrid(np.linspace(-1, 1, 32), np.linspace(-1, 1, 32), np.linspace(-1, 1, 16), indexing="ij")
+    z, y, x = np.meshgrid(
+        np.linspace(-1, 1, 32), np.linspace(-1, 1, 32), np.linspace(-1, 1, 16), indexing="ij"
+    )
     r = z**2 + y**2 + x**2
     vol = np.where(r < 0.8, 0.6, 0.0) + np.where(r < 0.4, 0.4, 0.0)
     return (vol + 0.01 * np.random.default_rng(0).standard_normal(vol.shape)).astype(np.float32)

@@ -23,7 +23,9 @@ def test_roundtrip_keeps_affine_and_values(tmp_path, phantom):
 def test_mask_saved_as_uint8(tmp_path, phantom):
     import nibabel as nib
 
-    out = save_volume((phantom > 0.5).astype(np.uint8), tmp_path / "m.nii.gz", affine=np.eye(4), dtype=np.uint8)
+    out = save_volume(
+        (phantom > 0.5).astype(np.uint8), tmp_path / "m.nii.gz", affine=np.eye(4), dtype=np.uint8
+    )
     assert nib.load(str(out)).get_data_dtype() == np.uint8
 
 
@@ -80,7 +82,9 @@ def test_cli_help_and_version_answer():
 
 
 def test_cli_unknown_argument_exits_2():
-    done = subprocess.run([sys.executable, "-m", "mtsr_monai", "--no-such-flag"], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "mtsr_monai", "--no-such-flag"], capture_output=True, text=True
+    )
     assert done.returncode == 2
 
 

@@ -17,7 +17,9 @@ def _toy_loader(n=8):
 def _networks():
     torch.manual_seed(0)
     gen = torch.nn.Sequential(torch.nn.Upsample(scale_factor=2), torch.nn.Conv2d(1, 1, 3, padding=1))
-    disc = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 4, 2, 1), torch.nn.LeakyReLU(0.2), torch.nn.Conv2d(4, 1, 3))
+    disc = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 4, 2, 1), torch.nn.LeakyReLU(0.2), torch.nn.Conv2d(4, 1, 3)
+    )
     return gen, disc
 
 
@@ -66,7 +68,10 @@ def test_resume_continues_from_last_checkpoint(tmp_path):
     seen = []
     second.add_event_handler(Events.ITERATION_STARTED, lambda e: seen.append(e.state.iteration))
     second.add_event_handler(
-        Events.STARTED, lambda e: seen.append(all(torch.equal(a, b) for a, b in zip(weights, e.generator.parameters())))
+        Events.STARTED,
+        lambda e: seen.append(
+            all(torch.equal(a, b) for a, b in zip(weights, e.generator.parameters(), strict=True))
+        ),
     )
     second.run()
     assert seen[0] is True  # weights restored before the first new iteration

@@ -84,9 +84,8 @@ def test_patchgan_has_70_pixel_receptive_field_and_patch_logits():
     assert logits.shape == (2, 1, 6, 6)
 
 
-
 def _plain_forward(net: RRDBNet, x: torch.Tensor) -> torch.Tensor:
-    """ESRGAN's forward written the textbook way: nearest x2 upsampling then conv, conv_last as a plain conv."""
+    """ESRGAN's forward the textbook way: nearest x2 upsampling then conv, conv_last as a plain conv."""
     feat = net.conv_first(x)
     body = feat
     for block in net.body.values():

@@ -34,21 +34,28 @@ from mtsr_monai.transforms.degradation import resolve_axis
 DEFAULT_LABEL_KEYS = ("label", "seg", "brain_mask")
 
 
-def robust_scale(
-    volume: torch.Tensor, lower: float = 0.5, upper: float = 99.5, clip: bool = True
-) -> torch.Tensor:
-    """Scale to [0, 1] by percentiles ``lower`` / ``upper`` of the foreground.
+def robust_range(
+    volume: np.ndarray | torch.Tensor, lower: float = 0.5, upper: float = 99.5
+) -> tuple[float, float]:
+    """``(lo, hi)`` of the training scaling: percentiles ``lower`` / ``upper`` of the foreground.
 
     With an exactly-zero background (skull-stripped data) the percentiles are taken over the non-zero voxels
-    and the lower bound is 0, so the background stays exactly 0; otherwise over all voxels.
+    and ``lo = 0``, so the background stays exactly 0; otherwise over all voxels. Returned as numbers so a
+    network's output can be mapped back to the input's range.
     """
     x = volume.detach().cpu().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume)
     zero_bg = float(x.min()) == 0.0 and bool((x == 0).any())
     fg = x[x != 0] if zero_bg and (x != 0).any() else x.ravel()
     lo = 0.0 if zero_bg else float(np.percentile(fg, lower))
     hi = float(np.percentile(fg, upper))
-    if hi <= lo:
-        hi = lo + 1.0
+    return lo, (hi if hi > lo else lo + 1.0)
+
+
+def robust_scale(
+    volume: torch.Tensor, lower: float = 0.5, upper: float = 99.5, clip: bool = True
+) -> torch.Tensor:
+    """Scale to [0, 1] by :func:`robust_range`, clipped unless ``clip=False``."""
+    lo, hi = robust_range(volume, lower, upper)
     out = (torch.as_tensor(volume, dtype=torch.float32) - lo) / (hi - lo)
     return out.clamp(0.0, 1.0) if clip else out
 

@@ -26,7 +26,9 @@ def template_dir() -> Path:
 
     spec = importlib.util.find_spec("nilearn")
     if spec is None or not spec.submodule_search_locations:
-        raise InputError("the MNI template comes from the 'nilearn' package, which is not installed (pip install nilearn)")
+        raise InputError(
+            "the MNI template comes from the 'nilearn' package, which is not installed (pip install nilearn)"
+        )
     return Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
 
 

@@ -181,15 +181,6 @@ class ClinicalValidation:
 
 
 # ------------------------------------------------------------------------------------ routine scans side
-def scale_bounds(x: np.ndarray, lower: float = 0.5, upper: float = 99.5) -> tuple[float, float]:
-    """The (lo, hi) that :func:`mtsr_monai.data.slices.robust_scale` uses, so the scaling can be undone."""
-    zero_bg = float(x.min()) == 0.0 and bool((x == 0).any())
-    fg = x[x != 0] if zero_bg and (x != 0).any() else x.ravel()
-    lo = 0.0 if zero_bg else float(np.percentile(fg, lower))
-    hi = float(np.percentile(fg, upper))
-    return lo, (hi if hi > lo else lo + 1.0)
-
-
 def isotropic_grid(reference, spacing: float):
     """An empty SimpleITK grid of ``spacing`` mm with ``reference``'s direction covering its field of view
     (outer voxel edges aligned), so an oblique slab keeps its orientation."""
@@ -234,6 +225,7 @@ def prepare_routine_scans(
     from tqdm import tqdm
 
     from mtsr_monai.data.clinical import resample_onto
+    from mtsr_monai.data.slices import robust_range
     from mtsr_monai.errors import InputError
     from mtsr_monai.io import load_volume
     from mtsr_monai.transforms import registration as reg
@@ -277,7 +269,7 @@ def prepare_routine_scans(
         arr[~inside] = 0.0
         if not inside.any():
             raise InputError(f"{m} does not overlap the target grid", path=str(inputs[m]))
-        lo, hi = scale_bounds(arr)
+        lo, hi = robust_range(arr)
         volumes[m] = np.clip((arr - lo) / (hi - lo), 0.0, 1.0)
         bounds[m] = (lo, hi)
         coverage = inside if coverage is None else coverage | inside

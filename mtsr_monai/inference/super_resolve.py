@@ -1,7 +1,7 @@
 """Whole-volume x4 super-resolution of a NIfTI slice by slice, and the intensity scaling shared with training.
 
-A volume is scaled to about [0, 1] by :func:`robust_range` (the training scaling of
-:mod:`mtsr_monai.data.slices`, without clipping so the mapping back is exact), cut into 2D slices in the plane
+A volume is scaled to about [0, 1] by :func:`~mtsr_monai.data.slices.robust_range` (the training scaling,
+without clipping so the mapping back is exact), cut into 2D slices in the plane
 normal to ``axis`` (found from the header), super-resolved in batches of slices by a network through MONAI's
 ``SlidingWindowInferer`` (so memory stays bounded for any in-plane size), mapped back to the input's range,
 and written with an affine whose in-plane voxel size is divided by the scale, so SR overlays the input.
@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from mtsr_monai.data.slices import robust_range
+
 METHODS = ("model", "bicubic", "bilinear", "lanczos", "nearest")
 
 __all__ = [
@@ -30,22 +32,6 @@ __all__ = [
     "super_resolve_file",
     "super_resolve_volume",
 ]
-
-
-def robust_range(
-    image: np.ndarray | torch.Tensor, lower: float = 0.5, upper: float = 99.5
-) -> tuple[float, float]:
-    """``(lo, hi)`` of the training scaling (:func:`mtsr_monai.data.slices.robust_scale`), for mapping back.
-
-    Same rule: with an exactly-zero background ``lo = 0`` and the percentiles come from the non-zero voxels,
-    otherwise from all voxels. Returned as numbers so the super-resolved volume can be mapped back.
-    """
-    x = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
-    zero_bg = float(x.min()) == 0.0 and bool((x == 0).any())
-    fg = x[x != 0] if zero_bg and (x != 0).any() else x.ravel()
-    lo = 0.0 if zero_bg else float(np.percentile(fg, lower))
-    hi = float(np.percentile(fg, upper))
-    return lo, (hi if hi > lo else lo + 1.0)
 
 
 def sr_affine(affine: np.ndarray, inplane: Sequence[int], scale: int) -> np.ndarray:

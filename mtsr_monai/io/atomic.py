@@ -28,7 +28,9 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path in the destination's folder; move it onto ``path`` when the block succeeds."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".part{_suffixes(final)}", dir=final.parent)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{final.name}.", suffix=f".part{_suffixes(final)}", dir=final.parent
+    )
     os.close(fd)
     tmp = Path(tmp_name)
     try:

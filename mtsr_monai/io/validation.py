@@ -41,7 +41,7 @@ def check_same_grid(
 ) -> None:
     """Refuse volumes of one subject that are not on one grid where a co-registered set is required."""
     ref_shape, ref_affine, ref_path = tuple(shapes[0]), np.asarray(affines[0]), paths[0]
-    for shape, affine, path in zip(shapes[1:], affines[1:], paths[1:]):
+    for shape, affine, path in zip(shapes[1:], affines[1:], paths[1:], strict=True):
         if tuple(shape) != ref_shape:
             raise InputError(
                 f"not on the grid of {ref_path}: shape {tuple(shape)} != {ref_shape}; "

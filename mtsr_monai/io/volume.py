@@ -74,7 +74,7 @@ def save_volume(
     affine: np.ndarray | None = None,
     dtype: np.dtype | type | None = np.float32,
 ) -> Path:
-    """Write a 3D array atomically with MONAI's ``SaveImage``, keeping ``affine`` (RAS, as from ``load_volume``).
+    """Write a 3D array atomically with MONAI's ``SaveImage``, keeping ``affine`` (RAS, as ``load_volume``).
 
     ``affine`` defaults to the MetaTensor's own. ``dtype`` is the on-disk type: float32 for images,
     ``np.uint8`` for masks and labels.

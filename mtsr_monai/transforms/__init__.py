@@ -2,7 +2,8 @@
 
 Preprocessing: :class:`N4BiasFieldCorrectiond`, :class:`RegisterToTemplated`,
 :class:`BrainMaskFromTemplated`, :class:`CropToTemplateBoxd`, :class:`ScaleIntensityPercentilesInMaskd`.
-Degradation: :class:`RandSecondOrderDegradationd`, :class:`KSpaceTruncationd`, :class:`ThickSliceDegradationd`.
+Degradation: :class:`RandSecondOrderDegradationd`, :class:`KSpaceTruncationd`,
+:class:`ThickSliceDegradationd`.
 
 Names are resolved lazily so that importing this package does not import SimpleITK or MONAI.
 """
