@@ -16,15 +16,9 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--input", "-i", required=True, type=Path, help="low-resolution NIfTI in the source modality"
-    )
-    parser.add_argument("--source", required=True)
-    parser.add_argument("--target", required=True)
-    parser.add_argument("--output-dir", "-o", required=True, type=Path)
-    parser.add_argument("--samples", "-n", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--codes", type=Path, default=None, help="JSON latent codes (see mtsr translate)")
+    from mtsr_monai.cli.commands.translate import add_translation_arguments
+
+    add_translation_arguments(parser, "low-resolution NIfTI in the source modality")
     parser.add_argument("--scale", type=int, default=4, help="in-plane SR factor (default 4)")
     parser.add_argument(
         "--sr-method",
@@ -32,17 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="auto (SR bundle weights, else bicubic), bicubic, bilinear, lanczos, nearest",
     )
     parser.add_argument("--weights", type=Path, default=None, help="translation weights file")
-    parser.add_argument(
-        "--mask",
-        type=Path,
-        default=None,
-        help="brain mask on the input's grid: outside is set to 0 (the models saw skull-stripped scans)",
-    )
-    parser.add_argument("--device", default="cpu")
 
 
 def run(args: argparse.Namespace) -> int:
-    from mtsr_monai.cli.commands.translate import read_codes
+    from mtsr_monai.cli.commands.translate import translation_kwargs
     from mtsr_monai.inference.pipeline import run_pipeline
 
     summary = run_pipeline(
@@ -50,14 +37,10 @@ def run(args: argparse.Namespace) -> int:
         args.source.lower(),
         args.target.lower(),
         args.output_dir,
-        samples=args.samples,
-        seed=args.seed,
-        codes=read_codes(args.codes),
         scale=args.scale,
         sr_method=args.sr_method,
         mt_weights=args.weights,
-        device=args.device,
-        mask_path=args.mask,
+        **translation_kwargs(args),
     )
     print(f"SR: {summary['super_resolution']}")
     print(

@@ -17,8 +17,9 @@ DESCRIPTION = (
 )
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--input", "-i", required=True, type=Path, help="input NIfTI in the source modality")
+def add_translation_arguments(parser: argparse.ArgumentParser, input_help: str) -> None:
+    """Arguments shared by ``mtsr translate`` and ``mtsr run`` (input, modalities, samples, codes, mask)."""
+    parser.add_argument("--input", "-i", required=True, type=Path, help=input_help)
     parser.add_argument("--source", required=True, help="input modality (t1, t2, flair, ...)")
     parser.add_argument("--target", required=True, help="output modality")
     parser.add_argument("--output-dir", "-o", required=True, type=Path)
@@ -31,19 +32,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="JSON file with the latent codes ({'codes': [[...], ...]} or a list); overrides --samples",
     )
     parser.add_argument(
-        "--weights",
-        type=Path,
-        default=None,
-        help="weights file (default bundles/mtsr_mt/models/<source>_to_<target>.pt)",
-    )
-    parser.add_argument("--axis", default="axial", help="slice plane: axial (default), coronal, sagittal")
-    parser.add_argument(
         "--mask",
         type=Path,
         default=None,
         help="brain mask on the input's grid: outside is set to 0 (the models saw skull-stripped scans)",
     )
     parser.add_argument("--device", default="cpu")
+
+
+def translation_kwargs(args: argparse.Namespace) -> dict:
+    """The keyword arguments of :func:`add_translation_arguments` for the inference functions."""
+    return {
+        "samples": args.samples,
+        "seed": args.seed,
+        "codes": read_codes(args.codes),
+        "device": args.device,
+        "mask_path": args.mask,
+    }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_translation_arguments(parser, "input NIfTI in the source modality")
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        help="weights file (default bundles/mtsr_mt/models/<source>_to_<target>.pt)",
+    )
+    parser.add_argument("--axis", default="axial", help="slice plane: axial (default), coronal, sagittal")
 
 
 def read_codes(path: Path | None):
@@ -67,13 +83,9 @@ def run(args: argparse.Namespace) -> int:
         args.source.lower(),
         args.target.lower(),
         args.output_dir,
-        samples=args.samples,
-        seed=args.seed,
-        codes=read_codes(args.codes),
         weights=args.weights,
         axis=args.axis,
-        device=args.device,
-        mask_path=args.mask,
+        **translation_kwargs(args),
     )
     n = len(summary["outputs"]["samples"])
     print(
