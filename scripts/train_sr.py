@@ -1,11 +1,15 @@
 #!/usr/bin/env python
-"""Train the shipped SR model with the bundle (resumable), and export its best weights into the bundle.
+"""Train the shipped SR model with the bundle (resumable), and export weights into the bundle.
 
 python scripts/train_sr.py train --datalist D.json --run-dir /root/mtsr_runs/sr/proposed12 [--threads 2]
     runs `python -m monai.bundle run training` with the shipped model's settings (12 blocks, bicubic
     global skip, L1 phase only, VGG weight 0); kill it at any time and run the same command again to resume.
-python scripts/train_sr.py export --checkpoint RUN/model.pt
-    writes bundles/mtsr_sr/models/model.pt (fp16 state dict, atomic) and its sha256 into large_files.yml.
+    Bundle overrides go after `--`, e.g. a lower-learning-rate stage started from stage 1's last weights:
+    `... train --run-dir RUN2 -- --learning_rate 5e-5 --init_checkpoint W.pt`.
+python scripts/train_sr.py export --checkpoint RUN/model.pt [--out F]
+    writes bundles/mtsr_sr/models/model.pt (fp16 state dict, atomic) and its sha256 into large_files.yml;
+    the checkpoint may also be a resume checkpoint (RUN/checkpoints/checkpoint_N.pt: its generator), and
+    --out another file (kept fp32, e.g. for --init_checkpoint).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ def train(args: argparse.Namespace) -> int:
         "--meta_file", str(BUNDLE / "configs" / "metadata.json"),
         "--logging_file", str(BUNDLE / "configs" / "logging.conf"),
         "--datalist", str(args.datalist), "--output_dir", str(args.run_dir),
-        "--num_threads", str(args.threads), *SHIPPED_SETTINGS,
+        "--num_threads", str(args.threads), *SHIPPED_SETTINGS, *args.overrides,
     ]  # fmt: skip
     return subprocess.call(cmd, cwd=REPO)
 
@@ -44,14 +48,23 @@ def export(args: argparse.Namespace) -> int:
     from mtsr_monai.io import atomic_output, atomic_write_text
 
     state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    state = {k.removeprefix("module."): (v.half() if v.is_floating_point() else v) for k, v in state.items()}
-    target = BUNDLE / "models" / "model.pt"
+    for key in ("model", "generator"):  # best-model file, or a resume checkpoint (its last iterate)
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    target = Path(args.out)
+    shipped = target.resolve() == (BUNDLE / "models" / "model.pt").resolve()
+    # the shipped file is fp16 (half the size); another target (e.g. an init_checkpoint) keeps fp32
+    state = {
+        k.removeprefix("module."): (v.half() if shipped and v.is_floating_point() else v)
+        for k, v in state.items()
+    }
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(target) as tmp:
         torch.save(state, tmp)
     digest = sha256(target)
+    print(f"{target}: {target.stat().st_size / 1e6:.1f} MB, sha256 {digest}")
+    if not shipped:
+        return 0
     atomic_write_text(
         BUNDLE / "large_files.yml",
         "large_files:\n"
@@ -60,7 +73,6 @@ def export(args: argparse.Namespace) -> int:
         f"    hash_val: {digest}\n"
         "    hash_type: sha256\n",
     )
-    print(f"{target}: {target.stat().st_size / 1e6:.1f} MB, sha256 {digest}")
     return 0
 
 
@@ -71,9 +83,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--datalist", type=Path, required=True)
     p.add_argument("--run-dir", type=Path, required=True)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "overrides",
+        nargs=argparse.REMAINDER,
+        help="after --: more bundle overrides, e.g. -- --learning_rate 5e-5",
+    )
     p = sub.add_parser("export")
-    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument(
+        "--checkpoint", type=Path, required=True, help="RUN/model.pt or RUN/checkpoints/checkpoint_N.pt"
+    )
+    p.add_argument("--out", type=Path, default=BUNDLE / "models" / "model.pt", help="a state dict file")
     args = parser.parse_args(argv)
+    if args.command == "train" and args.overrides[:1] == ["--"]:
+        args.overrides = args.overrides[1:]
     return train(args) if args.command == "train" else export(args)
 
 
