@@ -14,6 +14,7 @@ from mtsr_monai.data.slices import (
     build_slice_dataset_from_datalist,
     extract_slices,
     resolve_axis,
+    robust_range,
     robust_scale,
 )
 from tests.conftest import write_nifti
@@ -51,6 +52,27 @@ def test_robust_scale_keeps_zero_background_and_maps_to_unit_range() -> None:
     y = robust_scale(x)
     assert float(y.min()) == 0.0 and float(y.max()) == 1.0
     assert bool((y[x == 0] == 0).all()) and bool((y[x > 0] > 0).all())
+
+
+def test_noisy_background_gets_the_scaling_of_its_clean_counterpart() -> None:
+    # a skull-stripped "brain" (3 % of a large field of view); then Rician noise everywhere, as a real LR scan
+    rng = np.random.default_rng(0)
+    clean = np.zeros((80, 80, 20), np.float32)
+    clean[30:50, 30:50, 5:15] = rng.uniform(400, 1000, (20, 20, 10))
+    sigma = 60.0
+    noisy = np.hypot(clean + rng.normal(0, sigma, clean.shape), rng.normal(0, sigma, clean.shape))
+    lo_clean, hi_clean = robust_range(clean)
+    lo_noisy, hi_noisy = robust_range(noisy)
+    assert lo_clean == lo_noisy == 0.0  # magnitude images keep 0 at 0
+    assert abs(hi_noisy - hi_clean) < 0.1 * hi_clean  # the noise itself lifts the top tail a little
+    # the 99.5th percentile over all voxels would have fallen deep inside the brain's intensities
+    assert np.percentile(noisy, 99.5) < 0.93 * hi_clean
+
+
+def test_negative_images_keep_a_lower_percentile() -> None:
+    x = np.linspace(-1.0, 3.0, 1000).reshape(10, 10, 10)
+    lo, hi = robust_range(x)
+    assert lo == pytest.approx(np.percentile(x, 0.5)) and hi > 2.5
 
 
 def test_extract_slices_skips_slices_with_little_foreground() -> None:

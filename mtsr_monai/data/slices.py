@@ -37,16 +37,27 @@ DEFAULT_LABEL_KEYS = ("label", "seg", "brain_mask")
 def robust_range(
     volume: np.ndarray | torch.Tensor, lower: float = 0.5, upper: float = 99.5
 ) -> tuple[float, float]:
-    """``(lo, hi)`` of the training scaling: percentiles ``lower`` / ``upper`` of the foreground.
+    """``(lo, hi)`` of the training scaling ``(x - lo) / (hi - lo)``: ``hi`` is the ``upper`` percentile of
+    the foreground, ``lo`` is 0 for non-negative (magnitude) images, else the ``lower`` percentile.
 
-    With an exactly-zero background (skull-stripped data) the percentiles are taken over the non-zero voxels
-    and ``lo = 0``, so the background stays exactly 0; otherwise over all voxels. Returned as numbers so a
-    network's output can be mapped back to the input's range.
+    The foreground is the non-zero voxels when the background is exactly zero (skull-stripped data), else the
+    voxels above an Otsu threshold: the head, not the air around it. So a low-resolution input with a noisy
+    background (a real acquisition, or the training degradation, which adds Rician noise everywhere) gets
+    the scaling its clean, skull-stripped counterpart had in training; percentiles over all voxels would
+    depend on how much air the field of view holds. Returned as numbers so outputs can be mapped back.
     """
     x = volume.detach().cpu().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume)
-    zero_bg = float(x.min()) == 0.0 and bool((x == 0).any())
-    fg = x[x != 0] if zero_bg and (x != 0).any() else x.ravel()
-    lo = 0.0 if zero_bg else float(np.percentile(fg, lower))
+    x_min = float(x.min())
+    if x_min == 0.0 and bool((x == 0).any()):
+        fg = x[x != 0] if (x != 0).any() else x.ravel()
+    else:
+        from skimage.filters import threshold_otsu
+
+        flat = x.ravel()
+        sample = flat[:: max(1, flat.size // 1_000_000)]  # ~1e6 voxels decide the threshold
+        fg = flat[flat > threshold_otsu(sample)] if np.ptp(sample) > 0 else flat
+        fg = fg if fg.size else flat
+    lo = 0.0 if x_min >= 0.0 else float(np.percentile(x, lower))
     hi = float(np.percentile(fg, upper))
     return lo, (hi if hi > lo else lo + 1.0)
 
