@@ -69,10 +69,16 @@ def test_noisy_background_gets_the_scaling_of_its_clean_counterpart() -> None:
     assert np.percentile(noisy, 99.5) < 0.93 * hi_clean
 
 
-def test_negative_images_keep_a_lower_percentile() -> None:
-    x = np.linspace(-1.0, 3.0, 1000).reshape(10, 10, 10)
-    lo, hi = robust_range(x)
-    assert lo == pytest.approx(np.percentile(x, 0.5)) and hi > 2.5
+def test_signed_images_keep_a_lower_percentile_and_zero_mean_noise_keeps_zero() -> None:
+    rng = np.random.default_rng(0)
+    zscored = np.full((20, 20, 20), -0.8)  # z-scored head: the air (most voxels) well below 0
+    zscored[5:15, 5:15, 5:15] = rng.uniform(0.0, 3.0, (10, 10, 10))
+    lo, hi = robust_range(zscored)
+    assert lo == pytest.approx(np.percentile(zscored, 0.5)) and hi > 2.5
+    noisy = np.where(zscored > -0.8, zscored + 1.0, 0.0) + rng.normal(
+        0, 0.1, zscored.shape
+    )  # air at 0 +- noise
+    assert robust_range(noisy)[0] == 0.0
 
 
 def test_extract_slices_skips_slices_with_little_foreground() -> None:

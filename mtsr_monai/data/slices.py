@@ -38,7 +38,8 @@ def robust_range(
     volume: np.ndarray | torch.Tensor, lower: float = 0.5, upper: float = 99.5
 ) -> tuple[float, float]:
     """``(lo, hi)`` of the training scaling ``(x - lo) / (hi - lo)``: ``hi`` is the ``upper`` percentile of
-    the foreground, ``lo`` is 0 for non-negative (magnitude) images, else the ``lower`` percentile.
+    the foreground, ``lo`` is 0 for magnitude images (also with zero-mean noise), else the ``lower``
+    percentile.
 
     The foreground is the non-zero voxels when the background is exactly zero (skull-stripped data), else the
     voxels above an Otsu threshold: the head, not the air around it. So a low-resolution input with a noisy
@@ -57,8 +58,11 @@ def robust_range(
         sample = flat[:: max(1, flat.size // 1_000_000)]  # ~1e6 voxels decide the threshold
         fg = flat[flat > threshold_otsu(sample)] if np.ptp(sample) > 0 else flat
         fg = fg if fg.size else flat
-    lo = 0.0 if x_min >= 0.0 else float(np.percentile(x, lower))
     hi = float(np.percentile(fg, upper))
+    # magnitude images (air at 0, noise of either sign around it: the median voxel is air) keep lo = 0, as in
+    # training; genuinely signed images (e.g. z-scored: the median voxel is well below 0) take a percentile
+    magnitude = x_min >= 0.0 or float(np.median(x)) >= -0.05 * abs(hi)
+    lo = 0.0 if magnitude else float(np.percentile(x, lower))
     return lo, (hi if hi > lo else lo + 1.0)
 
 

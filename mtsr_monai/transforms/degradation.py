@@ -457,13 +457,19 @@ def _affine_of(x: Any, spatial_ndim: int) -> np.ndarray:
 
 
 def _apply_second_order(
-    x: torch.Tensor, affine: np.ndarray, scale: int, through: int | None, params: Mapping[str, Any]
+    x: torch.Tensor,
+    affine: np.ndarray,
+    scale: int,
+    through: int | None,
+    params: Mapping[str, Any],
+    intensity_range: float | None = None,
 ) -> tuple[torch.Tensor, np.ndarray, dict[int, int]]:
-    """Channel-first x (C, H, W) or (C, H, W, D) -> LR tensor, LR affine, crop starts per spatial dim."""
+    """Channel-first x (C, H, W) or (C, H, W, D) -> LR tensor, LR affine, crop starts per spatial dim.
+    Noise sigmas are fractions of ``intensity_range`` (default: max - min of x)."""
     spatial = x.ndim - 1
     inplane = _inplane(spatial, through)
     cropped, starts = centre_crop_to_multiple(x, [d + 1 for d in inplane], scale)
-    rng_ref = _intensity_range(cropped)
+    rng_ref = _intensity_range(cropped) if intensity_range is None else float(intensity_range)
     if spatial == 2:
         lr = second_order_degrade(cropped[None].float(), params, scale, rng_ref)[0]
     else:
@@ -549,12 +555,20 @@ def degrade_volume_second_order(
     """Second-order degradation of a 3D volume slice by slice in the plane normal to ``axis``.
 
     One draw of the chain's parameters for the whole volume (a scanner blurs every slice alike); noise is
-    independent per voxel. Returns the float32 LR volume and its affine.
+    independent per voxel, its sigmas fractions of the volume's robust range (``robust_range``: 0 to the
+    99.5th percentile of the brain), the range a training patch has after its volume's scaling; max - min of
+    a raw volume is set by a few outlier voxels (up to 2x the robust range here). Returns the float32 LR
+    volume and its affine.
     """
+    from mtsr_monai.data.slices import robust_range
+
     chain = SecondOrderDegradation(scale=scale, **chain_kwargs)
     params = chain.sample(np.random.RandomState(seed))
     through = resolve_axis(affine, axis)
-    lr, affine_lr, _ = _apply_second_order(_volume_tensor(volume), affine, chain.scale, through, params)
+    lo, hi = robust_range(volume)
+    lr, affine_lr, _ = _apply_second_order(
+        _volume_tensor(volume), affine, chain.scale, through, params, intensity_range=hi - lo
+    )
     return lr[0].numpy().astype(np.float32), affine_lr
 
 
