@@ -52,7 +52,7 @@ def generator_speed(repeats: int, size: int, batch: int) -> dict:
     (``auto``: bf16 on CPUs with native bf16), each network prepared as ``mtsr super-resolve`` runs it."""
     import torch
 
-    from mtsr_monai.inference.super_resolve import _autocast_dtype, _precision_name, prepare_network
+    from mtsr_monai.inference.super_resolve import autocast_dtype, prepare_network, resolve_precision
     from mtsr_monai.networks.rrdb import RRDBNet
 
     device = torch.device("cpu")
@@ -61,8 +61,8 @@ def generator_speed(repeats: int, size: int, batch: int) -> dict:
     runs = {k: prepare_network(n, device) for k, n in nets.items()}
     x = torch.rand(batch, 1, size, size)
     report: dict = {"input": [batch, 1, size, size], "repeats": repeats, "parameters": params}
-    for precision in dict.fromkeys(["fp32", _precision_name("auto", device)]):
-        dtype = _autocast_dtype(precision, device)
+    for precision in dict.fromkeys(["fp32", resolve_precision("auto", device)]):
+        dtype = autocast_dtype(precision, device)
         times: dict[str, list[float]] = {k: [] for k in runs}
         with torch.inference_mode(), torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
             for run in runs.values():  # warm-up (oneDNN picks and caches its kernels)

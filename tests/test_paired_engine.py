@@ -23,7 +23,7 @@ def _networks():
     return gen, disc
 
 
-def _trainer(max_epochs, ckpt_dir=None, pretrain_epochs=1):
+def _trainer(max_epochs, ckpt_dir=None, pretrain_epochs=1, pretrain_loss=None):
     gen, disc = _networks()
     trainer = PairedAdversarialTrainer(
         device="cpu",
@@ -37,6 +37,7 @@ def _trainer(max_epochs, ckpt_dir=None, pretrain_epochs=1):
         gan_loss="lsgan",
         critic_steps=2,
         pretrain_epochs=pretrain_epochs,
+        pretrain_loss=pretrain_loss,
     )
     if ckpt_dir is not None:
         ResumeCheckpoint(ckpt_dir, trainer.checkpoint_objects(), every_n_iterations=3).attach(trainer)
@@ -58,6 +59,14 @@ def test_pretraining_reduces_l1():
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: losses.append(e.state.output["g_total"]))
     trainer.run()
     assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_pretraining_minimises_the_configured_loss():
+    trainer = _trainer(max_epochs=1, pretrain_epochs=1, pretrain_loss=torch.nn.MSELoss())
+    trainer.run()
+    out = trainer.state.output
+    expected = torch.nn.functional.mse_loss(out["pred"], out["target"]).item()
+    assert abs(out["g_total"] - expected) < 1e-6
 
 
 def test_resume_continues_from_last_checkpoint(tmp_path):

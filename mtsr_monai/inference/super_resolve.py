@@ -181,7 +181,7 @@ def super_resolve_volume(
     out = np.zeros((n_slices, h * scale, w * scale), dtype=np.float32)
     device = torch.device(device)
     run_network = prepare_network(network, device) if method == "model" else None
-    dtype = _autocast_dtype(precision, device)
+    dtype = autocast_dtype(precision, device)
 
     def run_model(x: torch.Tensor) -> torch.Tensor:
         if inferer is not None:
@@ -224,14 +224,16 @@ def auto_precision(device: str | torch.device) -> str:
     return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
 
 
-def _precision_name(precision: str, device: str | torch.device) -> str:
+def resolve_precision(precision: str, device: str | torch.device) -> str:
+    """``precision`` (one of ``PRECISIONS``) with ``auto`` replaced by :func:`auto_precision`."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose from {PRECISIONS}")
     return auto_precision(device) if precision == "auto" else precision
 
 
-def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    precision = _precision_name(precision, device)
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``precision`` on ``device`` (``None``: fp32, no autocast)."""
+    precision = resolve_precision(precision, device)
     if precision == "fp16" and device.type != "cuda":
         raise ValueError("fp16 inference needs CUDA; use bf16 or fp32 on the CPU")
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
@@ -286,7 +288,7 @@ def super_resolve_file(
         "input": str(input_path),
         "output": str(output_path),
         "method": method,
-        "precision": _precision_name(precision, device) if method == "model" else None,
+        "precision": resolve_precision(precision, device) if method == "model" else None,
         "input_shape": list(volume.shape),
         "output_shape": list(sr.shape),
         "seconds": seconds,
