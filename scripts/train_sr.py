@@ -8,7 +8,8 @@ python scripts/train_sr.py train --datalist D.json --run-dir /root/mtsr_runs/sr/
     `... train --run-dir RUN2 -- --learning_rate 5e-5 --init_checkpoint W.pt`.
 python scripts/train_sr.py export --checkpoint RUN/model.pt [--out F]
     writes bundles/mtsr_sr/models/model.pt (fp16 state dict, atomic) and its sha256 into large_files.yml;
-    the checkpoint may also be a resume checkpoint (RUN/checkpoints/checkpoint_N.pt: its generator), and
+    the checkpoint may also be a resume checkpoint (RUN/checkpoints/checkpoint_N.pt: its generator average
+    'ema' when trained with --ema_momentum > 0, else its generator), and
     --out another file (kept fp32, e.g. for --init_checkpoint).
 """
 
@@ -48,9 +49,11 @@ def export(args: argparse.Namespace) -> int:
     from mtsr_monai.io import atomic_output, atomic_write_text
 
     state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
-    for key in ("model", "generator"):  # best-model file, or a resume checkpoint (its last iterate)
+    # best-model file, or a resume checkpoint: its generator average when the run kept one, else its last iterate
+    for key in ("model", "ema", "generator"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
+            break
     target = Path(args.out)
     shipped = target.resolve() == (BUNDLE / "models" / "model.pt").resolve()
     # the shipped file is fp16 (half the size); another target (e.g. an init_checkpoint) keeps fp32

@@ -93,6 +93,25 @@ def test_bundle_training_runs_and_resumes_into_adversarial_phase(tiny_datalist, 
 
 
 @pytest.mark.slow
+def test_generator_average_is_validated_saved_and_resumed(tiny_datalist, tmp_path):
+    import torch
+
+    out = tmp_path / "ema"
+    args = _train_args(tiny_datalist, out, str(CONFIGS / "train.yaml"), epochs=1)
+    result = _bundle_run([*args, "--pretrain_epochs", "2", "--ema_momentum", "0.5"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    ckpt = torch.load(out / "checkpoints" / "checkpoint_2.pt", map_location="cpu", weights_only=True)
+    average, last = ckpt["ema"], ckpt["generator"]
+    assert any(not torch.equal(average[k], last[k]) for k in last)  # an average, not a copy
+    saved = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
+    assert all(torch.equal(saved[k], average[k]) for k in average)  # model.pt is the validated average
+    resumed = _bundle_run([*args[:-len(TINY_NET)], "--max_epochs", "2", "--pretrain_epochs", "2",
+                           "--ema_momentum", "0.5", *TINY_NET])  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout + resumed.stderr
+
+
+@pytest.mark.slow
 def test_two_process_ddp_training_with_gloo(tiny_datalist, tmp_path):
     out = tmp_path / "ddp"
     configs = f"['{CONFIGS / 'train.yaml'}','{CONFIGS / 'multi_gpu_train.yaml'}']"
