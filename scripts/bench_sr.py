@@ -181,6 +181,29 @@ def heldout(volumes: list[Path], batch_size: int, degradation: str, network=None
     return {"summary": summary, "per_volume": rows}
 
 
+def heldout_markdown(result: dict) -> str:
+    """The per-volume table of :func:`heldout` (SR / bicubic), as in docs/sr.md."""
+    lines = [
+        "| volume | draw | brain PSNR | brain SSIM | image PSNR | image SSIM |",
+        "|---|---|---|---|---|---|",
+    ]
+    cells = [("brain", "psnr", 2), ("brain", "ssim", 3), ("image", "psnr", 2), ("image", "ssim", 3)]
+    for row in result["per_volume"]:
+        name = Path(row["volume"])
+        label = f"{name.parent.name.removeprefix('Brats18_')} {name.name.split('_')[-1].split('.')[0]}"
+        scores = [f"{row['sr'][r][m]:.{d}f} / {row['bicubic'][r][m]:.{d}f}" for r, m, d in cells]
+        seed = row["degradation"].removeprefix("second-order (").removesuffix(")")
+        lines.append(f"| {label} | {seed} | " + " | ".join(scores) + " |")
+    summary = result["summary"]
+    means = [
+        f"**{summary[f'{r}_{m}']['sr_mean']:.{d}f} / {summary[f'{r}_{m}']['bicubic_mean']:.{d}f} "
+        f"({summary[f'{r}_{m}']['sr_wins']}/{summary['volumes']})**"
+        for r, m, d in cells
+    ]
+    lines.append("| **mean (SR wins)** | | " + " | ".join(means) + " |")
+    return "\n".join(lines)
+
+
 def _load_network(weights: Path | None):
     if weights is None:
         return None  # super_resolve_file loads the shipped bundle weights
@@ -223,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"no held-out volumes under {DATA}")
         report["heldout"] = heldout(volumes, args.batch_size, args.degradation, _load_network(args.weights))
         print(json.dumps(report["heldout"]["summary"], indent=1), flush=True)
+        print(heldout_markdown(report["heldout"]), flush=True)
     elif not args.skip_volume:
         report["whole_volume"] = whole_volume(
             args.volume, args.batch_size, args.degradation, args.seed, _load_network(args.weights)
