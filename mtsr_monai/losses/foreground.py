@@ -1,0 +1,33 @@
+"""Pixel losses that weight the foreground (tissue) above the empty background of skull-stripped images."""
+
+from __future__ import annotations
+
+import torch
+
+
+class ForegroundWeightedLoss(torch.nn.Module):
+    """Mean of a per-pixel loss with weight 1 where the target is above ``threshold`` (tissue) and
+    ``background_weight`` elsewhere.
+
+    In skull-stripped slices most of a patch is background whose target is exactly 0, which a network
+    learns early; an unweighted mean then spends its signal there. Weighting steers the fit to the tissue,
+    where the images are read and scored. ``pixel_loss`` must return unreduced values (``reduction="none"``).
+    """
+
+    def __init__(
+        self,
+        pixel_loss: torch.nn.Module | None = None,
+        background_weight: float = 0.1,
+        threshold: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= background_weight <= 1.0:
+            raise ValueError(f"background_weight must be in [0, 1], got {background_weight}")
+        self.pixel_loss = pixel_loss if pixel_loss is not None else torch.nn.MSELoss(reduction="none")
+        self.background_weight = float(background_weight)
+        self.threshold = float(threshold)
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        per_pixel = self.pixel_loss(pred, target)
+        weight = torch.where(target > self.threshold, 1.0, self.background_weight).to(per_pixel.dtype)
+        return (per_pixel * weight).sum() / weight.sum().clamp_min(1e-8)
