@@ -143,7 +143,8 @@ def whole_volume(
         sr = np.asarray(load_volume(sr_path), dtype=np.float32)
     bicubic, _ = super_resolve_volume(lr_np, lr_affine, method="bicubic", progress=False)
     # the degradation centre-crops in-plane sizes to a multiple of 4 (e.g. 150 -> 148): score that crop
-    hr_np = hr_np[tuple(slice((n - k) // 2, (n - k) // 2 + k) for n, k in zip(hr_np.shape, sr.shape))]
+    crop = zip(hr_np.shape, sr.shape, strict=True)
+    hr_np = hr_np[tuple(slice((n - k) // 2, (n - k) // 2 + k) for n, k in crop)]
     brain = hr_np > 0
     data_range = float(hr_np[brain].max() - hr_np[brain].min())
     return {

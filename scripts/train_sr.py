@@ -49,7 +49,7 @@ def export(args: argparse.Namespace) -> int:
     from mtsr_monai.io import atomic_output, atomic_write_text
 
     state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
-    # best-model file, or a resume checkpoint: its generator average when the run kept one, else its last iterate
+    # best-model file, or a resume checkpoint: its generator average if kept, else the last iterate
     for key in ("model", "ema", "generator"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
