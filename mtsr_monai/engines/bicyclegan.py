@@ -28,9 +28,10 @@ from monai.engines import Trainer
 from torch.optim import Optimizer
 
 from mtsr_monai.engines.handlers import PrepareBatchPair
-from mtsr_monai.engines.paired import autocast, grad_scaler, set_requires_grad
+from mtsr_monai.engines.paired import grad_scaler, set_requires_grad, training_precision
 from mtsr_monai.losses.gan import GanLoss
 from mtsr_monai.networks.bicyclegan import reparameterize
+from mtsr_monai.precision import autocast
 
 
 def _distributed() -> bool:
@@ -103,6 +104,7 @@ class BicycleGANTrainer(Trainer):
         target_key: str = "B",
         epoch_length: int | None = None,
         amp: bool = False,
+        precision: str | None = None,
         train_handlers: Sequence | None = None,
         non_blocking: bool = False,
     ) -> None:
@@ -136,7 +138,11 @@ class BicycleGANTrainer(Trainer):
         )
         self.lambda_kl, self.lambda_latent = float(lambda_kl), float(lambda_latent)
         self.gan_loss = GanLoss(gan_loss) if isinstance(gan_loss, str) else gan_loss
-        self.g_scaler, self.d_scaler = grad_scaler(amp, device), grad_scaler(amp, device)
+        self.precision = training_precision(amp, precision, device)
+        self.g_scaler, self.d_scaler = (
+            grad_scaler(self.precision, device),
+            grad_scaler(self.precision, device),
+        )
         # multi-process training: identical start on every rank, gradients averaged in _iteration
         broadcast_parameters(self.generator, self.encoder, self.discriminator, self.discriminator2)
 
@@ -180,7 +186,7 @@ class BicycleGANTrainer(Trainer):
         # (1)-(2) E and G objective with both discriminators frozen
         set_requires_grad(self.discriminator, False)
         set_requires_grad(self.discriminator2, False)
-        with autocast(device, engine.amp):
+        with autocast(device, self.precision):
             fake_rand = self.generator(real_a, z_random)
             if self.use_encoder:
                 mu, logvar = self.encoder(real_b)
@@ -212,7 +218,7 @@ class BicycleGANTrainer(Trainer):
         # (3) latent regression with E frozen: its gradient reaches G only
         if has_latent:
             set_requires_grad(self.encoder, False)
-            with autocast(device, engine.amp):
+            with autocast(device, self.precision):
                 mu2, _ = self.encoder(fake_rand)
                 loss_z = self.lambda_latent * (mu2.float() - z_random).abs().mean()
             self.g_scaler.scale(loss_z).backward()
@@ -232,7 +238,7 @@ class BicycleGANTrainer(Trainer):
         self.d_optimizer.zero_grad(set_to_none=True)
         if self.use_encoder:
             self.d2_optimizer.zero_grad(set_to_none=True)
-        with autocast(device, engine.amp):
+        with autocast(device, self.precision):
             loss_d = self._d_gan(self.discriminator, real_b, fake_enc.detach())
             loss_d2 = (
                 self._d_gan(self.discriminator2, real_b, fake_rand.detach()) if self.use_encoder else None

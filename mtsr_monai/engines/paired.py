@@ -7,7 +7,8 @@ AdversarialTrainer do not fit these (see docs), so this subclasses ``monai.engin
 own iteration, as the model-zoo's generative bundles do.
 
 One iteration:
-1. ``pred = G(input)`` under autocast (CUDA only when ``amp``).
+1. ``pred = G(input)`` under autocast: ``precision`` (``auto``: bf16 on a CPU that has it, fp16 + GradScaler
+   on CUDA; ``amp=False`` without ``precision`` means fp32).
 2. Phase 1 (``epoch <= pretrain_epochs``): minimise ``pretrain_loss(pred, target)`` only; D is idle.
 3. Phase 2: generator loss = ``generator_loss(pred, target)["total"] + adversarial_weight * GAN_G``,
    one G step; then ``critic_steps`` D steps on ``(target, pred.detach())``. With
@@ -17,7 +18,6 @@ The output dict holds every loss term (floats) and the tensors ``input``, ``pred
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -28,18 +28,18 @@ from torch.optim import Optimizer
 
 from mtsr_monai.engines.handlers import PrepareBatchPair
 from mtsr_monai.losses.gan import GanLoss
+from mtsr_monai.precision import autocast, resolve_precision
 
 
-def autocast(device: torch.device, enabled: bool):
-    """Mixed precision on CUDA only: CPU autocast to bfloat16 is slower here and changes the numbers."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
+def training_precision(amp: bool, precision: str | None, device: str | torch.device) -> str:
+    """The resolved precision of a trainer: ``precision`` if given (``auto``: bf16 on a CPU that has it,
+    fp16 on CUDA), else ``auto`` when ``amp`` and fp32 when not (the flag of earlier configs)."""
+    return resolve_precision(precision or ("auto" if amp else "fp32"), device)
 
 
-def grad_scaler(amp: bool, device: str | torch.device) -> torch.amp.GradScaler:
-    """A GradScaler that scales only when AMP runs on CUDA (a no-op scaler otherwise)."""
-    return torch.amp.GradScaler("cuda", enabled=amp and torch.device(device).type == "cuda")
+def grad_scaler(precision: str, device: str | torch.device) -> torch.amp.GradScaler:
+    """A GradScaler that scales only for fp16 on CUDA (bf16 keeps fp32's exponent range: a no-op scaler)."""
+    return torch.amp.GradScaler("cuda", enabled=precision == "fp16" and torch.device(device).type == "cuda")
 
 
 def set_requires_grad(module: torch.nn.Module | None, flag: bool) -> None:
@@ -71,6 +71,7 @@ class PairedAdversarialTrainer(Trainer):
         target_key: str = "hr",
         epoch_length: int | None = None,
         amp: bool = False,
+        precision: str | None = None,
         grad_clip: float | None = None,
         train_handlers: Sequence | None = None,
         key_train_metric: dict | None = None,
@@ -103,7 +104,11 @@ class PairedAdversarialTrainer(Trainer):
         self.pretrain_epochs = int(pretrain_epochs)
         self.pretrain_loss = pretrain_loss or torch.nn.L1Loss()
         self.grad_clip = grad_clip
-        self.g_scaler, self.d_scaler = grad_scaler(amp, device), grad_scaler(amp, device)
+        self.precision = training_precision(amp, precision, device)
+        self.g_scaler, self.d_scaler = (
+            grad_scaler(self.precision, device),
+            grad_scaler(self.precision, device),
+        )
 
     # the objects a resume checkpoint must hold besides the trainer (see ResumeCheckpoint)
     def checkpoint_objects(self) -> dict[str, Any]:
@@ -137,7 +142,7 @@ class PairedAdversarialTrainer(Trainer):
         output: dict[str, Any] = {"input": inputs, "target": targets}
 
         if self.in_pretraining(engine):
-            with autocast(device, engine.amp):
+            with autocast(device, self.precision):
                 pred = self.generator(inputs)
                 if self.discriminator is None:
                     terms = self.generator_loss(pred, targets)
@@ -152,7 +157,7 @@ class PairedAdversarialTrainer(Trainer):
         discriminator = self.discriminator
         # generator step, critic frozen
         set_requires_grad(discriminator, False)
-        with autocast(device, engine.amp):
+        with autocast(device, self.precision):
             pred = self.generator(inputs)
             terms = self.generator_loss(pred, targets)
             fake_logits = discriminator(pred)
@@ -165,7 +170,7 @@ class PairedAdversarialTrainer(Trainer):
         # critic steps on the detached prediction
         fake = pred.detach()
         for _ in range(self.critic_steps):
-            with autocast(device, engine.amp):
+            with autocast(device, self.precision):
                 real_logits = discriminator(targets)
                 fake_logits = discriminator(fake)
                 d_loss = self.gan_loss.discriminator(real_logits, fake_logits)

@@ -180,7 +180,15 @@ def run_pipeline(
         )
     t = time.perf_counter()
     translated = translate_volume(
-        sr, sr_affine, generator, int(meta["image_size"]), codes, axis, progress=progress, mask=sr_mask
+        sr,
+        sr_affine,
+        generator,
+        int(meta["image_size"]),
+        codes,
+        axis,
+        progress=progress,
+        mask=sr_mask,
+        native_resolution=bool(meta.get("native_resolution", False)),
     )
     mean, std = sample_statistics(translated)
     timings["translation_s"] = time.perf_counter() - t

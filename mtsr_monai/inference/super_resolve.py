@@ -18,6 +18,12 @@ import numpy as np
 import torch
 
 from mtsr_monai.data.slices import robust_range
+from mtsr_monai.precision import (  # noqa: F401 (kept public here: scripts import them from this module)
+    PRECISIONS,
+    auto_precision,
+    autocast_dtype,
+    resolve_precision,
+)
 
 METHODS = ("model", "bicubic", "bilinear", "lanczos", "nearest")
 
@@ -211,32 +217,6 @@ def super_resolve_volume(
     out = out * (hi - lo) + lo
     out = np.moveaxis(out, 0, through)
     return np.ascontiguousarray(out), sr_affine(affine, inplane, scale)
-
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
-
-def auto_precision(device: str | torch.device) -> str:
-    """fp16 on CUDA; bf16 on a CPU with native bf16 (AVX512-BF16 / AMX: about 2x faster here, outputs within
-    ~3e-3 of fp32 on [0, 1] images); fp32 otherwise."""
-    if torch.device(device).type == "cuda":
-        return "fp16"
-    return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
-
-
-def resolve_precision(precision: str, device: str | torch.device) -> str:
-    """``precision`` (one of ``PRECISIONS``) with ``auto`` replaced by :func:`auto_precision`."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose from {PRECISIONS}")
-    return auto_precision(device) if precision == "auto" else precision
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of ``precision`` on ``device`` (``None``: fp32, no autocast)."""
-    precision = resolve_precision(precision, device)
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError("fp16 inference needs CUDA; use bf16 or fp32 on the CPU")
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 def super_resolve_file(

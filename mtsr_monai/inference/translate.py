@@ -93,8 +93,13 @@ def translate_slices(
     codes: torch.Tensor,
     image_size: int,
     batch_size: int = 16,
+    native_resolution: bool = False,
 ) -> torch.Tensor:
-    """(S, H, W) slices in [0, 1] and (N, nz) codes -> (N, S, H, W) translations in [0, 1]."""
+    """(S, H, W) slices in [0, 1] and (N, nz) codes -> (N, S, H, W) translations in [0, 1].
+
+    ``native_resolution``: the model was trained on patches at the data's own voxel size (1 mm), so each
+    slice is only zero-padded to a multiple of ``image_size`` (the U-Net's depth), never resized.
+    """
     import torch.nn.functional as F
 
     device = next(generator.parameters()).device
@@ -105,11 +110,18 @@ def translate_slices(
             x = slices[start : start + batch_size, None].to(device)
             sq, (left, right, top, bottom) = _to_square(x)
             s = sq.shape[-1]
-            mode = "area" if s > image_size else "bilinear"
-            small = F.interpolate(sq, size=(image_size, image_size), mode=mode) * 2 - 1
+            if native_resolution:
+                extra = -s % image_size
+                small = F.pad(sq, (0, extra, 0, extra)) * 2 - 1
+            else:
+                mode = "area" if s > image_size else "bilinear"
+                small = F.interpolate(sq, size=(image_size, image_size), mode=mode) * 2 - 1
             for i, z in enumerate(codes):
                 y = generator(small, z[None].expand(small.shape[0], -1).to(device))
-                y = F.interpolate((y + 1) / 2, size=(s, s), mode="bilinear", align_corners=False)
+                if native_resolution:
+                    y = (y[..., :s, :s] + 1) / 2
+                else:
+                    y = F.interpolate((y + 1) / 2, size=(s, s), mode="bilinear", align_corners=False)
                 out[i, start : start + x.shape[0]] = y[:, 0, top : s - bottom, left : s - right].float().cpu()
     return out.clamp_(0.0, 1.0)
 
@@ -124,6 +136,7 @@ def translate_volume(
     batch_size: int = 16,
     progress: bool = True,
     mask: np.ndarray | None = None,
+    native_resolution: bool = False,
 ) -> np.ndarray:
     """Translate a 3D volume with each code: returns (N, X, Y, Z) float32 in [0, 1] on the input's grid.
 
@@ -149,7 +162,9 @@ def translate_volume(
     out = torch.zeros((len(codes_t), *slices.shape), dtype=torch.float32)
     chunks = [busy[i : i + batch_size] for i in range(0, len(busy), batch_size)]
     for idx in tqdm(chunks, desc="translate", unit="batch", disable=not progress):
-        out[:, idx] = translate_slices(generator, slices[idx], codes_t, image_size, batch_size)
+        out[:, idx] = translate_slices(
+            generator, slices[idx], codes_t, image_size, batch_size, native_resolution=native_resolution
+        )
     out = out * foreground[None]  # background of the input stays background
     return np.ascontiguousarray(np.moveaxis(out.numpy(), 1, through + 1))
 
@@ -213,7 +228,15 @@ def translate_file(
         )
         mask = m.numpy() > 0
     result = translate_volume(
-        image.numpy(), affine, generator, int(meta["image_size"]), codes, axis, progress=progress, mask=mask
+        image.numpy(),
+        affine,
+        generator,
+        int(meta["image_size"]),
+        codes,
+        axis,
+        progress=progress,
+        mask=mask,
+        native_resolution=bool(meta.get("native_resolution", False)),
     )
     mean, std = sample_statistics(result)
 

@@ -246,3 +246,29 @@ def batch_ssim(pred: torch.Tensor, ref: torch.Tensor, data_range: float = 1.0) -
     cov = blur(p * r) - mu_p * mu_r
     smap = ((2 * mu_p * mu_r + c1) * (2 * cov + c2)) / ((mu_p**2 + mu_r**2 + c1) * (var_p + var_r + c2))
     return smap.flatten(1).mean(1)
+
+
+def foreground_psnr(pred: torch.Tensor, ref: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """PSNR per batch item (B, 1) over the reference's foreground (``ref > 0``: the brain of a skull-stripped
+    slice), the region the SR benchmarks score; items without foreground give NaN."""
+    import torch
+
+    fg = (ref > 0).flatten(1).float()
+    err = (((pred.float() - ref.float()) ** 2).flatten(1) * fg).sum(1) / fg.sum(1)
+    return (10.0 * torch.log10(torch.as_tensor(float(data_range) ** 2, device=err.device) / err))[:, None]
+
+
+def foreground_psnr_metric(data_range: float = 1.0):
+    """A MONAI ``CumulativeIterationMetric`` of :func:`foreground_psnr` (for ``IgniteMetricHandler``)."""
+    from monai.metrics import CumulativeIterationMetric
+    from monai.metrics.utils import do_metric_reduction
+
+    class ForegroundPSNRMetric(CumulativeIterationMetric):
+        def _compute_tensor(self, y_pred, y=None):
+            return foreground_psnr(y_pred, y, data_range)
+
+        def aggregate(self):
+            value, _ = do_metric_reduction(self.get_buffer(), "mean")
+            return value
+
+    return ForegroundPSNRMetric()

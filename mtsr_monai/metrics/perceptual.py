@@ -200,7 +200,10 @@ def evaluate_translation(
         candidates = torch.nonzero(brain >= 0.5 * brain.max()).flatten()
         picks = candidates[torch.linspace(0, len(candidates) - 1, slices_per_volume).round().long()]
         a_sel = torch.where(b[picks] > 0, a[picks], torch.zeros(()))  # same brain region in both
-        out = translate_slices(generator, a_sel, codes, int(meta["image_size"])).numpy()
+        native = bool(meta.get("native_resolution", False))
+        out = translate_slices(
+            generator, a_sel, codes, int(meta["image_size"]), native_resolution=native
+        ).numpy()
         out = out * (a_sel.numpy() > 0)[None]
         measures = sample_measures(out, b[picks].numpy(), lpips_metric=metric)
         per_subject.append({"subject": subject.get("subject"), "slices": picks.tolist(), **measures})
