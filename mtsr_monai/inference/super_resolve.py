@@ -36,6 +36,7 @@ __all__ = [
     "robust_range",
     "sr_affine",
     "super_resolve_file",
+    "super_resolve_scaled",
     "super_resolve_volume",
 ]
 
@@ -146,6 +147,65 @@ def prepare_network(
     return run
 
 
+def super_resolve_scaled(
+    slices: np.ndarray,
+    method: str = "model",
+    network: torch.nn.Module | None = None,
+    scale: int = 4,
+    batch_size: int = 8,
+    roi_size: int = 64,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    inferer: Callable | None = None,
+    precision: str = "auto",
+) -> np.ndarray:
+    """Super-resolve ``(S, h, w)`` slices already scaled by :func:`robust_range`; returns
+    ``(S, scale h, scale w)`` float32 in the same (scaled) units.
+
+    ``method="model"`` runs ``network`` through a ``SlidingWindowInferer`` with LR windows of ``roi_size``
+    (no larger than the slice) or through ``inferer``; the other methods interpolate. Slices holding only the
+    minimum (background) come out as that minimum without computation.
+    """
+    from monai.inferers import SlidingWindowInferer
+    from tqdm import tqdm
+
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    if method == "model" and network is None:
+        raise ValueError("method 'model' needs a network")
+    slices = np.asarray(slices, dtype=np.float32)
+    n_slices, h, w = slices.shape
+    device = torch.device(device)
+    run_network = prepare_network(network, device) if method == "model" else None
+    dtype = autocast_dtype(precision, device)
+
+    def run_model(x: torch.Tensor) -> torch.Tensor:
+        if inferer is not None:
+            return inferer(x, run_network)
+        # windows no larger than the image (no padding work); overlapping windows blend with Gaussian weights
+        roi = (min(roi_size, x.shape[-2]), min(roi_size, x.shape[-1]))
+        sw = SlidingWindowInferer(roi_size=roi, sw_batch_size=batch_size, overlap=0.125, mode="gaussian")
+        return sw(x, run_network)
+
+    vmin = float(slices.min())
+    busy = np.flatnonzero((slices > vmin).reshape(n_slices, -1).any(1))
+    out = np.full((n_slices, h * scale, w * scale), vmin, dtype=np.float32)
+    batches = [busy[i : i + batch_size] for i in range(0, len(busy), batch_size)]
+    with torch.inference_mode():
+        for idx in tqdm(batches, desc=f"super-resolve ({method})", unit="batch", disable=not progress):
+            x = torch.from_numpy(slices[idx]).float()[:, None].to(device)
+            if method != "model":
+                out[idx] = interpolate_slices(x, scale, method)[:, 0].float().cpu().numpy()
+                continue
+            # run the network only on the box holding the batch's foreground (+ margin); outside it the
+            # slices are background, which stays background (skull-stripped volumes: ~1/3 less work)
+            (r0, r1), (c0, c1) = _foreground_box(slices[idx] > vmin, margin=8)
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                y = run_model(x[..., r0:r1, c0:c1])
+            out[idx, r0 * scale : r1 * scale, c0 * scale : c1 * scale] = y[:, 0].float().cpu().numpy()
+    return out
+
+
 def super_resolve_volume(
     volume: np.ndarray | torch.Tensor,
     affine: np.ndarray,
@@ -162,60 +222,32 @@ def super_resolve_volume(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Super-resolve a 3D volume slice by slice in the plane normal to ``axis``; returns ``(sr, sr_affine)``.
 
-    ``method="model"`` runs ``network`` (LR ``(N, 1, h, w)`` in [0, 1] -> ``(N, 1, scale h, scale w)``)
-    through a ``SlidingWindowInferer`` with LR windows of ``roi_size``; the other methods interpolate.
-    Intensities go back to the input's range (the linear map of :func:`robust_range` inverted).
-    ``precision``: ``fp32``, ``bf16`` or ``fp16`` (CUDA) autocast for the network; ``auto`` picks
-    :func:`auto_precision` (bf16 halves the CPU time where the CPU has native bf16 instructions).
+    The volume is scaled by :func:`robust_range`, super-resolved by :func:`super_resolve_scaled` (network
+    ``(N, 1, h, w)`` in [0, 1] -> ``(N, 1, scale h, scale w)``, or an interpolation) and mapped back to the
+    input's range. ``precision``: ``fp32``, ``bf16`` or ``fp16`` (CUDA) autocast for the network; ``auto``
+    picks :func:`auto_precision` (bf16 halves the CPU time where the CPU has native bf16 instructions).
     """
-    from monai.inferers import SlidingWindowInferer
-    from tqdm import tqdm
-
     from mtsr_monai.transforms.degradation import resolve_axis
 
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
-    if method == "model" and network is None:
-        raise ValueError("method 'model' needs a network")
     arr = volume.detach().cpu().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume)
     arr = arr.astype(np.float32, copy=False)
     through = resolve_axis(np.asarray(affine), axis)
     inplane = [k for k in range(3) if k != through]
-    slices = np.moveaxis(arr, through, 0)  # (S, h, w) view
     lo, hi = robust_range(arr)
-    n_slices, h, w = slices.shape
-    out = np.zeros((n_slices, h * scale, w * scale), dtype=np.float32)
-    device = torch.device(device)
-    run_network = prepare_network(network, device) if method == "model" else None
-    dtype = autocast_dtype(precision, device)
-
-    def run_model(x: torch.Tensor) -> torch.Tensor:
-        if inferer is not None:
-            return inferer(x, run_network)
-        # windows no larger than the image (no padding work); overlapping windows blend with Gaussian weights
-        roi = (min(roi_size, x.shape[-2]), min(roi_size, x.shape[-1]))
-        sw = SlidingWindowInferer(roi_size=roi, sw_batch_size=batch_size, overlap=0.125, mode="gaussian")
-        return sw(x, run_network)
-
-    # slices holding nothing but the volume's minimum (background) come out as that, without computation
-    vmin = float(arr.min())
-    busy = np.flatnonzero((slices > vmin).reshape(n_slices, -1).any(1))
-    out[:] = (vmin - lo) / (hi - lo)
-    batches = [busy[i : i + batch_size] for i in range(0, len(busy), batch_size)]
-    with torch.inference_mode():
-        for idx in tqdm(batches, desc=f"super-resolve ({method})", unit="batch", disable=not progress):
-            x = torch.from_numpy((slices[idx] - lo) / (hi - lo)).float()[:, None].to(device)
-            if method == "model":
-                # run the network only on the box holding the batch's foreground (+ margin); outside it the
-                # slices are background, which stays background (skull-stripped volumes: ~1/3 less work)
-                (r0, r1), (c0, c1) = _foreground_box(slices[idx] > vmin, margin=8)
-                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                    y = run_model(x[..., r0:r1, c0:c1])
-                out[idx, r0 * scale : r1 * scale, c0 * scale : c1 * scale] = y[:, 0].float().cpu().numpy()
-            else:
-                out[idx] = interpolate_slices(x, scale, method)[:, 0].float().cpu().numpy()
-    out = out * (hi - lo) + lo
-    out = np.moveaxis(out, 0, through)
+    scaled = (arr - lo) / (hi - lo)
+    out = super_resolve_scaled(
+        np.moveaxis(scaled, through, 0),
+        method=method,
+        network=network,
+        scale=scale,
+        batch_size=batch_size,
+        roi_size=roi_size,
+        device=device,
+        progress=progress,
+        inferer=inferer,
+        precision=precision,
+    )
+    out = np.moveaxis(out * (hi - lo) + lo, 0, through)
     return np.ascontiguousarray(out), sr_affine(affine, inplane, scale)
 
 
@@ -236,41 +268,44 @@ def super_resolve_file(
 ) -> dict[str, Any]:
     """Read ``input_path`` (validated), super-resolve it, write ``output_path`` atomically; returns a summary.
 
-    ``method="model"`` with no ``network`` loads the bundle's (default: the shipped ``mtsr_sr``) weights.
+    The work is done by the ``preprocessing``, ``inferer`` and ``postprocessing`` of the bundle's
+    ``configs/inference.yaml`` (default: the shipped ``mtsr_sr``), the objects ``python -m monai.bundle run
+    inference`` runs, with this call's arguments as overrides. ``method="model"`` with no ``network`` loads
+    the bundle's weights (sha256 checked); ``inferer`` replaces the sliding window over each slice batch.
     """
     import time
 
-    from mtsr_monai.io import load_volume, save_volume
+    from mtsr_monai.inference.bundle import bundle_components, infer_item, load_bundle_network
 
-    volume = load_volume(input_path)  # raises InputError before anything is written
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    overrides = {
+        "axis": axis,
+        "scale": scale,
+        "roi_size": roi_size,
+        "batch_size": batch_size,
+        "method": method,
+        "precision": precision,
+        "progress": progress,
+    }
+    components = bundle_components(bundle, overrides)
+    components["inferer"].window_inferer = inferer
     if method == "model" and network is None:
-        from mtsr_monai.inference.bundle import load_bundle_network
-
         network, _ = load_bundle_network(bundle, device=device)
+    if method == "model":
+        network = network.to(device)
     start = time.perf_counter()
-    sr, affine = super_resolve_volume(
-        volume,
-        np.asarray(volume.affine),
-        method=method,
-        network=network,
-        scale=scale,
-        axis=axis,
-        batch_size=batch_size,
-        roi_size=roi_size,
-        device=device,
-        progress=progress,
-        inferer=inferer,
-        precision=precision,
+    item = infer_item(
+        components, {"image": str(input_path), "output": str(output_path)}, network or torch.nn.Identity()
     )
     seconds = time.perf_counter() - start
-    save_volume(sr, output_path, affine=affine)
     return {
         "input": str(input_path),
         "output": str(output_path),
         "method": method,
         "precision": resolve_precision(precision, device) if method == "model" else None,
-        "input_shape": list(volume.shape),
-        "output_shape": list(sr.shape),
+        "input_shape": list(item["image"].shape[1:]),
+        "output_shape": list(item["pred"].shape[1:]),
         "seconds": seconds,
     }
 

@@ -1,0 +1,500 @@
+"""The pieces a bundle's ``inference.yaml`` declares, shared by the bundles, the CLI and the MONAI Label app.
+
+Each bundle runs ``preprocessing`` (dictionary transforms from file paths to a channel-first ``MetaTensor``),
+a whole-volume ``inferer`` (a MONAI :class:`~monai.inferers.Inferer` that cuts the volume into 2D slices,
+runs the 2D network on them and stitches the volume back, with the output's geometry) and
+``postprocessing`` (back to the input's intensities, then written). ``monai.bundle run inference`` feeds
+them through a ``SupervisedEvaluator``; ``mtsr super-resolve`` / ``translate`` / ``clinical-sr`` and MONAI
+Label apply the very same objects to one item (:func:`mtsr_monai.inference.bundle.infer_item`).
+
+Inferers take ``(B, C, X, Y, Z)`` batches (a MetaTensor carrying the affine) and return a MetaTensor batch
+whose affine is that of the output grid, so a writer needs nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.inferers import Inferer
+from monai.transforms import MapTransform
+
+__all__ = [
+    "ClinicalRestored",
+    "ClinicalSliceInferer",
+    "IntensityRestored",
+    "LoadVolumed",
+    "MaskOutsided",
+    "PrepareRoutineScansd",
+    "RobustScaled",
+    "SaveClinicald",
+    "SaveTranslationsd",
+    "SaveVolumed",
+    "SliceSRInferer",
+    "SliceTranslationInferer",
+    "output_stem",
+]
+
+RANGE_KEY = "mtsr_intensity_range"  # (lo, hi) of the robust scaling, kept in the image's meta
+CODES_KEY = "mtsr_latent_codes"  # JSON {"seed", "codes"} of a translation, kept in the output's meta
+CLINICAL_KEY = "mtsr_clinical"  # JSON {"bounds", "thick_axis", "given", "modalities"} of a routine session
+
+
+def _affine(x: torch.Tensor, index: int) -> np.ndarray:
+    """The 4x4 affine of batch item ``index`` (identity for a plain tensor)."""
+    if not isinstance(x, MetaTensor):
+        return np.eye(4)
+    a = x.affine
+    a = a[index] if a.ndim == 3 else a
+    return np.asarray(a.detach().cpu(), dtype=np.float64)
+
+
+def _batch(items: Sequence[MetaTensor]) -> MetaTensor:
+    """Stack per-item MetaTensors into a batch whose affine and meta decollate back per item."""
+    from monai.data.utils import collate_meta_tensor
+
+    return collate_meta_tensor(list(items))
+
+
+def _network_device(network: Any) -> torch.device:
+    params = list(network.parameters()) if isinstance(network, torch.nn.Module) else []
+    return params[0].device if params else torch.device("cpu")
+
+
+def output_stem(d: Mapping[Hashable, Any], key: str = "image") -> str:
+    """Input file name without its extension, from the loaded image's meta or the item's path."""
+    value = d.get(key)
+    name = value.meta.get("filename_or_obj", "") if isinstance(value, MetaTensor) else value
+    name = Path(str(name)).name or "image"
+    for ext in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"):
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+# ------------------------------------------------------------------------------------------ transforms
+class LoadVolumed(MapTransform):
+    """Read each key's path with :func:`mtsr_monai.io.load_volume` (validated: an unusable file raises
+    :class:`~mtsr_monai.errors.InputError` naming it) as a channel-first ``(1, X, Y, Z)`` MetaTensor."""
+
+    def __init__(self, keys: KeysCollection, validate: bool = True, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.validate = validate
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        from mtsr_monai.io import load_volume
+
+        d = dict(data)
+        for key in self.key_iterator(d):
+            if d[key] is None or isinstance(d[key], torch.Tensor):
+                continue
+            d[key] = load_volume(d[key], validate=self.validate)[None]
+        return d
+
+
+class MaskOutsided(MapTransform):
+    """Zero each key outside ``mask_key`` (a brain mask on the same grid, checked), when the item has one:
+    a non-skull-stripped input then looks like the skull-stripped training data."""
+
+    def __init__(self, keys: KeysCollection, mask_key: str = "mask") -> None:
+        super().__init__(keys, allow_missing_keys=True)
+        self.mask_key = mask_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        from mtsr_monai.io import check_same_grid
+
+        d = dict(data)
+        mask = d.get(self.mask_key)
+        if mask is None:
+            return d
+        for key in self.key_iterator(d):
+            img = d[key]
+            names = [str(img.meta.get("filename_or_obj", key)), str(mask.meta.get("filename_or_obj", "mask"))]
+            check_same_grid(
+                [tuple(img.shape[1:]), tuple(mask.shape[1:])], [_affine(img, 0), _affine(mask, 0)], names
+            )
+            d[key] = img * (torch.as_tensor(mask) > 0).to(img.dtype)
+        return d
+
+
+class RobustScaled(MapTransform):
+    """Scale each key by :func:`~mtsr_monai.data.slices.robust_range` (the training scaling), not clipped,
+    so that :class:`IntensityRestored` maps the prediction back exactly; ``(lo, hi)`` go to the meta."""
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        from mtsr_monai.data.slices import robust_range
+
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img = d[key]
+            arr = img.detach().cpu().numpy().astype(np.float32, copy=False)
+            lo, hi = robust_range(arr)
+            scaled = MetaTensor(torch.from_numpy((arr - lo) / (hi - lo)), meta=dict(img.meta))
+            scaled.meta[RANGE_KEY] = [lo, hi]
+            d[key] = scaled
+        return d
+
+
+def _range_of(ref: Any) -> tuple[float, float]:
+    lo, hi = ref.meta[RANGE_KEY]
+    return float(lo), float(hi)
+
+
+class IntensityRestored(MapTransform):
+    """Map each key back to the intensities of ``ref_key`` (the inverse of :class:`RobustScaled`)."""
+
+    def __init__(self, keys: KeysCollection, ref_key: str = "image") -> None:
+        super().__init__(keys)
+        self.ref_key = ref_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        d = dict(data)
+        lo, hi = _range_of(d[self.ref_key])
+        for key in self.key_iterator(d):
+            d[key] = d[key] * (hi - lo) + lo
+        return d
+
+
+class SaveVolumed(MapTransform):
+    """Write each key (``(1, X, Y, Z)`` or 3D, its own affine) atomically with
+    :func:`mtsr_monai.io.save_volume` to the item's ``path_key`` entry, else to
+    ``output_dir/<input name>_<postfix>.nii.gz``."""
+
+    def __init__(
+        self, keys: KeysCollection, output_dir: str = ".", postfix: str = "", path_key: str = "output"
+    ) -> None:
+        super().__init__(keys)
+        self.output_dir, self.postfix, self.path_key = output_dir, postfix, path_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        from mtsr_monai.io import save_volume
+
+        d = dict(data)
+        for key in self.key_iterator(d):
+            path = d.get(self.path_key)
+            if not path:
+                suffix = f"_{self.postfix}" if self.postfix else ""
+                path = Path(self.output_dir) / f"{output_stem(d)}{suffix}.nii.gz"
+            img = d[key]
+            save_volume(img[0] if img.ndim == 4 else img, path, affine=_affine(img, 0))
+            d[f"{key}_path"] = str(path)
+        return d
+
+
+class SaveTranslationsd(MapTransform):
+    """Write the N translations in ``keys`` (``(N, X, Y, Z)``) as ``sample_0..N-1``, their ``mean`` and
+    per-voxel ``std``, and ``codes.json`` (the latent codes, to reproduce a sample) into the item's
+    ``path_key`` folder, else ``output_dir/<input name>/``."""
+
+    def __init__(self, keys: KeysCollection, output_dir: str = ".", path_key: str = "output") -> None:
+        super().__init__(keys)
+        self.output_dir, self.path_key = output_dir, path_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        from mtsr_monai.inference.translate import sample_statistics
+        from mtsr_monai.io import atomic_write_text, save_volume
+
+        d = dict(data)
+        for key in self.key_iterator(d):
+            out = Path(d.get(self.path_key) or Path(self.output_dir) / output_stem(d))
+            out.mkdir(parents=True, exist_ok=True)
+            pred = d[key]
+            affine = _affine(pred, 0)
+            samples = pred.detach().cpu().numpy()
+            mean, std = sample_statistics(samples)
+            paths = {
+                "samples": [
+                    str(save_volume(v, out / f"sample_{i}.nii.gz", affine)) for i, v in enumerate(samples)
+                ]
+            }
+            paths["mean"] = str(save_volume(mean, out / "mean.nii.gz", affine))
+            paths["std"] = str(save_volume(std, out / "std.nii.gz", affine))
+            codes = json.loads(pred.meta.get(CODES_KEY, '{"seed": null, "codes": null}'))
+            atomic_write_text(out / "codes.json", json.dumps(codes, indent=1))
+            d[f"{key}_paths"] = paths
+            d[f"{key}_statistics"] = {"mean": mean, "std": std}
+        return d
+
+
+# ------------------------------------------------------------------------------------------- inferers
+class SliceSRInferer(Inferer):
+    """Whole-volume x ``scale`` in-plane super-resolution: each batch item ``(1, X, Y, Z)`` (scaled by
+    :class:`RobustScaled`) is cut into slices normal to ``axis`` (found from its affine), super-resolved by
+    :func:`~mtsr_monai.inference.super_resolve.super_resolve_scaled` (LR sliding windows of ``roi_size``,
+    at most the slice, Gaussian blending; background slices skipped) and returned with the refined grid's
+    affine (same field of view, in-plane voxel size / ``scale``). ``method`` other than ``model``
+    interpolates instead (the baselines)."""
+
+    def __init__(
+        self,
+        scale: int = 4,
+        axis: str | int = "axial",
+        roi_size: int = 64,
+        sw_batch_size: int = 8,
+        method: str = "model",
+        precision: str = "auto",
+        progress: bool = False,
+        window_inferer: Any = None,
+    ) -> None:
+        super().__init__()
+        self.scale, self.axis, self.roi_size, self.sw_batch_size = (
+            int(scale),
+            axis,
+            int(roi_size),
+            sw_batch_size,
+        )
+        self.method, self.precision, self.progress, self.window_inferer = (
+            method,
+            precision,
+            progress,
+            window_inferer,
+        )
+
+    def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> MetaTensor:
+        from mtsr_monai.inference.super_resolve import sr_affine, super_resolve_scaled
+        from mtsr_monai.transforms.degradation import resolve_axis
+
+        outs = []
+        for b in range(inputs.shape[0]):
+            affine = _affine(inputs, b)
+            through = resolve_axis(affine, self.axis)
+            vol = inputs[b, 0].detach().cpu().numpy().astype(np.float32, copy=False)
+            out = super_resolve_scaled(
+                np.moveaxis(vol, through, 0),
+                method=self.method,
+                network=network if self.method == "model" else None,
+                scale=self.scale,
+                batch_size=self.sw_batch_size,
+                roi_size=self.roi_size,
+                device=_network_device(network),
+                progress=self.progress,
+                inferer=self.window_inferer,
+                precision=self.precision,
+            )
+            out = np.ascontiguousarray(np.moveaxis(out, 0, through))[None]
+            grid = sr_affine(affine, [k for k in range(3) if k != through], self.scale)
+            outs.append(MetaTensor(torch.from_numpy(out), affine=torch.as_tensor(grid)))
+        return _batch(outs)
+
+
+class SliceTranslationInferer(Inferer):
+    """Whole-volume modality translation with a BicycleGAN generator ``G(A, z)``: each batch item
+    ``(1, X, Y, Z)`` goes through :func:`~mtsr_monai.inference.translate.translate_volume` (robust [0, 1]
+    scaling, slices normal to ``axis``, padded to a multiple of ``image_size`` when ``native_resolution``
+    else resized to it) once per latent code, on the input's grid. The codes: ``codes``, else ``samples``
+    draws from N(0, I) seeded by ``seed``. Returns ``(B, N, X, Y, Z)``, or with ``reduce="mean"`` their
+    per-voxel mean ``(B, 1, X, Y, Z)``; the codes go to the output's meta (``CODES_KEY``)."""
+
+    def __init__(
+        self,
+        image_size: int,
+        native_resolution: bool = False,
+        nz: int = 8,
+        samples: int = 5,
+        seed: int | None = 0,
+        codes: Sequence[Sequence[float]] | None = None,
+        axis: str | int = "axial",
+        batch_size: int = 16,
+        reduce: str | None = None,
+        progress: bool = False,
+    ) -> None:
+        super().__init__()
+        self.image_size, self.native_resolution, self.nz = int(image_size), bool(native_resolution), int(nz)
+        self.samples, self.seed, self.codes, self.axis = int(samples), seed, codes, axis
+        self.batch_size, self.reduce, self.progress = int(batch_size), reduce, progress
+
+    def latent_codes(self) -> np.ndarray:
+        from mtsr_monai.inference.translate import latent_codes
+
+        if self.codes is not None:
+            return np.asarray(self.codes, dtype=np.float32).reshape(-1, self.nz)
+        return latent_codes(self.samples, self.nz, self.seed)
+
+    def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> MetaTensor:
+        from mtsr_monai.inference.translate import translate_volume
+
+        codes = self.latent_codes()
+        outs = []
+        for b in range(inputs.shape[0]):
+            affine = _affine(inputs, b)
+            out = translate_volume(
+                inputs[b, 0].detach().cpu().numpy(),
+                affine,
+                network,
+                self.image_size,
+                codes,
+                self.axis,
+                batch_size=self.batch_size,
+                progress=self.progress,
+                native_resolution=self.native_resolution,
+            )
+            out = out.mean(axis=0, keepdims=True) if self.reduce == "mean" else out
+            item = MetaTensor(torch.from_numpy(np.ascontiguousarray(out)), affine=torch.as_tensor(affine))
+            # a JSON string: collation and decollation pass strings through unchanged
+            item.meta[CODES_KEY] = json.dumps({"seed": self.seed, "codes": codes.tolist()})
+            outs.append(item)
+        return _batch(outs)
+
+
+# ----------------------------------------------------------------------------------- clinical sessions
+class PrepareRoutineScansd(MapTransform):
+    """Routine scans of one session (``keys``: FLAIR / T1 / T2 paths, each on its own grid; missing ones
+    are allowed) -> ``output_key``: ``(C, X, Y, Z)`` in ``modalities`` order on the target grid (an
+    isotropic ``spacing`` grid over the reference scan, or the grid of the item's ``like_key`` file), each
+    rigidly registered to the reference, interpolated, scaled to [0, 1]; sequences not given are zero.
+    ``coverage`` (where any scan has data) goes to ``coverage_key``; intensity bounds, the thick axis and
+    the given sequences to the meta (see :func:`mtsr_monai.inference.clinical.prepare_routine_scans`)."""
+
+    def __init__(
+        self,
+        keys: KeysCollection = ("flair", "t1", "t2"),
+        modalities: Sequence[str] = ("flair", "t1", "t2"),
+        spacing: float | None = 1.0,
+        like_key: str = "like",
+        interpolation: str = "trilinear",
+        register: bool = True,
+        output_key: str = "image",
+        coverage_key: str = "coverage",
+        progress: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys=True)
+        self.modalities, self.spacing, self.like_key = list(modalities), spacing, like_key
+        self.interpolation, self.register, self.progress = interpolation, register, progress
+        self.output_key, self.coverage_key = output_key, coverage_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        from mtsr_monai.inference.clinical import model_input, prepare_routine_scans
+
+        d = dict(data)
+        inputs = {k: d[k] for k in self.key_iterator(d) if d[k] is not None}
+        like = d.get(self.like_key)
+        prepared = prepare_routine_scans(
+            inputs, like, None if like else self.spacing, self.interpolation, self.register, self.progress
+        )
+        affine = torch.as_tensor(np.asarray(prepared["affine"], dtype=np.float64))
+        image = MetaTensor(torch.from_numpy(model_input(prepared, self.modalities)), affine=affine)
+        reference = inputs[prepared["reference"]]
+        image.meta["filename_or_obj"] = str(reference)
+        info = {
+            "bounds": {m: [float(v) for v in b] for m, b in prepared["bounds"].items()},
+            "thick_axis": int(prepared["thick_axis"]),
+            "given": list(inputs),
+            "modalities": self.modalities,
+        }
+        image.meta[CLINICAL_KEY] = json.dumps(info)
+        d[self.output_key] = image
+        d[self.coverage_key] = MetaTensor(torch.from_numpy(prepared["coverage"][None]), affine=affine)
+        return d
+
+
+def _clinical_info(image: Any) -> dict[str, Any]:
+    return json.loads(image.meta[CLINICAL_KEY])
+
+
+class ClinicalSliceInferer(Inferer):
+    """The fused clinical network over each batch item ``(C, X, Y, Z)`` (from :class:`PrepareRoutineScansd`)
+    slice by slice along ``slice_axis`` (default: a plane containing the reference scan's thick axis), in
+    ``patch_size`` sliding windows (None: whole slices), by
+    :func:`~mtsr_monai.inference.clinical.restore_volume`; same grid out."""
+
+    def __init__(
+        self,
+        patch_size: int | None = 64,
+        batch_size: int = 8,
+        overlap: float = 0.25,
+        slice_axis: int | None = None,
+        progress: bool = False,
+    ) -> None:
+        super().__init__()
+        self.patch_size, self.batch_size, self.overlap = patch_size, int(batch_size), float(overlap)
+        self.slice_axis, self.progress = slice_axis, progress
+
+    def axis_for(self, image: Any) -> int:
+        from mtsr_monai.inference.clinical import slice_axis_for
+
+        if self.slice_axis is not None:
+            return int(self.slice_axis)
+        return slice_axis_for(_clinical_info(image)["thick_axis"])
+
+    def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> MetaTensor:
+        from mtsr_monai.inference.clinical import restore_volume
+
+        outs = []
+        for b in range(inputs.shape[0]):
+            item = inputs[b]
+            axis = self.axis_for(item)
+            out = restore_volume(
+                network,
+                item.detach().cpu().numpy(),
+                axis,
+                self.batch_size,
+                self.patch_size,
+                overlap=self.overlap,
+                device=_network_device(network),
+                progress=self.progress,
+                desc=f"restoring (slices along axis {axis})",
+            )
+            restored = MetaTensor(torch.from_numpy(out), affine=torch.as_tensor(_affine(inputs, b)))
+            restored.meta[CLINICAL_KEY] = item.meta[CLINICAL_KEY]
+            outs.append(restored)
+        return _batch(outs)
+
+
+class ClinicalRestored(MapTransform):
+    """Each channel of ``keys`` back to its sequence's intensities (bounds from ``ref_key``'s meta), zero
+    outside the scans' coverage."""
+
+    def __init__(self, keys: KeysCollection = "pred", ref_key: str = "image", coverage_key: str = "coverage"):
+        super().__init__(keys)
+        self.ref_key, self.coverage_key = ref_key, coverage_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        d = dict(data)
+        info = _clinical_info(d[self.ref_key])
+        coverage = torch.as_tensor(d[self.coverage_key])[0].bool().cpu()
+        for key in self.key_iterator(d):
+            pred = d[key]
+            out = pred.clone()
+            for c, m in enumerate(info["modalities"]):
+                lo, hi = info["bounds"].get(m, (0.0, 1.0))
+                out[c] = torch.where(coverage, pred[c].cpu() * (hi - lo) + lo, torch.zeros(()))
+            d[key] = out
+        return d
+
+
+class SaveClinicald(MapTransform):
+    """Write one volume per given sequence, ``<path_key folder or output_dir/<n>>/<sequence>.nii.gz``, from
+    the channels of ``keys``; the paths go to ``<key>_paths``."""
+
+    def __init__(
+        self,
+        keys: KeysCollection = "pred",
+        output_dir: str = ".",
+        path_key: str = "output",
+        ref_key: str = "image",
+    ) -> None:
+        super().__init__(keys)
+        self.output_dir, self.path_key, self.ref_key = output_dir, path_key, ref_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        from mtsr_monai.io import save_volume
+
+        d = dict(data)
+        info = _clinical_info(d[self.ref_key])
+        out = Path(d.get(self.path_key) or Path(self.output_dir) / output_stem(d, self.ref_key))
+        out.mkdir(parents=True, exist_ok=True)
+        for key in self.key_iterator(d):
+            pred = d[key]
+            affine = _affine(pred, 0)
+            written = {}
+            for c, m in enumerate(info["modalities"]):
+                if m in info["given"]:
+                    written[m] = str(save_volume(pred[c].float(), out / f"{m}.nii.gz", affine))
+            d[f"{key}_paths"] = written
+        return d
