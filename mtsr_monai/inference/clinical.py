@@ -337,13 +337,23 @@ def restore_clinical(
     device: str = "cpu",
     progress: bool = True,
     explain: bool = False,
+    checkpoint: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
-    """The whole pipeline (module docstring); returns ``{modality: written path}``."""
+    """The whole pipeline (module docstring); returns ``{modality: written path}``.
+
+    ``checkpoint``: the model already loaded by :func:`load_clinical_model` (load once, restore many
+    sessions); ``model_path`` is then not read."""
     from mtsr_monai.io import save_volume
 
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
-    ckpt = load_clinical_model(model_path or default_model_path(), device) if method == "model" else None
+    ckpt = None
+    if method == "model":
+        ckpt = (
+            checkpoint
+            if checkpoint is not None
+            else load_clinical_model(model_path or default_model_path(), device)
+        )
     interp = "trilinear" if method == "model" else method
     prepared = prepare_routine_scans(inputs, like, spacing, interp, progress=progress)
     results: dict[str, np.ndarray] = {}

@@ -187,10 +187,12 @@ def translate_file(
     device: str = "cpu",
     progress: bool = True,
     mask_path: str | os.PathLike | None = None,
+    translator: tuple[torch.nn.Module, dict] | None = None,
 ) -> dict[str, Any]:
     """``mtsr translate``: write ``sample_0..N-1``, ``mean`` and ``std`` NIfTIs (input geometry) and
     ``codes.json`` (the latent codes used, to reproduce a sample). Nothing is written on bad input.
-    Returns a summary dict with the output paths."""
+    Returns a summary dict with the output paths. ``translator``: ``(generator, meta)`` already loaded by
+    :func:`load_translator` (load once, translate many volumes); ``weights`` is then only recorded."""
     from mtsr_monai.io import atomic_write_text, load_volume, save_volume
 
     for name in (source, target):
@@ -199,7 +201,7 @@ def translate_file(
     if source == target:
         raise InputError("source and target modality are the same")
     weights = Path(weights) if weights else default_weights(source, target)
-    generator, meta = load_translator(weights, device)
+    generator, meta = translator if translator is not None else load_translator(weights, device)
     if meta.get("source", source) != source or meta.get("target", target) != target:
         raise InputError(
             f"weights translate {meta.get('source')} -> {meta.get('target')}, not {source} -> {target}",

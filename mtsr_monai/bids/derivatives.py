@@ -1,0 +1,150 @@
+"""BIDS-derivatives output: file names, JSON sidecars with provenance, ``dataset_description.json``.
+
+Names keep every entity of the source and add ``desc-<label>`` before the suffix, as the BIDS derivatives
+specification asks for processed data (``sub-01_ses-1_desc-mtsrSR_T1w.nii.gz``). A sidecar carries
+``Sources`` (BIDS URIs into the raw dataset, linked as ``raw`` in ``DatasetLinks``), ``SkullStripped``
+(required for anatomical derivatives) and ``MTSRProvenance``: tool version, task, bundle name and version,
+weights sha256, every parameter, the sha256 of each source, the run time, and ``ProvenanceHash``, a sha256
+over all of those except the run time. An output counts as done only when its sidecar exists with the hash the
+current run would write: the sidecar is written last, atomically, so a killed run never leaves a done-looking
+output behind.
+
+Files outside the specification (IQM JSON of the inputs, ``logs/``, the group report) are listed in
+``.bidsignore``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from mtsr_monai import __version__
+from mtsr_monai.bids.layout import BIDSImage
+from mtsr_monai.io import atomic_write_text
+
+BIDS_VERSION = "1.10.0"
+TOOL = "mtsr-monai"
+RAW_LINK = "raw"
+BIDSIGNORE = ("logs/", "*_iqms.json", "group_iqms.tsv", "group_report.html", "figures/")
+#: sidecar fields that change from run to run and are left out of the provenance hash and comparisons
+VOLATILE = ("RunTime",)
+
+
+def derivative_stem(image: BIDSImage, desc: str, suffix: str | None = None) -> str:
+    """``sub-X[_ses-Y][_...]_desc-<desc>_<suffix>`` for an output made from ``image``."""
+    if not desc.isalnum():
+        raise ValueError(f"desc label must be alphanumeric, got {desc!r}")
+    entities = "_".join(f"{k}-{v}" for k, v in image.entities)
+    return f"{entities}_desc-{desc}_{suffix or image.suffix}"
+
+
+def output_folder(output_dir: Path, image: BIDSImage) -> Path:
+    """``OUTPUT/sub-X/[ses-Y/]anat``, the raw image's own folder mirrored."""
+    return Path(output_dir) / Path(image.relpath).parent
+
+
+def source_uri(image: BIDSImage) -> str:
+    return f"bids:{RAW_LINK}:{image.relpath}"
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def provenance_hash(provenance: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON of ``provenance`` without its volatile fields."""
+    stable = {k: v for k, v in provenance.items() if k not in (*VOLATILE, "ProvenanceHash")}
+    return hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def read_json(path: Path) -> dict | None:
+    """A JSON object from ``path``, or None when missing or unreadable (a file from an older tool)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def is_done(sidecar: Path, expected_hash: str, outputs: Sequence[Path] = ()) -> bool:
+    """Whether ``sidecar`` records ``expected_hash`` and every listed output exists."""
+    data = read_json(sidecar)
+    recorded = ((data or {}).get("MTSRProvenance") or {}).get("ProvenanceHash")
+    return recorded == expected_hash and all(Path(p).is_file() for p in outputs)
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> Path:
+    """Indented JSON, written atomically (NaN/inf become null: JSON has no such numbers)."""
+    return atomic_write_text(path, json.dumps(_finite(data), indent=2, sort_keys=False) + "\n")
+
+
+def _finite(obj: Any) -> Any:
+    import math
+
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if hasattr(obj, "item"):  # numpy scalars
+        return _finite(obj.item())
+    return obj
+
+
+def dataset_description(raw_root: Path, raw_description: Mapping[str, Any]) -> dict[str, Any]:
+    """The derivative dataset's description; deterministic (no dates), so every writer writes the same."""
+    return {
+        "Name": f"mtsr-monai derivatives of {raw_description.get('Name', raw_root.name)}",
+        "BIDSVersion": BIDS_VERSION,
+        "DatasetType": "derivative",
+        "GeneratedBy": [
+            {
+                "Name": TOOL,
+                "Version": __version__,
+                "Description": "super-resolution, modality translation, clinical SR and MRIQC-style QC "
+                "of brain MRI (mtsr bids)",
+            }
+        ],
+        "SourceDatasets": [{"URL": Path(raw_root).resolve().as_uri()}],
+        "DatasetLinks": {RAW_LINK: Path(raw_root).resolve().as_uri()},
+    }
+
+
+def write_dataset_files(output_dir: Path, raw_root: Path, raw_description: Mapping[str, Any]) -> None:
+    """``dataset_description.json`` and ``.bidsignore`` of the output dataset (rewritten only on change)."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / "dataset_description.json"
+    wanted = dataset_description(raw_root, raw_description)
+    if read_json(path) != wanted:
+        write_json(path, wanted)
+    ignore = output_dir / ".bidsignore"
+    text = "\n".join(BIDSIGNORE) + "\n"
+    if not ignore.is_file() or ignore.read_text() != text:
+        atomic_write_text(ignore, text)
+
+
+def clean_partials(folder: Path) -> int:
+    """Delete temporary files and work folders a killed run left in ``folder`` (hidden ``.*.part*`` files of
+    the atomic writers, ``.mtsr-work-*`` folders); returns how many. Run under the subject's lock only."""
+    import shutil
+
+    if not folder.is_dir():
+        return 0
+    n = 0
+    for path in folder.iterdir():
+        if path.name.startswith(".") and ".part" in path.name and path.is_file():
+            path.unlink(missing_ok=True)
+            n += 1
+        elif path.name.startswith(".mtsr-work-") and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+            n += 1
+    return n

@@ -1,0 +1,174 @@
+"""A strict reader of raw BIDS anatomical data (no pybids needed).
+
+Only what the specification names is read: ``BIDS_DIR/dataset_description.json`` (required, with ``Name``
+and ``BIDSVersion``) and
+``sub-<label>/[ses-<label>/]anat/sub-<label>[_ses-<label>][_<key>-<value>...]_<suffix>.nii[.gz]``.
+Everything else is ignored: ``derivatives/``, ``sourcedata/``, ``code/``, hidden files, other datatypes, and
+files whose name breaks the rules (entities out of the specification's order, a ``sub``/``ses`` entity that
+disagrees with the folder, an unknown entity); those are reported by :func:`read_dataset` as warnings, so a
+typo is seen rather than silently processed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mtsr_monai.errors import InputError
+
+#: entity keys in the order the specification requires them in a file name (anatomical data + derivatives)
+ENTITY_ORDER = ("sub", "ses", "task", "acq", "ce", "rec", "run", "echo", "flip", "inv", "mt", "part", "chunk")
+#: anatomical suffixes this toolkit processes -> the modality names of the models
+SUFFIX_MODALITY = {"T1w": "t1", "T2w": "t2", "FLAIR": "flair", "PDw": "pd"}
+_LABEL = re.compile(r"^[a-zA-Z0-9]+$")
+_NAME = re.compile(
+    r"^(?P<entities>(?:[a-z]+-[a-zA-Z0-9]+_)+)(?P<suffix>[a-zA-Z0-9]+)(?P<ext>\.nii(?:\.gz)?)$"
+)
+
+
+@dataclass(frozen=True)
+class BIDSImage:
+    """One raw anatomical image: its path, path relative to the dataset root, entities and suffix."""
+
+    path: Path
+    relpath: str
+    entities: tuple[tuple[str, str], ...]
+    suffix: str
+
+    @property
+    def subject(self) -> str:
+        return dict(self.entities)["sub"]
+
+    @property
+    def session(self) -> str | None:
+        return dict(self.entities).get("ses")
+
+    @property
+    def modality(self) -> str:
+        """Model modality: ``t1`` (``t1ce`` with a ``ce-`` entity), ``t2``, ``flair``, ``pd``."""
+        mod = SUFFIX_MODALITY[self.suffix]
+        return "t1ce" if mod == "t1" and "ce" in dict(self.entities) else mod
+
+    @property
+    def stem(self) -> str:
+        return "_".join(f"{k}-{v}" for k, v in self.entities) + f"_{self.suffix}"
+
+
+@dataclass
+class BIDSDataset:
+    """The images of a dataset grouped by subject label (sorted), its description and reader warnings."""
+
+    root: Path
+    description: dict
+    subjects: dict[str, list[BIDSImage]]
+    warnings: list[str] = field(default_factory=list)
+
+
+def parse_name(name: str) -> tuple[tuple[tuple[str, str], ...], str] | None:
+    """``(entities, suffix)`` of a NIfTI name following the BIDS rules for anatomical data, else None."""
+    m = _NAME.match(name)
+    if m is None:
+        return None
+    pairs = tuple(tuple(p.split("-", 1)) for p in m["entities"].rstrip("_").split("_"))
+    keys = [k for k, _ in pairs]
+    if keys[0] != "sub" or any(k not in ENTITY_ORDER for k in keys) or len(set(keys)) != len(keys):
+        return None
+    if [ENTITY_ORDER.index(k) for k in keys] != sorted(ENTITY_ORDER.index(k) for k in keys):
+        return None
+    return pairs, m["suffix"]  # type: ignore[return-value]
+
+
+def read_description(root: Path) -> dict:
+    """``dataset_description.json`` of a raw dataset; InputError when missing, unreadable or incomplete."""
+    path = root / "dataset_description.json"
+    if not path.is_file():
+        raise InputError("not a BIDS dataset: dataset_description.json is missing", root)
+    try:
+        description = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise InputError(f"unreadable dataset_description.json ({err})", path) from err
+    if not isinstance(description, dict) or not {"Name", "BIDSVersion"} <= description.keys():
+        raise InputError("dataset_description.json needs 'Name' and 'BIDSVersion'", path)
+    if description.get("DatasetType") == "derivative":
+        raise InputError("this is a derivatives dataset; give the raw BIDS dataset", path)
+    return description
+
+
+def _anat_folders(subject_dir: Path) -> list[tuple[str | None, Path]]:
+    sessions = sorted(p for p in subject_dir.glob("ses-*") if p.is_dir())
+    if sessions:
+        return [(s.name[4:], s / "anat") for s in sessions if (s / "anat").is_dir()]
+    return [(None, subject_dir / "anat")] if (subject_dir / "anat").is_dir() else []
+
+
+def _images_of(root: Path, subject_dir: Path, warnings: list[str]) -> list[BIDSImage]:
+    images = []
+    label = subject_dir.name[4:]
+    for session, anat in _anat_folders(subject_dir):
+        for path in sorted(anat.iterdir()):
+            if path.name.startswith(".") or not re.search(r"\.nii(\.gz)?$", path.name):
+                continue
+            rel = path.relative_to(root).as_posix()
+            parsed = parse_name(path.name)
+            if parsed is None:
+                warnings.append(f"{rel}: name does not follow the BIDS rules; ignored")
+                continue
+            entities, suffix = parsed
+            ent = dict(entities)
+            if ent["sub"] != label or ent.get("ses") != session:
+                warnings.append(f"{rel}: sub/ses entities disagree with the folders; ignored")
+                continue
+            if suffix in SUFFIX_MODALITY:
+                images.append(BIDSImage(path, rel, entities, suffix))
+    return images
+
+
+def _normalise(labels: Iterable[str] | None, prefix: str) -> list[str] | None:
+    if not labels:
+        return None
+    out = [str(x).removeprefix(prefix) for x in labels]
+    bad = [x for x in out if not _LABEL.match(x)]
+    if bad:
+        raise InputError(f"invalid {prefix.rstrip('-')} label(s): {', '.join(bad)} (letters and digits only)")
+    return out
+
+
+def read_dataset(
+    root: str | Path,
+    participants: Sequence[str] | None = None,
+    sessions: Sequence[str] | None = None,
+    suffixes: Sequence[str] | None = None,
+) -> BIDSDataset:
+    """Read a raw BIDS dataset, keeping the given participant / session labels (``01`` or ``sub-01``) and
+    suffixes (``T1w``, ``T2w``, ``FLAIR``, ``PDw``). A participant label that is not in the dataset is an
+    InputError (as in other BIDS Apps), so a typo never processes nothing silently."""
+    root = Path(root).resolve()
+    if not root.is_dir():
+        raise InputError("no such folder", root)
+    description = read_description(root)
+    wanted = _normalise(participants, "sub-")
+    wanted_ses = set(_normalise(sessions, "ses-") or [])
+    bad_suffix = [s for s in suffixes or () if s not in SUFFIX_MODALITY]
+    if bad_suffix:
+        raise InputError(f"unknown modality {bad_suffix}; choose from {', '.join(SUFFIX_MODALITY)}")
+    found = sorted(p for p in root.glob("sub-*") if p.is_dir() and _LABEL.match(p.name[4:]))
+    labels = [p.name[4:] for p in found]
+    if wanted:
+        missing = sorted(set(wanted) - set(labels))
+        if missing:
+            raise InputError(f"participant(s) not in the dataset: {', '.join(missing)}", root)
+    warnings: list[str] = []
+    subjects: dict[str, list[BIDSImage]] = {}
+    for subject_dir in found:
+        if wanted and subject_dir.name[4:] not in wanted:
+            continue
+        images = [
+            im
+            for im in _images_of(root, subject_dir, warnings)
+            if (not wanted_ses or im.session in wanted_ses) and (not suffixes or im.suffix in suffixes)
+        ]
+        subjects[subject_dir.name[4:]] = images
+    return BIDSDataset(root, description, subjects, warnings)

@@ -1,0 +1,187 @@
+"""``mtsr bids``: a BIDS App (``mtsr bids BIDS_DIR OUTPUT_DIR participant|group --task ...``)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+NAME = "bids"
+HELP = "a whole BIDS dataset (BIDS App): SR, clinical SR, translation or QC per participant; group report"
+DESCRIPTION = (
+    "BIDS App. 'participant' processes every selected participant of the raw BIDS dataset BIDS_DIR "
+    "(derivatives/ ignored) with --task and writes BIDS derivatives to OUTPUT_DIR: desc-<label> images, "
+    "JSON sidecars with provenance, IQMs of inputs and outputs, dataset_description.json. Participants "
+    "already done with the same provenance are skipped; a failing participant is recorded in "
+    "OUTPUT_DIR/logs/failures.tsv and the others go on (exit code 1 at the end if any failed). Under "
+    "torchrun each rank takes its share. 'group' writes OUTPUT_DIR/group_report.html and group_iqms.tsv "
+    "over all participants. See docs/bids.md."
+)
+SUFFIXES = ("T1w", "T2w", "FLAIR", "PDw")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bids_dir", type=Path, help="raw BIDS dataset (with dataset_description.json)")
+    parser.add_argument("output_dir", type=Path, help="derivatives folder (e.g. BIDS_DIR/derivatives/mtsr)")
+    parser.add_argument("analysis_level", choices=("participant", "group"))
+    parser.add_argument(
+        "--task",
+        choices=("super-resolve", "clinical-sr", "translate", "qc"),
+        help="what to compute (required at the participant level; filters the group report)",
+    )
+    parser.add_argument(
+        "--participant-label",
+        "--participant_label",
+        nargs="+",
+        metavar="LABEL",
+        help="participants to process (01 or sub-01; default: all)",
+    )
+    parser.add_argument(
+        "--session-label",
+        "--session_label",
+        nargs="+",
+        metavar="LABEL",
+        help="sessions to process (default: all)",
+    )
+    parser.add_argument(
+        "--modality",
+        nargs="+",
+        choices=SUFFIXES,
+        help="suffixes to use (default: all the task can use); a participant lacking one fails",
+    )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        choices=("cpu", "cuda"),
+        help="cuda: one GPU per rank (cuda:LOCAL_RANK under torchrun)",
+    )
+    parser.add_argument(
+        "--shard",
+        default="0/1",
+        metavar="I/N",
+        help="process the I-th of N strided parts (SLURM: $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--dist-timeout-min",
+        type=float,
+        default=1440.0,
+        help="how long ranks wait for each other at the end (minutes, default 1440)",
+    )
+    sr = parser.add_argument_group("super-resolve")
+    sr.add_argument(
+        "--sr-method", default="model", choices=("model", "bicubic", "bilinear", "lanczos", "nearest")
+    )
+    sr.add_argument("--bundle", default=None, help="SR bundle folder or name (default: the shipped mtsr_sr)")
+    sr.add_argument("--batch-size", type=int, default=8, help="slices per batch (default 8)")
+    sr.add_argument("--roi-size", type=int, default=64, help="LR sliding-window size (default 64)")
+    sr.add_argument("--axis", default="axial", help="slice plane (default axial)")
+    sr.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    cl = parser.add_argument_group("clinical-sr")
+    cl.add_argument("--clinical-method", default="model", choices=("model", "trilinear", "bspline", "sinc"))
+    cl.add_argument("--spacing", type=float, default=1.0, help="output voxel size in mm (default 1)")
+    cl.add_argument("--model", default=None, help="checkpoint (default: bundles/clinical_sr/models/model.pt)")
+    cl.add_argument("--full-slices", action="store_true", help="full slices instead of patches")
+    mt = parser.add_argument_group("translate")
+    mt.add_argument("--target", default="FLAIR", choices=SUFFIXES[:3], help="target modality (default FLAIR)")
+    mt.add_argument("--samples", type=int, default=5, help="samples per image (default 5)")
+    mt.add_argument("--seed", type=int, default=0, help="seed of the latent codes (default 0)")
+
+
+def _shard(text: str) -> tuple[int, int]:
+    from mtsr_monai.errors import InputError
+
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError as err:
+        raise InputError(f"--shard must be I/N, got {text!r}") from err
+    if count < 1 or not 0 <= index < count:
+        raise InputError(f"--shard {text}: need 0 <= I < N")
+    return index, count
+
+
+def _task(args: argparse.Namespace, device: str):
+    from mtsr_monai.bids.tasks import make_task
+    from mtsr_monai.errors import InputError
+
+    if args.batch_size < 1 or args.roi_size < 8 or args.samples < 1:
+        raise InputError("--batch-size and --samples must be >= 1, --roi-size >= 8")
+    if not 0.1 <= args.spacing <= 10:
+        raise InputError(f"--spacing {args.spacing} mm is outside 0.1-10 mm")
+    method = args.clinical_method if args.task == "clinical-sr" else args.sr_method
+    return make_task(
+        args.task,
+        suffixes=args.modality,
+        device=device,
+        bundle=args.bundle,
+        method=method,
+        batch_size=args.batch_size,
+        roi_size=args.roi_size,
+        axis=args.axis,
+        precision=args.precision,
+        model_path=args.model,
+        spacing=args.spacing,
+        patches=not args.full_slices,
+        target=args.target,
+        samples=args.samples,
+        seed=args.seed,
+    )
+
+
+def _group(args: argparse.Namespace) -> int:
+    import os
+
+    from mtsr_monai.bids.group import group_level
+
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun the group level runs once, on rank 0
+        return 0
+    written = group_level(args.output_dir, [args.task] if args.task else None)
+    for key, path in written.items():
+        print(f"{key}: {path}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from mtsr_monai.errors import InputError
+
+    if args.analysis_level == "group":
+        return _group(args)
+    if args.task is None:
+        raise InputError("the participant level needs --task")
+    shard = _shard(args.shard)
+    from mtsr_monai.bids.runner import participant_level, ranks_from_env
+
+    ranks = ranks_from_env(shard, args.dist_timeout_min)
+    try:
+        device = args.device
+        if device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise InputError("--device cuda requested but CUDA is not available")
+            torch.cuda.set_device(ranks.local_rank)
+            device = f"cuda:{ranks.local_rank}"
+        task = _task(args, device)
+        summary = participant_level(
+            args.bids_dir,
+            args.output_dir,
+            task,
+            args.participant_label,
+            args.session_label,
+            ranks,
+            progress=not args.no_progress,
+        )
+    finally:
+        ranks.close()
+    if ranks.rank == 0:
+        counts = ", ".join(f"{summary[k]} {k}" for k in ("ok", "skipped", "failed", "busy") if summary[k])
+        print(
+            f"mtsr bids {task.name}: {counts or 'nothing to do'} (world size {ranks.world})", file=sys.stderr
+        )
+        if summary["failed"]:
+            print(
+                f"failed participants are listed in {Path(args.output_dir) / 'logs' / 'failures.tsv'}",
+                file=sys.stderr,
+            )
+    return 1 if summary["failed"] else 0
