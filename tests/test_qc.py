@@ -96,11 +96,17 @@ def test_air_with_noise_gives_dietrich_snr():
 
 
 def _mriqc_reference(img: np.ndarray, wm: np.ndarray, gm: np.ndarray) -> dict:
-    """MRIQC's published formulas, written directly in numpy (independent of mtsr_monai.metrics.qc)."""
+    """MRIQC's published formulas, written directly in numpy (independent of mtsr_monai.metrics.qc).
+
+    MRIQC's MAD is statsmodels' ``mad()``: the median absolute deviation divided by the standard
+    normal's 0.75 quantile (scipy's ``norm.ppf(0.75)``, about 0.6745).
+    """
+    from scipy.stats import norm
+
     x = img.astype(np.float64)
     mu_wm, mu_gm = np.median(x[wm]), np.median(x[gm])
-    mad_wm = np.median(np.abs(x[wm] - mu_wm))
-    mad_gm = np.median(np.abs(x[gm] - mu_gm))
+    mad_wm = np.median(np.abs(x[wm] - mu_wm)) / norm.ppf(0.75)
+    mad_gm = np.median(np.abs(x[gm] - mu_gm)) / norm.ppf(0.75)
     flat = np.clip(x.ravel(), 0, None)
     n_vox = flat.size
     b_max = np.sqrt((flat**2).sum())
@@ -128,6 +134,49 @@ def test_cjv_efc_wm2max_match_independent_mriqc_formulas_on_real_scan(brats_case
     assert 0.2 < ours["cjv"] < 1.5 and 0.2 < ours["efc"] < 0.9 and 0.3 < ours["wm2max"] < 1.0
 
 
+def test_blurred_skull_stripped_scan_is_still_stripped_so_its_halo_is_not_air(brats_case):
+    import nibabel as nib
+
+    img = np.asarray(nib.load(str(brats_case["t1"])).dataobj, dtype=np.float32)[:, :, 40:110]
+    for sigma in (1.0, 2.0, 3.0):
+        blurred = ndimage.gaussian_filter(img, sigma)
+        assert qc.is_skull_stripped(blurred), sigma
+    labels = np.where(img > 0, 3, 0).astype(np.uint8)
+    labels[img > np.percentile(img[img > 0], 60)] = 2
+    out = qc.compute_iqms(blurred, labels)
+    assert out["air_voxels"] == 0 and out["snrd_wm"] is None and out["fber"] is None
+
+
+def test_unstripped_scan_with_a_masked_background_is_not_taken_as_stripped(shared_data):
+    import nibabel as nib
+
+    # the Ljubljana scanner zeroes the background beyond a band of air noise around the head
+    path = shared_data / "open_ms_longitudinal_raw" / "patient01_study1" / "study1_T1W.nii.gz"
+    img = np.asarray(nib.load(str(path)).dataobj, dtype=np.float32)
+    assert not qc.is_skull_stripped(img)
+    assert not qc.is_skull_stripped(ndimage.gaussian_filter(img, 1.0))
+
+
+def test_outlier_voxels_do_not_move_the_head_mask():
+    img, labels = _tissue_phantom()
+    x = np.rint(np.pad(img, 4) * 1000).astype(np.int16)
+    rng = np.random.default_rng(0)
+    spiked = x.copy()
+    spiked.flat[rng.choice(x.size, 20, replace=False)] = np.tile([32767, -32767], 10)
+    clean, robust = qc.head_mask(x).sum(), qc.head_mask(spiked).sum()
+    # a plain Otsu on [-32767, 32767] puts the threshold above every tissue: a 10-voxel "head"
+    assert clean > 20_000 and abs(robust - clean) < 0.05 * clean
+
+
+def test_fber_is_the_ratio_of_median_energies_inside_and_outside_the_head():
+    head = np.zeros((20, 20, 20), bool)
+    head[5:15, 5:15, 5:15] = True
+    img = np.where(head, 10.0, 2.0)
+    img[0] = 0.0  # zero padding is not background
+    assert qc.fber(img, head) == pytest.approx(100.0 / 4.0)
+    assert qc.fber(np.where(head, 10.0, 0.0), head) is None
+
+
 def test_qc_command_writes_flat_json_with_lowercase_keys(tmp_path):
     from mtsr_monai.cli import main
 
@@ -140,6 +189,7 @@ def test_qc_command_writes_flat_json_with_lowercase_keys(tmp_path):
     for key in (
         "cjv",
         "efc",
+        "fber",
         "fwhm_x",
         "fwhm_y",
         "fwhm_z",

@@ -5,35 +5,46 @@ same shape. Tissue masks come from a label map with 1 = CSF, 2 = GM, 3 = WM (FSL
 convention), e.g. from :func:`mtsr_monai.metrics.segmentation.segment_tissues`.
 
 Formulas (``variant="mriqc"`` is the default, ``variant="paper"`` follows the clinical SR paper,
-Section 3.8.1; MAD is the raw median absolute deviation, not rescaled):
+Section 3.8.1). MAD is the *normalised* median absolute deviation, median(|x - median(x)|) / 0.6745, a
+consistent estimator of the sd of Gaussian data (statsmodels' ``mad()``, which MRIQC uses):
 
 - CJV  (mriqc) = (MAD_WM + MAD_GM) / |median_WM - median_GM|
   CJV  (paper) = (sd_WM + sd_GM) / |mean_WM - mean_GM|
 - EFC  (mriqc) = (1 / E_max) * sum_i (x_i / B) ln((x_i + 1e-16) / B), B = sqrt(sum_i x_i^2),
   E_max = sqrt(N) ln(1 / sqrt(N)), over all N voxels of the image (negatives clipped to 0); in [0, 1]
   EFC  (paper) = sum_i (x_i / B) ln(x_i / B), the same sum without the 1 / E_max normalisation (<= 0)
+- FBER = median(x^2 in the head) / median(x^2 in the background), background = outside the head mask
+  and non-zero (zero padding is left out, as MRIQC's rotation mask does); None on skull-stripped images
 - WM2max (mriqc) = median_WM / P99.95(image);  (paper) = median_WM / P95(image)
-- FWHM (AFNI 3dFWHMx "classic", per array axis, on the brain mask):
-  FWHM_a = sqrt(-2 ln 2 / ln(1 - var(d_a x) / (2 var(x)))) * voxel_size_a  [mm], where d_a x are the
-  first differences along axis a between neighbours that are both in the mask and var(x) is taken over
-  the mask; ``fwhm_avg`` is the arithmetic mean of the three axes. The estimator assumes the image is
-  smoothed white noise (Gaussian autocorrelation); NaN when the lag-1 correlation is <= 0 or >= 1.
+- FWHM: our own estimator, not AFNI's 3dFWHMx (which MRIQC runs and which cannot be installed here).
+  Per array axis, on the brain mask: FWHM_a = sqrt(-2 ln 2 / ln(1 - var(d_a x) / (2 var(x)))) *
+  voxel_size_a [mm], where d_a x are the first differences along axis a between neighbours that are both
+  in the mask and var(x) is taken over the mask (Forman et al. 1995, AFNI's "classic" formula, without
+  3dFWHMx's detrending); ``fwhm_avg`` is the mean of the three axes. It assumes the image is smoothed
+  white noise (Gaussian autocorrelation), so on an anatomical image it measures the width of the
+  lag-1 autocorrelation of the whole signal, anatomy included; NaN when that correlation is <= 0 or >= 1.
+  MRIQC reports 3dFWHMx's values in voxels; ours are in mm.
 - SNR per tissue t = median_t / (sd_t * sqrt(n_t / (n_t - 1)));  ``snr_total`` = mean over CSF, GM, WM
-- SNR Dietrich per tissue t = sqrt((4 - pi) / 2) * median_t / sd_air (Rayleigh-distributed air noise);
-  only when the air region holds signal, else None
+- SNR Dietrich per tissue t = sqrt((4 - pi) / 2) * median_t / s_air (Rayleigh-distributed air noise),
+  s_air = MAD of the air when it exceeds 1 intensity unit, else its sd (MRIQC's rule; the paper variant
+  always uses the sd); only when there is an air region with signal, else None
 - CNR = |median_WM - median_GM| / sqrt(sd_air^2 + sd_WM^2 + sd_GM^2) (sd_air = 0 when there is no air)
 - tissue summaries ``summary_{csf,gm,wm}_{mean,sd,median,mad,p05,p95,n}`` and ratios
   ``ratio_wm_gm_{s}`` = s(WM) / s(GM) and ``ratio_csf_wmgm_{s}`` = s(CSF) / s(WM u GM), s in mean, sd,
   p05, p95 (the paper's "mean WM / mean GM, mean CSF / mean (WM+GM), sd WM / sd GM, ...").
 
-Masks when none is given (:func:`default_brain_mask`, :func:`air_mask`):
+Masks when none is given (:func:`is_skull_stripped`, :func:`default_brain_mask`, :func:`air_mask`):
 
-- brain: when >= 95% of the voxels outside the Otsu head mask are exactly 0 the image is taken as
-  skull-stripped and the brain is ``image > 0`` (holes filled); otherwise Otsu threshold, largest
-  connected component, holes filled (a *head* mask on unstripped scans: give ``--mask`` there).
+- head: Otsu threshold (on intensities clipped to their 0.1-99.9th percentiles, so a few outlier voxels
+  such as +-32767 in an int16 scan cannot move it), largest connected component, holes filled.
+- skull-stripped: the image is taken as skull-stripped when >= 95% of the voxels outside the head are
+  exactly 0, or, for a blurred or resampled stripped image whose brain edge leaks a smooth halo into the
+  background, when >= 99% of the voxels farther than one FWHM (per axis) from the head are near zero
+  (|x| <= 1e-3 of the 99th percentile); the brain is then ``image > 0`` (holes filled); otherwise the head
+  mask (a *head* mask on unstripped scans: give ``--mask`` there).
 - air: voxels below the Otsu threshold, outside the head dilated by ``margin`` voxels (keeps ghosting
   and the scalp's partial volume out), and non-zero (zero padding is not noise). On skull-stripped
-  images this is empty: ``air_voxels`` = 0, ``sd_air`` = 0, ``snrd_*`` = None.
+  images there is none: ``air_voxels`` = 0, ``sd_air`` = 0, ``snrd_*`` = ``fber`` = None.
 """
 
 from __future__ import annotations
@@ -47,6 +58,10 @@ import numpy as np
 LABELS = {"csf": 1, "gm": 2, "wm": 3}
 VARIANTS = ("mriqc", "paper")
 DIETRICH = math.sqrt((4.0 - math.pi) / 2.0)  # sd of Rayleigh noise / sigma of the underlying Gaussian
+#: the standard normal's 0.75 quantile: MAD / MAD_NORMAL estimates the sd of Gaussian data
+MAD_NORMAL = 0.6744897501960817
+#: voxels with |x| below this fraction of the 99th percentile count as background (blur tails, ringing)
+NEAR_ZERO = 1e-3
 SUMMARY_STATS = ("mean", "sd", "p05", "p95")
 
 
@@ -56,7 +71,8 @@ def _check_variant(variant: str) -> None:
 
 
 def _mad(values: np.ndarray) -> float:
-    return float(np.median(np.abs(values - np.median(values))))
+    """Normalised median absolute deviation (statsmodels' ``mad``): an sd estimate robust to outliers."""
+    return float(np.median(np.abs(values - np.median(values)))) / MAD_NORMAL
 
 
 def _safe_div(num: float, den: float) -> float | None:
@@ -180,8 +196,17 @@ def tissue_summaries(image: np.ndarray, tissues: np.ndarray) -> dict:
 
 
 def _otsu(values: np.ndarray) -> float:
+    """Otsu threshold of intensities clipped to their 0.1-99.9th percentiles.
+
+    Otsu works on a 256-bin histogram over [min, max]: a few +-32767 voxels of an int16 scan would put
+    the whole head into one or two bins; clipping keeps the histogram on the tissue.
+    """
     from skimage.filters import threshold_otsu
 
+    values = np.asarray(values, dtype=np.float64)
+    lo, hi = np.percentile(values, [0.1, 99.9])
+    if hi > lo:
+        values = np.clip(values, lo, hi)
     return float(threshold_otsu(values))
 
 
@@ -205,21 +230,52 @@ def head_mask(image: np.ndarray) -> np.ndarray:
     return ndimage.binary_fill_holes(_largest_component(fg))
 
 
-def is_skull_stripped(image: np.ndarray) -> bool:
-    """True when >= 95% of the voxels outside the Otsu head mask are exactly 0."""
-    image = np.asarray(image)
-    outside = ~head_mask(image)
-    return bool(outside.any() and np.mean(image[outside] == 0) >= 0.95)
+def is_skull_stripped(image: np.ndarray, head: np.ndarray | None = None) -> bool:
+    """True for a skull-stripped image, blurred or not (rules in the module docstring).
+
+    The exact-zero rule alone misses a stripped image that was blurred or resampled afterwards: its brain
+    edge leaks a smooth halo into the background, which would then be taken for air. The halo reaches
+    about one FWHM of the image's own smoothness, so the second rule looks beyond it, where a stripped
+    image is empty and an unstripped one still holds air noise (or, with a scanner-masked background,
+    a noise band wider than the image's FWHM).
+    """
+    from scipy import ndimage
+
+    image = np.asarray(image, dtype=np.float32)
+    head = head_mask(image) if head is None else np.asarray(head, bool)
+    outside = ~head
+    if not outside.any():
+        return False
+    zero_fraction = float(np.mean(image[outside] == 0))
+    if zero_fraction >= 0.95:
+        return True
+    if zero_fraction < 0.5:  # air noise nearly everywhere: clearly not stripped, skip the costly rule
+        return False
+    widths = fwhm(image, head)
+    scale = [widths[f"fwhm_{a}"] or 1.0 for a in "xyz"]  # in voxels (unit spacing)
+    beyond = ndimage.distance_transform_edt(outside, sampling=[1.0 / max(w, 1.0) for w in scale]) > 1.0
+    if beyond.sum() < 100:
+        return False
+    return bool(np.mean(np.abs(image[beyond]) <= _near_zero(image)) >= 0.99)
+
+
+def _near_zero(image: np.ndarray) -> float:
+    nonzero = np.abs(image[image != 0])
+    return NEAR_ZERO * float(np.percentile(nonzero, 99)) if nonzero.size else 0.0
 
 
 def default_brain_mask(image: np.ndarray) -> np.ndarray:
-    """``image > 0`` (holes filled) on skull-stripped images, else the Otsu head mask (module docstring)."""
+    """The non-background voxels (holes filled) of a skull-stripped image, else the Otsu head mask.
+
+    Background is |x| <= 1e-3 of the 99th percentile, so the tails of a blurred brain's edge stay out.
+    """
     from scipy import ndimage
 
-    image = np.asarray(image)
-    if is_skull_stripped(image):
-        return ndimage.binary_fill_holes(image > 0)
-    return head_mask(image)
+    image = np.asarray(image, dtype=np.float32)
+    head = head_mask(image)
+    if is_skull_stripped(image, head):
+        return ndimage.binary_fill_holes(image > _near_zero(image))
+    return head
 
 
 def air_mask(image: np.ndarray, margin: int = 5) -> np.ndarray:
@@ -233,6 +289,31 @@ def air_mask(image: np.ndarray, margin: int = 5) -> np.ndarray:
     return ~head & (image < _otsu(image[::2, ::2, ::2].ravel())) & (image != 0)
 
 
+def fber(image: np.ndarray, head: np.ndarray, background: np.ndarray | None = None) -> float | None:
+    """Foreground-background energy ratio: median(x^2) in the head over median(x^2) in the background.
+
+    ``background`` defaults to the non-zero voxels outside ``head``; None when it is empty or holds no
+    energy (a skull-stripped image). Higher is better.
+    """
+    image = np.asarray(image, dtype=np.float64)
+    head = np.asarray(head, bool)
+    background = (~head & (image != 0)) if background is None else np.asarray(background, bool)
+    if not head.any() or not background.any():
+        return None
+    return _safe_div(float(np.median(image[head] ** 2)), float(np.median(image[background] ** 2)))
+
+
+def air_noise(values: np.ndarray, variant: str = "mriqc") -> float:
+    """Scale of the air noise for Dietrich's SNR: MRIQC uses the MAD when it exceeds 1 intensity unit,
+    else the sd (so the choice depends on the intensity scale, as in MRIQC); the paper variant the sd."""
+    values = np.asarray(values, dtype=np.float64)
+    if variant == "mriqc":
+        mad = _mad(values)
+        if mad > 1.0:
+            return mad
+    return float(values.std())
+
+
 def compute_iqms(
     image: np.ndarray,
     tissues: np.ndarray,
@@ -240,31 +321,37 @@ def compute_iqms(
     spacing: Sequence[float] = (1.0, 1.0, 1.0),
     variant: str = "mriqc",
     air: np.ndarray | None = None,
+    head: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """All IQMs of one image as a flat dict (lower-case keys; None where undefined).
 
     ``tissues``: label map 1 CSF, 2 GM, 3 WM (other labels ignored); ``brain`` defaults to
-    :func:`default_brain_mask` (used by FWHM); ``air`` defaults to :func:`air_mask`.
+    :func:`default_brain_mask` (used by FWHM); ``air`` defaults to :func:`air_mask` (none on a
+    skull-stripped image); ``head`` (for FBER) to :func:`head_mask`.
     """
     _check_variant(variant)
     image = np.asarray(image, dtype=np.float64)
     tissues = np.asarray(tissues)
     if tissues.shape != image.shape:
         raise ValueError(f"tissue map shape {tissues.shape} differs from image shape {image.shape}")
+    head = head_mask(image) if head is None else np.asarray(head, bool)
+    stripped = is_skull_stripped(image, head)
     brain = default_brain_mask(image) if brain is None else np.asarray(brain, bool)
     if air is None:  # stray non-zero voxels around a skull-stripped brain are not an air region
-        air = np.zeros(image.shape, bool) if is_skull_stripped(image) else air_mask(image)
+        air = np.zeros(image.shape, bool) if stripped else air_mask(image)
     air = np.asarray(air, bool)
     wm, gm = tissues == LABELS["wm"], tissues == LABELS["gm"]
     out: dict[str, Any] = {"variant": variant}
     out["cjv"] = cjv(image, wm, gm, variant)
     out["efc"] = efc(image, variant)
+    out["fber"] = None if stripped else fber(image, head)
     out.update(fwhm(image, brain, spacing))
     out["wm2max"] = wm2max(image, wm, variant)
     air_values = image[air]
     # an air region "with signal": enough voxels and some spread (skull-stripped images have none)
     has_air = air_values.size >= 100 and float(air_values.std()) > 0
     sd_air = float(air_values.std()) if has_air else 0.0
+    noise_air = air_noise(air_values, variant) if has_air else 0.0
     out["air_voxels"] = int(air_values.size) if has_air else 0
     out["sd_air"] = sd_air
     snrs, snrds = [], []
@@ -273,7 +360,7 @@ def compute_iqms(
         out[f"snr_{name}"] = snr(v)
         snrs.append(out[f"snr_{name}"])
         out[f"snrd_{name}"] = (
-            _safe_div(DIETRICH * float(np.median(v)), sd_air) if has_air and v.size else None
+            _safe_div(DIETRICH * float(np.median(v)), noise_air) if has_air and v.size else None
         )
         snrds.append(out[f"snrd_{name}"])
     out["snr_total"] = float(np.mean(snrs)) if all(s is not None for s in snrs) else None
@@ -286,6 +373,7 @@ def compute_iqms(
 NUMERIC_KEYS = (
     "cjv",
     "efc",
+    "fber",
     "fwhm_x",
     "fwhm_y",
     "fwhm_z",
