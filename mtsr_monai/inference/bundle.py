@@ -17,7 +17,16 @@ from mtsr_monai.errors import InputError
 
 DEFAULT_BUNDLE = "mtsr_sr"
 
-__all__ = ["DEFAULT_BUNDLE", "bundle_dir", "bundles_root", "load_bundle_network", "sha256"]
+__all__ = [
+    "DEFAULT_BUNDLE",
+    "bundle_components",
+    "bundle_dir",
+    "bundle_parser",
+    "bundles_root",
+    "infer_item",
+    "load_bundle_network",
+    "sha256",
+]
 
 
 def bundles_root() -> Path:
@@ -106,3 +115,106 @@ def load_bundle_network(
     network = network.float().to(device).eval()
     info = {"bundle": str(root), "weights": str(weights_path), "metadata": parser.get("_meta_", {})}
     return network, info
+
+
+def bundle_parser(
+    bundle: str | os.PathLike | None = None,
+    overrides: dict[str, Any] | None = None,
+    config: str = "configs/inference.yaml",
+) -> Any:
+    """A ``ConfigParser`` of a bundle's config (and metadata) with ``bundle_root`` set and ``overrides``
+    applied (``"a#b"`` ids), as ``python -m monai.bundle run --a#b value`` would."""
+    from monai.bundle import ConfigParser
+
+    root = bundle_dir(bundle)
+    parser = ConfigParser()
+    parser.read_config(str(root / config))
+    meta_file = root / "configs" / "metadata.json"
+    if meta_file.is_file():
+        parser.read_meta(str(meta_file))
+    parser["bundle_root"] = str(root)
+    for key, value in (overrides or {}).items():
+        parser[key] = value
+    return parser
+
+
+def bundle_components(
+    bundle: str | os.PathLike | None = None,
+    overrides: dict[str, Any] | None = None,
+    config: str = "configs/inference.yaml",
+) -> dict[str, Any]:
+    """``preprocessing``, ``inferer`` and ``postprocessing`` of a bundle's inference config: the objects
+    its evaluator runs (``python -m monai.bundle run inference``), built here for the CLI and MONAI Label."""
+    parser = bundle_parser(bundle, overrides, config)
+    return {
+        k: parser.get_parsed_content(k, instantiate=True)
+        for k in ("preprocessing", "inferer", "postprocessing")
+    }
+
+
+def _input_error_in(err: BaseException) -> InputError | None:
+    """The :class:`InputError` behind MONAI's ``RuntimeError("applying transform ...")`` wrappers."""
+    seen = err
+    while seen is not None:
+        if isinstance(seen, InputError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def infer_item(
+    components: dict[str, Any],
+    item: dict[str, Any],
+    network: Any,
+    image_key: str = "image",
+    pred_key: str = "pred",
+) -> dict[str, Any]:
+    """Run ``preprocessing``, the ``inferer`` on the one-item batch, ``postprocessing`` (as the bundle's
+    evaluator does per item); returns the post-processed item. Bad input raises :class:`InputError`."""
+    import torch
+
+    try:
+        d = components["preprocessing"](dict(item))
+        with torch.inference_mode():
+            pred = components["inferer"](d[image_key][None], network)
+        d[pred_key] = pred[0]
+        return components["postprocessing"](d)
+    except RuntimeError as err:
+        cause = _input_error_in(err)
+        if cause is not None:
+            raise cause from None
+        raise
+
+
+def checkpoint_meta(path: str | os.PathLike) -> dict:
+    """The ``meta`` dict of a weights file that has one (MT: nz, ngf, image_size, native_resolution ...)."""
+    import torch
+
+    try:
+        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # a missing, truncated or foreign file
+        raise InputError(f"cannot read weights ({exc.__class__.__name__})", path) from exc
+    return dict(ckpt.get("meta", {})) if isinstance(ckpt, dict) else {}
+
+
+def find_sessions(
+    dataset_dir: str | os.PathLike, sequences: tuple[str, ...] = ("flair", "t1", "t2")
+) -> list[dict]:
+    """Routine sessions under ``dataset_dir``: each sub-folder (or the folder itself) holding NIfTIs named
+    after their sequence (``*flair*``, ``*t1*``, ``*t2*``, as ``mtsr datalist`` reads them) gives
+    ``{sequence: path, "session": <sub-folder name>}``."""
+    from mtsr_monai.data.datalist import modality_from_name
+
+    root = Path(dataset_dir)
+    folders = [root, *sorted(p for p in root.iterdir() if p.is_dir())] if root.is_dir() else []
+    sessions = []
+    for folder in folders:
+        found: dict[str, Any] = {}
+        for f in sorted(folder.glob("*.nii*")):
+            mod = modality_from_name(f.name.split(".nii")[0])
+            if mod in sequences and mod not in found:
+                found[mod] = str(f)
+        if found:
+            found["session"] = folder.name
+            sessions.append(found)
+    return sessions

@@ -469,8 +469,9 @@ class ClinicalRestored(MapTransform):
 
 
 class SaveClinicald(MapTransform):
-    """Write one volume per given sequence, ``<path_key folder or output_dir/<n>>/<sequence>.nii.gz``, from
-    the channels of ``keys``; the paths go to ``<key>_paths``."""
+    """Write one volume per given sequence as ``<folder>/<sequence>.nii.gz`` from the channels of ``keys``;
+    the folder is the item's ``path_key`` entry, else ``output_dir/<the item's session name or reference
+    scan name>``. The paths go to ``<key>_paths``."""
 
     def __init__(
         self,
@@ -487,7 +488,8 @@ class SaveClinicald(MapTransform):
 
         d = dict(data)
         info = _clinical_info(d[self.ref_key])
-        out = Path(d.get(self.path_key) or Path(self.output_dir) / output_stem(d, self.ref_key))
+        name = d.get("session") or output_stem(d, self.ref_key)
+        out = Path(d.get(self.path_key) or Path(self.output_dir) / str(name))
         out.mkdir(parents=True, exist_ok=True)
         for key in self.key_iterator(d):
             pred = d[key]

@@ -95,7 +95,10 @@ class LatentUNetGenerator(nn.Module):
                 )
             self.up.append(block)
 
-    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        # no code: the prior's mean (z = 0), so one-input tools (verify_net_in_out, ckpt/onnx export) work
+        if z is None:
+            z = x.new_zeros((x.shape[0], self.nz))
         skips = []
         h = x
         for block in self.down:
@@ -198,11 +201,18 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
 
 def build_networks(
-    nz: int = 8, ngf: int = 64, nef: int = 64, ndf: int = 64, image_size: int = 256, use_encoder: bool = True
+    nz: int = 8,
+    ngf: int = 64,
+    nef: int = 64,
+    ndf: int = 64,
+    image_size: int = 256,
+    use_encoder: bool = True,
+    max_mult: int = 8,
 ) -> dict[str, nn.Module | None]:
-    """Generator, encoder (None for pix2pix with noise) and the two discriminators D (cVAE) and D2 (cLR)."""
+    """Generator, encoder (None for pix2pix with noise) and the two discriminators D (cVAE) and D2 (cLR).
+    ``max_mult`` caps the generator's widths at ``ngf * max_mult`` (official: 8)."""
     return {
-        "generator": LatentUNetGenerator(nz=nz, ngf=ngf, image_size=image_size),
+        "generator": LatentUNetGenerator(nz=nz, ngf=ngf, image_size=image_size, max_mult=max_mult),
         "encoder": ResNetEncoder(nz=nz, nef=nef, image_size=image_size) if use_encoder else None,
         "discriminator": MultiScalePatchDiscriminator(ndf=ndf, image_size=image_size),
         "discriminator2": MultiScalePatchDiscriminator(ndf=ndf, image_size=image_size)
