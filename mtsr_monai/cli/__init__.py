@@ -4,22 +4,112 @@ Subcommands live one per module in :mod:`mtsr_monai.cli.commands`; each module d
 ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int | None`` and imports nothing heavy at
 module level, so that ``mtsr --help`` answers at once. Modules are discovered automatically.
 
-Exit codes: 0 success, 2 bad input or bad arguments, 1 internal error, 130 interrupted.
+A module may also define ``outputs(args) -> OutputPlan`` (the files and folders it writes) and
+``inputs(args) -> list[Path]`` (input files beyond the generic ``--input``, ``--t1``, ``--mask``, ...):
+before the command runs, :func:`mtsr_monai.io.outputs.guard_outputs` refuses an output that is an input,
+an unwritable output place and an output another run is writing, locks the outputs for the run and
+removes the temporary files of killed runs.
+
+Exit codes: 0 success, 2 bad input or bad arguments, 1 internal error, 130 interrupted (Ctrl-C), 143
+terminated (SIGTERM; handled like Ctrl-C: temporary files are removed).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import pkgutil
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from types import ModuleType
 
 from mtsr_monai import __version__
 from mtsr_monai.errors import InputError
 
-EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+
+#: argument names that hold input files or folders, for every command
+INPUT_ARGS = (
+    "input",
+    "pred",
+    "ref",
+    "mask",
+    "tissues",
+    "t1",
+    "t2",
+    "flair",
+    "like",
+    "datalist",
+    "codes",
+    "template",
+    "template_mask",
+    "model",
+    "weights",
+)
+
+
+class Terminated(BaseException):
+    """Raised in the main thread on SIGTERM, so cleanup runs as for Ctrl-C (not an Exception: the
+    commands' ``except Exception`` blocks must not swallow it)."""
+
+
+def _in_import(frame) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Terminated` in the main thread.
+
+    An exception raised while the import machinery runs can land in one of its callbacks, where Python
+    ignores it, and a module would be left half-imported: there the signal is deferred, re-checked every
+    50 ms (SIGALRM) until the import is over.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    pending = []
+
+    def handler(signum, frame):
+        if signum == signal.SIGALRM and not pending:
+            return  # not ours: only a deferred SIGTERM arms the timer
+        if _in_import(frame):
+            pending.append(signum)
+            signal.setitimer(signal.ITIMER_REAL, 0.05)
+            return
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    previous_alarm = signal.signal(signal.SIGALRM, handler)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGALRM, previous_alarm)
+
+
+def _inputs(module: ModuleType, args: argparse.Namespace) -> list[Path]:
+    found = [Path(v) for name in INPUT_ARGS if isinstance(v := getattr(args, name, None), (str, Path))]
+    extra = getattr(module, "inputs", None)
+    return found + (list(extra(args)) if extra else [])
+
+
+def _guard(module: ModuleType, args: argparse.Namespace):
+    from mtsr_monai.io.outputs import OutputPlan, guard_outputs
+
+    plan = module.outputs(args) if hasattr(module, "outputs") else OutputPlan()
+    return guard_outputs(plan, _inputs(module, args), what=f"mtsr {args.command}")
 
 
 def _command_modules() -> list[ModuleType]:
@@ -46,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
             module.NAME, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP)
         )
         module.add_arguments(sub)
-        sub.set_defaults(_run=module.run)
+        sub.set_defaults(_run=module.run, _module=module)
     return parser
 
 
@@ -57,16 +147,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_BAD_INPUT
     try:
-        code = args._run(args)
+        with _sigterm_raises(), _guard(args._module, args):
+            code = args._run(args)
     except InputError as err:
         print(f"mtsr {args.command}: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"mtsr {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Terminated:
+        print(f"mtsr {args.command}: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except Exception as err:  # noqa: BLE001 - the last line of defence: report, exit 1
         print(f"mtsr {args.command}: internal error: {type(err).__name__}: {err}", file=sys.stderr)
-        if "--debug" in sys.argv or __import__("os").environ.get("MTSR_DEBUG"):
+        if "--debug" in sys.argv or os.environ.get("MTSR_DEBUG"):
             raise
         return EXIT_INTERNAL
     return EXIT_OK if code is None else int(code)

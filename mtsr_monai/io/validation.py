@@ -13,24 +13,67 @@ from mtsr_monai.errors import InputError
 MIN_VOXEL_MM, MAX_VOXEL_MM = 0.05, 20.0
 
 
-def validate_volume(array: np.ndarray, affine: np.ndarray, path: str | Path | None = None) -> None:
-    """Refuse non-3D data, NaN/Inf voxels, constant images and absurd voxel sizes."""
-    if array.ndim != 3:
-        raise InputError(f"expected a 3D volume, got {array.ndim}D data of shape {tuple(array.shape)}", path)
-    if min(array.shape) < 2:
-        raise InputError(f"expected a 3D volume, got shape {tuple(array.shape)} (a 2D image?)", path)
-    finite = np.isfinite(array)
-    if not finite.all():
-        raise InputError(f"{int(array.size - finite.sum())} voxels are NaN or Inf", path)
-    if float(array.max()) == float(array.min()):
-        raise InputError(f"the image is constant (every voxel is {float(array.min())})", path)
-    spacing = np.sqrt((np.asarray(affine, dtype=float)[:3, :3] ** 2).sum(axis=0))
-    if not np.all(np.isfinite(spacing)) or spacing.min() < MIN_VOXEL_MM or spacing.max() > MAX_VOXEL_MM:
+def validate_grid(shape: Sequence[int], affine: np.ndarray, path: str | Path | None = None) -> None:
+    """Refuse a grid that is not 3D (at least 2 voxels per axis), or whose affine is not a valid mapping:
+    non-finite, singular, or with voxel sizes outside 0.05-20 mm."""
+    shape = tuple(int(n) for n in shape)
+    if len(shape) != 3:
+        raise InputError(f"expected a 3D volume, got {len(shape)}D data of shape {shape}", path)
+    if min(shape) < 2:
+        raise InputError(f"expected a 3D volume, got shape {shape} (a 2D image?)", path)
+    affine = np.asarray(affine, dtype=float)
+    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
+        raise InputError("the voxel-to-world affine is not a finite 4x4 matrix: check the header", path)
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    if spacing.min() < MIN_VOXEL_MM or spacing.max() > MAX_VOXEL_MM:
         raise InputError(
             f"absurd voxel size {tuple(round(float(s), 4) for s in spacing)} mm "
             f"(accepted {MIN_VOXEL_MM}-{MAX_VOXEL_MM} mm): check the header",
             path,
         )
+    # columns of equal length can still be (nearly) parallel: a degenerate grid
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-6 * float(np.prod(spacing)):
+        raise InputError("the affine is singular (voxel axes are not independent): check the header", path)
+
+
+def validate_volume(array: np.ndarray, affine: np.ndarray, path: str | Path | None = None) -> None:
+    """Refuse non-3D data, NaN/Inf voxels, constant images and invalid grids (:func:`validate_grid`)."""
+    if array.ndim != 3:
+        raise InputError(f"expected a 3D volume, got {array.ndim}D data of shape {tuple(array.shape)}", path)
+    validate_grid(array.shape, affine, path)
+    finite = np.isfinite(array)
+    if not finite.all():
+        raise InputError(f"{int(array.size - finite.sum())} voxels are NaN or Inf", path)
+    if float(array.max()) == float(array.min()):
+        raise InputError(f"the image is constant (every voxel is {float(array.min())})", path)
+
+
+def check_nifti_header(path: str | Path) -> None:
+    """Refuse a NIfTI header whose sform is in force (sform_code > 0) but all zeros or singular.
+
+    NIfTI says the sform, when its code is set, maps voxels to world; readers given a void one fall
+    back silently to a stale qform or to pixdim with the origin at 0, misplacing the image by centimetres.
+    No fallback is taken here: the message says how to fix the header. Unreadable files are left to
+    the loader, which reports them.
+    """
+    import nibabel as nib
+
+    try:
+        header = nib.load(str(path)).header
+    except Exception:  # noqa: BLE001 - the loader gives the one-line message for unreadable files
+        return
+    if not isinstance(header, nib.Nifti1Header) or int(header["sform_code"]) <= 0:
+        return
+    sform = np.asarray(header.get_sform(), dtype=float)
+    if np.all(np.isfinite(sform)) and abs(np.linalg.det(sform[:3, :3])) > 1e-12:
+        return
+    what = "all zeros" if not np.any(sform[:3]) else "singular or not finite"
+    raise InputError(
+        f"the sform is {what} though sform_code is {int(header['sform_code'])}: the header has no valid "
+        f"voxel-to-world mapping; fix it (or set sform_code to 0 to use the qform, "
+        f"qform_code {int(header['qform_code'])})",
+        path,
+    )
 
 
 def check_same_grid(

@@ -11,7 +11,7 @@ import numpy as np
 
 from mtsr_monai.errors import InputError
 from mtsr_monai.io.atomic import atomic_output
-from mtsr_monai.io.validation import validate_volume
+from mtsr_monai.io.validation import check_nifti_header, validate_volume
 
 if TYPE_CHECKING:
     from monai.data import MetaTensor
@@ -40,13 +40,15 @@ def load_volume(path: str | os.PathLike, reader: str | None = None, validate: bo
     """Read one 3D volume as a float32 ``MetaTensor`` (no channel axis), affine in RAS mm.
 
     A 4D file holding a single volume is squeezed to 3D. ``reader`` forces ``"NibabelReader"`` or
-    ``"ITKReader"``. Raises :class:`InputError` for a missing, unreadable or truncated file and for
-    everything :func:`validate_volume` refuses.
+    ``"ITKReader"``. Raises :class:`InputError` for a missing, unreadable or truncated file, a NIfTI
+    header whose sform is in force but void, and everything :func:`validate_volume` refuses.
     """
     path = Path(path)
     if not path.is_file():
         raise InputError("no such file", path)
     reader_name = _reader_for(path, reader)
+    if path.name.lower().endswith(NIFTI_SUFFIXES):
+        check_nifti_header(path)  # before MONAI, which would fall back silently on a void sform
     from monai.transforms import LoadImage
 
     loader = LoadImage(reader=reader_name, image_only=True, dtype=np.float32)

@@ -54,6 +54,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
 
 
+#: what --explain adds next to the restored volumes
+EXPLAIN_FILES = ("attention_gate*.nii.gz", "gradcam.nii.gz", "critic_score.txt", "explain.png")
+
+
+def outputs(args: argparse.Namespace):
+    from mtsr_monai.io.outputs import OutputPlan
+
+    out = Path(args.output_dir)
+    names = [f"{m}.nii.gz" for m in ("flair", "t1", "t2") if getattr(args, m) is not None]
+    if getattr(args, "explain", True):
+        names += EXPLAIN_FILES
+    return OutputPlan(files=[out / n for n in names], folders=[out])
+
+
 def run(args: argparse.Namespace) -> int:
     from mtsr_monai.errors import InputError
     from mtsr_monai.inference.clinical import restore_clinical

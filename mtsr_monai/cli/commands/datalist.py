@@ -45,6 +45,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def outputs(args: argparse.Namespace):
+    from pathlib import Path
+
+    from mtsr_monai.io.outputs import OutputPlan
+
+    return OutputPlan(files=[Path(args.output)])
+
+
 def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path

@@ -65,6 +65,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
 
+def outputs(args: argparse.Namespace):
+    from mtsr_monai.io.outputs import OutputPlan
+
+    return OutputPlan(files=[Path(args.output)])
+
+
 def _check_arguments(args: argparse.Namespace) -> None:
     from mtsr_monai.errors import InputError
 

@@ -27,6 +27,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slices", type=int, default=8, help="axial slices of the slab processed (speed)")
 
 
+def outputs(args: argparse.Namespace):
+    from mtsr_monai.io.outputs import OutputPlan
+
+    out = Path(args.output_dir)
+    names = (
+        f"lr_{args.source}.nii.gz",
+        "lr_brain_mask.nii.gz",
+        f"hr_{args.source}.nii.gz",
+        "demo.json",
+        "report.html",
+        "subject/*.nii.gz",
+        "run/*",
+    )
+    return OutputPlan(files=[out / n for n in names], folders=[out])
+
+
 def run(args: argparse.Namespace) -> int:
     from mtsr_monai.inference.pipeline import run_demo
 

@@ -27,6 +27,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def outputs(args: argparse.Namespace):
+    from pathlib import Path
+
+    from mtsr_monai.io.outputs import OutputPlan
+
+    return OutputPlan(files=[Path(args.json)] if args.json else [])
+
+
 def _fmt(value: float) -> str:
     return f"{value:.4g}" if abs(value) < 1e-3 or abs(value) >= 1e4 else f"{value:.4f}"
 

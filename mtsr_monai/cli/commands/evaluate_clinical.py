@@ -50,6 +50,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def outputs(args: argparse.Namespace):
+    from mtsr_monai.io.outputs import OutputPlan
+
+    out = Path(args.output)
+    names = ("index.html", "report.json", "figures/*.png")
+    return OutputPlan(files=[out / n for n in names], folders=[out])
+
+
 def run(args: argparse.Namespace) -> int:
     import sys
 

@@ -30,6 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
 
 
+def outputs(args: argparse.Namespace):
+    from mtsr_monai.cli.commands.clinical_sr import outputs as clinical_outputs
+
+    return clinical_outputs(args)  # the restored volumes and the maps, as clinical-sr --explain
+
+
 def run(args: argparse.Namespace) -> int:
     from mtsr_monai.errors import InputError
     from mtsr_monai.inference.clinical import restore_clinical

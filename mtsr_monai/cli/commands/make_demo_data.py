@@ -49,6 +49,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         )
 
 
+def outputs(args: argparse.Namespace):
+    from mtsr_monai.io.outputs import OutputPlan
+
+    names = ("t1", "t2", "flair", "pd", "brain_mask")
+    return OutputPlan(files=[args.output / f"{n}.nii.gz" for n in names], folders=[args.output])
+
+
 def run(args: argparse.Namespace) -> int:
     from mtsr_monai.data.demo import make_demo_subject
     from mtsr_monai.errors import InputError

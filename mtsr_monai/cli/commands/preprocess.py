@@ -80,6 +80,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def inputs(args: argparse.Namespace) -> list:
+    """The image files listed in the datalist (an unreadable datalist is refused by the run itself)."""
+    from mtsr_monai.data.preprocess import read_datalist
+    from mtsr_monai.errors import InputError
+
+    try:
+        subjects = read_datalist(args.datalist)
+    except InputError:
+        return []
+    return [v for s in subjects for k, v in s.items() if k not in ("subject", "split")]
+
+
+def outputs(args: argparse.Namespace):
+    """Per subject DIR/<subject>/<key>.nii.gz, brain_mask, transforms and sidecar; DIR/datalist.json."""
+    from pathlib import Path
+
+    from mtsr_monai.data.preprocess import read_datalist
+    from mtsr_monai.errors import InputError
+    from mtsr_monai.io.outputs import OutputPlan
+
+    out = Path(args.output)
+    files = [out / "datalist.json"]
+    try:
+        subjects = read_datalist(args.datalist)
+    except InputError:
+        subjects = []
+    for subject in subjects:
+        folder = out / subject["subject"]
+        keys = [k for k in subject if k not in ("subject", "split")]
+        files += [folder / f"{k}.nii.gz" for k in keys] + [folder / f"transform_{k}.tfm" for k in keys]
+        files += [folder / "brain_mask.nii.gz", folder / "preprocess.json"]
+    return OutputPlan(files=files, folders=[out])
+
+
 def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path

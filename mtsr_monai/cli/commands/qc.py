@@ -46,6 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def outputs(args: argparse.Namespace):
+    from mtsr_monai.io.outputs import OutputPlan
+
+    return OutputPlan(files=[p for p in (args.json, args.save_tissues) if p is not None])
+
+
 def run(args: argparse.Namespace) -> int:
     import json
     import sys

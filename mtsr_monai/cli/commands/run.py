@@ -28,6 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", type=Path, default=None, help="translation weights file")
 
 
+def outputs(args: argparse.Namespace):
+    from mtsr_monai.cli.commands.translate import translation_outputs
+
+    return translation_outputs(args.output_dir, ("sr.nii.gz", "montage.png", "summary.json"))
+
+
 def run(args: argparse.Namespace) -> int:
     from mtsr_monai.cli.commands.translate import translation_kwargs
     from mtsr_monai.inference.pipeline import run_pipeline

@@ -38,6 +38,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--axis", default="axial", help="plane: axial | coronal | sagittal | array index")
 
 
+def outputs(args: argparse.Namespace):
+    from pathlib import Path
+
+    from mtsr_monai.io.outputs import OutputPlan
+
+    return OutputPlan(files=[Path(args.output)])
+
+
 def run(args: argparse.Namespace) -> int:
     import json
     import sys

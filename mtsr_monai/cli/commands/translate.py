@@ -62,6 +62,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--axis", default="axial", help="slice plane: axial (default), coronal, sagittal")
 
 
+def translation_outputs(out: Path, extra: tuple[str, ...] = ()):
+    """The files ``mtsr translate`` (and with ``extra`` names, ``mtsr run``) writes into ``out``."""
+    from mtsr_monai.io.outputs import OutputPlan
+
+    names = ("sample_*.nii.gz", "mean.nii.gz", "std.nii.gz", *extra)
+    return OutputPlan(files=[Path(out) / n for n in names], folders=[Path(out)])
+
+
+def outputs(args: argparse.Namespace):
+    return translation_outputs(args.output_dir, ("codes.json",))
+
+
 def read_codes(path: Path | None):
     """Latent codes from a JSON file (a list of vectors, or a dict with ``codes``), or None."""
     from mtsr_monai.errors import InputError

@@ -1,0 +1,223 @@
+"""Guarding a command's outputs before any work: never over an input, writable, one writer at a time.
+
+:func:`guard_outputs` is what ``mtsr`` runs around every command, given the command's
+:class:`OutputPlan` (the files and folders it will write) and its input files. Before the command
+starts it refuses (:class:`~mtsr_monai.errors.InputError`, exit 2, nothing written):
+
+- an output that is one of the inputs (the same path, or the same file through a link);
+- two outputs on one path, a file output that is a folder, a folder output that is a file;
+- an output location where no file can be created (read-only folder, no permission, read-only disk),
+  probed by creating and deleting a temporary file, so root and read-only mounts are judged right too;
+- an output that another ``mtsr`` run is writing now: each output path is locked with ``flock`` for the
+  whole run, in a lock file outside the output folder (``$TMPDIR/mtsr-locks``), released by the kernel
+  even when the holder is killed.
+
+Holding the locks, it removes the temporary files that killed runs left next to the outputs
+(``.<name>.<random>.part<ext>``, see :mod:`mtsr_monai.io.atomic`), unless another live run owns them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mtsr_monai.errors import InputError
+
+#: temporary names made by atomic_output: ".<final name>.<8 random chars>.part<ext>"
+PART_NAME = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.part(\.[A-Za-z0-9]+)*$")
+
+
+@dataclass
+class OutputPlan:
+    """What a command will write: ``files`` (``fnmatch`` patterns allowed in the last component, e.g.
+    ``out/sample_*.nii.gz``) and ``folders`` (created if missing; stale temporary files under them are
+    removed)."""
+
+    files: list[Path] = field(default_factory=list)
+    folders: list[Path] = field(default_factory=list)
+
+    def concrete_files(self) -> list[Path]:
+        return [f for f in self.files if not _is_pattern(f)]
+
+
+def _is_pattern(path: Path) -> bool:
+    return any(c in path.name for c in "*?[")
+
+
+def _resolved(path: str | os.PathLike) -> Path:
+    return Path(os.path.abspath(os.path.expanduser(os.fspath(path)))).resolve()
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a == b:
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_not_inputs(plan: OutputPlan, inputs: Iterable[str | os.PathLike]) -> None:
+    """Refuse outputs that are inputs, repeated outputs, and outputs of the wrong kind (file vs folder)."""
+    sources = [_resolved(p) for p in inputs if p is not None]
+    seen: dict[Path, Path] = {}
+    for out in plan.files:
+        target = _resolved(out)
+        for src in sources:
+            hit = fnmatch.fnmatch(str(src), str(target)) if _is_pattern(out) else _same_file(target, src)
+            if hit:
+                raise InputError(f"the output would overwrite the input {src}: choose another output", out)
+        if _is_pattern(out):
+            continue
+        if target in seen:
+            raise InputError(f"given as two outputs ({seen[target]} and {out})", out)
+        seen[target] = Path(out)
+        if target.is_dir():
+            raise InputError("the output file is an existing folder", out)
+    for folder in plan.folders:
+        if _resolved(folder).exists() and not _resolved(folder).is_dir():
+            raise InputError("the output folder is an existing file", folder)
+
+
+def _existing_ancestor(path: Path) -> Path:
+    path = _resolved(path)
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def check_writable(plan: OutputPlan) -> None:
+    """Refuse output locations where no file can be created, by creating and removing a probe file."""
+    places = {_existing_ancestor(f.parent) for f in plan.files}
+    places |= {_existing_ancestor(d) for d in plan.folders}
+    for place in sorted(places):
+        if not place.is_dir():
+            raise InputError("is a file, not a folder: cannot write outputs under it", place)
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".mtsr-write-probe.", dir=place)
+        except OSError as err:
+            reason = err.strerror or str(err)
+            raise InputError(f"cannot write here ({reason}): choose a writable output", place) from err
+        os.close(fd)
+        os.unlink(probe)
+
+
+def lock_path(path: str | os.PathLike) -> Path:
+    """The lock file of an output path: outside the output folder, keyed by the resolved path."""
+    key = hashlib.sha256(str(_resolved(path)).encode()).hexdigest()[:24]
+    return Path(tempfile.gettempdir()) / "mtsr-locks" / f"{key}.lock"
+
+
+class OutputLocks:
+    """Exclusive ``flock`` locks on output paths, held until :meth:`release` (or the process ends)."""
+
+    def __init__(self) -> None:
+        self._held: dict[Path, int] = {}
+
+    def holds(self, path: str | os.PathLike) -> bool:
+        return _resolved(path) in self._held
+
+    def acquire(self, path: str | os.PathLike, what: str = "mtsr") -> None:
+        """Lock ``path`` or raise InputError naming the run that holds it."""
+        import fcntl
+
+        target = _resolved(path)
+        if target in self._held:
+            return
+        lock = lock_path(target)
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            owner = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another run"
+            os.close(fd)
+            raise InputError(
+                f"another mtsr run ({owner}) is writing this output now: wait for it or choose another "
+                "output",
+                path,
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}, {what}".encode(), 0)
+        self._held[target] = fd
+
+    def is_busy(self, path: str | os.PathLike) -> bool:
+        """True when another process holds the lock of ``path`` (probed without keeping it)."""
+        import fcntl
+
+        if self.holds(path):
+            return False
+        lock = lock_path(path)
+        if not lock.exists():
+            return False
+        fd = os.open(lock, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        finally:
+            os.close(fd)  # closing drops a lock taken here
+        return False
+
+    def release(self) -> None:
+        for fd in self._held.values():
+            os.close(fd)
+        self._held.clear()
+
+
+def remove_stale_parts(plan: OutputPlan, locks: OutputLocks) -> list[Path]:
+    """Delete the temporary files of killed runs next to the planned outputs; return what was removed.
+
+    A temporary file belongs to a live run when that run locks its final path or a folder above it.
+    """
+    candidates: set[Path] = set()
+    for out in plan.concrete_files():
+        folder = _resolved(out).parent
+        if folder.is_dir():
+            candidates |= set(folder.glob(f".{glob_escape(Path(out).name)}.*.part*"))
+    for folder in plan.folders:
+        if _resolved(folder).is_dir():
+            candidates |= set(_resolved(folder).rglob(".*.part*"))
+    removed = []
+    for tmp in sorted(candidates):
+        match = PART_NAME.match(tmp.name)
+        if not match or not tmp.is_file():
+            continue
+        final = tmp.parent / match.group("name")
+        owners = [final, *final.parents]
+        if any(locks.is_busy(p) for p in owners):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+@contextlib.contextmanager
+def guard_outputs(
+    plan: OutputPlan, inputs: Iterable[str | os.PathLike], what: str = "mtsr"
+) -> Iterator[OutputLocks]:
+    """Check ``plan`` against ``inputs``, probe writability, lock every output and clear stale temporary
+    files; hold the locks while the block runs (module docstring)."""
+    inputs = list(inputs)
+    check_not_inputs(plan, inputs)
+    check_writable(plan)
+    locks = OutputLocks()
+    try:
+        for path in [*plan.folders, *plan.concrete_files()]:
+            locks.acquire(path, what)
+        remove_stale_parts(plan, locks)
+        yield locks
+    finally:
+        locks.release()

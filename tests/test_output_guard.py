@@ -1,0 +1,158 @@
+"""Outputs are guarded before any work: never over an input, only where writable, one writer at a time;
+SIGTERM cleans up like Ctrl-C; temporary files of killed runs are removed by the next run."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mtsr_monai.cli import main
+from mtsr_monai.io.outputs import OutputLocks
+from tests.conftest import write_nifti
+
+DEGRADE = ["--mode", "kspace", "--scale", "2"]
+
+
+def _degrade(src: Path, out: Path) -> list[str]:
+    return ["degrade", "--input", str(src), "--output", str(out), *DEGRADE]
+
+
+@pytest.mark.parametrize(
+    "make_args",
+    [
+        lambda src, tmp: _degrade(src, src),
+        lambda src, tmp: ["evaluate", "--pred", str(src), "--ref", str(src), "--json", str(src)],
+        lambda src, tmp: ["qc", "--input", str(src), "--save-tissues", str(src)],
+        lambda src, tmp: ["clinical-sr", "--flair", str(src), "--spacing", "1", "-o", str(src.parent)],
+    ],
+    ids=["degrade", "evaluate-json", "qc-save-tissues", "clinical-sr-dir"],
+)
+def test_output_equal_to_an_input_is_refused_and_the_input_kept(tmp_path, phantom, make_args, capsys):
+    src = write_nifti(tmp_path / "flair.nii.gz", phantom)
+    before = src.read_bytes()
+    assert main(make_args(src, tmp_path)) == 2
+    assert "overwrite the input" in capsys.readouterr().err
+    assert src.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["flair.nii.gz"]
+
+
+def test_output_through_a_link_to_the_input_is_refused(tmp_path, phantom_file):
+    link = tmp_path / "link.nii.gz"
+    link.symlink_to(phantom_file)
+    assert main(_degrade(phantom_file, link)) == 2
+
+
+@contextlib.contextmanager
+def _unwritable(folder: Path):
+    """Make ``folder`` read-only for the code run inside; as root (who ignores permission bits) by
+    running it with the effective uid of 'nobody'."""
+    folder.chmod(0o555)
+    try:
+        if os.geteuid() == 0:
+            os.seteuid(65534)
+            try:
+                yield
+            finally:
+                os.seteuid(0)
+        else:
+            yield
+    finally:
+        folder.chmod(0o755)
+
+
+def test_read_only_output_folder_is_refused_before_any_work(phantom, capsys):
+    base = Path(tempfile.mkdtemp(prefix="mtsr-ro-"))
+    base.chmod(0o755)  # readable by 'nobody'
+    src = write_nifti(base / "in.nii.gz", phantom)
+    src.chmod(0o644)
+    ro = base / "ro"
+    ro.mkdir()
+    with _unwritable(ro):
+        code = main(_degrade(src, ro / "out" / "lr.nii.gz"))
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot write here" in err and str(ro) in err
+    assert list(ro.iterdir()) == []
+
+
+def test_stale_temporary_file_of_a_killed_run_is_removed_by_the_next_run(tmp_path, phantom_file):
+    out = tmp_path / "out" / "lr.nii.gz"
+    out.parent.mkdir()
+    stale = out.parent / ".lr.nii.gz.k1ll3d00.part.nii.gz"
+    stale.write_bytes(b"left by kill -9")
+    unrelated = out.parent / "notes.part.txt"
+    unrelated.write_text("not ours")
+    assert main(_degrade(phantom_file, out)) == 0
+    assert out.is_file() and not stale.exists() and unrelated.exists()
+
+
+def test_second_run_on_a_locked_output_is_refused_and_writes_nothing(tmp_path, phantom_file, capsys):
+    out = tmp_path / "lr.nii.gz"
+    other = OutputLocks()  # stands for a concurrent run writing the same output
+    other.acquire(out, "mtsr degrade")
+    in_progress = tmp_path / ".lr.nii.gz.abcd1234.part.nii.gz"
+    in_progress.write_bytes(b"being written")
+    try:
+        assert main(_degrade(phantom_file, out)) == 2
+    finally:
+        other.release()
+    assert "another mtsr run" in capsys.readouterr().err
+    assert not out.exists() and in_progress.exists()  # the other run's temporary file is left alone
+
+
+def test_sigterm_inside_an_atomic_write_cleans_up_and_exits_143(tmp_path, phantom_file, monkeypatch):
+    from mtsr_monai.cli.commands import degrade
+    from mtsr_monai.io import atomic_output
+
+    def run(args):
+        with atomic_output(args.output) as tmp:
+            tmp.write_bytes(b"half a volume")
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler interrupts this
+        return 0
+
+    monkeypatch.setattr(degrade, "run", run)
+    out = tmp_path / "out" / "lr.nii.gz"
+    assert main(_degrade(phantom_file, out)) == 143
+    assert list(out.parent.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or callable(signal.getsignal(signal.SIGTERM))
+
+
+def test_sigterm_to_a_running_command_exits_143_without_outputs(tmp_path, phantom):
+    src = write_nifti(tmp_path / "in.nii.gz", np.tile(phantom, (4, 4, 4)))
+    out = tmp_path / "out" / "lr.nii.gz"
+    proc = subprocess.Popen([sys.executable, "-m", "mtsr_monai", *_degrade(src, out)], stderr=subprocess.PIPE)
+    probe = OutputLocks()
+    deadline = time.monotonic() + 60
+    while not probe.is_busy(out) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # the run holds its output lock from before its work until its end
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err.decode()[-500:]
+    assert not out.exists() and not list(out.parent.glob(".*part*"))
+
+
+def test_void_sform_is_refused_with_the_header_named(tmp_path, phantom, capsys):
+    import nibabel as nib
+
+    header = nib.Nifti1Header()
+    header.set_data_shape(phantom.shape)
+    header.set_data_dtype(np.float32)
+    header.set_qform(np.diag([1.0, 1.0, 2.0, 1.0]), code=1)
+    header["sform_code"] = 1
+    for row in ("srow_x", "srow_y", "srow_z"):
+        header[row][:] = 0
+    src = tmp_path / "void_sform.nii.gz"
+    nib.save(nib.Nifti1Image(phantom, None, header=header), str(src))
+    out = tmp_path / "lr.nii.gz"
+    assert main(_degrade(src, out)) == 2
+    err = capsys.readouterr().err
+    assert "sform is all zeros" in err and "void_sform.nii.gz" in err and not out.exists()
