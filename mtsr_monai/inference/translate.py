@@ -66,7 +66,10 @@ def load_translator(
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         meta = dict(ckpt.get("meta", {}))
         net = LatentUNetGenerator(
-            nz=int(meta["nz"]), ngf=int(meta["ngf"]), image_size=int(meta["image_size"])
+            nz=int(meta["nz"]),
+            ngf=int(meta["ngf"]),
+            image_size=int(meta["image_size"]),
+            max_mult=int(meta.get("max_mult", 8)),
         )
         net.load_state_dict({k: v.float() for k, v in ckpt["generator"].items()})
     except (KeyError, RuntimeError, ValueError, EOFError, OSError) as err:

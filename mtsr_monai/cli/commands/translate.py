@@ -60,6 +60,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="weights file (default bundles/mtsr_mt/models/<source>_to_<target>.pt)",
     )
     parser.add_argument("--axis", default="axial", help="slice plane: axial (default), coronal, sagittal")
+    parser.add_argument(
+        "--method",
+        choices=("bicyclegan", "tissue-lookup", "identity"),
+        default="bicyclegan",
+        help="bicyclegan (default: N samples, mean, std); baselines, one deterministic output mean.nii.gz: "
+        "tissue-lookup (EM tissue classes of the input painted with their learned target intensities), "
+        "identity (the input rescaled to [0, 1])",
+    )
 
 
 def translation_outputs(out: Path, extra: tuple[str, ...] = ()):
@@ -89,6 +97,15 @@ def read_codes(path: Path | None):
 
 def run(args: argparse.Namespace) -> int:
     from mtsr_monai.inference.translate import translate_file
+
+    if args.method != "bicyclegan":
+        from mtsr_monai.metrics.tissue_lookup import baseline_translate_file
+
+        summary = baseline_translate_file(
+            args.input, args.source.lower(), args.target.lower(), args.output_dir, args.method, args.mask
+        )
+        print(f"wrote {summary['outputs']['mean']} ({args.method})")
+        return 0
 
     summary = translate_file(
         args.input,

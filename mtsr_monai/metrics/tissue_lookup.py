@@ -1,0 +1,142 @@
+"""Deterministic translation baselines that any learned translation must beat (here, beside the
+segmentation they use, as the evaluation layer's references; ``mtsr translate --method`` runs them).
+
+- ``identity``: the input itself after the training scaling (:func:`~mtsr_monai.data.slices.robust_scale`):
+  the floor (it has the wrong contrast).
+- ``tissue-lookup``: segment the input into CSF, GM and WM with the EM segmentation
+  (:func:`~mtsr_monai.metrics.segmentation.segment_tissues`), then paint every brain voxel with the
+  posterior-weighted mean of each class's intensity in the target contrast. The class intensities are
+  learned from training subjects, after the same scaling: per subject, the median target intensity of the
+  voxels the source segmentation labels as that class; across subjects, the median of those. This is the
+  physics of a contrast change at the resolution of a three-class model (the demo subject is made in a
+  similar way), with no anatomy the segmentation does not already hold: lesions take whatever class the
+  source intensity says.
+
+Class intensities live in ``bundles/mtsr_mt/models/tissue_lookup.json`` (``{"t1_to_flair": {"csf": ...,
+"gm": ..., "wm": ..., "subjects": [...]}, ...}``), written by ``scripts/fit_tissue_lookup.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mtsr_monai.data.slices import robust_scale
+from mtsr_monai.errors import InputError
+from mtsr_monai.inference.translate import bundle_dir
+from mtsr_monai.metrics.segmentation import LABELS, segment_tissues
+
+__all__ = [
+    "BASELINE_METHODS",
+    "TISSUES",
+    "class_intensities",
+    "fit_tissue_lookup",
+    "identity_translate",
+    "load_tissue_lookup",
+    "tissue_lookup_translate",
+    "baseline_translate_file",
+]
+
+BASELINE_METHODS = ("identity", "tissue-lookup")
+TISSUES = ("csf", "gm", "wm")
+
+
+def _scaled(volume: np.ndarray) -> np.ndarray:
+    return robust_scale(torch.as_tensor(np.asarray(volume, dtype=np.float32))).numpy()
+
+
+def identity_translate(volume: np.ndarray) -> np.ndarray:
+    """The input in [0, 1] by the training scaling (background stays 0)."""
+    return _scaled(volume)
+
+
+def _segment(scaled_source: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(brain mask, labels, posteriors in CSF, GM, WM order) of a scaled source volume."""
+    brain = scaled_source > 0
+    labels, post = segment_tissues(scaled_source, brain, contrasts=(source,), return_posteriors=True)
+    return brain, labels, post
+
+
+def class_intensities(source_volume: np.ndarray, target_volume: np.ndarray, source: str) -> dict[str, float]:
+    """One training subject: the median scaled target intensity of each source tissue class."""
+    src, tgt = _scaled(source_volume), _scaled(target_volume)
+    _, labels, _ = _segment(src, source)
+    out = {}
+    for tissue in TISSUES:
+        voxels = tgt[(labels == LABELS[tissue]) & (tgt > 0)]
+        out[tissue] = float(np.median(voxels)) if voxels.size else float("nan")
+    return out
+
+
+def fit_tissue_lookup(per_subject: Iterable[Mapping[str, float]]) -> dict[str, float]:
+    """The median over training subjects of their :func:`class_intensities`."""
+    per_subject = list(per_subject)
+    if not per_subject:
+        raise ValueError("no training subject to fit the tissue lookup on")
+    return {tissue: float(np.nanmedian([p[tissue] for p in per_subject])) for tissue in TISSUES}
+
+
+def tissue_lookup_translate(volume: np.ndarray, source: str, intensities: Mapping[str, float]) -> np.ndarray:
+    """Paint each brain voxel of ``volume`` with the posterior-weighted class intensities; 0 outside."""
+    src = _scaled(volume)
+    brain, _, post = _segment(src, source)
+    values = np.array([float(intensities[t]) for t in TISSUES], dtype=np.float32)
+    out = np.zeros(src.shape, np.float32)
+    out[brain] = post[brain] @ values
+    return out
+
+
+def default_lookup_path() -> Path:
+    return bundle_dir() / "models" / "tissue_lookup.json"
+
+
+def load_tissue_lookup(source: str, target: str, path: str | os.PathLike | None = None) -> dict[str, float]:
+    """The class intensities of ``source -> target``; InputError when the file or the pair is missing."""
+    path = Path(path) if path else default_lookup_path()
+    try:
+        table = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise InputError(f"cannot read the tissue lookup table: {err}", path) from err
+    key = f"{source}_to_{target}"
+    if key not in table:
+        raise InputError(f"no tissue lookup for {source} -> {target} (have {', '.join(sorted(table))})", path)
+    return {t: float(table[key][t]) for t in TISSUES}
+
+
+def baseline_translate_file(
+    input_path: str | os.PathLike,
+    source: str,
+    target: str,
+    output_dir: str | os.PathLike,
+    method: str,
+    mask_path: str | os.PathLike | None = None,
+    lookup_path: str | os.PathLike | None = None,
+) -> dict:
+    """``mtsr translate --method identity|tissue-lookup``: writes ``OUT/mean.nii.gz`` (the one, deterministic
+    output, on the input's grid) and returns a summary; nothing is written on bad input."""
+    from mtsr_monai.io import load_volume, save_volume
+
+    if method not in BASELINE_METHODS:
+        raise InputError(f"unknown baseline {method!r}; choose from {', '.join(BASELINE_METHODS)}")
+    intensities = load_tissue_lookup(source, target, lookup_path) if method == "tissue-lookup" else None
+    image = load_volume(input_path)
+    volume = image.numpy().astype(np.float32)
+    if mask_path is not None:
+        mask = load_volume(mask_path, validate=False).numpy() > 0
+        if mask.shape != volume.shape:
+            raise InputError(f"mask shape {mask.shape} differs from the image's {volume.shape}", mask_path)
+        volume = np.where(mask, volume, 0).astype(np.float32)
+    out = (
+        identity_translate(volume)
+        if intensities is None
+        else tissue_lookup_translate(volume, source, intensities)
+    )
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    path = save_volume(out, Path(output_dir) / "mean.nii.gz", np.asarray(image.affine))
+    return {"input": str(input_path), "source": source, "target": target, "method": method,
+            "intensities": intensities, "outputs": {"mean": str(path)}, "_arrays": {"mean": out}}  # fmt: skip
