@@ -159,7 +159,8 @@ def register(
         method = sitk.ImageRegistrationMethod()
         method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=histogram_bins)
         method.SetMetricSamplingStrategy(method.RANDOM)
-        method.SetMetricSamplingPercentage(sampling_percentage, seed)
+        # SimpleITK reads seed 0 as 'seed from the wall clock': shift it so every seed is reproducible
+        method.SetMetricSamplingPercentage(sampling_percentage, int(seed) + 1)
         method.SetInterpolator(sitk.sitkLinear)
         method.SetShrinkFactorsPerLevel([int(s) for s in levels_shrink])
         method.SetSmoothingSigmasPerLevel([float(s) for s in levels_sigma])
