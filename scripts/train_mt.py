@@ -7,7 +7,8 @@ Example (what shipped the bundle's weights; CPU, one thread, minutes of budget):
         --export bundles/mtsr_mt/models/t1_to_flair.pt
 
 Running the same command again resumes from the newest checkpoint in --run-dir. Subjects come from the
-BraTS folders of the shared data; the held-out subjects (``HELD_OUT``) are never trained on and are the ones
+BraTS folders of the shared data, split by ``scripts/shared_splits.py``: its training split is trained on, its
+validation split is validated on; the held-out subjects (``HELD_OUT``) are never used here and are the ones
 ``scripts/reproduce_mtsr_table2.py`` evaluates.
 """
 
@@ -16,30 +17,23 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
 
-DATA_ROOT = Path(os.environ.get("MTSR_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-SOURCES = ("brats2018_tcia", "brats2018_t1_flair", "tcga_brainles")
-#: held out of every training run; evaluated by reproduce_mtsr_table2.py
-HELD_OUT = ("Brats18_TCIA10_637_1", "Brats18_TCIA10_639_1", "Brats18_TCIA08_105_1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from shared_splits import DATA_ROOT, HELD_OUT, split_of, subjects  # noqa: E402
 
 
-def subjects_for(source: str, target: str, root: Path = DATA_ROOT, held_out: bool = False) -> list[dict]:
-    """Subjects of the shared data having both modalities: the training ones, or the held-out ones."""
-    from mtsr_monai.data.datalist import find_subjects
-
-    out = []
-    for name in SOURCES:
-        folder = root / name
-        if not folder.is_dir():
-            continue
-        for s in find_subjects(folder):
-            if source in s and target in s and (s["subject"] in HELD_OUT) == held_out:
-                out.append({"subject": s["subject"], source: s[source], target: s[target]})
-    return out
+def subjects_for(source: str, target: str, split: str = "training", root: Path = DATA_ROOT) -> list[dict]:
+    """Subjects of one ``shared_splits`` split (``training`` / ``validation`` / ``test``) having both
+    modalities, as ``{"subject", source, target}`` dicts."""
+    return [
+        {"subject": s["subject"], source: s[source], target: s[target]}
+        for s in subjects(root)
+        if source in s and target in s and split_of(s["subject"]) == split
+    ]
 
 
 def slice_dataset(subjects: list[dict], source: str, target: str, size: int, min_brain_fraction: float = 0.1):
@@ -64,7 +58,7 @@ def slice_dataset(subjects: list[dict], source: str, target: str, size: int, min
     )
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", required=True)
     p.add_argument("--target", required=True)
@@ -83,67 +77,49 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, default=8.0, help="wall-clock budget of this invocation")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cuda" if False else "cpu")
-    args = p.parse_args(argv)
+    p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--precision", default="fp32", help="auto | fp32 | bf16 | fp16 (fp32: as the shipped runs)"
+    )
+    return p.parse_args(argv)
 
+
+def build_trainer(args: argparse.Namespace, loader, device):
+    """BicycleGAN (or pix2pix + noise) networks and their trainer."""
     import torch
-    from ignite.engine import Events
-    from monai.handlers import StatsHandler, TensorBoardStatsHandler
-    from monai.utils import set_determinism
 
-    from mtsr_monai.engines.bicyclegan import BicycleGANTrainer, sample_panels, validate_translation
-    from mtsr_monai.engines.handlers import ImageGridHandler, ResumeCheckpoint
-    from mtsr_monai.engines.paired import scalar_losses
-    from mtsr_monai.inference.translate import export_generator
+    from mtsr_monai.engines.bicyclegan import BicycleGANTrainer
     from mtsr_monai.networks.bicyclegan import build_networks
 
-    logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(message)s")
-    torch.set_num_threads(args.threads)
-    set_determinism(args.seed)
-    device = torch.device(args.device)
     use_encoder = not args.no_encoder
-
-    train_subjects = subjects_for(args.source, args.target)
-    val_subjects = subjects_for(args.source, args.target, held_out=True)[:1]
-    print(f"{len(train_subjects)} training subjects, validation on {[s['subject'] for s in val_subjects]}")
-    train_ds = slice_dataset(train_subjects, args.source, args.target, args.image_size)
-    val_ds = slice_dataset(val_subjects, args.source, args.target, args.image_size, min_brain_fraction=0.2)
-    print(f"{len(train_ds)} training slices, {len(val_ds)} validation slices")
-    loader = torch.utils.data.DataLoader(train_ds, batch_size=args.batch_size, shuffle=True, num_workers=0)
-    val_loader = torch.utils.data.DataLoader(val_ds, batch_size=8, shuffle=False, num_workers=0)
-
-    nets = build_networks(
-        nz=args.nz,
-        ngf=args.ngf,
-        nef=args.nef,
-        ndf=args.ndf,
-        image_size=args.image_size,
-        use_encoder=use_encoder,
-    )
+    sizes = dict(nz=args.nz, ngf=args.ngf, nef=args.nef, ndf=args.ndf, image_size=args.image_size)
+    nets = build_networks(**sizes, use_encoder=use_encoder)
     nets = {k: (v.to(device) if v is not None else None) for k, v in nets.items()}
 
     def adam(net):
         return torch.optim.Adam(net.parameters(), lr=args.lr, betas=(0.5, 0.999)) if net is not None else None
 
     trainer = BicycleGANTrainer(
-        device=device,
-        max_epochs=args.max_epochs,
-        train_data_loader=loader,
-        generator=nets["generator"],
-        discriminator=nets["discriminator"],
-        encoder=nets["encoder"],
-        discriminator2=nets["discriminator2"],
-        g_optimizer=adam(nets["generator"]),
-        d_optimizer=adam(nets["discriminator"]),
-        e_optimizer=adam(nets["encoder"]),
-        d2_optimizer=adam(nets["discriminator2"]),
-        use_encoder=use_encoder,
-        nz=args.nz,
-        input_key=args.source,
-        target_key=args.target,
-        epoch_length=args.epoch_length,
-        amp=device.type == "cuda",
-    )
+        device=device, max_epochs=args.max_epochs, train_data_loader=loader, use_encoder=use_encoder,
+        generator=nets["generator"], discriminator=nets["discriminator"], encoder=nets["encoder"],
+        discriminator2=nets["discriminator2"], g_optimizer=adam(nets["generator"]),
+        d_optimizer=adam(nets["discriminator"]), e_optimizer=adam(nets["encoder"]),
+        d2_optimizer=adam(nets["discriminator2"]), nz=args.nz, input_key=args.source, target_key=args.target,
+        epoch_length=args.epoch_length, amp=device.type == "cuda", precision=args.precision,
+    )  # fmt: skip
+    return trainer
+
+
+def attach_handlers(trainer, args: argparse.Namespace, val_loader, device) -> list[dict]:
+    """Resume checkpoints, logs, image grids, validation each epoch and the wall-clock budget; returns the
+    validation history (filled while training)."""
+    from ignite.engine import Events
+    from monai.handlers import StatsHandler, TensorBoardStatsHandler
+
+    from mtsr_monai.engines.bicyclegan import sample_panels, validate_translation
+    from mtsr_monai.engines.handlers import ImageGridHandler, ResumeCheckpoint
+    from mtsr_monai.engines.paired import scalar_losses
+
     args.run_dir.mkdir(parents=True, exist_ok=True)
     tb_dir = args.run_dir / "tensorboard"
     ResumeCheckpoint(
@@ -154,13 +130,12 @@ def main(argv: list[str] | None = None) -> int:
         trainer
     )
     ImageGridHandler(tb_dir, sample_panels, every_n_iterations=100).attach(trainer)
-
     history: list[dict] = []
 
     @trainer.on(Events.EPOCH_COMPLETED)
     def _validate(engine):
         metrics = validate_translation(
-            nets["generator"], val_loader, args.source, args.target, args.nz, device
+            engine.generator, val_loader, args.source, args.target, args.nz, device
         )
         metrics.update(epoch=engine.state.epoch, iteration=engine.state.iteration)
         history.append(metrics)
@@ -179,22 +154,50 @@ def main(argv: list[str] | None = None) -> int:
             print(f"time budget reached at iteration {engine.state.iteration}")
             engine.terminate()
 
+    return history
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    import torch
+    from monai.utils import set_determinism
+
+    from mtsr_monai.inference.translate import export_generator
+
+    logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(args.threads)
+    set_determinism(args.seed)
+    device = torch.device(args.device)
+
+    train_subjects = subjects_for(args.source, args.target)
+    val_subjects = subjects_for(args.source, args.target, split="validation")
+    print(f"{len(train_subjects)} training subjects, validation on {[s['subject'] for s in val_subjects]}")
+    train_ds = slice_dataset(train_subjects, args.source, args.target, args.image_size)
+    val_ds = slice_dataset(val_subjects, args.source, args.target, args.image_size, min_brain_fraction=0.2)
+    print(f"{len(train_ds)} training slices, {len(val_ds)} validation slices")
+    loader = torch.utils.data.DataLoader(train_ds, batch_size=args.batch_size, shuffle=True, num_workers=0)
+    val_loader = torch.utils.data.DataLoader(val_ds, batch_size=8, shuffle=False, num_workers=0)
+
+    trainer = build_trainer(args, loader, device)
+    history = attach_handlers(trainer, args, val_loader, device)
     trainer.run()
     (args.run_dir / "validation.json").write_text(json.dumps(history, indent=1))
     if args.export:
         meta = dict(
             source=args.source,
             target=args.target,
-            method="bicyclegan" if use_encoder else "pix2pix_noise",
+            method="pix2pix_noise" if args.no_encoder else "bicyclegan",
             nz=args.nz,
             ngf=args.ngf,
             image_size=args.image_size,
             iterations=int(trainer.state.iteration),
             training_subjects=[s["subject"] for s in train_subjects],
+            validation_subjects=[s["subject"] for s in val_subjects],
             held_out=list(HELD_OUT),
             validation=history[-1] if history else None,
         )
-        export_generator(nets["generator"], args.export, meta)
+        export_generator(trainer.generator, args.export, meta)
         print(f"exported {args.export}")
     return 0
 
