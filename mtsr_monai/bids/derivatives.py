@@ -29,7 +29,17 @@ from mtsr_monai.io import atomic_write_text
 BIDS_VERSION = "1.10.0"
 TOOL = "mtsr-monai"
 RAW_LINK = "raw"
-BIDSIGNORE = ("logs/", "*_iqms.json", "group_iqms.tsv", "group_report.html", "figures/")
+# folder patterns without a trailing slash: the schema validator (3.x) matches "figures" but not "figures/"
+BIDSIGNORE = ("logs", "*_iqms.json", "group_iqms.tsv", "group_report.html", "figures")
+README = """mtsr-monai derivatives (written by `mtsr bids`).
+
+sub-*/[ses-*/]anat/*_desc-<label>_<suffix>.nii.gz: outputs (desc-mtsrSR: x4 in-plane super-resolution;
+desc-mtsrClinicalSR: clinical-protocol restoration; desc-mtsrFrom<Source>Sample<i>/Mean/Std: modality
+translation samples, their mean and per-voxel standard deviation). Each has a JSON sidecar with its Sources
+and provenance (MTSRProvenance), IQMs (QualityMetrics) and input/output consistency or sample spread.
+*_iqms.json: IQMs of the raw inputs. logs/: per-participant status, run logs, failures.tsv.
+group_report.html, group_iqms.tsv: the group level.
+"""
 #: sidecar fields that change from run to run and are left out of the provenance hash and comparisons
 VOLATILE = ("RunTime",)
 
@@ -126,10 +136,9 @@ def write_dataset_files(output_dir: Path, raw_root: Path, raw_description: Mappi
     wanted = dataset_description(raw_root, raw_description)
     if read_json(path) != wanted:
         write_json(path, wanted)
-    ignore = output_dir / ".bidsignore"
-    text = "\n".join(BIDSIGNORE) + "\n"
-    if not ignore.is_file() or ignore.read_text() != text:
-        atomic_write_text(ignore, text)
+    for name, text in ((".bidsignore", "\n".join(BIDSIGNORE) + "\n"), ("README", README)):
+        if not (output_dir / name).is_file() or (output_dir / name).read_text() != text:
+            atomic_write_text(output_dir / name, text)
 
 
 def clean_partials(folder: Path) -> int:

@@ -1,0 +1,364 @@
+"""``mtsr bids``: the strict reader, derivative names, provenance, resuming, failures, the group report,
+and the participant level on a small BIDS tree cropped and coarsened from ../shared/data (in-process, under
+kill -9, and under torchrun with 2 gloo ranks)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO, write_nifti
+
+# BIDS derivative name of an anatomical image: entities in the specification's order, desc last, then suffix
+DERIVATIVE = re.compile(
+    r"^sub-[a-zA-Z0-9]+(_ses-[a-zA-Z0-9]+)?(_acq-[a-zA-Z0-9]+)?(_ce-[a-zA-Z0-9]+)?(_rec-[a-zA-Z0-9]+)?"
+    r"(_run-[0-9]+)?_desc-[a-zA-Z0-9]+_(T1w|T2w|FLAIR|PDw)\.(nii\.gz|json)$"
+)
+MTSR = [sys.executable, "-m", "mtsr_monai"]
+
+
+def _raw_tree(root: Path, subjects: dict[str, list[str]]) -> Path:
+    (root / "dataset_description.json").parent.mkdir(parents=True, exist_ok=True)
+    (root / "dataset_description.json").write_text('{"Name": "t", "BIDSVersion": "1.10.0"}')
+    rng = np.random.default_rng(0)
+    for rel in [f for files in subjects.values() for f in files]:
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_nifti(path, rng.random((8, 8, 4)).astype(np.float32))
+    return root
+
+
+def test_reader_keeps_valid_anat_images_and_ignores_derivatives_and_misnamed(tmp_path):
+    from mtsr_monai.bids.layout import read_dataset
+
+    root = _raw_tree(
+        tmp_path / "raw",
+        {
+            "01": ["sub-01/anat/sub-01_T1w.nii.gz", "sub-01/anat/sub-01_run-1_acq-x_T2w.nii.gz"],
+            "02": [
+                "sub-02/ses-a/anat/sub-02_ses-a_FLAIR.nii.gz",
+                "sub-02/ses-a/anat/sub-03_ses-a_T1w.nii.gz",
+            ],
+            "d": ["derivatives/x/sub-01/anat/sub-01_desc-x_T1w.nii.gz", "sourcedata/sub-01_T1w.nii.gz"],
+        },
+    )
+    ds = read_dataset(root)
+    assert sorted(ds.subjects) == ["01", "02"]
+    assert [im.relpath for im in ds.subjects["01"]] == ["sub-01/anat/sub-01_T1w.nii.gz"]
+    assert [(im.session, im.suffix) for im in ds.subjects["02"]] == [("a", "FLAIR")]
+    assert len(ds.warnings) == 2  # entities out of order; sub entity disagreeing with its folder
+    assert list(read_dataset(root, participants=["sub-02"], suffixes=["FLAIR"]).subjects) == ["02"]
+
+
+def test_reader_refuses_missing_description_and_unknown_participant(tmp_path):
+    from mtsr_monai.bids.layout import read_dataset
+    from mtsr_monai.errors import InputError
+
+    root = _raw_tree(tmp_path / "raw", {"01": ["sub-01/anat/sub-01_T1w.nii.gz"]})
+    with pytest.raises(InputError, match="participant"):
+        read_dataset(root, participants=["07"])
+    (root / "dataset_description.json").unlink()
+    with pytest.raises(InputError, match="dataset_description"):
+        read_dataset(root)
+
+
+def test_derivative_names_follow_the_bids_entity_rules(tmp_path):
+    from mtsr_monai.bids.derivatives import derivative_stem
+    from mtsr_monai.bids.layout import read_dataset
+    from mtsr_monai.bids.tasks import TranslateTask
+
+    root = _raw_tree(
+        tmp_path / "raw", {"01": ["sub-01/ses-2/anat/sub-01_ses-2_acq-ax_ce-gd_run-1_T1w.nii.gz"]}
+    )
+    image = read_dataset(root).subjects["01"][0]
+    assert image.modality == "t1ce"
+    names = [derivative_stem(image, "mtsrSR") + ".nii.gz"]
+    names += [s + ".json" for s in TranslateTask(target="FLAIR", samples=2).output_stems(image)]
+    assert names[0] == "sub-01_ses-2_acq-ax_ce-gd_run-1_desc-mtsrSR_T1w.nii.gz"
+    assert all(DERIVATIVE.match(n) for n in names), names
+    with pytest.raises(ValueError):
+        derivative_stem(image, "not-alnum")
+
+
+def test_provenance_hash_ignores_run_time_but_not_parameters():
+    from mtsr_monai.bids.derivatives import provenance_hash
+
+    base = {"Task": "qc", "Parameters": {"a": 1}}
+    assert provenance_hash({**base, "RunTime": {"Seconds": 1}}) == provenance_hash({**base, "RunTime": {}})
+    assert provenance_hash(base) != provenance_hash({**base, "Parameters": {"a": 2}})
+
+
+def test_shards_and_ranks_give_each_participant_to_exactly_one_process():
+    from mtsr_monai.bids.runner import Ranks
+
+    labels = [f"{i:02d}" for i in range(11)]
+    for shards, world in ((1, 1), (1, 2), (3, 2), (4, 3)):
+        seen = [
+            lab
+            for s in range(shards)
+            for r in range(world)
+            for lab in Ranks(r, world, shard=(s, shards)).share(labels)
+        ]
+        assert sorted(seen) == labels
+
+
+def test_tukey_fences_flag_only_the_extreme_value():
+    from mtsr_monai.reporting.bids_group import flag_outliers
+
+    rows = [
+        {"group": "T1w input", "bids_name": f"s{i}", "participant_id": f"sub-{i}", "cjv": v}
+        for i, v in enumerate([0.40, 0.41, 0.42, 0.43, 0.44, 0.90])
+    ]
+    flags = flag_outliers(rows)
+    assert (
+        [f["bids_name"] for f in flags] == ["s5"]
+        and rows[5]["outliers"] == "cjv"
+        and rows[0]["outliers"] == ""
+    )
+
+
+def test_clean_partials_removes_only_leftovers_of_killed_writers(tmp_path):
+    from mtsr_monai.bids.derivatives import clean_partials
+
+    keep = tmp_path / "sub-01_desc-mtsrSR_T1w.nii.gz"
+    for p in (keep, tmp_path / ".sub-01_desc-mtsrSR_T1w.nii.gz.abc.part.nii.gz"):
+        p.write_bytes(b"x")
+    (tmp_path / ".mtsr-work-123").mkdir()
+    assert clean_partials(tmp_path) == 2 and [p.name for p in tmp_path.iterdir()] == [keep.name]
+
+
+# ------------------------------------------------------------- real data: a small tree from ../shared/data
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    """4 participants (3 BraTS, 1 TCGA) with T1w/T2w/FLAIR: the whole head coarsened to 6 mm in-plane
+    (40 x 40 voxels), 5 axial slices, so a run takes seconds."""
+    from tests.conftest import SHARED_DATA
+
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA} (set MTSR_SHARED_DATA); skipping real-data test")
+    from mtsr_monai.bids.convert import shared_cohort, write_bids_tree
+
+    subjects = shared_cohort(SHARED_DATA)
+    chosen = subjects[:3] + [s for s in subjects if s["label"].startswith("tcga")][:1]
+    return write_bids_tree(
+        chosen, tmp_path_factory.mktemp("bids") / "raw", size_mm=(240, 240, 5), factors=(6, 6, 1)
+    )
+
+
+def _mtsr(*args: str) -> int:
+    from mtsr_monai.cli import main
+
+    return main(["bids", *map(str, args), "--no-progress"])
+
+
+@pytest.fixture(scope="module")
+def sr_run(cohort, tmp_path_factory) -> Path:
+    """The SR task (shipped model) over the cohort, counting model loads."""
+    from mtsr_monai.inference import bundle
+
+    out = tmp_path_factory.mktemp("out") / "sr"
+    loads = []
+    original = bundle.load_bundle_network
+    bundle.load_bundle_network = lambda *a, **k: loads.append(1) or original(*a, **k)
+    try:
+        assert _mtsr(cohort, out, "participant", "--task", "super-resolve") == 0
+    finally:
+        bundle.load_bundle_network = original
+    assert len(loads) == 1  # one model load for the 4 participants (12 images)
+    return out
+
+
+def test_participant_level_writes_bids_derivatives_with_provenance(cohort, sr_run):
+    from mtsr_monai.inference.bundle import sha256
+
+    images = sorted(sr_run.glob("sub-*/anat/*_desc-mtsrSR_*.nii.gz"))
+    assert len(images) == 12 and all(DERIVATIVE.match(p.name) for p in images)
+    sidecar = json.loads(images[0].with_name(images[0].name.replace(".nii.gz", ".json")).read_text())
+    prov = sidecar["MTSRProvenance"]
+    assert sidecar["Sources"][0].startswith("bids:raw:sub-") and isinstance(sidecar["SkullStripped"], bool)
+    assert prov["Bundle"]["Name"] and prov["Bundle"]["Version"]
+    assert prov["WeightsSha256"] == sha256(REPO / "bundles" / "mtsr_sr" / "models" / "model.pt")
+    assert prov["Parameters"]["method"] == "model" and prov["Parameters"]["scale"] == 4
+    assert prov["RunTime"]["Seconds"] > 0 and len(prov["ProvenanceHash"]) == 64
+    assert sidecar["Consistency"]["consistency_r"] > 0.8  # the SR averaged back reproduces its input
+    description = json.loads((sr_run / "dataset_description.json").read_text())
+    assert (
+        description["DatasetType"] == "derivative" and description["GeneratedBy"][0]["Name"] == "mtsr-monai"
+    )
+    assert len(list(sr_run.glob("sub-*/anat/*_iqms.json"))) == 12
+
+
+def test_rerun_skips_done_participants_and_redoes_changed_parameters(cohort, sr_run, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(sr_run, out)
+    mtimes = {p: p.stat().st_mtime_ns for p in out.glob("sub-*/anat/*")}
+    assert (
+        _mtsr(cohort, out, "participant", "--task", "super-resolve", "--participant-label", "bratsTCIA01201")
+        == 0
+    )
+    assert {p: p.stat().st_mtime_ns for p in out.glob("sub-*/anat/*")} == mtimes
+    runs = sorted((out / "logs" / "runs").glob("*.json"))
+    assert json.loads(runs[-1].read_text())["skipped"] == 1
+    one = ["--participant-label", "bratsTCIA01201"]
+    assert _mtsr(cohort, out, "participant", "--task", "super-resolve", *one, "--roi-size", "32") == 0
+    changed = [p for p, t in mtimes.items() if p.stat().st_mtime_ns != t]
+    assert changed and all("bratsTCIA01201" in p.name and "iqms" not in p.name for p in changed)
+
+
+def test_failing_participants_are_recorded_and_the_cohort_goes_on(cohort, tmp_path):
+    raw = tmp_path / "raw"
+    shutil.copytree(cohort, raw)
+    labels = sorted(p.name for p in raw.glob("sub-*"))
+    (raw / labels[0] / "anat" / f"{labels[0]}_T1w.nii.gz").write_bytes(b"not a nifti")
+    (raw / labels[1] / "anat" / f"{labels[1]}_FLAIR.nii.gz").unlink()
+    out = tmp_path / "out"
+    args = ["--task", "super-resolve", "--sr-method", "bicubic", "--modality", "T1w", "FLAIR"]
+    code = _mtsr(raw, out, "participant", *args)
+    assert code == 1
+    rows = [line.split("\t") for line in (out / "logs" / "failures.tsv").read_text().splitlines()[1:]]
+    assert sorted(r[0] for r in rows) == labels[:2]
+    reasons = " ".join(r[3] for r in rows)
+    assert "missing modality FLAIR" in reasons and "unreadable" in reasons
+    assert len(list(out.glob(f"{labels[3]}/anat/*_desc-mtsrSR_*.nii.gz"))) == 2
+
+
+def test_group_report_has_every_image_and_a_figure(sr_run):
+    assert _mtsr(sr_run.parent, sr_run, "group") == 0
+    tsv = (sr_run / "group_iqms.tsv").read_text().splitlines()
+    header = tsv[0].split("\t")
+    assert len(tsv) == 1 + 24 and {"cjv", "consistency_r", "outliers"} <= set(header)
+    page = (sr_run / "group_report.html").read_text()
+    assert "data:image/png;base64," in page and page.count("<tr>") >= 24 + 6
+    assert "T1w mtsrSR" in page and "T1w input" in page
+
+
+def _validator() -> str | None:
+    found = shutil.which("bids-validator-deno") or Path(sys.executable).with_name("bids-validator-deno")
+    return str(found) if found and Path(found).exists() else None
+
+
+def test_outputs_pass_the_bids_validator(sr_run):
+    validator = _validator()
+    if validator is None:
+        pytest.skip(
+            "bids-validator-deno not installed (pip install bids-validator-deno); names checked above"
+        )
+    result = subprocess.run([validator, "--json", str(sr_run)], capture_output=True, text=True, timeout=300)
+    issues = json.loads(result.stdout)["issues"]["issues"]
+    errors = [i for i in issues if i["severity"] == "error"]
+    assert not errors, errors[:3]
+
+
+def test_qc_translate_and_clinical_tasks_write_their_outputs(cohort, tmp_path):
+    label = sorted(p.name for p in cohort.glob("sub-*"))[0][4:]
+    out = tmp_path / "out"
+    assert _mtsr(cohort, out, "participant", "--task", "qc", "--participant-label", label) == 0
+    assert len(list(out.glob("sub-*/anat/*_iqms.json"))) == 3
+    args = ["--participant-label", label, "--modality", "T1w", "--target", "FLAIR", "--samples", "2"]
+    assert _mtsr(cohort, out, "participant", "--task", "translate", *args) == 0
+    names = sorted(p.name for p in out.glob("sub-*/anat/*mtsrFromT1w*.nii.gz"))
+    assert names == [
+        f"sub-{label}_desc-mtsrFromT1w{d}_FLAIR.nii.gz" for d in ("Mean", "Sample0", "Sample1", "Std")
+    ]
+    mean = json.loads(
+        (out / f"sub-{label}" / "anat" / f"sub-{label}_desc-mtsrFromT1wMean_FLAIR.json").read_text()
+    )
+    assert mean["Uncertainty"]["mean_std_in_foreground"] > 0
+    assert (
+        _mtsr(
+            cohort,
+            out,
+            "participant",
+            "--task",
+            "clinical-sr",
+            "--participant-label",
+            label,
+            "--spacing",
+            "3",
+        )
+        == 0
+    )
+    assert len(list(out.glob("sub-*/anat/*_desc-mtsrClinicalSR_*.nii.gz"))) == 3
+    assert _mtsr(cohort, out, "group") == 0
+
+
+# --------------------------------------------------------------------------- processes: kill -9, torchrun
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+
+def _run(cmd: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+@pytest.mark.slow
+def test_kill_9_then_rerun_finishes_and_never_leaves_a_partial_file(cohort, tmp_path):
+    import nibabel as nib
+
+    out = tmp_path / "out"
+    cmd = [*MTSR, "bids", str(cohort), str(out), "participant", "--task", "super-resolve", "--no-progress"]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+    status = out / "logs" / "status" / "super-resolve"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not list(status.glob("*.json")):
+        time.sleep(0.2)
+    time.sleep(1.0)  # into the second participant
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    for path in out.glob("sub-*/anat/*.nii.gz"):
+        assert nib.load(str(path)).get_fdata().size > 0  # every final-named image is whole
+    for path in out.glob("sub-*/anat/*.json"):
+        json.loads(path.read_text())
+    result = _run(cmd)
+    assert result.returncode == 0, result.stderr[-2000:]
+    run_log = json.loads(sorted((out / "logs" / "runs").glob("*.json"))[-1].read_text())
+    assert run_log["skipped"] >= 1 and run_log["skipped"] + run_log["ok"] == 4
+    assert len(list(out.glob("sub-*/anat/*_desc-mtsrSR_*.json"))) == 12
+    assert not [p for p in out.rglob(".*") if p.name != ".bidsignore"]  # no temporary files left
+
+
+def _volumes_and_sidecars(out: Path) -> dict[str, object]:
+    import nibabel as nib
+
+    found: dict[str, object] = {}
+    for path in sorted(out.glob("sub-*/anat/*")):
+        if path.name.endswith(".nii.gz"):
+            img = nib.load(str(path))
+            found[path.name] = (np.asarray(img.dataobj), img.affine)
+        else:
+            data = json.loads(path.read_text())
+            data["MTSRProvenance"].pop("RunTime")
+            found[path.name] = data
+    return found
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_process_each_participant_once_and_match_one_process(cohort, tmp_path):
+    args = [str(cohort), "participant", "--task", "super-resolve", "--no-progress"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    result = _run([*MTSR, "bids", args[0], str(one), *args[1:]])
+    assert result.returncode == 0, result.stderr[-2000:]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    result = _run([*torchrun, "-m", "mtsr_monai", "bids", args[0], str(two), *args[1:]])
+    assert result.returncode == 0, result.stderr[-2000:]
+    run_log = json.loads(next((two / "logs" / "runs").glob("*.json")).read_text())
+    shares = [sorted(r["participant_id"] for r in rank["results"]) for rank in run_log["ranks"]]
+    assert run_log["world_size"] == 2 and all(shares)
+    assert sorted(shares[0] + shares[1]) == sorted(p.name for p in cohort.glob("sub-*"))
+    a, b = _volumes_and_sidecars(one), _volumes_and_sidecars(two)
+    assert a.keys() == b.keys() and len(a) == 36
+    for name in a:
+        if isinstance(a[name], tuple):
+            assert np.array_equal(a[name][0], b[name][0]) and np.array_equal(a[name][1], b[name][1]), name
+        else:
+            assert a[name] == b[name], name
