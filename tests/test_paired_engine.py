@@ -23,7 +23,7 @@ def _networks():
     return gen, disc
 
 
-def _trainer(max_epochs, ckpt_dir=None, pretrain_epochs=1, pretrain_loss=None):
+def _trainer(max_epochs, ckpt_dir=None, pretrain_epochs=1, pretrain_loss=None, precision=None):
     gen, disc = _networks()
     trainer = PairedAdversarialTrainer(
         device="cpu",
@@ -38,6 +38,7 @@ def _trainer(max_epochs, ckpt_dir=None, pretrain_epochs=1, pretrain_loss=None):
         critic_steps=2,
         pretrain_epochs=pretrain_epochs,
         pretrain_loss=pretrain_loss,
+        precision=precision,
     )
     if ckpt_dir is not None:
         ResumeCheckpoint(ckpt_dir, trainer.checkpoint_objects(), every_n_iterations=3).attach(trainer)
@@ -116,3 +117,25 @@ def test_terminate_saves_a_checkpoint(tmp_path):
     trainer.add_event_handler(Events.ITERATION_COMPLETED(once=5), lambda e: e.terminate())
     trainer.run()
     assert (tmp_path / "checkpoint_5.pt").is_file()
+
+
+def test_bf16_precision_runs_the_generator_in_bfloat16_without_a_scaler():
+    trainer = _trainer(max_epochs=2, precision="bf16")
+    trainer.run()
+    assert trainer.state.output["pred"].dtype == torch.bfloat16
+    assert not trainer.g_scaler.is_enabled() and not trainer.d_scaler.is_enabled()
+
+
+def test_fp32_precision_and_amp_off_keep_float32():
+    for trainer in (_trainer(max_epochs=1, precision="fp32"), _trainer(max_epochs=1)):
+        trainer.run()
+        assert trainer.state.output["pred"].dtype == torch.float32
+
+
+def test_auto_precision_is_bf16_exactly_where_the_cpu_has_native_bf16():
+    from mtsr_monai.engines.paired import training_precision
+
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert training_precision(True, None, "cpu") == ("bf16" if native else "fp32")
+    assert training_precision(False, None, "cpu") == "fp32"
+    assert training_precision(True, "fp32", "cpu") == "fp32"
