@@ -94,7 +94,9 @@ class PairedAdversarialTrainer(Trainer):
             additional_metrics=additional_metrics,
             metric_cmp_fn=metric_cmp_fn,
             handlers=train_handlers,
-            amp=amp,
+            # precision and GradScalers are the trainer's own (below): MONAI's amp would only build an
+            # unused torch.cuda.amp.GradScaler in run() and print its deprecation warning
+            amp=False,
             decollate=False,
         )
         self.generator, self.g_optimizer, self.generator_loss = generator, g_optimizer, generator_loss
