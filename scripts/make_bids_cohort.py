@@ -36,12 +36,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--subjects", type=int, default=None, help="keep the first N participants (default all 16)"
     )
+    parser.add_argument("--participants", nargs="+", default=None, help="keep these labels (e.g. ms01)")
     parser.add_argument("--size-mm", type=float, nargs=3, default=None, help="crop box in mm (default: none)")
     parser.add_argument("--factors", type=int, nargs=3, default=(1, 1, 1), help="block-average factors")
     args = parser.parse_args(argv)
     if args.output.resolve().is_relative_to(REPO):
         parser.error("write the cohort outside the repository")
-    subjects = shared_cohort(args.shared, args.subjects)
+    subjects = shared_cohort(args.shared)
+    if args.participants:
+        subjects = [s for s in subjects if s["label"] in args.participants]
+    subjects = subjects[: args.subjects] if args.subjects else subjects
     write_bids_tree(subjects, args.output, size_mm=args.size_mm, factors=args.factors)
     print(f"wrote {len(subjects)} participants to {args.output}")
     return 0

@@ -160,8 +160,10 @@ def run(args: argparse.Namespace) -> int:
 
             if not torch.cuda.is_available():
                 raise InputError("--device cuda requested but CUDA is not available")
-            torch.cuda.set_device(ranks.local_rank)
-            device = f"cuda:{ranks.local_rank}"
+            # one GPU per rank; more ranks than GPUs on a node share them round-robin
+            index = ranks.local_rank % torch.cuda.device_count()
+            torch.cuda.set_device(index)
+            device = f"cuda:{index}"
         task = _task(args, device)
         summary = participant_level(
             args.bids_dir,
