@@ -1,0 +1,83 @@
+"""``mtsr label-server``: the MONAI Label app serving the three bundles (for 3D Slicer and other clients)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+NAME = "label-server"
+HELP = "serve SR, translation and clinical SR to 3D Slicer through MONAI Label (monailabel start_server)"
+DESCRIPTION = (
+    "Runs `monailabel start_server` with this package's MONAI Label app (mtsr_monai/label/app) on the "
+    "volumes of --studies. MONAI Label needs numpy < 2, so it lives in its own environment: "
+    "`python3 -m venv .venv-label && .venv-label/bin/pip install -e '.[label]'`; this command uses "
+    "--python, else $MTSR_LABEL_PYTHON, else .venv-label/bin/python beside the package. Models: mtsr_sr "
+    "(x4 in-plane), mtsr_mt (seed or mean of samples), clinical_sr (FLAIR alone or with its study's T1/T2)."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--studies", required=True, type=Path, help="folder of NIfTI volumes (the datastore)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="default 8000")
+    parser.add_argument(
+        "--models", default="all", help="comma list of mtsr_sr, mtsr_mt, clinical_sr (default all)"
+    )
+    parser.add_argument("--python", type=Path, default=None, help="python of the MONAI Label environment")
+    parser.add_argument("--dryrun", action="store_true", help="print the command instead of running it")
+
+
+def label_python(explicit: Path | None = None) -> Path:
+    """The MONAI Label environment's python: ``explicit``, ``$MTSR_LABEL_PYTHON`` or ``.venv-label``."""
+    from mtsr_monai.errors import InputError
+
+    candidates = [explicit] if explicit else []
+    if os.environ.get("MTSR_LABEL_PYTHON"):
+        candidates.append(Path(os.environ["MTSR_LABEL_PYTHON"]))
+    candidates.append(Path(__file__).resolve().parents[3] / ".venv-label" / "bin" / "python")
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise InputError(
+        "no MONAI Label environment (create it: python3 -m venv .venv-label && "
+        ".venv-label/bin/pip install -e '.[label]'; or pass --python)",
+        candidates[0],
+    )
+
+
+def server_command(args: argparse.Namespace) -> list[str]:
+    """The ``monailabel start_server`` command line for ``args``."""
+    from mtsr_monai.label import APP_DIR
+
+    return [
+        str(label_python(args.python)),
+        "-m",
+        "monailabel.main",
+        "start_server",
+        "--app",
+        str(APP_DIR),
+        "--studies",
+        str(Path(args.studies).resolve()),
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+        "--conf",
+        "models",
+        args.models,
+    ]
+
+
+def run(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from mtsr_monai.errors import InputError
+
+    if not Path(args.studies).is_dir():
+        raise InputError("not a folder", args.studies)
+    command = server_command(args)
+    if args.dryrun:
+        print(" ".join(command))
+        return 0
+    return subprocess.call(command)

@@ -1,0 +1,57 @@
+"""MONAI Label app: x4 super-resolution (``mtsr_sr``), modality translation (``mtsr_mt``) and clinical
+super-resolution (``clinical_sr``) of the studies' volumes, each served from its bundle's inference config.
+
+Start it with ``mtsr label-server --studies DIR`` (or ``monailabel start_server --app <this folder>
+--studies DIR``). ``--conf models sr,mt`` limits the models served; ``--conf bundles PATH`` reads the bundles
+from another folder than the repository's ``bundles/``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from monailabel.interfaces.app import MONAILabelApp
+
+import mtsr_monai
+from mtsr_monai.inference.bundle import bundles_root
+from mtsr_monai.label.tasks import ClinicalSRTask, SuperResolutionTask, TranslationTask
+
+logger = logging.getLogger(__name__)
+
+TASKS = {"mtsr_sr": SuperResolutionTask, "mtsr_mt": TranslationTask, "clinical_sr": ClinicalSRTask}
+ALIASES = {"sr": "mtsr_sr", "mt": "mtsr_mt", "clinical": "clinical_sr"}
+
+
+class MTSRApp(MONAILabelApp):
+    """The three bundles as non-segmentation ("others") inference tasks; no training, no labels."""
+
+    def __init__(self, app_dir: str, studies: str, conf: dict[str, Any]) -> None:
+        # read before MONAILabelApp.__init__, which calls init_infers
+        self.bundles = Path(conf.get("bundles") or bundles_root())
+        wanted = [m.strip() for m in str(conf.get("models", "all")).split(",") if m.strip()]
+        self.models = list(TASKS) if wanted in ([], ["all"]) else [ALIASES.get(m, m) for m in wanted]
+        unknown = [m for m in self.models if m not in TASKS]
+        if unknown:
+            raise ValueError(
+                f"unknown models {unknown}; choose from {list(TASKS)} (or sr, mt, clinical, all)"
+            )
+        super().__init__(
+            app_dir=app_dir,
+            studies=studies,
+            conf=conf,
+            name="mtsr",
+            description="MRI super-resolution, modality translation and clinical SR (mtsr-monai)",
+            version=mtsr_monai.__version__,
+        )
+
+    def init_infers(self) -> dict[str, Any]:
+        infers = {}
+        for name in self.models:
+            task = TASKS[name](str(self.bundles / name), self.conf)
+            if not task.is_valid():
+                raise RuntimeError(f"bundle {self.bundles / name} has no usable inference config or weights")
+            infers[name] = task
+            logger.info("serving %s from %s", name, self.bundles / name)
+        return infers
