@@ -97,13 +97,18 @@ def translate_slices(
     image_size: int,
     batch_size: int = 16,
     native_resolution: bool = False,
+    precision: str = "auto",
 ) -> torch.Tensor:
     """(S, H, W) slices in [0, 1] and (N, nz) codes -> (N, S, H, W) translations in [0, 1].
 
+    ``precision``: ``auto`` runs the generator in bf16 on a CPU with native bf16 (about 2x faster) and fp16
+    on CUDA (:mod:`mtsr_monai.precision`).
     ``native_resolution``: the model was trained on patches at the data's own voxel size (1 mm), so each
     slice is only zero-padded to a multiple of ``image_size`` (the U-Net's depth), never resized.
     """
     import torch.nn.functional as F
+
+    from mtsr_monai.precision import autocast
 
     device = next(generator.parameters()).device
     n_slices, h, w = slices.shape
@@ -120,7 +125,8 @@ def translate_slices(
                 mode = "area" if s > image_size else "bilinear"
                 small = F.interpolate(sq, size=(image_size, image_size), mode=mode) * 2 - 1
             for i, z in enumerate(codes):
-                y = generator(small, z[None].expand(small.shape[0], -1).to(device))
+                with autocast(device, precision):
+                    y = generator(small, z[None].expand(small.shape[0], -1).to(device)).float()
                 if native_resolution:
                     y = (y[..., :s, :s] + 1) / 2
                 else:
@@ -140,6 +146,7 @@ def translate_volume(
     progress: bool = True,
     mask: np.ndarray | None = None,
     native_resolution: bool = False,
+    precision: str = "auto",
 ) -> np.ndarray:
     """Translate a 3D volume with each code: returns (N, X, Y, Z) float32 in [0, 1] on the input's grid.
 
@@ -166,7 +173,13 @@ def translate_volume(
     chunks = [busy[i : i + batch_size] for i in range(0, len(busy), batch_size)]
     for idx in tqdm(chunks, desc="translate", unit="batch", disable=not progress):
         out[:, idx] = translate_slices(
-            generator, slices[idx], codes_t, image_size, batch_size, native_resolution=native_resolution
+            generator,
+            slices[idx],
+            codes_t,
+            image_size,
+            batch_size,
+            native_resolution=native_resolution,
+            precision=precision,
         )
     out = out * foreground[None]  # background of the input stays background
     return np.ascontiguousarray(np.moveaxis(out.numpy(), 1, through + 1))
