@@ -5,9 +5,15 @@ Table 1: bilinear, bicubic, ESRGAN-23 and proposed-12 (RRDB blocks 0, 2, ..., 22
 and inference time. Table 3: the pruned variants v0-v4 of the paper's appendix B and every-other, each
 initialised from the ESRGAN-23 model through the pruned loader and fine-tuned with the same budget.
 
+``--start pretrained`` (default, as the paper's appendix B): ESRGAN-23 starts from the pretrained Real-ESRGAN
+x4plus weights (:mod:`mtsr_monai.networks.esrgan_ncnn`, extra ``pretrained``), is fine-tuned with the budget,
+and the variants are pruned from that fine-tuned model; Table 1 also gets the pretrained ESRGAN-23 as it is
+(no fine-tuning). ``--start scratch``: ESRGAN-23 is trained from scratch (earlier sessions' layout).
+
 Protocol (held-out subjects, fixed degradations):
 - subjects Brats18_TCIA10_637_1, Brats18_TCIA10_639_1, Brats18_CBICA_AOO_1 are held out (never trained on,
-  also by the shipped model); their T1 and T2 volumes give ``--test-slices`` axial slices each, scaled per
+  also by the shipped model; training uses the training subjects of ``scripts/shared_splits.py`` only); their
+  T1 and T2 volumes give ``--test-slices`` axial slices each, scaled per
   volume as in training and degraded x4 by the second-order chain with fixed seeds (``eval_pairs``);
 - PSNR / SSIM on the 240x240 slices in the [0, 1] training scale (``data_range = 1``), from
   :mod:`mtsr_monai.metrics.image`; inference time = mean seconds per slice on this machine;
@@ -36,18 +42,15 @@ VARIANTS = ("v0", "v1", "v2", "v3", "v4", "every_other")
 
 
 def split_datalist(data: Path = DATA) -> dict[str, list[dict]]:
-    """One entry per (subject, contrast) volume of the 1 mm BraTS-space folders, held-out subjects apart."""
-    out: dict[str, list[dict]] = {"training": [], "validation": []}
-    for folder in ("brats2018_tcia", "brats2018_t1_flair", "tcga_brainles"):
-        for path in sorted((data / folder).glob("*/*.nii.gz")):
-            stem = path.name.split(".nii")[0].lower()
-            modality = stem.split("_")[-1]
-            if modality in ("seg", "w"):  # labels (seg, GT_W)
-                continue
-            subject = path.parent.name
-            item = {"subject": f"{subject}_{modality}", "hr": str(path), "modality": modality}
-            out["validation" if subject in HELD_OUT else "training"].append(item)
-    return out
+    """One entry per (subject, contrast) volume: the shared split's training volumes, and the held-out
+    subjects of the SR benchmarks as this script's test set (key ``validation`` for the bundle)."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    from shared_splits import volume_datalist
+
+    volumes = volume_datalist("hr", root=data)
+    test = [d for d in volumes["test"] if d["subject"] in HELD_OUT]
+    rename = [{**d, "subject": f"{d['subject']}_{d['modality']}"} for d in volumes["training"]]
+    return {"training": rename, "validation": test}
 
 
 def train_budget(datalist: Path, out_dir: Path, args, keep_blocks, init: Path | None = None):
@@ -134,13 +137,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patch", type=int, default=64, help="HR training patch size")
     parser.add_argument("--patches", type=int, default=2, help="patches per slice (batch)")
     parser.add_argument("--test-slices", type=int, default=4, help="axial slices per held-out T1/T2 volume")
-    parser.add_argument("--global-skip", default="bicubic", choices=["bicubic", "none"])
+    parser.add_argument(
+        "--global-skip",
+        default=None,
+        choices=["bicubic", "none"],
+        help="default: none with --start pretrained, bicubic with --start scratch",
+    )
+    parser.add_argument("--start", default="pretrained", choices=["pretrained", "scratch"])
     parser.add_argument("--shipped", action="store_true", help="add a row for the shipped bundle weights")
     parser.add_argument("--shipped-only", action="store_true", help="add it to --out-dir's tables")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=2024)
     parser.add_argument("--out-dir", type=Path, default=Path("/tmp/mtsr/sr/tables"))
     args = parser.parse_args(argv)
+    if args.global_skip is None:
+        args.global_skip = "none" if args.start == "pretrained" else "bicubic"
     args.global_skip = None if args.global_skip == "none" else args.global_skip
 
     import torch
@@ -164,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
             pairs.append(p)
     budget = (
         f"CPU budget: {args.iterations} L1 iterations per model, batch {args.patches} HR patches of "
-        f"{args.patch}x{args.patch}, {len(train)} training volumes, global skip {args.global_skip}; "
+        f"{args.patch}x{args.patch}, {len(train)} training volumes, global skip {args.global_skip}, "
+        f"ESRGAN-23 from {'pretrained Real-ESRGAN x4plus' if args.start == 'pretrained' else 'scratch'}; "
         f"test: {len(pairs)} held-out axial slices (T1 and T2 of {len(HELD_OUT)} subjects), "
         "second-order degradation x4"
     )
@@ -178,7 +190,19 @@ def main(argv: list[str] | None = None) -> int:
         results = {"budget": budget, "table1": {}, "table3": {}, "training_seconds": {}}
         for method in ("bilinear", "bicubic"):
             results["table1"][method] = evaluate(method, pairs)
-        net23, secs = train_budget(datalist, args.out_dir / "esrgan23", args, None)
+        init23 = None
+        if args.start == "pretrained":
+            from mtsr_monai.networks.esrgan_ncnn import realesrgan_state_dict
+            from mtsr_monai.networks.rrdb import RRDBNet
+
+            init23 = args.out_dir / "realesrgan_x4plus_grey.pt"
+            torch.save(realesrgan_state_dict(), init23)
+            pretrained = RRDBNet(keep_blocks=None)
+            pretrained.load_state_dict(torch.load(init23, weights_only=True))
+            results["table1"]["ESRGAN-23 (pretrained, not fine-tuned)"] = evaluate(
+                "model", pairs, pretrained.eval()
+            )
+        net23, secs = train_budget(datalist, args.out_dir / "esrgan23", args, None, init=init23)
         results["training_seconds"]["esrgan23"] = secs
         ckpt23 = args.out_dir / "esrgan23.pt"
         torch.save(net23.state_dict(), ckpt23)
