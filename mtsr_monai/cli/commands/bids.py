@@ -67,6 +67,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1440.0,
         help="how long ranks wait for each other at the end (minutes, default 1440)",
     )
+    _add_task_arguments(parser)
+
+
+def _add_task_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of each task (as their single-file commands have them)."""
     sr = parser.add_argument_group("super-resolve")
     sr.add_argument(
         "--sr-method", default="model", choices=("model", "bicubic", "bilinear", "lanczos", "nearest")
