@@ -1,0 +1,296 @@
+#!/usr/bin/env python
+"""Build ``.device/``: what a GPU machine without network needs to train the bundles (git-ignored).
+
+    python scripts/pack_device_payload.py [--budget-mib 64] [--reserve-mib 1.0] [--slab 48] [--val-slab 24]
+                                          [--levels 256] [--tracked-only]
+
+The GPU machine (see docs/sr.md, "Training on a GPU") has Python 3.12 with torch, numpy, scipy, scikit-image,
+tensorboard, pyyaml and tqdm, but not monai, pytorch-ignite, nibabel or fire, and it cannot download. The
+folder travels with the working tree (named in the device call's ``carry``), and tree + folder must stay
+under 64 MiB. It holds:
+
+- ``wheels/``: the pure-Python wheels the training path imports that the machine lacks (monai,
+  pytorch-ignite, nibabel without its test data, fire and its termcolor), at the versions installed here,
+  downloaded for CPython 3.12;
+- ``data/``: T1, T2 and FLAIR of training and validation subjects of ``scripts/shared_splits.py`` (never a
+  held-out one) as int16 NIfTI slabs: cropped to the brain's in-plane box and to the ``--slab`` contiguous
+  axial slices with the most brain (1 mm, so the clinical model's 3D thick-slice simulation still holds),
+  affines kept (moved to the crop's corner; validation subjects get ``--val-slab`` slices: the run's own
+  validation only picks its best weights, the real evaluation is done here afterwards); intensities rounded
+  to a power-of-two step that keeps at least ``--levels`` levels below the 99.5th percentile (0: exact
+  integers; with 256 a voxel moves by at most half a step, under 0.2 % of that percentile). T1ce is left
+  out (it serves only the SR model and costs a subject's worth of space). Subjects are added in a fixed
+  order while they fit the space left; ``data/manifest.json`` lists what was kept and what was dropped, and
+  ``data/subjects.json`` is the datalist (paths relative to ``data/``).
+
+The space left is measured, not assumed: 64 MiB minus what travels anyway (tracked files and untracked files
+git does not ignore, at their size on disk now), minus ``--reserve-mib`` for work in progress. Run this again
+right before a device call if weights or other files grew.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+import shared_splits  # noqa: E402
+
+MIB = 1 << 20
+#: distributions the training path imports that the GPU image lacks (found by running the bundles' training
+#: in a venv holding only what that image has; see tests/test_device_payload.py and docs/sr.md)
+WHEELS = ("monai", "pytorch-ignite", "nibabel", "fire", "termcolor")
+#: platform tags of the device machine (x86-64, glibc); pure-Python wheels match any of them
+PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64")
+CONTRASTS = ("t1", "t2", "flair")
+#: subject order when space runs out: validation first, then training subjects with all three contrasts
+#: alternating between the sources (scanner variety), then those with T1 and FLAIR only
+PRIORITY = (
+    "Brats18_TCIA10_628_1",
+    "Brats18_TCIA01_201_1",
+    "TCGA-DU-7294",
+    "Brats18_TCIA02_135_1",
+    "Brats18_TCIA03_265_1",
+    "TCGA-FG-6692",
+    "Brats18_TCIA01_378_1",
+    "Brats18_TCIA02_370_1",
+    "Brats18_TCIA01_425_1",
+    "Brats18_CBICA_AAB_1",
+    "Brats18_TCIA02_471_1",
+    "Brats18_CBICA_ARW_1",
+    "Brats18_CBICA_ASK_1",
+    "Brats18_CBICA_ATV_1",
+)
+
+
+def git_lines(*args: str) -> list[str]:
+    out = subprocess.run(["git", *args], cwd=REPO, check=True, capture_output=True, text=True).stdout
+    return [line for line in out.split("\0") if line]
+
+
+def travelling_files(untracked: bool = True) -> dict[str, int]:
+    """Size on disk of each file a device call sends besides carried paths: tracked files and (``untracked``)
+    untracked files that git does not ignore."""
+    args = ["ls-files", "-z", "--cached"] + (["--others", "--exclude-standard"] if untracked else [])
+    names = set(git_lines(*args))
+    return {n: (REPO / n).stat().st_size for n in names if (REPO / n).is_file()}
+
+
+def ensure_ignored(folder: str) -> None:
+    """Add ``/<folder>/`` to the repository's ``info/exclude`` (a local ignore, never committed)."""
+    exclude = REPO / git_lines("rev-parse", "--git-path", "info/exclude")[0].strip()
+    exclude.parent.mkdir(parents=True, exist_ok=True)
+    lines = exclude.read_text().splitlines() if exclude.exists() else []
+    if f"/{folder}/" not in lines:
+        exclude.write_text("\n".join([*lines, f"/{folder}/"]) + "\n")
+
+
+def download_wheels(target: Path) -> list[Path]:
+    """The wheels in ``WHEELS`` at the versions installed here, for CPython 3.12 on x86-64 Linux."""
+    target.mkdir(parents=True, exist_ok=True)
+    pins = [f"{name}=={metadata.version(name)}" for name in WHEELS]
+    missing = [p for p in pins if not list(target.glob(_wheel_glob(p)))]
+    if missing:
+        platforms = [arg for p in PLATFORMS for arg in ("--platform", p)]
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
+        cmd += ["--python-version", "3.12", "--implementation", "cp", *platforms, "-d", str(target), *missing]
+        subprocess.run(cmd, check=True)
+    wheels = sorted(target.glob("*.whl"))
+    for wheel in wheels:
+        if wheel.name.startswith("nibabel-"):
+            strip_tests(wheel)
+    return wheels
+
+
+def _wheel_glob(pin: str) -> str:
+    name, version = pin.split("==")
+    return f"{name.replace('-', '_')}-{version}-*.whl"
+
+
+def strip_tests(wheel: Path) -> None:
+    """Drop a wheel's ``tests/`` folders (nibabel ships 7 MB of test data) and their RECORD lines."""
+    with zipfile.ZipFile(wheel) as src:
+        names = src.namelist()
+        drop = {n for n in names if "/tests/" in n}
+        if not drop:
+            return
+        tmp = wheel.with_suffix(".tmp")
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as dst:
+            for info in src.infolist():
+                if info.filename in drop:
+                    continue
+                data = src.read(info)
+                if info.filename.endswith(".dist-info/RECORD"):
+                    kept = [ln for ln in data.decode().splitlines() if ln.split(",")[0] not in drop]
+                    data = ("\n".join(kept) + "\n").encode()
+                dst.writestr(info, data)
+    tmp.replace(wheel)
+
+
+def quantize(arr: np.ndarray, levels: int) -> tuple[np.ndarray, float]:
+    """``(int16 array, step)`` with ``array * step`` close to ``arr``: exact when ``levels`` is 0 and ``arr``
+    holds int16 integers; else a power-of-two step keeping ``levels`` levels below the 99.5th percentile
+    of the foreground (4096 levels for non-integer data in exact mode)."""
+    integral = np.array_equal(arr, np.round(arr)) and arr.min() >= -32768 and arr.max() <= 32767
+    if levels == 0 and integral:
+        return arr.astype(np.int16), 1.0
+    positive = arr[arr > 0]
+    hi = float(np.percentile(positive, 99.5)) if positive.size else float(np.abs(arr).max() or 1.0)
+    step = 2.0 ** math.floor(math.log2(hi / (levels or 4096)))
+    if integral:
+        step = max(step, 1.0)
+    q = np.round(arr / step)
+    if np.abs(q).max() > 32767:  # a long bright tail: widen the step until it fits int16
+        step *= 2.0 ** math.ceil(math.log2(np.abs(q).max() / 32767))
+        q = np.round(arr / step)
+    return q.astype(np.int16), step
+
+
+def slab_box(mask: np.ndarray, slab: int) -> tuple[slice, slice, slice]:
+    """The brain's in-plane box and the ``slab`` contiguous axial slices (last axis) with the most brain."""
+    xs, ys = (np.flatnonzero(mask.any(axis=other)) for other in ((1, 2), (0, 2)))
+    per_z = mask.sum(axis=(0, 1))
+    n = min(slab, len(per_z)) if slab > 0 else len(per_z)
+    window = np.convolve(per_z, np.ones(n, dtype=np.int64), mode="valid")
+    z0 = int(np.argmax(window))
+    return slice(int(xs[0]), int(xs[-1]) + 1), slice(int(ys[0]), int(ys[-1]) + 1), slice(z0, z0 + n)
+
+
+def write_subject(subject: dict, out_dir: Path, slab: int, levels: int) -> dict:
+    """Crop every contrast of one subject to one box and write int16 NIfTI; the datalist entry."""
+    import nibabel as nib
+
+    images = {c: nib.load(subject[c]) for c in CONTRASTS if c in subject}
+    arrays = {c: np.asarray(img.dataobj, dtype=np.float64) for c, img in images.items()}
+    shapes = {a.shape for a in arrays.values()}
+    if len(shapes) != 1 or any(a.ndim != 3 for a in arrays.values()):
+        raise ValueError(f"{subject['subject']}: contrasts are not 3D volumes on one grid: {shapes}")
+    mask = np.any([a > 0 for a in arrays.values()], axis=0)
+    box = slab_box(mask, slab)
+    entry: dict = {"subject": subject["subject"]}
+    steps = {}
+    for c, arr in arrays.items():
+        affine = images[c].affine.copy()
+        affine[:3, 3] = affine[:3, :3] @ np.array([b.start for b in box]) + affine[:3, 3]
+        data, step = quantize(arr[box], levels)
+        img = nib.Nifti1Image(data, affine)
+        img.set_data_dtype(np.int16)
+        if step != 1.0:  # stored integers times the step: the reader's float values
+            img.header.set_slope_inter(step, 0.0)
+        name = f"{subject['subject']}_{c}.nii.gz"
+        nib.save(img, out_dir / name)
+        entry[c] = name
+        steps[c] = step
+    entry["_box"] = [[b.start, b.stop] for b in box]
+    entry["_steps"] = steps
+    return entry
+
+
+def pack_data(out_dir: Path, space: int, slab: int, val_slab: int, levels: int, root: Path) -> dict:
+    """Write subjects in ``PRIORITY`` order while they fit in ``space`` bytes; the manifest."""
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    available = {s["subject"]: s for s in shared_splits.subjects(root)}
+    kept: dict[str, list] = {"training": [], "validation": []}
+    dropped, used = [], 0
+    for sid in PRIORITY:
+        split = shared_splits.split_of(sid)
+        if split == "test":  # guard: the held-out subjects never leave this machine for training
+            raise RuntimeError(f"{sid} is held out and must not be in PRIORITY")
+        if sid not in available:
+            dropped.append({"subject": sid, "why": "not in the shared data"})
+            continue
+        with tempfile.TemporaryDirectory(dir=out_dir.parent) as tmp:
+            entry = write_subject(
+                available[sid], Path(tmp), val_slab if split == "validation" else slab, levels
+            )
+            files = [Path(tmp) / entry[c] for c in CONTRASTS if c in entry]
+            size = sum(f.stat().st_size for f in files)
+            if used + size > space:
+                dropped.append({"subject": sid, "why": f"no space ({size / MIB:.2f} MiB)"})
+                continue
+            for f in files:
+                shutil.move(f, out_dir / f.name)
+        used += size
+        entry["_bytes"] = size
+        kept[split].append(entry)
+    datalist = {
+        split: [{k: v for k, v in e.items() if not k.startswith("_")} for e in entries]
+        for split, entries in kept.items()
+    }
+    (out_dir / "subjects.json").write_text(json.dumps(datalist, indent=1))
+    manifest = {
+        "slab": slab,
+        "val_slab": val_slab,
+        "levels": levels,
+        "contrasts": list(CONTRASTS),
+        "data_bytes": used,
+        "kept": kept,
+        "dropped": dropped,
+        "held_out_never_included": list(shared_splits.HELD_OUT),
+    }
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=".device", help="folder under the repository root (git-ignored)")
+    p.add_argument("--budget-mib", type=float, default=64.0, help="the device call's working-tree limit")
+    p.add_argument("--reserve-mib", type=float, default=1.0, help="kept free for files still growing")
+    p.add_argument("--slab", type=int, default=48, help="contiguous axial slices per volume (0: all)")
+    p.add_argument("--val-slab", type=int, default=24, help="the same for validation subjects")
+    p.add_argument("--levels", type=int, default=256, help="intensity levels kept (0: exact int16)")
+    p.add_argument("--data-root", type=Path, default=shared_splits.DATA_ROOT)
+    p.add_argument(
+        "--tracked-only",
+        action="store_true",
+        help="size the data on tracked files alone (untracked, not ignored files must then be gone or "
+        "ignored before the device call, or it is refused as too large)",
+    )
+    args = p.parse_args(argv)
+
+    out = REPO / args.out
+    if out.parent != REPO or out.name.startswith(".git"):
+        p.error("--out must be a folder directly under the repository root")
+    ensure_ignored(out.name)
+    wheels = download_wheels(out / "wheels")
+    wheel_bytes = sum(w.stat().st_size for w in wheels)
+    files = travelling_files(untracked=not args.tracked_only)
+    tree = sum(files.values())
+    space = int(args.budget_mib * MIB - args.reserve_mib * MIB) - tree - wheel_bytes
+    print(f"travelling tree {tree / MIB:.2f} MiB, wheels {wheel_bytes / MIB:.2f} MiB", end=", ")
+    print(f"{space / MIB:.2f} MiB left for data")
+    if space <= 0:
+        largest = sorted(files.items(), key=lambda kv: -kv[1])[:5]
+        print("no space left for data; largest travelling files:", file=sys.stderr)
+        for name, size in largest:
+            print(f"  {size / MIB:9.2f} MiB  {name}", file=sys.stderr)
+        return 1
+    manifest = pack_data(out / "data", space, args.slab, args.val_slab, args.levels, args.data_root)
+    manifest.update(tree_bytes=tree, wheel_bytes=wheel_bytes, wheels=[w.name for w in wheels])
+    manifest["payload_bytes"] = wheel_bytes + manifest["data_bytes"]
+    manifest["total_bytes"] = tree + manifest["payload_bytes"]
+    (out / "data" / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    counts = {k: [e["subject"] for e in v] for k, v in manifest["kept"].items()}
+    print(f"data {manifest['data_bytes'] / MIB:.2f} MiB: {json.dumps(counts)}")
+    print(f"dropped: {[d['subject'] for d in manifest['dropped']]}")
+    payload, total = manifest["payload_bytes"] / MIB, manifest["total_bytes"] / MIB
+    print(f"payload {payload:.2f} MiB; tree + payload {total:.2f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""The GPU-run pieces, cheaply: payload packing (split, crop, affine, space), the SimpleITK-free resampling,
+the override files merged into the bundles' configs, the wall-clock stop, the return limits and the wrapper's
+argument checks. The run itself is rehearsed by hand on a CPU (docs/sr.md, "Training on a GPU")."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from argparse import Namespace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+import device_train  # noqa: E402
+import pack_device_payload as pack  # noqa: E402
+import shared_splits  # noqa: E402
+
+from tests.conftest import write_nifti  # noqa: E402
+
+
+def _brats_root(tmp_path: Path, subjects: list[str], contrasts=("t1", "t2", "flair")) -> Path:
+    root = tmp_path / "data"
+    rng = np.random.default_rng(0)
+    affine = np.array([[-1.0, 0, 0, 90], [0, -1.0, 0, 120], [0, 0, 1.0, -70], [0, 0, 0, 1]])
+    for sid in subjects:
+        folder = root / "brats2018_tcia" / sid
+        folder.mkdir(parents=True)
+        vol = np.zeros((24, 20, 16), np.int16)
+        vol[4:20, 3:17, 2:14] = rng.integers(50, 900, size=(16, 14, 12))
+        for c in contrasts:
+            write_nifti(folder / f"{sid}_{c}.nii.gz", vol, affine)
+    return root
+
+
+def test_priority_never_names_a_held_out_subject():
+    assert not set(pack.PRIORITY) & set(shared_splits.HELD_OUT)
+    assert {shared_splits.split_of(s) for s in pack.PRIORITY} <= {"training", "validation"}
+
+
+def test_pack_keeps_training_and_validation_only_with_geometry(tmp_path):
+    import nibabel as nib
+
+    held_out, val, train = "Brats18_TCIA10_637_1", "Brats18_TCIA10_628_1", "Brats18_TCIA01_201_1"
+    root = _brats_root(tmp_path, [held_out, val, train])
+    manifest = pack.pack_data(tmp_path / "out", 10 * pack.MIB, slab=8, val_slab=4, levels=0, root=root)
+    listing = json.loads((tmp_path / "out" / "subjects.json").read_text())
+    assert [e["subject"] for e in listing["training"]] == [train]
+    assert [e["subject"] for e in listing["validation"]] == [val]
+    assert not list((tmp_path / "out").glob(f"{held_out}*"))
+    assert manifest["held_out_never_included"] == list(shared_splits.HELD_OUT)
+    src = nib.load(root / "brats2018_tcia" / train / f"{train}_t1.nii.gz")
+    out = nib.load(tmp_path / "out" / listing["training"][0]["t1"])
+    box = manifest["kept"]["training"][0]["_box"]
+    assert out.shape == (16, 14, 8) and out.get_data_dtype() == np.int16
+    # the crop's first voxel sits where it was, and the values are exact with levels=0
+    corner = src.affine @ np.array([box[0][0], box[1][0], box[2][0], 1.0])
+    np.testing.assert_allclose(out.affine[:, 3], corner)
+    np.testing.assert_array_equal(
+        np.asarray(out.dataobj), np.asarray(src.dataobj)[tuple(slice(*b) for b in box)]
+    )
+    assert nib.load(tmp_path / "out" / listing["validation"][0]["t1"]).shape[2] == 4
+
+
+def test_pack_drops_what_does_not_fit(tmp_path):
+    root = _brats_root(tmp_path, ["Brats18_TCIA10_628_1", "Brats18_TCIA01_201_1"])
+    manifest = pack.pack_data(tmp_path / "out", 1, slab=8, val_slab=4, levels=0, root=root)
+    assert manifest["data_bytes"] == 0
+    assert {d["subject"] for d in manifest["dropped"] if d["why"].startswith("no space")} == {
+        "Brats18_TCIA10_628_1",
+        "Brats18_TCIA01_201_1",
+    }
+
+
+def test_quantize_keeps_levels_and_int16():
+    arr = np.linspace(0, 4000, 1000).reshape(10, 10, 10)
+    q, step = pack.quantize(arr, 256)
+    assert q.dtype == np.int16 and step == 8.0  # p99.5 ~ 3980 / 256 -> 15.5 -> power of two below
+    assert np.abs(q * step - arr).max() <= step / 2
+    exact, one = pack.quantize(np.round(arr), 0)
+    assert one == 1.0 and np.array_equal(exact, np.round(arr))
+
+
+def test_resample_linear_matches_simpleitk():
+    pytest.importorskip("SimpleITK")
+    from mtsr_monai.data.clinical import pair_onto_grid
+
+    rng = np.random.default_rng(1)
+    hr = np.zeros((30, 26, 20), np.float32)
+    hr[3:27, 4:22, 2:18] = rng.uniform(0.2, 1.0, size=(24, 18, 16))
+    affine = np.array([[-1.0, 0, 0, 80], [0, -1.0, 0, 100], [0, 0, 1.2, -40], [0, 0, 0, 1]])
+    # 5 mm thick sagittal slices: blocks of 5 voxels along x, each slice centred on its block; the last
+    # 5 mm are not covered, so the rule for points past the moving volume's edge is exercised too
+    lr = hr[:25].reshape(5, 5, 26, 20).mean(axis=1)
+    lr_affine = affine @ np.array([[5.0, 0, 0, 2.0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    expected = pair_onto_grid(lr, lr_affine, hr, affine, "header", "trilinear")
+    got = device_train.pair_onto_grid_numpy(lr, lr_affine, hr, affine)
+    assert (expected[27:] == 0).all() and (expected[24:27] > 0).any()
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def _args(**kw) -> Namespace:
+    base = dict(cpu_smoke=True, sr_args="", mt_args="--lambda_l1 5.0", clinical_args="", precision="auto")
+    return Namespace(**{**base, **kw, "val_every": 20.0})
+
+
+@pytest.mark.parametrize("name", ["sr", "mt_t1_flair", "clinical"])
+def test_overrides_merge_into_the_bundle_config(tmp_path, name):
+    from monai.bundle import ConfigParser
+
+    (job,) = device_train.jobs_for(_args(only=[name]))
+    paths = {k: tmp_path / f"{k}.json" for k in ("subjects", "volumes", "clinical")}
+    overrides = device_train.write_overrides(job, tmp_path / name, paths, time.time() + 60, _args())
+    configs = REPO / "bundles" / job.bundle / "configs"
+    merged = ConfigParser.load_config_files([configs / "train.yaml", overrides])
+    original = ConfigParser.load_config_file(configs / "train.yaml")
+    # '+' appends: the bundle's own steps first, then ours, the wall-clock stop last
+    assert merged["initialize"][: len(original["initialize"])] == original["initialize"]
+    assert merged["initialize"][-1].startswith("$device_train.WallClockStop(")
+    assert "$import device_train" in merged["imports"]
+    assert merged["output_dir"] == str(tmp_path / name) and merged["max_epochs"] == 10**6
+    cmd = device_train.bundle_command(job, overrides, "python")
+    assert cmd[1:5] == ["-m", "monai.bundle", "run", "training"]
+    if name == "mt_t1_flair":
+        assert cmd[-2:] == ["--lambda_l1", "5.0"] and merged["source"] == "t1" and merged["target"] == "flair"
+
+
+def test_unknown_job_is_refused():
+    with pytest.raises(SystemExit, match="unknown job"):
+        device_train.jobs_for(_args(only=["sr", "nope"]))
+
+
+def test_datalists_are_absolute_and_split(tmp_path):
+    data = tmp_path / "payload" / "data"
+    data.mkdir(parents=True)
+    listing = {
+        "training": [
+            {"subject": "a", "t1": "a_t1.nii.gz", "t2": "a_t2.nii.gz", "flair": "a_flair.nii.gz"},
+            {"subject": "b", "t1": "b_t1.nii.gz", "flair": "b_flair.nii.gz"},
+        ],
+        "validation": [{"subject": "v", "t1": "v_t1.nii.gz", "t2": "v_t2.nii.gz", "flair": "v_flair.nii.gz"}],
+    }
+    (data / "subjects.json").write_text(json.dumps(listing))
+    paths = device_train.write_datalists(tmp_path / "payload", tmp_path / "work", None)
+    volumes = json.loads(paths["volumes"].read_text())
+    assert len(volumes["training"]) == 5 and len(volumes["validation"]) == 3
+    assert all(Path(v["hr"]).is_absolute() for v in volumes["training"])
+    clinical = json.loads(paths["clinical"].read_text())
+    assert [s["subject"] for s in clinical["training"]] == ["a"]
+    one = device_train.write_datalists(tmp_path / "payload", tmp_path / "work1", 1)
+    assert len(json.loads(one["subjects"].read_text())["training"]) == 1
+
+
+def test_wall_clock_stop_validates_and_ends_in_time(tmp_path):
+    from ignite.engine import Engine, Events
+
+    engine = Engine(lambda e, b: time.sleep(0.005))
+    validations = []
+    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: validations.append(e.state.iteration))
+    end_at = time.time() + 1.5
+    stop = device_train.WallClockStop(
+        end_at, 0.2, str(tmp_path / "w.json"), val_estimate_s=0.01, margin_s=0.1
+    )
+    stop.attach(engine)
+    engine.run(range(10**6), max_epochs=10**6, epoch_length=10**6)
+    report = json.loads((tmp_path / "w.json").read_text())
+    assert time.time() < end_at and len(validations) >= 2
+    assert report["stop_reason"] == "time" and report["iterations"] == engine.state.iteration > 0
+
+
+def test_outbox_splits_and_respects_limits(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(device_train.PART + 1000))
+    box = device_train.OutBox(out)
+    names = box.put(big, "w.pt")
+    assert names == ["w.pt.part0", "w.pt.part1"]
+    assert b"".join((out / n).read_bytes() for n in names) == big.read_bytes()
+    small = tmp_path / "s.bin"
+    small.write_bytes(b"x")
+    for i in range(device_train.MAX_FILES - 2 - 2):
+        box.put(small, f"s{i}")
+    with pytest.raises(RuntimeError, match="return limits"):
+        box.put(small, "one_too_many")
+
+
+def test_wrapper_needs_out_and_a_payload(tmp_path):
+    script = REPO / "scripts" / "device_train_all.sh"
+    env = {k: v for k, v in os.environ.items() if k != "OUT"}
+    no_out = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
+    assert no_out.returncode != 0 and "OUT" in no_out.stderr
+    env.update(OUT=str(tmp_path / "out"), MTSR_DEVICE_PAYLOAD=str(tmp_path / "missing"))
+    no_payload = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
+    assert no_payload.returncode == 2 and "pack_device_payload" in no_payload.stderr
