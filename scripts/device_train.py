@@ -242,7 +242,8 @@ class Job:
 
 def write_datalists(payload: Path, run_dir: Path, max_train: int | None) -> dict[str, Path]:
     """Datalists with absolute paths (the SR bundle opens validation paths as they are): subjects (MT),
-    volumes (SR: one ``hr`` per contrast) and subjects having all three contrasts (clinical)."""
+    volumes (SR: one ``hr`` per contrast) and subjects having all three contrasts and not held out by the
+    clinical bundle's datalist (clinical)."""
     data = payload / "data"
     listing = json.loads((data / "subjects.json").read_text())
     subjects: dict[str, list] = {}
@@ -260,8 +261,14 @@ def write_datalists(payload: Path, run_dir: Path, max_train: int | None) -> dict
         ]
         for split, entries in subjects.items()
     }
+    # the clinical bundle has its own split: its test subjects (TCGA-FG-6692 trains SR and MT) stay unseen
+    clinical_test = clinical_held_out()
     clinical = {
-        split: [s for s in entries if all(c in s for c in ("t1", "t2", "flair"))]
+        split: [
+            s
+            for s in entries
+            if all(c in s for c in ("t1", "t2", "flair")) and s["subject"] not in clinical_test
+        ]
         for split, entries in subjects.items()
     }
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -270,6 +277,12 @@ def write_datalists(payload: Path, run_dir: Path, max_train: int | None) -> dict
         out[name] = run_dir / f"{name}.json"
         out[name].write_text(json.dumps(content, indent=1))
     return out
+
+
+def clinical_held_out() -> set[str]:
+    """The test subjects of the clinical bundle's own datalist."""
+    listing = json.loads((BUNDLES / "clinical_sr" / "configs" / "datalist.json").read_text())
+    return {s["subject"] for s in listing.get("test", [])}
 
 
 def data_workers(wanted: int) -> int:

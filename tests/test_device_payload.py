@@ -153,6 +153,12 @@ def test_datalists_are_absolute_and_split(tmp_path):
     assert all(Path(v["hr"]).is_absolute() for v in volumes["training"])
     clinical = json.loads(paths["clinical"].read_text())
     assert [s["subject"] for s in clinical["training"]] == ["a"]
+    held = sorted(device_train.clinical_held_out())
+    assert held  # e.g. TCGA-FG-6692: trains SR and MT, but is the clinical bundle's test subject
+    listing["training"][0]["subject"] = held[0]
+    (data / "subjects.json").write_text(json.dumps(listing))
+    again = device_train.write_datalists(tmp_path / "payload", tmp_path / "work2", None)
+    assert json.loads(again["clinical"].read_text())["training"] == []
     one = device_train.write_datalists(tmp_path / "payload", tmp_path / "work1", 1)
     assert len(json.loads(one["subjects"].read_text())["training"]) == 1
 
