@@ -4,6 +4,7 @@ Preprocessing: :class:`N4BiasFieldCorrectiond`, :class:`RegisterToTemplated`,
 :class:`BrainMaskFromTemplated`, :class:`CropToTemplateBoxd`, :class:`ScaleIntensityPercentilesInMaskd`.
 Degradation: :class:`RandSecondOrderDegradationd`, :class:`KSpaceTruncationd`,
 :class:`ThickSliceDegradationd`.
+Clinical protocols: :class:`RandSimulateProtocold`, :class:`SimulateProtocold`, :class:`RandChannelDropoutd`.
 
 Names are resolved lazily so that importing this package does not import SimpleITK or MONAI.
 """
@@ -21,6 +22,9 @@ _EXPORTS = {
     "RandSecondOrderDegradationd": "degradation",
     "KSpaceTruncationd": "degradation",
     "ThickSliceDegradationd": "degradation",
+    "RandSimulateProtocold": "protocol",
+    "SimulateProtocold": "protocol",
+    "RandChannelDropoutd": "protocol",
 }
 
 __all__ = sorted(_EXPORTS)

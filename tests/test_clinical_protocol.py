@@ -1,0 +1,131 @@
+"""Protocol simulation transforms (training) and the acquisition forward model (data consistency)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mtsr_monai.transforms.protocol import (
+    ProtocolParams,
+    RandChannelDropout,
+    RandChannelDropoutd,
+    RandSimulateProtocol,
+    RandSimulateProtocold,
+    SimulateProtocol,
+    SimulateProtocold,
+    acquire_like,
+    interpolation_weights,
+    profile_weights,
+)
+
+
+def _stripes(shape=(1, 40, 36, 12), axis=0, period=2.0) -> torch.Tensor:
+    """Fine stripes along ``axis`` (a thick slice along it averages them away), on a positive level."""
+    idx = np.arange(shape[axis + 1])
+    wave = 1.0 + 0.5 * np.sin(2 * np.pi * idx / period + 0.3)
+    view = [1] * len(shape)
+    view[axis + 1] = -1
+    return torch.as_tensor(np.broadcast_to(wave.reshape(view), shape).copy(), dtype=torch.float32)
+
+
+def test_weights_rows_sum_to_one_and_interpolation_is_exact_on_lines():
+    w = profile_weights(np.array([3.0, 8.5]), 12, 1.0, 5.0, "gaussian")
+    np.testing.assert_allclose(w.sum(1), 1.0)
+    box = profile_weights(np.array([5.0]), 12, 1.0, 3.0, "boxcar")
+    assert np.count_nonzero(box) == 3 and box[0, 5] == pytest.approx(1 / 3)
+    pos = np.array([0.0, 1.25, 4.5, 9.0])
+    np.testing.assert_allclose(interpolation_weights(pos, 10) @ np.arange(10.0), pos)
+
+
+@pytest.mark.parametrize("profile", ["gaussian", "boxcar"])
+def test_protocol_keeps_intensity_and_removes_detail_only_along_its_thick_axis(profile):
+    x = _stripes(axis=0, period=1.7)  # incommensurate with the 6 mm slice period (no aliasing)
+    params = ProtocolParams(axis=0, thickness=5.0, gap=1.0, profile=profile, inplane=1.0)
+    lr = SimulateProtocol(params)(x)
+    assert lr.shape == x.shape
+    inner = lr[:, 8:-8]
+    assert float(inner.mean()) == pytest.approx(float(x[:, 8:-8].mean()), rel=0.02)  # no intensity drift
+    assert float(inner.std()) < 0.2 * float(x.std())  # the 2 mm stripes are gone
+    along_y = SimulateProtocol(ProtocolParams(axis=1, thickness=5.0))(x)  # thick axis across the stripes
+    torch.testing.assert_close(along_y, x, atol=1e-4, rtol=1e-4)
+
+
+def test_inplane_spacing_blurs_when_coarser_and_keeps_a_constant():
+    x = _stripes(axis=1, period=2.5)
+    coarse = SimulateProtocol(ProtocolParams(axis=0, thickness=3.0, inplane=1.2, phase=0.3))(x)
+    fine = SimulateProtocol(ProtocolParams(axis=0, thickness=3.0, inplane=0.5, phase=0.3))(x)
+    assert float(coarse[:, :, 4:-4].std()) < float(fine[:, :, 4:-4].std()) < float(x.std())
+    const = torch.full((2, 20, 20, 8), 0.7)
+    out = SimulateProtocol(ProtocolParams(axis=1, thickness=6.5, gap=0.5, inplane=0.8, phase=0.6))(const)
+    torch.testing.assert_close(out, const, atol=1e-5, rtol=1e-5)
+
+
+def test_random_protocols_are_reproducible_in_range_and_prob_skips():
+    x = torch.rand(3, 30, 30, 10)
+    sim = RandSimulateProtocol(thickness=(3, 7), inplane=(0.5, 1.2), axes=(0, 1), noise=(0.0, 0.01))
+    sim.set_random_state(7)
+    a = sim(x)
+    drawn = list(sim.params)
+    sim.set_random_state(7)
+    torch.testing.assert_close(sim(x), a)
+    assert len({p.axis for p in drawn}) == 1 and drawn[0].axis in (0, 1)  # one session, one slice axis
+    for _ in range(30):
+        sim(x)
+        assert all(3 <= p.thickness <= 7 and 0.5 <= p.inplane <= 1.2 and p.axis != 2 for p in sim.params)
+    skip = RandSimulateProtocol(prob=0.0)
+    torch.testing.assert_close(skip(x), x)
+    assert skip.thick_axis is None
+
+
+def test_plane_equals_the_slice_of_the_whole_volume():
+    x = torch.rand(2, 26, 22, 18)
+    params = [
+        ProtocolParams(axis=0, thickness=6.0, gap=0.7, inplane=1.1, phase=0.4),
+        ProtocolParams(axis=2, thickness=3.5, profile="boxcar", inplane=0.6, phase=0.2),
+    ]
+    whole = SimulateProtocol(params)(x)
+    for axis, index in ((2, 9), (1, 4), (0, 13)):
+        part = SimulateProtocol(params, plane=(axis, index))(x)
+        torch.testing.assert_close(part, whole.select(axis + 1, index), atol=1e-5, rtol=1e-5)
+
+
+def test_dictionary_wrappers_write_outputs_and_share_one_draw():
+    d = {"hr": torch.rand(2, 24, 24, 8), "other": torch.rand(2, 24, 24, 8)}
+    out = RandSimulateProtocold(keys=["hr", "other"], output_keys=["lr", "lr2"]).set_random_state(3)(d)
+    assert set(out) == {"hr", "other", "lr", "lr2"} and out["lr"].shape == d["hr"].shape
+    skipped = RandSimulateProtocold(keys="hr", output_keys="lr", prob=0.0)(d)
+    torch.testing.assert_close(skipped["lr"], d["hr"])
+    fixed = SimulateProtocold(keys="hr", params=ProtocolParams(axis=0, thickness=4.0))(d)
+    assert "hr_lr" in fixed
+    drop = RandChannelDropoutd(keys=["a", "b"], probs=[0.0, 1.0]).set_random_state(0)
+    res = drop({"a": torch.ones(2, 4, 4), "b": torch.ones(2, 4, 4)})
+    assert float(res["a"][1].abs().sum()) == 0 and float(res["b"][1].abs().sum()) == 0
+    assert float(res["a"][0].min()) == 1.0
+
+
+def test_channel_dropout_rates_follow_probs_and_never_drop_all():
+    t = RandChannelDropout(probs=[0.1, 0.2, 0.6]).set_random_state(0)
+    counts = np.zeros(3)
+    for _ in range(2000):
+        y = t(torch.ones(3, 2, 2))
+        assert float(y.flatten(1).amax(1).sum()) >= 1
+        counts += np.asarray(t.dropped, float)
+    np.testing.assert_allclose(counts / 2000, [0.1, 0.2, 0.6], atol=0.04)
+
+
+def test_acquire_like_reproduces_a_simulated_thick_slice_scan():
+    from mtsr_monai.transforms.degradation import degrade_volume_thick_slice
+    from mtsr_monai.transforms.registration import array_to_sitk
+
+    rng = np.random.default_rng(0)
+    hr = np.cumsum(rng.standard_normal((36, 30, 24)), axis=0).astype(np.float32)  # detail along x
+    hr -= hr.min()
+    lr, lr_affine = degrade_volume_thick_slice(hr, np.eye(4), thickness=4.0, axis=0)
+    like = array_to_sitk(lr, lr_affine)
+    truth = acquire_like(array_to_sitk(hr, np.eye(4)), like, thickness=4.0)
+    assert truth.shape == lr.shape
+    inner = (slice(1, -1), slice(None), slice(None))
+    assert np.abs(truth - lr)[inner].max() < 1e-2 * float(np.abs(lr).max())  # 1 mm fine sampling
+    blurred = acquire_like(array_to_sitk(hr * 0.9, np.eye(4)), like, thickness=4.0)  # a drift is seen
+    assert float(np.median((blurred - lr)[inner])) < -0.05 * float(np.median(lr))
