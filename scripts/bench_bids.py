@@ -5,11 +5,11 @@
 
 Builds a small BIDS tree from ../shared/data (scripts/make_bids_cohort.py's layout), then for each task runs
 the participant level into a fresh folder once as one process (``python -m mtsr_monai bids ...``) and once
-under ``torchrun --standalone --nproc_per_node 2`` (gloo, one CPU thread per rank), timing the wall clock of
-the whole command. From the run log it also reads each rank's time in the participant loop, so the start-up
-cost (imports, model load) is separated from the per-participant time; as a baseline it times one per-file
-call (``mtsr super-resolve`` / ``mtsr qc`` on the first participant's image in a fresh process), which pays
-the start-up cost for every file. Prints a markdown table and writes JSON.
+under ``torchrun --standalone --nproc_per_node 2`` (gloo), each process with one CPU thread, timing the wall
+clock of the whole command. From the run log it also reads each rank's time in the participant loop, so the
+start-up cost (imports, model load) is separated from the per-participant time; as a baseline it times one
+per-file call (``mtsr super-resolve`` / ``mtsr qc`` on the first participant's image in a fresh process),
+which pays the start-up cost for every file. Prints a markdown table and writes JSON.
 """
 
 from __future__ import annotations
@@ -36,8 +36,14 @@ def _timed(cmd: list[str], env: dict[str, str]) -> float:
     return seconds
 
 
+def _env() -> dict[str, str]:
+    # one thread per process everywhere: 1 process vs 2 processes on 2 cores, and no OpenMP spin-waiting
+    # between threads when the CPU is shared with other jobs
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+
+
 def _bids_run(task: str, tree: Path, out: Path, ranks: int, extra: list[str]) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = _env()
     base = ["bids", str(tree), str(out), "participant", "--task", task, "--no-progress", *extra]
     if ranks == 1:
         cmd = [sys.executable, "-m", "mtsr_monai", *base]
@@ -64,7 +70,7 @@ def _bids_run(task: str, tree: Path, out: Path, ranks: int, extra: list[str]) ->
 
 def _per_file_baseline(task: str, tree: Path, work: Path, suffix: str) -> float:
     image = sorted(tree.glob(f"sub-*/**/anat/*_{suffix}.nii.gz"))[0]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = _env()
     if task == "super-resolve":
         cmd = ["super-resolve", "--input", str(image), "--output", str(work / "baseline_sr.nii.gz")]
     else:
@@ -100,9 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     for task in args.tasks:
         baseline = _per_file_baseline(task, tree, args.work, args.modality)
         for ranks in (1, 2):
-            row = _bids_run(
-                task, tree, args.work / f"out_{task}_{ranks}", ranks, ["--modality", args.modality]
-            )
+            extra = ["--modality", args.modality, "--threads", "1"]
+            row = _bids_run(task, tree, args.work / f"out_{task}_{ranks}", ranks, extra)
             rows.append({**row, "per_file_call_s": round(baseline, 1)})
             print(json.dumps(rows[-1]), flush=True)
     print(

@@ -62,6 +62,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads per process (default: torch's; torchrun sets 1 per rank); match it to the cores "
+        "you were given: more threads than free cores make the CPU work much slower",
+    )
+    parser.add_argument(
         "--dist-timeout-min",
         type=float,
         default=1440.0,
@@ -157,6 +164,12 @@ def run(args: argparse.Namespace) -> int:
     shard = _shard(args.shard)
     from mtsr_monai.bids.runner import participant_level, ranks_from_env
 
+    if args.threads is not None:
+        if args.threads < 1:
+            raise InputError("--threads must be >= 1")
+        import torch
+
+        torch.set_num_threads(args.threads)
     ranks = ranks_from_env(shard, args.dist_timeout_min)
     try:
         device = args.device
