@@ -1,0 +1,167 @@
+"""The MONAI Label app: a real server on 127.0.0.1 over a small study folder, /info and /infer of each model,
+the returned volumes' shape and affine checked against the input (x4 in-plane for SR, same field of view).
+
+MONAI Label 0.8.5 lives in its own environment (numpy < 2): ``.venv-label`` beside the repository (made by
+``.ci/run``) or ``$MTSR_LABEL_PYTHON``; without one the test skips saying so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from tests.conftest import REPO, write_nifti
+
+LABEL_PYTHON = Path(os.environ.get("MTSR_LABEL_PYTHON", REPO / ".venv-label" / "bin" / "python"))
+AFFINE = np.array([[1.0, 0, 0, -16], [0, 1.0, 0, -18], [0, 0, 4.0, -10], [0, 0, 0, 1]])
+
+
+def _study(folder: Path) -> None:
+    """One routine study: FLAIR and T1 on a 1 x 1 x 4 mm grid (a textured ellipsoid 'head')."""
+    x, y, z = np.meshgrid(*[np.linspace(-1, 1, n) for n in (24, 28, 4)], indexing="ij")
+    r = x**2 + y**2 + z**2
+    rng = np.random.default_rng(0)
+    for name, outer, inner in (("flair", 300, 200), ("t1", 150, 400)):
+        vol = np.where(r < 0.8, outer + 20 * np.sin(9 * x) + 5 * rng.standard_normal(r.shape), 0)
+        write_nifti(
+            folder / f"case_{name}.nii.gz", (vol + np.where(r < 0.4, inner, 0)).astype(np.float32), AFFINE
+        )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for(url: str, server: subprocess.Popen, log: Path, timeout: float = 600) -> dict:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if server.poll() is not None:
+            pytest.fail(f"MONAI Label server exited ({server.returncode}):\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return json.loads(response.read())
+        except OSError:
+            time.sleep(2)
+    pytest.fail(f"MONAI Label server did not answer within {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+def _outer_corners(img: nib.Nifti1Image) -> np.ndarray:
+    """World positions of the two outer voxel corners: the field of view."""
+    lo = img.affine @ np.array([-0.5, -0.5, -0.5, 1.0])
+    hi = img.affine @ np.array([*(np.array(img.shape) - 0.5), 1.0])
+    return np.stack([lo[:3], hi[:3]])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    if not LABEL_PYTHON.is_file():
+        pytest.skip(
+            f"no MONAI Label environment at {LABEL_PYTHON} (.ci/run makes it; or set MTSR_LABEL_PYTHON)"
+        )
+    from mtsr_monai.label import APP_DIR
+
+    studies = tmp_path_factory.mktemp("studies")
+    _study(studies)
+    port = _free_port()
+    log = studies.parent / "label_server.log"
+    command = [str(LABEL_PYTHON), "-m", "monailabel.main", "start_server", "--app", str(APP_DIR)]
+    command += [
+        "--studies",
+        str(studies),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--conf",
+        "models",
+        "all",
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="2")
+    with open(log, "w") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=studies.parent)
+    try:
+        info = _wait_for(f"http://127.0.0.1:{port}/info/", proc, log)
+        yield {"url": f"http://127.0.0.1:{port}", "info": info, "studies": studies, "out": studies.parent}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _infer(server: dict, model: str, image: str, params: dict | None = None) -> nib.Nifti1Image:
+    query = urllib.parse.urlencode({"image": image, "output": "image"})
+    body = urllib.parse.urlencode({"params": json.dumps(params or {})}).encode()
+    request = urllib.request.Request(f"{server['url']}/infer/{model}?{query}", data=body, method="POST")
+    with urllib.request.urlopen(request, timeout=900) as response:
+        data = response.read()
+    path = server["out"] / f"{model}_{len(params or {})}.nii.gz"
+    path.write_bytes(data)
+    return nib.load(str(path))
+
+
+def test_info_lists_three_image_to_image_models(server):
+    models = server["info"]["models"]
+    assert set(models) == {"mtsr_sr", "mtsr_mt", "clinical_sr"}
+    assert all(m["type"] == "others" and m["dimension"] == 3 for m in models.values())
+    assert {"seed", "mean"} <= set(models["mtsr_mt"]["config"])
+
+
+def test_sr_returns_x4_in_plane_with_the_same_field_of_view(server):
+    from mtsr_monai.inference.super_resolve import sr_affine
+
+    lr = nib.load(str(server["studies"] / "case_t1.nii.gz"))
+    sr = _infer(server, "mtsr_sr", "case_t1")
+    assert sr.shape == (4 * lr.shape[0], 4 * lr.shape[1], lr.shape[2])
+    np.testing.assert_allclose(sr.affine, sr_affine(lr.affine, [0, 1], 4), atol=1e-4)
+    np.testing.assert_allclose(_outer_corners(sr), _outer_corners(lr), atol=1e-3)
+    assert np.isfinite(sr.get_fdata()).all() and sr.get_fdata().max() > 0
+
+
+def test_mt_sample_of_a_seed_is_the_cli_translation_on_the_input_grid(server):
+    from mtsr_monai.inference.translate import (
+        default_weights,
+        latent_codes,
+        load_translator,
+        translate_volume,
+    )
+
+    lr = nib.load(str(server["studies"] / "case_t1.nii.gz"))
+    out = _infer(server, "mtsr_mt", "case_t1", {"seed": 3})
+    assert out.shape == lr.shape
+    np.testing.assert_allclose(out.affine, lr.affine, atol=1e-4)
+    generator, meta = load_translator(default_weights("t1", "flair"))
+    codes = latent_codes(1, int(meta["nz"]), 3)
+    native = bool(meta.get("native_resolution", False))
+    volume = lr.get_fdata(dtype=np.float32)
+    expected = translate_volume(
+        volume, lr.affine, generator, int(meta["image_size"]), codes, native_resolution=native
+    )
+    np.testing.assert_allclose(out.get_fdata(), expected[0], atol=1e-4)
+    mean = _infer(server, "mtsr_mt", "case_t1", {"mean": True, "samples": 2})
+    assert mean.shape == lr.shape and not np.allclose(mean.get_fdata(), out.get_fdata())
+
+
+def test_clinical_sr_restores_flair_with_its_study_on_a_1mm_grid_over_its_field_of_view(server):
+    flair = nib.load(str(server["studies"] / "case_flair.nii.gz"))
+    out = _infer(server, "clinical_sr", "case_flair")
+    assert out.shape == (24, 28, 16)  # 24 x 28 x (4 slices x 4 mm) at 1 mm
+    np.testing.assert_allclose(np.linalg.norm(out.affine[:3, :3], axis=0), [1.0, 1.0, 1.0], atol=1e-5)
+    np.testing.assert_allclose(_outer_corners(out), _outer_corners(flair), atol=1e-3)
+    alone = _infer(server, "clinical_sr", "case_flair", {"other_sequences": False})
+    assert alone.shape == out.shape and not np.allclose(alone.get_fdata(), out.get_fdata())
