@@ -6,7 +6,8 @@
 
 ``key=value`` pairs override bundle config keys (values parsed as YAML: filters=16 residual=true). ``export``
 takes the best validation generator (``model_best.pt``) and the critic of the newest resume checkpoint,
-stores both in fp16 with their constructor arguments, and refreshes the sha256 in ``large_files.yml``.
+stores both in fp16 with their constructor arguments and the run's data recipe (``recipe.json``: the
+intensity headroom inference must use), and refreshes the sha256 in ``large_files.yml``.
 """
 
 from __future__ import annotations
@@ -55,6 +56,18 @@ def train(args: argparse.Namespace) -> None:
     )
 
 
+def recipe_of(run_dir: Path, cfg) -> dict:
+    """The run's ``recipe.json`` (written at training start), else the recipe the config describes."""
+    import json
+
+    path = run_dir / "recipe.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    simulation = cfg.get("simulation", "fixed")
+    headroom = float(cfg.get("intensity_headroom", 1.0)) if simulation == "random" else 1.0
+    return {"simulation": simulation, "headroom": headroom}
+
+
 def export(args: argparse.Namespace) -> None:
     import torch
 
@@ -78,6 +91,7 @@ def export(args: argparse.Namespace) -> None:
         "dropout": float(cfg["critic_dropout"]),
     }
     run_dir = Path(args.run_dir)
+    recipe = recipe_of(run_dir, cfg)
     generator = torch.load(run_dir / "model_best.pt", map_location="cpu", weights_only=True)
     ckpts = sorted((run_dir / "checkpoints").glob("checkpoint_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
     state = torch.load(ckpts[-1], map_location="cpu", weights_only=True)
@@ -90,6 +104,9 @@ def export(args: argparse.Namespace) -> None:
         "patch_size": int(cfg["patch_size"]),
         "protocols": {k: dict(v) for k, v in cfg["protocols"].items()},
         "iterations": int(state["trainer"]["iteration"]),
+        # inference scales inputs by headroom x their 99.5 % level (1: the fixed recipe, own scaling)
+        "intensity_headroom": float(recipe["headroom"]),
+        "recipe": recipe,
     }
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -129,3 +129,62 @@ def test_acquire_like_reproduces_a_simulated_thick_slice_scan():
     assert np.abs(truth - lr)[inner].max() < 1e-2 * float(np.abs(lr).max())  # 1 mm fine sampling
     blurred = acquire_like(array_to_sitk(hr * 0.9, np.eye(4)), like, thickness=4.0)  # a drift is seen
     assert float(np.median((blurred - lr)[inner])) < -0.05 * float(np.median(lr))
+
+
+def _subject(tmp_path, shape=(48, 44, 24)) -> dict:
+    from tests.conftest import write_nifti
+
+    x, y, z = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
+    inside = x**2 + y**2 + z**2 < 0.8
+    out = {"subject": "s0"}
+    for i, m in enumerate(("flair", "t1", "t2")):
+        tex = 0.6 + 0.3 * np.sin(np.arange(shape[0]) * (1.3 + 0.2 * i))[:, None, None]
+        vol = np.where(inside, tex * (100 + 50 * i), 0.0).astype(np.float32)
+        out[m] = str(write_nifti(tmp_path / f"{m}.nii.gz", vol, np.eye(4)))
+    return out
+
+
+def test_protocol_dataset_samples_share_the_input_scale_and_drop_channels(tmp_path):
+    from scipy.ndimage import binary_erosion
+
+    from mtsr_monai.data.clinical import ProtocolSliceDataset, cached_volumes
+
+    vols = cached_volumes([_subject(tmp_path)], tmp_path / "cache", headroom=1.25, progress=False)
+    assert float(np.max(vols[0]["hr"])) <= 1.0 / 1.25 + 1e-3 + 0.01  # headroom above the 99.5 % level
+    again = cached_volumes([_subject(tmp_path)], tmp_path / "cache", headroom=1.25, progress=False)
+    assert isinstance(again[0]["hr"], np.memmap)
+    sim = {"thickness": (3, 7), "axes": (0, 1), "inplane": (0.5, 1.2)}
+    ds = ProtocolSliceDataset(
+        vols, sim, patch_size=16, samples_per_scan=40, channel_dropout=[0.0, 0.0, 0.9], intensity_gain=0.0
+    )
+    dropped, ratios = 0, []
+    for i in range(len(ds)):
+        s = ds[i]
+        assert s["lr"].shape == s["hr"].shape == (3, 16, 16) and s["mask"].shape == (1, 16, 16)
+        assert 0 <= float(s["lr"].min()) and float(s["lr"].max()) <= 1
+        dropped += int(float(s["lr"][2].abs().sum()) == 0 and float(s["hr"][2].abs().sum()) > 0)
+        m = binary_erosion(s["mask"][0].numpy() > 0, iterations=4)  # away from the blurred brain edge
+        if m.sum() > 10:
+            ratios.append(float(s["lr"][0].numpy()[m].mean() / s["hr"][0].numpy()[m].mean()))
+    assert dropped >= 25  # T2 zeroed in most samples, its target kept
+    assert abs(float(np.median(ratios)) - 1.0) < 0.05  # one scale: no darkening to learn
+    full = ProtocolSliceDataset(vols, sim, mode="slice", samples_per_scan=3)
+    assert full[0]["lr"].ndim == 3
+
+
+def test_validation_pair_maps_outputs_into_the_reference_scale(tmp_path):
+    from mtsr_monai.data.clinical import protocol_pair
+    from mtsr_monai.inference.clinical import ClinicalValidation
+
+    subject = _subject(tmp_path)
+    pair = protocol_pair(subject, ("flair", "t1", "t2"), {"axis": 0, "thickness": 5.0}, 1.25, ["t2"])
+    assert pair["score_channels"] == [0, 1] and float(np.abs(pair["lr"][2]).max()) == 0
+    m = pair["mask"]
+    # the interpolated input, mapped by out_scale, has the reference's median (no drift in the pairing)
+    for c in (0, 1):
+        mapped = pair["lr"][c] * pair["out_scale"][c]
+        assert float(np.median(mapped[m]) / np.median(pair["hr"][c][m])) == pytest.approx(1.0, abs=0.05)
+    dark = ClinicalValidation.score(pair["lr"] * 0.9, pair)["psnr"]
+    assert ClinicalValidation.score(pair["lr"], pair)["psnr"] > dark  # a drift costs PSNR
+    with pytest.raises(ValueError):
+        protocol_pair(subject, ("flair",), {"axis": 2, "thickness": 5.0})

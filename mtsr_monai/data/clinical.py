@@ -376,6 +376,308 @@ def pad_collate(batch: Sequence[Mapping[str, torch.Tensor]], multiple: int = 16)
     return out
 
 
+# ------------------------------------------------------------------------ random protocols (new recipe)
+def _load_subject_volumes(
+    subject: Mapping[str, Any], modalities: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(C, X, Y, Z) float32 scanner-unit volumes of ``subject`` (one grid) and their affine."""
+    from mtsr_monai.io import check_same_grid, load_volume
+
+    missing = [m for m in modalities if m not in subject]
+    if missing:
+        raise InputError(f"subject {subject.get('subject')} lacks {missing}")
+    vols = [load_volume(subject[m]) for m in modalities]
+    check_same_grid(
+        [v.shape for v in vols], [np.asarray(v.affine) for v in vols], [subject[m] for m in modalities]
+    )
+    return np.stack([v.numpy().astype(np.float32) for v in vols]), np.asarray(vols[0].affine, np.float64)
+
+
+def scaled_volume(subject: Mapping[str, Any], modalities: Sequence[str], headroom: float = 1.25) -> dict:
+    """One subject for :class:`ProtocolSliceDataset`: ``hr`` (C, X, Y, Z) cropped to the brain box, each
+    channel divided by ``headroom`` x its robust 99.5 % level and clipped to [0, 1], and the brain ``mask``.
+
+    Input and target of a training pair are both made from this one array, so they share one intensity
+    scale and the network learns to keep it; ``headroom`` leaves the model's sigmoid room above the scaling
+    level (an input scaled by its own, blurrier, 99.5 % level is brighter than its target)."""
+    from mtsr_monai.data.slices import robust_range
+
+    hr, affine = _load_subject_volumes(subject, modalities)
+    scaled = np.empty_like(hr)
+    for c in range(hr.shape[0]):
+        lo, hi = robust_range(hr[c])
+        scaled[c] = np.clip((hr[c] - lo) / ((hi - lo) * headroom), 0.0, 1.0)
+    mask = (hr > 0).any(0)
+    box = brain_box(mask)
+    return {
+        "subject": str(subject.get("subject", "subject")),
+        "hr": scaled[(slice(None),) + box],
+        "mask": mask[box],
+        "affine": affine,
+        "box": [(b.start, b.stop) for b in box],
+    }
+
+
+def cached_volumes(
+    subjects: Sequence[Mapping[str, Any]],
+    cache_dir: str | Path | None,
+    modalities: Sequence[str] = MODALITIES,
+    headroom: float = 1.25,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """:func:`scaled_volume` for each subject, cached as float16 ``.npy`` (memory-mapped on reuse)."""
+    from tqdm import tqdm
+
+    params = {"modalities": list(modalities), "headroom": float(headroom), "kind": "volumes", "version": 1}
+    out = []
+    for subject in tqdm(subjects, desc="training volumes", disable=not progress):
+        if cache_dir is None:
+            out.append(scaled_volume(subject, modalities, headroom))
+            continue
+        folder = Path(cache_dir) / _cache_key(subject, **params)
+        if not (folder / "done.json").exists():
+            item = scaled_volume(subject, modalities, headroom)
+            folder.mkdir(parents=True, exist_ok=True)
+            np.save(folder / "hr.npy", item["hr"].astype(np.float16))
+            np.save(folder / "mask.npy", item["mask"])
+            meta = {"subject": item["subject"], "affine": item["affine"].tolist(), "box": item["box"]}
+            (folder / "done.json").write_text(json.dumps(meta))
+        meta = json.loads((folder / "done.json").read_text())
+        out.append(
+            {
+                "subject": meta["subject"],
+                "hr": np.load(folder / "hr.npy", mmap_mode="r"),
+                "mask": np.load(folder / "mask.npy", mmap_mode="r"),
+                "affine": np.asarray(meta["affine"]),
+                "box": meta["box"],
+            }
+        )
+    return out
+
+
+def _padded_block(arr: np.ndarray, starts: Sequence[int], stops: Sequence[int]) -> np.ndarray:
+    """``arr[..., starts:stops]`` over the last three axes, zero-filled where the window leaves the array."""
+    lead = arr.ndim - 3
+    inner = tuple(
+        slice(max(a, 0), min(b, n)) for a, b, n in zip(starts, stops, arr.shape[lead:], strict=True)
+    )
+    part = np.asarray(arr[(slice(None),) * lead + inner], dtype=np.float32)
+    pad = [(0, 0)] * lead + [(s.start - a, b - s.stop) for a, b, s in zip(starts, stops, inner, strict=True)]
+    return np.pad(part, pad) if any(p != (0, 0) for p in pad) else part
+
+
+class ProtocolSliceDataset(torch.utils.data.Dataset):
+    """2D training samples ``{"lr", "hr": (C, h, w), "mask": (1, h, w)}`` with a new random routine protocol
+    per sample (:class:`~mtsr_monai.transforms.protocol.RandSimulateProtocol`), from :func:`cached_volumes`.
+
+    Per sample: draw the protocol(s) (thick axis among ``simulator.axes``: the 1 mm data's axes whose detail
+    is true), choose a slice plane that contains that thick axis (its normal among ``normals``), cut a block
+    around a random brain patch (``mode="patch"``) or the whole plane (``mode="slice"``), acquire it with the
+    protocol and interpolate it back (only the sampled plane is computed), then random transpose / flips,
+    whole-channel dropout (``channel_dropout``: one probability per channel, e.g. T2 missing often) on the
+    input, and one random gain ``1 + U(-intensity_gain, intensity_gain)`` on input and target alike
+    (MONAI ``RandScaleIntensityd``; an input scaled at inference by its own 99.5 % level differs by such a
+    factor from training), both clipped to [0, 1].
+    """
+
+    def __init__(
+        self,
+        volumes: Sequence[Mapping[str, Any]],
+        simulator: Any = None,
+        mode: str = "patch",
+        patch_size: int = 64,
+        samples_per_scan: int = 64,
+        normals: Sequence[int] = (2, 1, 0),
+        channel_dropout: float | Sequence[float] = (0.1, 0.2, 0.5),
+        intensity_gain: float = 0.2,
+        transpose: bool = True,
+        flip: bool = True,
+        margin: int = 24,
+        min_brain_fraction: float = 0.05,
+        seed: int = 0,
+    ) -> None:
+        from monai.transforms import Compose, RandScaleIntensityd, ThresholdIntensityd
+
+        from mtsr_monai.transforms.protocol import RandChannelDropoutd, RandSimulateProtocol
+
+        if mode not in ("patch", "slice"):
+            raise ValueError(f"mode must be 'patch' or 'slice', got {mode!r}")
+        self.volumes, self.mode, self.patch_size = list(volumes), mode, int(patch_size)
+        self.samples_per_scan, self.normals = int(samples_per_scan), [int(a) for a in normals]
+        self.transpose, self.flip, self.margin = transpose, flip, int(margin)
+        if simulator is None or isinstance(simulator, Mapping):
+            simulator = RandSimulateProtocol(**dict(simulator or {}))
+        self.simulator = simulator.set_random_state(seed)
+        self.post = Compose(
+            [
+                RandChannelDropoutd(keys="lr", probs=channel_dropout),
+                RandScaleIntensityd(keys=["lr", "hr"], factors=float(intensity_gain), prob=1.0),
+                ThresholdIntensityd(keys=["lr", "hr"], threshold=1.0, above=False, cval=1.0),
+            ]
+        ).set_random_state(seed + 1)
+        self.rng = np.random.default_rng(seed)
+        self.valid = {
+            (i, a): np.nonzero(
+                np.asarray(v["mask"]).mean(axis=tuple(d for d in range(3) if d != a)) >= min_brain_fraction
+            )[0]
+            for i, v in enumerate(self.volumes)
+            for a in range(3)
+        }
+
+    def __len__(self) -> int:
+        return len(self.volumes) * self.samples_per_scan
+
+    def _window(self, vol: Mapping[str, Any], normal: int, k: int) -> tuple[list[int], list[int]]:
+        """Block start / stop per axis: the patch (or the whole plane) plus ``margin``, one plane thick plus
+        ``margin`` along the normal."""
+        shape = np.asarray(vol["mask"]).shape
+        starts, stops = [0, 0, 0], list(shape)
+        if self.mode == "patch":
+            plane = np.take(np.asarray(vol["mask"]), k, axis=normal)
+            ys, xs = np.nonzero(plane)
+            j = int(self.rng.integers(ys.size)) if ys.size else None
+            for pos, a in zip((ys, xs), [d for d in range(3) if d != normal], strict=True):
+                centre = int(pos[j]) if j is not None else int(self.rng.integers(shape[a]))
+                starts[a] = centre - self.patch_size // 2
+                stops[a] = starts[a] + self.patch_size
+        starts[normal], stops[normal] = k, k + 1
+        return [s - self.margin for s in starts], [s + self.margin for s in stops]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        vol = self.volumes[index % len(self.volumes)]
+        c = int(np.shape(vol["hr"])[0])
+        self.simulator.randomize(c)
+        thick = self.simulator.thick_axis
+        normals = [n for n in self.normals if n != thick] or [n for n in range(3) if n != thick]
+        normal = normals[int(self.rng.integers(len(normals)))]
+        choices = self.valid[(index % len(self.volumes), normal)]
+        k = int(choices[int(self.rng.integers(len(choices)))])
+        starts, stops = self._window(vol, normal, k)
+        block = _padded_block(vol["hr"], starts, stops)
+        mask = _padded_block(np.asarray(vol["mask"], np.float32)[None], starts, stops)
+        m = self.margin
+        crop = tuple(slice(m, -m) for _ in range(2))
+        lr = self.simulator(block, randomize=False, plane=(normal, m)).numpy()[(slice(None),) + crop]
+        hr = np.take(block, m, axis=normal + 1)[(slice(None),) + crop]
+        mask = np.take(mask, m, axis=normal + 1)[(slice(None),) + crop]
+        if self.transpose and self.rng.random() < 0.5:
+            lr, hr, mask = (np.swapaxes(a, -1, -2) for a in (lr, hr, mask))
+        if self.flip:
+            for ax in (-1, -2):
+                if self.rng.random() < 0.5:
+                    lr, hr, mask = (np.flip(a, ax) for a in (lr, hr, mask))
+        lr, hr, mask = (torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for a in (lr, hr, mask))
+        out = self.post({"lr": lr.clamp(0.0, 1.0), "hr": hr})
+        return {"lr": torch.as_tensor(out["lr"]), "hr": torch.as_tensor(out["hr"]), "mask": mask}
+
+
+def protocol_pair(
+    subject: Mapping[str, Any],
+    modalities: Sequence[str],
+    params: Any,
+    headroom: float = 1.25,
+    missing: Sequence[str] = (),
+) -> dict[str, Any]:
+    """A validation (or benchmark) pair as deployment sees it: the 1 mm volumes acquired with the fixed
+    protocol ``params`` (a :class:`~mtsr_monai.transforms.protocol.ProtocolParams` or its dict, for every
+    channel) and interpolated back; the input scaled by its own 99.5 % level x ``headroom`` (inference does
+    this), ``missing`` sequences zero-filled; the target ``hr`` in the reference's [0, 1] scale (its own
+    99.5 % level, not clipped) and ``out_scale`` (C,) mapping a model output into that scale, so an
+    intensity drift of the output costs PSNR. ``score_channels``: the channels given (scored)."""
+    from mtsr_monai.data.slices import robust_range
+    from mtsr_monai.transforms.protocol import ProtocolParams, SimulateProtocol
+
+    params = params if isinstance(params, ProtocolParams) else ProtocolParams(**dict(params))
+    if params.axis == 2:
+        raise ValueError("thick slices along array axis 2 (BraTS z) have no true 1 mm reference")
+    hr, affine = _load_subject_volumes(subject, modalities)
+    lr = SimulateProtocol(params)(hr).numpy()
+    x, ref, scale = np.empty_like(lr), np.empty_like(hr), np.ones(len(modalities), np.float32)
+    for c, m in enumerate(modalities):
+        _, hi_lr = robust_range(lr[c])
+        _, hi_hr = robust_range(hr[c])
+        x[c] = 0.0 if m in missing else np.clip(lr[c] / (hi_lr * headroom), 0.0, 1.0)
+        ref[c], scale[c] = hr[c] / hi_hr, hi_lr * headroom / hi_hr
+    mask = (hr > 0).any(0)
+    box = brain_box(mask)
+    return {
+        "subject": str(subject.get("subject", "subject")),
+        "lr": x[(slice(None),) + box],
+        "hr": ref[(slice(None),) + box],
+        "mask": mask[box],
+        "affine": affine,
+        "box": [(b.start, b.stop) for b in box],
+        "out_scale": scale,
+        "score_channels": [c for c, m in enumerate(modalities) if m not in missing],
+        "protocol": {**asdict(params), "missing": list(missing)},
+    }
+
+
+def training_dataset(simulation: str, subjects: Sequence[Mapping[str, Any]], cache_dir: Any, **kw: Any):
+    """The bundle's training dataset: ``simulation="random"`` -> :class:`ProtocolSliceDataset` over
+    :func:`cached_volumes` (keys ``modalities``, ``headroom``, ``simulator``, ``mode``, ``patch_size``,
+    ``samples_per_scan``, ``normals``, ``channel_dropout``, ``intensity_gain``, ``seed``); ``"fixed"`` ->
+    :class:`ClinicalSliceDataset` over :func:`cached_pairs` of the fixed per-sequence ``protocols`` (keys
+    ``protocols``, ``pairing``, ``interpolation``, ``axes``, ``channel_dropout`` (a number), ...). Keys of
+    the other recipe are ignored, so one config serves both (a factory: MONAI expressions resolve every
+    reference they name, so a conditional in the config would build both caches)."""
+    mods = kw.get("modalities", MODALITIES)
+    common = {k: kw[k] for k in ("mode", "patch_size", "samples_per_scan", "seed") if k in kw}
+    if simulation == "random":
+        vols = cached_volumes(subjects, cache_dir, mods, kw.get("headroom", 1.25))
+        extra = {k: kw[k] for k in ("simulator", "normals", "channel_dropout", "intensity_gain") if k in kw}
+        return ProtocolSliceDataset(vols, **common, **extra)
+    if simulation != "fixed":
+        raise ValueError(f"simulation must be 'random' or 'fixed', got {simulation!r}")
+    pairs = cached_pairs(
+        subjects,
+        cache_dir,
+        mods,
+        kw.get("protocols"),
+        kw.get("pairing", "header"),
+        kw.get("interpolation", "trilinear"),
+    )
+    dropout = kw.get("channel_dropout", 0.1)
+    dropout = float(np.max(dropout)) if not np.isscalar(dropout) else float(dropout)
+    return ClinicalSliceDataset(pairs, axes=kw.get("axes", (2, 1)), channel_dropout=dropout, **common)
+
+
+def validation_pairs(
+    simulation: str, subjects: Sequence[Mapping[str, Any]], cache_dir: Any, **kw: Any
+) -> list:
+    """Validation pairs of either recipe (see :func:`training_dataset`): ``random`` -> :func:`protocol_pair`
+    for every subject x ``val_protocols`` x ``val_missing`` (lists of missing sequences); ``fixed`` ->
+    :func:`cached_pairs` of ``protocols``."""
+    mods = kw.get("modalities", MODALITIES)
+    if simulation == "random":
+        return [
+            protocol_pair(s, mods, p, kw.get("headroom", 1.25), missing)
+            for s in subjects
+            for p in kw.get("val_protocols", [{"axis": 0, "thickness": 5.0}, {"axis": 1, "thickness": 5.0}])
+            for missing in kw.get("val_missing", [[]])
+        ]
+    return cached_pairs(
+        subjects,
+        cache_dir,
+        mods,
+        kw.get("protocols"),
+        kw.get("pairing", "header"),
+        kw.get("interpolation", "trilinear"),
+    )
+
+
+def write_recipe(output_dir: str | Path, **recipe: Any) -> Path:
+    """``output_dir/recipe.json``: how a run's data were made (``simulation``, ``headroom``, subjects, ...),
+    read by ``scripts/train_clinical.py export`` so the shipped checkpoint tells inference its intensity
+    scaling (a model of the random recipe expects inputs scaled by ``headroom`` x their 99.5 % level)."""
+    from mtsr_monai.io import atomic_write_text
+
+    path = Path(output_dir) / "recipe.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(recipe, indent=1, default=str))
+    return path
+
+
 # ------------------------------------------------------------------------------------------ objectives
 class SSIMLoss(torch.nn.Module):
     """``1 - SSIM`` (11-tap Gaussian window, sigma 1.5, data range 1) of (B, C, H, W) batches."""

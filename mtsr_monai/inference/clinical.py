@@ -92,12 +92,14 @@ def slice_axis_for(thick_axis: int) -> int:
     return 1 if thick_axis == 2 else 2
 
 
-def volume_metrics(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> dict[str, float]:
-    """Brain-masked MAE, NMSE, PSNR (data range 1) and 3D SSIM averaged over channels."""
+def volume_metrics(
+    pred: np.ndarray, ref: np.ndarray, mask: np.ndarray, channels: Sequence[int] | None = None
+) -> dict[str, float]:
+    """Brain-masked MAE, NMSE, PSNR (data range 1) and 3D SSIM averaged over ``channels`` (default all)."""
     from mtsr_monai.metrics.image import mae, nmse, psnr, ssim
 
     rows = []
-    for c in range(pred.shape[0]):
+    for c in range(pred.shape[0]) if channels is None else channels:
         p, r = np.asarray(pred[c], np.float32), np.asarray(ref[c], np.float32)
         m = np.asarray(mask, bool)
         rows.append(
@@ -141,13 +143,23 @@ class ClinicalValidation:
         if self.pairs:
             engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
 
+    @staticmethod
+    def score(pred: np.ndarray, pair: Mapping[str, Any]) -> dict[str, float]:
+        """Metrics of a (C, X, Y, Z) output against ``pair["hr"]``: mapped first by the pair's
+        ``out_scale`` (into the reference's scale: an intensity drift costs PSNR; pairs of the fixed recipe
+        have none) and restricted to its ``score_channels`` (the sequences given)."""
+        scale = pair.get("out_scale")
+        if scale is not None:
+            pred = np.asarray(pred, np.float32) * np.asarray(scale, np.float32)[:, None, None, None]
+        return volume_metrics(pred, pair["hr"], pair["mask"], pair.get("score_channels"))
+
     def evaluate(self, device: str | torch.device = "cpu") -> dict[str, float]:
         rows = []
         for p in self.pairs:
             pred = restore_volume(
                 self.network, p["lr"], self.axis, self.batch_size, self.patch_size, device=device
             )
-            rows.append(volume_metrics(pred, p["hr"], p["mask"]))
+            rows.append(self.score(pred, p))
         self.network.train()
         return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
@@ -155,7 +167,7 @@ class ClinicalValidation:
         if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
             return
         if self.baseline is None:
-            rows = [volume_metrics(np.asarray(p["lr"]), p["hr"], p["mask"]) for p in self.pairs]
+            rows = [self.score(np.asarray(p["lr"]), p) for p in self.pairs]
             self.baseline = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
             logger.info("validation, interpolated input: %s", self.baseline)
         metrics = self.evaluate(engine.state.device)
@@ -291,9 +303,11 @@ def load_clinical_model(path: str | Path, device: str | torch.device = "cpu") ->
     The file holds ``model`` (generator state dict, fp16), ``critic`` (state dict), ``network`` and
     ``critic_args`` (constructor arguments), ``modalities`` (channel order) and ``patch_size``."""
     from mtsr_monai.errors import InputError
+    from mtsr_monai.inference.bundle import verify_file
     from mtsr_monai.networks.attention_unet import AttentionGatedUNet
     from mtsr_monai.networks.critic import Critic
 
+    verify_file(path)  # missing, or shipped weights not matching their sha256 in large_files.yml
     try:
         ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, ValueError) as err:
@@ -314,8 +328,10 @@ def load_clinical_model(path: str | Path, device: str | torch.device = "cpu") ->
 
 
 def default_model_path() -> Path:
-    """``bundles/clinical_sr/models/model.pt`` of this checkout."""
-    return Path(__file__).resolve().parents[2] / "bundles" / "clinical_sr" / "models" / "model.pt"
+    """``clinical_sr/models/model.pt`` under :func:`mtsr_monai.inference.bundle.bundles_root`."""
+    from mtsr_monai.inference.bundle import bundles_root
+
+    return bundles_root() / "clinical_sr" / "models" / "model.pt"
 
 
 def model_input(prepared: Mapping[str, Any], modalities: Sequence[str]) -> np.ndarray:
