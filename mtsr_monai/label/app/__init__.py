@@ -1,0 +1,1 @@
+"""The MONAI Label app folder (``monailabel start_server --app``): its ``main.py`` defines the app."""
