@@ -1,9 +1,11 @@
-"""Find a packaged MONAI bundle (``bundles/<name>/``) and load its network with the shipped weights.
+"""Find a packaged MONAI bundle (``bundles/<name>/``), its files checked, and load its network.
 
-Bundles live beside the package in the repository (``Path(mtsr_monai.__file__).parents[1] / "bundles"``),
-which an editable install keeps; ``$MTSR_BUNDLES`` points elsewhere. The network is built from the bundle's
-``configs/inference.yaml#network_def`` and loaded from ``models/model.pt`` (a state dict, fp16 allowed), whose
-sha256 is checked against ``large_files.yml`` when that declares one.
+One rule finds the bundles, in a git checkout and in an installed wheel alike: ``$MTSR_BUNDLES`` when set,
+else ``mtsr_monai/bundles`` (package data in the wheel; in the checkout a link to the repository's
+``bundles/`` folder). A shipped file is only used through :func:`bundle_file` / :func:`verify_file`, which
+check its sha256 against the bundle's ``large_files.yml`` when that declares one (once per file version per
+process). The network is built from the bundle's ``configs/inference.yaml#network_def`` and loaded from
+``models/model.pt`` (a state dict, fp16 allowed).
 """
 
 from __future__ import annotations
@@ -16,27 +18,29 @@ from typing import Any
 from mtsr_monai.errors import InputError
 
 DEFAULT_BUNDLE = "mtsr_sr"
+BUNDLE_NAMES = ("mtsr_sr", "mtsr_mt", "clinical_sr")
 
 __all__ = [
+    "BUNDLE_NAMES",
     "DEFAULT_BUNDLE",
     "bundle_components",
     "bundle_dir",
+    "bundle_file",
     "bundle_parser",
     "bundles_root",
+    "declared_files",
     "infer_item",
     "load_bundle_network",
     "sha256",
+    "verify_file",
 ]
 
 
 def bundles_root() -> Path:
-    """``$MTSR_BUNDLES`` if set, else the repository's ``bundles/`` folder beside the package."""
+    """``$MTSR_BUNDLES`` if set, else ``mtsr_monai/bundles`` (the wheel's package data, or in a git checkout
+    the link to ``bundles/``): the one place the checkout and the installed package look."""
     env = os.environ.get("MTSR_BUNDLES")
-    if env:
-        return Path(env)
-    import mtsr_monai
-
-    return Path(mtsr_monai.__file__).resolve().parents[1] / "bundles"
+    return Path(env) if env else (Path(__file__).resolve().parents[1] / "bundles").resolve()
 
 
 def bundle_dir(bundle: str | os.PathLike | None = None) -> Path:
@@ -59,16 +63,57 @@ def sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def _declared_hash(root: Path, rel: str) -> str | None:
-    spec = root / "large_files.yml"
+def declared_files(root: str | os.PathLike) -> dict[str, str]:
+    """``{relative path: sha256}`` of the files a bundle's ``large_files.yml`` declares with a sha256."""
+    spec = Path(root) / "large_files.yml"
     if not spec.is_file():
-        return None
+        return {}
     import yaml
 
-    for item in (yaml.safe_load(spec.read_text()) or {}).get("large_files", []):
-        if Path(item.get("path", "")) == Path(rel) and item.get("hash_type", "sha256") == "sha256":
-            return item.get("hash_val")
-    return None
+    items = (yaml.safe_load(spec.read_text()) or {}).get("large_files", [])
+    return {
+        Path(item["path"]).as_posix(): str(item["hash_val"])
+        for item in items
+        if item.get("path") and item.get("hash_val") and item.get("hash_type", "sha256") == "sha256"
+    }
+
+
+def _declared_hash(root: Path, rel: str) -> str | None:
+    return declared_files(root).get(Path(rel).as_posix())
+
+
+# (resolved path, size, mtime) -> sha256: a file is hashed once per version per process
+_VERIFIED: dict[tuple[str, int, int], str] = {}
+
+
+def verify_file(path: str | os.PathLike) -> Path:
+    """``path``, after checking its sha256 when the bundle holding it declares one in ``large_files.yml``
+    (files outside a bundle pass unchecked). InputError naming the file when it is missing or differs."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("bundle file not found (train the bundle or pass the weights)", path)
+    resolved = path.resolve()
+    for root in resolved.parents:
+        if (root / "large_files.yml").is_file():
+            expected = _declared_hash(root, resolved.relative_to(root).as_posix())
+            break
+    else:
+        return path
+    if expected is None:
+        return path
+    stat = resolved.stat()
+    key = (str(resolved), stat.st_size, stat.st_mtime_ns)
+    if key not in _VERIFIED:
+        _VERIFIED[key] = sha256(resolved)
+    if _VERIFIED[key] != expected:
+        raise InputError("weights do not match the sha256 declared in large_files.yml", path)
+    return path
+
+
+def bundle_file(rel: str, bundle: str | os.PathLike | None = None) -> Path:
+    """The checked file ``rel`` (e.g. ``models/t1_to_flair.pt``) of a bundle (name or folder; default the
+    SR bundle): :func:`verify_file` of ``bundle_dir(bundle) / rel``."""
+    return verify_file(bundle_dir(bundle) / rel)
 
 
 def load_bundle_network(
@@ -96,10 +141,8 @@ def load_bundle_network(
     weights_path = Path(weights) if weights else root / "models" / "model.pt"
     if not weights_path.is_file():
         raise InputError("bundle weights not found (train the bundle or pass the weights)", weights_path)
-    if check_hash and weights is None:
-        expected = _declared_hash(root, "models/model.pt")
-        if expected and sha256(weights_path) != expected:
-            raise InputError("weights do not match the sha256 declared in large_files.yml", weights_path)
+    if check_hash:
+        verify_file(weights_path)
     try:
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated or foreign file

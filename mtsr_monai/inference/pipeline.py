@@ -23,34 +23,25 @@ from mtsr_monai.errors import InputError
 
 
 def sr_weights_path() -> Path:
-    """The SR bundle's weights: ``$MTSR_SR_WEIGHTS`` or ``bundles/mtsr_sr/models/model.pt``."""
+    """The SR weights: ``$MTSR_SR_WEIGHTS``, else the SR bundle's ``models/model.pt`` (under
+    :func:`mtsr_monai.inference.bundle.bundles_root`)."""
+    from mtsr_monai.inference.bundle import bundles_root
+
     env = os.environ.get("MTSR_SR_WEIGHTS")
-    return (
-        Path(env)
-        if env
-        else Path(__file__).resolve().parents[2] / "bundles" / "mtsr_sr" / "models" / "model.pt"
-    )
+    return Path(env) if env else bundles_root() / "mtsr_sr" / "models" / "model.pt"
 
 
 def load_sr_network(device: str = "cpu") -> tuple[torch.nn.Module | None, str]:
     """(network or None, description). The network is built from the SR bundle's own ``inference.yaml``
-    (``network_def``) and loaded from its shipped weights, so this follows whatever the SR bundle ships."""
+    (``network_def``) and loaded from :func:`sr_weights_path` (sha256-checked when shipped); without weights
+    the caller falls back to bicubic and says so."""
+    from mtsr_monai.inference.bundle import load_bundle_network
+
     path = sr_weights_path()
     if not path.is_file():
         return None, f"bicubic (SR weights not found: {path})"
-    config = path.parents[1] / "configs" / "inference.yaml"
-    if not config.is_file():
-        return None, f"bicubic (no SR inference config at {config})"
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config(str(config))
-    parser["bundle_root"] = str(path.parents[1])
-    network = parser.get_parsed_content("network_def")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = state.get("model", state) if isinstance(state, dict) else state
-    network.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-    return network.float().to(device).eval(), f"model ({path})"
+    network, _ = load_bundle_network("mtsr_sr", device=device, weights=path)
+    return network, f"model ({path})"
 
 
 def super_resolve(

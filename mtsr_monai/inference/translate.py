@@ -29,9 +29,10 @@ MODALITIES = ("t1", "t1ce", "t2", "flair", "pd")
 
 
 def bundle_dir() -> Path:
-    """The MT bundle folder: ``$MTSR_MT_BUNDLE`` or ``bundles/mtsr_mt`` of the source tree."""
-    env = os.environ.get("MTSR_MT_BUNDLE")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "bundles" / "mtsr_mt"
+    """The MT bundle folder, ``mtsr_mt`` under :func:`mtsr_monai.inference.bundle.bundles_root`."""
+    from mtsr_monai.inference.bundle import bundles_root
+
+    return bundles_root() / "mtsr_mt"
 
 
 def default_weights(source: str, target: str) -> Path:
@@ -57,11 +58,13 @@ def load_translator(
     path: str | os.PathLike, device: str | torch.device = "cpu"
 ) -> tuple[torch.nn.Module, dict]:
     """Generator (eval mode, float32) and its metadata from a weights file; InputError if unusable."""
+    from mtsr_monai.inference.bundle import verify_file
     from mtsr_monai.networks.bicyclegan import LatentUNetGenerator
 
     path = Path(path)
     if not path.is_file():
         raise InputError("no such weights file (train one with scripts/train_mt.py)", path)
+    verify_file(path)  # shipped weights: their sha256 in large_files.yml
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         meta = dict(ckpt.get("meta", {}))

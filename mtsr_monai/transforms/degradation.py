@@ -39,8 +39,9 @@ from monai.transforms import MapTransform, RandomizableTransform
 
 from mtsr_monai.transforms import kernels
 
-#: anatomical plane name -> world (RAS) axis normal to it
-PLANE_WORLD_AXIS = {"sagittal": 0, "coronal": 1, "axial": 2}
+# the geometry helpers live in a module without MONAI (commands that only need them start faster)
+from mtsr_monai.transforms.geometry import PLANE_WORLD_AXIS, resampled_affine, resolve_axis  # noqa: F401
+
 RESIZE_MODES = ("area", "bilinear", "bicubic")
 
 __all__ = [
@@ -62,47 +63,6 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------------------------- geometry
-def resolve_axis(affine: np.ndarray | torch.Tensor | None, axis: str | int, ndim: int = 3) -> int:
-    """Array axis normal to ``axis`` ('axial', 'coronal', 'sagittal', or an array axis index).
-
-    The plane is found from the affine (the array axis whose direction is closest to world S, A or R),
-    not from the array order, so oblique or permuted volumes degrade along the right axis.
-    """
-    if isinstance(axis, str) and axis.lstrip("-").isdigit():  # "0" from a command line or a config
-        axis = int(axis)
-    if isinstance(axis, (int, np.integer)):
-        if not -ndim <= int(axis) < ndim:
-            raise ValueError(f"axis {axis} out of range for {ndim} spatial dimensions")
-        return int(axis) % ndim
-    if axis not in PLANE_WORLD_AXIS:
-        raise ValueError(f"unknown axis {axis!r}; choose from {sorted(PLANE_WORLD_AXIS)} or an array index")
-    if affine is None:
-        affine = np.eye(ndim + 1)
-    a = np.asarray(affine.detach().cpu() if isinstance(affine, torch.Tensor) else affine, dtype=np.float64)
-    if ndim != 3 or a.shape[0] < 4:
-        raise ValueError("a named axis needs a 3D volume with a 4x4 affine; give an array index instead")
-    directions = a[:3, :3] / np.linalg.norm(a[:3, :3], axis=0, keepdims=True)
-    return int(np.argmax(np.abs(directions[PLANE_WORLD_AXIS[axis], :])))
-
-
-def resampled_affine(
-    affine: np.ndarray | torch.Tensor, factors: Mapping[int, float], offsets: Mapping[int, float]
-) -> np.ndarray:
-    """Affine of a grid whose axis ``k`` has spacing ``factors[k]`` x the old one and whose voxel 0 sits at
-    old (continuous) index ``offsets[k]``; axes not named are unchanged."""
-    a = np.asarray(affine.detach().cpu() if isinstance(affine, torch.Tensor) else affine, dtype=np.float64)
-    rank = a.shape[0] - 1
-    origin_index = np.zeros(rank + 1)
-    origin_index[rank] = 1.0
-    for k, off in offsets.items():
-        origin_index[k] = off
-    out = a.copy()
-    out[:, rank] = a @ origin_index
-    for k, f in factors.items():
-        out[:rank, k] = a[:rank, k] * f
-    return out
-
-
 def centre_crop_to_multiple(
     x: torch.Tensor, dims: Sequence[int], scale: int
 ) -> tuple[torch.Tensor, dict[int, int]]:

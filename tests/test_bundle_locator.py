@@ -1,0 +1,78 @@
+"""One rule finds the bundles (checkout and wheel alike), and every shipped file is checked by its sha256."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mtsr_monai.errors import InputError
+from mtsr_monai.inference.bundle import (
+    BUNDLE_NAMES,
+    bundle_file,
+    bundles_root,
+    declared_files,
+    verify_file,
+)
+from tests.conftest import REPO
+
+
+def _fake_bundle(root: Path, content: bytes, declared: bytes) -> Path:
+    bundle = root / "mtsr_mt"
+    (bundle / "configs").mkdir(parents=True)
+    (bundle / "models").mkdir()
+    (bundle / "models" / "t1_to_flair.pt").write_bytes(content)
+    digest = hashlib.sha256(declared).hexdigest()
+    (bundle / "large_files.yml").write_text(
+        f"large_files:\n  - path: models/t1_to_flair.pt\n    url: ''\n    hash_val: {digest}\n"
+        "    hash_type: sha256\n"
+    )
+    return bundle
+
+
+def test_checkout_finds_the_repository_bundles_through_the_package():
+    assert (REPO / "mtsr_monai" / "bundles").resolve() == (REPO / "bundles").resolve()
+    assert bundles_root() == (REPO / "bundles").resolve()
+
+
+def test_mtsr_bundles_moves_every_default_weights_path(tmp_path, monkeypatch):
+    from mtsr_monai.inference.clinical import default_model_path
+    from mtsr_monai.inference.pipeline import sr_weights_path
+    from mtsr_monai.inference.translate import default_weights
+
+    monkeypatch.setenv("MTSR_BUNDLES", str(tmp_path))
+    monkeypatch.delenv("MTSR_SR_WEIGHTS", raising=False)
+    assert default_weights("t1", "flair") == tmp_path / "mtsr_mt" / "models" / "t1_to_flair.pt"
+    assert default_model_path() == tmp_path / "clinical_sr" / "models" / "model.pt"
+    assert sr_weights_path() == tmp_path / "mtsr_sr" / "models" / "model.pt"
+
+
+def test_a_file_differing_from_its_declared_sha256_is_refused(tmp_path, monkeypatch):
+    _fake_bundle(tmp_path, b"changed weights", declared=b"original weights")
+    monkeypatch.setenv("MTSR_BUNDLES", str(tmp_path))
+    with pytest.raises(InputError, match="sha256"):
+        bundle_file("models/t1_to_flair.pt", "mtsr_mt")
+    from mtsr_monai.inference.translate import default_weights, load_translator
+
+    with pytest.raises(InputError, match="sha256"):
+        load_translator(default_weights("t1", "flair"))
+
+
+def test_a_matching_or_undeclared_file_passes(tmp_path):
+    bundle = _fake_bundle(tmp_path, b"weights", declared=b"weights")
+    assert verify_file(bundle / "models" / "t1_to_flair.pt").name == "t1_to_flair.pt"
+    (bundle / "runs").mkdir()
+    shutil.copy(bundle / "large_files.yml", bundle / "runs" / "model.pt")
+    assert verify_file(bundle / "runs" / "model.pt")  # a training output inside the bundle: not declared
+    with pytest.raises(InputError, match="not found"):
+        verify_file(bundle / "models" / "absent.pt")
+
+
+@pytest.mark.parametrize("name", BUNDLE_NAMES)
+def test_shipped_files_match_their_declared_sha256(name):
+    files = declared_files(bundles_root() / name)
+    assert files, f"{name}/large_files.yml declares no sha256"
+    for rel in files:
+        verify_file(bundles_root() / name / rel)
