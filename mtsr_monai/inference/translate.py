@@ -212,8 +212,6 @@ def translate_file(
     ``codes.json`` (the latent codes used, to reproduce a sample). Nothing is written on bad input.
     Returns a summary dict with the output paths. ``translator``: ``(generator, meta)`` already loaded by
     :func:`load_translator` (load once, translate many volumes); ``weights`` is then only recorded."""
-    from mtsr_monai.io import atomic_write_text, load_volume, save_volume
-
     for name in (source, target):
         if name not in MODALITIES:
             raise InputError(f"unknown modality {name!r}; choose from {', '.join(MODALITIES)}")
@@ -235,41 +233,19 @@ def translate_file(
         if samples < 1:
             raise InputError("--samples must be >= 1")
         codes = latent_codes(samples, nz, seed)
-    image = load_volume(input_path)
-    affine = np.asarray(image.affine)
-    mask = None
+    # the bundle's own preprocessing / inferer / postprocessing (configs/inference.yaml), as
+    # `python -m monai.bundle run inference` and MONAI Label run them, with this call's settings
+    from mtsr_monai.inference.bundle import bundle_components, infer_item
+
+    overrides = {"mt_meta": dict(meta), "checkpoint": str(weights), "source": source, "target": target}
+    overrides.update({"codes": codes.tolist(), "seed": seed, "axis": axis, "progress": progress})
+    components = bundle_components(bundle_dir(), overrides)
+    item = {"image": str(input_path), "output": str(output_dir)}
     if mask_path is not None:
-        from mtsr_monai.io import check_same_grid
-
-        m = load_volume(mask_path, validate=False)
-        check_same_grid(
-            [tuple(image.shape), tuple(m.shape)],
-            [affine, np.asarray(m.affine)],
-            [str(input_path), str(mask_path)],
-        )
-        mask = m.numpy() > 0
-    result = translate_volume(
-        image.numpy(),
-        affine,
-        generator,
-        int(meta["image_size"]),
-        codes,
-        axis,
-        progress=progress,
-        mask=mask,
-        native_resolution=bool(meta.get("native_resolution", False)),
-    )
-    mean, std = sample_statistics(result)
-
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"samples": []}
-    for i, vol in enumerate(result):
-        paths["samples"].append(str(save_volume(vol, out / f"sample_{i}.nii.gz", affine)))
-    paths["mean"] = str(save_volume(mean, out / "mean.nii.gz", affine))
-    paths["std"] = str(save_volume(std, out / "std.nii.gz", affine))
-    import json
-
+        item["mask"] = str(mask_path)
+    done = infer_item(components, item, generator)
+    result = done["pred"].detach().cpu().numpy()
+    mean, std = done["pred_statistics"]["mean"], done["pred_statistics"]["std"]
     summary = {
         "input": str(input_path),
         "source": source,
@@ -278,9 +254,9 @@ def translate_file(
         "method": meta.get("method"),
         "seed": seed,
         "codes": codes.tolist(),
-        "outputs": paths,
+        "outputs": done["pred_paths"],
         "mean_std_in_foreground": float(std[mean > 0].mean()) if (mean > 0).any() else 0.0,
     }
-    atomic_write_text(out / "codes.json", json.dumps({"seed": seed, "codes": codes.tolist()}, indent=1))
+    affine = np.asarray(done["pred"].affine, dtype=np.float64)
     summary["_arrays"] = {"samples": result, "mean": mean, "std": std, "affine": affine}
     return summary
