@@ -128,7 +128,7 @@ class RobustScaled(MapTransform):
     so that :class:`IntensityRestored` maps the prediction back exactly; ``(lo, hi)`` go to the meta."""
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
-        from mtsr_monai.data.slices import robust_range
+        from mtsr_monai.data.scaling import robust_range
 
         d = dict(data)
         for key in self.key_iterator(d):
@@ -258,7 +258,7 @@ class SliceSRInferer(Inferer):
 
     def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> MetaTensor:
         from mtsr_monai.inference.super_resolve import sr_affine, super_resolve_scaled
-        from mtsr_monai.transforms.degradation import resolve_axis
+        from mtsr_monai.transforms.geometry import resolve_axis
 
         outs = []
         for b in range(inputs.shape[0]):
