@@ -1,0 +1,142 @@
+"""Every config of every bundle runs as its docs say, on tiny data (in-process ``monai.bundle.run``; the SR
+training configs, inference configs and the CycleGAN merge are run by tests/test_sr_bundle.py,
+tests/test_bundle_inference.py and tests/test_cyclegan.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, write_nifti
+from tests.test_bundle_zoo import _head, _train_overrides
+
+
+def _configs(bundle: str, *names: str) -> dict:
+    root = REPO / "bundles" / bundle
+    files = [str(root / "configs" / n) for n in names]
+    return {
+        "config_file": files if len(files) > 1 else files[0],
+        "meta_file": str(root / "configs" / "metadata.json"),
+        "logging_file": str(root / "configs" / "logging.conf"),
+        "bundle_root": str(root),
+    }
+
+
+def _one_rank_run(bundle: str, configs: list[str], overrides: dict) -> None:
+    """``monai.bundle run training`` in a child process with the environment torchrun gives one rank (gloo on
+    the CPU): the process group and Ignite's distributed state stay out of this test process."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(
+        os.environ, RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    env["OMP_NUM_THREADS"] = "1"
+    c = _configs(bundle, *configs)
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", str(c["config_file"])]
+    cmd += [
+        "--meta_file",
+        c["meta_file"],
+        "--logging_file",
+        c["logging_file"],
+        "--bundle_root",
+        c["bundle_root"],
+    ]
+    for key, value in overrides.items():
+        cmd += [f"--{key}", json.dumps(value) if not isinstance(value, str) else value]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_sr_evaluate_writes_metrics_of_the_shipped_weights(tmp_path):
+    from monai.bundle import run
+
+    overrides = _train_overrides("mtsr_sr", tmp_path)
+    for key in ("network_def#features", "network_def#growth", "network_def#num_blocks", "keep_blocks"):
+        overrides.pop(key)  # the shipped weights' network
+    run(
+        "evaluating",
+        **_configs("mtsr_sr", "train.yaml", "evaluate.yaml"),
+        **overrides,
+        val_slices_per_volume=1,
+    )
+    rows = dict(line.split(",") for line in (tmp_path / "run" / "metrics.csv").read_text().splitlines())
+    assert {"val_psnr", "val_ssim"} <= set(rows) and float(rows["val_psnr"]) > 0
+    assert (tmp_path / "run" / "val_psnr_raw.csv").is_file()
+
+
+def _mt_train(tmp_path: Path, *configs: str) -> Path:
+    from monai.bundle import run
+
+    overrides = _train_overrides("mtsr_mt", tmp_path)
+    budget = {"epoch_length": 2, "max_epochs": 1, "checkpoint_every": 1, "num_threads": 1}
+    run("training", **_configs("mtsr_mt", *configs), **overrides, **budget)
+    return tmp_path / "run" / "t1_to_flair.pt"
+
+
+@pytest.mark.slow
+def test_mt_train_exports_weights_that_evaluate_and_inference_mtsr_read(tmp_path):
+    from monai.bundle import run
+
+    weights = _mt_train(tmp_path, "train.yaml")
+    assert weights.is_file()
+    out = tmp_path / "eval"
+    evaluate = {
+        "datalist": str(tmp_path / "datalist.json"),
+        "checkpoint": str(weights),
+        "output_dir": str(out),
+    }
+    run("evaluating", **_configs("mtsr_mt", "evaluate.yaml"), **evaluate, samples=2, slices_per_volume=1)
+    metrics = json.loads((out / "t1_to_flair_metrics.json").read_text())
+    assert metrics
+    lr = write_nifti(tmp_path / "lr_t1.nii.gz", _head((16, 16, 3), 0))
+    chain = {"input_files": [str(lr)], "checkpoint": str(weights), "output_dir": str(tmp_path / "mtsr")}
+    run("inference", **_configs("mtsr_mt", "inference_mtsr.yaml"), **chain, samples=2)
+    written = {p.name for p in (tmp_path / "mtsr" / "lr_t1").iterdir()}
+    assert {"sr.nii.gz", "sample_0.nii.gz", "sample_1.nii.gz", "mean.nii.gz", "std.nii.gz"} <= written
+
+
+@pytest.mark.slow
+def test_mt_multi_gpu_train_runs_under_a_process_group(tmp_path):
+    budget = {"epoch_length": 2, "max_epochs": 1, "checkpoint_every": 1, "num_threads": 1}
+    _one_rank_run(
+        "mtsr_mt", ["train.yaml", "multi_gpu_train.yaml"], {**_train_overrides("mtsr_mt", tmp_path), **budget}
+    )
+    assert (tmp_path / "run" / "t1_to_flair.pt").is_file()
+
+
+CLINICAL_BUDGET = {"epoch_length": 1, "max_epochs": 1, "checkpoint_every": 1, "batch_size": 2}
+
+
+@pytest.mark.slow
+def test_clinical_train_keeps_the_best_validated_weights(tmp_path):
+    from monai.bundle import run
+
+    overrides = _train_overrides("clinical_sr", tmp_path)
+    run("training", **_configs("clinical_sr", "train.yaml"), **overrides, **CLINICAL_BUDGET)
+    assert (tmp_path / "run" / "model_best.pt").is_file()
+
+
+@pytest.mark.slow
+def test_clinical_multi_gpu_train_runs_under_a_process_group(tmp_path):
+    overrides = {**_train_overrides("clinical_sr", tmp_path), **CLINICAL_BUDGET}
+    _one_rank_run("clinical_sr", ["train.yaml", "multi_gpu_train.yaml"], overrides)
+    assert (tmp_path / "run" / "model_best.pt").is_file()
+
+
+@pytest.mark.slow
+def test_clinical_evaluate_scores_the_shipped_model_against_interpolation(tmp_path):
+    from monai.bundle import run
+
+    overrides = _train_overrides("clinical_sr", tmp_path)
+    evaluate = {k: overrides[k] for k in ("datalist", "dataset_dir", "output_dir", "cache_dir")}
+    run("evaluating", **_configs("clinical_sr", "evaluate.yaml"), **evaluate, baselines=["trilinear"])
+    summary = json.loads((tmp_path / "run" / "heldout.json").read_text())
+    assert {"model", "trilinear"} <= set(summary) and summary["model"]["psnr"] > 0
