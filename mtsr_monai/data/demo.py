@@ -184,15 +184,22 @@ def synthesize_contrasts(
     return images, mask.astype(np.uint8), affine
 
 
-def make_demo_subject(output_dir: str | os.PathLike, **sequence_overrides: float | None) -> dict[str, Path]:
+def make_demo_subject(
+    output_dir: str | os.PathLike, progress: bool = False, **sequence_overrides: float | None
+) -> dict[str, Path]:
     """Write ``t1, t2, flair, pd, brain_mask`` ``.nii.gz`` into ``output_dir`` (atomic writes) and return
-    their paths keyed by name."""
+    their paths keyed by name; ``progress`` shows the stages on stderr."""
     from mtsr_monai.io import save_volume
+    from mtsr_monai.progress import StageBar
 
     out = Path(output_dir)
-    images, mask, affine = synthesize_contrasts(CONTRASTS, **sequence_overrides)
     paths: dict[str, Path] = {}
-    for name, array in images.items():
-        paths[name] = save_volume(array, out / f"{name}.nii.gz", affine=affine)
-    paths["brain_mask"] = save_volume(mask, out / "brain_mask.nii.gz", affine=affine, dtype=np.uint8)
+    with StageBar(len(CONTRASTS) + 2, "demo subject", enabled=progress) as bar:
+        bar.next("tissue maps, signal equations")
+        images, mask, affine = synthesize_contrasts(CONTRASTS, **sequence_overrides)
+        for name, array in images.items():
+            bar.next(f"write {name}")
+            paths[name] = save_volume(array, out / f"{name}.nii.gz", affine=affine)
+        bar.next("write brain_mask")
+        paths["brain_mask"] = save_volume(mask, out / "brain_mask.nii.gz", affine=affine, dtype=np.uint8)
     return paths

@@ -188,6 +188,13 @@ def build_stages(
     return stages
 
 
+def build_stage_names(config: PreprocessConfig) -> list[str]:
+    """Names of :func:`build_stages` for ``config``, without building (nor importing) the transforms."""
+    names = ["n4"] if config.n4 else []
+    names += ["registration", "brain_mask"] + (["crop"] if config.crop else [])
+    return names + ["intensity"]
+
+
 def _versions() -> dict[str, str]:
     import monai
     import numpy
@@ -225,9 +232,13 @@ def is_done(subject: dict[str, Any], output_dir: str | os.PathLike, config: Prep
 
 
 def preprocess_subject(
-    subject: dict[str, Any], output_dir: str | os.PathLike, config: PreprocessConfig
+    subject: dict[str, Any],
+    output_dir: str | os.PathLike,
+    config: PreprocessConfig,
+    on_stage: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Run the pipeline on one subject and write its outputs and sidecar; return the sidecar dict."""
+    """Run the pipeline on one subject and write its outputs and sidecar; return the sidecar dict.
+    ``on_stage(name)`` is called as each stage starts (``load``, the stages, ``write``): progress."""
     import numpy as np
     import SimpleITK as sitk
 
@@ -243,6 +254,8 @@ def preprocess_subject(
         raise InputError(f"subject {subject['subject']} has only labels, no image")
     timings: dict[str, float] = {}
     data: dict[str, Any] = {}
+    on_stage = on_stage or (lambda name: None)
+    on_stage("load")
     t0 = time.perf_counter()
     for key, path in inputs.items():
         volume = load_volume(path, validate=key not in label_keys)  # an all-background label is legal
@@ -251,10 +264,12 @@ def preprocess_subject(
         data[key] = volume.unsqueeze(0)  # channel first, as LoadImaged(ensure_channel_first=True) gives
     timings["load"] = round(time.perf_counter() - t0, 3)
     for name, stage in build_stages(config, image_keys, label_keys):
+        on_stage(name)
         t0 = time.perf_counter()
         data = stage(data)
         timings[name] = round(time.perf_counter() - t0, 3)
 
+    on_stage("write")
     t0 = time.perf_counter()
     outputs: dict[str, str] = {}
     for key in image_keys:
@@ -316,23 +331,25 @@ def preprocess_datalist(
 
     Subjects already done with the same configuration are skipped unless ``overwrite``.
     """
-    from tqdm import tqdm
-
     from mtsr_monai.io import atomic_write_text
+    from mtsr_monai.progress import StageBar
 
     config = config or PreprocessConfig()
     subjects = read_datalist(datalist)
     check_inputs(subjects)
     output_dir = Path(output_dir)
     done, skipped = [], []
-    bar = tqdm(subjects, desc="preprocess", unit="subject", disable=not progress)
-    for subject in bar:
-        bar.set_postfix_str(subject["subject"])
-        if not overwrite and is_done(subject, output_dir, config):
-            skipped.append(subject["subject"])
-            continue
-        sidecar = preprocess_subject(subject, output_dir, config)
-        done.append({"subject": subject["subject"], "seconds": sidecar["seconds"]["total"]})
+    # one step per stage of each subject (load, N4, registration, ..., write): a subject takes minutes
+    n_stages = len(build_stage_names(config)) + 2
+    with StageBar(len(subjects) * n_stages, "preprocess", enabled=progress) as bar:
+        for n, subject in enumerate(subjects, start=1):
+            sid = f"subject {n}/{len(subjects)} {subject['subject']}"
+            if not overwrite and is_done(subject, output_dir, config):
+                skipped.append(subject["subject"])
+                bar.skip(n_stages, f"{sid}: done before")
+                continue
+            sidecar = preprocess_subject(subject, output_dir, config, lambda s, i=sid: bar.next(f"{i}: {s}"))
+            done.append({"subject": subject["subject"], "seconds": sidecar["seconds"]["total"]})
     # a datalist of the outputs, relative to DIR, in the input's splits: ready for training
     out_list: dict[str, list] = {split: [] for split in SPLITS}
     for subject in subjects:

@@ -392,27 +392,81 @@ def _as_list(transform: Callable | Sequence[Callable] | None) -> list:
     return [transform]
 
 
+def expand_modalities(
+    subjects: Sequence[Mapping[str, Any]], key: str, modalities: str | Sequence[str]
+) -> list[dict[str, Any]]:
+    """One item per subject and modality, ``key`` holding that modality's volume: a datalist of
+    ``mtsr datalist`` / ``mtsr preprocess`` (keys ``t1``, ``t2``, ``flair`` ...) read by a bundle that wants
+    one key (the SR bundle's ``hr``). Items get ``subject`` ``<id>_<modality>`` and ``modality``; an item
+    that already holds ``key`` is kept as it is (a datalist written for the bundle)."""
+    modalities = [modalities] if isinstance(modalities, str) else list(modalities)
+    out: list[dict[str, Any]] = []
+    for s in subjects:
+        if key in s:
+            out.append(dict(s))
+            continue
+        sid = s.get("subject", "?")
+        out += [{**s, key: s[m], "subject": f"{sid}_{m}", "modality": m} for m in modalities if m in s]
+    return out
+
+
+def _read_split(path: Path, split: str, base_dir: str | os.PathLike | None) -> list[dict]:
+    from monai.data import load_decathlon_datalist
+
+    if not path.is_file():
+        raise InputError("no such datalist file", path)
+    try:
+        return load_decathlon_datalist(path, is_segmentation=True, data_list_key=split, base_dir=base_dir)
+    except (ValueError, KeyError, json.JSONDecodeError) as err:
+        raise InputError(f"cannot read split {split!r}: {err}", path) from err
+
+
+def _missing_keys_error(
+    path: Path, split: str, keys: Sequence[str], subjects: Sequence[Mapping]
+) -> InputError:
+    """One line naming what was wanted, what the datalist has, and the override that fixes it."""
+    present = sorted({str(k) for s in subjects for k in s if k not in ("subject", "modality")})
+    hint = (
+        f"; it has {', '.join(present)}: choose with --modality (SR) or --source/--target (MT)"
+        if present
+        else ""
+    )
+    return InputError(f"no subject of split {split!r} has all of {', '.join(keys)}{hint}", path)
+
+
+def datalist_volumes(
+    datalist_path: str | os.PathLike,
+    split: str,
+    key: str,
+    modalities: str | Sequence[str] = (),
+    base_dir: str | os.PathLike | None = None,
+) -> list[str]:
+    """Paths of one split's ``key`` volumes after :func:`expand_modalities` (relative paths joined with
+    ``base_dir``, default the datalist's folder): the SR bundle's held-out volumes."""
+    path = Path(datalist_path)
+    subjects = expand_modalities(_read_split(path, split, base_dir), key, modalities)
+    return [str(s[key]) for s in subjects]
+
+
 def build_slice_dataset_from_datalist(
     datalist_path: str | os.PathLike,
     split: str = "training",
     keys: Sequence[str] = ("t1",),
     base_dir: str | os.PathLike | None = None,
+    key_map: Mapping[str, str | Sequence[str]] | None = None,
     **kwargs: Any,
 ) -> SliceDataset:
     """A :class:`SliceDataset` of one split (``training`` / ``validation`` / ``test``) of a datalist JSON.
 
     Relative paths are joined with ``base_dir`` (default: the datalist's folder, MONAI's convention).
-    Subjects lacking one of ``keys`` are skipped with a warning. Other arguments go to :class:`SliceDataset`.
+    ``key_map`` ``{key: modalities}`` first gives one item per subject and modality with ``key`` set
+    (:func:`expand_modalities`). Subjects lacking one of ``keys`` are skipped with a warning. Other arguments
+    go to :class:`SliceDataset`.
     """
-    from monai.data import load_decathlon_datalist
-
     path = Path(datalist_path)
-    if not path.is_file():
-        raise InputError("no such datalist file", path)
-    try:
-        subjects = load_decathlon_datalist(path, is_segmentation=True, data_list_key=split, base_dir=base_dir)
-    except (ValueError, KeyError, json.JSONDecodeError) as err:
-        raise InputError(f"cannot read split {split!r}: {err}", path) from err
+    subjects = _read_split(path, split, base_dir)
+    for key, modalities in (key_map or {}).items():
+        subjects = expand_modalities(subjects, key, modalities)
     keys = [keys] if isinstance(keys, str) else list(keys)
     usable = [s for s in subjects if all(k in s for k in keys)]
     if len(usable) < len(subjects):
@@ -421,5 +475,5 @@ def build_slice_dataset_from_datalist(
             f"{path}: {len(skipped)} subjects lack one of {keys}: {', '.join(skipped[:5])}", stacklevel=2
         )
     if not usable:
-        raise InputError(f"no subject of split {split!r} has all of {', '.join(keys)}", path)
+        raise _missing_keys_error(path, split, keys, _read_split(path, split, base_dir))
     return SliceDataset(usable, keys=keys, **kwargs)

@@ -63,6 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default 0.01 for kspace, 0 for thick-slice; second-order draws its own)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (stderr)")
 
 
 def outputs(args: argparse.Namespace):
@@ -108,52 +109,62 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise InputError(f"--seed must be non-negative, got {args.seed}")
 
 
+def _degrade(args: argparse.Namespace, volume, affine, through: int):
+    """``(lr, lr_affine)`` of the chosen mode (arguments already checked against the volume)."""
+    from mtsr_monai.errors import InputError
+    from mtsr_monai.io import voxel_sizes
+    from mtsr_monai.transforms import degradation as deg
+
+    if args.mode == "second-order":
+        return deg.degrade_volume_second_order(volume, affine, args.scale, through, seed=args.seed)
+    if args.mode == "kspace":
+        noise = 0.01 if args.noise is None else args.noise
+        return deg.degrade_volume_kspace(
+            volume, affine, args.scale, through, noise=noise, keep_grid=args.keep_grid, seed=args.seed
+        )
+    spacing = voxel_sizes(affine)
+    fov = volume.shape[through] * spacing[through]
+    if args.thickness < spacing[through] - 1e-6:
+        raise InputError(
+            f"--thickness {args.thickness} mm is thinner than the input's {args.axis} spacing "
+            f"{spacing[through]:.3f} mm: a thick slice cannot be made from thicker voxels",
+            args.input,
+        )
+    if args.thickness > fov:
+        raise InputError(
+            f"--thickness {args.thickness} mm exceeds the {args.axis} field of view {fov:.1f} mm", args.input
+        )
+    noise = 0.0 if args.noise is None else args.noise
+    return deg.degrade_volume_thick_slice(
+        volume, affine, args.thickness, args.gap, through, args.profile, args.scale, noise, seed=args.seed
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from mtsr_monai.errors import InputError
     from mtsr_monai.io import load_volume, save_volume, voxel_sizes
+    from mtsr_monai.progress import StageBar
+    from mtsr_monai.transforms.geometry import resolve_axis
 
     _check_arguments(args)
-    image = load_volume(args.input)
-    from mtsr_monai.transforms import degradation as deg
-
-    volume = image.numpy()
-    affine = np.asarray(image.affine, dtype=np.float64)
-    through = deg.resolve_axis(affine, args.axis)
-    spacing = voxel_sizes(affine)
-    inplane = [d for d in range(3) if d != through]
-    for d in inplane:
-        if volume.shape[d] // args.scale < 2:
-            raise InputError(
-                f"--scale {args.scale} leaves < 2 voxels along array axis {d} (size {volume.shape[d]})",
-                args.input,
-            )
-    if args.mode == "second-order":
-        lr, lr_affine = deg.degrade_volume_second_order(volume, affine, args.scale, through, seed=args.seed)
-    elif args.mode == "kspace":
-        noise = 0.01 if args.noise is None else args.noise
-        lr, lr_affine = deg.degrade_volume_kspace(
-            volume, affine, args.scale, through, noise=noise, keep_grid=args.keep_grid, seed=args.seed
-        )
-    else:
-        fov = volume.shape[through] * spacing[through]
-        if args.thickness < spacing[through] - 1e-6:
-            raise InputError(
-                f"--thickness {args.thickness} mm is thinner than the input's {args.axis} spacing "
-                f"{spacing[through]:.3f} mm: a thick slice cannot be made from thicker voxels",
-                args.input,
-            )
-        if args.thickness > fov:
-            raise InputError(
-                f"--thickness {args.thickness} mm exceeds the {args.axis} field of view {fov:.1f} mm",
-                args.input,
-            )
-        noise = 0.0 if args.noise is None else args.noise
-        lr, lr_affine = deg.degrade_volume_thick_slice(
-            volume, affine, args.thickness, args.gap, through, args.profile, args.scale, noise, seed=args.seed
-        )
-    save_volume(lr, args.output, affine=lr_affine)
+    with StageBar(3, "degrade", enabled=not args.no_progress) as bar:
+        bar.next("read")
+        image = load_volume(args.input)
+        volume = image.numpy()
+        affine = np.asarray(image.affine, dtype=np.float64)
+        through = resolve_axis(affine, args.axis)
+        for d in (d for d in range(3) if d != through):
+            if volume.shape[d] // args.scale < 2:
+                raise InputError(
+                    f"--scale {args.scale} leaves < 2 voxels along array axis {d} (size {volume.shape[d]})",
+                    args.input,
+                )
+        bar.next(args.mode)
+        lr, lr_affine = _degrade(args, volume, affine, through)
+        bar.next("write")
+        save_volume(lr, args.output, affine=lr_affine)
     new_spacing = ", ".join(f"{s:.3g}" for s in voxel_sizes(lr_affine))
     print(f"wrote {args.output}: shape {tuple(lr.shape)}, voxel size ({new_spacing}) mm")
     return 0

@@ -34,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--output", "-o", required=True, type=Path, help="folder to write the five files into"
     )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (stderr)")
     group = parser.add_argument_group("sequence parameters (ms)")
     for contrast, param in PARAMETERS:
         if param == "ti":
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         resolve_sequences(**overrides)  # refuse bad times before the slow part
     except ValueError as err:
         raise InputError(str(err)) from err
-    paths = make_demo_subject(args.output, **overrides)
+    paths = make_demo_subject(args.output, progress=not args.no_progress, **overrides)
     for path in paths.values():
         print(f"wrote {path}")
     return 0

@@ -44,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--save-tissues", type=Path, help="also write the tissue label map used (uint8 NIfTI)"
     )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (stderr)")
 
 
 def outputs(args: argparse.Namespace):
@@ -52,16 +53,11 @@ def outputs(args: argparse.Namespace):
     return OutputPlan(files=[p for p in (args.json, args.save_tissues) if p is not None])
 
 
-def run(args: argparse.Namespace) -> int:
-    import json
-    import sys
-
+def _read(args: argparse.Namespace):
+    """``(data, affine, brain or None, tissues or None)`` of the input, mask and tissue map (one grid)."""
     import numpy as np
 
-    from mtsr_monai.errors import InputError
-    from mtsr_monai.io import atomic_write_text, check_same_grid, load_volume, save_volume, voxel_sizes
-    from mtsr_monai.metrics import qc
-    from mtsr_monai.metrics.segmentation import guess_contrast, segment_tissues, template_priors
+    from mtsr_monai.io import check_same_grid, load_volume
 
     image = load_volume(args.input)
     affine = np.asarray(image.affine)
@@ -77,23 +73,52 @@ def run(args: argparse.Namespace) -> int:
         shapes.append(t.shape), affines.append(np.asarray(t.affine)), paths.append(args.tissues)
         tissues = np.rint(t.numpy()).astype(np.int16)
     check_same_grid(shapes, affines, paths)
-    if brain is None:
-        brain = (tissues > 0) if tissues is not None else qc.default_brain_mask(data)
-    if brain.sum() < 100:
-        raise InputError("brain mask has fewer than 100 voxels", args.mask or args.input)
-    contrast = args.contrast or guess_contrast(args.input.name)
-    if tissues is None:
-        priors = template_priors(data.shape, affine, brain) if args.priors else None
-        try:
-            tissues = segment_tissues(data, brain, (contrast,), n_classes=args.classes, priors=priors)
-        except ValueError as err:
-            raise InputError(f"tissue segmentation failed: {err}", args.input) from err
-    for name, label in qc.LABELS.items():
-        if not np.any(tissues == label):
-            raise InputError(
-                f"no {name.upper()} voxels (label {label}) in the tissue map", args.tissues or args.input
-            )
-    result = qc.compute_iqms(data, tissues, brain, voxel_sizes(affine), args.variant)
+    return data, affine, brain, tissues
+
+
+def _segment(args: argparse.Namespace, data, affine, brain, contrast: str):
+    """The EM tissue map (1 CSF, 2 GM, 3 WM) of the input inside ``brain``."""
+    from mtsr_monai.errors import InputError
+    from mtsr_monai.metrics.segmentation import segment_tissues, template_priors
+
+    priors = template_priors(data.shape, affine, brain) if args.priors else None
+    try:
+        return segment_tissues(data, brain, (contrast,), n_classes=args.classes, priors=priors)
+    except ValueError as err:
+        raise InputError(f"tissue segmentation failed: {err}", args.input) from err
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import sys
+
+    import numpy as np
+
+    from mtsr_monai.errors import InputError
+    from mtsr_monai.io import atomic_write_text, save_volume, voxel_sizes
+    from mtsr_monai.metrics import qc
+    from mtsr_monai.metrics.segmentation import guess_contrast
+    from mtsr_monai.progress import StageBar
+
+    # EM segmentation and the IQMs take minutes on a large volume: show which stage runs
+    with StageBar(4, "qc", enabled=not args.no_progress) as bar:
+        bar.next("read")
+        data, affine, brain, tissues = _read(args)
+        bar.next("brain mask")
+        if brain is None:
+            brain = (tissues > 0) if tissues is not None else qc.default_brain_mask(data)
+        if brain.sum() < 100:
+            raise InputError("brain mask has fewer than 100 voxels", args.mask or args.input)
+        contrast = args.contrast or guess_contrast(args.input.name)
+        bar.next("tissue segmentation (EM)" if tissues is None else "tissue map")
+        if tissues is None:
+            tissues = _segment(args, data, affine, brain, contrast)
+        for name, label in qc.LABELS.items():
+            if not np.any(tissues == label):
+                where = args.tissues or args.input
+                raise InputError(f"no {name.upper()} voxels (label {label}) in the tissue map", where)
+        bar.next("IQMs")
+        result = qc.compute_iqms(data, tissues, brain, voxel_sizes(affine), args.variant)
     result = {
         "input": str(args.input),
         "contrast": contrast,

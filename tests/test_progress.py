@@ -1,0 +1,56 @@
+"""Long commands show their stages on stderr (qc, degrade, preprocess, make-demo-data); can be silenced."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mtsr_monai.cli import main as mtsr
+from mtsr_monai.progress import StageBar
+from tests.conftest import write_nifti
+
+
+def test_stage_bar_counts_finished_stages_and_names_the_running_one(capsys):
+    with StageBar(3, "work") as bar:
+        bar.next("first")
+        bar.next("second")
+        assert bar._bar.n == 1
+        bar.skip(1, "third done before")
+        assert bar._bar.n == 3
+    err = capsys.readouterr().err
+    assert "work" in err and "second" in err and "3/3" in err
+
+
+def test_a_failing_stage_is_not_counted_done(capsys):
+    try:
+        with StageBar(2, "work") as bar:
+            bar.next("first")
+            raise RuntimeError("boom")
+    except RuntimeError:
+        pass
+    assert bar._bar.n == 0
+
+
+def test_qc_shows_its_stages(tmp_path, phantom, capsys):
+    image = write_nifti(tmp_path / "t1.nii.gz", phantom * 1000, np.diag([1.0, 1.0, 2.0, 1.0]))
+    mtsr(["qc", "--input", str(image), "--json", str(tmp_path / "qc.json")])  # exit code: not the point
+    err = capsys.readouterr().err
+    for stage in ("read", "brain mask", "tissue segmentation (EM)"):
+        assert stage in err, err
+
+
+def test_degrade_shows_its_stages_and_no_progress_hides_them(tmp_path, phantom, capsys):
+    image = write_nifti(tmp_path / "hr.nii.gz", phantom * 1000, np.diag([1.0, 1.0, 2.0, 1.0]))
+    argv = ["degrade", "-i", str(image), "--mode", "second-order"]
+    assert mtsr([*argv, "-o", str(tmp_path / "lr.nii.gz")]) == 0
+    err = capsys.readouterr().err
+    assert "degrade" in err and "second-order" in err and "write" in err
+    assert mtsr([*argv, "-o", str(tmp_path / "lr2.nii.gz"), "--no-progress"]) == 0
+    assert "second-order" not in capsys.readouterr().err
+
+
+def test_preprocess_counts_the_stages_it_builds():
+    from mtsr_monai.data.preprocess import PreprocessConfig, build_stage_names, build_stages
+
+    for config in (PreprocessConfig(), PreprocessConfig(n4=False, crop=False)):
+        built = [name for name, _ in build_stages(config, ["t1"], [])]
+        assert build_stage_names(config) == built
