@@ -76,3 +76,17 @@ def test_shipped_files_match_their_declared_sha256(name):
     assert files, f"{name}/large_files.yml declares no sha256"
     for rel in files:
         verify_file(bundles_root() / name / rel)
+
+
+def test_mtsr_bundles_prints_folders_and_refuses_a_changed_file(tmp_path, monkeypatch, capsys):
+    from mtsr_monai.cli import main
+
+    assert main(["bundles", "--path", "mtsr_mt"]) == 0
+    assert capsys.readouterr().out.strip() == str(bundles_root() / "mtsr_mt")
+    for name in BUNDLE_NAMES:
+        (tmp_path / name / "configs").mkdir(parents=True)
+    shutil.rmtree(tmp_path / "mtsr_mt")
+    _fake_bundle(tmp_path, b"changed", declared=b"original")
+    monkeypatch.setenv("MTSR_BUNDLES", str(tmp_path))
+    assert main(["bundles"]) == 2
+    assert "models/t1_to_flair.pt: weights do not match" in capsys.readouterr().out

@@ -101,8 +101,22 @@ def explain_volume(
     return out
 
 
-def _panel(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
-    return np.rot90(np.take(volume, index, axis=axis))
+def _overlay(
+    ax: Any,
+    fig: Any,
+    volume: np.ndarray,
+    affine: np.ndarray,
+    plane: str,
+    point: Any,
+    label: str,
+    **imshow: Any,
+) -> None:
+    """A heat map over the grey panel already on ``ax``, with its colour bar."""
+    from mtsr_monai.reporting.views import plane_image
+
+    image, aspect = plane_image(volume, affine, plane, point)
+    shown = ax.imshow(image, aspect=aspect, cmap="jet", alpha=0.45, interpolation="nearest", **imshow)
+    fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02).set_label(label, fontsize=7)
 
 
 def write_explanations(
@@ -115,13 +129,9 @@ def write_explanations(
     axis: int,
     slice_index: int | None = None,
 ) -> dict[str, Path]:
-    """NIfTI volumes (atomic) and one PNG montage at ``slice_index`` (default: the slice with most signal)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from mtsr_monai.io import atomic_output, atomic_write_text, save_volume
+    """NIfTI volumes (atomic) and one PNG montage at ``slice_index`` (default: the slice with most signal),
+    radiological with orientation letters; attention and GradCAM maps with their colour bars."""
+    from mtsr_monai.io import atomic_write_text, save_volume
 
     out_dir = Path(output_dir)
     written: dict[str, Path] = {}
@@ -132,62 +142,91 @@ def write_explanations(
         written["critic_score"] = atomic_write_text(
             out_dir / "critic_score.txt", f"{explained['critic_score']:.6f}\n"
         )
+    written["explain_png"] = _explain_figure(
+        explained, x, y, affine, out_dir / "explain.png", modalities, axis, slice_index
+    )
+    return written
+
+
+def _explain_figure(
+    explained: dict[str, Any],
+    x: np.ndarray,
+    y: np.ndarray,
+    affine: np.ndarray,
+    png: Path,
+    modalities: Sequence[str],
+    axis: int,
+    slice_index: int | None,
+) -> Path:
+    """Input, restored, each attention gate and GradCAM over one slice (see :func:`write_explanations`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mtsr_monai.io import atomic_output
+    from mtsr_monai.reporting.views import CONVENTION, plane_of_axis, show_plane
+
     if slice_index is None:
         other = tuple(d for d in range(3) if d != axis)
         slice_index = int(np.argmax((x > 0).sum(axis=(0,) + tuple(d + 1 for d in other))))
     present = [c for c, _ in enumerate(modalities) if x[c].max() > 0] or [0]
     c0 = present[0]
-    base_in, base_out = _panel(x[c0], axis, slice_index), _panel(y[c0], axis, slice_index)
+    index = (np.array(x.shape[1:]) - 1) / 2.0
+    index[axis] = slice_index
+    point = (np.asarray(affine, dtype=np.float64) @ np.append(index, 1.0))[:3]
+    plane = plane_of_axis(affine, axis)
     gates = explained["attention"]
     ncols = 2 + len(gates) + (1 if "gradcam" in explained else 0)
-    fig, axes = plt.subplots(1, ncols, figsize=(2.2 * ncols, 2.6))
-    axes[0].imshow(base_in, cmap="gray")
-    axes[0].set_title(f"input {modalities[c0]}", fontsize=8)
-    axes[1].imshow(base_out, cmap="gray")
-    axes[1].set_title("restored", fontsize=8)
+    fig, axes = plt.subplots(1, ncols, figsize=(3.0 * ncols, 3.3))
+    show_plane(axes[0], x[c0], affine, plane, point)
+    axes[0].set_title(f"input {modalities[c0]}", fontsize=9)
+    show_plane(axes[1], y[c0], affine, plane, point)
+    axes[1].set_title("restored", fontsize=9)
     for k, g in enumerate(gates, start=1):
-        axes[1 + k].imshow(base_in, cmap="gray")
-        axes[1 + k].imshow(_panel(g, axis, slice_index), cmap="jet", alpha=0.45, vmin=0, vmax=1)
-        axes[1 + k].set_title(f"gate {k}", fontsize=8)
+        show_plane(axes[1 + k], x[c0], affine, plane, point)
+        _overlay(axes[1 + k], fig, g, affine, plane, point, "attention", vmin=0, vmax=1)
+        axes[1 + k].set_title(f"gate {k}", fontsize=9)
     if "gradcam" in explained:
-        axes[-1].imshow(base_out, cmap="gray")
-        axes[-1].imshow(_panel(explained["gradcam"], axis, slice_index), cmap="jet", alpha=0.45)
-        axes[-1].set_title(f"critic GradCAM ({explained['critic_score']:.2f})", fontsize=8)
-    for a in axes:
-        a.axis("off")
+        show_plane(axes[-1], y[c0], affine, plane, point)
+        _overlay(axes[-1], fig, explained["gradcam"], affine, plane, point, "GradCAM")
+        axes[-1].set_title(f"critic GradCAM ({explained['critic_score']:.2f})", fontsize=9)
+    fig.suptitle(f"{plane}, {CONVENTION}", fontsize=9)
     fig.tight_layout()
-    png = out_dir / "explain.png"
     with atomic_output(png) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
-    written["explain_png"] = png
-    return written
+    return png
 
 
 def comparison_montage(
     volumes: dict[str, str | Path], output: str | Path, axes: Sequence[int] = (1, 2), title: str = ""
 ) -> Path:
-    """PNG rows = array axes (central slice of each), columns = the given volumes (all on one grid),
-    e.g. ``{"trilinear": ..., "model": ...}``; grey levels per column from its 0.5-99.5 percentiles."""
+    """PNG rows = the planes normal to the given array axes (through the grid's centre), columns = the
+    given volumes (all on one grid), e.g. ``{"trilinear": ..., "model": ...}``; radiological with orientation
+    letters; grey levels per column from its 0.5-99.5 percentiles."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from mtsr_monai.io import atomic_output, load_volume
+    from mtsr_monai.reporting.views import CONVENTION, plane_of_axis, show_plane
 
-    arrays = {k: load_volume(v, validate=False).numpy() for k, v in volumes.items()}
+    loaded = {k: load_volume(v, validate=False) for k, v in volumes.items()}
     fig, grid = plt.subplots(
-        len(axes), len(arrays), figsize=(3.0 * len(arrays), 3.0 * len(axes)), squeeze=False
+        len(axes), len(loaded), figsize=(3.0 * len(loaded), 3.0 * len(axes) + 0.4), squeeze=False
     )
-    for c, (name, arr) in enumerate(arrays.items()):
+    for c, (name, image) in enumerate(loaded.items()):
+        arr, affine = image.numpy(), np.asarray(image.affine)
         lo, hi = np.percentile(arr[arr > 0], [0.5, 99.5]) if (arr > 0).any() else (0, 1)
         for r, axis in enumerate(axes):
-            grid[r][c].imshow(_panel(arr, axis, arr.shape[axis] // 2), cmap="gray", vmin=lo, vmax=hi)
-            grid[r][c].axis("off")
+            plane = plane_of_axis(affine, axis)
+            show_plane(grid[r][c], arr, affine, plane, cmap="gray", vmin=lo, vmax=hi)
+            if c == 0:
+                grid[r][c].set_ylabel(plane, fontsize=9)
         grid[0][c].set_title(name, fontsize=9)
-    if title:
-        fig.suptitle(title, fontsize=9)
+    fig.suptitle(f"{title}\n{CONVENTION}" if title else CONVENTION, fontsize=9)
     fig.tight_layout()
     with atomic_output(output) as tmp:
         fig.savefig(tmp, dpi=80, format="png")

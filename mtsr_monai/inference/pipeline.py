@@ -63,42 +63,17 @@ def super_resolve(
     return sr, sr_aff, description
 
 
-def central_slice(volume: np.ndarray, axis: int, index: int | None = None) -> np.ndarray:
-    k = volume.shape[axis] // 2 if index is None else index
-    return np.take(volume, k, axis=axis)
+def save_montage(
+    panels: Sequence[tuple[str, np.ndarray, np.ndarray]],
+    path: str | os.PathLike,
+    title: str = "",
+    point: Sequence[float] | None = None,
+) -> Path:
+    """Axial panels ``(name, volume, affine)`` through the world ``point``, radiological with orientation
+    letters and a colour bar on the std map (:func:`mtsr_monai.reporting.figures.axial_montage`)."""
+    from mtsr_monai.reporting.figures import axial_montage
 
-
-def save_montage(panels: Sequence[tuple[str, np.ndarray]], path: str | os.PathLike, title: str = "") -> Path:
-    """One row of 2D panels (rotated so anterior is up) written atomically as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from mtsr_monai.io import atomic_output
-
-    n = len(panels)
-    fig, axes = plt.subplots(1, n, figsize=(2.2 * n, 2.8), dpi=110)
-    axes = np.atleast_1d(axes)
-    for ax, (name, img) in zip(axes, panels, strict=False):
-        img = np.rot90(np.asarray(img, dtype=np.float32))
-        vmax = float(np.percentile(img, 99.5)) if img.any() else 1.0
-        ax.imshow(
-            img,
-            cmap="magma" if name.startswith("std") else "gray",
-            vmin=0,
-            vmax=vmax or 1.0,
-            interpolation="nearest",
-        )
-        ax.set_title(name, fontsize=8)
-        ax.axis("off")
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return Path(path)
+    return axial_montage(panels, path, title, point)
 
 
 def run_pipeline(
@@ -128,7 +103,6 @@ def run_pipeline(
         translate_volume,
     )
     from mtsr_monai.io import atomic_write_text, load_volume, save_volume
-    from mtsr_monai.transforms.degradation import resolve_axis
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -184,16 +158,13 @@ def run_pipeline(
     mean, std = sample_statistics(translated)
     timings["translation_s"] = time.perf_counter() - t
 
-    through = resolve_axis(sr_affine, axis)
-    k_sr = sr.shape[through] // 2
-    lr_through = resolve_axis(lr_affine, axis)
-    k_lr = min(int(round(k_sr * lr.shape[lr_through] / sr.shape[through])), lr.shape[lr_through] - 1)
-    panels = [
-        (f"input {source} (LR)", central_slice(lr, lr_through, k_lr)),
-        (f"SR {source}", central_slice(sr, through, k_sr)),
-    ]
-    panels += [(f"{target} sample {i}", central_slice(v, through, k_sr)) for i, v in enumerate(translated)]
-    panels.append(("std across samples", central_slice(std, through, k_sr)))
+    from mtsr_monai.reporting.views import centre_point
+
+    panels = [(f"input {source} (LR)", lr, lr_affine), (f"SR {source}", sr, sr_affine)]
+    panels += [(f"{target} sample {i}", v, sr_affine) for i, v in enumerate(translated)]
+    panels.append(("std across samples", std, sr_affine))
+    fg = mean > 0  # the translated brain (background stays 0): the montage cuts through its centre
+    point = centre_point(fg if fg.any() else np.ones(sr.shape, bool), sr_affine)
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -203,7 +174,7 @@ def run_pipeline(
     written["mean"] = str(save_volume(mean, out / "mean.nii.gz", sr_affine))
     written["std"] = str(save_volume(std, out / "std.nii.gz", sr_affine))
     written["montage"] = str(
-        save_montage(panels, out / "montage.png", f"{source} LR -> SR x{scale} -> {target}")
+        save_montage(panels, out / "montage.png", f"{source} LR -> SR x{scale} -> {target}", point)
     )
     timings["total_s"] = time.perf_counter() - t0
     fg = mean > 0
@@ -231,55 +202,85 @@ def run_pipeline(
     return summary
 
 
-def _demo_html(report: dict[str, Any]) -> str:
-    import html
+def _demo_slab(
+    out: Path, source: str, target: str, slices: int, scale: int, progress: bool
+) -> dict[str, Any]:
+    """The demo subject's central slab of ``slices`` axial slices, in-plane cropped to a multiple of
+    ``scale``, its ``source`` degraded x``scale`` (second-order chain, seed 0) with the brain mask on the LR
+    grid; writes ``lr_<source>``, ``lr_brain_mask``, ``hr_<source>`` and ``subject/`` into ``out``."""
+    from mtsr_monai.data.demo import make_demo_subject
+    from mtsr_monai.io import load_volume, save_volume
+    from mtsr_monai.transforms.degradation import (
+        centre_crop_to_multiple,
+        degrade_volume_second_order,
+        resampled_affine,
+        resolve_axis,
+    )
 
-    m = report["metrics"]
-    t = m["translation"]
-    rows = [
-        (f"SR ({report['super_resolution']}) vs true {report['source']}", m["sr"]["psnr"], m["sr"]["ssim"]),
-        (f"bicubic vs true {report['source']}", m["bicubic"]["psnr"], m["bicubic"]["ssim"]),
-        (
-            f"mean of {t['n_samples']} {report['target']} samples vs demo {report['target']}",
-            t["psnr_mean"],
-            t["ssim_mean"],
+    paths = make_demo_subject(out / "subject", progress=progress)
+    src, tgt = load_volume(paths[source]), load_volume(paths[target])
+    brain = torch.as_tensor(load_volume(paths["brain_mask"], validate=False).numpy() > 0, dtype=torch.float32)
+    affine = np.asarray(src.affine)
+    through = resolve_axis(affine, "axial")
+    inplane = [k for k in range(3) if k != through]
+    # a central slab keeps the CPU demo within its time budget; in-plane crop to a multiple of the scale
+    n = src.shape[through]
+    start, count = max(0, n // 2 - slices // 2), min(slices, n)
+    cropped = []
+    for vol in (torch.as_tensor(src.numpy()), torch.as_tensor(tgt.numpy()), brain):
+        crop, starts = centre_crop_to_multiple(vol.float().narrow(through, start, count), inplane, scale)
+        cropped.append(crop)
+    hr, truth_b, brain = cropped
+    hr_affine = resampled_affine(affine, {}, {**starts, through: start})
+    hr_np = hr.numpy()
+    lr, lr_affine = degrade_volume_second_order(hr_np, hr_affine, scale=scale, seed=0)
+    # the brain mask on the LR grid (a block is brain when most of it is): the translation model was trained
+    # on skull-stripped scans, so the noisy background of the degraded input is masked out
+    lr_mask = (
+        torch.nn.functional.avg_pool2d(brain.movedim(through, 0)[:, None], scale)[:, 0]
+        .movedim(0, through)
+        .numpy()
+        > 0.5
+    )
+    save_volume(hr_np, out / f"hr_{source}.nii.gz", hr_affine)
+    return {
+        "hr": hr_np,
+        "hr_affine": hr_affine,
+        "truth_b": truth_b,
+        "brain": brain.numpy() > 0,
+        "lr": lr,
+        "lr_affine": lr_affine,
+        "through": through,
+        "lr_path": save_volume(lr, out / f"lr_{source}.nii.gz", lr_affine),
+        "mask_path": save_volume(
+            lr_mask.astype(np.uint8), out / "lr_brain_mask.nii.gz", lr_affine, dtype=np.uint8
         ),
-    ]
-    rows += [
-        (f"{report['target']} sample {i}", p, s)
-        for i, (p, s) in enumerate(zip(t["psnr_samples"], t["ssim_samples"], strict=True))
-    ]
-    body = "\n".join(
-        f"<tr><td>{html.escape(n)}</td><td>{p:.2f}</td><td>{s:.4f}</td></tr>" for n, p, s in rows
+    }
+
+
+def _demo_metrics(slab: dict[str, Any], arrays: dict[str, Any], bicubic: np.ndarray) -> tuple[dict, dict]:
+    """``(metrics, lpips status)``: SR and bicubic against the true source (PSNR in the brain, 2D axial
+    SSIM), the translations against the demo target scaled to [0, 1] the same way."""
+    from mtsr_monai.data.scaling import robust_scale
+    from mtsr_monai.metrics.image import psnr, ssim
+    from mtsr_monai.metrics.perceptual import load_lpips, sample_measures
+
+    hr_np, mask, through = slab["hr"], slab["brain"], slab["through"]
+    data_range = float(hr_np.max() - hr_np.min())
+    metrics = {
+        name: {
+            "psnr": psnr(vol, hr_np, mask, data_range),
+            "ssim": ssim(vol, hr_np, data_range=data_range, axis=through),
+        }
+        for name, vol in (("sr", arrays["sr"]), ("bicubic", bicubic))
+    }
+    truth01 = robust_scale(slab["truth_b"]).numpy()
+    lpips_metric, lpips_status = load_lpips()
+    samples_axial = np.moveaxis(arrays["samples"], through + 1, 1)
+    metrics["translation"] = sample_measures(
+        samples_axial, np.moveaxis(truth01, through, 0), lpips_metric=lpips_metric
     )
-    lp = report["lpips"]
-    lpips_line = (
-        f"LPIPS v0.1 ({lp['net']}): realism {t['lpips_realism']:.4f}, diversity {t['lpips_diversity']:.4f}"
-        if lp["available"] and "lpips_realism" in t
-        else f"LPIPS unavailable: {lp['reason']}"
-    )
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>mtsr demo</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px}}img{{max-width:100%}}</style></head><body>
-<h1>mtsr demo: {html.escape(report["source"])} LR &rarr; SR &rarr; {html.escape(report["target"])}</h1>
-<p>Demo subject synthesised from the MNI152 2009a template; {report["slices"]} axial slices,
-T1 degraded x{report["scale"]}
-in-plane (second-order chain, seed 0). Super-resolution: {html.escape(report["super_resolution"])}.
-Translation: {html.escape(str(report["translation_weights"]))}
-({report["translation_training_iterations"]} training iterations on BraTS, CPU:
-a small demonstration model).</p>
-<img src="run/montage.png" alt="montage">
-<h2>Metrics (2D, axial slices; translations in [0, 1] against the robust-scaled demo image)</h2>
-<table><tr><th>image</th><th>PSNR (dB)</th><th>SSIM</th></tr>
-{body}</table>
-<p>Diversity between samples: mean pairwise 1 - SSIM {t.get("pairwise_1_minus_ssim", 0):.4f},
-mean pairwise L1 {t.get("pairwise_l1", 0):.4f}. {html.escape(lpips_line)}</p>
-<p>Run time {report["seconds"]:.1f} s. Files: <code>run/</code> (sr, samples, mean, std, summary.json),
-<code>lr_{html.escape(report["source"])}.nii.gz</code>,
-<code>hr_{html.escape(report["source"])}.nii.gz</code>.</p>
-</body></html>
-"""
+    return metrics, lpips_status.as_dict()
 
 
 def run_demo(
@@ -294,102 +295,46 @@ def run_demo(
 ) -> dict[str, Any]:
     """``mtsr demo``: demo subject -> slab -> x``scale`` degradation of ``source`` -> :func:`run_pipeline` ->
     metrics against the truth (SR and bicubic vs the true ``source``; samples vs the demo ``target``),
-    ``report.html`` and ``demo.json`` in ``output_dir``."""
-    from mtsr_monai.data.demo import make_demo_subject
-    from mtsr_monai.data.slices import robust_scale
+    figures, ``report.html`` and ``demo.json`` in ``output_dir``."""
     from mtsr_monai.inference.super_resolve import super_resolve_volume
-    from mtsr_monai.io import atomic_write_text, load_volume, save_volume
-    from mtsr_monai.metrics.image import psnr, ssim
-    from mtsr_monai.metrics.perceptual import load_lpips, sample_measures
-    from mtsr_monai.transforms.degradation import (
-        centre_crop_to_multiple,
-        degrade_volume_second_order,
-        resampled_affine,
-        resolve_axis,
-    )
+    from mtsr_monai.io import atomic_write_text
+    from mtsr_monai.progress import StageBar
+    from mtsr_monai.reporting.demo_report import demo_figures, demo_html
 
     t0 = time.perf_counter()
     out = Path(output_dir)
-    paths = make_demo_subject(out / "subject")
-    src, tgt = load_volume(paths[source]), load_volume(paths[target])
-    brain = torch.as_tensor(load_volume(paths["brain_mask"], validate=False).numpy() > 0, dtype=torch.float32)
-    affine = np.asarray(src.affine)
-    through = resolve_axis(affine, "axial")
-    inplane = [k for k in range(3) if k != through]
-    hr = torch.as_tensor(src.numpy(), dtype=torch.float32)
-    truth_b = torch.as_tensor(tgt.numpy(), dtype=torch.float32)
-    # a central slab keeps the CPU demo within its time budget; in-plane crop to a multiple of the scale
-    n = hr.shape[through]
-    start = max(0, n // 2 - slices // 2)
-    hr, truth_b = hr.narrow(through, start, min(slices, n)), truth_b.narrow(through, start, min(slices, n))
-    brain = brain.narrow(through, start, min(slices, n))
-    hr, starts = centre_crop_to_multiple(hr, inplane, scale)
-    truth_b, _ = centre_crop_to_multiple(truth_b, inplane, scale)
-    brain, _ = centre_crop_to_multiple(brain, inplane, scale)
-    hr_affine = resampled_affine(affine, {}, {**starts, through: start})
-    hr_np = hr.numpy()
-    lr, lr_affine = degrade_volume_second_order(hr_np, hr_affine, scale=scale, seed=0)
-    lr_path = save_volume(lr, out / f"lr_{source}.nii.gz", lr_affine)
-    # the brain mask on the LR grid (a block is brain when most of it is): the translation model was trained
-    # on skull-stripped scans, so the noisy background of the degraded input is masked out
-    lr_mask = (
-        torch.nn.functional.avg_pool2d(brain.movedim(through, 0)[:, None], scale)[:, 0]
-        .movedim(0, through)
-        .numpy()
-        > 0.5
-    )
-    mask_path = save_volume(lr_mask.astype(np.uint8), out / "lr_brain_mask.nii.gz", lr_affine, dtype=np.uint8)
-    save_volume(hr_np, out / f"hr_{source}.nii.gz", hr_affine)
-
+    slab = _demo_slab(out, source, target, slices, scale, progress)
     summary = run_pipeline(
-        lr_path,
-        source,
-        target,
-        out / "run",
-        samples=samples,
-        seed=seed,
-        scale=scale,
-        progress=progress,
-        mask_path=mask_path,
-    )
+        slab["lr_path"], source, target, out / "run", samples, seed, scale=scale, progress=progress,
+        mask_path=slab["mask_path"],
+    )  # fmt: skip
     arrays = summary.pop("_arrays")
-    sr = arrays["sr"]
-    if sr.shape != hr_np.shape:
-        raise RuntimeError(f"SR grid {sr.shape} differs from the ground truth's {hr_np.shape}")
-    bicubic, _ = super_resolve_volume(lr, lr_affine, method="bicubic", scale=scale, progress=False)
-    mask = brain.numpy() > 0
-    data_range = float(hr_np.max() - hr_np.min())
-    metrics = {
-        "sr": {
-            "psnr": psnr(sr, hr_np, mask, data_range),
-            "ssim": ssim(sr, hr_np, data_range=data_range, axis=through),
-        },
-        "bicubic": {
-            "psnr": psnr(bicubic, hr_np, mask, data_range),
-            "ssim": ssim(bicubic, hr_np, data_range=data_range, axis=through),
-        },
-    }
-    # translations are in [0, 1]: compare with the demo target scaled the same way, slice by slice
-    truth01 = robust_scale(truth_b).numpy()
-    lpips_metric, lpips_status = load_lpips()
-    samples_axial = np.moveaxis(arrays["samples"], through + 1, 1)
-    metrics["translation"] = sample_measures(
-        samples_axial, np.moveaxis(truth01, through, 0), lpips_metric=lpips_metric
-    )
-    report = {
-        "source": source,
-        "target": target,
-        "scale": scale,
-        "slices": int(hr.shape[through]),
-        "super_resolution": summary["super_resolution"],
-        "translation_weights": summary["translation_weights"],
-        "translation_training_iterations": summary["translation_training_iterations"],
-        "metrics": metrics,
-        "lpips": lpips_status.as_dict(),
-        "montage": summary["outputs"]["montage"],
-        "html": str(out / "report.html"),
-    }
-    report["seconds"] = time.perf_counter() - t0
-    atomic_write_text(out / "report.html", _demo_html(report))
-    atomic_write_text(out / "demo.json", json.dumps(report, indent=1))
+    if arrays["sr"].shape != slab["hr"].shape:
+        raise RuntimeError(f"SR grid {arrays['sr'].shape} differs from the ground truth's {slab['hr'].shape}")
+    with StageBar(3, "demo report", enabled=progress) as bar:
+        bar.next("bicubic and metrics")
+        bicubic, _ = super_resolve_volume(
+            slab["lr"], slab["lr_affine"], method="bicubic", scale=scale, progress=False
+        )
+        metrics, lpips_status = _demo_metrics(slab, arrays, bicubic)
+        bar.next("figures")
+        figures = demo_figures(out, slab, arrays, bicubic, source, target, scale)
+        report = {
+            "source": source,
+            "target": target,
+            "scale": scale,
+            "slices": int(slab["hr"].shape[slab["through"]]),
+            "super_resolution": summary["super_resolution"],
+            "translation_weights": summary["translation_weights"],
+            "translation_training_iterations": summary["translation_training_iterations"],
+            "metrics": metrics,
+            "lpips": lpips_status,
+            "montage": summary["outputs"]["montage"],
+            "figures": {k: str(v) for k, v in figures.items()},
+            "html": str(out / "report.html"),
+        }
+        report["seconds"] = time.perf_counter() - t0
+        bar.next("report")
+        atomic_write_text(out / "report.html", demo_html(report, out))
+        atomic_write_text(out / "demo.json", json.dumps(report, indent=1))
     return report

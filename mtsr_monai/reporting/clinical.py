@@ -19,6 +19,7 @@ volumes.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -297,6 +298,7 @@ def evaluate_clinical(
                 brain,
                 tumour,
                 title=sub["key"],
+                affine=affine,
             )
         )
         figures["difference"].append(
@@ -307,6 +309,7 @@ def evaluate_clinical(
                 point,
                 brain,
                 title=f"{sub['key']}: method - reference",
+                affine=affine,
             )
         )
         report["subjects"].append(entry)
@@ -505,13 +508,19 @@ def _render(report: dict, methods: list[str], figures: dict, ba_figs: list[Path]
         )
     figs = "".join(
         f'<h3>{mont.stem.removeprefix("montage_")}</h3><div class="figs">'
-        f"{H.embed_png(mont, mont.stem, '620px')}{H.embed_png(diff, diff.stem, '520px')}</div>"
+        f"{H.embed_png(mont, mont.stem)}{H.embed_png(diff, diff.stem)}</div>"
         for mont, diff in zip(figures["montage"], figures["difference"], strict=True)
     )
-    sections.append(("Montages and difference maps", figs))
+    from mtsr_monai.reporting.views import CONVENTION
+
+    sections.append(("Montages and difference maps", f'<p class="note">Shown {CONVENTION}.</p>{figs}'))
+
+    def rel(path: str) -> str:  # folders named relative to the report's own folder
+        return os.path.relpath(Path(path).resolve(), output.resolve())
+
     intro = (
-        f"Reference: {report['ref_dir']}; methods: "
-        + ", ".join(f"{m} ({report['methods'][m]})" for m in methods)
+        f"Reference: {rel(report['ref_dir'])}; methods: "
+        + ", ".join(f"{m} ({rel(report['methods'][m])})" for m in methods)
         + f"; {len(subs)} subjects"
         + (
             f"; {len(report['unmatched'])} reference files without a match in every method"

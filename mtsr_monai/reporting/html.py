@@ -34,10 +34,19 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def _slices(vol: np.ndarray, point: Sequence[int]) -> list[np.ndarray]:
-    """Axial, coronal, sagittal planes through ``point`` (array axes x, y, z; RAS-like display)."""
-    x, y, z = (int(p) for p in point)
-    return [np.rot90(vol[:, :, z]), np.rot90(vol[:, y, :]), np.rot90(vol[x, :, :])]
+PLANES = ("axial", "coronal", "sagittal")
+
+
+def _planes(
+    vol: np.ndarray, point: Sequence[int], affine: np.ndarray | None, planes: Sequence[str] = PLANES
+) -> list[tuple[np.ndarray, float]]:
+    """``(image, aspect)`` of each plane through array index ``point``, reoriented from ``affine`` (identity:
+    the array is taken as RAS) to the radiological display of :mod:`mtsr_monai.reporting.views`."""
+    from mtsr_monai.reporting.views import plane_image
+
+    affine = np.eye(4) if affine is None else np.asarray(affine, dtype=np.float64)
+    world = (affine @ np.append(np.asarray(point, dtype=np.float64), 1.0))[:3]
+    return [plane_image(vol, affine, plane, world) for plane in planes]
 
 
 def display_range(vol: np.ndarray, mask: np.ndarray | None = None) -> tuple[float, float]:
@@ -47,6 +56,16 @@ def display_range(vol: np.ndarray, mask: np.ndarray | None = None) -> tuple[floa
     return float(min(lo, 0.0)), float(hi if hi > lo else lo + 1.0)
 
 
+def _panel(ax: Any, image: np.ndarray, aspect: float, plane: str, **imshow: Any) -> Any:
+    from mtsr_monai.reporting.views import orientation_markers
+
+    shown = ax.imshow(image, aspect=aspect, interpolation="nearest", **imshow)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    orientation_markers(ax, plane, size=8)
+    return shown
+
+
 def montage_figure(
     volumes: Mapping[str, np.ndarray],
     path: str | Path,
@@ -54,29 +73,29 @@ def montage_figure(
     mask: np.ndarray | None = None,
     overlay: np.ndarray | None = None,
     title: str = "",
+    affine: np.ndarray | None = None,
 ) -> Path:
-    """Rows = images (reference first), columns = axial / coronal / sagittal through ``point``; all rows
-    share the reference's display range; ``overlay`` (a binary mask, e.g. the tumour) is outlined."""
+    """Rows = images (reference first), columns = axial / coronal / sagittal through array index ``point``,
+    radiological from ``affine`` with orientation letters; all rows share the reference's display range;
+    ``overlay`` (a binary mask, e.g. the tumour) is outlined in red."""
+    from mtsr_monai.reporting.views import CONVENTION
+
     plt = _plt()
     names = list(volumes)
     vmin, vmax = display_range(volumes[names[0]], mask)
-    fig, axes = plt.subplots(len(names), 3, figsize=(7.5, 2.5 * len(names) + 0.3), squeeze=False)
+    fig, axes = plt.subplots(len(names), 3, figsize=(8.4, 2.8 * len(names) + 0.6), squeeze=False)
+    contours = _planes(overlay.astype(np.float32), point, affine) if overlay is not None else None
     for r, name in enumerate(names):
-        planes = _slices(volumes[name], point)
-        contours = _slices(overlay.astype(np.float32), point) if overlay is not None else [None] * 3
-        for c, (plane, cont) in enumerate(zip(planes, contours, strict=True)):
+        for c, (image, aspect) in enumerate(_planes(volumes[name], point, affine)):
             ax = axes[r, c]
-            ax.imshow(plane, cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
-            if cont is not None and cont.any():
-                ax.contour(cont, levels=[0.5], colors="red", linewidths=0.6)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            _panel(ax, image, aspect, PLANES[c], cmap="gray", vmin=vmin, vmax=vmax)
+            if contours is not None and contours[c][0].any():
+                ax.contour(contours[c][0], levels=[0.5], colors="red", linewidths=0.6)
             if c == 0:
-                ax.set_ylabel(name, fontsize=9)
+                ax.set_ylabel(name, fontsize=10)
             if r == 0:
-                ax.set_title(("axial", "coronal", "sagittal")[c], fontsize=9)
-    if title:
-        fig.suptitle(title, fontsize=10)
+                ax.set_title(PLANES[c], fontsize=10)
+    fig.suptitle(f"{title}\n{CONVENTION}" if title else CONVENTION, fontsize=10)
     fig.tight_layout()
     return _save(fig, Path(path))
 
@@ -88,33 +107,33 @@ def difference_figure(
     point: Sequence[int],
     mask: np.ndarray | None = None,
     title: str = "",
+    affine: np.ndarray | None = None,
 ) -> Path:
     """Signed difference (method - reference) on the axial and coronal planes, one row per method,
-    one symmetric colour scale for all (99th percentile of |difference| in the mask)."""
+    radiological with orientation letters, one symmetric colour scale (99th percentile of |difference| in
+    the mask) with its colour bar."""
+    from mtsr_monai.reporting.views import CONVENTION
+
     plt = _plt()
     diffs = {
         name: pred.astype(np.float32) - reference.astype(np.float32) for name, pred in predictions.items()
     }
     sel = mask if mask is not None and mask.any() else np.ones(reference.shape, bool)
     scale = max(float(np.percentile(np.abs(d[sel]), 99)) for d in diffs.values()) or 1.0
-    fig, axes = plt.subplots(len(diffs), 2, figsize=(5.6, 2.6 * len(diffs) + 0.4), squeeze=False)
-    image = None
+    fig, axes = plt.subplots(len(diffs), 2, figsize=(6.2, 2.9 * len(diffs) + 0.6), squeeze=False)
+    shown = None
     for r, (name, d) in enumerate(diffs.items()):
-        planes = _slices(d, point)[:2]
-        for c, plane in enumerate(planes):
+        for c, (image, aspect) in enumerate(_planes(d, point, affine, PLANES[:2])):
             ax = axes[r, c]
-            image = ax.imshow(plane, cmap="RdBu_r", vmin=-scale, vmax=scale, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
+            shown = _panel(ax, image, aspect, PLANES[c], cmap="RdBu_r", vmin=-scale, vmax=scale)
             if c == 0:
-                ax.set_ylabel(name, fontsize=9)
+                ax.set_ylabel(name, fontsize=10)
             if r == 0:
-                ax.set_title(("axial", "coronal")[c], fontsize=9)
-    if title:
-        fig.suptitle(title, fontsize=10)
+                ax.set_title(PLANES[c], fontsize=10)
+    fig.suptitle(f"{title}\n{CONVENTION}" if title else CONVENTION, fontsize=9)
     fig.tight_layout()
-    if image is not None:
-        fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="method - reference")
+    if shown is not None:
+        fig.colorbar(shown, ax=axes.ravel().tolist(), shrink=0.8, label="method - reference")
     return _save(fig, Path(path))
 
 

@@ -12,7 +12,8 @@ DESCRIPTION = (
     "slices, degrades its T1 x4 in-plane (second-order chain, seed 0), runs `mtsr run` with the shipped "
     "weights, "
     "prints PSNR/SSIM of SR and bicubic against the true T1 and of the FLAIR samples against the demo FLAIR, "
-    "and writes OUT/run/montage.png, OUT/report.html and OUT/demo.json."
+    "and writes OUT/report.html (input, bicubic, SR and ground truth side by side with zoomed insets and "
+    "error maps; the translations), its figures OUT/figures/*.png and OUT/run/montage.png, and OUT/demo.json."
 )
 
 
@@ -39,6 +40,7 @@ def outputs(args: argparse.Namespace):
         "report.html",
         "subject/*.nii.gz",
         "run/*",
+        "figures/*.png",
     )
     return OutputPlan(files=[out / n for n in names], folders=[out])
 
@@ -62,5 +64,6 @@ def run(args: argparse.Namespace) -> int:
         f"{t['ssim_mean']:.4f}; pairwise 1-SSIM between samples {t.get('pairwise_1_minus_ssim', 0):.4f}"
     )
     print(f"LPIPS: {report['lpips']['reason'] or 'available'}")
-    print(f"montage: {report['montage']}\nreport:  {report['html']}\n({report['seconds']:.0f} s)")
+    figures = ", ".join([report["montage"], *report["figures"].values()])
+    print(f"figures: {figures}\nreport:  {report['html']}\n({report['seconds']:.0f} s)")
     return 0

@@ -1,0 +1,169 @@
+"""Figures of `mtsr run` and `mtsr demo`: the translation montage and the super-resolution comparison.
+
+All panels follow :mod:`mtsr_monai.reporting.views` (radiological, orientation letters, voxel aspect);
+maps of spread or error get a colour bar. PNGs are written atomically with matplotlib's Agg backend.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mtsr_monai.reporting.views import CONVENTION, plane_image, show_plane
+
+__all__ = ["axial_montage", "sr_comparison_figure", "zoom_box"]
+
+#: a panel: (title, volume, affine)
+Panel = tuple[str, Any, Any]
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: str | Path, dpi: int = 110) -> Path:
+    from mtsr_monai.io import atomic_output
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, facecolor="white")
+    _plt().close(fig)
+    return path
+
+
+def axial_montage(
+    panels: Sequence[Panel],
+    path: str | Path,
+    title: str = "",
+    point: Sequence[float] | None = None,
+    per_row: int = 4,
+) -> Path:
+    """Axial panels through the world ``point`` (mm; default the first volume's centre), ``per_row`` a row,
+    3.2 in each so their titles stay readable. Panels named ``std...`` are a spread map (magma, colour bar);
+    the others are grey, each from 0 to its 99.5th percentile."""
+    plt = _plt()
+    n = len(panels)
+    cols = min(per_row, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.5 * rows + 0.4), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    for ax, (name, volume, affine) in zip(axes.flat, panels, strict=False):
+        image, _ = plane_image(volume, affine, "axial", point)
+        spread = name.lower().startswith("std")
+        vmax = float(np.percentile(image, 99.5)) if image.any() else 1.0
+        shown = show_plane(
+            ax, volume, affine, "axial", point, cmap="magma" if spread else "gray", vmin=0, vmax=vmax or 1.0
+        )
+        ax.set_title(name, fontsize=10)
+        if spread:
+            fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02).set_label("std across samples", fontsize=8)
+    fig.suptitle(f"{title}\naxial, {CONVENTION}" if title else f"axial, {CONVENTION}", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def zoom_box(image: np.ndarray, fraction: float = 0.3) -> tuple[float, float, float, float]:
+    """``(row0, row1, col0, col1)`` as fractions of the image: the square of side ``fraction`` of the
+    smaller image side holding the most edge energy (fine anatomy), where an inset shows what SR changes."""
+    from scipy import ndimage
+
+    img = np.asarray(image, dtype=np.float32)
+    side = max(4, int(round(fraction * min(img.shape))))
+    energy = ndimage.uniform_filter(np.hypot(ndimage.sobel(img, 0), ndimage.sobel(img, 1)), side)
+    half = side // 2
+    inner = energy[half : img.shape[0] - half, half : img.shape[1] - half]
+    r, c = np.unravel_index(int(np.argmax(inner)), inner.shape)
+    h, w = img.shape
+    return r / h, (r + side) / h, c / w, (c + side) / w
+
+
+def _crop(image: np.ndarray, box: Sequence[float]) -> np.ndarray:
+    h, w = image.shape
+    r0, r1, c0, c1 = (int(round(f * n)) for f, n in zip(box, (h, h, w, w), strict=True))
+    return image[r0 : max(r1, r0 + 1), c0 : max(c1, c0 + 1)]
+
+
+def _grey_range(image: np.ndarray, mask: np.ndarray | None) -> tuple[float, float]:
+    values = image[mask] if mask is not None and mask.any() else image.ravel()
+    lo, hi = np.percentile(values, [0.5, 99.5])
+    return float(min(lo, 0.0)), float(hi if hi > lo else lo + 1.0)
+
+
+def _box_outline(ax: Any, image: np.ndarray, box: Sequence[float]) -> None:
+    from matplotlib.patches import Rectangle
+
+    h, w = image.shape
+    r0, r1, c0, c1 = box
+    ax.add_patch(
+        Rectangle((c0 * w - 0.5, r0 * h - 0.5), (c1 - c0) * w, (r1 - r0) * h, fill=False, ec="cyan", lw=1.2)
+    )
+
+
+def _draw(ax: Any, image: np.ndarray, aspect: float, plane: str = "axial", **imshow: Any) -> Any:
+    from mtsr_monai.reporting.views import orientation_markers
+
+    shown = ax.imshow(image, aspect=aspect, interpolation="nearest", **imshow)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    orientation_markers(ax, plane, size=8)
+    return shown
+
+
+def sr_comparison_figure(
+    panels: Sequence[Panel],
+    path: str | Path,
+    truth: str,
+    point: Sequence[float] | None = None,
+    mask: Any = None,
+    title: str = "",
+) -> Path:
+    """Input, baselines, SR and ground truth side by side (row 1, the zoomed region outlined in cyan), the
+    zoomed region of each (row 2), and the signed errors ``image - truth`` of the images on the truth's grid,
+    whole and zoomed, on one symmetric scale with its colour bar (row 3). All axial and radiological;
+    grey levels shared (truth's 0.5-99.5th percentiles inside ``mask``, a volume on the truth's grid).
+    The panels must cover one field of view (SR overlays its input), so one zoom box fits all."""
+    plt = _plt()
+    names = [name for name, _, _ in panels]
+    views = {name: plane_image(vol, aff, "axial", point) for name, vol, aff in panels}
+    truth_img, truth_aspect = views[truth]
+    truth_aff = dict((n, a) for n, _, a in panels)[truth]
+    brain = plane_image(mask, truth_aff, "axial", point)[0] > 0 if mask is not None else None
+    vmin, vmax = _grey_range(truth_img, brain)
+    box = zoom_box(truth_img)
+    diffs = {n: views[n][0] - truth_img for n in names if n != truth and views[n][0].shape == truth_img.shape}
+    cols = len(names)
+    fig = plt.figure(figsize=(3.1 * cols + 0.9, 3.1 * 3 + 0.7))
+    grid = fig.add_gridspec(3, cols + 1, width_ratios=[1] * cols + [0.06])
+    for c, name in enumerate(names):
+        image, aspect = views[name]
+        ax = fig.add_subplot(grid[0, c])
+        _draw(ax, image, aspect, cmap="gray", vmin=vmin, vmax=vmax)
+        _box_outline(ax, image, box)
+        ax.set_title(name, fontsize=10)
+        ax = fig.add_subplot(grid[1, c])
+        _draw(ax, _crop(image, box), aspect, cmap="gray", vmin=vmin, vmax=vmax)
+        ax.set_title(f"{name}, zoom", fontsize=9)
+    errors = [np.abs(d[brain] if brain is not None and brain.any() else d) for d in diffs.values()]
+    scale = max((float(np.percentile(e, 99)) for e in errors), default=1.0) or 1.0
+    shown, slots = None, [(n, False) for n in diffs] + [(n, True) for n in diffs]
+    for c, (name, zoomed) in enumerate(slots[:cols]):
+        ax = fig.add_subplot(grid[2, c])
+        diff = _crop(diffs[name], box) if zoomed else diffs[name]
+        shown = _draw(ax, diff, truth_aspect, cmap="RdBu_r", vmin=-scale, vmax=scale)
+        ax.set_title(f"{name} - {truth}" + (", zoom" if zoomed else ""), fontsize=9)
+    if shown is not None:
+        fig.colorbar(shown, cax=fig.add_subplot(grid[2, cols])).set_label("image - truth", fontsize=8)
+    fig.suptitle(f"{title}\naxial, {CONVENTION}" if title else f"axial, {CONVENTION}", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
