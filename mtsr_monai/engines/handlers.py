@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +28,74 @@ class PrepareBatchPair(PrepareBatch):
         return move(batchdata[self.input_key]), move(batchdata[self.target_key])
 
 
+class BestScores:
+    """The best validation scores of best-model trackers as one object with ``state_dict`` /
+    ``load_state_dict``, so that a resume checkpoint carries them (``ResumeCheckpoint(best=...)``).
+
+    Without it a resumed run starts tracking from scratch and its first validation, however bad,
+    replaces the best model. Trackers understood:
+
+    - MONAI ``CheckpointSaver(save_key_metric=True)``: Ignite's list of (score, file) of its best model
+      (entries whose file has gone are dropped, so a missing file is not deleted again);
+    - MONAI workflows (an evaluator): ``state.best_metric`` and ``state.best_metric_epoch``;
+    - any object with a numeric ``best`` attribute (``ClinicalValidation``, ``TranslationValidationHandler``).
+    """
+
+    def __init__(self, trackers: Sequence[Any]) -> None:
+        self.trackers = list(trackers)
+        for tracker in self.trackers:
+            self._state(tracker)  # refuse an unknown tracker now, not at the first save
+
+    @staticmethod
+    def _state(tracker: Any) -> dict[str, Any]:
+        saver = getattr(tracker, "_key_metric_checkpoint", None)
+        if saver is not None:
+            return {"key_metric_checkpoint": dict(saver.state_dict())}
+        state = getattr(tracker, "state", None)
+        if state is not None and hasattr(state, "best_metric"):
+            epoch = int(state.best_metric_epoch)
+            return {"best_metric": float(state.best_metric), "best_metric_epoch": epoch}
+        if hasattr(tracker, "best"):
+            return {"best": float(tracker.best)}
+        raise TypeError(f"{type(tracker).__name__} keeps no best score that BestScores knows how to save")
+
+    @staticmethod
+    def _load(tracker: Any, state: Mapping[str, Any]) -> None:
+        if "key_metric_checkpoint" in state:
+            saver = tracker._key_metric_checkpoint
+            folder = Path(getattr(saver.save_handler, "dirname", "."))
+            fixed = getattr(saver.save_handler, "filename", None)  # MONAI's key_metric_filename (model.pt)
+            kept = {
+                key: [(p, f) for p, f in items if (folder / (fixed or f)).is_file()]
+                for key, items in state["key_metric_checkpoint"].items()
+            }
+            saver.load_state_dict(kept)
+        elif "best_metric" in state:
+            tracker.state.best_metric = state["best_metric"]
+            tracker.state.best_metric_epoch = state["best_metric_epoch"]
+        else:
+            tracker.best = state["best"]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {str(i): self._state(t) for i, t in enumerate(self.trackers)}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        for i, tracker in enumerate(self.trackers):
+            if str(i) in state_dict:
+                self._load(tracker, state_dict[str(i)])
+
+
 class ResumeCheckpoint:
     """Save everything needed to resume every ``every_n_iterations`` and at each epoch; reload on start.
 
     ``objects`` maps names to objects with ``state_dict`` / ``load_state_dict`` (networks, optimizers,
-    schedulers, GradScaler, the trainer itself). Also saved on completion and on ``terminate()``.
-    Files are ``checkpoint_<iteration>.pt`` in ``directory``,
-    written atomically by Ignite's DiskSaver; the ``n_saved`` newest are kept. On ``Events.STARTED``
-    the newest is loaded, so running the same command again after a crash (even ``kill -9``)
-    continues from there, with the run's own ``max_epochs`` kept (MONAI #1757: a loaded trainer state
-    would otherwise impose the old budget).
+    schedulers, GradScaler, the trainer itself). ``best`` lists best-model trackers whose best score is
+    saved too (see :class:`BestScores`), so a resumed run never replaces the best model by a worse one.
+    Also saved on completion and on ``terminate()``. Files are ``checkpoint_<iteration>.pt`` in
+    ``directory``, written atomically by Ignite's DiskSaver; the ``n_saved`` newest are kept, those of
+    the runs before a resume included. On ``Events.STARTED`` the newest is loaded, so running the same
+    command again after a crash (even ``kill -9``) continues from there, with the run's own
+    ``max_epochs`` kept (MONAI #1757: a loaded trainer state would otherwise impose the old budget).
     """
 
     def __init__(
@@ -48,21 +106,38 @@ class ResumeCheckpoint:
         n_saved: int = 2,
         resume: bool = True,
         save_on_rank0_only: bool = True,
+        best: Sequence[Any] = (),
     ) -> None:
         self.directory = Path(directory)
         self.objects = dict(objects)
+        if best:
+            self.objects["best_scores"] = BestScores(best)
         self.every_n_iterations = int(every_n_iterations)
         self.n_saved = n_saved
         self.resume = resume
         self.save_on_rank0_only = save_on_rank0_only
 
-    def latest(self) -> Path | None:
+    def _existing(self) -> list[tuple[int, Path]]:
         found = []
         for path in self.directory.glob("checkpoint_*.pt"):
             match = re.fullmatch(r"checkpoint_(\d+)\.pt", path.name)
             if match:
                 found.append((int(match.group(1)), path))
-        return max(found)[1] if found else None
+        return sorted(found)
+
+    def latest(self) -> Path | None:
+        found = self._existing()
+        return found[-1][1] if found else None
+
+    def _adopt_existing(self, checkpoint) -> None:
+        """Hand the files of earlier runs to Ignite's retention (it only knows what it saved itself):
+        the ``n_saved`` newest join its list, older ones go now."""
+        found = self._existing()
+        keep = found if self.n_saved is None else found[-self.n_saved :]
+        for _, path in found[: len(found) - len(keep)]:
+            path.unlink(missing_ok=True)
+        key = next(iter(checkpoint.state_dict()))  # "_saved" (Ignite >= 0.5) or "saved"
+        checkpoint.load_state_dict({key: [(it, path.name) for it, path in keep]})
 
     def attach(self, engine: Engine) -> None:
         from ignite.handlers import Checkpoint, DiskSaver
@@ -87,20 +162,39 @@ class ResumeCheckpoint:
                 global_step_transform=lambda eng, _: eng.state.iteration,
                 filename_pattern="checkpoint_{global_step}.pt",
             )
+            if self.resume:
+                self._adopt_existing(checkpoint)
             every = Events.ITERATION_COMPLETED(every=self.every_n_iterations)
             # also on completion and on terminate (a time budget stop), so no iteration is lost
             events = every | Events.EPOCH_COMPLETED | Events.COMPLETED | Events.TERMINATE
-            engine.add_event_handler(events, self._save_once(checkpoint))
+            # registered when the run starts, after every other handler, so that an epoch's checkpoint
+            # holds what that epoch's validation changed (the best scores)
+            engine.add_event_handler(Events.STARTED, self._register_once(events, self._save_once(checkpoint)))
         if self.resume:
             engine.add_event_handler(Events.STARTED, self._load, objects)
+
+    @staticmethod
+    def _register_once(events, handler: Callable[[Engine], None]) -> Callable[[Engine], None]:
+        done = []
+
+        def register(engine: Engine) -> None:
+            if not done:
+                done.append(True)
+                engine.add_event_handler(events, handler)
+
+        return register
 
     @staticmethod
     def _save_once(checkpoint) -> Callable[[Engine], None]:
         last = {"iteration": -1}
 
         def save(engine: Engine) -> None:
-            if engine.state.iteration != last["iteration"]:  # an epoch end can coincide with every-N
-                last["iteration"] = engine.state.iteration
+            state = engine.state
+            epoch_end = bool(state.epoch_length) and state.iteration % state.epoch_length == 0
+            if engine.last_event_name == Events.ITERATION_COMPLETED and epoch_end:
+                return  # the epoch's own save follows, after the epoch's validation (best scores)
+            if state.iteration != last["iteration"]:  # completion and terminate after an epoch end
+                last["iteration"] = state.iteration
                 checkpoint(engine)
 
         return save
@@ -113,7 +207,10 @@ class ResumeCheckpoint:
             return
         max_epochs = engine.state.max_epochs
         state = torch.load(path, map_location="cpu", weights_only=True)
-        Checkpoint.load_objects(to_load=dict(objects), checkpoint=state)
+        missing = [k for k in objects if k not in state]
+        if missing:  # a checkpoint of an older version (before best scores were saved)
+            logger.warning("%s has no %s: those start afresh", path, ", ".join(missing))
+        Checkpoint.load_objects(to_load={k: v for k, v in objects.items() if k in state}, checkpoint=state)
         engine.state.max_epochs = max_epochs
         logger.info(
             "resumed from %s at iteration %d (epoch %d)", path, engine.state.iteration, engine.state.epoch
