@@ -36,6 +36,27 @@ def voxel_sizes(affine: np.ndarray) -> np.ndarray:
     return np.sqrt((np.asarray(affine, dtype=float)[:3, :3] ** 2).sum(axis=0))
 
 
+def image_shape(path: str | os.PathLike) -> tuple[int, ...] | None:
+    """The array shape from the header alone (a trailing axis of 1 dropped), or None when the file
+    cannot be read: :func:`load_volume` then gives the message."""
+    path = Path(path)
+    try:
+        if path.name.lower().endswith(NIFTI_SUFFIXES):
+            import nibabel as nib
+
+            shape = tuple(int(n) for n in nib.load(str(path)).shape)
+        else:
+            import SimpleITK as sitk
+
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(str(path))
+            reader.ReadImageInformation()
+            shape = tuple(int(n) for n in reader.GetSize())
+    except Exception:  # noqa: BLE001 - unreadable: load_volume reports it in one line
+        return None
+    return shape[:-1] if len(shape) == 4 and shape[-1] == 1 else shape
+
+
 def load_volume(path: str | os.PathLike, reader: str | None = None, validate: bool = True) -> MetaTensor:
     """Read one 3D volume as a float32 ``MetaTensor`` (no channel axis), affine in RAS mm.
 

@@ -15,7 +15,10 @@ DESCRIPTION = (
     "reference scan: FLAIR, else T1, else T2) after rigid registration to the reference, and restores them "
     "with the fused attention-gated U-Net of bundles/clinical_sr (or only interpolates, with --method "
     "trilinear|bspline|sinc: the paper's baselines). Writes one volume per input named after it "
-    "(flair.nii.gz, t1.nii.gz, t2.nii.gz) on the target grid, in the input's intensity scale."
+    "(flair.nii.gz, t1.nii.gz, t2.nii.gz) on the target grid, in the input's intensity scale, a "
+    "data-consistency map per input (<seq>_consistency.nii.gz: the output re-acquired with the input's "
+    "slice profile on the input's grid, minus the input, in input units) and clinical_sr.json (grids, "
+    "consistency summaries, intensity gains)."
 )
 
 
@@ -51,6 +54,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--full-slices", action="store_true", help="full slices instead of sliding-window patches"
     )
     parser.add_argument("--explain", action="store_true", help="also write attention maps and critic GradCAM")
+    parser.add_argument(
+        "--no-intensity-gain",
+        action="store_true",
+        help="skip the data-consistency gain step (one gain per sequence fitting the re-acquired output to "
+        "its input)",
+    )
+    parser.add_argument(
+        "--slice-profile",
+        choices=("gaussian", "boxcar"),
+        default="gaussian",
+        help="slice profile of the inputs for the consistency map (default gaussian, FWHM = slice spacing)",
+    )
+    parser.add_argument(
+        "--no-register",
+        action="store_true",
+        help="trust the headers (no rigid registration to the reference)",
+    )
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
 
 
@@ -62,10 +82,44 @@ def outputs(args: argparse.Namespace):
     from mtsr_monai.io.outputs import OutputPlan
 
     out = Path(args.output_dir)
-    names = [f"{m}.nii.gz" for m in ("flair", "t1", "t2") if getattr(args, m) is not None]
+    given = [m for m in ("flair", "t1", "t2") if getattr(args, m) is not None]
+    names = [f"{m}.nii.gz" for m in given] + [f"{m}_consistency.nii.gz" for m in given] + ["clinical_sr.json"]
     if getattr(args, "explain", True):
         names += EXPLAIN_FILES
     return OutputPlan(files=[out / n for n in names], folders=[out])
+
+
+#: explain runs whole slices through the attention U-Net, whose 16-fold bottleneck needs 2 x 2 voxels
+EXPLAIN_MIN_SLICE = 32
+
+
+def check_target(args: argparse.Namespace, explain: bool) -> None:
+    """Refuse, before any work, a --like reference that is no valid 3D grid and, for the explanations,
+    a target grid whose slices are smaller than EXPLAIN_MIN_SLICE voxels."""
+    from mtsr_monai.errors import InputError
+    from mtsr_monai.io import load_volume, validate_grid
+
+    like = None
+    if args.like is not None:
+        like = load_volume(args.like, validate=False)  # any 3D volume gives a grid, even a mask
+        validate_grid(like.shape, like.affine, args.like)
+    if not explain:
+        return
+    from mtsr_monai.inference.clinical import isotropic_grid, slice_axis_for, thick_axis_on_grid
+    from mtsr_monai.transforms.registration import metatensor_to_sitk
+
+    ref_path = next(getattr(args, m) for m in ("flair", "t1", "t2") if getattr(args, m) is not None)
+    ref = metatensor_to_sitk(load_volume(ref_path))
+    grid = metatensor_to_sitk(like) if like is not None else isotropic_grid(ref, float(args.spacing))
+    axis = slice_axis_for(thick_axis_on_grid(ref, grid)) if args.slice_axis is None else args.slice_axis
+    plane = [n for a, n in enumerate(grid.GetSize()) if a != axis]
+    if min(plane) < EXPLAIN_MIN_SLICE:
+        raise InputError(
+            f"too small to explain: slices of {plane[0]} x {plane[1]} voxels on the target grid (axis "
+            f"{axis}); mtsr explain needs at least {EXPLAIN_MIN_SLICE} x {EXPLAIN_MIN_SLICE} (a finer "
+            "--spacing or a larger --like grid)",
+            ref_path,
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--spacing {args.spacing} mm is outside 0.1-10 mm")
     if args.explain and args.method != "model":
         raise InputError("--explain needs --method model")
+    check_target(args, args.explain)
     written = restore_clinical(
         inputs,
         args.output_dir,
@@ -90,6 +145,9 @@ def run(args: argparse.Namespace) -> int:
         patches=not args.full_slices,
         device=args.device,
         explain=args.explain,
+        register=not args.no_register,
+        intensity_gain=not args.no_intensity_gain,
+        slice_profile=args.slice_profile,
     )
     for key, path in written.items():
         print(f"{key}: {path}")

@@ -43,6 +43,9 @@ def run(args: argparse.Namespace) -> int:
     inputs = {m: getattr(args, m) for m in ("flair", "t1", "t2") if getattr(args, m) is not None}
     if not inputs:
         raise InputError("give at least one of --t1, --t2, --flair")
+    from mtsr_monai.cli.commands.clinical_sr import check_target
+
+    check_target(args, explain=True)
     written = restore_clinical(
         inputs,
         args.output_dir,

@@ -114,6 +114,27 @@ def outputs(args: argparse.Namespace):
     return OutputPlan(files=files, folders=[out])
 
 
+def _check_sizes(args: argparse.Namespace) -> None:
+    """Refuse, before any work, images too small for the registration pyramid (the minimum size of
+    mtsr preprocess: 4 voxels per axis at the coarsest shrink factor, 16 with the default 4,2)."""
+    from mtsr_monai.data.preprocess import LABEL_KEYS, read_datalist
+    from mtsr_monai.errors import InputError
+    from mtsr_monai.io import image_shape
+    from mtsr_monai.transforms.registration import check_registrable
+
+    try:
+        subjects = read_datalist(args.datalist)
+    except InputError:
+        return  # the run refuses it with its own message
+    for subject in subjects:
+        for key, path in subject.items():
+            if key in ("subject", "split", *LABEL_KEYS):
+                continue
+            shape = image_shape(path)
+            if shape is not None and len(shape) == 3:
+                check_registrable(shape, args.shrink_factors, f"{key} image", path)
+
+
 def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
@@ -128,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, option)
         if value is not None and not Path(value).is_file():
             raise InputError(f"--{option.replace('_', '-')}: no such file", value)
+    _check_sizes(args)
     if args.threads:
         import SimpleITK as sitk
 
