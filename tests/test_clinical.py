@@ -151,7 +151,13 @@ def test_clinical_sr_interpolation_writes_one_volume_per_input_on_the_like_grid(
         ]
     )
     assert rc in (0, None)
-    assert sorted(p.name for p in out.iterdir()) == ["flair.nii.gz", "t2.nii.gz"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "clinical_sr.json",
+        "flair.nii.gz",
+        "flair_consistency.nii.gz",
+        "t2.nii.gz",
+        "t2_consistency.nii.gz",
+    ]
     ref = load_volume(like, validate=False)
     for name in ("flair", "t2"):
         vol = load_volume(out / f"{name}.nii.gz")

@@ -188,3 +188,42 @@ def test_validation_pair_maps_outputs_into_the_reference_scale(tmp_path):
     assert ClinicalValidation.score(pair["lr"], pair)["psnr"] > dark  # a drift costs PSNR
     with pytest.raises(ValueError):
         protocol_pair(subject, ("flair",), {"axis": 2, "thickness": 5.0})
+
+
+class _Dark(torch.nn.Module):
+    """A 'model' that returns its input 10 % darker (the shipped weights' failure, exaggerated)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.9 * x
+
+
+def test_gain_step_restores_the_input_scale_and_writes_consistency_maps(tmp_path):
+    import json
+
+    from mtsr_monai.inference.clinical import restore_clinical
+    from mtsr_monai.io import load_volume
+    from tests.test_clinical import _slabs
+
+    scans = _slabs(tmp_path)
+    ckpt = {"network": _Dark(), "critic": None, "modalities": ["flair", "t1", "t2"], "patch_size": None}
+    medians, reports = {}, {}
+    for gain in (False, True):
+        out = tmp_path / f"gain{int(gain)}"
+        written = restore_clinical(
+            scans, out, spacing=1.0, checkpoint=ckpt, intensity_gain=gain, progress=False, patches=False
+        )
+        reports[gain] = json.loads(written["json"].read_text())["consistency"]
+        vol = load_volume(written["flair"]).numpy()
+        medians[gain] = float(np.median(vol[vol > 0]))
+        cmap = load_volume(written["flair_consistency"], validate=False)
+        assert cmap.shape == load_volume(scans["flair"]).shape  # on the input's grid
+    trilinear = restore_clinical(scans, tmp_path / "tri", spacing=1.0, method="trilinear", progress=False)
+    vol = load_volume(trilinear["flair"]).numpy()
+    ref = float(np.median(vol[vol > 0]))
+    assert medians[False] / ref == pytest.approx(0.9, abs=0.02)
+    assert medians[True] / ref == pytest.approx(1.0, abs=0.02)  # the gain step undoes the drift
+    assert reports[True]["flair"]["gain"] == pytest.approx(1 / 0.9, rel=0.03)
+    assert reports[True]["flair"]["nrmse"] < reports[False]["flair"]["nrmse"]
+    # (this 4-slice phantom is half edge slices, whose re-acquisition is darker: only the change is checked)
+    assert abs(reports[True]["flair"]["median_ratio"] - reports[False]["flair"]["median_ratio"] / 0.9) < 0.03
+    assert "trilinear" in reports[True]["t2"]  # the interpolation's consistency, for comparison

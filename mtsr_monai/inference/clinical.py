@@ -12,8 +12,15 @@ Pipeline of :func:`restore_clinical` (used by ``mtsr clinical-sr``):
 4. per sequence robust scaling to [0, 1]; missing sequences of the fused model are zero-filled;
 5. ``method="model"``: slice-wise (or sliding-window patch) inference along a plane that contains the thick
    direction of the input; the output is mapped back to the sequence's intensity scale;
-6. one volume per input sequence, named after it (``t1.nii.gz`` ...), written atomically on the target grid.
-The interpolation methods ``trilinear`` / ``bspline`` / ``sinc`` stop after step 4 (the paper's baselines).
+6. data consistency: each output is re-acquired on its input's grid with the input's slice profile
+   (:func:`mtsr_monai.transforms.protocol.acquire_like`); a model output is multiplied by the one
+   least-squares gain that makes that re-acquisition match the input (the gain step: the output keeps the
+   input's intensity scale), and ``re-acquired - input`` is written as ``<seq>_consistency.nii.gz`` (input
+   grid, input units) with summary numbers in ``clinical_sr.json``: large residuals mark detail the input
+   does not support;
+7. one volume per input sequence, named after it (``t1.nii.gz`` ...), written atomically on the target grid.
+The interpolation methods ``trilinear`` / ``bspline`` / ``sinc`` skip step 5 and the gain (the paper's
+baselines).
 """
 
 from __future__ import annotations
@@ -231,7 +238,8 @@ def prepare_routine_scans(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Steps 1-4 of the module docstring. Returns ``{"grid", "affine", "volumes": {mod: (X,Y,Z) in [0,1]},
-    "bounds": {mod: (lo, hi)}, "coverage": (X,Y,Z) bool, "thick_axis", "reference", "registration"}``.
+    "bounds": {mod: (lo, hi)}, "coverage": (X,Y,Z) bool, "thick_axis", "reference", "registration",
+    "images": {mod: input SimpleITK image}, "transforms": {mod: grid -> input points, or None}}``.
     Raises :class:`~mtsr_monai.errors.InputError` for unreadable or invalid inputs."""
     import SimpleITK as sitk
     from tqdm import tqdm
@@ -257,7 +265,7 @@ def prepare_routine_scans(
         grid = reg.metatensor_to_sitk(load_volume(like, validate=False))
     else:
         grid = isotropic_grid(images[reference], float(spacing))
-    volumes, bounds, reports = {}, {}, {}
+    volumes, bounds, reports, transforms = {}, {}, {}, {}
     coverage = None
     ones = {m: sitk.Image(images[m].GetSize(), sitk.sitkFloat32) + 1.0 for m in order}
     for m in tqdm(order, desc="to target grid", disable=not progress, unit="scan"):
@@ -271,6 +279,7 @@ def prepare_routine_scans(
                 logger.warning(
                     "rigid registration of %s to %s failed (%s); using the headers", m, reference, err
                 )
+        transforms[m] = transform
         ones[m].CopyInformation(images[m])  # a coverage mask: where this scan has data on the grid
         out = resample_onto(images[m], grid, method, transform)
         inside = (
@@ -294,6 +303,8 @@ def prepare_routine_scans(
         "thick_axis": thick_axis_on_grid(images[reference], grid),
         "reference": reference,
         "registration": reports,
+        "images": images,
+        "transforms": transforms,
     }
 
 
@@ -340,6 +351,173 @@ def model_input(prepared: Mapping[str, Any], modalities: Sequence[str]) -> np.nd
     return np.stack([prepared["volumes"].get(m, np.zeros(shape, np.float32)) for m in modalities])
 
 
+def _model_outputs(
+    ckpt: Mapping[str, Any],
+    prepared: Mapping[str, Any],
+    inputs: Mapping[str, Any],
+    slice_axis: int | None,
+    patches: bool,
+    batch_size: int,
+    device: str,
+    progress: bool,
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, int]:
+    """Step 5: the network on the model's channels; returns ``({mod: output in the [0, 1] units of
+    prepared["volumes"]}, model input, model output, slice axis)``. A checkpoint's ``intensity_headroom``
+    (the random recipe) divides the input and multiplies the output, as in its training."""
+    from mtsr_monai.errors import InputError
+
+    modalities = list(ckpt["modalities"])
+    unknown = [m for m in inputs if m not in modalities]
+    if unknown:
+        raise InputError(f"the model restores {modalities}, not {unknown}")
+    headroom = float(ckpt.get("intensity_headroom", 1.0))
+    x = model_input(prepared, modalities) / headroom
+    axis = slice_axis_for(prepared["thick_axis"]) if slice_axis is None else int(slice_axis)
+    y = restore_volume(
+        ckpt["network"],
+        x,
+        axis,
+        batch_size,
+        ckpt.get("patch_size") if patches else None,
+        device=device,
+        progress=progress,
+        desc=f"restoring (slices along axis {axis})",
+    )
+    results = {m: y[c] * headroom for c, m in enumerate(modalities) if m in prepared["volumes"]}
+    return results, x, y, axis
+
+
+def consistency_check(
+    output: np.ndarray,
+    prepared: Mapping[str, Any],
+    modality: str,
+    thickness: float | None = None,
+    profile: str = "gaussian",
+) -> dict[str, Any]:
+    """The data consistency of one output (scanner units, on the target grid) with its routine input:
+    ``acquire_like`` (the input's slice profile, on the input's grid) minus the input, where the input is
+    first low-passed in-plane to the output grid's resolution when it is finer (so the map shows what the
+    output changed through-plane, not in-plane detail a coarser grid cannot hold). Returns ``{"acquired",
+    "input", "support"}`` arrays on the input's grid (support: inside the output's field of view and the
+    input's foreground grown by 2 voxels)."""
+    import SimpleITK as sitk
+    from scipy.ndimage import binary_dilation, gaussian_filter
+
+    from mtsr_monai.transforms.protocol import acquire_like
+    from mtsr_monai.transforms.registration import array_to_sitk
+
+    image = prepared["images"][modality]
+    transform = prepared["transforms"].get(modality)
+    inverse = transform.GetInverse() if transform is not None else None
+    out_img = array_to_sitk(np.asarray(output, np.float32), prepared["affine"])
+    acquired = acquire_like(out_img, image, inverse, thickness, profile)
+    inside = acquire_like(
+        array_to_sitk(prepared["coverage"].astype(np.float32), prepared["affine"]),
+        image,
+        inverse,
+        thickness,
+        profile,
+    )
+    x = sitk.GetArrayFromImage(image).transpose(2, 1, 0).astype(np.float32)
+    sp = np.asarray(image.GetSpacing(), float)
+    out_sp = float(min(out_img.GetSpacing()))
+    slice_ax = int(np.argmax(sp))
+    sig = [
+        0.0 if a == slice_ax or out_sp <= sp[a] else np.sqrt(out_sp**2 - sp[a] ** 2) / 2.3548 / sp[a]
+        for a in range(3)
+    ]
+    x_lp = gaussian_filter(x, sig) if any(sig) else x
+    # the foreground grown by 2 voxels: signal the re-acquisition spreads past the object's edge (or that
+    # the output invented there) is counted too
+    core = (inside > 0.5) & _foreground(x)
+    support = core | ((inside > 0.5) & binary_dilation(core, iterations=2))
+    # normalised by the profile's share inside the output's field of view (normalised convolution): a slice
+    # at the edge of the field of view is not darkened by the zeros beyond it
+    acquired = np.where(support, acquired / np.maximum(inside, 0.5), 0.0).astype(np.float32)
+    return {"acquired": acquired, "input": x_lp, "support": support, "core": core}
+
+
+def _foreground(x: np.ndarray) -> np.ndarray:
+    """The scan's object voxels: non-zero where the background is exactly 0 (skull-stripped), else Otsu."""
+    from skimage.filters import threshold_otsu
+
+    if float(x.min()) == 0.0 and (x == 0).mean() > 0.05:
+        return x > 0
+    flat = x.ravel()[:: max(1, x.size // 1_000_000)]
+    return x > threshold_otsu(flat)
+
+
+def consistency_gain(check: Mapping[str, np.ndarray]) -> float:
+    """The gain g that makes the re-acquired output carry the input's signal, ``sum(input) / sum(acquired)``
+    over the support: the one intensity scale under which the output agrees with its input (the
+    data-consistency gain step). A ratio of sums, not a least-squares fit: the slice profile and the
+    interpolations preserve sums but not peaks, so a fit of ``g * acquired`` to the input would read the
+    blur of a smooth output as a gain above 1."""
+    a, x = check["acquired"][check["support"]], check["input"][check["support"]]
+    den = float(a.sum(dtype=np.float64))
+    return float(x.sum(dtype=np.float64) / den) if den > 0 else 1.0
+
+
+def consistency_summary(check: Mapping[str, np.ndarray], gain: float = 1.0) -> dict[str, float]:
+    """Summary numbers of ``gain * acquired - input`` over the support, in input units, and ``nrmse`` (RMSE
+    over the input's robust 99.5 % level); ``median_ratio`` over the foreground itself."""
+    from mtsr_monai.data.slices import robust_range
+
+    sup, core = check["support"], check["core"]
+    r = (gain * check["acquired"] - check["input"])[sup].astype(np.float64)
+    if not r.size:
+        return {"voxels": 0}
+    level = robust_range(check["input"])[1]
+    rmse = float(np.sqrt(np.mean(r**2)))
+    return {
+        "rmse": rmse,
+        "nrmse": rmse / level,
+        "bias": float(r.mean()),
+        "p99_abs": float(np.percentile(np.abs(r), 99)),
+        "median_ratio": float(np.median(gain * check["acquired"][core]) / np.median(check["input"][core])),
+        "voxels": int(sup.sum()),
+    }
+
+
+def _to_scanner(vol: np.ndarray, prepared: Mapping[str, Any], m: str) -> np.ndarray:
+    lo, hi = prepared["bounds"][m]
+    return np.where(prepared["coverage"], vol * (hi - lo) + lo, 0.0).astype(np.float32)
+
+
+def _consistency_outputs(
+    data: dict[str, np.ndarray],
+    prepared: Mapping[str, Any],
+    out_dir: Path,
+    gain_step: bool,
+    profile: str,
+    thickness: Mapping[str, float] | None,
+    reference: Mapping[str, np.ndarray] | None,
+) -> dict[str, Any]:
+    """For each output: the gain step (``gain_step``: scales ``data[m]`` in place), the consistency map
+    ``<m>_consistency.nii.gz`` (input grid, input units) and its summary; ``reference``: the trilinear
+    interpolation of the inputs (scanner units), whose consistency is reported alongside."""
+    from mtsr_monai.io import save_volume
+    from mtsr_monai.transforms.registration import sitk_affine
+
+    report: dict[str, Any] = {}
+    for m in list(data):
+        t = (thickness or {}).get(m)
+        check = consistency_check(data[m], prepared, m, t, profile)
+        gain = consistency_gain(check) if gain_step else 1.0
+        data[m] = data[m] * np.float32(gain)
+        residual = np.where(check["support"], gain * check["acquired"] - check["input"], 0.0)
+        path = save_volume(
+            residual.astype(np.float32),
+            out_dir / f"{m}_consistency.nii.gz",
+            affine=sitk_affine(prepared["images"][m]),
+        )
+        entry = {"map": str(path), "gain": gain, **consistency_summary(check, gain)}
+        if reference is not None:
+            entry["trilinear"] = consistency_summary(consistency_check(reference[m], prepared, m, t, profile))
+        report[m] = entry
+    return report
+
+
 def restore_clinical(
     inputs: Mapping[str, str | Path],
     output_dir: str | Path,
@@ -354,15 +532,30 @@ def restore_clinical(
     progress: bool = True,
     explain: bool = False,
     checkpoint: Mapping[str, Any] | None = None,
+    register: bool = True,
+    intensity_gain: bool = True,
+    consistency: bool = True,
+    slice_profile: str = "gaussian",
+    slice_thickness: Mapping[str, float] | None = None,
 ) -> dict[str, Path]:
-    """The whole pipeline (module docstring); returns ``{modality: written path}``.
+    """The whole pipeline (module docstring); returns ``{modality: written path}`` (and ``"json"``, the
+    consistency maps ``"<m>_consistency"`` and explanation files).
 
     ``checkpoint``: the model already loaded by :func:`load_clinical_model` (load once, restore many
-    sessions); ``model_path`` is then not read."""
-    from mtsr_monai.io import save_volume
+    sessions); ``model_path`` is then not read. ``intensity_gain``: the data-consistency gain step of model
+    outputs (one least-squares gain per sequence so that the output, re-acquired with the input's slice
+    profile, matches the input's intensities). ``consistency``: write ``<m>_consistency.nii.gz`` (re-acquired
+    output minus input, input grid and units) and its summary in ``clinical_sr.json``; ``slice_profile``
+    (``gaussian`` | ``boxcar``) and ``slice_thickness`` (mm per sequence; default: the slice spacing) describe
+    the inputs' protocol. ``register=False``: trust the headers (simulated scans from one grid)."""
+    import json
+    import time
+
+    from mtsr_monai.io import atomic_write_text, save_volume
 
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    start = time.time()
     ckpt = None
     if method == "model":
         ckpt = (
@@ -371,50 +564,89 @@ def restore_clinical(
             else load_clinical_model(model_path or default_model_path(), device)
         )
     interp = "trilinear" if method == "model" else method
-    prepared = prepare_routine_scans(inputs, like, spacing, interp, progress=progress)
-    results: dict[str, np.ndarray] = {}
+    prepared = prepare_routine_scans(inputs, like, spacing, interp, register=register, progress=progress)
     extra: dict[str, tuple[np.ndarray, Any]] = {}
+    axis = None
     if ckpt is None:
         results = dict(prepared["volumes"])
     else:
-        modalities = list(ckpt["modalities"])
-        unknown = [m for m in inputs if m not in modalities]
-        if unknown:
-            from mtsr_monai.errors import InputError
-
-            raise InputError(f"the model restores {modalities}, not {unknown}")
-        x = model_input(prepared, modalities)
-        axis = slice_axis_for(prepared["thick_axis"]) if slice_axis is None else int(slice_axis)
-        y = restore_volume(
-            ckpt["network"],
-            x,
-            axis,
-            batch_size,
-            ckpt.get("patch_size") if patches else None,
-            device=device,
-            progress=progress,
-            desc=f"restoring (slices along axis {axis})",
+        results, x, y, axis = _model_outputs(
+            ckpt, prepared, inputs, slice_axis, patches, batch_size, device, progress
         )
-        for c, m in enumerate(modalities):
-            if m in prepared["volumes"]:
-                results[m] = y[c]
         if explain:
             from mtsr_monai.inference.explain import explain_volume
 
-            extra = explain_volume(ckpt["network"], ckpt["critic"], x, y, axis, modalities, device=device)
-    written: dict[str, Path] = {}
+            mods = list(ckpt["modalities"])
+            extra = explain_volume(ckpt["network"], ckpt["critic"], x, y, axis, mods, device=device)
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    coverage = prepared["coverage"]
-    for m, vol in results.items():
-        lo, hi = prepared["bounds"][m]
-        data = np.where(coverage, vol * (hi - lo) + lo, 0.0).astype(np.float32)
-        written[m] = save_volume(data, out_dir / f"{m}.nii.gz", affine=prepared["affine"])
+    data = {m: _to_scanner(vol, prepared, m) for m, vol in results.items()}
+    report: dict[str, Any] = {}
+    if consistency or (ckpt is not None and intensity_gain):
+        reference = (
+            {m: _to_scanner(prepared["volumes"][m], prepared, m) for m in data} if ckpt is not None else None
+        )
+        report = _consistency_outputs(
+            data,
+            prepared,
+            out_dir,
+            ckpt is not None and intensity_gain,
+            slice_profile,
+            slice_thickness,
+            reference,
+        )
+    written: dict[str, Path] = {}
+    for m, vol in data.items():
+        written[m] = save_volume(vol, out_dir / f"{m}.nii.gz", affine=prepared["affine"])
+        if m in report:
+            written[f"{m}_consistency"] = Path(report[m]["map"])
     if extra:
         from mtsr_monai.inference.explain import write_explanations
 
-        written.update(write_explanations(extra, x, y, prepared["affine"], out_dir, modalities, axis))
+        mods = list(ckpt["modalities"])
+        written.update(write_explanations(extra, x, y, prepared["affine"], out_dir, mods, axis))
+    summary = _run_summary(
+        inputs, prepared, method, ckpt, model_path, axis, written, report, time.time() - start
+    )
+    written["json"] = out_dir / "clinical_sr.json"
+    atomic_write_text(written["json"], json.dumps(summary, indent=1))
     return written
+
+
+def _run_summary(
+    inputs: Mapping[str, Any],
+    prepared: Mapping[str, Any],
+    method: str,
+    ckpt: Mapping[str, Any] | None,
+    model_path: str | Path | None,
+    axis: int | None,
+    written: Mapping[str, Path],
+    report: Mapping[str, Any],
+    seconds: float,
+) -> dict[str, Any]:
+    """What ``clinical_sr.json`` holds: inputs and their grids, the target grid, the method, outputs, the
+    consistency summaries (and gains), registration reports, run time."""
+    grid = prepared["grid"]
+    scans = {}
+    for m, path in inputs.items():
+        img = prepared["images"][m]
+        scans[m] = {"path": str(path), "size": list(img.GetSize()), "spacing": list(img.GetSpacing())}
+    return {
+        "method": method,
+        "model": None if ckpt is None else str(model_path or default_model_path()),
+        "intensity_headroom": None if ckpt is None else float(ckpt.get("intensity_headroom", 1.0)),
+        "inputs": scans,
+        "reference": prepared["reference"],
+        "grid": {"size": list(grid.GetSize()), "spacing": list(grid.GetSpacing())},
+        "thick_axis": prepared["thick_axis"],
+        "slice_axis": axis,
+        "outputs": {k: str(v) for k, v in written.items()},
+        "consistency": report,
+        "registration": {
+            m: dict(r) if isinstance(r, Mapping) else str(r) for m, r in prepared["registration"].items()
+        },
+        "seconds": round(seconds, 1),
+    }
 
 
 def evaluate_heldout(
