@@ -156,9 +156,17 @@ def cohort(tmp_path_factory) -> Path:
 
 
 def _mtsr(*args: str) -> int:
+    """``mtsr bids ...`` in this process with one torch thread (threads spinning in OpenMP barriers on a
+    shared CPU slow a run many times over); the thread count is restored for the other tests."""
+    import torch
+
     from mtsr_monai.cli import main
 
-    return main(["bids", *map(str, args), "--no-progress"])
+    threads = torch.get_num_threads()
+    try:
+        return main(["bids", *map(str, args), "--no-progress", "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
