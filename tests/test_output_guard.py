@@ -156,3 +156,33 @@ def test_void_sform_is_refused_with_the_header_named(tmp_path, phantom, capsys):
     assert main(_degrade(src, out)) == 2
     err = capsys.readouterr().err
     assert "sform is all zeros" in err and "void_sform.nii.gz" in err and not out.exists()
+
+
+def _like_with_sform(path: Path, sform: np.ndarray) -> Path:
+    import nibabel as nib
+
+    header = nib.Nifti1Header()
+    header.set_data_shape((16, 16, 8))
+    header.set_data_dtype(np.float32)
+    header["sform_code"] = 1
+    header["srow_x"][:], header["srow_y"][:], header["srow_z"][:] = sform[:3]
+    nib.save(nib.Nifti1Image(np.random.rand(16, 16, 8).astype(np.float32), None, header=header), str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    "make, problem",
+    [
+        (lambda p: write_nifti(p, np.random.rand(16, 16).astype(np.float32)), "3D"),
+        (lambda p: _like_with_sform(p, np.diag([0.0, 1.0, 1.0, 1.0])), "sform is singular"),
+        (lambda p: _like_with_sform(p, np.zeros((4, 4))), "sform is all zeros"),
+    ],
+    ids=["2D", "zero voxel size", "zero affine"],
+)
+def test_bad_like_reference_is_a_one_line_refusal(tmp_path, phantom_file, make, problem, capsys):
+    like = make(tmp_path / "like.nii.gz")
+    out = tmp_path / "out"
+    code = main(["clinical-sr", "--t1", str(phantom_file), "--like", str(like), "-o", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "like.nii.gz" in err and problem in err and not out.exists()
