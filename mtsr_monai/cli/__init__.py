@@ -127,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mtsr",
         description="Super-resolution and modality translation of brain MRI (MONAI).",
-        epilog="Exit codes: 0 success, 2 bad input or arguments, 1 internal error.",
+        epilog="Exit codes: 0 success, 2 bad input or arguments (nothing written), 1 internal error, "
+        "130 interrupted, 143 terminated (SIGTERM).",
     )
     parser.add_argument("--version", action="version", version=f"mtsr-monai {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
