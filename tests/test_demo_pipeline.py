@@ -135,3 +135,7 @@ def test_demo_end_to_end_with_shipped_weights(tmp_path):
     assert "run/montage.png" in html and "PSNR" in html
     assert (tmp_path / "run" / "montage.png").is_file()
     assert json.loads((tmp_path / "demo.json").read_text())["slices"] == 4
+    # input, bicubic, SR and truth side by side; every path relative to the output folder
+    assert 'src="figures/sr_comparison.png"' in html
+    assert (tmp_path / "figures" / "sr_comparison.png").is_file()
+    assert str(tmp_path) not in html

@@ -18,9 +18,12 @@ import numpy as np
 import torch
 
 
-def _batches(volume: np.ndarray, axis: int, batch_size: int):
+def _batches(volume: np.ndarray, axis: int, batch_size: int, desc: str = ""):
+    """Slice batches along ``axis``, with a progress bar named ``desc`` (stderr) when given."""
+    from tqdm import tqdm
+
     n = volume.shape[axis + 1]
-    for start in range(0, n, batch_size):
+    for start in tqdm(range(0, n, batch_size), desc=desc, unit="batch", disable=not desc):
         stop = min(start + batch_size, n)
         part = np.moveaxis(np.take(volume, np.arange(start, stop), axis=axis + 1), axis + 1, 0)
         yield start, stop, torch.from_numpy(np.ascontiguousarray(part, dtype=np.float32))
@@ -41,7 +44,7 @@ def attention_volumes(
     network.eval()
     maps: list[np.ndarray] | None = None
     with torch.no_grad():
-        for start, stop, batch in _batches(x, axis, batch_size):
+        for start, stop, batch in _batches(x, axis, batch_size, "attention maps"):
             _, gates = network(batch.to(device), return_attention=True)
             size = batch.shape[-2:]
             if maps is None:
@@ -67,7 +70,7 @@ def gradcam_volume(
     cam = GradCAM(nn_module=critic, target_layers=layer)
     out = np.zeros(y.shape[1:], np.float32)
     scores = []
-    for start, stop, batch in _batches(y, axis, batch_size):
+    for start, stop, batch in _batches(y, axis, batch_size, "critic GradCAM"):
         batch = batch.to(device)
         keep = batch.flatten(1).amax(1) > 0
         maps = np.zeros((batch.shape[0],) + tuple(batch.shape[-2:]), np.float32)

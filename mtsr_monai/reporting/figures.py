@@ -30,7 +30,7 @@ def _plt() -> Any:
     return plt
 
 
-def _save(fig: Any, path: str | Path, dpi: int = 110) -> Path:
+def _save(fig: Any, path: str | Path, dpi: int = 100) -> Path:
     from mtsr_monai.io import atomic_output
 
     path = Path(path)
@@ -73,14 +73,20 @@ def axial_montage(
     return _save(fig, path)
 
 
-def zoom_box(image: np.ndarray, fraction: float = 0.3) -> tuple[float, float, float, float]:
+def zoom_box(
+    image: np.ndarray, mask: np.ndarray | None = None, fraction: float = 0.3
+) -> tuple[float, float, float, float]:
     """``(row0, row1, col0, col1)`` as fractions of the image: the square of side ``fraction`` of the
-    smaller image side holding the most edge energy (fine anatomy), where an inset shows what SR changes."""
+    smaller image side holding the most edge energy inside ``mask`` (the brain: fine anatomy, not its
+    outline against the background), where an inset shows what SR changes."""
     from scipy import ndimage
 
     img = np.asarray(image, dtype=np.float32)
     side = max(4, int(round(fraction * min(img.shape))))
-    energy = ndimage.uniform_filter(np.hypot(ndimage.sobel(img, 0), ndimage.sobel(img, 1)), side)
+    edges = np.hypot(ndimage.sobel(img, 0), ndimage.sobel(img, 1))
+    if mask is not None and np.asarray(mask).any():
+        edges = edges * ndimage.binary_erosion(np.asarray(mask, bool), iterations=3)
+    energy = ndimage.uniform_filter(edges, side)
     half = side // 2
     inner = energy[half : img.shape[0] - half, half : img.shape[1] - half]
     r, c = np.unravel_index(int(np.argmax(inner)), inner.shape)
@@ -140,7 +146,7 @@ def sr_comparison_figure(
     truth_aff = dict((n, a) for n, _, a in panels)[truth]
     brain = plane_image(mask, truth_aff, "axial", point)[0] > 0 if mask is not None else None
     vmin, vmax = _grey_range(truth_img, brain)
-    box = zoom_box(truth_img)
+    box = zoom_box(truth_img, brain)
     diffs = {n: views[n][0] - truth_img for n in names if n != truth and views[n][0].shape == truth_img.shape}
     cols = len(names)
     fig = plt.figure(figsize=(3.1 * cols + 0.9, 3.1 * 3 + 0.7))

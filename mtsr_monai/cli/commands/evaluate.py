@@ -25,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="3d",
         help="3D SSIM (default) or mean of 2D axial slice SSIMs",
     )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (stderr)")
 
 
 def outputs(args: argparse.Namespace):
@@ -39,17 +40,13 @@ def _fmt(value: float) -> str:
     return f"{value:.4g}" if abs(value) < 1e-3 or abs(value) >= 1e4 else f"{value:.4f}"
 
 
-def run(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
-
+def _read(args: argparse.Namespace, paths: list) -> tuple:
+    """``(pred, ref, mask or None)`` as numpy arrays on one grid, and the SSIM axis (None: 3D)."""
     import numpy as np
 
     from mtsr_monai.errors import InputError
-    from mtsr_monai.io import atomic_write_text, check_same_grid, load_volume
-    from mtsr_monai.metrics.image import image_metrics
+    from mtsr_monai.io import check_same_grid, load_volume
 
-    paths = [Path(args.pred), Path(args.ref)] + ([Path(args.mask)] if args.mask else [])
     pred = load_volume(paths[0])
     ref = load_volume(paths[1])
     mask = load_volume(paths[2], validate=False) if args.mask else None
@@ -66,13 +63,25 @@ def run(args: argparse.Namespace) -> int:
         # the array axis closest to world S (affine in RAS)
         direction = np.abs(np.asarray(ref.affine)[:3, :3])
         axis = int(np.argmax(direction[2] / np.linalg.norm(direction, axis=0)))
-    result = image_metrics(
-        pred.numpy(),
-        ref.numpy(),
-        None if mask is None else mask.numpy() > 0,
-        data_range=args.data_range,
-        ssim_axis=axis,
-    )
+    return pred.numpy(), ref.numpy(), None if mask is None else mask.numpy() > 0, axis
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    from mtsr_monai.io import atomic_write_text
+    from mtsr_monai.metrics.image import image_metrics
+    from mtsr_monai.progress import StageBar
+
+    paths = [Path(args.pred), Path(args.ref)] + ([Path(args.mask)] if args.mask else [])
+    with StageBar(2, "evaluate", enabled=not args.no_progress) as bar:
+        bar.next("read")
+        pred, ref, mask, axis = _read(args, paths)
+        bar.next("PSNR, SSIM, MAE, NMSE")
+        result = image_metrics(pred, ref, mask, data_range=args.data_range, ssim_axis=axis)
     result = {"pred": str(paths[0]), "ref": str(paths[1]), "mask_file": args.mask, **result}
     names = ["psnr", "ssim", "mae", "nmse", "nmse_clinical_code"]
     brain = result["brain"]
