@@ -122,10 +122,14 @@ class RegistrationError(InputError, RuntimeError):
     a RuntimeError for callers that fall back to the headers when a registration fails."""
 
 
+#: ITK's Gaussian smoothing, run on every image of a registration, needs 4 voxels along each axis
+ITK_MIN_VOXELS = 4
+
+
 def min_voxels(shrink_factors: Sequence[int] = (4, 2)) -> int:
-    """Fewest voxels per axis an image needs for a registration pyramid with these shrink factors: ITK's
-    smoothing needs 4 voxels per axis at the coarsest level."""
-    return 4 * max(int(s) for s in shrink_factors)
+    """Voxels per axis for 4 voxels at the pyramid's coarsest level: what ``mtsr preprocess`` asks of its
+    inputs, so that registering them to a whole-head template is not left to a few voxels."""
+    return ITK_MIN_VOXELS * max(int(s) for s in shrink_factors)
 
 
 def check_registrable(
@@ -133,13 +137,16 @@ def check_registrable(
     shrink_factors: Sequence[int] = (4, 2),
     what: str = "image",
     path: str | Path | None = None,
+    minimum: int | None = None,
 ) -> None:
-    """Refuse (:class:`RegistrationError`) an image with fewer than :func:`min_voxels` voxels per axis."""
-    need = min_voxels(shrink_factors)
+    """Refuse (:class:`RegistrationError`) an image with fewer than ``minimum`` voxels along an axis
+    (default :func:`min_voxels` of the shrink factors)."""
+    need = min_voxels(shrink_factors) if minimum is None else int(minimum)
     if min(size) < need:
+        why = f"pyramid shrink factor {max(shrink_factors)}" if minimum is None else "ITK's smoothing"
         raise RegistrationError(
             f"the {what} ({' x '.join(str(int(n)) for n in size)} voxels) is too small to register: "
-            f"at least {need} voxels per axis are needed (pyramid shrink factor {max(shrink_factors)})",
+            f"at least {need} voxels per axis are needed ({why})",
             path,
         )
 
@@ -184,13 +191,13 @@ def register(
     64x64x48 crop): that run-to-run noise only matters on images too small to register, where it
     decides whether the sample points fall outside the moving image, so those are refused.
 
-    Raises :class:`~mtsr_monai.errors.InputError` when an image is too small for the pyramid (fewer
-    than :func:`min_voxels` voxels along an axis) or when the images end up not overlapping at all.
+    Raises :class:`RegistrationError` (an InputError and a RuntimeError) when an image has fewer than 4
+    voxels along an axis (ITK's smoothing cannot run) or when the images end up not overlapping at all.
     """
     if kind not in ("rigid", "affine", "nonlinear"):
         raise ValueError(f"unknown registration {kind!r}; choose rigid, affine or nonlinear")
     for name, image in (("fixed", fixed), ("moving", moving)):
-        check_registrable(image.GetSize(), shrink_factors, f"{name} image")
+        check_registrable(image.GetSize(), shrink_factors, f"{name} image", minimum=ITK_MIN_VOXELS)
     fixed = sitk.Cast(fixed, sitk.sitkFloat32)
     moving = sitk.Cast(moving, sitk.sitkFloat32)
     start = time.perf_counter()
