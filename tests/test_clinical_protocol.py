@@ -227,3 +227,29 @@ def test_gain_step_restores_the_input_scale_and_writes_consistency_maps(tmp_path
     # (this 4-slice phantom is half edge slices, whose re-acquisition is darker: only the change is checked)
     assert abs(reports[True]["flair"]["median_ratio"] - reports[False]["flair"]["median_ratio"] / 0.9) < 0.03
     assert "trilinear" in reports[True]["t2"]  # the interpolation's consistency, for comparison
+
+
+def test_real_heldout_outputs_keep_the_reference_intensity_scale(shared_data, tmp_path):
+    """Shipped weights on a held-out BraTS subject (40 axial slices of it, 5 mm sagittal slabs of FLAIR and
+    T1): the median brain intensity of each restored volume is within 2 % of the 1 mm reference's."""
+    from mtsr_monai.inference.clinical import default_model_path, restore_clinical
+    from mtsr_monai.io import load_volume, save_volume
+    from mtsr_monai.transforms.degradation import degrade_volume_thick_slice
+
+    if not default_model_path().exists():
+        pytest.skip("shipped clinical weights not present")
+    case = shared_data / "brats2018_tcia" / "Brats18_TCIA10_637_1"
+    inputs, refs = {}, {}
+    for m in ("flair", "t1"):
+        vol = load_volume(case / f"Brats18_TCIA10_637_1_{m}.nii.gz")
+        affine = np.asarray(vol.affine, np.float64).copy()
+        affine[:, 3] = affine @ np.array([0.0, 0.0, 60.0, 1.0])  # the crop keeps its place in space
+        refs[m] = save_volume(vol.numpy()[:, :, 60:100], tmp_path / f"ref_{m}.nii.gz", affine=affine)
+        lr, lr_affine = degrade_volume_thick_slice(vol.numpy()[:, :, 60:100], affine, 5.0, axis="sagittal")
+        inputs[m] = save_volume(lr, tmp_path / f"lr_{m}.nii.gz", affine=lr_affine)
+    written = restore_clinical(inputs, tmp_path / "out", like=refs["flair"], register=False, progress=False)
+    for m in ("flair", "t1"):
+        ref = load_volume(refs[m]).numpy()
+        out = load_volume(written[m]).numpy()
+        brain = ref > 0
+        assert float(np.median(out[brain]) / np.median(ref[brain])) == pytest.approx(1.0, abs=0.02), m
