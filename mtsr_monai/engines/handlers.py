@@ -49,8 +49,9 @@ class BestScores:
     @staticmethod
     def _state(tracker: Any) -> dict[str, Any]:
         saver = getattr(tracker, "_key_metric_checkpoint", None)
-        if saver is not None:
-            return {"key_metric_checkpoint": dict(saver.state_dict())}
+        if saver is not None:  # plain floats and str: resume checkpoints are read with weights_only=True
+            items = saver.state_dict().items()
+            return {"key_metric_checkpoint": {k: [(float(p), str(f)) for p, f in v] for k, v in items}}
         state = getattr(tracker, "state", None)
         if state is not None and hasattr(state, "best_metric"):
             epoch = int(state.best_metric_epoch)
