@@ -112,6 +112,9 @@ def test_clinical_bundle_inference_equals_mtsr_clinical_sr(tmp_path):
         "1",
         "--output-dir",
         str(tmp_path / "cli"),
+        # the bundle's postprocessing has no data-consistency gain step yet (issue 13 added it to the CLI
+        # late in session 4): compared without it until the bundle declares it too
+        "--no-intensity-gain",
     ]
     assert cli_main(cli) == 0
     for name in ("flair", "t1"):
