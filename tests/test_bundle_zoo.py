@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -225,19 +227,24 @@ def test_ckpt_export_traces_and_matches_eager_on_a_real_slice(bundle, brats_case
 @pytest.mark.parametrize("bundle", BUNDLES)
 def test_onnx_export_runs_in_onnxruntime_like_eager_on_a_real_slice(bundle, brats_case, tmp_path):
     ort = pytest.importorskip("onnxruntime", reason="the ONNX check needs onnxruntime (test extra)")
-    from monai.bundle import onnx_export
-
+    # the documented command line, in its own process (a fresh exporter state)
     key, shape = EXPORT[bundle]
     path = tmp_path / "model.onnx"
-    onnx_export(
-        net_id="network_def",
-        filepath=str(path),
-        ckpt_file=str(REPO / "bundles" / bundle / "models" / "model.pt"),
-        key_in_ckpt=key,
-        use_trace=True,
-        input_shape=shape,
-        **_configs(bundle),
-    )
+    c = _configs(bundle)
+    cmd = [sys.executable, "-m", "monai.bundle", "onnx_export", "network_def", "--filepath", str(path)]
+    cmd += ["--ckpt_file", str(REPO / "bundles" / bundle / "models" / "model.pt")]
+    cmd += ["--key_in_ckpt", key] if key else []
+    cmd += [
+        "--meta_file",
+        c["meta_file"],
+        "--config_file",
+        c["config_file"],
+        "--bundle_root",
+        c["bundle_root"],
+    ]
+    cmd += ["--use_trace", "True", "--input_shape", json.dumps(shape)]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
     x = _real_input(bundle, brats_case)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
