@@ -106,7 +106,6 @@ def explain_volume(
 
 def _overlay(
     ax: Any,
-    fig: Any,
     volume: np.ndarray,
     affine: np.ndarray,
     plane: str,
@@ -115,11 +114,11 @@ def _overlay(
     **imshow: Any,
 ) -> None:
     """A heat map over the grey panel already on ``ax``, with its colour bar."""
-    from mtsr_monai.reporting.views import plane_image
+    from mtsr_monai.reporting.views import colour_bar, plane_image
 
     image, aspect = plane_image(volume, affine, plane, point)
     shown = ax.imshow(image, aspect=aspect, cmap="jet", alpha=0.45, interpolation="nearest", **imshow)
-    fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02).set_label(label, fontsize=7)
+    colour_bar(ax, shown, label)
 
 
 def write_explanations(
@@ -188,11 +187,12 @@ def _explain_figure(
     axes[1].set_title("restored", fontsize=9)
     for k, g in enumerate(gates, start=1):
         show_plane(axes[1 + k], x[c0], affine, plane, point)
-        _overlay(axes[1 + k], fig, g, affine, plane, point, "attention", vmin=0, vmax=1)
+        _overlay(axes[1 + k], g, affine, plane, point, "attention", vmin=0, vmax=1)
         axes[1 + k].set_title(f"gate {k}", fontsize=9)
     if "gradcam" in explained:
         show_plane(axes[-1], y[c0], affine, plane, point)
-        _overlay(axes[-1], fig, explained["gradcam"], affine, plane, point, "GradCAM")
+        # MONAI's GradCAM is normalised to [0, 1] per slice
+        _overlay(axes[-1], explained["gradcam"], affine, plane, point, "GradCAM", vmin=0, vmax=1)
         axes[-1].set_title(f"critic GradCAM ({explained['critic_score']:.2f})", fontsize=9)
     fig.suptitle(f"{plane}, {CONVENTION}", fontsize=9)
     fig.tight_layout()

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from mtsr_monai.reporting.views import CONVENTION, plane_image, show_plane
+from mtsr_monai.reporting.views import CONVENTION, colour_bar, plane_image, show_plane
 
 __all__ = ["axial_montage", "sr_comparison_figure", "zoom_box"]
 
@@ -67,7 +67,7 @@ def axial_montage(
         )
         ax.set_title(name, fontsize=10)
         if spread:
-            fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02).set_label("std across samples", fontsize=8)
+            colour_bar(ax, shown, "std across samples")
     fig.suptitle(f"{title}\naxial, {CONVENTION}" if title else f"axial, {CONVENTION}", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)

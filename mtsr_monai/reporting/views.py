@@ -36,6 +36,7 @@ __all__ = [
     "PLANE_AXIS",
     "canonical",
     "centre_point",
+    "colour_bar",
     "orientation_markers",
     "plane_image",
     "plane_of_axis",
@@ -89,6 +90,17 @@ def plane_image(
     image = np.take(ras, k, axis=axis).T[::-1, ::-1]
     spacing = np.linalg.norm(ras_affine[:3, :3], axis=0)
     return np.ascontiguousarray(image), float(spacing[rows_axis] / spacing[cols_axis])
+
+
+def colour_bar(ax: Any, shown: Any, label: str, size: float = 7) -> Any:
+    """A colour bar beside ``ax``, as tall as the image it describes (not the figure row)."""
+    from mpl_toolkits.axes_grid1 import make_axes_locatable
+
+    cax = make_axes_locatable(ax).append_axes("right", size="5%", pad=0.04)
+    bar = ax.figure.colorbar(shown, cax=cax)
+    bar.set_label(label, fontsize=size)
+    bar.ax.tick_params(labelsize=size)
+    return bar
 
 
 def orientation_markers(ax: Any, plane: str, color: str = "yellow", size: float = 9) -> None:
