@@ -40,7 +40,7 @@ EXPENSIVE = {
 }
 #: the designed refusals of inputs too small for a command (its minimum size is in the message)
 TOO_SMALL = {
-    TINY: {"explain": "at least 32 x 32", "preprocess": "at least 16 voxels per axis"},
+    TINY: {"explain": "needs one side of at least 17", "preprocess": "at least 16 voxels per axis"},
     SLAB: {"preprocess": "at least 16 voxels per axis"},  # its 32 x 32 slices are enough to explain
 }
 COMMANDS = ("degrade", "super-resolve", "clinical-sr", "evaluate", *EXPENSIVE)

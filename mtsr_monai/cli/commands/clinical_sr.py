@@ -89,8 +89,9 @@ def outputs(args: argparse.Namespace):
     return OutputPlan(files=[out / n for n in names], folders=[out])
 
 
-#: explain runs whole slices through the attention U-Net, whose 16-fold bottleneck needs 2 x 2 voxels
-EXPLAIN_MIN_SLICE = 32
+#: explain runs whole slices (padded to a multiple of 16) through the attention U-Net, whose 16-fold bottleneck
+#: needs more than one voxel: one in-plane side must exceed 16
+EXPLAIN_MIN_SLICE = 17
 
 
 def check_target(args: argparse.Namespace, explain: bool) -> None:
@@ -113,10 +114,10 @@ def check_target(args: argparse.Namespace, explain: bool) -> None:
     grid = metatensor_to_sitk(like) if like is not None else isotropic_grid(ref, float(args.spacing))
     axis = slice_axis_for(thick_axis_on_grid(ref, grid)) if args.slice_axis is None else args.slice_axis
     plane = [n for a, n in enumerate(grid.GetSize()) if a != axis]
-    if min(plane) < EXPLAIN_MIN_SLICE:
+    if max(plane) < EXPLAIN_MIN_SLICE:
         raise InputError(
             f"too small to explain: slices of {plane[0]} x {plane[1]} voxels on the target grid (axis "
-            f"{axis}); mtsr explain needs at least {EXPLAIN_MIN_SLICE} x {EXPLAIN_MIN_SLICE} (a finer "
+            f"{axis}); mtsr explain needs one side of at least {EXPLAIN_MIN_SLICE} (a finer "
             "--spacing or a larger --like grid)",
             ref_path,
         )
