@@ -225,7 +225,10 @@ def evaluate_clinical(
     }
     tissue_labels = [1, 2, 3] + ([4] if n_classes == 4 else [])
     figures: dict[str, list[Path]] = {"montage": [], "difference": []}
-    for sub in tqdm(subjects, desc="evaluate-clinical", unit="subject", disable=not progress):
+    bar = tqdm(subjects, desc="evaluate-clinical", unit="subject", disable=not progress)
+    for sub in bar:
+        # a subject takes minutes (EM segmentations, IQMs of every image): name the step running
+        bar.set_postfix_str(f"{sub['key']}: reference tissues and IQMs")
         ref_img = load_volume(sub["ref"])
         preds = {name: load_volume(p) for name, p in sub["methods"].items()}
         paths = [sub["ref"], *sub["methods"].values()]
@@ -270,6 +273,7 @@ def evaluate_clinical(
             if tumour is not None:
                 entry["hyperintensity_vs_tumour_reference"] = overlap_metrics(wmh_ref, tumour, brain)
         for name, pred in arrays.items():
+            bar.set_postfix_str(f"{sub['key']}: {name} IQMs, fidelity, tissues")
             m: dict[str, Any] = {"file": str(sub["methods"][name])}
             m["iqm"] = qc.compute_iqms(pred, seg_ref, brain, spacing, variant, air)
             m["iqm_difference"] = qc.iqm_differences(m["iqm"], iqm_ref)
@@ -286,6 +290,7 @@ def evaluate_clinical(
                 if tumour is not None:
                     m["hyperintensity_vs_tumour"] = overlap_metrics(wmh, tumour, brain)
             entry["methods"][name] = m
+        bar.set_postfix_str(f"{sub['key']}: figures")
         # slice through the tumour's centre when there is one, else through the brain's centre
         centre_mask = tumour if tumour is not None and tumour.any() else brain
         point = np.round(np.argwhere(centre_mask).mean(axis=0)).astype(int)
@@ -336,20 +341,22 @@ def evaluate_clinical(
         }
         summary["agreement"][name] = {
             tissue: {
-                metric: _mean_sd([s["methods"][name]["agreement"][tissue][metric] for s in subs])[0]
+                metric: _mean_sd(
+                    [s["methods"][name]["agreement"][tissue][metric] for s in _having(subs, tissue)]
+                )[0]
                 for metric in ("dice", "jaccard", "tpf", "ppv", "tnf")
             }
-            for tissue in subs[0]["methods"][name]["agreement"]
+            for tissue in _tissues(subs)
         }
-    volume_keys = list(subs[0]["methods"][method_names[0]]["volumes_ml"])
     ba_figs = []
-    for tissue in volume_keys:
+    for tissue in _tissues(subs):
+        have = _having(subs, tissue)  # FLAIR hyperintensities: the FLAIR subjects only
         if tissue == "hyperintensity":
-            ref_vols = [s["hyperintensity_reference_ml"] for s in subs]
+            ref_vols = [s["hyperintensity_reference_ml"] for s in have]
         else:
-            ref_vols = [s["volumes_reference_ml"][tissue] for s in subs]
+            ref_vols = [s["volumes_reference_ml"][tissue] for s in have]
         pairs = {
-            name: ([s["methods"][name]["volumes_ml"][tissue] for s in subs], ref_vols)
+            name: ([s["methods"][name]["volumes_ml"][tissue] for s in have], ref_vols)
             for name in method_names
         }
         summary["bland_altman"][tissue] = {name: bland_altman(a, b) for name, (a, b) in pairs.items()}
@@ -377,6 +384,20 @@ def evaluate_clinical(
     page = _render(report, method_names, figures, ba_figs, output)
     atomic_write_text(output / "index.html", page)
     return report
+
+
+def _tissues(subs: list[dict]) -> list[str]:
+    """Tissues with volumes in any subject, in first-seen order (hyperintensity: FLAIR subjects only)."""
+    seen: dict[str, None] = {}
+    for s in subs:
+        for method in s["methods"].values():
+            seen.update(dict.fromkeys(method["volumes_ml"]))
+    return list(seen)
+
+
+def _having(subs: list[dict], tissue: str) -> list[dict]:
+    """The subjects whose every method has ``tissue`` (a mixed FLAIR / T1 cohort: not all do)."""
+    return [s for s in subs if all(tissue in m["volumes_ml"] for m in s["methods"].values())]
 
 
 def _jsonable(obj: Any) -> Any:
@@ -440,11 +461,12 @@ def _render(report: dict, methods: list[str], figures: dict, ba_figs: list[Path]
     tissues = list(summ["agreement"][methods[0]])
     parts = []
     for tissue in tissues:
+        have = _having(subs, tissue)
         rows = [
             [
                 m,
                 *[summ["agreement"][m][tissue][k] for k in ("dice", "jaccard", "tpf", "ppv", "tnf")],
-                _mean_sd([s["methods"][m]["volumes_ml"][tissue] for s in subs])[0],
+                _mean_sd([s["methods"][m]["volumes_ml"][tissue] for s in have])[0],
                 summ["bland_altman"][tissue][m]["bias"],
             ]
             for m in methods
@@ -453,7 +475,7 @@ def _render(report: dict, methods: list[str], figures: dict, ba_figs: list[Path]
             s["hyperintensity_reference_ml"]
             if tissue == "hyperintensity"
             else s["volumes_reference_ml"][tissue]
-            for s in subs
+            for s in have
         ]
         parts.append(
             H.html_table(
