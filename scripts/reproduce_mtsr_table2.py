@@ -143,10 +143,12 @@ def model_stack(translator: tuple, case: dict[str, Any], codes: np.ndarray) -> n
 
 
 def budget(meta: dict[str, Any]) -> str:
-    """The training budget a weights file records: iterations, patch / slice size, filters."""
+    """The training budget a weights file records: the iteration its weights come from (bundle runs export at
+    the best validation PSNR, so it can be below the run's length), patch / slice size, filters."""
     size = int(meta["image_size"])
     data = f"{size}x{size} patches at 1 mm" if meta.get("native_resolution") else f"slices resized to {size}"
-    return f"{meta.get('iterations', '?')} it, {data}, ngf {meta['ngf']} (cap x{meta.get('max_mult', 8)})"
+    widths = f"ngf {meta['ngf']} (cap x{meta.get('max_mult', 8)})"
+    return f"weights of it {meta.get('iterations', '?')}, {data}, {widths}"
 
 
 def lookup_budget(path: Path, source: str, target: str) -> str:
