@@ -113,6 +113,11 @@ def export(args: argparse.Namespace) -> None:
     with atomic_output(out) as tmp:
         torch.save(ckpt, tmp)
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    if (
+        out.resolve() != (BUNDLE / "models" / "model.pt").resolve()
+    ):  # an export elsewhere leaves the bundle alone
+        print(f"{out}: {out.stat().st_size / 1e6:.2f} MB, sha256 {digest}, {ckpt['iterations']} iterations")
+        return
     (BUNDLE / "large_files.yml").write_text(
         "large_files:\n"
         "  - path: models/model.pt\n"
