@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -112,10 +113,12 @@ def test_clinical_bundle_inference_equals_mtsr_clinical_sr(tmp_path):
         "1",
         "--output-dir",
         str(tmp_path / "cli"),
-        # the bundle's postprocessing has no data-consistency gain step yet (issue 13 added it to the CLI
-        # late in session 4): compared without it until the bundle declares it too
-        "--no-intensity-gain",
     ]
     assert cli_main(cli) == 0
+    gains = [
+        v["gain"]
+        for v in json.loads((tmp_path / "cli" / "clinical_sr.json").read_text())["consistency"].values()
+    ]
+    assert all(abs(g - 1.0) > 1e-4 for g in gains), gains  # the gain step ran, so the comparison covers it
     for name in ("flair", "t1"):
         _same(tmp_path / "bundle" / "s1" / f"{name}.nii.gz", tmp_path / "cli" / f"{name}.nii.gz")

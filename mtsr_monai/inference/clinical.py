@@ -308,6 +308,27 @@ def prepare_routine_scans(
     }
 
 
+def transform_spec(transform: Any) -> dict[str, list[float]] | None:
+    """A linear SimpleITK transform (the rigid registrations of :func:`prepare_routine_scans`) as JSON-able
+    ``{"matrix", "translation", "center"}``, so it can ride in a MetaTensor's meta through a DataLoader."""
+    if transform is None:
+        return None
+    return {
+        "matrix": list(transform.GetMatrix()),
+        "translation": list(transform.GetTranslation()),
+        "center": list(transform.GetCenter()),
+    }
+
+
+def transform_from_spec(spec: Mapping[str, Sequence[float]] | None) -> Any:
+    """The transform of :func:`transform_spec` back, as a SimpleITK ``AffineTransform`` (same mapping)."""
+    if spec is None:
+        return None
+    import SimpleITK as sitk
+
+    return sitk.AffineTransform(list(spec["matrix"]), list(spec["translation"]), list(spec["center"]))
+
+
 def load_clinical_model(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
     """Shipped checkpoint -> ``{"network", "critic", "modalities", "patch_size", ...}`` (fp32, eval mode).
 
@@ -484,6 +505,36 @@ def _to_scanner(vol: np.ndarray, prepared: Mapping[str, Any], m: str) -> np.ndar
     return np.where(prepared["coverage"], vol * (hi - lo) + lo, 0.0).astype(np.float32)
 
 
+def consistency_step(
+    outputs: Mapping[str, np.ndarray],
+    prepared: Mapping[str, Any],
+    gain_step: bool = True,
+    profile: str = "gaussian",
+    thickness: Mapping[str, float] | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
+    """Step 6 for restored volumes ``{sequence: scanner units on the target grid}``: with ``gain_step`` each
+    is multiplied by its :func:`consistency_gain`. Returns ``(outputs after the gain, {sequence: {"gain",
+    "residual": gain * re-acquired - input on the input's grid (zero outside the support), "affine": the
+    input's, **consistency_summary}})``. The one implementation behind ``mtsr clinical-sr`` and the bundle's
+    postprocessing (:class:`~mtsr_monai.inference.components.ClinicalConsistencyd`)."""
+    from mtsr_monai.transforms.registration import sitk_affine
+
+    scaled: dict[str, np.ndarray] = {}
+    report: dict[str, dict[str, Any]] = {}
+    for m, vol in outputs.items():
+        check = consistency_check(vol, prepared, m, (thickness or {}).get(m), profile)
+        gain = consistency_gain(check) if gain_step else 1.0
+        scaled[m] = np.asarray(vol, np.float32) * np.float32(gain)
+        residual = np.where(check["support"], gain * check["acquired"] - check["input"], 0.0)
+        report[m] = {
+            "gain": gain,
+            "residual": residual.astype(np.float32),
+            "affine": sitk_affine(prepared["images"][m]),
+            **consistency_summary(check, gain),
+        }
+    return scaled, report
+
+
 def _consistency_outputs(
     data: dict[str, np.ndarray],
     prepared: Mapping[str, Any],
@@ -493,26 +544,20 @@ def _consistency_outputs(
     thickness: Mapping[str, float] | None,
     reference: Mapping[str, np.ndarray] | None,
 ) -> dict[str, Any]:
-    """For each output: the gain step (``gain_step``: scales ``data[m]`` in place), the consistency map
-    ``<m>_consistency.nii.gz`` (input grid, input units) and its summary; ``reference``: the trilinear
+    """:func:`consistency_step` (``gain_step``: scales ``data`` in place), the consistency maps
+    ``<m>_consistency.nii.gz`` (input grid, input units) and their summaries; ``reference``: the trilinear
     interpolation of the inputs (scanner units), whose consistency is reported alongside."""
     from mtsr_monai.io import save_volume
-    from mtsr_monai.transforms.registration import sitk_affine
 
+    scaled, steps = consistency_step(data, prepared, gain_step, profile, thickness)
+    data.update(scaled)
     report: dict[str, Any] = {}
-    for m in list(data):
-        t = (thickness or {}).get(m)
-        check = consistency_check(data[m], prepared, m, t, profile)
-        gain = consistency_gain(check) if gain_step else 1.0
-        data[m] = data[m] * np.float32(gain)
-        residual = np.where(check["support"], gain * check["acquired"] - check["input"], 0.0)
-        path = save_volume(
-            residual.astype(np.float32),
-            out_dir / f"{m}_consistency.nii.gz",
-            affine=sitk_affine(prepared["images"][m]),
-        )
-        entry = {"map": str(path), "gain": gain, **consistency_summary(check, gain)}
+    for m, step in steps.items():
+        residual, affine = step.pop("residual"), step.pop("affine")
+        path = save_volume(residual, out_dir / f"{m}_consistency.nii.gz", affine=affine)
+        entry = {"map": str(path), **step}
         if reference is not None:
+            t = (thickness or {}).get(m)
             entry["trilinear"] = consistency_summary(consistency_check(reference[m], prepared, m, t, profile))
         report[m] = entry
     return report

@@ -26,6 +26,7 @@ from monai.inferers import Inferer
 from monai.transforms import MapTransform
 
 __all__ = [
+    "ClinicalConsistencyd",
     "ClinicalRestored",
     "ClinicalSliceInferer",
     "IntensityRestored",
@@ -43,7 +44,8 @@ __all__ = [
 
 RANGE_KEY = "mtsr_intensity_range"  # (lo, hi) of the robust scaling, kept in the image's meta
 CODES_KEY = "mtsr_latent_codes"  # JSON {"seed", "codes"} of a translation, kept in the output's meta
-CLINICAL_KEY = "mtsr_clinical"  # JSON {"bounds", "thick_axis", "given", "modalities"} of a routine session
+# JSON {"bounds", "thick_axis", "given", "modalities", "transforms"} of a routine session
+CLINICAL_KEY = "mtsr_clinical"
 
 
 def _affine(x: torch.Tensor, index: int) -> np.ndarray:
@@ -348,8 +350,9 @@ class PrepareRoutineScansd(MapTransform):
     are allowed) -> ``output_key``: ``(C, X, Y, Z)`` in ``modalities`` order on the target grid (an
     isotropic ``spacing`` grid over the reference scan, or the grid of the item's ``like_key`` file), each
     rigidly registered to the reference, interpolated, scaled to [0, 1]; sequences not given are zero.
-    ``coverage`` (where any scan has data) goes to ``coverage_key``; intensity bounds, the thick axis and
-    the given sequences to the meta (see :func:`mtsr_monai.inference.clinical.prepare_routine_scans`)."""
+    ``coverage`` (where any scan has data) goes to ``coverage_key``; intensity bounds, the thick axis, the
+    given sequences and their registrations to the reference to the meta (see
+    :func:`mtsr_monai.inference.clinical.prepare_routine_scans`)."""
 
     def __init__(
         self,
@@ -369,7 +372,7 @@ class PrepareRoutineScansd(MapTransform):
         self.output_key, self.coverage_key = output_key, coverage_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
-        from mtsr_monai.inference.clinical import model_input, prepare_routine_scans
+        from mtsr_monai.inference.clinical import model_input, prepare_routine_scans, transform_spec
 
         d = dict(data)
         inputs = {k: d[k] for k in self.key_iterator(d) if d[k] is not None}
@@ -386,6 +389,7 @@ class PrepareRoutineScansd(MapTransform):
             "thick_axis": int(prepared["thick_axis"]),
             "given": list(inputs),
             "modalities": self.modalities,
+            "transforms": {m: transform_spec(t) for m, t in prepared["transforms"].items()},
         }
         image.meta[CLINICAL_KEY] = json.dumps(info)
         d[self.output_key] = image
@@ -401,7 +405,9 @@ class ClinicalSliceInferer(Inferer):
     """The fused clinical network over each batch item ``(C, X, Y, Z)`` (from :class:`PrepareRoutineScansd`)
     slice by slice along ``slice_axis`` (default: a plane containing the reference scan's thick axis), in
     ``patch_size`` sliding windows (None: whole slices), by
-    :func:`~mtsr_monai.inference.clinical.restore_volume`; same grid out."""
+    :func:`~mtsr_monai.inference.clinical.restore_volume`; same grid out. ``headroom`` (a checkpoint's
+    ``intensity_headroom``, the random training recipe) divides the input and multiplies the output, as in
+    training."""
 
     def __init__(
         self,
@@ -410,10 +416,11 @@ class ClinicalSliceInferer(Inferer):
         overlap: float = 0.25,
         slice_axis: int | None = None,
         progress: bool = False,
+        headroom: float = 1.0,
     ) -> None:
         super().__init__()
         self.patch_size, self.batch_size, self.overlap = patch_size, int(batch_size), float(overlap)
-        self.slice_axis, self.progress = slice_axis, progress
+        self.slice_axis, self.progress, self.headroom = slice_axis, progress, float(headroom)
 
     def axis_for(self, image: Any) -> int:
         from mtsr_monai.inference.clinical import slice_axis_for
@@ -429,9 +436,9 @@ class ClinicalSliceInferer(Inferer):
         for b in range(inputs.shape[0]):
             item = inputs[b]
             axis = self.axis_for(item)
-            out = restore_volume(
+            out = self.headroom * restore_volume(
                 network,
-                item.detach().cpu().numpy(),
+                item.detach().cpu().numpy() / self.headroom,
                 axis,
                 self.batch_size,
                 self.patch_size,
@@ -465,6 +472,63 @@ class ClinicalRestored(MapTransform):
                 lo, hi = info["bounds"].get(m, (0.0, 1.0))
                 out[c] = torch.where(coverage, pred[c].cpu() * (hi - lo) + lo, torch.zeros(()))
             d[key] = out
+        return d
+
+
+class ClinicalConsistencyd(MapTransform):
+    """The data-consistency gain step, after :class:`ClinicalRestored`: each given sequence's channel of
+    ``keys`` (scanner units, target grid) is multiplied by the one gain under which it, re-acquired with its
+    input's slice profile (``profile``, ``thickness`` mm per sequence; default the slice spacing) on the
+    input's grid, carries the input's signal (:func:`~mtsr_monai.inference.clinical.consistency_step`, which
+    ``mtsr clinical-sr`` runs too). ``gain=False`` only measures. The gains and consistency summaries go
+    to ``<key>_consistency``; the inputs are re-read from the item's sequence paths."""
+
+    def __init__(
+        self,
+        keys: KeysCollection = "pred",
+        ref_key: str = "image",
+        coverage_key: str = "coverage",
+        gain: bool = True,
+        profile: str = "gaussian",
+        thickness: Mapping[str, float] | None = None,
+    ) -> None:
+        super().__init__(keys)
+        self.ref_key, self.coverage_key, self.gain = ref_key, coverage_key, bool(gain)
+        self.profile, self.thickness = profile, thickness
+
+    def session(self, d: Mapping[Hashable, Any], pred: Any) -> dict[str, Any]:
+        """What :func:`~mtsr_monai.inference.clinical.consistency_check` reads of a prepared session."""
+        from mtsr_monai.inference.clinical import transform_from_spec
+        from mtsr_monai.io import load_volume
+        from mtsr_monai.transforms.registration import metatensor_to_sitk
+
+        info = _clinical_info(d[self.ref_key])
+        return {
+            "images": {m: metatensor_to_sitk(load_volume(d[m])) for m in info["given"]},
+            "transforms": {m: transform_from_spec(t) for m, t in info.get("transforms", {}).items()},
+            "affine": _affine(pred, 0),
+            "coverage": np.asarray(torch.as_tensor(d[self.coverage_key])[0].bool().cpu()),
+        }
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        from mtsr_monai.inference.clinical import consistency_step
+
+        d = dict(data)
+        info = _clinical_info(d[self.ref_key])
+        for key in self.key_iterator(d):
+            pred = d[key]
+            order = info["modalities"]
+            outputs = {m: pred[order.index(m)].detach().cpu().float().numpy() for m in info["given"]}
+            scaled, report = consistency_step(
+                outputs, self.session(d, pred), self.gain, self.profile, self.thickness
+            )
+            out = pred.clone()
+            for m, vol in scaled.items():
+                out[order.index(m)] = torch.from_numpy(vol).to(out.device, out.dtype)
+            d[key] = out
+            d[f"{key}_consistency"] = {
+                m: {k: v for k, v in r.items() if k not in ("residual", "affine")} for m, r in report.items()
+            }
         return d
 
 
