@@ -112,16 +112,7 @@ def _train_overrides(bundle: str, root: Path) -> dict:
     return {**common, **tiny}
 
 
-CLINICAL_HANDLER_REF = pytest.mark.xfail(
-    raises=TypeError,
-    reason="clinical_sr train.yaml lists its validation handler as a reference ('@validate#handler') in "
-    "train#handlers; MONAI's check_properties indexes every entry as a dict (fix: declare it inline).",
-)
-
-
-@pytest.mark.parametrize(
-    "bundle", ["mtsr_sr", "mtsr_mt", pytest.param("clinical_sr", marks=CLINICAL_HANDLER_REF)]
-)
+@pytest.mark.parametrize("bundle", BUNDLES)
 def test_train_config_has_the_zoo_properties(bundle, tmp_path):
     from monai.bundle import ConfigWorkflow
 
