@@ -186,3 +186,32 @@ def test_bad_like_reference_is_a_one_line_refusal(tmp_path, phantom_file, make, 
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert "like.nii.gz" in err and problem in err and not out.exists()
+
+
+def test_ctrl_c_inside_an_atomic_write_cleans_up_and_exits_130(tmp_path, phantom_file, monkeypatch):
+    from mtsr_monai.cli.commands import degrade
+    from mtsr_monai.io import atomic_output
+
+    def run(args):
+        with atomic_output(args.output) as tmp:
+            tmp.write_bytes(b"half a volume")
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(degrade, "run", run)
+    out = tmp_path / "out" / "lr.nii.gz"
+    assert main(_degrade(phantom_file, out)) == 130
+    assert list(out.parent.iterdir()) == []
+
+
+def test_readme_states_the_exit_codes_the_cli_returns():
+    from mtsr_monai import cli
+
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    for code, meaning in [
+        (cli.EXIT_OK, "success"),
+        (cli.EXIT_BAD_INPUT, "bad input"),
+        (cli.EXIT_INTERNAL, "internal error"),
+        (cli.EXIT_INTERRUPTED, "interrupted (Ctrl-C)"),
+        (cli.EXIT_TERMINATED, "terminated (SIGTERM"),
+    ]:
+        assert f"{code} {meaning}" in readme, (code, meaning)
