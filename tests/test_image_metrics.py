@@ -143,3 +143,17 @@ def test_evaluate_cli_with_mask_reports_brain_values(tmp_path: Path, phantom: np
     result = json.loads(out.read_text())
     assert result["mask"] == "given" and result["brain"]["psnr"] == "inf" and result["brain"]["mae"] == 0.0
     assert result["whole"]["mae"] > 0
+
+
+def test_batch_ssim_inside_bf16_autocast_matches_fp32() -> None:
+    import torch
+
+    from mtsr_monai.metrics.image import batch_ssim
+
+    gen = torch.Generator().manual_seed(0)
+    ref = torch.rand(4, 3, 64, 64, generator=gen) * 0.2 + 0.6  # bright, low-variance patches
+    pred = ref + 0.01 * torch.randn(4, 3, 64, 64, generator=gen)
+    expected = batch_ssim(pred, ref)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = batch_ssim(pred, ref)
+    assert got.dtype == torch.float32 and torch.allclose(got, expected, atol=1e-5)

@@ -227,12 +227,22 @@ def _gauss_kernel(device: Any, dtype: Any) -> torch.Tensor:
 def batch_ssim(pred: torch.Tensor, ref: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
     """SSIM per item (B,) of (B, C, H, W) images, channels averaged, over valid (border-free) positions,
     which equals scikit-image's cropped mean. Images must be at least 11x11."""
-    import torch.nn.functional as F
+    import torch
 
     p, r = pred.float(), ref.float()
-    b, c, h, w = p.shape
+    h, w = p.shape[-2:]
     if h < WIN_SIZE or w < WIN_SIZE:
         raise ValueError(f"batch_ssim needs images of at least {WIN_SIZE}x{WIN_SIZE}, got {h}x{w}")
+    # fp32 even inside a bf16 / fp16 autocast region (a training loss): E[x^2] - E[x]^2 cancels
+    # catastrophically in bf16, the variances turn negative and SSIM becomes inf
+    with torch.autocast(device_type=p.device.type, enabled=False):
+        return _ssim_fp32(p, r, data_range)
+
+
+def _ssim_fp32(p: torch.Tensor, r: torch.Tensor, data_range: float) -> torch.Tensor:
+    import torch.nn.functional as F
+
+    c = p.shape[1]
     g = _gauss_kernel(p.device, p.dtype)
     kx, ky = g.view(1, 1, 1, -1).repeat(c, 1, 1, 1), g.view(1, 1, -1, 1).repeat(c, 1, 1, 1)
 
