@@ -24,7 +24,7 @@ NETS = ("generator", "generator_ba", "discriminator", "discriminator_a")
 CONFIGS = REPO / "bundles" / "mtsr_mt" / "configs"
 
 
-def _trainer(max_epochs: int = 1) -> CycleGANTrainer:
+def _trainer(max_epochs: int = 1, amp: bool = False) -> CycleGANTrainer:
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     items = [{"A": torch.rand(1, SIZE, SIZE, generator=g), "B": torch.rand(1, SIZE, SIZE, generator=g)}
@@ -37,7 +37,7 @@ def _trainer(max_epochs: int = 1) -> CycleGANTrainer:
 
     loader = torch.utils.data.DataLoader(items, batch_size=1)
     return CycleGANTrainer(
-        device="cpu", max_epochs=max_epochs, train_data_loader=loader, nz=4, precision="auto",
+        device="cpu", max_epochs=max_epochs, train_data_loader=loader, nz=4, precision="auto", amp=amp,
         generator=gens[0], generator_ba=gens[1], discriminator=discs[0], discriminator_a=discs[1],
         g_optimizer=adam(gens), d_optimizer=adam(discs),
     )  # fmt: skip

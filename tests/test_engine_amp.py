@@ -46,3 +46,13 @@ def test_bicyclegan_amp_training_prints_no_gradscaler_deprecation():
         warnings.simplefilter("always")
         trainer.run()
     assert not [w for w in caught if "GradScaler" in str(w.message)], [str(w.message) for w in caught]
+
+
+def test_cyclegan_amp_training_prints_no_gradscaler_deprecation():
+    from tests.test_cyclegan import _trainer
+
+    trainer = _trainer(amp=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.run()
+    assert not [w for w in caught if "GradScaler" in str(w.message)], [str(w.message) for w in caught]

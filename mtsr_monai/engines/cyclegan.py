@@ -81,7 +81,9 @@ class CycleGANTrainer(Trainer):
             non_blocking=non_blocking,
             prepare_batch=PrepareBatchPair(input_key, target_key),
             handlers=train_handlers,
-            amp=amp,
+            # precision and GradScalers are the trainer's own (below): MONAI's amp would only build an
+            # unused torch.cuda.amp.GradScaler in run() and print its deprecation warning
+            amp=False,
             decollate=False,
         )
         self.generator, self.generator_ba = generator, generator_ba
