@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
+import pytest
 
 from mtsr_monai.cli import main as mtsr
 from mtsr_monai.progress import StageBar
@@ -54,3 +58,35 @@ def test_preprocess_counts_the_stages_it_builds():
     for config in (PreprocessConfig(), PreprocessConfig(n4=False, crop=False)):
         built = [name for name, _ in build_stages(config, ["t1"], [])]
         assert build_stage_names(config) == built
+
+
+FIRST_STAGE_PROBE = """
+import sys
+from mtsr_monai import progress
+original = progress.StageBar.next
+def first_stage(self, stage):
+    if not getattr(self, "probed", False):
+        self.probed = True
+        print("torch loaded at the first stage:", "torch" in sys.modules, file=sys.stderr)
+    original(self, stage)
+progress.StageBar.next = first_stage
+from mtsr_monai.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["degrade", "--input", "missing.nii.gz", "--output", "lr.nii.gz", "--mode", "kspace"],
+        ["qc", "--input", "missing.nii.gz"],
+        ["evaluate", "--pred", "missing.nii.gz", "--ref", "missing.nii.gz"],
+    ],
+    ids=lambda argv: argv[0],
+)
+def test_the_bar_is_up_before_torch_loads(tmp_path, argv):
+    # loading torch and MONAI takes seconds (minutes on a loaded machine): they load inside the first stage
+    done = subprocess.run(
+        [sys.executable, "-c", FIRST_STAGE_PROBE, *argv], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert "torch loaded at the first stage: False" in done.stderr, done.stderr[-500:]

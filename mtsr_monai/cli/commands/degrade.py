@@ -141,16 +141,18 @@ def _degrade(args: argparse.Namespace, volume, affine, through: int):
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from mtsr_monai.errors import InputError
-    from mtsr_monai.io import load_volume, save_volume, voxel_sizes
     from mtsr_monai.progress import StageBar
-    from mtsr_monai.transforms.geometry import resolve_axis
 
     _check_arguments(args)
     with StageBar(3, "degrade", enabled=not args.no_progress) as bar:
         bar.next("read")
+        # imported after the bar is up: loading torch and MONAI takes seconds that must not look like a hang
+        import numpy as np
+
+        from mtsr_monai.io import load_volume, save_volume, voxel_sizes
+        from mtsr_monai.transforms.geometry import resolve_axis
+
         image = load_volume(args.input)
         volume = image.numpy()
         affine = np.asarray(image.affine, dtype=np.float64)
