@@ -17,6 +17,17 @@ echo "wheel: $(basename "$wheel") ($(du -m "$wheel" | cut -f1) MB)"
 site=$("$work/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 "$ci_python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' > "$site/ci_dependencies.pth"
 "$work/venv/bin/python" -m pip install -q --no-deps "$wheel"
+"$work/venv/bin/python" -m pip show mtsr-monai
+# pip show's fields come from the wheel's metadata: licence, authors, URLs and classifiers must be filled in
+"$work/venv/bin/python" - <<'PY'
+from importlib.metadata import metadata
+
+meta = metadata("mtsr-monai")
+missing = [f for f in ("License-Expression", "Author", "Project-URL", "Classifier") if not meta.get_all(f)]
+assert not missing, f"empty package metadata: {missing}"
+print("metadata: licence", meta["License-Expression"], "|", len(meta.get_all("Project-URL")), "URLs |",
+      len(meta.get_all("Classifier")), "classifiers | author", meta["Author"])
+PY
 cd "$work"
 unset MTSR_BUNDLES MTSR_SR_WEIGHTS
 venv/bin/python - <<'PY'

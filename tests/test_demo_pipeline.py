@@ -30,7 +30,9 @@ def _cli(*args: str) -> int:
     return main(list(args))
 
 
-def test_run_writes_sr_samples_stats_montage_and_summary(tiny_weights, phantom_file, tmp_path, monkeypatch):
+def test_run_writes_sr_samples_stats_montage_and_summary(
+    tiny_weights, phantom_file, tmp_path, monkeypatch, capsys
+):
     monkeypatch.setenv("MTSR_SR_WEIGHTS", str(tmp_path / "absent.pt"))
     out = tmp_path / "run"
     assert (
@@ -67,6 +69,9 @@ def test_run_writes_sr_samples_stats_montage_and_summary(tiny_weights, phantom_f
     assert len(summary["codes"]) == 3 and summary["seed"] == 1
     png = (out / "montage.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    err = capsys.readouterr().err
+    for stage in ("start-up", "read", "super-resolution", "translation", "write volumes, montage"):
+        assert stage in err, stage  # progress names each step
 
 
 def test_run_is_reproducible_with_a_seed(tiny_weights, phantom_file, tmp_path):

@@ -81,11 +81,13 @@ sys.exit(main(sys.argv[1:]))
         ["degrade", "--input", "missing.nii.gz", "--output", "lr.nii.gz", "--mode", "kspace"],
         ["qc", "--input", "missing.nii.gz"],
         ["evaluate", "--pred", "missing.nii.gz", "--ref", "missing.nii.gz"],
+        ["preprocess", "--datalist", "datalist.json", "--output", "out"],
     ],
     ids=lambda argv: argv[0],
 )
 def test_the_bar_is_up_before_torch_loads(tmp_path, argv):
     # loading torch and MONAI takes seconds (minutes on a loaded machine): they load inside the first stage
+    (tmp_path / "datalist.json").write_text('{"training": [{"subject": "a", "t1": "missing.nii.gz"}]}')
     done = subprocess.run(
         [sys.executable, "-c", FIRST_STAGE_PROBE, *argv], capture_output=True, text=True, cwd=tmp_path
     )

@@ -189,13 +189,14 @@ def make_demo_subject(
 ) -> dict[str, Path]:
     """Write ``t1, t2, flair, pd, brain_mask`` ``.nii.gz`` into ``output_dir`` (atomic writes) and return
     their paths keyed by name; ``progress`` shows the stages on stderr."""
-    from mtsr_monai.io import save_volume
     from mtsr_monai.progress import StageBar
 
     out = Path(output_dir)
     paths: dict[str, Path] = {}
     with StageBar(len(CONTRASTS) + 2, "demo subject", enabled=progress) as bar:
         bar.next("tissue maps, signal equations")
+        from mtsr_monai.io import save_volume  # loads torch and MONAI: inside a stage already shown
+
         images, mask, affine = synthesize_contrasts(CONTRASTS, **sequence_overrides)
         for name, array in images.items():
             bar.next(f"write {name}")

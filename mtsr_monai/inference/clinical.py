@@ -584,7 +584,8 @@ def restore_clinical(
     slice_thickness: Mapping[str, float] | None = None,
 ) -> dict[str, Path]:
     """The whole pipeline (module docstring); returns ``{modality: written path}`` (and ``"json"``, the
-    consistency maps ``"<m>_consistency"`` and explanation files).
+    consistency maps ``"<m>_consistency"`` and explanation files). Long because it is the pipeline's steps in
+    order, each a call, under one progress bar that names the step running.
 
     ``checkpoint``: the model already loaded by :func:`load_clinical_model` (load once, restore many
     sessions); ``model_path`` is then not read. ``intensity_gain``: the data-consistency gain step of model
@@ -597,64 +598,78 @@ def restore_clinical(
     import time
 
     from mtsr_monai.io import atomic_write_text, save_volume
+    from mtsr_monai.progress import StageBar
 
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
     start = time.time()
-    ckpt = None
-    if method == "model":
-        ckpt = (
-            checkpoint
-            if checkpoint is not None
-            else load_clinical_model(model_path or default_model_path(), device)
-        )
-    interp = "trilinear" if method == "model" else method
-    prepared = prepare_routine_scans(inputs, like, spacing, interp, register=register, progress=progress)
-    extra: dict[str, tuple[np.ndarray, Any]] = {}
-    axis = None
-    if ckpt is None:
-        results = dict(prepared["volumes"])
-    else:
-        results, x, y, axis = _model_outputs(
-            ckpt, prepared, inputs, slice_axis, patches, batch_size, device, progress
-        )
-        if explain:
-            from mtsr_monai.inference.explain import explain_volume
+    model = method == "model"
+    measured = consistency or (model and intensity_gain)
+    stages = 2 + model * (1 + (checkpoint is None) + explain) + measured
+    with StageBar(stages, "clinical-sr", enabled=progress) as bar:
+        ckpt = None
+        if model:
+            if checkpoint is None:
+                bar.next("model")
+            ckpt = (
+                checkpoint
+                if checkpoint is not None
+                else load_clinical_model(model_path or default_model_path(), device)
+            )
+        bar.next("scans onto the target grid")
+        interp = "trilinear" if model else method
+        prepared = prepare_routine_scans(inputs, like, spacing, interp, register=register, progress=progress)
+        extra: dict[str, tuple[np.ndarray, Any]] = {}
+        axis = None
+        if ckpt is None:
+            results = dict(prepared["volumes"])
+        else:
+            bar.next("restoring")
+            results, x, y, axis = _model_outputs(
+                ckpt, prepared, inputs, slice_axis, patches, batch_size, device, progress
+            )
+            if explain:
+                from mtsr_monai.inference.explain import explain_volume
+
+                bar.next("attention maps, critic GradCAM")
+                mods = list(ckpt["modalities"])
+                extra = explain_volume(ckpt["network"], ckpt["critic"], x, y, axis, mods, device=device)
+        out_dir = Path(output_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        data = {m: _to_scanner(vol, prepared, m) for m, vol in results.items()}
+        report: dict[str, Any] = {}
+        if measured:
+            bar.next("data consistency" + (" and gain" if model and intensity_gain else ""))
+            reference = (
+                {m: _to_scanner(prepared["volumes"][m], prepared, m) for m in data}
+                if ckpt is not None
+                else None
+            )
+            report = _consistency_outputs(
+                data,
+                prepared,
+                out_dir,
+                ckpt is not None and intensity_gain,
+                slice_profile,
+                slice_thickness,
+                reference,
+            )
+        bar.next("write")
+        written: dict[str, Path] = {}
+        for m, vol in data.items():
+            written[m] = save_volume(vol, out_dir / f"{m}.nii.gz", affine=prepared["affine"])
+            if m in report:
+                written[f"{m}_consistency"] = Path(report[m]["map"])
+        if extra:
+            from mtsr_monai.inference.explain import write_explanations
 
             mods = list(ckpt["modalities"])
-            extra = explain_volume(ckpt["network"], ckpt["critic"], x, y, axis, mods, device=device)
-    out_dir = Path(output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    data = {m: _to_scanner(vol, prepared, m) for m, vol in results.items()}
-    report: dict[str, Any] = {}
-    if consistency or (ckpt is not None and intensity_gain):
-        reference = (
-            {m: _to_scanner(prepared["volumes"][m], prepared, m) for m in data} if ckpt is not None else None
+            written.update(write_explanations(extra, x, y, prepared["affine"], out_dir, mods, axis))
+        summary = _run_summary(
+            inputs, prepared, method, ckpt, model_path, axis, written, report, time.time() - start
         )
-        report = _consistency_outputs(
-            data,
-            prepared,
-            out_dir,
-            ckpt is not None and intensity_gain,
-            slice_profile,
-            slice_thickness,
-            reference,
-        )
-    written: dict[str, Path] = {}
-    for m, vol in data.items():
-        written[m] = save_volume(vol, out_dir / f"{m}.nii.gz", affine=prepared["affine"])
-        if m in report:
-            written[f"{m}_consistency"] = Path(report[m]["map"])
-    if extra:
-        from mtsr_monai.inference.explain import write_explanations
-
-        mods = list(ckpt["modalities"])
-        written.update(write_explanations(extra, x, y, prepared["affine"], out_dir, mods, axis))
-    summary = _run_summary(
-        inputs, prepared, method, ckpt, model_path, axis, written, report, time.time() - start
-    )
-    written["json"] = out_dir / "clinical_sr.json"
-    atomic_write_text(written["json"], json.dumps(summary, indent=1))
+        written["json"] = out_dir / "clinical_sr.json"
+        atomic_write_text(written["json"], json.dumps(summary, indent=1))
     return written
 
 

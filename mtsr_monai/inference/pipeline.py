@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,9 +91,10 @@ def run_pipeline(
     device: str = "cpu",
     progress: bool = True,
     mask_path: str | os.PathLike | None = None,
+    on_stage: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """``mtsr run``: SR of the LR input in modality ``source``, then ``samples`` translations to
-    ``target``."""
+    ``target``. ``on_stage(name)`` is called as each stage starts (progress)."""
     from mtsr_monai.inference.translate import (
         MODALITIES,
         default_weights,
@@ -121,6 +122,8 @@ def run_pipeline(
     codes = np.asarray(codes, dtype=np.float32)
     if codes.ndim != 2 or codes.shape[1] != nz:
         raise InputError(f"latent codes must be a list of {nz}-vectors, got shape {codes.shape}")
+    stage = on_stage or (lambda name: None)
+    stage("read")
     image = load_volume(input_path)
     lr, lr_affine = image.numpy().astype(np.float32), np.asarray(image.affine)
     lr_mask = None
@@ -133,6 +136,7 @@ def run_pipeline(
         )
         lr_mask = (m.numpy() > 0).astype(np.float32)
 
+    stage("super-resolution")
     t = time.perf_counter()
     sr, sr_affine, sr_description = super_resolve(lr, lr_affine, scale, sr_method, device, progress)
     timings["super_resolution_s"] = time.perf_counter() - t
@@ -143,6 +147,7 @@ def run_pipeline(
         sr_mask = (
             super_resolve_volume(lr_mask, lr_affine, method="nearest", scale=scale, progress=False)[0] > 0.5
         )
+    stage("translation")
     t = time.perf_counter()
     translated = translate_volume(
         sr,
@@ -158,6 +163,7 @@ def run_pipeline(
     mean, std = sample_statistics(translated)
     timings["translation_s"] = time.perf_counter() - t
 
+    stage("write volumes, montage")
     from mtsr_monai.reporting.views import centre_point
 
     panels = [(f"input {source} (LR)", lr, lr_affine), (f"SR {source}", sr, sr_affine)]

@@ -89,8 +89,8 @@ def outputs(args: argparse.Namespace):
     return OutputPlan(files=[out / n for n in names], folders=[out])
 
 
-#: explain runs whole slices (padded to a multiple of 16) through the attention U-Net, whose 16-fold bottleneck
-#: needs more than one voxel: one in-plane side must exceed 16
+#: explain runs whole slices (padded to a multiple of 16) through the attention U-Net, whose 16-fold
+#: bottleneck needs more than one voxel: one in-plane side must exceed 16
 EXPLAIN_MIN_SLICE = 17
 
 

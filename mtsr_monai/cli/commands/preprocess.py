@@ -149,7 +149,13 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, option)
         if value is not None and not Path(value).is_file():
             raise InputError(f"--{option.replace('_', '-')}: no such file", value)
-    _check_sizes(args)
+    from mtsr_monai.progress import StageBar
+
+    # the size check loads SimpleITK, torch and MONAI: seconds (minutes on a loaded machine) before the
+    # subjects' own bar
+    with StageBar(1, "preprocess", enabled=not args.no_progress) as bar:
+        bar.next("start-up: image sizes, SimpleITK and MONAI")
+        _check_sizes(args)
     if args.threads:
         import SimpleITK as sitk
 

@@ -36,18 +36,23 @@ def outputs(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from mtsr_monai.cli.commands.translate import translation_kwargs
-    from mtsr_monai.inference.pipeline import run_pipeline
+    from mtsr_monai.progress import StageBar
 
-    summary = run_pipeline(
-        args.input,
-        args.source.lower(),
-        args.target.lower(),
-        args.output_dir,
-        scale=args.scale,
-        sr_method=args.sr_method,
-        mt_weights=args.weights,
-        **translation_kwargs(args),
-    )
+    with StageBar(5, "run") as bar:
+        bar.next("start-up: torch, MONAI, translation weights")  # shown before they load (seconds)
+        from mtsr_monai.inference.pipeline import run_pipeline
+
+        summary = run_pipeline(
+            args.input,
+            args.source.lower(),
+            args.target.lower(),
+            args.output_dir,
+            scale=args.scale,
+            sr_method=args.sr_method,
+            mt_weights=args.weights,
+            on_stage=bar.next,
+            **translation_kwargs(args),
+        )
     print(f"SR: {summary['super_resolution']}")
     print(
         f"wrote SR, {len(summary['outputs']['samples'])} {args.target} samples, mean, std, montage and "
