@@ -82,6 +82,8 @@ sys.exit(main(sys.argv[1:]))
         ["qc", "--input", "missing.nii.gz"],
         ["evaluate", "--pred", "missing.nii.gz", "--ref", "missing.nii.gz"],
         ["preprocess", "--datalist", "datalist.json", "--output", "out"],
+        ["super-resolve", "--input", "missing.nii.gz", "--output", "sr.nii.gz"],
+        ["translate", "--input", "missing.nii.gz", "--source", "t1", "--target", "flair", "-o", "out"],
     ],
     ids=lambda argv: argv[0],
 )

@@ -51,7 +51,6 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from mtsr_monai.errors import InputError
-    from mtsr_monai.inference.super_resolve import super_resolve_file
 
     if args.batch_size < 1 or args.roi_size < 8:
         raise InputError("--batch-size must be >= 1 and --roi-size >= 8")
@@ -63,16 +62,23 @@ def run(args: argparse.Namespace) -> int:
         if not torch.cuda.is_available():
             raise InputError("--device cuda requested but CUDA is not available")
     axis = int(args.axis) if args.axis.lstrip("-").isdigit() else args.axis
-    summary = super_resolve_file(
-        args.input,
-        args.output,
-        method=args.method,
-        bundle=args.bundle,
-        device=args.device,
-        batch_size=args.batch_size,
-        roi_size=args.roi_size,
-        axis=axis,
-        precision=args.precision,
-    )
+    from mtsr_monai.progress import StageBar
+
+    # one stage up before torch, MONAI and the weights load (seconds); the slice batches have their own bar
+    with StageBar(1, "super-resolve") as bar:
+        bar.next(f"start-up and {args.method}")
+        from mtsr_monai.inference.super_resolve import super_resolve_file
+
+        summary = super_resolve_file(
+            args.input,
+            args.output,
+            method=args.method,
+            bundle=args.bundle,
+            device=args.device,
+            batch_size=args.batch_size,
+            roi_size=args.roi_size,
+            axis=axis,
+            precision=args.precision,
+        )
     print(json.dumps(summary), file=sys.stderr)
     return 0

@@ -96,26 +96,33 @@ def read_codes(path: Path | None):
 
 
 def run(args: argparse.Namespace) -> int:
-    from mtsr_monai.inference.translate import translate_file
+    from mtsr_monai.progress import StageBar
 
+    # one stage up before torch, MONAI and the weights load (seconds); the slice batches have their own bar
+    with StageBar(1, "translate") as bar:
+        bar.next(f"start-up and {args.method}")
+        if args.method != "bicyclegan":
+            from mtsr_monai.metrics.tissue_lookup import baseline_translate_file
+
+            source, target = args.source.lower(), args.target.lower()
+            summary = baseline_translate_file(
+                args.input, source, target, args.output_dir, args.method, args.mask
+            )
+        else:
+            from mtsr_monai.inference.translate import translate_file
+
+            summary = translate_file(
+                args.input,
+                args.source.lower(),
+                args.target.lower(),
+                args.output_dir,
+                weights=args.weights,
+                axis=args.axis,
+                **translation_kwargs(args),
+            )
     if args.method != "bicyclegan":
-        from mtsr_monai.metrics.tissue_lookup import baseline_translate_file
-
-        summary = baseline_translate_file(
-            args.input, args.source.lower(), args.target.lower(), args.output_dir, args.method, args.mask
-        )
         print(f"wrote {summary['outputs']['mean']} ({args.method})")
         return 0
-
-    summary = translate_file(
-        args.input,
-        args.source.lower(),
-        args.target.lower(),
-        args.output_dir,
-        weights=args.weights,
-        axis=args.axis,
-        **translation_kwargs(args),
-    )
     n = len(summary["outputs"]["samples"])
     print(
         f"wrote {n} samples, mean and std to {args.output_dir} "
