@@ -17,7 +17,9 @@ echo "wheel: $(basename "$wheel") ($(du -m "$wheel" | cut -f1) MB)"
 site=$("$work/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 "$ci_python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' > "$site/ci_dependencies.pth"
 "$work/venv/bin/python" -m pip install -q --no-deps "$wheel"
-"$work/venv/bin/python" -m pip show mtsr-monai
+# the CI venv's current pip shows the fresh venv's install (the venv's bundled pip may predate PEP 639 and
+# print an empty License for a licence expression)
+"$ci_python" -m pip --python "$work/venv/bin/python" show --verbose mtsr-monai
 # pip show's fields come from the wheel's metadata: licence, authors, URLs and classifiers must be filled in
 "$work/venv/bin/python" - <<'PY'
 from importlib.metadata import metadata
