@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtsr_monai.data.template import template_path
+from mtsr_monai.io.template import template_path
 
 CONTRASTS = ("t1", "t2", "flair", "pd")
 
