@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mtsr_monai import __version__
+from mtsr_monai.data.datalist import read_split
 from mtsr_monai.errors import InputError
 from mtsr_monai.io import atomic_output, atomic_write_text, load_volume, save_volume
 from mtsr_monai.progress import StageBar
@@ -70,7 +72,8 @@ class PreprocessConfig:
 
 
 def read_datalist(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Subjects of all splits (``training``, ``validation``, ``test``) of a datalist, paths made absolute.
+    """Subjects of all splits (``training``, ``validation``, ``test``) of a datalist, paths made absolute
+    (each split read by :func:`~mtsr_monai.data.datalist.read_split`, MONAI's ``load_decathlon_datalist``).
 
     Each item keeps its image keys (paths relative to the datalist's folder are resolved) and gets
     ``subject`` (derived from the first file name when missing) and ``split``. Raises InputError for a
@@ -88,9 +91,13 @@ def read_datalist(path: str | os.PathLike) -> list[dict[str, Any]]:
     base = path.resolve().parent
     subjects: list[dict[str, Any]] = []
     for split in SPLITS:
-        for n, item in enumerate(content.get(split) or []):
+        listed = content.get(split) or []
+        for n, item in enumerate(listed):
             if not isinstance(item, dict):
                 raise InputError(f"{split}[{n}] is not an object of modality -> path", path)
+        # MONAI joins the paths of existing files with the datalist's folder; a missing file keeps its
+        # relative path there, joined here too so that check_inputs names it in full
+        for n, item in enumerate(read_split(path, split, base) if listed else []):
             entry: dict[str, Any] = {"split": split}
             for key, value in item.items():
                 if key == "subject":
@@ -206,8 +213,6 @@ def _versions() -> dict[str, str]:
     import numpy
     import SimpleITK
     import torch
-
-    from mtsr_monai import __version__
 
     return {
         "mtsr_monai": __version__,
