@@ -67,8 +67,9 @@ def load_case(subject: dict, source: str, target: str, n_slices: int) -> dict[st
     """Raw source volume, scaled (S, H, W) source / target slices, their brain mask and slice indices."""
     import torch
 
-    from mtsr_monai.data.slices import load_subject, robust_scale
+    from mtsr_monai.data.slices import load_subject
     from mtsr_monai.io.geometry import resolve_axis
+    from mtsr_monai.transforms.intensity import robust_scale
 
     vol = load_subject(subject, [source, target], mask_key=None, normalize=False)
     axis = resolve_axis(vol["affine"], "axial")
