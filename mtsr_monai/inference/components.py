@@ -502,7 +502,7 @@ class ClinicalConsistencyd(MapTransform):
         """What :func:`~mtsr_monai.inference.clinical.consistency_check` reads of a prepared session."""
         from mtsr_monai.inference.clinical import transform_from_spec
         from mtsr_monai.io import load_volume
-        from mtsr_monai.transforms.registration import metatensor_to_sitk
+        from mtsr_monai.transforms.sitk_utils import metatensor_to_sitk
 
         info = _clinical_info(d[self.ref_key])
         return {
