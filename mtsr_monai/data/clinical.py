@@ -223,6 +223,21 @@ def load_datalist(path: str | Path, section: str, dataset_dir: str | Path) -> li
     return read_split(path, section, dataset_dir)
 
 
+def _random_transpose_flip(
+    arrays: Sequence[np.ndarray], rng: np.random.Generator, transpose: bool, flip: bool
+) -> tuple[np.ndarray, ...]:
+    """The same random swap of the last two axes (``transpose``) and flips along each of them (``flip``),
+    each with probability 0.5, applied to all ``arrays`` (input, target and mask stay aligned)."""
+    arrays = tuple(arrays)
+    if transpose and rng.random() < 0.5:
+        arrays = tuple(np.swapaxes(a, -1, -2) for a in arrays)
+    if flip:
+        for ax in (-1, -2):
+            if rng.random() < 0.5:
+                arrays = tuple(np.flip(a, ax) for a in arrays)
+    return arrays
+
+
 class ClinicalSliceDataset(torch.utils.data.Dataset):
     """Random 2D samples ``{"lr": (C,h,w), "hr": (C,h,w), "mask": (1,h,w)}`` from cached paired volumes.
 
@@ -280,12 +295,7 @@ class ClinicalSliceDataset(torch.utils.data.Dataset):
         mask = np.asarray(self._slice(p["mask"], axis, k), dtype=np.float32)[None]
         if self.mode == "patch":
             lr, hr, mask = self._crop(lr, hr, mask, rng)
-        if self.transpose and rng.random() < 0.5:
-            lr, hr, mask = (np.swapaxes(a, -1, -2) for a in (lr, hr, mask))
-        if self.flip:
-            for ax in (-1, -2):
-                if rng.random() < 0.5:
-                    lr, hr, mask = (np.flip(a, ax) for a in (lr, hr, mask))
+        lr, hr, mask = _random_transpose_flip((lr, hr, mask), rng, self.transpose, self.flip)
         if self.channel_dropout > 0 and lr.shape[0] > 1:
             drop = rng.random(lr.shape[0]) < self.channel_dropout
             if drop.all():
@@ -501,12 +511,7 @@ class ProtocolSliceDataset(torch.utils.data.Dataset):
         lr = self.simulator(block, randomize=False, plane=(normal, m)).numpy()[(slice(None),) + crop]
         hr = np.take(block, m, axis=normal + 1)[(slice(None),) + crop]
         mask = np.take(mask, m, axis=normal + 1)[(slice(None),) + crop]
-        if self.transpose and self.rng.random() < 0.5:
-            lr, hr, mask = (np.swapaxes(a, -1, -2) for a in (lr, hr, mask))
-        if self.flip:
-            for ax in (-1, -2):
-                if self.rng.random() < 0.5:
-                    lr, hr, mask = (np.flip(a, ax) for a in (lr, hr, mask))
+        lr, hr, mask = _random_transpose_flip((lr, hr, mask), self.rng, self.transpose, self.flip)
         lr, hr, mask = (torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for a in (lr, hr, mask))
         out = self.post({"lr": lr.clamp(0.0, 1.0), "hr": hr})
         return {"lr": torch.as_tensor(out["lr"]), "hr": torch.as_tensor(out["hr"]), "mask": mask}

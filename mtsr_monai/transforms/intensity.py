@@ -30,6 +30,7 @@ __all__ = [
     "scale_to_range",
 ]
 
+
 def scale_to_range(image: Any, lo: float, hi: float, clip: bool = True) -> Any:
     """``(image - lo) / (hi - lo)``, clipped to [0, 1] unless ``clip=False``; a flat range (``hi <= lo``)
     divides by 1 rather than by zero. Keeps the type (numpy array or tensor) of ``image``."""
