@@ -60,6 +60,16 @@ def noise_generator(rng: np.random.RandomState) -> torch.Generator:
     return torch.Generator().manual_seed(int(rng.randint(0, 2**31 - 1)))
 
 
+def apply_or_skip(transform: RandomizableTransform, randomize: bool) -> torch.Generator | None:
+    """For a noise-drawing array transform: draw whether to apply (when ``randomize``), then a noise
+    generator, which is drawn also when skipped so the random stream stays in step from key to key; None
+    when the transform is skipped."""
+    if randomize:
+        transform.randomize(None)
+    generator = noise_generator(transform.R)
+    return generator if transform._do_transform else None
+
+
 def intensity_range(x: torch.Tensor) -> float:
     """max - min of ``x`` (1 for a constant image): the unit of the noise fractions."""
     r = float(x.max() - x.min())

@@ -21,6 +21,7 @@ from mtsr_monai.io.geometry import resolve_axis
 from mtsr_monai.transforms.degradation.common import (
     RandDegradationd,
     affine_of,
+    apply_or_skip,
     centre_crop_to_multiple,
     from_slices,
     inplane_axes,
@@ -155,10 +156,8 @@ class RandKSpaceTruncation(RandomizableTransform):
         self.scale, self.noise, self.keep_grid, self.axis = int(scale), float(noise), keep_grid, axis
 
     def __call__(self, img: Any, randomize: bool = True) -> Any:
-        if randomize:
-            self.randomize(None)
-        generator = noise_generator(self.R)  # drawn also when skipped: the stream stays in step per key
-        if not self._do_transform:
+        generator = apply_or_skip(self, randomize)
+        if generator is None:
             return skipped_copy(img)
         x = plain_tensor(img)
         affine = affine_of(img, x.ndim - 1)

@@ -23,6 +23,7 @@ from mtsr_monai.transforms.degradation.common import (
     RandDegradationd,
     add_noise,
     affine_of,
+    apply_or_skip,
     block_mean,
     centre_crop_to_multiple,
     intensity_range,
@@ -167,10 +168,8 @@ class RandThickSliceDegradation(RandomizableTransform):
         return int(self.axis) % 2
 
     def __call__(self, img: Any, randomize: bool = True) -> Any:
-        if randomize:
-            self.randomize(None)
-        generator = noise_generator(self.R)  # drawn also when skipped: the stream stays in step per key
-        if not self._do_transform:
+        generator = apply_or_skip(self, randomize)
+        if generator is None:
             return skipped_copy(img)
         x = plain_tensor(img)
         lr, affine_lr = _apply_thick_slice(
