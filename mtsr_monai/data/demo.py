@@ -30,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 
-from mtsr_monai.io import save_volume
 from mtsr_monai.io.template import template_path
 from mtsr_monai.progress import StageBar
 
