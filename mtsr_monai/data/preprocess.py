@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from mtsr_monai import __version__
-from mtsr_monai.data.datalist import read_split
 from mtsr_monai.errors import InputError
 from mtsr_monai.io import atomic_output, atomic_write_text, load_volume, save_volume
 from mtsr_monai.progress import StageBar
@@ -72,8 +71,9 @@ class PreprocessConfig:
 
 
 def read_datalist(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Subjects of all splits (``training``, ``validation``, ``test``) of a datalist, paths made absolute
-    (each split read by :func:`~mtsr_monai.data.datalist.read_split`, MONAI's ``load_decathlon_datalist``).
+    """Subjects of all splits (``training``, ``validation``, ``test``) of a datalist, paths made absolute.
+    Read here, not by MONAI's ``load_decathlon_datalist`` (:func:`~mtsr_monai.data.datalist.read_split`):
+    ``mtsr preprocess`` checks its datalist before torch and MONAI load, and this keeps only image paths.
 
     Each item keeps its image keys (paths relative to the datalist's folder are resolved) and gets
     ``subject`` (derived from the first file name when missing) and ``split``. Raises InputError for a
@@ -91,13 +91,9 @@ def read_datalist(path: str | os.PathLike) -> list[dict[str, Any]]:
     base = path.resolve().parent
     subjects: list[dict[str, Any]] = []
     for split in SPLITS:
-        listed = content.get(split) or []
-        for n, item in enumerate(listed):
+        for n, item in enumerate(content.get(split) or []):
             if not isinstance(item, dict):
                 raise InputError(f"{split}[{n}] is not an object of modality -> path", path)
-        # MONAI joins the paths of existing files with the datalist's folder; a missing file keeps its
-        # relative path there, joined here too so that check_inputs names it in full
-        for n, item in enumerate(read_split(path, split, base) if listed else []):
             entry: dict[str, Any] = {"split": split}
             for key, value in item.items():
                 if key == "subject":
