@@ -67,8 +67,8 @@ def heldout_subjects(exclude: list[str]) -> list[dict]:
 def cropped_subject(subject: dict, folder: Path, margin: int = 8) -> dict:
     """The subject's volumes (and label) cropped to the FLAIR's brain box + ``margin`` voxels, affines
     kept exact: the same scores (brain only), a third of the voxels for every method (a busy 2-core CPU)."""
-    from mtsr_monai.data.clinical import brain_box
     from mtsr_monai.io import load_volume, save_volume
+    from mtsr_monai.transforms.crop import foreground_box
 
     folder.mkdir(parents=True, exist_ok=True)
     keys = [k for k in (*SEQUENCES, "label") if subject.get(k)]
@@ -76,7 +76,7 @@ def cropped_subject(subject: dict, folder: Path, margin: int = 8) -> dict:
     if all(out[k].exists() for k in keys):
         return out
     flair = load_volume(subject["flair"])
-    box = brain_box(flair.numpy() > 0, margin)
+    box = foreground_box(flair.numpy() > 0, margin)
     start = np.array([b.start for b in box] + [1.0])
     for k in keys:
         vol = load_volume(subject[k], validate=k != "label")
@@ -129,8 +129,8 @@ def run_method(inputs: dict[str, Path], like: str, method: str, folder: Path, ar
 
 def scores(pred: np.ndarray, ref: np.ndarray, brain: np.ndarray) -> dict[str, float]:
     """PSNR / SSIM in [0, 1] (each on its own robust scale) and in scanner units, and the median ratio."""
-    from mtsr_monai.data.slices import robust_range
     from mtsr_monai.metrics.image import psnr, ssim
+    from mtsr_monai.transforms.intensity import robust_range
 
     hi_ref, hi_pred = robust_range(ref)[1], robust_range(pred)[1]
     return {
@@ -143,9 +143,9 @@ def scores(pred: np.ndarray, ref: np.ndarray, brain: np.ndarray) -> dict[str, fl
 
 
 def crop_box(mask: np.ndarray, margin: int = 8) -> tuple[slice, ...]:
-    from mtsr_monai.data.clinical import brain_box
+    from mtsr_monai.transforms.crop import foreground_box
 
-    return brain_box(mask, margin)
+    return foreground_box(mask, margin)
 
 
 def fit_lesion_threshold(subjects: list[dict]) -> float:
@@ -193,11 +193,10 @@ def external_on_grid(path: str, like: str) -> np.ndarray:
     """Another method's output resampled (trilinear, physical space) onto the reference grid."""
     import SimpleITK as sitk
 
-    from mtsr_monai.data.clinical import resample_onto
     from mtsr_monai.io import load_volume
-    from mtsr_monai.transforms.registration import metatensor_to_sitk
+    from mtsr_monai.transforms.sitk_utils import metatensor_to_sitk, resample
 
-    out = resample_onto(metatensor_to_sitk(load_volume(path)), metatensor_to_sitk(load_volume(like)))
+    out = resample(metatensor_to_sitk(load_volume(path)), metatensor_to_sitk(load_volume(like)), float32=True)
     return sitk.GetArrayFromImage(out).transpose(2, 1, 0).astype(np.float32)
 
 

@@ -97,10 +97,10 @@ def evaluate_subject(subject: dict, source: str, target: str, args, generator, m
     """Scores of one subject and direction (and its montage when asked)."""
     import torch
 
-    from mtsr_monai.data.slices import robust_scale
+    from mtsr_monai.inference.tissue_lookup import identity_translate, tissue_lookup_translate
     from mtsr_monai.inference.translate import latent_codes, sample_statistics, translate_volume
     from mtsr_monai.io import load_volume
-    from mtsr_monai.metrics.tissue_lookup import identity_translate, tissue_lookup_translate
+    from mtsr_monai.transforms.intensity import robust_scale
 
     image = load_volume(subject[source])
     src, affine = image.numpy().astype(np.float32), np.asarray(image.affine)
@@ -135,8 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from shared_splits import split_of, subjects
 
+    from mtsr_monai.inference.tissue_lookup import load_tissue_lookup
     from mtsr_monai.inference.translate import load_translator
-    from mtsr_monai.metrics.tissue_lookup import load_tissue_lookup
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--split", default="test", choices=("test", "validation"))

@@ -3,7 +3,7 @@
 
 For each pair of modalities (T1 <-> T2, T1 <-> FLAIR), every training subject (``scripts/shared_splits.py``)
 with both: the median scaled target intensity of each tissue class of the source's EM segmentation; then the
-median over subjects (:mod:`mtsr_monai.metrics.tissue_lookup`). Writes
+median over subjects (:mod:`mtsr_monai.inference.tissue_lookup`). Writes
 ``bundles/mtsr_mt/models/tissue_lookup.json``.
 
 Usage: python scripts/fit_tissue_lookup.py [--out PATH]
@@ -24,8 +24,8 @@ PAIRS = (("t1", "flair"), ("flair", "t1"), ("t1", "t2"), ("t2", "t1"))
 def main(argv: list[str] | None = None) -> int:
     from shared_splits import split_of, subjects
 
+    from mtsr_monai.inference.tissue_lookup import class_intensities, fit_tissue_lookup
     from mtsr_monai.io import atomic_write_text, load_volume
-    from mtsr_monai.metrics.tissue_lookup import class_intensities, fit_tissue_lookup
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=REPO / "bundles" / "mtsr_mt" / "models" / "tissue_lookup.json")

@@ -67,8 +67,9 @@ def load_case(subject: dict, source: str, target: str, n_slices: int) -> dict[st
     """Raw source volume, scaled (S, H, W) source / target slices, their brain mask and slice indices."""
     import torch
 
-    from mtsr_monai.data.slices import load_subject, robust_scale
-    from mtsr_monai.transforms.degradation import resolve_axis
+    from mtsr_monai.data.slices import load_subject
+    from mtsr_monai.io.geometry import resolve_axis
+    from mtsr_monai.transforms.intensity import robust_scale
 
     vol = load_subject(subject, [source, target], mask_key=None, normalize=False)
     axis = resolve_axis(vol["affine"], "axial")
@@ -117,7 +118,7 @@ def score(stack: np.ndarray, case: dict[str, Any], lpips_metric=None) -> dict[st
 
 def baseline_stacks(case: dict[str, Any], source: str, lookup: dict | None) -> dict[str, np.ndarray]:
     """identity and (with a lookup table) tissue-lookup outputs on the case's slices, as (1, S, H, W)."""
-    from mtsr_monai.metrics.tissue_lookup import identity_translate, tissue_lookup_translate
+    from mtsr_monai.inference.tissue_lookup import identity_translate, tissue_lookup_translate
 
     def on_slices(volume: np.ndarray) -> np.ndarray:
         return np.moveaxis(volume, case["axis"], 0)[case["picks"]][None] * case["brain"][None]
@@ -164,8 +165,8 @@ def mean_over(rows: list[dict[str, float]]) -> dict[str, float]:
 def evaluate_direction(source: str, target: str, args: argparse.Namespace, lpips_metric) -> dict[str, Any]:
     """Rows (baselines, then the learned methods found) and the missing ones for ``source -> target``."""
     from mtsr_monai.errors import InputError
+    from mtsr_monai.inference.tissue_lookup import load_tissue_lookup
     from mtsr_monai.inference.translate import latent_codes, load_translator
-    from mtsr_monai.metrics.tissue_lookup import load_tissue_lookup
 
     chosen = [s for s in subjects() if split_of(s["subject"]) == "test" and source in s and target in s]
     cases = [load_case(s, source, target, args.slices_per_volume) for s in chosen]

@@ -63,8 +63,8 @@ def test_critic_returns_one_logit_and_scores_other_sizes():
 
 def test_one_trainer_epoch_with_critic_monitor_lowers_the_loss():
     """The shared engine drives the U-Net + critic; lambda_critic 0 still trains and scores the critic."""
-    from mtsr_monai.data.clinical import generator_loss
     from mtsr_monai.engines.paired import PairedAdversarialTrainer
+    from mtsr_monai.losses.reconstruction import generator_loss
 
     torch.manual_seed(0)
     hr = torch.rand(4, 1, 16, 16)

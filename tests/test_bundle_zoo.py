@@ -166,8 +166,8 @@ def test_mt_model_pt_is_the_t1_to_flair_generator():
 
 def _real_input(bundle: str, case: dict[str, Path]) -> torch.Tensor:
     """A real BraTS axial slice crop, scaled as the bundle's inference scales it."""
-    from mtsr_monai.data.slices import robust_scale
     from mtsr_monai.io import load_volume
+    from mtsr_monai.transforms.intensity import robust_scale
 
     shape = EXPORT[bundle][1]
     names = ["flair", "t1", "t2"] if bundle == "clinical_sr" else ["t1"]

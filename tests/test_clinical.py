@@ -73,7 +73,7 @@ def test_slice_dataset_patches_transposes_and_channel_dropout():
 
 
 def test_generator_loss_specs_sum_named_terms():
-    from mtsr_monai.data.clinical import generator_loss
+    from mtsr_monai.losses.reconstruction import generator_loss
 
     pred, target = torch.rand(2, 1, 16, 16), torch.rand(2, 1, 16, 16)
     terms = generator_loss("mae+ssim")(pred, target)
@@ -97,7 +97,7 @@ def _oblique_affine(spacing=(1.0, 1.0, 4.0), angle=0.3) -> np.ndarray:
 
 def test_isotropic_grid_covers_the_oblique_field_of_view_and_keeps_its_orientation():
     from mtsr_monai.inference.clinical import isotropic_grid, thick_axis_on_grid
-    from mtsr_monai.transforms.registration import array_to_sitk, sitk_affine
+    from mtsr_monai.transforms.sitk_utils import array_to_sitk, sitk_affine
 
     img = array_to_sitk(np.zeros((40, 40, 6), np.float32), _oblique_affine())
     grid = isotropic_grid(img, 1.0)

@@ -116,7 +116,7 @@ def test_channel_dropout_rates_follow_probs_and_never_drop_all():
 
 def test_acquire_like_reproduces_a_simulated_thick_slice_scan():
     from mtsr_monai.transforms.degradation import degrade_volume_thick_slice
-    from mtsr_monai.transforms.registration import array_to_sitk
+    from mtsr_monai.transforms.sitk_utils import array_to_sitk
 
     rng = np.random.default_rng(0)
     hr = np.cumsum(rng.standard_normal((36, 30, 24)), axis=0).astype(np.float32)  # detail along x

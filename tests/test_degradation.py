@@ -84,7 +84,7 @@ def test_sinc_kernel_passes_below_and_stops_above_its_cutoff(cutoff):
 
 # -------------------------------------------------------------------------------------- geometry
 def test_axial_axis_comes_from_the_affine_not_the_array_order():
-    from mtsr_monai.transforms.degradation import resolve_axis
+    from mtsr_monai.io.geometry import resolve_axis
 
     permuted = np.array([[0, 0, 1.0, 0], [0, 1.0, 0, 0], [1.0, 0, 0, 0], [0, 0, 0, 1]])  # array axis 0 is S
     assert resolve_axis(permuted, "axial") == 0

@@ -53,7 +53,7 @@ def _read(path: Path):
 def test_make_demo_data_writes_five_files_on_the_template_grid(demo_dir):
     import nibabel as nib
 
-    from mtsr_monai.data.template import template_path
+    from mtsr_monai.io.template import template_path
 
     names = sorted(p.name for p in demo_dir.iterdir())
     assert names == ["brain_mask.nii.gz", "flair.nii.gz", "pd.nii.gz", "t1.nii.gz", "t2.nii.gz"]

@@ -65,7 +65,7 @@ FAST = {
 
 
 def test_metatensor_sitk_round_trip_keeps_oblique_affine_and_voxels():
-    from mtsr_monai.transforms.registration import metatensor_to_sitk, sitk_to_metatensor
+    from mtsr_monai.transforms.sitk_utils import metatensor_to_sitk, sitk_to_metatensor
 
     rng = np.random.default_rng(0)
     array = rng.random((5, 6, 7)).astype(np.float32)
@@ -173,7 +173,8 @@ def test_registration_none_stays_native_and_mask_follows_inverse(template_file: 
 
 
 def test_nonlinear_registration_returns_bspline_composite(template_file: Path):
-    from mtsr_monai.transforms.registration import PARAMS_KEY, TRANSFORMS_KEY, RegisterToTemplated
+    from mtsr_monai.transforms.keys import PARAMS_KEY, TRANSFORMS_KEY
+    from mtsr_monai.transforms.registration import RegisterToTemplated
 
     data = {"t1": _channel_first(_head(shift_vox=(1, 1, 0)), _affine())}
     out = RegisterToTemplated(
@@ -195,7 +196,7 @@ def test_nonlinear_registration_returns_bspline_composite(template_file: Path):
 def test_mni_brain_mask_is_intracranial_sized_and_covers_template_brain():
     import SimpleITK as sitk
 
-    from mtsr_monai.data.template import template_path
+    from mtsr_monai.io.template import template_path
     from mtsr_monai.transforms.brain_mask import template_brain_mask
 
     mask = sitk.GetArrayFromImage(template_brain_mask()) > 0
@@ -217,7 +218,7 @@ def test_skull_strip_zeroes_everything_outside_the_mask(template_file: Path):
 
 
 def test_crop_to_mask_box_keeps_world_positions_and_k_divisible():
-    from mtsr_monai.transforms.intensity import CropToTemplateBoxd
+    from mtsr_monai.transforms.crop import CropToTemplateBoxd
 
     affine = _affine(spacing=1.5, angle_deg=20.0)
     image = np.random.default_rng(1).random((30, 30, 30)).astype(np.float32)
@@ -235,7 +236,7 @@ def test_crop_to_mask_box_keeps_world_positions_and_k_divisible():
 
 
 def test_percentile_scaling_uses_mask_voxels_only():
-    from mtsr_monai.transforms.intensity import ScaleIntensityPercentilesInMaskd
+    from mtsr_monai.transforms.scale import ScaleIntensityPercentilesInMaskd
 
     image = np.zeros((10, 10, 10), np.float32)
     image[2:8, 2:8, 2:8] = np.linspace(100, 200, 216).reshape(6, 6, 6)
@@ -356,7 +357,7 @@ def test_real_brats_subject_lands_on_mni_and_overlaps_template_brain(brats_case:
     import SimpleITK as sitk
 
     from mtsr_monai.data.preprocess import PreprocessConfig, preprocess_subject
-    from mtsr_monai.data.template import template_path
+    from mtsr_monai.io.template import template_path
 
     subject = {"subject": "brats", **{k: str(brats_case[k]) for k in ("t1", "flair")}}
     # N4 is tested above; here the registration, mask and writing on real data, kept fast (coarse pyramid)

@@ -58,7 +58,7 @@ def _coarse_mni(root: Path) -> list[str]:
     preprocessed volume 8x smaller than at 1 mm, so the test's training and SR stay short)."""
     import nibabel as nib
 
-    from mtsr_monai.data.template import template_path
+    from mtsr_monai.io.template import template_path
 
     t1 = nib.load(template_path("t1"))
     affine = t1.affine.copy()

@@ -75,7 +75,7 @@ def test_four_class_mode_adds_a_pial_label():
 def test_template_priors_on_the_template_grid_reproduce_its_wm_map():
     import nibabel as nib
 
-    from mtsr_monai.data.template import template_path
+    from mtsr_monai.io.template import template_path
 
     wm_img = nib.load(str(template_path("wm")))
     wm = np.asarray(wm_img.dataobj, np.float32) / 255.0

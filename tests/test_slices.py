@@ -9,14 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from mtsr_monai.data.slices import (
-    SliceDataset,
-    build_slice_dataset_from_datalist,
-    extract_slices,
-    resolve_axis,
-    robust_range,
-    robust_scale,
-)
+from mtsr_monai.data.slices import SliceDataset, build_slice_dataset_from_datalist, extract_slices
+from mtsr_monai.io.geometry import resolve_axis
+from mtsr_monai.transforms.intensity import robust_range, robust_scale
 from tests.conftest import write_nifti
 
 

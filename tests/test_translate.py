@@ -185,9 +185,9 @@ def test_weight_free_diversity_measures():
 
 def test_translation_of_real_brats_slab(brats_case, tmp_path):
     """Shipped T1 -> FLAIR weights on a slab of a real case (a training subject: smoke test, not a score)."""
-    from mtsr_monai.data.slices import robust_scale
     from mtsr_monai.inference.translate import default_weights
     from mtsr_monai.io import load_volume
+    from mtsr_monai.transforms.intensity import robust_scale
 
     weights = default_weights("t1", "flair")
     if not weights.is_file():

@@ -70,7 +70,7 @@ def consistency(
     source: np.ndarray, src_affine: np.ndarray, brain: np.ndarray, output: np.ndarray, out_affine: np.ndarray
 ) -> dict[str, float | None]:
     """``consistency_r`` and ``consistency_nrmse`` of ``output`` against ``source`` (module docstring)."""
-    from mtsr_monai.data.slices import robust_range
+    from mtsr_monai.transforms.intensity import robust_range
 
     mean, counts = average_onto(output, out_affine, source.shape, src_affine)
     sel = np.asarray(brain, bool) & (counts > 0)

@@ -9,8 +9,9 @@ For each high-resolution (HR) subject and sequence (FLAIR, T1, T2):
    (``pairing="header"``, exact for simulated data) or after a ``rigid`` / ``affine`` registration of the
    LR scan to the HR scan (the paper's two linear pairings), with trilinear, B-spline or windowed-sinc
    interpolation (the paper's baselines);
-3. scale each volume to [0, 1] on its own (robust percentiles, :func:`mtsr_monai.data.slices.robust_scale`),
-   as an inference pipeline must (it never sees the HR scale);
+3. scale each volume to [0, 1] on its own (robust percentiles,
+   :func:`mtsr_monai.transforms.intensity.robust_scale`), as an inference pipeline must (it never sees the
+   HR scale);
 4. stack the sequences as channels (fused, C = number of sequences, order FLAIR, T1, T2) or keep one
    (split, C = 1), crop to the brain's bounding box, and cache as ``.npy`` (float16) for fast reuse.
 
@@ -35,13 +36,25 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from monai.transforms import Compose, RandScaleIntensityd, ThresholdIntensityd
+from tqdm import tqdm
 
+from mtsr_monai.data.datalist import read_split
 from mtsr_monai.errors import InputError
+from mtsr_monai.io import atomic_write_text, check_same_grid, load_volume
+from mtsr_monai.transforms.crop import foreground_box
+from mtsr_monai.transforms.degradation import degrade_volume_thick_slice
+from mtsr_monai.transforms.intensity import robust_range, robust_scale
+from mtsr_monai.transforms.protocol import (
+    ProtocolParams,
+    RandChannelDropoutd,
+    RandSimulateProtocol,
+    SimulateProtocol,
+)
 
 #: channel order of the fused model (the paper's order)
 MODALITIES = ("flair", "t1", "t2")
-#: interpolation methods of the paper's baselines (SimpleITK names)
-INTERPOLATIONS = ("trilinear", "bspline", "sinc", "nearest")
 PAIRINGS = ("header", "rigid", "affine")
 
 
@@ -73,43 +86,8 @@ def as_protocols(spec: Mapping[str, Any] | None) -> dict[str, Protocol]:
     return out
 
 
-def sitk_interpolator(method: str) -> int:
-    """SimpleITK interpolator for ``trilinear`` / ``bspline`` / ``sinc`` (Welch-windowed) / ``nearest``."""
-    import SimpleITK as sitk
-
-    table = {
-        "trilinear": sitk.sitkLinear,
-        "linear": sitk.sitkLinear,
-        "bspline": sitk.sitkBSpline,
-        "sinc": sitk.sitkWelchWindowedSinc,
-        "nearest": sitk.sitkNearestNeighbor,
-    }
-    if method not in table:
-        raise ValueError(f"unknown interpolation {method!r}; choose from {INTERPOLATIONS}")
-    return table[method]
-
-
-def resample_onto(moving, reference, method: str = "trilinear", transform=None):
-    """``moving`` (SimpleITK image) on ``reference``'s grid in physical space; 0 outside, float32.
-
-    ``transform`` maps reference points to moving points (as returned by registration). B-spline and sinc
-    overshoot near edges: values are clipped to the moving image's range.
-    """
-    import SimpleITK as sitk
-
-    transform = sitk.Transform(3, sitk.sitkIdentity) if transform is None else transform
-    moving = sitk.Cast(moving, sitk.sitkFloat32)
-    out = sitk.Resample(moving, reference, transform, sitk_interpolator(method), 0.0, sitk.sitkFloat32)
-    if method in ("bspline", "sinc"):
-        arr = sitk.GetArrayViewFromImage(moving)
-        out = sitk.Clamp(out, sitk.sitkFloat32, float(arr.min()), float(arr.max()))
-    return out
-
-
 def simulate_protocol(hr: np.ndarray, affine: np.ndarray, protocol: Protocol, seed: int = 0):
     """The HR volume as acquired with ``protocol``: ``(data, affine)`` on the protocol's own coarse grid."""
-    from mtsr_monai.transforms.degradation import degrade_volume_thick_slice
-
     return degrade_volume_thick_slice(
         hr,
         affine,
@@ -130,7 +108,11 @@ def pair_onto_grid(
     method: str = "trilinear",
 ) -> np.ndarray:
     """Bring an LR volume onto the HR grid: header geometry only, or after rigid/affine registration."""
-    from mtsr_monai.transforms.registration import array_to_sitk, register
+    # SimpleITK here, not at the top: the GPU training image has none (scripts/device_train.py swaps this)
+    import SimpleITK as sitk
+
+    from mtsr_monai.transforms.registration import register
+    from mtsr_monai.transforms.sitk_utils import array_to_sitk, resample
 
     if pairing not in PAIRINGS:
         raise ValueError(f"unknown pairing {pairing!r}; choose from {PAIRINGS}")
@@ -139,21 +121,8 @@ def pair_onto_grid(
     transform = None
     if pairing != "header":
         transform, _ = register(fixed, moving, kind=pairing, init="header", iterations=100)
-    import SimpleITK as sitk
-
-    out = resample_onto(moving, fixed, method, transform)
+    out = resample(moving, fixed, transform, method, float32=True)
     return sitk.GetArrayFromImage(out).transpose(2, 1, 0).astype(np.float32)
-
-
-def brain_box(mask: np.ndarray, margin: int = 4) -> tuple[slice, ...]:
-    """Bounding box of ``mask`` grown by ``margin`` voxels (the whole array if the mask is empty)."""
-    idx = np.nonzero(mask)
-    if not idx[0].size:
-        return tuple(slice(0, s) for s in mask.shape)
-    return tuple(
-        slice(max(int(i.min()) - margin, 0), min(int(i.max()) + 1 + margin, s))
-        for i, s in zip(idx, mask.shape, strict=True)
-    )
 
 
 def make_pair(
@@ -170,28 +139,17 @@ def make_pair(
     All sequences of a subject must share one HR grid (BraTS does); each is simulated with its own
     protocol, paired back onto the grid, and scaled to [0, 1] on its own.
     """
-    from mtsr_monai.data.slices import robust_scale
-    from mtsr_monai.io import check_same_grid, load_volume
-
     protocols = as_protocols(protocols) if not isinstance(protocols, dict) else protocols
-    missing = [m for m in modalities if m not in subject]
-    if missing:
-        raise InputError(f"subject {subject.get('subject')} lacks {missing}")
-    vols = [load_volume(subject[m]) for m in modalities]
-    check_same_grid(
-        [v.shape for v in vols], [np.asarray(v.affine) for v in vols], [subject[m] for m in modalities]
-    )
-    affine = np.asarray(vols[0].affine, dtype=np.float64)
+    volumes, affine = _load_subject_volumes(subject, modalities)
     lrs, hrs = [], []
-    for m, vol in zip(modalities, vols, strict=True):
-        hr = vol.numpy().astype(np.float32)
+    for m, hr in zip(modalities, volumes, strict=True):
         lr, lr_affine = simulate_protocol(hr, affine, protocols[m], seed=seed)
         lr_on_grid = pair_onto_grid(lr, lr_affine, hr, affine, pairing, method)
         hrs.append(robust_scale(torch.from_numpy(hr)).numpy())
         lrs.append(robust_scale(torch.from_numpy(lr_on_grid)).numpy())
     hr_all, lr_all = np.stack(hrs), np.stack(lrs)
     mask = (hr_all > 0).any(0)
-    box = brain_box(mask) if crop else tuple(slice(0, s) for s in mask.shape)
+    box = foreground_box(mask, 4) if crop else tuple(slice(0, s) for s in mask.shape)
     return {
         "subject": str(subject.get("subject", "subject")),
         "lr": lr_all[(slice(None),) + box],
@@ -217,8 +175,6 @@ def cached_pairs(
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """:func:`make_pair` for each subject, cached as float16 ``.npy`` files (memory-mapped on reuse)."""
-    from tqdm import tqdm
-
     protocols = as_protocols(protocols)
     params = {
         "modalities": list(modalities),
@@ -262,12 +218,24 @@ def select_channels(pairs: Sequence[Mapping[str, Any]], channels: Sequence[int])
 
 
 def load_datalist(path: str | Path, section: str, dataset_dir: str | Path) -> list[dict[str, Any]]:
-    """Subjects of ``section`` of a Decathlon-style datalist, paths made absolute under ``dataset_dir``."""
-    data = json.loads(Path(path).read_text())
-    out = []
-    for item in data[section]:
-        out.append({k: (v if k == "subject" else str(Path(dataset_dir) / v)) for k, v in item.items()})
-    return out
+    """Subjects of ``section`` of a Decathlon-style datalist, paths joined with ``dataset_dir``
+    (:func:`~mtsr_monai.data.datalist.read_split`)."""
+    return read_split(path, section, dataset_dir)
+
+
+def _random_transpose_flip(
+    arrays: Sequence[np.ndarray], rng: np.random.Generator, transpose: bool, flip: bool
+) -> tuple[np.ndarray, ...]:
+    """The same random swap of the last two axes (``transpose``) and flips along each of them (``flip``),
+    each with probability 0.5, applied to all ``arrays`` (input, target and mask stay aligned)."""
+    arrays = tuple(arrays)
+    if transpose and rng.random() < 0.5:
+        arrays = tuple(np.swapaxes(a, -1, -2) for a in arrays)
+    if flip:
+        for ax in (-1, -2):
+            if rng.random() < 0.5:
+                arrays = tuple(np.flip(a, ax) for a in arrays)
+    return arrays
 
 
 class ClinicalSliceDataset(torch.utils.data.Dataset):
@@ -327,12 +295,7 @@ class ClinicalSliceDataset(torch.utils.data.Dataset):
         mask = np.asarray(self._slice(p["mask"], axis, k), dtype=np.float32)[None]
         if self.mode == "patch":
             lr, hr, mask = self._crop(lr, hr, mask, rng)
-        if self.transpose and rng.random() < 0.5:
-            lr, hr, mask = (np.swapaxes(a, -1, -2) for a in (lr, hr, mask))
-        if self.flip:
-            for ax in (-1, -2):
-                if rng.random() < 0.5:
-                    lr, hr, mask = (np.flip(a, ax) for a in (lr, hr, mask))
+        lr, hr, mask = _random_transpose_flip((lr, hr, mask), rng, self.transpose, self.flip)
         if self.channel_dropout > 0 and lr.shape[0] > 1:
             drop = rng.random(lr.shape[0]) < self.channel_dropout
             if drop.all():
@@ -363,8 +326,6 @@ class ClinicalSliceDataset(torch.utils.data.Dataset):
 
 def pad_collate(batch: Sequence[Mapping[str, torch.Tensor]], multiple: int = 16) -> dict[str, torch.Tensor]:
     """Stack samples, zero-padding each to the batch's largest size rounded up to ``multiple``."""
-    import torch.nn.functional as F
-
     h = max(b["lr"].shape[-2] for b in batch)
     w = max(b["lr"].shape[-1] for b in batch)
     h, w = -(-h // multiple) * multiple, -(-w // multiple) * multiple
@@ -381,8 +342,6 @@ def _load_subject_volumes(
     subject: Mapping[str, Any], modalities: Sequence[str]
 ) -> tuple[np.ndarray, np.ndarray]:
     """(C, X, Y, Z) float32 scanner-unit volumes of ``subject`` (one grid) and their affine."""
-    from mtsr_monai.io import check_same_grid, load_volume
-
     missing = [m for m in modalities if m not in subject]
     if missing:
         raise InputError(f"subject {subject.get('subject')} lacks {missing}")
@@ -400,15 +359,13 @@ def scaled_volume(subject: Mapping[str, Any], modalities: Sequence[str], headroo
     Input and target of a training pair are both made from this one array, so they share one intensity
     scale and the network learns to keep it; ``headroom`` leaves the model's sigmoid room above the scaling
     level (an input scaled by its own, blurrier, 99.5 % level is brighter than its target)."""
-    from mtsr_monai.data.slices import robust_range
-
     hr, affine = _load_subject_volumes(subject, modalities)
     scaled = np.empty_like(hr)
     for c in range(hr.shape[0]):
         lo, hi = robust_range(hr[c])
         scaled[c] = np.clip((hr[c] - lo) / ((hi - lo) * headroom), 0.0, 1.0)
     mask = (hr > 0).any(0)
-    box = brain_box(mask)
+    box = foreground_box(mask, 4)
     return {
         "subject": str(subject.get("subject", "subject")),
         "hr": scaled[(slice(None),) + box],
@@ -426,8 +383,6 @@ def cached_volumes(
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """:func:`scaled_volume` for each subject, cached as float16 ``.npy`` (memory-mapped on reuse)."""
-    from tqdm import tqdm
-
     params = {"modalities": list(modalities), "headroom": float(headroom), "kind": "volumes", "version": 1}
     out = []
     for subject in tqdm(subjects, desc="training volumes", disable=not progress):
@@ -496,10 +451,6 @@ class ProtocolSliceDataset(torch.utils.data.Dataset):
         min_brain_fraction: float = 0.05,
         seed: int = 0,
     ) -> None:
-        from monai.transforms import Compose, RandScaleIntensityd, ThresholdIntensityd
-
-        from mtsr_monai.transforms.protocol import RandChannelDropoutd, RandSimulateProtocol
-
         if mode not in ("patch", "slice"):
             raise ValueError(f"mode must be 'patch' or 'slice', got {mode!r}")
         self.volumes, self.mode, self.patch_size = list(volumes), mode, int(patch_size)
@@ -560,12 +511,7 @@ class ProtocolSliceDataset(torch.utils.data.Dataset):
         lr = self.simulator(block, randomize=False, plane=(normal, m)).numpy()[(slice(None),) + crop]
         hr = np.take(block, m, axis=normal + 1)[(slice(None),) + crop]
         mask = np.take(mask, m, axis=normal + 1)[(slice(None),) + crop]
-        if self.transpose and self.rng.random() < 0.5:
-            lr, hr, mask = (np.swapaxes(a, -1, -2) for a in (lr, hr, mask))
-        if self.flip:
-            for ax in (-1, -2):
-                if self.rng.random() < 0.5:
-                    lr, hr, mask = (np.flip(a, ax) for a in (lr, hr, mask))
+        lr, hr, mask = _random_transpose_flip((lr, hr, mask), self.rng, self.transpose, self.flip)
         lr, hr, mask = (torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for a in (lr, hr, mask))
         out = self.post({"lr": lr.clamp(0.0, 1.0), "hr": hr})
         return {"lr": torch.as_tensor(out["lr"]), "hr": torch.as_tensor(out["hr"]), "mask": mask}
@@ -584,9 +530,6 @@ def protocol_pair(
     this), ``missing`` sequences zero-filled; the target ``hr`` in the reference's [0, 1] scale (its own
     99.5 % level, not clipped) and ``out_scale`` (C,) mapping a model output into that scale, so an
     intensity drift of the output costs PSNR. ``score_channels``: the channels given (scored)."""
-    from mtsr_monai.data.slices import robust_range
-    from mtsr_monai.transforms.protocol import ProtocolParams, SimulateProtocol
-
     params = params if isinstance(params, ProtocolParams) else ProtocolParams(**dict(params))
     if params.axis == 2:
         raise ValueError("thick slices along array axis 2 (BraTS z) have no true 1 mm reference")
@@ -599,7 +542,7 @@ def protocol_pair(
         x[c] = 0.0 if m in missing else np.clip(lr[c] / (hi_lr * headroom), 0.0, 1.0)
         ref[c], scale[c] = hr[c] / hi_hr, hi_lr * headroom / hi_hr
     mask = (hr > 0).any(0)
-    box = brain_box(mask)
+    box = foreground_box(mask, 4)
     return {
         "subject": str(subject.get("subject", "subject")),
         "lr": x[(slice(None),) + box],
@@ -670,41 +613,7 @@ def write_recipe(output_dir: str | Path, **recipe: Any) -> Path:
     """``output_dir/recipe.json``: how a run's data were made (``simulation``, ``headroom``, subjects, ...),
     read by ``scripts/train_clinical.py export`` so the shipped checkpoint tells inference its intensity
     scaling (a model of the random recipe expects inputs scaled by ``headroom`` x their 99.5 % level)."""
-    from mtsr_monai.io import atomic_write_text
-
     path = Path(output_dir) / "recipe.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(recipe, indent=1, default=str))
     return path
-
-
-# ------------------------------------------------------------------------------------------ objectives
-class SSIMLoss(torch.nn.Module):
-    """``1 - SSIM`` (11-tap Gaussian window, sigma 1.5, data range 1) of (B, C, H, W) batches."""
-
-    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        from mtsr_monai.metrics.image import batch_ssim
-
-        return 1.0 - batch_ssim(pred, target, data_range=1.0).mean()
-
-
-class BCELoss(torch.nn.Module):
-    """Binary cross-entropy of a [0, 1] prediction against a [0, 1] target (the paper's best L_G)."""
-
-    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        import torch.nn.functional as F
-
-        return F.binary_cross_entropy(pred.float().clamp(1e-6, 1 - 1e-6), target.float())
-
-
-def generator_loss(spec: str = "mae") -> torch.nn.Module:
-    """L_G from a spec such as ``"mae"``, ``"bce"`` or ``"mae+ssim"`` (terms summed with weight 1),
-    as a :class:`~mtsr_monai.losses.WeightedLoss` that reports each term."""
-    from mtsr_monai.losses import WeightedLoss
-
-    table = {"mae": torch.nn.L1Loss, "mse": torch.nn.MSELoss, "bce": BCELoss, "ssim": SSIMLoss}
-    names = [t.strip().lower() for t in spec.split("+") if t.strip()]
-    unknown = [n for n in names if n not in table]
-    if unknown or not names:
-        raise ValueError(f"unknown generator loss terms {unknown or spec!r}; choose from {sorted(table)}")
-    return WeightedLoss({n: table[n]() for n in names})

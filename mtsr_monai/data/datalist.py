@@ -293,3 +293,27 @@ def build_datalist(
     for name, part in parts.items():
         datalist[name] = [by_id[i] for i in sorted(part)]
     return datalist
+
+
+def read_split(path: str | os.PathLike, split: str, base_dir: str | os.PathLike | None = None) -> list[dict]:
+    """One split of a datalist JSON read by MONAI's ``load_decathlon_datalist`` (relative paths joined with
+    ``base_dir``, default the datalist's folder). ``subject`` ids stay as written (MONAI joins any value that
+    names an existing file or folder, and a subject folder often carries the subject's id). Raises
+    :class:`InputError` for a missing file, bad JSON or a missing split."""
+    import json
+
+    from monai.data import load_decathlon_datalist  # here: `mtsr datalist` needs no MONAI
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("no such datalist file", path)
+    try:
+        items = load_decathlon_datalist(path, is_segmentation=True, data_list_key=split, base_dir=base_dir)
+    except (ValueError, KeyError, json.JSONDecodeError) as err:
+        raise InputError(f"cannot read split {split!r}: {err}", path) from err
+    base = os.path.normpath(base_dir if base_dir is not None else path.parent)
+    for item in items:
+        sid = item.get("subject")
+        if isinstance(sid, str) and os.path.dirname(sid) == base:
+            item["subject"] = os.path.basename(sid)
+    return items

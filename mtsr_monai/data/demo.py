@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mtsr_monai.data.template import template_path
+from mtsr_monai.io.template import template_path
+from mtsr_monai.progress import StageBar
 
 CONTRASTS = ("t1", "t2", "flair", "pd")
 
@@ -189,8 +190,6 @@ def make_demo_subject(
 ) -> dict[str, Path]:
     """Write ``t1, t2, flair, pd, brain_mask`` ``.nii.gz`` into ``output_dir`` (atomic writes) and return
     their paths keyed by name; ``progress`` shows the stages on stderr."""
-    from mtsr_monai.progress import StageBar
-
     out = Path(output_dir)
     paths: dict[str, Path] = {}
     with StageBar(len(CONTRASTS) + 2, "demo subject", enabled=progress) as bar:

@@ -20,7 +20,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mtsr_monai import __version__
 from mtsr_monai.errors import InputError
+from mtsr_monai.io import atomic_output, atomic_write_text, load_volume, save_volume
+from mtsr_monai.progress import StageBar
+from mtsr_monai.transforms.keys import PARAMS_KEY, TRANSFORMS_KEY
 
 SIDECAR = "preprocess.json"
 SPLITS = ("training", "validation", "test")
@@ -68,6 +72,8 @@ class PreprocessConfig:
 
 def read_datalist(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Subjects of all splits (``training``, ``validation``, ``test``) of a datalist, paths made absolute.
+    Read here, not by MONAI's ``load_decathlon_datalist`` (:func:`~mtsr_monai.data.datalist.read_split`):
+    ``mtsr preprocess`` checks its datalist before torch and MONAI load, and this keeps only image paths.
 
     Each item keeps its image keys (paths relative to the datalist's folder are resolved) and gets
     ``subject`` (derived from the first file name when missing) and ``split``. Raises InputError for a
@@ -124,11 +130,14 @@ def _subject_from_name(name: str, key: str) -> str:
 def build_stages(
     config: PreprocessConfig, image_keys: list[str], label_keys: list[str]
 ) -> list[tuple[str, Callable]]:
-    """The named dictionary transforms in order (heavy imports happen here)."""
+    """The named dictionary transforms in order (heavy imports happen here: SimpleITK and MONAI, so that
+    ``mtsr preprocess`` checks its datalist without them). Over 60 lines only by the keyword arguments that
+    hand each stage its part of ``config``."""
     from mtsr_monai.transforms.bias import N4BiasFieldCorrectiond
     from mtsr_monai.transforms.brain_mask import BrainMaskFromTemplated
-    from mtsr_monai.transforms.intensity import CropToTemplateBoxd, ScaleIntensityPercentilesInMaskd
+    from mtsr_monai.transforms.crop import CropToTemplateBoxd
     from mtsr_monai.transforms.registration import RegisterToTemplated
+    from mtsr_monai.transforms.scale import ScaleIntensityPercentilesInMaskd
 
     stages: list[tuple[str, Callable]] = []
     if config.n4:
@@ -201,8 +210,6 @@ def _versions() -> dict[str, str]:
     import SimpleITK
     import torch
 
-    from mtsr_monai import __version__
-
     return {
         "mtsr_monai": __version__,
         "monai": monai.__version__,
@@ -231,46 +238,25 @@ def is_done(subject: dict[str, Any], output_dir: str | os.PathLike, config: Prep
     return all((folder / name).is_file() for name in sidecar.get("outputs", {}).values())
 
 
-def preprocess_subject(
-    subject: dict[str, Any],
-    output_dir: str | os.PathLike,
-    config: PreprocessConfig,
-    on_stage: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
-    """Run the pipeline on one subject and write its outputs and sidecar; return the sidecar dict.
-    ``on_stage(name)`` is called as each stage starts (``load``, the stages, ``write``): progress."""
-    import numpy as np
-    import SimpleITK as sitk
-
-    from mtsr_monai.io import atomic_output, atomic_write_text, load_volume, save_volume
-    from mtsr_monai.transforms.registration import PARAMS_KEY, TRANSFORMS_KEY
-
-    start = time.perf_counter()
-    folder = Path(output_dir) / subject["subject"]
-    inputs = {k: v for k, v in subject.items() if k not in ("subject", "split")}
-    label_keys = [k for k in inputs if k in LABEL_KEYS]
-    image_keys = [k for k in inputs if k not in LABEL_KEYS]
-    if not image_keys:
-        raise InputError(f"subject {subject['subject']} has only labels, no image")
-    timings: dict[str, float] = {}
+def _load_inputs(inputs: dict[str, str], label_keys: list[str]) -> dict[str, Any]:
+    """Each input as a channel-first volume, as ``LoadImaged(ensure_channel_first=True)`` gives it."""
     data: dict[str, Any] = {}
-    on_stage = on_stage or (lambda name: None)
-    on_stage("load")
-    t0 = time.perf_counter()
     for key, path in inputs.items():
         volume = load_volume(path, validate=key not in label_keys)  # an all-background label is legal
         if key in label_keys and volume.ndim != 3:
             raise InputError(f"expected a 3D label, got shape {tuple(volume.shape)}", path)
-        data[key] = volume.unsqueeze(0)  # channel first, as LoadImaged(ensure_channel_first=True) gives
-    timings["load"] = round(time.perf_counter() - t0, 3)
-    for name, stage in build_stages(config, image_keys, label_keys):
-        on_stage(name)
-        t0 = time.perf_counter()
-        data = stage(data)
-        timings[name] = round(time.perf_counter() - t0, 3)
+        data[key] = volume.unsqueeze(0)
+    return data
 
-    on_stage("write")
-    t0 = time.perf_counter()
+
+def _write_outputs(
+    data: dict[str, Any], folder: Path, image_keys: list[str], label_keys: list[str]
+) -> dict[str, str]:
+    """The preprocessed images, labels (uint8), brain mask and transforms of one subject; returns the file
+    name of each output."""
+    import numpy as np
+    import SimpleITK as sitk
+
     outputs: dict[str, str] = {}
     for key in image_keys:
         save_volume(data[key][0], folder / f"{key}.nii.gz")
@@ -285,6 +271,40 @@ def preprocess_subject(
         with atomic_output(folder / name) as tmp:
             sitk.WriteTransform(transform, str(tmp))
         outputs[f"transform_{key}"] = name
+    return outputs
+
+
+def preprocess_subject(
+    subject: dict[str, Any],
+    output_dir: str | os.PathLike,
+    config: PreprocessConfig,
+    on_stage: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run the pipeline on one subject and write its outputs and sidecar; return the sidecar dict.
+    ``on_stage(name)`` is called as each stage starts (``load``, the stages, ``write``): progress."""
+    import numpy as np
+
+    start = time.perf_counter()
+    folder = Path(output_dir) / subject["subject"]
+    inputs = {k: v for k, v in subject.items() if k not in ("subject", "split")}
+    label_keys = [k for k in inputs if k in LABEL_KEYS]
+    image_keys = [k for k in inputs if k not in LABEL_KEYS]
+    if not image_keys:
+        raise InputError(f"subject {subject['subject']} has only labels, no image")
+    timings: dict[str, float] = {}
+    on_stage = on_stage or (lambda name: None)
+    on_stage("load")
+    t0 = time.perf_counter()
+    data = _load_inputs(inputs, label_keys)
+    timings["load"] = round(time.perf_counter() - t0, 3)
+    for name, stage in build_stages(config, image_keys, label_keys):
+        on_stage(name)
+        t0 = time.perf_counter()
+        data = stage(data)
+        timings[name] = round(time.perf_counter() - t0, 3)
+    on_stage("write")
+    t0 = time.perf_counter()
+    outputs = _write_outputs(data, folder, image_keys, label_keys)
     timings["write"] = round(time.perf_counter() - t0, 3)
     timings["total"] = round(time.perf_counter() - start, 3)
 
@@ -331,8 +351,6 @@ def preprocess_datalist(
 
     Subjects already done with the same configuration are skipped unless ``overwrite``.
     """
-    from mtsr_monai.io import atomic_write_text
-    from mtsr_monai.progress import StageBar
 
     config = config or PreprocessConfig()
     subjects = read_datalist(datalist)

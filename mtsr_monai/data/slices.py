@@ -18,42 +18,30 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from monai.config import KeysCollection
-from monai.transforms import MapTransform, Transform
+from monai.data import CacheDataset, Dataset, PersistentDataset
+from monai.transforms import (
+    Compose,
+    DivisiblePadd,
+    RandSpatialCropd,
+    RandSpatialCropSamplesd,
+    SpatialPadd,
+    Transform,
+)
+from tqdm.auto import tqdm
 
-from mtsr_monai.data.scaling import robust_range, robust_scale  # noqa: F401 (public here too)
+from mtsr_monai.data.datalist import read_split
 from mtsr_monai.errors import InputError
-from mtsr_monai.transforms.degradation import resolve_axis
+from mtsr_monai.io import atomic_write_text, check_same_grid, load_volume
+from mtsr_monai.io.geometry import resolve_axis
+from mtsr_monai.transforms.intensity import robust_scale
 
-#: anatomical axis name -> row of the RAS affine (world R, A, S)
 DEFAULT_LABEL_KEYS = ("label", "seg", "brain_mask")
-
-
-class RobustScaleIntensityd(MapTransform):
-    """Dictionary transform: :func:`robust_scale` on each key (per volume; percentiles 0.5 / 99.5)."""
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        lower: float = 0.5,
-        upper: float = 99.5,
-        clip: bool = True,
-        allow_missing_keys: bool = False,
-    ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.lower, self.upper, self.clip = lower, upper, clip
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = robust_scale(d[key], self.lower, self.upper, self.clip)
-        return d
 
 
 def foreground_fractions(volume: Any, axis: int, threshold: float = 0.0) -> np.ndarray:
@@ -120,8 +108,6 @@ def load_subject(
     one grid; images (keys not in ``label_keys``) scaled by :func:`robust_scale` when ``normalize``.
     Returns the tensors plus ``"affine"`` (RAS, of the first key). Raises :class:`InputError` for a missing
     key, an unreadable file or keys on different grids."""
-    from mtsr_monai.io import check_same_grid, load_volume
-
     sid = subject.get("subject", "?")
     wanted = list(keys) + ([mask_key] if mask_key and mask_key in subject and mask_key not in keys else [])
     missing = [k for k in wanted if k not in subject]
@@ -198,15 +184,6 @@ class SliceDataset(torch.utils.data.Dataset):
         label_keys: Sequence[str] = DEFAULT_LABEL_KEYS,
         progress: bool = True,
     ) -> None:
-        from monai.data import CacheDataset, Dataset, PersistentDataset
-        from monai.transforms import (
-            Compose,
-            DivisiblePadd,
-            RandSpatialCropd,
-            RandSpatialCropSamplesd,
-            SpatialPadd,
-        )
-
         if isinstance(keys, str):
             keys = [keys]
         if mode not in ("full", "patch"):
@@ -233,46 +210,33 @@ class SliceDataset(torch.utils.data.Dataset):
         self.mask_key = mask_key
         self._index_was_cached = False
 
-        # deterministic part after slicing
-        det: list = []
-        if mode == "full" and pad_to_multiple:
-            det.append(DivisiblePadd(self.keys, k=int(pad_to_multiple)))
-        if mode == "patch":
-            det.append(SpatialPadd(self.keys, spatial_size=list(patch_size)))  # slices smaller than a patch
-        det += _as_list(transform)
-        rand: list = []
-        if mode == "patch":
-            if patches_per_slice > 1:
-                crop = RandSpatialCropSamplesd(
-                    self.keys,
-                    roi_size=list(patch_size),
-                    num_samples=int(patches_per_slice),
-                    random_size=False,
-                )
-            else:
-                crop = RandSpatialCropd(self.keys, roi_size=list(patch_size), random_size=False)
-            rand.append(crop)
-        rand += _as_list(random_transform)
-
+        det, rand = _slice_transforms(
+            self.keys, mode, patch_size, patches_per_slice, pad_to_multiple, transform, random_transform
+        )
         records = self._index(cache_dir, progress)
         if not records:
             raise InputError(
                 f"no slice of the {len(self.subjects)} subjects has a brain fraction "
                 f">= {self.min_brain_fraction}"
             )
-        if cache == "memory":
-            self.dataset = CacheDataset(
+        self.dataset = self._dataset(records, det, rand, cache_dir, progress)
+
+    def _dataset(
+        self, records: list[dict], det: list, rand: list, cache_dir: str | os.PathLike | None, progress: bool
+    ) -> Dataset:
+        """MONAI's dataset of the slice records for the cache mode: the deterministic part cached."""
+        if self.cache == "memory":
+            return CacheDataset(
                 records, Compose(det + rand), cache_rate=1.0, num_workers=1, progress=False, copy_cache=True
             )
-        else:
-            load = _LoadSliced(self._volume, self._axis_of, self.keys)
-            pipeline = Compose([load] + det + rand)
-            if cache == "disk":
-                self.dataset = PersistentDataset(records, pipeline, cache_dir=cache_dir)
-                if not self._index_was_cached:
-                    self._warm_disk_cache(progress)
-            else:
-                self.dataset = Dataset(records, pipeline)
+        load = _LoadSliced(self._volume, self._axis_of, self.keys)
+        pipeline = Compose([load] + det + rand)
+        if self.cache != "disk":
+            return Dataset(records, pipeline)
+        dataset = PersistentDataset(records, pipeline, cache_dir=cache_dir)
+        if not self._index_was_cached:
+            self._warm_disk_cache(progress, dataset)
+        return dataset
 
     # -- loading and indexing ------------------------------------------------------------------------
     def _volume(self, index: int) -> dict:
@@ -312,8 +276,6 @@ class SliceDataset(torch.utils.data.Dataset):
         sliced: dict[int, dict] = {}
         iterator = range(len(self.subjects))
         if progress:
-            from tqdm.auto import tqdm
-
             iterator = tqdm(iterator, desc="slicing volumes", unit="subject", leave=False)
         for i in iterator:
             vol = self._volume(i)
@@ -325,8 +287,6 @@ class SliceDataset(torch.utils.data.Dataset):
                 }
                 self._memo = None  # free the volume: only kept slices stay in memory
         if index_file is not None:
-            from mtsr_monai.io import atomic_write_text
-
             atomic_write_text(index_file, json.dumps({"kept": kept, "axes": self._axes}))
         return self._records({str(i): v for i, v in kept.items()}, sliced if self.cache == "memory" else None)
 
@@ -347,16 +307,14 @@ class SliceDataset(torch.utils.data.Dataset):
                 records.append(rec)
         return records
 
-    def _warm_disk_cache(self, progress: bool) -> None:
+    def _warm_disk_cache(self, progress: bool, dataset: PersistentDataset) -> None:
         # fill the cache in subject order once: a shuffled first epoch would reload a volume per slice
-        data = self.dataset.data
+        data = dataset.data
         iterator = range(len(data))
         if progress:
-            from tqdm.auto import tqdm
-
             iterator = tqdm(iterator, desc="caching slices", unit="slice", leave=False)
         for i in iterator:
-            self.dataset._cachecheck(data[i])
+            dataset._cachecheck(data[i])
         self._memo = None
 
     # -- Dataset API ----------------------------------------------------------------------------------
@@ -382,6 +340,36 @@ def _strip(item: Any) -> Any:
     if isinstance(item, list):
         return [_strip(i) for i in item]
     return {k: v for k, v in item.items() if not str(k).startswith("_")}
+
+
+def _slice_transforms(
+    keys: Sequence[str],
+    mode: str,
+    patch_size: Sequence[int],
+    patches_per_slice: int,
+    pad_to_multiple: int | None,
+    transform: Callable | Sequence[Callable] | None,
+    random_transform: Callable | Sequence[Callable] | None,
+) -> tuple[list, list]:
+    """The deterministic (cached: padding, then ``transform``) and random (every access: the patch crop,
+    then ``random_transform``) parts of a :class:`SliceDataset`'s pipeline after slicing."""
+    keys = list(keys)
+    det: list = []
+    if mode == "full" and pad_to_multiple:
+        det.append(DivisiblePadd(keys, k=int(pad_to_multiple)))
+    if mode == "patch":
+        det.append(SpatialPadd(keys, spatial_size=list(patch_size)))  # slices smaller than a patch
+    det += _as_list(transform)
+    rand: list = []
+    if mode == "patch":
+        if patches_per_slice > 1:
+            crop = RandSpatialCropSamplesd(
+                keys, roi_size=list(patch_size), num_samples=int(patches_per_slice), random_size=False
+            )
+        else:
+            crop = RandSpatialCropd(keys, roi_size=list(patch_size), random_size=False)
+        rand.append(crop)
+    return det, rand + _as_list(random_transform)
 
 
 def _as_list(transform: Callable | Sequence[Callable] | None) -> list:
@@ -410,17 +398,6 @@ def expand_modalities(
     return out
 
 
-def _read_split(path: Path, split: str, base_dir: str | os.PathLike | None) -> list[dict]:
-    from monai.data import load_decathlon_datalist
-
-    if not path.is_file():
-        raise InputError("no such datalist file", path)
-    try:
-        return load_decathlon_datalist(path, is_segmentation=True, data_list_key=split, base_dir=base_dir)
-    except (ValueError, KeyError, json.JSONDecodeError) as err:
-        raise InputError(f"cannot read split {split!r}: {err}", path) from err
-
-
 def _missing_keys_error(
     path: Path, split: str, keys: Sequence[str], subjects: Sequence[Mapping]
 ) -> InputError:
@@ -444,7 +421,7 @@ def datalist_volumes(
     """Paths of one split's ``key`` volumes after :func:`expand_modalities` (relative paths joined with
     ``base_dir``, default the datalist's folder): the SR bundle's held-out volumes."""
     path = Path(datalist_path)
-    subjects = expand_modalities(_read_split(path, split, base_dir), key, modalities)
+    subjects = expand_modalities(read_split(path, split, base_dir), key, modalities)
     return [str(s[key]) for s in subjects]
 
 
@@ -464,7 +441,7 @@ def build_slice_dataset_from_datalist(
     go to :class:`SliceDataset`.
     """
     path = Path(datalist_path)
-    subjects = _read_split(path, split, base_dir)
+    subjects = read_split(path, split, base_dir)
     for key, modalities in (key_map or {}).items():
         subjects = expand_modalities(subjects, key, modalities)
     keys = [keys] if isinstance(keys, str) else list(keys)
@@ -475,5 +452,5 @@ def build_slice_dataset_from_datalist(
             f"{path}: {len(skipped)} subjects lack one of {keys}: {', '.join(skipped[:5])}", stacklevel=2
         )
     if not usable:
-        raise _missing_keys_error(path, split, keys, _read_split(path, split, base_dir))
+        raise _missing_keys_error(path, split, keys, read_split(path, split, base_dir))
     return SliceDataset(usable, keys=keys, **kwargs)

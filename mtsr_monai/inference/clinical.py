@@ -244,11 +244,11 @@ def prepare_routine_scans(
     import SimpleITK as sitk
     from tqdm import tqdm
 
-    from mtsr_monai.data.clinical import resample_onto
-    from mtsr_monai.data.slices import robust_range
     from mtsr_monai.errors import InputError
     from mtsr_monai.io import load_volume
     from mtsr_monai.transforms import registration as reg
+    from mtsr_monai.transforms import sitk_utils
+    from mtsr_monai.transforms.intensity import robust_range, scale_to_range
 
     if not inputs:
         raise InputError("give at least one of --t1, --t2, --flair")
@@ -259,10 +259,10 @@ def prepare_routine_scans(
     ]
     images = {}
     for m in order:
-        images[m] = reg.metatensor_to_sitk(load_volume(inputs[m]))
+        images[m] = sitk_utils.metatensor_to_sitk(load_volume(inputs[m]))
     reference = order[0]
     if like is not None:
-        grid = reg.metatensor_to_sitk(load_volume(like, validate=False))
+        grid = sitk_utils.metatensor_to_sitk(load_volume(like, validate=False))
     else:
         grid = isotropic_grid(images[reference], float(spacing))
     volumes, bounds, reports, transforms = {}, {}, {}, {}
@@ -281,9 +281,11 @@ def prepare_routine_scans(
                 )
         transforms[m] = transform
         ones[m].CopyInformation(images[m])  # a coverage mask: where this scan has data on the grid
-        out = resample_onto(images[m], grid, method, transform)
+        out = sitk_utils.resample(images[m], grid, transform, method, float32=True)
         inside = (
-            sitk.GetArrayFromImage(resample_onto(ones[m], grid, "nearest", transform)).transpose(2, 1, 0)
+            sitk.GetArrayFromImage(
+                sitk_utils.resample(ones[m], grid, transform, "nearest", float32=True)
+            ).transpose(2, 1, 0)
             > 0.5
         )
         arr = sitk.GetArrayFromImage(out).transpose(2, 1, 0).astype(np.float32)
@@ -291,12 +293,12 @@ def prepare_routine_scans(
         if not inside.any():
             raise InputError(f"{m} does not overlap the target grid", path=str(inputs[m]))
         lo, hi = robust_range(arr)
-        volumes[m] = np.clip((arr - lo) / (hi - lo), 0.0, 1.0)
+        volumes[m] = scale_to_range(arr, lo, hi)
         bounds[m] = (lo, hi)
         coverage = inside if coverage is None else coverage | inside
     return {
         "grid": grid,
-        "affine": reg.sitk_affine(grid),
+        "affine": sitk_utils.sitk_affine(grid),
         "volumes": volumes,
         "bounds": bounds,
         "coverage": coverage,
@@ -425,7 +427,7 @@ def consistency_check(
     from scipy.ndimage import binary_dilation, gaussian_filter
 
     from mtsr_monai.transforms.protocol import acquire_like
-    from mtsr_monai.transforms.registration import array_to_sitk
+    from mtsr_monai.transforms.sitk_utils import array_to_sitk
 
     image = prepared["images"][modality]
     transform = prepared["transforms"].get(modality)
@@ -482,7 +484,7 @@ def consistency_gain(check: Mapping[str, np.ndarray]) -> float:
 def consistency_summary(check: Mapping[str, np.ndarray], gain: float = 1.0) -> dict[str, float]:
     """Summary numbers of ``gain * acquired - input`` over the support, in input units, and ``nrmse`` (RMSE
     over the input's robust 99.5 % level); ``median_ratio`` over the foreground itself."""
-    from mtsr_monai.data.slices import robust_range
+    from mtsr_monai.transforms.intensity import robust_range
 
     sup, core = check["support"], check["core"]
     r = (gain * check["acquired"] - check["input"])[sup].astype(np.float64)
@@ -517,7 +519,7 @@ def consistency_step(
     "residual": gain * re-acquired - input on the input's grid (zero outside the support), "affine": the
     input's, **consistency_summary}})``. The one implementation behind ``mtsr clinical-sr`` and the bundle's
     postprocessing (:class:`~mtsr_monai.inference.components.ClinicalConsistencyd`)."""
-    from mtsr_monai.transforms.registration import sitk_affine
+    from mtsr_monai.transforms.sitk_utils import sitk_affine
 
     scaled: dict[str, np.ndarray] = {}
     report: dict[str, dict[str, Any]] = {}

@@ -126,18 +126,20 @@ class MaskOutsided(MapTransform):
 
 
 class RobustScaled(MapTransform):
-    """Scale each key by :func:`~mtsr_monai.data.slices.robust_range` (the training scaling), not clipped,
-    so that :class:`IntensityRestored` maps the prediction back exactly; ``(lo, hi)`` go to the meta."""
+    """Scale each key by :func:`~mtsr_monai.transforms.intensity.robust_range` (the training scaling), not
+    clipped, so that :class:`IntensityRestored` maps the prediction back exactly; ``(lo, hi)`` go to the
+    meta."""
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
-        from mtsr_monai.data.scaling import robust_range
+        from mtsr_monai.transforms.intensity import robust_range, scale_to_range
 
         d = dict(data)
         for key in self.key_iterator(d):
             img = d[key]
             arr = img.detach().cpu().numpy().astype(np.float32, copy=False)
             lo, hi = robust_range(arr)
-            scaled = MetaTensor(torch.from_numpy((arr - lo) / (hi - lo)), meta=dict(img.meta))
+            scaled = scale_to_range(arr, lo, hi, clip=False)
+            scaled = MetaTensor(torch.from_numpy(scaled), meta=dict(img.meta))
             scaled.meta[RANGE_KEY] = [lo, hi]
             d[key] = scaled
         return d
@@ -260,7 +262,7 @@ class SliceSRInferer(Inferer):
 
     def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> MetaTensor:
         from mtsr_monai.inference.super_resolve import sr_affine, super_resolve_scaled
-        from mtsr_monai.transforms.geometry import resolve_axis
+        from mtsr_monai.io.geometry import resolve_axis
 
         outs = []
         for b in range(inputs.shape[0]):
@@ -500,7 +502,7 @@ class ClinicalConsistencyd(MapTransform):
         """What :func:`~mtsr_monai.inference.clinical.consistency_check` reads of a prepared session."""
         from mtsr_monai.inference.clinical import transform_from_spec
         from mtsr_monai.io import load_volume
-        from mtsr_monai.transforms.registration import metatensor_to_sitk
+        from mtsr_monai.transforms.sitk_utils import metatensor_to_sitk
 
         info = _clinical_info(d[self.ref_key])
         return {

@@ -215,6 +215,7 @@ def comparison_montage(
 
     from mtsr_monai.io import atomic_output, load_volume
     from mtsr_monai.reporting.views import CONVENTION, plane_of_axis, show_plane
+    from mtsr_monai.transforms.intensity import display_range
 
     loaded = {k: load_volume(v, validate=False) for k, v in volumes.items()}
     fig, grid = plt.subplots(
@@ -222,7 +223,7 @@ def comparison_montage(
     )
     for c, (name, image) in enumerate(loaded.items()):
         arr, affine = image.numpy(), np.asarray(image.affine)
-        lo, hi = np.percentile(arr[arr > 0], [0.5, 99.5]) if (arr > 0).any() else (0, 1)
+        lo, hi = display_range(arr, arr > 0, include_zero=False)
         for r, axis in enumerate(axes):
             plane = plane_of_axis(affine, axis)
             show_plane(grid[r][c], arr, affine, plane, cmap="gray", vmin=lo, vmax=hi)

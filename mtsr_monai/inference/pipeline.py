@@ -267,9 +267,9 @@ def _demo_slab(
 def _demo_metrics(slab: dict[str, Any], arrays: dict[str, Any], bicubic: np.ndarray) -> tuple[dict, dict]:
     """``(metrics, lpips status)``: SR and bicubic against the true source (PSNR in the brain, 2D axial
     SSIM), the translations against the demo target scaled to [0, 1] the same way."""
-    from mtsr_monai.data.scaling import robust_scale
     from mtsr_monai.metrics.image import psnr, ssim
     from mtsr_monai.metrics.perceptual import load_lpips, sample_measures
+    from mtsr_monai.transforms.intensity import robust_scale
 
     hr_np, mask, through = slab["hr"], slab["brain"], slab["through"]
     data_range = float(hr_np.max() - hr_np.min())

@@ -1,7 +1,7 @@
 """Whole-volume x4 super-resolution of a NIfTI slice by slice, and the intensity scaling shared with training.
 
-A volume is scaled to about [0, 1] by :func:`~mtsr_monai.data.slices.robust_range` (the training scaling,
-without clipping so the mapping back is exact), cut into 2D slices in the plane
+A volume is scaled to about [0, 1] by :func:`~mtsr_monai.transforms.intensity.robust_range` (the training
+scaling, without clipping so the mapping back is exact), cut into 2D slices in the plane
 normal to ``axis`` (found from the header), super-resolved in batches of slices by a network through MONAI's
 ``SlidingWindowInferer`` (so memory stays bounded for any in-plane size), mapped back to the input's range,
 and written with an affine whose in-plane voxel size is divided by the scale, so SR overlays the input.
@@ -19,13 +19,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from mtsr_monai.data.scaling import robust_range
+from mtsr_monai.io.geometry import resolve_axis, sr_affine
 from mtsr_monai.precision import (  # noqa: F401 (kept public here: scripts import them from this module)
     PRECISIONS,
     auto_precision,
     autocast_dtype,
     resolve_precision,
 )
+from mtsr_monai.transforms.intensity import robust_range, scale_to_range
 
 METHODS = ("model", "bicubic", "bilinear", "lanczos", "nearest")
 
@@ -41,24 +42,6 @@ __all__ = [
     "super_resolve_scaled",
     "super_resolve_volume",
 ]
-
-
-def sr_affine(affine: np.ndarray, inplane: Sequence[int], scale: int) -> np.ndarray:
-    """Affine of the grid refined ``scale`` times along the ``inplane`` array axes, same field of view.
-
-    Output voxel ``j`` covers input voxel ``j // scale``; its centre sits at input index
-    ``(j + 0.5) / scale - 0.5``, so the new origin is at index ``-(scale - 1) / (2 scale)``.
-    """
-    a = np.asarray(affine, dtype=np.float64).copy()
-    origin_index = np.zeros(4)
-    origin_index[3] = 1.0
-    for k in inplane:
-        origin_index[k] = -(scale - 1) / (2.0 * scale)
-    origin = a @ origin_index
-    for k in inplane:
-        a[:3, k] /= scale
-    a[:, 3] = origin
-    return a
 
 
 def interpolate_slices(x: torch.Tensor, scale: int, method: str) -> torch.Tensor:
@@ -95,7 +78,7 @@ def eval_pairs(
     (1, H, W), "source": path, "slice": index}``.
     """
     from mtsr_monai.io import load_volume
-    from mtsr_monai.transforms.degradation import RandSecondOrderDegradationd, resolve_axis
+    from mtsr_monai.transforms.degradation import RandSecondOrderDegradationd
 
     degrade = RandSecondOrderDegradationd(keys="hr", scale=scale, output_keys="lr")
     pairs = []
@@ -104,7 +87,7 @@ def eval_pairs(
         axis = resolve_axis(np.asarray(vol.affine), "axial")
         arr = np.moveaxis(np.asarray(vol), axis, 0)
         lo, hi = robust_range(arr)
-        arr = (arr - lo) / (hi - lo)
+        arr = scale_to_range(arr, lo, hi, clip=False)
         fg = (arr > 0).reshape(arr.shape[0], -1).sum(1)
         candidates = np.flatnonzero(fg >= min_foreground * fg.max())
         # centres of equal parts of the brain's extent (1 slice -> the middle one)
@@ -230,14 +213,12 @@ def super_resolve_volume(
     input's range. ``precision``: ``fp32``, ``bf16`` or ``fp16`` (CUDA) autocast for the network; ``auto``
     picks :func:`auto_precision` (bf16 halves the CPU time where the CPU has native bf16 instructions).
     """
-    from mtsr_monai.transforms.geometry import resolve_axis
-
     arr = volume.detach().cpu().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume)
     arr = arr.astype(np.float32, copy=False)
     through = resolve_axis(np.asarray(affine), axis)
     inplane = [k for k in range(3) if k != through]
     lo, hi = robust_range(arr)
-    scaled = (arr - lo) / (hi - lo)
+    scaled = scale_to_range(arr, lo, hi, clip=False)
     out = super_resolve_scaled(
         np.moveaxis(scaled, through, 0),
         method=method,

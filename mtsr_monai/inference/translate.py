@@ -1,7 +1,7 @@
 """Modality translation of whole volumes with a BicycleGAN generator: several plausible outputs per input.
 
 A volume is scaled to [0, 1] by robust percentiles (the training scaling,
-:func:`mtsr_monai.data.slices.robust_scale`),
+:func:`mtsr_monai.transforms.intensity.robust_scale`),
 cut into 2D slices normal to ``axis`` (axial from the header by default), each slice zero-padded to a square,
 resized to the model's training size, translated with ``G(A, z)``, resized back and un-padded, so the output
 is on exactly the input's grid (same shape and affine). One latent code ``z`` is used for all the slices of a
@@ -158,8 +158,8 @@ def translate_volume(
     """
     from tqdm import tqdm
 
-    from mtsr_monai.data.slices import robust_scale
-    from mtsr_monai.transforms.degradation import resolve_axis
+    from mtsr_monai.io.geometry import resolve_axis
+    from mtsr_monai.transforms.intensity import robust_scale
 
     arr = volume.detach().cpu().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume)
     if mask is not None:

@@ -205,7 +205,7 @@ def template_priors(shape: Sequence[int], affine: np.ndarray, brain: np.ndarray 
     import nibabel as nib
     from scipy import ndimage
 
-    from mtsr_monai.data.template import template_path
+    from mtsr_monai.io.template import template_path
 
     shape = tuple(int(s) for s in shape)
     brain = np.ones(shape, bool) if brain is None else np.asarray(brain, bool)

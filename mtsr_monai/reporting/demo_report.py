@@ -41,9 +41,9 @@ def demo_figures(
     scale: int = 4,
 ) -> dict[str, Path]:
     """Write ``figures/sr_comparison.png`` and ``figures/translation.png``; return their paths."""
-    from mtsr_monai.data.scaling import robust_scale
     from mtsr_monai.reporting.figures import axial_montage, sr_comparison_figure
     from mtsr_monai.reporting.views import centre_point
+    from mtsr_monai.transforms.intensity import robust_scale
 
     hr_affine = slab["hr_affine"]
     point = centre_point(slab["brain"], hr_affine)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from mtsr_monai.reporting.views import CONVENTION, colour_bar, plane_image, show_plane
+from mtsr_monai.transforms.intensity import display_range
 
 __all__ = ["axial_montage", "sr_comparison_figure", "zoom_box"]
 
@@ -100,12 +101,6 @@ def _crop(image: np.ndarray, box: Sequence[float]) -> np.ndarray:
     return image[r0 : max(r1, r0 + 1), c0 : max(c1, c0 + 1)]
 
 
-def _grey_range(image: np.ndarray, mask: np.ndarray | None) -> tuple[float, float]:
-    values = image[mask] if mask is not None and mask.any() else image.ravel()
-    lo, hi = np.percentile(values, [0.5, 99.5])
-    return float(min(lo, 0.0)), float(hi if hi > lo else lo + 1.0)
-
-
 def _box_outline(ax: Any, image: np.ndarray, box: Sequence[float]) -> None:
     from matplotlib.patches import Rectangle
 
@@ -145,7 +140,7 @@ def sr_comparison_figure(
     truth_img, truth_aspect = views[truth]
     truth_aff = dict((n, a) for n, _, a in panels)[truth]
     brain = plane_image(mask, truth_aff, "axial", point)[0] > 0 if mask is not None else None
-    vmin, vmax = _grey_range(truth_img, brain)
+    vmin, vmax = display_range(truth_img, brain)
     box = zoom_box(truth_img, brain)
     diffs = {n: views[n][0] - truth_img for n in names if n != truth and views[n][0].shape == truth_img.shape}
     cols = len(names)

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from mtsr_monai.transforms.intensity import display_range
+
 
 def _plt():
     import matplotlib
@@ -47,13 +49,6 @@ def _planes(
     affine = np.eye(4) if affine is None else np.asarray(affine, dtype=np.float64)
     world = (affine @ np.append(np.asarray(point, dtype=np.float64), 1.0))[:3]
     return [plane_image(vol, affine, plane, world) for plane in planes]
-
-
-def display_range(vol: np.ndarray, mask: np.ndarray | None = None) -> tuple[float, float]:
-    """0.5th and 99.5th percentiles inside ``mask`` (robust to single hot voxels)."""
-    v = vol[mask] if mask is not None and mask.any() else vol.ravel()
-    lo, hi = np.percentile(v, [0.5, 99.5])
-    return float(min(lo, 0.0)), float(hi if hi > lo else lo + 1.0)
 
 
 def _panel(ax: Any, image: np.ndarray, aspect: float, plane: str, **imshow: Any) -> Any:

@@ -1,9 +1,11 @@
-"""MONAI dictionary transforms of mtsr-monai, usable from bundle configs by ``_target_``.
+"""MONAI transforms of mtsr-monai (array transforms and their ``...d`` dictionary wrappers), usable from
+bundle configs by ``_target_``.
 
 Preprocessing: :class:`N4BiasFieldCorrectiond`, :class:`RegisterToTemplated`,
-:class:`BrainMaskFromTemplated`, :class:`CropToTemplateBoxd`, :class:`ScaleIntensityPercentilesInMaskd`.
-Degradation: :class:`RandSecondOrderDegradationd`, :class:`KSpaceTruncationd`,
-:class:`ThickSliceDegradationd`.
+:class:`BrainMaskFromTemplated`, :class:`CropToTemplateBoxd`, :class:`ScaleIntensityPercentilesInMaskd`,
+:class:`RobustScaleIntensityd`.
+Degradation: :class:`RandSecondOrderDegradationd`, :class:`RandKSpaceTruncationd`,
+:class:`RandThickSliceDegradationd`.
 Clinical protocols: :class:`RandSimulateProtocold`, :class:`SimulateProtocold`, :class:`RandChannelDropoutd`.
 
 Names are resolved lazily so that importing this package does not import SimpleITK or MONAI.
@@ -17,11 +19,22 @@ _EXPORTS = {
     "N4BiasFieldCorrectiond": "bias",
     "RegisterToTemplated": "registration",
     "BrainMaskFromTemplated": "brain_mask",
-    "CropToTemplateBoxd": "intensity",
-    "ScaleIntensityPercentilesInMaskd": "intensity",
+    "N4BiasFieldCorrection": "bias",
+    "CropToMaskBox": "crop",
+    "CropToTemplateBoxd": "crop",
+    "ScaleIntensityPercentilesInMask": "scale",
+    "ScaleIntensityPercentilesInMaskd": "scale",
+    "RobustScaleIntensity": "scale",
+    "RobustScaleIntensityd": "scale",
+    "RandSecondOrderDegradation": "degradation",
     "RandSecondOrderDegradationd": "degradation",
-    "KSpaceTruncationd": "degradation",
-    "ThickSliceDegradationd": "degradation",
+    "RandKSpaceTruncation": "degradation",
+    "RandKSpaceTruncationd": "degradation",
+    "RandThickSliceDegradation": "degradation",
+    "RandThickSliceDegradationd": "degradation",
+    "SimulateProtocol": "protocol",
+    "RandSimulateProtocol": "protocol",
+    "RandChannelDropout": "protocol",
     "RandSimulateProtocold": "protocol",
     "SimulateProtocold": "protocol",
     "RandChannelDropoutd": "protocol",

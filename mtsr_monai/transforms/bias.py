@@ -1,4 +1,5 @@
-"""N4 bias-field correction (SimpleITK) as the dictionary transform ``N4BiasFieldCorrectiond``.
+"""N4 bias-field correction (SimpleITK): the array transform ``N4BiasFieldCorrection`` and its dictionary
+wrapper ``N4BiasFieldCorrectiond``.
 
 The field is fitted on an image shrunk by ``shrink_factor`` (the fit is smooth, so a coarse grid loses
 nothing but time) and evaluated at full resolution; the image is divided by it.
@@ -15,9 +16,11 @@ import SimpleITK as sitk
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import MapTransform
+from monai.transforms import MapTransform, Transform
+from monai.utils import convert_to_numpy
 
-from mtsr_monai.transforms.registration import PARAMS_KEY, array_to_sitk
+from mtsr_monai.transforms.keys import PARAMS_KEY
+from mtsr_monai.transforms.sitk_utils import array_to_sitk
 
 
 def n4_correct(
@@ -55,8 +58,46 @@ def n4_correct(
     return corrected, field
 
 
+class N4BiasFieldCorrection(Transform):
+    """Array transform: N4 bias-field correction (:func:`n4_correct`) of each channel of a channel-first image
+    (a MetaTensor keeps its meta, the affine included); ``mask``: restricts the fit (else an Otsu foreground
+    per image)."""
+
+    def __init__(
+        self,
+        shrink_factor: int = 4,
+        iterations: Sequence[int] = (50, 50, 30, 20),
+        convergence_threshold: float = 1e-3,
+    ) -> None:
+        self.shrink_factor = int(shrink_factor)
+        self.iterations = tuple(int(i) for i in iterations)
+        self.convergence_threshold = float(convergence_threshold)
+
+    def __call__(self, img: Any, mask: Any = None) -> torch.Tensor:
+        affine = img.affine if isinstance(img, MetaTensor) else np.eye(4)
+        array = convert_to_numpy(img)
+        channels = array[None] if array.ndim == 3 else array
+        mask_array = None
+        if mask is not None:
+            m = convert_to_numpy(mask)
+            mask_array = (m[0] if m.ndim == 4 else m) > 0
+        out = []
+        for channel in channels:
+            sitk_image = array_to_sitk(channel.astype(np.float32), affine)
+            sitk_mask = None if mask_array is None else array_to_sitk(mask_array.astype(np.uint8), affine)
+            corrected, _ = n4_correct(
+                sitk_image, sitk_mask, self.shrink_factor, self.iterations, self.convergence_threshold
+            )
+            out.append(sitk.GetArrayFromImage(corrected).transpose(2, 1, 0))
+        result = torch.as_tensor(np.ascontiguousarray(np.stack(out) if array.ndim == 4 else out[0]))
+        if isinstance(img, MetaTensor):
+            result = MetaTensor(result, meta=dict(img.meta))  # the meta carries the affine
+        return result
+
+
 class N4BiasFieldCorrectiond(MapTransform):
-    """N4 bias-field correction of each channel of each key (MetaTensors, channel first; affine kept).
+    """Dictionary wrapper of :class:`N4BiasFieldCorrection`: each channel of each key (MetaTensors, channel
+    first; affine kept).
 
     ``mask_key``: a mask in the data to restrict the fit (else an Otsu foreground per image).
     """
@@ -71,9 +112,7 @@ class N4BiasFieldCorrectiond(MapTransform):
         allow_missing_keys: bool = True,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.shrink_factor = int(shrink_factor)
-        self.iterations = tuple(int(i) for i in iterations)
-        self.convergence_threshold = float(convergence_threshold)
+        self.corrector = N4BiasFieldCorrection(shrink_factor, iterations, convergence_threshold)
         self.mask_key = mask_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
@@ -81,33 +120,15 @@ class N4BiasFieldCorrectiond(MapTransform):
         seconds: dict[str, float] = {}
         for key in self.key_iterator(d):
             start = time.perf_counter()
-            image = d[key]
-            affine = image.affine if isinstance(image, MetaTensor) else np.eye(4)
-            array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
-            channels = array[None] if array.ndim == 3 else array
-            mask_array = None
-            if self.mask_key is not None and self.mask_key in d:
-                m = d[self.mask_key]
-                m = m.detach().cpu().numpy() if isinstance(m, torch.Tensor) else np.asarray(m)
-                mask_array = (m[0] if m.ndim == 4 else m) > 0
-            out = []
-            for channel in channels:
-                sitk_image = array_to_sitk(channel.astype(np.float32), affine)
-                sitk_mask = None if mask_array is None else array_to_sitk(mask_array.astype(np.uint8), affine)
-                corrected, _ = n4_correct(
-                    sitk_image, sitk_mask, self.shrink_factor, self.iterations, self.convergence_threshold
-                )
-                out.append(sitk.GetArrayFromImage(corrected).transpose(2, 1, 0))
-            result = torch.as_tensor(np.ascontiguousarray(np.stack(out) if array.ndim == 4 else out[0]))
-            if isinstance(image, MetaTensor):
-                result = MetaTensor(result, meta=dict(image.meta))  # the meta carries the affine
+            mask = d[self.mask_key] if self.mask_key is not None and self.mask_key in d else None
+            result = self.corrector(d[key], mask)
             d[key] = result
             seconds[str(key)] = round(time.perf_counter() - start, 3)
         params = dict(d.get(PARAMS_KEY, {}))
         params["n4"] = {
-            "shrink_factor": self.shrink_factor,
-            "iterations": list(self.iterations),
-            "convergence_threshold": self.convergence_threshold,
+            "shrink_factor": self.corrector.shrink_factor,
+            "iterations": list(self.corrector.iterations),
+            "convergence_threshold": self.corrector.convergence_threshold,
             "mask": self.mask_key or "Otsu foreground per image",
             "seconds": seconds,
         }

@@ -19,20 +19,14 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-from mtsr_monai.transforms.registration import (
-    PARAMS_KEY,
-    TO_TEMPLATE_KEY,
-    _stack,
-    load_template,
-    metatensor_to_sitk,
-    resample,
-)
+from mtsr_monai.io import load_volume
+from mtsr_monai.io.template import template_path
+from mtsr_monai.transforms.keys import PARAMS_KEY, TO_TEMPLATE_KEY
+from mtsr_monai.transforms.sitk_utils import load_template, metatensor_to_sitk, resample, stack_channels
 
 
 @lru_cache(maxsize=4)
 def _mni_mask(threshold: float, closing_mm: int, csf_margin_mm: int) -> sitk.Image:
-    from mtsr_monai.data.template import template_path
-
     gm = sitk.Cast(sitk.ReadImage(str(template_path("gm"))), sitk.sitkFloat32)
     wm = sitk.Cast(sitk.ReadImage(str(template_path("wm"))), sitk.sitkFloat32)
     tissue = (gm + wm) / 255.0
@@ -56,8 +50,6 @@ def _envelope(mask: sitk.Image, closing_mm: int, margin_mm: int) -> sitk.Image:
 @lru_cache(maxsize=4)
 def _user_mask(template_mask: str | None, template: str | None) -> sitk.Image:
     if template_mask is not None:
-        from mtsr_monai.io import load_volume
-
         return sitk.Cast(metatensor_to_sitk(load_volume(template_mask)) > 0.5, sitk.sitkUInt8)
     image = load_template(template)
     mask = sitk.OtsuThreshold(image, 0, 1, 128)
@@ -80,7 +72,7 @@ def template_brain_mask(
             None if template_mask is None else str(template_mask), None if template is None else str(template)
         )
     if reference is not None:
-        mask = resample(mask, reference, None, nearest=True)
+        mask = resample(mask, reference, None, "nearest")
     return mask
 
 
@@ -122,8 +114,8 @@ class BrainMaskFromTemplated(MapTransform):
             self.template_mask, self.template, None, self.threshold, self.closing_mm, self.csf_margin_mm
         )
         to_template = d.get(TO_TEMPLATE_KEY)
-        carried = resample(mask, grid, to_template, nearest=True)
-        out = _stack([carried], getattr(d[present[0]], "meta", None), torch.uint8)
+        carried = resample(mask, grid, to_template, "nearest")
+        out = stack_channels([carried], getattr(d[present[0]], "meta", None), torch.uint8)
         d[self.mask_key] = out
         if self.skull_strip:
             for key in present:

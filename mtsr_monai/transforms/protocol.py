@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, RandomizableTransform, Transform
+from scipy.special import ndtr
 
 PROFILES = ("gaussian", "boxcar")
 
@@ -59,8 +60,6 @@ def profile_weights(
 
     ``gaussian``: FWHM = ``thickness``; ``boxcar``: width = ``thickness`` (a box of width = the voxel size
     is also the area-averaging of an in-plane voxel)."""
-    from scipy.special import ndtr
-
     if thickness <= 0:
         raise ValueError(f"slice thickness must be > 0, got {thickness}")
     centres = np.asarray(centres, dtype=np.float64)
@@ -443,7 +442,7 @@ def _fine_slice_grid(image, fine_step: float, margin: int):
     """The grid of ``image`` with its slice (largest-spacing) axis sampled every ~``fine_step`` mm and
     ``margin`` slices added each side; returns the grid, the axis, the refinement factor ``r`` and the
     fine index of input slice 0 (input slice ``i`` sits at fine index ``first + r * i``)."""
-    import SimpleITK as sitk
+    import SimpleITK as sitk  # here: training with this module runs where SimpleITK may be missing
 
     sp = np.asarray(image.GetSpacing(), dtype=float)
     axis = int(np.argmax(sp))
@@ -476,9 +475,9 @@ def acquire_like(
     ``like``'s physical points to ``volume``'s (the inverse of a registration of ``like`` onto the output's
     reference; None: same space). When ``like`` is coarser in-plane than ``volume``, ``volume`` is first
     smoothed by a Gaussian of the missing width (isotropic: an approximation of the in-plane voxel)."""
-    import SimpleITK as sitk
+    import SimpleITK as sitk  # here: training with this module runs where SimpleITK may be missing
 
-    from mtsr_monai.data.clinical import resample_onto
+    from mtsr_monai.transforms.sitk_utils import resample
 
     sp = np.asarray(like.GetSpacing(), dtype=float)
     out_sp = float(min(volume.GetSpacing()))
@@ -491,7 +490,8 @@ def acquire_like(
     reach = 1.5 * thickness if profile == "gaussian" else 0.5 * thickness  # the profile's support, mm
     margin = int(math.ceil(reach / sp.max())) + 1
     grid, axis, r, first = _fine_slice_grid(like, min(out_sp, sp.max()), margin)
-    fine = sitk.GetArrayFromImage(resample_onto(src, grid, "trilinear", transform)).transpose(2, 1, 0)
+    fine = resample(src, grid, transform, "trilinear", float32=True)
+    fine = sitk.GetArrayFromImage(fine).transpose(2, 1, 0)
     n_slices = like.GetSize()[axis]
     centres = first + r * np.arange(n_slices)
     weights = profile_weights(centres, fine.shape[axis], sp[axis] / r, thickness, profile)

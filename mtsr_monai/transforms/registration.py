@@ -1,12 +1,10 @@
-"""Registration to a template with SimpleITK: helpers and the dictionary transform ``RegisterToTemplated``.
-
-Conventions. MONAI MetaTensors hold arrays indexed (i, j, k) with a RAS affine; SimpleITK images hold
-LPS geometry (origin, spacing, direction) and numpy views indexed (k, j, i). ``metatensor_to_sitk`` and
-``sitk_to_metatensor`` convert exactly between the two (oblique grids included).
+"""Registration to a template with SimpleITK: :func:`register` and the dictionary transform
+:class:`RegisterToTemplated`.
 
 A SimpleITK transform found by ``register(fixed, moving)`` maps *fixed* physical points to *moving*
 physical points, which is what resampling the moving image onto the fixed grid needs. Chaining
 "modality -> reference -> template" therefore composes as ``T_mod(T_ref(p))`` for a template point p.
+The MetaTensor <-> SimpleITK conversions live in :mod:`mtsr_monai.transforms.sitk_utils`.
 """
 
 from __future__ import annotations
@@ -20,95 +18,24 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 from monai.config import KeysCollection
-from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
 from mtsr_monai.errors import InputError
-
-#: data-dict key holding the SimpleITK transforms (modality -> transform from output grid to its input)
-TRANSFORMS_KEY = "preprocess_transforms"
-#: data-dict key holding the transform from the current output grid's physical space to template space
-TO_TEMPLATE_KEY = "preprocess_to_template"
-#: data-dict key holding the parameters every preprocessing step applied (for the JSON sidecar)
-PARAMS_KEY = "preprocess_params"
+from mtsr_monai.transforms.brain_mask import template_brain_mask
+from mtsr_monai.transforms.keys import PARAMS_KEY, TO_TEMPLATE_KEY, TRANSFORMS_KEY
+from mtsr_monai.transforms.sitk_utils import (
+    channels_to_sitk,
+    load_template,
+    resample,
+    same_grid,
+    stack_channels,
+)
 
 REGISTRATIONS = ("rigid", "affine", "nonlinear", "none")
-_LPS = np.diag([-1.0, -1.0, 1.0])
-
-
-# --------------------------------------------------------------------------------------------------
-# MetaTensor <-> SimpleITK
-
-
-def _as_affine(affine: Any) -> np.ndarray:
-    if isinstance(affine, torch.Tensor):
-        affine = affine.detach().cpu().numpy()
-    return np.asarray(affine, dtype=np.float64)
-
-
-def array_to_sitk(array: np.ndarray, affine: np.ndarray) -> sitk.Image:
-    """A 3D (i, j, k) array with a RAS affine as a SimpleITK image with the same physical geometry."""
-    array = np.asarray(array)
-    if array.ndim != 3:
-        raise ValueError(f"expected a 3D array, got shape {array.shape}")
-    affine = _as_affine(affine)
-    lps = _LPS @ affine[:3, :3]
-    spacing = np.linalg.norm(lps, axis=0)
-    direction = lps / spacing
-    image = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
-    image.SetSpacing([float(s) for s in spacing])
-    image.SetDirection([float(d) for d in direction.ravel()])
-    image.SetOrigin([float(o) for o in _LPS @ affine[:3, 3]])
-    return image
-
-
-def sitk_affine(image: sitk.Image) -> np.ndarray:
-    """The RAS 4x4 affine of a SimpleITK image (index (i, j, k) -> RAS mm)."""
-    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
-    affine = np.eye(4)
-    affine[:3, :3] = _LPS @ direction @ np.diag(image.GetSpacing())
-    affine[:3, 3] = _LPS @ np.asarray(image.GetOrigin(), dtype=np.float64)
-    return affine
-
-
-def metatensor_to_sitk(image: torch.Tensor | np.ndarray, affine: np.ndarray | None = None) -> sitk.Image:
-    """A 3D or single-channel (1, X, Y, Z) MetaTensor as a float32 SimpleITK image (LPS geometry)."""
-    if affine is None:
-        if not isinstance(image, MetaTensor):
-            raise ValueError("metatensor_to_sitk needs an affine for a plain array or tensor")
-        affine = image.affine
-    array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
-    if array.ndim == 4:
-        if array.shape[0] != 1:
-            raise ValueError(f"expected one channel, got shape {array.shape}; convert channels one at a time")
-        array = array[0]
-    return array_to_sitk(array.astype(np.float32, copy=False), affine)
-
-
-def sitk_to_metatensor(
-    image: sitk.Image, channel_first: bool = True, meta: Mapping | None = None
-) -> MetaTensor:
-    """A SimpleITK image as a MetaTensor (1, X, Y, Z) (or (X, Y, Z)) with its RAS affine."""
-    array = sitk.GetArrayFromImage(image).transpose(2, 1, 0)
-    if channel_first:
-        array = array[None]
-    affine = torch.as_tensor(sitk_affine(image), dtype=torch.float64)
-    out = MetaTensor(torch.as_tensor(np.ascontiguousarray(array)), affine=affine, meta=dict(meta or {}))
-    out.affine = affine  # meta["affine"] from a copied dict must not win over the new geometry
-    return out
 
 
 # --------------------------------------------------------------------------------------------------
 # registration helpers
-
-
-def load_template(path: str | Path | None = None) -> sitk.Image:
-    """The registration target as float32: the MNI152 2009a 1 mm T1 from nilearn unless ``path`` is given."""
-    from mtsr_monai.data.template import template_path
-    from mtsr_monai.io import load_volume
-
-    volume = load_volume(template_path("t1") if path is None else path)
-    return metatensor_to_sitk(volume)
 
 
 def looks_skull_stripped(image: sitk.Image, fraction: float = 0.3) -> bool:
@@ -163,6 +90,107 @@ def _execute(method: sitk.ImageRegistrationMethod, fixed: sitk.Image, moving: si
         ) from err
 
 
+def _initial_transform(fixed: sitk.Image, moving: sitk.Image, kind: str, init: str) -> sitk.Transform:
+    """The rigid or affine starting point: centred on the grid (``header``), or by moments / geometry."""
+    linear = sitk.Euler3DTransform() if kind == "rigid" else sitk.AffineTransform(3)
+    if init == "header":
+        centre = fixed.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2.0 for s in fixed.GetSize()])
+        linear.SetCenter(centre)
+        return linear
+    mode = {
+        "moments": sitk.CenteredTransformInitializerFilter.MOMENTS,
+        "geometry": sitk.CenteredTransformInitializerFilter.GEOMETRY,
+    }[init]
+    return sitk.CenteredTransformInitializer(fixed, moving, linear, mode)
+
+
+def _registration_method(
+    shrink_factors: Sequence[int],
+    smoothing_sigmas: Sequence[float],
+    sampling_percentage: float,
+    histogram_bins: int,
+    seed: int,
+    fixed_mask: sitk.Image | None,
+    threads: int | None,
+) -> sitk.ImageRegistrationMethod:
+    """Mattes mutual information on a random voxel sample, linear interpolation, multi-resolution pyramid."""
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=histogram_bins)
+    method.SetMetricSamplingStrategy(method.RANDOM)
+    # SimpleITK reads seed 0 as 'seed from the wall clock': shift it so every seed is reproducible
+    method.SetMetricSamplingPercentage(sampling_percentage, int(seed) + 1)
+    method.SetInterpolator(sitk.sitkLinear)
+    method.SetShrinkFactorsPerLevel([int(s) for s in shrink_factors])
+    method.SetSmoothingSigmasPerLevel([float(s) for s in smoothing_sigmas])
+    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
+    if fixed_mask is not None:
+        method.SetMetricFixedMask(fixed_mask)
+    if threads is not None:
+        method.SetNumberOfThreads(int(threads))
+    return method
+
+
+def _linear_stage(
+    method: sitk.ImageRegistrationMethod,
+    fixed: sitk.Image,
+    moving: sitk.Image,
+    initial: sitk.Transform,
+    kind: str,
+    iterations: int,
+) -> tuple[sitk.Transform, dict[str, Any]]:
+    """Regular-step gradient descent of the rigid / affine transform; returns it unwrapped, and a report."""
+    method.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=2.0,
+        minStep=1e-4,
+        numberOfIterations=iterations,
+        relaxationFactor=0.5,
+        gradientMagnitudeTolerance=1e-6,
+    )
+    method.SetOptimizerScalesFromPhysicalShift()
+    method.SetInitialTransform(initial, inPlace=False)
+    linear = _execute(method, fixed, moving)
+    report = {
+        "linear_metric": float(method.GetMetricValue()),
+        "linear_iterations_last_level": int(method.GetOptimizerIteration()),
+        "linear_stop": method.GetOptimizerStopConditionDescription(),
+    }
+    # the returned composite wraps the optimised transform: unwrap so it is a plain Euler/affine
+    if isinstance(linear, sitk.CompositeTransform) and linear.GetNumberOfTransforms() == 1:
+        linear = linear.GetNthTransform(0)
+    linear = sitk.Euler3DTransform(linear) if kind == "rigid" else sitk.AffineTransform(linear)
+    return linear, report
+
+
+def _bspline_stage(
+    method: sitk.ImageRegistrationMethod,
+    fixed: sitk.Image,
+    moving: sitk.Image,
+    linear: sitk.Transform,
+    mesh_size: Sequence[int],
+    iterations: int,
+) -> tuple[sitk.Transform, dict[str, Any]]:
+    """A coarse B-spline (LBFGSB) on top of ``linear``; returns the composite and a report."""
+    bspline = sitk.BSplineTransformInitializer(fixed, [int(m) for m in mesh_size], order=3)
+    method.SetOptimizerAsLBFGSB(
+        gradientConvergenceTolerance=1e-5,
+        numberOfIterations=iterations,
+        maximumNumberOfCorrections=5,
+        maximumNumberOfFunctionEvaluations=4 * iterations,
+    )
+    method.SetMovingInitialTransform(linear)
+    method.SetInitialTransform(bspline, inPlace=True)
+    _execute(method, fixed, moving)
+    report = {
+        "bspline_metric": float(method.GetMetricValue()),
+        "bspline_stop": method.GetOptimizerStopConditionDescription(),
+    }
+    # ITK applies the last added transform first: p -> B-spline -> affine -> moving point
+    composite = sitk.CompositeTransform(3)
+    composite.AddTransform(linear)
+    composite.AddTransform(bspline)
+    return composite, report
+
+
 def register(
     fixed: sitk.Image,
     moving: sitk.Image,
@@ -201,76 +229,25 @@ def register(
     fixed = sitk.Cast(fixed, sitk.sitkFloat32)
     moving = sitk.Cast(moving, sitk.sitkFloat32)
     start = time.perf_counter()
-    linear = sitk.Euler3DTransform() if kind == "rigid" else sitk.AffineTransform(3)
-    if init == "header":
-        centre = fixed.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2.0 for s in fixed.GetSize()])
-        linear.SetCenter(centre)
-        initial = linear
-    else:
-        mode = {
-            "moments": sitk.CenteredTransformInitializerFilter.MOMENTS,
-            "geometry": sitk.CenteredTransformInitializerFilter.GEOMETRY,
-        }[init]
-        initial = sitk.CenteredTransformInitializer(fixed, moving, linear, mode)
-
-    def _method(levels_shrink: Sequence[int], levels_sigma: Sequence[float]) -> sitk.ImageRegistrationMethod:
-        method = sitk.ImageRegistrationMethod()
-        method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=histogram_bins)
-        method.SetMetricSamplingStrategy(method.RANDOM)
-        # SimpleITK reads seed 0 as 'seed from the wall clock': shift it so every seed is reproducible
-        method.SetMetricSamplingPercentage(sampling_percentage, int(seed) + 1)
-        method.SetInterpolator(sitk.sitkLinear)
-        method.SetShrinkFactorsPerLevel([int(s) for s in levels_shrink])
-        method.SetSmoothingSigmasPerLevel([float(s) for s in levels_sigma])
-        method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
-        if fixed_mask is not None:
-            method.SetMetricFixedMask(fixed_mask)
-        if threads is not None:
-            method.SetNumberOfThreads(int(threads))
-        return method
-
-    method = _method(shrink_factors, smoothing_sigmas)
-    method.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=2.0,
-        minStep=1e-4,
-        numberOfIterations=iterations,
-        relaxationFactor=0.5,
-        gradientMagnitudeTolerance=1e-6,
+    settings = (
+        shrink_factors,
+        smoothing_sigmas,
+        sampling_percentage,
+        histogram_bins,
+        seed,
+        fixed_mask,
+        threads,
     )
-    method.SetOptimizerScalesFromPhysicalShift()
-    method.SetInitialTransform(initial, inPlace=False)
-    linear_out = _execute(method, fixed, moving)
-    report: dict[str, Any] = {
-        "kind": kind,
-        "init": init,
-        "linear_metric": float(method.GetMetricValue()),
-        "linear_iterations_last_level": int(method.GetOptimizerIteration()),
-        "linear_stop": method.GetOptimizerStopConditionDescription(),
-    }
-    # the returned composite wraps the optimised transform: unwrap so it is a plain Euler/affine
-    if isinstance(linear_out, sitk.CompositeTransform) and linear_out.GetNumberOfTransforms() == 1:
-        linear_out = linear_out.GetNthTransform(0)
-    linear_out = sitk.Euler3DTransform(linear_out) if kind == "rigid" else sitk.AffineTransform(linear_out)
-    transform: sitk.Transform = linear_out
+    initial = _initial_transform(fixed, moving, kind, init)
+    transform, linear_report = _linear_stage(
+        _registration_method(*settings), fixed, moving, initial, kind, iterations
+    )
+    report: dict[str, Any] = {"kind": kind, "init": init, **linear_report}
     if kind == "nonlinear":
-        bspline = sitk.BSplineTransformInitializer(fixed, [int(m) for m in bspline_mesh_size], order=3)
-        method = _method(shrink_factors, smoothing_sigmas)
-        method.SetOptimizerAsLBFGSB(
-            gradientConvergenceTolerance=1e-5,
-            numberOfIterations=bspline_iterations,
-            maximumNumberOfCorrections=5,
-            maximumNumberOfFunctionEvaluations=4 * bspline_iterations,
+        transform, bspline_report = _bspline_stage(
+            _registration_method(*settings), fixed, moving, transform, bspline_mesh_size, bspline_iterations
         )
-        method.SetMovingInitialTransform(linear_out)
-        method.SetInitialTransform(bspline, inPlace=True)
-        _execute(method, fixed, moving)
-        report["bspline_metric"] = float(method.GetMetricValue())
-        report["bspline_stop"] = method.GetOptimizerStopConditionDescription()
-        # ITK applies the last added transform first: p -> B-spline -> affine -> moving point
-        composite = sitk.CompositeTransform(3)
-        composite.AddTransform(linear_out)
-        composite.AddTransform(bspline)
-        transform = composite
+        report.update(bspline_report)
     report["seconds"] = round(time.perf_counter() - start, 3)
     return transform, report
 
@@ -281,25 +258,6 @@ def chain(first: sitk.Transform, then: sitk.Transform) -> sitk.Transform:
     composite.AddTransform(then)
     composite.AddTransform(first)
     return composite
-
-
-def resample(
-    moving: sitk.Image, reference: sitk.Image, transform: sitk.Transform | None = None, nearest: bool = False
-) -> sitk.Image:
-    """``moving`` on ``reference``'s grid (linear, or nearest neighbour for masks and labels); 0 outside."""
-    transform = sitk.Transform(3, sitk.sitkIdentity) if transform is None else transform
-    interpolator = sitk.sitkNearestNeighbor if nearest else sitk.sitkLinear
-    return sitk.Resample(moving, reference, transform, interpolator, 0.0, moving.GetPixelID())
-
-
-def same_grid(a: sitk.Image, b: sitk.Image, tol: float = 1e-3) -> bool:
-    """True when two images share size, spacing, origin and direction."""
-    return (
-        a.GetSize() == b.GetSize()
-        and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=tol)
-        and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=tol)
-        and np.allclose(a.GetDirection(), b.GetDirection(), atol=tol)
-    )
 
 
 def transform_description(transform: sitk.Transform) -> dict[str, Any]:
@@ -319,28 +277,6 @@ def transform_description(transform: sitk.Transform) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------------------------------
 # dictionary transform
-
-
-def _channels_to_sitk(image: torch.Tensor) -> list[sitk.Image]:
-    affine = image.affine if isinstance(image, MetaTensor) else None
-    if affine is None:
-        raise ValueError("registration needs MetaTensors with an affine (use LoadImaged)")
-    array = image.detach().cpu().numpy().astype(np.float32)
-    if array.ndim == 3:
-        array = array[None]
-    return [array_to_sitk(channel, affine) for channel in array]
-
-
-def _stack(images: Sequence[sitk.Image], meta: Mapping | None, dtype: torch.dtype) -> MetaTensor:
-    arrays = [sitk.GetArrayFromImage(im).transpose(2, 1, 0) for im in images]
-    affine = torch.as_tensor(sitk_affine(images[0]), dtype=torch.float64)
-    meta = {k: v for k, v in dict(meta or {}).items() if k not in ("affine", "spatial_shape")}
-    out = MetaTensor(
-        torch.as_tensor(np.ascontiguousarray(np.stack(arrays))).to(dtype), affine=affine, meta=meta
-    )
-    out.affine = affine
-    out.meta["spatial_shape"] = np.asarray(arrays[0].shape)
-    return out
 
 
 class RegisterToTemplated(MapTransform):
@@ -406,36 +342,27 @@ class RegisterToTemplated(MapTransform):
             self._template_cache = load_template(self.template)
         return self._template_cache
 
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        from mtsr_monai.transforms.brain_mask import template_brain_mask
-
-        d = dict(data)
-        present = [k for k in self.key_iterator(d)]
-        if not present:
-            return d
-        images = [k for k in present if k not in self.nearest_keys]
-        if not images:
-            raise ValueError("RegisterToTemplated needs at least one image key besides the label keys")
-        ref_key = self.reference_key if self.reference_key in images else images[0]
-        grids = {k: _channels_to_sitk(d[k]) for k in present}
-        ref = grids[ref_key][0]
+    def _target(self, ref: sitk.Image) -> tuple[sitk.Image, bool, bool]:
+        """The registration target (the template, masked to the brain for a skull-stripped reference), whether
+        the reference looks skull-stripped, and whether the target is brain only."""
         template = self._template()
         stripped = looks_skull_stripped(ref)
         brain_only = stripped if self.template_brain_only == "auto" else bool(self.template_brain_only)
-        target = template
-        if brain_only:
-            mask = template_brain_mask(
-                template_mask=self.template_mask, template=self.template, reference=template
-            )
-            target = sitk.Mask(template, sitk.Cast(mask, sitk.sitkUInt8))
+        if not brain_only:
+            return template, stripped, brain_only
+        mask = template_brain_mask(
+            template_mask=self.template_mask, template=self.template, reference=template
+        )
+        return sitk.Mask(template, sitk.Cast(mask, sitk.sitkUInt8)), stripped, brain_only
 
-        # 1. reference -> template (an affine even for "none": the template mask needs it)
-        kind = "affine" if self.registration == "none" else self.registration
-        to_ref, ref_report = register(target, ref, kind=kind, init="moments", **self.options)
-
-        # 2. each other modality -> reference (rigid, header-initialised: one session's scanner space)
+    def _to_reference(
+        self, grids: Mapping[str, list[sitk.Image]], ref_key: str, present: Sequence[str]
+    ) -> tuple[dict[str, sitk.Transform | None], dict[str, Any]]:
+        """Each other modality -> the reference (rigid, header-initialised: one session's scanner space), or
+        None where it is not aligned; and a report per key."""
+        ref = grids[ref_key][0]
         to_mod: dict[str, sitk.Transform | None] = {}
-        reports: dict[str, Any] = {ref_key: {"to": "template", **ref_report}}
+        reports: dict[str, Any] = {}
         for key in present:
             if key == ref_key or key in self.nearest_keys:
                 continue
@@ -452,10 +379,21 @@ class RegisterToTemplated(MapTransform):
             else:
                 to_mod[key] = None
                 reports[key] = {"to": ref_key, "kind": "none (same grid as the reference)"}
+        return to_mod, reports
 
-        # 3. resample everything onto one grid
+    def _resample_all(
+        self,
+        d: dict[Hashable, Any],
+        grids: Mapping[str, list[sitk.Image]],
+        ref: sitk.Image,
+        to_ref: sitk.Transform,
+        to_mod: Mapping[str, sitk.Transform | None],
+        present: Sequence[str],
+    ) -> dict[str, sitk.Transform]:
+        """Every key onto one grid (the template's, or the reference's for ``registration="none"``), in place
+        in ``d``; returns the transform of each key (output grid -> its input)."""
         registered = self.registration != "none"
-        out_grid = template if registered else ref
+        out_grid = self._template() if registered else ref
         transforms: dict[str, sitk.Transform] = {}
         for key in present:
             if registered:
@@ -466,10 +404,30 @@ class RegisterToTemplated(MapTransform):
             if not registered and to_mod.get(key) is None and same_grid(grids[key][0], ref):
                 continue  # already on the output grid: no resampling, no interpolation blur
             nearest = key in self.nearest_keys
-            moved = [resample(ch, out_grid, tx, nearest=nearest) for ch in grids[key]]
+            moved = [resample(ch, out_grid, tx, "nearest" if nearest else "linear") for ch in grids[key]]
             dtype = d[key].dtype if isinstance(d[key], torch.Tensor) else torch.float32
-            d[key] = _stack(moved, getattr(d[key], "meta", None), dtype if nearest else torch.float32)
+            d[key] = stack_channels(moved, getattr(d[key], "meta", None), dtype if nearest else torch.float32)
+        return transforms
 
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        present = [k for k in self.key_iterator(d)]
+        if not present:
+            return d
+        images = [k for k in present if k not in self.nearest_keys]
+        if not images:
+            raise ValueError("RegisterToTemplated needs at least one image key besides the label keys")
+        ref_key = self.reference_key if self.reference_key in images else images[0]
+        grids = {k: channels_to_sitk(d[k]) for k in present}
+        ref = grids[ref_key][0]
+        target, stripped, brain_only = self._target(ref)
+        # 1. reference -> template (an affine even for "none": the template mask needs it)
+        kind = "affine" if self.registration == "none" else self.registration
+        to_ref, ref_report = register(target, ref, kind=kind, init="moments", **self.options)
+        # 2. each other modality -> reference; 3. everything onto one grid
+        to_mod, reports = self._to_reference(grids, ref_key, present)
+        transforms = self._resample_all(d, grids, ref, to_ref, to_mod, present)
+        registered = self.registration != "none"
         d[TRANSFORMS_KEY] = {**d.get(TRANSFORMS_KEY, {}), **transforms}
         # maps output-grid points to template points: identity on the template grid, else the inverse affine
         d[TO_TEMPLATE_KEY] = sitk.Transform(3, sitk.sitkIdentity) if registered else to_ref.GetInverse()
@@ -487,7 +445,7 @@ class RegisterToTemplated(MapTransform):
             "reference_matrix": transform_description(to_ref)
             if kind != "nonlinear"
             else {"class": "composite"},
-            "per_key": reports,
+            "per_key": {ref_key: {"to": "template", **ref_report}, **reports},
         }
         d[PARAMS_KEY] = params
         return d

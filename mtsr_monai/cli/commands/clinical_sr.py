@@ -107,7 +107,7 @@ def check_target(args: argparse.Namespace, explain: bool) -> None:
     if not explain:
         return
     from mtsr_monai.inference.clinical import isotropic_grid, slice_axis_for, thick_axis_on_grid
-    from mtsr_monai.transforms.registration import metatensor_to_sitk
+    from mtsr_monai.transforms.sitk_utils import metatensor_to_sitk
 
     ref_path = next(getattr(args, m) for m in ("flair", "t1", "t2") if getattr(args, m) is not None)
     ref = metatensor_to_sitk(load_volume(ref_path))

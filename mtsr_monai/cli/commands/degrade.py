@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
         import numpy as np
 
         from mtsr_monai.io import load_volume, save_volume, voxel_sizes
-        from mtsr_monai.transforms.geometry import resolve_axis
+        from mtsr_monai.io.geometry import resolve_axis
 
         image = load_volume(args.input)
         volume = image.numpy()

@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     with StageBar(1, "translate") as bar:
         bar.next(f"start-up and {args.method}")
         if args.method != "bicyclegan":
-            from mtsr_monai.metrics.tissue_lookup import baseline_translate_file
+            from mtsr_monai.inference.tissue_lookup import baseline_translate_file
 
             source, target = args.source.lower(), args.target.lower()
             summary = baseline_translate_file(

@@ -1,13 +1,14 @@
-"""Geometry of volumes from their affine: the array axis normal to an anatomical plane, resampled grids.
+"""Geometry of volumes from their affine: the array axis normal to an anatomical plane, the affines of
+coarser (low-resolution) and finer (super-resolved) grids over the same field of view.
 
-Kept free of MONAI and torch imports so that commands needing only this (e.g. an interpolation baseline
-of ``mtsr super-resolve``) do not pay for ``import monai``; :mod:`mtsr_monai.transforms.degradation`
-re-exports it.
+The lowest layer, beside the readers: transforms, data and inference all place voxels with it. Kept free of
+MONAI and torch imports so that commands needing only this (e.g. an interpolation baseline of
+``mtsr super-resolve``) do not pay for ``import monai``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,7 @@ import numpy as np
 #: anatomical plane name -> world (RAS) axis normal to it
 PLANE_WORLD_AXIS = {"sagittal": 0, "coronal": 1, "axial": 2}
 
-__all__ = ["PLANE_WORLD_AXIS", "resampled_affine", "resolve_axis"]
+__all__ = ["PLANE_WORLD_AXIS", "block_centre_offset", "resampled_affine", "resolve_axis", "sr_affine"]
 
 
 def _as_array(affine: Any) -> np.ndarray:
@@ -62,3 +63,27 @@ def resampled_affine(affine: Any, factors: Mapping[int, float], offsets: Mapping
     for k, f in factors.items():
         out[:rank, k] = a[:rank, k] * f
     return out
+
+
+def block_centre_offset(start: int, scale: int) -> float:
+    """Continuous input index of the centre of the ``scale``-voxel block that begins at index ``start``: where
+    a low-resolution voxel summarising that block sits."""
+    return start + (scale - 1) / 2.0
+
+
+def sr_affine(affine: np.ndarray, inplane: Sequence[int], scale: int) -> np.ndarray:
+    """Affine of the grid refined ``scale`` times along the ``inplane`` array axes, same field of view.
+
+    Output voxel ``j`` covers input voxel ``j // scale``; its centre sits at input index
+    ``(j + 0.5) / scale - 0.5``, so the new origin is at index ``-(scale - 1) / (2 scale)``.
+    """
+    a = np.asarray(affine, dtype=np.float64).copy()
+    origin_index = np.zeros(4)
+    origin_index[3] = 1.0
+    for k in inplane:
+        origin_index[k] = -(scale - 1) / (2.0 * scale)
+    origin = a @ origin_index
+    for k in inplane:
+        a[:3, k] /= scale
+    a[:, 3] = origin
+    return a

@@ -1,7 +1,8 @@
-"""Deterministic translation baselines that any learned translation must beat (here, beside the
-segmentation they use, as the evaluation layer's references; ``mtsr translate --method`` runs them).
+"""Deterministic translation baselines that any learned translation must beat (``mtsr translate --method``
+runs them; the benchmarks score them beside the learned translations).
 
-- ``identity``: the input itself after the training scaling (:func:`~mtsr_monai.data.slices.robust_scale`):
+- ``identity``: the input itself after the training scaling
+  (:func:`~mtsr_monai.transforms.intensity.robust_scale`):
   the floor (it has the wrong contrast).
 - ``tissue-lookup``: segment the input into CSF, GM and WM with the EM segmentation
   (:func:`~mtsr_monai.metrics.segmentation.segment_tissues`), then paint every brain voxel with the
@@ -26,10 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mtsr_monai.data.slices import robust_scale
 from mtsr_monai.errors import InputError
 from mtsr_monai.inference.translate import bundle_dir
+from mtsr_monai.io import load_volume, save_volume
 from mtsr_monai.metrics.segmentation import LABELS, segment_tissues
+from mtsr_monai.transforms.intensity import robust_scale
 
 __all__ = [
     "BASELINE_METHODS",
@@ -119,8 +121,6 @@ def baseline_translate_file(
 ) -> dict:
     """``mtsr translate --method identity|tissue-lookup``: writes ``OUT/mean.nii.gz`` (the one, deterministic
     output, on the input's grid) and returns a summary; nothing is written on bad input."""
-    from mtsr_monai.io import load_volume, save_volume
-
     if method not in BASELINE_METHODS:
         raise InputError(f"unknown baseline {method!r}; choose from {', '.join(BASELINE_METHODS)}")
     intensities = load_tissue_lookup(source, target, lookup_path) if method == "tissue-lookup" else None

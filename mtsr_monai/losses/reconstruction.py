@@ -1,0 +1,37 @@
+"""Reconstruction objectives of the clinical SR network (the paper's L_G): SSIM, binary cross-entropy and
+their sums with MAE / MSE from a short spec."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from mtsr_monai.losses.weighted import WeightedLoss
+from mtsr_monai.metrics.image import batch_ssim
+
+__all__ = ["BCELoss", "SSIMLoss", "generator_loss"]
+
+
+class SSIMLoss(torch.nn.Module):
+    """``1 - SSIM`` (11-tap Gaussian window, sigma 1.5, data range 1) of (B, C, H, W) batches."""
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return 1.0 - batch_ssim(pred, target, data_range=1.0).mean()
+
+
+class BCELoss(torch.nn.Module):
+    """Binary cross-entropy of a [0, 1] prediction against a [0, 1] target (the paper's best L_G)."""
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy(pred.float().clamp(1e-6, 1 - 1e-6), target.float())
+
+
+def generator_loss(spec: str = "mae") -> torch.nn.Module:
+    """L_G from a spec such as ``"mae"``, ``"bce"`` or ``"mae+ssim"`` (terms summed with weight 1),
+    as a :class:`~mtsr_monai.losses.WeightedLoss` that reports each term."""
+    table = {"mae": torch.nn.L1Loss, "mse": torch.nn.MSELoss, "bce": BCELoss, "ssim": SSIMLoss}
+    names = [t.strip().lower() for t in spec.split("+") if t.strip()]
+    unknown = [n for n in names if n not in table]
+    if unknown or not names:
+        raise ValueError(f"unknown generator loss terms {unknown or spec!r}; choose from {sorted(table)}")
+    return WeightedLoss({n: table[n]() for n in names})

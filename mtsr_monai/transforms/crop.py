@@ -1,0 +1,126 @@
+"""Crop to the template's intracranial box: :class:`CropToMaskBox` (array) and :class:`CropToTemplateBoxd`
+(dictionary, one box for every key)."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+import numpy as np
+from monai.config import KeysCollection
+from monai.transforms import MapTransform, SpatialCrop, Transform
+from monai.transforms.utils import generate_spatial_bounding_box
+from monai.utils import convert_to_numpy
+
+from mtsr_monai.transforms.keys import PARAMS_KEY
+
+__all__ = ["CropToMaskBox", "CropToTemplateBoxd", "foreground_box", "mask_bounding_box"]
+
+
+def foreground_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...]:
+    """Slices of the bounding box of a 3D ``mask``'s non-zero voxels grown by ``margin`` voxels per side and
+    clipped to the array (the whole array if the mask is empty)."""
+    mask = np.asarray(mask)
+    start, end = generate_spatial_bounding_box(
+        mask[None], select_fn=lambda x: x != 0, margin=margin, allow_smaller=True
+    )
+    if not any(e > s for s, e in zip(start, end, strict=True)):  # MONAI's empty box is all zeros
+        return tuple(slice(0, s) for s in mask.shape)
+    return tuple(slice(int(s), int(e)) for s, e in zip(start, end, strict=True))
+
+
+def mask_bounding_box(mask: np.ndarray, margin: int = 0, k_divisible: int = 1) -> tuple[list[int], list[int]]:
+    """Start (inclusive) and end (exclusive) voxel indices of a 3D mask's bounding box.
+
+    The box grows by ``margin`` voxels per side, then symmetrically until each size is a multiple of
+    ``k_divisible`` (networks with pooling need that), staying inside the array where possible.
+    """
+    mask = np.asarray(mask) > 0
+    if mask.ndim == 4:
+        mask = mask.any(0)
+    if not mask.any():
+        raise ValueError("the mask is empty: no bounding box")
+    # not clipped (allow_smaller=False): a box shifted back inside keeps its size, a multiple of k
+    box_start, box_end = generate_spatial_bounding_box(mask[None], margin=margin, allow_smaller=False)
+    start, end = [], []
+    for lo, hi, size in zip(box_start, box_end, mask.shape, strict=True):
+        lo, hi = int(lo), int(hi)
+        extra = (-(hi - lo)) % max(1, k_divisible)
+        lo, hi = lo - extra // 2, hi + extra - extra // 2
+        # shift back inside the array rather than shrink (the size stays a multiple of k)
+        if lo < 0:
+            lo, hi = 0, hi - lo
+        if hi > size:
+            lo, hi = max(0, lo - (hi - size)), size
+        start.append(lo)
+        end.append(hi)
+    return start, end
+
+
+class CropToMaskBox(Transform):
+    """Array transform: crop a channel-first image to the bounding box of ``mask`` (default: the image's own
+    non-zero voxels), see :func:`mask_bounding_box`. MONAI's ``SpatialCrop`` updates the affine, so the crop
+    keeps its physical position."""
+
+    def __init__(self, margin: int = 2, k_divisible: int = 1) -> None:
+        self.margin, self.k_divisible = int(margin), int(k_divisible)
+
+    def compute_bounding_box(self, mask: Any) -> tuple[list[int], list[int]]:
+        """Start and end (exclusive) of the box of ``mask`` ((X, Y, Z) or (C, X, Y, Z))."""
+        return mask_bounding_box(convert_to_numpy(mask), self.margin, self.k_divisible)
+
+    def __call__(self, img: Any, mask: Any = None) -> Any:
+        start, end = self.compute_bounding_box(img if mask is None else mask)
+        return SpatialCrop(roi_start=start, roi_end=end)(img)
+
+
+class CropToTemplateBoxd(MapTransform):
+    """Crop ``keys`` and the mask to the bounding box of ``mask_key`` (the template's intracranial mask).
+
+    On the template grid the box is the same for every subject, so all outputs share one shape. The
+    affine is updated (MONAI ``SpatialCrop``), so the crop keeps the physical position.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        mask_key: str = "brain_mask",
+        margin: int = 2,
+        k_divisible: int = 1,
+        allow_missing_keys: bool = True,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.mask_key = mask_key
+        self.cropper = CropToMaskBox(margin, k_divisible)
+
+    @property
+    def margin(self) -> int:
+        return self.cropper.margin
+
+    @property
+    def k_divisible(self) -> int:
+        return self.cropper.k_divisible
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        if self.mask_key not in d:
+            raise KeyError(
+                f"CropToTemplateBoxd needs the mask {self.mask_key!r} (run BrainMaskFromTemplated)"
+            )
+        start, end = self.cropper.compute_bounding_box(d[self.mask_key])
+        cropper = SpatialCrop(roi_start=start, roi_end=end)
+        before = tuple(d[self.mask_key].shape[-3:])
+        for key in dict.fromkeys([*self.key_iterator(d), self.mask_key]):
+            d[key] = cropper(d[key])
+        params = dict(d.get(PARAMS_KEY, {}))
+        params["crop"] = {
+            "mask_key": self.mask_key,
+            "margin_voxels": self.margin,
+            "k_divisible": self.k_divisible,
+            "box_start": start,
+            "box_end": end,
+            "shape_before": list(before),
+            "shape_after": [e - s for s, e in zip(start, end, strict=True)],
+        }
+        d[PARAMS_KEY] = params
+        return d

@@ -1,0 +1,201 @@
+"""What the three degradation models share: the low-resolution grid (centre crop to a multiple of the
+scale, block-centred affine), slice-by-slice plumbing of channel-first volumes, noise, and the base of their
+dictionary wrappers.
+
+Geometry convention (all models): an input whose in-plane size is not a multiple of ``scale`` is first
+centre-cropped to the largest multiple (``floor(n / scale) * scale``), so the output has exactly
+``floor(n / scale)`` voxels and low-resolution voxel ``i`` summarises high-resolution voxels
+``start + i*scale ... start + i*scale + scale - 1``; its centre sits at the centre of that block. The
+returned affine scales the in-plane columns by ``scale`` and moves the origin to that block centre, so the
+low-resolution image overlays the input in any viewer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, RandomizableTransform
+from monai.utils import convert_to_numpy, convert_to_tensor
+
+from mtsr_monai.io.geometry import block_centre_offset, resampled_affine, resolve_axis
+
+__all__ = ["RandDegradationd", "centre_crop_to_multiple"]
+
+
+def centre_crop_to_multiple(
+    x: torch.Tensor, dims: Sequence[int], scale: int
+) -> tuple[torch.Tensor, dict[int, int]]:
+    """Centre-crop tensor dims to a multiple of ``scale``; returns the crop and the start index per dim."""
+    starts = {}
+    for d in dims:
+        n = x.shape[d]
+        keep = (n // scale) * scale
+        if keep < scale:
+            raise ValueError(f"size {n} is smaller than the scale {scale}")
+        start = (n - keep) // 2
+        starts[d] = start
+        x = x.narrow(d, start, keep)
+    return x, starts
+
+
+def lr_grid(
+    affine: np.ndarray, inplane: Sequence[int], starts: Mapping[int, int], scale: int
+) -> tuple[np.ndarray, dict[int, int]]:
+    """Affine of the x``scale`` in-plane grid whose voxels summarise HR blocks beginning at ``starts[axis]``,
+    and those starts by spatial axis (``starts`` is keyed by tensor axis, channel first)."""
+    offsets = {d: starts[d + 1] for d in inplane}
+    lr_affine = resampled_affine(
+        affine, {d: scale for d in inplane}, {d: block_centre_offset(s, scale) for d, s in offsets.items()}
+    )
+    return lr_affine, offsets
+
+
+def noise_generator(rng: np.random.RandomState) -> torch.Generator:
+    """A torch generator seeded from ``rng`` (so ``set_random_state`` reproduces the noise)."""
+    return torch.Generator().manual_seed(int(rng.randint(0, 2**31 - 1)))
+
+
+def apply_or_skip(transform: RandomizableTransform, randomize: bool) -> torch.Generator | None:
+    """For a noise-drawing array transform: draw whether to apply (when ``randomize``), then a noise
+    generator, which is drawn also when skipped so the random stream stays in step from key to key; None
+    when the transform is skipped."""
+    if randomize:
+        transform.randomize(None)
+    generator = noise_generator(transform.R)
+    return generator if transform._do_transform else None
+
+
+def intensity_range(x: torch.Tensor) -> float:
+    """max - min of ``x`` (1 for a constant image): the unit of the noise fractions."""
+    r = float(x.max() - x.min())
+    return r if r > 0 else 1.0
+
+
+def add_noise(x: torch.Tensor, kind: str, sigma: float, generator: torch.Generator) -> torch.Tensor:
+    """Gaussian noise, or Rician: the magnitude of the signal plus complex Gaussian noise."""
+    n1 = torch.randn(x.shape, generator=generator, dtype=x.dtype) * sigma
+    if kind == "gaussian":
+        return x + n1
+    n2 = torch.randn(x.shape, generator=generator, dtype=x.dtype) * sigma
+    return torch.sqrt((x + n1) ** 2 + n2**2)
+
+
+def block_mean(x: torch.Tensor, dims: Sequence[int], scale: int) -> torch.Tensor:
+    """Average non-overlapping blocks of ``scale`` voxels along ``dims`` (sizes multiples of ``scale``)."""
+    for d in dims:
+        shape = list(x.shape)
+        shape[d : d + 1] = [shape[d] // scale, scale]
+        x = x.reshape(shape).mean(dim=d + 1)
+    return x
+
+
+def to_slices(x: torch.Tensor, through: int) -> torch.Tensor:
+    """(C, *spatial3) -> (S, C, a, b) with S along spatial axis ``through``."""
+    return torch.movedim(x, through + 1, 0)
+
+
+def from_slices(slices: torch.Tensor, through: int) -> torch.Tensor:
+    """The inverse of :func:`to_slices`."""
+    return torch.movedim(slices, 0, through + 1)
+
+
+def inplane_axes(spatial_ndim: int, through: int | None) -> list[int]:
+    """The spatial axes of the slice plane normal to ``through`` (both axes of a 2D slice)."""
+    return [d for d in range(spatial_ndim) if d != through] if spatial_ndim == 3 else [0, 1]
+
+
+def plain_tensor(x: Any) -> torch.Tensor:
+    """``x`` (MetaTensor, tensor or array) as a plain tensor."""
+    return convert_to_tensor(x, track_meta=False)
+
+
+def wrap_like(out: torch.Tensor, like: Any, affine: np.ndarray | None) -> Any:
+    """``out`` in the type of ``like``: a MetaTensor with ``like``'s meta and the new ``affine``, an array,
+    or a tensor."""
+    if isinstance(like, MetaTensor):
+        meta = dict(like.meta)
+        if affine is not None:
+            meta["affine"] = torch.as_tensor(affine, dtype=torch.float64)
+            meta["spatial_shape"] = np.asarray(out.shape[1:])
+        return MetaTensor(out, meta=meta)
+    if isinstance(like, np.ndarray):
+        return convert_to_numpy(out)
+    return out
+
+
+def affine_of(x: Any, spatial_ndim: int) -> np.ndarray:
+    """The affine of a MetaTensor, else the identity."""
+    if isinstance(x, MetaTensor):
+        return np.asarray(x.affine.detach().cpu(), dtype=np.float64)
+    return np.eye(max(spatial_ndim, 3) + 1)
+
+
+def through_axis(img: Any, x: torch.Tensor, axis: str | int) -> int | None:
+    """The array axis normal to the slice plane of a volume ``(C, H, W, D)`` (None for a 2D slice)."""
+    spatial = x.ndim - 1
+    if spatial == 2:
+        return None
+    if spatial != 3:
+        raise ValueError(f"expected (C, H, W) or (C, H, W, D), got shape {tuple(x.shape)}")
+    return resolve_axis(affine_of(img, 3), axis)
+
+
+def volume_tensor(volume: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """A 3D volume as a float32 channel-first tensor ``(1, X, Y, Z)``."""
+    v = plain_tensor(volume)
+    if v.ndim != 3:
+        raise ValueError(f"expected a 3D volume, got shape {tuple(v.shape)}")
+    return v.to(torch.float32)[None]
+
+
+def skipped_copy(img: Any) -> Any:
+    """What a skipped random degradation returns: the input, unchanged (a copy, so keys do not alias)."""
+    return img.clone() if isinstance(img, torch.Tensor) else np.array(img, copy=True)
+
+
+class RandDegradationd(RandomizableTransform, MapTransform):
+    """Base of the dictionary wrappers: the degraded copy of each key goes to ``output_keys`` (default
+    ``key + lr_suffix``), the input stays as the target. The array transform (``self.degrade``) holds the
+    logic, ``prob`` and the random state: the wrapper shares its ``RandomState`` with it, so one seed
+    reproduces a call byte for byte, and one draw (whether to apply, and the model's parameters) serves every
+    key of a call."""
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        degrade: RandomizableTransform,
+        output_keys: KeysCollection | None,
+        lr_suffix: str,
+        allow_missing_keys: bool,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, degrade.prob)
+        if output_keys is None:
+            self.output_keys = tuple(f"{k}{lr_suffix}" for k in self.keys)
+        else:
+            self.output_keys = tuple([output_keys] if isinstance(output_keys, str) else output_keys)
+        if len(self.output_keys) != len(self.keys):
+            raise ValueError("output_keys must name one output per key")
+        self.degrade = degrade
+        self.degrade.set_random_state(state=self.R)
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
+        super().set_random_state(seed, state)
+        self.degrade.set_random_state(state=self.R)
+        return self
+
+    def randomize(self, data: Any = None) -> None:
+        self.degrade.randomize(None)
+        self._do_transform = self.degrade._do_transform
+
+    def __call__(self, data: Mapping[Any, Any]) -> dict[Any, Any]:
+        d = dict(data)
+        self.randomize()
+        for key, out_key in self.key_iterator(d, self.output_keys):
+            d[out_key] = self.degrade(d[key], randomize=False)
+        return d

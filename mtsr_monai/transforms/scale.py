@@ -1,0 +1,128 @@
+"""MONAI transforms of the intensity scaling in :mod:`mtsr_monai.transforms.intensity`: array transforms plus
+their dictionary wrappers.
+
+- :class:`RobustScaleIntensity` / :class:`RobustScaleIntensityd`: the networks' training scaling, per volume;
+- :class:`ScaleIntensityPercentilesInMask` / :class:`ScaleIntensityPercentilesInMaskd`: the preprocessing
+  scaling, percentiles inside the brain mask (the dictionary wrapper records them for the JSON sidecar).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, Transform
+from monai.utils import convert_to_numpy
+
+from mtsr_monai.transforms.intensity import robust_scale, scale_percentiles_in_mask
+from mtsr_monai.transforms.keys import PARAMS_KEY
+
+__all__ = [
+    "RobustScaleIntensity",
+    "RobustScaleIntensityd",
+    "ScaleIntensityPercentilesInMask",
+    "ScaleIntensityPercentilesInMaskd",
+]
+
+
+class RobustScaleIntensity(Transform):
+    """Array transform: :func:`~mtsr_monai.transforms.intensity.robust_scale` of the whole image (per volume;
+    percentiles ``lower`` / ``upper``)."""
+
+    def __init__(self, lower: float = 0.5, upper: float = 99.5, clip: bool = True) -> None:
+        self.lower, self.upper, self.clip = lower, upper, clip
+
+    def __call__(self, img: Any) -> torch.Tensor:
+        return robust_scale(img, self.lower, self.upper, self.clip)
+
+
+class RobustScaleIntensityd(MapTransform):
+    """Dictionary wrapper of :class:`RobustScaleIntensity`: each key scaled on its own."""
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        lower: float = 0.5,
+        upper: float = 99.5,
+        clip: bool = True,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.scaler = RobustScaleIntensity(lower, upper, clip)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.scaler(d[key])
+        return d
+
+
+class ScaleIntensityPercentilesInMask(Transform):
+    """Array transform: each channel of ``(C, X, Y, Z)`` (or a 3D image) scaled to [0, 1] by its robust
+    percentiles (``lower`` / ``upper``, in %) inside ``mask`` (all voxels if None); ``clip`` clamps to [0, 1].
+    The percentiles found are kept in ``self.percentiles`` (one ``[lo, hi]`` per channel)."""
+
+    def __init__(self, lower: float = 0.5, upper: float = 99.5, clip: bool = True) -> None:
+        if not 0 <= lower < upper <= 100:
+            raise ValueError(f"percentiles must satisfy 0 <= lower < upper <= 100, got {lower}, {upper}")
+        self.lower, self.upper, self.clip = float(lower), float(upper), bool(clip)
+        self.percentiles: list[list[float]] = []
+
+    def __call__(self, img: Any, mask: Any = None) -> torch.Tensor:
+        if mask is not None:
+            mask = convert_to_numpy(mask)
+            mask = mask[0] if mask.ndim == 4 else mask
+        array = convert_to_numpy(img).astype(np.float32)
+        channels = array if array.ndim == 4 else array[None]
+        out, found = [], []
+        for channel in channels:
+            scaled, p_lo, p_hi = scale_percentiles_in_mask(channel, mask, self.lower, self.upper, self.clip)
+            out.append(scaled)
+            found.append([round(p_lo, 6), round(p_hi, 6)])
+        self.percentiles = found
+        result = torch.as_tensor(np.stack(out) if array.ndim == 4 else out[0])
+        if isinstance(img, MetaTensor):
+            result = MetaTensor(result, meta=dict(img.meta))  # the meta carries the affine
+        return result
+
+
+class ScaleIntensityPercentilesInMaskd(MapTransform):
+    """Dictionary wrapper of :class:`ScaleIntensityPercentilesInMask`, the mask read from ``mask_key``
+    (``None``: percentiles over the whole image); the percentiles go to the data's preprocessing record."""
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        mask_key: str | None = "brain_mask",
+        lower: float = 0.5,
+        upper: float = 99.5,
+        clip: bool = True,
+        allow_missing_keys: bool = True,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.mask_key = mask_key
+        self.scaler = ScaleIntensityPercentilesInMask(lower, upper, clip)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        mask = None if self.mask_key is None else d[self.mask_key]
+        values: dict[str, list] = {}
+        for key in self.key_iterator(d):
+            d[key] = self.scaler(d[key], mask)
+            found = self.scaler.percentiles
+            values[str(key)] = found[0] if len(found) == 1 else found
+        params = dict(d.get(PARAMS_KEY, {}))
+        params["intensity"] = {
+            "method": "(x - p_lower) / (p_upper - p_lower) inside the mask",
+            "mask_key": self.mask_key,
+            "lower_percentile": self.scaler.lower,
+            "upper_percentile": self.scaler.upper,
+            "clip": self.scaler.clip,
+            "percentile_values": values,
+        }
+        d[PARAMS_KEY] = params
+        return d
