@@ -337,15 +337,11 @@ def load_clinical_model(path: str | Path, device: str | torch.device = "cpu") ->
     The file holds ``model`` (generator state dict, fp16), ``critic`` (state dict), ``network`` and
     ``critic_args`` (constructor arguments), ``modalities`` (channel order) and ``patch_size``."""
     from mtsr_monai.errors import InputError
-    from mtsr_monai.inference.bundle import verify_file
+    from mtsr_monai.inference.bundle import read_weights
     from mtsr_monai.networks.attention_unet import AttentionGatedUNet
     from mtsr_monai.networks.critic import Critic
 
-    verify_file(path)  # missing, or shipped weights not matching their sha256 in large_files.yml
-    try:
-        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError) as err:
-        raise InputError(f"cannot read the model checkpoint ({err})", path=str(path)) from err
+    ckpt = read_weights(path)  # missing, unreadable, or shipped weights not matching their declared sha256
     if not isinstance(ckpt, dict) or "model" not in ckpt or "network" not in ckpt:
         raise InputError("not a clinical_sr checkpoint (needs 'model' and 'network')", path=str(path))
     net = AttentionGatedUNet(**ckpt["network"])
@@ -363,9 +359,9 @@ def load_clinical_model(path: str | Path, device: str | torch.device = "cpu") ->
 
 def default_model_path() -> Path:
     """``clinical_sr/models/model.pt`` under :func:`mtsr_monai.inference.bundle.bundles_root`."""
-    from mtsr_monai.inference.bundle import bundles_root
+    from mtsr_monai.inference.bundle import weights_path
 
-    return bundles_root() / "clinical_sr" / "models" / "model.pt"
+    return weights_path("clinical_sr")
 
 
 def model_input(prepared: Mapping[str, Any], modalities: Sequence[str]) -> np.ndarray:
