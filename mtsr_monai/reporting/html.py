@@ -208,16 +208,19 @@ caption{caption-side:top;text-align:left;font-style:italic;padding-bottom:4px;co
 """
 
 
-def render_page(title: str, sections: Sequence[tuple[str, str]], intro: str = "") -> str:
-    """Assemble the page from (heading, html body) sections."""
-    body = [f"<h1>{html.escape(title)}</h1>"]
-    if intro:
-        body.append(f'<p class="note">{intro}</p>')
-    for heading, content in sections:
-        body.append(f"<h2>{html.escape(heading)}</h2>\n{content}")
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>\n"
-        + "\n".join(body)
-        + "\n</body></html>\n"
+def render_template(name: str, **context: Any) -> str:
+    """Render ``templates/<name>`` (Jinja2, HTML autoescaping; ``png`` is :func:`embed_png`, ``css`` the
+    page style) with ``context``."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+        autoescape=True,
+        keep_trailing_newline=True,
     )
+    return env.get_template(name).render(css=CSS, png=embed_png, **context)
+
+
+def render_page(title: str, sections: Sequence[tuple[str, str]], intro: str = "") -> str:
+    """Assemble the page from (heading, html body) sections; ``intro`` is HTML too."""
+    return render_template("page.html.j2", title=title, sections=sections, intro=intro)
