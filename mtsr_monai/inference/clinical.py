@@ -39,13 +39,6 @@ METHODS = ("model", "trilinear", "bspline", "sinc")
 
 
 # --------------------------------------------------------------------------------------- network side
-def _slices_to_batch(volume: np.ndarray, axis: int, start: int, stop: int) -> torch.Tensor:
-    """(C, X, Y, Z) -> (n, C, h, w) slices ``start:stop`` along spatial ``axis``."""
-    part = np.take(volume, np.arange(start, stop), axis=axis + 1)  # C, ..., n at axis
-    part = np.moveaxis(part, axis + 1, 0)  # n, C, h, w
-    return torch.from_numpy(np.ascontiguousarray(part, dtype=np.float32))
-
-
 @torch.no_grad()
 def restore_volume(
     network: torch.nn.Module,
@@ -62,34 +55,26 @@ def restore_volume(
 
     ``patch_size``: sliding-window inference with ``patch_size`` square patches (Gaussian-weighted stitching,
     MONAI ``sliding_window_inference``); None: full slices (the network pads them itself).
-    Slices with no signal at all are passed through (zeros).
+    Slices with no signal at all are passed through (zeros), without the network
+    (:func:`~mtsr_monai.inference.slicewise.busy_batches`).
     """
-    from tqdm import tqdm
+    from mtsr_monai.inference.slicewise import busy_batches
 
     network.eval()
     device = torch.device(device)
     volume = np.asarray(volume, dtype=np.float32)
     out = np.zeros_like(volume)
-    n = volume.shape[axis + 1]
-    starts = range(0, n, batch_size)
-    for start in tqdm(starts, desc=desc, disable=not progress, unit="batch"):
-        stop = min(start + batch_size, n)
-        x = _slices_to_batch(volume, axis, start, stop).to(device)
-        keep = x.flatten(1).amax(1) > 0
-        y = torch.zeros_like(x)
-        if keep.any():
-            xs = x[keep]
-            if patch_size:
-                from monai.inferers import sliding_window_inference
+    slices, out_slices = np.moveaxis(volume, axis + 1, 0), np.moveaxis(out, axis + 1, 0)  # n, C, h, w views
+    for idx in busy_batches(slices, batch_size, 0.0, progress, desc):
+        xs = torch.from_numpy(np.ascontiguousarray(slices[idx])).to(device)
+        if patch_size:
+            from monai.inferers import sliding_window_inference
 
-                roi = (int(patch_size), int(patch_size))
-                y[keep] = sliding_window_inference(xs, roi, 64, network, overlap=overlap, mode="gaussian")
-            else:
-                y[keep] = network(xs)
-        y_np = np.moveaxis(y.float().cpu().numpy(), 0, axis + 1)
-        index = [slice(None)] * 4
-        index[axis + 1] = slice(start, stop)
-        out[tuple(index)] = y_np
+            roi = (int(patch_size), int(patch_size))
+            y = sliding_window_inference(xs, roi, 64, network, overlap=overlap, mode="gaussian")
+        else:
+            y = network(xs)
+        out_slices[idx] = y.float().cpu().numpy()
     return out
 
 

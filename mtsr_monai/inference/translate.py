@@ -137,8 +137,7 @@ def translate_volume(
     ``mask`` (brain mask on the same grid): voxels outside are set to 0 before scaling and in the outputs, so
     a non-skull-stripped or noisy-background input looks like the skull-stripped training data.
     """
-    from tqdm import tqdm
-
+    from mtsr_monai.inference.slicewise import busy_batches
     from mtsr_monai.io.geometry import resolve_axis
     from mtsr_monai.transforms.intensity import robust_scale
 
@@ -151,11 +150,10 @@ def translate_volume(
     scaled = robust_scale(torch.as_tensor(arr, dtype=torch.float32)).numpy()
     slices = torch.from_numpy(np.ascontiguousarray(np.moveaxis(scaled, through, 0)))
     foreground = slices > 0
-    busy = torch.nonzero(foreground.flatten(1).any(1)).flatten()
     codes_t = torch.as_tensor(codes, dtype=torch.float32)
     out = torch.zeros((len(codes_t), *slices.shape), dtype=torch.float32)
-    chunks = [busy[i : i + batch_size] for i in range(0, len(busy), batch_size)]
-    for idx in tqdm(chunks, desc="translate", unit="batch", disable=not progress):
+    for batch in busy_batches(slices, batch_size, 0.0, progress, "translate"):
+        idx = torch.from_numpy(batch)
         out[:, idx] = translate_slices(
             generator,
             slices[idx],
