@@ -91,6 +91,15 @@ def _load_input(
     return lr, lr_affine, (m.numpy() > 0).astype(np.float32)
 
 
+def _mask_on_sr_grid(mask: np.ndarray | None, affine: np.ndarray, scale: int) -> np.ndarray | None:
+    """The LR brain mask on the SR grid (nearest neighbour), or None without a mask."""
+    from mtsr_monai.inference.super_resolve import super_resolve_volume
+
+    if mask is None:
+        return None
+    return super_resolve_volume(mask, affine, method="nearest", scale=scale, progress=False)[0] > 0.5
+
+
 def _montage_panels(
     lr: np.ndarray, lr_affine: np.ndarray, arrays: dict[str, Any], source: str, target: str
 ) -> tuple[list, Sequence[float]]:
@@ -142,7 +151,6 @@ def run_pipeline(
     """``mtsr run``: SR of the LR input in modality ``source``, then ``samples`` translations to
     ``target``, checked as ``mtsr translate`` checks (:func:`.translate.prepare_translation`).
     ``on_stage(name)`` is called as each stage starts (progress)."""
-    from mtsr_monai.inference.super_resolve import super_resolve_volume
     from mtsr_monai.inference.translate import prepare_translation, sample_statistics, translate_volume
     from mtsr_monai.io import atomic_write_text
 
@@ -160,11 +168,7 @@ def run_pipeline(
     t = time.perf_counter()
     sr, sr_affine, sr_description = super_resolve(lr, lr_affine, scale, sr_method, device, progress)
     timings["super_resolution_s"] = time.perf_counter() - t
-    sr_mask = None
-    if lr_mask is not None:  # the brain mask on the SR grid (nearest neighbour)
-        sr_mask = (
-            super_resolve_volume(lr_mask, lr_affine, method="nearest", scale=scale, progress=False)[0] > 0.5
-        )
+    sr_mask = _mask_on_sr_grid(lr_mask, lr_affine, scale)
     stage("translation")
     t = time.perf_counter()
     translated = translate_volume(
@@ -174,32 +178,21 @@ def run_pipeline(
     mean, std = sample_statistics(translated)
     timings["translation_s"] = time.perf_counter() - t
     arrays = {"sr": sr, "samples": translated, "mean": mean, "std": std, "affine": sr_affine}
-
+    fg = mean > 0
+    summary = {
+        "input": str(input_path), "source": source, "target": target, "scale": scale,
+        "input_shape": list(lr.shape), "output_shape": list(sr.shape), "super_resolution": sr_description,
+        "translation_weights": str(weights), "translation_method": meta.get("method"),
+        "translation_training_iterations": meta.get("iterations"), "seed": seed,
+        "mask": str(mask_path) if mask_path else None, "codes": codes.tolist(),
+        "std_mean_in_foreground": float(std[fg].mean()) if fg.any() else 0.0,
+    }  # fmt: skip
     stage("write volumes, montage")
-
     out = Path(output_dir)
     panels, point = _montage_panels(lr, lr_affine, arrays, source, target)
     written = _write_outputs(out, arrays, panels, f"{source} LR -> SR x{scale} -> {target}", point)
     timings["total_s"] = time.perf_counter() - t0
-    fg = mean > 0
-    summary = {
-        "input": str(input_path),
-        "source": source,
-        "target": target,
-        "scale": scale,
-        "input_shape": list(lr.shape),
-        "output_shape": list(sr.shape),
-        "super_resolution": sr_description,
-        "translation_weights": str(weights),
-        "translation_method": meta.get("method"),
-        "translation_training_iterations": meta.get("iterations"),
-        "seed": seed,
-        "mask": str(mask_path) if mask_path else None,
-        "codes": codes.tolist(),
-        "std_mean_in_foreground": float(std[fg].mean()) if fg.any() else 0.0,
-        "timings": {k: round(v, 2) for k, v in timings.items()},
-        "outputs": written,
-    }
+    summary.update(timings={k: round(v, 2) for k, v in timings.items()}, outputs=written)
     written["summary"] = str(out / "summary.json")
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     summary["_arrays"] = arrays
