@@ -21,7 +21,7 @@ Images are in [-1, 1] (tanh output). The output dict holds the scalar losses and
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,6 @@ from mtsr_monai.engines.base import (  # noqa: F401 (sync_gradients: public here
     sync_gradients,
 )
 from mtsr_monai.io import atomic_output
-from mtsr_monai.losses.gan import GanLoss
 from mtsr_monai.networks.bicyclegan import reparameterize
 
 
@@ -45,7 +44,9 @@ def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
 
 class BicycleGANTrainer(AdversarialTrainerBase):
-    """BicycleGAN (cVAE-GAN + cLR-GAN) for A -> B translation; ``use_encoder=False`` gives pix2pix + noise."""
+    """BicycleGAN (cVAE-GAN + cLR-GAN) for A -> B translation; ``use_encoder=False`` gives pix2pix + noise.
+    ``options``: those of :class:`~mtsr_monai.engines.base.AdversarialTrainerBase` (``gan_loss``,
+    ``epoch_length``, ``amp``, ``precision``, ``train_handlers``, ``non_blocking``)."""
 
     def __init__(
         self,
@@ -67,21 +68,13 @@ class BicycleGANTrainer(AdversarialTrainerBase):
         lambda_gan2: float = 1.0,
         lambda_kl: float = 0.01,
         lambda_latent: float = 0.5,
-        gan_loss: GanLoss | str = "lsgan",
         input_key: str = "A",
         target_key: str = "B",
-        epoch_length: int | None = None,
-        amp: bool = False,
-        precision: str | None = None,
-        train_handlers: Sequence | None = None,
-        non_blocking: bool = False,
+        **options: Any,
     ) -> None:
         if use_encoder and None in (encoder, discriminator2, e_optimizer, d2_optimizer):
             raise ValueError("BicycleGAN needs encoder, discriminator2, e_optimizer and d2_optimizer")
-        super().__init__(
-            device, max_epochs, train_data_loader, input_key, target_key, gan_loss, epoch_length, amp,
-            precision, train_handlers, non_blocking,
-        )  # fmt: skip
+        super().__init__(device, max_epochs, train_data_loader, input_key, target_key, **options)
         self.generator, self.discriminator = generator, discriminator
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
         self.use_encoder = bool(use_encoder)

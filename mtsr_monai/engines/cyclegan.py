@@ -21,7 +21,7 @@ Images are in [-1, 1] (tanh output). The output dict holds the scalar losses and
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -29,7 +29,6 @@ from torch.optim import Optimizer
 
 from mtsr_monai.engines.base import AdversarialTrainerBase, broadcast_parameters, set_requires_grad
 from mtsr_monai.engines.bicyclegan import TranslationValidationHandler
-from mtsr_monai.losses.gan import GanLoss
 
 __all__ = ["CycleGANTrainer", "ReverseTranslationValidationHandler", "cycle_panels"]
 
@@ -44,7 +43,9 @@ class CycleGANTrainer(AdversarialTrainerBase):
         lambda_cycle: weight of each L1 cycle term (10, as the paper / official code).
         lambda_identity: identity term weight relative to ``lambda_cycle`` (official 0.5; 0 here by default:
             it pulls G_AB(B) towards B, which suits colour / style transfer rather than contrast changes).
-        precision: ``auto`` (bf16 on a CPU that has it, fp16 + GradScaler on CUDA) | fp32 | bf16 | fp16.
+        options: those of :class:`~mtsr_monai.engines.base.AdversarialTrainerBase` (``gan_loss``,
+            ``epoch_length``, ``precision``: ``auto`` (bf16 on a CPU that has it, fp16 + GradScaler on CUDA) |
+            fp32 | bf16 | fp16, ``amp``, ``train_handlers``, ``non_blocking``).
     """
 
     def __init__(
@@ -61,19 +62,11 @@ class CycleGANTrainer(AdversarialTrainerBase):
         nz: int = 8,
         lambda_cycle: float = 10.0,
         lambda_identity: float = 0.0,
-        gan_loss: GanLoss | str = "lsgan",
         input_key: str = "A",
         target_key: str = "B",
-        epoch_length: int | None = None,
-        amp: bool = False,
-        precision: str | None = None,
-        train_handlers: Sequence | None = None,
-        non_blocking: bool = False,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            device, max_epochs, train_data_loader, input_key, target_key, gan_loss, epoch_length, amp,
-            precision, train_handlers, non_blocking,
-        )  # fmt: skip
+        super().__init__(device, max_epochs, train_data_loader, input_key, target_key, **options)
         self.generator, self.generator_ba = generator, generator_ba
         self.discriminator, self.discriminator_a = discriminator, discriminator_a
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer

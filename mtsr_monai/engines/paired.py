@@ -18,7 +18,7 @@ The output dict holds every loss term (floats) and the tensors ``input``, ``pred
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -35,7 +35,9 @@ from mtsr_monai.losses.gan import GanLoss
 
 
 class PairedAdversarialTrainer(AdversarialTrainerBase):
-    """Ignite trainer for ``G: input -> target`` with pixel/perceptual losses and an optional critic D."""
+    """Ignite trainer for ``G: input -> target`` with pixel/perceptual losses and an optional critic D.
+    ``options``: those of :class:`~mtsr_monai.engines.base.AdversarialTrainerBase` (``epoch_length``,
+    ``amp``, ``precision``, ``train_handlers``, ``non_blocking``)."""
 
     def __init__(
         self,
@@ -54,24 +56,20 @@ class PairedAdversarialTrainer(AdversarialTrainerBase):
         pretrain_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         input_key: str = "lr",
         target_key: str = "hr",
-        epoch_length: int | None = None,
-        amp: bool = False,
-        precision: str | None = None,
         grad_clip: float | None = None,
-        train_handlers: Sequence | None = None,
         key_train_metric: dict | None = None,
         additional_metrics: dict | None = None,
         metric_cmp_fn: Callable = default_metric_cmp_fn,
-        non_blocking: bool = False,
+        **options: Any,
     ) -> None:
         if discriminator is not None and d_optimizer is None:
             raise ValueError("a discriminator needs a d_optimizer")
         if critic_steps < 1:
             raise ValueError("critic_steps must be >= 1")
         super().__init__(
-            device, max_epochs, train_data_loader, input_key, target_key, gan_loss, epoch_length, amp,
-            precision, train_handlers, non_blocking, key_metric=key_train_metric,
-            additional_metrics=additional_metrics, metric_cmp_fn=metric_cmp_fn,
+            device, max_epochs, train_data_loader, input_key, target_key, gan_loss,
+            key_metric=key_train_metric, additional_metrics=additional_metrics, metric_cmp_fn=metric_cmp_fn,
+            **options,
         )  # fmt: skip
         self.generator, self.g_optimizer, self.generator_loss = generator, g_optimizer, generator_loss
         self.discriminator, self.d_optimizer = discriminator, d_optimizer

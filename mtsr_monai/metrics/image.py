@@ -83,24 +83,25 @@ def psnr(pred: Any, ref: Any, mask: Any = None, data_range: float | None = None)
     return math.inf if err == 0 else float(10.0 * math.log10(rng**2 / err))
 
 
-def nmse(pred: Any, ref: Any, mask: Any = None) -> float:
-    """Conventional normalised MSE: sum((pred - ref)^2) / sum(ref^2)."""
+def _nmse_sums(pred: Any, ref: Any, mask: Any) -> tuple[float, float, int]:
+    """``(sum (pred - ref)^2, sum ref^2, voxels)``, inside ``mask`` when given."""
     p, r = _pair(pred, ref)
     m = _mask(mask, r.shape)
     if m is not None:
         p, r = p[m], r[m]
-    den = float((r**2).sum())
-    return float(((p - r) ** 2).sum() / den) if den > 0 else math.inf
+    return float(((p - r) ** 2).sum()), float((r**2).sum()), int(r.size)
+
+
+def nmse(pred: Any, ref: Any, mask: Any = None) -> float:
+    """Conventional normalised MSE: sum((pred - ref)^2) / sum(ref^2)."""
+    err, den, _ = _nmse_sums(pred, ref, mask)
+    return err / den if den > 0 else math.inf
 
 
 def nmse_clinical_code(pred: Any, ref: Any, mask: Any = None) -> float:
     """The clinical paper's code: mean((pred - ref)^2) / sum(ref^2) = NMSE / N (a mean over a sum)."""
-    p, r = _pair(pred, ref)
-    m = _mask(mask, r.shape)
-    if m is not None:
-        p, r = p[m], r[m]
-    den = float((r**2).sum())
-    return float(((p - r) ** 2).mean() / den) if den > 0 else math.inf
+    err, den, n = _nmse_sums(pred, ref, mask)
+    return err / n / den if den > 0 else math.inf
 
 
 def ssim_map(pred: Any, ref: Any, data_range: float | None = None) -> np.ndarray:
