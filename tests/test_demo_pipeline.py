@@ -32,8 +32,8 @@ def _cli(*args: str) -> int:
 
 def _run(image, weights, out, *extra: str, source: str = "t1", target: str = "t2") -> int:
     """``mtsr run`` of ``image`` (``source`` -> ``target``) with translation ``weights`` into ``out``."""
-    args = ["-i", str(image), "--source", source, "--target", target, "--weights", str(weights), "-o", str(out)]
-    return _cli("run", *args, *extra)
+    args = ["-i", str(image), "--source", source, "--target", target, "-o", str(out)]
+    return _cli("run", *args, "--weights", str(weights), *extra)
 
 
 def test_run_writes_sr_samples_stats_montage_and_summary(
