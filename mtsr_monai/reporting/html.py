@@ -15,26 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from mtsr_monai.reporting.views import draw_panel, pyplot, save_figure
 from mtsr_monai.transforms.intensity import display_range
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: Path) -> Path:
-    from mtsr_monai.io import atomic_output
-
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png", facecolor="white")
-    _plt().close(fig)
-    return path
-
 
 PLANES = ("axial", "coronal", "sagittal")
 
@@ -51,16 +33,6 @@ def _planes(
     return [plane_image(vol, affine, plane, world) for plane in planes]
 
 
-def _panel(ax: Any, image: np.ndarray, aspect: float, plane: str, **imshow: Any) -> Any:
-    from mtsr_monai.reporting.views import orientation_markers
-
-    shown = ax.imshow(image, aspect=aspect, interpolation="nearest", **imshow)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    orientation_markers(ax, plane, size=8)
-    return shown
-
-
 def montage_figure(
     volumes: Mapping[str, np.ndarray],
     path: str | Path,
@@ -75,7 +47,7 @@ def montage_figure(
     ``overlay`` (a binary mask, e.g. the tumour) is outlined in red."""
     from mtsr_monai.reporting.views import CONVENTION
 
-    plt = _plt()
+    plt = pyplot()
     names = list(volumes)
     vmin, vmax = display_range(volumes[names[0]], mask)
     fig, axes = plt.subplots(len(names), 3, figsize=(8.4, 2.8 * len(names) + 0.6), squeeze=False)
@@ -83,7 +55,7 @@ def montage_figure(
     for r, name in enumerate(names):
         for c, (image, aspect) in enumerate(_planes(volumes[name], point, affine)):
             ax = axes[r, c]
-            _panel(ax, image, aspect, PLANES[c], cmap="gray", vmin=vmin, vmax=vmax)
+            draw_panel(ax, image, aspect, PLANES[c], cmap="gray", vmin=vmin, vmax=vmax)
             if contours is not None and contours[c][0].any():
                 ax.contour(contours[c][0], levels=[0.5], colors="red", linewidths=0.6)
             if c == 0:
@@ -92,7 +64,7 @@ def montage_figure(
                 ax.set_title(PLANES[c], fontsize=10)
     fig.suptitle(f"{title}\n{CONVENTION}" if title else CONVENTION, fontsize=10)
     fig.tight_layout()
-    return _save(fig, Path(path))
+    return save_figure(fig, path)
 
 
 def difference_figure(
@@ -109,7 +81,7 @@ def difference_figure(
     the mask) with its colour bar."""
     from mtsr_monai.reporting.views import CONVENTION
 
-    plt = _plt()
+    plt = pyplot()
     diffs = {
         name: pred.astype(np.float32) - reference.astype(np.float32) for name, pred in predictions.items()
     }
@@ -120,7 +92,7 @@ def difference_figure(
     for r, (name, d) in enumerate(diffs.items()):
         for c, (image, aspect) in enumerate(_planes(d, point, affine, PLANES[:2])):
             ax = axes[r, c]
-            shown = _panel(ax, image, aspect, PLANES[c], cmap="RdBu_r", vmin=-scale, vmax=scale)
+            shown = draw_panel(ax, image, aspect, PLANES[c], cmap="RdBu_r", vmin=-scale, vmax=scale)
             if c == 0:
                 ax.set_ylabel(name, fontsize=10)
             if r == 0:
@@ -129,7 +101,7 @@ def difference_figure(
     fig.tight_layout()
     if shown is not None:
         fig.colorbar(shown, ax=axes.ravel().tolist(), shrink=0.8, label="method - reference")
-    return _save(fig, Path(path))
+    return save_figure(fig, path)
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
