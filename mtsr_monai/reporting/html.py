@@ -33,6 +33,17 @@ def _planes(
     return [plane_image(vol, affine, plane, world) for plane in planes]
 
 
+def _grid_panel(axes: Any, r: int, c: int, name: str, image: np.ndarray, aspect: float, **imshow: Any) -> Any:
+    """Panel (row ``r``: image ``name``, column ``c``: plane ``PLANES[c]``) of a figure grid, the row named
+    on the first column and the plane on the first row."""
+    shown = draw_panel(axes[r, c], image, aspect, PLANES[c], **imshow)
+    if c == 0:
+        axes[r, c].set_ylabel(name, fontsize=10)
+    if r == 0:
+        axes[r, c].set_title(PLANES[c], fontsize=10)
+    return shown
+
+
 def montage_figure(
     volumes: Mapping[str, np.ndarray],
     path: str | Path,
@@ -54,14 +65,9 @@ def montage_figure(
     contours = _planes(overlay.astype(np.float32), point, affine) if overlay is not None else None
     for r, name in enumerate(names):
         for c, (image, aspect) in enumerate(_planes(volumes[name], point, affine)):
-            ax = axes[r, c]
-            draw_panel(ax, image, aspect, PLANES[c], cmap="gray", vmin=vmin, vmax=vmax)
+            _grid_panel(axes, r, c, name, image, aspect, cmap="gray", vmin=vmin, vmax=vmax)
             if contours is not None and contours[c][0].any():
-                ax.contour(contours[c][0], levels=[0.5], colors="red", linewidths=0.6)
-            if c == 0:
-                ax.set_ylabel(name, fontsize=10)
-            if r == 0:
-                ax.set_title(PLANES[c], fontsize=10)
+                axes[r, c].contour(contours[c][0], levels=[0.5], colors="red", linewidths=0.6)
     fig.suptitle(f"{title}\n{CONVENTION}" if title else CONVENTION, fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)
@@ -91,12 +97,7 @@ def difference_figure(
     shown = None
     for r, (name, d) in enumerate(diffs.items()):
         for c, (image, aspect) in enumerate(_planes(d, point, affine, PLANES[:2])):
-            ax = axes[r, c]
-            shown = draw_panel(ax, image, aspect, PLANES[c], cmap="RdBu_r", vmin=-scale, vmax=scale)
-            if c == 0:
-                ax.set_ylabel(name, fontsize=10)
-            if r == 0:
-                ax.set_title(PLANES[c], fontsize=10)
+            shown = _grid_panel(axes, r, c, name, image, aspect, cmap="RdBu_r", vmin=-scale, vmax=scale)
     fig.suptitle(f"{title}\n{CONVENTION}" if title else CONVENTION, fontsize=9)
     fig.tight_layout()
     if shown is not None:
