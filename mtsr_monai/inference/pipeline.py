@@ -156,14 +156,11 @@ def run_pipeline(
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    # fail early, before any long computation
-    generator, meta, codes, weights = prepare_translation(
-        source, target, mt_weights, codes, samples, seed, device
-    )
+    checked = prepare_translation(source, target, mt_weights, codes, samples, seed, device)  # fail early
+    generator, meta, codes, weights = checked
     stage = on_stage or (lambda name: None)
     stage("read")
     lr, lr_affine, lr_mask = _load_input(input_path, mask_path)
-
     stage("super-resolution")
     t = time.perf_counter()
     sr, sr_affine, sr_description = super_resolve(lr, lr_affine, scale, sr_method, device, progress)
@@ -188,8 +185,7 @@ def run_pipeline(
         "std_mean_in_foreground": float(std[fg].mean()) if fg.any() else 0.0,
     }  # fmt: skip
     stage("write volumes, montage")
-    out = Path(output_dir)
-    panels, point = _montage_panels(lr, lr_affine, arrays, source, target)
+    out, (panels, point) = Path(output_dir), _montage_panels(lr, lr_affine, arrays, source, target)
     written = _write_outputs(out, arrays, panels, f"{source} LR -> SR x{scale} -> {target}", point)
     timings["total_s"] = time.perf_counter() - t0
     summary.update(timings={k: round(v, 2) for k, v in timings.items()}, outputs=written)
