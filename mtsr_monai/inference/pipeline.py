@@ -154,8 +154,7 @@ def run_pipeline(
     from mtsr_monai.inference.translate import prepare_translation, sample_statistics, translate_volume
     from mtsr_monai.io import atomic_write_text
 
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
+    timings, t0 = {}, time.perf_counter()
     checked = prepare_translation(source, target, mt_weights, codes, samples, seed, device)  # fail early
     generator, meta, codes, weights = checked
     stage = on_stage or (lambda name: None)
@@ -174,8 +173,7 @@ def run_pipeline(
     )  # fmt: skip
     mean, std = sample_statistics(translated)
     timings["translation_s"] = time.perf_counter() - t
-    arrays = {"sr": sr, "samples": translated, "mean": mean, "std": std, "affine": sr_affine}
-    fg = mean > 0
+    arrays, fg = {"sr": sr, "samples": translated, "mean": mean, "std": std, "affine": sr_affine}, mean > 0
     summary = {
         "input": str(input_path), "source": source, "target": target, "scale": scale,
         "input_shape": list(lr.shape), "output_shape": list(sr.shape), "super_resolution": sr_description,
