@@ -88,8 +88,8 @@ def test_run_refuses_weights_of_another_translation_like_translate(
 
 
 def test_demo_end_to_end_with_shipped_weights(tmp_path):
+    from mtsr_monai.inference.pipeline import run_demo
     from mtsr_monai.inference.translate import default_weights
-    from mtsr_monai.reporting.demo_report import run_demo
 
     if not default_weights("t1", "flair").is_file():
         pytest.skip("no shipped t1_to_flair weights")

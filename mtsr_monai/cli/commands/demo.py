@@ -45,7 +45,7 @@ def outputs(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from mtsr_monai.reporting.demo_report import run_demo
+    from mtsr_monai.inference.pipeline import run_demo
 
     report = run_demo(args.output_dir, args.source, args.target, args.samples, args.seed, args.slices)
     m = report["metrics"]
