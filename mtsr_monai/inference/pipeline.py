@@ -287,6 +287,7 @@ def run_demo(
     """``mtsr demo``: demo subject -> slab -> x``scale`` degradation of ``source`` -> :func:`run_pipeline` ->
     metrics against the truth (SR and bicubic vs the true ``source``; samples vs the demo ``target``),
     figures, ``report.html`` and ``demo.json`` in ``output_dir``."""
+    from mtsr_monai.inference.bundle import bundles_root
     from mtsr_monai.inference.super_resolve import super_resolve_volume
     from mtsr_monai.io import atomic_write_text
     from mtsr_monai.progress import StageBar
@@ -326,6 +327,6 @@ def run_demo(
         }
         report["seconds"] = time.perf_counter() - t0
         bar.next("report")
-        atomic_write_text(out / "report.html", demo_html(report, out))
+        atomic_write_text(out / "report.html", demo_html(report, out, bundles_root()))
         atomic_write_text(out / "demo.json", json.dumps(report, indent=1))
     return report
