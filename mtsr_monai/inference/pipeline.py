@@ -201,12 +201,8 @@ def _demo_slab(
     grid; writes ``lr_<source>``, ``lr_brain_mask``, ``hr_<source>`` and ``subject/`` into ``out``."""
     from mtsr_monai.data.demo import make_demo_subject
     from mtsr_monai.io import load_volume, save_volume
-    from mtsr_monai.transforms.degradation import (
-        centre_crop_to_multiple,
-        degrade_volume_second_order,
-        resampled_affine,
-        resolve_axis,
-    )
+    from mtsr_monai.io.geometry import resampled_affine, resolve_axis
+    from mtsr_monai.transforms.degradation import centre_crop_to_multiple, degrade_volume_second_order
 
     paths = make_demo_subject(out / "subject", progress=progress)
     src, tgt = load_volume(paths[source]), load_volume(paths[target])
