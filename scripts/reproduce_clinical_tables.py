@@ -66,13 +66,7 @@ def train_one(name: str, overrides: dict, out: Path, iterations: int, batch_size
     return net
 
 
-def main(argv: list[str] | None = None) -> None:
-    import numpy as np
-    import torch
-
-    from mtsr_monai.data.clinical import MODALITIES, cached_pairs, load_datalist, select_channels
-    from mtsr_monai.inference.clinical import restore_volume, volume_metrics
-
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--iterations", type=int, default=2000, help="training budget: generator steps per model")
     p.add_argument("--batch-size", type=int, default=8)
@@ -84,9 +78,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=Path("/tmp/mtsr/clinical/tables"))
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--only", nargs="*", default=None, help="names (prefix numbers) of rows to run")
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    args.out.mkdir(parents=True, exist_ok=True)
+    return p.parse_args(argv)
+
+
+def split_subjects(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
+    """The bundle datalist's training and test subjects, each cut to the first N when asked."""
+    from mtsr_monai.data.clinical import load_datalist
+
     datalist = BUNDLE / "configs" / "datalist.json"
     train_subjects = load_datalist(datalist, "training", args.dataset_dir)
     test_subjects = load_datalist(datalist, "test", args.dataset_dir)
@@ -94,82 +92,31 @@ def main(argv: list[str] | None = None) -> None:
         train_subjects = train_subjects[: args.train_subjects]
     if args.test_subjects:
         test_subjects = test_subjects[: args.test_subjects]
-    common = {
-        "filters": args.filters,
-        "critic_filters": 16,
-        "residual": True,
-        "loss": "mae+ssim",
-        "learning_rate": 0.0005,
-        "cache_dir": str(args.cache_dir),
-        "dataset_dir": str(args.dataset_dir),
-        "train#subjects": train_subjects,
-        "validate#subjects": [],
-        "_subjects": train_subjects,
-    }
-    results = []
-    test_pairs = {
-        pairing: cached_pairs(test_subjects, args.cache_dir, pairing=pairing)
-        for pairing in ("affine", "rigid")
-    }
+    return train_subjects, test_subjects
 
-    def evaluate(predict, pairing: str) -> dict:
-        rows = []
-        for pair in test_pairs[pairing]:
-            pred = predict(pair)
-            rows.append(volume_metrics(pred, pair["hr"], pair["mask"]))
-        return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
-    results.append(
-        {
-            "name": "trilinear input",
-            "pairing": "affine",
-            "channels": "-",
-            "mode": "-",
-            "lambda": None,
-            **evaluate(lambda pr: np.asarray(pr["lr"], np.float32), "affine"),
-        }
+def trained_predictor(name: str, base: dict, channels: str, mode: str, args: argparse.Namespace):
+    """Train the row's model (fused: one; else one per sequence, the same budget each) and return its
+    ``pair -> restored volume``."""
+    import numpy as np
+
+    from mtsr_monai.data.clinical import MODALITIES, select_channels
+    from mtsr_monai.inference.clinical import restore_volume
+
+    if channels == "fused":
+        net = train_one(name, base, args.out, args.iterations, args.batch_size)
+        return lambda pr: restore_volume(net, pr["lr"], 2, 8, 64 if mode == "patch" else None)
+    nets = [
+        train_one(f"{name} {m}", {**base, "modalities": [m]}, args.out, args.iterations, args.batch_size)
+        for m in MODALITIES
+    ]
+    return lambda pr: np.concatenate(
+        [restore_volume(n, select_channels([pr], [c])[0]["lr"], 2, 8, 64) for c, n in enumerate(nets)]
     )
-    for name, pairing, channels, mode, lam in CONFIGS:
-        if args.only and name.split()[0] not in args.only:
-            continue
-        start = time.time()
-        base = {**common, "pairing": pairing, "mode": mode, "lambda_critic": lam}
-        if channels == "fused":
-            net = train_one(name, base, args.out, args.iterations, args.batch_size)
 
-            def predict(pr, net=net, mode=mode):
-                return restore_volume(net, pr["lr"], 2, 8, 64 if mode == "patch" else None)
-        else:
-            nets = []
-            for m in MODALITIES:  # one model per sequence, the same budget each
-                nets.append(
-                    train_one(
-                        f"{name} {m}", {**base, "modalities": [m]}, args.out, args.iterations, args.batch_size
-                    )
-                )
 
-            def predict(pr, nets=nets):
-                return np.concatenate(
-                    [
-                        restore_volume(n, select_channels([pr], [c])[0]["lr"], 2, 8, 64)
-                        for c, n in enumerate(nets)
-                    ]
-                )
-
-        metrics = evaluate(predict, pairing)
-        results.append(
-            {
-                "name": name,
-                "pairing": pairing,
-                "channels": channels,
-                "mode": mode,
-                "lambda": lam,
-                "seconds": round(time.time() - start, 1),
-                **metrics,
-            }
-        )
-        print(json.dumps(results[-1]), flush=True)
-        (args.out / "results.json").write_text(json.dumps(results, indent=1))
+def markdown_table(results: list[dict], train_subjects: list, test_subjects: list, args) -> str:
+    """The rows as the paper's table (Markdown), after a line naming the subjects and the budget."""
     lines = [
         f"Held-out subjects: {', '.join(s['subject'] for s in test_subjects)}; training subjects: "
         f"{len(train_subjects)}; budget {args.iterations} generator steps x batch {args.batch_size}; "
@@ -184,7 +131,48 @@ def main(argv: list[str] | None = None) -> None:
             f"| {r['name']} | {r['pairing'].upper()} | {r['channels']} | {r['mode']} | {lam} | "
             f"{r['mae']:.5f} | {r['nmse']:.3E} | {r['psnr']:.2f} | {r['ssim']:.4f} |"
         )
-    table = "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    import numpy as np
+    import torch
+
+    from mtsr_monai.data.clinical import cached_pairs
+    from mtsr_monai.inference.clinical import volume_metrics
+
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    train_subjects, test_subjects = split_subjects(args)
+    common = {
+        "filters": args.filters, "critic_filters": 16, "residual": True, "loss": "mae+ssim",
+        "learning_rate": 0.0005, "cache_dir": str(args.cache_dir), "dataset_dir": str(args.dataset_dir),
+        "train#subjects": train_subjects, "validate#subjects": [], "_subjects": train_subjects,
+    }  # fmt: skip
+    test_pairs = {
+        pairing: cached_pairs(test_subjects, args.cache_dir, pairing=pairing)
+        for pairing in ("affine", "rigid")
+    }
+
+    def evaluate(predict, pairing: str) -> dict:
+        rows = [volume_metrics(predict(pair), pair["hr"], pair["mask"]) for pair in test_pairs[pairing]]
+        return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+
+    interpolated = evaluate(lambda pr: np.asarray(pr["lr"], np.float32), "affine")
+    row = {"name": "trilinear input", "pairing": "affine", "channels": "-", "mode": "-", "lambda": None}
+    results = [{**row, **interpolated}]
+    for name, pairing, channels, mode, lam in CONFIGS:
+        if args.only and name.split()[0] not in args.only:
+            continue
+        start = time.time()
+        base = {**common, "pairing": pairing, "mode": mode, "lambda_critic": lam}
+        metrics = evaluate(trained_predictor(name, base, channels, mode, args), pairing)
+        row = {"name": name, "pairing": pairing, "channels": channels, "mode": mode, "lambda": lam}
+        results.append({**row, "seconds": round(time.time() - start, 1), **metrics})
+        print(json.dumps(results[-1]), flush=True)
+        (args.out / "results.json").write_text(json.dumps(results, indent=1))
+    table = markdown_table(results, train_subjects, test_subjects, args)
     (args.out / "table.md").write_text(table)
     print(table)
     assert all(math.isfinite(r["psnr"]) for r in results)

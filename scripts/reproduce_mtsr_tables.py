@@ -130,7 +130,7 @@ def markdown(title: str, rows: list[tuple[str, str, dict]], budget: str, extra_h
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=20, help="training iterations per model (budget)")
     parser.add_argument("--train-volumes", type=int, default=8, help="training volumes used (budget)")
@@ -153,15 +153,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.global_skip is None:
         args.global_skip = "none" if args.start == "pretrained" else "bicubic"
     args.global_skip = None if args.global_skip == "none" else args.global_skip
+    return args
 
-    import torch
 
+def training_and_test(args: argparse.Namespace) -> tuple[Path, list[dict], int]:
+    """Write the budget's training datalist (the first ``--train-volumes``, T1 and T2 first) and make the
+    held-out test pairs (T1, T2 slices, seeded second-order degradation): ``(datalist, pairs, volumes)``."""
     from mtsr_monai.inference.super_resolve import eval_pairs
     from mtsr_monai.io import atomic_write_text
-    from mtsr_monai.networks.rrdb import variant_blocks
 
-    torch.set_num_threads(args.threads)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
     split = split_datalist()
     rng_order = sorted(split["training"], key=lambda d: (d["modality"] not in ("t1", "t2"), d["subject"]))
     train = rng_order[: args.train_volumes]
@@ -173,63 +173,90 @@ def main(argv: list[str] | None = None) -> int:
         for p in eval_pairs([d["hr"]], slices_per_volume=args.test_slices, seed=args.seed, scale=4):
             p["modality"] = d["modality"]
             pairs.append(p)
-    budget = (
-        f"CPU budget: {args.iterations} L1 iterations per model, batch {args.patches} HR patches of "
-        f"{args.patch}x{args.patch}, {len(train)} training volumes, global skip {args.global_skip}, "
-        f"ESRGAN-23 from {'pretrained Real-ESRGAN x4plus' if args.start == 'pretrained' else 'scratch'}; "
-        f"test: {len(pairs)} held-out axial slices (T1 and T2 of {len(HELD_OUT)} subjects), "
-        "second-order degradation x4"
-    )
-    print(budget, flush=True)
+    return datalist, pairs, len(train)
 
-    json_path = args.out_dir / "tables.json"
-    if args.shipped_only:
-        # add the shipped weights' row to an earlier run's tables (same test pairs: same seed and slices)
-        results = json.loads(json_path.read_text())
-    else:
-        results = {"budget": budget, "table1": {}, "table3": {}, "training_seconds": {}}
-        for method in ("bilinear", "bicubic"):
-            results["table1"][method] = evaluate(method, pairs)
-        init23 = None
-        if args.start == "pretrained":
-            from mtsr_monai.networks.esrgan_ncnn import realesrgan_state_dict
-            from mtsr_monai.networks.rrdb import RRDBNet
 
-            init23 = args.out_dir / "realesrgan_x4plus_grey.pt"
-            torch.save(realesrgan_state_dict(), init23)
-            pretrained = RRDBNet(keep_blocks=None)
-            pretrained.load_state_dict(torch.load(init23, weights_only=True))
-            results["table1"]["ESRGAN-23 (pretrained, not fine-tuned)"] = evaluate(
-                "model", pairs, pretrained.eval()
-            )
-        net23, secs = train_budget(datalist, args.out_dir / "esrgan23", args, None, init=init23)
-        results["training_seconds"]["esrgan23"] = secs
-        ckpt23 = args.out_dir / "esrgan23.pt"
-        torch.save(net23.state_dict(), ckpt23)
-        results["table1"]["ESRGAN-23"] = evaluate("model", pairs, net23)
-        for name in VARIANTS:
-            net, secs = train_budget(datalist, args.out_dir / name, args, variant_blocks(name), init=ckpt23)
-            results["training_seconds"][name] = secs
-            results["table3"][name] = evaluate("model", pairs, net) | {"blocks": len(variant_blocks(name))}
-            print(name, results["table3"][name], flush=True)
-        results["table1"]["Proposed-12 (budget)"] = results["table3"]["every_other"]
-    if args.shipped or args.shipped_only:
-        from mtsr_monai.inference.bundle import load_bundle_network
+def budget_tables(args: argparse.Namespace, datalist: Path, pairs: list[dict], budget: str) -> dict:
+    """Tables 1 and 3 within the budget: interpolation, (pretrained) ESRGAN-23, ESRGAN-23 trained, and each
+    pruned variant fine-tuned from it; with training seconds."""
+    import torch
 
-        shipped, _ = load_bundle_network()
-        results["table1"]["Proposed-12 (shipped weights)"] = evaluate("model", pairs, shipped)
+    from mtsr_monai.networks.rrdb import variant_blocks
 
+    results = {"budget": budget, "table1": {}, "table3": {}, "training_seconds": {}}
+    for method in ("bilinear", "bicubic"):
+        results["table1"][method] = evaluate(method, pairs)
+    init23 = None
+    if args.start == "pretrained":
+        from mtsr_monai.networks.esrgan_ncnn import realesrgan_state_dict
+        from mtsr_monai.networks.rrdb import RRDBNet
+
+        init23 = args.out_dir / "realesrgan_x4plus_grey.pt"
+        torch.save(realesrgan_state_dict(), init23)
+        pretrained = RRDBNet(keep_blocks=None)
+        pretrained.load_state_dict(torch.load(init23, weights_only=True))
+        results["table1"]["ESRGAN-23 (pretrained, not fine-tuned)"] = evaluate(
+            "model", pairs, pretrained.eval()
+        )
+    net23, secs = train_budget(datalist, args.out_dir / "esrgan23", args, None, init=init23)
+    results["training_seconds"]["esrgan23"] = secs
+    ckpt23 = args.out_dir / "esrgan23.pt"
+    torch.save(net23.state_dict(), ckpt23)
+    results["table1"]["ESRGAN-23"] = evaluate("model", pairs, net23)
+    for name in VARIANTS:
+        net, secs = train_budget(datalist, args.out_dir / name, args, variant_blocks(name), init=ckpt23)
+        results["training_seconds"][name] = secs
+        results["table3"][name] = evaluate("model", pairs, net) | {"blocks": len(variant_blocks(name))}
+        print(name, results["table3"][name], flush=True)
+    results["table1"]["Proposed-12 (budget)"] = results["table3"]["every_other"]
+    return results
+
+
+def tables_markdown(results: dict) -> str:
+    """Tables 1 and 3 in the paper's layout (Markdown)."""
     t1_rows = [(k, "", v) for k, v in results["table1"].items()]
     removed = {"v0": "none", "v1": "1, 2, 22, 23", "v2": "1-4, 20-23", "v3": "1-11", "v4": "12-23",
                "every_other": "all even (2, 4, ..., 22)"}  # fmt: skip
     t3_rows = [(k, f"{removed[k]} | {v['blocks']}", v) for k, v in results["table3"].items()]
     budget = results["budget"]
-    md = (
+    return (
         "### Table 1 layout: x4 SR on held-out BraTS 2018 slices\n\n"
         + markdown("Table 1", t1_rows, budget)
         + "\n### Table 3 layout: pruned variants, fine-tuned from ESRGAN-23\n\n"
         + markdown("Table 3", t3_rows, budget, extra_header=" Removed RRDB (1-based) | Blocks |")
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    import torch
+
+    from mtsr_monai.io import atomic_write_text
+
+    torch.set_num_threads(args.threads)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    datalist, pairs, n_train = training_and_test(args)
+    budget = (
+        f"CPU budget: {args.iterations} L1 iterations per model, batch {args.patches} HR patches of "
+        f"{args.patch}x{args.patch}, {n_train} training volumes, global skip {args.global_skip}, "
+        f"ESRGAN-23 from {'pretrained Real-ESRGAN x4plus' if args.start == 'pretrained' else 'scratch'}; "
+        f"test: {len(pairs)} held-out axial slices (T1 and T2 of {len(HELD_OUT)} subjects), "
+        "second-order degradation x4"
+    )
+    print(budget, flush=True)
+    json_path = args.out_dir / "tables.json"
+    if args.shipped_only:
+        # add the shipped weights' row to an earlier run's tables (same test pairs: same seed and slices)
+        results = json.loads(json_path.read_text())
+    else:
+        results = budget_tables(args, datalist, pairs, budget)
+    if args.shipped or args.shipped_only:
+        from mtsr_monai.inference.bundle import load_bundle_network
+
+        shipped, _ = load_bundle_network()
+        results["table1"]["Proposed-12 (shipped weights)"] = evaluate("model", pairs, shipped)
+    md = tables_markdown(results)
     atomic_write_text(args.out_dir / "tables.md", md)
     atomic_write_text(json_path, json.dumps(results, indent=1))
     print(md)

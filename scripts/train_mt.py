@@ -110,13 +110,13 @@ def build_trainer(args: argparse.Namespace, loader, device):
     return trainer
 
 
-def attach_handlers(trainer, args: argparse.Namespace, val_loader, device) -> list[dict]:
+def attach_handlers(trainer, args: argparse.Namespace, val_loader) -> list[dict]:
     """Resume checkpoints, logs, image grids, validation each epoch and the wall-clock budget; returns the
     validation history (filled while training)."""
     from ignite.engine import Events
     from monai.handlers import StatsHandler, TensorBoardStatsHandler
 
-    from mtsr_monai.engines.bicyclegan import sample_panels, validate_translation
+    from mtsr_monai.engines.bicyclegan import TranslationValidationHandler, sample_panels
     from mtsr_monai.engines.handlers import ImageGridHandler, ResumeCheckpoint
     from mtsr_monai.engines.paired import scalar_losses
 
@@ -130,21 +130,10 @@ def attach_handlers(trainer, args: argparse.Namespace, val_loader, device) -> li
         trainer
     )
     ImageGridHandler(tb_dir, sample_panels, every_n_iterations=100).attach(trainer)
-    history: list[dict] = []
-
-    @trainer.on(Events.EPOCH_COMPLETED)
-    def _validate(engine):
-        metrics = validate_translation(
-            engine.generator, val_loader, args.source, args.target, args.nz, device
-        )
-        metrics.update(epoch=engine.state.epoch, iteration=engine.state.iteration)
-        history.append(metrics)
-        print("validation", json.dumps(metrics))
-        from torch.utils.tensorboard import SummaryWriter
-
-        with SummaryWriter(str(tb_dir)) as w:
-            for k in ("psnr", "ssim", "sample_l1"):
-                w.add_scalar(f"val/{k}", metrics[k], engine.state.iteration)
+    validation = TranslationValidationHandler(
+        val_loader, args.source, args.target, args.nz, log_dir=str(tb_dir)
+    )
+    validation.attach(trainer)
 
     start = time.monotonic()
 
@@ -154,7 +143,7 @@ def attach_handlers(trainer, args: argparse.Namespace, val_loader, device) -> li
             print(f"time budget reached at iteration {engine.state.iteration}")
             engine.terminate()
 
-    return history
+    return validation.history
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from monai.utils import set_determinism
 
-    from mtsr_monai.inference.translate import export_generator
+    from mtsr_monai.engines.bicyclegan import export_generator
 
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -180,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     val_loader = torch.utils.data.DataLoader(val_ds, batch_size=8, shuffle=False, num_workers=0)
 
     trainer = build_trainer(args, loader, device)
-    history = attach_handlers(trainer, args, val_loader, device)
+    history = attach_handlers(trainer, args, val_loader)
     trainer.run()
     (args.run_dir / "validation.json").write_text(json.dumps(history, indent=1))
     if args.export:

@@ -58,6 +58,10 @@ def test_a_file_differing_from_its_declared_sha256_is_refused(tmp_path, monkeypa
 
     with pytest.raises(InputError, match="sha256"):
         load_translator(default_weights("t1", "flair"))
+    from mtsr_monai.inference.bundle import checkpoint_meta
+
+    with pytest.raises(InputError, match="sha256"):  # the bundle config's metadata read checks too
+        checkpoint_meta(default_weights("t1", "flair"))
 
 
 def test_a_matching_or_undeclared_file_passes(tmp_path):

@@ -156,6 +156,21 @@ def test_bundle_merge_trains_on_unpaired_slices(tiny_pair_datalist, tmp_path):
     assert parser.get_parsed_content("validate#handler#export_meta")["method"] == "cyclegan_noise"
 
 
+def test_resume_checkpoints_carry_the_best_psnr_of_both_directions(tiny_pair_datalist, tmp_path):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.yaml"), str(CONFIGS / "train_cyclegan.yaml")])
+    parser.update({"datalist": str(tiny_pair_datalist), "source": "t1", "target": "t2", "image_size": 32,
+                   "output_dir": str(tmp_path)})  # fmt: skip
+    trackers = parser.get_parsed_content("train#resume").objects["best_scores"].trackers
+    forward, reverse = (
+        parser.get_parsed_content("validate#handler"),
+        parser.get_parsed_content("validate#reverse_handler"),
+    )
+    assert trackers == [forward, reverse]
+
+
 @pytest.mark.slow
 def test_tiny_bundle_run_exports_both_directions_and_resumes(tiny_pair_datalist, tmp_path):
     from mtsr_monai.inference.translate import load_translator, translate_slices

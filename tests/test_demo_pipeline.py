@@ -30,31 +30,18 @@ def _cli(*args: str) -> int:
     return main(list(args))
 
 
+def _run(image, weights, out, *extra: str, source: str = "t1", target: str = "t2") -> int:
+    """``mtsr run`` of ``image`` (``source`` -> ``target``) with translation ``weights`` into ``out``."""
+    args = ["-i", str(image), "--source", source, "--target", target, "-o", str(out)]
+    return _cli("run", *args, "--weights", str(weights), *extra)
+
+
 def test_run_writes_sr_samples_stats_montage_and_summary(
     tiny_weights, phantom_file, tmp_path, monkeypatch, capsys
 ):
     monkeypatch.setenv("MTSR_SR_WEIGHTS", str(tmp_path / "absent.pt"))
     out = tmp_path / "run"
-    assert (
-        _cli(
-            "run",
-            "-i",
-            str(phantom_file),
-            "--source",
-            "t1",
-            "--target",
-            "t2",
-            "-n",
-            "3",
-            "--seed",
-            "1",
-            "--weights",
-            str(tiny_weights),
-            "-o",
-            str(out),
-        )
-        == 0
-    )
+    assert _run(phantom_file, tiny_weights, out, "-n", "3", "--seed", "1") == 0
     lr = nib.load(phantom_file)
     sr = nib.load(out / "sr.nii.gz")
     assert sr.shape == (128, 128, 16)  # x4 in-plane, slices kept (axial = third axis here)
@@ -76,28 +63,8 @@ def test_run_writes_sr_samples_stats_montage_and_summary(
 
 def test_run_is_reproducible_with_a_seed(tiny_weights, phantom_file, tmp_path):
     for name in ("a", "b"):
-        assert (
-            _cli(
-                "run",
-                "-i",
-                str(phantom_file),
-                "--source",
-                "t1",
-                "--target",
-                "t2",
-                "-n",
-                "2",
-                "--seed",
-                "3",
-                "--sr-method",
-                "bicubic",
-                "--weights",
-                str(tiny_weights),
-                "-o",
-                str(tmp_path / name),
-            )
-            == 0
-        )
+        args = ("-n", "2", "--seed", "3", "--sr-method", "bicubic")
+        assert _run(phantom_file, tiny_weights, tmp_path / name, *args) == 0
     a, b = (nib.load(tmp_path / n / "sample_1.nii.gz").get_fdata() for n in ("a", "b"))
     np.testing.assert_array_equal(a, b)
 
@@ -105,25 +72,19 @@ def test_run_is_reproducible_with_a_seed(tiny_weights, phantom_file, tmp_path):
 def test_run_bad_input_exits_2_without_outputs(tiny_weights, tmp_path, capsys):
     bad = write_nifti(tmp_path / "nan.nii.gz", np.full((8, 8, 4), np.nan, np.float32))
     out = tmp_path / "out"
-    assert (
-        _cli(
-            "run",
-            "-i",
-            str(bad),
-            "--source",
-            "t1",
-            "--target",
-            "t2",
-            "--weights",
-            str(tiny_weights),
-            "-o",
-            str(out),
-        )
-        == 2
-    )
+    assert _run(bad, tiny_weights, out) == 2
     assert "nan.nii.gz" in capsys.readouterr().err
     assert not out.exists()
     assert _cli("run", "-i", str(bad), "--source", "t1", "--target", "t1", "-o", str(out)) == 2
+
+
+def test_run_refuses_weights_of_another_translation_like_translate(
+    tiny_weights, phantom_file, tmp_path, capsys
+):
+    out = tmp_path / "out"
+    assert _run(phantom_file, tiny_weights, out, source="t1", target="flair") == 2  # the weights are t1 -> t2
+    assert "not t1 -> flair" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_demo_end_to_end_with_shipped_weights(tmp_path):

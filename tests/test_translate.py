@@ -32,6 +32,12 @@ def _cli(*args: str) -> int:
     return main(list(args))
 
 
+def _translate(image, weights, out, *extra: str) -> int:
+    """``mtsr translate`` of ``image`` (t1 -> flair) with ``weights`` into ``out``."""
+    args = ["-i", str(image), "--source", "t1", "--target", "flair", "-o", str(out)]
+    return _cli("translate", *args, "--weights", str(weights), *extra)
+
+
 def test_weights_round_trip_in_half_precision(tiny_weights):
     state = torch.load(tiny_weights, weights_only=True)
     assert all(v.dtype == torch.float16 for v in state["generator"].values() if v.is_floating_point())
@@ -54,23 +60,7 @@ def test_translation_keeps_grid_background_and_range(tiny_weights, phantom):
 
 def test_translate_cli_writes_samples_mean_std_on_input_grid(tiny_weights, phantom_file, tmp_path):
     out = tmp_path / "out"
-    rc = _cli(
-        "translate",
-        "-i",
-        str(phantom_file),
-        "--source",
-        "t1",
-        "--target",
-        "flair",
-        "-n",
-        "3",
-        "--seed",
-        "7",
-        "--weights",
-        str(tiny_weights),
-        "-o",
-        str(out),
-    )
+    rc = _translate(phantom_file, tiny_weights, out, "-n", "3", "--seed", "7")
     assert rc == 0
     names = sorted(p.name for p in out.iterdir())
     assert names == [
@@ -91,61 +81,17 @@ def test_translate_cli_writes_samples_mean_std_on_input_grid(tiny_weights, phant
     codes = json.loads((out / "codes.json").read_text())["codes"]
     (tmp_path / "one.json").write_text(json.dumps([codes[1]]))
     again = tmp_path / "again"
-    assert (
-        _cli(
-            "translate",
-            "-i",
-            str(phantom_file),
-            "--source",
-            "t1",
-            "--target",
-            "flair",
-            "--codes",
-            str(tmp_path / "one.json"),
-            "--weights",
-            str(tiny_weights),
-            "-o",
-            str(again),
-        )
-        == 0
-    )
+    assert _translate(phantom_file, tiny_weights, again, "--codes", str(tmp_path / "one.json")) == 0
     np.testing.assert_allclose(nib.load(again / "sample_0.nii.gz").get_fdata(), samples[1], atol=1e-6)
 
 
 def test_translate_bad_input_exits_2_and_writes_nothing(tiny_weights, tmp_path, capsys):
     bad = write_nifti(tmp_path / "flat.nii.gz", np.zeros((8, 8, 4), np.float32))
     out = tmp_path / "out"
-    rc = _cli(
-        "translate",
-        "-i",
-        str(bad),
-        "--source",
-        "t1",
-        "--target",
-        "flair",
-        "--weights",
-        str(tiny_weights),
-        "-o",
-        str(out),
-    )
+    rc = _translate(bad, tiny_weights, out)
     assert rc == 2 and "flat.nii.gz" in capsys.readouterr().err
     assert not out.exists() or not any(out.iterdir())
-    assert (
-        _cli(
-            "translate",
-            "-i",
-            str(bad),
-            "--source",
-            "t1",
-            "--target",
-            "flair",
-            "--weights",
-            str(tmp_path / "missing.pt"),
-            "-o",
-            str(out),
-        )
-        == 2
-    )
+    assert _translate(bad, tmp_path / "missing.pt", out) == 2
 
 
 def test_lpips_unavailable_names_the_missing_backbone(tmp_path):

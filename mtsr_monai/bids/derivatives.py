@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from mtsr_monai import __version__
 from mtsr_monai.bids.layout import BIDSImage
+from mtsr_monai.inference.bundle import sha256 as file_sha256  # noqa: F401 (the one file hash)
 from mtsr_monai.io import atomic_write_text
 
 BIDS_VERSION = "1.10.0"
@@ -59,14 +59,6 @@ def output_folder(output_dir: Path, image: BIDSImage) -> Path:
 
 def source_uri(image: BIDSImage) -> str:
     return f"bids:{RAW_LINK}:{image.relpath}"
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def provenance_hash(provenance: Mapping[str, Any]) -> str:

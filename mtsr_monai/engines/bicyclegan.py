@@ -20,55 +20,22 @@ Images are in [-1, 1] (tanh output). The output dict holds the scalar losses and
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import torch
-from monai.engines import Trainer
 from torch.optim import Optimizer
 
-from mtsr_monai.engines.handlers import PrepareBatchPair
-from mtsr_monai.engines.paired import grad_scaler, set_requires_grad, training_precision
-from mtsr_monai.losses.gan import GanLoss
+from mtsr_monai.engines.base import (  # noqa: F401 (sync_gradients: public here, as the bundle configs name it)
+    AdversarialTrainerBase,
+    broadcast_parameters,
+    set_requires_grad,
+    sync_gradients,
+)
+from mtsr_monai.io import atomic_output
 from mtsr_monai.networks.bicyclegan import reparameterize
-from mtsr_monai.precision import autocast
-
-
-def _distributed() -> bool:
-    return (
-        torch.distributed.is_available()
-        and torch.distributed.is_initialized()
-        and torch.distributed.get_world_size() > 1
-    )
-
-
-def sync_gradients(*modules: torch.nn.Module | None) -> None:
-    """Average gradients across ranks (no-op when not distributed).
-
-    Used instead of DistributedDataParallel: BicycleGAN runs G twice and E twice (once frozen) per backward,
-    which DDP's reducer cannot follow. Missing gradients count as zero so every rank reduces the same tensors.
-    """
-    if not _distributed():
-        return
-    world = torch.distributed.get_world_size()
-    for module in modules:
-        if module is None:
-            continue
-        for p in module.parameters():
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-            torch.distributed.all_reduce(p.grad)
-            p.grad.div_(world)
-
-
-def broadcast_parameters(*modules: torch.nn.Module | None) -> None:
-    """Copy rank 0's parameters and buffers to every rank (no-op when not distributed)."""
-    if not _distributed():
-        return
-    for module in modules:
-        if module is not None:
-            for t in list(module.parameters()) + list(module.buffers()):
-                torch.distributed.broadcast(t.data, src=0)
 
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -76,8 +43,10 @@ def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1)).mean()
 
 
-class BicycleGANTrainer(Trainer):
-    """BicycleGAN (cVAE-GAN + cLR-GAN) for A -> B translation; ``use_encoder=False`` gives pix2pix + noise."""
+class BicycleGANTrainer(AdversarialTrainerBase):
+    """BicycleGAN (cVAE-GAN + cLR-GAN) for A -> B translation; ``use_encoder=False`` gives pix2pix + noise.
+    ``options``: those of :class:`~mtsr_monai.engines.base.AdversarialTrainerBase` (``gan_loss``,
+    ``epoch_length``, ``amp``, ``precision``, ``train_handlers``, ``non_blocking``)."""
 
     def __init__(
         self,
@@ -99,32 +68,13 @@ class BicycleGANTrainer(Trainer):
         lambda_gan2: float = 1.0,
         lambda_kl: float = 0.01,
         lambda_latent: float = 0.5,
-        gan_loss: GanLoss | str = "lsgan",
         input_key: str = "A",
         target_key: str = "B",
-        epoch_length: int | None = None,
-        amp: bool = False,
-        precision: str | None = None,
-        train_handlers: Sequence | None = None,
-        non_blocking: bool = False,
+        **options: Any,
     ) -> None:
-        if use_encoder and (
-            encoder is None or discriminator2 is None or e_optimizer is None or d2_optimizer is None
-        ):
+        if use_encoder and None in (encoder, discriminator2, e_optimizer, d2_optimizer):
             raise ValueError("BicycleGAN needs encoder, discriminator2, e_optimizer and d2_optimizer")
-        super().__init__(
-            device=torch.device(device),
-            max_epochs=max_epochs,
-            data_loader=train_data_loader,
-            epoch_length=epoch_length,
-            non_blocking=non_blocking,
-            prepare_batch=PrepareBatchPair(input_key, target_key),
-            handlers=train_handlers,
-            # precision and GradScalers are the trainer's own (below): MONAI's amp would only build an
-            # unused torch.cuda.amp.GradScaler in run() and print its deprecation warning
-            amp=False,
-            decollate=False,
-        )
+        super().__init__(device, max_epochs, train_data_loader, input_key, target_key, **options)
         self.generator, self.discriminator = generator, discriminator
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
         self.use_encoder = bool(use_encoder)
@@ -139,95 +89,64 @@ class BicycleGANTrainer(Trainer):
             float(lambda_gan2),
         )
         self.lambda_kl, self.lambda_latent = float(lambda_kl), float(lambda_latent)
-        self.gan_loss = GanLoss(gan_loss) if isinstance(gan_loss, str) else gan_loss
-        self.precision = training_precision(amp, precision, device)
-        self.g_scaler, self.d_scaler = (
-            grad_scaler(self.precision, device),
-            grad_scaler(self.precision, device),
-        )
-        # multi-process training: identical start on every rank, gradients averaged in _iteration
+        # multi-process training: identical start on every rank, gradients averaged before each step
         broadcast_parameters(self.generator, self.encoder, self.discriminator, self.discriminator2)
 
     def checkpoint_objects(self) -> dict[str, Any]:
-        """Everything a resume checkpoint must hold besides the trainer (see ``ResumeCheckpoint``)."""
-        objects: dict[str, Any] = {
-            "generator": self.generator,
-            "discriminator": self.discriminator,
-            "g_optimizer": self.g_optimizer,
-            "d_optimizer": self.d_optimizer,
-            "g_scaler": self.g_scaler,
-            "d_scaler": self.d_scaler,
-        }
-        if self.use_encoder:
-            objects.update(
-                encoder=self.encoder,
-                discriminator2=self.discriminator2,
-                e_optimizer=self.e_optimizer,
-                d2_optimizer=self.d2_optimizer,
-            )
-        return objects
-
-    # GAN losses summed over the discriminator's scales, as the official multi-scale GANLoss
-    def _g_gan(self, disc: torch.nn.Module, fake: torch.Tensor) -> torch.Tensor:
-        return sum(self.gan_loss.generator(logits) for logits in disc(fake))
-
-    def _d_gan(self, disc: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        return sum(self.gan_loss.discriminator(r, f) for r, f in zip(disc(real), disc(fake), strict=True))
+        """Everything a resume checkpoint must hold besides the trainer (see ``ResumeCheckpoint``); the
+        encoder side only with ``use_encoder``."""
+        return self._objects(
+            "generator", "discriminator", "g_optimizer", "d_optimizer", "g_scaler", "d_scaler",
+            "encoder", "discriminator2", "e_optimizer", "d2_optimizer",
+        )  # fmt: skip
 
     def _iteration(self, engine, batchdata: dict[str, Any]) -> dict[str, Any]:
+        """One step in the official order (``optimize_parameters``): forward, E and G, then D and D2."""
         real_a, real_b = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking)
-        device = torch.device(engine.state.device)
-        nets = [self.generator, self.discriminator, self.encoder, self.discriminator2]
-        for net in nets:
+        for net in (self.generator, self.discriminator, self.encoder, self.discriminator2):
             if net is not None:
                 net.train()
-        batch = real_a.shape[0]
-        z_random = torch.randn(batch, self.nz, device=device)
+        z_random = torch.randn(real_a.shape[0], self.nz, device=torch.device(engine.state.device))
+        fakes = self._forward(real_a, real_b, z_random)
         out: dict[str, Any] = {"A": real_a, "B": real_b}
+        out.update(self._update_encoder_and_generator(real_b, z_random, fakes))
+        out.update(self._update_discriminators(real_b, fakes))
+        out.update(fake_enc=fakes["fake_enc"].detach(), fake_rand=fakes["fake_rand"].detach())
+        return out
 
-        # (1)-(2) E and G objective with both discriminators frozen
+    def _forward(self, real_a: torch.Tensor, real_b: torch.Tensor, z_random: torch.Tensor) -> dict:
+        """(1) ``fake_rand = G(A, z_random)``; with the encoder also ``mu, logvar = E(B)`` and
+        ``fake_enc = G(A, z_enc)`` (pix2pix + noise: ``fake_enc`` is ``fake_rand``)."""
+        with self._autocast():
+            fake_rand = self.generator(real_a, z_random)
+            if not self.use_encoder:
+                return {"fake_rand": fake_rand, "fake_enc": fake_rand}
+            mu, logvar = self.encoder(real_b)
+            mu, logvar = mu.float(), logvar.float()
+            fake_enc = self.generator(real_a, reparameterize(mu, logvar))
+        return {"fake_rand": fake_rand, "fake_enc": fake_enc, "mu": mu, "logvar": logvar}
+
+    def _update_encoder_and_generator(
+        self, real_b: torch.Tensor, z_random: torch.Tensor, fakes: dict
+    ) -> dict[str, float]:
+        """(2)-(4) with D and D2 frozen: the E+G objective, the latent regression with E frozen (its gradient
+        reaches G only), then one step of E and G together."""
         set_requires_grad(self.discriminator, False)
         set_requires_grad(self.discriminator2, False)
-        with autocast(device, self.precision):
-            fake_rand = self.generator(real_a, z_random)
-            if self.use_encoder:
-                mu, logvar = self.encoder(real_b)
-                mu, logvar = mu.float(), logvar.float()
-                z_enc = reparameterize(mu, logvar)
-                fake_enc = self.generator(real_a, z_enc)
-                gan = self._g_gan(self.discriminator, fake_enc)
-                gan2 = self._g_gan(self.discriminator2, fake_rand)
-                l1 = (fake_enc.float() - real_b.float()).abs().mean()
-                kl = kl_divergence(mu, logvar)
-                loss_eg = (
-                    self.lambda_gan * gan
-                    + self.lambda_gan2 * gan2
-                    + self.lambda_l1 * l1
-                    + self.lambda_kl * kl
-                )
-            else:
-                fake_enc = fake_rand  # pix2pix + noise: the only output is the random-code one
-                gan = self._g_gan(self.discriminator, fake_rand)
-                l1 = (fake_rand.float() - real_b.float()).abs().mean()
-                loss_eg = self.lambda_gan * gan + self.lambda_l1 * l1
-
+        with self._autocast():
+            terms = self._eg_terms(real_b, fakes)
         self.g_optimizer.zero_grad(set_to_none=True)
         if self.use_encoder:
             self.e_optimizer.zero_grad(set_to_none=True)
         has_latent = self.use_encoder and self.lambda_latent > 0
-        self.g_scaler.scale(loss_eg).backward(retain_graph=has_latent)
-
-        # (3) latent regression with E frozen: its gradient reaches G only
+        self.g_scaler.scale(terms["loss_eg"]).backward(retain_graph=has_latent)
         if has_latent:
             set_requires_grad(self.encoder, False)
-            with autocast(device, self.precision):
-                mu2, _ = self.encoder(fake_rand)
-                loss_z = self.lambda_latent * (mu2.float() - z_random).abs().mean()
-            self.g_scaler.scale(loss_z).backward()
+            with self._autocast():
+                mu2, _ = self.encoder(fakes["fake_rand"])
+                terms["loss_latent"] = self.lambda_latent * (mu2.float() - z_random).abs().mean()
+            self.g_scaler.scale(terms["loss_latent"]).backward()
             set_requires_grad(self.encoder, True)
-            out["loss_latent"] = loss_z.item()
-
-        # (4) step E and G together
         sync_gradients(self.generator, self.encoder)
         if self.use_encoder:
             self.g_scaler.step(self.e_optimizer)
@@ -235,39 +154,51 @@ class BicycleGANTrainer(Trainer):
         self.g_scaler.update()
         set_requires_grad(self.discriminator, True)
         set_requires_grad(self.discriminator2, True)
+        return {k: v.item() for k, v in terms.items()}
 
-        # (5) discriminators on detached fakes
-        self.d_optimizer.zero_grad(set_to_none=True)
-        if self.use_encoder:
-            self.d2_optimizer.zero_grad(set_to_none=True)
-        with autocast(device, self.precision):
-            loss_d = self._d_gan(self.discriminator, real_b, fake_enc.detach())
-            loss_d2 = (
-                self._d_gan(self.discriminator2, real_b, fake_rand.detach()) if self.use_encoder else None
-            )
-        self.d_scaler.scale(loss_d if loss_d2 is None else loss_d + loss_d2).backward()
-        sync_gradients(self.discriminator, self.discriminator2)
-        self.d_scaler.step(self.d_optimizer)
-        if loss_d2 is not None:
-            self.d_scaler.step(self.d2_optimizer)
-        self.d_scaler.update()
+    def _eg_terms(self, real_b: torch.Tensor, fakes: dict) -> dict[str, torch.Tensor]:
+        """``loss_eg`` = GAN(D, fake_enc) + GAN(D2, fake_rand) + L1(fake_enc, B) + KL, weighted, and its
+        terms (pix2pix + noise: GAN(D, fake_rand) + L1(fake_rand, B))."""
+        fake_enc = fakes["fake_enc"]
+        gan = self._g_gan(self.discriminator, fake_enc)
+        l1 = (fake_enc.float() - real_b.float()).abs().mean()
+        if not self.use_encoder:
+            return {"loss_eg": self.lambda_gan * gan + self.lambda_l1 * l1, "loss_gan": gan, "loss_l1": l1}
+        gan2 = self._g_gan(self.discriminator2, fakes["fake_rand"])
+        kl = kl_divergence(fakes["mu"], fakes["logvar"])
+        loss_eg = self.lambda_gan * gan + self.lambda_gan2 * gan2 + self.lambda_l1 * l1 + self.lambda_kl * kl
+        return {"loss_eg": loss_eg, "loss_gan": gan, "loss_l1": l1, "loss_gan2": gan2, "loss_kl": kl}
 
-        out.update(
-            fake_enc=fake_enc.detach(),
-            fake_rand=fake_rand.detach(),
-            loss_eg=loss_eg.item(),
-            loss_gan=gan.item(),
-            loss_l1=l1.item(),
-            loss_d=loss_d.item(),
+    def _update_discriminators(self, real_b: torch.Tensor, fakes: dict) -> dict[str, float]:
+        """(5) D on (B, fake_enc), D2 on (B, fake_rand), both detached; one step of both."""
+        with self._autocast():
+            losses = {"loss_d": self._d_gan(self.discriminator, real_b, fakes["fake_enc"].detach())}
+            if self.use_encoder:
+                losses["loss_d2"] = self._d_gan(self.discriminator2, real_b, fakes["fake_rand"].detach())
+        optimizers = [self.d_optimizer] + ([self.d2_optimizer] if self.use_encoder else [])
+        self._update(
+            sum(losses.values()), optimizers, self.d_scaler, [self.discriminator, self.discriminator2]
         )
-        if self.use_encoder:
-            out.update(loss_gan2=gan2.item(), loss_kl=kl.item(), loss_d2=loss_d2.item())
-        return out
+        return {k: v.item() for k, v in losses.items()}
 
 
 def sample_panels(output: dict[str, Any]) -> dict[str, torch.Tensor]:
     """TensorBoard grid panels (A, B, encoded and random samples) mapped from [-1, 1] to [0, 1]."""
     return {k: (output[k].float() + 1) / 2 for k in ("A", "B", "fake_enc", "fake_rand") if k in output}
+
+
+def export_generator(generator: torch.nn.Module, path: str | os.PathLike, meta: dict[str, Any]) -> Path:
+    """Write ``{"generator": fp16 state dict, "meta": meta}`` atomically (small shipped weights; read by
+    :func:`mtsr_monai.inference.translate.load_translator`)."""
+    state = {
+        k: (v.detach().cpu().half() if v.is_floating_point() else v.cpu())
+        for k, v in generator.state_dict().items()
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as tmp:
+        torch.save({"generator": state, "meta": dict(meta)}, tmp)
+    return path
 
 
 @torch.no_grad()
@@ -281,29 +212,31 @@ def validate_translation(
     n_samples: int = 2,
     max_batches: int = 8,
 ) -> dict[str, float]:
-    """PSNR / SSIM in [0, 1] of ``G(A, z=0)`` (the code's mean) against B, and the mean L1 between two
-    random-code samples (a weight-free diversity monitor), over up to ``max_batches`` batches."""
-    from mtsr_monai.metrics.image import batch_psnr, batch_ssim
+    """PSNR / SSIM in [0, 1] of ``G(A, z=0)`` (the code's mean) against B (MONAI's ``PSNRMetric`` and
+    ``SSIMMetric``, per item, averaged), and the mean L1 between two random-code samples (a weight-free
+    diversity monitor), over up to ``max_batches`` batches."""
+    from monai.metrics import PSNRMetric, SSIMMetric
 
+    psnr, ssim = PSNRMetric(max_val=1.0), SSIMMetric(spatial_dims=2, data_range=1.0)
     was_training = generator.training
     generator.eval()
-    psnrs, ssims, diffs = [], [], []
+    diffs = []
     for i, batch in enumerate(loader):
         if i >= max_batches:
             break
         a = batch[input_key].to(device)
         b = ((batch[target_key].to(device) + 1) / 2).clamp(0, 1)
         pred = ((generator(a, torch.zeros(a.shape[0], nz, device=device)) + 1) / 2).clamp(0, 1)
-        psnrs.append(batch_psnr(pred.float(), b.float()))
-        ssims.append(batch_ssim(pred.float(), b.float()))
+        psnr(pred.float(), b.float())
+        ssim(pred.float(), b.float())
         samples = [generator(a, torch.randn(a.shape[0], nz, device=device)) for _ in range(n_samples)]
         diffs.append(((samples[0] - samples[1]).abs().mean(dim=(1, 2, 3)) / 2).float())
     generator.train(was_training)
-    if not psnrs:
+    if not diffs:
         return {"psnr": float("nan"), "ssim": float("nan"), "sample_l1": float("nan")}
     return {
-        "psnr": torch.cat(psnrs).mean().item(),
-        "ssim": torch.cat(ssims).mean().item(),
+        "psnr": psnr.aggregate().item(),
+        "ssim": ssim.aggregate().item(),
         "sample_l1": torch.cat(diffs).mean().item(),
     }
 
@@ -341,7 +274,7 @@ class TranslationValidationHandler:
         metrics = validate_translation(
             generator, self.loader, self.input_key, self.target_key, self.nz, engine.state.device
         )
-        self.history.append({**metrics, "iteration": engine.state.iteration})
+        self.history.append({**metrics, "epoch": engine.state.epoch, "iteration": engine.state.iteration})
         engine.logger.info("validation %s", metrics)
         if self.log_dir:
             from torch.utils.tensorboard import SummaryWriter
@@ -350,8 +283,6 @@ class TranslationValidationHandler:
                 for key, value in metrics.items():
                     writer.add_scalar(f"val/{key}", value, engine.state.iteration)
         if self.export_path and metrics["psnr"] > self.best:
-            from mtsr_monai.inference.translate import export_generator
-
             self.best = metrics["psnr"]
             meta = {**self.export_meta, "iterations": int(engine.state.iteration), "validation": metrics}
             export_generator(generator, self.export_path, meta)

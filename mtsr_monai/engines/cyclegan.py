@@ -21,23 +21,19 @@ Images are in [-1, 1] (tanh output). The output dict holds the scalar losses and
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import torch
-from monai.engines import Trainer
 from torch.optim import Optimizer
 
-from mtsr_monai.engines.bicyclegan import TranslationValidationHandler, broadcast_parameters, sync_gradients
-from mtsr_monai.engines.handlers import PrepareBatchPair
-from mtsr_monai.engines.paired import grad_scaler, set_requires_grad, training_precision
-from mtsr_monai.losses.gan import GanLoss
-from mtsr_monai.precision import autocast
+from mtsr_monai.engines.base import AdversarialTrainerBase, broadcast_parameters, set_requires_grad
+from mtsr_monai.engines.bicyclegan import TranslationValidationHandler
 
 __all__ = ["CycleGANTrainer", "ReverseTranslationValidationHandler", "cycle_panels"]
 
 
-class CycleGANTrainer(Trainer):
+class CycleGANTrainer(AdversarialTrainerBase):
     """Unpaired A <-> B translation with cycle consistency; ``generator`` is A -> B (the exported one).
 
     Args:
@@ -47,7 +43,9 @@ class CycleGANTrainer(Trainer):
         lambda_cycle: weight of each L1 cycle term (10, as the paper / official code).
         lambda_identity: identity term weight relative to ``lambda_cycle`` (official 0.5; 0 here by default:
             it pulls G_AB(B) towards B, which suits colour / style transfer rather than contrast changes).
-        precision: ``auto`` (bf16 on a CPU that has it, fp16 + GradScaler on CUDA) | fp32 | bf16 | fp16.
+        options: those of :class:`~mtsr_monai.engines.base.AdversarialTrainerBase` (``gan_loss``,
+            ``epoch_length``, ``precision``: ``auto`` (bf16 on a CPU that has it, fp16 + GradScaler on CUDA) |
+            fp32 | bf16 | fp16, ``amp``, ``train_handlers``, ``non_blocking``).
     """
 
     def __init__(
@@ -64,64 +62,29 @@ class CycleGANTrainer(Trainer):
         nz: int = 8,
         lambda_cycle: float = 10.0,
         lambda_identity: float = 0.0,
-        gan_loss: GanLoss | str = "lsgan",
         input_key: str = "A",
         target_key: str = "B",
-        epoch_length: int | None = None,
-        amp: bool = False,
-        precision: str | None = None,
-        train_handlers: Sequence | None = None,
-        non_blocking: bool = False,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            device=torch.device(device),
-            max_epochs=max_epochs,
-            data_loader=train_data_loader,
-            epoch_length=epoch_length,
-            non_blocking=non_blocking,
-            prepare_batch=PrepareBatchPair(input_key, target_key),
-            handlers=train_handlers,
-            # precision and GradScalers are the trainer's own (below): MONAI's amp would only build an
-            # unused torch.cuda.amp.GradScaler in run() and print its deprecation warning
-            amp=False,
-            decollate=False,
-        )
+        super().__init__(device, max_epochs, train_data_loader, input_key, target_key, **options)
         self.generator, self.generator_ba = generator, generator_ba
         self.discriminator, self.discriminator_a = discriminator, discriminator_a
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
         self.nz = int(nz)
         self.lambda_cycle, self.lambda_identity = float(lambda_cycle), float(lambda_identity)
-        self.gan_loss = GanLoss(gan_loss) if isinstance(gan_loss, str) else gan_loss
-        self.precision = training_precision(amp, precision, device)
-        self.g_scaler, self.d_scaler = (
-            grad_scaler(self.precision, device),
-            grad_scaler(self.precision, device),
-        )
         # multi-process training (torchrun): identical start on every rank, gradients averaged before a step
         broadcast_parameters(self.generator, self.generator_ba, self.discriminator, self.discriminator_a)
 
     def checkpoint_objects(self) -> dict[str, Any]:
         """Everything a resume checkpoint must hold besides the trainer (see ``ResumeCheckpoint``)."""
-        return {
-            "generator": self.generator,
-            "generator_ba": self.generator_ba,
-            "discriminator": self.discriminator,
-            "discriminator_a": self.discriminator_a,
-            "g_optimizer": self.g_optimizer,
-            "d_optimizer": self.d_optimizer,
-            "g_scaler": self.g_scaler,
-            "d_scaler": self.d_scaler,
-        }
+        return self._objects(
+            "generator", "generator_ba", "discriminator", "discriminator_a",
+            "g_optimizer", "d_optimizer", "g_scaler", "d_scaler",
+        )  # fmt: skip
 
     def _z(self, like: torch.Tensor) -> torch.Tensor:
         # noise injection: an independent code for every generator call
         return torch.randn(like.shape[0], self.nz, device=like.device)
-
-    def _g_gan(self, disc: torch.nn.Module, fake: torch.Tensor) -> torch.Tensor:
-        return sum(self.gan_loss.generator(logits) for logits in disc(fake))
-
-    def _d_gan(self, disc: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        return sum(self.gan_loss.discriminator(r, f) for r, f in zip(disc(real), disc(fake), strict=True))
 
     @staticmethod
     def _l1(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -129,7 +92,6 @@ class CycleGANTrainer(Trainer):
 
     def _iteration(self, engine, batchdata: dict[str, Any]) -> dict[str, Any]:
         real_a, real_b = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking)
-        device = torch.device(engine.state.device)
         g_ab, g_ba, d_a, d_b = self.generator, self.generator_ba, self.discriminator_a, self.discriminator
         for net in (g_ab, g_ba, d_a, d_b):
             net.train()
@@ -137,7 +99,7 @@ class CycleGANTrainer(Trainer):
         # (1)-(2) both cycles, then one step of both generators with both discriminators frozen
         set_requires_grad(d_a, False)
         set_requires_grad(d_b, False)
-        with autocast(device, self.precision):
+        with self._autocast():
             fake_b = g_ab(real_a, self._z(real_a))
             rec_a = g_ba(fake_b, self._z(real_a))
             fake_a = g_ba(real_b, self._z(real_b))
@@ -150,23 +112,15 @@ class CycleGANTrainer(Trainer):
                     g_ba(real_a, self._z(real_a)), real_a
                 )
                 loss_g = loss_g + self.lambda_cycle * self.lambda_identity * idt
-        self.g_optimizer.zero_grad(set_to_none=True)
-        self.g_scaler.scale(loss_g).backward()
-        sync_gradients(g_ab, g_ba)
-        self.g_scaler.step(self.g_optimizer)
-        self.g_scaler.update()
+        self._update(loss_g, [self.g_optimizer], self.g_scaler, [g_ab, g_ba])
         set_requires_grad(d_a, True)
         set_requires_grad(d_b, True)
 
         # (3) both discriminators on detached fakes
-        self.d_optimizer.zero_grad(set_to_none=True)
-        with autocast(device, self.precision):
+        with self._autocast():
             loss_d_b = self._d_gan(d_b, real_b, fake_b.detach())
             loss_d_a = self._d_gan(d_a, real_a, fake_a.detach())
-        self.d_scaler.scale(loss_d_a + loss_d_b).backward()
-        sync_gradients(d_a, d_b)
-        self.d_scaler.step(self.d_optimizer)
-        self.d_scaler.update()
+        self._update(loss_d_a + loss_d_b, [self.d_optimizer], self.d_scaler, [d_a, d_b])
 
         images = {
             "A": real_a,

@@ -18,39 +18,26 @@ The output dict holds every loss term (floats) and the tensors ``input``, ``pred
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-from monai.engines import Trainer
 from monai.engines.utils import default_metric_cmp_fn
 from torch.optim import Optimizer
 
-from mtsr_monai.engines.handlers import PrepareBatchPair
+from mtsr_monai.engines.base import (  # noqa: F401 (public here too: scripts and tests import them from here)
+    AdversarialTrainerBase,
+    grad_scaler,
+    set_requires_grad,
+    training_precision,
+)
 from mtsr_monai.losses.gan import GanLoss
-from mtsr_monai.precision import autocast, resolve_precision
 
 
-def training_precision(amp: bool, precision: str | None, device: str | torch.device) -> str:
-    """The resolved precision of a trainer: ``precision`` if given (``auto``: bf16 on a CPU that has it,
-    fp16 on CUDA), else ``auto`` when ``amp`` and fp32 when not (the flag of earlier configs)."""
-    return resolve_precision(precision or ("auto" if amp else "fp32"), device)
-
-
-def grad_scaler(precision: str, device: str | torch.device) -> torch.amp.GradScaler:
-    """A GradScaler that scales only for fp16 on CUDA (bf16 keeps fp32's exponent range: a no-op scaler)."""
-    return torch.amp.GradScaler("cuda", enabled=precision == "fp16" and torch.device(device).type == "cuda")
-
-
-def set_requires_grad(module: torch.nn.Module | None, flag: bool) -> None:
-    """Freeze or unfreeze a network (``None`` is ignored) around the other network's update."""
-    if module is not None:
-        for p in module.parameters():
-            p.requires_grad_(flag)
-
-
-class PairedAdversarialTrainer(Trainer):
-    """Ignite trainer for ``G: input -> target`` with pixel/perceptual losses and an optional critic D."""
+class PairedAdversarialTrainer(AdversarialTrainerBase):
+    """Ignite trainer for ``G: input -> target`` with pixel/perceptual losses and an optional critic D.
+    ``options``: those of :class:`~mtsr_monai.engines.base.AdversarialTrainerBase` (``epoch_length``,
+    ``amp``, ``precision``, ``train_handlers``, ``non_blocking``)."""
 
     def __init__(
         self,
@@ -69,61 +56,33 @@ class PairedAdversarialTrainer(Trainer):
         pretrain_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         input_key: str = "lr",
         target_key: str = "hr",
-        epoch_length: int | None = None,
-        amp: bool = False,
-        precision: str | None = None,
         grad_clip: float | None = None,
-        train_handlers: Sequence | None = None,
         key_train_metric: dict | None = None,
         additional_metrics: dict | None = None,
         metric_cmp_fn: Callable = default_metric_cmp_fn,
-        non_blocking: bool = False,
+        **options: Any,
     ) -> None:
         if discriminator is not None and d_optimizer is None:
             raise ValueError("a discriminator needs a d_optimizer")
         if critic_steps < 1:
             raise ValueError("critic_steps must be >= 1")
         super().__init__(
-            device=torch.device(device),
-            max_epochs=max_epochs,
-            data_loader=train_data_loader,
-            epoch_length=epoch_length,
-            non_blocking=non_blocking,
-            prepare_batch=PrepareBatchPair(input_key, target_key),
-            key_metric=key_train_metric,
-            additional_metrics=additional_metrics,
-            metric_cmp_fn=metric_cmp_fn,
-            handlers=train_handlers,
-            # precision and GradScalers are the trainer's own (below): MONAI's amp would only build an
-            # unused torch.cuda.amp.GradScaler in run() and print its deprecation warning
-            amp=False,
-            decollate=False,
-        )
+            device, max_epochs, train_data_loader, input_key, target_key, gan_loss,
+            key_metric=key_train_metric, additional_metrics=additional_metrics, metric_cmp_fn=metric_cmp_fn,
+            **options,
+        )  # fmt: skip
         self.generator, self.g_optimizer, self.generator_loss = generator, g_optimizer, generator_loss
         self.discriminator, self.d_optimizer = discriminator, d_optimizer
-        self.gan_loss = GanLoss(gan_loss) if isinstance(gan_loss, str) else gan_loss
         self.adversarial_weight, self.critic_steps = float(adversarial_weight), int(critic_steps)
         self.pretrain_epochs = int(pretrain_epochs)
         self.pretrain_loss = pretrain_loss or torch.nn.L1Loss()
         self.grad_clip = grad_clip
-        self.precision = training_precision(amp, precision, device)
-        self.g_scaler, self.d_scaler = (
-            grad_scaler(self.precision, device),
-            grad_scaler(self.precision, device),
-        )
 
-    # the objects a resume checkpoint must hold besides the trainer (see ResumeCheckpoint)
     def checkpoint_objects(self) -> dict[str, Any]:
-        objects: dict[str, Any] = {
-            "generator": self.generator,
-            "g_optimizer": self.g_optimizer,
-            "g_scaler": self.g_scaler,
-        }
-        if self.discriminator is not None:
-            objects.update(
-                discriminator=self.discriminator, d_optimizer=self.d_optimizer, d_scaler=self.d_scaler
-            )
-        return objects
+        """Everything a resume checkpoint must hold besides the trainer (see ``ResumeCheckpoint``); the
+        critic side only with a discriminator."""
+        critic = ("discriminator", "d_optimizer", "d_scaler") if self.discriminator is not None else ()
+        return self._objects("generator", "g_optimizer", "g_scaler", *critic)
 
     def in_pretraining(self, engine) -> bool:
         return self.discriminator is None or engine.state.epoch <= self.pretrain_epochs
@@ -139,12 +98,11 @@ class PairedAdversarialTrainer(Trainer):
 
     def _iteration(self, engine, batchdata: dict[str, Any]) -> dict[str, Any]:
         inputs, targets = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking)
-        device = torch.device(engine.state.device)
         self.generator.train()
         output: dict[str, Any] = {"input": inputs, "target": targets}
 
         if self.in_pretraining(engine):
-            with autocast(device, self.precision):
+            with self._autocast():
                 pred = self.generator(inputs)
                 if self.discriminator is None:
                     terms = self.generator_loss(pred, targets)
@@ -159,7 +117,7 @@ class PairedAdversarialTrainer(Trainer):
         discriminator = self.discriminator
         # generator step, critic frozen
         set_requires_grad(discriminator, False)
-        with autocast(device, self.precision):
+        with self._autocast():
             pred = self.generator(inputs)
             terms = self.generator_loss(pred, targets)
             fake_logits = discriminator(pred)
@@ -172,7 +130,7 @@ class PairedAdversarialTrainer(Trainer):
         # critic steps on the detached prediction
         fake = pred.detach()
         for _ in range(self.critic_steps):
-            with autocast(device, self.precision):
+            with self._autocast():
                 real_logits = discriminator(targets)
                 fake_logits = discriminator(fake)
                 d_loss = self.gan_loss.discriminator(real_logits, fake_logits)

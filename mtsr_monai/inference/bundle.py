@@ -31,8 +31,10 @@ __all__ = [
     "declared_files",
     "infer_item",
     "load_bundle_network",
+    "read_weights",
     "sha256",
     "verify_file",
+    "weights_path",
 ]
 
 
@@ -116,47 +118,55 @@ def bundle_file(rel: str, bundle: str | os.PathLike | None = None) -> Path:
     return verify_file(bundle_dir(bundle) / rel)
 
 
+def weights_path(bundle: str, rel: str = "models/model.pt") -> Path:
+    """Where a packaged bundle keeps a weights file, ``bundles_root() / bundle / rel``: the one place the
+    default weights paths are made (not checked here: :func:`read_weights` checks what it reads)."""
+    return bundles_root() / bundle / rel
+
+
+def read_weights(
+    path: str | os.PathLike, missing: str = "bundle weights not found (train the bundle or pass the weights)"
+) -> Any:
+    """The object a weights file holds (``torch.load``, tensors only), read only after :func:`verify_file`
+    checked its sha256: the one way weights are read. InputError naming the file when it is missing (with
+    the message ``missing``), differs from its declared sha256 or cannot be read."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(missing, path)
+    verify_file(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file
+        raise InputError(f"cannot read weights ({exc.__class__.__name__})", path) from exc
+
+
 def load_bundle_network(
     bundle: str | os.PathLike | None = None,
     device: str = "cpu",
     weights: str | os.PathLike | None = None,
     config: str = "configs/inference.yaml",
-    check_hash: bool = True,
 ) -> tuple[Any, dict]:
     """``(network in eval mode on device, info)``; ``info`` holds the bundle path, weights path and metadata.
 
     Raises :class:`InputError` naming the file when the bundle, its weights or their checksum is wrong.
     """
-    import torch
-    from monai.bundle import ConfigParser
-
     root = bundle_dir(bundle)
-    parser = ConfigParser()
-    parser.read_config(str(root / config))
-    meta_file = root / "configs" / "metadata.json"
-    if meta_file.is_file():
-        parser.read_meta(str(meta_file))
-    parser["bundle_root"] = str(root)
+    parser = bundle_parser(root, config=config)
     network = parser.get_parsed_content("network_def", instantiate=True)
-    weights_path = Path(weights) if weights else root / "models" / "model.pt"
-    if not weights_path.is_file():
-        raise InputError("bundle weights not found (train the bundle or pass the weights)", weights_path)
-    if check_hash:
-        verify_file(weights_path)
-    try:
-        state = torch.load(weights_path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated or foreign file
-        raise InputError(f"cannot read weights ({exc.__class__.__name__})", weights_path) from exc
+    weights_file = Path(weights) if weights else root / "models" / "model.pt"
+    state = read_weights(weights_file)
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     try:
         network.load_state_dict({k.removeprefix("module."): v for k, v in state.items()})
     except RuntimeError as exc:
         raise InputError(
-            f"weights do not fit the bundle's network: {str(exc).splitlines()[0]}", weights_path
+            f"weights do not fit the bundle's network: {str(exc).splitlines()[0]}", weights_file
         ) from exc
     network = network.float().to(device).eval()
-    info = {"bundle": str(root), "weights": str(weights_path), "metadata": parser.get("_meta_", {})}
+    info = {"bundle": str(root), "weights": str(weights_file), "metadata": parser.get("_meta_", {})}
     return network, info
 
 
@@ -231,12 +241,7 @@ def infer_item(
 
 def checkpoint_meta(path: str | os.PathLike) -> dict:
     """The ``meta`` dict of a weights file that has one (MT: nz, ngf, image_size, native_resolution ...)."""
-    import torch
-
-    try:
-        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # a missing, truncated or foreign file
-        raise InputError(f"cannot read weights ({exc.__class__.__name__})", path) from exc
+    ckpt = read_weights(path)
     return dict(ckpt.get("meta", {})) if isinstance(ckpt, dict) else {}
 
 

@@ -39,13 +39,6 @@ METHODS = ("model", "trilinear", "bspline", "sinc")
 
 
 # --------------------------------------------------------------------------------------- network side
-def _slices_to_batch(volume: np.ndarray, axis: int, start: int, stop: int) -> torch.Tensor:
-    """(C, X, Y, Z) -> (n, C, h, w) slices ``start:stop`` along spatial ``axis``."""
-    part = np.take(volume, np.arange(start, stop), axis=axis + 1)  # C, ..., n at axis
-    part = np.moveaxis(part, axis + 1, 0)  # n, C, h, w
-    return torch.from_numpy(np.ascontiguousarray(part, dtype=np.float32))
-
-
 @torch.no_grad()
 def restore_volume(
     network: torch.nn.Module,
@@ -62,34 +55,26 @@ def restore_volume(
 
     ``patch_size``: sliding-window inference with ``patch_size`` square patches (Gaussian-weighted stitching,
     MONAI ``sliding_window_inference``); None: full slices (the network pads them itself).
-    Slices with no signal at all are passed through (zeros).
+    Slices with no signal at all are passed through (zeros), without the network
+    (:func:`~mtsr_monai.inference.slicewise.busy_batches`).
     """
-    from tqdm import tqdm
+    from mtsr_monai.inference.slicewise import busy_batches
 
     network.eval()
     device = torch.device(device)
     volume = np.asarray(volume, dtype=np.float32)
     out = np.zeros_like(volume)
-    n = volume.shape[axis + 1]
-    starts = range(0, n, batch_size)
-    for start in tqdm(starts, desc=desc, disable=not progress, unit="batch"):
-        stop = min(start + batch_size, n)
-        x = _slices_to_batch(volume, axis, start, stop).to(device)
-        keep = x.flatten(1).amax(1) > 0
-        y = torch.zeros_like(x)
-        if keep.any():
-            xs = x[keep]
-            if patch_size:
-                from monai.inferers import sliding_window_inference
+    slices, out_slices = np.moveaxis(volume, axis + 1, 0), np.moveaxis(out, axis + 1, 0)  # n, C, h, w views
+    for idx in busy_batches(slices, batch_size, 0.0, progress, desc):
+        xs = torch.from_numpy(np.ascontiguousarray(slices[idx])).to(device)
+        if patch_size:
+            from monai.inferers import sliding_window_inference
 
-                roi = (int(patch_size), int(patch_size))
-                y[keep] = sliding_window_inference(xs, roi, 64, network, overlap=overlap, mode="gaussian")
-            else:
-                y[keep] = network(xs)
-        y_np = np.moveaxis(y.float().cpu().numpy(), 0, axis + 1)
-        index = [slice(None)] * 4
-        index[axis + 1] = slice(start, stop)
-        out[tuple(index)] = y_np
+            roi = (int(patch_size), int(patch_size))
+            y = sliding_window_inference(xs, roi, 64, network, overlap=overlap, mode="gaussian")
+        else:
+            y = network(xs)
+        out_slices[idx] = y.float().cpu().numpy()
     return out
 
 
@@ -229,6 +214,35 @@ def thick_axis_on_grid(image, grid) -> int:
     return int(np.argmax(np.abs(d_grid.T @ thick)))
 
 
+def _rigid_to_reference(images: Mapping[str, Any], m: str, reference: str) -> tuple[Any, Any]:
+    """``(transform, report)`` of the rigid registration of scan ``m`` to the reference scan, from the
+    headers' alignment; ``(None, None)`` (the headers, with a warning) where the registration fails."""
+    from mtsr_monai.transforms import registration as reg
+
+    try:
+        return reg.register(images[reference], images[m], kind="rigid", init="header")
+    except RuntimeError as err:  # keep the header alignment rather than fail
+        logger.warning("rigid registration of %s to %s failed (%s); using the headers", m, reference, err)
+        return None, None
+
+
+def _on_grid(image, grid, method: str, transform) -> tuple[np.ndarray, np.ndarray]:
+    """``(scan resampled onto grid with method, zero outside the scan; inside mask)`` as (X, Y, Z) arrays,
+    ``transform`` mapping grid points into the scan (None: the headers)."""
+    import SimpleITK as sitk
+
+    from mtsr_monai.transforms import sitk_utils
+
+    ones = sitk.Image(image.GetSize(), sitk.sitkFloat32) + 1.0
+    ones.CopyInformation(image)  # a coverage mask: where this scan has data on the grid
+    out = sitk_utils.resample(image, grid, transform, method, float32=True)
+    coverage = sitk_utils.resample(ones, grid, transform, "nearest", float32=True)
+    inside = sitk.GetArrayFromImage(coverage).transpose(2, 1, 0) > 0.5
+    arr = sitk.GetArrayFromImage(out).transpose(2, 1, 0).astype(np.float32)
+    arr[~inside] = 0.0
+    return arr, inside
+
+
 def prepare_routine_scans(
     inputs: Mapping[str, str | Path],
     like: str | Path | None = None,
@@ -241,12 +255,10 @@ def prepare_routine_scans(
     "bounds": {mod: (lo, hi)}, "coverage": (X,Y,Z) bool, "thick_axis", "reference", "registration",
     "images": {mod: input SimpleITK image}, "transforms": {mod: grid -> input points, or None}}``.
     Raises :class:`~mtsr_monai.errors.InputError` for unreadable or invalid inputs."""
-    import SimpleITK as sitk
     from tqdm import tqdm
 
     from mtsr_monai.errors import InputError
     from mtsr_monai.io import load_volume
-    from mtsr_monai.transforms import registration as reg
     from mtsr_monai.transforms import sitk_utils
     from mtsr_monai.transforms.intensity import robust_range, scale_to_range
 
@@ -254,12 +266,9 @@ def prepare_routine_scans(
         raise InputError("give at least one of --t1, --t2, --flair")
     if (like is None) == (spacing is None):
         raise InputError("give exactly one of --like and --spacing")
-    order = [m for m in ("flair", "t1", "t2") if m in inputs] + [
-        m for m in inputs if m not in ("flair", "t1", "t2")
-    ]
-    images = {}
-    for m in order:
-        images[m] = sitk_utils.metatensor_to_sitk(load_volume(inputs[m]))
+    routine = ("flair", "t1", "t2")  # the reference is the first given
+    order = [m for m in routine if m in inputs] + [m for m in inputs if m not in routine]
+    images = {m: sitk_utils.metatensor_to_sitk(load_volume(inputs[m])) for m in order}
     reference = order[0]
     if like is not None:
         grid = sitk_utils.metatensor_to_sitk(load_volume(like, validate=False))
@@ -267,29 +276,14 @@ def prepare_routine_scans(
         grid = isotropic_grid(images[reference], float(spacing))
     volumes, bounds, reports, transforms = {}, {}, {}, {}
     coverage = None
-    ones = {m: sitk.Image(images[m].GetSize(), sitk.sitkFloat32) + 1.0 for m in order}
     for m in tqdm(order, desc="to target grid", disable=not progress, unit="scan"):
         transform = None
         if register and m != reference:
-            try:
-                transform, reports[m] = reg.register(
-                    images[reference], images[m], kind="rigid", init="header"
-                )
-            except RuntimeError as err:  # keep the header alignment rather than fail
-                logger.warning(
-                    "rigid registration of %s to %s failed (%s); using the headers", m, reference, err
-                )
+            transform, report = _rigid_to_reference(images, m, reference)
+            if report is not None:
+                reports[m] = report
         transforms[m] = transform
-        ones[m].CopyInformation(images[m])  # a coverage mask: where this scan has data on the grid
-        out = sitk_utils.resample(images[m], grid, transform, method, float32=True)
-        inside = (
-            sitk.GetArrayFromImage(
-                sitk_utils.resample(ones[m], grid, transform, "nearest", float32=True)
-            ).transpose(2, 1, 0)
-            > 0.5
-        )
-        arr = sitk.GetArrayFromImage(out).transpose(2, 1, 0).astype(np.float32)
-        arr[~inside] = 0.0
+        arr, inside = _on_grid(images[m], grid, method, transform)
         if not inside.any():
             raise InputError(f"{m} does not overlap the target grid", path=str(inputs[m]))
         lo, hi = robust_range(arr)
@@ -337,15 +331,11 @@ def load_clinical_model(path: str | Path, device: str | torch.device = "cpu") ->
     The file holds ``model`` (generator state dict, fp16), ``critic`` (state dict), ``network`` and
     ``critic_args`` (constructor arguments), ``modalities`` (channel order) and ``patch_size``."""
     from mtsr_monai.errors import InputError
-    from mtsr_monai.inference.bundle import verify_file
+    from mtsr_monai.inference.bundle import read_weights
     from mtsr_monai.networks.attention_unet import AttentionGatedUNet
     from mtsr_monai.networks.critic import Critic
 
-    verify_file(path)  # missing, or shipped weights not matching their sha256 in large_files.yml
-    try:
-        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError) as err:
-        raise InputError(f"cannot read the model checkpoint ({err})", path=str(path)) from err
+    ckpt = read_weights(path)  # missing, unreadable, or shipped weights not matching their declared sha256
     if not isinstance(ckpt, dict) or "model" not in ckpt or "network" not in ckpt:
         raise InputError("not a clinical_sr checkpoint (needs 'model' and 'network')", path=str(path))
     net = AttentionGatedUNet(**ckpt["network"])
@@ -363,9 +353,9 @@ def load_clinical_model(path: str | Path, device: str | torch.device = "cpu") ->
 
 def default_model_path() -> Path:
     """``clinical_sr/models/model.pt`` under :func:`mtsr_monai.inference.bundle.bundles_root`."""
-    from mtsr_monai.inference.bundle import bundles_root
+    from mtsr_monai.inference.bundle import weights_path
 
-    return bundles_root() / "clinical_sr" / "models" / "model.pt"
+    return weights_path("clinical_sr")
 
 
 def model_input(prepared: Mapping[str, Any], modalities: Sequence[str]) -> np.ndarray:
@@ -595,7 +585,8 @@ def restore_clinical(
     profile, matches the input's intensities). ``consistency``: write ``<m>_consistency.nii.gz`` (re-acquired
     output minus input, input grid and units) and its summary in ``clinical_sr.json``; ``slice_profile``
     (``gaussian`` | ``boxcar``) and ``slice_thickness`` (mm per sequence; default: the slice spacing) describe
-    the inputs' protocol. ``register=False``: trust the headers (simulated scans from one grid)."""
+    the inputs' protocol. ``register=False``: trust the headers (simulated scans from one grid).
+    Over 60 lines: the module docstring's steps in order, each one call, kept in one place to read."""
     import json
     import time
 

@@ -19,16 +19,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from mtsr_monai.errors import InputError
-
 
 def sr_weights_path() -> Path:
     """The SR weights: ``$MTSR_SR_WEIGHTS``, else the SR bundle's ``models/model.pt`` (under
     :func:`mtsr_monai.inference.bundle.bundles_root`)."""
-    from mtsr_monai.inference.bundle import bundles_root
+    from mtsr_monai.inference.bundle import weights_path
 
     env = os.environ.get("MTSR_SR_WEIGHTS")
-    return Path(env) if env else bundles_root() / "mtsr_sr" / "models" / "model.pt"
+    return Path(env) if env else weights_path("mtsr_sr")
 
 
 def load_sr_network(device: str = "cpu") -> tuple[torch.nn.Module | None, str]:
@@ -76,6 +74,63 @@ def save_montage(
     return axial_montage(panels, path, title, point)
 
 
+def _load_input(
+    input_path: str | os.PathLike, mask_path: str | os.PathLike | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``(LR volume, its affine, brain mask or None)``: the mask must be on the input's grid."""
+    from mtsr_monai.io import check_same_grid, load_volume
+
+    image = load_volume(input_path)
+    lr, lr_affine = image.numpy().astype(np.float32), np.asarray(image.affine)
+    if mask_path is None:
+        return lr, lr_affine, None
+    m = load_volume(mask_path, validate=False)
+    check_same_grid(
+        [lr.shape, tuple(m.shape)], [lr_affine, np.asarray(m.affine)], [str(input_path), str(mask_path)]
+    )
+    return lr, lr_affine, (m.numpy() > 0).astype(np.float32)
+
+
+def _mask_on_sr_grid(mask: np.ndarray | None, affine: np.ndarray, scale: int) -> np.ndarray | None:
+    """The LR brain mask on the SR grid (nearest neighbour), or None without a mask."""
+    from mtsr_monai.inference.super_resolve import super_resolve_volume
+
+    if mask is None:
+        return None
+    return super_resolve_volume(mask, affine, method="nearest", scale=scale, progress=False)[0] > 0.5
+
+
+def _montage_panels(
+    lr: np.ndarray, lr_affine: np.ndarray, arrays: dict[str, Any], source: str, target: str
+) -> tuple[list, Sequence[float]]:
+    """The montage's panels (LR input, SR, each sample, the std map) and the world point it cuts through:
+    the centre of the translated brain (the background stays 0)."""
+    from mtsr_monai.reporting.views import centre_point
+
+    sr, sr_affine, fg = arrays["sr"], arrays["affine"], arrays["mean"] > 0
+    panels = [(f"input {source} (LR)", lr, lr_affine), (f"SR {source}", sr, sr_affine)]
+    panels += [(f"{target} sample {i}", v, sr_affine) for i, v in enumerate(arrays["samples"])]
+    panels.append(("std across samples", arrays["std"], sr_affine))
+    return panels, centre_point(fg if fg.any() else np.ones(sr.shape, bool), sr_affine)
+
+
+def _write_outputs(
+    out: Path, arrays: dict[str, Any], panels: list, title: str, point: Sequence[float]
+) -> dict[str, Any]:
+    """``sr``, ``sample_i``, ``mean``, ``std`` NIfTIs (SR grid) and the montage into ``out``; their paths."""
+    from mtsr_monai.io import save_volume
+
+    affine = arrays["affine"]
+    out.mkdir(parents=True, exist_ok=True)
+    written = {"sr": str(save_volume(arrays["sr"], out / "sr.nii.gz", affine)), "samples": []}
+    for i, vol in enumerate(arrays["samples"]):
+        written["samples"].append(str(save_volume(vol, out / f"sample_{i}.nii.gz", affine)))
+    written["mean"] = str(save_volume(arrays["mean"], out / "mean.nii.gz", affine))
+    written["std"] = str(save_volume(arrays["std"], out / "std.nii.gz", affine))
+    written["montage"] = str(save_montage(panels, out / "montage.png", title, point))
+    return written
+
+
 def run_pipeline(
     input_path: str | os.PathLike,
     source: str,
@@ -94,117 +149,47 @@ def run_pipeline(
     on_stage: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """``mtsr run``: SR of the LR input in modality ``source``, then ``samples`` translations to
-    ``target``. ``on_stage(name)`` is called as each stage starts (progress)."""
-    from mtsr_monai.inference.translate import (
-        MODALITIES,
-        default_weights,
-        latent_codes,
-        load_translator,
-        sample_statistics,
-        translate_volume,
-    )
-    from mtsr_monai.io import atomic_write_text, load_volume, save_volume
+    ``target``, checked as ``mtsr translate`` checks (:func:`.translate.prepare_translation`).
+    ``on_stage(name)`` is called as each stage starts (progress)."""
+    from mtsr_monai.inference.translate import prepare_translation, sample_statistics, translate_volume
+    from mtsr_monai.io import atomic_write_text
 
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    for name in (source, target):
-        if name not in MODALITIES:
-            raise InputError(f"unknown modality {name!r}; choose from {', '.join(MODALITIES)}")
-    if source == target:
-        raise InputError("source and target modality are the same")
-    weights = Path(mt_weights) if mt_weights else default_weights(source, target)
-    generator, meta = load_translator(weights, device)  # fail early, before any long computation
-    nz = int(meta["nz"])
-    if codes is None:
-        if samples < 1:
-            raise InputError("--samples must be >= 1")
-        codes = latent_codes(samples, nz, seed)
-    codes = np.asarray(codes, dtype=np.float32)
-    if codes.ndim != 2 or codes.shape[1] != nz:
-        raise InputError(f"latent codes must be a list of {nz}-vectors, got shape {codes.shape}")
+    timings, t0 = {}, time.perf_counter()
+    checked = prepare_translation(source, target, mt_weights, codes, samples, seed, device)  # fail early
+    generator, meta, codes, weights = checked
     stage = on_stage or (lambda name: None)
     stage("read")
-    image = load_volume(input_path)
-    lr, lr_affine = image.numpy().astype(np.float32), np.asarray(image.affine)
-    lr_mask = None
-    if mask_path is not None:
-        from mtsr_monai.io import check_same_grid
-
-        m = load_volume(mask_path, validate=False)
-        check_same_grid(
-            [lr.shape, tuple(m.shape)], [lr_affine, np.asarray(m.affine)], [str(input_path), str(mask_path)]
-        )
-        lr_mask = (m.numpy() > 0).astype(np.float32)
-
+    lr, lr_affine, lr_mask = _load_input(input_path, mask_path)
     stage("super-resolution")
     t = time.perf_counter()
     sr, sr_affine, sr_description = super_resolve(lr, lr_affine, scale, sr_method, device, progress)
     timings["super_resolution_s"] = time.perf_counter() - t
-    sr_mask = None
-    if lr_mask is not None:  # the brain mask on the SR grid (nearest neighbour)
-        from mtsr_monai.inference.super_resolve import super_resolve_volume
-
-        sr_mask = (
-            super_resolve_volume(lr_mask, lr_affine, method="nearest", scale=scale, progress=False)[0] > 0.5
-        )
+    sr_mask = _mask_on_sr_grid(lr_mask, lr_affine, scale)
     stage("translation")
     t = time.perf_counter()
     translated = translate_volume(
-        sr,
-        sr_affine,
-        generator,
-        int(meta["image_size"]),
-        codes,
-        axis,
-        progress=progress,
-        mask=sr_mask,
+        sr, sr_affine, generator, int(meta["image_size"]), codes, axis, progress=progress, mask=sr_mask,
         native_resolution=bool(meta.get("native_resolution", False)),
-    )
+    )  # fmt: skip
     mean, std = sample_statistics(translated)
     timings["translation_s"] = time.perf_counter() - t
-
-    stage("write volumes, montage")
-    from mtsr_monai.reporting.views import centre_point
-
-    panels = [(f"input {source} (LR)", lr, lr_affine), (f"SR {source}", sr, sr_affine)]
-    panels += [(f"{target} sample {i}", v, sr_affine) for i, v in enumerate(translated)]
-    panels.append(("std across samples", std, sr_affine))
-    fg = mean > 0  # the translated brain (background stays 0): the montage cuts through its centre
-    point = centre_point(fg if fg.any() else np.ones(sr.shape, bool), sr_affine)
-
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = {"sr": str(save_volume(sr, out / "sr.nii.gz", sr_affine)), "samples": []}
-    for i, vol in enumerate(translated):
-        written["samples"].append(str(save_volume(vol, out / f"sample_{i}.nii.gz", sr_affine)))
-    written["mean"] = str(save_volume(mean, out / "mean.nii.gz", sr_affine))
-    written["std"] = str(save_volume(std, out / "std.nii.gz", sr_affine))
-    written["montage"] = str(
-        save_montage(panels, out / "montage.png", f"{source} LR -> SR x{scale} -> {target}", point)
-    )
-    timings["total_s"] = time.perf_counter() - t0
-    fg = mean > 0
+    arrays, fg = {"sr": sr, "samples": translated, "mean": mean, "std": std, "affine": sr_affine}, mean > 0
     summary = {
-        "input": str(input_path),
-        "source": source,
-        "target": target,
-        "scale": scale,
-        "input_shape": list(lr.shape),
-        "output_shape": list(sr.shape),
-        "super_resolution": sr_description,
-        "translation_weights": str(weights),
-        "translation_method": meta.get("method"),
-        "translation_training_iterations": meta.get("iterations"),
-        "seed": seed,
-        "mask": str(mask_path) if mask_path else None,
-        "codes": codes.tolist(),
+        "input": str(input_path), "source": source, "target": target, "scale": scale,
+        "input_shape": list(lr.shape), "output_shape": list(sr.shape), "super_resolution": sr_description,
+        "translation_weights": str(weights), "translation_method": meta.get("method"),
+        "translation_training_iterations": meta.get("iterations"), "seed": seed,
+        "mask": str(mask_path) if mask_path else None, "codes": codes.tolist(),
         "std_mean_in_foreground": float(std[fg].mean()) if fg.any() else 0.0,
-        "timings": {k: round(v, 2) for k, v in timings.items()},
-        "outputs": written,
-    }
+    }  # fmt: skip
+    stage("write volumes, montage")
+    out, (panels, point) = Path(output_dir), _montage_panels(lr, lr_affine, arrays, source, target)
+    written = _write_outputs(out, arrays, panels, f"{source} LR -> SR x{scale} -> {target}", point)
+    timings["total_s"] = time.perf_counter() - t0
+    summary.update(timings={k: round(v, 2) for k, v in timings.items()}, outputs=written)
     written["summary"] = str(out / "summary.json")
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
-    summary["_arrays"] = {"sr": sr, "samples": translated, "mean": mean, "std": std, "affine": sr_affine}
+    summary["_arrays"] = arrays
     return summary
 
 
@@ -216,12 +201,8 @@ def _demo_slab(
     grid; writes ``lr_<source>``, ``lr_brain_mask``, ``hr_<source>`` and ``subject/`` into ``out``."""
     from mtsr_monai.data.demo import make_demo_subject
     from mtsr_monai.io import load_volume, save_volume
-    from mtsr_monai.transforms.degradation import (
-        centre_crop_to_multiple,
-        degrade_volume_second_order,
-        resampled_affine,
-        resolve_axis,
-    )
+    from mtsr_monai.io.geometry import resampled_affine, resolve_axis
+    from mtsr_monai.transforms.degradation import centre_crop_to_multiple, degrade_volume_second_order
 
     paths = make_demo_subject(out / "subject", progress=progress)
     src, tgt = load_volume(paths[source]), load_volume(paths[target])
@@ -302,6 +283,7 @@ def run_demo(
     """``mtsr demo``: demo subject -> slab -> x``scale`` degradation of ``source`` -> :func:`run_pipeline` ->
     metrics against the truth (SR and bicubic vs the true ``source``; samples vs the demo ``target``),
     figures, ``report.html`` and ``demo.json`` in ``output_dir``."""
+    from mtsr_monai.inference.bundle import bundles_root
     from mtsr_monai.inference.super_resolve import super_resolve_volume
     from mtsr_monai.io import atomic_write_text
     from mtsr_monai.progress import StageBar
@@ -341,6 +323,6 @@ def run_demo(
         }
         report["seconds"] = time.perf_counter() - t0
         bar.next("report")
-        atomic_write_text(out / "report.html", demo_html(report, out))
+        atomic_write_text(out / "report.html", demo_html(report, out, bundles_root()))
         atomic_write_text(out / "demo.json", json.dumps(report, indent=1))
     return report

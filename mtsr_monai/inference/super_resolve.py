@@ -151,7 +151,7 @@ def super_resolve_scaled(
     (no larger than the slice) or through ``inferer``; the other methods interpolate. Slices holding only the
     minimum (background) come out as that minimum without computation.
     """
-    from tqdm import tqdm
+    from mtsr_monai.inference.slicewise import busy_batches
 
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
@@ -174,11 +174,9 @@ def super_resolve_scaled(
         return sw(x, run_network)
 
     vmin = float(slices.min())
-    busy = np.flatnonzero((slices > vmin).reshape(n_slices, -1).any(1))
     out = np.full((n_slices, h * scale, w * scale), vmin, dtype=np.float32)
-    batches = [busy[i : i + batch_size] for i in range(0, len(busy), batch_size)]
     with torch.inference_mode():
-        for idx in tqdm(batches, desc=f"super-resolve ({method})", unit="batch", disable=not progress):
+        for idx in busy_batches(slices, batch_size, vmin, progress, f"super-resolve ({method})"):
             x = torch.from_numpy(slices[idx]).float()[:, None].to(device)
             if method != "model":
                 out[idx] = interpolate_slices(x, scale, method)[:, 0].float().cpu().numpy()

@@ -23,50 +23,31 @@ from typing import Any
 import numpy as np
 import torch
 
+from mtsr_monai.engines.bicyclegan import export_generator  # noqa: F401 (the weights format, public here)
 from mtsr_monai.errors import InputError
+from mtsr_monai.inference.bundle import read_weights, weights_path
 
 MODALITIES = ("t1", "t1ce", "t2", "flair", "pd")
 
 
 def bundle_dir() -> Path:
     """The MT bundle folder, ``mtsr_mt`` under :func:`mtsr_monai.inference.bundle.bundles_root`."""
-    from mtsr_monai.inference.bundle import bundles_root
-
-    return bundles_root() / "mtsr_mt"
+    return weights_path("mtsr_mt", "")
 
 
 def default_weights(source: str, target: str) -> Path:
-    return bundle_dir() / "models" / f"{source}_to_{target}.pt"
-
-
-def export_generator(generator: torch.nn.Module, path: str | os.PathLike, meta: dict[str, Any]) -> Path:
-    """Write ``{"generator": fp16 state dict, "meta": meta}`` atomically (small shipped weights)."""
-    from mtsr_monai.io import atomic_output
-
-    state = {
-        k: (v.detach().cpu().half() if v.is_floating_point() else v.cpu())
-        for k, v in generator.state_dict().items()
-    }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(path) as tmp:
-        torch.save({"generator": state, "meta": dict(meta)}, tmp)
-    return path
+    """The shipped ``source -> target`` weights file of the MT bundle (checked when read)."""
+    return weights_path("mtsr_mt", f"models/{source}_to_{target}.pt")
 
 
 def load_translator(
     path: str | os.PathLike, device: str | torch.device = "cpu"
 ) -> tuple[torch.nn.Module, dict]:
     """Generator (eval mode, float32) and its metadata from a weights file; InputError if unusable."""
-    from mtsr_monai.inference.bundle import verify_file
     from mtsr_monai.networks.bicyclegan import LatentUNetGenerator
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("no such weights file (train one with scripts/train_mt.py)", path)
-    verify_file(path)  # shipped weights: their sha256 in large_files.yml
+    ckpt = read_weights(path, "no such weights file (train one with scripts/train_mt.py)")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
         meta = dict(ckpt.get("meta", {}))
         net = LatentUNetGenerator(
             nz=int(meta["nz"]),
@@ -156,8 +137,7 @@ def translate_volume(
     ``mask`` (brain mask on the same grid): voxels outside are set to 0 before scaling and in the outputs, so
     a non-skull-stripped or noisy-background input looks like the skull-stripped training data.
     """
-    from tqdm import tqdm
-
+    from mtsr_monai.inference.slicewise import busy_batches
     from mtsr_monai.io.geometry import resolve_axis
     from mtsr_monai.transforms.intensity import robust_scale
 
@@ -170,11 +150,10 @@ def translate_volume(
     scaled = robust_scale(torch.as_tensor(arr, dtype=torch.float32)).numpy()
     slices = torch.from_numpy(np.ascontiguousarray(np.moveaxis(scaled, through, 0)))
     foreground = slices > 0
-    busy = torch.nonzero(foreground.flatten(1).any(1)).flatten()
     codes_t = torch.as_tensor(codes, dtype=torch.float32)
     out = torch.zeros((len(codes_t), *slices.shape), dtype=torch.float32)
-    chunks = [busy[i : i + batch_size] for i in range(0, len(busy), batch_size)]
-    for idx in tqdm(chunks, desc="translate", unit="batch", disable=not progress):
+    for batch in busy_batches(slices, batch_size, 0.0, progress, "translate"):
+        idx = torch.from_numpy(batch)
         out[:, idx] = translate_slices(
             generator,
             slices[idx],
@@ -191,6 +170,44 @@ def translate_volume(
 def sample_statistics(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-voxel mean and (population) standard deviation across the first axis."""
     return samples.mean(axis=0), samples.std(axis=0)
+
+
+def prepare_translation(
+    source: str,
+    target: str,
+    weights: str | os.PathLike | None = None,
+    codes: np.ndarray | Sequence[Sequence[float]] | None = None,
+    samples: int = 5,
+    seed: int | None = None,
+    device: str = "cpu",
+    translator: tuple[torch.nn.Module, dict] | None = None,
+) -> tuple[torch.nn.Module, dict, np.ndarray, Path]:
+    """What every translation checks and loads before any long computation: ``(generator, meta, codes,
+    weights path)``. The modalities must be known and differ; the generator (``translator``, already loaded
+    by :func:`load_translator`, or loaded from ``weights``, default the shipped ``source_to_target.pt``)
+    must translate ``source -> target``; the codes are ``codes`` (``nz``-vectors) or ``samples`` draws
+    seeded by ``seed``. InputError otherwise."""
+    for name in (source, target):
+        if name not in MODALITIES:
+            raise InputError(f"unknown modality {name!r}; choose from {', '.join(MODALITIES)}")
+    if source == target:
+        raise InputError("source and target modality are the same")
+    weights = Path(weights) if weights else default_weights(source, target)
+    generator, meta = translator if translator is not None else load_translator(weights, device)
+    if meta.get("source", source) != source or meta.get("target", target) != target:
+        raise InputError(
+            f"weights translate {meta.get('source')} -> {meta.get('target')}, not {source} -> {target}",
+            weights,
+        )
+    nz = int(meta["nz"])
+    if codes is None:
+        if samples < 1:
+            raise InputError("--samples must be >= 1")
+        codes = latent_codes(samples, nz, seed)
+    codes = np.asarray(codes, dtype=np.float32)
+    if codes.ndim != 2 or codes.shape[1] != nz:
+        raise InputError(f"latent codes must be a list of {nz}-vectors, got shape {codes.shape}")
+    return generator, meta, codes, weights
 
 
 def translate_file(
@@ -212,27 +229,9 @@ def translate_file(
     ``codes.json`` (the latent codes used, to reproduce a sample). Nothing is written on bad input.
     Returns a summary dict with the output paths. ``translator``: ``(generator, meta)`` already loaded by
     :func:`load_translator` (load once, translate many volumes); ``weights`` is then only recorded."""
-    for name in (source, target):
-        if name not in MODALITIES:
-            raise InputError(f"unknown modality {name!r}; choose from {', '.join(MODALITIES)}")
-    if source == target:
-        raise InputError("source and target modality are the same")
-    weights = Path(weights) if weights else default_weights(source, target)
-    generator, meta = translator if translator is not None else load_translator(weights, device)
-    if meta.get("source", source) != source or meta.get("target", target) != target:
-        raise InputError(
-            f"weights translate {meta.get('source')} -> {meta.get('target')}, not {source} -> {target}",
-            weights,
-        )
-    nz = int(meta["nz"])
-    if codes is not None:
-        codes = np.asarray(codes, dtype=np.float32)
-        if codes.ndim != 2 or codes.shape[1] != nz:
-            raise InputError(f"latent codes must be a list of {nz}-vectors, got shape {codes.shape}")
-    else:
-        if samples < 1:
-            raise InputError("--samples must be >= 1")
-        codes = latent_codes(samples, nz, seed)
+    generator, meta, codes, weights = prepare_translation(
+        source, target, weights, codes, samples, seed, device, translator
+    )
     # the bundle's own preprocessing / inferer / postprocessing (configs/inference.yaml), as
     # `python -m monai.bundle run inference` and MONAI Label run them, with this call's settings
     from mtsr_monai.inference.bundle import bundle_components, infer_item

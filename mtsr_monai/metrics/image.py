@@ -13,7 +13,7 @@ Conventions (stated once, used everywhere):
   hence that paper's values around 1e-10.
 * MAE = mean |pred - ref|, in the images' own units.
 
-``batch_psnr`` / ``batch_ssim`` work on torch tensors (B, C, H, W) for validation inside training engines.
+``batch_psnr`` / ``batch_ssim`` are MONAI's PSNR / SSIM on torch tensors (B, C, H, W), per item.
 """
 
 from __future__ import annotations
@@ -83,24 +83,25 @@ def psnr(pred: Any, ref: Any, mask: Any = None, data_range: float | None = None)
     return math.inf if err == 0 else float(10.0 * math.log10(rng**2 / err))
 
 
-def nmse(pred: Any, ref: Any, mask: Any = None) -> float:
-    """Conventional normalised MSE: sum((pred - ref)^2) / sum(ref^2)."""
+def _nmse_sums(pred: Any, ref: Any, mask: Any) -> tuple[float, float, int]:
+    """``(sum (pred - ref)^2, sum ref^2, voxels)``, inside ``mask`` when given."""
     p, r = _pair(pred, ref)
     m = _mask(mask, r.shape)
     if m is not None:
         p, r = p[m], r[m]
-    den = float((r**2).sum())
-    return float(((p - r) ** 2).sum() / den) if den > 0 else math.inf
+    return float(((p - r) ** 2).sum()), float((r**2).sum()), int(r.size)
+
+
+def nmse(pred: Any, ref: Any, mask: Any = None) -> float:
+    """Conventional normalised MSE: sum((pred - ref)^2) / sum(ref^2)."""
+    err, den, _ = _nmse_sums(pred, ref, mask)
+    return err / den if den > 0 else math.inf
 
 
 def nmse_clinical_code(pred: Any, ref: Any, mask: Any = None) -> float:
     """The clinical paper's code: mean((pred - ref)^2) / sum(ref^2) = NMSE / N (a mean over a sum)."""
-    p, r = _pair(pred, ref)
-    m = _mask(mask, r.shape)
-    if m is not None:
-        p, r = p[m], r[m]
-    den = float((r**2).sum())
-    return float(((p - r) ** 2).mean() / den) if den > 0 else math.inf
+    err, den, n = _nmse_sums(pred, ref, mask)
+    return err / n / den if den > 0 else math.inf
 
 
 def ssim_map(pred: Any, ref: Any, data_range: float | None = None) -> np.ndarray:
@@ -209,52 +210,29 @@ def image_metrics(
 
 
 def batch_psnr(pred: torch.Tensor, ref: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    """PSNR per batch item (B,), over all channels and pixels; ``inf`` where an item is identical."""
-    import torch
+    """PSNR per batch item (B,), over all channels and pixels (MONAI's ``PSNRMetric``); ``inf`` where an
+    item is identical."""
+    from monai.metrics import PSNRMetric
 
-    err = ((pred.float() - ref.float()) ** 2).flatten(1).mean(1)
-    return 10.0 * torch.log10(torch.as_tensor(float(data_range) ** 2, device=err.device) / err)
-
-
-def _gauss_kernel(device: Any, dtype: Any) -> torch.Tensor:
-    import torch
-
-    x = torch.arange(WIN_SIZE, device=device, dtype=dtype) - (WIN_SIZE - 1) / 2
-    g = torch.exp(-(x**2) / (2 * SIGMA**2))
-    return g / g.sum()
+    return PSNRMetric(max_val=float(data_range))(pred.float(), ref.float())[:, 0]
 
 
 def batch_ssim(pred: torch.Tensor, ref: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
     """SSIM per item (B,) of (B, C, H, W) images, channels averaged, over valid (border-free) positions,
-    which equals scikit-image's cropped mean. Images must be at least 11x11."""
+    which equals scikit-image's cropped mean: MONAI's ``compute_ssim_and_cs`` (what ``SSIMMetric`` runs, here
+    without its detach, so the score also serves as a loss). Images must be at least 11x11."""
     import torch
+    from monai.metrics.regression import compute_ssim_and_cs
 
-    p, r = pred.float(), ref.float()
-    h, w = p.shape[-2:]
+    h, w = pred.shape[-2:]
     if h < WIN_SIZE or w < WIN_SIZE:
         raise ValueError(f"batch_ssim needs images of at least {WIN_SIZE}x{WIN_SIZE}, got {h}x{w}")
     # fp32 even inside a bf16 / fp16 autocast region (a training loss): E[x^2] - E[x]^2 cancels
     # catastrophically in bf16, the variances turn negative and SSIM becomes inf
-    with torch.autocast(device_type=p.device.type, enabled=False):
-        return _ssim_fp32(p, r, data_range)
-
-
-def _ssim_fp32(p: torch.Tensor, r: torch.Tensor, data_range: float) -> torch.Tensor:
-    import torch.nn.functional as F
-
-    c = p.shape[1]
-    g = _gauss_kernel(p.device, p.dtype)
-    kx, ky = g.view(1, 1, 1, -1).repeat(c, 1, 1, 1), g.view(1, 1, -1, 1).repeat(c, 1, 1, 1)
-
-    def blur(x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(F.conv2d(x, kx, groups=c), ky, groups=c)
-
-    c1, c2 = (K1 * data_range) ** 2, (K2 * data_range) ** 2
-    mu_p, mu_r = blur(p), blur(r)
-    var_p = blur(p * p) - mu_p**2
-    var_r = blur(r * r) - mu_r**2
-    cov = blur(p * r) - mu_p * mu_r
-    smap = ((2 * mu_p * mu_r + c1) * (2 * cov + c2)) / ((mu_p**2 + mu_r**2 + c1) * (var_p + var_r + c2))
+    with torch.autocast(device_type=pred.device.type, enabled=False):
+        smap, _ = compute_ssim_and_cs(
+            pred.float(), ref.float(), 2, [WIN_SIZE] * 2, [SIGMA] * 2, float(data_range), "gaussian", K1, K2
+        )
     return smap.flatten(1).mean(1)
 
 

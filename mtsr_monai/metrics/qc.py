@@ -410,6 +410,8 @@ def __getattr__(name: str):  # PEP 562: build the MONAI subclass on first use, s
 
 
 def _iqm_metric_class():
+    """The ``IQMMetric`` class, defined on first use. Over 60 lines: it holds the class body, which
+    subclasses MONAI's metric and so cannot be defined at import time without importing MONAI."""
     global _IQM_METRIC_CLASS
     if _IQM_METRIC_CLASS is not None:
         return _IQM_METRIC_CLASS
@@ -441,27 +443,29 @@ def _iqm_metric_class():
         def _compute_tensor(self, y_pred, y=None):
             import torch
 
-            from mtsr_monai.metrics.segmentation import segment_tissues
-
             if y is None:
                 raise ValueError("IQMMetric needs the reference y to segment tissues")
-            rows = []
-            for b in range(y_pred.shape[0]):
-                pred = y_pred[b, 0].detach().float().cpu().numpy()
-                ref = y[b, 0].detach().float().cpu().numpy()
-                brain = default_brain_mask(ref)
-                tissues = segment_tissues(ref, brain, contrasts=(self.contrast,))
-                p = compute_iqms(pred, tissues, brain, self.spacing, self.variant)
-                if self.difference:
-                    r = compute_iqms(ref, tissues, brain, self.spacing, self.variant)
-                    vals = [
-                        abs(p[k] - r[k]) if p.get(k) is not None and r.get(k) is not None else math.nan
-                        for k in self.keys
-                    ]
-                else:
-                    vals = [p[k] if p.get(k) is not None else math.nan for k in self.keys]
-                rows.append(vals)
+            rows = [
+                self._row(y_pred[b, 0].detach().float().cpu().numpy(), y[b, 0].detach().float().cpu().numpy())
+                for b in range(y_pred.shape[0])
+            ]
             return torch.tensor(rows, dtype=torch.float64)
+
+        def _row(self, pred, ref) -> list[float]:
+            """The ``keys`` of one item: IQMs of ``pred`` (or their differences to ``ref``'s) in the
+            tissues of ``ref``; NaN where a value is missing."""
+            from mtsr_monai.metrics.segmentation import segment_tissues
+
+            brain = default_brain_mask(ref)
+            tissues = segment_tissues(ref, brain, contrasts=(self.contrast,))
+            p = compute_iqms(pred, tissues, brain, self.spacing, self.variant)
+            if not self.difference:
+                return [p[k] if p.get(k) is not None else math.nan for k in self.keys]
+            r = compute_iqms(ref, tissues, brain, self.spacing, self.variant)
+            return [
+                abs(p[k] - r[k]) if p.get(k) is not None and r.get(k) is not None else math.nan
+                for k in self.keys
+            ]
 
         def aggregate(self) -> dict[str, float]:  # type: ignore[override]
             import torch

@@ -136,6 +136,25 @@ def _class_names(contrast: str, n_classes: int) -> list[str]:
     return names
 
 
+def _checked_channels(
+    images: np.ndarray | Sequence[np.ndarray], brain: np.ndarray, n_classes: int
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """``(float32 channels, bool brain)``: one 3D image or several, each on the brain mask's grid, and a
+    brain large enough for ``n_classes`` classes (ValueError otherwise)."""
+    channels = (
+        [np.asarray(images, dtype=np.float32)]
+        if np.ndim(images) == 3
+        else [np.asarray(im, dtype=np.float32) for im in images]
+    )
+    brain = np.asarray(brain, bool)
+    for ch in channels:
+        if ch.shape != brain.shape:
+            raise ValueError(f"image shape {ch.shape} differs from the brain mask's {brain.shape}")
+    if brain.sum() < 10 * n_classes:
+        raise ValueError("brain mask too small to segment")
+    return channels, brain
+
+
 def segment_tissues(
     images: np.ndarray | Sequence[np.ndarray],
     brain: np.ndarray,
@@ -149,17 +168,7 @@ def segment_tissues(
     """Label map (uint8: 0 outside the brain, 1 CSF, 2 GM, 3 WM, 4 pial) from one or more co-registered
     images; see the module docstring. ``contrasts[0]`` names the first image's contrast, which fixes
     the class names. With ``return_posteriors`` also returns the (X, Y, Z, K) posteriors, K in label order."""
-    channels = (
-        [np.asarray(images, dtype=np.float32)]
-        if np.ndim(images) == 3
-        else [np.asarray(im, dtype=np.float32) for im in images]
-    )
-    brain = np.asarray(brain, bool)
-    for ch in channels:
-        if ch.shape != brain.shape:
-            raise ValueError(f"image shape {ch.shape} differs from the brain mask's {brain.shape}")
-    if brain.sum() < 10 * n_classes:
-        raise ValueError("brain mask too small to segment")
+    channels, brain = _checked_channels(images, brain, n_classes)
     names = _class_names(contrasts[0], n_classes)
     if priors is not None and n_classes != 3:
         raise ValueError("template priors cover CSF, GM and WM only: use n_classes=3 with priors")

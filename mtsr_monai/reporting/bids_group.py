@@ -105,13 +105,9 @@ def write_tsv(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
 
 def distribution_figure(rows: Sequence[Mapping[str, Any]], path: Path) -> Path | None:
     """One panel per metric: the values of each group as points over a box plot, outliers in red and named."""
-    import matplotlib
+    from mtsr_monai.reporting.views import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from mtsr_monai.io import atomic_output
-
+    plt = pyplot()
     groups = sorted({r["group"] for r in rows})
     shown = [(k, lab) for k, lab, _ in METRICS if any(_value(r, k) is not None for r in rows)]
     if not shown:
@@ -147,10 +143,7 @@ def distribution_figure(rows: Sequence[Mapping[str, Any]], path: Path) -> Path |
     for ax in axes.ravel()[len(shown) :]:
         ax.axis("off")
     fig.tight_layout()
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90, facecolor="white")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]], cls: str = "") -> str:

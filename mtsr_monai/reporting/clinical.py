@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mtsr_monai.errors import InputError
+from mtsr_monai.metrics.image import image_metrics
 
 TABLE_KEYS = (
     "cjv",
@@ -110,46 +111,15 @@ def find_label(labels_dir: Path, key: str) -> Path | None:
 
 
 def _fidelity(pred: np.ndarray, ref: np.ndarray, brain: np.ndarray) -> dict[str, float]:
-    """MAE, PSNR, SSIM: the project's ``image_metrics`` when present, else skimage over the brain's box."""
-    try:
-        from mtsr_monai.metrics.image import image_metrics  # written by another engineer
-    except ImportError:
-        image_metrics = None
-    if image_metrics is not None:
-        try:
-            out = image_metrics(pred, ref, mask=brain)
-            block = out.get("brain") or out["whole"]
-            res = {k: float(block[k]) for k in ("mae", "psnr", "ssim", "nmse") if block.get(k) is not None}
-            res["mae_norm"] = res["mae"] / float(out["data_range"]) if out.get("data_range") else None
-            res["data_range"] = out.get("data_range")
-            res["fidelity_source"] = "mtsr_monai.metrics.image.image_metrics (brain mask)"
-            return res
-        except Exception as err:  # noqa: BLE001 - fall back to the local computation below, say so
-            fallback_reason = f"image_metrics failed: {type(err).__name__}: {err}"
-    else:
-        fallback_reason = "mtsr_monai.metrics.image not available"
-    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
-
-    data_range = float(ref[brain].max() - ref[brain].min()) or 1.0
-    idx = np.argwhere(brain)
-    box = tuple(slice(int(a), int(b) + 1) for a, b in zip(idx.min(0), idx.max(0), strict=True))
-    p, r = pred[box].astype(np.float64), ref[box].astype(np.float64)
-    return {
-        "mae": float(np.abs(pred[brain] - ref[brain]).mean()),
-        "mae_norm": float(np.abs(pred[brain] - ref[brain]).mean()) / data_range,
-        "psnr": float(
-            peak_signal_noise_ratio(
-                ref[brain].astype(np.float64), pred[brain].astype(np.float64), data_range=data_range
-            )
-        ),
-        "ssim": float(
-            structural_similarity(
-                r, p, data_range=data_range, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
-            )
-        ),
-        "fidelity_source": "skimage (brain voxels; SSIM on the brain's bounding box; range = reference's); "
-        + fallback_reason,
-    }
+    """MAE (also over the data range), PSNR, SSIM and NMSE inside the brain, by
+    :func:`mtsr_monai.metrics.image.image_metrics` (range = the whole reference's)."""
+    out = image_metrics(pred, ref, mask=brain)
+    block = out.get("brain") or out["whole"]
+    res = {k: float(block[k]) for k in ("mae", "psnr", "ssim", "nmse") if block.get(k) is not None}
+    res["mae_norm"] = res["mae"] / float(out["data_range"]) if out.get("data_range") else None
+    res["data_range"] = out.get("data_range")
+    res["fidelity_source"] = "mtsr_monai.metrics.image.image_metrics (brain mask)"
+    return res
 
 
 def _precheck_grids(subjects: list[dict[str, Any]]) -> None:
@@ -178,6 +148,9 @@ def _mean_sd(values: Sequence[float | None]) -> tuple[float | None, float | None
     return float(v.mean()), (float(v.std(ddof=1)) if v.size > 1 else None)
 
 
+AGREEMENT_KEYS = ("dice", "jaccard", "tpf", "ppv", "tnf")
+
+
 def evaluate_clinical(
     pred_dir: Path,
     ref_dir: Path,
@@ -196,20 +169,10 @@ def evaluate_clinical(
 
     from tqdm import tqdm
 
-    from mtsr_monai.io import atomic_write_text, check_same_grid, load_volume, voxel_sizes
-    from mtsr_monai.metrics import qc
-    from mtsr_monai.metrics.agreement import bland_altman, bland_altman_plot, overlap_metrics, volume_ml
-    from mtsr_monai.metrics.segmentation import guess_contrast, segment_tissues, wmh_mask
-    from mtsr_monai.reporting import html as H
+    from mtsr_monai.io import atomic_write_text
 
     dirs = [Path(pred_dir), *map(Path, baseline_dirs)]
-    method_names = list(names) if names else [d.resolve().name for d in dirs]
-    if len(method_names) != len(dirs):
-        raise InputError(f"--names gives {len(method_names)} names for {len(dirs)} method folders")
-    if len(set(method_names)) != len(method_names):
-        raise InputError(f"method names must differ (got {method_names}); give --names")
-    if labels_dir is not None and not Path(labels_dir).is_dir():
-        raise InputError("no such directory", labels_dir)
+    method_names = _method_names(names, dirs, labels_dir)
     subjects, unmatched = match_subjects(Path(ref_dir), dict(zip(method_names, dirs, strict=True)))
     _precheck_grids(subjects)  # refuse before any figure is written
     output = Path(output)
@@ -223,167 +186,225 @@ def evaluate_clinical(
         "unmatched": unmatched,
         "subjects": [],
     }
-    tissue_labels = [1, 2, 3] + ([4] if n_classes == 4 else [])
+    settings = {"contrast": contrast, "n_classes": n_classes, "variant": variant, "labels_dir": labels_dir}
     figures: dict[str, list[Path]] = {"montage": [], "difference": []}
     bar = tqdm(subjects, desc="evaluate-clinical", unit="subject", disable=not progress)
     for sub in bar:
-        # a subject takes minutes (EM segmentations, IQMs of every image): name the step running
-        bar.set_postfix_str(f"{sub['key']}: reference tissues and IQMs")
-        ref_img = load_volume(sub["ref"])
-        preds = {name: load_volume(p) for name, p in sub["methods"].items()}
-        paths = [sub["ref"], *sub["methods"].values()]
-        shapes = [ref_img.shape, *[p.shape for p in preds.values()]]
-        check_same_grid(
-            shapes, [np.asarray(ref_img.affine), *[np.asarray(p.affine) for p in preds.values()]], paths
-        )
-        affine = np.asarray(ref_img.affine)
-        spacing = voxel_sizes(affine)
-        ref = ref_img.numpy()
-        arrays = {name: p.numpy() for name, p in preds.items()}
-        con = contrast or guess_contrast(sub["ref"].name)
-        brain = qc.default_brain_mask(ref)
-        seg_ref = segment_tissues(ref, brain, (con,), n_classes=n_classes)
-        # one air region for all images of the subject: the reference's (none when skull-stripped)
-        air = np.zeros(ref.shape, bool) if qc.is_skull_stripped(ref) else qc.air_mask(ref)
-        iqm_ref = qc.compute_iqms(ref, seg_ref, brain, spacing, variant, air)
-        entry: dict[str, Any] = {
-            "key": sub["key"],
-            "reference": str(sub["ref"]),
-            "contrast": con,
-            "brain_ml": volume_ml(brain, affine),
-            "iqm_reference": iqm_ref,
-            "volumes_reference_ml": {TISSUE_NAMES[t]: volume_ml(seg_ref == t, affine) for t in tissue_labels},
-            "methods": {},
-        }
-        label_path = find_label(Path(labels_dir), sub["key"]) if labels_dir is not None else None
-        tumour = None
-        if label_path is not None:
-            lab = load_volume(label_path, validate=False)
-            check_same_grid(
-                [ref.shape, lab.shape], [affine, np.asarray(lab.affine)], [sub["ref"], label_path]
-            )
-            tumour = lab.numpy() > 0
-            entry["label"] = str(label_path)
-            entry["tumour_ml"] = volume_ml(tumour, affine)
-        elif labels_dir is not None:
-            entry["label"] = None
-        wmh_ref = wmh_mask(ref, brain, spacing=spacing) if con == "flair" else None
-        if wmh_ref is not None:
-            entry["hyperintensity_reference_ml"] = volume_ml(wmh_ref, affine)
-            if tumour is not None:
-                entry["hyperintensity_vs_tumour_reference"] = overlap_metrics(wmh_ref, tumour, brain)
-        for name, pred in arrays.items():
-            bar.set_postfix_str(f"{sub['key']}: {name} IQMs, fidelity, tissues")
-            m: dict[str, Any] = {"file": str(sub["methods"][name])}
-            m["iqm"] = qc.compute_iqms(pred, seg_ref, brain, spacing, variant, air)
-            m["iqm_difference"] = qc.iqm_differences(m["iqm"], iqm_ref)
-            m["fidelity"] = _fidelity(pred, ref, brain)
-            seg = segment_tissues(pred, brain, (con,), n_classes=n_classes)
-            m["volumes_ml"] = {TISSUE_NAMES[t]: volume_ml(seg == t, affine) for t in tissue_labels}
-            m["agreement"] = {
-                TISSUE_NAMES[t]: overlap_metrics(seg == t, seg_ref == t, brain) for t in tissue_labels
-            }
-            if wmh_ref is not None:
-                wmh = wmh_mask(pred, brain, spacing=spacing)
-                m["volumes_ml"]["hyperintensity"] = volume_ml(wmh, affine)
-                m["agreement"]["hyperintensity"] = overlap_metrics(wmh, wmh_ref, brain)
-                if tumour is not None:
-                    m["hyperintensity_vs_tumour"] = overlap_metrics(wmh, tumour, brain)
-            entry["methods"][name] = m
+        entry, images = _evaluate_subject(sub, settings, bar.set_postfix_str)
         bar.set_postfix_str(f"{sub['key']}: figures")
-        # slice through the tumour's centre when there is one, else through the brain's centre
-        centre_mask = tumour if tumour is not None and tumour.any() else brain
-        point = np.round(np.argwhere(centre_mask).mean(axis=0)).astype(int)
-        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", sub["key"])
-        figures["montage"].append(
-            H.montage_figure(
-                {"reference": ref, **arrays},
-                fig_dir / f"montage_{safe}.png",
-                point,
-                brain,
-                tumour,
-                title=sub["key"],
-                affine=affine,
-            )
-        )
-        figures["difference"].append(
-            H.difference_figure(
-                ref,
-                arrays,
-                fig_dir / f"difference_{safe}.png",
-                point,
-                brain,
-                title=f"{sub['key']}: method - reference",
-                affine=affine,
-            )
-        )
+        for kind, path in _subject_figures(sub["key"], images, fig_dir).items():
+            figures[kind].append(path)
         report["subjects"].append(entry)
+    report["summary"], ba_figs = _summaries(report["subjects"], method_names, fig_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output / "report.json", json.dumps(_jsonable(report), indent=2, allow_nan=False) + "\n")
+    page = _render(report, method_names, figures, ba_figs, output)
+    atomic_write_text(output / "index.html", page)
+    return report
 
-    # --- summaries over subjects
-    subs = report["subjects"]
+
+def _method_names(names: Sequence[str] | None, dirs: Sequence[Path], labels_dir: Path | None) -> list[str]:
+    """The methods' names (``names``, else their folders' names), checked: one per folder, all different;
+    and the labels folder, when given, must exist."""
+    method_names = list(names) if names else [d.resolve().name for d in dirs]
+    if len(method_names) != len(dirs):
+        raise InputError(f"--names gives {len(method_names)} names for {len(dirs)} method folders")
+    if len(set(method_names)) != len(method_names):
+        raise InputError(f"method names must differ (got {method_names}); give --names")
+    if labels_dir is not None and not Path(labels_dir).is_dir():
+        raise InputError("no such directory", labels_dir)
+    return method_names
+
+
+def _load_subject(sub: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """``(reference, {method: image}, affine)`` of one subject, all on one grid (InputError otherwise)."""
+    from mtsr_monai.io import check_same_grid, load_volume
+
+    ref_img = load_volume(sub["ref"])
+    preds = {name: load_volume(p) for name, p in sub["methods"].items()}
+    paths = [sub["ref"], *sub["methods"].values()]
+    shapes = [ref_img.shape, *[p.shape for p in preds.values()]]
+    check_same_grid(
+        shapes, [np.asarray(ref_img.affine), *[np.asarray(p.affine) for p in preds.values()]], paths
+    )
+    return ref_img.numpy(), {name: p.numpy() for name, p in preds.items()}, np.asarray(ref_img.affine)
+
+
+def _load_label(labels_dir: Path, key: str, ref: np.ndarray, affine: np.ndarray, ref_path: Path):
+    """``(label path, whole-tumour mask)`` of a subject, ``(None, None)`` without a label file."""
+    from mtsr_monai.io import check_same_grid, load_volume
+
+    label_path = find_label(Path(labels_dir), key)
+    if label_path is None:
+        return None, None
+    lab = load_volume(label_path, validate=False)
+    check_same_grid([ref.shape, lab.shape], [affine, np.asarray(lab.affine)], [ref_path, label_path])
+    return label_path, lab.numpy() > 0
+
+
+def _evaluate_subject(
+    sub: Mapping[str, Any], settings: Mapping[str, Any], status: Callable[[str], Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One subject's report entry (reference IQMs, tissues, label, hyperintensities; every method's
+    numbers by :func:`_evaluate_method`) and the images its figures show. ``status`` names the step
+    running (a subject takes minutes: EM segmentations, IQMs of every image)."""
+    from mtsr_monai.io import voxel_sizes
+    from mtsr_monai.metrics import qc
+    from mtsr_monai.metrics.agreement import overlap_metrics, volume_ml
+    from mtsr_monai.metrics.segmentation import guess_contrast, segment_tissues, wmh_mask
+
+    status(f"{sub['key']}: reference tissues and IQMs")
+    ref, arrays, affine = _load_subject(sub)
+    spacing = voxel_sizes(affine)
+    con = settings["contrast"] or guess_contrast(sub["ref"].name)
+    brain = qc.default_brain_mask(ref)
+    seg_ref = segment_tissues(ref, brain, (con,), n_classes=settings["n_classes"])
+    # one air region for all images of the subject: the reference's (none when skull-stripped)
+    air = np.zeros(ref.shape, bool) if qc.is_skull_stripped(ref) else qc.air_mask(ref)
+    tissue_labels = [1, 2, 3] + ([4] if settings["n_classes"] == 4 else [])
+    entry: dict[str, Any] = {
+        "key": sub["key"],
+        "reference": str(sub["ref"]),
+        "contrast": con,
+        "brain_ml": volume_ml(brain, affine),
+        "iqm_reference": qc.compute_iqms(ref, seg_ref, brain, spacing, settings["variant"], air),
+        "volumes_reference_ml": {TISSUE_NAMES[t]: volume_ml(seg_ref == t, affine) for t in tissue_labels},
+        "methods": {},
+    }
+    tumour = None
+    if settings["labels_dir"] is not None:
+        label_path, tumour = _load_label(settings["labels_dir"], sub["key"], ref, affine, sub["ref"])
+        entry["label"] = None if label_path is None else str(label_path)
+        if tumour is not None:
+            entry["tumour_ml"] = volume_ml(tumour, affine)
+    wmh_ref = wmh_mask(ref, brain, spacing=spacing) if con == "flair" else None
+    if wmh_ref is not None:
+        entry["hyperintensity_reference_ml"] = volume_ml(wmh_ref, affine)
+        if tumour is not None:
+            entry["hyperintensity_vs_tumour_reference"] = overlap_metrics(wmh_ref, tumour, brain)
+    common = {"ref": ref, "seg_ref": seg_ref, "brain": brain, "air": air, "spacing": spacing,
+              "affine": affine, "contrast": con, "tissue_labels": tissue_labels, "wmh_ref": wmh_ref,
+              "tumour": tumour}  # fmt: skip
+    for name, pred in arrays.items():
+        status(f"{sub['key']}: {name} IQMs, fidelity, tissues")
+        method = _evaluate_method(pred, common, entry["iqm_reference"], settings)
+        entry["methods"][name] = {"file": str(sub["methods"][name]), **method}
+    images = {"ref": ref, "arrays": arrays, "brain": brain, "tumour": tumour, "affine": affine}
+    return entry, images
+
+
+def _evaluate_method(
+    pred: np.ndarray, common: Mapping[str, Any], iqm_ref: Mapping[str, Any], settings: Mapping[str, Any]
+) -> dict[str, Any]:
+    """One method's IQMs (reference tissue masks) and their differences, fidelity, its own tissues' volumes
+    and agreement with the reference's, and the FLAIR hyperintensities (vs the reference's and the tumour)."""
+    from mtsr_monai.metrics import qc
+    from mtsr_monai.metrics.agreement import overlap_metrics, volume_ml
+    from mtsr_monai.metrics.segmentation import segment_tissues, wmh_mask
+
+    brain, affine, seg_ref = common["brain"], common["affine"], common["seg_ref"]
+    m: dict[str, Any] = {}
+    m["iqm"] = qc.compute_iqms(pred, seg_ref, brain, common["spacing"], settings["variant"], common["air"])
+    m["iqm_difference"] = qc.iqm_differences(m["iqm"], iqm_ref)
+    m["fidelity"] = _fidelity(pred, common["ref"], brain)
+    seg = segment_tissues(pred, brain, (common["contrast"],), n_classes=settings["n_classes"])
+    labels = common["tissue_labels"]
+    m["volumes_ml"] = {TISSUE_NAMES[t]: volume_ml(seg == t, affine) for t in labels}
+    m["agreement"] = {TISSUE_NAMES[t]: overlap_metrics(seg == t, seg_ref == t, brain) for t in labels}
+    if common["wmh_ref"] is not None:
+        wmh = wmh_mask(pred, brain, spacing=common["spacing"])
+        m["volumes_ml"]["hyperintensity"] = volume_ml(wmh, affine)
+        m["agreement"]["hyperintensity"] = overlap_metrics(wmh, common["wmh_ref"], brain)
+        if common["tumour"] is not None:
+            m["hyperintensity_vs_tumour"] = overlap_metrics(wmh, common["tumour"], brain)
+    return m
+
+
+def _subject_figures(key: str, images: Mapping[str, Any], fig_dir: Path) -> dict[str, Path]:
+    """The montage and the difference map of one subject, cut through the tumour's centre when there is
+    one, else through the brain's centre."""
+    from mtsr_monai.reporting import html as H
+
+    ref, arrays, brain, tumour = images["ref"], images["arrays"], images["brain"], images["tumour"]
+    centre_mask = tumour if tumour is not None and tumour.any() else brain
+    point = np.round(np.argwhere(centre_mask).mean(axis=0)).astype(int)
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", key)
+    montage = H.montage_figure(
+        {"reference": ref, **arrays}, fig_dir / f"montage_{safe}.png", point, brain, tumour, title=key,
+        affine=images["affine"],
+    )  # fmt: skip
+    difference = H.difference_figure(
+        ref, arrays, fig_dir / f"difference_{safe}.png", point, brain, title=f"{key}: method - reference",
+        affine=images["affine"],
+    )  # fmt: skip
+    return {"montage": montage, "difference": difference}
+
+
+def _mean_sd_dict(values: Sequence[float | None]) -> dict[str, float | None]:
+    return dict(zip(("mean", "sd"), _mean_sd(values), strict=True))
+
+
+def _summaries(subs: list[dict], method_names: list[str], fig_dir: Path) -> tuple[dict[str, Any], list[Path]]:
+    """Over subjects: IQM absolute differences and fidelity (mean, sd), agreement (means), Bland-Altman of
+    the volumes (with their plots), the hyperintensity rule against the tumour; and the plots' paths."""
     summary: dict[str, Any] = {"iqm_abs_difference": {}, "fidelity": {}, "agreement": {}, "bland_altman": {}}
     for name in method_names:
         diffs = [s["methods"][name]["iqm_difference"] for s in subs]
         summary["iqm_abs_difference"][name] = {
-            k: dict(zip(("mean", "sd"), _mean_sd([_abs(d.get(k)) for d in diffs]), strict=True))
-            for k in diffs[0]
+            k: _mean_sd_dict([_abs(d.get(k)) for d in diffs]) for k in diffs[0]
         }
         fid_keys = [k for k, v in subs[0]["methods"][name]["fidelity"].items() if isinstance(v, (int, float))]
         summary["fidelity"][name] = {
-            k: dict(
-                zip(
-                    ("mean", "sd"),
-                    _mean_sd([s["methods"][name]["fidelity"].get(k) for s in subs]),
-                    strict=True,
-                )
-            )
-            for k in fid_keys
+            k: _mean_sd_dict([s["methods"][name]["fidelity"].get(k) for s in subs]) for k in fid_keys
         }
         summary["agreement"][name] = {
             tissue: {
                 metric: _mean_sd(
                     [s["methods"][name]["agreement"][tissue][metric] for s in _having(subs, tissue)]
                 )[0]
-                for metric in ("dice", "jaccard", "tpf", "ppv", "tnf")
+                for metric in AGREEMENT_KEYS
             }
             for tissue in _tissues(subs)
         }
-    ba_figs = []
-    for tissue in _tissues(subs):
-        have = _having(subs, tissue)  # FLAIR hyperintensities: the FLAIR subjects only
-        if tissue == "hyperintensity":
-            ref_vols = [s["hyperintensity_reference_ml"] for s in have]
-        else:
-            ref_vols = [s["volumes_reference_ml"][tissue] for s in have]
-        pairs = {
-            name: ([s["methods"][name]["volumes_ml"][tissue] for s in have], ref_vols)
-            for name in method_names
-        }
-        summary["bland_altman"][tissue] = {name: bland_altman(a, b) for name, (a, b) in pairs.items()}
-        ba_figs.append(
-            bland_altman_plot(
-                pairs, fig_dir / f"bland_altman_{tissue}.png", title=f"{tissue.upper()} volume vs reference"
-            )
-        )
-    if any("hyperintensity_vs_tumour" in s["methods"][method_names[0]] for s in subs):
-        with_t = [s for s in subs if "hyperintensity_vs_tumour" in s["methods"][method_names[0]]]
+    summary["bland_altman"], ba_figs = _bland_altman(subs, method_names, fig_dir)
+    with_t = [s for s in subs if "hyperintensity_vs_tumour" in s["methods"][method_names[0]]]
+    if with_t:
         summary["hyperintensity_vs_tumour"] = {
             name: {
                 metric: _mean_sd([s["methods"][name]["hyperintensity_vs_tumour"][metric] for s in with_t])[0]
-                for metric in ("dice", "jaccard", "tpf", "ppv", "tnf")
+                for metric in AGREEMENT_KEYS
             }
             for name in method_names
         }
         summary["hyperintensity_vs_tumour"]["reference"] = {
             metric: _mean_sd([s["hyperintensity_vs_tumour_reference"][metric] for s in with_t])[0]
-            for metric in ("dice", "jaccard", "tpf", "ppv", "tnf")
+            for metric in AGREEMENT_KEYS
         }
-    report["summary"] = summary
-    output.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(output / "report.json", json.dumps(_jsonable(report), indent=2, allow_nan=False) + "\n")
-    page = _render(report, method_names, figures, ba_figs, output)
-    atomic_write_text(output / "index.html", page)
-    return report
+    return summary, ba_figs
+
+
+def _reference_volumes(subs: list[dict], tissue: str) -> list[float]:
+    """The reference's volume (ml) of ``tissue`` in each subject having it."""
+    key = "hyperintensity_reference_ml"
+    return [s[key] if tissue == "hyperintensity" else s["volumes_reference_ml"][tissue] for s in subs]
+
+
+def _bland_altman(subs: list[dict], method_names: list[str], fig_dir: Path) -> tuple[dict, list[Path]]:
+    """Bland-Altman statistics of each tissue's volume, every method against the reference, and the plots."""
+    from mtsr_monai.metrics.agreement import bland_altman, bland_altman_plot
+
+    stats, figs = {}, []
+    for tissue in _tissues(subs):
+        have = _having(subs, tissue)  # FLAIR hyperintensities: the FLAIR subjects only
+        ref_vols = _reference_volumes(have, tissue)
+        pairs = {
+            name: ([s["methods"][name]["volumes_ml"][tissue] for s in have], ref_vols)
+            for name in method_names
+        }
+        stats[tissue] = {name: bland_altman(a, b) for name, (a, b) in pairs.items()}
+        title = f"{tissue.upper()} volume vs reference"
+        figs.append(bland_altman_plot(pairs, fig_dir / f"bland_altman_{tissue}.png", title=title))
+    return stats, figs
 
 
 def _tissues(subs: list[dict]) -> list[str]:
@@ -417,141 +438,119 @@ def _jsonable(obj: Any) -> Any:
 
 
 def _render(report: dict, methods: list[str], figures: dict, ba_figs: list[Path], output: Path) -> str:
+    """``index.html``: the tables of the summaries and the figures, through
+    ``templates/clinical_report.html.j2``."""
     from mtsr_monai.reporting import html as H
+    from mtsr_monai.reporting.views import CONVENTION
 
     summ, subs = report["summary"], report["subjects"]
-    sections = []
     # Table 1 of the clinical paper: |IQM(method) - IQM(reference)|, mean ± sd over subjects
     keys = [k for k in TABLE_KEYS if k in summ["iqm_abs_difference"][methods[0]]]
     absdiff = summ["iqm_abs_difference"]
     rows = [[m, *[(absdiff[m][k]["mean"], absdiff[m][k]["sd"]) for k in keys]] for m in methods]
-    sections.append(
-        (
-            "Image-quality metrics: absolute difference to the reference",
-            '<div class="scroll">'
-            + H.html_table(
-                ["method", *keys],
-                rows,
-                [None, *["min"] * len(keys)],
-                caption=f"|IQM(method) - IQM(reference)|, mean ± sd over {len(subs)} subjects "
-                f"({report['variant']} formulas; tissue masks of the reference; lower is better, "
-                "best in bold)",
-            )
-            + _iqm_reference_table(subs, keys)
-            + "</div>",
-        )
+    iqm_table = H.html_table(
+        ["method", *keys],
+        rows,
+        [None, *["min"] * len(keys)],
+        caption=f"|IQM(method) - IQM(reference)|, mean ± sd over {len(subs)} subjects "
+        f"({report['variant']} formulas; tissue masks of the reference; lower is better, best in bold)",
     )
-    fid_keys = [k for k in ("mae", "mae_norm", "nmse", "psnr", "ssim") if k in summ["fidelity"][methods[0]]]
-    rows = [
-        [m, *[(summ["fidelity"][m][k]["mean"], summ["fidelity"][m][k]["sd"]) for k in fid_keys]]
-        for m in methods
-    ]
-    best = [None, *[("max" if k in ("psnr", "ssim") else "min") for k in fid_keys]]
-    sections.append(
-        (
-            "Fidelity to the reference",
-            H.html_table(
-                ["method", *fid_keys],
-                rows,
-                best,
-                caption="inside the reference's brain mask; mean ± sd over subjects",
-            ),
-        )
+    return H.render_template(
+        "clinical_report.html.j2",
+        title="Clinical evaluation of restored MRI",
+        intro=_intro(report, methods, output),
+        iqm_table=iqm_table,
+        iqm_reference_table=_iqm_reference_table(subs, keys),
+        fidelity_table=_fidelity_table(summ, methods),
+        agreement_tables=[_agreement_table(summ, subs, methods, t) for t in summ["agreement"][methods[0]]],
+        bland_altman_figures=ba_figs,
+        hyperintensity_tables=_hyperintensity_tables(summ, subs, methods),
+        convention=CONVENTION,
+        subject_figures=list(zip(figures["montage"], figures["difference"], strict=True)),
     )
-    tissues = list(summ["agreement"][methods[0]])
-    parts = []
-    for tissue in tissues:
-        have = _having(subs, tissue)
-        rows = [
-            [
-                m,
-                *[summ["agreement"][m][tissue][k] for k in ("dice", "jaccard", "tpf", "ppv", "tnf")],
-                _mean_sd([s["methods"][m]["volumes_ml"][tissue] for s in have])[0],
-                summ["bland_altman"][tissue][m]["bias"],
-            ]
-            for m in methods
-        ]
-        ref_v = [
-            s["hyperintensity_reference_ml"]
-            if tissue == "hyperintensity"
-            else s["volumes_reference_ml"][tissue]
-            for s in have
-        ]
-        parts.append(
-            H.html_table(
-                ["method", "Dice", "Jaccard", "TPF", "PPV", "TNF", "volume (ml)", "BA bias (%)"],
-                rows,
-                [None, "max", "max", "max", "max", "max", None, None],
-                caption=f"{tissue.upper()}: masks of each image (EM) vs the reference's; mean over subjects; "
-                f"reference volume {_mean_sd(ref_v)[0]:.1f} ml",
-            )
-        )
-    sections.append(
-        ("Segmentation agreement and volumes", '<div class="figs">' + "\n".join(parts) + "</div>")
-    )
-    sections.append(
-        (
-            "Bland-Altman plots of volumes (method vs reference)",
-            '<p class="note">x: mean of the two volumes (ml); y: difference as % of that mean; '
-            'solid line bias, dashed lines bias ± 1.96 sd.</p><div class="figs">'
-            + "".join(H.embed_png(p, p.stem, "430px") for p in ba_figs)
-            + "</div>",
-        )
-    )
-    if "hyperintensity_vs_tumour" in summ:
-        hv = summ["hyperintensity_vs_tumour"]
-        rows = [
-            [m, *[hv[m][k] for k in ("dice", "jaccard", "tpf", "ppv", "tnf")]]
-            for m in ["reference", *methods]
-        ]
-        per = [
-            [
-                s["key"],
-                s["hyperintensity_vs_tumour_reference"]["dice"],
-                *[s["methods"][m]["hyperintensity_vs_tumour"]["dice"] for m in methods],
-            ]
-            for s in subs
-            if "hyperintensity_vs_tumour_reference" in s
-        ]
-        sections.append(
-            (
-                "FLAIR hyperintensity rule vs whole-tumour label",
-                H.html_table(
-                    ["image", "Dice", "Jaccard", "TPF", "PPV", "TNF"],
-                    rows,
-                    [None, "max", "max", "max", "max", "max"],
-                    caption="mask = FLAIR > mean + 1.3 sd in the brain, Gaussian smoothing, small "
-                    "components removed; against label > 0; mean over subjects",
-                )
-                + H.html_table(
-                    ["subject", "Dice reference", *[f"Dice {m}" for m in methods]], per, caption="per subject"
-                ),
-            )
-        )
-    figs = "".join(
-        f'<h3>{mont.stem.removeprefix("montage_")}</h3><div class="figs">'
-        f"{H.embed_png(mont, mont.stem)}{H.embed_png(diff, diff.stem)}</div>"
-        for mont, diff in zip(figures["montage"], figures["difference"], strict=True)
-    )
-    from mtsr_monai.reporting.views import CONVENTION
 
-    sections.append(("Montages and difference maps", f'<p class="note">Shown {CONVENTION}.</p>{figs}'))
+
+def _intro(report: dict, methods: list[str], output: Path) -> str:
+    """The page's first line: reference and method folders (relative to the report), subjects, unmatched."""
+    import html
 
     def rel(path: str) -> str:  # folders named relative to the report's own folder
         return os.path.relpath(Path(path).resolve(), output.resolve())
 
-    intro = (
+    unmatched = report["unmatched"]
+    return html.escape(
         f"Reference: {rel(report['ref_dir'])}; methods: "
         + ", ".join(f"{m} ({rel(report['methods'][m])})" for m in methods)
-        + f"; {len(subs)} subjects"
-        + (
-            f"; {len(report['unmatched'])} reference files without a match in every method"
-            if report["unmatched"]
-            else ""
-        )
+        + f"; {len(report['subjects'])} subjects"
+        + (f"; {len(unmatched)} reference files without a match in every method" if unmatched else "")
         + ". Every number is in report.json."
     )
-    return H.render_page("Clinical evaluation of restored MRI", sections, intro)
+
+
+def _fidelity_table(summ: dict, methods: list[str]) -> str:
+    from mtsr_monai.reporting import html as H
+
+    fid_keys = [k for k in ("mae", "mae_norm", "nmse", "psnr", "ssim") if k in summ["fidelity"][methods[0]]]
+    fid = summ["fidelity"]
+    rows = [[m, *[(fid[m][k]["mean"], fid[m][k]["sd"]) for k in fid_keys]] for m in methods]
+    best = [None, *[("max" if k in ("psnr", "ssim") else "min") for k in fid_keys]]
+    caption = "inside the reference's brain mask; mean ± sd over subjects"
+    return H.html_table(["method", *fid_keys], rows, best, caption=caption)
+
+
+def _agreement_table(summ: dict, subs: list[dict], methods: list[str], tissue: str) -> str:
+    """One tissue's agreement (each image's EM masks vs the reference's), mean volume, Bland-Altman bias."""
+    from mtsr_monai.reporting import html as H
+
+    have = _having(subs, tissue)
+    rows = [
+        [
+            m,
+            *[summ["agreement"][m][tissue][k] for k in AGREEMENT_KEYS],
+            _mean_sd([s["methods"][m]["volumes_ml"][tissue] for s in have])[0],
+            summ["bland_altman"][tissue][m]["bias"],
+        ]
+        for m in methods
+    ]
+    return H.html_table(
+        ["method", "Dice", "Jaccard", "TPF", "PPV", "TNF", "volume (ml)", "BA bias (%)"],
+        rows,
+        [None, "max", "max", "max", "max", "max", None, None],
+        caption=f"{tissue.upper()}: masks of each image (EM) vs the reference's; mean over subjects; "
+        f"reference volume {_mean_sd(_reference_volumes(have, tissue))[0]:.1f} ml",
+    )
+
+
+def _hyperintensity_tables(summ: dict, subs: list[dict], methods: list[str]) -> list[str]:
+    """The FLAIR hyperintensity rule against the whole-tumour label: means and per subject (none without)."""
+    from mtsr_monai.reporting import html as H
+
+    if "hyperintensity_vs_tumour" not in summ:
+        return []
+    hv = summ["hyperintensity_vs_tumour"]
+    rows = [[m, *[hv[m][k] for k in AGREEMENT_KEYS]] for m in ["reference", *methods]]
+    per = [
+        [
+            s["key"],
+            s["hyperintensity_vs_tumour_reference"]["dice"],
+            *[s["methods"][m]["hyperintensity_vs_tumour"]["dice"] for m in methods],
+        ]
+        for s in subs
+        if "hyperintensity_vs_tumour_reference" in s
+    ]
+    means = H.html_table(
+        ["image", "Dice", "Jaccard", "TPF", "PPV", "TNF"],
+        rows,
+        [None, "max", "max", "max", "max", "max"],
+        caption="mask = FLAIR > mean + 1.3 sd in the brain, Gaussian smoothing, small "
+        "components removed; against label > 0; mean over subjects",
+    )
+    return [
+        means,
+        H.html_table(
+            ["subject", "Dice reference", *[f"Dice {m}" for m in methods]], per, caption="per subject"
+        ),
+    ]
 
 
 def _iqm_reference_table(subs: list[dict], keys: list[str]) -> str:

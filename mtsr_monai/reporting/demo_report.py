@@ -19,13 +19,14 @@ import numpy as np
 __all__ = ["demo_figures", "demo_html", "shown_path"]
 
 
-def shown_path(path: str | os.PathLike, out: str | os.PathLike) -> str:
-    """``path`` relative to the output folder ``out`` when inside it, ``bundles/...`` for a shipped bundle
-    file, else the path as given."""
-    from mtsr_monai.inference.bundle import bundles_root
-
+def shown_path(
+    path: str | os.PathLike, out: str | os.PathLike, bundles: str | os.PathLike | None = None
+) -> str:
+    """``path`` relative to the output folder ``out`` when inside it, ``bundles/...`` for a file under the
+    bundles folder ``bundles`` (a shipped bundle file), else the path as given."""
     p = Path(path).resolve()
-    for base, prefix in ((Path(out).resolve(), ""), (bundles_root().resolve(), "bundles/")):
+    bases = [(Path(out).resolve(), "")] + ([(Path(bundles).resolve(), "bundles/")] if bundles else [])
+    for base, prefix in bases:
         if base in p.parents:
             return prefix + p.relative_to(base).as_posix()
     return str(path)
@@ -86,15 +87,18 @@ def _figure(src: str, alt: str) -> str:
     return f'<div class="scroll"><img src="{html.escape(src)}" alt="{html.escape(alt)}"></div>'
 
 
-def demo_html(report: dict[str, Any], out: str | os.PathLike) -> str:
-    """The self-describing page of a demo run; every path relative to ``out`` (or to the bundles)."""
+def demo_html(
+    report: dict[str, Any], out: str | os.PathLike, bundles: str | os.PathLike | None = None
+) -> str:
+    """The self-describing page of a demo run; every path relative to ``out`` (or to the bundles folder
+    ``bundles``: :func:`mtsr_monai.inference.bundle.bundles_root`)."""
     from mtsr_monai.reporting.views import CONVENTION
 
     m, src, tgt = report["metrics"], report["source"], report["target"]
     t = m["translation"]
     sr_method = report["super_resolution"]
     if sr_method.startswith("model (") and sr_method.endswith(")"):
-        sr_method = f"model ({shown_path(sr_method[7:-1], out)})"
+        sr_method = f"model ({shown_path(sr_method[7:-1], out, bundles)})"
     sr_rows = [
         (f"SR ({sr_method}) vs true {src}", m["sr"]["psnr"], m["sr"]["ssim"]),
         (f"bicubic vs true {src}", m["bicubic"]["psnr"], m["bicubic"]["ssim"]),
@@ -110,8 +114,8 @@ def demo_html(report: dict[str, Any], out: str | os.PathLike) -> str:
         if lp["available"] and "lpips_realism" in t
         else f"LPIPS unavailable: {lp['reason']}"
     )
-    rel = {k: shown_path(v, out) for k, v in report["figures"].items()}
-    weights = shown_path(report["translation_weights"], out)
+    rel = {k: shown_path(v, out, bundles) for k, v in report["figures"].items()}
+    weights = shown_path(report["translation_weights"], out, bundles)
     e = html.escape
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>mtsr demo</title>
@@ -134,7 +138,7 @@ scale: blue darker, red brighter than the truth.</p>
 {_table(sr_rows)}
 <h2>Translation to {e(tgt)}</h2>
 {_figure(rel["translation"], "SR input, mean and std of the samples, demo target")}
-{_figure(shown_path(report["montage"], out), "input, SR, every sample and their std")}
+{_figure(shown_path(report["montage"], out, bundles), "input, SR, every sample and their std")}
 <p>Metrics (2D, axial slices; translations in [0, 1] against the robust-scaled demo image):</p>
 {_table(mt_rows)}
 <p>Diversity between samples: mean pairwise 1 - SSIM {t.get("pairwise_1_minus_ssim", 0):.4f}, mean pairwise

@@ -13,33 +13,21 @@ from typing import Any
 
 import numpy as np
 
-from mtsr_monai.reporting.views import CONVENTION, colour_bar, plane_image, show_plane
+from mtsr_monai.reporting.views import (
+    CONVENTION,
+    colour_bar,
+    draw_panel,
+    plane_image,
+    pyplot,
+    save_figure,
+    show_plane,
+)
 from mtsr_monai.transforms.intensity import display_range
 
 __all__ = ["axial_montage", "sr_comparison_figure", "zoom_box"]
 
 #: a panel: (title, volume, affine)
 Panel = tuple[str, Any, Any]
-
-
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: str | Path, dpi: int = 100) -> Path:
-    from mtsr_monai.io import atomic_output
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi, facecolor="white")
-    _plt().close(fig)
-    return path
 
 
 def axial_montage(
@@ -52,7 +40,7 @@ def axial_montage(
     """Axial panels through the world ``point`` (mm; default the first volume's centre), ``per_row`` a row,
     3.2 in each so their titles stay readable. Panels named ``std...`` are a spread map (magma, colour bar);
     the others are grey, each from 0 to its 99.5th percentile."""
-    plt = _plt()
+    plt = pyplot()
     n = len(panels)
     cols = min(per_row, n)
     rows = math.ceil(n / cols)
@@ -71,7 +59,7 @@ def axial_montage(
             colour_bar(ax, shown, "std across samples")
     fig.suptitle(f"{title}\naxial, {CONVENTION}" if title else f"axial, {CONVENTION}", fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=100)
 
 
 def zoom_box(
@@ -111,16 +99,6 @@ def _box_outline(ax: Any, image: np.ndarray, box: Sequence[float]) -> None:
     )
 
 
-def _draw(ax: Any, image: np.ndarray, aspect: float, plane: str = "axial", **imshow: Any) -> Any:
-    from mtsr_monai.reporting.views import orientation_markers
-
-    shown = ax.imshow(image, aspect=aspect, interpolation="nearest", **imshow)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    orientation_markers(ax, plane, size=8)
-    return shown
-
-
 def sr_comparison_figure(
     panels: Sequence[Panel],
     path: str | Path,
@@ -134,7 +112,7 @@ def sr_comparison_figure(
     whole and zoomed, on one symmetric scale with its colour bar (row 3). All axial and radiological;
     grey levels shared (truth's 0.5-99.5th percentiles inside ``mask``, a volume on the truth's grid).
     The panels must cover one field of view (SR overlays its input), so one zoom box fits all."""
-    plt = _plt()
+    plt = pyplot()
     names = [name for name, _, _ in panels]
     views = {name: plane_image(vol, aff, "axial", point) for name, vol, aff in panels}
     truth_img, truth_aspect = views[truth]
@@ -149,11 +127,11 @@ def sr_comparison_figure(
     for c, name in enumerate(names):
         image, aspect = views[name]
         ax = fig.add_subplot(grid[0, c])
-        _draw(ax, image, aspect, cmap="gray", vmin=vmin, vmax=vmax)
+        draw_panel(ax, image, aspect, cmap="gray", vmin=vmin, vmax=vmax)
         _box_outline(ax, image, box)
         ax.set_title(name, fontsize=10)
         ax = fig.add_subplot(grid[1, c])
-        _draw(ax, _crop(image, box), aspect, cmap="gray", vmin=vmin, vmax=vmax)
+        draw_panel(ax, _crop(image, box), aspect, cmap="gray", vmin=vmin, vmax=vmax)
         ax.set_title(f"{name}, zoom", fontsize=9)
     errors = [np.abs(d[brain] if brain is not None and brain.any() else d) for d in diffs.values()]
     scale = max((float(np.percentile(e, 99)) for e in errors), default=1.0) or 1.0
@@ -161,10 +139,10 @@ def sr_comparison_figure(
     for c, (name, zoomed) in enumerate(slots[:cols]):
         ax = fig.add_subplot(grid[2, c])
         diff = _crop(diffs[name], box) if zoomed else diffs[name]
-        shown = _draw(ax, diff, truth_aspect, cmap="RdBu_r", vmin=-scale, vmax=scale)
+        shown = draw_panel(ax, diff, truth_aspect, cmap="RdBu_r", vmin=-scale, vmax=scale)
         ax.set_title(f"{name} - {truth}" + (", zoom" if zoomed else ""), fontsize=9)
     if shown is not None:
         fig.colorbar(shown, cax=fig.add_subplot(grid[2, cols])).set_label("image - truth", fontsize=8)
     fig.suptitle(f"{title}\naxial, {CONVENTION}" if title else f"axial, {CONVENTION}", fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=100)

@@ -15,26 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from mtsr_monai.reporting.views import draw_panel, pyplot, save_figure
 from mtsr_monai.transforms.intensity import display_range
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: Path) -> Path:
-    from mtsr_monai.io import atomic_output
-
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png", facecolor="white")
-    _plt().close(fig)
-    return path
-
 
 PLANES = ("axial", "coronal", "sagittal")
 
@@ -51,13 +33,14 @@ def _planes(
     return [plane_image(vol, affine, plane, world) for plane in planes]
 
 
-def _panel(ax: Any, image: np.ndarray, aspect: float, plane: str, **imshow: Any) -> Any:
-    from mtsr_monai.reporting.views import orientation_markers
-
-    shown = ax.imshow(image, aspect=aspect, interpolation="nearest", **imshow)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    orientation_markers(ax, plane, size=8)
+def _grid_panel(axes: Any, r: int, c: int, name: str, image: np.ndarray, aspect: float, **imshow: Any) -> Any:
+    """Panel (row ``r``: image ``name``, column ``c``: plane ``PLANES[c]``) of a figure grid, the row named
+    on the first column and the plane on the first row."""
+    shown = draw_panel(axes[r, c], image, aspect, PLANES[c], **imshow)
+    if c == 0:
+        axes[r, c].set_ylabel(name, fontsize=10)
+    if r == 0:
+        axes[r, c].set_title(PLANES[c], fontsize=10)
     return shown
 
 
@@ -75,24 +58,19 @@ def montage_figure(
     ``overlay`` (a binary mask, e.g. the tumour) is outlined in red."""
     from mtsr_monai.reporting.views import CONVENTION
 
-    plt = _plt()
+    plt = pyplot()
     names = list(volumes)
     vmin, vmax = display_range(volumes[names[0]], mask)
     fig, axes = plt.subplots(len(names), 3, figsize=(8.4, 2.8 * len(names) + 0.6), squeeze=False)
     contours = _planes(overlay.astype(np.float32), point, affine) if overlay is not None else None
     for r, name in enumerate(names):
         for c, (image, aspect) in enumerate(_planes(volumes[name], point, affine)):
-            ax = axes[r, c]
-            _panel(ax, image, aspect, PLANES[c], cmap="gray", vmin=vmin, vmax=vmax)
+            _grid_panel(axes, r, c, name, image, aspect, cmap="gray", vmin=vmin, vmax=vmax)
             if contours is not None and contours[c][0].any():
-                ax.contour(contours[c][0], levels=[0.5], colors="red", linewidths=0.6)
-            if c == 0:
-                ax.set_ylabel(name, fontsize=10)
-            if r == 0:
-                ax.set_title(PLANES[c], fontsize=10)
+                axes[r, c].contour(contours[c][0], levels=[0.5], colors="red", linewidths=0.6)
     fig.suptitle(f"{title}\n{CONVENTION}" if title else CONVENTION, fontsize=10)
     fig.tight_layout()
-    return _save(fig, Path(path))
+    return save_figure(fig, path)
 
 
 def difference_figure(
@@ -109,7 +87,7 @@ def difference_figure(
     the mask) with its colour bar."""
     from mtsr_monai.reporting.views import CONVENTION
 
-    plt = _plt()
+    plt = pyplot()
     diffs = {
         name: pred.astype(np.float32) - reference.astype(np.float32) for name, pred in predictions.items()
     }
@@ -119,17 +97,12 @@ def difference_figure(
     shown = None
     for r, (name, d) in enumerate(diffs.items()):
         for c, (image, aspect) in enumerate(_planes(d, point, affine, PLANES[:2])):
-            ax = axes[r, c]
-            shown = _panel(ax, image, aspect, PLANES[c], cmap="RdBu_r", vmin=-scale, vmax=scale)
-            if c == 0:
-                ax.set_ylabel(name, fontsize=10)
-            if r == 0:
-                ax.set_title(PLANES[c], fontsize=10)
+            shown = _grid_panel(axes, r, c, name, image, aspect, cmap="RdBu_r", vmin=-scale, vmax=scale)
     fig.suptitle(f"{title}\n{CONVENTION}" if title else CONVENTION, fontsize=9)
     fig.tight_layout()
     if shown is not None:
         fig.colorbar(shown, ax=axes.ravel().tolist(), shrink=0.8, label="method - reference")
-    return _save(fig, Path(path))
+    return save_figure(fig, path)
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -208,16 +181,19 @@ caption{caption-side:top;text-align:left;font-style:italic;padding-bottom:4px;co
 """
 
 
-def render_page(title: str, sections: Sequence[tuple[str, str]], intro: str = "") -> str:
-    """Assemble the page from (heading, html body) sections."""
-    body = [f"<h1>{html.escape(title)}</h1>"]
-    if intro:
-        body.append(f'<p class="note">{intro}</p>')
-    for heading, content in sections:
-        body.append(f"<h2>{html.escape(heading)}</h2>\n{content}")
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>\n"
-        + "\n".join(body)
-        + "\n</body></html>\n"
+def render_template(name: str, **context: Any) -> str:
+    """Render ``templates/<name>`` (Jinja2, HTML autoescaping; ``png`` is :func:`embed_png`, ``css`` the
+    page style) with ``context``."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+        autoescape=True,
+        keep_trailing_newline=True,
     )
+    return env.get_template(name).render(css=CSS, png=embed_png, **context)
+
+
+def render_page(title: str, sections: Sequence[tuple[str, str]], intro: str = "") -> str:
+    """Assemble the page from (heading, html body) sections; ``intro`` is HTML too."""
+    return render_template("page.html.j2", title=title, sections=sections, intro=intro)

@@ -16,6 +16,7 @@ matched by a world point (mm), so volumes on different grids (LR input, SR outpu
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -142,4 +143,36 @@ def show_plane(
     ax.set_yticks([])
     if markers:
         orientation_markers(ax, plane)
+    return shown
+
+
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend (files only, no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, path: str | Path, dpi: float | str = "figure") -> Path:
+    """Write ``fig`` as a PNG (white background) atomically, its folder created, and close it."""
+    from mtsr_monai.io import atomic_output
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, facecolor="white")
+    pyplot().close(fig)
+    return path
+
+
+def draw_panel(ax: Any, image: np.ndarray, aspect: float, plane: str = "axial", **imshow: Any) -> Any:
+    """A 2D ``image`` already in display orientation on ``ax``: nearest-neighbour pixels, no ticks, the
+    orientation letters of ``plane``; returns the ``AxesImage`` (for a colour bar)."""
+    shown = ax.imshow(image, aspect=aspect, interpolation="nearest", **imshow)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    orientation_markers(ax, plane, size=8)
     return shown

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mtsr_monai.cli.arguments import add_device_argument, print_written
+
 NAME = "bids"
 HELP = "a whole BIDS dataset (BIDS App): SR, clinical SR, translation or QC per participant; group report"
 DESCRIPTION = (
@@ -48,11 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=SUFFIXES,
         help="suffixes to use (default: all the task can use); a participant lacking one fails",
     )
-    parser.add_argument(
-        "--device",
-        default="cpu",
-        choices=("cpu", "cuda"),
-        help="cuda: one GPU per rank (cuda:LOCAL_RANK under torchrun)",
+    add_device_argument(
+        parser, choices=("cpu", "cuda"), help="cuda: one GPU per rank (cuda:LOCAL_RANK under torchrun)"
     )
     parser.add_argument(
         "--shard",
@@ -147,9 +146,7 @@ def _group(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun the group level runs once, on rank 0
         return 0
     written = group_level(args.output_dir, [args.task] if args.task else None)
-    for key, path in written.items():
-        print(f"{key}: {path}")
-    return 0
+    return print_written(written)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+from mtsr_monai.cli.arguments import (
+    SESSION_SEQUENCES,
+    add_session_arguments,
+    folder_outputs,
+    print_written,
+    session_inputs,
+)
 
 NAME = "clinical-sr"
 HELP = (
@@ -23,32 +30,12 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--t1", type=Path, help="T1-weighted scan")
-    parser.add_argument("--t2", type=Path, help="T2-weighted scan")
-    parser.add_argument("--flair", type=Path, help="FLAIR scan")
-    target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--like", type=Path, help="write on the grid of this volume")
-    target.add_argument(
-        "--spacing", type=float, help="isotropic voxel size in mm of the output grid (e.g. 1)"
-    )
-    parser.add_argument(
-        "--output-dir", "-o", required=True, type=Path, help="folder for the restored volumes"
-    )
+    add_session_arguments(parser)
     parser.add_argument(
         "--method",
         choices=("model", "trilinear", "bspline", "sinc"),
         default="model",
         help="restoration: the network (default) or an interpolation baseline",
-    )
-    parser.add_argument(
-        "--model", type=Path, default=None, help="checkpoint (default: the bundle's model.pt)"
-    )
-    parser.add_argument(
-        "--slice-axis",
-        type=int,
-        choices=(0, 1, 2),
-        default=None,
-        help="array axis of the output grid to slice along (default: a plane containing the thick axis)",
     )
     parser.add_argument(
         "--full-slices", action="store_true", help="full slices instead of sliding-window patches"
@@ -71,7 +58,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="trust the headers (no rigid registration to the reference)",
     )
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
 
 
 #: what --explain adds next to the restored volumes
@@ -79,14 +65,11 @@ EXPLAIN_FILES = ("attention_gate*.nii.gz", "gradcam.nii.gz", "critic_score.txt",
 
 
 def outputs(args: argparse.Namespace):
-    from mtsr_monai.io.outputs import OutputPlan
-
-    out = Path(args.output_dir)
-    given = [m for m in ("flair", "t1", "t2") if getattr(args, m) is not None]
+    given = [m for m in SESSION_SEQUENCES if getattr(args, m) is not None]
     names = [f"{m}.nii.gz" for m in given] + [f"{m}_consistency.nii.gz" for m in given] + ["clinical_sr.json"]
     if getattr(args, "explain", True):
         names += EXPLAIN_FILES
-    return OutputPlan(files=[out / n for n in names], folders=[out])
+    return folder_outputs(args.output_dir, names)
 
 
 #: explain runs whole slices (padded to a multiple of 16) through the attention U-Net, whose 16-fold
@@ -109,7 +92,7 @@ def check_target(args: argparse.Namespace, explain: bool) -> None:
     from mtsr_monai.inference.clinical import isotropic_grid, slice_axis_for, thick_axis_on_grid
     from mtsr_monai.transforms.sitk_utils import metatensor_to_sitk
 
-    ref_path = next(getattr(args, m) for m in ("flair", "t1", "t2") if getattr(args, m) is not None)
+    ref_path = next(iter(session_inputs(args).values()))
     ref = metatensor_to_sitk(load_volume(ref_path))
     grid = metatensor_to_sitk(like) if like is not None else isotropic_grid(ref, float(args.spacing))
     axis = slice_axis_for(thick_axis_on_grid(ref, grid)) if args.slice_axis is None else args.slice_axis
@@ -127,9 +110,7 @@ def run(args: argparse.Namespace) -> int:
     from mtsr_monai.errors import InputError
     from mtsr_monai.inference.clinical import restore_clinical
 
-    inputs = {m: getattr(args, m) for m in ("flair", "t1", "t2") if getattr(args, m) is not None}
-    if not inputs:
-        raise InputError("give at least one of --t1, --t2, --flair")
+    inputs = session_inputs(args)
     if args.spacing is not None and not 0.1 <= args.spacing <= 10:
         raise InputError(f"--spacing {args.spacing} mm is outside 0.1-10 mm")
     if args.explain and args.method != "model":
@@ -150,6 +131,4 @@ def run(args: argparse.Namespace) -> int:
         intensity_gain=not args.no_intensity_gain,
         slice_profile=args.slice_profile,
     )
-    for key, path in written.items():
-        print(f"{key}: {path}")
-    return 0
+    return print_written(written)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from mtsr_monai.cli.arguments import file_outputs
+
 NAME = "datalist"
 HELP = "build a decathlon-style datalist JSON (training/validation/test split by subject) from a data folder"
 DESCRIPTION = (
@@ -46,11 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def outputs(args: argparse.Namespace):
-    from pathlib import Path
-
-    from mtsr_monai.io.outputs import OutputPlan
-
-    return OutputPlan(files=[Path(args.output)])
+    return file_outputs(args.output)
 
 
 def run(args: argparse.Namespace) -> int:

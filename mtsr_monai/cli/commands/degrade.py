@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mtsr_monai.cli.arguments import file_outputs
+
 NAME = "degrade"
 HELP = "simulate a low-resolution scan (second-order chain, k-space truncation or thick slices)"
 DESCRIPTION = (
@@ -67,9 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def outputs(args: argparse.Namespace):
-    from mtsr_monai.io.outputs import OutputPlan
-
-    return OutputPlan(files=[Path(args.output)])
+    return file_outputs(args.output)
 
 
 def _check_arguments(args: argparse.Namespace) -> None:

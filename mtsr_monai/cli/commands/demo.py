@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mtsr_monai.cli.arguments import folder_outputs
+
 NAME = "demo"
 HELP = "end-to-end demo on the built-in MNI-based subject: degrade T1, SR, translate to FLAIR, report"
 DESCRIPTION = (
@@ -29,9 +31,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def outputs(args: argparse.Namespace):
-    from mtsr_monai.io.outputs import OutputPlan
-
-    out = Path(args.output_dir)
     names = (
         f"lr_{args.source}.nii.gz",
         "lr_brain_mask.nii.gz",
@@ -42,7 +41,7 @@ def outputs(args: argparse.Namespace):
         "run/*",
         "figures/*.png",
     )
-    return OutputPlan(files=[out / n for n in names], folders=[out])
+    return folder_outputs(args.output_dir, names)
 
 
 def run(args: argparse.Namespace) -> int:

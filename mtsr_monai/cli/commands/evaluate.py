@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from mtsr_monai.cli.arguments import file_outputs
+
 NAME = "evaluate"
 HELP = "image fidelity (PSNR, SSIM, MAE, NMSE) of a prediction against a reference on the same grid"
 DESCRIPTION = (
@@ -29,11 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def outputs(args: argparse.Namespace):
-    from pathlib import Path
-
-    from mtsr_monai.io.outputs import OutputPlan
-
-    return OutputPlan(files=[Path(args.json)] if args.json else [])
+    return file_outputs(args.json or None)
 
 
 def _fmt(value: float) -> str:

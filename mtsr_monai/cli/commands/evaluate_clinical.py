@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mtsr_monai.cli.arguments import folder_outputs
+
 NAME = "evaluate-clinical"
 HELP = "HTML + JSON report: IQM differences, fidelity, tissue agreement, volumes, Bland-Altman, montages"
 DESCRIPTION = (
@@ -51,11 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def outputs(args: argparse.Namespace):
-    from mtsr_monai.io.outputs import OutputPlan
-
-    out = Path(args.output)
-    names = ("index.html", "report.json", "figures/*.png")
-    return OutputPlan(files=[out / n for n in names], folders=[out])
+    return folder_outputs(args.output, ("index.html", "report.json", "figures/*.png"))
 
 
 def run(args: argparse.Namespace) -> int:

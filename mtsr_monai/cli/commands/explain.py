@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+from mtsr_monai.cli.arguments import add_session_arguments, print_written, session_inputs
 
 NAME = "explain"
 HELP = "attention-gate maps and critic GradCAM of the clinical SR model (NIfTI + PNG)"
@@ -16,18 +17,7 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--t1", type=Path, help="T1-weighted scan")
-    parser.add_argument("--t2", type=Path, help="T2-weighted scan")
-    parser.add_argument("--flair", type=Path, help="FLAIR scan")
-    target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--like", type=Path, help="work on the grid of this volume")
-    target.add_argument("--spacing", type=float, help="isotropic voxel size in mm of the grid")
-    parser.add_argument("--output-dir", "-o", required=True, type=Path, help="output folder")
-    parser.add_argument(
-        "--model", type=Path, default=None, help="checkpoint (default: the bundle's model.pt)"
-    )
-    parser.add_argument("--slice-axis", type=int, choices=(0, 1, 2), default=None, help="2D slicing axis")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    add_session_arguments(parser)
 
 
 def outputs(args: argparse.Namespace):
@@ -37,13 +27,10 @@ def outputs(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from mtsr_monai.errors import InputError
+    from mtsr_monai.cli.commands.clinical_sr import check_target
     from mtsr_monai.inference.clinical import restore_clinical
 
-    inputs = {m: getattr(args, m) for m in ("flair", "t1", "t2") if getattr(args, m) is not None}
-    if not inputs:
-        raise InputError("give at least one of --t1, --t2, --flair")
-    from mtsr_monai.cli.commands.clinical_sr import check_target
+    inputs = session_inputs(args)
 
     check_target(args, explain=True)
     written = restore_clinical(
@@ -57,6 +44,4 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         explain=True,
     )
-    for key, path in written.items():
-        print(f"{key}: {path}")
-    return 0
+    return print_written(written)

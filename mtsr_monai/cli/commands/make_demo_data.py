@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mtsr_monai.cli.arguments import folder_outputs
+
 NAME = "make-demo-data"
 HELP = (
     "write a deterministic demo subject (t1, t2, flair, pd, brain_mask) synthesised from the MNI152 template"
@@ -51,10 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def outputs(args: argparse.Namespace):
-    from mtsr_monai.io.outputs import OutputPlan
-
-    names = ("t1", "t2", "flair", "pd", "brain_mask")
-    return OutputPlan(files=[args.output / f"{n}.nii.gz" for n in names], folders=[args.output])
+    return folder_outputs(args.output, [f"{n}.nii.gz" for n in ("t1", "t2", "flair", "pd", "brain_mask")])
 
 
 def run(args: argparse.Namespace) -> int:

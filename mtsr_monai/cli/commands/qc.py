@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mtsr_monai.cli.arguments import file_outputs
+
 NAME = "qc"
 HELP = "image-quality metrics (CJV, EFC, FWHM, WM2max, SNR, CNR, tissue summaries) of one volume"
 DESCRIPTION = (
@@ -48,9 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def outputs(args: argparse.Namespace):
-    from mtsr_monai.io.outputs import OutputPlan
-
-    return OutputPlan(files=[p for p in (args.json, args.save_tissues) if p is not None])
+    return file_outputs(args.json, args.save_tissues)
 
 
 def _read(args: argparse.Namespace):

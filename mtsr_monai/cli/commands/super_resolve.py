@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from mtsr_monai.cli.arguments import add_device_argument, file_outputs
+
 NAME = "super-resolve"
 HELP = "x4 in-plane super-resolution of a NIfTI volume (shipped MTSR model or an interpolation baseline)"
 DESCRIPTION = (
@@ -24,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="default: model",
     )
     parser.add_argument("--bundle", default=None, help="bundle folder or name (default: the shipped mtsr_sr)")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="default: cpu")
+    add_device_argument(parser, choices=("cpu", "cuda"))
     parser.add_argument(
         "--batch-size", type=int, default=8, help="slices (and windows) per batch (default 8)"
     )
@@ -39,11 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def outputs(args: argparse.Namespace):
-    from pathlib import Path
-
-    from mtsr_monai.io.outputs import OutputPlan
-
-    return OutputPlan(files=[Path(args.output)])
+    return file_outputs(args.output)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from mtsr_monai.cli.arguments import add_device_argument, folder_outputs
+
 NAME = "translate"
 HELP = "translate a NIfTI volume to another modality: N samples, their mean and per-voxel std"
 DESCRIPTION = (
@@ -37,7 +39,7 @@ def add_translation_arguments(parser: argparse.ArgumentParser, input_help: str) 
         default=None,
         help="brain mask on the input's grid: outside is set to 0 (the models saw skull-stripped scans)",
     )
-    parser.add_argument("--device", default="cpu")
+    add_device_argument(parser)
 
 
 def translation_kwargs(args: argparse.Namespace) -> dict:
@@ -72,10 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def translation_outputs(out: Path, extra: tuple[str, ...] = ()):
     """The files ``mtsr translate`` (and with ``extra`` names, ``mtsr run``) writes into ``out``."""
-    from mtsr_monai.io.outputs import OutputPlan
-
-    names = ("sample_*.nii.gz", "mean.nii.gz", "std.nii.gz", *extra)
-    return OutputPlan(files=[Path(out) / n for n in names], folders=[Path(out)])
+    return folder_outputs(out, ("sample_*.nii.gz", "mean.nii.gz", "std.nii.gz", *extra))
 
 
 def outputs(args: argparse.Namespace):

@@ -1,0 +1,83 @@
+"""Argument groups and output plans shared by the ``mtsr`` commands, defined once.
+
+Imports nothing heavy at module level (the commands' ``add_arguments`` run for ``mtsr --help``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+#: the routine sequences of a clinical session, in the order that picks the reference scan
+SESSION_SEQUENCES = ("flair", "t1", "t2")
+
+
+def add_device_argument(
+    parser: argparse.ArgumentParser,
+    choices: Sequence[str] | None = None,
+    help: str = "torch device (default cpu)",
+) -> None:
+    """``--device`` (default ``cpu``); ``choices`` limits it where the command accepts only some."""
+    parser.add_argument("--device", default="cpu", choices=choices, help=help)
+
+
+def add_session_arguments(parser: argparse.ArgumentParser) -> None:
+    """The routine scans of one session (``--t1``, ``--t2``, ``--flair``), the target grid (``--like`` or
+    ``--spacing``), ``--output-dir``, ``--model``, ``--slice-axis`` and ``--device``: the arguments of
+    ``mtsr clinical-sr`` and ``mtsr explain``."""
+    parser.add_argument("--t1", type=Path, help="T1-weighted scan")
+    parser.add_argument("--t2", type=Path, help="T2-weighted scan")
+    parser.add_argument("--flair", type=Path, help="FLAIR scan")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--like", type=Path, help="write on the grid of this volume")
+    target.add_argument(
+        "--spacing", type=float, help="isotropic voxel size in mm of the output grid (e.g. 1)"
+    )
+    parser.add_argument(
+        "--output-dir", "-o", required=True, type=Path, help="folder for the restored volumes"
+    )
+    parser.add_argument(
+        "--model", type=Path, default=None, help="checkpoint (default: the bundle's model.pt)"
+    )
+    parser.add_argument(
+        "--slice-axis",
+        type=int,
+        choices=(0, 1, 2),
+        default=None,
+        help="array axis of the output grid to slice along (default: a plane containing the thick axis)",
+    )
+    add_device_argument(parser)
+
+
+def session_inputs(args: argparse.Namespace) -> dict[str, Path]:
+    """``{sequence: path}`` of the session's scans given; InputError when there is none."""
+    from mtsr_monai.errors import InputError
+
+    inputs = {m: getattr(args, m) for m in SESSION_SEQUENCES if getattr(args, m) is not None}
+    if not inputs:
+        raise InputError("give at least one of --t1, --t2, --flair")
+    return inputs
+
+
+def file_outputs(*paths: str | Path | None) -> Any:
+    """The output plan of a command that writes the given files (``None``: not written this time)."""
+    from mtsr_monai.io.outputs import OutputPlan
+
+    return OutputPlan(files=[Path(p) for p in paths if p is not None])
+
+
+def folder_outputs(folder: str | Path, names: Iterable[str]) -> Any:
+    """The output plan of a command that writes ``names`` (globs allowed) into ``folder``."""
+    from mtsr_monai.io.outputs import OutputPlan
+
+    folder = Path(folder)
+    return OutputPlan(files=[folder / n for n in names], folders=[folder])
+
+
+def print_written(written: Mapping[str, Any]) -> int:
+    """Print what a command wrote, one ``key: path`` a line; returns the exit code 0."""
+    for key, path in written.items():
+        print(f"{key}: {path}")
+    return 0

@@ -1,0 +1,37 @@
+"""Slice-by-slice volume inference: the batches of slices that hold signal.
+
+The three whole-volume inferences (super-resolution, translation, clinical restoration) run a 2D network
+over the slices of a volume in batches and leave the slices holding only background untouched (they stay
+background, and a skull-stripped volume has many of them). MONAI's ``SliceInferer`` runs every slice, so
+this is the one place the batches are made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+
+def busy_slices(slices: Any, background: float = 0.0) -> np.ndarray:
+    """Indices of the slices (first axis of a numpy array or torch tensor) holding a value above
+    ``background``."""
+    flat = slices.reshape(len(slices), -1) > background
+    return np.flatnonzero(np.asarray(flat.any(1)))
+
+
+def busy_batches(
+    slices: Any,
+    batch_size: int,
+    background: float = 0.0,
+    progress: bool = False,
+    desc: str = "slices",
+) -> Iterable[np.ndarray]:
+    """The indices of :func:`busy_slices` in order, in batches of at most ``batch_size``, through a tqdm bar
+    (``progress``) of that many batches; the other slices are in no batch (callers leave them background)."""
+    from tqdm import tqdm
+
+    busy = busy_slices(slices, background)
+    batches = [busy[i : i + batch_size] for i in range(0, len(busy), batch_size)]
+    return tqdm(batches, desc=desc, unit="batch", disable=not progress)

@@ -1,0 +1,24 @@
+"""The loss modules: GAN objectives and the weighted sum of loss terms."""
+
+import torch
+
+from mtsr_monai.losses import GanLoss, WeightedLoss
+
+
+def test_gan_losses_have_expected_optima():
+    loss = GanLoss("lsgan")
+    ones, zeros = torch.ones(2, 1, 4, 4), torch.zeros(2, 1, 4, 4)
+    assert loss.discriminator(ones, zeros).item() == 0.0 and loss.generator(ones).item() == 0.0
+    critic = GanLoss("critic")
+    assert critic.generator(torch.full((2, 1), 20.0)).item() < 1e-6
+    assert GanLoss("ragan").generator(zeros, ones).item() > GanLoss("ragan").generator(ones, zeros).item()
+
+
+def test_weight_zero_term_is_not_computed():
+    def boom(pred, target):
+        raise AssertionError("computed")
+
+    terms = WeightedLoss({"l1": torch.nn.L1Loss(), "vgg": boom}, {"l1": 1.0, "vgg": 0.0})(
+        torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2)
+    )
+    assert set(terms) == {"l1", "total"} and terms["total"].item() == 1.0
