@@ -91,7 +91,8 @@ def demo_html(
     report: dict[str, Any], out: str | os.PathLike, bundles: str | os.PathLike | None = None
 ) -> str:
     """The self-describing page of a demo run; every path relative to ``out`` (or to the bundles folder
-    ``bundles``: :func:`mtsr_monai.inference.bundle.bundles_root`)."""
+    ``bundles``: :func:`mtsr_monai.inference.bundle.bundles_root`). Over 60 lines: the page's sections
+    in reading order, each a few lines of markup."""
     from mtsr_monai.reporting.views import CONVENTION
 
     m, src, tgt = report["metrics"], report["source"], report["target"]
