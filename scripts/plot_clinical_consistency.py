@@ -32,7 +32,9 @@ def _load(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _grid_centre(vol: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    return affine[:3, :3] @ ((np.asarray(vol.shape[:3]) - 1) / 2.0) + affine[:3, 3]
+    from mtsr_monai.reporting.views import centre_point
+
+    return centre_point(np.zeros(vol.shape[:3], bool), affine)  # an empty mask: the whole grid's centre
 
 
 def _draw(fig, axes, columns, affine: np.ndarray, point: np.ndarray, bar_label: str | None) -> None:
