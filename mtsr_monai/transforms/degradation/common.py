@@ -12,7 +12,7 @@ low-resolution image overlays the input in any viewer.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -102,6 +102,16 @@ def to_slices(x: torch.Tensor, through: int) -> torch.Tensor:
 def from_slices(slices: torch.Tensor, through: int) -> torch.Tensor:
     """The inverse of :func:`to_slices`."""
     return torch.movedim(slices, 0, through + 1)
+
+
+def map_slices(
+    degrade: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, through: int | None
+) -> torch.Tensor:
+    """Run a 2D ``(N, C, h, w) -> (N, C, h', w')`` degradation on channel-first ``x``: the image itself
+    (C, H, W), or every slice of a volume (C, H, W, D) in the plane normal to spatial axis ``through``."""
+    if x.ndim == 3:
+        return degrade(x[None].float())[0]
+    return from_slices(degrade(to_slices(x.float(), through)), through)
 
 
 def inplane_axes(spatial_ndim: int, through: int | None) -> list[int]:

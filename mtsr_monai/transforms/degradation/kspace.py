@@ -23,15 +23,14 @@ from mtsr_monai.transforms.degradation.common import (
     affine_of,
     apply_or_skip,
     centre_crop_to_multiple,
-    from_slices,
     inplane_axes,
     intensity_range,
     lr_grid,
+    map_slices,
     noise_generator,
     plain_tensor,
     skipped_copy,
     through_axis,
-    to_slices,
     volume_tensor,
     wrap_like,
 )
@@ -96,18 +95,13 @@ def _apply_kspace(
     generator: torch.Generator,
     keep_grid: bool,
 ) -> tuple[torch.Tensor, np.ndarray, dict[int, int]]:
-    spatial = x.ndim - 1
-    inplane = inplane_axes(spatial, through)
+    inplane = inplane_axes(x.ndim - 1, through)
     if keep_grid:
         cropped, starts = x, {d + 1: 0 for d in inplane}
     else:
         cropped, starts = centre_crop_to_multiple(x, [d + 1 for d in inplane], scale)
     sigma = noise * intensity_range(cropped)
-    if spatial == 2:
-        lr = kspace_truncate(cropped.float(), scale, sigma, generator, keep_grid)
-    else:
-        slices = to_slices(cropped.float(), through)
-        lr = from_slices(kspace_truncate(slices, scale, sigma, generator, keep_grid), through)
+    lr = map_slices(lambda s: kspace_truncate(s, scale, sigma, generator, keep_grid), cropped, through)
     if keep_grid:
         return lr, np.asarray(affine, dtype=np.float64), {}
     return (lr, *lr_grid(affine, inplane, starts, scale))

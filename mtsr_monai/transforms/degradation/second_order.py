@@ -32,13 +32,12 @@ from mtsr_monai.transforms.degradation.common import (
     add_noise,
     affine_of,
     centre_crop_to_multiple,
-    from_slices,
     inplane_axes,
     lr_grid,
+    map_slices,
     plain_tensor,
     skipped_copy,
     through_axis,
-    to_slices,
     volume_tensor,
     wrap_like,
 )
@@ -226,15 +225,10 @@ def _apply_second_order(
 ) -> tuple[torch.Tensor, np.ndarray, dict[int, int]]:
     """Channel-first x (C, H, W) or (C, H, W, D) -> LR tensor, LR affine, crop starts per spatial dim.
     Noise sigmas are fractions of ``intensity_range`` (default: max - min of x)."""
-    spatial = x.ndim - 1
-    inplane = inplane_axes(spatial, through)
+    inplane = inplane_axes(x.ndim - 1, through)
     cropped, starts = centre_crop_to_multiple(x, [d + 1 for d in inplane], scale)
     rng_ref = intensity_range_of(cropped) if intensity_range is None else float(intensity_range)
-    if spatial == 2:
-        lr = second_order_degrade(cropped[None].float(), params, scale, rng_ref)[0]
-    else:
-        slices = to_slices(cropped.float(), through)
-        lr = from_slices(second_order_degrade(slices, params, scale, rng_ref), through)
+    lr = map_slices(lambda s: second_order_degrade(s, params, scale, rng_ref), cropped, through)
     return (lr, *lr_grid(affine, inplane, starts, scale))
 
 
