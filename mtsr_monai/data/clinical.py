@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -165,6 +165,45 @@ def _cache_key(subject: Mapping[str, Any], **params: Any) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
+def _cached_items(
+    subjects: Sequence[Mapping[str, Any]],
+    cache_dir: str | Path | None,
+    params: Mapping[str, Any],
+    make: Callable[[Mapping[str, Any]], dict[str, Any]],
+    image_keys: Sequence[str],
+    desc: str,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    """``make(subject)`` for each subject; with a ``cache_dir``, stored once per subject and ``params``
+    (``image_keys`` as float16 ``.npy``, the mask as it is, ``done.json`` written last so that an
+    interrupted write is redone) and read back memory-mapped."""
+    out = []
+    for subject in tqdm(subjects, desc=desc, disable=not progress):
+        if cache_dir is None:
+            out.append(make(subject))
+            continue
+        folder = Path(cache_dir) / _cache_key(subject, **params)
+        if not (folder / "done.json").exists():
+            item = make(subject)
+            folder.mkdir(parents=True, exist_ok=True)
+            for key in image_keys:
+                np.save(folder / f"{key}.npy", item[key].astype(np.float16))
+            np.save(folder / "mask.npy", item["mask"])
+            meta = {"subject": item["subject"], "affine": item["affine"].tolist(), "box": item["box"]}
+            (folder / "done.json").write_text(json.dumps(meta))
+        meta = json.loads((folder / "done.json").read_text())
+        out.append(
+            {
+                "subject": meta["subject"],
+                **{key: np.load(folder / f"{key}.npy", mmap_mode="r") for key in image_keys},
+                "mask": np.load(folder / "mask.npy", mmap_mode="r"),
+                "affine": np.asarray(meta["affine"]),
+                "box": meta["box"],
+            }
+        )
+    return out
+
+
 def cached_pairs(
     subjects: Sequence[Mapping[str, Any]],
     cache_dir: str | Path | None,
@@ -183,32 +222,15 @@ def cached_pairs(
         "method": method,
         "version": 1,
     }
-    out = []
-    for subject in tqdm(subjects, desc=f"pairs ({pairing}, {method})", disable=not progress):
-        if cache_dir is None:
-            out.append(make_pair(subject, modalities, protocols, pairing, method))
-            continue
-        folder = Path(cache_dir) / _cache_key(subject, **params)
-        if not (folder / "done.json").exists():
-            pair = make_pair(subject, modalities, protocols, pairing, method)
-            folder.mkdir(parents=True, exist_ok=True)
-            for key in ("lr", "hr"):
-                np.save(folder / f"{key}.npy", pair[key].astype(np.float16))
-            np.save(folder / "mask.npy", pair["mask"])
-            meta = {"subject": pair["subject"], "affine": pair["affine"].tolist(), "box": pair["box"]}
-            (folder / "done.json").write_text(json.dumps(meta))
-        meta = json.loads((folder / "done.json").read_text())
-        out.append(
-            {
-                "subject": meta["subject"],
-                "lr": np.load(folder / "lr.npy", mmap_mode="r"),
-                "hr": np.load(folder / "hr.npy", mmap_mode="r"),
-                "mask": np.load(folder / "mask.npy", mmap_mode="r"),
-                "affine": np.asarray(meta["affine"]),
-                "box": meta["box"],
-            }
-        )
-    return out
+    return _cached_items(
+        subjects,
+        cache_dir,
+        params,
+        lambda subject: make_pair(subject, modalities, protocols, pairing, method),
+        ("lr", "hr"),
+        desc=f"pairs ({pairing}, {method})",
+        progress=progress,
+    )
 
 
 def select_channels(pairs: Sequence[Mapping[str, Any]], channels: Sequence[int]) -> list[dict[str, Any]]:
@@ -407,30 +429,15 @@ def cached_volumes(
 ) -> list[dict[str, Any]]:
     """:func:`scaled_volume` for each subject, cached as float16 ``.npy`` (memory-mapped on reuse)."""
     params = {"modalities": list(modalities), "headroom": float(headroom), "kind": "volumes", "version": 1}
-    out = []
-    for subject in tqdm(subjects, desc="training volumes", disable=not progress):
-        if cache_dir is None:
-            out.append(scaled_volume(subject, modalities, headroom))
-            continue
-        folder = Path(cache_dir) / _cache_key(subject, **params)
-        if not (folder / "done.json").exists():
-            item = scaled_volume(subject, modalities, headroom)
-            folder.mkdir(parents=True, exist_ok=True)
-            np.save(folder / "hr.npy", item["hr"].astype(np.float16))
-            np.save(folder / "mask.npy", item["mask"])
-            meta = {"subject": item["subject"], "affine": item["affine"].tolist(), "box": item["box"]}
-            (folder / "done.json").write_text(json.dumps(meta))
-        meta = json.loads((folder / "done.json").read_text())
-        out.append(
-            {
-                "subject": meta["subject"],
-                "hr": np.load(folder / "hr.npy", mmap_mode="r"),
-                "mask": np.load(folder / "mask.npy", mmap_mode="r"),
-                "affine": np.asarray(meta["affine"]),
-                "box": meta["box"],
-            }
-        )
-    return out
+    return _cached_items(
+        subjects,
+        cache_dir,
+        params,
+        lambda subject: scaled_volume(subject, modalities, headroom),
+        ("hr",),
+        desc="training volumes",
+        progress=progress,
+    )
 
 
 def _padded_block(arr: np.ndarray, starts: Sequence[int], stops: Sequence[int]) -> np.ndarray:
