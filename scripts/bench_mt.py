@@ -64,15 +64,12 @@ def radiological_axial(ras: np.ndarray, k: int) -> np.ndarray:
 
 
 def montage(panels: dict[str, np.ndarray], affine: np.ndarray, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from mtsr_monai.reporting.views import orientation_markers, pyplot, save_figure
 
     names = list(panels)
     ras = {name: to_ras(vol, affine) for name, vol in panels.items()}
     k = int(np.argmax((ras[names[0]] > 0).sum(axis=(0, 1))))  # the axial slice with the most brain
-    fig, axes = plt.subplots(2, (len(names) + 1) // 2, figsize=(2.6 * ((len(names) + 1) // 2), 6.2))
+    fig, axes = pyplot().subplots(2, (len(names) + 1) // 2, figsize=(2.6 * ((len(names) + 1) // 2), 6.2))
     for ax in axes.flat:
         ax.axis("off")
     for ax, name in zip(axes.flat, names, strict=False):
@@ -80,17 +77,12 @@ def montage(panels: dict[str, np.ndarray], affine: np.ndarray, path: Path, title
         is_std = name.startswith("std")
         shown = ax.imshow(img, cmap="magma" if is_std else "gray", vmin=0, vmax=None if is_std else 1)
         ax.set_title(name, fontsize=9)
-        for x, y, letter in ((0.02, 0.5, "R"), (0.98, 0.5, "L"), (0.5, 0.98, "A"), (0.5, 0.02, "P")):
-            ax.text(
-                x, y, letter, color="yellow", fontsize=8, ha="center", va="center", transform=ax.transAxes
-            )
+        orientation_markers(ax, "axial", size=8)
         if is_std:
             fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90)
 
 
 def evaluate_subject(subject: dict, source: str, target: str, args, generator, meta, lookup) -> dict:

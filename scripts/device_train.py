@@ -543,19 +543,15 @@ def tensorboard_digest(run_dir: Path, figures: Path) -> dict:
 
 
 def plot_curves(curves: dict[str, list], path: Path) -> None:
-    import matplotlib
+    from mtsr_monai.reporting.views import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3), squeeze=False)
+    fig, axes = pyplot().subplots(1, len(curves), figsize=(4 * len(curves), 3), squeeze=False)
     for ax, (tag, points) in zip(axes[0], curves.items(), strict=True):
         ax.plot([e[0] for e in points], [e[1] for e in points], marker="o")
         ax.set_title(tag)
         ax.set_xlabel("step (SR: validation number, else iteration)")
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    save_figure(fig, path, dpi=80)
 
 
 # ------------------------------------------------------------------------------ the returned folder

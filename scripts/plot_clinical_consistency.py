@@ -52,7 +52,9 @@ def _draw(fig, axes, columns, affine: np.ndarray, point: np.ndarray, bar_label: 
 
 
 def consistency_figure(args: argparse.Namespace) -> None:
-    import matplotlib.pyplot as plt
+    from mtsr_monai.reporting.views import pyplot
+
+    plt = pyplot()
 
     seq = args.sequence
     x, affine = _load(args.input)
@@ -80,7 +82,9 @@ def consistency_figure(args: argparse.Namespace) -> None:
 
 
 def restored_figure(args: argparse.Namespace) -> None:
-    import matplotlib.pyplot as plt
+    from mtsr_monai.reporting.views import pyplot
+
+    plt = pyplot()
 
     seq = args.sequence
     tri, affine = _load(args.trilinear_dir / f"{seq}.nii.gz")
@@ -102,15 +106,12 @@ def restored_figure(args: argparse.Namespace) -> None:
 
 
 def _save(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    print(path)
+    from mtsr_monai.reporting.views import save_figure
+
+    print(save_figure(fig, path, dpi=80))
 
 
 def main(argv: list[str] | None = None) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", type=Path, required=True)
     p.add_argument("--model-dir", type=Path, required=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mtsr_monai.metrics.agreement import bland_altman, bland_altman_plot, overlap_metrics, volume_ml
+from mtsr_monai.metrics.agreement import bland_altman, overlap_metrics, volume_ml
+from mtsr_monai.reporting.agreement import bland_altman_plot
 
 
 def test_overlap_metrics_match_hand_counts():

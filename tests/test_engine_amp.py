@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import warnings
 
+import pytest
 import torch
 
 from mtsr_monai.engines.paired import PairedAdversarialTrainer
@@ -29,30 +31,23 @@ def _paired_trainer(amp: bool) -> PairedAdversarialTrainer:
     )
 
 
-def test_paired_amp_training_prints_no_gradscaler_deprecation():
-    trainer = _paired_trainer(amp=True)
+def _warnings_of_run(trainer) -> list[str]:
+    """The messages of every warning one training run raises."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer.run()
-    assert not [w for w in caught if "GradScaler" in str(w.message)], [str(w.message) for w in caught]
+    return [str(w.message) for w in caught]
+
+
+def test_paired_amp_training_prints_no_gradscaler_deprecation():
+    trainer = _paired_trainer(amp=True)
+    messages = _warnings_of_run(trainer)
+    assert not [m for m in messages if "GradScaler" in m], messages
     assert trainer.precision == resolve_precision("auto", "cpu")  # amp=True still means 'auto'
 
 
-def test_bicyclegan_amp_training_prints_no_gradscaler_deprecation():
-    from tests.test_bicyclegan import _trainer
-
-    trainer = _trainer(amp=True)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        trainer.run()
-    assert not [w for w in caught if "GradScaler" in str(w.message)], [str(w.message) for w in caught]
-
-
-def test_cyclegan_amp_training_prints_no_gradscaler_deprecation():
-    from tests.test_cyclegan import _trainer
-
-    trainer = _trainer(amp=True)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        trainer.run()
-    assert not [w for w in caught if "GradScaler" in str(w.message)], [str(w.message) for w in caught]
+# the MT trainers, built by their own test modules' factories
+@pytest.mark.parametrize("factory_module", ["tests.test_bicyclegan", "tests.test_cyclegan"])
+def test_mt_amp_training_prints_no_gradscaler_deprecation(factory_module):
+    messages = _warnings_of_run(importlib.import_module(factory_module)._trainer(amp=True))
+    assert not [m for m in messages if "GradScaler" in m], messages

@@ -13,6 +13,19 @@ from typing import Any
 #: the routine sequences of a clinical session, in the order that picks the reference scan
 SESSION_SEQUENCES = ("flair", "t1", "t2")
 
+# The choices of options shared by several commands. They repeat constants of modules that import torch
+# (inference.super_resolve.METHODS, inference.clinical.METHODS, precision.PRECISIONS,
+# transforms.protocol.PROFILES), which ``mtsr --help`` must not load; tests/test_cli_arguments.py checks
+# that the two stay equal.
+#: ``mtsr super-resolve --method``, ``mtsr bids --sr-method``
+SR_METHODS = ("model", "bicubic", "bilinear", "lanczos", "nearest")
+#: ``mtsr clinical-sr --method``, ``mtsr bids --clinical-method``
+CLINICAL_METHODS = ("model", "trilinear", "bspline", "sinc")
+#: ``--precision`` of the network arithmetic
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: slice profiles of a thick-slice acquisition
+SLICE_PROFILES = ("gaussian", "boxcar")
+
 
 def add_device_argument(
     parser: argparse.ArgumentParser,
@@ -21,6 +34,16 @@ def add_device_argument(
 ) -> None:
     """``--device`` (default ``cpu``); ``choices`` limits it where the command accepts only some."""
     parser.add_argument("--device", default="cpu", choices=choices, help=help)
+
+
+def add_slice_profile_argument(parser: argparse.ArgumentParser, flag: str, help: str) -> None:
+    """A slice-profile option ``flag`` (one of :data:`SLICE_PROFILES`, default ``gaussian``)."""
+    parser.add_argument(flag, choices=SLICE_PROFILES, default="gaussian", help=help)
+
+
+def add_no_progress_argument(parser: argparse.ArgumentParser, help: str = "no progress bar (stderr)") -> None:
+    """``--no-progress``: silence the progress bar of a long command."""
+    parser.add_argument("--no-progress", action="store_true", help=help)
 
 
 def add_session_arguments(parser: argparse.ArgumentParser) -> None:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -165,6 +165,45 @@ def _cache_key(subject: Mapping[str, Any], **params: Any) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
+def _cached_items(
+    subjects: Sequence[Mapping[str, Any]],
+    cache_dir: str | Path | None,
+    params: Mapping[str, Any],
+    make: Callable[[Mapping[str, Any]], dict[str, Any]],
+    image_keys: Sequence[str],
+    desc: str,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    """``make(subject)`` for each subject; with a ``cache_dir``, stored once per subject and ``params``
+    (``image_keys`` as float16 ``.npy``, the mask as it is, ``done.json`` written last so that an
+    interrupted write is redone) and read back memory-mapped."""
+    out = []
+    for subject in tqdm(subjects, desc=desc, disable=not progress):
+        if cache_dir is None:
+            out.append(make(subject))
+            continue
+        folder = Path(cache_dir) / _cache_key(subject, **params)
+        if not (folder / "done.json").exists():
+            item = make(subject)
+            folder.mkdir(parents=True, exist_ok=True)
+            for key in image_keys:
+                np.save(folder / f"{key}.npy", item[key].astype(np.float16))
+            np.save(folder / "mask.npy", item["mask"])
+            meta = {"subject": item["subject"], "affine": item["affine"].tolist(), "box": item["box"]}
+            (folder / "done.json").write_text(json.dumps(meta))
+        meta = json.loads((folder / "done.json").read_text())
+        out.append(
+            {
+                "subject": meta["subject"],
+                **{key: np.load(folder / f"{key}.npy", mmap_mode="r") for key in image_keys},
+                "mask": np.load(folder / "mask.npy", mmap_mode="r"),
+                "affine": np.asarray(meta["affine"]),
+                "box": meta["box"],
+            }
+        )
+    return out
+
+
 def cached_pairs(
     subjects: Sequence[Mapping[str, Any]],
     cache_dir: str | Path | None,
@@ -183,32 +222,15 @@ def cached_pairs(
         "method": method,
         "version": 1,
     }
-    out = []
-    for subject in tqdm(subjects, desc=f"pairs ({pairing}, {method})", disable=not progress):
-        if cache_dir is None:
-            out.append(make_pair(subject, modalities, protocols, pairing, method))
-            continue
-        folder = Path(cache_dir) / _cache_key(subject, **params)
-        if not (folder / "done.json").exists():
-            pair = make_pair(subject, modalities, protocols, pairing, method)
-            folder.mkdir(parents=True, exist_ok=True)
-            for key in ("lr", "hr"):
-                np.save(folder / f"{key}.npy", pair[key].astype(np.float16))
-            np.save(folder / "mask.npy", pair["mask"])
-            meta = {"subject": pair["subject"], "affine": pair["affine"].tolist(), "box": pair["box"]}
-            (folder / "done.json").write_text(json.dumps(meta))
-        meta = json.loads((folder / "done.json").read_text())
-        out.append(
-            {
-                "subject": meta["subject"],
-                "lr": np.load(folder / "lr.npy", mmap_mode="r"),
-                "hr": np.load(folder / "hr.npy", mmap_mode="r"),
-                "mask": np.load(folder / "mask.npy", mmap_mode="r"),
-                "affine": np.asarray(meta["affine"]),
-                "box": meta["box"],
-            }
-        )
-    return out
+    return _cached_items(
+        subjects,
+        cache_dir,
+        params,
+        lambda subject: make_pair(subject, modalities, protocols, pairing, method),
+        ("lr", "hr"),
+        desc=f"pairs ({pairing}, {method})",
+        progress=progress,
+    )
 
 
 def select_channels(pairs: Sequence[Mapping[str, Any]], channels: Sequence[int]) -> list[dict[str, Any]]:
@@ -221,6 +243,40 @@ def load_datalist(path: str | Path, section: str, dataset_dir: str | Path) -> li
     """Subjects of ``section`` of a Decathlon-style datalist, paths joined with ``dataset_dir``
     (:func:`~mtsr_monai.data.datalist.read_split`)."""
     return read_split(path, section, dataset_dir)
+
+
+SAMPLE_MODES = ("patch", "slice")
+
+
+def _check_mode(mode: str) -> str:
+    """``mode`` of a slice dataset, refused unless it is ``"patch"`` or ``"slice"``."""
+    if mode not in SAMPLE_MODES:
+        raise ValueError(f"mode must be 'patch' or 'slice', got {mode!r}")
+    return mode
+
+
+def _brain_slices(
+    masks: Sequence[Any], axes: Sequence[int], min_fraction: float
+) -> dict[tuple[int, int], np.ndarray]:
+    """Per (volume, axis): the indices of the slices normal to ``axis`` whose brain fraction reaches
+    ``min_fraction`` (the slices a dataset may draw; near-empty ones would train on background)."""
+    valid: dict[tuple[int, int], np.ndarray] = {}
+    for i, mask in enumerate(masks):
+        mask = np.asarray(mask)
+        for a in axes:
+            fraction = mask.mean(axis=tuple(d for d in range(3) if d != a))
+            valid[(i, a)] = np.nonzero(fraction >= min_fraction)[0]
+    return valid
+
+
+def _draw_plane(
+    rng: np.random.Generator, valid: Mapping[tuple[int, int], np.ndarray], item: int, axes: Sequence[int]
+) -> tuple[int, int]:
+    """``(axis, index)``: a random axis among ``axes``, then a random brain slice of volume ``item`` normal
+    to it (the two draws in this order, so a seed gives the same samples as before)."""
+    axis = axes[int(rng.integers(len(axes)))]
+    choices = valid[(item, axis)]
+    return axis, int(choices[int(rng.integers(len(choices)))])
 
 
 def _random_transpose_flip(
@@ -262,20 +318,11 @@ class ClinicalSliceDataset(torch.utils.data.Dataset):
         min_brain_fraction: float = 0.05,
         seed: int = 0,
     ) -> None:
-        if mode not in ("patch", "slice"):
-            raise ValueError(f"mode must be 'patch' or 'slice', got {mode!r}")
-        self.pairs, self.mode, self.patch_size = list(pairs), mode, int(patch_size)
+        self.pairs, self.mode, self.patch_size = list(pairs), _check_mode(mode), int(patch_size)
         self.samples_per_scan, self.axes = int(samples_per_scan), [int(a) for a in axes]
         self.transpose, self.flip, self.channel_dropout = transpose, flip, float(channel_dropout)
         self.rng = np.random.default_rng(seed)
-        # slices with enough brain, per (pair, axis)
-        self.valid: dict[tuple[int, int], np.ndarray] = {}
-        for i, p in enumerate(self.pairs):
-            mask = np.asarray(p["mask"])
-            for a in self.axes:
-                other = tuple(d for d in range(3) if d != a)
-                frac = mask.mean(axis=other)
-                self.valid[(i, a)] = np.nonzero(frac >= min_brain_fraction)[0]
+        self.valid = _brain_slices([p["mask"] for p in self.pairs], self.axes, min_brain_fraction)
 
     def __len__(self) -> int:
         return len(self.pairs) * self.samples_per_scan
@@ -287,9 +334,7 @@ class ClinicalSliceDataset(torch.utils.data.Dataset):
         rng = self.rng
         i = index % len(self.pairs)
         p = self.pairs[i]
-        axis = self.axes[int(rng.integers(len(self.axes)))]
-        choices = self.valid[(i, axis)]
-        k = int(choices[int(rng.integers(len(choices)))])
+        axis, k = _draw_plane(rng, self.valid, i, self.axes)
         lr = np.asarray(self._slice(p["lr"], axis, k), dtype=np.float32)
         hr = np.asarray(self._slice(p["hr"], axis, k), dtype=np.float32)
         mask = np.asarray(self._slice(p["mask"], axis, k), dtype=np.float32)[None]
@@ -384,30 +429,15 @@ def cached_volumes(
 ) -> list[dict[str, Any]]:
     """:func:`scaled_volume` for each subject, cached as float16 ``.npy`` (memory-mapped on reuse)."""
     params = {"modalities": list(modalities), "headroom": float(headroom), "kind": "volumes", "version": 1}
-    out = []
-    for subject in tqdm(subjects, desc="training volumes", disable=not progress):
-        if cache_dir is None:
-            out.append(scaled_volume(subject, modalities, headroom))
-            continue
-        folder = Path(cache_dir) / _cache_key(subject, **params)
-        if not (folder / "done.json").exists():
-            item = scaled_volume(subject, modalities, headroom)
-            folder.mkdir(parents=True, exist_ok=True)
-            np.save(folder / "hr.npy", item["hr"].astype(np.float16))
-            np.save(folder / "mask.npy", item["mask"])
-            meta = {"subject": item["subject"], "affine": item["affine"].tolist(), "box": item["box"]}
-            (folder / "done.json").write_text(json.dumps(meta))
-        meta = json.loads((folder / "done.json").read_text())
-        out.append(
-            {
-                "subject": meta["subject"],
-                "hr": np.load(folder / "hr.npy", mmap_mode="r"),
-                "mask": np.load(folder / "mask.npy", mmap_mode="r"),
-                "affine": np.asarray(meta["affine"]),
-                "box": meta["box"],
-            }
-        )
-    return out
+    return _cached_items(
+        subjects,
+        cache_dir,
+        params,
+        lambda subject: scaled_volume(subject, modalities, headroom),
+        ("hr",),
+        desc="training volumes",
+        progress=progress,
+    )
 
 
 def _padded_block(arr: np.ndarray, starts: Sequence[int], stops: Sequence[int]) -> np.ndarray:
@@ -451,9 +481,7 @@ class ProtocolSliceDataset(torch.utils.data.Dataset):
         min_brain_fraction: float = 0.05,
         seed: int = 0,
     ) -> None:
-        if mode not in ("patch", "slice"):
-            raise ValueError(f"mode must be 'patch' or 'slice', got {mode!r}")
-        self.volumes, self.mode, self.patch_size = list(volumes), mode, int(patch_size)
+        self.volumes, self.mode, self.patch_size = list(volumes), _check_mode(mode), int(patch_size)
         self.samples_per_scan, self.normals = int(samples_per_scan), [int(a) for a in normals]
         self.transpose, self.flip, self.margin = transpose, flip, int(margin)
         if simulator is None or isinstance(simulator, Mapping):
@@ -467,13 +495,7 @@ class ProtocolSliceDataset(torch.utils.data.Dataset):
             ]
         ).set_random_state(seed + 1)
         self.rng = np.random.default_rng(seed)
-        self.valid = {
-            (i, a): np.nonzero(
-                np.asarray(v["mask"]).mean(axis=tuple(d for d in range(3) if d != a)) >= min_brain_fraction
-            )[0]
-            for i, v in enumerate(self.volumes)
-            for a in range(3)
-        }
+        self.valid = _brain_slices([v["mask"] for v in self.volumes], range(3), min_brain_fraction)
 
     def __len__(self) -> int:
         return len(self.volumes) * self.samples_per_scan
@@ -500,9 +522,7 @@ class ProtocolSliceDataset(torch.utils.data.Dataset):
         self.simulator.randomize(c)
         thick = self.simulator.thick_axis
         normals = [n for n in self.normals if n != thick] or [n for n in range(3) if n != thick]
-        normal = normals[int(self.rng.integers(len(normals)))]
-        choices = self.valid[(index % len(self.volumes), normal)]
-        k = int(choices[int(self.rng.integers(len(choices)))])
+        normal, k = _draw_plane(self.rng, self.valid, index % len(self.volumes), normals)
         starts, stops = self._window(vol, normal, k)
         block = _padded_block(vol["hr"], starts, stops)
         mask = _padded_block(np.asarray(vol["mask"], np.float32)[None], starts, stops)

@@ -576,8 +576,7 @@ def restore_clinical(
     slice_thickness: Mapping[str, float] | None = None,
 ) -> dict[str, Path]:
     """The whole pipeline (module docstring); returns ``{modality: written path}`` (and ``"json"``, the
-    consistency maps ``"<m>_consistency"`` and explanation files). Long because it is the pipeline's steps in
-    order, each a call, under one progress bar that names the step running.
+    consistency maps ``"<m>_consistency"`` and explanation files).
 
     ``checkpoint``: the model already loaded by :func:`load_clinical_model` (load once, restore many
     sessions); ``model_path`` is then not read. ``intensity_gain``: the data-consistency gain step of model
@@ -586,7 +585,8 @@ def restore_clinical(
     output minus input, input grid and units) and its summary in ``clinical_sr.json``; ``slice_profile``
     (``gaussian`` | ``boxcar``) and ``slice_thickness`` (mm per sequence; default: the slice spacing) describe
     the inputs' protocol. ``register=False``: trust the headers (simulated scans from one grid).
-    Over 60 lines: the module docstring's steps in order, each one call, kept in one place to read."""
+    Over 60 lines: the module docstring's steps in order, each one call, under one progress bar that names
+    the step running, kept in one place to read."""
     import json
     import time
 

@@ -161,13 +161,7 @@ def _explain_figure(
     slice_index: int | None,
 ) -> Path:
     """Input, restored, each attention gate and GradCAM over one slice (see :func:`write_explanations`)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from mtsr_monai.io import atomic_output
-    from mtsr_monai.reporting.views import CONVENTION, plane_of_axis, show_plane
+    from mtsr_monai.reporting.views import CONVENTION, plane_of_axis, pyplot, save_figure, show_plane
 
     if slice_index is None:
         other = tuple(d for d in range(3) if d != axis)
@@ -180,7 +174,7 @@ def _explain_figure(
     plane = plane_of_axis(affine, axis)
     gates = explained["attention"]
     ncols = 2 + len(gates) + (1 if "gradcam" in explained else 0)
-    fig, axes = plt.subplots(1, ncols, figsize=(3.0 * ncols, 3.3))
+    fig, axes = pyplot().subplots(1, ncols, figsize=(3.0 * ncols, 3.3))
     show_plane(axes[0], x[c0], affine, plane, point)
     axes[0].set_title(f"input {modalities[c0]}", fontsize=9)
     show_plane(axes[1], y[c0], affine, plane, point)
@@ -196,9 +190,7 @@ def _explain_figure(
         axes[-1].set_title(f"critic GradCAM ({explained['critic_score']:.2f})", fontsize=9)
     fig.suptitle(f"{plane}, {CONVENTION}", fontsize=9)
     fig.tight_layout()
-    with atomic_output(png) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    save_figure(fig, png, dpi=100)
     return png
 
 
@@ -208,17 +200,12 @@ def comparison_montage(
     """PNG rows = the planes normal to the given array axes (through the grid's centre), columns = the
     given volumes (all on one grid), e.g. ``{"trilinear": ..., "model": ...}``; radiological with orientation
     letters; grey levels per column from its 0.5-99.5 percentiles."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from mtsr_monai.io import atomic_output, load_volume
-    from mtsr_monai.reporting.views import CONVENTION, plane_of_axis, show_plane
+    from mtsr_monai.io import load_volume
+    from mtsr_monai.reporting.views import CONVENTION, plane_of_axis, pyplot, save_figure, show_plane
     from mtsr_monai.transforms.intensity import display_range
 
     loaded = {k: load_volume(v, validate=False) for k, v in volumes.items()}
-    fig, grid = plt.subplots(
+    fig, grid = pyplot().subplots(
         len(axes), len(loaded), figsize=(3.0 * len(loaded), 3.0 * len(axes) + 0.4), squeeze=False
     )
     for c, (name, image) in enumerate(loaded.items()):
@@ -232,7 +219,4 @@ def comparison_montage(
         grid[0][c].set_title(name, fontsize=9)
     fig.suptitle(f"{title}\n{CONVENTION}" if title else CONVENTION, fontsize=9)
     fig.tight_layout()
-    with atomic_output(output) as tmp:
-        fig.savefig(tmp, dpi=80, format="png")
-    plt.close(fig)
-    return Path(output)
+    return save_figure(fig, output, dpi=80)

@@ -14,13 +14,13 @@ Volumes are voxel counts times the voxel volume from the affine, in ml (1 ml = 1
 
 Bland-Altman (as the clinical paper's Figure 10): for paired volumes a (method) and b (reference),
 x = (a + b) / 2 and d = a - b, or with ``percent=True`` d = 100 (a - b) / x; bias = mean(d), limits
-of agreement = bias -+ 1.96 sd(d) (sd with n - 1).
+of agreement = bias -+ 1.96 sd(d) (sd with n - 1). Its figure is drawn in reporting
+(:func:`mtsr_monai.reporting.agreement.bland_altman_plot`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -93,51 +93,3 @@ def bland_altman(method: Sequence[float], reference: Sequence[float], percent: b
         "n": n,
         "percent": percent,
     }
-
-
-def bland_altman_plot(
-    pairs: Mapping[str, tuple[Sequence[float], Sequence[float]]],
-    path: str | Path,
-    title: str = "",
-    percent: bool = True,
-) -> Path:
-    """One Bland-Altman PNG with every method overlaid: ``pairs`` maps a method name to
-    (method volumes, reference volumes) in ml, one entry per subject. Written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from mtsr_monai.io import atomic_output
-
-    fig, ax = plt.subplots(figsize=(5.2, 3.8), dpi=110)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    markers = "osD^vP*X"
-    for i, (name, (a, b)) in enumerate(pairs.items()):
-        st = bland_altman(a, b, percent)
-        c = colours[i % len(colours)]
-        ax.scatter(
-            st["mean"],
-            [np.nan if v is None else v for v in st["difference"]],
-            color=c,
-            marker=markers[i % len(markers)],
-            label=f"{name} (bias {st['bias']:.2f})" if st["bias"] is not None else name,
-            zorder=3,
-        )
-        if st["bias"] is not None:
-            ax.axhline(st["bias"], color=c, lw=1.2)
-        if st["sd"] is not None:
-            ax.axhline(st["loa_low"], color=c, lw=0.8, ls="--")
-            ax.axhline(st["loa_high"], color=c, lw=0.8, ls="--")
-    ax.axhline(0.0, color="0.5", lw=0.6)
-    ax.set_xlabel("mean of method and reference volume (ml)")
-    ax.set_ylabel("difference (% of mean)" if percent else "difference (ml)")
-    ax.set_title(title or "Bland-Altman")
-    ax.legend(fontsize=7, loc="best")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path

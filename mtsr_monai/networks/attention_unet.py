@@ -49,26 +49,19 @@ class ConvBlock(nn.Sequential):
 
     def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, dropout: float = 0.0) -> None:
         super().__init__(
-            Convolution(
-                spatial_dims,
-                in_channels,
-                out_channels,
-                kernel_size=3,
-                act=ACT,
-                norm="INSTANCE",
-                bias=False,
-                dropout=dropout or None,
-            ),
-            Convolution(
-                spatial_dims,
-                out_channels,
-                out_channels,
-                kernel_size=3,
-                act=ACT,
-                norm="INSTANCE",
-                bias=False,
-                dropout=dropout or None,
-            ),
+            *(
+                Convolution(
+                    spatial_dims,
+                    channels_in,
+                    out_channels,
+                    kernel_size=3,
+                    act=ACT,
+                    norm="INSTANCE",
+                    bias=False,
+                    dropout=dropout or None,
+                )
+                for channels_in in (in_channels, out_channels)
+            )
         )
 
 
@@ -79,23 +72,18 @@ class AttentionGate(nn.Module):
         self, spatial_dims: int, gate_channels: int, skip_channels: int, inter_channels: int
     ) -> None:
         super().__init__()
-        self.w_g = Convolution(
-            spatial_dims,
-            gate_channels,
-            inter_channels,
-            kernel_size=1,
-            norm="INSTANCE",
-            conv_only=False,
-            act=None,
-        )
-        self.w_x = Convolution(
-            spatial_dims,
-            skip_channels,
-            inter_channels,
-            kernel_size=1,
-            norm="INSTANCE",
-            conv_only=False,
-            act=None,
+        # the gating signal and the skip, each projected to inter_channels by a normalised 1x1 conv
+        self.w_g, self.w_x = (
+            Convolution(
+                spatial_dims,
+                channels,
+                inter_channels,
+                kernel_size=1,
+                norm="INSTANCE",
+                conv_only=False,
+                act=None,
+            )
+            for channels in (gate_channels, skip_channels)
         )
         self.psi = Convolution(spatial_dims, inter_channels, 1, kernel_size=1, norm="INSTANCE", act="sigmoid")
 

@@ -391,7 +391,8 @@ def _reference_volumes(subs: list[dict], tissue: str) -> list[float]:
 
 def _bland_altman(subs: list[dict], method_names: list[str], fig_dir: Path) -> tuple[dict, list[Path]]:
     """Bland-Altman statistics of each tissue's volume, every method against the reference, and the plots."""
-    from mtsr_monai.metrics.agreement import bland_altman, bland_altman_plot
+    from mtsr_monai.metrics.agreement import bland_altman
+    from mtsr_monai.reporting.agreement import bland_altman_plot
 
     stats, figs = {}, []
     for tissue in _tissues(subs):

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mtsr_monai.cli.arguments import add_device_argument, print_written
+from mtsr_monai.cli.arguments import (
+    CLINICAL_METHODS,
+    PRECISIONS,
+    SR_METHODS,
+    add_device_argument,
+    add_no_progress_argument,
+    print_written,
+)
 
 NAME = "bids"
 HELP = "a whole BIDS dataset (BIDS App): SR, clinical SR, translation or QC per participant; group report"
@@ -59,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="I/N",
         help="process the I-th of N strided parts (SLURM: $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_no_progress_argument(parser, help="no progress bar")
     parser.add_argument(
         "--threads",
         type=int,
@@ -79,16 +86,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_task_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of each task (as their single-file commands have them)."""
     sr = parser.add_argument_group("super-resolve")
-    sr.add_argument(
-        "--sr-method", default="model", choices=("model", "bicubic", "bilinear", "lanczos", "nearest")
-    )
+    sr.add_argument("--sr-method", default="model", choices=SR_METHODS)
     sr.add_argument("--bundle", default=None, help="SR bundle folder or name (default: the shipped mtsr_sr)")
     sr.add_argument("--batch-size", type=int, default=8, help="slices per batch (default 8)")
     sr.add_argument("--roi-size", type=int, default=64, help="LR sliding-window size (default 64)")
     sr.add_argument("--axis", default="axial", help="slice plane (default axial)")
-    sr.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    sr.add_argument("--precision", default="auto", choices=PRECISIONS)
     cl = parser.add_argument_group("clinical-sr")
-    cl.add_argument("--clinical-method", default="model", choices=("model", "trilinear", "bspline", "sinc"))
+    cl.add_argument("--clinical-method", default="model", choices=CLINICAL_METHODS)
     cl.add_argument("--spacing", type=float, default=1.0, help="output voxel size in mm (default 1)")
     cl.add_argument("--model", default=None, help="checkpoint (default: bundles/clinical_sr/models/model.pt)")
     cl.add_argument("--full-slices", action="store_true", help="full slices instead of patches")

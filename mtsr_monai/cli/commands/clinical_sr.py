@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 
 from mtsr_monai.cli.arguments import (
+    CLINICAL_METHODS,
     SESSION_SEQUENCES,
     add_session_arguments,
+    add_slice_profile_argument,
     folder_outputs,
     print_written,
     session_inputs,
@@ -33,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_session_arguments(parser)
     parser.add_argument(
         "--method",
-        choices=("model", "trilinear", "bspline", "sinc"),
+        choices=CLINICAL_METHODS,
         default="model",
         help="restoration: the network (default) or an interpolation baseline",
     )
@@ -47,10 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="skip the data-consistency gain step (one gain per sequence fitting the re-acquired output to "
         "its input)",
     )
-    parser.add_argument(
+    add_slice_profile_argument(
+        parser,
         "--slice-profile",
-        choices=("gaussian", "boxcar"),
-        default="gaussian",
         help="slice profile of the inputs for the consistency map (default gaussian, FWHM = slice spacing)",
     )
     parser.add_argument(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mtsr_monai.cli.arguments import file_outputs
+from mtsr_monai.cli.arguments import add_no_progress_argument, add_slice_profile_argument, file_outputs
 
 NAME = "degrade"
 HELP = "simulate a low-resolution scan (second-order chain, k-space truncation or thick slices)"
@@ -42,10 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.0,
         help="thick-slice: gap between slices in mm (default 0; negative = overlap)",
     )
-    parser.add_argument(
+    add_slice_profile_argument(
+        parser,
         "--profile",
-        choices=("gaussian", "boxcar"),
-        default="gaussian",
         help="thick-slice: slice profile, Gaussian of FWHM = thickness or boxcar (default gaussian)",
     )
     parser.add_argument(
@@ -65,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default 0.01 for kspace, 0 for thick-slice; second-order draws its own)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar (stderr)")
+    add_no_progress_argument(parser)
 
 
 def outputs(args: argparse.Namespace):

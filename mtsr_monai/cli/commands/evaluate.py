@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mtsr_monai.cli.arguments import file_outputs
+from mtsr_monai.cli.arguments import add_no_progress_argument, file_outputs
 
 NAME = "evaluate"
 HELP = "image fidelity (PSNR, SSIM, MAE, NMSE) of a prediction against a reference on the same grid"
@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="3d",
         help="3D SSIM (default) or mean of 2D axial slice SSIMs",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar (stderr)")
+    add_no_progress_argument(parser)
 
 
 def outputs(args: argparse.Namespace):

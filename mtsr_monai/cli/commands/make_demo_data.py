@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mtsr_monai.cli.arguments import folder_outputs
+from mtsr_monai.cli.arguments import add_no_progress_argument, folder_outputs
 
 NAME = "make-demo-data"
 HELP = (
@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--output", "-o", required=True, type=Path, help="folder to write the five files into"
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar (stderr)")
+    add_no_progress_argument(parser)
     group = parser.add_argument_group("sequence parameters (ms)")
     for contrast, param in PARAMETERS:
         if param == "ti":

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from mtsr_monai.cli.arguments import add_no_progress_argument
+
 NAME = "preprocess"
 HELP = "bias-correct, register to MNI (or a template), mask, crop and scale every subject of a datalist"
 DESCRIPTION = (
@@ -77,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the registration's voxel sampling (0)")
     parser.add_argument("--threads", type=int, default=None, help="SimpleITK threads (default: all cores)")
     parser.add_argument("--overwrite", action="store_true", help="redo subjects already done")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_no_progress_argument(parser, help="no progress bar")
 
 
 def inputs(args: argparse.Namespace) -> list:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mtsr_monai.cli.arguments import file_outputs
+from mtsr_monai.cli.arguments import add_no_progress_argument, file_outputs
 
 NAME = "qc"
 HELP = "image-quality metrics (CJV, EFC, FWHM, WM2max, SNR, CNR, tissue summaries) of one volume"
@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--save-tissues", type=Path, help="also write the tissue label map used (uint8 NIfTI)"
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar (stderr)")
+    add_no_progress_argument(parser)
 
 
 def outputs(args: argparse.Namespace):

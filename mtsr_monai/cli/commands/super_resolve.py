@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mtsr_monai.cli.arguments import add_device_argument, file_outputs
+from mtsr_monai.cli.arguments import PRECISIONS, SR_METHODS, add_device_argument, file_outputs
 
 NAME = "super-resolve"
 HELP = "x4 in-plane super-resolution of a NIfTI volume (shipped MTSR model or an interpolation baseline)"
@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--method",
         default="model",
-        choices=["model", "bicubic", "bilinear", "lanczos", "nearest"],
+        choices=SR_METHODS,
         help="default: model",
     )
     parser.add_argument("--bundle", default=None, help="bundle folder or name (default: the shipped mtsr_sr)")
@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--precision",
         default="auto",
-        choices=["auto", "fp32", "bf16", "fp16"],
+        choices=PRECISIONS,
         help="network arithmetic: auto = fp16 on CUDA, bf16 on CPUs with native bf16, else fp32",
     )
     parser.add_argument("--roi-size", type=int, default=64, help="LR sliding-window size (default 64)")

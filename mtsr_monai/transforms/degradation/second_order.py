@@ -17,6 +17,7 @@ CLI, so that one volume gets one noise level, as a scanner gives.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -75,6 +76,22 @@ def _resize(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
     return F.interpolate(x, size=size, mode=mode, **kwargs)
 
 
+@dataclass(frozen=True)
+class StageRanges:
+    """The ranges and probabilities one blur-resize-noise stage of the chain draws from."""
+
+    sinc_prob: float
+    kernel_probs: Sequence[float]
+    sigma: tuple[float, float]
+    beta_g: tuple[float, float]
+    beta_p: tuple[float, float]
+    resize_prob: tuple[float, float, float]
+    resize_range: tuple[float, float]
+    gaussian_noise_prob: float
+    noise_range: tuple[float, float]
+    blur_prob: float
+
+
 class SecondOrderDegradation:
     """Parameters and sampler of the MRI-adapted Real-ESRGAN chain (defaults = Real-ESRGAN x4plus).
 
@@ -111,56 +128,39 @@ class SecondOrderDegradation:
             raise ValueError(f"scale must be a positive integer, got {scale}")
         self.scale = int(scale)
         self.kernel_sizes = tuple(kernel_sizes)
-        self.stage1 = dict(
-            sinc_prob=sinc_prob,
-            kernel_probs=kernel_probs,
-            sigma=blur_sigma,
-            beta_g=beta_gaussian,
-            beta_p=beta_plateau,
-            resize_prob=resize_prob,
-            resize_range=resize_range,
-            gaussian_noise_prob=gaussian_noise_prob,
-            noise_range=noise_range,
-            blur_prob=1.0,
-        )
-        self.stage2 = dict(
-            sinc_prob=sinc_prob2,
-            kernel_probs=kernel_probs,
-            sigma=blur_sigma2,
-            beta_g=beta_gaussian2,
-            beta_p=beta_plateau2,
-            resize_prob=resize_prob2,
-            resize_range=resize_range2,
-            gaussian_noise_prob=gaussian_noise_prob2,
-            noise_range=noise_range2,
-            blur_prob=second_blur_prob,
-        )
+        # positional, in the order of the fields of StageRanges: the two stages differ only in their values
+        self.stage1 = StageRanges(
+            sinc_prob, kernel_probs, blur_sigma, beta_gaussian, beta_plateau, resize_prob, resize_range,
+            gaussian_noise_prob, noise_range, blur_prob=1.0,
+        )  # fmt: skip
+        self.stage2 = StageRanges(
+            sinc_prob2, kernel_probs, blur_sigma2, beta_gaussian2, beta_plateau2, resize_prob2, resize_range2,
+            gaussian_noise_prob2, noise_range2, blur_prob=second_blur_prob,
+        )  # fmt: skip
         self.final_sinc_prob = final_sinc_prob
 
-    def _sample_stage(self, rng: np.random.RandomState, cfg: dict[str, Any]) -> dict[str, Any]:
+    def _sample_stage(self, rng: np.random.RandomState, cfg: StageRanges) -> dict[str, Any]:
         kernel = None
-        if rng.uniform() < cfg["blur_prob"]:
+        if rng.uniform() < cfg.blur_prob:
             kernel = kernels.random_blur_kernel(
                 rng,
-                sinc_prob=cfg["sinc_prob"],
+                sinc_prob=cfg.sinc_prob,
                 sizes=self.kernel_sizes,
-                kernel_probs=cfg["kernel_probs"],
-                sigma_range=cfg["sigma"],
-                beta_gaussian_range=cfg["beta_g"],
-                beta_plateau_range=cfg["beta_p"],
+                kernel_probs=cfg.kernel_probs,
+                sigma_range=cfg.sigma,
+                beta_gaussian_range=cfg.beta_g,
+                beta_plateau_range=cfg.beta_p,
             )
-        updown = ("up", "down", "keep")[
-            rng.choice(3, p=np.asarray(cfg["resize_prob"]) / sum(cfg["resize_prob"]))
-        ]
-        low, high = cfg["resize_range"]
+        updown = ("up", "down", "keep")[rng.choice(3, p=np.asarray(cfg.resize_prob) / sum(cfg.resize_prob))]
+        low, high = cfg.resize_range
         factor = {
             "up": lambda: rng.uniform(1, high),
             "down": lambda: rng.uniform(low, 1),
             "keep": lambda: 1.0,
         }[updown]()
         mode = RESIZE_MODES[rng.randint(len(RESIZE_MODES))]
-        noise = "gaussian" if rng.uniform() < cfg["gaussian_noise_prob"] else "rician"
-        sigma = float(rng.uniform(*cfg["noise_range"]))
+        noise = "gaussian" if rng.uniform() < cfg.gaussian_noise_prob else "rician"
+        sigma = float(rng.uniform(*cfg.noise_range))
         return dict(kernel=kernel, factor=float(factor), mode=mode, noise=noise, sigma=sigma)
 
     def sample(self, rng: np.random.RandomState) -> dict[str, Any]:
