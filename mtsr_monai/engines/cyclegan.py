@@ -142,4 +142,3 @@ def cycle_panels(output: dict[str, Any]) -> dict[str, torch.Tensor]:
     """TensorBoard grid panels (A, fake_B, rec_A, B, fake_A, rec_B) mapped from [-1, 1] to [0, 1]."""
     names = ("A", "fake_B", "rec_A", "B", "fake_A", "rec_B")
     return {k: (output[k].float() + 1) / 2 for k in names if k in output}
-

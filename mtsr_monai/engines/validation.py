@@ -1,5 +1,6 @@
 """The one validation path of every model family: a MONAI ``SupervisedEvaluator`` run by a
-``ValidationHandler`` on the trainer, and :class:`ExportOnBest` writing the network whenever the evaluator's key metric improves.
+``ValidationHandler`` on the trainer, and :class:`ExportOnBest` writing the network whenever the
+evaluator's key metric improves.
 
 Each family supplies its pieces to the evaluator (see the bundles' ``train.yaml``, ``validate`` section):
 
