@@ -369,7 +369,7 @@ def mt_job(args: argparse.Namespace, source: str, target: str) -> Job:
         # then the baseline validation, which exports the shipped generator as the first best
         "+initialize": [
             f"$device_train.load_generator(@generator, {str(weights)!r})",
-            "$@validate#handler(@train#trainer)",
+            "$@validate#evaluator.run()",
         ],
     }
     return Job(
@@ -400,7 +400,7 @@ def clinical_job(args: argparse.Namespace) -> Job:
         # then the baseline validation: model_best.pt starts as the shipped generator
         "+initialize": [
             f"$device_train.load_clinical(@network, @critic, {str(weights)!r})",
-            "$@validate#handler(@train#trainer)",
+            "$@validate#evaluator.run()",
         ],
     }
     return Job("clinical", "clinical_sr", 0.2, settings, shlex.split(args.clinical_args), 1 if smoke else 2)

@@ -114,11 +114,12 @@ def attach_handlers(trainer, args: argparse.Namespace, val_loader) -> list[dict]
     """Resume checkpoints, logs, image grids, validation each epoch and the wall-clock budget; returns the
     validation history (filled while training)."""
     from ignite.engine import Events
-    from monai.handlers import StatsHandler, TensorBoardStatsHandler
+    from monai.handlers import StatsHandler, TensorBoardStatsHandler, ValidationHandler
 
-    from mtsr_monai.engines.bicyclegan import TranslationValidationHandler, sample_panels
+    from mtsr_monai.engines.bicyclegan import sample_panels, translation_evaluator
     from mtsr_monai.engines.handlers import ImageGridHandler, ResumeCheckpoint
     from mtsr_monai.engines.paired import scalar_losses
+    from mtsr_monai.engines.validation import validation_summary
 
     args.run_dir.mkdir(parents=True, exist_ok=True)
     tb_dir = args.run_dir / "tensorboard"
@@ -130,10 +131,20 @@ def attach_handlers(trainer, args: argparse.Namespace, val_loader) -> list[dict]
         trainer
     )
     ImageGridHandler(tb_dir, sample_panels, every_n_iterations=100).attach(trainer)
-    validation = TranslationValidationHandler(
-        val_loader, args.source, args.target, args.nz, log_dir=str(tb_dir)
+    val_handlers = [
+        StatsHandler(iteration_log=False),
+        TensorBoardStatsHandler(str(tb_dir), iteration_log=False),
+    ]
+    evaluator = translation_evaluator(
+        trainer.generator, val_loader, args.source, args.target, args.nz, trainer.state.device, val_handlers
     )
-    validation.attach(trainer)
+    ValidationHandler(interval=1, validator=evaluator).attach(trainer)
+    history: list[dict] = []
+
+    @evaluator.on(Events.EPOCH_COMPLETED)
+    def _record(engine):
+        summary = validation_summary(engine.state.metrics)
+        history.append({**summary, "epoch": trainer.state.epoch, "iteration": trainer.state.iteration})
 
     start = time.monotonic()
 
@@ -143,7 +154,7 @@ def attach_handlers(trainer, args: argparse.Namespace, val_loader) -> list[dict]
             print(f"time budget reached at iteration {engine.state.iteration}")
             engine.terminate()
 
-    return validation.history
+    return history
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     from monai.utils import set_determinism
 
     from mtsr_monai.engines.bicyclegan import export_generator
+    from mtsr_monai.engines.validation import first_items  # the validation's 8 batches of 8
 
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -166,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     val_ds = slice_dataset(val_subjects, args.source, args.target, args.image_size, min_brain_fraction=0.2)
     print(f"{len(train_ds)} training slices, {len(val_ds)} validation slices")
     loader = torch.utils.data.DataLoader(train_ds, batch_size=args.batch_size, shuffle=True, num_workers=0)
-    val_loader = torch.utils.data.DataLoader(val_ds, batch_size=8, shuffle=False, num_workers=0)
+    val_loader = torch.utils.data.DataLoader(
+        first_items(val_ds, 64), batch_size=8, shuffle=False, num_workers=0
+    )
 
     trainer = build_trainer(args, loader, device)
     history = attach_handlers(trainer, args, val_loader)

@@ -174,7 +174,7 @@ def test_protocol_dataset_samples_share_the_input_scale_and_drop_channels(tmp_pa
 
 def test_validation_pair_maps_outputs_into_the_reference_scale(tmp_path):
     from mtsr_monai.data.clinical import protocol_pair
-    from mtsr_monai.inference.clinical import ClinicalValidation
+    from mtsr_monai.inference.clinical import score_against_pair
 
     subject = _subject(tmp_path)
     pair = protocol_pair(subject, ("flair", "t1", "t2"), {"axis": 0, "thickness": 5.0}, 1.25, ["t2"])
@@ -184,8 +184,8 @@ def test_validation_pair_maps_outputs_into_the_reference_scale(tmp_path):
     for c in (0, 1):
         mapped = pair["lr"][c] * pair["out_scale"][c]
         assert float(np.median(mapped[m]) / np.median(pair["hr"][c][m])) == pytest.approx(1.0, abs=0.05)
-    dark = ClinicalValidation.score(pair["lr"] * 0.9, pair)["psnr"]
-    assert ClinicalValidation.score(pair["lr"], pair)["psnr"] > dark  # a drift costs PSNR
+    dark = score_against_pair(pair["lr"] * 0.9, pair)["psnr"]
+    assert score_against_pair(pair["lr"], pair)["psnr"] > dark  # a drift costs PSNR
     with pytest.raises(ValueError):
         protocol_pair(subject, ("flair",), {"axis": 2, "thickness": 5.0})
 

@@ -153,7 +153,7 @@ def test_bundle_merge_trains_on_unpaired_slices(tiny_pair_datalist, tmp_path):
     dataset = parser.get_parsed_content("train#dataloader").dataset
     assert isinstance(dataset, UnpairedDataset)
     assert all(dataset[i]["target_subject"] != dataset[i]["subject"] for i in range(len(dataset)))
-    assert parser.get_parsed_content("validate#handler#export_meta")["method"] == "cyclegan_noise"
+    assert parser.get_parsed_content("validate#export#meta")["method"] == "cyclegan_noise"
 
 
 def test_resume_checkpoints_carry_the_best_psnr_of_both_directions(tiny_pair_datalist, tmp_path):
@@ -165,8 +165,8 @@ def test_resume_checkpoints_carry_the_best_psnr_of_both_directions(tiny_pair_dat
                    "output_dir": str(tmp_path)})  # fmt: skip
     trackers = parser.get_parsed_content("train#resume").objects["best_scores"].trackers
     forward, reverse = (
-        parser.get_parsed_content("validate#handler"),
-        parser.get_parsed_content("validate#reverse_handler"),
+        parser.get_parsed_content("validate#evaluator"),
+        parser.get_parsed_content("validate#reverse_evaluator"),
     )
     assert trackers == [forward, reverse]
 

@@ -21,11 +21,13 @@ Images are in [-1, 1] (tanh output). The output dict holds the scalar losses and
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from monai.engines import SupervisedEvaluator
+from monai.inferers import Inferer
 from torch.optim import Optimizer
 
 from mtsr_monai.engines.base import (  # noqa: F401 (sync_gradients: public here, as the bundle configs name it)
@@ -34,6 +36,7 @@ from mtsr_monai.engines.base import (  # noqa: F401 (sync_gradients: public here
     set_requires_grad,
     sync_gradients,
 )
+from mtsr_monai.engines.handlers import PrepareBatchPair
 from mtsr_monai.io import atomic_output
 from mtsr_monai.networks.bicyclegan import reparameterize
 
@@ -201,88 +204,63 @@ def export_generator(generator: torch.nn.Module, path: str | os.PathLike, meta: 
     return path
 
 
-@torch.no_grad()
-def validate_translation(
+class LatentCodeInferer(Inferer):
+    """The validation prediction of a latent-code generator ``G(x, z)``: ``G(A, z=0)`` (the code's mean)
+    followed by ``n_samples`` outputs of random codes, stacked as channels ``(B, 1 + n_samples, H, W)``
+    (:func:`code_sample_outputs` splits them for the metrics)."""
+
+    def __init__(self, nz: int, n_samples: int = 2) -> None:
+        super().__init__()
+        self.nz, self.n_samples = int(nz), int(n_samples)
+
+    def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+        batch, device = inputs.shape[0], inputs.device
+        codes = [torch.zeros(batch, self.nz, device=device)]
+        codes += [torch.randn(batch, self.nz, device=device) for _ in range(self.n_samples)]
+        return torch.cat([network(inputs, z) for z in codes], dim=1)
+
+
+def code_sample_outputs(item: dict[str, Any]) -> dict[str, Any]:
+    """Evaluator postprocessing of one item of :class:`LatentCodeInferer`: ``pred`` = ``G(A, z=0)`` and
+    ``label`` = B, both mapped from [-1, 1] to [0, 1] and clamped (PSNR / SSIM), and ``sample_<i>`` = the
+    random-code samples mapped to [0, 1] (their mean absolute difference: the diversity monitor)."""
+    out = dict(item)
+    pred = item["pred"].float()
+    out["pred"] = ((pred[:1] + 1) / 2).clamp(0, 1)
+    out["label"] = ((item["label"].float() + 1) / 2).clamp(0, 1)
+    for i in range(1, pred.shape[0]):
+        out[f"sample_{i - 1}"] = (pred[i : i + 1] + 1) / 2
+    return out
+
+
+def translation_evaluator(
     generator: torch.nn.Module,
     loader: Iterable,
     input_key: str,
     target_key: str,
     nz: int,
     device: str | torch.device,
-    n_samples: int = 2,
-    max_batches: int = 8,
-) -> dict[str, float]:
-    """PSNR / SSIM in [0, 1] of ``G(A, z=0)`` (the code's mean) against B (MONAI's ``PSNRMetric`` and
-    ``SSIMMetric``, per item, averaged), and the mean L1 between two random-code samples (a weight-free
-    diversity monitor), over up to ``max_batches`` batches."""
-    from monai.metrics import PSNRMetric, SSIMMetric
+    val_handlers: Sequence[Any] = (),
+) -> SupervisedEvaluator:
+    """The ``SupervisedEvaluator`` of the ``mtsr_mt`` bundle's ``validate`` section, built in Python (for
+    scripts): ``val_psnr`` (key) and ``val_ssim`` of ``G(A, z=0)`` against B in [0, 1] (MONAI's PSNR and
+    SSIM, per item, averaged) and ``val_sample_l1``, the mean L1 between two random-code samples."""
+    from monai.handlers import IgniteMetricHandler, MeanAbsoluteError, PeakSignalToNoiseRatio, from_engine
+    from monai.metrics import SSIMMetric
 
-    psnr, ssim = PSNRMetric(max_val=1.0), SSIMMetric(spatial_dims=2, data_range=1.0)
-    was_training = generator.training
-    generator.eval()
-    diffs = []
-    for i, batch in enumerate(loader):
-        if i >= max_batches:
-            break
-        a = batch[input_key].to(device)
-        b = ((batch[target_key].to(device) + 1) / 2).clamp(0, 1)
-        pred = ((generator(a, torch.zeros(a.shape[0], nz, device=device)) + 1) / 2).clamp(0, 1)
-        psnr(pred.float(), b.float())
-        ssim(pred.float(), b.float())
-        samples = [generator(a, torch.randn(a.shape[0], nz, device=device)) for _ in range(n_samples)]
-        diffs.append(((samples[0] - samples[1]).abs().mean(dim=(1, 2, 3)) / 2).float())
-    generator.train(was_training)
-    if not diffs:
-        return {"psnr": float("nan"), "ssim": float("nan"), "sample_l1": float("nan")}
-    return {
-        "psnr": psnr.aggregate().item(),
-        "ssim": ssim.aggregate().item(),
-        "sample_l1": torch.cat(diffs).mean().item(),
-    }
-
-
-class TranslationValidationHandler:
-    """Every ``interval`` epochs: :func:`validate_translation` on ``loader``; logs to TensorBoard and keeps
-    ``history``; with ``export_path`` also writes the generator (fp16) when the validation PSNR improves."""
-
-    def __init__(
-        self,
-        loader: Iterable,
-        input_key: str,
-        target_key: str,
-        nz: int,
-        log_dir: str | None = None,
-        interval: int = 1,
-        export_path: str | None = None,
-        export_meta: dict | None = None,
-    ) -> None:
-        self.loader, self.input_key, self.target_key, self.nz = loader, input_key, target_key, int(nz)
-        self.log_dir, self.interval = log_dir, int(interval)
-        self.export_path, self.export_meta = export_path, dict(export_meta or {})
-        self.history: list[dict[str, float]] = []
-        self.best = -float("inf")
-
-    def attach(self, engine) -> None:
-        from ignite.engine import Events
-
-        engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
-
-    def __call__(self, engine) -> None:
-        if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
-            return
-        generator = engine.generator
-        metrics = validate_translation(
-            generator, self.loader, self.input_key, self.target_key, self.nz, engine.state.device
-        )
-        self.history.append({**metrics, "epoch": engine.state.epoch, "iteration": engine.state.iteration})
-        engine.logger.info("validation %s", metrics)
-        if self.log_dir:
-            from torch.utils.tensorboard import SummaryWriter
-
-            with SummaryWriter(self.log_dir) as writer:
-                for key, value in metrics.items():
-                    writer.add_scalar(f"val/{key}", value, engine.state.iteration)
-        if self.export_path and metrics["psnr"] > self.best:
-            self.best = metrics["psnr"]
-            meta = {**self.export_meta, "iterations": int(engine.state.iteration), "validation": metrics}
-            export_generator(generator, self.export_path, meta)
+    images = from_engine(["pred", "label"])
+    ssim = IgniteMetricHandler(metric_fn=SSIMMetric(spatial_dims=2, data_range=1.0), output_transform=images)
+    return SupervisedEvaluator(
+        device=device,
+        val_data_loader=loader,
+        network=generator,
+        prepare_batch=PrepareBatchPair(input_key, target_key),
+        inferer=LatentCodeInferer(nz),
+        postprocessing=code_sample_outputs,
+        key_val_metric={"val_psnr": PeakSignalToNoiseRatio(max_val=1.0, output_transform=images)},
+        additional_metrics={
+            "val_ssim": ssim,
+            "val_sample_l1": MeanAbsoluteError(output_transform=from_engine(["sample_0", "sample_1"])),
+        },
+        val_handlers=list(val_handlers),
+    )

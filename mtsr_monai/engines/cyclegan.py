@@ -28,9 +28,8 @@ import torch
 from torch.optim import Optimizer
 
 from mtsr_monai.engines.base import AdversarialTrainerBase, broadcast_parameters, set_requires_grad
-from mtsr_monai.engines.bicyclegan import TranslationValidationHandler
 
-__all__ = ["CycleGANTrainer", "ReverseTranslationValidationHandler", "cycle_panels"]
+__all__ = ["CycleGANTrainer", "cycle_panels"]
 
 
 class CycleGANTrainer(AdversarialTrainerBase):
@@ -143,18 +142,3 @@ def cycle_panels(output: dict[str, Any]) -> dict[str, torch.Tensor]:
     """TensorBoard grid panels (A, fake_B, rec_A, B, fake_A, rec_B) mapped from [-1, 1] to [0, 1]."""
     names = ("A", "fake_B", "rec_A", "B", "fake_A", "rec_B")
     return {k: (output[k].float() + 1) / 2 for k in names if k in output}
-
-
-class _ReverseView:
-    """The trainer as :class:`TranslationValidationHandler` reads it, with ``G_BA`` as its generator."""
-
-    def __init__(self, engine) -> None:
-        self.generator, self.state, self.logger = engine.generator_ba, engine.state, engine.logger
-
-
-class ReverseTranslationValidationHandler(TranslationValidationHandler):
-    """:class:`TranslationValidationHandler` for the B -> A generator of a :class:`CycleGANTrainer`
-    (give it ``input_key`` = B's key, ``target_key`` = A's): a CycleGAN run also yields the reverse model."""
-
-    def __call__(self, engine) -> None:
-        super().__call__(_ReverseView(engine))

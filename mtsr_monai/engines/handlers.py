@@ -38,7 +38,11 @@ class BestScores:
     - MONAI ``CheckpointSaver(save_key_metric=True)``: Ignite's list of (score, file) of its best model
       (entries whose file has gone are dropped, so a missing file is not deleted again);
     - MONAI workflows (an evaluator): ``state.best_metric`` and ``state.best_metric_epoch``;
-    - any object with a numeric ``best`` attribute (``ClinicalValidation``, ``TranslationValidationHandler``).
+    - any object with a numeric ``best`` attribute.
+
+    A checkpoint written before the trackers changed still loads: an entry that does not fit its tracker
+    gives way to the first saved entry that does, and the ``best`` of a former validation handler becomes
+    an evaluator's best metric (so its export is not replaced by a worse epoch either).
     """
 
     def __init__(self, trackers: Sequence[Any]) -> None:
@@ -52,10 +56,9 @@ class BestScores:
         if saver is not None:  # plain floats and str: resume checkpoints are read with weights_only=True
             items = saver.state_dict().items()
             return {"key_metric_checkpoint": {k: [(float(p), str(f)) for p, f in v] for k, v in items}}
-        state = getattr(tracker, "state", None)
-        if state is not None and hasattr(state, "best_metric"):
-            epoch = int(state.best_metric_epoch)
-            return {"best_metric": float(state.best_metric), "best_metric_epoch": epoch}
+        if _is_workflow(tracker):
+            epoch = int(tracker.state.best_metric_epoch)
+            return {"best_metric": float(tracker.state.best_metric), "best_metric_epoch": epoch}
         if hasattr(tracker, "best"):
             return {"best": float(tracker.best)}
         raise TypeError(f"{type(tracker).__name__} keeps no best score that BestScores knows how to save")
@@ -71,19 +74,31 @@ class BestScores:
                 for key, items in state["key_metric_checkpoint"].items()
             }
             saver.load_state_dict(kept)
-        elif "best_metric" in state:
-            tracker.state.best_metric = state["best_metric"]
-            tracker.state.best_metric_epoch = state["best_metric_epoch"]
+        elif _is_workflow(tracker):  # a former handler's best: epoch 0, so the next one must beat it
+            tracker.state.best_metric = state.get("best_metric", state.get("best"))
+            tracker.state.best_metric_epoch = state.get("best_metric_epoch", 0)
         else:
             tracker.best = state["best"]
+
+    @classmethod
+    def _fits(cls, tracker: Any, state: Mapping[str, Any]) -> bool:
+        kind = next(iter(cls._state(tracker)))
+        return kind in state or (kind == "best_metric" and "best" in state)
 
     def state_dict(self) -> dict[str, Any]:
         return {str(i): self._state(t) for i, t in enumerate(self.trackers)}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         for i, tracker in enumerate(self.trackers):
-            if str(i) in state_dict:
-                self._load(tracker, state_dict[str(i)])
+            candidates = [state_dict[str(i)]] if str(i) in state_dict else []
+            candidates += [state_dict[k] for k in sorted(state_dict, key=int) if k != str(i)]
+            state = next((c for c in candidates if self._fits(tracker, c)), None)
+            if state is not None:
+                self._load(tracker, state)
+
+
+def _is_workflow(tracker: Any) -> bool:
+    return hasattr(getattr(tracker, "state", None), "best_metric")
 
 
 class ResumeCheckpoint:

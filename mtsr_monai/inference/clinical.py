@@ -28,10 +28,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from ignite.metrics import Average
 
 logger = logging.getLogger(__name__)
 
@@ -105,83 +108,62 @@ def volume_metrics(
     return {k: float(np.mean([row[k] for row in rows])) for k in rows[0]}
 
 
-class ClinicalValidation:
-    """Ignite handler: every ``interval`` epochs, restore held-out volumes and log brain MAE/NMSE/PSNR/SSIM
-    (and those of the interpolated input, the trilinear baseline, once); keep the best generator weights
-    (by PSNR) in ``best_path`` as a plain fp32 state dict."""
+def score_against_pair(pred: Any, pair: Mapping[str, Any]) -> dict[str, float]:
+    """Metrics of a (C, X, Y, Z) output against a validation pair's ``hr``: mapped first by the pair's
+    ``out_scale`` (into the reference's scale: an intensity drift costs PSNR; pairs of the fixed recipe
+    have none) and restricted to its ``score_channels`` (the sequences given)."""
+    pred = np.asarray(pred, np.float32)
+    scale = pair.get("out_scale")
+    if scale is not None:
+        pred = pred * np.asarray(scale, np.float32)[:, None, None, None]
+    return volume_metrics(pred, pair["hr"], pair["mask"], pair.get("score_channels"))
 
-    def __init__(
-        self,
-        pairs: Sequence[Mapping[str, Any]],
-        network: torch.nn.Module,
-        axis: int = 2,
-        interval: int = 1,
-        best_path: str | Path | None = None,
-        log_dir: str | Path | None = None,
-        patch_size: int | None = None,
-        batch_size: int = 8,
-    ) -> None:
-        self.pairs, self.network, self.axis, self.interval = list(pairs), network, int(axis), int(interval)
-        self.best_path = Path(best_path) if best_path else None
-        self.log_dir, self.patch_size, self.batch_size = log_dir, patch_size, batch_size
-        self.best = -np.inf
-        self.baseline: dict[str, float] | None = None
-        self.history: list[dict[str, Any]] = []
-        self._writer = None
 
-    def attach(self, engine) -> None:
+def volume_pair_batch(
+    pair: Mapping[str, Any], device: Any = None, non_blocking: bool = False, **kwargs: Any
+) -> tuple[torch.Tensor, Mapping[str, Any]]:
+    """The evaluator's ``prepare_batch`` for one validation pair (the clinical evaluator runs unbatched):
+    the interpolated input as a batch of one ``(1, C, X, Y, Z)``, and the pair itself as the target."""
+    return torch.from_numpy(np.asarray(pair["lr"], np.float32))[None], pair
+
+
+def score_restoration(data: dict[str, Any]) -> dict[str, Any]:
+    """Evaluator postprocessing: ``scores`` = :func:`score_against_pair` of the restored volume (``pred``,
+    a batch of one) against the pair in ``label``; the metrics average them over the pairs."""
+    pred = data["pred"][0]
+    pred = pred.detach().cpu().numpy() if torch.is_tensor(pred) else pred
+    return {**data, "scores": score_against_pair(pred, data["label"])}
+
+
+def mean_score(name: str) -> Average:
+    """An Ignite metric: the mean over the validation pairs of score ``name`` of :func:`score_restoration`
+    (all-reduced across ranks when the pairs are shared out)."""
+    from ignite.metrics import Average
+
+    return Average(output_transform=lambda output: float(output["scores"][name]))
+
+
+class InterpolationBaseline:
+    """Evaluator handler: the scores of the interpolated inputs themselves (the trilinear baseline),
+    computed at the first validation and logged, then added to every validation's metrics as
+    ``val_<name>_interpolated`` (attach it before the stats handlers that log the metrics)."""
+
+    def __init__(self, pairs: Sequence[Mapping[str, Any]]) -> None:
+        self.pairs = list(pairs)
+        self.scores: dict[str, float] | None = None
+
+    def attach(self, evaluator) -> None:
         from ignite.engine import Events
 
-        if self.pairs:
-            engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
+        evaluator.add_event_handler(Events.EPOCH_COMPLETED, self)
 
-    @staticmethod
-    def score(pred: np.ndarray, pair: Mapping[str, Any]) -> dict[str, float]:
-        """Metrics of a (C, X, Y, Z) output against ``pair["hr"]``: mapped first by the pair's
-        ``out_scale`` (into the reference's scale: an intensity drift costs PSNR; pairs of the fixed recipe
-        have none) and restricted to its ``score_channels`` (the sequences given)."""
-        scale = pair.get("out_scale")
-        if scale is not None:
-            pred = np.asarray(pred, np.float32) * np.asarray(scale, np.float32)[:, None, None, None]
-        return volume_metrics(pred, pair["hr"], pair["mask"], pair.get("score_channels"))
-
-    def evaluate(self, device: str | torch.device = "cpu") -> dict[str, float]:
-        rows = []
-        for p in self.pairs:
-            pred = restore_volume(
-                self.network, p["lr"], self.axis, self.batch_size, self.patch_size, device=device
-            )
-            rows.append(self.score(pred, p))
-        self.network.train()
-        return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
-
-    def __call__(self, engine) -> None:
-        if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
-            return
-        if self.baseline is None:
-            rows = [self.score(np.asarray(p["lr"]), p) for p in self.pairs]
-            self.baseline = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
-            logger.info("validation, interpolated input: %s", self.baseline)
-        metrics = self.evaluate(engine.state.device)
-        engine.state.metrics.update({f"val_{k}": v for k, v in metrics.items()})
-        self.history.append({"epoch": engine.state.epoch, "iteration": engine.state.iteration, **metrics})
-        logger.info("validation epoch %d: %s (input: %s)", engine.state.epoch, metrics, self.baseline)
-        if self.log_dir:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._writer = self._writer or SummaryWriter(str(self.log_dir))
-            for k, v in metrics.items():
-                self._writer.add_scalar(f"val/{k}", v, engine.state.iteration)
-                self._writer.add_scalar(f"val/{k}_interpolated", self.baseline[k], engine.state.iteration)
-            self._writer.flush()
-        if self.best_path and metrics["psnr"] > self.best:
-            self.best = metrics["psnr"]
-            from mtsr_monai.io import atomic_output
-
-            self.best_path.parent.mkdir(parents=True, exist_ok=True)
-            state = {k: v.detach().cpu().clone() for k, v in self.network.state_dict().items()}
-            with atomic_output(self.best_path) as tmp:
-                torch.save(state, tmp)
+    def __call__(self, evaluator) -> None:
+        if self.scores is None and self.pairs:
+            rows = [score_against_pair(p["lr"], p) for p in self.pairs]
+            self.scores = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+            logger.info("validation, interpolated input: %s", self.scores)
+        for name, value in (self.scores or {}).items():
+            evaluator.state.metrics[f"val_{name}_interpolated"] = value
 
 
 # ------------------------------------------------------------------------------------ routine scans side

@@ -450,7 +450,8 @@ class ClinicalSliceInferer(Inferer):
                 desc=f"restoring (slices along axis {axis})",
             )
             restored = MetaTensor(torch.from_numpy(out), affine=torch.as_tensor(_affine(inputs, b)))
-            restored.meta[CLINICAL_KEY] = item.meta[CLINICAL_KEY]
+            if isinstance(item, MetaTensor) and CLINICAL_KEY in item.meta:  # absent in validation batches
+                restored.meta[CLINICAL_KEY] = item.meta[CLINICAL_KEY]
             outs.append(restored)
         return _batch(outs)
 
