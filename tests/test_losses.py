@@ -1,5 +1,6 @@
 """The loss modules: GAN objectives and the weighted sum of loss terms."""
 
+import pytest
 import torch
 
 from mtsr_monai.losses import GanLoss, WeightedLoss
@@ -22,3 +23,14 @@ def test_weight_zero_term_is_not_computed():
         torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2)
     )
     assert set(terms) == {"l1", "total"} and terms["total"].item() == 1.0
+
+
+def test_bright_tail_loss_scores_only_voxels_at_or_above_the_threshold():
+    from mtsr_monai.losses.reconstruction import BrightTailL1Loss, generator_loss
+
+    target = torch.tensor([[[[0.2, 0.3], [0.7, 0.9]]]])
+    pred = torch.tensor([[[[0.9, 0.0], [0.5, 0.9]]]])  # large errors below the threshold, 0.2 and 0 above
+    assert BrightTailL1Loss(0.6)(pred, target).item() == pytest.approx(0.1)
+    none_bright = BrightTailL1Loss(0.95)(pred.requires_grad_(), target)
+    assert none_bright.item() == 0.0 and none_bright.requires_grad
+    assert set(generator_loss("mae+ssim+tail").losses) == {"mae", "ssim", "tail"}
