@@ -247,6 +247,67 @@ def test_thick_slice_refuses_slices_thinner_than_the_input_spacing():
         degrade_volume_thick_slice(_smooth_volume((8, 8, 10)), np.diag([1, 1, 3.0, 1]), thickness=2.0)
 
 
+# ------------------------------------------------------------------------- array + dictionary pairs
+def _models(prob: float = 1.0) -> dict:
+    """A fresh array transform of each model (the wrappers take one each)."""
+    from mtsr_monai.transforms.degradation import (
+        RandKSpaceTruncation,
+        RandSecondOrderDegradation,
+        RandThickSliceDegradation,
+    )
+
+    return {
+        "second_order": RandSecondOrderDegradation(scale=4, prob=prob),
+        "kspace": RandKSpaceTruncation(scale=4, noise=0.05, prob=prob),
+        "thick_slice": RandThickSliceDegradation(thickness=3.0, noise=0.05, prob=prob),
+    }
+
+
+def _hr():
+    import torch
+    from monai.data import MetaTensor
+
+    return MetaTensor(
+        torch.as_tensor(_smooth_volume((1, 16, 16, 12))), affine=torch.eye(4, dtype=torch.float64)
+    )
+
+
+@pytest.mark.parametrize("model", ["second_order", "kspace", "thick_slice"])
+def test_degradation_array_equals_dictionary_with_one_seed(model):
+    import torch
+
+    from mtsr_monai.transforms.degradation import RandDegradationd
+
+    array = _models()[model].set_random_state(seed=5)(_hr())
+    mapped = RandDegradationd("hr", _models()[model]).set_random_state(seed=5)({"hr": _hr()})
+    assert torch.equal(array, mapped["hr_lr"])
+    assert np.array_equal(array.affine.numpy(), mapped["hr_lr"].affine.numpy())
+
+
+@pytest.mark.parametrize("model", ["second_order", "kspace", "thick_slice"])
+def test_degradation_is_reproducible_with_set_random_state(model):
+    import torch
+
+    transform = _models()[model]
+    first = transform.set_random_state(seed=3)(_hr())
+    again = transform.set_random_state(seed=3)(_hr())
+    assert torch.equal(first, again)
+    assert not torch.equal(first, transform(_hr()))  # the next draw differs
+
+
+@pytest.mark.parametrize("model", ["second_order", "kspace", "thick_slice"])
+def test_degradation_with_prob_zero_leaves_the_input_unchanged(model):
+    import torch
+
+    from mtsr_monai.transforms.degradation import RandDegradationd
+
+    hr = _hr()
+    out = _models(prob=0.0)[model](hr)
+    assert torch.equal(out, hr) and out is not hr
+    mapped = RandDegradationd("hr", _models(prob=0.0)[model])({"hr": hr})
+    assert torch.equal(mapped["hr_lr"], hr)
+
+
 # --------------------------------------------------------------------------------------------- CLI
 @pytest.fixture
 def hr_file(tmp_path: Path) -> Path:

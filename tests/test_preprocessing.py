@@ -254,6 +254,67 @@ def test_percentile_scaling_uses_mask_voxels_only():
     assert out["preprocess_params"]["intensity"]["percentile_values"]["t1"] == [100.0, 200.0]
 
 
+# ---------------------------------------------------------------------------- array + dictionary pairs
+
+
+def test_register_to_template_array_equals_dictionary_on_one_image(template_file: Path):
+    from mtsr_monai.transforms.registration import RegisterToTemplate, RegisterToTemplated
+
+    image = _channel_first(_head(shift_vox=(2, -1, 0)), _affine(angle_deg=4.0))
+    array = RegisterToTemplate(template=template_file, registration="rigid", **FAST)(image)
+    mapped = RegisterToTemplated("t1", template=template_file, registration="rigid", **FAST)({"t1": image})
+    assert np.allclose(array.affine.numpy(), _affine()) and array.shape == mapped["t1"].shape
+    # ITK's threads leave ~1e-12 of run-to-run noise in the transform, hence allclose
+    np.testing.assert_allclose(array.numpy(), mapped["t1"].numpy(), atol=1e-3)
+
+
+def test_register_to_template_none_returns_the_image_unchanged(template_file: Path):
+    from mtsr_monai.transforms.registration import RegisterToTemplate
+
+    image = _channel_first(_head(), _affine(angle_deg=5.0))
+    assert RegisterToTemplate(template=template_file, registration="none")(image) is image
+
+
+def test_brain_mask_array_equals_dictionary_and_strips_like_it(template_file: Path):
+    from mtsr_monai.transforms.brain_mask import BrainMaskFromTemplate, BrainMaskFromTemplated
+
+    image = _channel_first(_head() + 30.0, _affine())
+    mask = BrainMaskFromTemplate(template=template_file)(image)
+    out = BrainMaskFromTemplated("t1", template=template_file, skull_strip=True)({"t1": image})
+    assert mask.dtype == out["brain_mask"].dtype and np.array_equal(mask.numpy(), out["brain_mask"].numpy())
+    assert np.array_equal(BrainMaskFromTemplate.strip(image, mask).numpy(), out["t1"].numpy())
+
+
+def _crop_data():
+    affine = _affine(spacing=1.5, angle_deg=20.0)
+    image = np.random.default_rng(1).random((30, 30, 30)).astype(np.float32)
+    mask = np.zeros((30, 30, 30), np.uint8)
+    mask[5:15, 8:20, 10:13] = 1
+    return {"t1": _channel_first(image, affine), "brain_mask": _channel_first(mask, affine)}
+
+
+def test_crop_to_mask_box_array_equals_dictionary_on_every_key():
+    from mtsr_monai.transforms.crop import CropToMaskBox, CropToMaskBoxd
+
+    data = _crop_data()
+    out = CropToMaskBoxd("t1", margin=1, k_divisible=4)(data)
+    cropper = CropToMaskBox(margin=1, k_divisible=4)
+    for key in ("t1", "brain_mask"):
+        array = cropper(data[key], data["brain_mask"])
+        assert np.array_equal(array.numpy(), out[key].numpy())
+        assert np.array_equal(array.affine.numpy(), out[key].affine.numpy())
+
+
+def test_old_crop_name_warns_and_crops_as_the_new_one():
+    from mtsr_monai.transforms.crop import CropToMaskBoxd, CropToTemplateBoxd
+
+    with pytest.warns(DeprecationWarning, match="CropToMaskBoxd"):
+        old = CropToTemplateBoxd("t1", margin=1)
+    assert np.array_equal(
+        old(_crop_data())["t1"].numpy(), CropToMaskBoxd("t1", margin=1)(_crop_data())["t1"].numpy()
+    )
+
+
 # ---------------------------------------------------------------------------- the command
 
 

@@ -135,7 +135,7 @@ def build_stages(
     hand each stage its part of ``config``."""
     from mtsr_monai.transforms.bias import N4BiasFieldCorrectiond
     from mtsr_monai.transforms.brain_mask import BrainMaskFromTemplated
-    from mtsr_monai.transforms.crop import CropToTemplateBoxd
+    from mtsr_monai.transforms.crop import CropToMaskBoxd
     from mtsr_monai.transforms.registration import RegisterToTemplated
     from mtsr_monai.transforms.scale import ScaleIntensityPercentilesInMaskd
 
@@ -181,7 +181,7 @@ def build_stages(
         stages.append(
             (
                 "crop",
-                CropToTemplateBoxd(
+                CropToMaskBoxd(
                     image_keys + label_keys, "brain_mask", config.crop_margin, config.k_divisible
                 ),
             )

@@ -2,10 +2,11 @@
 bundle configs by ``_target_``.
 
 Preprocessing: :class:`N4BiasFieldCorrectiond`, :class:`RegisterToTemplated`,
-:class:`BrainMaskFromTemplated`, :class:`CropToTemplateBoxd`, :class:`ScaleIntensityPercentilesInMaskd`,
-:class:`RobustScaleIntensityd`.
+:class:`BrainMaskFromTemplated`, :class:`CropToMaskBoxd` (:class:`CropToTemplateBoxd`: its deprecated
+old name), :class:`ScaleIntensityPercentilesInMaskd`, :class:`RobustScaleIntensityd`; each with its array
+transform (the name without ``d``).
 Degradation: :class:`RandSecondOrderDegradationd`, :class:`RandKSpaceTruncationd`,
-:class:`RandThickSliceDegradationd`.
+:class:`RandThickSliceDegradationd`; their bases :class:`RandDegradation` / :class:`RandDegradationd`.
 Clinical protocols: :class:`RandSimulateProtocold`, :class:`SimulateProtocold`, :class:`RandChannelDropoutd`.
 
 Names are resolved lazily so that importing this package does not import SimpleITK or MONAI.
@@ -17,15 +18,20 @@ import importlib
 
 _EXPORTS = {
     "N4BiasFieldCorrectiond": "bias",
-    "RegisterToTemplated": "registration",
-    "BrainMaskFromTemplated": "brain_mask",
     "N4BiasFieldCorrection": "bias",
+    "RegisterToTemplate": "registration",
+    "RegisterToTemplated": "registration",
+    "BrainMaskFromTemplate": "brain_mask",
+    "BrainMaskFromTemplated": "brain_mask",
     "CropToMaskBox": "crop",
+    "CropToMaskBoxd": "crop",
     "CropToTemplateBoxd": "crop",
     "ScaleIntensityPercentilesInMask": "scale",
     "ScaleIntensityPercentilesInMaskd": "scale",
     "RobustScaleIntensity": "scale",
     "RobustScaleIntensityd": "scale",
+    "RandDegradation": "degradation",
+    "RandDegradationd": "degradation",
     "RandSecondOrderDegradation": "degradation",
     "RandSecondOrderDegradationd": "degradation",
     "RandKSpaceTruncation": "degradation",

@@ -4,6 +4,9 @@ The MNI152 2009a maps in nilearn give grey- and white-matter probabilities but n
 mask is: GM + WM probability >= ``threshold``, closed morphologically (sulci), holes filled (ventricles),
 then dilated by ``csf_margin_mm`` to take in the outer CSF. A user template gives its own mask
 (``template_mask``) or, lacking one, the template's non-background voxels (Otsu, holes filled).
+
+:class:`BrainMaskFromTemplate` (array) carries the mask onto an image's grid; :class:`BrainMaskFromTemplated`
+is its dictionary wrapper.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 from monai.config import KeysCollection
-from monai.transforms import MapTransform
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, Transform
+from monai.utils import convert_to_numpy
 
 from mtsr_monai.io import load_volume
 from mtsr_monai.io.template import template_path
@@ -76,13 +81,61 @@ def template_brain_mask(
     return mask
 
 
-class BrainMaskFromTemplated(MapTransform):
-    """Add ``mask_key`` (uint8, 1 channel): the template's intracranial mask on the subject's current grid.
+class BrainMaskFromTemplate(Transform):
+    """Array transform: the template's intracranial mask (uint8 MetaTensor, 1 channel) on the grid of a
+    channel-first MetaTensor.
 
-    The mask moves through ``data[TO_TEMPLATE_KEY]`` (set by :class:`RegisterToTemplated`: identity when
-    the subject is on the template grid, the inverse affine when it stayed native); without it the
-    subject is taken to be in template space already (physical coordinates). ``skull_strip=True``
-    multiplies every image of ``keys`` by the mask.
+    The mask moves through ``to_template`` (output-grid points -> template points, as
+    :class:`~mtsr_monai.transforms.registration.RegisterToTemplated` leaves it: identity when the image is on
+    the template grid, the inverse affine when it stayed native); None: the image is taken to be in template
+    space already (physical coordinates). :meth:`strip` multiplies an image by the mask (skull strip).
+    """
+
+    def __init__(
+        self,
+        template: str | Path | None = None,
+        template_mask: str | Path | None = None,
+        threshold: float = 0.5,
+        closing_mm: int = 4,
+        csf_margin_mm: int = 2,
+    ) -> None:
+        self.template = template
+        self.template_mask = template_mask
+        self.threshold, self.closing_mm, self.csf_margin_mm = threshold, closing_mm, csf_margin_mm
+
+    def __call__(self, img: Any, to_template: sitk.Transform | None = None) -> MetaTensor:
+        grid = metatensor_to_sitk(img[:1] if img.ndim == 4 else img)
+        mask = template_brain_mask(
+            self.template_mask, self.template, None, self.threshold, self.closing_mm, self.csf_margin_mm
+        )
+        carried = resample(mask, grid, to_template, "nearest")
+        return stack_channels([carried], getattr(img, "meta", None), torch.uint8)
+
+    @staticmethod
+    def strip(img: Any, mask: torch.Tensor) -> Any:
+        """``img`` with every voxel outside ``mask`` set to 0."""
+        return img * mask.to(img.dtype)
+
+    def describe(self, to_template: sitk.Transform | None = None) -> dict[str, Any]:
+        """Where the mask comes from and how it was carried (for the preprocessing sidecar)."""
+        return {
+            "source": str(
+                self.template_mask or self.template or "MNI152 2009a GM+WM probabilities (nilearn)"
+            ),
+            "tissue_threshold": self.threshold,
+            "closing_mm": self.closing_mm,
+            "csf_margin_mm": self.csf_margin_mm,
+            "carried_by": "identity (template grid)"
+            if to_template is None or _is_identity(to_template)
+            else "inverse of the reference-to-template affine",
+        }
+
+
+class BrainMaskFromTemplated(MapTransform):
+    """Dictionary wrapper of :class:`BrainMaskFromTemplate`: add ``mask_key`` (uint8, 1 channel), the
+    template's intracranial mask on the grid of the first present key, carried through
+    ``data[TO_TEMPLATE_KEY]`` (set by :class:`RegisterToTemplated`; absent: the subject is taken to be in
+    template space already). ``skull_strip=True`` multiplies every image of ``keys`` by the mask.
     """
 
     def __init__(
@@ -99,40 +152,25 @@ class BrainMaskFromTemplated(MapTransform):
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.mask_key = mask_key
-        self.template = template
-        self.template_mask = template_mask
         self.skull_strip = skull_strip
-        self.threshold, self.closing_mm, self.csf_margin_mm = threshold, closing_mm, csf_margin_mm
+        self.masker = BrainMaskFromTemplate(template, template_mask, threshold, closing_mm, csf_margin_mm)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         present = list(self.key_iterator(d))
         if not present:
             raise ValueError("BrainMaskFromTemplated: none of the keys is in the data")
-        grid = metatensor_to_sitk(d[present[0]][:1] if d[present[0]].ndim == 4 else d[present[0]])
-        mask = template_brain_mask(
-            self.template_mask, self.template, None, self.threshold, self.closing_mm, self.csf_margin_mm
-        )
         to_template = d.get(TO_TEMPLATE_KEY)
-        carried = resample(mask, grid, to_template, "nearest")
-        out = stack_channels([carried], getattr(d[present[0]], "meta", None), torch.uint8)
+        out = self.masker(d[present[0]], to_template)
         d[self.mask_key] = out
         if self.skull_strip:
             for key in present:
-                d[key] = d[key] * out.to(d[key].dtype)
+                d[key] = self.masker.strip(d[key], out)
         params = dict(d.get(PARAMS_KEY, {}))
         params["brain_mask"] = {
-            "source": str(
-                self.template_mask or self.template or "MNI152 2009a GM+WM probabilities (nilearn)"
-            ),
-            "tissue_threshold": self.threshold,
-            "closing_mm": self.closing_mm,
-            "csf_margin_mm": self.csf_margin_mm,
-            "carried_by": "identity (template grid)"
-            if to_template is None or _is_identity(to_template)
-            else "inverse of the reference-to-template affine",
+            **self.masker.describe(to_template),
             "skull_strip": self.skull_strip,
-            "mask_voxels": int(np.count_nonzero(sitk.GetArrayViewFromImage(carried))),
+            "mask_voxels": int(np.count_nonzero(convert_to_numpy(out))),
         }
         d[PARAMS_KEY] = params
         return d

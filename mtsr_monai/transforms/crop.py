@@ -1,9 +1,11 @@
-"""Crop to the template's intracranial box: :class:`CropToMaskBox` (array) and :class:`CropToTemplateBoxd`
-(dictionary, one box for every key)."""
+"""Crop to a mask's bounding box (in preprocessing, the template's intracranial box): :class:`CropToMaskBox`
+(array) and :class:`CropToMaskBoxd` (dictionary, one box for every key; :class:`CropToTemplateBoxd` is its
+deprecated old name)."""
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+import warnings
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -14,7 +16,7 @@ from monai.utils import convert_to_numpy
 
 from mtsr_monai.transforms.keys import PARAMS_KEY
 
-__all__ = ["CropToMaskBox", "CropToTemplateBoxd", "foreground_box", "mask_bounding_box"]
+__all__ = ["CropToMaskBox", "CropToMaskBoxd", "CropToTemplateBoxd", "foreground_box", "mask_bounding_box"]
 
 
 def foreground_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...]:
@@ -60,7 +62,8 @@ def mask_bounding_box(mask: np.ndarray, margin: int = 0, k_divisible: int = 1) -
 class CropToMaskBox(Transform):
     """Array transform: crop a channel-first image to the bounding box of ``mask`` (default: the image's own
     non-zero voxels), see :func:`mask_bounding_box`. MONAI's ``SpatialCrop`` updates the affine, so the crop
-    keeps its physical position."""
+    keeps its physical position. As in MONAI's ``CropForeground``, :meth:`compute_bounding_box` and
+    :meth:`crop` let a dictionary wrapper crop several images to one box."""
 
     def __init__(self, margin: int = 2, k_divisible: int = 1) -> None:
         self.margin, self.k_divisible = int(margin), int(k_divisible)
@@ -69,13 +72,19 @@ class CropToMaskBox(Transform):
         """Start and end (exclusive) of the box of ``mask`` ((X, Y, Z) or (C, X, Y, Z))."""
         return mask_bounding_box(convert_to_numpy(mask), self.margin, self.k_divisible)
 
-    def __call__(self, img: Any, mask: Any = None) -> Any:
-        start, end = self.compute_bounding_box(img if mask is None else mask)
+    @staticmethod
+    def crop(img: Any, start: Sequence[int], end: Sequence[int]) -> Any:
+        """``img`` cropped to the box from ``start`` to ``end`` (exclusive), its affine updated."""
         return SpatialCrop(roi_start=start, roi_end=end)(img)
 
+    def __call__(self, img: Any, mask: Any = None) -> Any:
+        start, end = self.compute_bounding_box(img if mask is None else mask)
+        return self.crop(img, start, end)
 
-class CropToTemplateBoxd(MapTransform):
-    """Crop ``keys`` and the mask to the bounding box of ``mask_key`` (the template's intracranial mask).
+
+class CropToMaskBoxd(MapTransform):
+    """Dictionary wrapper of :class:`CropToMaskBox`: crop ``keys`` and the mask to the bounding box of
+    ``mask_key`` (in preprocessing, the template's intracranial mask).
 
     On the template grid the box is the same for every subject, so all outputs share one shape. The
     affine is updated (MONAI ``SpatialCrop``), so the crop keeps the physical position.
@@ -105,13 +114,12 @@ class CropToTemplateBoxd(MapTransform):
         d = dict(data)
         if self.mask_key not in d:
             raise KeyError(
-                f"CropToTemplateBoxd needs the mask {self.mask_key!r} (run BrainMaskFromTemplated)"
+                f"{type(self).__name__} needs the mask {self.mask_key!r} (run BrainMaskFromTemplated)"
             )
         start, end = self.cropper.compute_bounding_box(d[self.mask_key])
-        cropper = SpatialCrop(roi_start=start, roi_end=end)
         before = tuple(d[self.mask_key].shape[-3:])
         for key in dict.fromkeys([*self.key_iterator(d), self.mask_key]):
-            d[key] = cropper(d[key])
+            d[key] = self.cropper.crop(d[key], start, end)
         params = dict(d.get(PARAMS_KEY, {}))
         params["crop"] = {
             "mask_key": self.mask_key,
@@ -124,3 +132,13 @@ class CropToTemplateBoxd(MapTransform):
         }
         d[PARAMS_KEY] = params
         return d
+
+
+class CropToTemplateBoxd(CropToMaskBoxd):
+    """Deprecated: the old name of :class:`CropToMaskBoxd`, kept for configs and callers that still use it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        warnings.warn(
+            "CropToTemplateBoxd is deprecated; use CropToMaskBoxd", DeprecationWarning, stacklevel=2
+        )
+        super().__init__(*args, **kwargs)

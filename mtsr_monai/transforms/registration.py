@@ -1,5 +1,5 @@
-"""Registration to a template with SimpleITK: :func:`register` and the dictionary transform
-:class:`RegisterToTemplated`.
+"""Registration to a template with SimpleITK: :func:`register`, the array transform
+:class:`RegisterToTemplate` and its dictionary wrapper :class:`RegisterToTemplated`.
 
 A SimpleITK transform found by ``register(fixed, moving)`` maps *fixed* physical points to *moving*
 physical points, which is what resampling the moving image onto the fixed grid needs. Chaining
@@ -18,7 +18,8 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 from monai.config import KeysCollection
-from monai.transforms import MapTransform
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, Transform
 
 from mtsr_monai.errors import InputError
 from mtsr_monai.transforms.brain_mask import template_brain_mask
@@ -276,21 +277,18 @@ def transform_description(transform: sitk.Transform) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------------
-# dictionary transform
+# array transform
 
 
-class RegisterToTemplated(MapTransform):
-    """Register a subject to a template and resample its modalities onto one grid.
+class RegisterToTemplate(Transform):
+    """Array transform: register a channel-first MetaTensor (its first channel) to a template and resample
+    every channel onto the template grid (linear interpolation, or nearest neighbour with ``nearest=True``
+    for labels). The output affine is the template's; ``registration="none"`` returns the input unchanged.
 
-    The reference modality (``reference_key``; the first present key if absent) is registered to the
-    template (``rigid`` / ``affine`` / ``nonlinear``). Every other modality is first aligned rigidly to
-    the reference (only when it lies on a different grid with ``align_modalities="auto"``), then all move
-    with the reference's transform onto the template grid: linear interpolation for images, nearest
-    neighbour for ``nearest_keys`` (labels). The output affine is the template's.
-
-    With ``registration="none"`` nothing is moved to the template: the modalities are brought onto the
-    reference grid, and an affine registration to the template is still computed (not applied) so that
-    :class:`BrainMaskFromTemplated` can carry the template's brain mask to native space through its inverse.
+    The steps are methods so that :class:`RegisterToTemplated` can register several modalities with one
+    transform estimated on a reference: :meth:`estimate` (reference -> template; an affine even for
+    ``"none"``, whose inverse carries the template's brain mask to native space), :meth:`align` (another
+    modality of the session -> the reference, rigid), :meth:`output_grid` and :meth:`resample_onto`.
 
     ``template_brain_only="auto"`` registers against the template multiplied by its brain mask when the
     reference looks skull-stripped (so a stripped brain is not pulled towards a skull).
@@ -298,12 +296,8 @@ class RegisterToTemplated(MapTransform):
 
     def __init__(
         self,
-        keys: KeysCollection,
-        reference_key: str = "t1",
         template: str | Path | None = None,
         registration: str = "affine",
-        nearest_keys: Sequence[str] = ("label",),
-        align_modalities: bool | str = "auto",
         template_brain_only: bool | str = "auto",
         template_mask: str | Path | None = None,
         shrink_factors: Sequence[int] = (4, 2),
@@ -313,17 +307,12 @@ class RegisterToTemplated(MapTransform):
         bspline_mesh_size: Sequence[int] = (4, 4, 4),
         bspline_iterations: int = 20,
         seed: int = 0,
-        allow_missing_keys: bool = True,
     ) -> None:
-        super().__init__(keys, allow_missing_keys)
         registration = "nonlinear" if registration == "bspline" else registration
         if registration not in REGISTRATIONS:
             raise ValueError(f"unknown registration {registration!r}; choose from {REGISTRATIONS}")
-        self.reference_key = reference_key
         self.template = None if template is None else Path(template)
         self.registration = registration
-        self.nearest_keys = tuple(nearest_keys)
-        self.align_modalities = align_modalities
         self.template_brain_only = template_brain_only
         self.template_mask = None if template_mask is None else Path(template_mask)
         self.options = {
@@ -337,16 +326,27 @@ class RegisterToTemplated(MapTransform):
         }
         self._template_cache: sitk.Image | None = None
 
-    def _template(self) -> sitk.Image:
+    @property
+    def moves(self) -> bool:
+        """Whether the output lies on the template grid (every registration but ``"none"``)."""
+        return self.registration != "none"
+
+    @property
+    def kind(self) -> str:
+        """The registration :meth:`estimate` runs: ``"none"`` still estimates an affine."""
+        return "affine" if self.registration == "none" else self.registration
+
+    def template_image(self) -> sitk.Image:
+        """The template (loaded once)."""
         if self._template_cache is None:
             self._template_cache = load_template(self.template)
         return self._template_cache
 
-    def _target(self, ref: sitk.Image) -> tuple[sitk.Image, bool, bool]:
+    def target(self, reference: sitk.Image) -> tuple[sitk.Image, bool, bool]:
         """The registration target (the template, masked to the brain for a skull-stripped reference), whether
         the reference looks skull-stripped, and whether the target is brain only."""
-        template = self._template()
-        stripped = looks_skull_stripped(ref)
+        template = self.template_image()
+        stripped = looks_skull_stripped(reference)
         brain_only = stripped if self.template_brain_only == "auto" else bool(self.template_brain_only)
         if not brain_only:
             return template, stripped, brain_only
@@ -355,11 +355,96 @@ class RegisterToTemplated(MapTransform):
         )
         return sitk.Mask(template, sitk.Cast(mask, sitk.sitkUInt8)), stripped, brain_only
 
+    def estimate(self, reference: sitk.Image) -> tuple[sitk.Transform, dict[str, Any], dict[str, bool]]:
+        """Register ``reference`` to the template: the transform (template points -> reference points), the
+        report of :func:`register`, and how the target was chosen."""
+        target, stripped, brain_only = self.target(reference)
+        transform, report = register(target, reference, kind=self.kind, init="moments", **self.options)
+        choice = {"reference_looks_skull_stripped": stripped, "template_brain_only": brain_only}
+        return transform, report, choice
+
+    def align(self, moving: sitk.Image, reference: sitk.Image) -> tuple[sitk.Transform, dict[str, Any]]:
+        """Another modality of the session -> the reference: rigid, header-initialised (one scanner space),
+        at most 100 iterations; the transform and a report with its matrix."""
+        opts = {**self.options, "iterations": min(self.options["iterations"], 100)}
+        opts.pop("bspline_mesh_size"), opts.pop("bspline_iterations")
+        transform, report = register(reference, moving, kind="rigid", init="header", **opts)
+        return transform, {**report, "matrix": transform_description(transform)}
+
+    def output_grid(self, reference: sitk.Image) -> sitk.Image:
+        """The grid every modality ends on: the template's, or the reference's for ``"none"``."""
+        return self.template_image() if self.moves else reference
+
+    def resample_onto(
+        self,
+        img: Any,
+        transform: sitk.Transform,
+        grid: sitk.Image,
+        nearest: bool = False,
+        channels: Sequence[sitk.Image] | None = None,
+    ) -> MetaTensor:
+        """Every channel of ``img`` (or its SimpleITK ``channels``, already converted) on ``grid`` through
+        ``transform`` (grid points -> ``img`` points): float32 and linear, or nearest neighbour keeping the
+        dtype."""
+        channels = channels_to_sitk(img) if channels is None else channels
+        moved = [resample(ch, grid, transform, "nearest" if nearest else "linear") for ch in channels]
+        dtype = img.dtype if isinstance(img, torch.Tensor) else torch.float32
+        return stack_channels(moved, getattr(img, "meta", None), dtype if nearest else torch.float32)
+
+    def __call__(self, img: Any, nearest: bool = False) -> Any:
+        if not self.moves:
+            return img
+        channels = channels_to_sitk(img)
+        transform, _, _ = self.estimate(channels[0])
+        return self.resample_onto(img, transform, self.template_image(), nearest, channels)
+
+
+# --------------------------------------------------------------------------------------------------
+# dictionary transform
+
+
+class RegisterToTemplated(MapTransform):
+    """Dictionary wrapper of :class:`RegisterToTemplate`: register a subject to a template and resample its
+    modalities onto one grid.
+
+    The reference modality (``reference_key``; the first present key if absent) is registered to the
+    template (``rigid`` / ``affine`` / ``nonlinear``). Every other modality is first aligned rigidly to
+    the reference (only when it lies on a different grid with ``align_modalities="auto"``), then all move
+    with the reference's transform onto the template grid: linear interpolation for images, nearest
+    neighbour for ``nearest_keys`` (labels). The output affine is the template's.
+
+    With ``registration="none"`` nothing is moved to the template: the modalities are brought onto the
+    reference grid, and an affine registration to the template is still computed (not applied) so that
+    :class:`BrainMaskFromTemplated` can carry the template's brain mask to native space through its inverse.
+
+    The transforms go to ``data[TRANSFORMS_KEY]`` and ``data[TO_TEMPLATE_KEY]``, the settings and reports to
+    ``data[PARAMS_KEY]["registration"]``.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        reference_key: str = "t1",
+        *,
+        nearest_keys: Sequence[str] = ("label",),
+        align_modalities: bool | str = "auto",
+        allow_missing_keys: bool = True,
+        **settings: Any,
+    ) -> None:
+        """``settings``: the keyword arguments of :class:`RegisterToTemplate` (``template``, ``registration``,
+        ``template_brain_only``, ``template_mask``, ``shrink_factors``, ``smoothing_sigmas``, ``iterations``,
+        ``sampling_percentage``, ``bspline_mesh_size``, ``bspline_iterations``, ``seed``)."""
+        super().__init__(keys, allow_missing_keys)
+        self.registrar = RegisterToTemplate(**settings)
+        self.reference_key = reference_key
+        self.nearest_keys = tuple(nearest_keys)
+        self.align_modalities = align_modalities
+
     def _to_reference(
         self, grids: Mapping[str, list[sitk.Image]], ref_key: str, present: Sequence[str]
     ) -> tuple[dict[str, sitk.Transform | None], dict[str, Any]]:
-        """Each other modality -> the reference (rigid, header-initialised: one session's scanner space), or
-        None where it is not aligned; and a report per key."""
+        """Each other modality -> the reference (:meth:`RegisterToTemplate.align`), or None where it is not
+        aligned; and a report per key."""
         ref = grids[ref_key][0]
         to_mod: dict[str, sitk.Transform | None] = {}
         reports: dict[str, Any] = {}
@@ -371,11 +456,8 @@ class RegisterToTemplated(MapTransform):
             if align == "auto":
                 align = not same_grid(image, ref)
             if align:
-                opts = {**self.options, "iterations": min(self.options["iterations"], 100)}
-                opts.pop("bspline_mesh_size"), opts.pop("bspline_iterations")
-                tx, rep = register(ref, image, kind="rigid", init="header", **opts)
-                to_mod[key] = tx
-                reports[key] = {"to": ref_key, **rep, "matrix": transform_description(tx)}
+                to_mod[key], report = self.registrar.align(image, ref)
+                reports[key] = {"to": ref_key, **report}
             else:
                 to_mod[key] = None
                 reports[key] = {"to": ref_key, "kind": "none (same grid as the reference)"}
@@ -390,24 +472,42 @@ class RegisterToTemplated(MapTransform):
         to_mod: Mapping[str, sitk.Transform | None],
         present: Sequence[str],
     ) -> dict[str, sitk.Transform]:
-        """Every key onto one grid (the template's, or the reference's for ``registration="none"``), in place
-        in ``d``; returns the transform of each key (output grid -> its input)."""
-        registered = self.registration != "none"
-        out_grid = self._template() if registered else ref
+        """Every key onto one grid (:meth:`RegisterToTemplate.output_grid`), in place in ``d``; returns the
+        transform of each key (output grid -> its input)."""
+        moves = self.registrar.moves
+        out_grid = self.registrar.output_grid(ref)
         transforms: dict[str, sitk.Transform] = {}
         for key in present:
-            if registered:
+            if moves:
                 tx = to_ref if to_mod.get(key) is None else chain(to_ref, to_mod[key])
             else:
                 tx = to_mod.get(key) or sitk.Transform(3, sitk.sitkIdentity)
             transforms[key] = tx
-            if not registered and to_mod.get(key) is None and same_grid(grids[key][0], ref):
+            if not moves and to_mod.get(key) is None and same_grid(grids[key][0], ref):
                 continue  # already on the output grid: no resampling, no interpolation blur
             nearest = key in self.nearest_keys
-            moved = [resample(ch, out_grid, tx, "nearest" if nearest else "linear") for ch in grids[key]]
-            dtype = d[key].dtype if isinstance(d[key], torch.Tensor) else torch.float32
-            d[key] = stack_channels(moved, getattr(d[key], "meta", None), dtype if nearest else torch.float32)
+            d[key] = self.registrar.resample_onto(d[key], tx, out_grid, nearest, grids[key])
         return transforms
+
+    def _params(
+        self, ref_key: str, target: Mapping[str, bool], to_ref: sitk.Transform, per_key: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The sidecar's record of this registration."""
+        registrar = self.registrar
+        return {
+            "registration": registrar.registration,
+            "template": str(registrar.template) if registrar.template else "MNI152 2009a 1 mm T1 (nilearn)",
+            "reference_key": ref_key,
+            **target,
+            "output_space": "template" if registrar.moves else f"native ({ref_key} grid)",
+            "metric": "Mattes mutual information",
+            "optimizer": "regular step gradient descent (linear), LBFGSB (B-spline)",
+            **registrar.options,
+            "reference_matrix": transform_description(to_ref)
+            if registrar.kind != "nonlinear"
+            else {"class": "composite"},
+            "per_key": per_key,
+        }
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -420,32 +520,17 @@ class RegisterToTemplated(MapTransform):
         ref_key = self.reference_key if self.reference_key in images else images[0]
         grids = {k: channels_to_sitk(d[k]) for k in present}
         ref = grids[ref_key][0]
-        target, stripped, brain_only = self._target(ref)
         # 1. reference -> template (an affine even for "none": the template mask needs it)
-        kind = "affine" if self.registration == "none" else self.registration
-        to_ref, ref_report = register(target, ref, kind=kind, init="moments", **self.options)
+        to_ref, ref_report, target = self.registrar.estimate(ref)
         # 2. each other modality -> reference; 3. everything onto one grid
         to_mod, reports = self._to_reference(grids, ref_key, present)
         transforms = self._resample_all(d, grids, ref, to_ref, to_mod, present)
-        registered = self.registration != "none"
         d[TRANSFORMS_KEY] = {**d.get(TRANSFORMS_KEY, {}), **transforms}
         # maps output-grid points to template points: identity on the template grid, else the inverse affine
-        d[TO_TEMPLATE_KEY] = sitk.Transform(3, sitk.sitkIdentity) if registered else to_ref.GetInverse()
+        moved = self.registrar.moves
+        d[TO_TEMPLATE_KEY] = sitk.Transform(3, sitk.sitkIdentity) if moved else to_ref.GetInverse()
         params = dict(d.get(PARAMS_KEY, {}))
-        params["registration"] = {
-            "registration": self.registration,
-            "template": str(self.template) if self.template else "MNI152 2009a 1 mm T1 (nilearn)",
-            "reference_key": ref_key,
-            "reference_looks_skull_stripped": stripped,
-            "template_brain_only": brain_only,
-            "output_space": "template" if registered else f"native ({ref_key} grid)",
-            "metric": "Mattes mutual information",
-            "optimizer": "regular step gradient descent (linear), LBFGSB (B-spline)",
-            **self.options,
-            "reference_matrix": transform_description(to_ref)
-            if kind != "nonlinear"
-            else {"class": "composite"},
-            "per_key": {ref_key: {"to": "template", **ref_report}, **reports},
-        }
+        per_key = {ref_key: {"to": "template", **ref_report}, **reports}
+        params["registration"] = self._params(ref_key, target, to_ref, per_key)
         d[PARAMS_KEY] = params
         return d

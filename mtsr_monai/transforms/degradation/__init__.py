@@ -3,7 +3,8 @@
 - :mod:`.second_order`: the Real-ESRGAN second-order blur / resize / noise chain adapted to MRI;
 - :mod:`.kspace`: central k-space truncation with complex Gaussian noise;
 - :mod:`.thick_slice`: thick slices of a routine 2D protocol;
-- :mod:`.common`: the low-resolution grid and the slice-by-slice plumbing they share.
+- :mod:`.common`: the low-resolution grid and the slice-by-slice plumbing they share, and the base pair of
+  their transforms (:class:`RandDegradation` array, :class:`RandDegradationd` dictionary).
 
 Each model has array functions, a volume function ``degrade_volume_*(volume, affine, ...) -> (lr,
 lr_affine)`` (``mtsr degrade``), and a MONAI array transform with its ``...d`` dictionary wrapper
@@ -11,7 +12,11 @@ lr_affine)`` (``mtsr degrade``), and a MONAI array transform with its ``...d`` d
 names are re-exported here.
 """
 
-from mtsr_monai.transforms.degradation.common import centre_crop_to_multiple
+from mtsr_monai.transforms.degradation.common import (
+    RandDegradation,
+    RandDegradationd,
+    centre_crop_to_multiple,
+)
 from mtsr_monai.transforms.degradation.kspace import (
     RandKSpaceTruncation,
     RandKSpaceTruncationd,
@@ -34,6 +39,8 @@ from mtsr_monai.transforms.degradation.thick_slice import (
 )
 
 __all__ = [
+    "RandDegradation",
+    "RandDegradationd",
     "RandKSpaceTruncation",
     "RandKSpaceTruncationd",
     "RandSecondOrderDegradation",

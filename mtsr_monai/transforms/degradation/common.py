@@ -1,6 +1,6 @@
 """What the three degradation models share: the low-resolution grid (centre crop to a multiple of the
 scale, block-centred affine), slice-by-slice plumbing of channel-first volumes, noise, and the base of their
-dictionary wrappers.
+array transforms (:class:`RandDegradation`) and of its dictionary wrappers (:class:`RandDegradationd`).
 
 Geometry convention (all models): an input whose in-plane size is not a multiple of ``scale`` is first
 centre-cropped to the largest multiple (``floor(n / scale) * scale``), so the output has exactly
@@ -24,7 +24,7 @@ from monai.utils import convert_to_numpy, convert_to_tensor
 
 from mtsr_monai.io.geometry import block_centre_offset, resampled_affine, resolve_axis
 
-__all__ = ["RandDegradationd", "centre_crop_to_multiple"]
+__all__ = ["RandDegradation", "RandDegradationd", "centre_crop_to_multiple"]
 
 
 def centre_crop_to_multiple(
@@ -58,16 +58,6 @@ def lr_grid(
 def noise_generator(rng: np.random.RandomState) -> torch.Generator:
     """A torch generator seeded from ``rng`` (so ``set_random_state`` reproduces the noise)."""
     return torch.Generator().manual_seed(int(rng.randint(0, 2**31 - 1)))
-
-
-def apply_or_skip(transform: RandomizableTransform, randomize: bool) -> torch.Generator | None:
-    """For a noise-drawing array transform: draw whether to apply (when ``randomize``), then a noise
-    generator, which is drawn also when skipped so the random stream stays in step from key to key; None
-    when the transform is skipped."""
-    if randomize:
-        transform.randomize(None)
-    generator = noise_generator(transform.R)
-    return generator if transform._do_transform else None
 
 
 def intensity_range(x: torch.Tensor) -> float:
@@ -168,20 +158,48 @@ def skipped_copy(img: Any) -> Any:
     return img.clone() if isinstance(img, torch.Tensor) else np.array(img, copy=True)
 
 
+class RandDegradation(RandomizableTransform):
+    """Base of the array degradations: ``prob`` means apply or skip (skipped: a copy of the input). A call
+    draws whether to apply (unless ``randomize=False``: the last draw is reused), then the noise
+    (:meth:`draw_noise`), then degrades (:meth:`degrade_tensor`) a plain tensor of the input, and returns it
+    in the input's type: a MetaTensor carries the low-resolution affine."""
+
+    def draw_noise(self) -> Any:
+        """The noise of one call: a generator, drawn also when skipped so that the random stream stays in step
+        from key to key; None when the transform is skipped."""
+        generator = noise_generator(self.R)
+        return generator if self._do_transform else None
+
+    def degrade_tensor(self, img: Any, x: torch.Tensor, noise: Any) -> tuple[torch.Tensor, np.ndarray]:
+        """The degraded ``x`` (the plain tensor of ``img``) and its affine, with the ``noise`` of
+        :meth:`draw_noise`."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement degrade_tensor")
+
+    def __call__(self, img: Any, randomize: bool = True) -> Any:
+        if randomize:
+            self.randomize(None)
+        noise = self.draw_noise()
+        if noise is None:
+            return skipped_copy(img)
+        x = plain_tensor(img)
+        lr, lr_affine = self.degrade_tensor(img, x, noise)
+        return wrap_like(lr, img, lr_affine)
+
+
 class RandDegradationd(RandomizableTransform, MapTransform):
-    """Base of the dictionary wrappers: the degraded copy of each key goes to ``output_keys`` (default
-    ``key + lr_suffix``), the input stays as the target. The array transform (``self.degrade``) holds the
-    logic, ``prob`` and the random state: the wrapper shares its ``RandomState`` with it, so one seed
-    reproduces a call byte for byte, and one draw (whether to apply, and the model's parameters) serves every
-    key of a call."""
+    """Dictionary wrapper of a :class:`RandDegradation` (``degrade``), and base of the models' wrappers: the
+    degraded copy of each key goes to ``output_keys`` (default ``key + lr_suffix``), the input stays as the
+    target. The array transform holds the logic, ``prob`` and the random state: the wrapper shares its
+    ``RandomState`` with it, so one seed reproduces a call byte for byte, and one draw (whether to apply, and
+    the model's parameters) serves every key of a call."""
 
     def __init__(
         self,
         keys: KeysCollection,
-        degrade: RandomizableTransform,
-        output_keys: KeysCollection | None,
-        lr_suffix: str,
-        allow_missing_keys: bool,
+        degrade: RandDegradation,
+        output_keys: KeysCollection | None = None,
+        lr_suffix: str = "_lr",
+        allow_missing_keys: bool = False,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, degrade.prob)
@@ -194,7 +212,9 @@ class RandDegradationd(RandomizableTransform, MapTransform):
         self.degrade = degrade
         self.degrade.set_random_state(state=self.R)
 
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
+    def set_random_state(
+        self, seed: int | None = None, state: np.random.RandomState | None = None
+    ) -> RandDegradationd:
         super().set_random_state(seed, state)
         self.degrade.set_random_state(state=self.R)
         return self

@@ -19,20 +19,17 @@ from monai.transforms import RandomizableTransform
 
 from mtsr_monai.io.geometry import resolve_axis
 from mtsr_monai.transforms.degradation.common import (
+    RandDegradation,
     RandDegradationd,
     affine_of,
-    apply_or_skip,
     centre_crop_to_multiple,
     inplane_axes,
     intensity_range,
     lr_grid,
     map_slices,
     noise_generator,
-    plain_tensor,
-    skipped_copy,
     through_axis,
     volume_tensor,
-    wrap_like,
 )
 
 __all__ = ["RandKSpaceTruncation", "RandKSpaceTruncationd", "degrade_volume_kspace", "kspace_truncate"]
@@ -126,7 +123,7 @@ def degrade_volume_kspace(
     return lr[0].numpy().astype(np.float32), affine_lr
 
 
-class RandKSpaceTruncation(RandomizableTransform):
+class RandKSpaceTruncation(RandDegradation):
     """Array transform: central k-space truncation by ``scale`` in-plane (normal to ``axis`` for a volume,
     found from the affine) with complex Gaussian noise, with probability ``prob`` (skipped: the input is
     returned unchanged).
@@ -149,17 +146,13 @@ class RandKSpaceTruncation(RandomizableTransform):
             raise ValueError(f"scale must be a positive integer, got {scale}")
         self.scale, self.noise, self.keep_grid, self.axis = int(scale), float(noise), keep_grid, axis
 
-    def __call__(self, img: Any, randomize: bool = True) -> Any:
-        generator = apply_or_skip(self, randomize)
-        if generator is None:
-            return skipped_copy(img)
-        x = plain_tensor(img)
+    def degrade_tensor(
+        self, img: Any, x: torch.Tensor, noise: torch.Generator
+    ) -> tuple[torch.Tensor, np.ndarray]:
         affine = affine_of(img, x.ndim - 1)
         through = through_axis(img, x, self.axis)
-        lr, affine_lr, _ = _apply_kspace(
-            x, affine, self.scale, through, self.noise, generator, self.keep_grid
-        )
-        return wrap_like(lr.to(torch.float32), img, affine_lr)
+        lr, affine_lr, _ = _apply_kspace(x, affine, self.scale, through, self.noise, noise, self.keep_grid)
+        return lr.to(torch.float32), affine_lr
 
 
 class RandKSpaceTruncationd(RandDegradationd):

@@ -29,6 +29,7 @@ from monai.transforms import RandomizableTransform
 from mtsr_monai.io.geometry import resampled_affine, resolve_axis
 from mtsr_monai.transforms import kernels
 from mtsr_monai.transforms.degradation.common import (
+    RandDegradation,
     RandDegradationd,
     add_noise,
     affine_of,
@@ -37,7 +38,6 @@ from mtsr_monai.transforms.degradation.common import (
     lr_grid,
     map_slices,
     plain_tensor,
-    skipped_copy,
     through_axis,
     volume_tensor,
     wrap_like,
@@ -258,7 +258,7 @@ def degrade_volume_second_order(
     return lr[0].numpy().astype(np.float32), affine_lr
 
 
-class RandSecondOrderDegradation(RandomizableTransform):
+class RandSecondOrderDegradation(RandDegradation):
     """Array transform: the low-resolution copy of a channel-first slice ``(C, H, W)`` or volume
     ``(C, H, W, D)`` (degraded slice by slice normal to ``axis``, found from the affine) by one draw of the
     chain, with probability ``prob`` (skipped: the input is returned unchanged).
@@ -280,20 +280,20 @@ class RandSecondOrderDegradation(RandomizableTransform):
         super().randomize(None)
         self.params = self.chain.sample(self.R) if self._do_transform else None
 
-    def __call__(self, img: Any, randomize: bool = True) -> Any:
-        if randomize:
-            self.randomize()
+    def draw_noise(self) -> int | None:
+        """The noise seed of one call (independent noise per call), or None when skipped."""
         if self.params is None:
             self.crop_starts = {}
-            return skipped_copy(img)
-        x = plain_tensor(img)
-        params = dict(self.params)
-        params["noise_seed"] = int(self.R.randint(0, 2**31 - 1))  # independent noise per call
+            return None
+        return int(self.R.randint(0, 2**31 - 1))
+
+    def degrade_tensor(self, img: Any, x: torch.Tensor, noise: int) -> tuple[torch.Tensor, np.ndarray]:
+        params = {**self.params, "noise_seed": noise}
         affine = affine_of(img, x.ndim - 1)
         lr, affine_lr, self.crop_starts = _apply_second_order(
             x, affine, self.chain.scale, through_axis(img, x, self.axis), params
         )
-        return wrap_like(lr.to(torch.float32), img, affine_lr)
+        return lr.to(torch.float32), affine_lr
 
 
 class RandSecondOrderDegradationd(RandDegradationd):

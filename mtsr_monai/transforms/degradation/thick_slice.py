@@ -20,19 +20,16 @@ from monai.transforms import RandomizableTransform
 
 from mtsr_monai.io.geometry import block_centre_offset, resampled_affine, resolve_axis
 from mtsr_monai.transforms.degradation.common import (
+    RandDegradation,
     RandDegradationd,
     add_noise,
     affine_of,
-    apply_or_skip,
     block_mean,
     centre_crop_to_multiple,
     intensity_range,
     noise_generator,
-    plain_tensor,
-    skipped_copy,
     through_axis,
     volume_tensor,
-    wrap_like,
 )
 from mtsr_monai.transforms.protocol import PROFILES, profile_weights
 
@@ -134,7 +131,7 @@ def degrade_volume_thick_slice(
     return lr[0].numpy().astype(np.float32), affine_lr
 
 
-class RandThickSliceDegradation(RandomizableTransform):
+class RandThickSliceDegradation(RandDegradation):
     """Array transform: thick slices of ``thickness`` mm, ``gap`` mm apart, along ``axis`` (found from the
     affine of a volume ``(C, H, W, D)``; an integer for a slice ``(C, H, W)``), with probability ``prob``
     (skipped: the input is returned unchanged).
@@ -167,12 +164,10 @@ class RandThickSliceDegradation(RandomizableTransform):
             raise ValueError("a 2D slice needs an integer axis for thick-slice degradation")
         return int(self.axis) % 2
 
-    def __call__(self, img: Any, randomize: bool = True) -> Any:
-        generator = apply_or_skip(self, randomize)
-        if generator is None:
-            return skipped_copy(img)
-        x = plain_tensor(img)
-        lr, affine_lr = _apply_thick_slice(
+    def degrade_tensor(
+        self, img: Any, x: torch.Tensor, noise: torch.Generator
+    ) -> tuple[torch.Tensor, np.ndarray]:
+        return _apply_thick_slice(
             x,
             affine_of(img, x.ndim - 1),
             self._through(img, x),
@@ -181,9 +176,8 @@ class RandThickSliceDegradation(RandomizableTransform):
             self.profile,
             self.scale,
             self.noise,
-            generator,
+            noise,
         )
-        return wrap_like(lr, img, affine_lr)
 
 
 class RandThickSliceDegradationd(RandDegradationd):
