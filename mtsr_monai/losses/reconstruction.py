@@ -50,8 +50,12 @@ def generator_loss(spec: str = "mae") -> torch.nn.Module:
     with weight 1; ``tail``: :class:`BrightTailL1Loss`),
     as a :class:`~mtsr_monai.losses.WeightedLoss` that reports each term."""
     table = {
-        "mae": torch.nn.L1Loss, "mse": torch.nn.MSELoss, "bce": BCELoss, "ssim": SSIMLoss, "tail": BrightTailL1Loss,
-    }  # fmt: skip
+        "mae": torch.nn.L1Loss,
+        "mse": torch.nn.MSELoss,
+        "bce": BCELoss,
+        "ssim": SSIMLoss,
+        "tail": BrightTailL1Loss,
+    }
     names = [t.strip().lower() for t in spec.split("+") if t.strip()]
     unknown = [n for n in names if n not in table]
     if unknown or not names:
