@@ -47,13 +47,14 @@ DIRECTIONS = ("sagittal", "coronal")  # array x and y of BraTS volumes
 SEQUENCES = ("flair", "t1", "t2")
 
 
-def heldout_subjects(exclude: list[str]) -> list[dict]:
-    """Held-out subjects with FLAIR, T1 and a label (``seg`` or ``GT_W``: whole tumour)."""
-    from shared_splits import HELD_OUT, subjects
+def heldout_subjects(exclude: list[str], split: str = "test") -> list[dict]:
+    """Subjects of ``split`` (``test``: held out, for reports; ``validation``: for choices) with FLAIR, T1
+    and a label (``seg`` or ``GT_W``: whole tumour)."""
+    from shared_splits import split_of, subjects
 
     out = []
     for s in subjects():
-        if s["subject"] in HELD_OUT and s["subject"] not in exclude and "flair" in s and "t1" in s:
+        if split_of(s["subject"]) == split and s["subject"] not in exclude and "flair" in s and "t1" in s:
             label = s.get("label") or s.get("seg")
             if label is None:
                 cand = sorted(Path(s["flair"]).parent.glob("*seg.nii.gz")) + sorted(
@@ -416,7 +417,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", type=Path, default=None, help="checkpoint (default: the bundle's model.pt)")
     p.add_argument("--thickness", type=float, default=5.0)
     p.add_argument("--directions", nargs="+", default=list(DIRECTIONS), choices=DIRECTIONS)
-    p.add_argument("--subjects", nargs="*", default=None, help="only these held-out subjects")
+    p.add_argument("--split", default="test", choices=("test", "validation"), help="validation: for choices")
+    p.add_argument("--subjects", nargs="*", default=None, help="only these subjects of the split")
     p.add_argument("--exclude", nargs="*", default=[], help="held-out subjects the weights have seen")
     p.add_argument("--baselines", nargs="*", default=["trilinear", "bspline", "sinc"])
     p.add_argument("--methods", nargs="*", default=["model", "model_no_t2", "trilinear", "bspline", "sinc"])
@@ -430,7 +432,9 @@ def main(argv: list[str] | None = None) -> None:
     ckpt = load_clinical_model(args.model or default_model_path())
     seen = set(ckpt.get("recipe", {}).get("training_subjects", [])) | set(args.exclude)
     subjects = [
-        s for s in heldout_subjects(sorted(seen)) if not args.subjects or s["subject"] in args.subjects
+        s
+        for s in heldout_subjects(sorted(seen), args.split)
+        if not args.subjects or s["subject"] in args.subjects
     ]
     k_fit = lesion_threshold(args)
     rows, cases, start = [], [], time.time()
@@ -440,7 +444,8 @@ def main(argv: list[str] | None = None) -> None:
             cases.append((s["subject"], d))
             print(f"{s['subject']} {d}: done ({time.time() - start:.0f} s)", flush=True)
     header = [
-        f"Held-out subjects {', '.join(s['subject'] for s in subjects)} (excluded as seen by the weights: "
+        f"{'Held-out' if args.split == 'test' else 'Validation'} subjects "
+        f"{', '.join(s['subject'] for s in subjects)} (excluded as seen by the weights: "
         f"{', '.join(sorted(seen)) or 'none'}); {args.thickness:g} mm Gaussian slabs; weights "
         f"{args.model or default_model_path()} ({ckpt.get('iterations', '?')} iterations); lesion threshold "
         f"k fitted on training subjects = {k_fit:.2f}.",
