@@ -361,6 +361,7 @@ def mt_job(args: argparse.Namespace, source: str, target: str) -> Job:
         "ngf": int(meta.get("ngf", 64)),
         "image_size": int(meta.get("image_size", 128)),
         "max_mult": int(meta.get("max_mult", 8)),
+        "upsample": str(meta.get("upsample", "basic")),
         # weights trained before native-resolution patches existed were trained on resized whole slices
         "native_resolution": bool(meta.get("native_resolution", False)),
         "num_workers": data_workers(0 if smoke else 3),

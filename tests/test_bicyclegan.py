@@ -152,3 +152,24 @@ def test_resume_continues_from_checkpoint(tmp_path):
     second.run()
     assert loaded == {"iteration": 2, "same": True}
     assert second.state.iteration == 4
+
+
+def test_bilinear_upsample_generator_keeps_the_size_and_range_and_loads_by_its_metadata(tmp_path):
+    import torch
+
+    from mtsr_monai.engines.bicyclegan import export_generator
+    from mtsr_monai.inference.translate import load_translator
+    from mtsr_monai.networks.bicyclegan import LatentUNetGenerator
+
+    net = LatentUNetGenerator(nz=4, ngf=8, image_size=32, upsample="bilinear").eval()
+    x = torch.rand(2, 1, 32, 32) * 2 - 1
+    y = net(x, torch.randn(2, 4))
+    assert y.shape == x.shape and y.abs().max() <= 1
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in net.modules())
+    path = export_generator(
+        net, tmp_path / "g.pt", {"nz": 4, "ngf": 8, "image_size": 32, "upsample": "bilinear"}
+    )
+    loaded, meta = load_translator(path)
+    z = torch.zeros(1, 4)
+    assert meta["upsample"] == "bilinear"
+    assert torch.allclose(loaded(x[:1], z), net.half().float()(x[:1], z), atol=1e-5)

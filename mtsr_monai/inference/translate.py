@@ -54,6 +54,7 @@ def load_translator(
             ngf=int(meta["ngf"]),
             image_size=int(meta["image_size"]),
             max_mult=int(meta.get("max_mult", 8)),
+            upsample=str(meta.get("upsample", "basic")),
         )
         net.load_state_dict({k: v.float() for k, v in ckpt["generator"].items()})
     except (KeyError, RuntimeError, ValueError, EOFError, OSError) as err:

@@ -37,8 +37,31 @@ def tile_latent(z: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return z[:, :, None, None].expand(-1, -1, like.shape[2], like.shape[3]).to(like.dtype)
 
 
+def _up_block(in_ch: int, out_ch: int, upsample: str, layer: dict) -> nn.Module:
+    """One decoder step that doubles the size: a 4x4 transposed convolution (``basic``, pix2pix), or bilinear
+    x2 then a 3x3 convolution (``bilinear``: the official ``--upsample bilinear``, which has no checkerboard
+    pattern: each output pixel sees the same number of input pixels)."""
+    if upsample == "basic":
+        return Convolution(
+            2,
+            in_ch,
+            out_ch,
+            strides=2,
+            kernel_size=4,
+            padding=1,
+            is_transposed=True,
+            output_padding=0,
+            **layer,
+        )
+    return nn.Sequential(
+        nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+        Convolution(2, in_ch, out_ch, kernel_size=3, padding=1, **layer),
+    )
+
+
 class LatentUNetGenerator(nn.Module):
-    """U-Net generator with the latent code injected at every encoder level; output in [-1, 1] (tanh)."""
+    """U-Net generator with the latent code injected at every encoder level; output in [-1, 1] (tanh).
+    ``upsample``: ``basic`` (transposed convolutions, the default) or ``bilinear`` (see :func:`_up_block`)."""
 
     def __init__(
         self,
@@ -49,8 +72,11 @@ class LatentUNetGenerator(nn.Module):
         image_size: int = 256,
         max_mult: int = 8,
         dropout: float = 0.0,
+        upsample: str = "basic",
     ) -> None:
         super().__init__()
+        if upsample not in ("basic", "bilinear"):
+            raise ValueError(f"upsample must be 'basic' or 'bilinear', not {upsample!r}")
         self.nz, self.image_size = nz, image_size
         levels = _levels(image_size)
         widths = [ngf * min(2**i, max_mult) for i in range(levels)]
@@ -67,33 +93,11 @@ class LatentUNetGenerator(nn.Module):
         self.up = nn.ModuleList()
         for i in reversed(range(levels)):
             in_ch = widths[i] if i == levels - 1 else widths[i] * 2
-            if i == 0:
-                block = Convolution(
-                    2,
-                    in_ch,
-                    out_channels,
-                    strides=2,
-                    kernel_size=4,
-                    padding=1,
-                    is_transposed=True,
-                    output_padding=0,
-                    conv_only=True,
-                )
-            else:
-                block = Convolution(
-                    2,
-                    in_ch,
-                    widths[i - 1],
-                    strides=2,
-                    kernel_size=4,
-                    padding=1,
-                    is_transposed=True,
-                    output_padding=0,
-                    act="relu",
-                    norm="INSTANCE",
-                    dropout=dropout if i > levels - 4 else 0.0,
-                )
-            self.up.append(block)
+            out_ch = out_channels if i == 0 else widths[i - 1]
+            layer = {"conv_only": True} if i == 0 else {"act": "relu", "norm": "INSTANCE"}
+            if i > 0:
+                layer["dropout"] = dropout if i > levels - 4 else 0.0
+            self.up.append(_up_block(in_ch, out_ch, upsample, layer))
 
     def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         # no code: the prior's mean (z = 0), so one-input tools (verify_net_in_out, ckpt/onnx export) work
@@ -208,11 +212,15 @@ def build_networks(
     image_size: int = 256,
     use_encoder: bool = True,
     max_mult: int = 8,
+    upsample: str = "basic",
 ) -> dict[str, nn.Module | None]:
     """Generator, encoder (None for pix2pix with noise) and the two discriminators D (cVAE) and D2 (cLR).
-    ``max_mult`` caps the generator's widths at ``ngf * max_mult`` (official: 8)."""
+    ``max_mult`` caps the generator's widths at ``ngf * max_mult`` (official: 8); ``upsample``: the
+    generator's decoder (official ``--upsample``: ``basic`` or ``bilinear``)."""
     return {
-        "generator": LatentUNetGenerator(nz=nz, ngf=ngf, image_size=image_size, max_mult=max_mult),
+        "generator": LatentUNetGenerator(
+            nz=nz, ngf=ngf, image_size=image_size, max_mult=max_mult, upsample=upsample
+        ),
         "encoder": ResNetEncoder(nz=nz, nef=nef, image_size=image_size) if use_encoder else None,
         "discriminator": MultiScalePatchDiscriminator(ndf=ndf, image_size=image_size),
         "discriminator2": MultiScalePatchDiscriminator(ndf=ndf, image_size=image_size)
