@@ -47,7 +47,7 @@ DIRECTIONS = ("sagittal", "coronal")  # array x and y of BraTS volumes
 SEQUENCES = ("flair", "t1", "t2")
 
 
-def heldout_subjects(exclude: list[str], split: str = "test") -> list[dict]:
+def split_subjects(exclude: list[str], split: str = "test") -> list[dict]:
     """Subjects of ``split`` (``test``: held out, for reports; ``validation``: for choices) with FLAIR, T1
     and a label (``seg`` or ``GT_W``: whole tumour)."""
     from shared_splits import split_of, subjects
@@ -129,7 +129,9 @@ def run_method(inputs: dict[str, Path], like: str, method: str, folder: Path, ar
 
 
 def scores(pred: np.ndarray, ref: np.ndarray, brain: np.ndarray) -> dict[str, float]:
-    """PSNR / SSIM in [0, 1] (each on its own robust scale) and in scanner units, and the median ratio."""
+    """PSNR / SSIM in [0, 1] (each on its own robust scale) and in scanner units, the median ratio, and the
+    ratio of the two robust 99.5 % levels (``level_ratio``: what the [0, 1] scaling divides by; below 1 when
+    the output's bright tail is compressed)."""
     from mtsr_monai.metrics.image import psnr, ssim
     from mtsr_monai.transforms.intensity import robust_range
 
@@ -140,6 +142,7 @@ def scores(pred: np.ndarray, ref: np.ndarray, brain: np.ndarray) -> dict[str, fl
         "psnr_scanner": psnr(pred, ref, brain, hi_ref),
         "ssim_scanner": ssim(pred, ref, brain, hi_ref),
         "median_ratio": float(np.median(pred[brain]) / np.median(ref[brain])),
+        "level_ratio": hi_pred / hi_ref,
     }
 
 
@@ -377,8 +380,8 @@ def other_tables(rows: list[dict], cases: list[tuple[str, str]]) -> list[str]:
     lines += [
         "",
         "| method (FLAIR, mean) | cases | PSNR [0,1] | SSIM [0,1] | PSNR scanner | SSIM scanner "
-        "| median ratio | seconds per run |",
-        "|---|---|---|---|---|---|---|---|",
+        "| median ratio | 99.5 % level ratio (range) | seconds per run |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for method in sorted({r["method"] for r in _sel(rows, None, sequence="flair")}):
         sel = _sel(rows, None, method=method, sequence="flair")
@@ -387,10 +390,12 @@ def other_tables(rows: list[dict], cases: list[tuple[str, str]]) -> list[str]:
             for k in ("psnr_01", "ssim_01", "psnr_scanner", "ssim_scanner", "median_ratio")
         }
         secs = float(np.mean([r["seconds"] for r in sel if "seconds" in r] or [np.nan]))
+        levels = [r["level_ratio"] for r in sel if "level_ratio" in r]  # rows cached before it: none
+        level = f"{min(levels):.3f}-{max(levels):.3f}" if levels else "n/a"
         lines.append(
             f"| {method} | {len(sel)} | {mean['psnr_01']:.2f} | {mean['ssim_01']:.3f} "
             f"| {mean['psnr_scanner']:.2f} | {mean['ssim_scanner']:.3f} | {mean['median_ratio']:.3f} "
-            f"| {secs:.0f} |"
+            f"| {level} | {secs:.0f} |"
         )
     cons = _sel(rows, "consistency")
     if cons:
@@ -433,7 +438,7 @@ def main(argv: list[str] | None = None) -> None:
     seen = set(ckpt.get("recipe", {}).get("training_subjects", [])) | set(args.exclude)
     subjects = [
         s
-        for s in heldout_subjects(sorted(seen), args.split)
+        for s in split_subjects(sorted(seen), args.split)
         if not args.subjects or s["subject"] in args.subjects
     ]
     k_fit = lesion_threshold(args)
