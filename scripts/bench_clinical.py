@@ -397,6 +397,12 @@ def other_tables(rows: list[dict], cases: list[tuple[str, str]]) -> list[str]:
             f"| {mean['psnr_scanner']:.2f} | {mean['ssim_scanner']:.3f} | {mean['median_ratio']:.3f} "
             f"| {level} | {secs:.0f} |"
         )
+    return lines + consistency_table(rows)
+
+
+def consistency_table(rows: list[dict]) -> list[str]:
+    """Round-trip consistency NRMSE of each method against trilinear's, per sequence."""
+    lines: list[str] = []
     cons = _sel(rows, "consistency")
     if cons:
         lines += [
