@@ -172,16 +172,16 @@ def _mtsr(*args: str) -> int:
 @pytest.fixture(scope="module")
 def sr_run(cohort, tmp_path_factory) -> Path:
     """The SR task (shipped model) over the cohort, counting model loads."""
-    from mtsr_monai.inference import bundle
+    from mtsr_monai.bids import tasks
 
     out = tmp_path_factory.mktemp("out") / "sr"
     loads = []
-    original = bundle.load_bundle_network
-    bundle.load_bundle_network = lambda *a, **k: loads.append(1) or original(*a, **k)
+    original = tasks.load_bundle_network  # counted where the SR task calls it
+    tasks.load_bundle_network = lambda *a, **k: loads.append(1) or original(*a, **k)
     try:
         assert _mtsr(cohort, out, "participant", "--task", "super-resolve") == 0
     finally:
-        bundle.load_bundle_network = original
+        tasks.load_bundle_network = original
     assert len(loads) == 1  # one model load for the 4 participants (12 images)
     return out
 

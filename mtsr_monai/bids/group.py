@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from mtsr_monai.bids import derivatives as der
+from mtsr_monai.bids.runner import compile_failures
 from mtsr_monai.errors import InputError
+from mtsr_monai.reporting.bids_group import write_group_report
 
 UNCERTAINTY_KEYS = ("mean_std_in_foreground", "p95_std_in_foreground")
 
@@ -68,8 +70,6 @@ def collect_rows(output_dir: Path, tasks: Sequence[str] | None = None) -> list[d
 def group_level(output_dir: str | Path, tasks: Sequence[str] | None = None) -> dict[str, Path]:
     """Write ``group_iqms.tsv``, ``group_report.html`` (and its figure) in ``output_dir``; refreshes
     ``logs/failures.tsv`` from the status files first (the consolidated list after a sharded run)."""
-    from mtsr_monai.bids.runner import compile_failures
-    from mtsr_monai.reporting.bids_group import write_group_report
 
     output_dir = Path(output_dir).resolve()
     if not (output_dir / "dataset_description.json").is_file():

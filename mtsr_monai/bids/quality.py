@@ -20,6 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from mtsr_monai.io import voxel_sizes
+from mtsr_monai.metrics import qc
+from mtsr_monai.metrics.segmentation import segment_tissues
+from mtsr_monai.transforms.intensity import robust_range
+
 IQM_VARIANT = "mriqc"
 REPORT_KEYS = ("cjv", "efc", "fwhm_avg", "wm2max", "snr_total", "cnr")
 
@@ -70,7 +75,6 @@ def consistency(
     source: np.ndarray, src_affine: np.ndarray, brain: np.ndarray, output: np.ndarray, out_affine: np.ndarray
 ) -> dict[str, float | None]:
     """``consistency_r`` and ``consistency_nrmse`` of ``output`` against ``source`` (module docstring)."""
-    from mtsr_monai.transforms.intensity import robust_range
 
     mean, counts = average_onto(output, out_affine, source.shape, src_affine)
     sel = np.asarray(brain, bool) & (counts > 0)
@@ -85,9 +89,6 @@ def consistency(
 
 def input_quality(data: np.ndarray, affine: np.ndarray, contrast: str) -> tuple[dict[str, Any], np.ndarray]:
     """``(IQMs, tissue map)`` of a raw input; ValueError when its brain or tissues cannot be found."""
-    from mtsr_monai.io import voxel_sizes
-    from mtsr_monai.metrics import qc
-    from mtsr_monai.metrics.segmentation import segment_tissues
 
     brain = qc.default_brain_mask(data)
     if brain.sum() < 100:
@@ -105,8 +106,6 @@ def output_quality(
     output: np.ndarray, out_affine: np.ndarray, tissues: np.ndarray, src_affine: np.ndarray
 ) -> dict[str, Any]:
     """IQMs of an output with the input's tissue map carried onto its grid."""
-    from mtsr_monai.io import voxel_sizes
-    from mtsr_monai.metrics import qc
 
     carried = carry_labels(tissues, src_affine, output.shape, out_affine)
     brain = carried > 0

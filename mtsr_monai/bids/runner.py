@@ -31,7 +31,11 @@ from typing import Any
 from mtsr_monai import __version__
 from mtsr_monai.bids import derivatives as der
 from mtsr_monai.bids.layout import BIDSImage, read_dataset
+from mtsr_monai.bids.quality import IQM_VARIANT
+from mtsr_monai.bids.sidecars import write_item_records
 from mtsr_monai.bids.tasks import Item, Task
+from mtsr_monai.errors import InputError
+from mtsr_monai.io import atomic_write_text
 
 STATUS_DIR = Path("logs") / "status"
 FAILURES = Path("logs") / "failures.tsv"
@@ -121,7 +125,6 @@ def _iqms_path(output_dir: Path, image: BIDSImage) -> Path:
 
 
 def _iqms_provenance(image: BIDSImage, sha: str) -> dict[str, Any]:
-    from mtsr_monai.bids.quality import IQM_VARIANT
 
     prov = {
         "ToolName": der.TOOL,
@@ -134,7 +137,6 @@ def _iqms_provenance(image: BIDSImage, sha: str) -> dict[str, Any]:
 
 def item_provenance(task: Task, item: Item, shas: dict[str, str], output_dir: Path) -> dict[str, Any]:
     """Everything that decides an item's outputs; its hash says whether existing outputs can be kept."""
-    from mtsr_monai.bids.quality import IQM_VARIANT
 
     prov = {
         "ToolName": der.TOOL,
@@ -161,7 +163,6 @@ def _item_done(item: Item, prov: dict, iqms: dict[str, dict], output_dir: Path) 
 
 def process_item(task: Task, item: Item, output_dir: Path, ranks: Ranks) -> str:
     """Run one item unless its outputs are current; returns ``"skipped"`` or ``"processed"``."""
-    from mtsr_monai.bids.sidecars import write_item_records
 
     shas = {s.relpath: der.file_sha256(s.path) for s in item.sources}
     prov = item_provenance(task, item, shas, output_dir)
@@ -217,7 +218,6 @@ def process_participant(
 
 def compile_failures(output_dir: Path) -> list[dict[str, Any]]:
     """``logs/failures.tsv`` from the status files: every participant whose latest attempt failed."""
-    from mtsr_monai.io import atomic_write_text
 
     rows = []
     for path in sorted((output_dir / STATUS_DIR).glob("*/sub-*.json")):
@@ -262,8 +262,6 @@ def participant_level(
     if output_dir.is_relative_to(dataset.root):
         rel = output_dir.relative_to(dataset.root).parts
         if not rel or rel[0].startswith("sub-"):
-            from mtsr_monai.errors import InputError
-
             raise InputError(
                 "write outside the input's subject folders (e.g. BIDS_DIR/derivatives/mtsr)", output_dir
             )

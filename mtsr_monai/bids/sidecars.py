@@ -10,8 +10,11 @@ from typing import Any
 import numpy as np
 
 from mtsr_monai.bids import derivatives as der
+from mtsr_monai.bids.quality import consistency, input_quality, output_quality
 from mtsr_monai.bids.tasks import Item, Product, Task
 from mtsr_monai.errors import InputError
+from mtsr_monai.io import load_volume
+from mtsr_monai.metrics.qc import is_skull_stripped
 
 
 def _source_quality(
@@ -19,8 +22,6 @@ def _source_quality(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict[str, Any]]:
     """``(data, affine, tissues or None, IQMs or {"error": reason})`` of an input; with ``strict`` (the qc
     task, where the IQMs are the product) a failed segmentation fails the participant instead."""
-    from mtsr_monai.bids.quality import input_quality
-    from mtsr_monai.io import load_volume
 
     volume = load_volume(image_path)
     data, affine = volume.numpy(), np.asarray(volume.affine)
@@ -35,8 +36,6 @@ def _source_quality(
 
 def _product_quality(task: Task, product: Product, source: tuple) -> dict[str, Any]:
     """``QualityMetrics`` (and ``Consistency`` when the task keeps the contrast) of one output image."""
-    from mtsr_monai.bids.quality import consistency, output_quality
-    from mtsr_monai.io import load_volume
 
     data, affine, tissues, _ = source
     if tissues is None:
@@ -63,7 +62,6 @@ def write_item_records(
     strict: bool = False,
 ) -> None:
     """Input IQM files (where not current) and the sidecar of every product, all after the images."""
-    from mtsr_monai.metrics.qc import is_skull_stripped
 
     need = strict or any(p.quality for p in products)
     sources: dict[str, tuple] = {}

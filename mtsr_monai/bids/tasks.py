@@ -22,6 +22,7 @@ from typing import Any
 from mtsr_monai.bids.derivatives import derivative_stem, file_sha256, output_folder
 from mtsr_monai.bids.layout import SUFFIX_MODALITY, BIDSImage
 from mtsr_monai.errors import InputError
+from mtsr_monai.inference.bundle import bundle_dir, load_bundle_network
 
 TASKS = ("super-resolve", "clinical-sr", "translate", "qc")
 MODALITY_SUFFIX = {v: k for k, v in SUFFIX_MODALITY.items()}
@@ -147,6 +148,7 @@ class SuperResolveTask(Task):
         self.axis, self.precision = axis, precision
 
     def parameters(self) -> dict[str, Any]:
+        # lazy: keeps torch out of this module's import
         from mtsr_monai.precision import resolve_precision
 
         precision = resolve_precision(self.precision, self.device) if self.method == "model" else None
@@ -163,13 +165,11 @@ class SuperResolveTask(Task):
     def _compute_identity(self) -> dict[str, Any]:
         if self.method != "model":
             return {}
-        from mtsr_monai.inference.bundle import bundle_dir
 
         root = bundle_dir(self.bundle)
         return _bundle_identity(root, root / "models" / "model.pt")
 
     def _load_model(self) -> Any:
-        from mtsr_monai.inference.bundle import load_bundle_network
 
         return load_bundle_network(self.bundle, device=self.device)[0] if self.method == "model" else None
 
@@ -177,6 +177,7 @@ class SuperResolveTask(Task):
         return [derivative_stem(image, "mtsrSR")]
 
     def run(self, item: Item) -> list[Product]:
+        # lazy: keeps torch out of this module's import
         from mtsr_monai.inference.super_resolve import super_resolve_file
 
         source, out = item.sources[0], item.outputs[0]
@@ -232,6 +233,7 @@ class ClinicalSRTask(Task):
         }
 
     def _weights(self) -> Path:
+        # lazy: keeps torch out of this module's import
         from mtsr_monai.inference.clinical import default_model_path
 
         return Path(self.model_path) if self.model_path else default_model_path()
@@ -244,6 +246,7 @@ class ClinicalSRTask(Task):
         return _bundle_identity(root, weights)
 
     def _load_model(self) -> Any:
+        # lazy: keeps torch out of this module's import
         from mtsr_monai.inference.clinical import load_clinical_model
 
         return load_clinical_model(self._weights(), self.device) if self.method == "model" else None
@@ -271,6 +274,7 @@ class ClinicalSRTask(Task):
         return items
 
     def run(self, item: Item) -> list[Product]:
+        # lazy: keeps torch out of this module's import
         from mtsr_monai.inference.clinical import restore_clinical
 
         inputs = {im.modality: im.path for im in item.sources}
@@ -327,6 +331,7 @@ class TranslateTask(Task):
         }
 
     def _weights(self, modality: str) -> Path:
+        # lazy: keeps ignite, monai, torch out of this module's import
         from mtsr_monai.inference.translate import default_weights
 
         return default_weights(modality, SUFFIX_MODALITY[self.target])
@@ -337,9 +342,10 @@ class TranslateTask(Task):
         )
 
     def _compute_identity(self) -> dict[str, Any]:
-        from mtsr_monai.inference.translate import bundle_dir
+        # lazy: keeps ignite, monai, torch out of this module's import
+        from mtsr_monai.inference.translate import bundle_dir as mt_bundle_dir
 
-        root = bundle_dir()
+        root = mt_bundle_dir()
         pairs = sorted(p for p in (root / "models").glob(f"*_to_{SUFFIX_MODALITY[self.target]}.pt"))
         if not pairs:
             raise InputError(f"no translation weights to {self.target}", root / "models")
@@ -351,6 +357,7 @@ class TranslateTask(Task):
     def translator(self, modality: str) -> Any:
         """(generator, metadata) for ``modality`` -> target, loaded once per process."""
         if modality not in self._models:
+            # lazy: keeps ignite, monai, torch out of this module's import
             from mtsr_monai.inference.translate import load_translator
 
             self._models[modality] = load_translator(self._weights(modality), self.device)
@@ -364,6 +371,7 @@ class TranslateTask(Task):
     def run(self, item: Item) -> list[Product]:
         import numpy as np
 
+        # lazy: keeps ignite, monai, torch out of this module's import
         from mtsr_monai.inference.translate import translate_file
 
         source = item.sources[0]

@@ -111,7 +111,10 @@ def pair_onto_grid(
     # SimpleITK here, not at the top: the GPU training image has none (scripts/device_train.py swaps this)
     import SimpleITK as sitk
 
+    # lazy: keeps SimpleITK out of this module's import
     from mtsr_monai.transforms.registration import register
+
+    # lazy: keeps SimpleITK out of this module's import
     from mtsr_monai.transforms.sitk_utils import array_to_sitk, resample
 
     if pairing not in PAIRINGS:

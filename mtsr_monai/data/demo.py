@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mtsr_monai.io import save_volume  # loads torch and MONAI: inside a stage already shown
 from mtsr_monai.io.template import template_path
 from mtsr_monai.progress import StageBar
 
@@ -194,7 +195,6 @@ def make_demo_subject(
     paths: dict[str, Path] = {}
     with StageBar(len(CONTRASTS) + 2, "demo subject", enabled=progress) as bar:
         bar.next("tissue maps, signal equations")
-        from mtsr_monai.io import save_volume  # loads torch and MONAI: inside a stage already shown
 
         images, mask, affine = synthesize_contrasts(CONTRASTS, **sequence_overrides)
         for name, array in images.items():

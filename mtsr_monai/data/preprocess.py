@@ -133,10 +133,19 @@ def build_stages(
     """The named dictionary transforms in order (heavy imports happen here: SimpleITK and MONAI, so that
     ``mtsr preprocess`` checks its datalist without them). Over 60 lines only by the keyword arguments that
     hand each stage its part of ``config``."""
+    # lazy: keeps SimpleITK, monai, torch out of this module's import
     from mtsr_monai.transforms.bias import N4BiasFieldCorrectiond
+
+    # lazy: keeps SimpleITK, monai, torch out of this module's import
     from mtsr_monai.transforms.brain_mask import BrainMaskFromTemplated
+
+    # lazy: keeps monai out of this module's import
     from mtsr_monai.transforms.crop import CropToMaskBoxd
+
+    # lazy: keeps SimpleITK, monai, torch out of this module's import
     from mtsr_monai.transforms.registration import RegisterToTemplated
+
+    # lazy: keeps monai, torch out of this module's import
     from mtsr_monai.transforms.scale import ScaleIntensityPercentilesInMaskd
 
     stages: list[tuple[str, Callable]] = []
@@ -181,9 +190,7 @@ def build_stages(
         stages.append(
             (
                 "crop",
-                CropToMaskBoxd(
-                    image_keys + label_keys, "brain_mask", config.crop_margin, config.k_divisible
-                ),
+                CropToMaskBoxd(image_keys + label_keys, "brain_mask", config.crop_margin, config.k_divisible),
             )
         )
     stages.append(

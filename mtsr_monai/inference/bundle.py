@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from mtsr_monai.data.datalist import modality_from_name
 from mtsr_monai.errors import InputError
 
 DEFAULT_BUNDLE = "mtsr_sr"
@@ -251,7 +252,6 @@ def find_sessions(
     """Routine sessions under ``dataset_dir``: each sub-folder (or the folder itself) holding NIfTIs named
     after their sequence (``*flair*``, ``*t1*``, ``*t2*``, as ``mtsr datalist`` reads them) gives
     ``{sequence: path, "session": <sub-folder name>}``."""
-    from mtsr_monai.data.datalist import modality_from_name
 
     root = Path(dataset_dir)
     folders = [root, *sorted(p for p in root.iterdir() if p.is_dir())] if root.is_dir() else []

@@ -33,6 +33,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from mtsr_monai.errors import InputError
+from mtsr_monai.inference.bundle import read_weights, weights_path
+from mtsr_monai.inference.explain import explain_volume, write_explanations
+from mtsr_monai.inference.slicewise import busy_batches
+from mtsr_monai.io import atomic_write_text, load_volume, save_volume
+from mtsr_monai.metrics.image import mae, nmse, psnr, ssim
+from mtsr_monai.progress import StageBar
+from mtsr_monai.transforms.intensity import robust_range, scale_to_range
+
 if TYPE_CHECKING:
     from ignite.metrics import Average
 
@@ -61,7 +70,6 @@ def restore_volume(
     Slices with no signal at all are passed through (zeros), without the network
     (:func:`~mtsr_monai.inference.slicewise.busy_batches`).
     """
-    from mtsr_monai.inference.slicewise import busy_batches
 
     network.eval()
     device = torch.device(device)
@@ -91,7 +99,6 @@ def volume_metrics(
     pred: np.ndarray, ref: np.ndarray, mask: np.ndarray, channels: Sequence[int] | None = None
 ) -> dict[str, float]:
     """Brain-masked MAE, NMSE, PSNR (data range 1) and 3D SSIM averaged over ``channels`` (default all)."""
-    from mtsr_monai.metrics.image import mae, nmse, psnr, ssim
 
     rows = []
     for c in range(pred.shape[0]) if channels is None else channels:
@@ -199,6 +206,7 @@ def thick_axis_on_grid(image, grid) -> int:
 def _rigid_to_reference(images: Mapping[str, Any], m: str, reference: str) -> tuple[Any, Any]:
     """``(transform, report)`` of the rigid registration of scan ``m`` to the reference scan, from the
     headers' alignment; ``(None, None)`` (the headers, with a warning) where the registration fails."""
+    # lazy: keeps SimpleITK, monai out of this module's import
     from mtsr_monai.transforms import registration as reg
 
     try:
@@ -213,6 +221,7 @@ def _on_grid(image, grid, method: str, transform) -> tuple[np.ndarray, np.ndarra
     ``transform`` mapping grid points into the scan (None: the headers)."""
     import SimpleITK as sitk
 
+    # lazy: keeps SimpleITK, monai out of this module's import
     from mtsr_monai.transforms import sitk_utils
 
     ones = sitk.Image(image.GetSize(), sitk.sitkFloat32) + 1.0
@@ -239,10 +248,8 @@ def prepare_routine_scans(
     Raises :class:`~mtsr_monai.errors.InputError` for unreadable or invalid inputs."""
     from tqdm import tqdm
 
-    from mtsr_monai.errors import InputError
-    from mtsr_monai.io import load_volume
+    # lazy: keeps SimpleITK, monai out of this module's import
     from mtsr_monai.transforms import sitk_utils
-    from mtsr_monai.transforms.intensity import robust_range, scale_to_range
 
     if not inputs:
         raise InputError("give at least one of --t1, --t2, --flair")
@@ -312,9 +319,10 @@ def load_clinical_model(path: str | Path, device: str | torch.device = "cpu") ->
 
     The file holds ``model`` (generator state dict, fp16), ``critic`` (state dict), ``network`` and
     ``critic_args`` (constructor arguments), ``modalities`` (channel order) and ``patch_size``."""
-    from mtsr_monai.errors import InputError
-    from mtsr_monai.inference.bundle import read_weights
+    # lazy: keeps monai out of this module's import
     from mtsr_monai.networks.attention_unet import AttentionGatedUNet
+
+    # lazy: keeps monai out of this module's import
     from mtsr_monai.networks.critic import Critic
 
     ckpt = read_weights(path)  # missing, unreadable, or shipped weights not matching their declared sha256
@@ -335,7 +343,6 @@ def load_clinical_model(path: str | Path, device: str | torch.device = "cpu") ->
 
 def default_model_path() -> Path:
     """``clinical_sr/models/model.pt`` under :func:`mtsr_monai.inference.bundle.bundles_root`."""
-    from mtsr_monai.inference.bundle import weights_path
 
     return weights_path("clinical_sr")
 
@@ -359,7 +366,6 @@ def _model_outputs(
     """Step 5: the network on the model's channels; returns ``({mod: output in the [0, 1] units of
     prepared["volumes"]}, model input, model output, slice axis)``. A checkpoint's ``intensity_headroom``
     (the random recipe) divides the input and multiplies the output, as in its training."""
-    from mtsr_monai.errors import InputError
 
     modalities = list(ckpt["modalities"])
     unknown = [m for m in inputs if m not in modalities]
@@ -398,7 +404,10 @@ def consistency_check(
     import SimpleITK as sitk
     from scipy.ndimage import binary_dilation, gaussian_filter
 
+    # lazy: keeps monai, scipy out of this module's import
     from mtsr_monai.transforms.protocol import acquire_like
+
+    # lazy: keeps SimpleITK, monai out of this module's import
     from mtsr_monai.transforms.sitk_utils import array_to_sitk
 
     image = prepared["images"][modality]
@@ -456,7 +465,6 @@ def consistency_gain(check: Mapping[str, np.ndarray]) -> float:
 def consistency_summary(check: Mapping[str, np.ndarray], gain: float = 1.0) -> dict[str, float]:
     """Summary numbers of ``gain * acquired - input`` over the support, in input units, and ``nrmse`` (RMSE
     over the input's robust 99.5 % level); ``median_ratio`` over the foreground itself."""
-    from mtsr_monai.transforms.intensity import robust_range
 
     sup, core = check["support"], check["core"]
     r = (gain * check["acquired"] - check["input"])[sup].astype(np.float64)
@@ -491,6 +499,7 @@ def consistency_step(
     "residual": gain * re-acquired - input on the input's grid (zero outside the support), "affine": the
     input's, **consistency_summary}})``. The one implementation behind ``mtsr clinical-sr`` and the bundle's
     postprocessing (:class:`~mtsr_monai.inference.components.ClinicalConsistencyd`)."""
+    # lazy: keeps SimpleITK, monai out of this module's import
     from mtsr_monai.transforms.sitk_utils import sitk_affine
 
     scaled: dict[str, np.ndarray] = {}
@@ -521,7 +530,6 @@ def _consistency_outputs(
     """:func:`consistency_step` (``gain_step``: scales ``data`` in place), the consistency maps
     ``<m>_consistency.nii.gz`` (input grid, input units) and their summaries; ``reference``: the trilinear
     interpolation of the inputs (scanner units), whose consistency is reported alongside."""
-    from mtsr_monai.io import save_volume
 
     scaled, steps = consistency_step(data, prepared, gain_step, profile, thickness)
     data.update(scaled)
@@ -572,9 +580,6 @@ def restore_clinical(
     import json
     import time
 
-    from mtsr_monai.io import atomic_write_text, save_volume
-    from mtsr_monai.progress import StageBar
-
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
     start = time.time()
@@ -604,8 +609,6 @@ def restore_clinical(
                 ckpt, prepared, inputs, slice_axis, patches, batch_size, device, progress
             )
             if explain:
-                from mtsr_monai.inference.explain import explain_volume
-
                 bar.next("attention maps, critic GradCAM")
                 mods = list(ckpt["modalities"])
                 extra = explain_volume(ckpt["network"], ckpt["critic"], x, y, axis, mods, device=device)
@@ -636,8 +639,6 @@ def restore_clinical(
             if m in report:
                 written[f"{m}_consistency"] = Path(report[m]["map"])
         if extra:
-            from mtsr_monai.inference.explain import write_explanations
-
             mods = list(ckpt["modalities"])
             written.update(write_explanations(extra, x, y, prepared["affine"], out_dir, mods, axis))
         summary = _run_summary(
@@ -702,6 +703,7 @@ def evaluate_heldout(
     """
     import json
 
+    # lazy: keeps monai, scipy out of this module's import
     from mtsr_monai.data.clinical import cached_pairs
 
     ckpt = load_clinical_model(model_path, device)
@@ -725,7 +727,5 @@ def evaluate_heldout(
         summary[method] = {k: float(np.mean([r[k] for r in sel])) for k in ("mae", "nmse", "psnr", "ssim")}
     summary["rows"] = rows
     if output:
-        from mtsr_monai.io import atomic_write_text
-
         atomic_write_text(output, json.dumps(summary, indent=1))
     return summary

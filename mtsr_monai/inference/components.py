@@ -25,6 +25,21 @@ from monai.data import MetaTensor
 from monai.inferers import Inferer
 from monai.transforms import MapTransform
 
+from mtsr_monai.inference.clinical import (
+    consistency_step,
+    model_input,
+    prepare_routine_scans,
+    restore_volume,
+    slice_axis_for,
+    transform_from_spec,
+    transform_spec,
+)
+from mtsr_monai.inference.super_resolve import sr_affine, super_resolve_scaled
+from mtsr_monai.inference.translate import latent_codes, sample_statistics, translate_volume
+from mtsr_monai.io import atomic_write_text, check_same_grid, load_volume, save_volume
+from mtsr_monai.io.geometry import resolve_axis
+from mtsr_monai.transforms.intensity import robust_range, scale_to_range
+
 __all__ = [
     "ClinicalConsistencyd",
     "ClinicalRestored",
@@ -90,7 +105,6 @@ class LoadVolumed(MapTransform):
         self.validate = validate
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
-        from mtsr_monai.io import load_volume
 
         d = dict(data)
         for key in self.key_iterator(d):
@@ -109,7 +123,6 @@ class MaskOutsided(MapTransform):
         self.mask_key = mask_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
-        from mtsr_monai.io import check_same_grid
 
         d = dict(data)
         mask = d.get(self.mask_key)
@@ -131,7 +144,6 @@ class RobustScaled(MapTransform):
     meta."""
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
-        from mtsr_monai.transforms.intensity import robust_range, scale_to_range
 
         d = dict(data)
         for key in self.key_iterator(d):
@@ -177,7 +189,6 @@ class SaveVolumed(MapTransform):
         self.output_dir, self.postfix, self.path_key = output_dir, postfix, path_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
-        from mtsr_monai.io import save_volume
 
         d = dict(data)
         for key in self.key_iterator(d):
@@ -201,8 +212,6 @@ class SaveTranslationsd(MapTransform):
         self.output_dir, self.path_key = output_dir, path_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
-        from mtsr_monai.inference.translate import sample_statistics
-        from mtsr_monai.io import atomic_write_text, save_volume
 
         d = dict(data)
         for key in self.key_iterator(d):
@@ -261,8 +270,6 @@ class SliceSRInferer(Inferer):
         )
 
     def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> MetaTensor:
-        from mtsr_monai.inference.super_resolve import sr_affine, super_resolve_scaled
-        from mtsr_monai.io.geometry import resolve_axis
 
         outs = []
         for b in range(inputs.shape[0]):
@@ -314,14 +321,12 @@ class SliceTranslationInferer(Inferer):
         self.batch_size, self.reduce, self.progress = int(batch_size), reduce, progress
 
     def latent_codes(self) -> np.ndarray:
-        from mtsr_monai.inference.translate import latent_codes
 
         if self.codes is not None:
             return np.asarray(self.codes, dtype=np.float32).reshape(-1, self.nz)
         return latent_codes(self.samples, self.nz, self.seed)
 
     def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> MetaTensor:
-        from mtsr_monai.inference.translate import translate_volume
 
         codes = self.latent_codes()
         outs = []
@@ -374,7 +379,6 @@ class PrepareRoutineScansd(MapTransform):
         self.output_key, self.coverage_key = output_key, coverage_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
-        from mtsr_monai.inference.clinical import model_input, prepare_routine_scans, transform_spec
 
         d = dict(data)
         inputs = {k: d[k] for k in self.key_iterator(d) if d[k] is not None}
@@ -425,14 +429,12 @@ class ClinicalSliceInferer(Inferer):
         self.slice_axis, self.progress, self.headroom = slice_axis, progress, float(headroom)
 
     def axis_for(self, image: Any) -> int:
-        from mtsr_monai.inference.clinical import slice_axis_for
 
         if self.slice_axis is not None:
             return int(self.slice_axis)
         return slice_axis_for(_clinical_info(image)["thick_axis"])
 
     def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> MetaTensor:
-        from mtsr_monai.inference.clinical import restore_volume
 
         outs = []
         for b in range(inputs.shape[0]):
@@ -501,8 +503,7 @@ class ClinicalConsistencyd(MapTransform):
 
     def session(self, d: Mapping[Hashable, Any], pred: Any) -> dict[str, Any]:
         """What :func:`~mtsr_monai.inference.clinical.consistency_check` reads of a prepared session."""
-        from mtsr_monai.inference.clinical import transform_from_spec
-        from mtsr_monai.io import load_volume
+        # lazy: keeps SimpleITK out of this module's import
         from mtsr_monai.transforms.sitk_utils import metatensor_to_sitk
 
         info = _clinical_info(d[self.ref_key])
@@ -514,7 +515,6 @@ class ClinicalConsistencyd(MapTransform):
         }
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
-        from mtsr_monai.inference.clinical import consistency_step
 
         d = dict(data)
         info = _clinical_info(d[self.ref_key])
@@ -551,7 +551,6 @@ class SaveClinicald(MapTransform):
         self.output_dir, self.path_key, self.ref_key = output_dir, path_key, ref_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
-        from mtsr_monai.io import save_volume
 
         d = dict(data)
         info = _clinical_info(d[self.ref_key])

@@ -17,6 +17,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from mtsr_monai.io import atomic_write_text, load_volume, save_volume
+from mtsr_monai.reporting.views import (
+    CONVENTION,
+    colour_bar,
+    plane_image,
+    plane_of_axis,
+    pyplot,
+    save_figure,
+    show_plane,
+)
+from mtsr_monai.transforms.intensity import display_range
+
 
 def _batches(volume: np.ndarray, axis: int, batch_size: int, desc: str = ""):
     """Slice batches along ``axis``, with a progress bar named ``desc`` (stderr) when given."""
@@ -114,7 +126,6 @@ def _overlay(
     **imshow: Any,
 ) -> None:
     """A heat map over the grey panel already on ``ax``, with its colour bar."""
-    from mtsr_monai.reporting.views import colour_bar, plane_image
 
     image, aspect = plane_image(volume, affine, plane, point)
     shown = ax.imshow(image, aspect=aspect, cmap="jet", alpha=0.45, interpolation="nearest", **imshow)
@@ -133,7 +144,6 @@ def write_explanations(
 ) -> dict[str, Path]:
     """NIfTI volumes (atomic) and one PNG montage at ``slice_index`` (default: the slice with most signal),
     radiological with orientation letters; attention and GradCAM maps with their colour bars."""
-    from mtsr_monai.io import atomic_write_text, save_volume
 
     out_dir = Path(output_dir)
     written: dict[str, Path] = {}
@@ -161,7 +171,6 @@ def _explain_figure(
     slice_index: int | None,
 ) -> Path:
     """Input, restored, each attention gate and GradCAM over one slice (see :func:`write_explanations`)."""
-    from mtsr_monai.reporting.views import CONVENTION, plane_of_axis, pyplot, save_figure, show_plane
 
     if slice_index is None:
         other = tuple(d for d in range(3) if d != axis)
@@ -200,9 +209,6 @@ def comparison_montage(
     """PNG rows = the planes normal to the given array axes (through the grid's centre), columns = the
     given volumes (all on one grid), e.g. ``{"trilinear": ..., "model": ...}``; radiological with orientation
     letters; grey levels per column from its 0.5-99.5 percentiles."""
-    from mtsr_monai.io import load_volume
-    from mtsr_monai.reporting.views import CONVENTION, plane_of_axis, pyplot, save_figure, show_plane
-    from mtsr_monai.transforms.intensity import display_range
 
     loaded = {k: load_volume(v, validate=False) for k, v in volumes.items()}
     fig, grid = pyplot().subplots(

@@ -19,11 +19,23 @@ from typing import Any
 import numpy as np
 import torch
 
+from mtsr_monai.data.demo import make_demo_subject
+from mtsr_monai.inference.bundle import bundles_root, load_bundle_network, weights_path
+from mtsr_monai.inference.super_resolve import super_resolve_volume
+from mtsr_monai.io import atomic_write_text, check_same_grid, load_volume, save_volume
+from mtsr_monai.io.geometry import resampled_affine, resolve_axis
+from mtsr_monai.metrics.image import psnr, ssim
+from mtsr_monai.metrics.perceptual import load_lpips, sample_measures
+from mtsr_monai.progress import StageBar
+from mtsr_monai.reporting.demo_report import demo_figures, demo_html
+from mtsr_monai.reporting.figures import axial_montage
+from mtsr_monai.reporting.views import centre_point
+from mtsr_monai.transforms.intensity import robust_scale
+
 
 def sr_weights_path() -> Path:
     """The SR weights: ``$MTSR_SR_WEIGHTS``, else the SR bundle's ``models/model.pt`` (under
     :func:`mtsr_monai.inference.bundle.bundles_root`)."""
-    from mtsr_monai.inference.bundle import weights_path
 
     env = os.environ.get("MTSR_SR_WEIGHTS")
     return Path(env) if env else weights_path("mtsr_sr")
@@ -33,7 +45,6 @@ def load_sr_network(device: str = "cpu") -> tuple[torch.nn.Module | None, str]:
     """(network or None, description). The network is built from the SR bundle's own ``inference.yaml``
     (``network_def``) and loaded from :func:`sr_weights_path` (sha256-checked when shipped); without weights
     the caller falls back to bicubic and says so."""
-    from mtsr_monai.inference.bundle import load_bundle_network
 
     path = sr_weights_path()
     if not path.is_file():
@@ -51,7 +62,6 @@ def super_resolve(
     progress: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """F1: (sr volume, sr affine, description of the method used)."""
-    from mtsr_monai.inference.super_resolve import super_resolve_volume
 
     network, description = (None, method) if method != "auto" else load_sr_network(device)
     used = "model" if network is not None else ("bicubic" if method == "auto" else method)
@@ -69,7 +79,6 @@ def save_montage(
 ) -> Path:
     """Axial panels ``(name, volume, affine)`` through the world ``point``, radiological with orientation
     letters and a colour bar on the std map (:func:`mtsr_monai.reporting.figures.axial_montage`)."""
-    from mtsr_monai.reporting.figures import axial_montage
 
     return axial_montage(panels, path, title, point)
 
@@ -78,7 +87,6 @@ def _load_input(
     input_path: str | os.PathLike, mask_path: str | os.PathLike | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """``(LR volume, its affine, brain mask or None)``: the mask must be on the input's grid."""
-    from mtsr_monai.io import check_same_grid, load_volume
 
     image = load_volume(input_path)
     lr, lr_affine = image.numpy().astype(np.float32), np.asarray(image.affine)
@@ -93,7 +101,6 @@ def _load_input(
 
 def _mask_on_sr_grid(mask: np.ndarray | None, affine: np.ndarray, scale: int) -> np.ndarray | None:
     """The LR brain mask on the SR grid (nearest neighbour), or None without a mask."""
-    from mtsr_monai.inference.super_resolve import super_resolve_volume
 
     if mask is None:
         return None
@@ -105,7 +112,6 @@ def _montage_panels(
 ) -> tuple[list, Sequence[float]]:
     """The montage's panels (LR input, SR, each sample, the std map) and the world point it cuts through:
     the centre of the translated brain (the background stays 0)."""
-    from mtsr_monai.reporting.views import centre_point
 
     sr, sr_affine, fg = arrays["sr"], arrays["affine"], arrays["mean"] > 0
     panels = [(f"input {source} (LR)", lr, lr_affine), (f"SR {source}", sr, sr_affine)]
@@ -118,7 +124,6 @@ def _write_outputs(
     out: Path, arrays: dict[str, Any], panels: list, title: str, point: Sequence[float]
 ) -> dict[str, Any]:
     """``sr``, ``sample_i``, ``mean``, ``std`` NIfTIs (SR grid) and the montage into ``out``; their paths."""
-    from mtsr_monai.io import save_volume
 
     affine = arrays["affine"]
     out.mkdir(parents=True, exist_ok=True)
@@ -151,8 +156,8 @@ def run_pipeline(
     """``mtsr run``: SR of the LR input in modality ``source``, then ``samples`` translations to
     ``target``, checked as ``mtsr translate`` checks (:func:`.translate.prepare_translation`).
     ``on_stage(name)`` is called as each stage starts (progress)."""
+    # lazy: keeps ignite, monai out of this module's import
     from mtsr_monai.inference.translate import prepare_translation, sample_statistics, translate_volume
-    from mtsr_monai.io import atomic_write_text
 
     timings, t0 = {}, time.perf_counter()
     checked = prepare_translation(source, target, mt_weights, codes, samples, seed, device)  # fail early
@@ -199,9 +204,7 @@ def _demo_slab(
     """The demo subject's central slab of ``slices`` axial slices, in-plane cropped to a multiple of
     ``scale``, its ``source`` degraded x``scale`` (second-order chain, seed 0) with the brain mask on the LR
     grid; writes ``lr_<source>``, ``lr_brain_mask``, ``hr_<source>`` and ``subject/`` into ``out``."""
-    from mtsr_monai.data.demo import make_demo_subject
-    from mtsr_monai.io import load_volume, save_volume
-    from mtsr_monai.io.geometry import resampled_affine, resolve_axis
+    # lazy: keeps monai, scipy out of this module's import
     from mtsr_monai.transforms.degradation import centre_crop_to_multiple, degrade_volume_second_order
 
     paths = make_demo_subject(out / "subject", progress=progress)
@@ -248,9 +251,6 @@ def _demo_slab(
 def _demo_metrics(slab: dict[str, Any], arrays: dict[str, Any], bicubic: np.ndarray) -> tuple[dict, dict]:
     """``(metrics, lpips status)``: SR and bicubic against the true source (PSNR in the brain, 2D axial
     SSIM), the translations against the demo target scaled to [0, 1] the same way."""
-    from mtsr_monai.metrics.image import psnr, ssim
-    from mtsr_monai.metrics.perceptual import load_lpips, sample_measures
-    from mtsr_monai.transforms.intensity import robust_scale
 
     hr_np, mask, through = slab["hr"], slab["brain"], slab["through"]
     data_range = float(hr_np.max() - hr_np.min())
@@ -283,11 +283,6 @@ def run_demo(
     """``mtsr demo``: demo subject -> slab -> x``scale`` degradation of ``source`` -> :func:`run_pipeline` ->
     metrics against the truth (SR and bicubic vs the true ``source``; samples vs the demo ``target``),
     figures, ``report.html`` and ``demo.json`` in ``output_dir``."""
-    from mtsr_monai.inference.bundle import bundles_root
-    from mtsr_monai.inference.super_resolve import super_resolve_volume
-    from mtsr_monai.io import atomic_write_text
-    from mtsr_monai.progress import StageBar
-    from mtsr_monai.reporting.demo_report import demo_figures, demo_html
 
     t0 = time.perf_counter()
     out = Path(output_dir)

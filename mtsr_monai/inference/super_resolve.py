@@ -19,7 +19,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from mtsr_monai.errors import InputError
+from mtsr_monai.inference.bundle import bundle_components, infer_item, load_bundle_network
+from mtsr_monai.inference.slicewise import busy_batches
+from mtsr_monai.io import atomic_output, load_volume
 from mtsr_monai.io.geometry import resolve_axis, sr_affine
+from mtsr_monai.io.validation import check_nifti_header, validate_volume
 from mtsr_monai.precision import (  # noqa: F401 (kept public here: scripts import them from this module)
     PRECISIONS,
     auto_precision,
@@ -77,7 +82,7 @@ def eval_pairs(
     ``seed`` and its position, so every call returns the same pairs. Items: ``{"lr": (1, h, w), "hr":
     (1, H, W), "source": path, "slice": index}``.
     """
-    from mtsr_monai.io import load_volume
+    # lazy: keeps monai, scipy out of this module's import
     from mtsr_monai.transforms.degradation import RandSecondOrderDegradationd
 
     degrade = RandSecondOrderDegradationd(keys="hr", scale=scale, output_keys="lr")
@@ -151,7 +156,6 @@ def super_resolve_scaled(
     (no larger than the slice) or through ``inferer``; the other methods interpolate. Slices holding only the
     minimum (background) come out as that minimum without computation.
     """
-    from mtsr_monai.inference.slicewise import busy_batches
 
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
@@ -261,7 +265,6 @@ def super_resolve_file(
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
     if method != "model" and bundle is None and _is_nifti(input_path) and _is_nifti(output_path):
         return _interpolate_nifti_file(input_path, output_path, method, scale, axis, batch_size, progress)
-    from mtsr_monai.inference.bundle import bundle_components, infer_item, load_bundle_network
 
     overrides = {
         "axis": axis,
@@ -303,9 +306,6 @@ def _read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     :func:`mtsr_monai.io.load_volume` (which reads through MONAI's ``LoadImage``: the same numbers)."""
     import nibabel as nib
 
-    from mtsr_monai.errors import InputError
-    from mtsr_monai.io.validation import check_nifti_header, validate_volume
-
     path = Path(path)
     if not path.is_file():
         raise InputError("no such file", path)
@@ -328,8 +328,6 @@ def _read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 def _write_nifti(data: np.ndarray, affine: np.ndarray, path: str | os.PathLike) -> None:
     """Float32 NIfTI written atomically with the header MONAI's ``NibabelWriter`` gives (s/qform code 1)."""
     import nibabel as nib
-
-    from mtsr_monai.io import atomic_output
 
     image = nib.Nifti1Image(np.asarray(data, dtype=np.float32), affine)
     image.set_sform(affine, code=1)
@@ -371,6 +369,5 @@ def _interpolate_nifti_file(
 
 def load_sr_model(path: str | None = None, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
     """The shipped SR network (or ``path``'s weights on the shipped bundle's architecture), eval mode."""
-    from mtsr_monai.inference.bundle import load_bundle_network
 
     return load_bundle_network(None, device=device, weights=path)

@@ -25,7 +25,12 @@ import torch
 
 from mtsr_monai.engines.bicyclegan import export_generator  # noqa: F401 (the weights format, public here)
 from mtsr_monai.errors import InputError
-from mtsr_monai.inference.bundle import read_weights, weights_path
+from mtsr_monai.inference.bundle import bundle_components, infer_item, read_weights, weights_path
+from mtsr_monai.inference.slicewise import busy_batches
+from mtsr_monai.io.geometry import resolve_axis
+from mtsr_monai.networks.bicyclegan import LatentUNetGenerator
+from mtsr_monai.precision import autocast
+from mtsr_monai.transforms.intensity import robust_scale
 
 MODALITIES = ("t1", "t1ce", "t2", "flair", "pd")
 
@@ -44,7 +49,6 @@ def load_translator(
     path: str | os.PathLike, device: str | torch.device = "cpu"
 ) -> tuple[torch.nn.Module, dict]:
     """Generator (eval mode, float32) and its metadata from a weights file; InputError if unusable."""
-    from mtsr_monai.networks.bicyclegan import LatentUNetGenerator
 
     ckpt = read_weights(path, "no such weights file (train one with scripts/train_mt.py)")
     try:
@@ -93,8 +97,6 @@ def translate_slices(
     """
     import torch.nn.functional as F
 
-    from mtsr_monai.precision import autocast
-
     device = next(generator.parameters()).device
     n_slices, h, w = slices.shape
     out = torch.zeros((codes.shape[0], n_slices, h, w), dtype=torch.float32)
@@ -138,9 +140,6 @@ def translate_volume(
     ``mask`` (brain mask on the same grid): voxels outside are set to 0 before scaling and in the outputs, so
     a non-skull-stripped or noisy-background input looks like the skull-stripped training data.
     """
-    from mtsr_monai.inference.slicewise import busy_batches
-    from mtsr_monai.io.geometry import resolve_axis
-    from mtsr_monai.transforms.intensity import robust_scale
 
     arr = volume.detach().cpu().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume)
     if mask is not None:
@@ -235,7 +234,6 @@ def translate_file(
     )
     # the bundle's own preprocessing / inferer / postprocessing (configs/inference.yaml), as
     # `python -m monai.bundle run inference` and MONAI Label run them, with this call's settings
-    from mtsr_monai.inference.bundle import bundle_components, infer_item
 
     overrides = {"mt_meta": dict(meta), "checkpoint": str(weights), "source": source, "target": target}
     overrides.update({"codes": codes.tolist(), "seed": seed, "axis": axis, "progress": progress})

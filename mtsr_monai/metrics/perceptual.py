@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from mtsr_monai.metrics.image import batch_psnr, batch_ssim
+
 BACKBONE_FILES = {
     "alex": "alexnet-owt-7be5be79.pth",
     "vgg": "vgg16-397923af.pth",
@@ -125,8 +127,6 @@ def sample_measures(
     and diversity (LPIPS over consecutive pairs).
     """
     import torch
-
-    from mtsr_monai.metrics.image import batch_psnr, batch_ssim
 
     s = torch.as_tensor(np.asarray(samples, dtype=np.float32))
     n = s.shape[0]

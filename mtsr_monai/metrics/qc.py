@@ -55,6 +55,8 @@ from typing import Any
 
 import numpy as np
 
+from mtsr_monai.metrics.segmentation import segment_tissues
+
 LABELS = {"csf": 1, "gm": 2, "wm": 3}
 VARIANTS = ("mriqc", "paper")
 DIETRICH = math.sqrt((4.0 - math.pi) / 2.0)  # sd of Rayleigh noise / sigma of the underlying Gaussian
@@ -454,8 +456,6 @@ def _iqm_metric_class():
         def _row(self, pred, ref) -> list[float]:
             """The ``keys`` of one item: IQMs of ``pred`` (or their differences to ``ref``'s) in the
             tissues of ``ref``; NaN where a value is missing."""
-            from mtsr_monai.metrics.segmentation import segment_tissues
-
             brain = default_brain_mask(ref)
             tissues = segment_tissues(ref, brain, contrasts=(self.contrast,))
             p = compute_iqms(pred, tissues, brain, self.spacing, self.variant)

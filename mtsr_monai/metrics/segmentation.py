@@ -32,6 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mtsr_monai.io.template import template_path
+
 LABELS = {"csf": 1, "gm": 2, "wm": 3, "pial": 4}
 CONTRAST_ORDER = {
     "t1": ("csf", "gm", "wm"),
@@ -213,8 +215,6 @@ def template_priors(shape: Sequence[int], affine: np.ndarray, brain: np.ndarray 
     coordinates) onto a subject grid that is already registered to MNI space. CSF = 1 - GM - WM, clipped."""
     import nibabel as nib
     from scipy import ndimage
-
-    from mtsr_monai.io.template import template_path
 
     shape = tuple(int(s) for s in shape)
     brain = np.ones(shape, bool) if brain is None else np.asarray(brain, bool)

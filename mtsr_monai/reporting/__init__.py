@@ -10,6 +10,7 @@ __all__ = ["evaluate_clinical"]
 
 def evaluate_clinical(*args: Any, **kwargs: Any) -> dict:
     """See :func:`mtsr_monai.reporting.clinical.evaluate_clinical`."""
+    # lazy: keeps the package import light (numpy and the figure helpers load on first use)
     from mtsr_monai.reporting.clinical import evaluate_clinical as run
 
     return run(*args, **kwargs)

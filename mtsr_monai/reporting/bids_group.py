@@ -18,6 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from mtsr_monai.io import atomic_write_text
+from mtsr_monai.reporting.html import embed_png, render_page
+from mtsr_monai.reporting.views import pyplot, save_figure
+
 #: (column, label, better) shown in the report; better: "low", "high" or "" (no direction)
 METRICS = (
     ("cjv", "CJV", "low"),
@@ -92,7 +96,6 @@ def _fmt(v: Any) -> str:
 
 
 def write_tsv(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
-    from mtsr_monai.io import atomic_write_text
 
     columns = [*ID_COLUMNS, *(k for k, _, _ in METRICS), "outliers"]
     extra = sorted({k for r in rows for k in r} - set(columns))
@@ -105,7 +108,6 @@ def write_tsv(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
 
 def distribution_figure(rows: Sequence[Mapping[str, Any]], path: Path) -> Path | None:
     """One panel per metric: the values of each group as points over a box plot, outliers in red and named."""
-    from mtsr_monai.reporting.views import pyplot, save_figure
 
     plt = pyplot()
     groups = sorted({r["group"] for r in rows})
@@ -196,8 +198,6 @@ def write_group_report(
     intro: str = "",
 ) -> dict[str, Path]:
     """Flag outliers; write ``group_iqms.tsv``, ``figures/group_distributions.png``, ``group_report.html``."""
-    from mtsr_monai.io import atomic_write_text
-    from mtsr_monai.reporting.html import embed_png, render_page
 
     flags = flag_outliers(rows)
     tsv = write_tsv(rows, output_dir / "group_iqms.tsv")

@@ -28,7 +28,14 @@ from typing import Any
 import numpy as np
 
 from mtsr_monai.errors import InputError
+from mtsr_monai.io import atomic_write_text, check_same_grid, load_volume, voxel_sizes
+from mtsr_monai.metrics import qc
+from mtsr_monai.metrics.agreement import bland_altman, overlap_metrics, volume_ml
 from mtsr_monai.metrics.image import image_metrics
+from mtsr_monai.metrics.segmentation import guess_contrast, segment_tissues, wmh_mask
+from mtsr_monai.reporting import html as H
+from mtsr_monai.reporting.agreement import bland_altman_plot
+from mtsr_monai.reporting.views import CONVENTION
 
 TABLE_KEYS = (
     "cjv",
@@ -126,8 +133,6 @@ def _precheck_grids(subjects: list[dict[str, Any]]) -> None:
     """Shapes and affines from the NIfTI headers only (cheap), so a bad subject fails the run up front."""
     import nibabel as nib
 
-    from mtsr_monai.io import check_same_grid
-
     for sub in subjects:
         paths = [sub["ref"], *sub["methods"].values()]
         try:
@@ -168,8 +173,6 @@ def evaluate_clinical(
     import json
 
     from tqdm import tqdm
-
-    from mtsr_monai.io import atomic_write_text
 
     dirs = [Path(pred_dir), *map(Path, baseline_dirs)]
     method_names = _method_names(names, dirs, labels_dir)
@@ -218,7 +221,6 @@ def _method_names(names: Sequence[str] | None, dirs: Sequence[Path], labels_dir:
 
 def _load_subject(sub: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
     """``(reference, {method: image}, affine)`` of one subject, all on one grid (InputError otherwise)."""
-    from mtsr_monai.io import check_same_grid, load_volume
 
     ref_img = load_volume(sub["ref"])
     preds = {name: load_volume(p) for name, p in sub["methods"].items()}
@@ -232,7 +234,6 @@ def _load_subject(sub: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, np.ndar
 
 def _load_label(labels_dir: Path, key: str, ref: np.ndarray, affine: np.ndarray, ref_path: Path):
     """``(label path, whole-tumour mask)`` of a subject, ``(None, None)`` without a label file."""
-    from mtsr_monai.io import check_same_grid, load_volume
 
     label_path = find_label(Path(labels_dir), key)
     if label_path is None:
@@ -248,10 +249,6 @@ def _evaluate_subject(
     """One subject's report entry (reference IQMs, tissues, label, hyperintensities; every method's
     numbers by :func:`_evaluate_method`) and the images its figures show. ``status`` names the step
     running (a subject takes minutes: EM segmentations, IQMs of every image)."""
-    from mtsr_monai.io import voxel_sizes
-    from mtsr_monai.metrics import qc
-    from mtsr_monai.metrics.agreement import overlap_metrics, volume_ml
-    from mtsr_monai.metrics.segmentation import guess_contrast, segment_tissues, wmh_mask
 
     status(f"{sub['key']}: reference tissues and IQMs")
     ref, arrays, affine = _load_subject(sub)
@@ -298,9 +295,6 @@ def _evaluate_method(
 ) -> dict[str, Any]:
     """One method's IQMs (reference tissue masks) and their differences, fidelity, its own tissues' volumes
     and agreement with the reference's, and the FLAIR hyperintensities (vs the reference's and the tumour)."""
-    from mtsr_monai.metrics import qc
-    from mtsr_monai.metrics.agreement import overlap_metrics, volume_ml
-    from mtsr_monai.metrics.segmentation import segment_tissues, wmh_mask
 
     brain, affine, seg_ref = common["brain"], common["affine"], common["seg_ref"]
     m: dict[str, Any] = {}
@@ -323,7 +317,6 @@ def _evaluate_method(
 def _subject_figures(key: str, images: Mapping[str, Any], fig_dir: Path) -> dict[str, Path]:
     """The montage and the difference map of one subject, cut through the tumour's centre when there is
     one, else through the brain's centre."""
-    from mtsr_monai.reporting import html as H
 
     ref, arrays, brain, tumour = images["ref"], images["arrays"], images["brain"], images["tumour"]
     centre_mask = tumour if tumour is not None and tumour.any() else brain
@@ -391,8 +384,6 @@ def _reference_volumes(subs: list[dict], tissue: str) -> list[float]:
 
 def _bland_altman(subs: list[dict], method_names: list[str], fig_dir: Path) -> tuple[dict, list[Path]]:
     """Bland-Altman statistics of each tissue's volume, every method against the reference, and the plots."""
-    from mtsr_monai.metrics.agreement import bland_altman
-    from mtsr_monai.reporting.agreement import bland_altman_plot
 
     stats, figs = {}, []
     for tissue in _tissues(subs):
@@ -441,8 +432,6 @@ def _jsonable(obj: Any) -> Any:
 def _render(report: dict, methods: list[str], figures: dict, ba_figs: list[Path], output: Path) -> str:
     """``index.html``: the tables of the summaries and the figures, through
     ``templates/clinical_report.html.j2``."""
-    from mtsr_monai.reporting import html as H
-    from mtsr_monai.reporting.views import CONVENTION
 
     summ, subs = report["summary"], report["subjects"]
     # Table 1 of the clinical paper: |IQM(method) - IQM(reference)|, mean ± sd over subjects
@@ -489,7 +478,6 @@ def _intro(report: dict, methods: list[str], output: Path) -> str:
 
 
 def _fidelity_table(summ: dict, methods: list[str]) -> str:
-    from mtsr_monai.reporting import html as H
 
     fid_keys = [k for k in ("mae", "mae_norm", "nmse", "psnr", "ssim") if k in summ["fidelity"][methods[0]]]
     fid = summ["fidelity"]
@@ -501,7 +489,6 @@ def _fidelity_table(summ: dict, methods: list[str]) -> str:
 
 def _agreement_table(summ: dict, subs: list[dict], methods: list[str], tissue: str) -> str:
     """One tissue's agreement (each image's EM masks vs the reference's), mean volume, Bland-Altman bias."""
-    from mtsr_monai.reporting import html as H
 
     have = _having(subs, tissue)
     rows = [
@@ -524,7 +511,6 @@ def _agreement_table(summ: dict, subs: list[dict], methods: list[str], tissue: s
 
 def _hyperintensity_tables(summ: dict, subs: list[dict], methods: list[str]) -> list[str]:
     """The FLAIR hyperintensity rule against the whole-tumour label: means and per subject (none without)."""
-    from mtsr_monai.reporting import html as H
 
     if "hyperintensity_vs_tumour" not in summ:
         return []
@@ -555,7 +541,6 @@ def _hyperintensity_tables(summ: dict, subs: list[dict], methods: list[str]) -> 
 
 
 def _iqm_reference_table(subs: list[dict], keys: list[str]) -> str:
-    from mtsr_monai.reporting import html as H
 
     rows = [[s["key"], *[s["iqm_reference"].get(k) for k in keys]] for s in subs]
     return H.html_table(["subject (reference IQMs)", *keys], rows, caption="IQMs of the reference images")

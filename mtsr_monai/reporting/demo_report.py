@@ -16,6 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from mtsr_monai.reporting.figures import axial_montage, sr_comparison_figure
+from mtsr_monai.reporting.views import CONVENTION, centre_point
+from mtsr_monai.transforms.intensity import robust_scale
+
 __all__ = ["demo_figures", "demo_html", "shown_path"]
 
 
@@ -42,9 +46,6 @@ def demo_figures(
     scale: int = 4,
 ) -> dict[str, Path]:
     """Write ``figures/sr_comparison.png`` and ``figures/translation.png``; return their paths."""
-    from mtsr_monai.reporting.figures import axial_montage, sr_comparison_figure
-    from mtsr_monai.reporting.views import centre_point
-    from mtsr_monai.transforms.intensity import robust_scale
 
     hr_affine = slab["hr_affine"]
     point = centre_point(slab["brain"], hr_affine)
@@ -93,7 +94,6 @@ def demo_html(
     """The self-describing page of a demo run; every path relative to ``out`` (or to the bundles folder
     ``bundles``: :func:`mtsr_monai.inference.bundle.bundles_root`). Over 60 lines: the page's sections
     in reading order, each a few lines of markup."""
-    from mtsr_monai.reporting.views import CONVENTION
 
     m, src, tgt = report["metrics"], report["source"], report["target"]
     t = m["translation"]

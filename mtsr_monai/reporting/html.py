@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mtsr_monai.reporting.views import draw_panel, pyplot, save_figure
+from mtsr_monai.reporting.views import CONVENTION, draw_panel, plane_image, pyplot, save_figure
 from mtsr_monai.transforms.intensity import display_range
 
 PLANES = ("axial", "coronal", "sagittal")
@@ -26,7 +26,6 @@ def _planes(
 ) -> list[tuple[np.ndarray, float]]:
     """``(image, aspect)`` of each plane through array index ``point``, reoriented from ``affine`` (identity:
     the array is taken as RAS) to the radiological display of :mod:`mtsr_monai.reporting.views`."""
-    from mtsr_monai.reporting.views import plane_image
 
     affine = np.eye(4) if affine is None else np.asarray(affine, dtype=np.float64)
     world = (affine @ np.append(np.asarray(point, dtype=np.float64), 1.0))[:3]
@@ -56,7 +55,6 @@ def montage_figure(
     """Rows = images (reference first), columns = axial / coronal / sagittal through array index ``point``,
     radiological from ``affine`` with orientation letters; all rows share the reference's display range;
     ``overlay`` (a binary mask, e.g. the tumour) is outlined in red."""
-    from mtsr_monai.reporting.views import CONVENTION
 
     plt = pyplot()
     names = list(volumes)
@@ -85,7 +83,6 @@ def difference_figure(
     """Signed difference (method - reference) on the axial and coronal planes, one row per method,
     radiological with orientation letters, one symmetric colour scale (99th percentile of |difference| in
     the mask) with its colour bar."""
-    from mtsr_monai.reporting.views import CONVENTION
 
     plt = pyplot()
     diffs = {

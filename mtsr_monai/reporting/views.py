@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from mtsr_monai.io import atomic_output
+
 #: plane -> RAS axis normal to it
 PLANE_AXIS = {"sagittal": 0, "coronal": 1, "axial": 2}
 #: plane -> letters at the (left, right, top, bottom) edges of a radiological display
@@ -158,7 +160,6 @@ def pyplot() -> Any:
 
 def save_figure(fig: Any, path: str | Path, dpi: float | str = "figure") -> Path:
     """Write ``fig`` as a PNG (white background) atomically, its folder created, and close it."""
-    from mtsr_monai.io import atomic_output
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

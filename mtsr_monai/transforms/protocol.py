@@ -477,6 +477,7 @@ def acquire_like(
     smoothed by a Gaussian of the missing width (isotropic: an approximation of the in-plane voxel)."""
     import SimpleITK as sitk  # here: training with this module runs where SimpleITK may be missing
 
+    # lazy: keeps SimpleITK out of this module's import
     from mtsr_monai.transforms.sitk_utils import resample
 
     sp = np.asarray(like.GetSpacing(), dtype=float)
