@@ -210,8 +210,9 @@ def test_gain_step_restores_the_input_scale_and_writes_consistency_maps(tmp_path
     for gain in (False, True):
         out = tmp_path / f"gain{int(gain)}"
         written = restore_clinical(
-            scans, out, spacing=1.0, checkpoint=ckpt, intensity_gain=gain, progress=False, patches=False
-        )
+            scans, out, spacing=1.0, checkpoint=ckpt, intensity_gain=gain, intensity_curve=False,
+            progress=False, patches=False,
+        )  # fmt: skip
         reports[gain] = json.loads(written["json"].read_text())["consistency"]
         vol = load_volume(written["flair"]).numpy()
         medians[gain] = float(np.median(vol[vol > 0]))
@@ -227,6 +228,50 @@ def test_gain_step_restores_the_input_scale_and_writes_consistency_maps(tmp_path
     # (this 4-slice phantom is half edge slices, whose re-acquisition is darker: only the change is checked)
     assert abs(reports[True]["flair"]["median_ratio"] - reports[False]["flair"]["median_ratio"] / 0.9) < 0.03
     assert "trilinear" in reports[True]["t2"]  # the interpolation's consistency, for comparison
+
+
+class _DimBright(torch.nn.Module):
+    """A 'model' that halves everything above 0.5 of the [0, 1] input (an L1 network's dimmed lesions)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x - 0.5 * torch.relu(x - 0.5)
+
+
+def test_curve_step_restores_dimmed_bright_tissue_consistently_with_the_input(tmp_path):
+    import json
+
+    from mtsr_monai.inference.clinical import restore_clinical
+    from mtsr_monai.io import load_volume
+    from tests.test_clinical import _slabs
+
+    scans = _slabs(tmp_path)
+    ckpt = {"network": _DimBright(), "critic": None, "modalities": ["flair", "t1", "t2"], "patch_size": None}
+    tri = restore_clinical(scans, tmp_path / "tri", spacing=1.0, method="trilinear", progress=False)
+    bright = np.percentile(load_volume(tri["flair"]).numpy(), 99)
+    level, report = {}, {}
+    for curve in (False, True):
+        written = restore_clinical(
+            scans, tmp_path / f"curve{int(curve)}", spacing=1.0, checkpoint=ckpt, intensity_curve=curve,
+            progress=False, patches=False,
+        )  # fmt: skip
+        level[curve] = np.percentile(load_volume(written["flair"]).numpy(), 99) / bright
+        report[curve] = json.loads(written["json"].read_text())["consistency"]["flair"]
+    assert level[False] < 0.9 and level[True] == pytest.approx(1.0, abs=0.05)  # bright tissue back
+    # re-acquired, what is written has the input's median and is closer to the input
+    assert report[True]["median_ratio"] == pytest.approx(1.0, abs=0.03)
+    assert report[True]["nrmse"] < report[False]["nrmse"]
+    assert (
+        "curve" not in report[False]
+        and report[True]["curve"]["input"][-1] > report[True]["curve"]["output"][-1]
+    )
+
+
+def test_apply_curve_is_continuous_and_keeps_background():
+    from mtsr_monai.inference.clinical import apply_curve
+
+    curve = (np.array([1.0, 2.0, 4.0]), np.array([1.5, 2.5, 8.0]))
+    v = np.array([0.0, -1.0, 0.5, 1.0, 3.0, 4.0, 5.0])
+    np.testing.assert_allclose(apply_curve(v, curve), [0.0, -1.0, 0.75, 1.5, 5.25, 8.0, 10.0])
 
 
 def test_real_heldout_outputs_keep_the_reference_intensity_scale(shared_data, tmp_path):

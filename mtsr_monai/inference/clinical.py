@@ -15,12 +15,15 @@ Pipeline of :func:`restore_clinical` (used by ``mtsr clinical-sr``):
 6. data consistency: each output is re-acquired on its input's grid with the input's slice profile
    (:func:`mtsr_monai.transforms.protocol.acquire_like`); a model output is multiplied by the one
    least-squares gain that makes that re-acquisition match the input (the gain step: the output keeps the
-   input's intensity scale), and ``re-acquired - input`` is written as ``<seq>_consistency.nii.gz`` (input
-   grid, input units) with summary numbers in ``clinical_sr.json``: large residuals mark detail the input
-   does not support;
+   input's intensity scale), then through the intensity curve that gives the re-acquisition the input's
+   intensity distribution (the curve step: an L1-trained network pulls rare bright tissue such as lesions
+   toward the mean, which darkens the output; the acquired input still holds those levels), and
+   ``re-acquired - input`` of what is written is saved as ``<seq>_consistency.nii.gz`` (input grid, input
+   units) with summary numbers in ``clinical_sr.json``: large residuals mark detail the input does not
+   support;
 7. one volume per input sequence, named after it (``t1.nii.gz`` ...), written atomically on the target grid.
-The interpolation methods ``trilinear`` / ``bspline`` / ``sinc`` skip step 5 and the gain (the paper's
-baselines).
+The interpolation methods ``trilinear`` / ``bspline`` / ``sinc`` skip step 5, the gain and the curve (the
+paper's baselines).
 """
 
 from __future__ import annotations
@@ -462,6 +465,44 @@ def consistency_gain(check: Mapping[str, np.ndarray]) -> float:
     return float(x.sum(dtype=np.float64) / den) if den > 0 else 1.0
 
 
+#: where the intensity curve is read: the darkest 1 % of the support is background and partial volume, the
+#: brightest 0.1 % single voxels; beyond these ends the curve continues as the end's ratio
+CURVE_PERCENTILES = np.linspace(1.0, 99.9, 100)
+
+
+#: the curve's points reported in ``clinical_sr.json``
+SUMMARY_PERCENTILES = (1.0, 50.0, 99.0, 99.9)
+
+
+def consistency_curve(
+    check: Mapping[str, np.ndarray], gain: float = 1.0, percentiles: Sequence[float] = CURVE_PERCENTILES
+) -> tuple[np.ndarray, np.ndarray]:
+    """The monotone intensity map ``(levels of the output, levels of the input)`` under which ``gain *``
+    the re-acquired output has the input's intensity distribution over the input's foreground (``core``:
+    matched quantiles at ``percentiles``). Both sides are the same object voxels seen through the same
+    slice profile, so the map corrects intensities, not resolution; the background and its edge stay out,
+    as their share of the field of view would otherwise decide the darker quantiles."""
+    core = check["core"]
+    if not core.any():
+        return np.array([0.0, 1.0]), np.array([0.0, 1.0])
+    levels = np.percentile(gain * check["acquired"][core], percentiles)
+    targets = np.percentile(check["input"][core], percentiles)
+    levels, first = np.unique(levels, return_index=True)
+    return levels, np.maximum.accumulate(targets[first])
+
+
+def apply_curve(volume: np.ndarray, curve: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """``volume`` through the piecewise-linear ``curve`` (:func:`consistency_curve`); beyond the curve's
+    ends, the end's ratio, so the map is continuous; values <= 0 (background) are kept."""
+    levels, targets = curve
+    v = np.asarray(volume, np.float32)
+    ratio = [t / x if x > 0 else 1.0 for x, t in ((levels[0], targets[0]), (levels[-1], targets[-1]))]
+    out = np.interp(v, levels, targets)
+    out = np.where(v < levels[0], v * ratio[0], out)
+    out = np.where(v > levels[-1], v * ratio[1], out)
+    return np.where(v > 0, out, v).astype(np.float32)
+
+
 def consistency_summary(check: Mapping[str, np.ndarray], gain: float = 1.0) -> dict[str, float]:
     """Summary numbers of ``gain * acquired - input`` over the support, in input units, and ``nrmse`` (RMSE
     over the input's robust 99.5 % level); ``median_ratio`` over the foreground itself."""
@@ -493,27 +534,42 @@ def consistency_step(
     gain_step: bool = True,
     profile: str = "gaussian",
     thickness: Mapping[str, float] | None = None,
+    curve_step: bool = False,
 ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
     """Step 6 for restored volumes ``{sequence: scanner units on the target grid}``: with ``gain_step`` each
-    is multiplied by its :func:`consistency_gain`. Returns ``(outputs after the gain, {sequence: {"gain",
-    "residual": gain * re-acquired - input on the input's grid (zero outside the support), "affine": the
-    input's, **consistency_summary}})``. The one implementation behind ``mtsr clinical-sr`` and the bundle's
-    postprocessing (:class:`~mtsr_monai.inference.components.ClinicalConsistencyd`)."""
+    is multiplied by its :func:`consistency_gain`, with ``curve_step`` then mapped through its
+    :func:`consistency_curve` (and re-acquired again, so the report describes what is returned). Returns
+    ``(outputs, {sequence: {"gain", "curve" (when applied: output and input levels at the 1st, 50th, 99th
+    and 99.9th percentiles), "residual": re-acquired output - input on the input's grid (zero outside the
+    support), "affine": the input's, **consistency_summary}})``. The one implementation behind ``mtsr
+    clinical-sr`` and the bundle's postprocessing (:class:`~mtsr_monai.inference.components.
+    ClinicalConsistencyd`)."""
     # lazy: keeps SimpleITK, monai out of this module's import
     from mtsr_monai.transforms.sitk_utils import sitk_affine
 
     scaled: dict[str, np.ndarray] = {}
     report: dict[str, dict[str, Any]] = {}
     for m, vol in outputs.items():
-        check = consistency_check(vol, prepared, m, (thickness or {}).get(m), profile)
+        thick = (thickness or {}).get(m)
+        check = consistency_check(vol, prepared, m, thick, profile)
         gain = consistency_gain(check) if gain_step else 1.0
         scaled[m] = np.asarray(vol, np.float32) * np.float32(gain)
-        residual = np.where(check["support"], gain * check["acquired"] - check["input"], 0.0)
+        entry: dict[str, Any] = {"gain": gain}
+        if curve_step:
+            curve = consistency_curve(check, gain)
+            scaled[m] = apply_curve(scaled[m], curve)
+            levels, targets = consistency_curve(check, gain, SUMMARY_PERCENTILES)
+            entry["curve"] = {"percentiles": list(SUMMARY_PERCENTILES), "output": levels.tolist()}
+            entry["curve"]["input"] = targets.tolist()
+            check, gain_left = consistency_check(scaled[m], prepared, m, thick, profile), 1.0
+        else:
+            gain_left = gain
+        residual = np.where(check["support"], gain_left * check["acquired"] - check["input"], 0.0)
         report[m] = {
-            "gain": gain,
+            **entry,
             "residual": residual.astype(np.float32),
             "affine": sitk_affine(prepared["images"][m]),
-            **consistency_summary(check, gain),
+            **consistency_summary(check, gain_left),
         }
     return scaled, report
 
@@ -526,12 +582,13 @@ def _consistency_outputs(
     profile: str,
     thickness: Mapping[str, float] | None,
     reference: Mapping[str, np.ndarray] | None,
+    curve_step: bool = False,
 ) -> dict[str, Any]:
-    """:func:`consistency_step` (``gain_step``: scales ``data`` in place), the consistency maps
-    ``<m>_consistency.nii.gz`` (input grid, input units) and their summaries; ``reference``: the trilinear
-    interpolation of the inputs (scanner units), whose consistency is reported alongside."""
+    """:func:`consistency_step` (``gain_step``, ``curve_step``: change ``data`` in place), the consistency
+    maps ``<m>_consistency.nii.gz`` (input grid, input units) and their summaries; ``reference``:
+    the trilinear interpolation of the inputs (scanner units), whose consistency is reported alongside."""
 
-    scaled, steps = consistency_step(data, prepared, gain_step, profile, thickness)
+    scaled, steps = consistency_step(data, prepared, gain_step, profile, thickness, curve_step)
     data.update(scaled)
     report: dict[str, Any] = {}
     for m, step in steps.items():
@@ -561,6 +618,7 @@ def restore_clinical(
     checkpoint: Mapping[str, Any] | None = None,
     register: bool = True,
     intensity_gain: bool = True,
+    intensity_curve: bool = True,
     consistency: bool = True,
     slice_profile: str = "gaussian",
     slice_thickness: Mapping[str, float] | None = None,
@@ -571,7 +629,9 @@ def restore_clinical(
     ``checkpoint``: the model already loaded by :func:`load_clinical_model` (load once, restore many
     sessions); ``model_path`` is then not read. ``intensity_gain``: the data-consistency gain step of model
     outputs (one least-squares gain per sequence so that the output, re-acquired with the input's slice
-    profile, matches the input's intensities). ``consistency``: write ``<m>_consistency.nii.gz`` (re-acquired
+    profile, matches the input's intensities). ``intensity_curve``: the curve step of model outputs (the
+    monotone intensity map giving the re-acquired output the input's intensity distribution, which undoes
+    the network's dimming of bright tissue). ``consistency``: write ``<m>_consistency.nii.gz`` (re-acquired
     output minus input, input grid and units) and its summary in ``clinical_sr.json``; ``slice_profile``
     (``gaussian`` | ``boxcar``) and ``slice_thickness`` (mm per sequence; default: the slice spacing) describe
     the inputs' protocol. ``register=False``: trust the headers (simulated scans from one grid).
@@ -584,7 +644,8 @@ def restore_clinical(
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
     start = time.time()
     model = method == "model"
-    measured = consistency or (model and intensity_gain)
+    corrected = model and (intensity_gain or intensity_curve)
+    measured = consistency or corrected
     stages = 2 + model * (1 + (checkpoint is None) + explain) + measured
     with StageBar(stages, "clinical-sr", enabled=progress) as bar:
         ckpt = None
@@ -617,7 +678,7 @@ def restore_clinical(
         data = {m: _to_scanner(vol, prepared, m) for m, vol in results.items()}
         report: dict[str, Any] = {}
         if measured:
-            bar.next("data consistency" + (" and gain" if model and intensity_gain else ""))
+            bar.next("data consistency" + (" and intensity" if corrected else ""))
             reference = (
                 {m: _to_scanner(prepared["volumes"][m], prepared, m) for m in data}
                 if ckpt is not None
@@ -631,6 +692,7 @@ def restore_clinical(
                 slice_profile,
                 slice_thickness,
                 reference,
+                ckpt is not None and intensity_curve,
             )
         bar.next("write")
         written: dict[str, Path] = {}

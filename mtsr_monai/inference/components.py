@@ -485,8 +485,10 @@ class ClinicalConsistencyd(MapTransform):
     ``keys`` (scanner units, target grid) is multiplied by the one gain under which it, re-acquired with its
     input's slice profile (``profile``, ``thickness`` mm per sequence; default the slice spacing) on the
     input's grid, carries the input's signal (:func:`~mtsr_monai.inference.clinical.consistency_step`, which
-    ``mtsr clinical-sr`` runs too). ``gain=False`` only measures. The gains and consistency summaries go
-    to ``<key>_consistency``; the inputs are re-read from the item's sequence paths."""
+    ``mtsr clinical-sr`` runs too), then, with ``curve``, mapped through the intensity curve that gives
+    the re-acquired output its input's intensity distribution. ``gain=False, curve=False`` only measures.
+    The gains, curves and consistency summaries go to ``<key>_consistency``; the inputs are re-read from
+    the item's sequence paths."""
 
     def __init__(
         self,
@@ -496,10 +498,11 @@ class ClinicalConsistencyd(MapTransform):
         gain: bool = True,
         profile: str = "gaussian",
         thickness: Mapping[str, float] | None = None,
+        curve: bool = True,
     ) -> None:
         super().__init__(keys)
         self.ref_key, self.coverage_key, self.gain = ref_key, coverage_key, bool(gain)
-        self.profile, self.thickness = profile, thickness
+        self.profile, self.thickness, self.curve = profile, thickness, bool(curve)
 
     def session(self, d: Mapping[Hashable, Any], pred: Any) -> dict[str, Any]:
         """What :func:`~mtsr_monai.inference.clinical.consistency_check` reads of a prepared session."""
@@ -523,7 +526,7 @@ class ClinicalConsistencyd(MapTransform):
             order = info["modalities"]
             outputs = {m: pred[order.index(m)].detach().cpu().float().numpy() for m in info["given"]}
             scaled, report = consistency_step(
-                outputs, self.session(d, pred), self.gain, self.profile, self.thickness
+                outputs, self.session(d, pred), self.gain, self.profile, self.thickness, self.curve
             )
             out = pred.clone()
             for m, vol in scaled.items():

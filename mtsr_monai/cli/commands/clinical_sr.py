@@ -49,6 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="skip the data-consistency gain step (one gain per sequence fitting the re-acquired output to "
         "its input)",
     )
+    parser.add_argument(
+        "--no-intensity-curve",
+        action="store_true",
+        help="skip the intensity curve step (the monotone map giving the re-acquired output its input's "
+        "intensity distribution; it undoes the network's dimming of bright tissue)",
+    )
     add_slice_profile_argument(
         parser,
         "--slice-profile",
@@ -130,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
         explain=args.explain,
         register=not args.no_register,
         intensity_gain=not args.no_intensity_gain,
+        intensity_curve=not args.no_intensity_curve,
         slice_profile=args.slice_profile,
     )
     return print_written(written)
