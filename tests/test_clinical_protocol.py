@@ -298,3 +298,18 @@ def test_real_heldout_outputs_keep_the_reference_intensity_scale(shared_data, tm
         out = load_volume(written[m]).numpy()
         brain = ref > 0
         assert float(np.median(out[brain]) / np.median(ref[brain])) == pytest.approx(1.0, abs=0.02), m
+
+
+def test_two_planes_through_the_thick_axis_average_two_restorations():
+    from mtsr_monai.inference.clinical import restore_planes, restore_volume, slice_axes_for
+
+    assert [slice_axes_for(t) for t in (0, 1, 2)] == [(2, 1), (2, 0), (1, 0)]
+    assert slice_axes_for(0, planes=1) == (2,)
+    net = torch.nn.Conv2d(2, 2, 3, padding=1)  # direction-dependent, so the two planes differ
+    x = np.random.default_rng(0).random((2, 10, 12, 8)).astype(np.float32)
+    with torch.no_grad():
+        two = restore_planes(net, x, (2, 1))
+        np.testing.assert_allclose(
+            two, (restore_volume(net, x, 2) + restore_volume(net, x, 1)) / 2, atol=1e-6
+        )
+        assert not np.allclose(two, restore_volume(net, x, 2), atol=1e-3)

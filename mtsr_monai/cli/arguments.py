@@ -48,8 +48,8 @@ def add_no_progress_argument(parser: argparse.ArgumentParser, help: str = "no pr
 
 def add_session_arguments(parser: argparse.ArgumentParser) -> None:
     """The routine scans of one session (``--t1``, ``--t2``, ``--flair``), the target grid (``--like`` or
-    ``--spacing``), ``--output-dir``, ``--model``, ``--slice-axis`` and ``--device``: the arguments of
-    ``mtsr clinical-sr`` and ``mtsr explain``."""
+    ``--spacing``), ``--output-dir``, ``--model``, ``--slice-axis``, ``--planes`` and ``--device``: the
+    arguments of ``mtsr clinical-sr`` and ``mtsr explain``."""
     parser.add_argument("--t1", type=Path, help="T1-weighted scan")
     parser.add_argument("--t2", type=Path, help="T2-weighted scan")
     parser.add_argument("--flair", type=Path, help="FLAIR scan")
@@ -69,7 +69,15 @@ def add_session_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         choices=(0, 1, 2),
         default=None,
-        help="array axis of the output grid to slice along (default: a plane containing the thick axis)",
+        help="array axis of the output grid to slice along (default: the planes containing the thick axis)",
+    )
+    parser.add_argument(
+        "--planes",
+        type=int,
+        choices=(1, 2),
+        default=2,
+        help="without --slice-axis: restore in the 2 planes through the thick axis and average them "
+        "(default), or in 1 (half the time)",
     )
     add_device_argument(parser)
 

@@ -10,8 +10,9 @@ Pipeline of :func:`restore_clinical` (used by ``mtsr clinical-sr``):
 3. rigid registration of every other sequence to the reference (intra-subject; the scanner header is the
    starting point), then resampling onto the target grid with the chosen interpolation;
 4. per sequence robust scaling to [0, 1]; missing sequences of the fused model are zero-filled;
-5. ``method="model"``: slice-wise (or sliding-window patch) inference along a plane that contains the thick
-   direction of the input; the output is mapped back to the sequence's intensity scale;
+5. ``method="model"``: slice-wise (or sliding-window patch) inference in the two planes that contain the
+   thick direction of the input, averaged (``planes=1``: the first only); the output is mapped back to the
+   sequence's intensity scale;
 6. data consistency: each output is re-acquired on its input's grid with the input's slice profile
    (:func:`mtsr_monai.transforms.protocol.acquire_like`); a model output is multiplied by the one
    least-squares gain that makes that re-acquisition match the input (the gain step: the output keeps the
@@ -96,6 +97,24 @@ def slice_axis_for(thick_axis: int) -> int:
     """The array axis to cut 2D slices along so that each slice contains the thick (blurred) axis:
     axial (2) slices for a thick x or y, coronal (1) slices for a thick z."""
     return 1 if thick_axis == 2 else 2
+
+
+def slice_axes_for(thick_axis: int, planes: int = 2) -> tuple[int, ...]:
+    """The slicing axes of the ``planes`` (1 or 2) planes that contain the thick axis: first
+    :func:`slice_axis_for`'s, then the other one (the two planes through a thick axis)."""
+    if planes not in (1, 2):
+        raise ValueError(f"planes must be 1 or 2, not {planes}")
+    first = slice_axis_for(thick_axis)
+    other = next(a for a in range(3) if a not in (thick_axis, first))
+    return (first, other)[:planes]
+
+
+def restore_planes(
+    network: torch.nn.Module, volume: np.ndarray, axes: Sequence[int], **kwargs: Any
+) -> np.ndarray:
+    """:func:`restore_volume` slice by slice along each of ``axes``, averaged (multi-planar fusion: each plane
+    sees the thick axis against a different in-plane axis; their errors are partly independent)."""
+    return np.mean([restore_volume(network, volume, axis, **kwargs) for axis in axes], axis=0)
 
 
 def volume_metrics(
@@ -365,10 +384,13 @@ def _model_outputs(
     batch_size: int,
     device: str,
     progress: bool,
+    planes: int = 2,
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, int]:
     """Step 5: the network on the model's channels; returns ``({mod: output in the [0, 1] units of
-    prepared["volumes"]}, model input, model output, slice axis)``. A checkpoint's ``intensity_headroom``
-    (the random recipe) divides the input and multiplies the output, as in its training."""
+    prepared["volumes"]}, model input, model output, first slice axis)``. ``slice_axis`` None: the mean
+    over the ``planes`` planes through the thick axis (:func:`slice_axes_for`). A checkpoint's
+    ``intensity_headroom`` (the random recipe) divides the input and multiplies the output, as in its
+    training."""
 
     modalities = list(ckpt["modalities"])
     unknown = [m for m in inputs if m not in modalities]
@@ -376,17 +398,18 @@ def _model_outputs(
         raise InputError(f"the model restores {modalities}, not {unknown}")
     headroom = float(ckpt.get("intensity_headroom", 1.0))
     x = model_input(prepared, modalities) / headroom
-    axis = slice_axis_for(prepared["thick_axis"]) if slice_axis is None else int(slice_axis)
-    y = restore_volume(
+    axes = slice_axes_for(prepared["thick_axis"], planes) if slice_axis is None else (int(slice_axis),)
+    y = restore_planes(
         ckpt["network"],
         x,
-        axis,
-        batch_size,
-        ckpt.get("patch_size") if patches else None,
+        axes,
+        batch_size=batch_size,
+        patch_size=ckpt.get("patch_size") if patches else None,
         device=device,
         progress=progress,
-        desc=f"restoring (slices along axis {axis})",
+        desc=f"restoring (slices along axis {', '.join(map(str, axes))})",
     )
+    axis = axes[0]
     results = {m: y[c] * headroom for c, m in enumerate(modalities) if m in prepared["volumes"]}
     return results, x, y, axis
 
@@ -615,6 +638,7 @@ def restore_clinical(
     device: str = "cpu",
     progress: bool = True,
     explain: bool = False,
+    planes: int = 2,
     checkpoint: Mapping[str, Any] | None = None,
     register: bool = True,
     intensity_gain: bool = True,
@@ -635,6 +659,8 @@ def restore_clinical(
     output minus input, input grid and units) and its summary in ``clinical_sr.json``; ``slice_profile``
     (``gaussian`` | ``boxcar``) and ``slice_thickness`` (mm per sequence; default: the slice spacing) describe
     the inputs' protocol. ``register=False``: trust the headers (simulated scans from one grid).
+    ``planes``: without ``slice_axis``, the model runs in the 2 planes through the thick axis and their mean
+    is kept (1: the first plane only, half the time).
     Over 60 lines: the module docstring's steps in order, each one call, under one progress bar that names
     the step running, kept in one place to read."""
     import json
@@ -667,7 +693,7 @@ def restore_clinical(
         else:
             bar.next("restoring")
             results, x, y, axis = _model_outputs(
-                ckpt, prepared, inputs, slice_axis, patches, batch_size, device, progress
+                ckpt, prepared, inputs, slice_axis, patches, batch_size, device, progress, planes
             )
             if explain:
                 bar.next("attention maps, critic GradCAM")

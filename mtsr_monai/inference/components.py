@@ -29,8 +29,8 @@ from mtsr_monai.inference.clinical import (
     consistency_step,
     model_input,
     prepare_routine_scans,
-    restore_volume,
-    slice_axis_for,
+    restore_planes,
+    slice_axes_for,
     transform_from_spec,
     transform_spec,
 )
@@ -409,9 +409,9 @@ def _clinical_info(image: Any) -> dict[str, Any]:
 
 class ClinicalSliceInferer(Inferer):
     """The fused clinical network over each batch item ``(C, X, Y, Z)`` (from :class:`PrepareRoutineScansd`)
-    slice by slice along ``slice_axis`` (default: a plane containing the reference scan's thick axis), in
-    ``patch_size`` sliding windows (None: whole slices), by
-    :func:`~mtsr_monai.inference.clinical.restore_volume`; same grid out. ``headroom`` (a checkpoint's
+    slice by slice along ``slice_axis`` (default: the mean over the ``planes`` planes containing the reference
+    scan's thick axis), in ``patch_size`` sliding windows (None: whole slices), by
+    :func:`~mtsr_monai.inference.clinical.restore_planes`; same grid out. ``headroom`` (a checkpoint's
     ``intensity_headroom``, the random training recipe) divides the input and multiplies the output, as in
     training."""
 
@@ -423,33 +423,35 @@ class ClinicalSliceInferer(Inferer):
         slice_axis: int | None = None,
         progress: bool = False,
         headroom: float = 1.0,
+        planes: int = 2,
     ) -> None:
         super().__init__()
         self.patch_size, self.batch_size, self.overlap = patch_size, int(batch_size), float(overlap)
         self.slice_axis, self.progress, self.headroom = slice_axis, progress, float(headroom)
+        self.planes = int(planes)
 
-    def axis_for(self, image: Any) -> int:
+    def axes_for(self, image: Any) -> tuple[int, ...]:
 
         if self.slice_axis is not None:
-            return int(self.slice_axis)
-        return slice_axis_for(_clinical_info(image)["thick_axis"])
+            return (int(self.slice_axis),)
+        return slice_axes_for(_clinical_info(image)["thick_axis"], self.planes)
 
     def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> MetaTensor:
 
         outs = []
         for b in range(inputs.shape[0]):
             item = inputs[b]
-            axis = self.axis_for(item)
-            out = self.headroom * restore_volume(
+            axes = self.axes_for(item)
+            out = self.headroom * restore_planes(
                 network,
                 item.detach().cpu().numpy() / self.headroom,
-                axis,
-                self.batch_size,
-                self.patch_size,
+                axes,
+                batch_size=self.batch_size,
+                patch_size=self.patch_size,
                 overlap=self.overlap,
                 device=_network_device(network),
                 progress=self.progress,
-                desc=f"restoring (slices along axis {axis})",
+                desc=f"restoring (slices along axis {', '.join(map(str, axes))})",
             )
             restored = MetaTensor(torch.from_numpy(out), affine=torch.as_tensor(_affine(inputs, b)))
             if isinstance(item, MetaTensor) and CLINICAL_KEY in item.meta:  # absent in validation batches

@@ -131,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
         method=args.method,
         model_path=args.model,
         slice_axis=args.slice_axis,
+        planes=args.planes,
         patches=not args.full_slices,
         device=args.device,
         explain=args.explain,

@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
         method="model",
         model_path=args.model,
         slice_axis=args.slice_axis,
+        planes=args.planes,
         device=args.device,
         explain=True,
     )
