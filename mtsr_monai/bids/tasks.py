@@ -217,18 +217,22 @@ class ClinicalSRTask(Task):
         spacing: float = 1.0,
         batch_size: int = 8,
         patches: bool = True,
+        planes: int = 2,
     ) -> None:
         super().__init__(suffixes, device)
         self.model_path, self.method, self.spacing = model_path, method, spacing
-        self.batch_size, self.patches = batch_size, patches
+        self.batch_size, self.patches, self.planes = batch_size, patches, planes
 
     def parameters(self) -> dict[str, Any]:
+        model = self.method == "model"
         return {
             **super().parameters(),
             "method": self.method,
             "spacing_mm": self.spacing,
             "batch_size": self.batch_size,
             "patches": self.patches,
+            "planes": self.planes if model else None,
+            "intensity_steps": ["gain", "curve"] if model else [],
             "registration": "rigid to the reference (FLAIR, else T1w, else T2w)",
         }
 
@@ -289,6 +293,7 @@ class ClinicalSRTask(Task):
                 batch_size=self.batch_size,
                 device=self.device,
                 progress=False,
+                planes=self.planes,
             )
             for im, out in zip(item.sources, item.outputs, strict=True):
                 os.replace(written[im.modality], out)

@@ -97,6 +97,9 @@ def _add_task_arguments(parser: argparse.ArgumentParser) -> None:
     cl.add_argument("--spacing", type=float, default=1.0, help="output voxel size in mm (default 1)")
     cl.add_argument("--model", default=None, help="checkpoint (default: bundles/clinical_sr/models/model.pt)")
     cl.add_argument("--full-slices", action="store_true", help="full slices instead of patches")
+    cl.add_argument(
+        "--planes", type=int, default=2, choices=(1, 2), help="planes through the thick axis (default 2)"
+    )
     mt = parser.add_argument_group("translate")
     mt.add_argument("--target", default="FLAIR", choices=SUFFIXES[:3], help="target modality (default FLAIR)")
     mt.add_argument("--samples", type=int, default=5, help="samples per image (default 5)")
@@ -137,6 +140,7 @@ def _task(args: argparse.Namespace, device: str):
         model_path=args.model,
         spacing=args.spacing,
         patches=not args.full_slices,
+        planes=args.planes,
         target=args.target,
         samples=args.samples,
         seed=args.seed,
