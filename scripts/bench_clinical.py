@@ -123,6 +123,7 @@ def run_method(inputs: dict[str, Path], like: str, method: str, folder: Path, ar
             register=args.register,
             consistency=method.startswith("model"),
             progress=False,
+            planes=args.planes,
         )
     info = json.loads(done.read_text())
     return {**{m: folder / f"{m}.nii.gz" for m in inputs}, "seconds": info["seconds"], "json": done}
@@ -436,6 +437,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--external", nargs="*", default=[], help="NAME:SUBJECT:DIRECTION:PATH (FLAIR)")
     p.add_argument("--fit-subjects", type=int, default=3, help="training subjects for the lesion threshold")
     p.add_argument("--register", action="store_true", help="rigid registration as for real sessions")
+    p.add_argument("--planes", type=int, default=2, choices=(1, 2), help="model: planes averaged")
     args = p.parse_args(argv)
     from mtsr_monai.inference.clinical import default_model_path, load_clinical_model
 
