@@ -125,7 +125,6 @@ def _iqms_path(output_dir: Path, image: BIDSImage) -> Path:
 
 
 def _iqms_provenance(image: BIDSImage, sha: str) -> dict[str, Any]:
-
     prov = {
         "ToolName": der.TOOL,
         "ToolVersion": __version__,

@@ -170,7 +170,6 @@ class SuperResolveTask(Task):
         return _bundle_identity(root, root / "models" / "model.pt")
 
     def _load_model(self) -> Any:
-
         return load_bundle_network(self.bundle, device=self.device)[0] if self.method == "model" else None
 
     def output_stems(self, image: BIDSImage) -> list[str]:

@@ -105,7 +105,6 @@ class LoadVolumed(MapTransform):
         self.validate = validate
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
-
         d = dict(data)
         for key in self.key_iterator(d):
             if d[key] is None or isinstance(d[key], torch.Tensor):
@@ -123,7 +122,6 @@ class MaskOutsided(MapTransform):
         self.mask_key = mask_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
-
         d = dict(data)
         mask = d.get(self.mask_key)
         if mask is None:
@@ -144,7 +142,6 @@ class RobustScaled(MapTransform):
     meta."""
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
-
         d = dict(data)
         for key in self.key_iterator(d):
             img = d[key]
@@ -189,7 +186,6 @@ class SaveVolumed(MapTransform):
         self.output_dir, self.postfix, self.path_key = output_dir, postfix, path_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
-
         d = dict(data)
         for key in self.key_iterator(d):
             path = d.get(self.path_key)
@@ -212,7 +208,6 @@ class SaveTranslationsd(MapTransform):
         self.output_dir, self.path_key = output_dir, path_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
-
         d = dict(data)
         for key in self.key_iterator(d):
             out = Path(d.get(self.path_key) or Path(self.output_dir) / output_stem(d))
@@ -270,7 +265,6 @@ class SliceSRInferer(Inferer):
         )
 
     def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> MetaTensor:
-
         outs = []
         for b in range(inputs.shape[0]):
             affine = _affine(inputs, b)
@@ -321,13 +315,11 @@ class SliceTranslationInferer(Inferer):
         self.batch_size, self.reduce, self.progress = int(batch_size), reduce, progress
 
     def latent_codes(self) -> np.ndarray:
-
         if self.codes is not None:
             return np.asarray(self.codes, dtype=np.float32).reshape(-1, self.nz)
         return latent_codes(self.samples, self.nz, self.seed)
 
     def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> MetaTensor:
-
         codes = self.latent_codes()
         outs = []
         for b in range(inputs.shape[0]):
@@ -379,7 +371,6 @@ class PrepareRoutineScansd(MapTransform):
         self.output_key, self.coverage_key = output_key, coverage_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
-
         d = dict(data)
         inputs = {k: d[k] for k in self.key_iterator(d) if d[k] is not None}
         like = d.get(self.like_key)
@@ -431,13 +422,11 @@ class ClinicalSliceInferer(Inferer):
         self.planes = int(planes)
 
     def axes_for(self, image: Any) -> tuple[int, ...]:
-
         if self.slice_axis is not None:
             return (int(self.slice_axis),)
         return slice_axes_for(_clinical_info(image)["thick_axis"], self.planes)
 
     def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> MetaTensor:
-
         outs = []
         for b in range(inputs.shape[0]):
             item = inputs[b]
@@ -520,7 +509,6 @@ class ClinicalConsistencyd(MapTransform):
         }
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
-
         d = dict(data)
         info = _clinical_info(d[self.ref_key])
         for key in self.key_iterator(d):
@@ -556,7 +544,6 @@ class SaveClinicald(MapTransform):
         self.output_dir, self.path_key, self.ref_key = output_dir, path_key, ref_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
-
         d = dict(data)
         info = _clinical_info(d[self.ref_key])
         name = d.get("session") or output_stem(d, self.ref_key)

@@ -96,7 +96,6 @@ def _fmt(v: Any) -> str:
 
 
 def write_tsv(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
-
     columns = [*ID_COLUMNS, *(k for k, _, _ in METRICS), "outliers"]
     extra = sorted({k for r in rows for k in r} - set(columns))
     lines = ["\t".join(columns + extra)]

@@ -478,7 +478,6 @@ def _intro(report: dict, methods: list[str], output: Path) -> str:
 
 
 def _fidelity_table(summ: dict, methods: list[str]) -> str:
-
     fid_keys = [k for k in ("mae", "mae_norm", "nmse", "psnr", "ssim") if k in summ["fidelity"][methods[0]]]
     fid = summ["fidelity"]
     rows = [[m, *[(fid[m][k]["mean"], fid[m][k]["sd"]) for k in fid_keys]] for m in methods]
@@ -541,6 +540,5 @@ def _hyperintensity_tables(summ: dict, subs: list[dict], methods: list[str]) -> 
 
 
 def _iqm_reference_table(subs: list[dict], keys: list[str]) -> str:
-
     rows = [[s["key"], *[s["iqm_reference"].get(k) for k in keys]] for s in subs]
     return H.html_table(["subject (reference IQMs)", *keys], rows, caption="IQMs of the reference images")
