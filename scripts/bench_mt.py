@@ -111,6 +111,7 @@ def evaluate_subject(subject: dict, source: str, target: str, args, generator, m
     samples = translate_volume(
         src, affine, generator, int(meta["image_size"]), codes, progress=False,
         native_resolution=bool(meta.get("native_resolution", False)),
+        target_scaling=str(meta.get("target_scaling", "robust")),
     )  # fmt: skip
     mean, std = sample_statistics(samples)
     lookup_out = tissue_lookup_translate(src, source, lookup)

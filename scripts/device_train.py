@@ -362,6 +362,8 @@ def mt_job(args: argparse.Namespace, source: str, target: str) -> Job:
         "image_size": int(meta.get("image_size", 128)),
         "max_mult": int(meta.get("max_mult", 8)),
         "upsample": str(meta.get("upsample", "basic")),
+        # the target scaling the weights were trained with (median since session 8; robust before)
+        "target_scaling": str(meta.get("target_scaling", "robust")),
         # weights trained before native-resolution patches existed were trained on resized whole slices
         "native_resolution": bool(meta.get("native_resolution", False)),
         "num_workers": data_workers(0 if smoke else 3),

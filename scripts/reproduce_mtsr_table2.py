@@ -139,6 +139,7 @@ def model_stack(translator: tuple, case: dict[str, Any], codes: np.ndarray) -> n
     out = translate_slices(
         generator, case["source"], torch.as_tensor(codes[:, : int(meta["nz"])]), int(meta["image_size"]),
         native_resolution=bool(meta.get("native_resolution", False)),
+        target_scaling=str(meta.get("target_scaling", "robust")),
     ).numpy()  # fmt: skip
     return out * case["brain"][None]
 

@@ -120,6 +120,23 @@ def test_latent_regression_updates_generator_not_encoder():
     assert not _changed(e_before, trainer.encoder)
 
 
+def test_pretrain_iterations_train_the_generator_alone_on_l1():
+    trainer = _trainer(pretrain_iterations=2)
+    others = {k: _params(getattr(trainer, k)) for k in ("encoder", "discriminator", "discriminator2")}
+    g_before = _params(trainer.generator)
+    trainer.run()
+    assert set(trainer.state.output) >= {"loss_l1"} and "loss_gan" not in trainer.state.output
+    assert _changed(g_before, trainer.generator)
+    for name, params in others.items():
+        assert not _changed(params, getattr(trainer, name)), name
+
+
+def test_bicyclegan_phase_follows_the_pretrain_iterations():
+    trainer = _trainer(pretrain_iterations=1)
+    trainer.run()
+    assert "loss_gan" in trainer.state.output and trainer.state.iteration == 2
+
+
 def test_pix2pix_noise_flag_has_no_encoder_cycle():
     trainer = _trainer(use_encoder=False)
     assert trainer.encoder is None and trainer.discriminator2 is None

@@ -11,7 +11,7 @@ import torch
 
 from mtsr_monai.data.slices import SliceDataset, build_slice_dataset_from_datalist, extract_slices
 from mtsr_monai.io.geometry import resolve_axis
-from mtsr_monai.transforms.intensity import robust_range, robust_scale
+from mtsr_monai.transforms.intensity import median_scale, robust_range, robust_scale
 from tests.conftest import write_nifti
 
 
@@ -47,6 +47,30 @@ def test_robust_scale_keeps_zero_background_and_maps_to_unit_range() -> None:
     y = robust_scale(x)
     assert float(y.min()) == 0.0 and float(y.max()) == 1.0
     assert bool((y[x == 0] == 0).all()) and bool((y[x > 0] > 0).all())
+
+
+def test_median_scale_puts_the_foreground_median_at_its_level_whatever_the_bright_tail() -> None:
+    tissue = torch.linspace(100, 200, 1000)
+    with_lesion = torch.cat([torch.zeros(100), tissue, torch.full((20,), 900.0)])
+    without = torch.cat([torch.zeros(100), tissue])
+    for x in (with_lesion, without):
+        y = median_scale(x, level=0.35)
+        assert float(y[x > 0].median()) == pytest.approx(0.35, abs=1e-3)
+        assert bool((y[x == 0] == 0).all()) and float(y.max()) <= 1.0
+    # the robust scaling puts the same tissue at different levels depending on the lesion
+    assert (
+        float(robust_scale(with_lesion)[100:1100].median())
+        < 0.5
+        < float(robust_scale(without)[100:].median())
+    )
+
+
+def test_median_keys_scale_the_target_by_its_median(subject: dict) -> None:
+    ds = SliceDataset([subject], keys=["t1", "t2"], median_keys=["t2"], progress=False)
+    t1 = torch.cat([ds[i]["t1"].flatten() for i in range(len(ds))])
+    t2 = torch.cat([ds[i]["t2"].flatten() for i in range(len(ds))])
+    assert float(t1.max()) == pytest.approx(1.0, abs=1e-3)  # robust: 99.5 % level at 1
+    assert float(t2[t2 > 0].median()) == pytest.approx(0.35, abs=0.02)
 
 
 def test_noisy_background_gets_the_scaling_of_its_clean_counterpart() -> None:

@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from mtsr_monai.inference.translate import export_generator, load_translator, translate_volume
+from mtsr_monai.inference.translate import (
+    export_generator,
+    load_translator,
+    restore_target_scaling,
+    translate_volume,
+)
 from mtsr_monai.metrics.perceptual import consecutive_pairs, load_lpips, sample_measures
 from mtsr_monai.networks.bicyclegan import LatentUNetGenerator
 from tests.conftest import write_nifti
@@ -56,6 +61,24 @@ def test_translation_keeps_grid_background_and_range(tiny_weights, phantom):
     assert np.all(out[:, vol == 0] == 0)
     assert not np.allclose(out[0], out[1])  # different codes, different samples
     np.testing.assert_array_equal(out[2], translate_volume(vol, affine, g, 32, codes[2:], progress=False)[0])
+
+
+def test_median_scaled_outputs_return_to_the_robust_convention(tiny_weights, phantom, tmp_path):
+    samples = np.zeros((2, 10, 10, 10), np.float32)
+    samples[:, 2:8, 2:8, 2:8] = np.linspace(0.1, 0.6, 216).reshape(6, 6, 6)
+    samples[1] *= 0.5
+    out = restore_target_scaling(samples, "median")
+    assert np.all(out[:, samples[0] == 0] == 0)
+    for s in out:
+        assert np.percentile(s[s > 0], 99.5) == pytest.approx(1.0, abs=1e-3)
+    assert restore_target_scaling(samples, "robust") is samples
+    g, meta = load_translator(tiny_weights)
+    median = export_generator(g, tmp_path / "median.pt", {**meta, "target_scaling": "median"})
+    vol = np.where(phantom > 0.3, phantom, 0).astype(np.float32)
+    codes = np.zeros((1, 4), np.float32)
+    out = translate_volume(vol, np.eye(4), load_translator(median)[0], 32, codes, progress=False,
+                           target_scaling=load_translator(median)[1]["target_scaling"])  # fmt: skip
+    assert np.percentile(out[0][vol > 0], 99.5) == pytest.approx(1.0, abs=1e-3)
 
 
 def test_translate_cli_writes_samples_mean_std_on_input_grid(tiny_weights, phantom_file, tmp_path):

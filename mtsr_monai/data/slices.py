@@ -39,7 +39,7 @@ from mtsr_monai.data.datalist import read_split
 from mtsr_monai.errors import InputError
 from mtsr_monai.io import atomic_write_text, check_same_grid, load_volume
 from mtsr_monai.io.geometry import resolve_axis
-from mtsr_monai.transforms.intensity import robust_scale
+from mtsr_monai.transforms.intensity import median_scale, robust_scale
 
 DEFAULT_LABEL_KEYS = ("label", "seg", "brain_mask")
 
@@ -103,9 +103,11 @@ def load_subject(
     label_keys: Sequence[str] = DEFAULT_LABEL_KEYS,
     normalize: bool = True,
     percentiles: Sequence[float] = (0.5, 99.5),
+    median_keys: Sequence[str] = (),
 ) -> dict:
     """Load ``keys`` (+ ``mask_key`` when the subject has it) of one subject as (1, X, Y, Z) float tensors on
-    one grid; images (keys not in ``label_keys``) scaled by :func:`robust_scale` when ``normalize``.
+    one grid; images (keys not in ``label_keys``) scaled by :func:`robust_scale` when ``normalize``, those in
+    ``median_keys`` by :func:`median_scale` (translation targets).
     Returns the tensors plus ``"affine"`` (RAS, of the first key). Raises :class:`InputError` for a missing
     key, an unreadable file or keys on different grids."""
     sid = subject.get("subject", "?")
@@ -125,7 +127,9 @@ def load_subject(
     out: dict = {"affine": np.asarray(vols[wanted[0]].affine)}
     for key, v in vols.items():
         t = torch.as_tensor(v.numpy(), dtype=torch.float32)[None]
-        if normalize and key not in label_keys and key != mask_key:
+        if normalize and key in median_keys:
+            t = median_scale(t)
+        elif normalize and key not in label_keys and key != mask_key:
             t = robust_scale(t, *percentiles)
         out[key] = t
     return out
@@ -162,6 +166,7 @@ class SliceDataset(torch.utils.data.Dataset):
             use ``monai.data.list_data_collate``).
         normalize: scale images per volume to [0, 1] by percentiles ``percentiles`` (False for data already
             preprocessed); labels and the mask are never scaled.
+        median_keys: images scaled instead by their brain median (:func:`median_scale`).
     """
 
     def __init__(
@@ -180,6 +185,7 @@ class SliceDataset(torch.utils.data.Dataset):
         pad_to_multiple: int | None = None,
         normalize: bool = True,
         percentiles: Sequence[float] = (0.5, 99.5),
+        median_keys: Sequence[str] = (),
         mask_key: str | None = "brain_mask",
         label_keys: Sequence[str] = DEFAULT_LABEL_KEYS,
         progress: bool = True,
@@ -203,6 +209,7 @@ class SliceDataset(torch.utils.data.Dataset):
             label_keys=tuple(label_keys),
             normalize=normalize,
             percentiles=tuple(percentiles),
+            median_keys=tuple(median_keys),
         )
         self._axes: dict[int, int] = {}
         self._memo: tuple[int, dict] | None = None

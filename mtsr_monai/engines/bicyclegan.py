@@ -71,6 +71,7 @@ class BicycleGANTrainer(AdversarialTrainerBase):
         lambda_gan2: float = 1.0,
         lambda_kl: float = 0.01,
         lambda_latent: float = 0.5,
+        pretrain_iterations: int = 0,
         input_key: str = "A",
         target_key: str = "B",
         **options: Any,
@@ -92,6 +93,7 @@ class BicycleGANTrainer(AdversarialTrainerBase):
             float(lambda_gan2),
         )
         self.lambda_kl, self.lambda_latent = float(lambda_kl), float(lambda_latent)
+        self.pretrain_iterations = int(pretrain_iterations)
         # multi-process training: identical start on every rank, gradients averaged before each step
         broadcast_parameters(self.generator, self.encoder, self.discriminator, self.discriminator2)
 
@@ -110,12 +112,23 @@ class BicycleGANTrainer(AdversarialTrainerBase):
             if net is not None:
                 net.train()
         z_random = torch.randn(real_a.shape[0], self.nz, device=torch.device(engine.state.device))
+        if engine.state.iteration <= self.pretrain_iterations:
+            return self._pretrain_step(real_a, real_b, z_random)
         fakes = self._forward(real_a, real_b, z_random)
         out: dict[str, Any] = {"A": real_a, "B": real_b}
         out.update(self._update_encoder_and_generator(real_b, z_random, fakes))
         out.update(self._update_discriminators(real_b, fakes))
         out.update(fake_enc=fakes["fake_enc"].detach(), fake_rand=fakes["fake_rand"].detach())
         return out
+
+    def _pretrain_step(self, real_a: torch.Tensor, real_b: torch.Tensor, z_random: torch.Tensor) -> dict:
+        """Warm start of G alone: ``L1(G(A, z_random), B)``, the conditional mean (as ESRGAN's PSNR phase
+        before its GAN phase); E, D and D2 wait for the BicycleGAN phase."""
+        with self._autocast():
+            fake = self.generator(real_a, z_random)
+            l1 = (fake.float() - real_b.float()).abs().mean()
+        self._update(self.lambda_l1 * l1, [self.g_optimizer], self.g_scaler, [self.generator])
+        return {"A": real_a, "B": real_b, "fake_rand": fake.detach(), "loss_l1": l1.item()}
 
     def _forward(self, real_a: torch.Tensor, real_b: torch.Tensor, z_random: torch.Tensor) -> dict:
         """(1) ``fake_rand = G(A, z_random)``; with the encoder also ``mu, logvar = E(B)`` and

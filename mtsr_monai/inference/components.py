@@ -308,8 +308,10 @@ class SliceTranslationInferer(Inferer):
         batch_size: int = 16,
         reduce: str | None = None,
         progress: bool = False,
+        target_scaling: str = "robust",
     ) -> None:
         super().__init__()
+        self.target_scaling = target_scaling
         self.image_size, self.native_resolution, self.nz = int(image_size), bool(native_resolution), int(nz)
         self.samples, self.seed, self.codes, self.axis = int(samples), seed, codes, axis
         self.batch_size, self.reduce, self.progress = int(batch_size), reduce, progress
@@ -334,6 +336,7 @@ class SliceTranslationInferer(Inferer):
                 batch_size=self.batch_size,
                 progress=self.progress,
                 native_resolution=self.native_resolution,
+                target_scaling=self.target_scaling,
             )
             out = out.mean(axis=0, keepdims=True) if self.reduce == "mean" else out
             item = MetaTensor(torch.from_numpy(np.ascontiguousarray(out)), affine=torch.as_tensor(affine))

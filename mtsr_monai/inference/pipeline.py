@@ -175,6 +175,7 @@ def run_pipeline(
     translated = translate_volume(
         sr, sr_affine, generator, int(meta["image_size"]), codes, axis, progress=progress, mask=sr_mask,
         native_resolution=bool(meta.get("native_resolution", False)),
+        target_scaling=str(meta.get("target_scaling", "robust")),
     )  # fmt: skip
     mean, std = sample_statistics(translated)
     timings["translation_s"] = time.perf_counter() - t

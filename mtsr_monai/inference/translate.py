@@ -122,6 +122,19 @@ def translate_slices(
     return out.clamp_(0.0, 1.0)
 
 
+def restore_target_scaling(samples: np.ndarray, target_scaling: str = "robust") -> np.ndarray:
+    """(N, ...) samples (background 0) in the robust convention of every other volume in [0, 1].
+
+    A model trained on median-scaled targets (``target_scaling: median`` in its meta) writes tissue at one
+    level; each sample is then scaled by its own 99.5 % level, as the real target would be, so a predicted
+    lesion sets the scale as the real one does (:func:`~mtsr_monai.transforms.intensity.median_scale`)."""
+    if target_scaling == "robust":
+        return samples
+    if target_scaling != "median":
+        raise InputError(f"unknown target scaling {target_scaling!r} in the weights' metadata")
+    return np.stack([robust_scale(torch.as_tensor(s)).numpy() for s in samples])
+
+
 def translate_volume(
     volume: np.ndarray | torch.Tensor,
     affine: np.ndarray,
@@ -134,8 +147,11 @@ def translate_volume(
     mask: np.ndarray | None = None,
     native_resolution: bool = False,
     precision: str = "auto",
+    target_scaling: str = "robust",
 ) -> np.ndarray:
     """Translate a 3D volume with each code: returns (N, X, Y, Z) float32 in [0, 1] on the input's grid.
+
+    ``target_scaling``: the weights' meta key of that name (:func:`restore_target_scaling`).
 
     ``mask`` (brain mask on the same grid): voxels outside are set to 0 before scaling and in the outputs, so
     a non-skull-stripped or noisy-background input looks like the skull-stripped training data.
@@ -163,8 +179,8 @@ def translate_volume(
             native_resolution=native_resolution,
             precision=precision,
         )
-    out = out * foreground[None]  # background of the input stays background
-    return np.ascontiguousarray(np.moveaxis(out.numpy(), 1, through + 1))
+    out = restore_target_scaling((out * foreground[None]).numpy(), target_scaling)  # background stays 0
+    return np.ascontiguousarray(np.moveaxis(out, 1, through + 1))
 
 
 def sample_statistics(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,12 @@ import numpy as np
 import torch
 
 from mtsr_monai.data.slices import load_subject
-from mtsr_monai.inference.translate import latent_codes, load_translator, translate_slices
+from mtsr_monai.inference.translate import (
+    latent_codes,
+    load_translator,
+    restore_target_scaling,
+    translate_slices,
+)
 from mtsr_monai.io.geometry import resolve_axis
 from mtsr_monai.metrics.perceptual import load_lpips, sample_measures
 
@@ -52,7 +57,7 @@ def evaluate_translation(
         out = translate_slices(
             generator, a_sel, codes, int(meta["image_size"]), native_resolution=native
         ).numpy()
-        out = out * (a_sel.numpy() > 0)[None]
+        out = restore_target_scaling(out * (a_sel.numpy() > 0)[None], meta.get("target_scaling", "robust"))
         measures = sample_measures(out, b[picks].numpy(), lpips_metric=metric)
         per_subject.append({"subject": subject.get("subject"), "slices": picks.tolist(), **measures})
     keys = [k for k, v in per_subject[0].items() if isinstance(v, float)] if per_subject else []

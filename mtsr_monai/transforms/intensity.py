@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "display_range",
+    "median_scale",
     "percentile_range",
     "robust_range",
     "robust_scale",
@@ -81,6 +82,21 @@ def robust_scale(
 
     lo, hi = robust_range(volume, lower, upper)
     return scale_to_range(torch.as_tensor(volume, dtype=torch.float32), lo, hi, clip)
+
+
+def median_scale(volume: torch.Tensor | np.ndarray, level: float = 0.35, clip: bool = True) -> torch.Tensor:
+    """A float32 tensor scaled so that its foreground median lands at ``level`` (0 kept at 0), clipped to
+    [0, 1] unless ``clip=False``.
+
+    The training scaling of translation targets: :func:`robust_scale` maps a FLAIR's 99.5 % level to 1, and
+    that level sits in the lesion when there is one, so normal tissue lands anywhere from 0.34 to 0.70 and a
+    network seeing a patch cannot know where. The median of the brain is tissue in every subject."""
+    import torch
+
+    x = torch.as_tensor(volume, dtype=torch.float32)
+    foreground = x[x > 0]
+    median = float(foreground.median()) if foreground.numel() else 0.0
+    return scale_to_range(x, 0.0, median / level if median > 0 else 1.0, clip)
 
 
 def percentile_range(
