@@ -63,7 +63,7 @@ def test_translation_keeps_grid_background_and_range(tiny_weights, phantom):
     np.testing.assert_array_equal(out[2], translate_volume(vol, affine, g, 32, codes[2:], progress=False)[0])
 
 
-def test_median_scaled_outputs_return_to_the_robust_convention(tiny_weights, phantom, tmp_path):
+def test_median_scaled_samples_return_to_the_robust_convention_each_on_its_own():
     samples = np.zeros((2, 10, 10, 10), np.float32)
     samples[:, 2:8, 2:8, 2:8] = np.linspace(0.1, 0.6, 216).reshape(6, 6, 6)
     samples[1] *= 0.5
@@ -72,13 +72,16 @@ def test_median_scaled_outputs_return_to_the_robust_convention(tiny_weights, pha
     for s in out:
         assert np.percentile(s[s > 0], 99.5) == pytest.approx(1.0, abs=1e-3)
     assert restore_target_scaling(samples, "robust") is samples
+
+
+def test_translate_cli_reads_the_target_scaling_from_the_weights(tiny_weights, phantom_file, tmp_path):
     g, meta = load_translator(tiny_weights)
     median = export_generator(g, tmp_path / "median.pt", {**meta, "target_scaling": "median"})
-    vol = np.where(phantom > 0.3, phantom, 0).astype(np.float32)
-    codes = np.zeros((1, 4), np.float32)
-    out = translate_volume(vol, np.eye(4), load_translator(median)[0], 32, codes, progress=False,
-                           target_scaling=load_translator(median)[1]["target_scaling"])  # fmt: skip
-    assert np.percentile(out[0][vol > 0], 99.5) == pytest.approx(1.0, abs=1e-3)
+    assert _translate(phantom_file, tiny_weights, tmp_path / "robust", "-n", "1", "--seed", "0") == 0
+    assert _translate(phantom_file, median, tmp_path / "median", "-n", "1", "--seed", "0") == 0
+    robust_out = nib.load(tmp_path / "robust" / "sample_0.nii.gz").get_fdata()
+    median_out = nib.load(tmp_path / "median" / "sample_0.nii.gz").get_fdata()
+    np.testing.assert_allclose(median_out, restore_target_scaling(robust_out[None], "median")[0], atol=1e-5)
 
 
 def test_translate_cli_writes_samples_mean_std_on_input_grid(tiny_weights, phantom_file, tmp_path):
