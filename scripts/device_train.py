@@ -364,6 +364,7 @@ def mt_job(args: argparse.Namespace, source: str, target: str) -> Job:
         "upsample": str(meta.get("upsample", "basic")),
         # the target scaling the weights were trained with (median since session 8; robust before)
         "target_scaling": str(meta.get("target_scaling", "robust")),
+        "pretrain_iterations": 0,  # the shipped generator is past its L1 warm start: BicycleGAN throughout
         # weights trained before native-resolution patches existed were trained on resized whole slices
         "native_resolution": bool(meta.get("native_resolution", False)),
         "num_workers": data_workers(0 if smoke else 3),
