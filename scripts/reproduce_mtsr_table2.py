@@ -150,7 +150,8 @@ def budget(meta: dict[str, Any]) -> str:
     size = int(meta["image_size"])
     data = f"{size}x{size} patches at 1 mm" if meta.get("native_resolution") else f"slices resized to {size}"
     widths = f"ngf {meta['ngf']} (cap x{meta.get('max_mult', 8)})"
-    return f"weights of it {meta.get('iterations', '?')}, {data}, {widths}"
+    phase = f", {meta['phase'].split(':')[0]} only" if meta.get("phase") else ""  # e.g. the L1 warm start
+    return f"weights of it {meta.get('iterations', '?')}{phase}, {data}, {widths}"
 
 
 def lookup_budget(path: Path, source: str, target: str) -> str:
