@@ -99,7 +99,12 @@ def evaluate_subject(subject: dict, source: str, target: str, args, generator, m
     import torch
 
     from mtsr_monai.inference.tissue_lookup import identity_translate, tissue_lookup_translate
-    from mtsr_monai.inference.translate import latent_codes, sample_statistics, translate_volume
+    from mtsr_monai.inference.translate import (
+        latent_codes,
+        sample_statistics,
+        translate_volume,
+        volume_settings,
+    )
     from mtsr_monai.io import load_volume
     from mtsr_monai.transforms.intensity import robust_scale
 
@@ -110,8 +115,7 @@ def evaluate_subject(subject: dict, source: str, target: str, args, generator, m
     codes = latent_codes(args.samples, int(meta["nz"]), seed=args.seed)
     samples = translate_volume(
         src, affine, generator, int(meta["image_size"]), codes, progress=False,
-        native_resolution=bool(meta.get("native_resolution", False)),
-        target_scaling=str(meta.get("target_scaling", "robust")),
+        **volume_settings(meta),
     )  # fmt: skip
     mean, std = sample_statistics(samples)
     lookup_out = tissue_lookup_translate(src, source, lookup)

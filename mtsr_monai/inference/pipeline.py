@@ -157,11 +157,11 @@ def run_pipeline(
     ``target``, checked as ``mtsr translate`` checks (:func:`.translate.prepare_translation`).
     ``on_stage(name)`` is called as each stage starts (progress)."""
     # lazy: keeps ignite, monai out of this module's import
-    from mtsr_monai.inference.translate import prepare_translation, sample_statistics, translate_volume
+    from mtsr_monai.inference import translate
 
     timings, t0 = {}, time.perf_counter()
-    checked = prepare_translation(source, target, mt_weights, codes, samples, seed, device)  # fail early
-    generator, meta, codes, weights = checked
+    checked = translate.prepare_translation(source, target, mt_weights, codes, samples, seed, device)
+    generator, meta, codes, weights = checked  # checked before anything is read: bad input fails early
     stage = on_stage or (lambda name: None)
     stage("read")
     lr, lr_affine, lr_mask = _load_input(input_path, mask_path)
@@ -172,12 +172,11 @@ def run_pipeline(
     sr_mask = _mask_on_sr_grid(lr_mask, lr_affine, scale)
     stage("translation")
     t = time.perf_counter()
-    translated = translate_volume(
+    translated = translate.translate_volume(
         sr, sr_affine, generator, int(meta["image_size"]), codes, axis, progress=progress, mask=sr_mask,
-        native_resolution=bool(meta.get("native_resolution", False)),
-        target_scaling=str(meta.get("target_scaling", "robust")),
+        **translate.volume_settings(meta),
     )  # fmt: skip
-    mean, std = sample_statistics(translated)
+    mean, std = translate.sample_statistics(translated)
     timings["translation_s"] = time.perf_counter() - t
     arrays, fg = {"sr": sr, "samples": translated, "mean": mean, "std": std, "affine": sr_affine}, mean > 0
     summary = {

@@ -122,6 +122,14 @@ def translate_slices(
     return out.clamp_(0.0, 1.0)
 
 
+def volume_settings(meta: dict) -> dict[str, Any]:
+    """The :func:`translate_volume` keywords a weights file's meta decides (older files lack some keys)."""
+    return {
+        "native_resolution": bool(meta.get("native_resolution", False)),
+        "target_scaling": str(meta.get("target_scaling", "robust")),
+    }
+
+
 def restore_target_scaling(samples: np.ndarray, target_scaling: str = "robust") -> np.ndarray:
     """(N, ...) samples (background 0) in the robust convention of every other volume in [0, 1].
 
