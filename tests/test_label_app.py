@@ -139,6 +139,7 @@ def test_mt_sample_of_a_seed_is_the_cli_translation_on_the_input_grid(server):
         latent_codes,
         load_translator,
         translate_volume,
+        volume_settings,
     )
 
     lr = nib.load(str(server["studies"] / "case_t1.nii.gz"))
@@ -147,10 +148,9 @@ def test_mt_sample_of_a_seed_is_the_cli_translation_on_the_input_grid(server):
     np.testing.assert_allclose(out.affine, lr.affine, atol=1e-4)
     generator, meta = load_translator(default_weights("t1", "flair"))
     codes = latent_codes(1, int(meta["nz"]), 3)
-    native = bool(meta.get("native_resolution", False))
     volume = lr.get_fdata(dtype=np.float32)
     expected = translate_volume(
-        volume, lr.affine, generator, int(meta["image_size"]), codes, native_resolution=native
+        volume, lr.affine, generator, int(meta["image_size"]), codes, **volume_settings(meta)
     )
     np.testing.assert_allclose(out.get_fdata(), expected[0], atol=1e-4)
     mean = _infer(server, "mtsr_mt", "case_t1", {"mean": True, "samples": 2})
