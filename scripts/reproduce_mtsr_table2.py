@@ -133,15 +133,16 @@ def model_stack(translator: tuple, case: dict[str, Any], codes: np.ndarray) -> n
     """(N, S, H, W) translations of the case's source slices by ``(generator, meta)``; 0 outside the brain."""
     import torch
 
-    from mtsr_monai.inference.translate import restore_target_scaling, translate_slices
+    from mtsr_monai.inference.translate import restore_target_scaling, translate_slices, volume_settings
 
     generator, meta = translator
+    settings = volume_settings(meta)
     out = translate_slices(
         generator, case["source"], torch.as_tensor(codes[:, : int(meta["nz"])]), int(meta["image_size"]),
-        native_resolution=bool(meta.get("native_resolution", False)),
+        native_resolution=settings["native_resolution"],
     ).numpy()  # fmt: skip
     # median-scaled models: each sample's 99.5 % level read over the scored slices (not the whole volume)
-    return restore_target_scaling(out * case["brain"][None], str(meta.get("target_scaling", "robust")))
+    return restore_target_scaling(out * case["brain"][None], settings["target_scaling"])
 
 
 def budget(meta: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ from mtsr_monai.inference.translate import (
     load_translator,
     restore_target_scaling,
     translate_slices,
+    volume_settings,
 )
 from mtsr_monai.io.geometry import resolve_axis
 from mtsr_monai.metrics.perceptual import load_lpips, sample_measures
@@ -53,11 +54,12 @@ def evaluate_translation(
         candidates = torch.nonzero(brain >= 0.5 * brain.max()).flatten()
         picks = candidates[torch.linspace(0, len(candidates) - 1, slices_per_volume).round().long()]
         a_sel = torch.where(b[picks] > 0, a[picks], torch.zeros(()))  # same brain region in both
-        native = bool(meta.get("native_resolution", False))
+        settings = volume_settings(meta)
         out = translate_slices(
-            generator, a_sel, codes, int(meta["image_size"]), native_resolution=native
+            generator, a_sel, codes, int(meta["image_size"]), native_resolution=settings["native_resolution"]
         ).numpy()
-        out = restore_target_scaling(out * (a_sel.numpy() > 0)[None], meta.get("target_scaling", "robust"))
+        # median-scaled models: each sample's 99.5 % level read over these slices (not the whole volume)
+        out = restore_target_scaling(out * (a_sel.numpy() > 0)[None], settings["target_scaling"])
         measures = sample_measures(out, b[picks].numpy(), lpips_metric=metric)
         per_subject.append({"subject": subject.get("subject"), "slices": picks.tolist(), **measures})
     keys = [k for k, v in per_subject[0].items() if isinstance(v, float)] if per_subject else []
