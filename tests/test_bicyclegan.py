@@ -137,6 +137,19 @@ def test_bicyclegan_phase_follows_the_pretrain_iterations():
     assert "loss_gan" in trainer.state.output and trainer.state.iteration == 2
 
 
+def test_zero_gan_weights_train_the_cvae_without_discriminators():
+    trainer = _trainer(lambda_gan=0.0, lambda_gan2=0.0)
+    discs = {k: _params(getattr(trainer, k)) for k in ("discriminator", "discriminator2")}
+    e_before, g_before = _params(trainer.encoder), _params(trainer.generator)
+    trainer.run()
+    out = trainer.state.output
+    assert out["loss_gan"] == 0 and out["loss_gan2"] == 0 and "loss_d" not in out
+    assert out["loss_kl"] > 0 and "loss_latent" in out
+    assert _changed(e_before, trainer.encoder) and _changed(g_before, trainer.generator)
+    for name, params in discs.items():
+        assert not _changed(params, getattr(trainer, name)), name
+
+
 def test_pix2pix_noise_flag_has_no_encoder_cycle():
     trainer = _trainer(use_encoder=False)
     assert trainer.encoder is None and trainer.discriminator2 is None

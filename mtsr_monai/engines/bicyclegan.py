@@ -93,6 +93,8 @@ class BicycleGANTrainer(AdversarialTrainerBase):
             float(lambda_gan2),
         )
         self.lambda_kl, self.lambda_latent = float(lambda_kl), float(lambda_latent)
+        # both GAN weights 0: the cVAE + latent-regression part alone; D and D2 are then neither run nor trained
+        self.adversarial = self.lambda_gan > 0 or (self.use_encoder and self.lambda_gan2 > 0)
         self.pretrain_iterations = int(pretrain_iterations)
         # multi-process training: identical start on every rank, gradients averaged before each step
         broadcast_parameters(self.generator, self.encoder, self.discriminator, self.discriminator2)
@@ -117,7 +119,8 @@ class BicycleGANTrainer(AdversarialTrainerBase):
         fakes = self._forward(real_a, real_b, z_random)
         out: dict[str, Any] = {"A": real_a, "B": real_b}
         out.update(self._update_encoder_and_generator(real_b, z_random, fakes))
-        out.update(self._update_discriminators(real_b, fakes))
+        if self.adversarial:
+            out.update(self._update_discriminators(real_b, fakes))
         out.update(fake_enc=fakes["fake_enc"].detach(), fake_rand=fakes["fake_rand"].detach())
         return out
 
@@ -176,14 +179,18 @@ class BicycleGANTrainer(AdversarialTrainerBase):
         """``loss_eg`` = GAN(D, fake_enc) + GAN(D2, fake_rand) + L1(fake_enc, B) + KL, weighted, and its
         terms (pix2pix + noise: GAN(D, fake_rand) + L1(fake_rand, B))."""
         fake_enc = fakes["fake_enc"]
-        gan = self._g_gan(self.discriminator, fake_enc)
+        gan = self._weighted_gan(self.discriminator, fake_enc, self.lambda_gan)
         l1 = (fake_enc.float() - real_b.float()).abs().mean()
         if not self.use_encoder:
             return {"loss_eg": self.lambda_gan * gan + self.lambda_l1 * l1, "loss_gan": gan, "loss_l1": l1}
-        gan2 = self._g_gan(self.discriminator2, fakes["fake_rand"])
+        gan2 = self._weighted_gan(self.discriminator2, fakes["fake_rand"], self.lambda_gan2)
         kl = kl_divergence(fakes["mu"], fakes["logvar"])
         loss_eg = self.lambda_gan * gan + self.lambda_gan2 * gan2 + self.lambda_l1 * l1 + self.lambda_kl * kl
         return {"loss_eg": loss_eg, "loss_gan": gan, "loss_l1": l1, "loss_gan2": gan2, "loss_kl": kl}
+
+    def _weighted_gan(self, disc: torch.nn.Module, fake: torch.Tensor, weight: float) -> torch.Tensor:
+        """The generator's GAN term against ``disc``; a zero weight skips the discriminator's forward."""
+        return self._g_gan(disc, fake) if weight > 0 else fake.new_zeros(())
 
     def _update_discriminators(self, real_b: torch.Tensor, fakes: dict) -> dict[str, float]:
         """(5) D on (B, fake_enc), D2 on (B, fake_rand), both detached; one step of both."""
