@@ -93,7 +93,7 @@ class BicycleGANTrainer(AdversarialTrainerBase):
             float(lambda_gan2),
         )
         self.lambda_kl, self.lambda_latent = float(lambda_kl), float(lambda_latent)
-        # both GAN weights 0: the cVAE + latent-regression part alone; D and D2 are then neither run nor trained
+        # both GAN weights 0: the cVAE + latent regression alone; D and D2 are then neither run nor trained
         self.adversarial = self.lambda_gan > 0 or (self.use_encoder and self.lambda_gan2 > 0)
         self.pretrain_iterations = int(pretrain_iterations)
         # multi-process training: identical start on every rank, gradients averaged before each step
