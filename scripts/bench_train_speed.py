@@ -31,10 +31,10 @@ def make_batches(n: int, batch: int, hr_patch: int = 128, seed: int = 0) -> tupl
     import torch
     from monai.transforms import Compose, EnsureTyped, RandFlipd, RandRotate90d, RandScaleIntensityd
     from monai.utils import set_determinism
+    from shared_splits import volume_datalist
 
     from mtsr_monai.data.slices import SliceDataset
     from mtsr_monai.transforms.degradation import RandSecondOrderDegradationd
-    from shared_splits import volume_datalist
 
     set_determinism(seed)
     volumes = volume_datalist("hr")["training"][:4]
@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         curves[prec], _ = train_steps(copy.deepcopy(start), batches[: args.iterations], prec)
     window = max(1, args.iterations // 10)
     result["loss_windows"] = {
-        prec: [statistics.fmean(c[i : i + window]) for i in range(0, len(c), window)] for prec, c in curves.items()
+        prec: [statistics.fmean(c[i : i + window]) for i in range(0, len(c), window)]
+        for prec, c in curves.items()
     }
     pairs = zip(result["loss_windows"]["fp32"], result["loss_windows"][precision], strict=True)
     result["max_relative_gap"] = max(abs(a - b) / a for a, b in pairs)

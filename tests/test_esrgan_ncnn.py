@@ -1,4 +1,4 @@
-"""The Real-ESRGAN x4plus ncnn weights converted to our RRDBNet compute what the reference runtime computes."""
+"""The Real-ESRGAN x4plus ncnn weights converted to our RRDBNet compute what the reference runtime does."""
 
 from pathlib import Path
 
