@@ -266,6 +266,45 @@ def test_curve_step_restores_dimmed_bright_tissue_consistently_with_the_input(tm
     )
 
 
+class _Haze(torch.nn.Module):
+    """A 'model' that returns its input plus a faint haze everywhere (what a network leaves in the air)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + 1e-3
+
+
+def test_restored_volume_keeps_the_inputs_empty_background_at_zero(tmp_path):
+    from mtsr_monai.inference.clinical import restore_clinical
+    from mtsr_monai.io import load_volume
+    from tests.test_clinical import _slabs
+
+    scans = _slabs(tmp_path)
+    ckpt = {"network": _Haze(), "critic": None, "modalities": ["flair", "t1", "t2"], "patch_size": None}
+    tri = restore_clinical(scans, tmp_path / "tri", spacing=1.0, method="trilinear", progress=False)
+    out = restore_clinical(
+        scans, tmp_path / "model", spacing=1.0, checkpoint=ckpt, progress=False, patches=False
+    )
+    for m in ("flair", "t2"):
+        ref, vol = load_volume(tri[m]).numpy(), load_volume(out[m]).numpy()
+        np.testing.assert_array_equal(vol == 0, ref == 0)  # no haze where the input has no signal
+
+
+def test_bundle_restored_channels_keep_a_given_inputs_background_at_zero():
+    import json
+
+    from monai.data import MetaTensor
+
+    from mtsr_monai.inference.components import CLINICAL_KEY, ClinicalRestored
+
+    image = MetaTensor(torch.tensor([[[[0.0, 0.5]]], [[[0.0, 0.0]]]]))  # flair given, t2 absent (zeros)
+    info = {"modalities": ["flair", "t2"], "given": ["flair"], "bounds": {"flair": [0.0, 200.0]}}
+    image.meta[CLINICAL_KEY] = json.dumps(info)
+    pred = torch.full((2, 1, 1, 2), 0.01)
+    out = ClinicalRestored()({"pred": pred, "image": image, "coverage": torch.ones(1, 1, 1, 2)})["pred"]
+    assert out[0].flatten().tolist() == pytest.approx([0.0, 2.0])  # background kept, signal scaled
+    assert out[1].flatten().tolist() == pytest.approx([0.01, 0.01])  # an absent sequence is not masked
+
+
 def test_apply_curve_is_continuous_and_keeps_background():
     from mtsr_monai.inference.clinical import apply_curve
 

@@ -549,9 +549,19 @@ def consistency_summary(check: Mapping[str, np.ndarray], gain: float = 1.0) -> d
     }
 
 
+def input_signal(scaled_input: Any, bounds: Sequence[float]) -> Any:
+    """Where a sequence's input, on the target grid in [0, 1] units, has signal: everywhere, except the exact
+    zeros of a magnitude image (``lo`` 0: skull-stripped or masked scans, and the zero padding around them),
+    which a restored volume keeps at zero. Without it the network leaves a faint haze there (~1e-3 of the
+    range) that becomes part of the non-zero voxels, so every percentile taken over them downstream (robust
+    [0, 1] scaling) reads the restored volume darker than it is. Numpy array or tensor, as given."""
+    return scaled_input > 0 if float(bounds[0]) == 0.0 else scaled_input == scaled_input
+
+
 def _to_scanner(vol: np.ndarray, prepared: Mapping[str, Any], m: str) -> np.ndarray:
     lo, hi = prepared["bounds"][m]
-    return np.where(prepared["coverage"], vol * (hi - lo) + lo, 0.0).astype(np.float32)
+    keep = prepared["coverage"] & input_signal(prepared["volumes"][m], (lo, hi))
+    return np.where(keep, vol * (hi - lo) + lo, 0.0).astype(np.float32)
 
 
 def consistency_step(

@@ -27,6 +27,7 @@ from monai.transforms import MapTransform
 
 from mtsr_monai.inference.clinical import (
     consistency_step,
+    input_signal,
     model_input,
     prepare_routine_scans,
     restore_planes,
@@ -454,7 +455,8 @@ class ClinicalSliceInferer(Inferer):
 
 class ClinicalRestored(MapTransform):
     """Each channel of ``keys`` back to its sequence's intensities (bounds from ``ref_key``'s meta), zero
-    outside the scans' coverage."""
+    outside the scans' coverage and, for a given sequence, where its input has no signal
+    (:func:`~mtsr_monai.inference.clinical.input_signal`, as ``mtsr clinical-sr``)."""
 
     def __init__(self, keys: KeysCollection = "pred", ref_key: str = "image", coverage_key: str = "coverage"):
         super().__init__(keys)
@@ -469,7 +471,10 @@ class ClinicalRestored(MapTransform):
             out = pred.clone()
             for c, m in enumerate(info["modalities"]):
                 lo, hi = info["bounds"].get(m, (0.0, 1.0))
-                out[c] = torch.where(coverage, pred[c].cpu() * (hi - lo) + lo, torch.zeros(()))
+                keep = coverage
+                if m in info["given"]:
+                    keep = keep & input_signal(torch.as_tensor(d[self.ref_key])[c].cpu(), (lo, hi))
+                out[c] = torch.where(keep, pred[c].cpu() * (hi - lo) + lo, torch.zeros(()))
             d[key] = out
         return d
 
