@@ -549,19 +549,27 @@ def consistency_summary(check: Mapping[str, np.ndarray], gain: float = 1.0) -> d
     }
 
 
-def input_signal(scaled_input: Any, bounds: Sequence[float]) -> Any:
-    """Where a sequence's input, on the target grid in [0, 1] units, has signal: everywhere, except the exact
-    zeros of a magnitude image (``lo`` 0: skull-stripped or masked scans, and the zero padding around them),
-    which a restored volume keeps at zero. Without it the network leaves a faint haze there (~1e-3 of the
-    range) that becomes part of the non-zero voxels, so every percentile taken over them downstream (robust
-    [0, 1] scaling) reads the restored volume darker than it is. Numpy array or tensor, as given."""
-    return scaled_input > 0 if float(bounds[0]) == 0.0 else scaled_input == scaled_input
+def to_scanner_units(
+    vol: np.ndarray,
+    bounds: Sequence[float],
+    coverage: np.ndarray,
+    scaled_input: np.ndarray | None = None,
+) -> np.ndarray:
+    """A restored sequence from the [0, 1] units of the prepared scans back to its scanner units: zero outside
+    the scans' ``coverage`` and, given the sequence's own ``scaled_input`` (same units and grid), at the exact
+    zeros of a magnitude input (``lo`` 0: skull-stripped or masked scans and the padding around them). There
+    the network leaves a faint haze (~1e-3 of the range) that would join the non-zero voxels, so every
+    percentile taken over them downstream (robust [0, 1] scaling) would read the volume darker than it is.
+    ``mtsr clinical-sr`` and the bundle's ``ClinicalRestored`` both map through here."""
+    lo, hi = (float(b) for b in bounds)
+    keep = np.asarray(coverage, bool)
+    if scaled_input is not None and lo == 0.0:
+        keep = keep & (np.asarray(scaled_input) > 0)
+    return np.where(keep, np.asarray(vol) * (hi - lo) + lo, 0.0).astype(np.float32)
 
 
 def _to_scanner(vol: np.ndarray, prepared: Mapping[str, Any], m: str) -> np.ndarray:
-    lo, hi = prepared["bounds"][m]
-    keep = prepared["coverage"] & input_signal(prepared["volumes"][m], (lo, hi))
-    return np.where(keep, vol * (hi - lo) + lo, 0.0).astype(np.float32)
+    return to_scanner_units(vol, prepared["bounds"][m], prepared["coverage"], prepared["volumes"][m])
 
 
 def consistency_step(

@@ -27,11 +27,11 @@ from monai.transforms import MapTransform
 
 from mtsr_monai.inference.clinical import (
     consistency_step,
-    input_signal,
     model_input,
     prepare_routine_scans,
     restore_planes,
     slice_axes_for,
+    to_scanner_units,
     transform_from_spec,
     transform_spec,
 )
@@ -455,8 +455,8 @@ class ClinicalSliceInferer(Inferer):
 
 class ClinicalRestored(MapTransform):
     """Each channel of ``keys`` back to its sequence's intensities (bounds from ``ref_key``'s meta), zero
-    outside the scans' coverage and, for a given sequence, where its input has no signal
-    (:func:`~mtsr_monai.inference.clinical.input_signal`, as ``mtsr clinical-sr``)."""
+    outside the scans' coverage and, for a given sequence, at its input's empty background
+    (:func:`~mtsr_monai.inference.clinical.to_scanner_units`, as ``mtsr clinical-sr``)."""
 
     def __init__(self, keys: KeysCollection = "pred", ref_key: str = "image", coverage_key: str = "coverage"):
         super().__init__(keys)
@@ -465,16 +465,16 @@ class ClinicalRestored(MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         d = dict(data)
         info = _clinical_info(d[self.ref_key])
-        coverage = torch.as_tensor(d[self.coverage_key])[0].bool().cpu()
+        coverage = torch.as_tensor(d[self.coverage_key])[0].bool().cpu().numpy()
+        image = torch.as_tensor(d[self.ref_key]).detach().cpu().numpy()
         for key in self.key_iterator(d):
             pred = d[key]
             out = pred.clone()
             for c, m in enumerate(info["modalities"]):
-                lo, hi = info["bounds"].get(m, (0.0, 1.0))
-                keep = coverage
-                if m in info["given"]:
-                    keep = keep & input_signal(torch.as_tensor(d[self.ref_key])[c].cpu(), (lo, hi))
-                out[c] = torch.where(keep, pred[c].cpu() * (hi - lo) + lo, torch.zeros(()))
+                bounds = info["bounds"].get(m, (0.0, 1.0))
+                scaled_input = image[c] if m in info["given"] else None
+                restored = to_scanner_units(pred[c].detach().cpu().numpy(), bounds, coverage, scaled_input)
+                out[c] = torch.from_numpy(restored)
             d[key] = out
         return d
 
