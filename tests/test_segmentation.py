@@ -113,3 +113,18 @@ def test_wmh_rule_finds_bright_lesions_and_drops_tiny_ones():
 )
 def test_guess_contrast_from_file_name(name, contrast):
     assert guess_contrast(name) == contrast
+
+
+def test_presmoothing_reads_a_textured_lesion_as_one_region_without_an_edge_rim():
+    truth = np.zeros((48, 48, 48), np.uint8)
+    g = np.indices(truth.shape) - 24
+    truth[(g**2).sum(0) < 20**2] = 1
+    lesion = ((g - np.array([6, 0, 0])[:, None, None, None]) ** 2).sum(0) < 6**2
+    checker = (np.indices(truth.shape).sum(0) % 2).astype(bool)  # every other lesion voxel stays normal
+    flair = np.where(truth > 0, 0.35, 0.0) + 0.01 * np.random.default_rng(0).standard_normal(truth.shape)
+    flair = np.where(lesion & checker, 1.0, flair * (truth > 0)).astype(np.float32)
+    raw = wmh_mask(flair, truth > 0)  # isolated bright voxels: each below the minimum volume
+    smoothed = wmh_mask(flair, truth > 0, presmooth=1.0)
+    assert overlap_metrics(raw, lesion)["dice"] < 0.1
+    assert overlap_metrics(smoothed, lesion)["dice"] > 0.75
+    assert not (smoothed & ~ndimage.binary_dilation(lesion, iterations=2)).any()
