@@ -142,7 +142,9 @@ def model_stack(translator: tuple, case: dict[str, Any], codes: np.ndarray) -> n
         native_resolution=settings["native_resolution"],
     ).numpy()  # fmt: skip
     # median-scaled models: each sample's 99.5 % level read over the scored slices (not the whole volume)
-    return restore_target_scaling(out * case["brain"][None], settings["target_scaling"])
+    return restore_target_scaling(
+        out * case["brain"][None], settings["target_scaling"], settings["target_level"]
+    )
 
 
 def budget(meta: dict[str, Any]) -> str:

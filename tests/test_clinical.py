@@ -282,4 +282,3 @@ def test_real_clinical_slabs_restore_to_a_sensible_1mm_volume(shared_data, tmp_p
     src = load_volume(flair).numpy()
     assert np.isfinite(restored).all() and restored.max() > 0.3 * src.max()
     assert restored.max() < 2.0 * src.max()  # stays in the input's intensity scale
-

@@ -196,3 +196,26 @@ def test_real_brats_case_axial_slices(brats_case: dict) -> None:
     item = ds[len(ds) // 2]
     assert item["t1"].shape == (1, 240, 240) and item["flair"].shape == (1, 240, 240)
     assert float(item["flair"].max()) == pytest.approx(1.0) and float(item["flair"][0, 0, 0]) == 0.0
+
+
+def test_typical_brain_level_is_the_median_of_the_training_volumes_robust_brain_medians(
+    tmp_path: Path,
+) -> None:
+    import json
+
+    from mtsr_monai.data.slices import typical_brain_level
+
+    levels, items = [], []
+    for i, top in enumerate((100.0, 200.0, 400.0)):  # different bright tails, one tissue
+        vol = np.zeros((20, 20, 20), np.float32)
+        vol[2:18, 2:18, 2:18] = np.linspace(50, 100, 16**3).reshape(16, 16, 16)
+        vol[8:10, 8:10, 8:10] = top
+        items.append({"subject": f"s{i}", "t1": str(write_nifti(tmp_path / f"t1_{i}.nii.gz", vol))})
+        x = robust_scale(torch.as_tensor(vol))
+        levels.append(float(x[x > 0].median()))
+    items.append({"subject": "no_t1", "flair": items[0]["t1"]})  # skipped: no t1
+    (tmp_path / "d.json").write_text(json.dumps({"training": items, "validation": items[:1]}))
+    assert typical_brain_level(tmp_path / "d.json", "t1") == pytest.approx(float(np.median(levels)), abs=1e-6)
+    assert typical_brain_level(tmp_path / "d.json", "t1", split="validation") == pytest.approx(
+        levels[0], abs=1e-6
+    )

@@ -74,6 +74,28 @@ def test_median_scaled_samples_return_to_the_robust_convention_each_on_its_own()
     assert restore_target_scaling(samples, "robust") is samples
 
 
+def test_a_target_level_puts_the_tissue_median_there_and_keeps_samples_relative_brightness():
+    samples = np.zeros((2, 10, 10, 10), np.float32)
+    samples[:, 2:8, 2:8, 2:8] = np.linspace(0.2, 0.5, 216).reshape(6, 6, 6)  # brain median 0.35
+    samples[1] *= 0.8
+    out = restore_target_scaling(samples, "median", target_level=0.7)
+    assert np.median(out[0][samples[0] > 0]) == pytest.approx(0.7, abs=1e-3)
+    np.testing.assert_allclose(out[1], np.clip(out[0] * 0.8, 0, 1), atol=1e-6)  # not each on its own level
+    assert np.all(out[:, samples[0] == 0] == 0) and out.max() <= 1.0
+
+
+def test_translate_cli_reads_the_target_level_from_the_weights(tiny_weights, phantom_file, tmp_path):
+    g, meta = load_translator(tiny_weights)
+    levelled = export_generator(
+        g, tmp_path / "l.pt", {**meta, "target_scaling": "median", "target_level": 0.6}
+    )
+    assert _translate(phantom_file, tiny_weights, tmp_path / "robust", "-n", "1", "--seed", "0") == 0
+    assert _translate(phantom_file, levelled, tmp_path / "levelled", "-n", "1", "--seed", "0") == 0
+    robust_out = nib.load(tmp_path / "robust" / "sample_0.nii.gz").get_fdata()
+    levelled_out = nib.load(tmp_path / "levelled" / "sample_0.nii.gz").get_fdata()
+    np.testing.assert_allclose(levelled_out, np.clip(robust_out * 0.6 / 0.35, 0, 1), atol=1e-5)
+
+
 def test_translate_cli_reads_the_target_scaling_from_the_weights(tiny_weights, phantom_file, tmp_path):
     g, meta = load_translator(tiny_weights)
     median = export_generator(g, tmp_path / "median.pt", {**meta, "target_scaling": "median"})

@@ -432,6 +432,24 @@ def datalist_volumes(
     return [str(s[key]) for s in subjects]
 
 
+def typical_brain_level(
+    datalist_path: str | os.PathLike,
+    key: str,
+    split: str = "training",
+    base_dir: str | os.PathLike | None = None,
+) -> float:
+    """The median over a split's ``key`` volumes of their brain (non-zero) median after :func:`robust_scale`:
+    where a median-scaled translation model's tissue level belongs in the robust convention (its export
+    meta's ``target_level``, read by :func:`~mtsr_monai.inference.translate.restore_target_scaling`)."""
+    levels = []
+    for path in datalist_volumes(datalist_path, split, key, base_dir=base_dir):
+        x = robust_scale(torch.as_tensor(load_volume(path).numpy(), dtype=torch.float32))
+        levels.append(float(x[x > 0].median()))
+    if not levels:
+        raise InputError(f"no {key} volume in split {split!r} of {datalist_path}")
+    return float(np.median(levels))
+
+
 def build_slice_dataset_from_datalist(
     datalist_path: str | os.PathLike,
     split: str = "training",

@@ -310,9 +310,10 @@ class SliceTranslationInferer(Inferer):
         reduce: str | None = None,
         progress: bool = False,
         target_scaling: str = "robust",
+        target_level: float | None = None,
     ) -> None:
         super().__init__()
-        self.target_scaling = target_scaling
+        self.target_scaling, self.target_level = target_scaling, target_level
         self.image_size, self.native_resolution, self.nz = int(image_size), bool(native_resolution), int(nz)
         self.samples, self.seed, self.codes, self.axis = int(samples), seed, codes, axis
         self.batch_size, self.reduce, self.progress = int(batch_size), reduce, progress
@@ -338,6 +339,7 @@ class SliceTranslationInferer(Inferer):
                 progress=self.progress,
                 native_resolution=self.native_resolution,
                 target_scaling=self.target_scaling,
+                target_level=self.target_level,
             )
             out = out.mean(axis=0, keepdims=True) if self.reduce == "mean" else out
             item = MetaTensor(torch.from_numpy(np.ascontiguousarray(out)), affine=torch.as_tensor(affine))

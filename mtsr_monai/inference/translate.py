@@ -30,7 +30,7 @@ from mtsr_monai.inference.slicewise import busy_batches
 from mtsr_monai.io.geometry import resolve_axis
 from mtsr_monai.networks.bicyclegan import LatentUNetGenerator
 from mtsr_monai.precision import autocast
-from mtsr_monai.transforms.intensity import robust_scale
+from mtsr_monai.transforms.intensity import MEDIAN_LEVEL, robust_scale
 
 MODALITIES = ("t1", "t1ce", "t2", "flair", "pd")
 
@@ -127,19 +127,27 @@ def volume_settings(meta: dict) -> dict[str, Any]:
     return {
         "native_resolution": bool(meta.get("native_resolution", False)),
         "target_scaling": str(meta.get("target_scaling", "robust")),
+        "target_level": None if meta.get("target_level") is None else float(meta["target_level"]),
     }
 
 
-def restore_target_scaling(samples: np.ndarray, target_scaling: str = "robust") -> np.ndarray:
+def restore_target_scaling(
+    samples: np.ndarray, target_scaling: str = "robust", target_level: float | None = None
+) -> np.ndarray:
     """(N, ...) samples (background 0) in the robust convention of every other volume in [0, 1].
 
     A model trained on median-scaled targets (``target_scaling: median`` in its meta) writes tissue at one
-    level; each sample is then scaled by its own 99.5 % level, as the real target would be, so a predicted
-    lesion sets the scale as the real one does (:func:`~mtsr_monai.transforms.intensity.median_scale`)."""
+    level. Without ``target_level`` each sample is scaled by its own 99.5 % level, as the real target would
+    be, so a predicted lesion or CSF sets the scale as the real one does (FLAIR, T2). With it (the weights'
+    meta: the training targets' typical brain median in the robust convention,
+    :func:`~mtsr_monai.data.slices.typical_brain_level`), the tissue level is mapped there: a T1's 99.5 %
+    level is white matter, which a sample only approximates, so its own level would misplace the volume."""
     if target_scaling == "robust":
         return samples
     if target_scaling != "median":
         raise InputError(f"unknown target scaling {target_scaling!r} in the weights' metadata")
+    if target_level is not None:
+        return np.clip(samples * (float(target_level) / MEDIAN_LEVEL), 0.0, 1.0).astype(np.float32)
     return np.stack([robust_scale(torch.as_tensor(s)).numpy() for s in samples])
 
 
@@ -156,10 +164,11 @@ def translate_volume(
     native_resolution: bool = False,
     precision: str = "auto",
     target_scaling: str = "robust",
+    target_level: float | None = None,
 ) -> np.ndarray:
     """Translate a 3D volume with each code: returns (N, X, Y, Z) float32 in [0, 1] on the input's grid.
 
-    ``target_scaling``: the weights' meta key of that name (:func:`restore_target_scaling`).
+    ``target_scaling``, ``target_level``: the weights' meta keys (:func:`restore_target_scaling`).
 
     ``mask`` (brain mask on the same grid): voxels outside are set to 0 before scaling and in the outputs, so
     a non-skull-stripped or noisy-background input looks like the skull-stripped training data.
@@ -187,7 +196,8 @@ def translate_volume(
             native_resolution=native_resolution,
             precision=precision,
         )
-    out = restore_target_scaling((out * foreground[None]).numpy(), target_scaling)  # background stays 0
+    out = (out * foreground[None]).numpy()  # background stays 0
+    out = restore_target_scaling(out, target_scaling, target_level)
     return np.ascontiguousarray(np.moveaxis(out, 1, through + 1))
 
 

@@ -59,7 +59,8 @@ def evaluate_translation(
             generator, a_sel, codes, int(meta["image_size"]), native_resolution=settings["native_resolution"]
         ).numpy()
         # median-scaled models: each sample's 99.5 % level read over these slices (not the whole volume)
-        out = restore_target_scaling(out * (a_sel.numpy() > 0)[None], settings["target_scaling"])
+        out = out * (a_sel.numpy() > 0)[None]
+        out = restore_target_scaling(out, settings["target_scaling"], settings["target_level"])
         measures = sample_measures(out, b[picks].numpy(), lpips_metric=metric)
         per_subject.append({"subject": subject.get("subject"), "slices": picks.tolist(), **measures})
     keys = [k for k, v in per_subject[0].items() if isinstance(v, float)] if per_subject else []

@@ -84,7 +84,12 @@ def robust_scale(
     return scale_to_range(torch.as_tensor(volume, dtype=torch.float32), lo, hi, clip)
 
 
-def median_scale(volume: torch.Tensor | np.ndarray, level: float = 0.35, clip: bool = True) -> torch.Tensor:
+MEDIAN_LEVEL = 0.35  # where median_scale puts the brain median of a translation target
+
+
+def median_scale(
+    volume: torch.Tensor | np.ndarray, level: float = MEDIAN_LEVEL, clip: bool = True
+) -> torch.Tensor:
     """A float32 tensor scaled so that its foreground median lands at ``level`` (0 kept at 0), clipped to
     [0, 1] unless ``clip=False``.
 
