@@ -124,8 +124,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['startup_s']} | {r['mean_participant_s']} | {r['per_file_call_s']} |"
         )
     if args.json:
-        args.json.write_text(
-            json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=1)
+        from mtsr_monai.io import atomic_write_text  # creates the folder; no partial file
+
+        atomic_write_text(
+            args.json,
+            json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=1),
         )
     return 0
 

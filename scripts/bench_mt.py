@@ -182,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
         }
     text = json.dumps(report, indent=2)
     if args.json:
-        args.json.write_text(text)
+        from mtsr_monai.io import atomic_write_text  # creates the folder; no partial file
+
+        atomic_write_text(args.json, text)
     return 0
 
 

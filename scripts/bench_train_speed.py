@@ -5,11 +5,13 @@
    the second-order degradation, exactly the bundle's ``train.yaml`` pipeline) timed apart from the step
    (forward, loss, backward, Adam) of the 12-block RRDB from the pretrained Real-ESRGAN start.
 2. Steps per second in fp32 and in ``--precision`` (default ``auto``: bf16 on a CPU with AMX / AVX512-BF16),
-   alternated in blocks so both see the same machine load, and the ratio; optionally channels-last.
+   alternated in blocks so both see the same machine load, and the ratio; also channels-last, and with
+   ``--compile`` channels-last under ``torch.compile`` (its one-off compile time reported apart).
 3. Loss curves: the same start, the same batches (precomputed once), ``--iterations`` L1 steps in each
    precision; prints the mean L1 over windows and the largest relative gap between the two curves.
 
-Usage: python scripts/bench_train_speed.py [--iterations 200] [--batch 4] [--threads 2] [--json out.json]
+Usage: python scripts/bench_train_speed.py [--iterations 200] [--batch 4] [--threads 2] [--compile]
+       [--json out.json]
 """
 
 from __future__ import annotations
@@ -96,10 +98,24 @@ def train_steps(net, batches, precision: str, channels_last: bool = False) -> tu
     return losses, statistics.median(times)
 
 
-def speed(batches, precision: str, blocks: int = 3, per_block: int = 5) -> dict:
-    """Alternate fp32 / ``precision`` (and channels-last) blocks of steps; median s/step of each."""
+def compiled_net(batches, precision: str) -> tuple[object, float]:
+    """The channels-last net under ``torch.compile``, warmed up on two steps; the seconds that took (the
+    compile cost a training run pays once)."""
+    import torch
+
+    net = torch.compile(make_net(channels_last=True))
+    t0 = time.perf_counter()
+    train_steps(net, batches[:2], precision, channels_last=True)
+    return net, time.perf_counter() - t0
+
+
+def speed(batches, precision: str, blocks: int = 3, per_block: int = 5, compiled=None) -> dict:
+    """Alternate fp32 / ``precision`` (and channels-last, and ``compiled``) blocks of steps; median s/step."""
     variants = {"fp32": ("fp32", False), precision: (precision, False), f"{precision}+cl": (precision, True)}
     nets = {name: make_net(cl) for name, (_, cl) in variants.items()}
+    if compiled is not None:
+        variants[f"{precision}+cl+compile"] = (precision, True)
+        nets[f"{precision}+cl+compile"] = compiled
     seconds: dict[str, list[float]] = {name: [] for name in variants}
     for b in range(blocks):
         chunk = batches[b * per_block : (b + 1) * per_block]
@@ -118,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=4, help="HR patches (128x128; LR 32x32) per step")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--precision", default="auto")
+    p.add_argument("--compile", action="store_true", help="also time channels-last under torch.compile")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -125,7 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     batches, data_s = make_batches(max(args.iterations, 15), args.batch)
     result: dict = {"precision": precision, "batch": args.batch, "threads": args.threads}
     result["data_s_per_batch"] = data_s
-    result["step_s"] = speed(batches, precision)
+    compiled = None
+    if args.compile:
+        compiled, result["compile_s"] = compiled_net(batches, precision)
+    result["step_s"] = speed(batches, precision, compiled=compiled)
     result["steps_per_s"] = {k: 1.0 / v for k, v in result["step_s"].items()}
     result["speedup_vs_fp32"] = {k: result["step_s"]["fp32"] / v for k, v in result["step_s"].items()}
     start = make_net()
@@ -142,7 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     result["data_fraction_of_iteration"] = data_s / (data_s + result["step_s"][precision])
     print(json.dumps(result, indent=2))
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+        from mtsr_monai.io import atomic_write_text  # creates the folder; no partial file
+
+        atomic_write_text(args.json, json.dumps(result, indent=2))
     return 0
 
 

@@ -6,6 +6,9 @@ Run it through ``scripts/device_train_all.sh``, which installs the payload's whe
 
     run(command="bash scripts/device_train_all.sh --minutes 8", carry=[".device"], timeout_s=570)
 
+made slim: ``pack_device_payload.py --slim`` and ``scripts/device_slim.sh on`` before, ``off`` after (the
+shipped weights exceed the call's 64 MiB; their 8-bit copies travel in ``.device/init``).
+
 Four jobs, each one
 ``python -m monai.bundle run training`` of a bundle's own ``train.yaml`` plus a generated override file (kept
 in the returned logs), all started at once on the one GPU (``--sequential`` splits the budget instead):
@@ -26,8 +29,9 @@ deadline, validating every ``--val-every`` seconds (an epoch ends early by Ignit
 and once more at the end. Weights (fp16), logs, TensorBoard scalars as JSON, figures and ``summary.json``
 go to ``--out`` within the device tool's return limits (8 files, 16 MiB each, 64 MiB in all): weights over
 15 MiB are split into ``.partN`` files (``cat NAME.part* > NAME``; the sha256 of the whole is in the
-summary). A failing job loses only its own outputs. While jobs run, their logs are live in ``OUT/live/``, so
-that a killed command still returns them.
+summary); where the fp16 file would leave no room for the jobs still running, it comes back as 8-bit
+``NAME.int8`` (``scripts/device_weights.py unpack``). A failing job loses only its own outputs. While jobs
+run, their logs are live in ``OUT/live/``, so that a killed command still returns them.
 
 ``python scripts/device_train.py gpu-image-venv DIR`` makes a venv holding only the packages of the GPU
 image (as listed in the device docs) linked from this environment: the CPU rehearsal runs in it.
@@ -56,9 +60,19 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = REPO / "bundles"
 MIB = 1 << 20
+#: the shipped weights each job starts from, relative to the repository (a ``--slim`` payload carries
+#: their 8-bit copies: scripts/device_weights.py)
+START_WEIGHTS = {
+    "sr": "bundles/mtsr_sr/models/model.pt",
+    "mt_t1_flair": "bundles/mtsr_mt/models/t1_to_flair.pt",
+    "mt_t1_t2": "bundles/mtsr_mt/models/t1_to_t2.pt",
+    "clinical": "bundles/clinical_sr/models/model.pt",
+}
 #: the device tool's return limits, and the part size under its 16 MiB per file
 MAX_FILES, MAX_FILE, MAX_TOTAL, PART = 8, 16 * MIB, 64 * MIB, 15 * MIB
 LOGS_CAP = 6 * MIB
+SUMMARY = "summary.json"
+INT8_WEIGHTS_MAX = 10 * MIB  # the largest 8-bit weight file (an MT generator: 9.5 MiB)
 #: seconds kept after training for exports, figures and packing; seconds a bundle run has, after its
 #: wall-clock handler's deadline, for the last validation, checkpoint and exit before it is killed
 POST_RESERVE_S, KILL_GRACE_S = 40.0, 25.0
@@ -307,14 +321,14 @@ def shipped_global_skip() -> str | None:
 def mt_meta(source: str, target: str) -> dict:
     import torch
 
-    path = BUNDLES / "mtsr_mt" / "models" / f"{source}_to_{target}.pt"
+    path = REPO / START_WEIGHTS[f"mt_{source}_{target}"]
     return dict(torch.load(path, map_location="cpu", weights_only=True).get("meta", {}))
 
 
 def clinical_shipped() -> dict:
     import torch
 
-    ckpt = torch.load(BUNDLES / "clinical_sr" / "models" / "model.pt", map_location="cpu", weights_only=True)
+    ckpt = torch.load(REPO / START_WEIGHTS["clinical"], map_location="cpu", weights_only=True)
     return {k: v for k, v in ckpt.items() if k not in ("model", "critic")}
 
 
@@ -332,7 +346,7 @@ def pairs_expr(split: str) -> str:
 def sr_job(args: argparse.Namespace) -> Job:
     smoke = args.cpu_smoke
     settings = {
-        "init_checkpoint": str(BUNDLES / "mtsr_sr" / "models" / "model.pt"),
+        "init_checkpoint": str(REPO / START_WEIGHTS["sr"]),
         "global_skip": shipped_global_skip(),
         "loss_weights#vgg": 0,  # no VGG19 ImageNet weights on the machine
         "learning_rate": 1e-4,
@@ -353,7 +367,7 @@ def sr_job(args: argparse.Namespace) -> Job:
 def mt_job(args: argparse.Namespace, source: str, target: str) -> Job:
     smoke = args.cpu_smoke
     meta = mt_meta(source, target)
-    weights = BUNDLES / "mtsr_mt" / "models" / f"{source}_to_{target}.pt"
+    weights = REPO / START_WEIGHTS[f"mt_{source}_{target}"]
     settings = {
         "source": source,
         "target": target,
@@ -385,7 +399,7 @@ def clinical_job(args: argparse.Namespace) -> Job:
     smoke = args.cpu_smoke
     shipped = clinical_shipped()
     net, critic = shipped["network"], shipped["critic_args"]
-    weights = BUNDLES / "clinical_sr" / "models" / "model.pt"
+    weights = REPO / START_WEIGHTS["clinical"]
     settings = {
         "modalities": list(shipped["modalities"]),
         "protocols": {k: dict(v) for k, v in shipped["protocols"].items()},
@@ -498,9 +512,7 @@ def export_clinical(run_dir: Path, dest: Path) -> dict:
     best = run_dir / "model_best.pt"
     if not best.is_file():
         raise FileNotFoundError(f"{best}: no validated clinical weights")
-    shipped = torch.load(
-        BUNDLES / "clinical_sr" / "models" / "model.pt", map_location="cpu", weights_only=True
-    )
+    shipped = torch.load(REPO / START_WEIGHTS["clinical"], map_location="cpu", weights_only=True)
     ckpt_path = latest_checkpoint(run_dir)
     critic, iterations = shipped.get("critic"), 0
     if ckpt_path is not None:
@@ -565,20 +577,25 @@ class OutBox:
 
     def __init__(self, out: Path, reserved_files: int = 2, reserved_bytes: int = LOGS_CAP + MIB) -> None:
         self.out, self.reserved_files, self.reserved_bytes = out, reserved_files, reserved_bytes
+        self.pending_weights = 0  # jobs whose weights are still to come (each keeps room for an 8-bit file)
 
     def usage(self) -> tuple[int, int]:
+        # summary.json is written while jobs run; it is one of the reserved files, so not counted twice
         files = [
-            p for p in self.out.rglob("*") if p.is_file() and "live" not in p.relative_to(self.out).parts
+            p
+            for p in self.out.rglob("*")
+            if p.is_file() and "live" not in p.relative_to(self.out).parts and p.name != SUMMARY
         ]
         return len(files), sum(p.stat().st_size for p in files)
 
-    def put(self, src: Path, name: str) -> list[str]:
+    def put(self, src: Path, name: str, keep_files: int = 0, keep_bytes: int = 0) -> list[str]:
         """Copy ``src`` as ``name`` (split into ``name.partN`` above 15 MiB); returns the names written.
-        Raises ``RuntimeError`` when it would not come back."""
+        Raises ``RuntimeError`` when it would not come back with ``keep_files`` / ``keep_bytes`` to spare."""
         size = src.stat().st_size
         parts = max(1, math.ceil(size / PART))
         files, used = self.usage()
-        if files + parts + self.reserved_files > MAX_FILES or used + size + self.reserved_bytes > MAX_TOTAL:
+        files, used = files + keep_files + self.reserved_files, used + keep_bytes + self.reserved_bytes
+        if files + parts > MAX_FILES or used + size > MAX_TOTAL:
             raise RuntimeError(f"{name} ({size / MIB:.1f} MiB, {parts} files) exceeds the return limits")
         if parts == 1:
             shutil.copyfile(src, self.out / name)
@@ -652,6 +669,22 @@ def stop(run: Running) -> int:
             return run.proc.wait()
 
 
+def put_weights(box: OutBox, weights: Path, name: str) -> dict:
+    """The fp16 file into the returned folder, or where it would not fit (the four jobs' weights are
+    about 72 MiB, the return limit 64) its 8-bit copy (``scripts/device_weights.py``; here: ``unpack DIR
+    --into FOLDER`` writes the fp16 file back)."""
+    from device_weights import pack
+
+    others = max(box.pending_weights - 1, 0)  # each still running job keeps room for its 8-bit file
+    keep = {"keep_files": others, "keep_bytes": others * INT8_WEIGHTS_MAX}
+    try:
+        return {"files": box.put(weights, name, **keep), "format": "fp16"}
+    except RuntimeError:
+        small = pack(weights.parent / "int8", [weights.name], weights.parent)[0]
+        files = box.put(small, f"{name}.int8", **keep)
+        return {"files": files, "format": "8-bit: python scripts/device_weights.py unpack DIR --into FOLDER"}
+
+
 def finish(run: Running, rc: int, box: OutBox, summary: dict) -> None:
     """Export weights, digest logs into figures and JSON; record everything in ``summary``."""
     job, run_dir = run.job, run.run_dir
@@ -675,7 +708,7 @@ def finish(run: Running, rc: int, box: OutBox, summary: dict) -> None:
         else:
             entry["weights"] = export_mt(run_dir, weights, job.settings["source"], job.settings["target"])
         entry["weights"].update(sha256=sha256(weights), bytes=weights.stat().st_size)
-        entry["weights"]["files"] = box.put(weights, name)
+        entry["weights"].update(put_weights(box, weights, name))
     except Exception as err:
         entry["weights_error"] = repr(err)
     summary["jobs"][job.name] = entry
@@ -701,9 +734,9 @@ def pack_logs(work: Path, out: Path, cap: int = LOGS_CAP) -> dict:
 
 
 def write_summary(out: Path, summary: dict) -> None:
-    tmp = out / "summary.json.tmp"
+    tmp = out / f"{SUMMARY}.tmp"
     tmp.write_text(json.dumps(summary, indent=1, default=str))
-    tmp.replace(out / "summary.json")
+    tmp.replace(out / SUMMARY)
 
 
 def job_makers(args) -> dict[str, Any]:
@@ -752,6 +785,7 @@ def train_all(args) -> int:
             jobs.append(make())
         except Exception as err:
             summary["jobs"][name] = {"setup_error": repr(err)}
+    box.pending_weights = len(jobs)
     paths = write_datalists(args.payload, args.work, 2 if args.cpu_smoke else None)
     train_end = deadline - POST_RESERVE_S
     if args.sequential:
@@ -793,6 +827,8 @@ def safe_finish(run: Running, rc: int, box: OutBox, summary: dict) -> None:
         finish(run, rc, box, summary)
     except Exception as err:  # keep the other jobs' outputs
         summary["jobs"].setdefault(run.job.name, {})["finish_error"] = repr(err)
+    finally:
+        box.pending_weights -= 1
 
 
 def gpu_image_venv(target: Path) -> int:

@@ -2,7 +2,9 @@
 # Train the SR, MT (t1->flair, t1->t2) and clinical bundles from their shipped weights on the GPU machine, in
 # one call of the device tool, time-boxed; weights (fp16), logs, figures and summary.json land in $OUT.
 #
-# Before the call, here:   .venv/bin/python scripts/pack_device_payload.py     (builds the ignored .device/)
+# Before the call, here:   .venv/bin/python scripts/pack_device_payload.py --slim   (builds the ignored .device/)
+#                          bash scripts/device_slim.sh on     (the ~130 MiB of shipped weights stay here)
+# After it:                bash scripts/device_slim.sh off
 # The call (device tool `run`; 8 minutes of training and packing inside a 570 s limit):
 #   command:   bash scripts/device_train_all.sh --minutes 8
 #   carry:     [".device"]
@@ -36,5 +38,9 @@ fi
 echo "wheels installed in $site in $(awk "BEGIN {print $(date +%s.%N) - $started}") s"
 
 export PYTHONPATH="$repo:$repo/scripts:$site"
+# a --slim payload: the shipped weights stayed behind; their 8-bit copies go back to their own paths
+if [ -d "$payload/init" ]; then
+    "$python" "$repo/scripts/device_weights.py" unpack "$payload/init" || exit 4
+fi
 export PYTHONUNBUFFERED=1
 exec "$python" "$repo/scripts/device_train.py" --started-at "$started" --out "$OUT" --payload "$payload" "$@"

@@ -2,7 +2,7 @@
 """Build ``.device/``: what a GPU machine without network needs to train the bundles (git-ignored).
 
     python scripts/pack_device_payload.py [--budget-mib 64] [--reserve-mib 1.0] [--slab 48] [--val-slab 24]
-                                          [--levels 256] [--tracked-only]
+                                          [--levels 256] [--tracked-only] [--slim]
 
 The GPU machine (see docs/sr.md, "Training on a GPU") has Python 3.12 with torch, numpy, scipy, scikit-image,
 tensorboard, pyyaml and tqdm, but not monai, pytorch-ignite, nibabel or fire, and it cannot download. The
@@ -25,12 +25,16 @@ under 64 MiB. It holds:
 
 The space left is measured, not assumed: 64 MiB minus what travels anyway (tracked files and untracked files
 git does not ignore, at their size on disk now), minus ``--reserve-mib`` for work in progress. Run this again
-right before a device call if weights or other files grew.
+right before a device call if weights or other files grew. Since the MT bundle's 64-filter generators the
+shipped weights alone (about 130 MiB) exceed the limit: ``--slim`` packs ``init/`` (8-bit copies of the four
+weight files the jobs start from, see ``scripts/device_weights.py``) and sizes the data on the tree without
+the weights, which ``scripts/device_slim.sh on`` hides from the call (``off`` afterwards).
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import math
 import shutil
@@ -48,6 +52,8 @@ sys.path.insert(0, str(REPO / "scripts"))
 import shared_splits  # noqa: E402
 
 MIB = 1 << 20
+#: the shipped weight files, which ``--slim`` leaves behind (scripts/device_slim.sh)
+SHIPPED_WEIGHTS = "bundles/*/models/*.pt"
 #: distributions the training path imports that the GPU image lacks (found by running the bundles' training
 #: in a venv holding only what that image has; see tests/test_device_payload.py and docs/sr.md)
 WHEELS = ("monai", "pytorch-ignite", "nibabel", "fire", "termcolor")
@@ -245,6 +251,17 @@ def pack_data(out_dir: Path, space: int, slab: int, val_slab: int, levels: int, 
     return manifest
 
 
+def slim_tree(files: dict[str, int], out: Path) -> tuple[dict[str, int], int]:
+    """For ``--slim``: the tree without the shipped weights (``scripts/device_slim.sh on`` hides them from
+    the call), and the bytes of their 8-bit copies in ``out/init`` (what the device jobs start from)."""
+    from device_train import START_WEIGHTS
+    from device_weights import pack
+
+    init = pack(out / "init", list(START_WEIGHTS.values()), REPO)
+    kept = {n: size for n, size in files.items() if not fnmatch.fnmatch(n, SHIPPED_WEIGHTS)}
+    return kept, sum(f.stat().st_size for f in init)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=".device", help="folder under the repository root (git-ignored)")
@@ -260,6 +277,12 @@ def main(argv: list[str] | None = None) -> int:
         help="size the data on tracked files alone (untracked, not ignored files must then be gone or "
         "ignored before the device call, or it is refused as too large)",
     )
+    p.add_argument(
+        "--slim",
+        action="store_true",
+        help="the shipped weights stay behind (scripts/device_slim.sh on before the call); the four the "
+        "jobs start from travel as 8-bit copies in OUT/init (scripts/device_weights.py)",
+    )
     args = p.parse_args(argv)
 
     out = REPO / args.out
@@ -269,19 +292,26 @@ def main(argv: list[str] | None = None) -> int:
     wheels = download_wheels(out / "wheels")
     wheel_bytes = sum(w.stat().st_size for w in wheels)
     files = travelling_files(untracked=not args.tracked_only)
+    init_bytes = 0
+    shutil.rmtree(out / "init", ignore_errors=True)  # a stale one would be unpacked over the weights
+    if args.slim:
+        files, init_bytes = slim_tree(files, out)
     tree = sum(files.values())
-    space = int(args.budget_mib * MIB - args.reserve_mib * MIB) - tree - wheel_bytes
+    space = int(args.budget_mib * MIB - args.reserve_mib * MIB) - tree - wheel_bytes - init_bytes
     print(f"travelling tree {tree / MIB:.2f} MiB, wheels {wheel_bytes / MIB:.2f} MiB", end=", ")
+    print(f"8-bit initial weights {init_bytes / MIB:.2f} MiB", end=", ")
     print(f"{space / MIB:.2f} MiB left for data")
     if space <= 0:
         largest = sorted(files.items(), key=lambda kv: -kv[1])[:5]
-        print("no space left for data; largest travelling files:", file=sys.stderr)
+        hint = "" if args.slim else " (--slim leaves the shipped weights behind)"
+        print(f"no space left for data{hint}; largest travelling files:", file=sys.stderr)
         for name, size in largest:
             print(f"  {size / MIB:9.2f} MiB  {name}", file=sys.stderr)
         return 1
     manifest = pack_data(out / "data", space, args.slab, args.val_slab, args.levels, args.data_root)
     manifest.update(tree_bytes=tree, wheel_bytes=wheel_bytes, wheels=[w.name for w in wheels])
-    manifest["payload_bytes"] = wheel_bytes + manifest["data_bytes"]
+    manifest.update(slim=args.slim, init_bytes=init_bytes)
+    manifest["payload_bytes"] = wheel_bytes + init_bytes + manifest["data_bytes"]
     manifest["total_bytes"] = tree + manifest["payload_bytes"]
     (out / "data" / "manifest.json").write_text(json.dumps(manifest, indent=1))
     counts = {k: [e["subject"] for e in v] for k, v in manifest["kept"].items()}

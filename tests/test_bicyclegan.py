@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from ignite.engine import Events
 
 from mtsr_monai.engines.bicyclegan import BicycleGANTrainer, kl_divergence
 from mtsr_monai.networks.bicyclegan import (
@@ -28,7 +29,7 @@ def _loader(n: int = 2):
     return torch.utils.data.DataLoader(items, batch_size=1)
 
 
-def _trainer(use_encoder: bool = True, **kwargs) -> BicycleGANTrainer:
+def _trainer(use_encoder: bool = True, loader=None, **kwargs) -> BicycleGANTrainer:
     torch.manual_seed(0)
     nets = build_networks(nz=4, ngf=4, nef=4, ndf=4, image_size=SIZE, use_encoder=use_encoder)
 
@@ -38,7 +39,7 @@ def _trainer(use_encoder: bool = True, **kwargs) -> BicycleGANTrainer:
     return BicycleGANTrainer(
         device="cpu",
         max_epochs=1,
-        train_data_loader=_loader(),
+        train_data_loader=_loader() if loader is None else loader,
         generator=nets["generator"],
         discriminator=nets["discriminator"],
         encoder=nets["encoder"],
@@ -129,6 +130,30 @@ def test_pretrain_iterations_train_the_generator_alone_on_l1():
     assert _changed(g_before, trainer.generator)
     for name, params in others.items():
         assert not _changed(params, getattr(trainer, name)), name
+
+
+def test_mse_warm_start_lowers_the_squared_error_of_a_repeated_batch():
+    batch = next(iter(_loader(1)))
+    batch["B"] = -batch["A"]  # a map the generator can learn in a few steps
+    trainer = _trainer(pretrain_iterations=10, pretrain_loss="mse", loader=[batch] * 10)
+    losses = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(e.state.output["loss_mse"]))
+    trainer.run()
+    assert losses[-1] < 0.95 * losses[0]
+
+
+def test_warm_start_loss_choice_changes_the_generator_update():
+    generators = []
+    for loss in ("l1", "mse"):
+        trainer = _trainer(pretrain_iterations=1, pretrain_loss=loss, loader=[next(iter(_loader(1)))])
+        trainer.run()
+        generators.append(_params(trainer.generator))
+    assert any(not torch.equal(a, b) for a, b in zip(*generators, strict=True))
+
+
+def test_unknown_pretrain_loss_is_refused():
+    with pytest.raises(ValueError, match="pretrain_loss"):
+        _trainer(pretrain_loss="huber")
 
 
 def test_bicyclegan_phase_follows_the_pretrain_iterations():

@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
 import device_train  # noqa: E402
+import device_weights  # noqa: E402
 import pack_device_payload as pack  # noqa: E402
 import shared_splits  # noqa: E402
 
@@ -85,6 +86,34 @@ def test_quantize_keeps_levels_and_int16():
     assert np.abs(q * step - arr).max() <= step / 2
     exact, one = pack.quantize(np.round(arr), 0)
     assert one == 1.0 and np.array_equal(exact, np.round(arr))
+
+
+def test_8bit_weights_round_trip_with_structure_meta_and_values_kept(tmp_path):
+    import torch
+
+    torch.manual_seed(0)
+    conv = (torch.randn(8, 4, 3, 3) * torch.linspace(0.01, 2.0, 8)[:, None, None, None]).half()
+    original = {"generator": {"conv.weight": conv, "conv.bias": torch.randn(8).half()}, "meta": {"nz": 8}}
+    (tmp_path / "bundles" / "b" / "models").mkdir(parents=True)
+    torch.save(original, tmp_path / "bundles" / "b" / "models" / "w.pt")
+    device_weights.pack(tmp_path / "init", ["bundles/b/models/w.pt"], tmp_path)
+    (tmp_path / "bundles" / "b" / "models" / "w.pt").unlink()
+    device_weights.unpack(tmp_path / "init", tmp_path)
+    restored = torch.load(tmp_path / "bundles" / "b" / "models" / "w.pt", weights_only=True)
+    assert restored["meta"] == {"nz": 8} and restored["generator"]["conv.weight"].dtype == torch.float16
+    assert torch.equal(restored["generator"]["conv.bias"], original["generator"]["conv.bias"])
+    error = (restored["generator"]["conv.weight"].float() - conv.float()).abs().amax(dim=(1, 2, 3))
+    assert torch.all(error <= conv.float().abs().amax(dim=(1, 2, 3)) / 254 + 1e-3)  # half a step per channel
+    assert device_weights.unpack(tmp_path / "init", tmp_path) == []  # an existing file is never replaced
+
+
+def test_slim_tree_leaves_the_shipped_weights_behind_and_sizes_their_8bit_copies(tmp_path, monkeypatch):
+    monkeypatch.setattr(device_train, "START_WEIGHTS", {"sr": "bundles/mtsr_sr/models/model.pt"})
+    files = {"bundles/mtsr_sr/models/model.pt": 18 << 20, "bundles/mtsr_sr/configs/train.yaml": 1000}
+    kept, init_bytes = pack.slim_tree(files, tmp_path)
+    assert kept == {"bundles/mtsr_sr/configs/train.yaml": 1000}
+    assert 0 < init_bytes < (REPO / "bundles/mtsr_sr/models/model.pt").stat().st_size * 0.6
+    assert [p.name for p in (tmp_path / "init").iterdir()] == ["bundles__mtsr_sr__models__model.pt"]
 
 
 def test_resample_linear_matches_simpleitk():
@@ -195,6 +224,52 @@ def test_outbox_splits_and_respects_limits(tmp_path):
         box.put(small, f"s{i}")
     with pytest.raises(RuntimeError, match="return limits"):
         box.put(small, "one_too_many")
+
+
+def test_summary_written_during_the_run_does_not_take_a_weights_slot(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    device_train.write_summary(out, {"jobs": {}})
+    small = tmp_path / "s.bin"
+    small.write_bytes(b"x")
+    box = device_train.OutBox(out)
+    names = [box.put(small, f"w{i}")[0] for i in range(device_train.MAX_FILES - 2)]
+    assert len(names) == device_train.MAX_FILES - 2  # + summary + logs = the limit
+
+
+def test_weights_come_back_8bit_when_fp16_would_crowd_out_the_jobs_still_running(tmp_path):
+    import torch
+
+    out, run_dir = tmp_path / "out", tmp_path / "run"
+    out.mkdir(), run_dir.mkdir()
+    weights = run_dir / "export_w.pt"
+    torch.save({"w": torch.randn(1024, 4096).half()}, weights)  # 8 MiB fp16, 4 MiB at 8 bits
+    box = device_train.OutBox(out)
+    box.pending_weights = 6  # 5 others keep 50 MiB: with the 7 reserved, 8 MiB more is over 64
+    first = device_train.put_weights(box, weights, "w.pt")
+    assert first["files"] == ["w.pt.int8"] and first["format"].startswith("8-bit")
+    box.pending_weights = 1
+    assert device_train.put_weights(box, weights, "v.pt") == {"files": ["v.pt"], "format": "fp16"}
+
+
+def test_device_slim_hides_the_weights_from_git_refuses_commits_and_restores(tmp_path):
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=tmp_path, capture_output=True, text=True)
+
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "device_slim.sh").write_text((REPO / "scripts" / "device_slim.sh").read_text())
+    (tmp_path / "bundles" / "b" / "models").mkdir(parents=True)
+    (tmp_path / "bundles" / "b" / "models" / "w.pt").write_bytes(b"weights")
+    git("init", "-q")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    slim = ["bash", str(tmp_path / "scripts" / "device_slim.sh")]
+    subprocess.run([*slim, "on"], check=True, capture_output=True)
+    travelling = git("ls-files", "--cached", "--others", "--exclude-standard").stdout.split()
+    assert "bundles/b/models/w.pt" not in travelling and (tmp_path / "bundles/b/models/w.pt").exists()
+    assert git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x").returncode != 0
+    subprocess.run([*slim, "off"], check=True, capture_output=True)
+    assert git("status", "--porcelain").stdout == "" and "w.pt" in git("ls-files").stdout
 
 
 def test_wrapper_needs_out_and_a_payload(tmp_path):

@@ -72,6 +72,7 @@ class BicycleGANTrainer(AdversarialTrainerBase):
         lambda_kl: float = 0.01,
         lambda_latent: float = 0.5,
         pretrain_iterations: int = 0,
+        pretrain_loss: str = "l1",
         input_key: str = "A",
         target_key: str = "B",
         **options: Any,
@@ -96,6 +97,10 @@ class BicycleGANTrainer(AdversarialTrainerBase):
         # both GAN weights 0: the cVAE + latent regression alone; D and D2 are then neither run nor trained
         self.adversarial = self.lambda_gan > 0 or (self.use_encoder and self.lambda_gan2 > 0)
         self.pretrain_iterations = int(pretrain_iterations)
+        if pretrain_loss not in ("l1", "mse"):
+            raise ValueError(f"pretrain_loss must be 'l1' or 'mse', not {pretrain_loss!r}")
+        # mse: the conditional mean itself, what brain PSNR scores; l1: the conditional median (official)
+        self.pretrain_loss = pretrain_loss
         # multi-process training: identical start on every rank, gradients averaged before each step
         broadcast_parameters(self.generator, self.encoder, self.discriminator, self.discriminator2)
 
@@ -125,13 +130,21 @@ class BicycleGANTrainer(AdversarialTrainerBase):
         return out
 
     def _pretrain_step(self, real_a: torch.Tensor, real_b: torch.Tensor, z_random: torch.Tensor) -> dict:
-        """Warm start of G alone: ``L1(G(A, z_random), B)``, the conditional mean (as ESRGAN's PSNR phase
-        before its GAN phase); E, D and D2 wait for the BicycleGAN phase."""
+        """Warm start of G alone: ``L1(G(A, z_random), B)`` (or the squared error, ``pretrain_loss``), as
+        ESRGAN's PSNR phase before its GAN phase; E, D and D2 wait for the BicycleGAN phase."""
         with self._autocast():
             fake = self.generator(real_a, z_random)
-            l1 = (fake.float() - real_b.float()).abs().mean()
-        self._update(self.lambda_l1 * l1, [self.g_optimizer], self.g_scaler, [self.generator])
-        return {"A": real_a, "B": real_b, "fake_rand": fake.detach(), "loss_l1": l1.item()}
+            error = fake.float() - real_b.float()
+            l1, mse = error.abs().mean(), error.square().mean()
+        loss = l1 if self.pretrain_loss == "l1" else mse
+        self._update(self.lambda_l1 * loss, [self.g_optimizer], self.g_scaler, [self.generator])
+        return {
+            "A": real_a,
+            "B": real_b,
+            "fake_rand": fake.detach(),
+            "loss_l1": l1.item(),
+            "loss_mse": mse.item(),
+        }
 
     def _forward(self, real_a: torch.Tensor, real_b: torch.Tensor, z_random: torch.Tensor) -> dict:
         """(1) ``fake_rand = G(A, z_random)``; with the encoder also ``mu, logvar = E(B)`` and
