@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -61,7 +62,10 @@ def link_distribution(dist: metadata.Distribution, target: Path) -> int:
         if destination.exists():
             continue
         destination.parent.mkdir(parents=True, exist_ok=True)
-        os.link(source, destination)
+        try:
+            os.link(source, destination)
+        except OSError:  # another filesystem (or no hard links there): a copy still spares the download
+            shutil.copy2(source, destination)
         linked += 1
     return linked
 
