@@ -349,8 +349,11 @@ def sr_job(args: argparse.Namespace) -> Job:
         "init_checkpoint": str(REPO / START_WEIGHTS["sr"]),
         "global_skip": shipped_global_skip(),
         "loss_weights#vgg": 0,  # no VGG19 ImageNet weights on the machine
+        # the shipped weights' recipe (docs/sr.md): foreground-weighted MSE, generator moving average
+        "pretrain_loss": "$mtsr_monai.losses.ForegroundWeightedLoss(background_weight=0.1)",
+        "ema_momentum": 0.002,
         "learning_rate": 1e-4,
-        "pretrain_epochs": 10**6,  # epochs are time slices here: the L1 phase throughout
+        "pretrain_epochs": 10**6,  # epochs are time slices here: the pixel-loss phase throughout
         "batch_size": 1 if smoke else 4,
         "samples_per_volume": 2 if smoke else 4,
         "hr_patch": 64 if smoke else 128,
