@@ -11,9 +11,11 @@
 3. PSNR / SSIM of SR and bicubic against the original volume, inside the brain (non-zero voxels) and over the
    whole image, 2D SSIM averaged over axial slices, for that held-out volume.
 4. With ``--heldout``: 2 and 3 on every volume of the shipped model's held-out subjects (10 volumes, seed =
-   index), means and the number of volumes where SR beats bicubic.
+   index), means and the number of volumes where SR beats bicubic; with ``--validation`` as well, on the 6
+   validation volumes instead (for inference choices; the held-out ones are for the final report).
 
-Usage: python scripts/bench_sr.py [--volume PATH | --heldout] [--weights W.pt] [--threads 2] [--json out.json]
+Usage: python scripts/bench_sr.py [--volume PATH | --heldout [--validation]] [--weights W.pt]
+       [--precision auto|fp32|bf16] [--threads 2] [--json out.json]
 """
 
 from __future__ import annotations
@@ -31,16 +33,21 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 CASE = "Brats18_TCIA10_639_1"  # held out from the shipped model's training
 DEFAULT_VOLUME = DATA / "brats2018_tcia" / CASE / f"{CASE}_t2.nii.gz"
-#: the subjects of the shipped model's validation split (never trained on): every contrast of each
+#: held-out subjects (final reports only, never trained on or chosen with): every contrast of each
 HELDOUT_GLOBS = (
     "brats2018_tcia/Brats18_TCIA10_637_1/*_[tf]*.nii.gz",
     "brats2018_tcia/Brats18_TCIA10_639_1/*_[tf]*.nii.gz",
     "brats2018_t1_flair/Brats18_CBICA_AOO_1/[TF]*.nii.gz",
 )
+#: the validation subjects of scripts/shared_splits.py: inference choices are made on these
+VALIDATION_GLOBS = (
+    "brats2018_tcia/Brats18_TCIA10_628_1/*_[tf]*.nii.gz",
+    "brats2018_t1_flair/Brats18_CBICA_ATV_1/[TF]*.nii.gz",
+)
 
 
-def heldout_volumes(data: Path = DATA) -> list[Path]:
-    return [v for pattern in HELDOUT_GLOBS for v in sorted(data.glob(pattern))]
+def heldout_volumes(data: Path = DATA, globs: tuple[str, ...] = HELDOUT_GLOBS) -> list[Path]:
+    return [v for pattern in globs for v in sorted(data.glob(pattern))]
 
 
 def peak_rss_mb() -> float:
@@ -116,7 +123,12 @@ def _scores(pred, ref, brain, data_range: float) -> dict:
 
 
 def whole_volume(
-    volume: Path, batch_size: int, degradation: str = "second-order", seed: int = 0, network=None
+    volume: Path,
+    batch_size: int,
+    degradation: str = "second-order",
+    seed: int = 0,
+    network=None,
+    precision: str = "auto",
 ) -> dict:
     """Degrade one HR volume x4 in-plane, super-resolve it through the CLI's path, score SR and bicubic.
 
@@ -137,7 +149,12 @@ def whole_volume(
         rss_before = peak_rss_mb()
         t = time.perf_counter()
         summary = super_resolve_file(
-            str(lr_path), str(sr_path), network=network, batch_size=batch_size, progress=False
+            str(lr_path),
+            str(sr_path),
+            network=network,
+            batch_size=batch_size,
+            progress=False,
+            precision=precision,
         )
         wall = time.perf_counter() - t
         sr = np.asarray(load_volume(sr_path), dtype=np.float32)
@@ -163,13 +180,15 @@ def whole_volume(
     }
 
 
-def heldout(volumes: list[Path], batch_size: int, degradation: str, network=None) -> dict:
-    """:func:`whole_volume` on every held-out volume (seed = its index), then means and SR-vs-bicubic wins."""
+def heldout(
+    volumes: list[Path], batch_size: int, degradation: str, network=None, precision: str = "auto"
+) -> dict:
+    """:func:`whole_volume` on every volume of a set (seed = its index), then means and SR-vs-bicubic wins."""
     from tqdm import tqdm
 
     rows = [
-        whole_volume(v, batch_size, degradation, seed=i, network=network)
-        for i, v in enumerate(tqdm(volumes, desc="held-out volumes", unit="volume"))
+        whole_volume(v, batch_size, degradation, seed=i, network=network, precision=precision)
+        for i, v in enumerate(tqdm(volumes, desc="volumes", unit="volume"))
     ]
     summary: dict = {"volumes": len(rows)}
     for region in ("brain", "image"):
@@ -232,6 +251,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--heldout", action="store_true", help="score every held-out volume (10) instead of --volume"
     )
+    parser.add_argument(
+        "--validation", action="store_true", help="with --heldout: the 6 validation volumes instead"
+    )
+    parser.add_argument(
+        "--precision", default="auto", choices=["auto", "fp32", "bf16"], help="inference precision"
+    )
     parser.add_argument("--weights", type=Path, default=None, help="SR weights (default: the shipped ones)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -244,15 +269,21 @@ def main(argv: list[str] | None = None) -> int:
         report["generator_speed"] = generator_speed(args.repeats, args.size, args.batch)
         print(json.dumps(report["generator_speed"], indent=1), flush=True)
     if not args.skip_volume and args.heldout:
-        volumes = heldout_volumes()
+        volumes = heldout_volumes(globs=VALIDATION_GLOBS if args.validation else HELDOUT_GLOBS)
         if not volumes:
             parser.error(f"no held-out volumes under {DATA}")
-        report["heldout"] = heldout(volumes, args.batch_size, args.degradation, _load_network(args.weights))
+        network = _load_network(args.weights)
+        report["heldout"] = heldout(volumes, args.batch_size, args.degradation, network, args.precision)
         print(json.dumps(report["heldout"]["summary"], indent=1), flush=True)
         print(heldout_markdown(report["heldout"]), flush=True)
     elif not args.skip_volume:
         report["whole_volume"] = whole_volume(
-            args.volume, args.batch_size, args.degradation, args.seed, _load_network(args.weights)
+            args.volume,
+            args.batch_size,
+            args.degradation,
+            args.seed,
+            _load_network(args.weights),
+            args.precision,
         )
         print(json.dumps(report["whole_volume"], indent=1), flush=True)
     if args.json:
