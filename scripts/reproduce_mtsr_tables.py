@@ -247,8 +247,10 @@ def main(argv: list[str] | None = None) -> int:
     print(budget, flush=True)
     json_path = args.out_dir / "tables.json"
     if args.shipped_only:
-        # add the shipped weights' row to an earlier run's tables (same test pairs: same seed and slices)
-        results = json.loads(json_path.read_text())
+        # add the shipped weights' row to an earlier run's tables (same test pairs: same seed and slices),
+        # or start tables holding that row alone
+        empty = {"table1": {}, "table3": {}, "budget": "shipped row only"}
+        results = json.loads(json_path.read_text()) if json_path.exists() else empty
     else:
         results = budget_tables(args, datalist, pairs, budget)
     if args.shipped or args.shipped_only:
