@@ -46,7 +46,7 @@ VALIDATION_GLOBS = (
 )
 
 
-def heldout_volumes(data: Path = DATA, globs: tuple[str, ...] = HELDOUT_GLOBS) -> list[Path]:
+def volumes_matching(data: Path = DATA, globs: tuple[str, ...] = HELDOUT_GLOBS) -> list[Path]:
     return [v for pattern in globs for v in sorted(data.glob(pattern))]
 
 
@@ -260,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", type=Path, default=None, help="SR weights (default: the shipped ones)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.validation and not args.heldout:
+        parser.error("--validation goes with --heldout")
 
     import torch
 
@@ -269,9 +271,9 @@ def main(argv: list[str] | None = None) -> int:
         report["generator_speed"] = generator_speed(args.repeats, args.size, args.batch)
         print(json.dumps(report["generator_speed"], indent=1), flush=True)
     if not args.skip_volume and args.heldout:
-        volumes = heldout_volumes(globs=VALIDATION_GLOBS if args.validation else HELDOUT_GLOBS)
+        volumes = volumes_matching(globs=VALIDATION_GLOBS if args.validation else HELDOUT_GLOBS)
         if not volumes:
-            parser.error(f"no held-out volumes under {DATA}")
+            parser.error(f"no volumes of that set under {DATA}")
         network = _load_network(args.weights)
         report["heldout"] = heldout(volumes, args.batch_size, args.degradation, network, args.precision)
         print(json.dumps(report["heldout"]["summary"], indent=1), flush=True)

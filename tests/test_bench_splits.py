@@ -29,7 +29,7 @@ def test_validation_glob_picks_images_but_not_labels(tmp_path):
     case.mkdir(parents=True)
     for name in ("t1", "t1ce", "t2", "flair", "seg"):
         (case / f"Brats18_TCIA10_628_1_{name}.nii.gz").touch()
-    found = bench_sr.heldout_volumes(tmp_path, bench_sr.VALIDATION_GLOBS)
+    found = bench_sr.volumes_matching(tmp_path, bench_sr.VALIDATION_GLOBS)
     assert sorted(p.name.split("_")[-1] for p in found) == [
         "flair.nii.gz",
         "t1.nii.gz",
