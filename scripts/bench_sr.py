@@ -39,15 +39,19 @@ HELDOUT_GLOBS = (
     "brats2018_tcia/Brats18_TCIA10_639_1/*_[tf]*.nii.gz",
     "brats2018_t1_flair/Brats18_CBICA_AOO_1/[TF]*.nii.gz",
 )
-#: the validation subjects of scripts/shared_splits.py: inference choices are made on these
-VALIDATION_GLOBS = (
-    "brats2018_tcia/Brats18_TCIA10_628_1/*_[tf]*.nii.gz",
-    "brats2018_t1_flair/Brats18_CBICA_ATV_1/[TF]*.nii.gz",
-)
 
 
-def volumes_matching(data: Path = DATA, globs: tuple[str, ...] = HELDOUT_GLOBS) -> list[Path]:
-    return [v for pattern in globs for v in sorted(data.glob(pattern))]
+def heldout_volumes(data: Path = DATA) -> list[Path]:
+    return [v for pattern in HELDOUT_GLOBS for v in sorted(data.glob(pattern))]
+
+
+def validation_volumes(data: Path = DATA) -> list[Path]:
+    """Every volume of the validation subjects of ``shared_splits`` (inference choices are made on these),
+    subject by subject in that split's order, each subject's paths sorted (seed = index, as held out)."""
+    from shared_splits import VALIDATION, volume_datalist
+
+    entries = volume_datalist(root=data)["validation"]
+    return [Path(p) for s in VALIDATION for p in sorted(e["hr"] for e in entries if e["subject"] == s)]
 
 
 def peak_rss_mb() -> float:
@@ -271,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         report["generator_speed"] = generator_speed(args.repeats, args.size, args.batch)
         print(json.dumps(report["generator_speed"], indent=1), flush=True)
     if not args.skip_volume and args.heldout:
-        volumes = volumes_matching(globs=VALIDATION_GLOBS if args.validation else HELDOUT_GLOBS)
+        volumes = validation_volumes() if args.validation else heldout_volumes()
         if not volumes:
             parser.error(f"no volumes of that set under {DATA}")
         network = _load_network(args.weights)

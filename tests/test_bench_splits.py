@@ -12,27 +12,28 @@ import bench_sr  # noqa: E402
 import shared_splits  # noqa: E402
 
 
-def _subjects(globs: tuple[str, ...]) -> set[str]:
-    return {g.split("/")[1] for g in globs}  # "<source>/<subject>/<files>"
-
-
 def test_heldout_volumes_come_from_held_out_subjects_only():
-    assert _subjects(bench_sr.HELDOUT_GLOBS) <= set(shared_splits.HELD_OUT)
+    subjects = {g.split("/")[1] for g in bench_sr.HELDOUT_GLOBS}  # "<source>/<subject>/<files>"
+    assert subjects <= set(shared_splits.HELD_OUT)
 
 
-def test_validation_volumes_are_exactly_the_validation_subjects():
-    assert _subjects(bench_sr.VALIDATION_GLOBS) == set(shared_splits.VALIDATION)
-
-
-def test_validation_glob_picks_images_but_not_labels(tmp_path):
-    case = tmp_path / "brats2018_tcia" / "Brats18_TCIA10_628_1"
+def test_validation_volumes_are_the_validation_subjects_images_in_a_fixed_order(tmp_path):
+    for sid in ("Brats18_TCIA10_628_1", "Brats18_TCIA01_201_1"):  # a validation and a training subject
+        case = tmp_path / "brats2018_tcia" / sid
+        case.mkdir(parents=True)
+        for name in ("t1", "t1ce", "t2", "flair", "seg"):
+            (case / f"{sid}_{name}.nii.gz").touch()
+    case = tmp_path / "brats2018_t1_flair" / "Brats18_CBICA_ATV_1"
     case.mkdir(parents=True)
-    for name in ("t1", "t1ce", "t2", "flair", "seg"):
-        (case / f"Brats18_TCIA10_628_1_{name}.nii.gz").touch()
-    found = bench_sr.volumes_matching(tmp_path, bench_sr.VALIDATION_GLOBS)
-    assert sorted(p.name.split("_")[-1] for p in found) == [
-        "flair.nii.gz",
-        "t1.nii.gz",
-        "t1ce.nii.gz",
-        "t2.nii.gz",
+    for name in ("T1", "FLAIR", "GT_W"):
+        (case / f"{name}.nii.gz").touch()
+    found = [f"{p.parent.name}/{p.name}" for p in bench_sr.validation_volumes(tmp_path)]
+    assert found == [
+        "Brats18_TCIA10_628_1/Brats18_TCIA10_628_1_flair.nii.gz",
+        "Brats18_TCIA10_628_1/Brats18_TCIA10_628_1_t1.nii.gz",
+        "Brats18_TCIA10_628_1/Brats18_TCIA10_628_1_t1ce.nii.gz",
+        "Brats18_TCIA10_628_1/Brats18_TCIA10_628_1_t2.nii.gz",
+        "Brats18_CBICA_ATV_1/FLAIR.nii.gz",
+        "Brats18_CBICA_ATV_1/T1.nii.gz",
     ]
+    assert shared_splits.VALIDATION == ("Brats18_TCIA10_628_1", "Brats18_CBICA_ATV_1")
