@@ -33,25 +33,29 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 CASE = "Brats18_TCIA10_639_1"  # held out from the shipped model's training
 DEFAULT_VOLUME = DATA / "brats2018_tcia" / CASE / f"{CASE}_t2.nii.gz"
-#: held-out subjects (final reports only, never trained on or chosen with): every contrast of each
-HELDOUT_GLOBS = (
-    "brats2018_tcia/Brats18_TCIA10_637_1/*_[tf]*.nii.gz",
-    "brats2018_tcia/Brats18_TCIA10_639_1/*_[tf]*.nii.gz",
-    "brats2018_t1_flair/Brats18_CBICA_AOO_1/[TF]*.nii.gz",
-)
+#: the bench's held-out subjects, 3 of ``shared_splits.HELD_OUT`` (final reports only, never trained on or
+#: chosen with); their 10 volumes and seeds are the ones every reported held-out figure was measured on
+HELDOUT_SUBJECTS = ("Brats18_TCIA10_637_1", "Brats18_TCIA10_639_1", "Brats18_CBICA_AOO_1")
+
+
+def split_volumes(split: str, subjects: tuple[str, ...], data: Path = DATA) -> list[Path]:
+    """Every volume that ``shared_splits`` puts in ``split`` for ``subjects``, subject by subject in the given
+    order, each subject's paths sorted (the bench seeds each volume's degradation with its index)."""
+    from shared_splits import volume_datalist
+
+    entries = volume_datalist(root=data)[split]
+    return [Path(p) for s in subjects for p in sorted(e["hr"] for e in entries if e["subject"] == s)]
 
 
 def heldout_volumes(data: Path = DATA) -> list[Path]:
-    return [v for pattern in HELDOUT_GLOBS for v in sorted(data.glob(pattern))]
+    return split_volumes("test", HELDOUT_SUBJECTS, data)
 
 
 def validation_volumes(data: Path = DATA) -> list[Path]:
-    """Every volume of the validation subjects of ``shared_splits`` (inference choices are made on these),
-    subject by subject in that split's order, each subject's paths sorted (seed = index, as held out)."""
-    from shared_splits import VALIDATION, volume_datalist
+    """The validation subjects' volumes: inference choices are made on these."""
+    from shared_splits import VALIDATION
 
-    entries = volume_datalist(root=data)["validation"]
-    return [Path(p) for s in VALIDATION for p in sorted(e["hr"] for e in entries if e["subject"] == s)]
+    return split_volumes("validation", VALIDATION, data)
 
 
 def peak_rss_mb() -> float:
