@@ -61,13 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     summary = {}
     for modality in sorted({r["modality"].lower() for r in rows}) + ["all"]:
         values = [x for r in rows if modality in ("all", r["modality"].lower()) for x in r["ratios"]]
+        deciles = statistics.quantiles(values, n=10) if len(values) > 1 else values * 9
         summary[modality] = {
             "n": len(values),
             "mean": statistics.fmean(values),
             "min": min(values),
             "max": max(values),
-            "p10": statistics.quantiles(values, n=10)[0] if len(values) > 1 else values[0],
-            "p90": statistics.quantiles(values, n=10)[-1] if len(values) > 1 else values[0],
+            "p10": deciles[0],
+            "p90": deciles[-1],
         }
     print(json.dumps(summary, indent=1))
     if args.json:
