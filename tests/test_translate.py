@@ -106,6 +106,31 @@ def test_translate_cli_reads_the_target_scaling_from_the_weights(tiny_weights, p
     np.testing.assert_allclose(median_out, restore_target_scaling(robust_out[None], "median")[0], atol=1e-5)
 
 
+def test_translate_cli_averages_each_sample_with_the_tissue_lookup_the_weights_name(
+    tiny_weights, phantom_file, tmp_path
+):
+    from mtsr_monai.inference.tissue_lookup import tissue_lookup_translate
+
+    g, meta = load_translator(tiny_weights)
+    prior = {"weight": 0.5, "source": "t1", "csf": 0.9, "gm": 0.5, "wm": 0.3}
+    blended = export_generator(g, tmp_path / "prior.pt", {**meta, "tissue_prior": prior})
+    assert _translate(phantom_file, tiny_weights, tmp_path / "plain", "-n", "2", "--seed", "0") == 0
+    assert _translate(phantom_file, blended, tmp_path / "prior", "-n", "2", "--seed", "0") == 0
+    lookup = tissue_lookup_translate(nib.load(phantom_file).get_fdata().astype(np.float32), "t1", prior)
+    for k in (0, 1):
+        plain = nib.load(tmp_path / "plain" / f"sample_{k}.nii.gz").get_fdata()
+        out = nib.load(tmp_path / "prior" / f"sample_{k}.nii.gz").get_fdata()
+        np.testing.assert_allclose(out, 0.5 * plain + 0.5 * lookup, atol=1e-5)
+
+
+def test_a_tissue_prior_weight_outside_0_1_is_refused():
+    from mtsr_monai.errors import InputError
+    from mtsr_monai.inference.tissue_lookup import blend_with_tissue_lookup
+
+    with pytest.raises(InputError, match="weight"):
+        blend_with_tissue_lookup(np.zeros((1, 4, 4, 4)), np.zeros((4, 4, 4)), {"weight": 1.5, "source": "t1"})
+
+
 def test_translate_cli_writes_samples_mean_std_on_input_grid(tiny_weights, phantom_file, tmp_path):
     out = tmp_path / "out"
     rc = _translate(phantom_file, tiny_weights, out, "-n", "3", "--seed", "7")

@@ -295,7 +295,8 @@ class SliceTranslationInferer(Inferer):
     scaling, slices normal to ``axis``, padded to a multiple of ``image_size`` when ``native_resolution``
     else resized to it) once per latent code, on the input's grid. The codes: ``codes``, else ``samples``
     draws from N(0, I) seeded by ``seed``. Returns ``(B, N, X, Y, Z)``, or with ``reduce="mean"`` their
-    per-voxel mean ``(B, 1, X, Y, Z)``; the codes go to the output's meta (``CODES_KEY``)."""
+    per-voxel mean ``(B, 1, X, Y, Z)``; the codes go to the output's meta (``CODES_KEY``). ``target_scaling``,
+    ``target_level`` and ``tissue_prior`` are the weights' meta keys (``translate.volume_settings``)."""
 
     def __init__(
         self,
@@ -311,9 +312,10 @@ class SliceTranslationInferer(Inferer):
         progress: bool = False,
         target_scaling: str = "robust",
         target_level: float | None = None,
+        tissue_prior: dict | None = None,
     ) -> None:
         super().__init__()
-        self.target_scaling, self.target_level = target_scaling, target_level
+        self.target_scaling, self.target_level, self.tissue_prior = target_scaling, target_level, tissue_prior
         self.image_size, self.native_resolution, self.nz = int(image_size), bool(native_resolution), int(nz)
         self.samples, self.seed, self.codes, self.axis = int(samples), seed, codes, axis
         self.batch_size, self.reduce, self.progress = int(batch_size), reduce, progress
@@ -340,6 +342,7 @@ class SliceTranslationInferer(Inferer):
                 native_resolution=self.native_resolution,
                 target_scaling=self.target_scaling,
                 target_level=self.target_level,
+                tissue_prior=self.tissue_prior,
             )
             out = out.mean(axis=0, keepdims=True) if self.reduce == "mean" else out
             item = MetaTensor(torch.from_numpy(np.ascontiguousarray(out)), affine=torch.as_tensor(affine))

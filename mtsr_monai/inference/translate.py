@@ -16,7 +16,7 @@ Weights files (``bundles/mtsr_mt/models/<source>_to_<target>.pt``) hold ``{"gene
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +128,7 @@ def volume_settings(meta: dict) -> dict[str, Any]:
         "native_resolution": bool(meta.get("native_resolution", False)),
         "target_scaling": str(meta.get("target_scaling", "robust")),
         "target_level": None if meta.get("target_level") is None else float(meta["target_level"]),
+        "tissue_prior": meta.get("tissue_prior"),
     }
 
 
@@ -165,10 +166,13 @@ def translate_volume(
     precision: str = "auto",
     target_scaling: str = "robust",
     target_level: float | None = None,
+    tissue_prior: Mapping[str, Any] | None = None,
 ) -> np.ndarray:
     """Translate a 3D volume with each code: returns (N, X, Y, Z) float32 in [0, 1] on the input's grid.
 
     ``target_scaling``, ``target_level``: the weights' meta keys (:func:`restore_target_scaling`).
+    ``tissue_prior`` (meta key; None: the generator alone): each sample is averaged with the input's tissue
+    lookup (:func:`mtsr_monai.inference.tissue_lookup.blend_with_tissue_lookup`).
 
     ``mask`` (brain mask on the same grid): voxels outside are set to 0 before scaling and in the outputs, so
     a non-skull-stripped or noisy-background input looks like the skull-stripped training data.
@@ -198,7 +202,13 @@ def translate_volume(
         )
     out = (out * foreground[None]).numpy()  # background stays 0
     out = restore_target_scaling(out, target_scaling, target_level)
-    return np.ascontiguousarray(np.moveaxis(out, 1, through + 1))
+    out = np.ascontiguousarray(np.moveaxis(out, 1, through + 1))
+    if tissue_prior:
+        # lazy: the EM segmentation is needed only by weights with a tissue prior
+        from mtsr_monai.inference.tissue_lookup import blend_with_tissue_lookup
+
+        out = blend_with_tissue_lookup(out, arr, tissue_prior)
+    return out
 
 
 def sample_statistics(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
