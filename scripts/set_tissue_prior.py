@@ -8,7 +8,7 @@ weights (``mtsr translate``, ``mtsr run``, the bundle's inferer, the benchmarks)
 removes the prior. The new files' sha256 go into ``large_files.yml``. The weight was chosen on the validation
 subjects (docs/mt.md, "Session 17").
 
-    python scripts/set_tissue_prior.py --weight 0.5 --directions t1:flair t1:t2
+    python scripts/set_tissue_prior.py --weight 0.5 --directions t1:t2   (bundle 0.3.0)
 """
 
 from __future__ import annotations
@@ -26,6 +26,9 @@ def set_tissue_prior(bundle: Path, source: str, target: str, weight: float) -> d
     from mtsr_monai.inference.tissue_lookup import load_tissue_lookup
     from mtsr_monai.inference.translate import export_generator, load_translator
 
+    # checked here too: a bad weight in the meta would fail only after a whole translation
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"weight must be in [0, 1], got {weight}")
     rel = f"models/{source}_to_{target}.pt"
     generator, meta = load_translator(bundle / rel)
     meta.pop("tissue_prior", None)
@@ -41,7 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, default=REPO / "bundles" / "mtsr_mt")
     parser.add_argument("--weight", type=float, required=True, help="the generator's share, in [0, 1]")
-    parser.add_argument("--directions", nargs="+", default=["t1:flair", "t1:t2"])
+    parser.add_argument("--directions", nargs="+", default=["t1:t2"])
     args = parser.parse_args()
     for direction in args.directions:
         source, target = direction.split(":")
