@@ -23,18 +23,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 def set_tissue_prior(bundle: Path, source: str, target: str, weight: float) -> dict | None:
     """Rewrite ``models/<source>_to_<target>.pt`` with the prior in its meta (none when ``weight`` is 1)."""
-    from mtsr_monai.inference.tissue_lookup import load_tissue_lookup
+    from mtsr_monai.inference.tissue_lookup import check_prior_weight, load_tissue_lookup
     from mtsr_monai.inference.translate import export_generator, load_translator
 
-    # checked here too: a bad weight in the meta would fail only after a whole translation
-    if not 0.0 <= weight <= 1.0:
-        raise ValueError(f"weight must be in [0, 1], got {weight}")
+    # checked before writing: a bad weight in the meta would fail only after a whole translation
+    weight = check_prior_weight(weight)
     rel = f"models/{source}_to_{target}.pt"
     generator, meta = load_translator(bundle / rel)
     meta.pop("tissue_prior", None)
     if weight < 1.0:
         intensities = load_tissue_lookup(source, target, bundle / "models" / "tissue_lookup.json")
-        meta["tissue_prior"] = {"weight": float(weight), "source": source, **intensities}
+        meta["tissue_prior"] = {"weight": weight, "source": source, **intensities}
     export_generator(generator, bundle / rel, meta)
     declare_sha256(bundle, rel)
     return meta.get("tissue_prior")

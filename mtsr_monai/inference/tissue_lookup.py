@@ -44,6 +44,7 @@ __all__ = [
     "tissue_lookup_translate",
     "baseline_translate_file",
     "blend_with_tissue_lookup",
+    "check_prior_weight",
 ]
 
 BASELINE_METHODS = ("identity", "tissue-lookup")
@@ -99,6 +100,14 @@ def default_lookup_path() -> Path:
     return weights_path("mtsr_mt", "models/tissue_lookup.json")
 
 
+def check_prior_weight(weight: float) -> float:
+    """``weight`` as a float, the generator's share of a ``tissue_prior``; InputError outside [0, 1]."""
+    weight = float(weight)
+    if not 0.0 <= weight <= 1.0:
+        raise InputError(f"tissue_prior weight must be in [0, 1], got {weight}")
+    return weight
+
+
 def blend_with_tissue_lookup(samples: np.ndarray, volume: np.ndarray, prior: Mapping[str, Any]) -> np.ndarray:
     """``(N, ...)`` samples of ``volume``'s translation, each averaged with its tissue lookup:
     ``w * sample + (1 - w) * lookup``. ``prior`` is a weights file's meta ``tissue_prior``: ``weight`` (w),
@@ -107,9 +116,7 @@ def blend_with_tissue_lookup(samples: np.ndarray, volume: np.ndarray, prior: Map
     Why: on the validation subjects the generator's and the lookup's errors correlate weakly (r 0.18-0.64),
     so their average is closer to the real target than either one (docs/mt.md, "Session 17"). The samples
     still differ by ``w`` times their own spread; background (0 in both) stays 0."""
-    weight = float(prior["weight"])
-    if not 0.0 <= weight <= 1.0:
-        raise InputError(f"tissue_prior weight must be in [0, 1], got {weight}")
+    weight = check_prior_weight(prior["weight"])
     lookup = tissue_lookup_translate(volume, str(prior["source"]), prior)
     return (weight * np.asarray(samples, np.float32) + (1.0 - weight) * lookup[None]).astype(np.float32)
 
