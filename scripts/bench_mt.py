@@ -112,7 +112,7 @@ def evaluate_subject(subject: dict, source: str, target: str, args, generator, m
     src, affine = image.numpy().astype(np.float32), np.asarray(image.affine)
     ref = robust_scale(torch.as_tensor(load_volume(subject[target]).numpy())).numpy()
     brain = src > 0
-    codes = latent_codes(args.samples, int(meta["nz"]), seed=args.seed)
+    codes = latent_codes(args.samples, int(meta["nz"]), args.seed, meta.get("code_prior"))
     samples = translate_volume(
         src, affine, generator, int(meta["image_size"]), codes, progress=False,
         **volume_settings(meta),

@@ -138,7 +138,7 @@ def model_stack(translator: tuple, case: dict[str, Any], codes: np.ndarray) -> n
     generator, meta = translator
     settings = volume_settings(meta)
     out = translate_slices(
-        generator, case["source"], torch.as_tensor(codes[:, : int(meta["nz"])]), int(meta["image_size"]),
+        generator, case["source"], torch.as_tensor(codes), int(meta["image_size"]),
         native_resolution=settings["native_resolution"],
     ).numpy()  # fmt: skip
     # median-scaled models: each sample's 99.5 % level read over the scored slices (not the whole volume)
@@ -189,13 +189,15 @@ def evaluate_direction(source: str, target: str, args: argparse.Namespace, lpips
         rows = [score(stacks[name], c, lpips_metric) for stacks, c in zip(per_case, cases, strict=True)]
         fitted = "none" if name == "identity" else lookup_budget(args.tissue_lookup, source, target)
         result["rows"].append({"method": name, "budget": fitted, **mean_over(rows)})
-    codes = latent_codes(args.samples, 8, seed=args.seed)
     for method, candidates in model_weights(source, target, args.runs, args.bicyclegan).items():
         weights = next((p for p in candidates if p.is_file()), None)
         if weights is None:
             result["missing"].append(f"{method}: no weights at {' or '.join(map(str, candidates))}")
             continue
         translator = load_translator(weights)
+        # the same seeded draws for every model, shifted by a model's code_prior when it has one
+        meta = translator[1]
+        codes = latent_codes(args.samples, int(meta["nz"]), args.seed, meta.get("code_prior"))
         rows = [score(model_stack(translator, c, codes), c, lpips_metric) for c in cases]
         result["rows"].append(
             {"method": method, "budget": budget(translator[1]), "weights": str(weights), **mean_over(rows)}

@@ -131,6 +131,58 @@ def test_a_tissue_prior_weight_outside_0_1_is_refused():
         blend_with_tissue_lookup(np.zeros((1, 4, 4, 4)), np.zeros((4, 4, 4)), {"weight": 1.5, "source": "t1"})
 
 
+def test_translate_cli_draws_codes_from_the_code_prior_the_weights_name(tiny_weights, phantom_file, tmp_path):
+    from mtsr_monai.inference.translate import latent_codes
+
+    g, meta = load_translator(tiny_weights)
+    prior = {"mean": [0.5, -1.5, 0.0, 2.0], "std": [0.1, 0.2, 1.0, 0.5]}
+    shifted = export_generator(g, tmp_path / "prior.pt", {**meta, "code_prior": prior})
+    assert _translate(phantom_file, shifted, tmp_path / "out", "-n", "3", "--seed", "4") == 0
+    codes = np.array(json.loads((tmp_path / "out" / "codes.json").read_text())["codes"])
+    standard = latent_codes(3, 4, seed=4)
+    np.testing.assert_allclose(codes, np.array(prior["mean"]) + np.array(prior["std"]) * standard, atol=1e-6)
+
+
+def test_bundle_inferer_draws_codes_from_the_code_prior():
+    from mtsr_monai.inference.components import SliceTranslationInferer
+    from mtsr_monai.inference.translate import latent_codes
+
+    prior = {"mean": [1.0, 0.0, -1.0, 0.0], "std": [0.5, 0.5, 2.0, 1.0]}
+    inferer = SliceTranslationInferer(image_size=32, nz=4, samples=3, seed=4, code_prior=prior)
+    expected = np.array(prior["mean"]) + np.array(prior["std"]) * latent_codes(3, 4, seed=4)
+    np.testing.assert_allclose(inferer.latent_codes(), expected, atol=1e-6)
+
+
+NO_STD, THREE_DIMS, A_ZERO_STD = (
+    {"mean": [0.0] * 4},
+    {"mean": [0.0] * 3, "std": [1.0] * 3},
+    {"mean": [0] * 4, "std": [1, 1, 0, 1]},
+)
+
+
+@pytest.mark.parametrize("prior", [NO_STD, THREE_DIMS, A_ZERO_STD])
+def test_a_code_prior_without_nz_means_and_positive_stds_is_refused(prior):
+    from mtsr_monai.errors import InputError
+    from mtsr_monai.inference.translate import latent_codes
+
+    with pytest.raises(InputError, match="code_prior"):
+        latent_codes(2, 4, seed=0, prior=prior)
+
+
+def test_aggregate_code_prior_adds_the_spread_of_the_means_to_the_mean_posterior_variance():
+    from mtsr_monai.engines.bicyclegan import aggregate_code_prior
+
+    class FixedEncoder(torch.nn.Module):  # mu = the image's mean, logvar = log(0.25), for every dimension
+        def forward(self, x):
+            mu = x.mean(dim=(1, 2, 3))[:, None].expand(-1, 2)
+            return mu, torch.full_like(mu, float(np.log(0.25)))
+
+    batches = [torch.full((2, 1, 4, 4), v) for v in (-1.0, 1.0)]  # means -1, -1, 1, 1: variance 1
+    prior = aggregate_code_prior(FixedEncoder(), batches)
+    np.testing.assert_allclose(prior["mean"], [0.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(prior["std"], [np.sqrt(1.25)] * 2, atol=1e-6)
+
+
 def test_translate_cli_writes_samples_mean_std_on_input_grid(tiny_weights, phantom_file, tmp_path):
     out = tmp_path / "out"
     rc = _translate(phantom_file, tiny_weights, out, "-n", "3", "--seed", "7")

@@ -223,6 +223,23 @@ def sample_panels(output: dict[str, Any]) -> dict[str, torch.Tensor]:
     return {k: (output[k].float() + 1) / 2 for k in ("A", "B", "fake_enc", "fake_rand") if k in output}
 
 
+def aggregate_code_prior(encoder: torch.nn.Module, targets: Iterable[torch.Tensor]) -> dict[str, list[float]]:
+    """Per-dimension ``mean`` and ``std`` of the encoder's aggregate posterior, q(z) = the average over real
+    targets x of N(mu(x), sigma(x)^2), from batches ``(B, 1, H, W)`` in the encoder's [-1, 1] range. Its
+    variance is the spread of the means plus the mean posterior variance. Translation draws its codes from
+    it when a weights file's meta holds it as ``code_prior`` (``inference.translate.latent_codes``)."""
+    means, variances = [], []
+    encoder.eval()
+    with torch.inference_mode():
+        for batch in targets:
+            mu, logvar = encoder(batch)
+            means.append(mu.float())
+            variances.append(logvar.float().exp())
+    mu, var = torch.cat(means), torch.cat(variances)
+    std = (mu.var(0, unbiased=False) + var.mean(0)).sqrt()
+    return {"mean": mu.mean(0).tolist(), "std": std.tolist()}
+
+
 def export_generator(generator: torch.nn.Module, path: str | os.PathLike, meta: dict[str, Any]) -> Path:
     """Write ``{"generator": fp16 state dict, "meta": meta}`` atomically (small shipped weights; read by
     :func:`mtsr_monai.inference.translate.load_translator`)."""

@@ -294,9 +294,10 @@ class SliceTranslationInferer(Inferer):
     ``(1, X, Y, Z)`` goes through :func:`~mtsr_monai.inference.translate.translate_volume` (robust [0, 1]
     scaling, slices normal to ``axis``, padded to a multiple of ``image_size`` when ``native_resolution``
     else resized to it) once per latent code, on the input's grid. The codes: ``codes``, else ``samples``
-    draws from N(0, I) seeded by ``seed``. Returns ``(B, N, X, Y, Z)``, or with ``reduce="mean"`` their
-    per-voxel mean ``(B, 1, X, Y, Z)``; the codes go to the output's meta (``CODES_KEY``). ``target_scaling``,
-    ``target_level`` and ``tissue_prior`` are the weights' meta keys (``translate.volume_settings``)."""
+    draws seeded by ``seed`` from N(0, I), or from ``code_prior``. Returns ``(B, N, X, Y, Z)``, or with
+    ``reduce="mean"`` their per-voxel mean ``(B, 1, X, Y, Z)``; the codes go to the output's meta
+    (``CODES_KEY``). ``target_scaling``, ``target_level``, ``tissue_prior`` and ``code_prior`` are the
+    weights' meta keys (``translate.volume_settings``)."""
 
     def __init__(
         self,
@@ -313,8 +314,10 @@ class SliceTranslationInferer(Inferer):
         target_scaling: str = "robust",
         target_level: float | None = None,
         tissue_prior: dict | None = None,
+        code_prior: dict | None = None,
     ) -> None:
         super().__init__()
+        self.code_prior = code_prior
         self.target_scaling, self.target_level, self.tissue_prior = target_scaling, target_level, tissue_prior
         self.image_size, self.native_resolution, self.nz = int(image_size), bool(native_resolution), int(nz)
         self.samples, self.seed, self.codes, self.axis = int(samples), seed, codes, axis
@@ -323,7 +326,7 @@ class SliceTranslationInferer(Inferer):
     def latent_codes(self) -> np.ndarray:
         if self.codes is not None:
             return np.asarray(self.codes, dtype=np.float32).reshape(-1, self.nz)
-        return latent_codes(self.samples, self.nz, self.seed)
+        return latent_codes(self.samples, self.nz, self.seed, self.code_prior)
 
     def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> MetaTensor:
         codes = self.latent_codes()

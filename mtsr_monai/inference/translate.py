@@ -66,9 +66,32 @@ def load_translator(
     return net.to(device).eval(), meta
 
 
-def latent_codes(n: int, nz: int, seed: int | None = None) -> np.ndarray:
-    """``n`` codes from N(0, I), reproducible with ``seed``."""
-    return np.random.default_rng(seed).standard_normal((n, nz)).astype(np.float32)
+def latent_codes(
+    n: int, nz: int, seed: int | None = None, prior: Mapping[str, Sequence[float]] | None = None
+) -> np.ndarray:
+    """``n`` codes from N(0, I), reproducible with ``seed``. With ``prior`` (a weights file's meta
+    ``code_prior``: per-dimension ``mean`` and ``std``) they are drawn from N(mean, diag(std^2)) instead:
+    where the encoder puts real targets, which N(0, I) can miss when the KL term is weak (docs/mt.md,
+    Session 21). The same seed gives the same standard draws either way."""
+    codes = np.random.default_rng(seed).standard_normal((n, nz))
+    if prior:
+        mean, std = check_code_prior(prior, nz)
+        codes = mean + std * codes
+    return codes.astype(np.float32)
+
+
+def check_code_prior(prior: Mapping[str, Sequence[float]], nz: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean, std)`` of a ``code_prior``, each ``nz`` finite numbers, std > 0; InputError otherwise."""
+    try:
+        mean = np.asarray(prior["mean"], dtype=np.float64)
+        std = np.asarray(prior["std"], dtype=np.float64)
+    except (KeyError, TypeError, ValueError) as err:
+        raise InputError(f"code_prior needs numeric 'mean' and 'std' lists: {err}") from err
+    if mean.shape != (nz,) or std.shape != (nz,):
+        raise InputError(f"code_prior mean and std must have {nz} values, got {mean.shape} and {std.shape}")
+    if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
+        raise InputError("code_prior mean must be finite and std finite and > 0")
+    return mean, std
 
 
 def _to_square(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
@@ -247,7 +270,7 @@ def prepare_translation(
     if codes is None:
         if samples < 1:
             raise InputError("--samples must be >= 1")
-        codes = latent_codes(samples, nz, seed)
+        codes = latent_codes(samples, nz, seed, meta.get("code_prior"))
     codes = np.asarray(codes, dtype=np.float32)
     if codes.ndim != 2 or codes.shape[1] != nz:
         raise InputError(f"latent codes must be a list of {nz}-vectors, got shape {codes.shape}")

@@ -43,7 +43,7 @@ def evaluate_translation(
     """
     generator, meta = load_translator(weights, device)
     metric, status = load_lpips(backbone_path=lpips_backbone)
-    codes = torch.from_numpy(latent_codes(samples, int(meta["nz"]), seed))
+    codes = torch.from_numpy(latent_codes(samples, int(meta["nz"]), seed, meta.get("code_prior")))
     per_subject = []
     for subject in subjects:
         vol = load_subject(subject, [source, target], mask_key=None)
