@@ -72,12 +72,14 @@ def test_sr_bundle_inference_equals_mtsr_super_resolve(tmp_path):
 
 
 @pytest.mark.slow
-def test_mt_bundle_inference_equals_mtsr_translate(tmp_path):
+@pytest.mark.parametrize("target", ["flair", "t2"])  # t2's weights carry a tissue_prior and a code_prior
+def test_mt_bundle_inference_equals_mtsr_translate(tmp_path, target):
     scans = tmp_path / "in"
     scans.mkdir()
     t1 = _scan(scans / "a_t1.nii.gz", (40, 48, 3), (1.0, 1.0, 1.0), 300, 200)
     args = ["--samples", "2", "--seed", "3"]
-    _bundle_inference("mtsr_mt", "--dataset_dir", str(scans), "--output_dir", str(tmp_path / "bundle"), *args)
+    out = ["--output_dir", str(tmp_path / "bundle"), "--target", target]
+    _bundle_inference("mtsr_mt", "--dataset_dir", str(scans), *out, *args)
     cli = [
         "translate",
         "--input",
@@ -85,7 +87,7 @@ def test_mt_bundle_inference_equals_mtsr_translate(tmp_path):
         "--source",
         "t1",
         "--target",
-        "flair",
+        target,
         "--output-dir",
         str(tmp_path / "cli"),
     ]
