@@ -200,7 +200,7 @@ def evaluate_direction(source: str, target: str, args: argparse.Namespace, lpips
         codes = latent_codes(args.samples, int(meta["nz"]), args.seed, meta.get("code_prior"))
         rows = [score(model_stack(translator, c, codes), c, lpips_metric) for c in cases]
         result["rows"].append(
-            {"method": method, "budget": budget(translator[1]), "weights": str(weights), **mean_over(rows)}
+            {"method": method, "budget": budget(meta), "weights": str(weights), **mean_over(rows)}
         )
         print(f"{source} -> {target} {method}: {result['rows'][-1]}", flush=True)
     result["subjects"] = [c["subject"] for c in cases]

@@ -29,7 +29,6 @@ def training_targets(datalist: Path, source: str, target: str, meta: dict, patch
 
     from mtsr_monai.data.slices import build_slice_dataset_from_datalist
 
-    torch.manual_seed(seed)
     size = int(meta["image_size"])
     dataset = build_slice_dataset_from_datalist(
         datalist, "training", keys=[source, target], axis="axial", min_brain_fraction=0.1,
@@ -37,6 +36,7 @@ def training_targets(datalist: Path, source: str, target: str, meta: dict, patch
         patch_size=[size, size], progress=False,
         random_transform=[ScaleIntensityRanged([source, target], 0.0, 1.0, -1.0, 1.0)],
     )  # fmt: skip
+    dataset.set_random_state(seed)  # the patch crops (MONAI's own generators, not torch's)
     picks = np.random.default_rng(seed).choice(len(dataset), min(patches, len(dataset)), replace=False)
     for start in range(0, len(picks), 32):
         yield torch.stack([dataset[int(i)][target] for i in picks[start : start + 32]])
