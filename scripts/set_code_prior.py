@@ -22,20 +22,22 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def training_targets(datalist: Path, source: str, target: str, meta: dict, patches: int, seed: int):
-    """Batches of 32 seeded training-target patches ``(B, 1, S, S)`` in [-1, 1], as the trainer sees them."""
+    """Batches of 32 seeded training-target patches ``(B, 1, S, S)`` in [-1, 1], as the trainer sees them:
+    the dataset is the bundle's own ``train#dataset`` (``configs/train.yaml``) with the weights' settings,
+    without the target's gamma augmentation (the prior describes real targets, not augmented ones)."""
     import numpy as np
     import torch
-    from monai.transforms import ScaleIntensityRanged
+    from monai.bundle import ConfigParser
 
-    from mtsr_monai.data.slices import build_slice_dataset_from_datalist
-
-    size = int(meta["image_size"])
-    dataset = build_slice_dataset_from_datalist(
-        datalist, "training", keys=[source, target], axis="axial", min_brain_fraction=0.1,
-        median_keys=[target] if meta.get("target_scaling") == "median" else None, mode="patch",
-        patch_size=[size, size], progress=False,
-        random_transform=[ScaleIntensityRanged([source, target], 0.0, 1.0, -1.0, 1.0)],
-    )  # fmt: skip
+    bundle = REPO / "bundles" / "mtsr_mt"
+    parser = ConfigParser()
+    parser.read_config(bundle / "configs" / "train.yaml")
+    parser.update({
+        "bundle_root": str(bundle), "datalist": str(datalist), "source": source, "target": target,
+        "image_size": int(meta["image_size"]), "native_resolution": bool(meta.get("native_resolution", True)),
+        "target_scaling": meta.get("target_scaling", "robust"), "target_gamma_prob": 0.0,
+    })  # fmt: skip
+    dataset = parser.get_parsed_content("train#dataset")
     dataset.set_random_state(seed)  # the patch crops (MONAI's own generators, not torch's)
     picks = np.random.default_rng(seed).choice(len(dataset), min(patches, len(dataset)), replace=False)
     for start in range(0, len(picks), 32):
