@@ -17,7 +17,8 @@ in the returned logs), all started at once on the one GPU (``--sequential`` spli
   from ``inference.yaml``, so it matches the shipped weights), L1 phase, VGG weight 0;
 - ``mt_t1_flair``, ``mt_t1_t2``: ``bundles/mtsr_mt``, the generator started from the shipped
   ``<source>_to_<target>.pt`` (its meta gives nz, ngf, image size, width cap and native resolution), encoder
-  and discriminators fresh;
+  and discriminators fresh; a cVAE start (meta ``code_prior``, T1 -> T2 since bundle 0.4.0) keeps its recipe
+  (no GAN terms, batch 4) and comes back as its last checkpoint with a new ``code_prior``;
 - ``clinical``: ``bundles/clinical_sr``, generator and critic from ``models/model.pt`` (its network arguments,
   modalities, patch size and protocols are passed as overrides). Its data pairs need SimpleITK, which the GPU
   image lacks (a 53 MB wheel): without it the header pairing's trilinear resampling is done by
@@ -393,6 +394,8 @@ def mt_job(args: argparse.Namespace, source: str, target: str) -> Job:
             "$@validate#evaluator.run()",
         ],
     }
+    if "code_prior" in meta:  # a cVAE (docs/mt.md, session 21): its own recipe, no GAN terms
+        settings.update(lambda_gan=0.0, lambda_gan2=0.0, batch_size=2 if smoke else 4)
     return Job(
         f"mt_{source}_{target}", "mtsr_mt", 0.2, settings, shlex.split(args.mt_args), 1 if smoke else 2
     )
@@ -487,9 +490,13 @@ def export_sr(run_dir: Path, dest: Path) -> dict:
 
 
 def export_mt(run_dir: Path, dest: Path, source: str, target: str) -> dict:
-    """The generator file the bundle's validation handler wrote at its best PSNR (fp16 with its meta)."""
+    """The generator file the bundle's validation handler wrote at its best PSNR (fp16 with its meta); for
+    a cVAE start, :func:`export_mt_cvae`."""
     import torch
 
+    start_meta = mt_meta(source, target)
+    if "code_prior" in start_meta:
+        return export_mt_cvae(run_dir, dest, start_meta)
     src = run_dir / f"{source}_to_{target}.pt"
     if not src.is_file():
         raise FileNotFoundError(f"{src}: no validated MT weights")
@@ -500,6 +507,31 @@ def export_mt(run_dir: Path, dest: Path, source: str, target: str) -> dict:
         "iterations_at_best": meta.get("iterations"),
         "validation": meta.get("validation"),
     }
+
+
+def export_mt_cvae(run_dir: Path, dest: Path, start_meta: dict) -> dict:
+    """A cVAE start (meta ``code_prior``): the last checkpoint's generator, with the start file's meta (its
+    tissue prior kept) and the aggregate posterior of the last checkpoint's encoder as ``code_prior``
+    (``scripts/set_code_prior.py``, on the run's training datalist). Not the validation export: that scores
+    G(A, z = 0), and this encoder puts its codes elsewhere (docs/mt.md, session 21)."""
+    import torch
+    import yaml
+    from set_code_prior import set_code_prior
+
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is None:
+        raise FileNotFoundError(f"{run_dir}: no MT checkpoint")
+    trained = int(checkpoint.stem.split("_")[1])
+    generator = torch.load(checkpoint, map_location="cpu", weights_only=False)["generator"]
+    meta = {k: v for k, v in start_meta.items() if k != "code_prior"}
+    meta["iterations"] = int(start_meta.get("iterations", 0)) + trained
+    meta["phase"] = (
+        f"{start_meta.get('phase', 'cVAE')}; then {trained} cVAE iterations (scripts/device_train.py)"
+    )
+    torch.save({"generator": _fp16(generator), "meta": meta}, dest)
+    datalist = Path(yaml.safe_load((run_dir / "device_overrides.yaml").read_text())["datalist"])
+    prior = set_code_prior(dest, checkpoint, datalist)
+    return {"from": checkpoint.name, "iterations_trained": trained, "code_prior": prior}
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

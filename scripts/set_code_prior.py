@@ -57,7 +57,8 @@ def set_code_prior(
     generator, meta = load_translator(weights)
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)["encoder"]
     nef = int(state["features.0.conv.weight"].shape[0])
-    encoder = ResNetEncoder(1, int(meta["nz"]), nef, int(meta["image_size"]), int(meta.get("max_mult", 4)))
+    # as build_networks makes it: the generator's width cap (meta max_mult) is not the encoder's
+    encoder = ResNetEncoder(nz=int(meta["nz"]), nef=nef, image_size=int(meta["image_size"]))
     encoder.load_state_dict(state)
     batches = training_targets(datalist, meta["source"], meta["target"], meta, patches, seed)
     prior = aggregate_code_prior(encoder, batches)

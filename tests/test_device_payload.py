@@ -280,3 +280,38 @@ def test_wrapper_needs_out_and_a_payload(tmp_path):
     env.update(OUT=str(tmp_path / "out"), MTSR_DEVICE_PAYLOAD=str(tmp_path / "missing"))
     no_payload = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
     assert no_payload.returncode == 2 and "pack_device_payload" in no_payload.stderr
+
+
+def test_a_cvae_start_trains_without_gan_terms():
+    cvae, gan = device_train.jobs_for(_args(only=["mt_t1_t2", "mt_t1_flair"]))  # 0.4.0 / 0.2.2 weights
+    assert cvae.settings["lambda_gan"] == cvae.settings["lambda_gan2"] == 0.0
+    assert "lambda_gan" not in gan.settings
+
+
+def test_a_cvae_start_exports_its_last_checkpoint_with_a_new_code_prior(tmp_path, monkeypatch, phantom):
+    import torch
+    import yaml
+
+    from mtsr_monai.inference.translate import load_translator
+    from mtsr_monai.networks.bicyclegan import build_networks
+
+    volume = write_nifti(tmp_path / "t1.nii.gz", (phantom * 1000).astype(np.int16))
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(json.dumps({"training": [{"subject": "a", "t1": str(volume), "t2": str(volume)}]}))
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "device_overrides.yaml").write_text(yaml.safe_dump({"datalist": str(datalist)}))
+    nets = build_networks(nz=4, ngf=4, nef=4, ndf=4, image_size=32, max_mult=4)
+    states = {k: nets[k].state_dict() for k in ("generator", "encoder")}
+    torch.save(states, run_dir / "checkpoints" / "checkpoint_7.pt")
+    prior = {"weight": 0.5, "source": "t1", "csf": 0.9, "gm": 0.5, "wm": 0.3}
+    start = dict(source="t1", target="t2", nz=4, ngf=4, image_size=32, native_resolution=True, max_mult=4,
+                 target_scaling="median", iterations=100, code_prior={"mean": [9.0] * 4, "std": [1.0] * 4},
+                 tissue_prior=prior)  # fmt: skip
+    monkeypatch.setattr(device_train, "mt_meta", lambda source, target: start)
+    device_train.export_mt(run_dir, tmp_path / "out.pt", "t1", "t2")
+    generator, meta = load_translator(tmp_path / "out.pt")
+    assert meta["iterations"] == 107 and meta["tissue_prior"] == prior
+    assert meta["code_prior"]["checkpoint"] == "checkpoint_7.pt" and meta["code_prior"]["mean"] != [9.0] * 4
+    for key, value in generator.state_dict().items():
+        torch.testing.assert_close(value, states["generator"][key].half().float())
