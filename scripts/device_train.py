@@ -516,22 +516,22 @@ def export_mt_cvae(run_dir: Path, dest: Path, start_meta: dict) -> dict:
     G(A, z = 0), and this encoder puts its codes elsewhere (docs/mt.md, session 21)."""
     import torch
     import yaml
-    from set_code_prior import set_code_prior
+    from set_code_prior import code_prior_of
 
     checkpoint = latest_checkpoint(run_dir)
     if checkpoint is None:
         raise FileNotFoundError(f"{run_dir}: no MT checkpoint")
     trained = int(checkpoint.stem.split("_")[1])
-    generator = torch.load(checkpoint, map_location="cpu", weights_only=False)["generator"]
     meta = {k: v for k, v in start_meta.items() if k != "code_prior"}
     meta["iterations"] = int(start_meta.get("iterations", 0)) + trained
     meta["phase"] = (
         f"{start_meta.get('phase', 'cVAE')}; then {trained} cVAE iterations (scripts/device_train.py)"
     )
-    torch.save({"generator": _fp16(generator), "meta": meta}, dest)
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
     datalist = Path(yaml.safe_load((run_dir / "device_overrides.yaml").read_text())["datalist"])
-    prior = set_code_prior(dest, checkpoint, datalist)
-    return {"from": checkpoint.name, "iterations_trained": trained, "code_prior": prior}
+    meta["code_prior"] = {**code_prior_of(saved["encoder"], meta, datalist), "checkpoint": checkpoint.name}
+    torch.save({"generator": _fp16(saved["generator"]), "meta": meta}, dest)
+    return {"from": checkpoint.name, "iterations_trained": trained, "code_prior": meta["code_prior"]}
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

@@ -44,26 +44,36 @@ def training_targets(datalist: Path, source: str, target: str, meta: dict, patch
         yield torch.stack([dataset[int(i)][target] for i in picks[start : start + 32]])
 
 
+def code_prior_of(encoder_state: dict, meta: dict, datalist: Path, patches: int = 256, seed: int = 0) -> dict:
+    """The meta ``code_prior`` of weights described by ``meta`` (less the checkpoint's name): the aggregate
+    posterior of a trainer checkpoint's encoder over ``patches`` seeded training-target patches of
+    ``datalist``."""
+    from mtsr_monai.engines.bicyclegan import aggregate_code_prior
+    from mtsr_monai.inference.translate import check_code_prior
+    from mtsr_monai.networks.bicyclegan import ResNetEncoder
+
+    nef = int(encoder_state["features.0.conv.weight"].shape[0])
+    # as build_networks makes it: the generator's width cap (meta max_mult) is not the encoder's
+    encoder = ResNetEncoder(nz=int(meta["nz"]), nef=nef, image_size=int(meta["image_size"]))
+    encoder.load_state_dict(encoder_state)
+    batches = training_targets(datalist, meta["source"], meta["target"], meta, patches, seed)
+    prior = aggregate_code_prior(encoder, batches)
+    check_code_prior(prior, int(meta["nz"]))
+    return {**prior, "patches": patches, "seed": seed}
+
+
 def set_code_prior(
     weights: Path, checkpoint: Path, datalist: Path, patches: int = 256, seed: int = 0
 ) -> dict:
     """Rewrite ``weights`` with the encoder's aggregate posterior as its meta ``code_prior``."""
     import torch
 
-    from mtsr_monai.engines.bicyclegan import aggregate_code_prior
-    from mtsr_monai.inference.translate import check_code_prior, export_generator, load_translator
-    from mtsr_monai.networks.bicyclegan import ResNetEncoder
+    from mtsr_monai.inference.translate import export_generator, load_translator
 
     generator, meta = load_translator(weights)
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["encoder"]
-    nef = int(state["features.0.conv.weight"].shape[0])
-    # as build_networks makes it: the generator's width cap (meta max_mult) is not the encoder's
-    encoder = ResNetEncoder(nz=int(meta["nz"]), nef=nef, image_size=int(meta["image_size"]))
-    encoder.load_state_dict(state)
-    batches = training_targets(datalist, meta["source"], meta["target"], meta, patches, seed)
-    prior = aggregate_code_prior(encoder, batches)
-    check_code_prior(prior, int(meta["nz"]))
-    meta["code_prior"] = {**prior, "patches": patches, "seed": seed, "checkpoint": checkpoint.name}
+    encoder_state = torch.load(checkpoint, map_location="cpu", weights_only=False)["encoder"]
+    prior = code_prior_of(encoder_state, meta, datalist, patches, seed)
+    meta["code_prior"] = {**prior, "checkpoint": checkpoint.name}
     export_generator(generator, weights, meta)
     return meta["code_prior"]
 
