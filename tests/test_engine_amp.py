@@ -51,3 +51,17 @@ def test_paired_amp_training_prints_no_gradscaler_deprecation():
 def test_mt_amp_training_prints_no_gradscaler_deprecation(factory_module):
     messages = _warnings_of_run(importlib.import_module(factory_module)._trainer(amp=True))
     assert not [m for m in messages if "GradScaler" in m], messages
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns_and_auto_picks_fp32(monkeypatch):
+    from mtsr_monai import precision
+
+    monkeypatch.setattr(precision, "native_cpu_bf16", lambda: False)
+    with pytest.warns(RuntimeWarning, match="no native bf16"):
+        assert precision.resolve_precision("bf16", "cpu") == "bf16"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert precision.resolve_precision("auto", "cpu") == "fp32"
+        monkeypatch.setattr(precision, "native_cpu_bf16", lambda: True)
+        assert precision.resolve_precision("bf16", "cpu") == "bf16"
+        assert precision.resolve_precision("auto", "cpu") == "bf16"
