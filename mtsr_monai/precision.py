@@ -7,6 +7,7 @@ AMX: training steps about 1.9x and inference about 2x faster here than fp32), fp
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 
 import torch
@@ -18,8 +19,10 @@ __all__ = [
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
+@functools.lru_cache(maxsize=1)
 def native_cpu_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 / AMX), as oneDNN sees it."""
+    """Whether this CPU computes bf16 natively (AVX512-BF16 / AMX), as oneDNN sees it; asked once a process,
+    as the engines resolve their precision at every autocast."""
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
