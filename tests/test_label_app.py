@@ -65,8 +65,27 @@ def _outer_corners(img: nib.Nifti1Image) -> np.ndarray:
     return np.stack([lo[:3], hi[:3]])
 
 
+def _wait_for_a_background_build(timeout: float = 1800) -> None:
+    """``.ci/run`` builds ``.venv-label`` while the suite runs and names a status file in
+    ``MTSR_LABEL_ENV_STATUS``: wait for it, and fail (not skip) if the build failed."""
+    status = os.environ.get("MTSR_LABEL_ENV_STATUS")
+    if not status:
+        return
+    path, start = Path(status), time.monotonic()
+    while not path.is_file():
+        if time.monotonic() - start > timeout:
+            pytest.fail(f"the MONAI Label environment build did not finish within {timeout} s ({path})")
+        time.sleep(2)
+    code = path.read_text().strip()
+    if code != "0":
+        log = path.with_suffix(".log")
+        tail = log.read_text()[-3000:] if log.is_file() else "(no log)"
+        pytest.fail(f"the MONAI Label environment build failed (exit {code}):\n{tail}")
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    _wait_for_a_background_build()
     if not LABEL_PYTHON.is_file():
         pytest.skip(
             f"no MONAI Label environment at {LABEL_PYTHON} (.ci/run makes it; or set MTSR_LABEL_PYTHON)"
