@@ -50,5 +50,5 @@ PY
 venv/bin/mtsr demo --output-dir demo
 venv/bin/mtsr super-resolve --input demo/lr_t1.nii.gz --output sr_t1.nii.gz
 venv/bin/mtsr translate --input demo/run/sr.nii.gz --source t1 --target flair --samples 2 --output-dir translate
-venv/bin/mtsr clinical-sr --t1 demo/lr_t1.nii.gz --like demo/hr_t1.nii.gz --output-dir clinical
+venv/bin/mtsr clinical-sr --t1 demo/lr_t1.nii.gz --spacing 2 --output-dir clinical
 echo "wheel check passed"

@@ -140,8 +140,8 @@ def test_clean_partials_removes_only_leftovers_of_killed_writers(tmp_path):
 # ------------------------------------------------------------- real data: a small tree from ../shared/data
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory) -> Path:
-    """4 participants (3 BraTS, 1 TCGA) with T1w/T2w/FLAIR: the whole head coarsened to 6 mm in-plane
-    (40 x 40 voxels), 5 axial slices, so a run takes seconds."""
+    """4 participants (3 BraTS, 1 TCGA) with T1w/T2w/FLAIR: the central 192 x 192 mm (the brain) coarsened
+    to 6 mm in-plane (32 x 32 voxels), 5 axial slices, so a run takes seconds."""
     from tests.conftest import SHARED_DATA
 
     if not SHARED_DATA.is_dir():
@@ -151,7 +151,7 @@ def cohort(tmp_path_factory) -> Path:
     subjects = shared_cohort(SHARED_DATA)
     chosen = subjects[:3] + [s for s in subjects if s["label"].startswith("tcga")][:1]
     return write_bids_tree(
-        chosen, tmp_path_factory.mktemp("bids") / "raw", size_mm=(240, 240, 5), factors=(6, 6, 1)
+        chosen, tmp_path_factory.mktemp("bids") / "raw", size_mm=(192, 192, 5), factors=(6, 6, 1)
     )
 
 
@@ -295,7 +295,7 @@ def test_qc_translate_and_clinical_tasks_write_their_outputs(cohort, tmp_path):
             "--participant-label",
             label,
             "--spacing",
-            "1",  # the 5 mm crop keeps >= 4 slices (the clinical gain step smooths along every axis)
+            "1.25",  # the 5 mm crop keeps 4 slices (the clinical gain step smooths along every axis)
         )
         == 0
     )
