@@ -17,7 +17,8 @@ class ForegroundWeightedLoss(torch.nn.Module):
     sample)``. With MSE that is, up to sign and scale, the mean per-sample PSNR that the benchmarks average:
     each sample counts by its relative error, so low-noise slices, whose absolute errors are tiny, are not
     drowned by noisy ones, and a per-volume intensity scale cancels. The floor (e.g. 1e-4, 40 dB) bounds the
-    weight of near-empty patches.
+    weight of near-empty patches. Off by default: on this CPU it did not beat the pooled MSE on validation
+    (docs/sr.md, session 28).
     """
 
     def __init__(
