@@ -41,8 +41,7 @@ class ForegroundWeightedLoss(torch.nn.Module):
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         per_pixel = self.pixel_loss(pred, target)
         weight = torch.where(target > self.threshold, 1.0, self.background_weight).to(per_pixel.dtype)
-        if self.log_floor is None:
-            return (per_pixel * weight).sum() / weight.sum().clamp_min(1e-8)
-        dims = tuple(range(1, per_pixel.ndim))
-        per_sample = (per_pixel * weight).sum(dims) / weight.sum(dims).clamp_min(1e-8)
-        return torch.log(per_sample.float() + self.log_floor).mean()
+        # one pooled mean over the batch, or one mean per sample for the log reduction
+        dims = None if self.log_floor is None else tuple(range(1, per_pixel.ndim))
+        mean = (per_pixel * weight).sum(dims) / weight.sum(dims).clamp_min(1e-8)
+        return mean if self.log_floor is None else torch.log(mean.float() + self.log_floor).mean()
