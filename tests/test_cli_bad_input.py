@@ -61,3 +61,13 @@ def test_evaluate_refuses_modalities_on_different_grids(tmp_path, phantom, capsy
     code = main(["evaluate", "--pred", str(pred), "--ref", str(ref), "--json", str(out)])
     assert code == 2 and not out.exists()
     assert "grid" in capsys.readouterr().err
+
+
+def test_a_missing_input_is_refused_before_the_command_starts(tmp_path, monkeypatch, capsys):
+    from mtsr_monai.cli.commands import super_resolve
+
+    monkeypatch.setattr(super_resolve, "run", lambda args: pytest.fail("the command started"))
+    out = tmp_path / "sr.nii.gz"
+    code = main(["super-resolve", "-i", str(tmp_path / "absent.nii.gz"), "-o", str(out)])
+    assert code == 2 and not out.exists()
+    assert "absent.nii.gz: no such file" in capsys.readouterr().err

@@ -59,6 +59,15 @@ def test_truncated_file_is_refused(tmp_path, phantom):
         load_volume(cut)
 
 
+@pytest.mark.parametrize("name, reason", [("junk.nii.gz", "not a gzip file"), ("junk.nii", "file type")])
+def test_bytes_that_are_not_nifti_are_refused_in_nibabels_words(tmp_path, name, reason):
+    path = tmp_path / name
+    path.write_bytes(b"hello")
+    with pytest.raises(InputError, match="unreadable or truncated") as info:
+        load_volume(path)
+    assert reason in str(info.value) and "reader" not in str(info.value)
+
+
 def test_different_grids_are_refused():
     with pytest.raises(InputError, match="not on the grid"):
         check_same_grid([(4, 4, 4), (4, 4, 5)], [np.eye(4), np.eye(4)], ["t1.nii.gz", "t2.nii.gz"])

@@ -105,6 +105,15 @@ def _inputs(module: ModuleType, args: argparse.Namespace) -> list[Path]:
     return found + (list(extra(args)) if extra else [])
 
 
+def _refuse_missing_inputs(args: argparse.Namespace) -> None:
+    """A named input (``--input``, ``--t1``, ...) that does not exist is refused at once, before the
+    command's start-up (torch, MONAI, weights: seconds) makes the user wait for the error."""
+    for name in INPUT_ARGS:
+        value = getattr(args, name, None)
+        if isinstance(value, (str, Path)) and not Path(value).exists():
+            raise InputError("no such file", value)
+
+
 def _guard(module: ModuleType, args: argparse.Namespace):
     from mtsr_monai.io.outputs import OutputPlan, guard_outputs
 
@@ -148,6 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_BAD_INPUT
     try:
+        _refuse_missing_inputs(args)
         with _sigterm_raises(), _guard(args._module, args):
             code = args._run(args)
     except InputError as err:

@@ -53,15 +53,16 @@ def check_nifti_header(path: str | Path) -> None:
 
     NIfTI says the sform, when its code is set, maps voxels to world; readers given a void one fall
     back silently to a stale qform or to pixdim with the origin at 0, misplacing the image by centimetres.
-    No fallback is taken here: the message says how to fix the header. Unreadable files are left to
-    the loader, which reports them.
+    No fallback is taken here: the message says how to fix the header. A file whose header nibabel
+    cannot read is refused in nibabel's words (MONAI's loader would only say that no reader suits it).
     """
     import nibabel as nib
 
     try:
         header = nib.load(str(path)).header
-    except Exception:  # noqa: BLE001 - the loader gives the one-line message for unreadable files
-        return
+    except Exception as err:  # noqa: BLE001 - nibabel raises many types for non-NIfTI bytes
+        detail = " ".join(str(err).replace(str(path), Path(path).name).split())[:160]
+        raise InputError(f"unreadable or truncated image (nibabel: {detail})", path) from err
     if not isinstance(header, nib.Nifti1Header) or int(header["sform_code"]) <= 0:
         return
     sform = np.asarray(header.get_sform(), dtype=float)
