@@ -36,15 +36,17 @@ def voxel_sizes(affine: np.ndarray) -> np.ndarray:
     return np.sqrt((np.asarray(affine, dtype=float)[:3, :3] ** 2).sum(axis=0))
 
 
-def image_shape(path: str | os.PathLike) -> tuple[int, ...] | None:
-    """The array shape from the header alone (a trailing axis of 1 dropped), or None when the file
-    cannot be read: :func:`load_volume` then gives the message."""
+def image_header(path: str | os.PathLike) -> tuple[tuple[int, ...], np.ndarray | None] | None:
+    """The array shape (a trailing axis of 1 dropped) and, for NIfTI, the RAS affine, from the header
+    alone; None when the file cannot be read: :func:`load_volume` then gives the message."""
     path = Path(path)
+    affine = None
     try:
         if path.name.lower().endswith(NIFTI_SUFFIXES):
             import nibabel as nib
 
-            shape = tuple(int(n) for n in nib.load(str(path)).shape)
+            image = nib.load(str(path))
+            shape, affine = tuple(int(n) for n in image.shape), np.asarray(image.affine, dtype=np.float64)
         else:
             import SimpleITK as sitk
 
@@ -54,7 +56,13 @@ def image_shape(path: str | os.PathLike) -> tuple[int, ...] | None:
             shape = tuple(int(n) for n in reader.GetSize())
     except Exception:  # noqa: BLE001 - unreadable: load_volume reports it in one line
         return None
-    return shape[:-1] if len(shape) == 4 and shape[-1] == 1 else shape
+    return (shape[:-1] if len(shape) == 4 and shape[-1] == 1 else shape), affine
+
+
+def image_shape(path: str | os.PathLike) -> tuple[int, ...] | None:
+    """The array shape from the header alone (see :func:`image_header`), or None when unreadable."""
+    header = image_header(path)
+    return None if header is None else header[0]
 
 
 def load_volume(path: str | os.PathLike, reader: str | None = None, validate: bool = True) -> MetaTensor:

@@ -35,9 +35,16 @@ def outputs(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from mtsr_monai.cli.arguments import fine_input_warning
     from mtsr_monai.cli.commands.translate import translation_kwargs
     from mtsr_monai.progress import StageBar
 
+    uses_model = args.sr_method in ("auto", "model")
+    warning = fine_input_warning(args.input, "axial", args.scale) if uses_model else None
+    if warning:
+        print(warning, file=sys.stderr)
     with StageBar(5, "run") as bar:
         bar.next("start-up: torch, MONAI, translation weights")  # shown before they load (seconds)
         from mtsr_monai.inference.pipeline import run_pipeline

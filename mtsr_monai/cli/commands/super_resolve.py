@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from mtsr_monai.cli.arguments import PRECISIONS, SR_METHODS, add_device_argument, file_outputs
+from mtsr_monai.cli.arguments import (
+    PRECISIONS,
+    SR_METHODS,
+    add_device_argument,
+    file_outputs,
+    fine_input_warning,
+)
 
 NAME = "super-resolve"
 HELP = "x4 in-plane super-resolution of a NIfTI volume (shipped MTSR model or an interpolation baseline)"
@@ -60,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
         if not torch.cuda.is_available():
             raise InputError("--device cuda requested but CUDA is not available")
     axis = int(args.axis) if args.axis.lstrip("-").isdigit() else args.axis
+    warning = fine_input_warning(args.input, axis, 4) if args.method == "model" else None
+    if warning:
+        print(warning, file=sys.stderr)
     from mtsr_monai.progress import StageBar
 
     # one stage up before torch, MONAI and the weights load (seconds); the slice batches have their own bar
