@@ -78,18 +78,20 @@ sys.exit(main(sys.argv[1:]))
 @pytest.mark.parametrize(
     "argv",
     [
-        ["degrade", "--input", "missing.nii.gz", "--output", "lr.nii.gz", "--mode", "kspace"],
-        ["qc", "--input", "missing.nii.gz"],
-        ["evaluate", "--pred", "missing.nii.gz", "--ref", "missing.nii.gz"],
+        ["degrade", "--input", "junk.nii.gz", "--output", "lr.nii.gz", "--mode", "kspace"],
+        ["qc", "--input", "junk.nii.gz"],
+        ["evaluate", "--pred", "junk.nii.gz", "--ref", "junk.nii.gz"],
         ["preprocess", "--datalist", "datalist.json", "--output", "out"],
-        ["super-resolve", "--input", "missing.nii.gz", "--output", "sr.nii.gz"],
-        ["translate", "--input", "missing.nii.gz", "--source", "t1", "--target", "flair", "-o", "out"],
+        ["super-resolve", "--input", "junk.nii.gz", "--output", "sr.nii.gz"],
+        ["translate", "--input", "junk.nii.gz", "--source", "t1", "--target", "flair", "-o", "out"],
     ],
     ids=lambda argv: argv[0],
 )
 def test_the_bar_is_up_before_torch_loads(tmp_path, argv):
-    # loading torch and MONAI takes seconds (minutes on a loaded machine): they load inside the first stage
-    (tmp_path / "datalist.json").write_text('{"training": [{"subject": "a", "t1": "missing.nii.gz"}]}')
+    # loading torch and MONAI takes seconds (minutes on a loaded machine): they load inside the first stage;
+    # the input exists (a missing one is refused before any stage) but is no image: the command stops there
+    (tmp_path / "junk.nii.gz").write_bytes(b"not an image")
+    (tmp_path / "datalist.json").write_text('{"training": [{"subject": "a", "t1": "junk.nii.gz"}]}')
     done = subprocess.run(
         [sys.executable, "-c", FIRST_STAGE_PROBE, *argv], capture_output=True, text=True, cwd=tmp_path
     )
