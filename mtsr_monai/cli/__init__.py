@@ -99,19 +99,22 @@ def _sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous_alarm)
 
 
+def _named_inputs(args: argparse.Namespace) -> list[Path]:
+    """The generic input options (:data:`INPUT_ARGS`) the command was given."""
+    return [Path(v) for name in INPUT_ARGS if isinstance(v := getattr(args, name, None), (str, Path))]
+
+
 def _inputs(module: ModuleType, args: argparse.Namespace) -> list[Path]:
-    found = [Path(v) for name in INPUT_ARGS if isinstance(v := getattr(args, name, None), (str, Path))]
     extra = getattr(module, "inputs", None)
-    return found + (list(extra(args)) if extra else [])
+    return _named_inputs(args) + (list(extra(args)) if extra else [])
 
 
 def _refuse_missing_inputs(args: argparse.Namespace) -> None:
     """A named input (``--input``, ``--t1``, ...) that does not exist is refused at once, before the
     command's start-up (torch, MONAI, weights: seconds) makes the user wait for the error."""
-    for name in INPUT_ARGS:
-        value = getattr(args, name, None)
-        if isinstance(value, (str, Path)) and not Path(value).exists():
-            raise InputError("no such file", value)
+    for path in _named_inputs(args):
+        if not path.exists():
+            raise InputError("no such file", path)
 
 
 def _guard(module: ModuleType, args: argparse.Namespace):
