@@ -226,6 +226,18 @@ def test_rerun_skips_done_participants_and_redoes_changed_parameters(cohort, sr_
     assert changed and all("bratsTCIA01201" in p.name and "iqms" not in p.name for p in changed)
 
 
+def test_an_input_already_fine_in_plane_is_warned_about_at_once_in_its_sidecar_and_run_log(tmp_path, capsys):
+    raw = _raw_tree(tmp_path / "raw", {"01": ["sub-01/anat/sub-01_T1w.nii.gz"]})  # 1 mm voxels
+    out = tmp_path / "out"
+    assert _mtsr(raw, out, "participant", "--task", "super-resolve") == 0
+    sidecar = json.loads(next(out.glob("sub-01/anat/*_desc-mtsrSR_T1w.json")).read_text())
+    assert "1.00 x 1.00 mm in-plane voxels" in sidecar["Warnings"][0]
+    run_log = json.loads(next((out / "logs" / "runs").glob("*.json")).read_text())
+    assert run_log["input_warnings"][0].startswith("sub-01/anat/sub-01_T1w.nii.gz: sub-01_T1w.nii.gz has")
+    err = capsys.readouterr().err
+    assert "warning: sub-01/anat/sub-01_T1w.nii.gz:" in err and "1 input(s) warned about" in err
+
+
 def test_failing_participants_are_recorded_and_the_cohort_goes_on(cohort, tmp_path):
     raw = tmp_path / "raw"
     shutil.copytree(cohort, raw)

@@ -18,19 +18,6 @@ def test_cli_choices_equal_the_constants_of_the_code_they_drive():
     assert arguments.SLICE_PROFILES == PROFILES
 
 
-def test_an_input_already_finer_than_2_mm_in_plane_is_warned_about(tmp_path):
-    from tests.conftest import write_nifti
-
-    volume = np.ones((8, 10, 4), np.float32)
-    fine = write_nifti(tmp_path / "fine.nii.gz", volume, np.diag([0.8, 0.8, 3.0, 1.0]))
-    message = arguments.fine_input_warning(fine, "axial", 4)
-    assert "0.80 x 0.80 mm" in message and "0.20 x 0.20 mm" in message and "32 x 40 x 4 voxels" in message
-    coarse = write_nifti(tmp_path / "coarse.nii.gz", volume, np.diag([4.0, 4.0, 1.0, 1.0]))
-    assert arguments.fine_input_warning(coarse, "axial", 4) is None
-    # the plane comes from the affine: sagittal slices of that coarse file are 4 x 1 mm, not fine
-    assert arguments.fine_input_warning(coarse, "sagittal", 4) is None
-
-
 def test_super_resolve_prints_the_warning_before_its_start_up(tmp_path, monkeypatch, capsys):
     from mtsr_monai.cli import main
     from mtsr_monai.inference import super_resolve

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mtsr_monai.errors import InputError
-from mtsr_monai.io import atomic_output, check_same_grid, load_volume, save_volume
+from mtsr_monai.io import atomic_output, check_same_grid, fine_input_warning, load_volume, save_volume
 from tests.conftest import write_nifti
 
 
@@ -66,6 +66,17 @@ def test_bytes_that_are_not_nifti_are_refused_in_nibabels_words(tmp_path, name, 
     with pytest.raises(InputError, match="unreadable or truncated") as info:
         load_volume(path)
     assert reason in str(info.value) and "reader" not in str(info.value)
+
+
+def test_an_input_already_finer_than_2_mm_in_plane_is_warned_about(tmp_path):
+    volume = np.ones((8, 10, 4), np.float32)
+    fine = write_nifti(tmp_path / "fine.nii.gz", volume, np.diag([0.8, 0.8, 3.0, 1.0]))
+    message = fine_input_warning(fine, "axial", 4)
+    assert "0.80 x 0.80 mm" in message and "0.20 x 0.20 mm" in message and "32 x 40 x 4 voxels" in message
+    coarse = write_nifti(tmp_path / "coarse.nii.gz", volume, np.diag([4.0, 4.0, 1.0, 1.0]))
+    assert fine_input_warning(coarse, "axial", 4) is None
+    # the plane comes from the affine: sagittal slices of that coarse file are 4 x 1 mm, not fine
+    assert fine_input_warning(coarse, "sagittal", 4) is None
 
 
 def test_different_grids_are_refused():

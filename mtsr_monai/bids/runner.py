@@ -22,6 +22,7 @@ import contextlib
 import datetime
 import os
 import socket
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -273,7 +274,10 @@ def participant_level(
     bar = _progress(share, task, ranks, progress)
     for label in bar:
         bar.set_postfix_str(f"sub-{label}")
+        seen = len(task.warnings)
         results.append(process_participant(task, label, dataset.subjects[label], output_dir, ranks))
+        for text in task.warnings[seen:]:  # at once, not after hours: the user may want to stop the run
+            bar.write(f"warning: {text}", file=sys.stderr)
     return _finish(output_dir, task, ranks, results, time.perf_counter() - start, dataset.warnings)
 
 
@@ -281,7 +285,9 @@ def _finish(
     output_dir: Path, task: Task, ranks: Ranks, results: list, seconds: float, warnings: list
 ) -> dict:
     """Gather every rank's results; rank 0 writes the run log and the failures TSV."""
-    gathered = ranks.gather({"rank": ranks.rank, "seconds": seconds, "results": results})
+    gathered = ranks.gather(
+        {"rank": ranks.rank, "seconds": seconds, "results": results, "input_warnings": task.warnings}
+    )
     ranks.barrier()  # every status file is written before the failures TSV is compiled
     summary = {
         "task": task.name,
@@ -291,6 +297,7 @@ def _finish(
         "shard": list(ranks.shard),
         "ranks": gathered,
         "reader_warnings": warnings,
+        "input_warnings": [w for g in gathered for w in g["input_warnings"]],
     }
     every = [r for g in gathered for r in g["results"]]
     for key in ("ok", "skipped", "failed", "busy"):

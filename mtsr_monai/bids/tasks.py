@@ -23,6 +23,7 @@ from mtsr_monai.bids.derivatives import derivative_stem, file_sha256, output_fol
 from mtsr_monai.bids.layout import SUFFIX_MODALITY, BIDSImage
 from mtsr_monai.errors import InputError
 from mtsr_monai.inference.bundle import bundle_dir, load_bundle_network
+from mtsr_monai.io import fine_input_warning
 
 TASKS = ("super-resolve", "clinical-sr", "translate", "qc")
 MODALITY_SUFFIX = {v: k for k, v in SUFFIX_MODALITY.items()}
@@ -75,6 +76,7 @@ class Task:
         self.device = device
         self._identity: dict[str, Any] | None = None
         self._model: Any = None
+        self.warnings: list[str] = []  # one line per input that ran but deserves a look; also in its sidecar
 
     def parameters(self) -> dict[str, Any]:
         return {"device": self.device.split(":")[0]}
@@ -180,6 +182,8 @@ class SuperResolveTask(Task):
         from mtsr_monai.inference.super_resolve import super_resolve_file
 
         source, out = item.sources[0], item.outputs[0]
+        axis = int(self.axis) if self.axis.lstrip("-").isdigit() else self.axis
+        warning = fine_input_warning(source.path, axis, 4) if self.method == "model" else None
         super_resolve_file(
             str(source.path),
             str(out),
@@ -188,12 +192,16 @@ class SuperResolveTask(Task):
             device=self.device,
             batch_size=self.batch_size,
             roi_size=self.roi_size,
-            axis=int(self.axis) if self.axis.lstrip("-").isdigit() else self.axis,
+            axis=axis,
             progress=False,
             precision=self.precision,
         )
         text = f"x4 in-plane super-resolution ({self.method}) of the source by mtsr-monai"
-        return [Product(out, source, text)]
+        if warning is None:
+            return [Product(out, source, text)]
+        message = warning.removeprefix("warning: ")
+        self.warnings.append(f"{source.relpath}: {message}")
+        return [Product(out, source, text, extra={"Warnings": [message]})]
 
 
 def _work_folder(final: Path) -> tempfile.TemporaryDirectory:

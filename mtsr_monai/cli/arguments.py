@@ -27,40 +27,6 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SLICE_PROFILES = ("gaussian", "boxcar")
 
 
-#: in-plane voxel size (mm) under which ``x4`` super-resolution has little of its task left: the model
-#: restores what a 4x coarser acquisition lost (trained from 4 mm to 1 mm); 2 mm already gives 0.5 mm
-FINE_INPLANE_MM = 2.0
-
-
-def fine_input_warning(path: str | Path, axis: str | int, scale: int) -> str | None:
-    """One line warning that ``path``'s in-plane voxels (normal to ``axis``) are already finer than
-    :data:`FINE_INPLANE_MM`, or None (also for a file whose header gives no affine: the command refuses
-    bad files itself). Read from the header alone, before the command's start-up."""
-    from mtsr_monai.io import image_header, voxel_sizes
-    from mtsr_monai.io.geometry import resolve_axis
-
-    header = image_header(path)
-    if header is None or header[1] is None or len(header[0]) != 3:
-        return None
-    shape, affine = header
-    try:
-        through = resolve_axis(affine, axis)
-    except ValueError:
-        return None
-    inplane = [k for k in range(3) if k != through]
-    sizes = voxel_sizes(affine)
-    if max(sizes[k] for k in inplane) >= FINE_INPLANE_MM:
-        return None
-    grid = " x ".join(str(n * scale if k in inplane else n) for k, n in enumerate(shape))
-    fine = " x ".join(f"{sizes[k]:.2f}" for k in inplane)
-    finer = " x ".join(f"{sizes[k] / scale:.2f}" for k in inplane)
-    return (
-        f"warning: {Path(path).name} has {fine} mm in-plane voxels: x{scale} makes them {finer} mm ({grid} "
-        f"voxels, slow). The model restores detail a {scale}x coarser acquisition lost (trained from 4 mm to "
-        "1 mm); on a scan this fine it has little to restore. For thick slices use `mtsr clinical-sr`."
-    )
-
-
 def add_device_argument(
     parser: argparse.ArgumentParser,
     choices: Sequence[str] | None = None,

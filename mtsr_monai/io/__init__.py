@@ -7,13 +7,23 @@ writes with MONAI's ``SaveImage``, atomically, keeping the affine.
 
 from mtsr_monai.io.atomic import atomic_output, atomic_write_text
 from mtsr_monai.io.validation import check_nifti_header, check_same_grid, validate_grid, validate_volume
-from mtsr_monai.io.volume import image_header, image_shape, load_volume, save_volume, voxel_sizes
+from mtsr_monai.io.volume import (
+    FINE_INPLANE_MM,
+    fine_input_warning,
+    image_header,
+    image_shape,
+    load_volume,
+    save_volume,
+    voxel_sizes,
+)
 
 __all__ = [
+    "FINE_INPLANE_MM",
     "atomic_output",
     "atomic_write_text",
     "check_nifti_header",
     "check_same_grid",
+    "fine_input_warning",
     "image_header",
     "image_shape",
     "load_volume",

@@ -205,6 +205,9 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"mtsr bids {task.name}: {counts or 'nothing to do'} (world size {ranks.world})", file=sys.stderr
         )
+        if summary["input_warnings"]:
+            count = len(summary["input_warnings"])
+            print(f"{count} input(s) warned about: see the Warnings of their sidecars", file=sys.stderr)
         if summary["failed"]:
             print(
                 f"failed participants are listed in {Path(args.output_dir) / 'logs' / 'failures.tsv'}",

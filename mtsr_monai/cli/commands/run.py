@@ -37,8 +37,8 @@ def outputs(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from mtsr_monai.cli.arguments import fine_input_warning
     from mtsr_monai.cli.commands.translate import translation_kwargs
+    from mtsr_monai.io import fine_input_warning
     from mtsr_monai.progress import StageBar
 
     uses_model = args.sr_method in ("auto", "model")

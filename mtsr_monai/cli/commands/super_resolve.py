@@ -9,7 +9,6 @@ from mtsr_monai.cli.arguments import (
     SR_METHODS,
     add_device_argument,
     file_outputs,
-    fine_input_warning,
 )
 
 NAME = "super-resolve"
@@ -65,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
 
         if not torch.cuda.is_available():
             raise InputError("--device cuda requested but CUDA is not available")
+    from mtsr_monai.io import fine_input_warning
+
     axis = int(args.axis) if args.axis.lstrip("-").isdigit() else args.axis
     warning = fine_input_warning(args.input, axis, 4) if args.method == "model" else None
     if warning:
