@@ -160,7 +160,8 @@ def test_registration_none_stays_native_and_mask_follows_inverse(template_file: 
 
     t1, affine = _head(shift_vox=(3, 0, 0)), _affine(angle_deg=5.0)
     data = {"t1": _channel_first(t1, affine)}
-    out = RegisterToTemplated("t1", template=template_file, registration="none", **FAST)(data)
+    none = {"registration": "none", "template_brain_only": True, **FAST}  # this blob is a brain
+    out = RegisterToTemplated("t1", template=template_file, **none)(data)
     out = BrainMaskFromTemplated("t1", template=template_file)(out)
     assert np.allclose(out["t1"].affine.numpy(), affine)
     assert np.array_equal(out["t1"][0].numpy(), t1)  # not moved
@@ -170,6 +171,39 @@ def test_registration_none_stays_native_and_mask_follows_inverse(template_file: 
     head = t1 > 20
     dice = 2 * (mask & head).sum() / (mask.sum() + head.sum())
     assert dice > 0.9
+
+
+def _brain_in_head(shift_vox=(0.0, 0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
+    """(head, brain mask): the blob of ``_head`` as a brain, in a dark skull, a bright scalp and air noise."""
+    from scipy import ndimage
+
+    shape = (44, 48, 40)
+    brain = _head(shape, shift_vox)
+    inside = brain > 50
+
+    skull = ndimage.binary_dilation(inside, iterations=2) & ~inside
+    scalp = ndimage.binary_dilation(inside, iterations=4) & ~ndimage.binary_dilation(inside, iterations=2)
+    noise = np.abs(np.random.default_rng(0).normal(0, 4, shape))
+    head = np.where(inside, brain, 0) + 10 * skull + 160 * scalp + noise
+    return head.astype(np.float32), inside
+
+
+def test_a_head_with_its_skull_gets_a_brain_mask_from_a_brain_only_template(tmp_path):
+    from mtsr_monai.transforms.brain_mask import BrainMaskFromTemplated
+    from mtsr_monai.transforms.registration import RegisterToTemplated
+
+    shape = (44, 48, 40)
+    template = write_nifti(
+        tmp_path / "brain_template.nii.gz", np.where(_head(shape) > 50, _head(shape), 0), _affine()
+    )
+    head, brain = _brain_in_head(shift_vox=(2, 0, 0))
+    data = {"t1": _channel_first(head, _affine(angle_deg=4.0))}
+    out = RegisterToTemplated("t1", template=template, registration="none", **FAST)(data)
+    out = BrainMaskFromTemplated("t1", template=template)(out)
+    assert out["preprocess_params"]["registration"]["metric_in_template_brain"]
+    mask = out["brain_mask"][0].numpy() > 0
+    # 0.90 here; 0.59 when the whole template is matched: its brain is stretched to the scalp
+    assert 2 * (mask & brain).sum() / (mask.sum() + brain.sum()) > 0.8
 
 
 def test_nonlinear_registration_returns_bspline_composite(template_file: Path):

@@ -56,6 +56,13 @@ from typing import Any
 import numpy as np
 
 from mtsr_monai.metrics.segmentation import segment_tissues
+from mtsr_monai.transforms.foreground import (  # noqa: F401 (head_mask, is_skull_stripped: public here too)
+    fwhm,
+    head_mask,
+    is_skull_stripped,
+    near_zero_level,
+    otsu_threshold,
+)
 
 LABELS = {"csf": 1, "gm": 2, "wm": 3}
 VARIANTS = ("mriqc", "paper")
@@ -63,7 +70,6 @@ DIETRICH = math.sqrt((4.0 - math.pi) / 2.0)  # sd of Rayleigh noise / sigma of t
 #: the standard normal's 0.75 quantile: MAD / MAD_NORMAL estimates the sd of Gaussian data
 MAD_NORMAL = 0.6744897501960817
 #: voxels with |x| below this fraction of the 99th percentile count as background (blur tails, ringing)
-NEAR_ZERO = 1e-3
 SUMMARY_STATS = ("mean", "sd", "p05", "p95")
 
 
@@ -121,31 +127,6 @@ def wm2max(image: np.ndarray, wm: np.ndarray, variant: str = "mriqc") -> float |
     return _safe_div(float(np.median(w)), top)
 
 
-def fwhm(
-    image: np.ndarray, mask: np.ndarray | None = None, spacing: Sequence[float] = (1.0, 1.0, 1.0)
-) -> dict:
-    """Per-axis FWHM (mm), AFNI classic estimator: keys ``fwhm_x``, ``fwhm_y``, ``fwhm_z``, ``fwhm_avg``."""
-    image = np.asarray(image, dtype=np.float64)
-    mask = np.ones(image.shape, bool) if mask is None else np.asarray(mask, bool)
-    var_x = float(image[mask].var())
-    out: dict[str, float | None] = {}
-    for axis, name in enumerate("xyz"):
-        lo = [slice(None)] * 3
-        hi = [slice(None)] * 3
-        lo[axis], hi[axis] = slice(0, -1), slice(1, None)
-        pair = mask[tuple(lo)] & mask[tuple(hi)]  # both neighbours inside the mask
-        diffs = (image[tuple(hi)] - image[tuple(lo)])[pair]
-        value = None
-        if diffs.size > 1 and var_x > 0:
-            rho = 1.0 - float(diffs.var()) / (2.0 * var_x)  # lag-1 autocorrelation
-            if 0.0 < rho < 1.0:
-                value = math.sqrt(-2.0 * math.log(2.0) / math.log(rho)) * float(spacing[axis])
-        out[f"fwhm_{name}"] = value
-    axes = [v for v in out.values() if v is not None]
-    out["fwhm_avg"] = float(np.mean(axes)) if len(axes) == 3 else None
-    return out
-
-
 def snr(values: np.ndarray) -> float | None:
     """MRIQC's per-tissue SNR: median / (sd * sqrt(n / (n - 1)))."""
     values = np.asarray(values, dtype=np.float64)
@@ -197,75 +178,6 @@ def tissue_summaries(image: np.ndarray, tissues: np.ndarray) -> dict:
     return out
 
 
-def _otsu(values: np.ndarray) -> float:
-    """Otsu threshold of intensities clipped to their 0.1-99.9th percentiles.
-
-    Otsu works on a 256-bin histogram over [min, max]: a few +-32767 voxels of an int16 scan would put
-    the whole head into one or two bins; clipping keeps the histogram on the tissue.
-    """
-    from skimage.filters import threshold_otsu
-
-    values = np.asarray(values, dtype=np.float64)
-    lo, hi = np.percentile(values, [0.1, 99.9])
-    if hi > lo:
-        values = np.clip(values, lo, hi)
-    return float(threshold_otsu(values))
-
-
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    from scipy import ndimage
-
-    labels, n = ndimage.label(mask)
-    if n <= 1:
-        return mask
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    return labels == int(np.argmax(sizes))
-
-
-def head_mask(image: np.ndarray) -> np.ndarray:
-    """Otsu threshold, largest connected component, holes filled."""
-    from scipy import ndimage
-
-    image = np.asarray(image, dtype=np.float32)
-    fg = image > _otsu(image[::2, ::2, ::2].ravel())
-    return ndimage.binary_fill_holes(_largest_component(fg))
-
-
-def is_skull_stripped(image: np.ndarray, head: np.ndarray | None = None) -> bool:
-    """True for a skull-stripped image, blurred or not (rules in the module docstring).
-
-    The exact-zero rule alone misses a stripped image that was blurred or resampled afterwards: its brain
-    edge leaks a smooth halo into the background, which would then be taken for air. The halo reaches
-    about one FWHM of the image's own smoothness, so the second rule looks beyond it, where a stripped
-    image is empty and an unstripped one still holds air noise (or, with a scanner-masked background,
-    a noise band wider than the image's FWHM).
-    """
-    from scipy import ndimage
-
-    image = np.asarray(image, dtype=np.float32)
-    head = head_mask(image) if head is None else np.asarray(head, bool)
-    outside = ~head
-    if not outside.any():
-        return False
-    zero_fraction = float(np.mean(image[outside] == 0))
-    if zero_fraction >= 0.95:
-        return True
-    if zero_fraction < 0.5:  # air noise nearly everywhere: clearly not stripped, skip the costly rule
-        return False
-    widths = fwhm(image, head)
-    scale = [widths[f"fwhm_{a}"] or 1.0 for a in "xyz"]  # in voxels (unit spacing)
-    beyond = ndimage.distance_transform_edt(outside, sampling=[1.0 / max(w, 1.0) for w in scale]) > 1.0
-    if beyond.sum() < 100:
-        return False
-    return bool(np.mean(np.abs(image[beyond]) <= _near_zero(image)) >= 0.99)
-
-
-def _near_zero(image: np.ndarray) -> float:
-    nonzero = np.abs(image[image != 0])
-    return NEAR_ZERO * float(np.percentile(nonzero, 99)) if nonzero.size else 0.0
-
-
 def default_brain_mask(image: np.ndarray) -> np.ndarray:
     """The non-background voxels (holes filled) of a skull-stripped image, else the Otsu head mask.
 
@@ -276,7 +188,7 @@ def default_brain_mask(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image, dtype=np.float32)
     head = head_mask(image)
     if is_skull_stripped(image, head):
-        return ndimage.binary_fill_holes(image > _near_zero(image))
+        return ndimage.binary_fill_holes(image > near_zero_level(image))
     return head
 
 
@@ -288,7 +200,7 @@ def air_mask(image: np.ndarray, margin: int = 5) -> np.ndarray:
     head = head_mask(image)
     if margin > 0:
         head = ndimage.binary_dilation(head, iterations=margin)
-    return ~head & (image < _otsu(image[::2, ::2, ::2].ravel())) & (image != 0)
+    return ~head & (image < otsu_threshold(image[::2, ::2, ::2].ravel())) & (image != 0)
 
 
 def fber(image: np.ndarray, head: np.ndarray, background: np.ndarray | None = None) -> float | None:

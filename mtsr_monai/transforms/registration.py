@@ -23,6 +23,7 @@ from monai.transforms import MapTransform, Transform
 
 from mtsr_monai.errors import InputError
 from mtsr_monai.transforms.brain_mask import template_brain_mask
+from mtsr_monai.transforms.foreground import is_skull_stripped
 from mtsr_monai.transforms.keys import PARAMS_KEY, TO_TEMPLATE_KEY, TRANSFORMS_KEY
 from mtsr_monai.transforms.sitk_utils import (
     channels_to_sitk,
@@ -37,12 +38,6 @@ REGISTRATIONS = ("rigid", "affine", "nonlinear", "none")
 
 # --------------------------------------------------------------------------------------------------
 # registration helpers
-
-
-def looks_skull_stripped(image: sitk.Image, fraction: float = 0.3) -> bool:
-    """True when a large share of voxels sits exactly at the minimum (a masked background)."""
-    array = sitk.GetArrayViewFromImage(image)
-    return bool((array == array.min()).mean() > fraction)
 
 
 class RegistrationError(InputError, RuntimeError):
@@ -325,6 +320,7 @@ class RegisterToTemplate(Transform):
             "seed": int(seed),
         }
         self._template_cache: sitk.Image | None = None
+        self._template_stripped: bool | None = None
 
     @property
     def moves(self) -> bool:
@@ -342,25 +338,45 @@ class RegisterToTemplate(Transform):
             self._template_cache = load_template(self.template)
         return self._template_cache
 
-    def target(self, reference: sitk.Image) -> tuple[sitk.Image, bool, bool]:
-        """The registration target (the template, masked to the brain for a skull-stripped reference), whether
-        the reference looks skull-stripped, and whether the target is brain only."""
+    def template_is_brain_only(self) -> bool:
+        """Whether the template is skull-stripped (nilearn's MNI152 is); computed once."""
+        if self._template_stripped is None:
+            self._template_stripped = is_skull_stripped(sitk.GetArrayViewFromImage(self.template_image()))
+        return self._template_stripped
+
+    def target(self, reference: sitk.Image) -> tuple[sitk.Image, sitk.Image | None, bool, bool]:
+        """The registration target, the region of it the metric samples (None: all of it), whether the
+        reference looks skull-stripped, and whether the target is brain only.
+
+        A skull-stripped reference is registered to the template masked to its brain. A reference with its
+        skull, on a brain-only template, is sampled inside the template's brain only: otherwise the
+        template's brain is stretched onto the head's outline and the brain mask carried back covers skull
+        and scalp (the template's empty surround must not be sampled, so the mask is not dilated)."""
         template = self.template_image()
-        stripped = looks_skull_stripped(reference)
+        stripped = is_skull_stripped(sitk.GetArrayViewFromImage(reference))
         brain_only = stripped if self.template_brain_only == "auto" else bool(self.template_brain_only)
-        if not brain_only:
-            return template, stripped, brain_only
-        mask = template_brain_mask(
-            template_mask=self.template_mask, template=self.template, reference=template
+        if not brain_only and not self.template_is_brain_only():
+            return template, None, stripped, brain_only
+        mask = sitk.Cast(
+            template_brain_mask(template_mask=self.template_mask, template=self.template, reference=template),
+            sitk.sitkUInt8,
         )
-        return sitk.Mask(template, sitk.Cast(mask, sitk.sitkUInt8)), stripped, brain_only
+        if not brain_only:
+            return template, mask, stripped, brain_only
+        return sitk.Mask(template, mask), None, stripped, brain_only
 
     def estimate(self, reference: sitk.Image) -> tuple[sitk.Transform, dict[str, Any], dict[str, bool]]:
         """Register ``reference`` to the template: the transform (template points -> reference points), the
         report of :func:`register`, and how the target was chosen."""
-        target, stripped, brain_only = self.target(reference)
-        transform, report = register(target, reference, kind=self.kind, init="moments", **self.options)
-        choice = {"reference_looks_skull_stripped": stripped, "template_brain_only": brain_only}
+        target, metric_mask, stripped, brain_only = self.target(reference)
+        transform, report = register(
+            target, reference, kind=self.kind, init="moments", fixed_mask=metric_mask, **self.options
+        )
+        choice = {
+            "reference_looks_skull_stripped": stripped,
+            "template_brain_only": brain_only,
+            "metric_in_template_brain": metric_mask is not None,
+        }
         return transform, report, choice
 
     def align(self, moving: sitk.Image, reference: sitk.Image) -> tuple[sitk.Transform, dict[str, Any]]:
