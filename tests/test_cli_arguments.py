@@ -8,7 +8,7 @@ from mtsr_monai.cli import arguments
 
 
 def test_cli_choices_equal_the_constants_of_the_code_they_drive():
-    from mtsr_monai.inference import clinical, super_resolve
+    from mtsr_monai.inference import brain_mask, clinical, super_resolve
     from mtsr_monai.precision import PRECISIONS
     from mtsr_monai.transforms.protocol import PROFILES
 
@@ -16,6 +16,7 @@ def test_cli_choices_equal_the_constants_of_the_code_they_drive():
     assert arguments.CLINICAL_METHODS == clinical.METHODS
     assert arguments.PRECISIONS == PRECISIONS
     assert arguments.SLICE_PROFILES == PROFILES
+    assert arguments.MASK_AUTO == brain_mask.AUTO
 
 
 def test_super_resolve_prints_the_warning_before_its_start_up(tmp_path, monkeypatch, capsys):

@@ -22,6 +22,7 @@ from typing import Any
 from mtsr_monai.bids.derivatives import derivative_stem, file_sha256, output_folder
 from mtsr_monai.bids.layout import SUFFIX_MODALITY, BIDSImage
 from mtsr_monai.errors import InputError
+from mtsr_monai.inference.brain_mask import AUTO as AUTO_MASK
 from mtsr_monai.inference.bundle import bundle_dir, load_bundle_network
 from mtsr_monai.io import fine_input_warning
 
@@ -340,6 +341,7 @@ class TranslateTask(Task):
             "samples": self.samples,
             "seed": self.seed,
             "axis": self.axis,
+            "mask": AUTO_MASK,
         }
 
     def _weights(self, modality: str) -> Path:
@@ -399,8 +401,11 @@ class TranslateTask(Task):
                 axis=self.axis,
                 device=self.device,
                 progress=False,
+                mask_path=AUTO_MASK,
                 translator=self.translator(source.modality),
             )
+            if summary["mask_failed"]:
+                self.warnings.append(f"{source.relpath}: {summary['mask_note']}")
             written = [*summary["outputs"]["samples"], summary["outputs"]["mean"], summary["outputs"]["std"]]
             for path, out in zip(written, item.outputs, strict=True):
                 os.replace(path, out)
@@ -421,7 +426,7 @@ class TranslateTask(Task):
                 item.outputs[-2],
                 source,
                 f"per-voxel mean of the samples of the {what}",
-                extra={"Uncertainty": uncertainty},
+                extra={"Uncertainty": uncertainty, "BrainMask": summary["mask_note"]},
             )
         )
         products.append(
@@ -430,7 +435,7 @@ class TranslateTask(Task):
                 source,
                 f"per-voxel standard deviation of the samples of the {what}",
                 quality=False,
-                extra={"Uncertainty": uncertainty},
+                extra={"Uncertainty": uncertainty, "BrainMask": summary["mask_note"]},
             )
         )
         return products

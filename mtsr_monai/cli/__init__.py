@@ -29,6 +29,7 @@ from pathlib import Path
 from types import ModuleType
 
 from mtsr_monai import __version__
+from mtsr_monai.cli.arguments import MASK_AUTO, MASK_NONE
 from mtsr_monai.errors import InputError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
@@ -100,8 +101,13 @@ def _sigterm_raises() -> Iterator[None]:
 
 
 def _named_inputs(args: argparse.Namespace) -> list[Path]:
-    """The generic input options (:data:`INPUT_ARGS`) the command was given."""
-    return [Path(v) for name in INPUT_ARGS if isinstance(v := getattr(args, name, None), (str, Path))]
+    """The generic input options (:data:`INPUT_ARGS`) the command was given (not ``--mask auto|none``)."""
+    named = [(name, getattr(args, name, None)) for name in INPUT_ARGS]
+    return [
+        Path(v)
+        for name, v in named
+        if isinstance(v, (str, Path)) and not (name == "mask" and str(v) in (MASK_AUTO, MASK_NONE))
+    ]
 
 
 def _inputs(module: ModuleType, args: argparse.Namespace) -> list[Path]:

@@ -21,6 +21,8 @@ SESSION_SEQUENCES = ("flair", "t1", "t2")
 SR_METHODS = ("model", "bicubic", "bilinear", "lanczos", "nearest")
 #: ``mtsr clinical-sr --method``, ``mtsr bids --clinical-method``
 CLINICAL_METHODS = ("model", "trilinear", "bspline", "sinc")
+#: ``mtsr translate``/``run --mask`` keywords (anything else is a file); ``auto`` is inference.brain_mask.AUTO
+MASK_AUTO, MASK_NONE = "auto", "none"
 #: ``--precision`` of the network arithmetic
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: slice profiles of a thick-slice acquisition

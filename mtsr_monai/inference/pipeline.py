@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from mtsr_monai.data.demo import make_demo_subject
+from mtsr_monai.inference.brain_mask import brain_mask_for
 from mtsr_monai.inference.bundle import bundles_root, load_bundle_network, weights_path
 from mtsr_monai.inference.super_resolve import super_resolve_volume
 from mtsr_monai.io import atomic_write_text, check_same_grid, load_volume, save_volume
@@ -164,32 +165,38 @@ def run_pipeline(
     generator, meta, codes, weights = checked  # checked before anything is read: bad input fails early
     stage = on_stage or (lambda name: None)
     stage("read")
-    lr, lr_affine, lr_mask = _load_input(input_path, mask_path)
-    stage("super-resolution")
-    t = time.perf_counter()
-    sr, sr_affine, sr_description = super_resolve(lr, lr_affine, scale, sr_method, device, progress)
-    timings["super_resolution_s"] = time.perf_counter() - t
-    sr_mask = _mask_on_sr_grid(lr_mask, lr_affine, scale)
-    stage("translation")
-    t = time.perf_counter()
-    translated = translate.translate_volume(
-        sr, sr_affine, generator, int(meta["image_size"]), codes, axis, progress=progress, mask=sr_mask,
-        **translate.volume_settings(meta),
-    )  # fmt: skip
-    mean, std = translate.sample_statistics(translated)
-    timings["translation_s"] = time.perf_counter() - t
-    arrays, fg = {"sr": sr, "samples": translated, "mean": mean, "std": std, "affine": sr_affine}, mean > 0
-    summary = {
-        "input": str(input_path), "source": source, "target": target, "scale": scale,
-        "input_shape": list(lr.shape), "output_shape": list(sr.shape), "super_resolution": sr_description,
-        "translation_weights": str(weights), "translation_method": meta.get("method"),
-        "translation_training_iterations": meta.get("iterations"), "seed": seed,
-        "mask": str(mask_path) if mask_path else None, "codes": codes.tolist(),
-        "std_mean_in_foreground": float(std[fg].mean()) if fg.any() else 0.0,
-    }  # fmt: skip
-    stage("write volumes, montage")
-    out, (panels, point) = Path(output_dir), _montage_panels(lr, lr_affine, arrays, source, target)
-    written = _write_outputs(out, arrays, panels, f"{source} LR -> SR x{scale} -> {target}", point)
+    with brain_mask_for(input_path, mask_path, output_dir) as mask:  # 'auto': for a head with its skull
+        lr, lr_affine, lr_mask = _load_input(input_path, mask.path)
+        stage("super-resolution")
+        t = time.perf_counter()
+        sr, sr_affine, sr_description = super_resolve(lr, lr_affine, scale, sr_method, device, progress)
+        timings["super_resolution_s"] = time.perf_counter() - t
+        sr_mask = _mask_on_sr_grid(lr_mask, lr_affine, scale)
+        stage("translation")
+        t = time.perf_counter()
+        translated = translate.translate_volume(
+            sr, sr_affine, generator, int(meta["image_size"]), codes, axis, progress=progress, mask=sr_mask,
+            **translate.volume_settings(meta),
+        )  # fmt: skip
+        mean, std = translate.sample_statistics(translated)
+        timings["translation_s"] = time.perf_counter() - t
+        arrays, fg = (
+            {"sr": sr, "samples": translated, "mean": mean, "std": std, "affine": sr_affine},
+            mean > 0,
+        )
+        summary = {
+            "input": str(input_path), "source": source, "target": target, "scale": scale,
+            "input_shape": list(lr.shape), "output_shape": list(sr.shape), "super_resolution": sr_description,
+            "translation_weights": str(weights), "translation_method": meta.get("method"),
+            "translation_training_iterations": meta.get("iterations"), "seed": seed,
+            "mask": mask.path, "mask_note": mask.note, "mask_failed": mask.failed, "codes": codes.tolist(),
+            "std_mean_in_foreground": float(std[fg].mean()) if fg.any() else 0.0,
+        }  # fmt: skip
+        stage("write volumes, montage")
+        out, (panels, point) = Path(output_dir), _montage_panels(lr, lr_affine, arrays, source, target)
+        written = _write_outputs(out, arrays, panels, f"{source} LR -> SR x{scale} -> {target}", point)
+    if mask.estimated:  # kept beside the outputs once they are written
+        written["brain_mask"] = summary["mask"] = mask.path
     timings["total_s"] = time.perf_counter() - t0
     summary.update(timings={k: round(v, 2) for k, v in timings.items()}, outputs=written)
     written["summary"] = str(out / "summary.json")

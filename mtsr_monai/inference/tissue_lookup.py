@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from mtsr_monai.errors import InputError
+from mtsr_monai.inference.brain_mask import brain_mask_for
 from mtsr_monai.inference.bundle import weights_path
 from mtsr_monai.io import load_volume, save_volume
 from mtsr_monai.metrics.segmentation import LABELS, segment_tissues
@@ -150,17 +151,21 @@ def baseline_translate_file(
     intensities = load_tissue_lookup(source, target, lookup_path) if method == "tissue-lookup" else None
     image = load_volume(input_path)
     volume = image.numpy().astype(np.float32)
-    if mask_path is not None:
-        mask = load_volume(mask_path, validate=False).numpy() > 0
-        if mask.shape != volume.shape:
-            raise InputError(f"mask shape {mask.shape} differs from the image's {volume.shape}", mask_path)
-        volume = np.where(mask, volume, 0).astype(np.float32)
-    out = (
-        identity_translate(volume)
-        if intensities is None
-        else tissue_lookup_translate(volume, source, intensities)
-    )
-    Path(output_dir).mkdir(parents=True, exist_ok=True)
-    path = save_volume(out, Path(output_dir) / "mean.nii.gz", np.asarray(image.affine))
+    with brain_mask_for(input_path, mask_path, output_dir) as choice:
+        if choice.path is not None:
+            mask = load_volume(choice.path, validate=False).numpy() > 0
+            if mask.shape != volume.shape:
+                raise InputError(
+                    f"mask shape {mask.shape} differs from the image's {volume.shape}", mask_path
+                )
+            volume = np.where(mask, volume, 0).astype(np.float32)
+        out = (
+            identity_translate(volume)
+            if intensities is None
+            else tissue_lookup_translate(volume, source, intensities)
+        )
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        path = save_volume(out, Path(output_dir) / "mean.nii.gz", np.asarray(image.affine))
     return {"input": str(input_path), "source": source, "target": target, "method": method,
-            "intensities": intensities, "outputs": {"mean": str(path)}, "_arrays": {"mean": out}}  # fmt: skip
+            "intensities": intensities, "outputs": {"mean": str(path)}, "_arrays": {"mean": out},
+            "mask": choice.path, "mask_note": choice.note, "mask_failed": choice.failed}  # fmt: skip

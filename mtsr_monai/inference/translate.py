@@ -25,6 +25,7 @@ import torch
 
 from mtsr_monai.engines.bicyclegan import export_generator  # noqa: F401 (the weights format, public here)
 from mtsr_monai.errors import InputError
+from mtsr_monai.inference.brain_mask import brain_mask_for
 from mtsr_monai.inference.bundle import bundle_components, infer_item, read_weights, weights_path
 from mtsr_monai.inference.slicewise import busy_batches
 from mtsr_monai.io.geometry import resolve_axis
@@ -294,6 +295,8 @@ def translate_file(
 ) -> dict[str, Any]:
     """``mtsr translate``: write ``sample_0..N-1``, ``mean`` and ``std`` NIfTIs (input geometry) and
     ``codes.json`` (the latent codes used, to reproduce a sample). Nothing is written on bad input.
+    ``mask_path``: a brain mask on the input's grid, None, or ``"auto"`` (one is estimated for an input
+    with its skull and written as ``brain_mask.nii.gz``: :mod:`~mtsr_monai.inference.brain_mask`).
     Returns a summary dict with the output paths. ``translator``: ``(generator, meta)`` already loaded by
     :func:`load_translator` (load once, translate many volumes); ``weights`` is then only recorded."""
     generator, meta, codes, weights = prepare_translation(
@@ -306,9 +309,10 @@ def translate_file(
     overrides.update({"codes": codes.tolist(), "seed": seed, "axis": axis, "progress": progress})
     components = bundle_components(bundle_dir(), overrides)
     item = {"image": str(input_path), "output": str(output_dir)}
-    if mask_path is not None:
-        item["mask"] = str(mask_path)
-    done = infer_item(components, item, generator)
+    with brain_mask_for(input_path, mask_path, output_dir) as mask:
+        if mask.path is not None:
+            item["mask"] = mask.path
+        done = infer_item(components, item, generator)
     result = done["pred"].detach().cpu().numpy()
     mean, std = done["pred_statistics"]["mean"], done["pred_statistics"]["std"]
     summary = {
@@ -321,6 +325,9 @@ def translate_file(
         "codes": codes.tolist(),
         "outputs": done["pred_paths"],
         "mean_std_in_foreground": float(std[mean > 0].mean()) if (mean > 0).any() else 0.0,
+        "mask": mask.path,
+        "mask_note": mask.note,
+        "mask_failed": mask.failed,
     }
     affine = np.asarray(done["pred"].affine, dtype=np.float64)
     summary["_arrays"] = {"samples": result, "mean": mean, "std": std, "affine": affine}

@@ -31,13 +31,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def outputs(args: argparse.Namespace):
     from mtsr_monai.cli.commands.translate import translation_outputs
 
-    return translation_outputs(args.output_dir, ("sr.nii.gz", "montage.png", "summary.json"))
+    return translation_outputs(
+        args.output_dir, ("sr.nii.gz", "montage.png", "summary.json", "brain_mask.nii.gz")
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from mtsr_monai.cli.commands.translate import translation_kwargs
+    from mtsr_monai.cli.commands.translate import print_mask_note, translation_kwargs
     from mtsr_monai.io import fine_input_warning
     from mtsr_monai.progress import StageBar
 
@@ -60,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
             on_stage=bar.next,
             **translation_kwargs(args),
         )
+    print_mask_note(summary)
     print(f"SR: {summary['super_resolution']}")
     print(
         f"wrote SR, {len(summary['outputs']['samples'])} {args.target} samples, mean, std, montage and "

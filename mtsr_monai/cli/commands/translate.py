@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from mtsr_monai.cli.arguments import add_device_argument, folder_outputs
+from mtsr_monai.cli.arguments import MASK_AUTO, MASK_NONE, add_device_argument, folder_outputs
 
 NAME = "translate"
 HELP = "translate a NIfTI volume to another modality: N samples, their mean and per-voxel std"
@@ -35,9 +35,10 @@ def add_translation_arguments(parser: argparse.ArgumentParser, input_help: str) 
     )
     parser.add_argument(
         "--mask",
-        type=Path,
-        default=None,
-        help="brain mask on the input's grid: outside is set to 0 (the models saw skull-stripped scans)",
+        default=MASK_AUTO,
+        help="brain mask on the input's grid: outside is set to 0 (the models saw skull-stripped brains "
+        "only); auto (default): none for a skull-stripped input, else one carried from the MNI152 template "
+        "by an affine registration (about 30 s), written as OUT/brain_mask.nii.gz; none: no mask",
     )
     add_device_argument(parser)
 
@@ -49,8 +50,29 @@ def translation_kwargs(args: argparse.Namespace) -> dict:
         "seed": args.seed,
         "codes": read_codes(args.codes),
         "device": args.device,
-        "mask_path": args.mask,
+        "mask_path": mask_argument(args.mask),
     }
+
+
+def print_mask_note(summary: dict) -> None:
+    """What ``--mask auto`` decided: a line on stdout, or a warning on stderr when it could make no mask for
+    an input with its skull."""
+    import sys
+
+    if not summary.get("mask_note"):
+        return
+    where = f" -> {summary['mask']}" if summary["mask"] else ""
+    if summary["mask_failed"]:
+        print(f"warning: mask: {summary['mask_note']}", file=sys.stderr)
+    else:
+        print(f"mask: {summary['mask_note']}{where}")
+
+
+def mask_argument(value: str | None) -> str | Path | None:
+    """``--mask`` for the inference functions: ``auto`` as is, ``none`` as None, else a path."""
+    if value is None or value == MASK_NONE:
+        return None
+    return value if value == MASK_AUTO else Path(value)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,7 +100,7 @@ def translation_outputs(out: Path, extra: tuple[str, ...] = ()):
 
 
 def outputs(args: argparse.Namespace):
-    return translation_outputs(args.output_dir, ("codes.json",))
+    return translation_outputs(args.output_dir, ("codes.json", "brain_mask.nii.gz"))
 
 
 def read_codes(path: Path | None):
@@ -105,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
 
             source, target = args.source.lower(), args.target.lower()
             summary = baseline_translate_file(
-                args.input, source, target, args.output_dir, args.method, args.mask
+                args.input, source, target, args.output_dir, args.method, mask_argument(args.mask)
             )
         else:
             from mtsr_monai.inference.translate import translate_file
@@ -119,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
                 axis=args.axis,
                 **translation_kwargs(args),
             )
+    print_mask_note(summary)
     if args.method != "bicyclegan":
         print(f"wrote {summary['outputs']['mean']} ({args.method})")
         return 0
