@@ -207,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
         )
         if summary["input_warnings"]:
             count = len(summary["input_warnings"])
-            print(f"{count} input(s) warned about: see the Warnings of their sidecars", file=sys.stderr)
+            print(f"{count} input(s) warned about: listed in the run log's input_warnings", file=sys.stderr)
         if summary["failed"]:
             print(
                 f"failed participants are listed in {Path(args.output_dir) / 'logs' / 'failures.tsv'}",

@@ -38,7 +38,7 @@ def add_translation_arguments(parser: argparse.ArgumentParser, input_help: str) 
         default=MASK_AUTO,
         help="brain mask on the input's grid: outside is set to 0 (the models saw skull-stripped brains "
         "only); auto (default): none for a skull-stripped input, else one carried from the MNI152 template "
-        "by an affine registration (about 30 s), written as OUT/brain_mask.nii.gz; none: no mask",
+        "by an affine registration (about 25 s), written as OUT/brain_mask.nii.gz; none: no mask",
     )
     add_device_argument(parser)
 
