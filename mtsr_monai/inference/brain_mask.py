@@ -44,6 +44,7 @@ def estimate_brain_mask(volume: Any) -> np.ndarray:
     """The intracranial mask (bool, on the grid of ``volume``, a 3D MetaTensor) of
     :mod:`mtsr_monai.data.preprocess`'s ``registration="none"`` pipeline. Raises InputError when the image
     cannot be registered."""
+    # lazy: preprocess's stages import SimpleITK and MONAI transforms, needed only for a head with its skull
     from mtsr_monai.data.preprocess import PreprocessConfig, build_stages
 
     config = PreprocessConfig(registration="none", reference="image", crop=False)
@@ -86,8 +87,9 @@ def resolve_brain_mask(
     try:
         brain = estimate_brain_mask(volume)
     except (InputError, RuntimeError) as err:  # too small to register, or ITK gave up: not worth a failure
+        reason = " ".join(str(err).split())[:160]  # ITK's messages run over several long lines
         return MaskChoice(
-            None, f"no brain mask could be estimated ({err}): translated without one", failed=True
+            None, f"no brain mask could be estimated ({reason}): translated without one", failed=True
         )
     misfit = template_misfit(brain, head_mask(volume.numpy()))
     if misfit:

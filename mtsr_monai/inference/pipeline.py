@@ -154,9 +154,8 @@ def run_pipeline(
     mask_path: str | os.PathLike | None = None,
     on_stage: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """``mtsr run``: SR of the LR input in modality ``source``, then ``samples`` translations to
-    ``target``, checked as ``mtsr translate`` checks (:func:`.translate.prepare_translation`).
-    ``on_stage(name)`` is called as each stage starts (progress)."""
+    """``mtsr run``: SR of the LR input in modality ``source``, then ``samples`` translations to ``target``,
+    checked as ``mtsr translate`` checks; ``on_stage(name)`` is called as each stage starts (progress)."""
     # lazy: keeps ignite, monai out of this module's import
     from mtsr_monai.inference import translate
 
@@ -180,29 +179,31 @@ def run_pipeline(
         )  # fmt: skip
         mean, std = translate.sample_statistics(translated)
         timings["translation_s"] = time.perf_counter() - t
-        arrays, fg = (
-            {"sr": sr, "samples": translated, "mean": mean, "std": std, "affine": sr_affine},
-            mean > 0,
-        )
+        arrays = {"sr": sr, "samples": translated, "mean": mean, "std": std, "affine": sr_affine}
         summary = {
             "input": str(input_path), "source": source, "target": target, "scale": scale,
             "input_shape": list(lr.shape), "output_shape": list(sr.shape), "super_resolution": sr_description,
             "translation_weights": str(weights), "translation_method": meta.get("method"),
             "translation_training_iterations": meta.get("iterations"), "seed": seed,
-            "mask": mask.path, "mask_note": mask.note, "mask_failed": mask.failed, "codes": codes.tolist(),
-            "std_mean_in_foreground": float(std[fg].mean()) if fg.any() else 0.0,
+            "codes": codes.tolist(),
+            "std_mean_in_foreground": float(std[mean > 0].mean()) if (mean > 0).any() else 0.0,
         }  # fmt: skip
         stage("write volumes, montage")
         out, (panels, point) = Path(output_dir), _montage_panels(lr, lr_affine, arrays, source, target)
         written = _write_outputs(out, arrays, panels, f"{source} LR -> SR x{scale} -> {target}", point)
     if mask.estimated:  # kept beside the outputs once they are written
-        written["brain_mask"] = summary["mask"] = mask.path
-    timings["total_s"] = time.perf_counter() - t0
+        written["brain_mask"] = mask.path
+    summary.update(mask=mask.path, mask_note=mask.note, mask_failed=mask.failed)
+    _write_summary(out, summary, written, {**timings, "total_s": time.perf_counter() - t0})
+    summary["_arrays"] = arrays
+    return summary
+
+
+def _write_summary(out: Path, summary: dict[str, Any], written: dict[str, str], timings: dict) -> None:
+    """``out/summary.json``: the run's summary with its timings and outputs (itself among them)."""
     summary.update(timings={k: round(v, 2) for k, v in timings.items()}, outputs=written)
     written["summary"] = str(out / "summary.json")
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
-    summary["_arrays"] = arrays
-    return summary
 
 
 def _demo_slab(
