@@ -82,7 +82,8 @@ def resolve_brain_mask(
     if mask is None or str(mask) != AUTO:
         return MaskChoice(None if mask is None else str(mask))
     volume = load_volume(input_path)
-    if is_skull_stripped(volume.numpy()):
+    head = head_mask(volume.numpy())  # for both the stripped test and the fit check
+    if is_skull_stripped(volume.numpy(), head):
         return MaskChoice(None, "the input is skull-stripped: no mask needed")
     try:
         brain = estimate_brain_mask(volume)
@@ -91,7 +92,7 @@ def resolve_brain_mask(
         return MaskChoice(
             None, f"no brain mask could be estimated ({reason}): translated without one", failed=True
         )
-    misfit = template_misfit(brain, head_mask(volume.numpy()))
+    misfit = template_misfit(brain, head)
     if misfit:
         return MaskChoice(
             None,
