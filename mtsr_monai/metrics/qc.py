@@ -69,7 +69,6 @@ VARIANTS = ("mriqc", "paper")
 DIETRICH = math.sqrt((4.0 - math.pi) / 2.0)  # sd of Rayleigh noise / sigma of the underlying Gaussian
 #: the standard normal's 0.75 quantile: MAD / MAD_NORMAL estimates the sd of Gaussian data
 MAD_NORMAL = 0.6744897501960817
-#: voxels with |x| below this fraction of the 99th percentile count as background (blur tails, ringing)
 SUMMARY_STATS = ("mean", "sd", "p05", "p95")
 
 
