@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import nibabel as nib
 import numpy as np
 import pytest
 
@@ -74,3 +75,48 @@ def test_a_clinical_head_gets_a_mask_inside_its_skull():
     # measured 0.03 and 0.71; the template's brain stretched onto the head's outline gave 0.80 of the scalp
     assert (scalp & mask).sum() / scalp.sum() < 0.3
     assert 0.5 < mask.sum() / head.sum() < 0.9
+
+
+def _loaded(path) -> dict:
+    from mtsr_monai.inference.components import LoadVolumed
+
+    return LoadVolumed(keys="image")({"image": str(path)})
+
+
+def test_the_bundle_step_masks_a_head_and_the_writer_keeps_its_mask(tmp_path, monkeypatch):
+    from mtsr_monai.inference.components import AutoBrainMaskd, MaskOutsided, SaveTranslationsd
+
+    head, brain = _head_with_skull()
+    affine = np.diag([0.9, 0.9, 3.0, 1.0])
+    path = write_nifti(tmp_path / "head.nii.gz", head.astype(np.float32), affine)
+    monkeypatch.setattr(brain_mask, "estimate_brain_mask", lambda volume: brain)  # registration: slow
+    d = MaskOutsided(keys="image")(AutoBrainMaskd(keys="image")(_loaded(path)))
+    assert "template" in d["mask_note"]
+    np.testing.assert_allclose(np.asarray(d["mask"].affine), affine)
+    assert (d["image"][0].numpy()[~brain] == 0).all() and (d["image"][0].numpy()[brain] > 0).all()
+    d["pred"] = d["image"].repeat(2, 1, 1, 1)
+    SaveTranslationsd(keys="pred", output_dir=str(tmp_path / "out"))(d)
+    saved = nib.load(str(tmp_path / "out" / "head" / "brain_mask.nii.gz"))
+    np.testing.assert_array_equal(saved.get_fdata() > 0, brain)
+
+
+def test_the_bundle_step_leaves_a_stripped_image_a_given_mask_and_mode_none_alone(tmp_path, monkeypatch):
+    from mtsr_monai.inference.components import AutoBrainMaskd
+
+    stripped = write_nifti(tmp_path / "brain.nii.gz", np.where(_ellipsoid(), 100.0, 0.0).astype(np.float32))
+    d = AutoBrainMaskd(keys="image")(_loaded(stripped))
+    assert "mask" not in d and "skull-stripped" in d["mask_note"]
+    head = write_nifti(tmp_path / "head.nii.gz", _head_with_skull()[0].astype(np.float32))
+    monkeypatch.setattr(brain_mask, "estimate_brain_mask", lambda volume: pytest.fail("estimated"))
+    assert "mask" not in AutoBrainMaskd(keys="image", mode="none")(_loaded(head))
+    given = {**_loaded(head), "mask": "given"}
+    assert AutoBrainMaskd(keys="image")(given)["mask"] == "given"
+
+
+def test_the_bundle_step_refuses_an_unknown_mask_mode(tmp_path):
+    from mtsr_monai.errors import InputError
+    from mtsr_monai.inference.components import AutoBrainMaskd
+
+    stripped = write_nifti(tmp_path / "brain.nii.gz", np.where(_ellipsoid(), 100.0, 0.0).astype(np.float32))
+    with pytest.raises(InputError, match="'auto' or 'none'"):
+        AutoBrainMaskd(keys="image", mode="yes")(_loaded(stripped))

@@ -21,9 +21,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, write_nifti
+from tests.conftest import REPO, SHARED_DATA, write_nifti
 
 LABEL_PYTHON = Path(os.environ.get("MTSR_LABEL_PYTHON", REPO / ".venv-label" / "bin" / "python"))
+#: a raw clinical T1 with its skull (320 x 320 x 39), served beside the synthetic study when ../shared is here
+HEAD_T1 = SHARED_DATA / "open_ms_longitudinal_raw" / "patient12_study1" / "study1_T1W.nii.gz"
 AFFINE = np.array([[1.0, 0, 0, -16], [0, 1.0, 0, -18], [0, 0, 4.0, -10], [0, 0, 0, 1]])
 
 
@@ -94,6 +96,8 @@ def server(tmp_path_factory):
 
     studies = tmp_path_factory.mktemp("studies")
     _study(studies)
+    if HEAD_T1.is_file():
+        (studies / "head_t1.nii.gz").write_bytes(HEAD_T1.read_bytes())
     port = _free_port()
     log = studies.parent / "label_server.log"
     command = [str(LABEL_PYTHON), "-m", "monailabel.main", "start_server", "--app", str(APP_DIR)]
@@ -138,7 +142,7 @@ def test_info_lists_three_image_to_image_models(server):
     models = server["info"]["models"]
     assert set(models) == {"mtsr_sr", "mtsr_mt", "clinical_sr"}
     assert all(m["type"] == "others" and m["dimension"] == 3 for m in models.values())
-    assert {"seed", "mean"} <= set(models["mtsr_mt"]["config"])
+    assert {"seed", "mean", "brain_mask"} <= set(models["mtsr_mt"]["config"])
 
 
 def test_sr_returns_x4_in_plane_with_the_same_field_of_view(server):
@@ -174,6 +178,27 @@ def test_mt_sample_of_a_seed_is_the_cli_translation_on_the_input_grid(server):
     np.testing.assert_allclose(out.get_fdata(), expected[0], atol=1e-4)
     mean = _infer(server, "mtsr_mt", "case_t1", {"mean": True, "samples": 2})
     assert mean.shape == lr.shape and not np.allclose(mean.get_fdata(), out.get_fdata())
+
+
+def test_mt_translates_a_head_with_its_skull_inside_a_brain_mask(server):
+    from scipy import ndimage
+
+    from mtsr_monai.transforms.foreground import head_mask
+
+    if not (server["studies"] / "head_t1.nii.gz").is_file():
+        pytest.skip(f"real data not found at {HEAD_T1}; skipping real-data test")
+    head = head_mask(nib.load(str(server["studies"] / "head_t1.nii.gz")).get_fdata())
+    head = np.stack([ndimage.binary_fill_holes(head[..., k]) for k in range(head.shape[2])], -1)
+    middle = slice(head.shape[2] // 3, 2 * head.shape[2] // 3)
+    scalp = (head & ~ndimage.binary_erosion(head, np.ones((3, 3, 1)), 4))[..., middle]  # outer 3.6 mm
+
+    def scalp_painted(params: dict) -> float:
+        out = _infer(server, "mtsr_mt", "head_t1", params).get_fdata()
+        return float((out[..., middle][scalp] > 0).mean())
+
+    # measured: 0.03 of the scalp painted with the automatic mask, 1.00 without it
+    assert scalp_painted({"brain_mask": "auto"}) < 0.1
+    assert scalp_painted({"brain_mask": "none"}) > 0.5
 
 
 def test_clinical_sr_restores_flair_with_its_study_on_a_1mm_grid_over_its_field_of_view(server):

@@ -72,37 +72,49 @@ def template_misfit(brain: np.ndarray, head: np.ndarray) -> str | None:
     return f"{outside:.0%} of the mask outside the head" if outside > MAX_OUTSIDE_HEAD else None
 
 
-def resolve_brain_mask(
-    input_path: str | os.PathLike, mask: str | os.PathLike | None, work_dir: str | os.PathLike
-) -> MaskChoice:
-    """``mask`` as given (a path, or None), or for :data:`AUTO`: None when the input is skull-stripped,
-    else a mask estimated by :func:`estimate_brain_mask` and written into ``work_dir``. An input too small
-    to register, or that the template does not fit (:func:`template_misfit`), gets none, ``failed`` and a
-    note saying why."""
-    if mask is None or str(mask) != AUTO:
-        return MaskChoice(None if mask is None else str(mask))
-    volume = load_volume(input_path)
+@dataclass
+class AutoMask:
+    """What ``auto`` made of one volume: its brain mask (bool, on the volume's grid) or None, and why."""
+
+    mask: np.ndarray | None
+    note: str
+    failed: bool = False  # the input has its skull but no mask could be made: worth a warning
+
+
+def auto_brain_mask(volume: Any) -> AutoMask:
+    """``auto`` on a loaded 3D volume (MetaTensor): no mask for a skull-stripped input, else
+    :func:`estimate_brain_mask`'s; none, ``failed`` and why, when the input is too small to register or the
+    template does not fit it (:func:`template_misfit`)."""
     head = head_mask(volume.numpy())  # for both the stripped test and the fit check
     if is_skull_stripped(volume.numpy(), head):
-        return MaskChoice(None, "the input is skull-stripped: no mask needed")
+        return AutoMask(None, "the input is skull-stripped: no mask needed")
     try:
         brain = estimate_brain_mask(volume)
     except (InputError, RuntimeError) as err:  # too small to register, or ITK gave up: not worth a failure
         reason = " ".join(str(err).split())[:160]  # ITK's messages run over several long lines
-        return MaskChoice(
-            None, f"no brain mask could be estimated ({reason}): translated without one", failed=True
-        )
+        return AutoMask(None, f"no brain mask could be estimated ({reason}): translated without one", True)
     misfit = template_misfit(brain, head)
     if misfit:
-        return MaskChoice(
-            None,
-            f"the MNI152 template did not fit this image ({misfit}): translated without a mask",
-            failed=True,
-        )
-    path = Path(work_dir) / AUTO_MASK_NAME
-    save_volume(brain.astype(np.uint8), path, affine=np.asarray(volume.affine), dtype=np.uint8)
+        note = f"the MNI152 template did not fit this image ({misfit}): translated without a mask"
+        return AutoMask(None, note, True)
     note = f"the input has its skull: brain mask from the MNI152 template ({int(brain.sum())} voxels)"
-    return MaskChoice(str(path), note, estimated=True)
+    return AutoMask(brain, note)
+
+
+def resolve_brain_mask(
+    input_path: str | os.PathLike, mask: str | os.PathLike | None, work_dir: str | os.PathLike
+) -> MaskChoice:
+    """``mask`` as given (a path, or None), or for :data:`AUTO`: :func:`auto_brain_mask` of the input, an
+    estimated mask written into ``work_dir``."""
+    if mask is None or str(mask) != AUTO:
+        return MaskChoice(None if mask is None else str(mask))
+    volume = load_volume(input_path)
+    auto = auto_brain_mask(volume)
+    if auto.mask is None:
+        return MaskChoice(None, auto.note, failed=auto.failed)
+    path = Path(work_dir) / AUTO_MASK_NAME
+    save_volume(auto.mask.astype(np.uint8), path, affine=np.asarray(volume.affine), dtype=np.uint8)
+    return MaskChoice(str(path), auto.note, estimated=True)
 
 
 @contextmanager

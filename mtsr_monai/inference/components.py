@@ -14,6 +14,8 @@ whose affine is that of the output grid, so a writer needs nothing else.
 from __future__ import annotations
 
 import json
+import logging
+import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,8 @@ from monai.data import MetaTensor
 from monai.inferers import Inferer
 from monai.transforms import MapTransform
 
+from mtsr_monai.errors import InputError
+from mtsr_monai.inference.brain_mask import AUTO, AUTO_MASK_NAME, auto_brain_mask
 from mtsr_monai.inference.clinical import (
     consistency_step,
     model_input,
@@ -42,6 +46,7 @@ from mtsr_monai.io.geometry import resolve_axis
 from mtsr_monai.transforms.intensity import robust_range, scale_to_range
 
 __all__ = [
+    "AutoBrainMaskd",
     "ClinicalConsistencyd",
     "ClinicalRestored",
     "ClinicalSliceInferer",
@@ -111,6 +116,44 @@ class LoadVolumed(MapTransform):
             if d[key] is None or isinstance(d[key], torch.Tensor):
                 continue
             d[key] = load_volume(d[key], validate=self.validate)[None]
+        return d
+
+
+#: item key saying where the item's mask came from: :data:`~mtsr_monai.inference.brain_mask.AUTO` when
+#: :class:`AutoBrainMaskd` estimated it (the writer then keeps it beside the outputs)
+MASK_SOURCE_KEY = "mask_source"
+
+
+class AutoBrainMaskd(MapTransform):
+    """``mask: auto`` of the MT bundle: an item with no ``mask_key`` whose image still has its skull gets
+    the brain mask of :func:`~mtsr_monai.inference.brain_mask.auto_brain_mask` (the models saw skull-stripped
+    brains only, and paint a whole head with the scalp's level). A skull-stripped image, or one the template
+    cannot fit (a warning), gets none; ``mode`` ``none`` turns it off. The note goes to
+    ``<mask_key>_note``."""
+
+    def __init__(self, keys: KeysCollection, mask_key: str = "mask", mode: str = AUTO) -> None:
+        super().__init__(keys)
+        self.mask_key, self.mode = mask_key, mode
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        if self.mode not in (AUTO, "none"):  # checked here: MONAI Label sets it per request
+            raise InputError(f"mask must be '{AUTO}' or 'none', not {self.mode!r}")
+        d = dict(data)
+        if self.mode != AUTO or d.get(self.mask_key) is not None:
+            return d
+        for key in self.key_iterator(d):
+            img = d[key]
+            auto = auto_brain_mask(img[0])
+            d[f"{self.mask_key}_note"] = auto.note
+            name = str(img.meta.get("filename_or_obj", key))
+            if auto.failed:
+                warnings.warn(f"{name}: {auto.note}", stacklevel=2)
+            else:
+                logging.getLogger(__name__).info("%s: %s", name, auto.note)
+            if auto.mask is not None:
+                mask = torch.from_numpy(auto.mask[None].astype(np.uint8))
+                d[self.mask_key] = MetaTensor(mask, affine=img.affine, meta={"filename_or_obj": AUTO})
+                d[MASK_SOURCE_KEY] = AUTO
         return d
 
 
@@ -202,11 +245,14 @@ class SaveVolumed(MapTransform):
 class SaveTranslationsd(MapTransform):
     """Write the N translations in ``keys`` (``(N, X, Y, Z)``) as ``sample_0..N-1``, their ``mean`` and
     per-voxel ``std``, and ``codes.json`` (the latent codes, to reproduce a sample) into the item's
-    ``path_key`` folder, else ``output_dir/<input name>/``."""
+    ``path_key`` folder, else ``output_dir/<input name>/``; with them the item's ``mask_key`` as
+    ``brain_mask.nii.gz`` when :class:`AutoBrainMaskd` estimated it."""
 
-    def __init__(self, keys: KeysCollection, output_dir: str = ".", path_key: str = "output") -> None:
+    def __init__(
+        self, keys: KeysCollection, output_dir: str = ".", path_key: str = "output", mask_key: str = "mask"
+    ) -> None:
         super().__init__(keys)
-        self.output_dir, self.path_key = output_dir, path_key
+        self.output_dir, self.path_key, self.mask_key = output_dir, path_key, mask_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         d = dict(data)
@@ -224,6 +270,9 @@ class SaveTranslationsd(MapTransform):
             }
             paths["mean"] = str(save_volume(mean, out / "mean.nii.gz", affine))
             paths["std"] = str(save_volume(std, out / "std.nii.gz", affine))
+            if d.get(MASK_SOURCE_KEY) == AUTO:  # estimated here: kept so that it can be checked
+                mask = np.asarray(d[self.mask_key].detach().cpu().numpy()[0], dtype=np.uint8)
+                paths["brain_mask"] = str(save_volume(mask, out / AUTO_MASK_NAME, affine, dtype=np.uint8))
             codes = json.loads(pred.meta.get(CODES_KEY, '{"seed": null, "codes": null}'))
             atomic_write_text(out / "codes.json", json.dumps(codes, indent=1))
             d[f"{key}_paths"] = paths

@@ -57,9 +57,18 @@ class SuperResolutionTask(MTSRBundleTask):
 
 class TranslationTask(MTSRBundleTask):
     """``mtsr_mt``: one translation drawn with the latent code of ``seed`` (as ``mtsr translate --samples
-    1 --seed S``), or with ``mean`` the per-voxel mean of ``samples`` seeded draws; on the input's grid."""
+    1 --seed S``), or with ``mean`` the per-voxel mean of ``samples`` seeded draws; on the input's grid.
+    ``brain_mask``: ``auto`` (a scan with its skull is translated inside a template brain mask, as ``mtsr
+    translate``) or ``none``; not ``mask``, which MONAI Label would pass on as the item's mask file."""
 
-    options = {"seed": 0, "mean": False, "samples": 5}
+    options = {"seed": 0, "mean": False, "samples": 5, "brain_mask": "auto"}
+
+    def pre_transforms(self, data: Any = None) -> Sequence[Callable]:
+        pre = list(super().pre_transforms(data))
+        for t in pre:
+            if isinstance(t, components.AutoBrainMaskd):
+                t.mode = str((data or {}).get("brain_mask", "auto"))
+        return pre
 
     def inferer(self, data: Any = None) -> Any:
         inferer = super().inferer(data)
