@@ -53,6 +53,7 @@ class PreprocessConfig:
     bspline_mesh_size: tuple[int, ...] = (4, 4, 4)
     bspline_iterations: int = 20
     seed: int = 0
+    registration_threads: int | None = None  # None: all cores; 1: identical reruns (register's docstring)
     skull_strip: bool = False
     crop: bool = True
     crop_margin: int = 2
@@ -172,6 +173,7 @@ def build_stages(
                 bspline_mesh_size=config.bspline_mesh_size,
                 bspline_iterations=config.bspline_iterations,
                 seed=config.seed,
+                threads=config.registration_threads,
             ),
         )
     )

@@ -47,7 +47,8 @@ def estimate_brain_mask(volume: Any) -> np.ndarray:
     # lazy: preprocess's stages import SimpleITK and MONAI transforms, needed only for a head with its skull
     from mtsr_monai.data.preprocess import PreprocessConfig, build_stages
 
-    config = PreprocessConfig(registration="none", reference="image", crop=False)
+    # one registration thread: the same input then gets the same mask, and codes.json the same samples
+    config = PreprocessConfig(registration="none", reference="image", crop=False, registration_threads=1)
     data = {"image": volume.unsqueeze(0)}
     for name, stage in build_stages(config, ["image"], []):
         if name == "intensity":  # the mask is all this needs

@@ -8,7 +8,8 @@ the brain mask, N4, the clinical pairs and the clinical forward model.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -176,3 +177,18 @@ def load_template(path: str | Path | None = None) -> sitk.Image:
     """The registration target as float32: the MNI152 2009a 1 mm T1 from nilearn unless ``path`` is given."""
     volume = load_volume(template_path("t1") if path is None else path)
     return metatensor_to_sitk(volume)
+
+
+@contextmanager
+def sitk_threads(threads: int | None) -> Iterator[None]:
+    """SimpleITK's default thread count set to ``threads`` for the filters made inside the block (None:
+    unchanged), then restored."""
+    if threads is None:
+        yield
+        return
+    before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(int(threads))
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
