@@ -44,7 +44,7 @@ def test_an_image_the_template_cannot_fit_gets_no_mask(tmp_path, phantom_file):
 def test_an_estimated_mask_is_kept_beside_the_outputs_only_on_success(tmp_path, monkeypatch):
     head, brain = _head_with_skull()
     path = write_nifti(tmp_path / "head.nii.gz", head.astype(np.float32))
-    monkeypatch.setattr(brain_mask, "estimate_brain_mask", lambda volume: brain)  # registration: slow
+    monkeypatch.setattr(brain_mask, "estimate_brain_mask", lambda volume, contrast: brain)  # slow
     failed, done = tmp_path / "failed", tmp_path / "done"
     with pytest.raises(RuntimeError), brain_mask.brain_mask_for(path, brain_mask.AUTO, failed) as choice:
         assert choice.estimated
@@ -56,24 +56,28 @@ def test_an_estimated_mask_is_kept_beside_the_outputs_only_on_success(tmp_path, 
     assert [p.name for p in done.iterdir()] == ["brain_mask.nii.gz"]
 
 
-def test_a_clinical_head_gets_a_mask_inside_its_skull():
+@pytest.mark.parametrize("sequence", ["T1W", "T2W", "FLAIR"])
+def test_a_clinical_head_gets_a_mask_inside_its_skull(sequence):
     from scipy import ndimage
 
     from mtsr_monai.io import load_volume, voxel_sizes
     from mtsr_monai.transforms.foreground import head_mask
 
-    t1 = SHARED_DATA / "open_ms_longitudinal_raw" / "patient12_study1" / "study1_T1W.nii.gz"
-    if not t1.is_file():
+    path = SHARED_DATA / "open_ms_longitudinal_raw" / "patient12_study1" / f"study1_{sequence}.nii.gz"
+    if not path.is_file():
         pytest.skip(f"real data not found at {SHARED_DATA}; skipping real-data test")
-    volume = load_volume(t1)
-    mask = brain_mask.estimate_brain_mask(volume)
-    head = head_mask(volume.numpy())
+    volume = load_volume(path)
+    auto = brain_mask.auto_brain_mask(volume, {"T1W": "t1", "T2W": "t2", "FLAIR": "flair"}[sequence])
+    assert auto.mask is not None, auto.note
+    head = head_mask(volume.numpy(), classes=3)  # a FLAIR's dim scalp included
     head = np.stack([ndimage.binary_fill_holes(head[..., k]) for k in range(head.shape[2])], -1)
     inner = ndimage.binary_erosion(head, np.ones((3, 3, 1)), round(3 / voxel_sizes(volume.affine)[0]))
     middle = slice(head.shape[2] // 3, 2 * head.shape[2] // 3)
-    scalp, mask, head = (head & ~inner)[..., middle], mask[..., middle], head[..., middle]
-    # measured 0.03 and 0.71; the template's brain stretched onto the head's outline gave 0.80 of the scalp
-    assert (scalp & mask).sum() / scalp.sum() < 0.3
+    scalp, mask, head = (head & ~inner)[..., middle], auto.mask[..., middle], head[..., middle]
+    # measured 0.01 / 0.15 / 0.35 of the ring (T1 / T2 / FLAIR) and 0.71 / 0.75 / 0.84 of the head; the
+    # template's brain stretched onto a T1 head's outline gave 0.80 of the ring. A FLAIR's ring also takes
+    # in the brain's edge, where its dim scalp is patchy
+    assert (scalp & mask).sum() / scalp.sum() < (0.45 if sequence == "FLAIR" else 0.3)
     assert 0.5 < mask.sum() / head.sum() < 0.9
 
 
@@ -89,7 +93,7 @@ def test_the_bundle_step_masks_a_head_and_the_writer_keeps_its_mask(tmp_path, mo
     head, brain = _head_with_skull()
     affine = np.diag([0.9, 0.9, 3.0, 1.0])
     path = write_nifti(tmp_path / "head.nii.gz", head.astype(np.float32), affine)
-    monkeypatch.setattr(brain_mask, "estimate_brain_mask", lambda volume: brain)  # registration: slow
+    monkeypatch.setattr(brain_mask, "estimate_brain_mask", lambda volume, contrast: brain)  # slow
     d = MaskOutsided(keys="image")(AutoBrainMaskd(keys="image")(_loaded(path)))
     assert "template" in d["mask_note"]
     np.testing.assert_allclose(np.asarray(d["mask"].affine), affine)
@@ -107,7 +111,7 @@ def test_the_bundle_step_leaves_a_stripped_image_a_given_mask_and_mode_none_alon
     d = AutoBrainMaskd(keys="image")(_loaded(stripped))
     assert "mask" not in d and "skull-stripped" in d["mask_note"]
     head = write_nifti(tmp_path / "head.nii.gz", _head_with_skull()[0].astype(np.float32))
-    monkeypatch.setattr(brain_mask, "estimate_brain_mask", lambda volume: pytest.fail("estimated"))
+    monkeypatch.setattr(brain_mask, "estimate_brain_mask", lambda volume, contrast: pytest.fail("estimated"))
     assert "mask" not in AutoBrainMaskd(keys="image", mode="none")(_loaded(head))
     given = {**_loaded(head), "mask": "given"}
     assert AutoBrainMaskd(keys="image")(given)["mask"] == "given"
@@ -134,3 +138,22 @@ def test_the_registration_behind_an_estimated_mask_is_the_same_on_every_run():
     first, second = (np.array(register({"image": volume})[TO_TEMPLATE_KEY].GetParameters()) for _ in "ab")
     # with two threads this affine moved by up to 2e-4 between runs
     np.testing.assert_array_equal(first, second)
+
+
+def test_a_t2_or_flair_template_orders_its_tissues_as_that_contrast_does():
+    import SimpleITK as sitk
+    from scipy import ndimage
+
+    from mtsr_monai.io.template import template_path
+    from mtsr_monai.transforms.brain_mask import contrast_template
+
+    assert contrast_template("t1") is None  # the MNI152 T1 itself
+    wm = sitk.GetArrayFromImage(sitk.ReadImage(str(template_path("wm")))) > 230
+    gm = sitk.GetArrayFromImage(sitk.ReadImage(str(template_path("gm")))) > 230
+    levels = {}
+    for contrast in ("t2", "flair"):
+        template, mask = (sitk.GetArrayFromImage(sitk.ReadImage(str(p))) for p in contrast_template(contrast))
+        csf = (mask > 0) & ~ndimage.binary_erosion(mask > 0, iterations=6) & ~(wm | gm)  # the outer CSF
+        levels[contrast] = [float(np.median(template[r])) for r in (csf, gm, wm)]
+    assert levels["t2"][0] > levels["t2"][1] > levels["t2"][2]  # CSF > GM > WM
+    assert levels["flair"][1] > levels["flair"][2] > levels["flair"][0]  # GM > WM > CSF

@@ -3,8 +3,9 @@
 The translation models saw skull-stripped brains only: fed a whole head, they paint the brain with the
 scalp's level and the output is not the target contrast. ``auto`` leaves a skull-stripped input alone, and
 gives any other input the intracranial mask of ``mtsr preprocess --registration none``: N4, an affine
-registration of the MNI152 template (sampled inside its brain), the template's mask carried back onto the
-input's grid. About 25 s for a 320 x 320 x 39 clinical T1 on 2 cores.
+registration of the MNI152 template (sampled inside its brain; for a T2 or FLAIR source, the template painted
+in that contrast from its tissue maps), the template's mask carried back onto the input's grid. About 25 s for
+a 320 x 320 x 39 clinical T1 on 2 cores, on one registration thread so that reruns agree.
 """
 
 from __future__ import annotations
@@ -40,15 +41,27 @@ class MaskChoice:
     failed: bool = False  # ``auto`` on an input with its skull, but no mask could be made: worth a warning
 
 
-def estimate_brain_mask(volume: Any) -> np.ndarray:
+def estimate_brain_mask(volume: Any, contrast: str | None = None) -> np.ndarray:
     """The intracranial mask (bool, on the grid of ``volume``, a 3D MetaTensor) of
-    :mod:`mtsr_monai.data.preprocess`'s ``registration="none"`` pipeline. Raises InputError when the image
-    cannot be registered."""
+    :mod:`mtsr_monai.data.preprocess`'s ``registration="none"`` pipeline, registered to the MNI152 T1, or
+    for a T2 or FLAIR ``contrast`` to the template of :func:`~mtsr_monai.transforms.brain_mask.
+    contrast_template`. Raises InputError when the image cannot be registered."""
     # lazy: preprocess's stages import SimpleITK and MONAI transforms, needed only for a head with its skull
     from mtsr_monai.data.preprocess import PreprocessConfig, build_stages
 
+    # lazy: SimpleITK, as above
+    from mtsr_monai.transforms.brain_mask import contrast_template
+
+    template, template_mask = contrast_template(contrast) or (None, None)
     # one registration thread: the same input then gets the same mask, and codes.json the same samples
-    config = PreprocessConfig(registration="none", reference="image", crop=False, registration_threads=1)
+    config = PreprocessConfig(
+        registration="none",
+        reference="image",
+        crop=False,
+        registration_threads=1,
+        template=None if template is None else str(template),
+        template_mask=None if template_mask is None else str(template_mask),
+    )
     data = {"image": volume.unsqueeze(0)}
     for name, stage in build_stages(config, ["image"], []):
         if name == "intensity":  # the mask is all this needs
@@ -82,35 +95,43 @@ class AutoMask:
     failed: bool = False  # the input has its skull but no mask could be made: worth a warning
 
 
-def auto_brain_mask(volume: Any) -> AutoMask:
-    """``auto`` on a loaded 3D volume (MetaTensor): no mask for a skull-stripped input, else
-    :func:`estimate_brain_mask`'s; none, ``failed`` and why, when the input is too small to register or the
-    template does not fit it (:func:`template_misfit`)."""
-    head = head_mask(volume.numpy())  # for both the stripped test and the fit check
-    if is_skull_stripped(volume.numpy(), head):
+def auto_brain_mask(volume: Any, contrast: str | None = None) -> AutoMask:
+    """``auto`` on a loaded 3D volume (MetaTensor) in ``contrast`` (``t1``, ``t2``, ``flair``; None: taken
+    for a T1): no mask for a skull-stripped input, else :func:`estimate_brain_mask`'s; none, ``failed`` and
+    why, when the input is too small to register or the template does not fit it (:func:`template_misfit`,
+    against the head's three-class extent, which keeps a FLAIR's dim scalp)."""
+    if is_skull_stripped(volume.numpy()):
         return AutoMask(None, "the input is skull-stripped: no mask needed")
     try:
-        brain = estimate_brain_mask(volume)
+        brain = estimate_brain_mask(volume, contrast)
     except (InputError, RuntimeError) as err:  # too small to register, or ITK gave up: not worth a failure
         reason = " ".join(str(err).split())[:160]  # ITK's messages run over several long lines
         return AutoMask(None, f"no brain mask could be estimated ({reason}): translated without one", True)
-    misfit = template_misfit(brain, head)
+    # lazy: SimpleITK and MONAI, needed only for a head with its skull
+    from mtsr_monai.transforms.brain_mask import CONTRAST_LEVELS
+
+    painted = str(contrast).lower() in CONTRAST_LEVELS
+    template = "MNI152 template" + (f" in {str(contrast).upper()} contrast" if painted else "")
+    misfit = template_misfit(brain, head_mask(volume.numpy(), classes=3))
     if misfit:
-        note = f"the MNI152 template did not fit this image ({misfit}): translated without a mask"
+        note = f"the {template} did not fit this image ({misfit}): translated without a mask"
         return AutoMask(None, note, True)
-    note = f"the input has its skull: brain mask from the MNI152 template ({int(brain.sum())} voxels)"
+    note = f"the input has its skull: brain mask from the {template} ({int(brain.sum())} voxels)"
     return AutoMask(brain, note)
 
 
 def resolve_brain_mask(
-    input_path: str | os.PathLike, mask: str | os.PathLike | None, work_dir: str | os.PathLike
+    input_path: str | os.PathLike,
+    mask: str | os.PathLike | None,
+    work_dir: str | os.PathLike,
+    contrast: str | None = None,
 ) -> MaskChoice:
-    """``mask`` as given (a path, or None), or for :data:`AUTO`: :func:`auto_brain_mask` of the input, an
-    estimated mask written into ``work_dir``."""
+    """``mask`` as given (a path, or None), or for :data:`AUTO`: :func:`auto_brain_mask` of the input (in
+    ``contrast``), an estimated mask written into ``work_dir``."""
     if mask is None or str(mask) != AUTO:
         return MaskChoice(None if mask is None else str(mask))
     volume = load_volume(input_path)
-    auto = auto_brain_mask(volume)
+    auto = auto_brain_mask(volume, contrast)
     if auto.mask is None:
         return MaskChoice(None, auto.note, failed=auto.failed)
     path = Path(work_dir) / AUTO_MASK_NAME
@@ -120,12 +141,15 @@ def resolve_brain_mask(
 
 @contextmanager
 def brain_mask_for(
-    input_path: str | os.PathLike, mask: str | os.PathLike | None, output_dir: str | os.PathLike
+    input_path: str | os.PathLike,
+    mask: str | os.PathLike | None,
+    output_dir: str | os.PathLike,
+    contrast: str | None = None,
 ) -> Iterator[MaskChoice]:
     """:func:`resolve_brain_mask` for the duration of a translation; an estimated mask is kept as
     ``output_dir/brain_mask.nii.gz`` (so it can be checked) only once the block has succeeded."""
     with tempfile.TemporaryDirectory(prefix="mtsr_mask_") as work:
-        choice = resolve_brain_mask(input_path, mask, work)
+        choice = resolve_brain_mask(input_path, mask, work, contrast)
         yield choice
         if choice.estimated:
             final = Path(output_dir) / AUTO_MASK_NAME

@@ -128,12 +128,14 @@ class AutoBrainMaskd(MapTransform):
     """``mask: auto`` of the MT bundle: an item with no ``mask_key`` whose image still has its skull gets
     the brain mask of :func:`~mtsr_monai.inference.brain_mask.auto_brain_mask` (the models saw skull-stripped
     brains only, and paint a whole head with the scalp's level). A skull-stripped image, or one the template
-    cannot fit (a warning), gets none; ``mode`` ``none`` turns it off. The note goes to
-    ``<mask_key>_note``."""
+    cannot fit (a warning), gets none; ``mode`` ``none`` turns it off. ``contrast``: the image's (the
+    bundle's ``source``), which picks the template. The note goes to ``<mask_key>_note``."""
 
-    def __init__(self, keys: KeysCollection, mask_key: str = "mask", mode: str = AUTO) -> None:
+    def __init__(
+        self, keys: KeysCollection, mask_key: str = "mask", mode: str = AUTO, contrast: str | None = None
+    ) -> None:
         super().__init__(keys)
-        self.mask_key, self.mode = mask_key, mode
+        self.mask_key, self.mode, self.contrast = mask_key, mode, contrast
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         if self.mode not in (AUTO, "none"):  # checked here: MONAI Label sets it per request
@@ -143,7 +145,7 @@ class AutoBrainMaskd(MapTransform):
             return d
         for key in self.key_iterator(d):
             img = d[key]
-            auto = auto_brain_mask(img[0])
+            auto = auto_brain_mask(img[0], self.contrast)
             d[f"{self.mask_key}_note"] = auto.note
             name = str(img.meta.get("filename_or_obj", key))
             if auto.failed:

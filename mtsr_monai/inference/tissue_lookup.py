@@ -151,7 +151,7 @@ def baseline_translate_file(
     intensities = load_tissue_lookup(source, target, lookup_path) if method == "tissue-lookup" else None
     image = load_volume(input_path)
     volume = image.numpy().astype(np.float32)
-    with brain_mask_for(input_path, mask_path, output_dir) as choice:
+    with brain_mask_for(input_path, mask_path, output_dir, source) as choice:
         if choice.path is not None:
             mask = load_volume(choice.path, validate=False).numpy() > 0
             if mask.shape != volume.shape:

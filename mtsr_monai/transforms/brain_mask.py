@@ -11,6 +11,7 @@ is its dictionary wrapper.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Hashable, Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -24,7 +25,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import convert_to_numpy
 
-from mtsr_monai.io import load_volume
+from mtsr_monai.io import atomic_output, load_volume
 from mtsr_monai.io.template import template_path
 from mtsr_monai.transforms.keys import PARAMS_KEY, TO_TEMPLATE_KEY
 from mtsr_monai.transforms.sitk_utils import load_template, metatensor_to_sitk, resample, stack_channels
@@ -50,6 +51,39 @@ def _envelope(mask: sitk.Image, closing_mm: int, margin_mm: int) -> sitk.Image:
     if margin_mm > 0:
         mask = sitk.BinaryDilate(mask, [max(1, round(margin_mm / spacing))] * 3)
     return sitk.Cast(mask, sitk.sitkUInt8)
+
+
+#: relative CSF, GM and WM levels of a brain in each contrast the MNI152 maps can stand in for
+CONTRAST_LEVELS = {"t2": (1.0, 0.62, 0.45), "flair": (0.25, 0.7, 0.55)}
+
+
+@lru_cache(maxsize=4)
+def contrast_template(contrast: str | None) -> tuple[Path, Path] | None:
+    """``(template, its brain mask)`` files of a brain-only MNI152 template in ``contrast`` (``t2``,
+    ``flair``), painted from the GM and WM maps (CSF = the brain mask's rest) with :data:`CONTRAST_LEVELS`
+    and smoothed 1 mm; None for another contrast (the MNI152 T1 itself serves T1). Written once into the
+    temporary folder. Registered to the MNI152 T1, 3 of 4 raw clinical T2 heads and 3 of 4 FLAIR heads
+    (open-MS) gave a template brain larger than the head; registered to these, none did."""
+    contrast = str(contrast).lower()
+    levels = CONTRAST_LEVELS.get(contrast)
+    if levels is None:
+        return None
+    folder = Path(tempfile.gettempdir()) / "mtsr_monai_templates"
+    paths = folder / f"mni152_2009a_{contrast}_v1.nii.gz", folder / "mni152_2009a_brain_mask_v1.nii.gz"
+    if not all(p.is_file() for p in paths):
+        mask = template_brain_mask()
+        gm, wm = (sitk.GetArrayFromImage(sitk.ReadImage(str(template_path(k)))) / 255.0 for k in ("gm", "wm"))
+        inside = sitk.GetArrayFromImage(mask).astype(np.float32)
+        csf = np.clip(inside - gm - wm, 0.0, 1.0)
+        painted = sitk.GetImageFromArray(
+            (csf * levels[0] + gm * levels[1] + wm * levels[2]).astype(np.float32)
+        )
+        painted.CopyInformation(mask)
+        painted = sitk.SmoothingRecursiveGaussian(painted, 1.0) * sitk.Cast(mask, sitk.sitkFloat32)
+        for image, path in ((painted, paths[0]), (mask, paths[1])):
+            with atomic_output(path) as tmp:
+                sitk.WriteImage(image, str(tmp))
+    return paths
 
 
 @lru_cache(maxsize=4)

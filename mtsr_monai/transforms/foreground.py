@@ -42,19 +42,22 @@ def fwhm(
     return out
 
 
-def otsu_threshold(values: np.ndarray) -> float:
-    """Otsu threshold of intensities clipped to their 0.1-99.9th percentiles.
+def otsu_threshold(values: np.ndarray, classes: int = 2) -> float:
+    """Otsu threshold of intensities clipped to their 0.1-99.9th percentiles (the lowest of ``classes``
+    classes' thresholds).
 
     Otsu works on a 256-bin histogram over [min, max]: a few +-32767 voxels of an int16 scan would put
     the whole head into one or two bins; clipping keeps the histogram on the tissue.
     """
-    from skimage.filters import threshold_otsu
+    from skimage.filters import threshold_multiotsu, threshold_otsu
 
     values = np.asarray(values, dtype=np.float64)
     lo, hi = np.percentile(values, [0.1, 99.9])
     if hi > lo:
         values = np.clip(values, lo, hi)
-    return float(threshold_otsu(values))
+    if classes == 2:
+        return float(threshold_otsu(values))
+    return float(threshold_multiotsu(values, classes)[0])
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
@@ -69,12 +72,14 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == int(np.argmax(sizes))
 
 
-def head_mask(image: np.ndarray) -> np.ndarray:
-    """Otsu threshold, largest connected component, holes filled."""
+def head_mask(image: np.ndarray, classes: int = 2) -> np.ndarray:
+    """Otsu threshold, largest connected component, holes filled. ``classes=3`` thresholds at the lower of
+    three Otsu classes instead: a FLAIR's dim scalp and skull then count as head (with two, the head of a
+    clinical FLAIR is little more than its brain; T1 and T2 heads grow by 2-8 %)."""
     from scipy import ndimage
 
     image = np.asarray(image, dtype=np.float32)
-    fg = image > otsu_threshold(image[::2, ::2, ::2].ravel())
+    fg = image > otsu_threshold(image[::2, ::2, ::2].ravel(), classes)
     return ndimage.binary_fill_holes(largest_component(fg))
 
 
