@@ -138,7 +138,7 @@ def build_stages(
     from mtsr_monai.transforms.bias import N4BiasFieldCorrectiond
 
     # lazy: keeps SimpleITK, monai, torch out of this module's import
-    from mtsr_monai.transforms.brain_mask import BrainMaskFromTemplated
+    from mtsr_monai.transforms.brain_mask import BrainMaskFromTemplated, contrast_template
 
     # lazy: keeps monai out of this module's import
     from mtsr_monai.transforms.crop import CropToMaskBoxd
@@ -149,6 +149,10 @@ def build_stages(
     # lazy: keeps monai, torch out of this module's import
     from mtsr_monai.transforms.scale import ScaleIntensityPercentilesInMaskd
 
+    template, template_mask = config.template, config.template_mask
+    painted = contrast_template(config.reference) if template is None and template_mask is None else None
+    if painted is not None:  # a T2 reference meets the MNI152 brain painted as a T2
+        template, template_mask = str(painted[0]), str(painted[1])
     stages: list[tuple[str, Callable]] = []
     if config.n4:
         stages.append(
@@ -160,12 +164,12 @@ def build_stages(
             RegisterToTemplated(
                 image_keys + label_keys,
                 reference_key=config.reference,
-                template=config.template,
+                template=template,
                 registration=config.registration,
                 nearest_keys=label_keys,
                 align_modalities=config.align_modalities,
                 template_brain_only=config.template_brain_only,
-                template_mask=config.template_mask,
+                template_mask=template_mask,
                 shrink_factors=config.shrink_factors,
                 smoothing_sigmas=config.smoothing_sigmas,
                 iterations=config.iterations,
@@ -182,8 +186,8 @@ def build_stages(
             "brain_mask",
             BrainMaskFromTemplated(
                 image_keys,
-                template=config.template,
-                template_mask=config.template_mask,
+                template=template,
+                template_mask=template_mask,
                 skull_strip=config.skull_strip,
             ),
         )

@@ -3,8 +3,8 @@
 The translation models saw skull-stripped brains only: fed a whole head, they paint the brain with the
 scalp's level and the output is not the target contrast. ``auto`` leaves a skull-stripped input alone, and
 gives any other input the intracranial mask of ``mtsr preprocess --registration none``: N4, an affine
-registration of the MNI152 template (sampled inside its brain; for a T2 or FLAIR source, the template painted
-in that contrast from its tissue maps), the template's mask carried back onto the input's grid. About 25 s for
+registration of the MNI152 template (sampled inside its brain; for a T2 source, the template's brain painted
+as a T2 from its tissue maps), the template's mask carried back onto the input's grid. About 25 s for
 a 320 x 320 x 39 clinical T1 on 2 cores, on one registration thread so that reruns agree.
 """
 
@@ -43,27 +43,18 @@ class MaskChoice:
 
 def estimate_brain_mask(volume: Any, contrast: str | None = None) -> np.ndarray:
     """The intracranial mask (bool, on the grid of ``volume``, a 3D MetaTensor) of
-    :mod:`mtsr_monai.data.preprocess`'s ``registration="none"`` pipeline, registered to the MNI152 T1, or
-    for a T2 or FLAIR ``contrast`` to the template of :func:`~mtsr_monai.transforms.brain_mask.
-    contrast_template`. Raises InputError when the image cannot be registered."""
+    :mod:`mtsr_monai.data.preprocess`'s ``registration="none"`` pipeline with ``volume`` as its reference
+    of ``contrast`` (None: T1), so registered to the MNI152 T1 or, for a T2, to its brain painted as one.
+    Raises InputError when the image cannot be registered."""
     # lazy: preprocess's stages import SimpleITK and MONAI transforms, needed only for a head with its skull
     from mtsr_monai.data.preprocess import PreprocessConfig, build_stages
 
-    # lazy: SimpleITK, as above
-    from mtsr_monai.transforms.brain_mask import contrast_template
-
-    template, template_mask = contrast_template(contrast) or (None, None)
+    # the contrast names the reference, so the pipeline picks the template painted in it (T2);
     # one registration thread: the same input then gets the same mask, and codes.json the same samples
-    config = PreprocessConfig(
-        registration="none",
-        reference="image",
-        crop=False,
-        registration_threads=1,
-        template=None if template is None else str(template),
-        template_mask=None if template_mask is None else str(template_mask),
-    )
-    data = {"image": volume.unsqueeze(0)}
-    for name, stage in build_stages(config, ["image"], []):
+    reference = str(contrast or "t1").lower()
+    config = PreprocessConfig(registration="none", reference=reference, crop=False, registration_threads=1)
+    data = {reference: volume.unsqueeze(0)}
+    for name, stage in build_stages(config, [reference], []):
         if name == "intensity":  # the mask is all this needs
             break
         data = stage(data)

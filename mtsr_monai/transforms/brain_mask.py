@@ -54,16 +54,16 @@ def _envelope(mask: sitk.Image, closing_mm: int, margin_mm: int) -> sitk.Image:
 
 
 #: relative CSF, GM and WM levels of a brain in each contrast the MNI152 maps can stand in for
-CONTRAST_LEVELS = {"t2": (1.0, 0.62, 0.45), "flair": (0.25, 0.7, 0.55)}
+CONTRAST_LEVELS = {"t2": (1.0, 0.62, 0.45)}
 
 
 @lru_cache(maxsize=4)
 def contrast_template(contrast: str | None) -> tuple[Path, Path] | None:
-    """``(template, its brain mask)`` files of a brain-only MNI152 template in ``contrast`` (``t2``,
-    ``flair``), painted from the GM and WM maps (CSF = the brain mask's rest) with :data:`CONTRAST_LEVELS`
-    and smoothed 1 mm; None for another contrast (the MNI152 T1 itself serves T1). Written once into the
-    temporary folder. Registered to the MNI152 T1, 3 of 4 raw clinical T2 heads and 3 of 4 FLAIR heads
-    (open-MS) gave a template brain larger than the head; registered to these, none did."""
+    """``(template, its brain mask)`` files of a brain-only MNI152 template in ``contrast`` (``t2``),
+    painted from the GM and WM maps (CSF = the brain mask's rest) with :data:`CONTRAST_LEVELS` and smoothed
+    1 mm; None for another contrast (the MNI152 T1 serves T1 and FLAIR, whose CSF is dark too). Written
+    once into the temporary folder. Registered to the MNI152 T1, 3 of 4 raw clinical T2 heads (open-MS) gave
+    a template brain 1.09-1.58 times their head; registered to this, none did."""
     contrast = str(contrast).lower()
     levels = CONTRAST_LEVELS.get(contrast)
     if levels is None:
