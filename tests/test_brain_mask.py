@@ -44,7 +44,7 @@ def test_an_image_the_template_cannot_fit_gets_no_mask(tmp_path, phantom_file):
 def test_an_estimated_mask_is_kept_beside_the_outputs_only_on_success(tmp_path, monkeypatch):
     head, brain = _head_with_skull()
     path = write_nifti(tmp_path / "head.nii.gz", head.astype(np.float32))
-    monkeypatch.setattr(brain_mask, "estimate_brain_mask", lambda volume, contrast: brain)  # slow
+    monkeypatch.setattr(brain_mask, "estimate_brain_mask", lambda volume, contrast, progress: brain)  # slow
     failed, done = tmp_path / "failed", tmp_path / "done"
     with pytest.raises(RuntimeError), brain_mask.brain_mask_for(path, brain_mask.AUTO, failed) as choice:
         assert choice.estimated
@@ -93,7 +93,7 @@ def test_the_bundle_step_masks_a_head_and_the_writer_keeps_its_mask(tmp_path, mo
     head, brain = _head_with_skull()
     affine = np.diag([0.9, 0.9, 3.0, 1.0])
     path = write_nifti(tmp_path / "head.nii.gz", head.astype(np.float32), affine)
-    monkeypatch.setattr(brain_mask, "estimate_brain_mask", lambda volume, contrast: brain)  # slow
+    monkeypatch.setattr(brain_mask, "estimate_brain_mask", lambda volume, contrast, progress: brain)  # slow
     d = MaskOutsided(keys="image")(AutoBrainMaskd(keys="image")(_loaded(path)))
     assert "template" in d["mask_note"]
     np.testing.assert_allclose(np.asarray(d["mask"].affine), affine)
@@ -111,7 +111,9 @@ def test_the_bundle_step_leaves_a_stripped_image_a_given_mask_and_mode_none_alon
     d = AutoBrainMaskd(keys="image")(_loaded(stripped))
     assert "mask" not in d and "skull-stripped" in d["mask_note"]
     head = write_nifti(tmp_path / "head.nii.gz", _head_with_skull()[0].astype(np.float32))
-    monkeypatch.setattr(brain_mask, "estimate_brain_mask", lambda volume, contrast: pytest.fail("estimated"))
+    monkeypatch.setattr(
+        brain_mask, "estimate_brain_mask", lambda volume, contrast, progress: pytest.fail("estimated")
+    )
     assert "mask" not in AutoBrainMaskd(keys="image", mode="none")(_loaded(head))
     given = {**_loaded(head), "mask": "given"}
     assert AutoBrainMaskd(keys="image")(given)["mask"] == "given"
@@ -154,3 +156,29 @@ def test_a_t2_template_orders_its_tissues_as_a_t2_does():
     csf = (mask > 0) & ~ndimage.binary_erosion(mask > 0, iterations=6) & ~(wm | gm)  # the outer CSF
     levels = [float(np.median(template[r])) for r in (csf, gm, wm)]
     assert levels[0] > levels[1] > levels[2]  # CSF > GM > WM
+
+
+def test_estimating_a_mask_names_each_stage_it_runs_and_stops_before_the_intensity_scaling(
+    monkeypatch, capsys
+):
+    import torch
+
+    from mtsr_monai.data import preprocess
+
+    head, brain = _head_with_skull()
+    ran = []
+
+    def stage(name):
+        def run(data):  # the real stages register for about 25 s; their names and order are what is shown
+            ran.append(name)
+            return {**data, "brain_mask": torch.from_numpy(brain[None])} if name == "brain_mask" else data
+
+        return name, run
+
+    names = ("n4", "registration", "brain_mask", "intensity")
+    monkeypatch.setattr(preprocess, "build_stages", lambda config, images, labels: [stage(n) for n in names])
+    mask = brain_mask.estimate_brain_mask(torch.from_numpy(head), "t1", progress=True)
+    np.testing.assert_array_equal(mask, brain)
+    assert ran == ["n4", "registration", "brain_mask"]
+    err = capsys.readouterr().err
+    assert "brain mask" in err and "registration" in err and "3/3" in err

@@ -23,6 +23,7 @@ import numpy as np
 
 from mtsr_monai.errors import InputError
 from mtsr_monai.io import atomic_output, load_volume, save_volume
+from mtsr_monai.progress import StageBar
 from mtsr_monai.transforms.foreground import head_mask, is_skull_stripped
 
 #: the ``mask`` value that asks for :func:`resolve_brain_mask`'s automatic choice
@@ -41,11 +42,12 @@ class MaskChoice:
     failed: bool = False  # ``auto`` on an input with its skull, but no mask could be made: worth a warning
 
 
-def estimate_brain_mask(volume: Any, contrast: str | None = None) -> np.ndarray:
+def estimate_brain_mask(volume: Any, contrast: str | None = None, progress: bool = False) -> np.ndarray:
     """The intracranial mask (bool, on the grid of ``volume``, a 3D MetaTensor) of
     :mod:`mtsr_monai.data.preprocess`'s ``registration="none"`` pipeline with ``volume`` as its reference
     of ``contrast`` (None: T1), so registered to the MNI152 T1 or, for a T2, to its brain painted as one.
-    Raises InputError when the image cannot be registered."""
+    ``progress``: a bar on stderr naming the stage running (about 25 s in all). Raises InputError when the
+    image cannot be registered."""
     # lazy: preprocess's stages import SimpleITK and MONAI transforms, needed only for a head with its skull
     from mtsr_monai.data.preprocess import PreprocessConfig, build_stages
 
@@ -54,10 +56,11 @@ def estimate_brain_mask(volume: Any, contrast: str | None = None) -> np.ndarray:
     reference = str(contrast or "t1").lower()
     config = PreprocessConfig(registration="none", reference=reference, crop=False, registration_threads=1)
     data = {reference: volume.unsqueeze(0)}
-    for name, stage in build_stages(config, [reference], []):
-        if name == "intensity":  # the mask is all this needs
-            break
-        data = stage(data)
+    stages = [(name, stage) for name, stage in build_stages(config, [reference], []) if name != "intensity"]
+    with StageBar(len(stages), "brain mask", enabled=progress) as bar:  # the mask is all this needs
+        for name, stage in stages:
+            bar.next(name)
+            data = stage(data)
     return data["brain_mask"][0].numpy() > 0
 
 
@@ -87,15 +90,16 @@ class AutoMask:
     failed: bool = False  # the input has its skull but no mask could be made: worth a warning
 
 
-def auto_brain_mask(volume: Any, contrast: str | None = None) -> AutoMask:
+def auto_brain_mask(volume: Any, contrast: str | None = None, progress: bool = False) -> AutoMask:
     """``auto`` on a loaded 3D volume (MetaTensor) in ``contrast`` (``t1``, ``t2``, ``flair``; None: taken
     for a T1): no mask for a skull-stripped input, else :func:`estimate_brain_mask`'s; none, ``failed`` and
     why, when the input is too small to register or the template does not fit it (:func:`template_misfit`,
-    against the head's three-class extent, which keeps a FLAIR's dim scalp)."""
+    against the head's three-class extent, which keeps a FLAIR's dim scalp). ``progress``: the
+    estimation's stage bar."""
     if is_skull_stripped(volume.numpy()):
         return AutoMask(None, "the input is skull-stripped: no mask needed")
     try:
-        brain = estimate_brain_mask(volume, contrast)
+        brain = estimate_brain_mask(volume, contrast, progress)
     except (InputError, RuntimeError) as err:  # too small to register, or ITK gave up: not worth a failure
         reason = " ".join(str(err).split())[:160]  # ITK's messages run over several long lines
         return AutoMask(None, f"no brain mask could be estimated ({reason}): translated without one", True)
@@ -117,13 +121,14 @@ def resolve_brain_mask(
     mask: str | os.PathLike | None,
     work_dir: str | os.PathLike,
     contrast: str | None = None,
+    progress: bool = False,
 ) -> MaskChoice:
     """``mask`` as given (a path, or None), or for :data:`AUTO`: :func:`auto_brain_mask` of the input (in
-    ``contrast``), an estimated mask written into ``work_dir``."""
+    ``contrast``, with its stage bar if ``progress``), an estimated mask written into ``work_dir``."""
     if mask is None or str(mask) != AUTO:
         return MaskChoice(None if mask is None else str(mask))
     volume = load_volume(input_path)
-    auto = auto_brain_mask(volume, contrast)
+    auto = auto_brain_mask(volume, contrast, progress)
     if auto.mask is None:
         return MaskChoice(None, auto.note, failed=auto.failed)
     path = Path(work_dir) / AUTO_MASK_NAME
@@ -137,11 +142,12 @@ def brain_mask_for(
     mask: str | os.PathLike | None,
     output_dir: str | os.PathLike,
     contrast: str | None = None,
+    progress: bool = False,
 ) -> Iterator[MaskChoice]:
     """:func:`resolve_brain_mask` for the duration of a translation; an estimated mask is kept as
     ``output_dir/brain_mask.nii.gz`` (so it can be checked) only once the block has succeeded."""
     with tempfile.TemporaryDirectory(prefix="mtsr_mask_") as work:
-        choice = resolve_brain_mask(input_path, mask, work, contrast)
+        choice = resolve_brain_mask(input_path, mask, work, contrast, progress)
         yield choice
         if choice.estimated:
             final = Path(output_dir) / AUTO_MASK_NAME

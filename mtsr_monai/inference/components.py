@@ -129,13 +129,19 @@ class AutoBrainMaskd(MapTransform):
     the brain mask of :func:`~mtsr_monai.inference.brain_mask.auto_brain_mask` (the models saw skull-stripped
     brains only, and paint a whole head with the scalp's level). A skull-stripped image, or one the template
     cannot fit (a warning), gets none; ``mode`` ``none`` turns it off. ``contrast``: the image's (the
-    bundle's ``source``), which picks the template. The note goes to ``<mask_key>_note``."""
+    bundle's ``source``), which picks the template. The note goes to ``<mask_key>_note``. ``progress``: a
+    bar naming the estimation's stage (about 25 s)."""
 
     def __init__(
-        self, keys: KeysCollection, mask_key: str = "mask", mode: str = AUTO, contrast: str | None = None
+        self,
+        keys: KeysCollection,
+        mask_key: str = "mask",
+        mode: str = AUTO,
+        contrast: str | None = None,
+        progress: bool = False,
     ) -> None:
         super().__init__(keys)
-        self.mask_key, self.mode, self.contrast = mask_key, mode, contrast
+        self.mask_key, self.mode, self.contrast, self.progress = mask_key, mode, contrast, progress
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         if self.mode not in (AUTO, "none"):  # checked here: MONAI Label sets it per request
@@ -145,7 +151,7 @@ class AutoBrainMaskd(MapTransform):
             return d
         for key in self.key_iterator(d):
             img = d[key]
-            auto = auto_brain_mask(img[0], self.contrast)
+            auto = auto_brain_mask(img[0], self.contrast, self.progress)
             d[f"{self.mask_key}_note"] = auto.note
             name = str(img.meta.get("filename_or_obj", key))
             if auto.failed:

@@ -164,7 +164,7 @@ def run_pipeline(
     generator, meta, codes, weights = checked  # checked before anything is read: bad input fails early
     stage = on_stage or (lambda name: None)
     stage("read")
-    with brain_mask_for(input_path, mask_path, output_dir, source) as mask:  # auto: a head with its skull
+    with brain_mask_for(input_path, mask_path, output_dir, source, progress) as mask:  # auto: with a skull
         lr, lr_affine, lr_mask = _load_input(input_path, mask.path)
         stage("super-resolution")
         t = time.perf_counter()

@@ -143,15 +143,17 @@ def baseline_translate_file(
     method: str,
     mask_path: str | os.PathLike | None = None,
     lookup_path: str | os.PathLike | None = None,
+    progress: bool = False,
 ) -> dict:
     """``mtsr translate --method identity|tissue-lookup``: writes ``OUT/mean.nii.gz`` (the one, deterministic
-    output, on the input's grid) and returns a summary; nothing is written on bad input."""
+    output, on the input's grid) and returns a summary; nothing is written on bad input. ``progress``: the
+    bar of a brain mask's estimation."""
     if method not in BASELINE_METHODS:
         raise InputError(f"unknown baseline {method!r}; choose from {', '.join(BASELINE_METHODS)}")
     intensities = load_tissue_lookup(source, target, lookup_path) if method == "tissue-lookup" else None
     image = load_volume(input_path)
     volume = image.numpy().astype(np.float32)
-    with brain_mask_for(input_path, mask_path, output_dir, source) as choice:
+    with brain_mask_for(input_path, mask_path, output_dir, source, progress) as choice:
         if choice.path is not None:
             mask = load_volume(choice.path, validate=False).numpy() > 0
             if mask.shape != volume.shape:

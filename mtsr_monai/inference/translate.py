@@ -310,7 +310,7 @@ def translate_file(
     overrides["mask"] = "none"  # resolved here (brain_mask_for): the bundle's own `mask: auto` step is off
     components = bundle_components(bundle_dir(), overrides)
     item = {"image": str(input_path), "output": str(output_dir)}
-    with brain_mask_for(input_path, mask_path, output_dir, source) as mask:
+    with brain_mask_for(input_path, mask_path, output_dir, source, progress) as mask:
         if mask.path is not None:
             item["mask"] = mask.path
         done = infer_item(components, item, generator)

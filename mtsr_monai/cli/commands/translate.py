@@ -127,7 +127,13 @@ def run(args: argparse.Namespace) -> int:
 
             source, target = args.source.lower(), args.target.lower()
             summary = baseline_translate_file(
-                args.input, source, target, args.output_dir, args.method, mask_argument(args.mask)
+                args.input,
+                source,
+                target,
+                args.output_dir,
+                args.method,
+                mask_argument(args.mask),
+                progress=True,
             )
         else:
             from mtsr_monai.inference.translate import translate_file
