@@ -135,6 +135,18 @@ def test_cli_refuses_bad_input_with_exit_2_and_no_output(tmp_path: Path, extra: 
     assert not out.exists()
 
 
+def test_cli_never_overwrites_a_scan_or_sidecar_of_the_dataset(tmp_path: Path) -> None:
+    touch(tmp_path, *[f"s{i}/t1.nii.gz" for i in range(3)])
+    scan, sidecar = tmp_path / "s0" / "t1.nii.gz", tmp_path / "s0" / "t1.json"
+    scan.write_bytes(b"scan"), sidecar.write_text('{"RepetitionTime": 2.0}')
+    assert main(["datalist", "--root", str(tmp_path), "-o", str(scan)]) == 2
+    assert main(["datalist", "--root", str(tmp_path), "-o", str(sidecar)]) == 2
+    assert scan.read_bytes() == b"scan" and json.loads(sidecar.read_text()) == {"RepetitionTime": 2.0}
+    datalist = tmp_path / "dl.json"
+    assert main(["datalist", "--root", str(tmp_path), "-o", str(datalist)]) == 0
+    assert main(["datalist", "--root", str(tmp_path), "-o", str(datalist), "--seed", "1"]) == 0  # its own
+
+
 def test_cli_refuses_a_folder_without_subjects(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     assert main(["datalist", "--root", str(tmp_path / "empty"), "-o", str(tmp_path / "x.json")]) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from mtsr_monai.cli.arguments import file_outputs
 
@@ -51,14 +52,32 @@ def outputs(args: argparse.Namespace):
     return file_outputs(args.output)
 
 
+def refuse_non_datalist_output(output: Path) -> None:
+    """The output must be a ``.json`` file, and an existing one a datalist (one this command wrote, with
+    its ``training`` list): a scan, a sidecar or any other file of the dataset is never overwritten."""
+    import json
+
+    from mtsr_monai.errors import InputError
+
+    if not output.name.lower().endswith(".json"):
+        raise InputError("the datalist is written as JSON: give an output name ending in .json", output)
+    if output.is_file():
+        try:
+            existing = json.loads(output.read_text())
+        except (OSError, UnicodeDecodeError, ValueError):
+            existing = None
+        if not (isinstance(existing, dict) and isinstance(existing.get("training"), list)):
+            raise InputError("exists and is not a datalist: refusing to overwrite it", output)
+
+
 def run(args: argparse.Namespace) -> int:
     import json
-    from pathlib import Path
 
     from mtsr_monai.data.datalist import build_datalist
     from mtsr_monai.io import atomic_write_text
 
     output = Path(args.output)
+    refuse_non_datalist_output(output)
     base_dir = output.absolute().parent if args.relative else None
     datalist = build_datalist(
         args.root,
