@@ -94,6 +94,17 @@ def test_stale_temporary_file_of_a_killed_run_is_removed_by_the_next_run(tmp_pat
     assert out.is_file() and not stale.exists() and unrelated.exists()
 
 
+def test_the_staging_folder_of_a_killed_translation_is_removed_by_the_next_run(tmp_path):
+    from mtsr_monai.io.outputs import OutputPlan, guard_outputs
+
+    out = tmp_path / "out"
+    staging = out / ".staged.k1ll3d00.part"
+    staging.mkdir(parents=True)
+    (staging / "sample_0.nii.gz").write_bytes(b"left by kill -9")
+    with guard_outputs(OutputPlan(files=[out / "mean.nii.gz"], folders=[out]), []):
+        assert not staging.exists()
+
+
 def test_second_run_on_a_locked_output_is_refused_and_writes_nothing(tmp_path, phantom_file, capsys):
     out = tmp_path / "lr.nii.gz"
     other = OutputLocks()  # stands for a concurrent run writing the same output

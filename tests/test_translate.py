@@ -210,6 +210,39 @@ def test_translate_cli_writes_samples_mean_std_on_input_grid(tiny_weights, phant
     np.testing.assert_allclose(nib.load(again / "sample_0.nii.gz").get_fdata(), samples[1], atol=1e-6)
 
 
+def test_a_rerun_with_fewer_samples_leaves_no_sample_of_the_earlier_run(tiny_weights, phantom_file, tmp_path):
+    out = tmp_path / "out"
+    assert _translate(phantom_file, tiny_weights, out, "-n", "3", "--seed", "1") == 0
+    assert _translate(phantom_file, tiny_weights, out, "-n", "1", "--seed", "2") == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "codes.json",
+        "mean.nii.gz",
+        "sample_0.nii.gz",
+        "std.nii.gz",
+    ]
+
+
+def test_an_interrupted_write_leaves_the_earlier_outputs_whole(
+    tiny_weights, phantom_file, tmp_path, monkeypatch
+):
+    from mtsr_monai.inference import components
+
+    out = tmp_path / "out"
+    assert _translate(phantom_file, tiny_weights, out, "-n", "2", "--seed", "1") == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real_save, saved = components.save_volume, []
+
+    def save_then_interrupt(*args, **kwargs):  # Ctrl-C after the first file of the set is written
+        if saved:
+            raise KeyboardInterrupt
+        saved.append(real_save(*args, **kwargs))
+        return saved[-1]
+
+    monkeypatch.setattr(components, "save_volume", save_then_interrupt)
+    assert _translate(phantom_file, tiny_weights, out, "-n", "3", "--seed", "2") == 130
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
 def test_translate_bad_input_exits_2_and_writes_nothing(tiny_weights, tmp_path, capsys):
     bad = write_nifti(tmp_path / "flat.nii.gz", np.zeros((8, 8, 4), np.float32))
     out = tmp_path / "out"

@@ -41,7 +41,7 @@ from mtsr_monai.inference.clinical import (
 )
 from mtsr_monai.inference.super_resolve import sr_affine, super_resolve_scaled
 from mtsr_monai.inference.translate import latent_codes, sample_statistics, translate_volume
-from mtsr_monai.io import atomic_write_text, check_same_grid, load_volume, save_volume
+from mtsr_monai.io import atomic_file_set, atomic_write_text, check_same_grid, load_volume, save_volume
 from mtsr_monai.io.geometry import resolve_axis
 from mtsr_monai.transforms.intensity import robust_range, scale_to_range
 
@@ -266,23 +266,25 @@ class SaveTranslationsd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             out = Path(d.get(self.path_key) or Path(self.output_dir) / output_stem(d))
-            out.mkdir(parents=True, exist_ok=True)
             pred = d[key]
             affine = _affine(pred, 0)
             samples = pred.detach().cpu().numpy()
             mean, std = sample_statistics(samples)
-            paths = {
-                "samples": [
-                    str(save_volume(v, out / f"sample_{i}.nii.gz", affine)) for i, v in enumerate(samples)
-                ]
-            }
-            paths["mean"] = str(save_volume(mean, out / "mean.nii.gz", affine))
-            paths["std"] = str(save_volume(std, out / "std.nii.gz", affine))
-            if d.get(MASK_SOURCE_KEY) == AUTO:  # estimated here: kept so that it can be checked
-                mask = np.asarray(d[self.mask_key].detach().cpu().numpy()[0], dtype=np.uint8)
-                paths["brain_mask"] = str(save_volume(mask, out / AUTO_MASK_NAME, affine, dtype=np.uint8))
+            volumes = {f"sample_{i}.nii.gz": v for i, v in enumerate(samples)}
+            volumes.update({"mean.nii.gz": mean, "std.nii.gz": std})
             codes = json.loads(pred.meta.get(CODES_KEY, '{"seed": null, "codes": null}'))
-            atomic_write_text(out / "codes.json", json.dumps(codes, indent=1))
+            # all of them or none, and no sample or mask of an earlier run left beside them
+            with atomic_file_set(out, stale=("sample_*.nii.gz", AUTO_MASK_NAME)) as staging:
+                for name, volume in volumes.items():
+                    save_volume(volume, staging / name, affine)
+                if d.get(MASK_SOURCE_KEY) == AUTO:  # estimated here: kept so that it can be checked
+                    mask = np.asarray(d[self.mask_key].detach().cpu().numpy()[0], dtype=np.uint8)
+                    save_volume(mask, staging / AUTO_MASK_NAME, affine, dtype=np.uint8)
+                atomic_write_text(staging / "codes.json", json.dumps(codes, indent=1))
+            paths = {"samples": [str(out / f"sample_{i}.nii.gz") for i in range(len(samples))]}
+            paths.update(mean=str(out / "mean.nii.gz"), std=str(out / "std.nii.gz"))
+            if d.get(MASK_SOURCE_KEY) == AUTO:
+                paths["brain_mask"] = str(out / AUTO_MASK_NAME)
             d[f"{key}_paths"] = paths
             d[f"{key}_statistics"] = {"mean": mean, "std": std}
         return d

@@ -20,10 +20,10 @@ import numpy as np
 import torch
 
 from mtsr_monai.data.demo import make_demo_subject
-from mtsr_monai.inference.brain_mask import brain_mask_for
+from mtsr_monai.inference.brain_mask import AUTO_MASK_NAME, brain_mask_for
 from mtsr_monai.inference.bundle import bundles_root, load_bundle_network, weights_path
 from mtsr_monai.inference.super_resolve import super_resolve_volume
-from mtsr_monai.io import atomic_write_text, check_same_grid, load_volume, save_volume
+from mtsr_monai.io import atomic_file_set, atomic_write_text, check_same_grid, load_volume, save_volume
 from mtsr_monai.io.geometry import resampled_affine, resolve_axis
 from mtsr_monai.metrics.image import psnr, ssim
 from mtsr_monai.metrics.perceptual import load_lpips, sample_measures
@@ -124,16 +124,19 @@ def _montage_panels(
 def _write_outputs(
     out: Path, arrays: dict[str, Any], panels: list, title: str, point: Sequence[float]
 ) -> dict[str, Any]:
-    """``sr``, ``sample_i``, ``mean``, ``std`` NIfTIs (SR grid) and the montage into ``out``; their paths."""
+    """``sr``, ``sample_i``, ``mean``, ``std`` NIfTIs (SR grid) and the montage into ``out``, all or none
+    (an earlier run's extra samples and mask removed); their paths."""
 
     affine = arrays["affine"]
-    out.mkdir(parents=True, exist_ok=True)
-    written = {"sr": str(save_volume(arrays["sr"], out / "sr.nii.gz", affine)), "samples": []}
-    for i, vol in enumerate(arrays["samples"]):
-        written["samples"].append(str(save_volume(vol, out / f"sample_{i}.nii.gz", affine)))
-    written["mean"] = str(save_volume(arrays["mean"], out / "mean.nii.gz", affine))
-    written["std"] = str(save_volume(arrays["std"], out / "std.nii.gz", affine))
-    written["montage"] = str(save_montage(panels, out / "montage.png", title, point))
+    volumes = {"sr": arrays["sr"], **{f"sample_{i}": v for i, v in enumerate(arrays["samples"])}}
+    volumes.update(mean=arrays["mean"], std=arrays["std"])
+    with atomic_file_set(out, stale=("sample_*.nii.gz", AUTO_MASK_NAME)) as staging:
+        for name, volume in volumes.items():
+            save_volume(volume, staging / f"{name}.nii.gz", affine)
+        save_montage(panels, staging / "montage.png", title, point)
+    written = {name: str(out / f"{name}.nii.gz") for name in ("sr", "mean", "std")}
+    written["samples"] = [str(out / f"sample_{i}.nii.gz") for i in range(len(arrays["samples"]))]
+    written["montage"] = str(out / "montage.png")
     return written
 
 

@@ -5,7 +5,7 @@ request) and refuses what no model should see (see :mod:`mtsr_monai.io.validatio
 writes with MONAI's ``SaveImage``, atomically, keeping the affine.
 """
 
-from mtsr_monai.io.atomic import atomic_output, atomic_write_text
+from mtsr_monai.io.atomic import atomic_file_set, atomic_output, atomic_write_text
 from mtsr_monai.io.validation import check_nifti_header, check_same_grid, validate_grid, validate_volume
 from mtsr_monai.io.volume import (
     FINE_INPLANE_MM,
@@ -19,6 +19,7 @@ from mtsr_monai.io.volume import (
 
 __all__ = [
     "FINE_INPLANE_MM",
+    "atomic_file_set",
     "atomic_output",
     "atomic_write_text",
     "check_nifti_header",

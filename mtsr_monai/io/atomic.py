@@ -1,14 +1,16 @@
 """Atomic file output: write to a temporary sibling, rename on success, delete on any failure.
 
-An exception or Ctrl-C (KeyboardInterrupt) inside the block never leaves a partial output file.
+An exception or Ctrl-C (KeyboardInterrupt) inside the block never leaves a partial output file, and
+:func:`atomic_file_set` never leaves part of a set of files (the samples, mean and std of a translation).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 
@@ -48,3 +50,27 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_output(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+@contextlib.contextmanager
+def atomic_file_set(folder: str | os.PathLike, stale: Sequence[str] = ()) -> Iterator[Path]:
+    """Yield a staging folder inside ``folder`` to write a set of files into. When the block succeeds, the
+    files of ``folder`` matching a ``stale`` pattern that the block did not write (an earlier run's extra
+    samples) are deleted and the staged files moved into ``folder``; on any failure the staging folder is
+    deleted and ``folder`` is left as it was. Its name is a ``.part`` name, so a killed run's staging folder
+    is cleared by the next run's output guard."""
+    final = Path(folder)
+    final.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staged.", suffix=".part", dir=final))
+    try:
+        yield staging
+        written = {p.name for p in staging.iterdir()}
+        for pattern in stale:
+            for old in final.glob(pattern):
+                if old.name not in written and old.is_file():
+                    old.unlink()
+        for staged in sorted(staging.iterdir()):
+            os.chmod(staged, 0o666 & ~_umask())
+            os.replace(staged, final / staged.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -23,6 +23,7 @@ import fnmatch
 import hashlib
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -188,14 +189,17 @@ def remove_stale_parts(plan: OutputPlan, locks: OutputLocks) -> list[Path]:
     removed = []
     for tmp in sorted(candidates):
         match = PART_NAME.match(tmp.name)
-        if not match or not tmp.is_file():
+        if not match or not (tmp.is_file() or tmp.is_dir()):
             continue
         final = tmp.parent / match.group("name")
         owners = [final, *final.parents]
         if any(locks.is_busy(p) for p in owners):
             continue
         with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+            if tmp.is_dir():  # atomic_file_set's staging folder
+                shutil.rmtree(tmp)
+            else:
+                tmp.unlink()
             removed.append(tmp)
     return removed
 
