@@ -252,6 +252,36 @@ def test_translate_bad_input_exits_2_and_writes_nothing(tiny_weights, tmp_path, 
     assert _translate(bad, tmp_path / "missing.pt", out) == 2
 
 
+@pytest.mark.parametrize("value", [float("nan"), 1e300, "a"])
+def test_codes_that_are_not_finite_numbers_are_refused(tiny_weights, phantom_file, tmp_path, value):
+    codes = tmp_path / "codes.json"
+    codes.write_text(json.dumps({"codes": [[value] * 4]}))  # NaN is written as the bare token NaN
+    out = tmp_path / "out"
+    assert _translate(phantom_file, tiny_weights, out, "--codes", str(codes)) == 2
+    assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize("method", ["bicyclegan", "identity"])
+@pytest.mark.parametrize("problem", ["empty", "other grid"])
+def test_every_method_refuses_an_empty_mask_or_one_on_another_grid(
+    tiny_weights, phantom_file, tmp_path, method, problem
+):
+    image = nib.load(phantom_file)
+    inside = (
+        np.zeros(image.shape, np.uint8) if problem == "empty" else (image.get_fdata() > 0).astype(np.uint8)
+    )
+    affine = image.affine if problem == "empty" else image.affine @ np.diag([2.0, 1.0, 1.0, 1.0])
+    mask = write_nifti(tmp_path / "mask.nii.gz", inside, affine)
+    out = tmp_path / "out"
+    assert _translate(phantom_file, tiny_weights, out, "--mask", str(mask), "--method", method) == 2
+    assert not (out / "mean.nii.gz").exists()
+
+
+def test_a_baseline_refuses_an_unknown_modality(phantom_file, tmp_path):
+    args = ["-i", str(phantom_file), "--source", "foo", "--target", "bar", "-o", str(tmp_path / "out")]
+    assert _cli("translate", *args, "--method", "identity") == 2
+
+
 def test_lpips_unavailable_names_the_missing_backbone(tmp_path):
     metric, status = load_lpips(backbone_path=tmp_path / "alexnet-owt-7be5be79.pth")
     assert metric is None and not status.available

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from mtsr_monai.errors import InputError
-from mtsr_monai.io import atomic_output, load_volume, save_volume
+from mtsr_monai.io import atomic_output, check_same_grid, load_volume, save_volume
 from mtsr_monai.progress import StageBar
 from mtsr_monai.transforms.foreground import head_mask, is_skull_stripped
 
@@ -30,6 +30,17 @@ from mtsr_monai.transforms.foreground import head_mask, is_skull_stripped
 AUTO = "auto"
 #: file name of an automatic mask, beside the outputs it was used for
 AUTO_MASK_NAME = "brain_mask.nii.gz"
+
+
+def check_brain_mask(
+    mask: np.ndarray, mask_affine: Any, shape: tuple[int, ...], affine: Any, names: tuple[str, str]
+) -> np.ndarray:
+    """A brain ``mask`` (3D) for an image of ``shape`` / ``affine``, as bool: InputError when it is not on
+    the image's grid or is empty (nothing would be translated). ``names``: (image, mask), for messages."""
+    check_same_grid([tuple(shape), tuple(mask.shape)], [np.asarray(affine), np.asarray(mask_affine)], names)
+    if not (mask > 0).any():
+        raise InputError("the brain mask is empty", names[1])
+    return mask > 0
 
 
 @dataclass

@@ -28,7 +28,7 @@ from monai.inferers import Inferer
 from monai.transforms import MapTransform
 
 from mtsr_monai.errors import InputError
-from mtsr_monai.inference.brain_mask import AUTO, AUTO_MASK_NAME, auto_brain_mask
+from mtsr_monai.inference.brain_mask import AUTO, AUTO_MASK_NAME, auto_brain_mask, check_brain_mask
 from mtsr_monai.inference.clinical import (
     consistency_step,
     model_input,
@@ -40,8 +40,8 @@ from mtsr_monai.inference.clinical import (
     transform_spec,
 )
 from mtsr_monai.inference.super_resolve import sr_affine, super_resolve_scaled
-from mtsr_monai.inference.translate import latent_codes, sample_statistics, translate_volume
-from mtsr_monai.io import atomic_file_set, atomic_write_text, check_same_grid, load_volume, save_volume
+from mtsr_monai.inference.translate import checked_codes, latent_codes, sample_statistics, translate_volume
+from mtsr_monai.io import atomic_file_set, atomic_write_text, load_volume, save_volume
 from mtsr_monai.io.geometry import resolve_axis
 from mtsr_monai.transforms.intensity import robust_range, scale_to_range
 
@@ -180,11 +180,15 @@ class MaskOutsided(MapTransform):
             return d
         for key in self.key_iterator(d):
             img = d[key]
-            names = [str(img.meta.get("filename_or_obj", key)), str(mask.meta.get("filename_or_obj", "mask"))]
-            check_same_grid(
-                [tuple(img.shape[1:]), tuple(mask.shape[1:])], [_affine(img, 0), _affine(mask, 0)], names
+            names = (str(img.meta.get("filename_or_obj", key)), str(mask.meta.get("filename_or_obj", "mask")))
+            inside = check_brain_mask(
+                np.asarray(mask.detach().cpu())[0],
+                _affine(mask, 0),
+                tuple(img.shape[1:]),
+                _affine(img, 0),
+                names,
             )
-            d[key] = img * (torch.as_tensor(mask) > 0).to(img.dtype)
+            d[key] = img * torch.from_numpy(inside).to(img.dtype)
         return d
 
 
@@ -383,8 +387,8 @@ class SliceTranslationInferer(Inferer):
         self.batch_size, self.reduce, self.progress = int(batch_size), reduce, progress
 
     def latent_codes(self) -> np.ndarray:
-        if self.codes is not None:
-            return np.asarray(self.codes, dtype=np.float32).reshape(-1, self.nz)
+        if self.codes is not None:  # one code may be given as a flat list
+            return checked_codes(np.atleast_2d(np.asarray(self.codes, dtype=object)), self.nz)
         return latent_codes(self.samples, self.nz, self.seed, self.code_prior)
 
     def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> MetaTensor:

@@ -29,8 +29,9 @@ import numpy as np
 import torch
 
 from mtsr_monai.errors import InputError
-from mtsr_monai.inference.brain_mask import brain_mask_for
+from mtsr_monai.inference.brain_mask import brain_mask_for, check_brain_mask
 from mtsr_monai.inference.bundle import weights_path
+from mtsr_monai.inference.translate import check_modalities
 from mtsr_monai.io import load_volume, save_volume
 from mtsr_monai.metrics.segmentation import LABELS, segment_tissues
 from mtsr_monai.transforms.intensity import robust_scale
@@ -150,17 +151,16 @@ def baseline_translate_file(
     bar of a brain mask's estimation."""
     if method not in BASELINE_METHODS:
         raise InputError(f"unknown baseline {method!r}; choose from {', '.join(BASELINE_METHODS)}")
+    check_modalities(source, target)
     intensities = load_tissue_lookup(source, target, lookup_path) if method == "tissue-lookup" else None
     image = load_volume(input_path)
     volume = image.numpy().astype(np.float32)
     with brain_mask_for(input_path, mask_path, output_dir, source, progress) as choice:
         if choice.path is not None:
-            mask = load_volume(choice.path, validate=False).numpy() > 0
-            if mask.shape != volume.shape:
-                raise InputError(
-                    f"mask shape {mask.shape} differs from the image's {volume.shape}", mask_path
-                )
-            volume = np.where(mask, volume, 0).astype(np.float32)
+            mask = load_volume(choice.path, validate=False)
+            names = (str(input_path), str(choice.path))
+            inside = check_brain_mask(mask.numpy(), mask.affine, volume.shape, image.affine, names)
+            volume = np.where(inside, volume, 0).astype(np.float32)
         out = (
             identity_translate(volume)
             if intensities is None

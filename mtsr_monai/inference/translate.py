@@ -255,11 +255,7 @@ def prepare_translation(
     by :func:`load_translator`, or loaded from ``weights``, default the shipped ``source_to_target.pt``)
     must translate ``source -> target``; the codes are ``codes`` (``nz``-vectors) or ``samples`` draws
     seeded by ``seed``. InputError otherwise."""
-    for name in (source, target):
-        if name not in MODALITIES:
-            raise InputError(f"unknown modality {name!r}; choose from {', '.join(MODALITIES)}")
-    if source == target:
-        raise InputError("source and target modality are the same")
+    check_modalities(source, target)
     weights = Path(weights) if weights else default_weights(source, target)
     generator, meta = translator if translator is not None else load_translator(weights, device)
     if meta.get("source", source) != source or meta.get("target", target) != target:
@@ -272,10 +268,35 @@ def prepare_translation(
         if samples < 1:
             raise InputError("--samples must be >= 1")
         codes = latent_codes(samples, nz, seed, meta.get("code_prior"))
-    codes = np.asarray(codes, dtype=np.float32)
-    if codes.ndim != 2 or codes.shape[1] != nz:
-        raise InputError(f"latent codes must be a list of {nz}-vectors, got shape {codes.shape}")
-    return generator, meta, codes, weights
+    return generator, meta, checked_codes(codes, nz), weights
+
+
+def check_modalities(source: str, target: str) -> None:
+    """InputError unless ``source`` and ``target`` are known modalities and differ."""
+    for name in (source, target):
+        if name not in MODALITIES:
+            raise InputError(f"unknown modality {name!r}; choose from {', '.join(MODALITIES)}")
+    if source == target:
+        raise InputError("source and target modality are the same")
+
+
+#: the largest latent value accepted: codes are draws of N(0, I) (or of the encoder's posterior), and one
+#: far outside it is a typing error, not a sample (1e300, NaN gave NaN volumes)
+MAX_CODE = 100.0
+
+
+def checked_codes(codes: Any, nz: int) -> np.ndarray:
+    """``codes`` as an ``(N, nz)`` float32 array of finite numbers within +-:data:`MAX_CODE`; InputError
+    otherwise."""
+    try:
+        array = np.asarray(codes, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"latent codes must be numbers: {err}") from err
+    if array.ndim != 2 or array.shape[1] != nz or len(array) == 0:
+        raise InputError(f"latent codes must be a list of {nz}-vectors, got shape {array.shape}")
+    if not np.isfinite(array).all() or np.abs(array).max() > MAX_CODE:
+        raise InputError(f"latent codes must be finite numbers within +-{MAX_CODE:g}")
+    return array.astype(np.float32)
 
 
 def translate_file(
