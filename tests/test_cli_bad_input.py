@@ -71,3 +71,149 @@ def test_a_missing_input_is_refused_before_the_command_starts(tmp_path, monkeypa
     code = main(["super-resolve", "-i", str(tmp_path / "absent.nii.gz"), "-o", str(out)])
     assert code == 2 and not out.exists()
     assert "absent.nii.gz: no such file" in capsys.readouterr().err
+
+
+def _exit_code(argv: list[str]) -> int:
+    """``main(argv)``'s exit code, whether argparse (SystemExit) or the command refused."""
+    try:
+        return main(argv)
+    except SystemExit as exit:
+        return exit.code
+
+
+def _refuse_start(monkeypatch, module: str) -> None:
+    """Make ``mtsr_monai.cli.commands.<module>.run`` fail the test: the refusal must come before it."""
+    import importlib
+
+    command = importlib.import_module(f"mtsr_monai.cli.commands.{module}")
+    monkeypatch.setattr(command, "run", lambda args: pytest.fail("the command started"))
+
+
+@pytest.mark.parametrize("axis", ["bogus", "5"])
+@pytest.mark.parametrize("command", ["super-resolve", "translate", "bids"])
+def test_an_unknown_axis_is_refused_before_any_work(
+    tmp_path, phantom_file, monkeypatch, capsys, command, axis
+):
+    _refuse_start(monkeypatch, command.replace("-", "_"))
+    out = tmp_path / "out"
+    argv = {
+        "super-resolve": ["super-resolve", "-i", str(phantom_file), "-o", str(tmp_path / "sr.nii.gz")],
+        "translate": [
+            "translate",
+            "-i",
+            str(phantom_file),
+            "--source",
+            "t1",
+            "--target",
+            "flair",
+            "-o",
+            str(out),
+        ],
+        "bids": ["bids", str(tmp_path), str(out), "participant", "--task", "super-resolve"],
+    }[command]
+    assert _exit_code([*argv, "--axis", axis]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["phantom.nii.gz"]
+    assert f"--axis {axis}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["degrade", "--mode", "kspace", "-o", "{tmp}/a.txt"],
+        ["degrade", "--mode", "kspace", "-o", "{tmp}/a"],
+        ["degrade", "--mode", "kspace", "-o", "{tmp}/a.mhd"],
+        ["super-resolve", "--method", "bicubic", "-o", "{tmp}/sr.txt"],
+        ["qc", "--save-tissues", "{tmp}/t.txt"],
+    ],
+)
+def test_an_unsupported_output_type_is_refused_before_any_work(
+    tmp_path, phantom_file, monkeypatch, capsys, argv
+):
+    _refuse_start(monkeypatch, argv[0].replace("-", "_"))
+    argv = [a.format(tmp=tmp_path) for a in argv] + ["-i", str(phantom_file)]
+    assert _exit_code(argv) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["phantom.nii.gz"]
+    assert "unsupported output type: write .nii, .nii.gz" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("gap", ["inf", "40"])  # 40 mm: one 4 mm slice in the 32 mm field of view
+def test_thick_slices_need_a_finite_gap_and_two_slices(tmp_path, phantom_file, capsys, gap):
+    out = tmp_path / "lr.nii.gz"
+    argv = ["degrade", "-i", str(phantom_file), "-o", str(out), "--mode", "thick-slice", "--thickness", "4"]
+    assert main([*argv, "--gap", gap, "--no-progress"]) == 2
+    assert not out.exists()
+    expected = "--gap must be a finite number" if gap == "inf" else "leave 1 slice"
+    assert expected in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", [["--scale", "0"], ["--scale", "-2"], ["--sr-method", "foo"]])
+def test_run_refuses_a_bad_scale_or_sr_method_before_start_up(tmp_path, phantom_file, monkeypatch, bad):
+    from mtsr_monai.inference import pipeline
+
+    monkeypatch.setattr(pipeline, "run_pipeline", lambda *a, **k: pytest.fail("the run started"))
+    out = tmp_path / "out"
+    argv = ["run", "-i", str(phantom_file), "--source", "t1", "--target", "flair", "-o", str(out)]
+    assert _exit_code([*argv, *bad]) == 2
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["explain", "clinical-sr"])
+def test_a_spacing_outside_the_accepted_range_is_refused(
+    tmp_path, phantom_file, monkeypatch, capsys, command
+):
+    from mtsr_monai.inference import clinical
+
+    monkeypatch.setattr(clinical, "restore_clinical", lambda *a, **k: pytest.fail("the restoration started"))
+    out = tmp_path / "out"
+    assert main([command, "--t1", str(phantom_file), "--spacing", "0", "-o", str(out)]) == 2
+    assert not out.exists()
+    assert "--spacing 0.0 mm is outside 0.1-10 mm" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("data_range", ["inf", "nan", "0"])
+def test_evaluate_refuses_a_data_range_that_is_not_positive_and_finite(
+    tmp_path, phantom_file, capsys, data_range
+):
+    out = tmp_path / "eval.json"
+    argv = ["evaluate", "--pred", str(phantom_file), "--ref", str(phantom_file), "--json", str(out)]
+    assert main([*argv, "--data-range", data_range]) == 2
+    assert not out.exists()
+    assert "--data-range must be a positive finite number" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "bad, problem",
+    [
+        (["--samples", "0"], "--samples"),
+        (["--slices", "0"], "--slices"),
+        (["--source", "foo"], "--source 'foo'"),
+        (["--source", "pd"], "pd_to_flair"),  # a demo contrast without translation weights
+    ],
+)
+def test_demo_refuses_bad_arguments_before_writing_anything(tmp_path, monkeypatch, capsys, bad, problem):
+    from mtsr_monai.inference import pipeline
+
+    monkeypatch.setattr(pipeline, "run_demo", lambda *a, **k: pytest.fail("the demo started"))
+    assert main(["demo", "-o", str(tmp_path / "demo"), *bad]) == 2
+    assert not list(tmp_path.iterdir())
+    assert problem in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("level", [["participant", "--task", "qc"], ["group"]])
+def test_bids_refuses_an_output_folder_that_is_an_existing_file(tmp_path, phantom_file, capsys, level):
+    assert main(["bids", str(tmp_path), str(phantom_file), *level]) == 2
+    assert "the output folder is an existing file" in capsys.readouterr().err
+
+
+def test_the_debug_option_reraises_an_internal_error_with_its_traceback(tmp_path, phantom_file, monkeypatch):
+    from mtsr_monai.cli.commands import degrade
+
+    def broken(args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.delenv("MTSR_DEBUG", raising=False)
+    monkeypatch.setattr(degrade, "run", broken)
+    argv = ["degrade", "-i", str(phantom_file), "-o", str(tmp_path / "lr.nii.gz"), "--mode", "kspace"]
+    assert main(argv) == 1
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["--debug", *argv])

@@ -10,8 +10,9 @@ before the command runs, :func:`mtsr_monai.io.outputs.guard_outputs` refuses an 
 an unwritable output place and an output another run is writing, locks the outputs for the run and
 removes the temporary files of killed runs.
 
-Exit codes: 0 success, 2 bad input or bad arguments, 1 internal error, 130 interrupted (Ctrl-C), 143
-terminated (SIGTERM; handled like Ctrl-C: temporary files are removed).
+Exit codes: 0 success, 2 bad input or bad arguments, 1 internal error (``mtsr --debug COMMAND ...`` or
+``MTSR_DEBUG=1`` re-raises it, with its traceback), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM;
+handled like Ctrl-C: temporary files are removed).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 from types import ModuleType
 
 from mtsr_monai import __version__
-from mtsr_monai.cli.arguments import MASK_AUTO, MASK_NONE
+from mtsr_monai.cli.arguments import MASK_AUTO, MASK_NONE, check_axis
 from mtsr_monai.errors import InputError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
@@ -115,12 +116,15 @@ def _inputs(module: ModuleType, args: argparse.Namespace) -> list[Path]:
     return _named_inputs(args) + (list(extra(args)) if extra else [])
 
 
-def _refuse_missing_inputs(args: argparse.Namespace) -> None:
-    """A named input (``--input``, ``--t1``, ...) that does not exist is refused at once, before the
-    command's start-up (torch, MONAI, weights: seconds) makes the user wait for the error."""
+def _refuse_bad_arguments(args: argparse.Namespace) -> None:
+    """A named input (``--input``, ``--t1``, ...) that does not exist and an ``--axis`` that names no plane
+    or array axis are refused at once, before the command's start-up (torch, MONAI, weights: seconds)
+    makes the user wait for the error."""
     for path in _named_inputs(args):
         if not path.exists():
             raise InputError("no such file", path)
+    if getattr(args, "axis", None) is not None:
+        check_axis(args.axis)
 
 
 def _guard(module: ModuleType, args: argparse.Namespace):
@@ -149,6 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
         "130 interrupted, 143 terminated (SIGTERM).",
     )
     parser.add_argument("--version", action="version", version=f"mtsr-monai {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="on an internal error, show its traceback (as MTSR_DEBUG=1); give it before the command",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in _command_modules():
         sub = subparsers.add_parser(
@@ -166,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_BAD_INPUT
     try:
-        _refuse_missing_inputs(args)
+        _refuse_bad_arguments(args)
         with _sigterm_raises(), _guard(args._module, args):
             code = args._run(args)
     except InputError as err:
@@ -180,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_TERMINATED
     except Exception as err:  # noqa: BLE001 - the last line of defence: report, exit 1
         print(f"mtsr {args.command}: internal error: {type(err).__name__}: {err}", file=sys.stderr)
-        if "--debug" in sys.argv or os.environ.get("MTSR_DEBUG"):
+        if args.debug or os.environ.get("MTSR_DEBUG"):
             raise
         return EXIT_INTERNAL
     return EXIT_OK if code is None else int(code)

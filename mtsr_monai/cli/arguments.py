@@ -27,6 +27,46 @@ MASK_AUTO, MASK_NONE = "auto", "none"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: slice profiles of a thick-slice acquisition
 SLICE_PROFILES = ("gaussian", "boxcar")
+#: the largest in-plane factor of ``mtsr degrade --scale`` and ``mtsr run --scale``
+MAX_SCALE = 16
+
+
+#: the isotropic voxel sizes (mm) a clinical-SR target grid may have
+SPACING_RANGE_MM = (0.1, 10.0)
+
+
+def check_axis(value: str | int) -> None:
+    """InputError unless ``value`` names a plane (axial, coronal, sagittal) or an array axis, as
+    :func:`mtsr_monai.io.geometry.resolve_axis` takes it: ``mtsr`` checks every command's ``--axis`` with
+    this before the command starts."""
+    from mtsr_monai.errors import InputError
+    from mtsr_monai.io.geometry import resolve_axis
+
+    try:
+        resolve_axis(None, value)
+    except ValueError as err:
+        raise InputError(f"--axis {value}: {err}") from err
+
+
+def output_volume(text: str) -> Path:
+    """argparse ``type`` of an output volume: refused at once (exit 2) unless its type is one
+    :func:`mtsr_monai.io.save_volume` writes."""
+    from mtsr_monai.errors import InputError
+    from mtsr_monai.io.volume import check_output_type
+
+    try:
+        return check_output_type(text)
+    except InputError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+
+
+def check_spacing(spacing: float | None) -> None:
+    """InputError unless ``spacing`` (``--spacing``, mm; None: not given) is in :data:`SPACING_RANGE_MM`."""
+    from mtsr_monai.errors import InputError
+
+    low, high = SPACING_RANGE_MM
+    if spacing is not None and not low <= spacing <= high:
+        raise InputError(f"--spacing {spacing} mm is outside {low:g}-{high:g} mm")
 
 
 def add_device_argument(

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+#: what :func:`save_volume` writes: the single-file types (a .nhdr or .mhd header would be renamed from its
+#: temporary name without its data file); lower case, as the writer is chosen by the suffix
+WRITE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha")
 
 
 def _reader_for(path: Path, reader: str | None) -> str:
@@ -30,6 +33,14 @@ def _reader_for(path: Path, reader: str | None) -> str:
     if name.endswith(NIFTI_SUFFIXES):
         return "NibabelReader"
     raise InputError("unsupported file type (expected .nii, .nii.gz, .nrrd, .mha or .mhd)", path)
+
+
+def check_output_type(path: str | os.PathLike) -> Path:
+    """``path`` as a Path; InputError unless :func:`save_volume` writes its type (:data:`WRITE_SUFFIXES`)."""
+    path = Path(path)
+    if not path.name.endswith(WRITE_SUFFIXES):
+        raise InputError(f"unsupported output type: write {', '.join(WRITE_SUFFIXES)}", path)
+    return path
 
 
 def voxel_sizes(affine: np.ndarray) -> np.ndarray:
@@ -146,7 +157,7 @@ def save_volume(
     from monai.data import MetaTensor
     from monai.transforms import SaveImage
 
-    path = Path(path)
+    path = check_output_type(path)
     if affine is None:
         if not isinstance(data, MetaTensor):
             raise ValueError("save_volume needs an affine for a plain array")

@@ -11,6 +11,7 @@ from mtsr_monai.cli.arguments import (
     SR_METHODS,
     add_device_argument,
     add_no_progress_argument,
+    check_spacing,
     print_written,
 )
 
@@ -124,8 +125,7 @@ def _task(args: argparse.Namespace, device: str):
 
     if args.batch_size < 1 or args.roi_size < 8 or args.samples < 1:
         raise InputError("--batch-size and --samples must be >= 1, --roi-size >= 8")
-    if not 0.1 <= args.spacing <= 10:
-        raise InputError(f"--spacing {args.spacing} mm is outside 0.1-10 mm")
+    check_spacing(args.spacing)
     method = args.clinical_method if args.task == "clinical-sr" else args.sr_method
     return make_task(
         args.task,
@@ -162,7 +162,9 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from mtsr_monai.errors import InputError
+    from mtsr_monai.io.outputs import OutputPlan, check_not_inputs
 
+    check_not_inputs(OutputPlan(folders=[args.output_dir]), [])  # refuses an output folder that is a file
     if args.analysis_level == "group":
         return _group(args)
     if args.task is None:

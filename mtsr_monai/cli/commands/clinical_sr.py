@@ -9,6 +9,7 @@ from mtsr_monai.cli.arguments import (
     SESSION_SEQUENCES,
     add_session_arguments,
     add_slice_profile_argument,
+    check_spacing,
     folder_outputs,
     print_written,
     session_inputs,
@@ -85,11 +86,13 @@ EXPLAIN_MIN_SLICE = 17
 
 
 def check_target(args: argparse.Namespace, explain: bool) -> None:
-    """Refuse, before any work, a --like reference that is no valid 3D grid and, for the explanations,
-    a target grid whose slices are smaller than EXPLAIN_MIN_SLICE voxels."""
+    """Refuse, before any work, a --spacing outside :data:`SPACING_RANGE_MM`, a --like reference that is no
+    valid 3D grid and, for the explanations, a target grid whose slices are smaller than EXPLAIN_MIN_SLICE
+    voxels."""
     from mtsr_monai.errors import InputError
     from mtsr_monai.io import load_volume, validate_grid
 
+    check_spacing(args.spacing)
     like = None
     if args.like is not None:
         like = load_volume(args.like, validate=False)  # any 3D volume gives a grid, even a mask
@@ -118,8 +121,6 @@ def run(args: argparse.Namespace) -> int:
     from mtsr_monai.inference.clinical import restore_clinical
 
     inputs = session_inputs(args)
-    if args.spacing is not None and not 0.1 <= args.spacing <= 10:
-        raise InputError(f"--spacing {args.spacing} mm is outside 0.1-10 mm")
     if args.explain and args.method != "model":
         raise InputError("--explain needs --method model")
     check_target(args, args.explain)

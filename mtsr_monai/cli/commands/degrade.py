@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mtsr_monai.cli.arguments import add_no_progress_argument, add_slice_profile_argument, file_outputs
+from mtsr_monai.cli.arguments import (
+    MAX_SCALE,
+    add_no_progress_argument,
+    add_slice_profile_argument,
+    file_outputs,
+    output_volume,
+)
 
 NAME = "degrade"
 HELP = "simulate a low-resolution scan (second-order chain, k-space truncation or thick slices)"
@@ -18,14 +24,19 @@ DESCRIPTION = (
 )
 
 MODES = ("second-order", "kspace", "thick-slice")
-MAX_SCALE = 16
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--input", "-i", required=True, type=Path, help="high-resolution volume (.nii/.nii.gz/...)"
     )
-    parser.add_argument("--output", "-o", required=True, type=Path, help="low-resolution volume to write")
+    parser.add_argument(
+        "--output",
+        "-o",
+        required=True,
+        type=output_volume,
+        help="low-resolution volume to write (.nii.gz, ...)",
+    )
     parser.add_argument("--mode", required=True, choices=MODES, help="degradation model")
     parser.add_argument(
         "--scale",
@@ -72,6 +83,8 @@ def outputs(args: argparse.Namespace):
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
+    import math
+
     from mtsr_monai.errors import InputError
 
     mode = args.mode
@@ -93,6 +106,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
             raise InputError("--mode thick-slice needs --thickness MM")
         if not args.thickness > 0:
             raise InputError(f"--thickness must be positive, got {args.thickness}")
+        if not math.isfinite(args.gap):
+            raise InputError(f"--gap must be a finite number of mm, got {args.gap}")
         if not args.thickness + args.gap > 0:
             raise InputError(f"--gap {args.gap} overlaps slices completely (need thickness + gap > 0)")
     if args.keep_grid and mode != "kspace":
@@ -132,6 +147,13 @@ def _degrade(args: argparse.Namespace, volume, affine, through: int):
     if args.thickness > fov:
         raise InputError(
             f"--thickness {args.thickness} mm exceeds the {args.axis} field of view {fov:.1f} mm", args.input
+        )
+    count = len(deg.thick_slice_centres(volume.shape[through], spacing[through], args.thickness, args.gap))
+    if count < 2:
+        raise InputError(
+            f"--thickness {args.thickness} mm and --gap {args.gap} mm leave {count} slice in the {args.axis} "
+            f"field of view {fov:.1f} mm: a volume needs at least 2",
+            args.input,
         )
     noise = 0.0 if args.noise is None else args.noise
     return deg.degrade_volume_thick_slice(

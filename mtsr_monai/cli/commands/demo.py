@@ -17,17 +17,24 @@ DESCRIPTION = (
     "and writes OUT/report.html (input, bicubic, SR and ground truth side by side with zoomed insets and "
     "error maps; the translations), its figures OUT/figures/*.png and OUT/run/montage.png, and OUT/demo.json."
 )
+#: the fewest axial slices of the slab (a volume of one slice cannot be written)
+MIN_SLICES = 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--output-dir", "-o", type=Path, default=Path("mtsr_demo"), help="default ./mtsr_demo"
     )
-    parser.add_argument("--source", default="t1")
-    parser.add_argument("--target", default="flair")
-    parser.add_argument("--samples", "-n", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--slices", type=int, default=8, help="axial slices of the slab processed (speed)")
+    parser.add_argument("--source", default="t1", help="contrast degraded and translated (default t1)")
+    parser.add_argument("--target", default="flair", help="contrast translated to (default flair)")
+    parser.add_argument("--samples", "-n", type=int, default=5, help="translations (default 5)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the latent codes (default 0)")
+    parser.add_argument(
+        "--slices",
+        type=int,
+        default=8,
+        help=f"axial slices of the slab processed (speed; default 8, at least {MIN_SLICES})",
+    )
 
 
 def outputs(args: argparse.Namespace):
@@ -44,9 +51,28 @@ def outputs(args: argparse.Namespace):
     return folder_outputs(args.output_dir, names)
 
 
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Refuse bad arguments before the demo writes anything (its subject comes first)."""
+    from mtsr_monai.data.demo import CONTRASTS
+    from mtsr_monai.errors import InputError
+
+    if args.slices < MIN_SLICES:
+        raise InputError(f"--slices must be >= {MIN_SLICES}, got {args.slices}")
+    if args.seed < 0:
+        raise InputError(f"--seed must be non-negative, got {args.seed}")
+    for flag, contrast in (("--source", args.source), ("--target", args.target)):
+        if contrast not in CONTRASTS:
+            raise InputError(f"{flag} {contrast!r}: the demo subject has {', '.join(CONTRASTS)}")
+    from mtsr_monai.inference.translate import prepare_translation
+
+    # the pair's weights and --samples, as the translation will check them after the subject is written
+    prepare_translation(args.source, args.target, samples=args.samples, seed=args.seed)
+
+
 def run(args: argparse.Namespace) -> int:
     from mtsr_monai.inference.pipeline import run_demo
 
+    _check_arguments(args)
     report = run_demo(args.output_dir, args.source, args.target, args.samples, args.seed, args.slices)
     m = report["metrics"]
     print(

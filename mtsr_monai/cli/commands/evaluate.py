@@ -54,8 +54,6 @@ def _read(args: argparse.Namespace, paths: list) -> tuple:
     )
     if mask is not None and not (mask.numpy() > 0).any():
         raise InputError("the mask is empty (no voxel > 0)", paths[2])
-    if args.data_range is not None and not args.data_range > 0:
-        raise InputError(f"--data-range must be positive, got {args.data_range}")
     axis = None
     if args.ssim == "axial":
         # the array axis closest to world S (affine in RAS)
@@ -66,8 +64,13 @@ def _read(args: argparse.Namespace, paths: list) -> tuple:
 
 def run(args: argparse.Namespace) -> int:
     import json
+    import math
     from pathlib import Path
 
+    from mtsr_monai.errors import InputError
+
+    if args.data_range is not None and not 0 < args.data_range < math.inf:
+        raise InputError(f"--data-range must be a positive finite number, got {args.data_range}")
     import numpy as np
 
     from mtsr_monai.io import atomic_write_text

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mtsr_monai.cli.arguments import add_no_progress_argument, file_outputs
+from mtsr_monai.cli.arguments import add_no_progress_argument, file_outputs, output_volume
 
 NAME = "qc"
 HELP = "image-quality metrics (CJV, EFC, FWHM, WM2max, SNR, CNR, tissue summaries) of one volume"
@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="use the MNI152 GM/WM maps as spatial priors (input must be registered to MNI space)",
     )
     parser.add_argument(
-        "--save-tissues", type=Path, help="also write the tissue label map used (uint8 NIfTI)"
+        "--save-tissues", type=output_volume, help="also write the tissue label map used (uint8 NIfTI)"
     )
     add_no_progress_argument(parser)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mtsr_monai.cli.arguments import MAX_SCALE, SR_METHODS
+
 NAME = "run"
 HELP = "LR scan in modality A -> SR in A -> N plausible HR images in modality B (+ mean, std, montage, JSON)"
 DESCRIPTION = (
@@ -13,17 +15,20 @@ DESCRIPTION = (
     "then translate the SR volume --samples times to --target with the MT bundle. Writes OUT/sr.nii.gz, "
     "sample_*.nii.gz, mean.nii.gz, std.nii.gz, montage.png and summary.json; nothing on bad input."
 )
+#: ``--sr-method``: the SR bundle's weights when present (else bicubic), or an interpolation
+SR_CHOICES = ("auto", *(m for m in SR_METHODS if m != "model"))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from mtsr_monai.cli.commands.translate import add_translation_arguments
 
     add_translation_arguments(parser, "low-resolution NIfTI in the source modality")
-    parser.add_argument("--scale", type=int, default=4, help="in-plane SR factor (default 4)")
+    parser.add_argument("--scale", type=int, default=4, help=f"in-plane SR factor, 2-{MAX_SCALE} (default 4)")
     parser.add_argument(
         "--sr-method",
         default="auto",
-        help="auto (SR bundle weights, else bicubic), bicubic, bilinear, lanczos, nearest",
+        choices=SR_CHOICES,
+        help="auto (default: SR bundle weights, else bicubic) or an interpolation",
     )
     parser.add_argument("--weights", type=Path, default=None, help="translation weights file")
 
@@ -40,11 +45,13 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from mtsr_monai.cli.commands.translate import print_mask_note, translation_kwargs
+    from mtsr_monai.errors import InputError
     from mtsr_monai.io import fine_input_warning
     from mtsr_monai.progress import StageBar
 
-    uses_model = args.sr_method in ("auto", "model")
-    warning = fine_input_warning(args.input, "axial", args.scale) if uses_model else None
+    if not 2 <= args.scale <= MAX_SCALE:
+        raise InputError(f"--scale {args.scale} is invalid (accepted 2-{MAX_SCALE})")
+    warning = fine_input_warning(args.input, "axial", args.scale) if args.sr_method == "auto" else None
     if warning:
         print(warning, file=sys.stderr)
     with StageBar(5, "run") as bar:

@@ -9,6 +9,7 @@ from mtsr_monai.cli.arguments import (
     SR_METHODS,
     add_device_argument,
     file_outputs,
+    output_volume,
 )
 
 NAME = "super-resolve"
@@ -23,7 +24,13 @@ DESCRIPTION = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", "-i", required=True, help="low-resolution NIfTI volume")
-    parser.add_argument("--output", "-o", required=True, help="super-resolved NIfTI to write")
+    parser.add_argument(
+        "--output",
+        "-o",
+        required=True,
+        type=output_volume,
+        help="super-resolved volume to write (.nii.gz, ...)",
+    )
     parser.add_argument(
         "--method",
         default="model",

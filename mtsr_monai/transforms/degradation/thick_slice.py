@@ -49,8 +49,8 @@ def thick_slice_centres(n: int, spacing: float, thickness: float, gap: float) ->
     view.
     """
     period = thickness + gap
-    if thickness <= 0 or period <= 0:
-        raise ValueError(f"need thickness > 0 and thickness + gap > 0, got {thickness}, {gap}")
+    if not (math.isfinite(thickness) and math.isfinite(gap)) or thickness <= 0 or period <= 0:
+        raise ValueError(f"need finite thickness > 0 and thickness + gap > 0, got {thickness}, {gap}")
     fov = n * spacing
     if thickness > fov:
         raise ValueError(f"slice thickness {thickness} mm exceeds the field of view {fov:.1f} mm")
