@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from mtsr_monai.cli import main
-from mtsr_monai.data.datalist import build_datalist, detect_layout, find_subjects, split_counts
+from mtsr_monai.data.datalist import (
+    build_datalist,
+    detect_layout,
+    find_subjects,
+    modality_from_name,
+    split_counts,
+)
 from mtsr_monai.errors import InputError
 
 
@@ -75,6 +81,22 @@ def test_folders_layout_reads_modality_from_stem_with_aliases(tmp_path: Path) ->
     a, b = find_subjects(tmp_path)
     assert set(a) == {"subject", "t1", "flair", "label", "t1ce"}
     assert set(b) == {"subject", "t1", "t2"}
+
+
+def test_a_scanner_series_name_gives_the_one_sequence_it_names() -> None:
+    assert modality_from_name("MRHR_FLAIR_AX_SE_IR_5_tir2d1_21_fla") == "flair"  # TCGA-LGG's raw FLAIR
+    assert modality_from_name("MRHR_T1_AX_POST_GAD_SE_13_se2d1r_t1c") == "t1ce"  # the last token decides
+    assert modality_from_name("T1_vs_FLAIR_difference") is None  # two sequences named: neither is guessed
+    assert modality_from_name("scan_0001") is None
+
+
+def test_a_session_file_without_a_sequence_name_is_reported_not_dropped(tmp_path: Path) -> None:
+    from mtsr_monai.inference.bundle import find_sessions
+
+    touch(tmp_path, "s1/flair.nii.gz", "s1/scan_0001.nii.gz")
+    with pytest.warns(UserWarning, match="scan_0001"):
+        sessions = find_sessions(tmp_path)
+    assert [sorted(k for k in s if k != "session") for s in sessions] == [["flair"]]
 
 
 def test_split_is_by_subject_deterministic_and_seed_dependent(tmp_path: Path) -> None:

@@ -70,7 +70,10 @@ def _stem(path: Path) -> str:
 
 
 def modality_from_name(stem: str) -> str | None:
-    """Datalist key of a file stem: ``T1`` -> ``t1``, ``study1_FLAIR`` -> ``flair``, ``GT_W`` -> ``label``."""
+    """Datalist key of a file stem: ``T1`` -> ``t1``, ``study1_FLAIR`` -> ``flair``, ``GT_W`` -> ``label``.
+    The whole stem or its last one or two tokens decide; failing them, the one modality its other tokens
+    name (a scanner's series name, ``MRHR_FLAIR_AX_SE_IR_5_tir2d1_21_fla``); None when they name none or
+    several (``T1_vs_FLAIR_difference``)."""
     low = stem.lower()
     tokens = [t for t in re.split(r"[_\-. ]+", low) if t]
     if "mask" in tokens or "brainmask" in tokens:
@@ -79,7 +82,8 @@ def modality_from_name(stem: str) -> str | None:
     for cand in candidates:
         if cand in ALIASES:
             return ALIASES[cand]
-    return None
+    named = {ALIASES[t] for t in tokens if ALIASES.get(t) in IMAGE_KEYS}
+    return named.pop() if len(named) == 1 else None
 
 
 def _add(subject: dict, key: str, path: Path) -> None:

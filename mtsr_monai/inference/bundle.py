@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -260,6 +261,10 @@ def find_sessions(
         found: dict[str, Any] = {}
         for f in sorted(folder.glob("*.nii*")):
             mod = modality_from_name(f.name.split(".nii")[0])
+            if mod is None:  # not silently dropped: the session would be restored without it
+                warnings.warn(
+                    f"{f}: no sequence recognised in the name (flair, t1, t2, ...): not used", stacklevel=2
+                )
             if mod in sequences and mod not in found:
                 found[mod] = str(f)
         if found:
