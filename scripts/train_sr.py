@@ -2,8 +2,10 @@
 """Train the shipped SR model with the bundle (resumable), and export weights into the bundle.
 
 python scripts/train_sr.py train --datalist D.json --run-dir /root/mtsr_runs/sr/proposed12 [--threads 2]
-    runs `python -m monai.bundle run training` with the shipped model's settings (12 blocks, bicubic
-    global skip, L1 phase only, VGG weight 0); kill it at any time and run the same command again to resume.
+    runs `python -m monai.bundle run training` with the from-scratch settings of bundles 0.1-0.3 (12 blocks,
+    bicubic global skip, L1 phase only, VGG weight 0); kill it at any time and run the same command again to
+    resume. The shipped 0.4.x weights have no global skip and were fine-tuned from the pretrained ESRGAN
+    start: continue them with `-- --global_skip null --init_checkpoint ...` and the overrides of docs/sr.md.
     Bundle overrides go after `--`, e.g. a lower-learning-rate stage started from stage 1's last weights:
     `... train --run-dir RUN2 -- --learning_rate 5e-5 --init_checkpoint W.pt`.
 python scripts/train_sr.py export --checkpoint RUN/model.pt [--out F]
