@@ -99,6 +99,7 @@ def test_demo_end_to_end_with_shipped_weights(tmp_path):
     assert len(m["translation"]["psnr_samples"]) == 2
     html = (tmp_path / "report.html").read_text()
     assert "run/montage.png" in html and "PSNR" in html
+    assert "has no lesion" in html  # the FLAIR model can invent one: said beside its samples
     assert (tmp_path / "run" / "montage.png").is_file()
     assert json.loads((tmp_path / "demo.json").read_text())["slices"] == 4
     # input, bicubic, SR and truth side by side; every path relative to the output folder

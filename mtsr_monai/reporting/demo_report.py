@@ -118,6 +118,15 @@ def demo_html(
     rel = {k: shown_path(v, out, bundles) for k, v in report["figures"].items()}
     weights = shown_path(report["translation_weights"], out, bundles)
     e = html.escape
+    # every training FLAIR held a glioma: the model can paint one into a brain that has none (docs/mt.md)
+    caution = (
+        f'<p class="note">This demo subject has no lesion. A bright, lesion-like area in the {e(tgt)} '
+        "samples is invented: the translation model was trained on glioma patients only, and can paint "
+        "lesions into a brain without one (docs/mt.md, &ldquo;Session 32&rdquo;); their std map does not "
+        "flag it.</p>"
+        if tgt == "flair"
+        else ""
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>mtsr demo</title>
 <style>body{{font-family:sans-serif;max-width:1400px;margin:2em auto;padding:0 1em}}
@@ -140,6 +149,7 @@ scale: blue darker, red brighter than the truth.</p>
 <h2>Translation to {e(tgt)}</h2>
 {_figure(rel["translation"], "SR input, mean and std of the samples, demo target")}
 {_figure(shown_path(report["montage"], out, bundles), "input, SR, every sample and their std")}
+{caution}
 <p>Metrics (2D, axial slices; translations in [0, 1] against the robust-scaled demo image):</p>
 {_table(mt_rows)}
 <p>Diversity between samples: mean pairwise 1 - SSIM {t.get("pairwise_1_minus_ssim", 0):.4f}, mean pairwise
