@@ -69,6 +69,15 @@ def _stem(path: Path) -> str:
     return _NIFTI.sub("", path.name)
 
 
+def check_translation_pair(source: str, target: str) -> None:
+    """InputError unless ``source`` and ``target`` are image keys (:data:`IMAGE_KEYS`) and differ."""
+    for name in (source, target):
+        if name not in IMAGE_KEYS:
+            raise InputError(f"unknown modality {name!r}; choose from {', '.join(IMAGE_KEYS)}")
+    if source == target:
+        raise InputError("source and target modality are the same")
+
+
 def modality_from_name(stem: str) -> str | None:
     """Datalist key of a file stem: ``T1`` -> ``t1``, ``study1_FLAIR`` -> ``flair``, ``GT_W`` -> ``label``.
     The whole stem or its last one or two tokens decide; failing them, the one modality its other tokens

@@ -28,10 +28,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from mtsr_monai.data.datalist import check_translation_pair
 from mtsr_monai.errors import InputError
 from mtsr_monai.inference.brain_mask import brain_mask_for, check_brain_mask
 from mtsr_monai.inference.bundle import weights_path
-from mtsr_monai.inference.translate import check_modalities
 from mtsr_monai.io import load_volume, save_volume
 from mtsr_monai.metrics.segmentation import LABELS, segment_tissues
 from mtsr_monai.transforms.intensity import robust_scale
@@ -151,7 +151,7 @@ def baseline_translate_file(
     bar of a brain mask's estimation."""
     if method not in BASELINE_METHODS:
         raise InputError(f"unknown baseline {method!r}; choose from {', '.join(BASELINE_METHODS)}")
-    check_modalities(source, target)
+    check_translation_pair(source, target)
     intensities = load_tissue_lookup(source, target, lookup_path) if method == "tissue-lookup" else None
     image = load_volume(input_path)
     volume = image.numpy().astype(np.float32)

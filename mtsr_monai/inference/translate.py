@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mtsr_monai.data.datalist import check_translation_pair
 from mtsr_monai.engines.bicyclegan import export_generator  # noqa: F401 (the weights format, public here)
 from mtsr_monai.errors import InputError
 from mtsr_monai.inference.brain_mask import brain_mask_for
@@ -32,8 +33,6 @@ from mtsr_monai.io.geometry import resolve_axis
 from mtsr_monai.networks.bicyclegan import LatentUNetGenerator
 from mtsr_monai.precision import autocast
 from mtsr_monai.transforms.intensity import MEDIAN_LEVEL, robust_scale
-
-MODALITIES = ("t1", "t1ce", "t2", "flair", "pd")
 
 
 def bundle_dir() -> Path:
@@ -255,7 +254,7 @@ def prepare_translation(
     by :func:`load_translator`, or loaded from ``weights``, default the shipped ``source_to_target.pt``)
     must translate ``source -> target``; the codes are ``codes`` (``nz``-vectors) or ``samples`` draws
     seeded by ``seed``. InputError otherwise."""
-    check_modalities(source, target)
+    check_translation_pair(source, target)
     weights = Path(weights) if weights else default_weights(source, target)
     generator, meta = translator if translator is not None else load_translator(weights, device)
     if meta.get("source", source) != source or meta.get("target", target) != target:
@@ -269,15 +268,6 @@ def prepare_translation(
             raise InputError("--samples must be >= 1")
         codes = latent_codes(samples, nz, seed, meta.get("code_prior"))
     return generator, meta, checked_codes(codes, nz), weights
-
-
-def check_modalities(source: str, target: str) -> None:
-    """InputError unless ``source`` and ``target`` are known modalities and differ."""
-    for name in (source, target):
-        if name not in MODALITIES:
-            raise InputError(f"unknown modality {name!r}; choose from {', '.join(MODALITIES)}")
-    if source == target:
-        raise InputError("source and target modality are the same")
 
 
 #: the largest latent value accepted: codes are draws of N(0, I) (or of the encoder's posterior), and one
