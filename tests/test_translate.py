@@ -277,6 +277,10 @@ def test_every_method_refuses_an_empty_mask_or_one_on_another_grid(
     assert not (out / "mean.nii.gz").exists()
 
 
+def test_a_negative_seed_is_refused(tiny_weights, phantom_file, tmp_path):
+    assert _translate(phantom_file, tiny_weights, tmp_path / "out", "--seed", "-1") == 2
+
+
 def test_a_baseline_refuses_an_unknown_modality(phantom_file, tmp_path):
     args = ["-i", str(phantom_file), "--source", "foo", "--target", "bar", "-o", str(tmp_path / "out")]
     assert _cli("translate", *args, "--method", "identity") == 2

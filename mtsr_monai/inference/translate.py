@@ -266,6 +266,8 @@ def prepare_translation(
     if codes is None:
         if samples < 1:
             raise InputError("--samples must be >= 1")
+        if seed is not None and int(seed) < 0:  # numpy's generators take seeds >= 0 only
+            raise InputError(f"--seed must be >= 0, got {seed}")
         codes = latent_codes(samples, nz, seed, meta.get("code_prior"))
     return generator, meta, checked_codes(codes, nz), weights
 
