@@ -277,17 +277,18 @@ class SaveTranslationsd(MapTransform):
             volumes = {f"sample_{i}.nii.gz": v for i, v in enumerate(samples)}
             volumes.update({"mean.nii.gz": mean, "std.nii.gz": std})
             codes = json.loads(pred.meta.get(CODES_KEY, '{"seed": null, "codes": null}'))
+            keep_mask = d.get(MASK_SOURCE_KEY) == AUTO  # estimated here: kept so that it can be checked
             # all of them or none, and no sample or mask of an earlier run left beside them
             with atomic_file_set(out, stale=("sample_*.nii.gz", AUTO_MASK_NAME)) as staging:
                 for name, volume in volumes.items():
                     save_volume(volume, staging / name, affine)
-                if d.get(MASK_SOURCE_KEY) == AUTO:  # estimated here: kept so that it can be checked
+                if keep_mask:
                     mask = np.asarray(d[self.mask_key].detach().cpu().numpy()[0], dtype=np.uint8)
                     save_volume(mask, staging / AUTO_MASK_NAME, affine, dtype=np.uint8)
                 atomic_write_text(staging / "codes.json", json.dumps(codes, indent=1))
             paths = {"samples": [str(out / f"sample_{i}.nii.gz") for i in range(len(samples))]}
             paths.update(mean=str(out / "mean.nii.gz"), std=str(out / "std.nii.gz"))
-            if d.get(MASK_SOURCE_KEY) == AUTO:
+            if keep_mask:
                 paths["brain_mask"] = str(out / AUTO_MASK_NAME)
             d[f"{key}_paths"] = paths
             d[f"{key}_statistics"] = {"mean": mean, "std": std}

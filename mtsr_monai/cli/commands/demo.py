@@ -58,14 +58,12 @@ def _check_arguments(args: argparse.Namespace) -> None:
 
     if args.slices < MIN_SLICES:
         raise InputError(f"--slices must be >= {MIN_SLICES}, got {args.slices}")
-    if args.seed < 0:
-        raise InputError(f"--seed must be non-negative, got {args.seed}")
     for flag, contrast in (("--source", args.source), ("--target", args.target)):
         if contrast not in CONTRASTS:
             raise InputError(f"{flag} {contrast!r}: the demo subject has {', '.join(CONTRASTS)}")
     from mtsr_monai.inference.translate import prepare_translation
 
-    # the pair's weights and --samples, as the translation will check them after the subject is written
+    # the pair's weights, --samples and --seed, checked as the translation will check them once written
     prepare_translation(args.source, args.target, samples=args.samples, seed=args.seed)
 
 
