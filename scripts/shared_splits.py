@@ -61,11 +61,27 @@ def subject_datalist(keys=CONTRASTS, root: Path = DATA_ROOT) -> dict:
     return out
 
 
-if __name__ == "__main__":
-    import sys
+def main(argv: list[str] | None = None) -> int:
+    import argparse
 
-    kind = sys.argv[1] if len(sys.argv) > 1 else "volumes"
-    target = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(f"{kind}_datalist.json")
-    datalist = volume_datalist() if kind == "volumes" else subject_datalist()
+    p = argparse.ArgumentParser(description="Write the shared data's split as a Decathlon-style datalist.")
+    p.add_argument(
+        "kind",
+        nargs="?",
+        choices=("volumes", "subjects"),
+        default="volumes",
+        help="one entry per volume (key 'hr') or per subject (every modality it has)",
+    )
+    p.add_argument("output", nargs="?", type=Path, help="JSON to write (default: KIND_datalist.json)")
+    args = p.parse_args(argv)
+    target = args.output or Path(f"{args.kind}_datalist.json")
+    datalist = volume_datalist(root=DATA_ROOT) if args.kind == "volumes" else subject_datalist(root=DATA_ROOT)
+    if not any(datalist.values()):
+        p.exit(2, f"error: no subjects found under {DATA_ROOT} (set MTSR_SHARED_DATA); nothing written\n")
     target.write_text(json.dumps(datalist, indent=4))
     print(target, {k: len(v) for k, v in datalist.items()})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

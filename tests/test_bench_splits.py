@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
@@ -36,3 +38,12 @@ def test_validation_volumes_are_the_validation_subjects_images_in_a_fixed_order(
         "Brats18_CBICA_ATV_1/T1.nii.gz",
     ]
     assert shared_splits.VALIDATION == ("Brats18_TCIA10_628_1", "Brats18_CBICA_ATV_1")
+
+
+def test_writing_a_datalist_without_shared_data_exits_2_and_writes_nothing(monkeypatch, tmp_path):
+    monkeypatch.setattr(shared_splits, "DATA_ROOT", tmp_path / "absent")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        shared_splits.main(["volumes"])
+    assert stop.value.code == 2
+    assert list(tmp_path.iterdir()) == []
