@@ -118,12 +118,12 @@ def demo_html(
     rel = {k: shown_path(v, out, bundles) for k, v in report["figures"].items()}
     weights = shown_path(report["translation_weights"], out, bundles)
     e = html.escape
-    # every training FLAIR held a glioma: the model can paint one into a brain that has none (docs/mt.md)
+    # every training FLAIR held a lesion: a model can paint one into a brain that has none (docs/mt.md)
     caution = (
-        f'<p class="note">This demo subject has no lesion. A bright, lesion-like area in the {e(tgt)} '
-        "samples is invented: the translation model was trained on glioma patients only, and can paint "
-        "lesions into a brain without one (docs/mt.md, &ldquo;Session 32&rdquo;); their std map does not "
-        "flag it.</p>"
+        f'<p class="note">This demo subject has no lesion: any bright, lesion-like area in the {e(tgt)} '
+        "samples is invented. Every FLAIR the translation model was trained on holds a glioma or MS lesions, "
+        "and earlier weights painted lesions into this brain (docs/mt.md, &ldquo;Sessions 32-34&rdquo;); "
+        "the std map does not flag such an area.</p>"
         if tgt == "flair"
         else ""
     )
