@@ -15,7 +15,8 @@ oedema the label misses, vessels).
 - ``--demo``: the same for the embedded demo subject (MNI152-based, no lesion), with its synthetic FLAIR.
 
 ``--figure F`` draws, for the brains without a lesion, the T1 and the samples' mean at the axial slice with
-the most lesion-like volume, outlined. Usage:
+the most lesion-like volume, outlined (with none, the slice with the most excess past half ``--delta`` among
+those with at least half the largest brain area). Usage:
 
     python scripts/mt_false_hyperintensities.py --split validation --demo \
         --healthy ../shared/data/ixi002_cai4cai_hdbet/hd_bet_IXI002-Guys-0828-T1.nii.gz --json out.json
@@ -132,6 +133,15 @@ def healthy_row(name: str, t1_path: str, args, flair_path: str | None = None) ->
     return row, images
 
 
+def figure_slice(weight: np.ndarray, brain: np.ndarray, min_brain_share: float = 0.0) -> int:
+    """Axial index (RAS arrays) of the largest ``weight`` sum among the slices whose brain area is at least
+    ``min_brain_share`` of the largest: a brain's end slices, a few voxels of tissue whose excess is large
+    by partial volume, then give way to a slice a reader can place."""
+    area = brain.sum(axis=(0, 1))
+    totals = np.where(area >= min_brain_share * area.max(), weight.sum(axis=(0, 1)), -1.0)
+    return int(np.argmax(totals))
+
+
 def figure(cases: dict[str, dict], path: Path, delta: float) -> None:
     """T1 and the samples' mean of each healthy brain at its axial slice with the most lesion-like volume
     (or the largest excess), radiological from the affine, the lesion-like voxels outlined in red."""
@@ -142,11 +152,13 @@ def figure(cases: dict[str, dict], path: Path, delta: float) -> None:
     fig, axes = plt.subplots(len(cases), 2, figsize=(7, 3.8 * len(cases)), squeeze=False)
     for row, (name, images) in zip(axes, cases.items(), strict=True):
         false, affine = images["invented"].astype(np.float32), images["affine"]
-        # the slice with the most lesion-like voxels, else (none past delta) the most excess past delta / 2
-        shown = false if false.any() else np.clip(images["excess"] - delta / 2, 0, None).astype(np.float32)
-        ras, ras_affine = canonical(shown, affine)
-        k = int(np.argmax(ras.sum(axis=(0, 1))))
-        point = (ras_affine @ np.array([ras.shape[0] / 2, ras.shape[1] / 2, k, 1.0]))[:3]
+        ras_brain, ras_affine = canonical(images["t1"] > 0, affine)
+        if false.any():
+            k = figure_slice(canonical(false, affine)[0], ras_brain)
+        else:  # nothing past delta: where the excess past delta / 2 is largest
+            excess = np.clip(images["excess"] - delta / 2, 0, None).astype(np.float32)
+            k = figure_slice(canonical(excess, affine)[0], ras_brain, min_brain_share=0.5)
+        point = (ras_affine @ np.array([ras_brain.shape[0] / 2, ras_brain.shape[1] / 2, k, 1.0]))[:3]
         for ax, key, title in ((row[0], "t1", "T1 (input)"), (row[1], "model", "FLAIR, mean of the samples")):
             show_plane(ax, images[key], affine, "axial", point, vmin=0, vmax=1)
             if key == "model":
