@@ -18,7 +18,8 @@ in the returned logs), all started at once on the one GPU (``--sequential`` spli
 - ``mt_t1_flair``, ``mt_t1_t2``: ``bundles/mtsr_mt``, the generator started from the shipped
   ``<source>_to_<target>.pt`` (its meta gives nz, ngf, image size, width cap and native resolution), encoder
   and discriminators fresh; a cVAE start (meta ``code_prior``, T1 -> T2 since bundle 0.4.0) keeps its recipe
-  (no GAN terms, batch 4) and comes back as its last checkpoint with a new ``code_prior``;
+  (no GAN terms, batch 4) and comes back as its last checkpoint with a new ``code_prior``; an L1-only start
+  (T1 -> FLAIR since bundle 0.4.2, :func:`trained_with_gan`) stays in the L1 phase;
 - ``clinical``: ``bundles/clinical_sr``, generator and critic from ``models/model.pt`` (its network arguments,
   modalities, patch size and protocols are passed as overrides). Its data pairs need SimpleITK, which the GPU
   image lacks (a 53 MB wheel): without it the header pairing's trilinear resampling is done by
@@ -326,6 +327,13 @@ def mt_meta(source: str, target: str) -> dict:
     return dict(torch.load(path, map_location="cpu", weights_only=True).get("meta", {}))
 
 
+def trained_with_gan(meta: dict) -> bool:
+    """Whether an MT start went through BicycleGAN iterations. An L1-only generator (bundle 0.4.2's
+    t1_to_flair, whose meta ``phase`` says so) is not: on the H200 (session 35) fresh discriminators took
+    its validation PSNR from 25.7 to 16.8 dB in 6 minutes, so its job stays in the L1 phase."""
+    return "no BicycleGAN iterations" not in str(meta.get("phase", ""))
+
+
 def clinical_shipped() -> dict:
     import torch
 
@@ -342,6 +350,27 @@ def pairs_expr(split: str) -> str:
     """The clinical bundle's pairs of ``split``, through :func:`clinical_pairs`."""
     args = f"@{split}#subjects, @cache_dir, @modalities, @protocols, @pairing, @interpolation"
     return f"$device_train.clinical_pairs({args})"
+
+
+def smallest_slab_side(payload: Path) -> int | None:
+    """The smallest in-plane side of the payload's brain-box slabs (None without a payload manifest)."""
+    manifest = payload / "data" / "manifest.json"
+    if not manifest.exists():
+        return None
+    kept = json.loads(manifest.read_text())["kept"]
+    boxes = [entry["_box"] for split in kept.values() for entry in split if "_box" in entry]
+    return min((min(b[0][1] - b[0][0], b[1][1] - b[1][0]) for b in boxes), default=None)
+
+
+def check_sr_patch(hr_patch: int, extra_args: list[str], payload: Path) -> None:
+    """Refuse an SR patch larger than the payload's slabs: the sampler would pad each slice to the patch,
+    so every patch of a slice is the same whole slice (session 35's GPU run with ``--hr_patch 192``)."""
+    if "--hr_patch" in extra_args:
+        hr_patch = int(extra_args[extra_args.index("--hr_patch") + 1])
+    side = smallest_slab_side(payload)
+    if side is not None and hr_patch > side:
+        print(f"device_train: --hr_patch {hr_patch} exceeds the payload's slab side {side}", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def sr_job(args: argparse.Namespace) -> Job:
@@ -365,7 +394,9 @@ def sr_job(args: argparse.Namespace) -> Job:
         # baseline validation: the shipped weights' score; model.pt starts as them, so it is never worse
         "+initialize": ["$@validate#evaluator.run()"],
     }
-    return Job("sr", "mtsr_sr", 0.4, settings, shlex.split(args.sr_args), threads=1 if smoke else 2)
+    extra = shlex.split(args.sr_args)
+    check_sr_patch(settings["hr_patch"], extra, Path(getattr(args, "payload", REPO / ".device")))
+    return Job("sr", "mtsr_sr", 0.4, settings, extra, threads=1 if smoke else 2)
 
 
 def mt_job(args: argparse.Namespace, source: str, target: str) -> Job:
@@ -396,6 +427,8 @@ def mt_job(args: argparse.Namespace, source: str, target: str) -> Job:
     }
     if "code_prior" in meta:  # a cVAE (docs/mt.md, session 21): its own recipe, no GAN terms
         settings.update(lambda_gan=0.0, lambda_gan2=0.0, batch_size=2 if smoke else 4)
+    elif not trained_with_gan(meta):  # an L1 generator keeps its L1 recipe
+        settings["pretrain_iterations"] = 10**9
     return Job(
         f"mt_{source}_{target}", "mtsr_mt", 0.2, settings, shlex.split(args.mt_args), 1 if smoke else 2
     )

@@ -288,6 +288,25 @@ def test_a_cvae_start_trains_without_gan_terms():
     assert "lambda_gan" not in gan.settings
 
 
+def test_an_l1_only_start_stays_in_the_l1_phase():
+    assert device_train.trained_with_gan({"phase": "L1 warm start"})
+    assert not device_train.trained_with_gan({"phase": "L1 fine-tune; no BicycleGAN iterations (docs)"})
+    (flair,) = device_train.jobs_for(_args(only=["mt_t1_flair"]))  # 0.4.2: an L1 weight average
+    assert flair.settings["pretrain_iterations"] >= 10**9
+
+
+def test_an_sr_patch_larger_than_the_payload_slabs_is_refused(tmp_path):
+    box = {"subject": "a", "_box": [[40, 184], [40, 210], [50, 98]]}  # 144 x 170 in plane
+    (tmp_path / "data").mkdir()
+    manifest = {"kept": {"training": [box], "validation": []}}
+    (tmp_path / "data" / "manifest.json").write_text(json.dumps(manifest))
+    (job,) = device_train.jobs_for(_args(only=["sr"], payload=tmp_path, sr_args="--hr_patch 144"))
+    assert job.extra_args == ["--hr_patch", "144"]
+    with pytest.raises(SystemExit) as refused:
+        device_train.jobs_for(_args(only=["sr"], payload=tmp_path, sr_args="--hr_patch 192"))
+    assert refused.value.code == 2
+
+
 def test_a_cvae_start_exports_its_last_checkpoint_with_a_new_code_prior(tmp_path, monkeypatch, phantom):
     import torch
     import yaml
