@@ -251,13 +251,18 @@ def pack_data(out_dir: Path, space: int, slab: int, val_slab: int, levels: int, 
     return manifest
 
 
-def slim_tree(files: dict[str, int], out: Path) -> tuple[dict[str, int], int]:
+def slim_tree(files: dict[str, int], out: Path, jobs: list[str] | None = None) -> tuple[dict[str, int], int]:
     """For ``--slim``: the tree without the shipped weights (``scripts/device_slim.sh on`` hides them from
-    the call), and the bytes of their 8-bit copies in ``out/init`` (what the device jobs start from)."""
+    the call), and the bytes of their 8-bit copies in ``out/init`` (what the device jobs start from): those
+    of ``jobs`` only, when given, which leaves the room to data."""
     from device_train import START_WEIGHTS
     from device_weights import pack
 
-    init = pack(out / "init", list(START_WEIGHTS.values()), REPO)
+    unknown = sorted(set(jobs or []) - set(START_WEIGHTS))
+    if unknown:
+        raise SystemExit(f"unknown job(s) {unknown}; choose from {sorted(START_WEIGHTS)}")
+    starts = [path for job, path in START_WEIGHTS.items() if jobs is None or job in jobs]
+    init = pack(out / "init", starts, REPO)
     kept = {n: size for n, size in files.items() if not fnmatch.fnmatch(n, SHIPPED_WEIGHTS)}
     return kept, sum(f.stat().st_size for f in init)
 
@@ -283,7 +288,15 @@ def main(argv: list[str] | None = None) -> int:
         help="the shipped weights stay behind (scripts/device_slim.sh on before the call); the four the "
         "jobs start from travel as 8-bit copies in OUT/init (scripts/device_weights.py)",
     )
+    p.add_argument(
+        "--only",
+        type=lambda text: text.split(","),
+        help="with --slim: the jobs the call will run (e.g. sr); only their start weights travel, so more "
+        "subjects fit (pass the same --only to device_train_all.sh)",
+    )
     args = p.parse_args(argv)
+    if args.only and not args.slim:
+        p.error("--only needs --slim (without it every shipped weight travels anyway)")
 
     out = REPO / args.out
     if out.parent != REPO or out.name.startswith(".git"):
@@ -295,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     init_bytes = 0
     shutil.rmtree(out / "init", ignore_errors=True)  # a stale one would be unpacked over the weights
     if args.slim:
-        files, init_bytes = slim_tree(files, out)
+        files, init_bytes = slim_tree(files, out, args.only)
     tree = sum(files.values())
     space = int(args.budget_mib * MIB - args.reserve_mib * MIB) - tree - wheel_bytes - init_bytes
     print(f"travelling tree {tree / MIB:.2f} MiB, wheels {wheel_bytes / MIB:.2f} MiB", end=", ")
@@ -310,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     manifest = pack_data(out / "data", space, args.slab, args.val_slab, args.levels, args.data_root)
     manifest.update(tree_bytes=tree, wheel_bytes=wheel_bytes, wheels=[w.name for w in wheels])
-    manifest.update(slim=args.slim, init_bytes=init_bytes)
+    manifest.update(slim=args.slim, init_bytes=init_bytes, jobs=args.only or "all")
     manifest["payload_bytes"] = wheel_bytes + init_bytes + manifest["data_bytes"]
     manifest["total_bytes"] = tree + manifest["payload_bytes"]
     (out / "data" / "manifest.json").write_text(json.dumps(manifest, indent=1))

@@ -116,6 +116,15 @@ def test_slim_tree_leaves_the_shipped_weights_behind_and_sizes_their_8bit_copies
     assert [p.name for p in (tmp_path / "init").iterdir()] == ["bundles__mtsr_sr__models__model.pt"]
 
 
+def test_slim_tree_for_chosen_jobs_packs_only_their_start_weights(tmp_path, monkeypatch):
+    starts = {"sr": "bundles/mtsr_sr/models/model.pt", "clinical": "no/such/weights.pt"}
+    monkeypatch.setattr(device_train, "START_WEIGHTS", starts)
+    pack.slim_tree({}, tmp_path, ["sr"])  # the clinical file, absent, is never read
+    assert [p.name for p in (tmp_path / "init").iterdir()] == ["bundles__mtsr_sr__models__model.pt"]
+    with pytest.raises(SystemExit, match="unknown job"):
+        pack.slim_tree({}, tmp_path, ["srr"])
+
+
 def test_resample_linear_matches_simpleitk():
     pytest.importorskip("SimpleITK")
     from mtsr_monai.data.clinical import pair_onto_grid
