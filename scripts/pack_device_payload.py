@@ -267,7 +267,7 @@ def slim_tree(files: dict[str, int], out: Path, jobs: list[str] | None = None) -
     return kept, sum(f.stat().st_size for f in init)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=".device", help="folder under the repository root (git-ignored)")
     p.add_argument("--budget-mib", type=float, default=64.0, help="the device call's working-tree limit")
@@ -294,6 +294,11 @@ def main(argv: list[str] | None = None) -> int:
         help="with --slim: the jobs the call will run (e.g. sr); only their start weights travel, so more "
         "subjects fit (pass the same --only to device_train_all.sh)",
     )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     if args.only and not args.slim:
         p.error("--only needs --slim (without it every shipped weight travels anyway)")
