@@ -9,6 +9,7 @@
 #   command:   bash scripts/device_train_all.sh --minutes 8
 #   carry:     [".device"]
 #   timeout_s: 570
+# SR alone, with every training subject (session 35): pack with `--slim --only sr --slab 64`, run with `--only sr`.
 # Rehearsal on a CPU, in a venv holding only the GPU image's packages (see docs/sr.md, "Training on a GPU"):
 #   .venv/bin/python scripts/device_train.py gpu-image-venv /tmp/gpu-image-venv
 #   OUT=/tmp/devout PYTHON=/tmp/gpu-image-venv/bin/python bash scripts/device_train_all.sh --minutes 3 --cpu-smoke
