@@ -365,8 +365,11 @@ def smallest_slab_side(payload: Path) -> int | None:
 def check_sr_patch(hr_patch: int, extra_args: list[str], payload: Path) -> None:
     """Refuse an SR patch larger than the payload's slabs: the sampler would pad each slice to the patch,
     so every patch of a slice is the same whole slice (session 35's GPU run with ``--hr_patch 192``)."""
-    if "--hr_patch" in extra_args:
-        hr_patch = int(extra_args[extra_args.index("--hr_patch") + 1])
+    for i, token in enumerate(extra_args):  # the bundle CLI takes "--hr_patch N" and "--hr_patch=N"
+        if token == "--hr_patch" and i + 1 < len(extra_args):
+            hr_patch = int(extra_args[i + 1])
+        elif token.startswith("--hr_patch="):
+            hr_patch = int(token.partition("=")[2])
     side = smallest_slab_side(payload)
     if side is not None and hr_patch > side:
         print(f"device_train: --hr_patch {hr_patch} exceeds the payload's slab side {side}", file=sys.stderr)
@@ -395,7 +398,7 @@ def sr_job(args: argparse.Namespace) -> Job:
         "+initialize": ["$@validate#evaluator.run()"],
     }
     extra = shlex.split(args.sr_args)
-    check_sr_patch(settings["hr_patch"], extra, Path(getattr(args, "payload", REPO / ".device")))
+    check_sr_patch(settings["hr_patch"], extra, args.payload)
     return Job("sr", "mtsr_sr", 0.4, settings, extra, threads=1 if smoke else 2)
 
 

@@ -307,13 +307,13 @@ def main(argv: list[str] | None = None) -> int:
     if out.parent != REPO or out.name.startswith(".git"):
         p.error("--out must be a folder directly under the repository root")
     ensure_ignored(out.name)
-    wheels = download_wheels(out / "wheels")
-    wheel_bytes = sum(w.stat().st_size for w in wheels)
     files = travelling_files(untracked=not args.tracked_only)
     init_bytes = 0
     shutil.rmtree(out / "init", ignore_errors=True)  # a stale one would be unpacked over the weights
-    if args.slim:
+    if args.slim:  # first: an unknown --only job stops here, before any download
         files, init_bytes = slim_tree(files, out, args.only)
+    wheels = download_wheels(out / "wheels")
+    wheel_bytes = sum(w.stat().st_size for w in wheels)
     tree = sum(files.values())
     space = int(args.budget_mib * MIB - args.reserve_mib * MIB) - tree - wheel_bytes - init_bytes
     print(f"travelling tree {tree / MIB:.2f} MiB, wheels {wheel_bytes / MIB:.2f} MiB", end=", ")

@@ -145,6 +145,7 @@ def test_resample_linear_matches_simpleitk():
 
 def _args(**kw) -> Namespace:
     base = dict(cpu_smoke=True, sr_args="", mt_args="--lambda_l1 5.0", clinical_args="", precision="auto")
+    base["payload"] = REPO / "no-payload"  # no manifest: the SR patch is not checked against slabs
     return Namespace(**{**base, **kw, "val_every": 20.0})
 
 
@@ -311,9 +312,10 @@ def test_an_sr_patch_larger_than_the_payload_slabs_is_refused(tmp_path):
     (tmp_path / "data" / "manifest.json").write_text(json.dumps(manifest))
     (job,) = device_train.jobs_for(_args(only=["sr"], payload=tmp_path, sr_args="--hr_patch 144"))
     assert job.extra_args == ["--hr_patch", "144"]
-    with pytest.raises(SystemExit) as refused:
-        device_train.jobs_for(_args(only=["sr"], payload=tmp_path, sr_args="--hr_patch 192"))
-    assert refused.value.code == 2
+    for too_large in ("--hr_patch 192", "--hr_patch=192"):
+        with pytest.raises(SystemExit) as refused:
+            device_train.jobs_for(_args(only=["sr"], payload=tmp_path, sr_args=too_large))
+        assert refused.value.code == 2
 
 
 def test_a_cvae_start_exports_its_last_checkpoint_with_a_new_code_prior(tmp_path, monkeypatch, phantom):
