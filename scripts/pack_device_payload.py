@@ -27,8 +27,9 @@ The space left is measured, not assumed: 64 MiB minus what travels anyway (track
 git does not ignore, at their size on disk now), minus ``--reserve-mib`` for work in progress. Run this again
 right before a device call if weights or other files grew. Since the MT bundle's 64-filter generators the
 shipped weights alone (about 130 MiB) exceed the limit: ``--slim`` packs ``init/`` (8-bit copies of the four
-weight files the jobs start from, see ``scripts/device_weights.py``) and sizes the data on the tree without
-the weights, which ``scripts/device_slim.sh on`` hides from the call (``off`` afterwards).
+weight files the jobs start from, see ``scripts/device_weights.py``; exact fp16 with ``--init-bits 16``) and
+sizes the data on the tree without the weights, which ``scripts/device_slim.sh on`` hides from the call
+(``off`` afterwards).
 """
 
 from __future__ import annotations
@@ -251,10 +252,12 @@ def pack_data(out_dir: Path, space: int, slab: int, val_slab: int, levels: int, 
     return manifest
 
 
-def slim_tree(files: dict[str, int], out: Path, jobs: list[str] | None = None) -> tuple[dict[str, int], int]:
+def slim_tree(
+    files: dict[str, int], out: Path, jobs: list[str] | None = None, bits: int = 8
+) -> tuple[dict[str, int], int]:
     """For ``--slim``: the tree without the shipped weights (``scripts/device_slim.sh on`` hides them from
-    the call), and the bytes of their 8-bit copies in ``out/init`` (what the device jobs start from): those
-    of ``jobs`` only, when given, which leaves the room to data."""
+    the call), and the bytes of their ``bits``-bit copies in ``out/init`` (what the device jobs start from):
+    those of ``jobs`` only, when given, which leaves the room to data."""
     from device_train import START_WEIGHTS
     from device_weights import pack
 
@@ -262,7 +265,7 @@ def slim_tree(files: dict[str, int], out: Path, jobs: list[str] | None = None) -
     if unknown:
         raise SystemExit(f"unknown job(s) {unknown}; choose from {sorted(START_WEIGHTS)}")
     starts = [path for job, path in START_WEIGHTS.items() if jobs is None or job in jobs]
-    init = pack(out / "init", starts, REPO)
+    init = pack(out / "init", starts, REPO, bits)
     kept = {n: size for n, size in files.items() if not fnmatch.fnmatch(n, SHIPPED_WEIGHTS)}
     return kept, sum(f.stat().st_size for f in init)
 
@@ -294,14 +297,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --slim: the jobs the call will run (e.g. sr); only their start weights travel, so more "
         "subjects fit (pass the same --only to device_train_all.sh)",
     )
+    p.add_argument(
+        "--init-bits",
+        type=int,
+        choices=(8, 16),
+        default=8,
+        help="with --slim: 16 sends the start weights exact (fp16, twice the bytes of 8), so a call "
+        "continues from the weights a previous call returned without a quantization step",
+    )
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
-    if args.only and not args.slim:
-        p.error("--only needs --slim (without it every shipped weight travels anyway)")
+    if (args.only or args.init_bits != 8) and not args.slim:
+        p.error("--only and --init-bits need --slim (without it every shipped weight travels anyway)")
 
     out = REPO / args.out
     if out.parent != REPO or out.name.startswith(".git"):
@@ -311,13 +322,13 @@ def main(argv: list[str] | None = None) -> int:
     init_bytes = 0
     shutil.rmtree(out / "init", ignore_errors=True)  # a stale one would be unpacked over the weights
     if args.slim:  # first: an unknown --only job stops here, before any download
-        files, init_bytes = slim_tree(files, out, args.only)
+        files, init_bytes = slim_tree(files, out, args.only, args.init_bits)
     wheels = download_wheels(out / "wheels")
     wheel_bytes = sum(w.stat().st_size for w in wheels)
     tree = sum(files.values())
     space = int(args.budget_mib * MIB - args.reserve_mib * MIB) - tree - wheel_bytes - init_bytes
     print(f"travelling tree {tree / MIB:.2f} MiB, wheels {wheel_bytes / MIB:.2f} MiB", end=", ")
-    print(f"8-bit initial weights {init_bytes / MIB:.2f} MiB", end=", ")
+    print(f"{args.init_bits}-bit initial weights {init_bytes / MIB:.2f} MiB", end=", ")
     print(f"{space / MIB:.2f} MiB left for data")
     if space <= 0:
         largest = sorted(files.items(), key=lambda kv: -kv[1])[:5]
@@ -328,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     manifest = pack_data(out / "data", space, args.slab, args.val_slab, args.levels, args.data_root)
     manifest.update(tree_bytes=tree, wheel_bytes=wheel_bytes, wheels=[w.name for w in wheels])
-    manifest.update(slim=args.slim, init_bytes=init_bytes, jobs=args.only or "all")
+    manifest.update(slim=args.slim, init_bytes=init_bytes, init_bits=args.init_bits, jobs=args.only or "all")
     manifest["payload_bytes"] = wheel_bytes + init_bytes + manifest["data_bytes"]
     manifest["total_bytes"] = tree + manifest["payload_bytes"]
     (out / "data" / "manifest.json").write_text(json.dumps(manifest, indent=1))

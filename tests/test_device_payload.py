@@ -107,6 +107,21 @@ def test_8bit_weights_round_trip_with_structure_meta_and_values_kept(tmp_path):
     assert device_weights.unpack(tmp_path / "init", tmp_path) == []  # an existing file is never replaced
 
 
+def test_16bit_start_weights_travel_exactly(tmp_path):
+    import torch
+
+    original = {"conv.weight": torch.randn(8, 4, 3, 3).half(), "conv.bias": torch.randn(8).half()}
+    (tmp_path / "bundles" / "b" / "models").mkdir(parents=True)
+    torch.save(original, tmp_path / "bundles" / "b" / "models" / "w.pt")
+    device_weights.pack(tmp_path / "init", ["bundles/b/models/w.pt"], tmp_path, bits=16)
+    (tmp_path / "bundles" / "b" / "models" / "w.pt").unlink()
+    device_weights.unpack(tmp_path / "init", tmp_path)
+    restored = torch.load(tmp_path / "bundles" / "b" / "models" / "w.pt", weights_only=True)
+    assert all(torch.equal(restored[k], original[k]) for k in original)
+    with pytest.raises(ValueError, match="bits"):
+        device_weights.pack(tmp_path / "init", ["bundles/b/models/w.pt"], tmp_path, bits=4)
+
+
 def test_slim_tree_leaves_the_shipped_weights_behind_and_sizes_their_8bit_copies(tmp_path, monkeypatch):
     monkeypatch.setattr(device_train, "START_WEIGHTS", {"sr": "bundles/mtsr_sr/models/model.pt"})
     files = {"bundles/mtsr_sr/models/model.pt": 18 << 20, "bundles/mtsr_sr/configs/train.yaml": 1000}
