@@ -56,16 +56,19 @@ def dequantize_tree(obj: Any) -> Any:
     return obj
 
 
-def pack(out_dir: Path, paths: list[str], repo: Path = REPO, bits: int = 8) -> list[Path]:
+def pack(
+    out_dir: Path, paths: list[str], repo: Path = REPO, bits: int = 8, sources: dict[str, Path] | None = None
+) -> list[Path]:
     """Copies of ``paths`` (relative to ``repo``) in ``out_dir``, each named after its path: quantized
     (``bits`` 8) or exact (16: the shipped fp16 tensors as they are; session 36 measured the 8-bit copy of
-    an SR start 0.04 dB lower on the device's validation, a third of what a call then gained)."""
+    an SR start 0.04 dB lower on the device's validation, a third of what a call then gained). ``sources``
+    reads some paths from other files (a previous call's return) that unpack still writes at the path."""
     if bits not in (8, 16):
         raise ValueError(f"bits must be 8 or 16, not {bits}")
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for rel in paths:
-        content = torch.load(repo / rel, map_location="cpu", weights_only=True)
+        content = torch.load((sources or {}).get(rel, repo / rel), map_location="cpu", weights_only=True)
         target = out_dir / (rel.replace("/", "__"))
         torch.save({"path": rel, "content": quantize_tree(content) if bits == 8 else content}, target)
         written.append(target)

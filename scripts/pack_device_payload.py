@@ -253,19 +253,25 @@ def pack_data(out_dir: Path, space: int, slab: int, val_slab: int, levels: int, 
 
 
 def slim_tree(
-    files: dict[str, int], out: Path, jobs: list[str] | None = None, bits: int = 8
+    files: dict[str, int],
+    out: Path,
+    jobs: list[str] | None = None,
+    bits: int = 8,
+    starts_from: dict[str, Path] | None = None,
 ) -> tuple[dict[str, int], int]:
     """For ``--slim``: the tree without the shipped weights (``scripts/device_slim.sh on`` hides them from
     the call), and the bytes of their ``bits``-bit copies in ``out/init`` (what the device jobs start from):
-    those of ``jobs`` only, when given, which leaves the room to data."""
+    those of ``jobs`` only, when given, which leaves the room to data. ``starts_from`` (job -> file) packs
+    another file for a job, such as the weights a previous call returned."""
     from device_train import START_WEIGHTS
     from device_weights import pack
 
-    unknown = sorted(set(jobs or []) - set(START_WEIGHTS))
+    unknown = sorted((set(jobs or []) | set(starts_from or {})) - set(START_WEIGHTS))
     if unknown:
         raise SystemExit(f"unknown job(s) {unknown}; choose from {sorted(START_WEIGHTS)}")
     starts = [path for job, path in START_WEIGHTS.items() if jobs is None or job in jobs]
-    init = pack(out / "init", starts, REPO, bits)
+    sources = {START_WEIGHTS[job]: Path(path) for job, path in (starts_from or {}).items()}
+    init = pack(out / "init", starts, REPO, bits, sources)
     kept = {n: size for n, size in files.items() if not fnmatch.fnmatch(n, SHIPPED_WEIGHTS)}
     return kept, sum(f.stat().st_size for f in init)
 
@@ -305,14 +311,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --slim: 16 sends the start weights exact (fp16, twice the bytes of 8), so a call "
         "continues from the weights a previous call returned without a quantization step",
     )
+    p.add_argument(
+        "--start",
+        action="append",
+        default=[],
+        metavar="JOB=FILE",
+        help="with --slim: the job starts from FILE (e.g. sr=W.pt, the weights a previous call returned) "
+        "instead of its shipped weights; the shipped file is never touched",
+    )
     return p
+
+
+def checked_starts(p: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Path]:
+    """``--start JOB=FILE`` items as a job -> file map; usage errors (exit 2) for what cannot work."""
+    if (args.only or args.init_bits != 8 or args.start) and not args.slim:
+        p.error("--only, --init-bits and --start need --slim (without it every shipped weight travels)")
+    bad = [item for item in args.start if "=" not in item]
+    if bad:
+        p.error(f"--start takes JOB=FILE, not {bad}")
+    starts_from = {job: Path(path) for job, path in (item.split("=", 1) for item in args.start)}
+    missing = [str(path) for path in starts_from.values() if not path.is_file()]
+    if missing:
+        p.error(f"--start: no such file {missing}")
+    return starts_from
 
 
 def main(argv: list[str] | None = None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
-    if (args.only or args.init_bits != 8) and not args.slim:
-        p.error("--only and --init-bits need --slim (without it every shipped weight travels anyway)")
+    starts_from = checked_starts(p, args)
 
     out = REPO / args.out
     if out.parent != REPO or out.name.startswith(".git"):
@@ -322,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     init_bytes = 0
     shutil.rmtree(out / "init", ignore_errors=True)  # a stale one would be unpacked over the weights
     if args.slim:  # first: an unknown --only job stops here, before any download
-        files, init_bytes = slim_tree(files, out, args.only, args.init_bits)
+        files, init_bytes = slim_tree(files, out, args.only, args.init_bits, starts_from)
     wheels = download_wheels(out / "wheels")
     wheel_bytes = sum(w.stat().st_size for w in wheels)
     tree = sum(files.values())
@@ -340,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest = pack_data(out / "data", space, args.slab, args.val_slab, args.levels, args.data_root)
     manifest.update(tree_bytes=tree, wheel_bytes=wheel_bytes, wheels=[w.name for w in wheels])
     manifest.update(slim=args.slim, init_bytes=init_bytes, init_bits=args.init_bits, jobs=args.only or "all")
+    manifest["starts_from"] = {job: str(path.resolve()) for job, path in starts_from.items()}
     manifest["payload_bytes"] = wheel_bytes + init_bytes + manifest["data_bytes"]
     manifest["total_bytes"] = tree + manifest["payload_bytes"]
     (out / "data" / "manifest.json").write_text(json.dumps(manifest, indent=1))

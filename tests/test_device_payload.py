@@ -140,6 +140,27 @@ def test_slim_tree_for_chosen_jobs_packs_only_their_start_weights(tmp_path, monk
         pack.slim_tree({}, tmp_path, ["srr"])
 
 
+def test_a_start_file_travels_in_place_of_the_shipped_weights(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(device_train, "START_WEIGHTS", {"sr": "bundles/mtsr_sr/models/model.pt"})
+    returned = {"conv.weight": torch.randn(4, 2, 3, 3).half()}
+    torch.save(returned, tmp_path / "returned.pt")
+    pack.slim_tree({}, tmp_path, ["sr"], 16, {"sr": tmp_path / "returned.pt"})
+    record = torch.load(tmp_path / "init" / "bundles__mtsr_sr__models__model.pt", weights_only=True)
+    assert record["path"] == "bundles/mtsr_sr/models/model.pt"  # unpacked where the job reads its start
+    assert torch.equal(record["content"]["conv.weight"], returned["conv.weight"])
+
+
+@pytest.mark.parametrize(
+    "argv", [["--start", "sr=x.pt"], ["--slim", "--start", "sr"], ["--slim", "--start", "sr=/no"]]
+)
+def test_start_needs_slim_a_job_and_an_existing_file(argv):
+    with pytest.raises(SystemExit) as stop:
+        pack.main(argv)
+    assert stop.value.code == 2
+
+
 def test_resample_linear_matches_simpleitk():
     pytest.importorskip("SimpleITK")
     from mtsr_monai.data.clinical import pair_onto_grid
