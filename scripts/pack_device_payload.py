@@ -164,18 +164,35 @@ def quantize(arr: np.ndarray, levels: int) -> tuple[np.ndarray, float]:
     return q.astype(np.int16), step
 
 
-def slab_box(mask: np.ndarray, slab: int) -> tuple[slice, slice, slice]:
-    """The brain's in-plane box and the ``slab`` contiguous axial slices (last axis) with the most brain."""
+def slab_box(
+    mask: np.ndarray, slab: int, spread: bool = False, full_plane: bool = False
+) -> tuple[slice, slice, slice]:
+    """The brain's in-plane box (the whole plane with ``full_plane``) and ``slab`` axial slices (last axis):
+    the contiguous ones with the most brain, or with ``spread`` every k-th across the brain's extent.
+
+    Session 36 found a model trained on box-cropped central slabs better on such slabs but worse on whole
+    volumes (the benchmark's input): ``spread`` and ``full_plane`` give the 2D SR job whole-volume slices."""
     xs, ys = (np.flatnonzero(mask.any(axis=other)) for other in ((1, 2), (0, 2)))
     per_z = mask.sum(axis=(0, 1))
     n = min(slab, len(per_z)) if slab > 0 else len(per_z)
-    window = np.convolve(per_z, np.ones(n, dtype=np.int64), mode="valid")
-    z0 = int(np.argmax(window))
-    return slice(int(xs[0]), int(xs[-1]) + 1), slice(int(ys[0]), int(ys[-1]) + 1), slice(z0, z0 + n)
+    if spread:
+        zs = np.flatnonzero(per_z)
+        step = -(-(int(zs[-1]) - int(zs[0]) + 1) // n)  # ceil: the whole extent, at most n slices
+        count = len(range(int(zs[0]), int(zs[-1]) + 1, step))
+        z = slice(int(zs[0]), int(zs[0]) + step * count, step)
+    else:
+        z0 = int(np.argmax(np.convolve(per_z, np.ones(n, dtype=np.int64), mode="valid")))
+        z = slice(z0, z0 + n)
+    if full_plane:
+        return slice(0, mask.shape[0]), slice(0, mask.shape[1]), z
+    return slice(int(xs[0]), int(xs[-1]) + 1), slice(int(ys[0]), int(ys[-1]) + 1), z
 
 
-def write_subject(subject: dict, out_dir: Path, slab: int, levels: int) -> dict:
-    """Crop every contrast of one subject to one box and write int16 NIfTI; the datalist entry."""
+def write_subject(
+    subject: dict, out_dir: Path, slab: int, levels: int, spread: bool = False, full_plane: bool = False
+) -> dict:
+    """Crop every contrast of one subject to one box (:func:`slab_box`) and write int16 NIfTI; the datalist
+    entry."""
     import nibabel as nib
 
     images = {c: nib.load(subject[c]) for c in CONTRASTS if c in subject}
@@ -184,12 +201,13 @@ def write_subject(subject: dict, out_dir: Path, slab: int, levels: int) -> dict:
     if len(shapes) != 1 or any(a.ndim != 3 for a in arrays.values()):
         raise ValueError(f"{subject['subject']}: contrasts are not 3D volumes on one grid: {shapes}")
     mask = np.any([a > 0 for a in arrays.values()], axis=0)
-    box = slab_box(mask, slab)
+    box = slab_box(mask, slab, spread, full_plane)
     entry: dict = {"subject": subject["subject"]}
     steps = {}
     for c, arr in arrays.items():
         affine = images[c].affine.copy()
         affine[:3, 3] = affine[:3, :3] @ np.array([b.start for b in box]) + affine[:3, 3]
+        affine[:3, 2] *= box[2].step or 1  # spread slices: the slab's spacing is k slices
         data, step = quantize(arr[box], levels)
         img = nib.Nifti1Image(data, affine)
         img.set_data_dtype(np.int16)
@@ -199,13 +217,22 @@ def write_subject(subject: dict, out_dir: Path, slab: int, levels: int) -> dict:
         nib.save(img, out_dir / name)
         entry[c] = name
         steps[c] = step
-    entry["_box"] = [[b.start, b.stop] for b in box]
+    entry["_box"] = [[b.start, b.stop, b.step or 1] for b in box]
     entry["_steps"] = steps
     return entry
 
 
-def pack_data(out_dir: Path, space: int, slab: int, val_slab: int, levels: int, root: Path) -> dict:
-    """Write subjects in ``PRIORITY`` order while they fit in ``space`` bytes; the manifest."""
+def pack_data(
+    out_dir: Path,
+    space: int,
+    slab: int,
+    val_slab: int,
+    levels: int,
+    root: Path,
+    layout: dict[str, bool] | None = None,
+) -> dict:
+    """Write subjects in ``PRIORITY`` order while they fit in ``space`` bytes; the manifest. ``layout``:
+    :func:`slab_box`'s ``spread`` and ``full_plane``."""
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
@@ -220,9 +247,8 @@ def pack_data(out_dir: Path, space: int, slab: int, val_slab: int, levels: int, 
             dropped.append({"subject": sid, "why": "not in the shared data"})
             continue
         with tempfile.TemporaryDirectory(dir=out_dir.parent) as tmp:
-            entry = write_subject(
-                available[sid], Path(tmp), val_slab if split == "validation" else slab, levels
-            )
+            n_slices = val_slab if split == "validation" else slab
+            entry = write_subject(available[sid], Path(tmp), n_slices, levels, **(layout or {}))
             files = [Path(tmp) / entry[c] for c in CONTRASTS if c in entry]
             size = sum(f.stat().st_size for f in files)
             if used + size > space:
@@ -242,6 +268,7 @@ def pack_data(out_dir: Path, space: int, slab: int, val_slab: int, levels: int, 
         "slab": slab,
         "val_slab": val_slab,
         "levels": levels,
+        "layout": layout or {},
         "contrasts": list(CONTRASTS),
         "data_bytes": used,
         "kept": kept,
@@ -312,6 +339,17 @@ def build_parser() -> argparse.ArgumentParser:
         "continues from the weights a previous call returned without a quantization step",
     )
     p.add_argument(
+        "--spread",
+        action="store_true",
+        help="slab slices every k-th across the brain's extent, not the contiguous centre (2D jobs: sr)",
+    )
+    p.add_argument(
+        "--full-plane",
+        action="store_true",
+        help="keep the whole axial plane, not the brain's box: SR then trains on slices like the whole "
+        "volumes it is benchmarked on (zeros compress to little)",
+    )
+    p.add_argument(
         "--start",
         action="append",
         default=[],
@@ -364,7 +402,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, size in largest:
             print(f"  {size / MIB:9.2f} MiB  {name}", file=sys.stderr)
         return 1
-    manifest = pack_data(out / "data", space, args.slab, args.val_slab, args.levels, args.data_root)
+    layout = {"spread": args.spread, "full_plane": args.full_plane}
+    manifest = pack_data(out / "data", space, args.slab, args.val_slab, args.levels, args.data_root, layout)
     manifest.update(tree_bytes=tree, wheel_bytes=wheel_bytes, wheels=[w.name for w in wheels])
     manifest.update(slim=args.slim, init_bytes=init_bytes, init_bits=args.init_bits, jobs=args.only or "all")
     manifest["starts_from"] = {job: str(path.resolve()) for job, path in starts_from.items()}

@@ -69,6 +69,21 @@ def test_pack_keeps_training_and_validation_only_with_geometry(tmp_path):
     assert nib.load(tmp_path / "out" / listing["validation"][0]["t1"]).shape[2] == 4
 
 
+def test_spread_full_plane_slabs_keep_whole_slices_across_the_brain_with_geometry(tmp_path):
+    import nibabel as nib
+
+    train = "Brats18_TCIA01_201_1"
+    root = _brats_root(tmp_path, [train])  # 24 x 20 x 16 grid, brain in z 2..13
+    layout = {"spread": True, "full_plane": True}
+    manifest = pack.pack_data(tmp_path / "out", 10 * pack.MIB, 4, 4, levels=0, root=root, layout=layout)
+    entry = manifest["kept"]["training"][0]
+    assert entry["_box"] == [[0, 24, 1], [0, 20, 1], [2, 14, 3]]  # slices 2, 5, 8, 11 of the brain's 12
+    src = nib.load(root / "brats2018_tcia" / train / f"{train}_t1.nii.gz")
+    out = nib.load(tmp_path / "out" / entry["t1"])
+    np.testing.assert_array_equal(np.asarray(out.dataobj), np.asarray(src.dataobj)[:, :, 2:14:3])
+    np.testing.assert_allclose(out.affine @ [5, 7, 2, 1], src.affine @ [5, 7, 8, 1])  # voxel k=2 is slice 8
+
+
 def test_pack_drops_what_does_not_fit(tmp_path):
     root = _brats_root(tmp_path, ["Brats18_TCIA10_628_1", "Brats18_TCIA01_201_1"])
     manifest = pack.pack_data(tmp_path / "out", 1, slab=8, val_slab=4, levels=0, root=root)
