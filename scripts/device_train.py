@@ -66,6 +66,7 @@ MIB = 1 << 20
 #: their 8-bit copies: scripts/device_weights.py)
 START_WEIGHTS = {
     "sr": "bundles/mtsr_sr/models/model.pt",
+    "sr_b": "bundles/mtsr_sr/models/model.pt",  # a second SR recipe beside the first (--sr-b-args): an A/B
     "mt_t1_flair": "bundles/mtsr_mt/models/t1_to_flair.pt",
     "mt_t1_t2": "bundles/mtsr_mt/models/t1_to_t2.pt",
     "clinical": "bundles/clinical_sr/models/model.pt",
@@ -376,7 +377,9 @@ def check_sr_patch(hr_patch: int, extra_args: list[str], payload: Path) -> None:
         raise SystemExit(2)
 
 
-def sr_job(args: argparse.Namespace) -> Job:
+def sr_job(args: argparse.Namespace, name: str = "sr") -> Job:
+    """The SR bundle run ``name``: "sr" with ``--sr-args``, or "sr_b" (a second recipe in the same call)
+    with ``--sr-b-args``."""
     smoke = args.cpu_smoke
     settings = {
         "init_checkpoint": str(REPO / START_WEIGHTS["sr"]),
@@ -397,9 +400,9 @@ def sr_job(args: argparse.Namespace) -> Job:
         # baseline validation: the shipped weights' score; model.pt starts as them, so it is never worse
         "+initialize": ["$@validate#evaluator.run()"],
     }
-    extra = shlex.split(args.sr_args)
+    extra = shlex.split(args.sr_b_args if name == "sr_b" else args.sr_args)
     check_sr_patch(settings["hr_patch"], extra, args.payload)
-    return Job("sr", "mtsr_sr", 0.4, settings, extra, threads=1 if smoke else 2)
+    return Job(name, "mtsr_sr", 0.4, settings, extra, threads=1 if smoke else 2)
 
 
 def mt_job(args: argparse.Namespace, source: str, target: str) -> Job:
@@ -768,11 +771,13 @@ def finish(run: Running, rc: int, box: OutBox, summary: dict) -> None:
         entry["validation"] = tensorboard_digest(run_dir, run_dir / "figures")
     except Exception as err:  # a missing digest must not cost the weights
         entry["validation_error"] = repr(err)
-    name = {"sr": "mtsr_sr_model.pt", "clinical": "clinical_sr_model.pt"}.get(job.name)
+    name = {"sr": "mtsr_sr_model.pt", "sr_b": "mtsr_sr_b_model.pt", "clinical": "clinical_sr_model.pt"}.get(
+        job.name
+    )
     name = name or f"mtsr_mt_{job.settings['source']}_to_{job.settings['target']}.pt"
     weights = run_dir / f"export_{name}"
     try:
-        if job.name == "sr":
+        if job.name in ("sr", "sr_b"):
             entry["weights"] = export_sr(run_dir, weights)
         elif job.name == "clinical":
             entry["weights"] = export_clinical(run_dir, weights)
@@ -814,6 +819,7 @@ def job_makers(args) -> dict[str, Any]:
     """The selected jobs' constructors (each reads its shipped weights), in ``--only`` order."""
     table = {
         "sr": lambda: sr_job(args),
+        "sr_b": lambda: sr_job(args, "sr_b"),
         "mt_t1_flair": lambda: mt_job(args, "t1", "flair"),
         "mt_t1_t2": lambda: mt_job(args, "t1", "t2"),
         "clinical": lambda: clinical_job(args),
@@ -948,6 +954,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpu-smoke", action="store_true", help="tiny batches and epochs, 2 training subjects")
     p.add_argument(
         "--sr-args", default="", help="more overrides for the SR bundle, e.g. '--ema_momentum 0.001'"
+    )
+    p.add_argument(
+        "--sr-b-args",
+        default="",
+        help="job sr_b (--only sr,sr_b): a second SR recipe in the same call, e.g. '--hr_patch 192'",
     )
     p.add_argument("--mt-args", default="", help="more overrides for both MT bundle runs")
     p.add_argument("--clinical-args", default="", help="more overrides for the clinical bundle")

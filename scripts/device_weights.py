@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "pack":
         from device_train import START_WEIGHTS
 
-        done = pack(args.out_dir, args.paths or list(START_WEIGHTS.values()))
+        done = pack(args.out_dir, args.paths or list(dict.fromkeys(START_WEIGHTS.values())))
     else:
         done = unpack(args.in_dir, args.into)
     for path in done:

@@ -296,7 +296,7 @@ def slim_tree(
     unknown = sorted((set(jobs or []) | set(starts_from or {})) - set(START_WEIGHTS))
     if unknown:
         raise SystemExit(f"unknown job(s) {unknown}; choose from {sorted(START_WEIGHTS)}")
-    starts = [path for job, path in START_WEIGHTS.items() if jobs is None or job in jobs]
+    starts = list(dict.fromkeys(path for job, path in START_WEIGHTS.items() if jobs is None or job in jobs))
     sources = {START_WEIGHTS[job]: Path(path) for job, path in (starts_from or {}).items()}
     init = pack(out / "init", starts, REPO, bits, sources)
     kept = {n: size for n, size in files.items() if not fnmatch.fnmatch(n, SHIPPED_WEIGHTS)}

@@ -195,7 +195,8 @@ def test_resample_linear_matches_simpleitk():
 
 
 def _args(**kw) -> Namespace:
-    base = dict(cpu_smoke=True, sr_args="", mt_args="--lambda_l1 5.0", clinical_args="", precision="auto")
+    base = dict(cpu_smoke=True, sr_args="", sr_b_args="", mt_args="--lambda_l1 5.0", clinical_args="")
+    base["precision"] = "auto"
     base["payload"] = REPO / "no-payload"  # no manifest: the SR patch is not checked against slabs
     return Namespace(**{**base, **kw, "val_every": 20.0})
 
@@ -367,6 +368,15 @@ def test_an_sr_patch_larger_than_the_payload_slabs_is_refused(tmp_path):
         with pytest.raises(SystemExit) as refused:
             device_train.jobs_for(_args(only=["sr"], payload=tmp_path, sr_args=too_large))
         assert refused.value.code == 2
+
+
+def test_a_second_sr_recipe_runs_as_its_own_job_with_its_own_arguments():
+    sr, sr_b = device_train.jobs_for(
+        _args(only=["sr", "sr_b"], sr_args="--learning_rate 2e-5", sr_b_args="--hr_patch 96")
+    )
+    assert (sr.name, sr.bundle, sr.extra_args) == ("sr", "mtsr_sr", ["--learning_rate", "2e-5"])
+    assert (sr_b.name, sr_b.bundle, sr_b.extra_args) == ("sr_b", "mtsr_sr", ["--hr_patch", "96"])
+    assert sr_b.settings["init_checkpoint"] == sr.settings["init_checkpoint"]
 
 
 def test_a_cvae_start_exports_its_last_checkpoint_with_a_new_code_prior(tmp_path, monkeypatch, phantom):
