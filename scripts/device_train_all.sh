@@ -13,6 +13,7 @@
 # SR alone, slices like the benchmark's whole volumes, exact start weights (session 36): pack with `--slim --only sr
 #   --slab 72 --val-slab 36 --spread --full-plane --init-bits 16` (add `--start sr=W.pt` to continue a returned
 #   file: the mtsr_sr_model.pt.part* joined), run with `--only sr`.
+# Two SR recipes in one call: pack with `--only sr,sr_b`, run with `--only sr,sr_b --sr-b-args '...'`.
 # Rehearsal on a CPU, in a venv holding only the GPU image's packages (see docs/sr.md, "Training on a GPU"):
 #   .venv/bin/python scripts/device_train.py gpu-image-venv /tmp/gpu-image-venv
 #   OUT=/tmp/devout PYTHON=/tmp/gpu-image-venv/bin/python bash scripts/device_train_all.sh --minutes 3 --cpu-smoke
