@@ -361,9 +361,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def checked_starts(p: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Path]:
-    """``--start JOB=FILE`` items as a job -> file map; usage errors (exit 2) for what cannot work."""
+    """``--start JOB=FILE`` items as a job -> file map; usage errors (exit 2) for options that cannot work
+    together."""
     if (args.only or args.init_bits != 8 or args.start) and not args.slim:
         p.error("--only, --init-bits and --start need --slim (without it every shipped weight travels)")
+    if args.spread and (not args.only or "clinical" in args.only):
+        p.error("--spread thins the slices: for 2D jobs only (--only without clinical, which trains in 3D)")
     bad = [item for item in args.start if "=" not in item]
     if bad:
         p.error(f"--start takes JOB=FILE, not {bad}")

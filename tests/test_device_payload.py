@@ -176,6 +176,13 @@ def test_start_needs_slim_a_job_and_an_existing_file(argv):
     assert stop.value.code == 2
 
 
+@pytest.mark.parametrize("only", [[], ["--only", "sr,clinical"]])
+def test_spread_is_refused_where_the_3d_clinical_job_would_train(only):
+    with pytest.raises(SystemExit) as stop:
+        pack.main(["--slim", "--spread", *only])
+    assert stop.value.code == 2
+
+
 def test_resample_linear_matches_simpleitk():
     pytest.importorskip("SimpleITK")
     from mtsr_monai.data.clinical import pair_onto_grid
