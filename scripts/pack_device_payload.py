@@ -371,6 +371,8 @@ def checked_starts(p: argparse.ArgumentParser, args: argparse.Namespace) -> dict
     if bad:
         p.error(f"--start takes JOB=FILE, not {bad}")
     starts_from = {job: Path(path) for job, path in (item.split("=", 1) for item in args.start)}
+    if args.only and set(starts_from) - set(args.only):
+        p.error(f"--start names jobs the call does not run: {sorted(set(starts_from) - set(args.only))}")
     missing = [str(path) for path in starts_from.values() if not path.is_file()]
     if missing:
         p.error(f"--start: no such file {missing}")

@@ -168,9 +168,15 @@ def test_a_start_file_travels_in_place_of_the_shipped_weights(tmp_path, monkeypa
 
 
 @pytest.mark.parametrize(
-    "argv", [["--start", "sr=x.pt"], ["--slim", "--start", "sr"], ["--slim", "--start", "sr=/no"]]
+    "argv",
+    [
+        ["--start", "sr=x.pt"],
+        ["--slim", "--start", "sr"],
+        ["--slim", "--start", "sr=/no"],
+        ["--slim", "--only", "sr", "--start", f"clinical={__file__}"],
+    ],
 )
-def test_start_needs_slim_a_job_and_an_existing_file(argv):
+def test_start_is_refused_without_slim_an_existing_file_or_a_job_the_call_runs(argv):
     with pytest.raises(SystemExit) as stop:
         pack.main(argv)
     assert stop.value.code == 2
