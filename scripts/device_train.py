@@ -771,13 +771,15 @@ def finish(run: Running, rc: int, box: OutBox, summary: dict) -> None:
         entry["validation"] = tensorboard_digest(run_dir, run_dir / "figures")
     except Exception as err:  # a missing digest must not cost the weights
         entry["validation_error"] = repr(err)
-    name = {"sr": "mtsr_sr_model.pt", "sr_b": "mtsr_sr_b_model.pt", "clinical": "clinical_sr_model.pt"}.get(
-        job.name
-    )
-    name = name or f"mtsr_mt_{job.settings['source']}_to_{job.settings['target']}.pt"
+    if job.bundle == "mtsr_sr":  # sr and sr_b
+        name = f"mtsr_{job.name}_model.pt"
+    elif job.name == "clinical":
+        name = "clinical_sr_model.pt"
+    else:
+        name = f"mtsr_mt_{job.settings['source']}_to_{job.settings['target']}.pt"
     weights = run_dir / f"export_{name}"
     try:
-        if job.name in ("sr", "sr_b"):
+        if job.bundle == "mtsr_sr":
             entry["weights"] = export_sr(run_dir, weights)
         elif job.name == "clinical":
             entry["weights"] = export_clinical(run_dir, weights)

@@ -3,12 +3,12 @@
 
 The device call copies the working tree with a 64 MiB limit; the seven shipped weight files alone are about
 130 MiB (fp16). For the call they are hidden from the tree (``scripts/device_slim.sh on``) and the four
-that the jobs start from travel in ``.device/init/`` at 8 bits (or exact, ``bits=16``, when the call
-has room for them): every floating tensor of two or more
-dimensions as int8 with one fp32 scale per output channel (symmetric, the largest magnitude at 127), the rest
-(biases, norms, scalars, metadata) as they are. On the device, ``unpack`` writes them back as fp16 files at
-their own paths, in the structure the loaders read, before any job starts. A fine-tuning run starts from
-them; the relative weight error is below 0.4 % (``tests/test_device_payload.py``).
+that the jobs start from travel in ``.device/init/`` at 8 bits (or exact, ``bits=16``, when the call has
+room for them): every floating tensor of two or more dimensions as int8 with one fp32 scale per output
+channel (symmetric, the largest magnitude at 127), the rest (biases, norms, scalars, metadata) as they are.
+On the device, ``unpack`` writes them back as fp16 files at their own paths, in the structure the loaders
+read, before any job starts. A fine-tuning run starts from them; the relative weight error is below 0.4 %
+(``tests/test_device_payload.py``).
 
     python scripts/device_weights.py pack OUT_DIR PATH [PATH ...]   (paths relative to the repository)
     python scripts/device_weights.py unpack IN_DIR [--into DIR]     (writes DIR/<path>; DIR: the repository)
@@ -60,8 +60,8 @@ def pack(
     out_dir: Path, paths: list[str], repo: Path = REPO, bits: int = 8, sources: dict[str, Path] | None = None
 ) -> list[Path]:
     """Copies of ``paths`` (relative to ``repo``) in ``out_dir``, each named after its path: quantized
-    (``bits`` 8) or exact (16: the shipped fp16 tensors as they are; session 36 measured the 8-bit copy of
-    an SR start 0.04 dB lower on the device's validation, a third of what a call then gained). ``sources``
+    (``bits`` 8) or exact (16: the fp16 tensors as they are; in session 36 the 8-bit copy of a returned SR
+    file started 0.044 dB below where its call had ended, on the device's validation). ``sources``
     reads some paths from other files (a previous call's return) that unpack still writes at the path."""
     if bits not in (8, 16):
         raise ValueError(f"bits must be 8 or 16, not {bits}")

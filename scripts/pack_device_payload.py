@@ -360,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def checked_starts(p: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Path]:
+def checked_options(p: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Path]:
     """``--start JOB=FILE`` items as a job -> file map; usage errors (exit 2) for options that cannot work
     together."""
     if (args.only or args.init_bits != 8 or args.start) and not args.slim:
@@ -382,7 +382,7 @@ def checked_starts(p: argparse.ArgumentParser, args: argparse.Namespace) -> dict
 def main(argv: list[str] | None = None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
-    starts_from = checked_starts(p, args)
+    starts_from = checked_options(p, args)
 
     out = REPO / args.out
     if out.parent != REPO or out.name.startswith(".git"):
