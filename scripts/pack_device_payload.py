@@ -297,7 +297,10 @@ def slim_tree(
     if unknown:
         raise SystemExit(f"unknown job(s) {unknown}; choose from {sorted(START_WEIGHTS)}")
     starts = list(dict.fromkeys(path for job, path in START_WEIGHTS.items() if jobs is None or job in jobs))
-    sources = {START_WEIGHTS[job]: Path(path) for job, path in (starts_from or {}).items()}
+    sources: dict[str, Path] = {}
+    for job, path in (starts_from or {}).items():  # sr and sr_b share one start file on the device
+        if sources.setdefault(START_WEIGHTS[job], Path(path)) != Path(path):
+            raise SystemExit(f"--start: jobs sharing {START_WEIGHTS[job]} must start from one file")
     init = pack(out / "init", starts, REPO, bits, sources)
     kept = {n: size for n, size in files.items() if not fnmatch.fnmatch(n, SHIPPED_WEIGHTS)}
     return kept, sum(f.stat().st_size for f in init)

@@ -167,6 +167,13 @@ def test_a_start_file_travels_in_place_of_the_shipped_weights(tmp_path, monkeypa
     assert torch.equal(record["content"]["conv.weight"], returned["conv.weight"])
 
 
+def test_jobs_sharing_a_start_file_cannot_start_from_two(tmp_path, monkeypatch):
+    shared = "bundles/mtsr_sr/models/model.pt"
+    monkeypatch.setattr(device_train, "START_WEIGHTS", {"sr": shared, "sr_b": shared})
+    with pytest.raises(SystemExit, match="one file"):
+        pack.slim_tree({}, tmp_path, ["sr", "sr_b"], 16, {"sr": tmp_path / "a.pt", "sr_b": tmp_path / "b.pt"})
+
+
 @pytest.mark.parametrize(
     "argv",
     [
