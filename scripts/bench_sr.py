@@ -12,10 +12,12 @@
    whole image, 2D SSIM averaged over axial slices, for that held-out volume.
 4. With ``--heldout``: 2 and 3 on every volume of the shipped model's held-out subjects (10 volumes, seed =
    index), means and the number of volumes where SR beats bicubic; with ``--validation`` as well, on the 6
-   validation volumes instead (for inference choices; the held-out ones are for the final report).
+   validation volumes instead (for inference choices; the held-out ones are for the final report);
+   ``--against BASE.json`` (an earlier run's ``--json`` on the same set and precision) adds the per-volume
+   brain PSNR gains over it, their mean and how many volumes gained, as a ship decision reads them.
 
-Usage: python scripts/bench_sr.py [--volume PATH | --heldout [--validation]] [--weights W.pt]
-       [--precision auto|fp32|bf16] [--threads 2] [--json out.json]
+Usage: python scripts/bench_sr.py [--volume PATH | --heldout [--validation] [--against BASE.json]]
+       [--weights W.pt] [--precision auto|fp32|bf16] [--threads 2] [--json out.json]
 """
 
 from __future__ import annotations
@@ -234,6 +236,27 @@ def heldout_markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def compare_brain_psnr(result: dict, baseline: dict) -> dict:
+    """Per-volume SR brain PSNR of ``result`` minus ``baseline`` (two :func:`heldout` results on the same
+    volumes and draws, e.g. a candidate's and the shipped weights'), their mean and how many volumes gained:
+    the figures a ship decision reads. Refuses results of other volumes, draws or precisions (ValueError)."""
+    rows, base = result["per_volume"], baseline["per_volume"]
+    keys = [(r["volume"], r["degradation"], r["precision"]) for r in rows]
+    base_keys = [(r["volume"], r["degradation"], r["precision"]) for r in base]
+    if keys != base_keys:
+        raise ValueError("the two results score different volumes, draws or precisions")
+    gains = [a["sr"]["brain"]["psnr"] - b["sr"]["brain"]["psnr"] for a, b in zip(rows, base, strict=True)]
+    return {"gains": gains, "mean_gain": statistics.fmean(gains), "ahead": sum(g > 0 for g in gains)}
+
+
+def comparison_line(comparison: dict) -> str:
+    gains = ", ".join(f"{g:+.3f}" for g in comparison["gains"])
+    return (
+        f"brain PSNR against the baseline: mean {comparison['mean_gain']:+.3f} dB, ahead on "
+        f"{comparison['ahead']} of {len(comparison['gains'])} ({gains})"
+    )
+
+
 def _load_network(weights: Path | None):
     if weights is None:
         return None  # super_resolve_file loads the shipped bundle weights
@@ -242,7 +265,15 @@ def _load_network(weights: Path | None):
     return load_sr_model(str(weights))[0]
 
 
-def main(argv: list[str] | None = None) -> int:
+def _read_baseline(parser: argparse.ArgumentParser, path: Path) -> dict:
+    """The held-out (or validation) result stored in a --json file; exit 2 before any work if it has none."""
+    try:
+        return json.loads(path.read_text())["heldout"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        parser.error(f"--against {path}: not a --heldout --json result ({type(err).__name__}: {err})")
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--volume", type=Path, default=DEFAULT_VOLUME, help="a held-out 240x240x155 volume")
     parser.add_argument("--threads", type=int, default=2)
@@ -267,9 +298,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--weights", type=Path, default=None, help="SR weights (default: the shipped ones)")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--against", type=Path, default=None,
+        help="with --heldout: a --json of an earlier run on the same set (e.g. the shipped weights); prints "
+        "the per-volume brain PSNR gains, their mean and how many volumes gained",
+    )  # fmt: skip
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.validation and not args.heldout:
         parser.error("--validation goes with --heldout")
+    baseline = _read_baseline(parser, args.against) if args.against else None
+    if baseline is not None and not args.heldout:
+        parser.error("--against goes with --heldout")
 
     import torch
 
@@ -286,6 +330,12 @@ def main(argv: list[str] | None = None) -> int:
         report["heldout"] = heldout(volumes, args.batch_size, args.degradation, network, args.precision)
         print(json.dumps(report["heldout"]["summary"], indent=1), flush=True)
         print(heldout_markdown(report["heldout"]), flush=True)
+        if baseline is not None:
+            try:
+                report["against"] = compare_brain_psnr(report["heldout"], baseline)
+            except ValueError as err:
+                parser.error(f"--against {args.against}: {err}")
+            print(comparison_line(report["against"]), flush=True)
     elif not args.skip_volume:
         report["whole_volume"] = whole_volume(
             args.volume,
