@@ -363,6 +363,13 @@ def smallest_slab_side(payload: Path) -> int | None:
     return min((min(b[0][1] - b[0][0], b[1][1] - b[1][0]) for b in boxes), default=None)
 
 
+def sr_patch_for(payload: Path, wanted: int = 192, fallback: int = 128) -> int:
+    """The SR job's default HR patch: ``wanted`` where every slab of the payload holds it (whole planes,
+    ``--full-plane``, or no payload manifest), else ``fallback`` (brain-box slabs can be narrower)."""
+    side = smallest_slab_side(payload)
+    return wanted if side is None or side >= wanted else fallback
+
+
 def check_sr_patch(hr_patch: int, extra_args: list[str], payload: Path) -> None:
     """Refuse an SR patch larger than the payload's slabs: the sampler would pad each slice to the patch,
     so every patch of a slice is the same whole slice (session 35's GPU run with ``--hr_patch 192``)."""
@@ -388,11 +395,13 @@ def sr_job(args: argparse.Namespace, name: str = "sr") -> Job:
         # the shipped weights' recipe (docs/sr.md): foreground-weighted MSE, generator moving average
         "pretrain_loss": "$mtsr_monai.losses.ForegroundWeightedLoss(background_weight=0.1)",
         "ema_momentum": 0.002,
-        "learning_rate": 1e-4,
+        # 0.4.5's own recipe: on the GPU (session 37) it kept climbing from 0.4.5 where 128-pixel patches at
+        # lr 1e-4 fell; 32 patches a step cost about what 16 do there (an iteration's time is overhead)
+        "learning_rate": 5e-5,
         "pretrain_epochs": 10**6,  # epochs are time slices here: the pixel-loss phase throughout
-        "batch_size": 1 if smoke else 4,
-        "samples_per_volume": 2 if smoke else 4,
-        "hr_patch": 64 if smoke else 128,
+        "batch_size": 1 if smoke else 16,
+        "samples_per_volume": 2,
+        "hr_patch": 64 if smoke else sr_patch_for(args.payload),
         "num_workers": data_workers(2 if smoke else 8),
         "epoch_length": 3 if smoke else 500,
         "val_slices_per_volume": 1 if smoke else 8,  # 40 slices of the spread layout: about 3 s on the H200

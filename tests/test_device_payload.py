@@ -390,6 +390,19 @@ def test_an_sr_patch_larger_than_the_payload_slabs_is_refused(tmp_path):
         assert refused.value.code == 2
 
 
+WHOLE_PLANE, BRAIN_BOX = [[0, 240], [0, 240], [0, 72]], [[40, 184], [40, 210], [50, 98]]
+
+
+@pytest.mark.parametrize("box, patch", [(WHOLE_PLANE, 192), (BRAIN_BOX, 128)])
+def test_the_sr_job_trains_on_192_patches_where_the_slabs_hold_them(tmp_path, box, patch):
+    (tmp_path / "data").mkdir()
+    manifest = {"kept": {"training": [{"subject": "a", "_box": box}], "validation": []}}
+    (tmp_path / "data" / "manifest.json").write_text(json.dumps(manifest))
+    (job,) = device_train.jobs_for(_args(only=["sr"], payload=tmp_path, cpu_smoke=False))
+    assert job.settings["hr_patch"] == patch
+    assert job.settings["learning_rate"] == 5e-5
+
+
 def test_a_second_sr_recipe_runs_as_its_own_job_with_its_own_arguments():
     sr, sr_b = device_train.jobs_for(
         _args(only=["sr", "sr_b"], sr_args="--learning_rate 2e-5", sr_b_args="--hr_patch 96")
