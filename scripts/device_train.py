@@ -115,7 +115,9 @@ class WallClockStop:
     validation and checkpoints, still run) when ``val_every_s`` have passed or when the remaining time only
     leaves room for one more validation; the run ends (``terminate``) at the first epoch end that leaves no
     room for another. The cost of a validation is measured at each epoch end (``val_estimate_s`` before
-    the first); ``margin_s`` is kept free besides. Progress goes to ``report`` (JSON) at every epoch end.
+    the first); ``margin_s`` is kept free besides. Progress goes to ``report`` (JSON) at every epoch end,
+    with the share of training time spent waiting for batches (``data_wait_share``: near 1, the data loader
+    limits the run; near 0, the step does).
     """
 
     def __init__(
@@ -130,6 +132,7 @@ class WallClockStop:
         self.val_cost, self.margin = float(val_estimate_s), float(margin_s)
         self.train_s, self.epoch_start, self.last_iter, self.first_iteration = 0.0, 0.0, 0.0, None
         self.stop_reason = "max_epochs"
+        self.data_wait_s, self.wait_start = 0.0, 0.0
 
     def attach(self, engine) -> None:
         from ignite.engine import Events
@@ -138,6 +141,14 @@ class WallClockStop:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
         engine.add_event_handler(Events.COMPLETED, self._write)
+        engine.add_event_handler(Events.GET_BATCH_STARTED, self._batch_asked)
+        engine.add_event_handler(Events.GET_BATCH_COMPLETED, self._batch_received)
+
+    def _batch_asked(self, engine) -> None:
+        self.wait_start = time.time()
+
+    def _batch_received(self, engine) -> None:
+        self.data_wait_s += time.time() - self.wait_start
 
     def _epoch_started(self, engine) -> None:
         self.epoch_start = self.last_iter = time.time()
@@ -169,6 +180,9 @@ class WallClockStop:
             "train_seconds": round(self.train_s, 2),
             "iterations_per_second": round(iterations / self.train_s, 3) if self.train_s > 0 else None,
             "last_validation_seconds": round(self.val_cost, 2),
+            "data_wait_share": round(min(self.data_wait_s / self.train_s, 1.0), 3)
+            if self.train_s > 0
+            else None,
             "stop_reason": self.stop_reason,
         }
         tmp = self.report.with_suffix(".tmp")

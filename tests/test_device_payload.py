@@ -291,6 +291,25 @@ def test_wall_clock_stop_validates_and_ends_in_time(tmp_path):
     assert report["stop_reason"] == "time" and report["iterations"] == engine.state.iteration > 0
 
 
+@pytest.mark.parametrize("fetch_s, step_s, slow_loader", [(0.02, 0.002, True), (0.0, 0.02, False)])
+def test_wall_clock_stop_reports_the_share_of_time_spent_waiting_for_batches(
+    tmp_path, fetch_s, step_s, slow_loader
+):
+    from ignite.engine import Engine
+
+    def batches():
+        while True:
+            time.sleep(fetch_s)
+            yield 0
+
+    engine = Engine(lambda e, b: time.sleep(step_s))
+    stop = device_train.WallClockStop(time.time() + 60, 10.0, str(tmp_path / "w.json"), val_estimate_s=0.01)
+    stop.attach(engine)
+    engine.run(batches(), max_epochs=1, epoch_length=40)
+    share = json.loads((tmp_path / "w.json").read_text())["data_wait_share"]
+    assert (share > 0.6) if slow_loader else (share < 0.3)
+
+
 def test_outbox_splits_and_respects_limits(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
