@@ -396,11 +396,19 @@ def test_an_l1_only_start_stays_in_the_l1_phase():
     assert flair.settings["pretrain_iterations"] >= 10**9
 
 
+WHOLE_PLANE, BRAIN_BOX = [[0, 240], [0, 240], [0, 72]], [[40, 184], [40, 210], [50, 98]]  # box: 144 x 170
+
+
+def _payload_with_slab(payload: Path, box: list) -> Path:
+    """A payload manifest holding one training slab with this box, as pack_device_payload writes it."""
+    (payload / "data").mkdir()
+    manifest = {"kept": {"training": [{"subject": "a", "_box": box}], "validation": []}}
+    (payload / "data" / "manifest.json").write_text(json.dumps(manifest))
+    return payload
+
+
 def test_an_sr_patch_larger_than_the_payload_slabs_is_refused(tmp_path):
-    box = {"subject": "a", "_box": [[40, 184], [40, 210], [50, 98]]}  # 144 x 170 in plane
-    (tmp_path / "data").mkdir()
-    manifest = {"kept": {"training": [box], "validation": []}}
-    (tmp_path / "data" / "manifest.json").write_text(json.dumps(manifest))
+    _payload_with_slab(tmp_path, BRAIN_BOX)
     (job,) = device_train.jobs_for(_args(only=["sr"], payload=tmp_path, sr_args="--hr_patch 144"))
     assert job.extra_args == ["--hr_patch", "144"]
     for too_large in ("--hr_patch 192", "--hr_patch=192"):
@@ -409,15 +417,10 @@ def test_an_sr_patch_larger_than_the_payload_slabs_is_refused(tmp_path):
         assert refused.value.code == 2
 
 
-WHOLE_PLANE, BRAIN_BOX = [[0, 240], [0, 240], [0, 72]], [[40, 184], [40, 210], [50, 98]]
-
-
 @pytest.mark.parametrize("box, patch", [(WHOLE_PLANE, 192), (BRAIN_BOX, 128)])
 def test_the_sr_job_trains_on_192_patches_where_the_slabs_hold_them(tmp_path, box, patch):
-    (tmp_path / "data").mkdir()
-    manifest = {"kept": {"training": [{"subject": "a", "_box": box}], "validation": []}}
-    (tmp_path / "data" / "manifest.json").write_text(json.dumps(manifest))
-    (job,) = device_train.jobs_for(_args(only=["sr"], payload=tmp_path, cpu_smoke=False))
+    payload = _payload_with_slab(tmp_path, box)
+    (job,) = device_train.jobs_for(_args(only=["sr"], payload=payload, cpu_smoke=False))
     assert job.settings["hr_patch"] == patch
     assert job.settings["learning_rate"] == 5e-5
 
