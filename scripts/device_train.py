@@ -271,18 +271,21 @@ class Job:
     threads: int = 2
 
 
+def _absolute(entries: list[dict], data: Path) -> list[dict]:
+    return [{k: (v if k == "subject" else str(data / v)) for k, v in e.items()} for e in entries]
+
+
 def write_datalists(payload: Path, run_dir: Path, max_train: int | None) -> dict[str, Path]:
-    """Datalists with absolute paths (the SR bundle opens validation paths as they are): subjects (MT),
-    volumes (SR: one ``hr`` per contrast) and subjects having all three contrasts and not held out by the
-    clinical bundle's datalist (clinical)."""
+    """Datalists with absolute paths (the SR bundle opens validation paths as they are): subjects (MT, plus
+    the payload's tumour-free ``mt_training`` pairs, which train MT only), volumes (SR: one ``hr`` per
+    contrast) and subjects having all three contrasts and not held out by the clinical bundle's datalist
+    (clinical)."""
     data = payload / "data"
     listing = json.loads((data / "subjects.json").read_text())
-    subjects: dict[str, list] = {}
-    for split in ("training", "validation"):
-        entries = listing.get(split, [])[: max_train if split == "training" else None]
-        subjects[split] = [
-            {k: (v if k == "subject" else str(data / v)) for k, v in e.items()} for e in entries
-        ]
+    subjects = {
+        split: _absolute(listing.get(split, [])[: max_train if split == "training" else None], data)
+        for split in ("training", "validation")
+    }
     volumes = {
         split: [
             {"subject": s["subject"], "modality": c, "hr": s[c]}
@@ -302,6 +305,8 @@ def write_datalists(payload: Path, run_dir: Path, max_train: int | None) -> dict
         ]
         for split, entries in subjects.items()
     }
+    mt_training = subjects["training"] + _absolute(listing.get("mt_training", []), data)
+    subjects = {**subjects, "training": mt_training}
     run_dir.mkdir(parents=True, exist_ok=True)
     out = {}
     for name, content in (("subjects", subjects), ("volumes", volumes), ("clinical", clinical)):

@@ -21,7 +21,9 @@ under 64 MiB. It holds:
   integers; with 256 a voxel moves by at most half a step, under 0.2 % of that percentile). T1ce is left
   out (it serves only the SR model and costs a subject's worth of space). Subjects are added in a fixed
   order while they fit the space left; ``data/manifest.json`` lists what was kept and what was dropped, and
-  ``data/subjects.json`` is the datalist (paths relative to ``data/``).
+  ``data/subjects.json`` is the datalist (paths relative to ``data/``). ``--mt-pairs`` adds whole T1 / FLAIR
+  pairs of tumour-free brains (``scripts/prepare_open_ms_pairs.py``) first, as ``mt_training``: the device's
+  MT jobs train on them beside the BraTS subjects, the other jobs never see them.
 
 The space left is measured, not assumed: 64 MiB minus what travels anyway (tracked files and untracked files
 git does not ignore, at their size on disk now), minus ``--reserve-mib`` for work in progress. Run this again
@@ -222,6 +224,23 @@ def write_subject(
     return entry
 
 
+def _write_if_fits(
+    subject: dict, out_dir: Path, n_slices: int, levels: int, layout: dict, space_left: int
+) -> tuple[dict | None, int]:
+    """:func:`write_subject` into ``out_dir`` when its files take at most ``space_left`` bytes; (the
+    datalist entry or None, their bytes)."""
+    with tempfile.TemporaryDirectory(dir=out_dir.parent) as tmp:
+        entry = write_subject(subject, Path(tmp), n_slices, levels, **layout)
+        files = [Path(tmp) / entry[c] for c in CONTRASTS if c in entry]
+        size = sum(f.stat().st_size for f in files)
+        if size > space_left:
+            return None, size
+        for f in files:
+            shutil.move(f, out_dir / f.name)
+    entry["_bytes"] = size
+    return entry, size
+
+
 def pack_data(
     out_dir: Path,
     space: int,
@@ -230,15 +249,18 @@ def pack_data(
     levels: int,
     root: Path,
     layout: dict[str, bool] | None = None,
+    mt_pairs: list[dict] | None = None,
 ) -> dict:
     """Write subjects in ``PRIORITY`` order while they fit in ``space`` bytes; the manifest. ``layout``:
-    :func:`slab_box`'s ``spread`` and ``full_plane``."""
+    :func:`slab_box`'s ``spread`` and ``full_plane``. ``mt_pairs`` (subject dicts with ``t1`` and ``flair``,
+    see ``--mt-pairs``) go first, whole, into ``mt_training``: the MT jobs' extra training subjects."""
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
     available = {s["subject"]: s for s in shared_splits.subjects(root)}
-    kept: dict[str, list] = {"training": [], "validation": []}
+    kept: dict[str, list] = {"training": [], "validation": [], "mt_training": []}
     dropped, used = [], 0
+    queue = [(s, "mt_training", 0, {}) for s in mt_pairs or []]
     for sid in PRIORITY:
         split = shared_splits.split_of(sid)
         if split == "test":  # guard: the held-out subjects never leave this machine for training
@@ -246,18 +268,13 @@ def pack_data(
         if sid not in available:
             dropped.append({"subject": sid, "why": "not in the shared data"})
             continue
-        with tempfile.TemporaryDirectory(dir=out_dir.parent) as tmp:
-            n_slices = val_slab if split == "validation" else slab
-            entry = write_subject(available[sid], Path(tmp), n_slices, levels, **(layout or {}))
-            files = [Path(tmp) / entry[c] for c in CONTRASTS if c in entry]
-            size = sum(f.stat().st_size for f in files)
-            if used + size > space:
-                dropped.append({"subject": sid, "why": f"no space ({size / MIB:.2f} MiB)"})
-                continue
-            for f in files:
-                shutil.move(f, out_dir / f.name)
+        queue.append((available[sid], split, val_slab if split == "validation" else slab, layout or {}))
+    for subject, split, n_slices, how in queue:
+        entry, size = _write_if_fits(subject, out_dir, n_slices, levels, how, space - used)
+        if entry is None:
+            dropped.append({"subject": subject["subject"], "why": f"no space ({size / MIB:.2f} MiB)"})
+            continue
         used += size
-        entry["_bytes"] = size
         kept[split].append(entry)
     datalist = {
         split: [{k: v for k, v in e.items() if not k.startswith("_")} for e in entries]
@@ -360,6 +377,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --slim: the job starts from FILE (e.g. sr=W.pt, the weights a previous call returned) "
         "instead of its shipped weights; the shipped file is never touched",
     )
+    p.add_argument(
+        "--mt-pairs",
+        type=Path,
+        help="the pairs.json of scripts/prepare_open_ms_pairs.py: whole T1 / FLAIR pairs of brains without a "
+        "tumour, packed first and trained on by the MT jobs only (the T1 -> FLAIR model needs them)",
+    )
     return p
 
 
@@ -370,15 +393,18 @@ def checked_options(p: argparse.ArgumentParser, args: argparse.Namespace) -> dic
         p.error("--only, --init-bits and --start need --slim (without it every shipped weight travels)")
     if args.spread and (not args.only or "clinical" in args.only):
         p.error("--spread thins the slices: for 2D jobs only (--only without clinical, which trains in 3D)")
+    if args.mt_pairs and args.only and not any(job.startswith("mt_") for job in args.only):
+        p.error("--mt-pairs trains the MT jobs only: --only must name one")
     bad = [item for item in args.start if "=" not in item]
     if bad:
         p.error(f"--start takes JOB=FILE, not {bad}")
     starts_from = {job: Path(path) for job, path in (item.split("=", 1) for item in args.start)}
     if args.only and set(starts_from) - set(args.only):
         p.error(f"--start names jobs the call does not run: {sorted(set(starts_from) - set(args.only))}")
-    missing = [str(path) for path in starts_from.values() if not path.is_file()]
+    missing = [str(path) for path in [*starts_from.values(), *([args.mt_pairs] if args.mt_pairs else [])]]
+    missing = [path for path in missing if not Path(path).is_file()]
     if missing:
-        p.error(f"--start: no such file {missing}")
+        p.error(f"--start / --mt-pairs: no such file {missing}")
     return starts_from
 
 
@@ -411,7 +437,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {size / MIB:9.2f} MiB  {name}", file=sys.stderr)
         return 1
     layout = {"spread": args.spread, "full_plane": args.full_plane}
-    manifest = pack_data(out / "data", space, args.slab, args.val_slab, args.levels, args.data_root, layout)
+    pairs = json.loads(args.mt_pairs.read_text()) if args.mt_pairs else None
+    manifest = pack_data(
+        out / "data", space, args.slab, args.val_slab, args.levels, args.data_root, layout, pairs
+    )
     manifest.update(tree_bytes=tree, wheel_bytes=wheel_bytes, wheels=[w.name for w in wheels])
     manifest.update(slim=args.slim, init_bytes=init_bytes, init_bits=args.init_bits, jobs=args.only or "all")
     manifest["starts_from"] = {job: str(path.resolve()) for job, path in starts_from.items()}

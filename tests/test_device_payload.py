@@ -94,6 +94,30 @@ def test_pack_drops_what_does_not_fit(tmp_path):
     }
 
 
+def test_mt_pairs_travel_first_and_whole_for_the_mt_jobs_only(tmp_path):
+    root = _brats_root(tmp_path, ["Brats18_TCIA01_201_1"])
+    ms = _brats_root(tmp_path / "ms", ["open_ms_p1"], contrasts=("t1", "flair"))
+    pair = {c: str(ms / "brats2018_tcia" / "open_ms_p1" / f"open_ms_p1_{c}.nii.gz") for c in ("t1", "flair")}
+    out = tmp_path / "payload" / "data"
+    manifest = pack.pack_data(out, 10 * pack.MIB, 8, 4, 0, root, mt_pairs=[{"subject": "ms", **pair}])
+    assert [e["subject"] for e in manifest["kept"]["mt_training"]] == ["ms"]
+    assert manifest["kept"]["mt_training"][0]["_box"][2] == [0, 16, 1]  # whole: all 16 slices
+    paths = device_train.write_datalists(out.parent, tmp_path / "work", None)
+    mt = json.loads(paths["subjects"].read_text())["training"]
+    assert [s["subject"] for s in mt] == ["Brats18_TCIA01_201_1", "ms"]
+    assert Path(mt[1]["flair"]).is_file() and "t2" not in mt[1]
+    sr = json.loads(paths["volumes"].read_text())["training"]
+    assert {v["subject"] for v in sr} == {"Brats18_TCIA01_201_1"}
+
+
+def test_mt_pairs_are_refused_where_no_mt_job_runs(tmp_path):
+    pairs = tmp_path / "pairs.json"
+    pairs.write_text("[]")
+    with pytest.raises(SystemExit) as stop:
+        pack.main(["--slim", "--only", "sr", "--mt-pairs", str(pairs)])
+    assert stop.value.code == 2
+
+
 def test_quantize_keeps_levels_and_int16():
     arr = np.linspace(0, 4000, 1000).reshape(10, 10, 10)
     q, step = pack.quantize(arr, 256)
