@@ -323,21 +323,8 @@ def slim_tree(
     return kept, sum(f.stat().st_size for f in init)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default=".device", help="folder under the repository root (git-ignored)")
-    p.add_argument("--budget-mib", type=float, default=64.0, help="the device call's working-tree limit")
-    p.add_argument("--reserve-mib", type=float, default=1.0, help="kept free for files still growing")
-    p.add_argument("--slab", type=int, default=48, help="contiguous axial slices per volume (0: all)")
-    p.add_argument("--val-slab", type=int, default=24, help="the same for validation subjects")
-    p.add_argument("--levels", type=int, default=256, help="intensity levels kept (0: exact int16)")
-    p.add_argument("--data-root", type=Path, default=shared_splits.DATA_ROOT)
-    p.add_argument(
-        "--tracked-only",
-        action="store_true",
-        help="size the data on tracked files alone (untracked, not ignored files must then be gone or "
-        "ignored before the device call, or it is refused as too large)",
-    )
+def _add_slim_options(p: argparse.ArgumentParser) -> None:
+    """``--slim`` and the options that only work with it."""
     p.add_argument(
         "--slim",
         action="store_true",
@@ -359,6 +346,32 @@ def build_parser() -> argparse.ArgumentParser:
         "continues from the weights a previous call returned without a quantization step",
     )
     p.add_argument(
+        "--start",
+        action="append",
+        default=[],
+        metavar="JOB=FILE",
+        help="with --slim: the job starts from FILE (e.g. sr=W.pt, the weights a previous call returned) "
+        "instead of its shipped weights; the shipped file is never touched",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=".device", help="folder under the repository root (git-ignored)")
+    p.add_argument("--budget-mib", type=float, default=64.0, help="the device call's working-tree limit")
+    p.add_argument("--reserve-mib", type=float, default=1.0, help="kept free for files still growing")
+    p.add_argument("--slab", type=int, default=48, help="contiguous axial slices per volume (0: all)")
+    p.add_argument("--val-slab", type=int, default=24, help="the same for validation subjects")
+    p.add_argument("--levels", type=int, default=256, help="intensity levels kept (0: exact int16)")
+    p.add_argument("--data-root", type=Path, default=shared_splits.DATA_ROOT)
+    p.add_argument(
+        "--tracked-only",
+        action="store_true",
+        help="size the data on tracked files alone (untracked, not ignored files must then be gone or "
+        "ignored before the device call, or it is refused as too large)",
+    )
+    _add_slim_options(p)
+    p.add_argument(
         "--spread",
         action="store_true",
         help="slab slices every k-th across the brain's extent, not the contiguous centre (2D jobs: sr)",
@@ -368,14 +381,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep the whole axial plane, not the brain's box: SR then trains on slices like the whole "
         "volumes it is benchmarked on (zeros compress to little)",
-    )
-    p.add_argument(
-        "--start",
-        action="append",
-        default=[],
-        metavar="JOB=FILE",
-        help="with --slim: the job starts from FILE (e.g. sr=W.pt, the weights a previous call returned) "
-        "instead of its shipped weights; the shipped file is never touched",
     )
     p.add_argument(
         "--mt-pairs",
