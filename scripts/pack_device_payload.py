@@ -406,8 +406,8 @@ def checked_options(p: argparse.ArgumentParser, args: argparse.Namespace) -> dic
     starts_from = {job: Path(path) for job, path in (item.split("=", 1) for item in args.start)}
     if args.only and set(starts_from) - set(args.only):
         p.error(f"--start names jobs the call does not run: {sorted(set(starts_from) - set(args.only))}")
-    missing = [str(path) for path in [*starts_from.values(), *([args.mt_pairs] if args.mt_pairs else [])]]
-    missing = [path for path in missing if not Path(path).is_file()]
+    given = [*starts_from.values(), *filter(None, [args.mt_pairs])]
+    missing = [str(path) for path in given if not path.is_file()]
     if missing:
         p.error(f"--start / --mt-pairs: no such file {missing}")
     return starts_from

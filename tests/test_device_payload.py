@@ -110,11 +110,13 @@ def test_mt_pairs_travel_first_and_whole_for_the_mt_jobs_only(tmp_path):
     assert {v["subject"] for v in sr} == {"Brats18_TCIA01_201_1"}
 
 
-def test_mt_pairs_are_refused_where_no_mt_job_runs(tmp_path):
+@pytest.mark.parametrize("only, exists", [("sr", True), ("mt_t1_flair", False)])
+def test_mt_pairs_are_refused_where_no_mt_job_runs_or_the_file_is_missing(tmp_path, only, exists):
     pairs = tmp_path / "pairs.json"
-    pairs.write_text("[]")
+    if exists:
+        pairs.write_text("[]")
     with pytest.raises(SystemExit) as stop:
-        pack.main(["--slim", "--only", "sr", "--mt-pairs", str(pairs)])
+        pack.main(["--slim", "--only", only, "--mt-pairs", str(pairs)])
     assert stop.value.code == 2
 
 
