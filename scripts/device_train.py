@@ -305,8 +305,7 @@ def write_datalists(payload: Path, run_dir: Path, max_train: int | None) -> dict
         ]
         for split, entries in subjects.items()
     }
-    mt_training = subjects["training"] + _absolute(listing.get("mt_training", []), data)
-    subjects = {**subjects, "training": mt_training}
+    subjects["training"] += _absolute(listing.get("mt_training", []), data)  # after SR's and clinical's lists
     run_dir.mkdir(parents=True, exist_ok=True)
     out = {}
     for name, content in (("subjects", subjects), ("volumes", volumes), ("clinical", clinical)):
@@ -373,12 +372,14 @@ def pairs_expr(split: str) -> str:
 
 
 def smallest_slab_side(payload: Path) -> int | None:
-    """The smallest in-plane side of the payload's brain-box slabs (None without a payload manifest)."""
+    """The smallest in-plane side of the slabs SR trains and validates on (None without a payload manifest);
+    the MT jobs' ``mt_training`` pairs, cropped to their brains, do not count."""
     manifest = payload / "data" / "manifest.json"
     if not manifest.exists():
         return None
     kept = json.loads(manifest.read_text())["kept"]
-    boxes = [entry["_box"] for split in kept.values() for entry in split if "_box" in entry]
+    entries = [entry for split in ("training", "validation") for entry in kept.get(split, [])]
+    boxes = [entry["_box"] for entry in entries if "_box" in entry]
     return min((min(b[0][1] - b[0][0], b[1][1] - b[1][0]) for b in boxes), default=None)
 
 

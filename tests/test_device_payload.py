@@ -425,10 +425,14 @@ def test_an_l1_only_start_stays_in_the_l1_phase():
 WHOLE_PLANE, BRAIN_BOX = [[0, 240], [0, 240], [0, 72]], [[40, 184], [40, 210], [50, 98]]  # box: 144 x 170
 
 
-def _payload_with_slab(payload: Path, box: list) -> Path:
-    """A payload manifest holding one training slab with this box, as pack_device_payload writes it."""
+def _payload_with_slab(payload: Path, box: list, mt_box: list | None = None) -> Path:
+    """A payload manifest holding one training slab with this box (and an MT-only pair with ``mt_box``), as
+    pack_device_payload writes it."""
     (payload / "data").mkdir()
-    manifest = {"kept": {"training": [{"subject": "a", "_box": box}], "validation": []}}
+    mt_training = [{"subject": "ms", "_box": mt_box}] if mt_box else []
+    manifest = {
+        "kept": {"training": [{"subject": "a", "_box": box}], "validation": [], "mt_training": mt_training}
+    }
     (payload / "data" / "manifest.json").write_text(json.dumps(manifest))
     return payload
 
@@ -449,6 +453,12 @@ def test_the_sr_job_trains_on_192_patches_where_the_slabs_hold_them(tmp_path, bo
     (job,) = device_train.jobs_for(_args(only=["sr"], payload=payload, cpu_smoke=False))
     assert job.settings["hr_patch"] == patch
     assert job.settings["learning_rate"] == 5e-5
+
+
+def test_mt_only_pairs_do_not_shrink_the_sr_patch(tmp_path):
+    payload = _payload_with_slab(tmp_path, WHOLE_PLANE, mt_box=BRAIN_BOX)
+    (job,) = device_train.jobs_for(_args(only=["sr"], payload=payload, cpu_smoke=False))
+    assert job.settings["hr_patch"] == 192
 
 
 def test_a_second_sr_recipe_runs_as_its_own_job_with_its_own_arguments():
