@@ -1,3 +1,4 @@
+import pytest
 import torch
 from ignite.engine import Events
 from torch.utils.data import DataLoader
@@ -23,7 +24,7 @@ def _networks():
     return gen, disc
 
 
-def _trainer(max_epochs, ckpt_dir=None, pretrain_epochs=1, pretrain_loss=None, precision=None):
+def _trainer(max_epochs, ckpt_dir=None, pretrain_epochs=1, pretrain_loss=None, precision=None, **options):
     gen, disc = _networks()
     trainer = PairedAdversarialTrainer(
         device="cpu",
@@ -39,6 +40,7 @@ def _trainer(max_epochs, ckpt_dir=None, pretrain_epochs=1, pretrain_loss=None, p
         pretrain_epochs=pretrain_epochs,
         pretrain_loss=pretrain_loss,
         precision=precision,
+        **options,
     )
     if ckpt_dir is not None:
         ResumeCheckpoint(ckpt_dir, trainer.checkpoint_objects(), every_n_iterations=3).attach(trainer)
@@ -120,3 +122,39 @@ def test_auto_precision_is_bf16_exactly_where_the_cpu_has_native_bf16():
     assert training_precision(True, None, "cpu") == ("bf16" if native else "fp32")
     assert training_precision(False, None, "cpu") == "fp32"
     assert training_precision(True, "fp32", "cpu") == "fp32"
+
+
+def test_compiled_training_forward_follows_eager_and_keeps_state_dict_keys():
+    from torch._dynamo.utils import counters
+
+    eager, compiled = _trainer(max_epochs=2), _trainer(max_epochs=2, compile_mode="default")
+    compiled_before = counters["frames"]["ok"]
+    for trainer in (eager, compiled):
+        trainer.run()
+    assert counters["frames"]["ok"] > compiled_before  # dynamo compiled it, not its eager fallback
+    assert compiled.train_generator is not compiled.generator
+    assert list(compiled.generator.state_dict()) == list(eager.generator.state_dict())
+    for a, b in zip(eager.generator.parameters(), compiled.generator.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_unknown_compile_mode_is_refused():
+    with pytest.raises(ValueError, match="compile_mode"):
+        _trainer(max_epochs=1, compile_mode="fastest")
+
+
+def test_foreach_ema_matches_ignites_update():
+    from ignite.handlers import EMAHandler
+
+    from mtsr_monai.engines.handlers import ForeachEMAHandler
+
+    emas = []
+    for handler in (EMAHandler, ForeachEMAHandler):
+        trainer = _trainer(max_epochs=2)
+        ema = handler(trainer.generator, momentum=0.1)
+        ema.attach(trainer)
+        trainer.run()
+        emas.append(ema.ema_model)
+    for a, b in zip(emas[0].parameters(), emas[1].parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+    assert not torch.equal(next(emas[1].parameters()), next(_networks()[0].parameters()))

@@ -36,6 +36,27 @@ def set_requires_grad(module: torch.nn.Module | None, flag: bool) -> None:
             p.requires_grad_(flag)
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_for_training(module: torch.nn.Module, mode: str | None) -> torch.nn.Module:
+    """``module`` under ``torch.compile`` for the training forward (``mode`` None: the module itself).
+
+    On a GPU an SR step of small 48 x 48 windows is bound by kernel launches, not arithmetic (docs/sr.md,
+    "Session 39"), which compiling fuses and, with ``reduce-overhead``, replays as CUDA graphs. The wrapper
+    shares the module's parameters, so optimisers, the EMA and checkpoints keep using ``module`` and its
+    state-dict keys. Where dynamo cannot compile it runs eager with a warning instead of failing the run.
+    """
+    if mode is None:
+        return module
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"compile_mode must be one of {COMPILE_MODES} or None, got {mode!r}")
+    import torch._dynamo  # lazy: dynamo's import is slow and only compiled runs need it
+
+    torch._dynamo.config.suppress_errors = True
+    return torch.compile(module, mode=mode)
+
+
 def _distributed() -> bool:
     return (
         torch.distributed.is_available()

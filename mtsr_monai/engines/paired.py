@@ -27,6 +27,7 @@ from torch.optim import Optimizer
 
 from mtsr_monai.engines.base import (  # noqa: F401 (public here too: scripts and tests import them from here)
     AdversarialTrainerBase,
+    compile_for_training,
     grad_scaler,
     set_requires_grad,
     training_precision,
@@ -37,7 +38,8 @@ from mtsr_monai.losses.gan import GanLoss
 class PairedAdversarialTrainer(AdversarialTrainerBase):
     """Ignite trainer for ``G: input -> target`` with pixel/perceptual losses and an optional critic D.
     ``options``: those of :class:`~mtsr_monai.engines.base.AdversarialTrainerBase` (``epoch_length``,
-    ``amp``, ``precision``, ``train_handlers``, ``non_blocking``)."""
+    ``amp``, ``precision``, ``train_handlers``, ``non_blocking``). ``compile_mode``: a ``torch.compile`` mode
+    for the generator's training forward (``compile_for_training``), None for eager."""
 
     def __init__(
         self,
@@ -57,6 +59,7 @@ class PairedAdversarialTrainer(AdversarialTrainerBase):
         input_key: str = "lr",
         target_key: str = "hr",
         grad_clip: float | None = None,
+        compile_mode: str | None = None,
         key_train_metric: dict | None = None,
         additional_metrics: dict | None = None,
         metric_cmp_fn: Callable = default_metric_cmp_fn,
@@ -77,6 +80,9 @@ class PairedAdversarialTrainer(AdversarialTrainerBase):
         self.pretrain_epochs = int(pretrain_epochs)
         self.pretrain_loss = pretrain_loss or torch.nn.L1Loss()
         self.grad_clip = grad_clip
+        # the training forward only: validation and export use the eager generator (or its EMA copy)
+        self.compile_mode = compile_mode
+        self.train_generator = compile_for_training(generator, compile_mode)
 
     def checkpoint_objects(self) -> dict[str, Any]:
         """Everything a resume checkpoint must hold besides the trainer (see ``ResumeCheckpoint``); the
@@ -100,17 +106,19 @@ class PairedAdversarialTrainer(AdversarialTrainerBase):
         inputs, targets = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking)
         self.generator.train()
         output: dict[str, Any] = {"input": inputs, "target": targets}
+        if self.compile_mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()  # each iteration is a new CUDA-graph step
 
         if self.in_pretraining(engine):
             with self._autocast():
-                pred = self.generator(inputs)
+                pred = self.train_generator(inputs)
                 if self.discriminator is None:
                     terms = self.generator_loss(pred, targets)
                 else:
                     terms = {"total": self.pretrain_loss(pred.float(), targets.float())}
             self._step(terms["total"], self.g_optimizer, self.g_scaler, self.generator.parameters())
             output.update(
-                pred=pred.detach(), phase="pretrain", **{f"g_{k}": v.item() for k, v in terms.items()}
+                pred=self._kept(pred), phase="pretrain", **{f"g_{k}": v.item() for k, v in terms.items()}
             )
             return output
 
@@ -118,7 +126,7 @@ class PairedAdversarialTrainer(AdversarialTrainerBase):
         # generator step, critic frozen
         set_requires_grad(discriminator, False)
         with self._autocast():
-            pred = self.generator(inputs)
+            pred = self.train_generator(inputs)
             terms = self.generator_loss(pred, targets)
             fake_logits = discriminator(pred)
             real_logits = discriminator(targets) if self.gan_loss.needs_real_for_generator else None
@@ -128,7 +136,7 @@ class PairedAdversarialTrainer(AdversarialTrainerBase):
         set_requires_grad(discriminator, True)
 
         # critic steps on the detached prediction
-        fake = pred.detach()
+        fake = self._kept(pred)
         for _ in range(self.critic_steps):
             with self._autocast():
                 real_logits = discriminator(targets)
@@ -149,6 +157,10 @@ class PairedAdversarialTrainer(AdversarialTrainerBase):
             **{f"g_{k}": v.item() for k, v in terms.items()},
         )
         return output
+
+    def _kept(self, pred: torch.Tensor) -> torch.Tensor:
+        """``pred`` detached; copied out of a CUDA graph's memory, which the next replay overwrites."""
+        return pred.detach().clone() if self.compile_mode == "reduce-overhead" else pred.detach()
 
 
 def scalar_losses(output: dict[str, Any]) -> dict[str, float]:
