@@ -124,7 +124,8 @@ def test_auto_precision_is_bf16_exactly_where_the_cpu_has_native_bf16():
     assert training_precision(True, "fp32", "cpu") == "fp32"
 
 
-def test_compiled_training_forward_follows_eager_and_keeps_state_dict_keys():
+def test_compiled_training_forward_follows_eager_keeps_state_dict_keys_and_logs_once(caplog):
+    caplog.set_level("INFO")
     from torch._dynamo.utils import counters
 
     eager, compiled = _trainer(max_epochs=2), _trainer(max_epochs=2, compile_mode="default")
@@ -132,6 +133,7 @@ def test_compiled_training_forward_follows_eager_and_keeps_state_dict_keys():
     for trainer in (eager, compiled):
         trainer.run()
     assert counters["frames"]["ok"] > compiled_before  # dynamo compiled it, not its eager fallback
+    assert caplog.text.count("frames compiled") == 1
     assert compiled.train_generator is not compiled.generator
     assert list(compiled.generator.state_dict()) == list(eager.generator.state_dict())
     for a, b in zip(eager.generator.parameters(), compiled.generator.parameters(), strict=True):

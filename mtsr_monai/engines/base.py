@@ -57,6 +57,19 @@ def compile_for_training(module: torch.nn.Module, mode: str | None) -> torch.nn.
     return torch.compile(module, mode=mode)
 
 
+def compile_report() -> str:
+    """What dynamo and inductor did so far in this process, in one line: whether the compiled forward runs
+    compiled or fell back to eager, and whether CUDA graphs were used (a device run's log answers it)."""
+    from torch._dynamo.utils import counters
+
+    frames, breaks = counters["frames"], sum(counters["graph_break"].values())
+    skips = counters["inductor"].get("cudagraph_skips", 0)
+    return (
+        f"torch.compile: {frames['ok']} of {frames['total']} frames compiled (the rest run eager), "
+        f"{breaks} graph breaks, CUDA graphs skipped {skips} times"
+    )
+
+
 def _distributed() -> bool:
     return (
         torch.distributed.is_available()

@@ -18,21 +18,26 @@ The output dict holds every loss term (floats) and the tensors ``input``, ``pred
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
+from ignite.engine import Events
 from monai.engines.utils import default_metric_cmp_fn
 from torch.optim import Optimizer
 
 from mtsr_monai.engines.base import (  # noqa: F401 (public here too: scripts and tests import them from here)
     AdversarialTrainerBase,
     compile_for_training,
+    compile_report,
     grad_scaler,
     set_requires_grad,
     training_precision,
 )
 from mtsr_monai.losses.gan import GanLoss
+
+logger = logging.getLogger(__name__)
 
 
 class PairedAdversarialTrainer(AdversarialTrainerBase):
@@ -83,6 +88,8 @@ class PairedAdversarialTrainer(AdversarialTrainerBase):
         # the training forward only: validation and export use the eager generator (or its EMA copy)
         self.compile_mode = compile_mode
         self.train_generator = compile_for_training(generator, compile_mode)
+        if compile_mode is not None:
+            self.add_event_handler(Events.ITERATION_COMPLETED, self._report_compilation)
 
     def checkpoint_objects(self) -> dict[str, Any]:
         """Everything a resume checkpoint must hold besides the trainer (see ``ResumeCheckpoint``); the
@@ -157,6 +164,11 @@ class PairedAdversarialTrainer(AdversarialTrainerBase):
             **{f"g_{k}": v.item() for k, v in terms.items()},
         )
         return output
+
+    def _report_compilation(self, engine) -> None:
+        """Log once, after the first iteration, what compiling gave (a device run cannot be watched)."""
+        logger.info("%s (compile_mode %s)", compile_report(), self.compile_mode)
+        self.remove_event_handler(self._report_compilation, Events.ITERATION_COMPLETED)
 
     def _kept(self, pred: torch.Tensor) -> torch.Tensor:
         """``pred`` detached; copied out of a CUDA graph's memory, which the next replay overwrites."""
