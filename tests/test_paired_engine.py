@@ -160,3 +160,25 @@ def test_foreach_ema_matches_ignites_update():
     for a, b in zip(emas[0].parameters(), emas[1].parameters(), strict=True):
         torch.testing.assert_close(a, b)
     assert not torch.equal(next(emas[1].parameters()), next(_networks()[0].parameters()))
+
+
+@pytest.mark.parametrize("handle_buffers", ["copy", "update"])
+def test_foreach_ema_treats_buffers_as_ignite(handle_buffers):
+    from ignite.engine import Engine
+    from ignite.handlers import EMAHandler
+
+    from mtsr_monai.engines.handlers import ForeachEMAHandler
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
+    engine = Engine(lambda e, batch: model(batch).mean().backward())  # BN running stats move each step
+    handlers = [
+        cls(model, momentum=0.3, handle_buffers=handle_buffers) for cls in (EMAHandler, ForeachEMAHandler)
+    ]
+    for handler in handlers:
+        handler.attach(engine)
+    engine.run([torch.rand(2, 1, 6, 6) for _ in range(3)])
+    ignites, ours = (h.ema_model.state_dict() for h in handlers)
+    assert not torch.equal(ignites["1.running_mean"], torch.zeros(2))
+    for key, value in ignites.items():
+        torch.testing.assert_close(ours[key], value)

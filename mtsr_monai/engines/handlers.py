@@ -292,25 +292,18 @@ class ForeachEMAHandler(EMAHandler):
 
     Ignite updates each of the 372 tensors of the 12-block RRDB with two kernels; on a GPU, where an SR step
     is bound by launches, that alone is about a fifth of a step's kernels. ``ema += momentum * (p - ema)`` is
-    the same update; buffers are still handled by Ignite's own code.
+    the same update. Buffers are treated as Ignite treats them: copied, or averaged where they are floating.
     """
 
     def _update_ema_model(self, engine: Engine, name: str) -> None:
         momentum = getattr(engine.state, name)
-        ema_params = [p for p in self.ema_model.parameters() if p.is_floating_point()]
-        params = [p.detach() for p in self.model.parameters() if p.is_floating_point()]
-        if len(ema_params) != len(params):  # mixed parameter types: Ignite's loop, which copes with them
-            super()._update_ema_model(engine, name)
-            return
         with torch.no_grad():
+            ema_params, params = list(self.ema_model.parameters()), list(self.model.parameters())
             torch._foreach_lerp_(ema_params, params, momentum)
-        if self.handle_buffers == "copy":
+            if self.handle_buffers == "ema_train":  # the EMA model keeps its own buffers
+                return
             for ema_b, model_b in zip(self.ema_model.buffers(), self.model.buffers(), strict=True):
-                ema_b.data = model_b.data
-        elif self.handle_buffers == "update":
-            with torch.no_grad():
-                for ema_b, model_b in zip(self.ema_model.buffers(), self.model.buffers(), strict=True):
-                    if ema_b.is_floating_point():
-                        ema_b.lerp_(model_b, momentum)
-                    else:
-                        ema_b.copy_(model_b)
+                if self.handle_buffers == "update" and ema_b.is_floating_point():
+                    ema_b.lerp_(model_b, momentum)
+                else:
+                    ema_b.copy_(model_b)
