@@ -140,6 +140,15 @@ def test_compiled_training_forward_follows_eager_keeps_state_dict_keys_and_logs_
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    ("mode", "graphs"),
+    [(None, False), ("default", False), ("reduce-overhead", True), ("max-autotune", True),
+     ("max-autotune-no-cudagraphs", False)],
+)  # fmt: skip
+def test_cuda_graph_steps_follow_inductors_mode_options(mode, graphs):
+    assert _trainer(max_epochs=1, compile_mode=mode).cuda_graph_steps is graphs
+
+
 def test_unknown_compile_mode_is_refused():
     with pytest.raises(ValueError, match="compile_mode"):
         _trainer(max_epochs=1, compile_mode="fastest")

@@ -57,6 +57,17 @@ def compile_for_training(module: torch.nn.Module, mode: str | None) -> torch.nn.
     return torch.compile(module, mode=mode)
 
 
+def compiles_to_cuda_graphs(mode: str | None) -> bool:
+    """Whether inductor replays ``mode``'s compiled graphs as CUDA graphs (``reduce-overhead`` and
+    ``max-autotune`` do): then each training iteration is marked as a step, and outputs kept past it are
+    copied."""
+    if mode is None:
+        return False
+    import torch._inductor  # lazy: as in compile_for_training
+
+    return bool(torch._inductor.list_mode_options(mode).get("triton.cudagraphs"))
+
+
 def compile_report() -> str:
     """What dynamo and inductor did so far in this process, in one line: whether the compiled forward runs
     compiled or fell back to eager, and whether CUDA graphs were used (a device run's log answers it)."""

@@ -31,6 +31,7 @@ from mtsr_monai.engines.base import (  # noqa: F401 (public here too: scripts an
     AdversarialTrainerBase,
     compile_for_training,
     compile_report,
+    compiles_to_cuda_graphs,
     grad_scaler,
     set_requires_grad,
     training_precision,
@@ -88,6 +89,7 @@ class PairedAdversarialTrainer(AdversarialTrainerBase):
         # the training forward only: validation and export use the eager generator (or its EMA copy)
         self.compile_mode = compile_mode
         self.train_generator = compile_for_training(generator, compile_mode)
+        self.cuda_graph_steps = compiles_to_cuda_graphs(compile_mode)
         if compile_mode is not None:
             self.add_event_handler(Events.ITERATION_COMPLETED, self._report_compilation)
 
@@ -113,7 +115,7 @@ class PairedAdversarialTrainer(AdversarialTrainerBase):
         inputs, targets = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking)
         self.generator.train()
         output: dict[str, Any] = {"input": inputs, "target": targets}
-        if self.compile_mode == "reduce-overhead":
+        if self.cuda_graph_steps:
             torch.compiler.cudagraph_mark_step_begin()  # each iteration is a new CUDA-graph step
 
         if self.in_pretraining(engine):
@@ -172,7 +174,7 @@ class PairedAdversarialTrainer(AdversarialTrainerBase):
 
     def _kept(self, pred: torch.Tensor) -> torch.Tensor:
         """``pred`` detached; copied out of a CUDA graph's memory, which the next replay overwrites."""
-        return pred.detach().clone() if self.compile_mode == "reduce-overhead" else pred.detach()
+        return pred.detach().clone() if self.cuda_graph_steps else pred.detach()
 
 
 def scalar_losses(output: dict[str, Any]) -> dict[str, float]:
