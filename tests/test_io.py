@@ -20,6 +20,16 @@ def test_roundtrip_keeps_affine_and_values(tmp_path, phantom):
     np.testing.assert_allclose(back.numpy(), phantom, atol=1e-6)
 
 
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd"])
+def test_roundtrip_keeps_an_affine_whose_axes_are_all_permuted(tmp_path, phantom, suffix):
+    # LIA-like: array axis 0 runs along world y, axis 1 along z, axis 2 along x (FreeSurfer, sagittal scans)
+    affine = np.array([[0, 0, -1.0, 90], [1.2, 0, 0, -100], [0, 0.9, 0, -80], [0, 0, 0, 1]])
+    out = save_volume(phantom, tmp_path / f"out{suffix}", affine)
+    back = load_volume(out)
+    np.testing.assert_allclose(np.asarray(back.affine), affine, atol=1e-5)
+    np.testing.assert_allclose(back.numpy(), phantom, atol=1e-6)
+
+
 def test_mask_saved_as_uint8(tmp_path, phantom):
     import nibabel as nib
 
@@ -84,6 +94,8 @@ def test_different_grids_are_refused():
         check_same_grid([(4, 4, 4), (4, 4, 5)], [np.eye(4), np.eye(4)], ["t1.nii.gz", "t2.nii.gz"])
     with pytest.raises(InputError, match="affines differ"):
         check_same_grid([(4, 4, 4), (4, 4, 4)], [np.eye(4), np.diag([2, 1, 1, 1])], ["t1", "t2"])
+    with pytest.raises(InputError, match="affines differ; resample the prediction"):
+        check_same_grid([(4,) * 3] * 2, [np.eye(4), 2 * np.eye(4)], ["a", "b"], hint="resample the prediction")
 
 
 def test_atomic_output_leaves_nothing_on_error(tmp_path):

@@ -133,8 +133,27 @@ def test_sigterm_inside_an_atomic_write_cleans_up_and_exits_143(tmp_path, phanto
     monkeypatch.setattr(degrade, "run", run)
     out = tmp_path / "out" / "lr.nii.gz"
     assert main(_degrade(phantom_file, out)) == 143
-    assert list(out.parent.iterdir()) == []
+    assert not out.parent.exists()  # the folder this run created goes with it
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or callable(signal.getsignal(signal.SIGTERM))
+
+
+def test_a_failed_run_removes_the_empty_folders_it_created_and_keeps_existing_ones(
+    tmp_path, phantom_file, monkeypatch
+):
+    from mtsr_monai.cli.commands import degrade
+    from mtsr_monai.errors import InputError
+
+    def run(args):
+        Path(args.output).parent.mkdir(parents=True)
+        raise InputError("failed half-way")
+
+    monkeypatch.setattr(degrade, "run", run)
+    assert main(_degrade(phantom_file, tmp_path / "new" / "deeper" / "lr.nii.gz")) == 2
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()
+    monkeypatch.setattr(degrade, "run", lambda args: (_ for _ in ()).throw(InputError("failed at once")))
+    assert main(_degrade(phantom_file, tmp_path / "kept" / "lr.nii.gz")) == 2
+    assert (tmp_path / "kept").is_dir()
 
 
 def test_sigterm_to_a_running_command_exits_143_without_outputs(tmp_path, phantom):
@@ -211,7 +230,7 @@ def test_ctrl_c_inside_an_atomic_write_cleans_up_and_exits_130(tmp_path, phantom
     monkeypatch.setattr(degrade, "run", run)
     out = tmp_path / "out" / "lr.nii.gz"
     assert main(_degrade(phantom_file, out)) == 130
-    assert list(out.parent.iterdir()) == []
+    assert not out.parent.exists()
 
 
 def test_readme_states_the_exit_codes_the_cli_returns():

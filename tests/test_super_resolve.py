@@ -45,7 +45,7 @@ def test_axis_is_found_from_the_header_not_the_array_order(phantom):
 def test_background_slices_stay_background_and_model_runs_through_sliding_windows():
     vol = np.zeros((20, 24, 4), np.float32)
     vol[4:16, 6:18, 1:3] = np.random.default_rng(1).random((12, 12, 2)) + 1
-    net = RRDBNet(num_blocks=1, features=8, growth=4)
+    net = RRDBNet(num_blocks=1, features=8, growth=4, global_skip="bicubic")  # output near the input
     sr, _ = super_resolve_volume(
         vol, np.eye(4), method="model", network=net, roi_size=8, batch_size=2, progress=False
     )
@@ -117,5 +117,28 @@ def test_volume_inference_equals_the_network_on_each_slice():
     lo, hi = robust_range(vol)
     with torch.inference_mode():
         slices = torch.from_numpy((np.moveaxis(vol, 2, 0) - lo) / (hi - lo))[:, None]
-        direct = net.eval()(slices)[:, 0].numpy() * (hi - lo) + lo
+        direct = net.eval()(slices)[:, 0].clamp_min(0).numpy() * (hi - lo) + lo  # magnitude: no undershoot
     np.testing.assert_allclose(sr, np.moveaxis(direct, 0, 2), rtol=1e-5, atol=1e-5)
+
+
+def test_network_undershoot_never_makes_a_magnitude_image_negative():
+    torch.manual_seed(0)
+    net = RRDBNet(features=8, growth=4, num_blocks=1)
+    torch.nn.init.constant_(net.conv_last.conv.bias, -5.0)  # an output far below zero everywhere
+    vol = np.random.default_rng(0).random((12, 10, 3)).astype(np.float32) * 100
+    sr, _ = super_resolve_volume(vol, np.eye(4), network=net, precision="fp32", progress=False)
+    assert sr.min() == 0.0
+
+
+def test_a_network_of_another_factor_is_refused_rather_than_misplaced():
+    net = RRDBNet(features=8, growth=4, num_blocks=1)  # x4
+    with pytest.raises(ValueError, match="x4, not x2"):
+        super_resolve_volume(np.ones((12, 10, 3), np.float32), np.eye(4), network=net, scale=2)
+
+
+def test_run_pipeline_refuses_a_scale_the_shipped_model_does_not_make():
+    from mtsr_monai.errors import InputError
+    from mtsr_monai.inference.pipeline import super_resolve
+
+    with pytest.raises(InputError, match="upsamples x4, not x3"):
+        super_resolve(np.ones((12, 10, 3), np.float32), np.eye(4), scale=3, method="auto", progress=False)

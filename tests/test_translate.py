@@ -253,12 +253,21 @@ def test_translate_bad_input_exits_2_and_writes_nothing(tiny_weights, tmp_path, 
 
 
 @pytest.mark.parametrize("value", [float("nan"), 1e300, "a"])
-def test_codes_that_are_not_finite_numbers_are_refused(tiny_weights, phantom_file, tmp_path, value):
+def test_codes_that_are_not_finite_numbers_are_refused_naming_the_file(
+    tiny_weights, phantom_file, tmp_path, value, capsys
+):
     codes = tmp_path / "codes.json"
     codes.write_text(json.dumps({"codes": [[value] * 4]}))  # NaN is written as the bare token NaN
     out = tmp_path / "out"
     assert _translate(phantom_file, tiny_weights, out, "--codes", str(codes)) == 2
-    assert not out.exists() or not any(out.iterdir())
+    assert "codes.json" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_deterministic_baseline_says_which_sampling_options_it_ignores(phantom_file, tmp_path, capsys):
+    args = ["-i", str(phantom_file), "--source", "t1", "--target", "flair", "-o", str(tmp_path / "out")]
+    assert _cli("translate", *args, "--method", "identity", "--samples", "3", "--mask", "none") == 0
+    assert "--method identity is deterministic: --samples ignored" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("method", ["bicyclegan", "identity"])

@@ -37,7 +37,12 @@ def check_brain_mask(
 ) -> np.ndarray:
     """A brain ``mask`` (3D) for an image of ``shape`` / ``affine``, as bool: InputError when it is not on
     the image's grid or is empty (nothing would be translated). ``names``: (image, mask), for messages."""
-    check_same_grid([tuple(shape), tuple(mask.shape)], [np.asarray(affine), np.asarray(mask_affine)], names)
+    check_same_grid(
+        [tuple(shape), tuple(mask.shape)],
+        [np.asarray(affine), np.asarray(mask_affine)],
+        names,
+        hint="the mask must be on the input's grid (make it from this scan, or --mask auto)",
+    )
     if not (mask > 0).any():
         raise InputError("the brain mask is empty", names[1])
     return mask > 0

@@ -54,7 +54,9 @@ def bundle_dir(bundle: str | os.PathLike | None = None) -> Path:
         candidate = bundles_root() / str(bundle)
     if not (candidate / "configs").is_dir():
         raise InputError(
-            "not a MONAI bundle (no configs/ folder; set MTSR_BUNDLES or pass --bundle)", candidate
+            "not a MONAI bundle (no configs/ folder): give a bundle folder, or a bundle name under "
+            "$MTSR_BUNDLES",
+            candidate,
         )
     return candidate
 

@@ -268,7 +268,8 @@ def prepare_routine_scans(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Steps 1-4 of the module docstring. Returns ``{"grid", "affine", "volumes": {mod: (X,Y,Z) in [0,1]},
-    "bounds": {mod: (lo, hi)}, "coverage": (X,Y,Z) bool, "thick_axis", "reference", "registration",
+    "interpolated": {mod: the same scaling, unclipped}, "bounds": {mod: (lo, hi)}, "coverage": (X,Y,Z) bool,
+    "thick_axis", "reference", "registration",
     "images": {mod: input SimpleITK image}, "transforms": {mod: grid -> input points, or None}}``.
     Raises :class:`~mtsr_monai.errors.InputError` for unreadable or invalid inputs."""
     from tqdm import tqdm
@@ -288,7 +289,7 @@ def prepare_routine_scans(
         grid = sitk_utils.metatensor_to_sitk(load_volume(like, validate=False))
     else:
         grid = isotropic_grid(images[reference], float(spacing))
-    volumes, bounds, reports, transforms = {}, {}, {}, {}
+    volumes, interpolated, bounds, reports, transforms = {}, {}, {}, {}, {}
     coverage = None
     for m in tqdm(order, desc="to target grid", disable=not progress, unit="scan"):
         transform = None
@@ -302,12 +303,14 @@ def prepare_routine_scans(
             raise InputError(f"{m} does not overlap the target grid", path=str(inputs[m]))
         lo, hi = robust_range(arr)
         volumes[m] = scale_to_range(arr, lo, hi)
+        interpolated[m] = scale_to_range(arr, lo, hi, clip=False)  # the baselines: nothing clipped
         bounds[m] = (lo, hi)
         coverage = inside if coverage is None else coverage | inside
     return {
         "grid": grid,
         "affine": sitk_utils.sitk_affine(grid),
         "volumes": volumes,
+        "interpolated": interpolated,
         "bounds": bounds,
         "coverage": coverage,
         "thick_axis": thick_axis_on_grid(images[reference], grid),
@@ -710,7 +713,7 @@ def restore_clinical(
         extra: dict[str, tuple[np.ndarray, Any]] = {}
         axis = None
         if ckpt is None:
-            results = dict(prepared["volumes"])
+            results = dict(prepared["interpolated"])
         else:
             bar.next("restoring")
             results, x, y, axis = _model_outputs(

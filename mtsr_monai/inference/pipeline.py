@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from mtsr_monai.data.demo import make_demo_subject
+from mtsr_monai.errors import InputError
 from mtsr_monai.inference.brain_mask import AUTO_MASK_NAME, brain_mask_for
 from mtsr_monai.inference.bundle import bundles_root, load_bundle_network, weights_path
 from mtsr_monai.inference.super_resolve import super_resolve_volume
@@ -65,6 +66,12 @@ def super_resolve(
     """F1: (sr volume, sr affine, description of the method used)."""
 
     network, description = (None, method) if method != "auto" else load_sr_network(device)
+    model_scale = getattr(network, "scale", scale)
+    if model_scale != scale:
+        raise InputError(
+            f"the SR model upsamples x{model_scale}, not x{scale}: use --scale {model_scale}, or an "
+            "interpolation (--sr-method bicubic) for other factors"
+        )
     used = "model" if network is not None else ("bicubic" if method == "auto" else method)
     sr, sr_aff = super_resolve_volume(
         volume, affine, method=used, network=network, scale=scale, device=device, progress=progress
@@ -95,7 +102,10 @@ def _load_input(
         return lr, lr_affine, None
     m = load_volume(mask_path, validate=False)
     check_same_grid(
-        [lr.shape, tuple(m.shape)], [lr_affine, np.asarray(m.affine)], [str(input_path), str(mask_path)]
+        [lr.shape, tuple(m.shape)],
+        [lr_affine, np.asarray(m.affine)],
+        [str(input_path), str(mask_path)],
+        hint="the mask must be on the input's grid (make it from this scan, or --mask auto)",
     )
     return lr, lr_affine, (m.numpy() > 0).astype(np.float32)
 
@@ -187,8 +197,8 @@ def run_pipeline(
             "input": str(input_path), "source": source, "target": target, "scale": scale,
             "input_shape": list(lr.shape), "output_shape": list(sr.shape), "super_resolution": sr_description,
             "translation_weights": str(weights), "translation_method": meta.get("method"),
-            "translation_training_iterations": meta.get("iterations"), "seed": seed,
-            "codes": codes.tolist(),
+            "translation_training_iterations": meta.get("iterations"),
+            "translation_training": meta.get("phase"), "seed": seed, "codes": codes.tolist(),
             "std_mean_in_foreground": float(std[mean > 0].mean()) if (mean > 0).any() else 0.0,
         }  # fmt: skip
         stage("write volumes, montage")
@@ -321,6 +331,7 @@ def run_demo(
             "super_resolution": summary["super_resolution"],
             "translation_weights": summary["translation_weights"],
             "translation_training_iterations": summary["translation_training_iterations"],
+            "translation_training": summary["translation_training"],
             "metrics": metrics,
             "lpips": lpips_status,
             "montage": summary["outputs"]["montage"],

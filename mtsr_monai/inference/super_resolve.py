@@ -161,6 +161,8 @@ def super_resolve_scaled(
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
     if method == "model" and network is None:
         raise ValueError("method 'model' needs a network")
+    if method == "model" and getattr(network, "scale", scale) != scale:
+        raise ValueError(f"the network upsamples x{network.scale}, not x{scale}")
     slices = np.asarray(slices, dtype=np.float32)
     n_slices, h, w = slices.shape
     device = torch.device(device)
@@ -190,7 +192,10 @@ def super_resolve_scaled(
             (r0, r1), (c0, c1) = _foreground_box(slices[idx] > vmin, margin=8)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 y = run_model(x[..., r0:r1, c0:c1])
-            out[idx, r0 * scale : r1 * scale, c0 * scale : c1 * scale] = y[:, 0].float().cpu().numpy()
+            # magnitude images have no negative values: the network's undershoot at edges is clamped
+            # (to the input's minimum where that is lower, e.g. a z-scored input)
+            y = y[:, 0].float().clamp_min(min(vmin, 0.0)).cpu().numpy()
+            out[idx, r0 * scale : r1 * scale, c0 * scale : c1 * scale] = y
     return out
 
 

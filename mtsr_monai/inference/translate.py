@@ -277,17 +277,19 @@ def prepare_translation(
 MAX_CODE = 100.0
 
 
-def checked_codes(codes: Any, nz: int) -> np.ndarray:
-    """``codes`` as an ``(N, nz)`` float32 array of finite numbers within +-:data:`MAX_CODE`; InputError
-    otherwise."""
+def checked_codes(codes: Any, nz: int | None, path: str | os.PathLike | None = None) -> np.ndarray:
+    """``codes`` as an ``(N, nz)`` float32 array (any width for ``nz`` None) of finite numbers within
+    +-:data:`MAX_CODE`; InputError otherwise, naming ``path`` (the file they came from) when given."""
     try:
         array = np.asarray(codes, dtype=np.float64)
     except (TypeError, ValueError) as err:
-        raise InputError(f"latent codes must be numbers: {err}") from err
-    if array.ndim != 2 or array.shape[1] != nz or len(array) == 0:
-        raise InputError(f"latent codes must be a list of {nz}-vectors, got shape {array.shape}")
+        raise InputError(f"latent codes must be numbers: {err}", path) from err
+    width = array.shape[-1] if nz is None and array.ndim == 2 else nz
+    if array.ndim != 2 or array.shape[1] != width or len(array) == 0:
+        what = f"{nz}-vectors (the model's nz)" if nz else "vectors of one length"
+        raise InputError(f"latent codes must be a list of {what}, got shape {array.shape}", path)
     if not np.isfinite(array).all() or np.abs(array).max() > MAX_CODE:
-        raise InputError(f"latent codes must be finite numbers within +-{MAX_CODE:g}")
+        raise InputError(f"latent codes must be finite numbers within +-{MAX_CODE:g}", path)
     return array.astype(np.float32)
 
 

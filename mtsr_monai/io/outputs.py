@@ -217,11 +217,34 @@ def guard_outputs(
     inputs = list(inputs)
     check_not_inputs(plan, inputs)
     check_writable(plan)
+    missing = missing_folders(plan)
     locks = OutputLocks()
     try:
         for path in [*plan.folders, *plan.concrete_files()]:
             locks.acquire(path, what)
         remove_stale_parts(plan, locks)
         yield locks
+    except BaseException:
+        remove_empty_folders(missing)  # a failed or interrupted run leaves no empty folder behind
+        raise
     finally:
         locks.release()
+
+
+def missing_folders(plan: OutputPlan) -> list[Path]:
+    """The folders that writing ``plan`` would create: each missing output folder and file parent, with
+    its missing ancestors, deepest first."""
+    found: set[Path] = set()
+    for folder in [*plan.folders, *(f.parent for f in plan.files)]:
+        folder = _resolved(folder)
+        while not folder.exists() and folder != folder.parent:
+            found.add(folder)
+            folder = folder.parent
+    return sorted(found, key=lambda f: len(f.parts), reverse=True)
+
+
+def remove_empty_folders(folders: Iterable[Path]) -> None:
+    """Remove each of ``folders`` (deepest first) that exists and is empty; leave anything with content."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()

@@ -82,19 +82,19 @@ def check_same_grid(
     affines: Sequence[np.ndarray],
     paths: Sequence[str | Path],
     atol_mm: float = 1e-3,
+    hint: str = "register / resample the modalities first (mtsr preprocess)",
 ) -> None:
-    """Refuse volumes of one subject that are not on one grid where a co-registered set is required."""
+    """Refuse volumes of one subject that are not on one grid where a co-registered set is required;
+    ``hint`` (what to do) ends the message."""
     ref_shape, ref_affine, ref_path = tuple(shapes[0]), np.asarray(affines[0]), paths[0]
     for shape, affine, path in zip(shapes[1:], affines[1:], paths[1:], strict=True):
         if tuple(shape) != ref_shape:
             raise InputError(
-                f"not on the grid of {ref_path}: shape {tuple(shape)} != {ref_shape}; "
-                "register / resample the modalities first (mtsr preprocess)",
+                f"not on the grid of {ref_path}: shape {tuple(shape)} != {ref_shape}; {hint}",
                 path,
             )
         if not np.allclose(np.asarray(affine), ref_affine, atol=atol_mm):
             raise InputError(
-                f"not on the grid of {ref_path}: the affines differ; "
-                "register / resample the modalities first (mtsr preprocess)",
+                f"not on the grid of {ref_path}: the affines differ; {hint}",
                 path,
             )

@@ -1,4 +1,4 @@
-"""Load and save single 3D volumes through MONAI's LoadImage / SaveImage."""
+"""Load single 3D volumes through MONAI's LoadImage; save them with nibabel or SimpleITK."""
 
 from __future__ import annotations
 
@@ -142,43 +142,54 @@ def load_volume(path: str | os.PathLike, reader: str | None = None, validate: bo
     return image
 
 
+def _write_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    import nibabel as nib  # lazy: nibabel is only needed when writing
+
+    image = nib.Nifti1Image(array, affine)
+    image.set_sform(affine, code=1)
+    image.set_qform(affine, code=1)
+    image.header.set_xyzt_units("mm")
+    nib.save(image, str(path))
+
+
+def _write_itk(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    import SimpleITK as sitk  # lazy: only the .nrrd / .mha outputs need it
+
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    ras_to_lps = np.diag([-1.0, -1.0, 1.0])
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))  # ITK wants (z, y, x)
+    image.SetSpacing([float(v) for v in spacing])
+    image.SetOrigin([float(v) for v in ras_to_lps @ affine[:3, 3]])
+    image.SetDirection([float(v) for v in (ras_to_lps @ affine[:3, :3] / spacing).ravel()])
+    sitk.WriteImage(image, str(path))
+
+
 def save_volume(
     data: np.ndarray | MetaTensor,
     path: str | os.PathLike,
     affine: np.ndarray | None = None,
     dtype: np.dtype | type | None = np.float32,
 ) -> Path:
-    """Write a 3D array atomically with MONAI's ``SaveImage``, keeping ``affine`` (RAS, as ``load_volume``).
+    """Write a 3D array atomically, keeping ``affine`` (RAS, as ``load_volume``) exactly, in any axis order.
 
     ``affine`` defaults to the MetaTensor's own. ``dtype`` is the on-disk type: float32 for images,
-    ``np.uint8`` for masks and labels.
+    ``np.uint8`` for masks and labels. Written with nibabel (NIfTI, qform and sform code 1) or SimpleITK
+    (.nrrd, .mha), not MONAI's ``SaveImage``: with ``resample=False`` that still resamples, and fails on an
+    affine whose array axes are permuted against the world axes (LIA, sagittal scans).
     """
-    import torch
-    from monai.data import MetaTensor
-    from monai.transforms import SaveImage
+    import torch  # lazy: keeps `import mtsr_monai.io` light
 
     path = check_output_type(path)
     if affine is None:
-        if not isinstance(data, MetaTensor):
+        if not hasattr(data, "affine"):
             raise ValueError("save_volume needs an affine for a plain array")
         affine = data.affine
     array = data.detach().cpu().numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
     if array.ndim != 3:
         raise ValueError(f"save_volume writes 3D volumes, got shape {array.shape}")
     affine = np.asarray(affine.cpu() if isinstance(affine, torch.Tensor) else affine, dtype=np.float64)
-    image = MetaTensor(torch.as_tensor(array[None]), affine=torch.as_tensor(affine))
-    image.meta["original_affine"] = affine  # no reorientation on write: the file gets exactly this affine
-    ext = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
+    array = array.astype(dtype or array.dtype, copy=False)
+    write = _write_nifti if path.name.lower().endswith(NIFTI_SUFFIXES) else _write_itk
     with atomic_output(path) as tmp:
-        stem = str(tmp)[: -len(ext)]
-        saver = SaveImage(
-            output_ext=ext,
-            output_dtype=dtype,
-            separate_folder=False,
-            output_postfix="",
-            print_log=False,
-            resample=False,
-            writer="NibabelWriter" if ext in NIFTI_SUFFIXES else "ITKWriter",
-        )
-        saver(image, filename=stem)
+        write(array, affine, Path(tmp))
     return path

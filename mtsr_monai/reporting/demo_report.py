@@ -135,8 +135,8 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px}}
 <h1>mtsr demo: {e(src)} LR &rarr; SR &rarr; {e(tgt)}</h1>
 <p>Demo subject synthesised from the MNI152 2009a template; {report["slices"]} axial slices, {e(src)} degraded
 x{report["scale"]} in-plane (second-order chain, seed 0). Super-resolution: {e(sr_method)}. Translation:
-{e(weights)} ({report["translation_training_iterations"]} training iterations on BraTS, CPU: a small
-demonstration model).</p>
+{e(weights)} ({report["translation_training_iterations"]} training iterations; how it was trained, from the
+weights file: {e(str(report.get("translation_training") or "not recorded"))}).</p>
 <p class="note">Every image is shown {e(CONVENTION)}; the letters at the edges give the patient's
 directions (R/L right/left, A/P anterior/posterior, S/I superior/inferior).</p>
 <h2>Super-resolution against bicubic and the ground truth</h2>

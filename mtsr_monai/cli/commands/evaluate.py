@@ -50,7 +50,10 @@ def _read(args: argparse.Namespace, paths: list) -> tuple:
     mask = load_volume(paths[2], validate=False) if args.mask else None
     vols = [v for v in (pred, ref, mask) if v is not None]
     check_same_grid(
-        [tuple(v.shape) for v in vols], [np.asarray(v.affine) for v in vols], [str(p) for p in paths]
+        [tuple(v.shape) for v in vols],
+        [np.asarray(v.affine) for v in vols],
+        [str(p) for p in paths],
+        hint="a prediction is scored on its reference's grid: resample one onto the other first",
     )
     if mask is not None and not (mask.numpy() > 0).any():
         raise InputError("the mask is empty (no voxel > 0)", paths[2])

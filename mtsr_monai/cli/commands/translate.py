@@ -113,12 +113,31 @@ def read_codes(path: Path | None):
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as err:
         raise InputError(f"cannot read latent codes: {err}", path) from err
-    return data["codes"] if isinstance(data, dict) and "codes" in data else data
+    from mtsr_monai.inference.translate import checked_codes  # lazy: loads torch
+
+    # checked here, where the file can be named; the width against the model's nz once it is loaded
+    return checked_codes(data["codes"] if isinstance(data, dict) and "codes" in data else data, None, path)
+
+
+def warn_ignored_sampling(args: argparse.Namespace) -> None:
+    """A baseline ``--method`` makes one deterministic image: say so when sampling options were given."""
+    import sys
+
+    given = [
+        name
+        for name, value, default in (("--samples", args.samples, 5), ("--seed", args.seed, None),
+                                     ("--codes", args.codes, None), ("--weights", args.weights, None))
+        if value != default
+    ]  # fmt: skip
+    if args.method != "bicyclegan" and given:
+        ignored = ", ".join(given)
+        print(f"warning: --method {args.method} is deterministic: {ignored} ignored", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
     from mtsr_monai.progress import StageBar
 
+    warn_ignored_sampling(args)
     # one stage up before torch, MONAI and the weights load (seconds); the slice batches have their own bar
     with StageBar(1, "translate") as bar:
         bar.next(f"start-up and {args.method}")
