@@ -95,7 +95,7 @@ def test_different_grids_are_refused():
     with pytest.raises(InputError, match="affines differ"):
         check_same_grid([(4, 4, 4), (4, 4, 4)], [np.eye(4), np.diag([2, 1, 1, 1])], ["t1", "t2"])
     with pytest.raises(InputError, match="affines differ; resample the prediction"):
-        check_same_grid([(4,) * 3] * 2, [np.eye(4), 2 * np.eye(4)], ["a", "b"], hint="resample the prediction")
+        check_same_grid([(4,) * 3] * 2, [np.eye(4), 2 * np.eye(4)], "ab", hint="resample the prediction")
 
 
 def test_atomic_output_leaves_nothing_on_error(tmp_path):

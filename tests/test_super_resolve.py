@@ -142,3 +142,15 @@ def test_run_pipeline_refuses_a_scale_the_shipped_model_does_not_make():
 
     with pytest.raises(InputError, match="upsamples x4, not x3"):
         super_resolve(np.ones((12, 10, 3), np.float32), np.eye(4), scale=3, method="auto", progress=False)
+
+
+def test_the_brain_mask_on_the_sr_grid_follows_an_oblique_edge_not_the_lr_staircase():
+    from mtsr_monai.inference.pipeline import _mask_on_sr_grid
+
+    i, j = np.meshgrid(np.arange(16), np.arange(16), indexing="ij")
+    lr_mask = np.repeat(((i + 0.5) >= (j + 0.5) * 0.7)[..., None], 2, axis=2).astype(np.float32)
+    fine_i, fine_j = np.meshgrid((np.arange(64) + 0.5) / 4, (np.arange(64) + 0.5) / 4, indexing="ij")
+    ideal = fine_i >= fine_j * 0.7  # the edge the LR voxels sample
+    sr_mask = _mask_on_sr_grid(lr_mask, np.eye(4), 4)[..., 0]
+    nearest = np.repeat(np.repeat(lr_mask[..., 0] > 0.5, 4, 0), 4, 1)
+    assert (sr_mask != ideal).sum() < 0.85 * (nearest != ideal).sum()  # nearest neighbour: equal

@@ -111,11 +111,12 @@ def _load_input(
 
 
 def _mask_on_sr_grid(mask: np.ndarray | None, affine: np.ndarray, scale: int) -> np.ndarray | None:
-    """The LR brain mask on the SR grid (nearest neighbour), or None without a mask."""
+    """The LR brain mask on the SR grid, or None without a mask: interpolated bilinearly and cut at 0.5, so
+    its edge follows the brain's outline instead of the LR voxels' staircase (nearest neighbour)."""
 
     if mask is None:
         return None
-    return super_resolve_volume(mask, affine, method="nearest", scale=scale, progress=False)[0] > 0.5
+    return super_resolve_volume(mask, affine, method="bilinear", scale=scale, progress=False)[0] > 0.5
 
 
 def _montage_panels(
