@@ -286,3 +286,11 @@ def test_real_clinical_slabs_restore_to_a_sensible_1mm_volume(shared_data, tmp_p
     src = load_volume(flair).numpy()
     assert np.isfinite(restored).all() and restored.max() > 0.3 * src.max()
     assert restored.max() < 2.0 * src.max()  # stays in the input's intensity scale
+
+
+def test_one_file_given_as_two_sequences_is_refused(tmp_path, capsys):
+    scans = _slabs(tmp_path)
+    argv = ["clinical-sr", "--t1", str(scans["t2"]), "--t2", str(scans["t2"]), "--spacing", "1", "-o"]
+    assert cli_main([*argv, str(tmp_path / "out"), "--method", "trilinear"]) == 2
+    assert "given as both --t1 and --t2" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

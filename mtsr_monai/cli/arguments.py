@@ -125,12 +125,19 @@ def add_session_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def session_inputs(args: argparse.Namespace) -> dict[str, Path]:
-    """``{sequence: path}`` of the session's scans given; InputError when there is none."""
+    """``{sequence: path}`` of the session's scans given; InputError when there is none, or when one file is
+    given as two sequences (a typing slip: the fused model would read one contrast as another)."""
     from mtsr_monai.errors import InputError
 
     inputs = {m: getattr(args, m) for m in SESSION_SEQUENCES if getattr(args, m) is not None}
     if not inputs:
         raise InputError("give at least one of --t1, --t2, --flair")
+    seen: dict[Path, str] = {}
+    for m, path in inputs.items():
+        key = Path(path).resolve()
+        if key in seen:
+            raise InputError(f"given as both --{seen[key]} and --{m}: give each sequence its own scan", path)
+        seen[key] = m
     return inputs
 
 
