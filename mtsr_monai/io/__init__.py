@@ -2,7 +2,7 @@
 
 ``load_volume`` reads with MONAI's ``LoadImage`` (nibabel for NIfTI, ITK for .nrrd/.mha/.mhd or on
 request) and refuses what no model should see (see :mod:`mtsr_monai.io.validation`); ``save_volume``
-writes with MONAI's ``SaveImage``, atomically, keeping the affine.
+writes with nibabel (NIfTI) or SimpleITK (.nrrd, .mha), atomically, keeping the affine in any axis order.
 """
 
 from mtsr_monai.io.atomic import atomic_file_set, atomic_output, atomic_write_text
