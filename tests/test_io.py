@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from mtsr_monai.errors import InputError
-from mtsr_monai.io import atomic_output, check_same_grid, fine_input_warning, load_volume, save_volume
+from mtsr_monai.io import (
+    atomic_output,
+    check_same_grid,
+    fine_input_warning,
+    image_header,
+    load_volume,
+    save_volume,
+)
 from tests.conftest import write_nifti
 
 
@@ -37,6 +44,39 @@ def test_mask_saved_as_uint8(tmp_path, phantom):
         (phantom > 0.5).astype(np.uint8), tmp_path / "m.nii.gz", affine=np.eye(4), dtype=np.uint8
     )
     assert nib.load(str(out)).get_data_dtype() == np.uint8
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int64])
+def test_itk_files_of_any_integer_type_are_read(tmp_path, phantom, dtype):
+    import SimpleITK as sitk
+
+    labels = (phantom * 4).astype(dtype)  # int64 is what numpy-based tools write label maps in
+    sitk.WriteImage(sitk.GetImageFromArray(labels.transpose(2, 1, 0)), str(tmp_path / "labels.nrrd"))
+    np.testing.assert_array_equal(load_volume(tmp_path / "labels.nrrd").numpy(), labels.astype(np.float32))
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd"])
+@pytest.mark.parametrize(
+    "array", [np.eye(6)[..., None].repeat(3, 2) > 0, np.linspace(0, 1, 108).reshape(6, 6, 3)]
+)
+def test_bool_and_float16_arrays_are_written_in_their_own_type_or_a_wider_one(tmp_path, array, suffix):
+    array = array.astype(np.float16) if array.dtype.kind == "f" else array
+    out = save_volume(array, tmp_path / f"out{suffix}", np.eye(4), dtype=None)
+    np.testing.assert_array_equal(load_volume(out).numpy(), array.astype(np.float32))
+
+
+def test_itk_header_gives_the_affine_that_loading_gives(tmp_path, phantom):
+    affine = np.array([[0, 0, -1.0, 90], [1.2, 0, 0, -100], [0, 0.9, 0, -80], [0, 0, 0, 1]])
+    out = save_volume(phantom, tmp_path / "t1.mha", affine)
+    np.testing.assert_allclose(image_header(out)[1], np.asarray(load_volume(out).affine), atol=1e-9)
+
+
+def test_a_truncated_nrrd_is_refused_in_one_line_without_the_readers_source_paths(tmp_path, phantom):
+    whole = save_volume(phantom, tmp_path / "whole.nrrd", np.eye(4)).read_bytes()
+    (tmp_path / "cut.nrrd").write_bytes(whole[:200])
+    with pytest.raises(InputError, match="unreadable or truncated") as info:
+        load_volume(tmp_path / "cut.nrrd")
+    assert "\n" not in str(info.value) and ".cxx" not in str(info.value)
 
 
 def test_single_volume_4d_is_squeezed(tmp_path, phantom):

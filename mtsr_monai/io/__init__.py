@@ -1,8 +1,9 @@
 """Reading, validating and writing volumes.
 
-``load_volume`` reads with MONAI's ``LoadImage`` (nibabel for NIfTI, ITK for .nrrd/.mha/.mhd or on
-request) and refuses what no model should see (see :mod:`mtsr_monai.io.validation`); ``save_volume``
-writes with nibabel (NIfTI) or SimpleITK (.nrrd, .mha), atomically, keeping the affine in any axis order.
+``load_volume`` reads NIfTI with MONAI's ``LoadImage`` (nibabel) and .nrrd/.nhdr/.mha/.mhd with SimpleITK, and
+refuses what no model should see (see :mod:`mtsr_monai.io.validation`); ``save_volume`` writes with nibabel
+(NIfTI) or SimpleITK (.nrrd, .mha), atomically, keeping the affine in any axis order. The RAS <-> SimpleITK
+geometry conversion is :mod:`mtsr_monai.io.sitk_geometry`.
 """
 
 from mtsr_monai.io.atomic import atomic_file_set, atomic_output, atomic_write_text

@@ -1,8 +1,10 @@
-"""Load single 3D volumes through MONAI's LoadImage; save them with nibabel or SimpleITK."""
+"""Load single 3D volumes (NIfTI through MONAI's LoadImage, ITK files through SimpleITK); save them with
+nibabel or SimpleITK."""
 
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,6 +14,7 @@ import numpy as np
 from mtsr_monai.errors import InputError
 from mtsr_monai.io.atomic import atomic_output
 from mtsr_monai.io.geometry import resolve_axis
+from mtsr_monai.io.sitk_geometry import array_to_sitk, sitk_affine
 from mtsr_monai.io.validation import check_nifti_header, validate_volume
 
 if TYPE_CHECKING:
@@ -24,15 +27,49 @@ ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 WRITE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha")
 
 
-def _reader_for(path: Path, reader: str | None) -> str:
-    if reader:
-        return reader
-    name = path.name.lower()
-    if name.endswith(ITK_SUFFIXES):
-        return "ITKReader"
-    if name.endswith(NIFTI_SUFFIXES):
-        return "NibabelReader"
-    raise InputError("unsupported file type (expected .nii, .nii.gz, .nrrd, .mha or .mhd)", path)
+def _check_readable_type(path: Path) -> None:
+    if not path.name.lower().endswith(NIFTI_SUFFIXES + ITK_SUFFIXES):
+        raise InputError("unsupported file type (expected .nii, .nii.gz, .nrrd, .mha or .mhd)", path)
+
+
+def _reader_detail(err: Exception) -> str:
+    """A reader's error as one short line; SimpleITK's start with its C++ source file and an object address,
+    and say what went wrong in their first and last lines."""
+    text = str(err)
+    if "ERROR:" in text:
+        text = re.sub(r"\w+\(0x[0-9a-f]+\):\s*", "", text.split("ERROR:", 1)[1])
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        text = lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
+    return " ".join(text.split())[:160]
+
+
+def _read_nifti(path: Path) -> MetaTensor:
+    from monai.transforms import LoadImage  # lazy: MONAI takes seconds to import
+
+    return LoadImage(reader="NibabelReader", image_only=True, dtype=np.float32)(str(path))
+
+
+def _read_itk(path: Path) -> MetaTensor:
+    """A .nrrd / .nhdr / .mha / .mhd file through SimpleITK, which reads every pixel type (ITK's Python
+    wrapping has no int8 or int64 readers) and loads in a fraction of ``itk``'s import time."""
+    import SimpleITK as sitk  # lazy: only these file types need it
+    import torch
+    from monai.data import MetaTensor
+
+    image = sitk.ReadImage(str(path))
+    components, size = image.GetNumberOfComponentsPerPixel(), image.GetSize()
+    if components != 1:
+        raise InputError(f"expected a scalar image, got {components} values a voxel (colour or vector)", path)
+    if len(size) == 4 and size[3] == 1:
+        image = image[:, :, :, 0]
+    elif len(size) == 4:
+        raise InputError(f"expected a 3D volume, got 4D data with {size[3]} volumes", path)
+    elif len(size) != 3:
+        raise InputError(f"expected a 3D volume, got {len(size)}D data of shape {tuple(size)}", path)
+    array = sitk.GetArrayFromImage(image).transpose(2, 1, 0).astype(np.float32)
+    affine = torch.as_tensor(sitk_affine(image), dtype=torch.float64)
+    meta = {"filename_or_obj": str(path), "spatial_shape": np.asarray(array.shape)}
+    return MetaTensor(torch.from_numpy(np.ascontiguousarray(array)), affine=affine, meta=meta)
 
 
 def check_output_type(path: str | os.PathLike) -> Path:
@@ -49,7 +86,7 @@ def voxel_sizes(affine: np.ndarray) -> np.ndarray:
 
 
 def image_header(path: str | os.PathLike) -> tuple[tuple[int, ...], np.ndarray | None] | None:
-    """The array shape (a trailing axis of 1 dropped) and, for NIfTI, the RAS affine, from the header
+    """The array shape (a trailing axis of 1 dropped) and, for a 3D file, the RAS affine, from the header
     alone; None when the file cannot be read: :func:`load_volume` then gives the message."""
     path = Path(path)
     affine = None
@@ -66,6 +103,8 @@ def image_header(path: str | os.PathLike) -> tuple[tuple[int, ...], np.ndarray |
             reader.SetFileName(str(path))
             reader.ReadImageInformation()
             shape = tuple(int(n) for n in reader.GetSize())
+            if len(shape) == 3:
+                affine = sitk_affine(reader)  # the reader answers the image's geometry questions
     except Exception:  # noqa: BLE001 - unreadable: load_volume reports it in one line
         return None
     return (shape[:-1] if len(shape) == 4 and shape[-1] == 1 else shape), affine
@@ -108,30 +147,29 @@ def image_shape(path: str | os.PathLike) -> tuple[int, ...] | None:
     return None if header is None else header[0]
 
 
-def load_volume(path: str | os.PathLike, reader: str | None = None, validate: bool = True) -> MetaTensor:
+def load_volume(path: str | os.PathLike, validate: bool = True) -> MetaTensor:
     """Read one 3D volume as a float32 ``MetaTensor`` (no channel axis), affine in RAS mm.
 
-    A 4D file holding a single volume is squeezed to 3D. ``reader`` forces ``"NibabelReader"`` or
-    ``"ITKReader"``. Raises :class:`InputError` for a missing, unreadable or truncated file, a NIfTI
-    header whose sform is in force but void, and everything :func:`validate_volume` refuses.
+    NIfTI is read by MONAI's ``LoadImage`` (nibabel), .nrrd / .nhdr / .mha / .mhd by SimpleITK. A 4D file
+    holding a single volume is squeezed to 3D. Raises :class:`InputError` for a missing, unreadable or
+    truncated file, a NIfTI header whose sform is in force but void, and everything
+    :func:`validate_volume` refuses.
     """
     path = Path(path)
     if not path.is_file():
         raise InputError("no such file", path)
-    reader_name = _reader_for(path, reader)
-    if path.name.lower().endswith(NIFTI_SUFFIXES):
+    _check_readable_type(path)
+    nifti = path.name.lower().endswith(NIFTI_SUFFIXES)
+    if nifti:
         check_nifti_header(path)  # before MONAI, which would fall back silently on a void sform
-    from monai.transforms import LoadImage
-
-    loader = LoadImage(reader=reader_name, image_only=True, dtype=np.float32)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            image = loader(str(path))
+            image = _read_nifti(path) if nifti else _read_itk(path)
     except InputError:
         raise
     except Exception as err:  # nibabel/ITK raise many types for corrupt data
-        detail = " ".join(str(err).split())[:160]  # one line: readers raise multi-line messages
+        detail = _reader_detail(err).replace(str(path), path.name)
         raise InputError(f"unreadable or truncated image ({type(err).__name__}: {detail})", path) from err
     if image.ndim == 4 and image.shape[-1] == 1:
         image = image[..., 0]
@@ -155,13 +193,22 @@ def _write_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
 def _write_itk(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
     import SimpleITK as sitk  # lazy: only the .nrrd / .mha outputs need it
 
-    spacing = np.linalg.norm(affine[:3, :3], axis=0)
-    ras_to_lps = np.diag([-1.0, -1.0, 1.0])
-    image = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))  # ITK wants (z, y, x)
-    image.SetSpacing([float(v) for v in spacing])
-    image.SetOrigin([float(v) for v in ras_to_lps @ affine[:3, 3]])
-    image.SetDirection([float(v) for v in (ras_to_lps @ affine[:3, :3] / spacing).ravel()])
-    sitk.WriteImage(image, str(path))
+    sitk.WriteImage(array_to_sitk(array, affine), str(path))
+
+
+def _storable(array: np.ndarray) -> np.ndarray:
+    """``array`` in a type both NIfTI and ITK files hold: bool as uint8, float16 as float32, 64-bit integers
+    as int32 where they fit (NIfTI readers outside nibabel rarely take int64)."""
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8)
+    if array.dtype == np.float16:
+        return array.astype(np.float32)
+    if array.dtype.kind in "iu" and array.dtype.itemsize == 8:
+        info = np.iinfo(np.int32)
+        if array.size == 0 or (int(array.min()) >= info.min and int(array.max()) <= info.max):
+            return array.astype(np.int32)
+        return array.astype(np.float64)
+    return array
 
 
 def save_volume(
@@ -188,7 +235,7 @@ def save_volume(
     if array.ndim != 3:
         raise ValueError(f"save_volume writes 3D volumes, got shape {array.shape}")
     affine = np.asarray(affine.cpu() if isinstance(affine, torch.Tensor) else affine, dtype=np.float64)
-    array = array.astype(dtype or array.dtype, copy=False)
+    array = _storable(array.astype(dtype or array.dtype, copy=False))
     write = _write_nifti if path.name.lower().endswith(NIFTI_SUFFIXES) else _write_itk
     with atomic_output(path) as tmp:
         write(array, affine, Path(tmp))

@@ -2,8 +2,9 @@
 
 Conventions. MONAI MetaTensors hold arrays indexed (i, j, k) with a RAS affine; SimpleITK images hold
 LPS geometry (origin, spacing, direction) and numpy views indexed (k, j, i). :func:`metatensor_to_sitk` and
-:func:`sitk_to_metatensor` convert exactly between the two (oblique grids included). Shared by registration,
-the brain mask, N4, the clinical pairs and the clinical forward model.
+:func:`sitk_to_metatensor` convert exactly between the two (oblique grids included), on the io layer's
+``array_to_sitk`` and ``sitk_affine`` (:mod:`mtsr_monai.io.sitk_geometry`). Shared by registration, the brain
+mask, N4, the clinical pairs and the clinical forward model.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -19,6 +19,7 @@ import torch
 from monai.data import MetaTensor
 
 from mtsr_monai.io import load_volume
+from mtsr_monai.io.sitk_geometry import array_to_sitk, sitk_affine
 from mtsr_monai.io.template import template_path
 
 __all__ = [
@@ -37,40 +38,6 @@ __all__ = [
 
 #: interpolation methods (SimpleITK), as the clinical paper's baselines name them
 INTERPOLATIONS = ("trilinear", "bspline", "sinc", "nearest")
-_LPS = np.diag([-1.0, -1.0, 1.0])
-
-
-def _as_affine(affine: Any) -> np.ndarray:
-    if isinstance(affine, torch.Tensor):
-        affine = affine.detach().cpu().numpy()
-    return np.asarray(affine, dtype=np.float64)
-
-
-def array_to_sitk(array: np.ndarray, affine: np.ndarray) -> sitk.Image:
-    """A 3D (i, j, k) array with a RAS affine as a SimpleITK image with the same physical geometry."""
-    array = np.asarray(array)
-    if array.ndim != 3:
-        raise ValueError(f"expected a 3D array, got shape {array.shape}")
-    affine = _as_affine(affine)
-    lps = _LPS @ affine[:3, :3]
-    spacing = np.linalg.norm(lps, axis=0)
-    direction = lps / spacing
-    image = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
-    image.SetSpacing([float(s) for s in spacing])
-    image.SetDirection([float(d) for d in direction.ravel()])
-    image.SetOrigin([float(o) for o in _LPS @ affine[:3, 3]])
-    return image
-
-
-def sitk_affine(image: sitk.Image) -> np.ndarray:
-    """The RAS 4x4 affine of a SimpleITK image (index (i, j, k) -> RAS mm)."""
-    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
-    affine = np.eye(4)
-    affine[:3, :3] = _LPS @ direction @ np.diag(image.GetSpacing())
-    affine[:3, 3] = _LPS @ np.asarray(image.GetOrigin(), dtype=np.float64)
-    return affine
-
-
 def metatensor_to_sitk(image: torch.Tensor | np.ndarray, affine: np.ndarray | None = None) -> sitk.Image:
     """A 3D or single-channel (1, X, Y, Z) MetaTensor as a float32 SimpleITK image (LPS geometry)."""
     if affine is None:
