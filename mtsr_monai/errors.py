@@ -6,7 +6,9 @@ Anything else escaping a command is an internal error: exit code 1.
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from pathlib import Path
 
 
@@ -42,10 +44,22 @@ def _bundle_run_excepthook(exc_type, exc, tb) -> None:
         print(f"mtsr bundle run: error: {what}", file=sys.stderr)
 
 
+def _exit_on_sigterm(signum: int, frame) -> None:
+    """SIGTERM (a batch scheduler's kill) as an exception, so that writers delete their temporary files as
+    on Ctrl-C; SystemExit passes the ``except Exception`` blocks and ends the run with 128 + 15 = 143."""
+    raise SystemExit(128 + signum)
+
+
 def install_bundle_excepthook() -> None:
     """Use :func:`_bundle_run_excepthook` when this process is ``python -m monai.bundle`` (also under
-    torchrun) and nothing else replaced the default hook; bundle configs import mtsr_monai, which calls
-    this."""
+    torchrun) and nothing else replaced the default hook, and end it on SIGTERM through
+    :func:`_exit_on_sigterm` where SIGTERM still has its default action; bundle configs import mtsr_monai,
+    which calls this."""
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    if spec is not None and spec.name.startswith("monai.bundle") and sys.excepthook is sys.__excepthook__:
+    if spec is None or not spec.name.startswith("monai.bundle"):
+        return
+    if sys.excepthook is sys.__excepthook__:
         sys.excepthook = _bundle_run_excepthook
+    main_thread = threading.current_thread() is threading.main_thread()
+    if main_thread and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)

@@ -395,3 +395,13 @@ def test_two_gloo_ranks_process_each_participant_once_and_match_one_process(coho
             assert np.array_equal(a[name][0], b[name][0]) and np.array_equal(a[name][1], b[name][1]), name
         else:
             assert a[name] == b[name], name
+
+
+def test_an_output_folder_that_cannot_be_written_is_bad_input(tmp_path, capsys):
+    from mtsr_monai.cli import main
+
+    (tmp_path / "afile").write_text("not a folder")
+    code = main(
+        ["bids", str(tmp_path), str(tmp_path / "afile" / "derivatives"), "participant", "--task", "qc"]
+    )
+    assert code == 2 and "cannot write outputs under it" in capsys.readouterr().err

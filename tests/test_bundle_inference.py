@@ -124,3 +124,100 @@ def test_clinical_bundle_inference_equals_mtsr_clinical_sr(tmp_path):
     assert all(abs(g - 1.0) > 1e-4 for g in gains), gains  # the gain step ran, so the comparison covers it
     for name in ("flair", "t1"):
         _same(tmp_path / "bundle" / "s1" / f"{name}.nii.gz", tmp_path / "cli" / f"{name}.nii.gz")
+
+
+def _sr_writer(out: Path):
+    from mtsr_monai.inference.components import SaveVolumed
+
+    return SaveVolumed(keys="pred", output_dir=str(out), postfix="sr")
+
+
+def test_a_bundle_run_refuses_an_output_over_an_input_before_writing(tmp_path):
+    from mtsr_monai.errors import InputError
+    from mtsr_monai.inference.bundle import guard_bundle_outputs, volume_files
+
+    scans = tmp_path / "in"
+    scans.mkdir()
+    a = _scan(scans / "a.nii.gz", (8, 8, 3), (1.0, 1.0, 3.0), 300, 200)
+    a_sr = _scan(scans / "a_sr.nii.gz", (8, 8, 3), (1.0, 1.0, 3.0), 100, 50)
+    before = a_sr.read_bytes()
+    datalist = [{"image": f} for f in volume_files(scans)]
+    with pytest.raises(InputError, match="overwrite the input"):
+        guard_bundle_outputs(datalist, _sr_writer(scans))
+    assert a_sr.read_bytes() == before and a.is_file()
+
+
+def test_a_bundle_run_refuses_two_inputs_that_would_write_one_output(tmp_path):
+    from mtsr_monai.errors import InputError
+    from mtsr_monai.inference.bundle import guard_bundle_outputs, volume_files
+    from mtsr_monai.io import load_volume, save_volume
+
+    scans = tmp_path / "in"
+    scans.mkdir()
+    volume = load_volume(_scan(tmp_path / "lr.nii.gz", (8, 8, 3), (1.0, 1.0, 3.0), 300, 200))
+    for suffix in (".nrrd", ".mha"):
+        save_volume(volume, scans / f"lr{suffix}")
+    datalist = [{"image": f} for f in volume_files(scans)]
+    assert len(datalist) == 2  # ITK files are bundle inputs too
+    with pytest.raises(InputError, match="two inputs would write here"):
+        guard_bundle_outputs(datalist, _sr_writer(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_bundle_run_with_nothing_to_run_on_is_refused(tmp_path):
+    from mtsr_monai.errors import InputError
+    from mtsr_monai.inference.bundle import find_sessions, guard_bundle_outputs, volume_files
+
+    with pytest.raises(InputError, match="no such folder"):
+        volume_files(tmp_path / "missing")
+    with pytest.raises(InputError, match="no such folder"):
+        find_sessions(tmp_path / "missing")
+    with pytest.raises(InputError, match="nothing to run on"):
+        guard_bundle_outputs(volume_files(tmp_path), _sr_writer(tmp_path / "out"), tmp_path)
+
+
+@pytest.mark.parametrize("word, value", [("false", False), ("False", False), ("0", False), ("true", True)])
+def test_switches_given_as_words_on_the_bundle_command_line_mean_what_they_say(word, value):
+    from mtsr_monai.errors import InputError
+    from mtsr_monai.inference.components import ClinicalConsistencyd, as_flag
+
+    step = ClinicalConsistencyd(gain=word, curve=word)
+    assert (step.gain, step.curve) == (value, value)
+    with pytest.raises(InputError, match="true or false"):
+        as_flag("maybe", "progress")
+
+
+def test_the_clinical_writer_leaves_no_sequence_of_an_earlier_run(tmp_path):
+    import torch
+    from monai.data import MetaTensor
+
+    from mtsr_monai.inference.components import CLINICAL_KEY, SaveClinicald
+
+    out = tmp_path / "s1"
+    out.mkdir()
+    (out / "t2.nii.gz").write_bytes(b"an earlier run's T2")
+    info = {"modalities": ["flair", "t1", "t2"], "given": ["flair", "t1"]}
+    image = MetaTensor(torch.zeros(3, 4, 4, 4), meta={CLINICAL_KEY: json.dumps(info)})
+    d = SaveClinicald(output_dir=str(tmp_path))(
+        {"image": image, "pred": torch.rand(3, 4, 4, 4), "session": "s1"}
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["flair.nii.gz", "t1.nii.gz"]
+    assert sorted(d["pred_paths"]) == ["flair", "t1"]
+
+
+@pytest.mark.parametrize("bundle", ["mtsr_sr", "clinical_sr"])
+def test_bundle_configs_refuse_weights_that_differ_from_their_sha256(tmp_path, bundle):
+    import shutil
+
+    from mtsr_monai.errors import InputError, root_cause
+    from mtsr_monai.inference.bundle import bundle_parser
+
+    copy = tmp_path / bundle
+    shutil.copytree(REPO / "bundles" / bundle / "configs", copy / "configs")
+    shutil.copy(REPO / "bundles" / bundle / "large_files.yml", copy)
+    (copy / "models").mkdir()
+    (copy / "models" / "model.pt").write_bytes(b"not the shipped weights")
+    with pytest.raises(RuntimeError) as info:  # MONAI's parser wraps the cause
+        bundle_parser(copy).get_parsed_content("checkpoint")
+    cause = root_cause(info.value)
+    assert isinstance(cause, InputError) and "sha256" in str(cause)

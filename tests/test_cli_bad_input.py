@@ -217,3 +217,12 @@ def test_the_debug_option_reraises_an_internal_error_with_its_traceback(tmp_path
     assert main(argv) == 1
     with pytest.raises(RuntimeError, match="a bug"):
         main(["--debug", *argv])
+
+
+@pytest.mark.parametrize("command", ["explain", "clinical-sr"])
+def test_a_device_that_is_not_there_is_refused_before_any_work(tmp_path, capsys, command):
+    flair = write_nifti(tmp_path / "flair.nii.gz", np.random.rand(8, 8, 8).astype(np.float32))
+    out = tmp_path / "out"
+    argv = [command, "--flair", str(flair), "--spacing", "2", "--output-dir", str(out), "--device", "foo"]
+    assert main(argv) == 2
+    assert "names no torch device" in capsys.readouterr().err and not out.exists()

@@ -482,3 +482,25 @@ def test_real_brats_subject_lands_on_mni_and_overlaps_template_brain(brats_case:
     baseline = dice(sitk.Resample(raw, template, init, sitk.sitkNearestNeighbor, 0.0))
     assert dice(t1) > 0.9 and dice(t1) > baseline + 0.03
     assert sidecar["steps"]["registration"]["per_key"]["flair"]["kind"].startswith("none")  # same grid as t1
+
+
+def test_datalist_brain_masks_are_not_preprocessed_as_images(tmp_path):
+    import json
+    import warnings
+
+    from mtsr_monai.data.preprocess import read_datalist
+
+    for name in ("t1.nii.gz", "mask_t1.nii.gz"):
+        (tmp_path / name).write_bytes(b"")
+    item = {
+        "subject": "IXI002",
+        "t1": "t1.nii.gz",
+        "brain_mask": "mask_t1.nii.gz",
+        "brain_mask_t1": "mask_t1.nii.gz",
+    }
+    (tmp_path / "d.json").write_text(json.dumps({"training": [item]}))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        subjects = read_datalist(tmp_path / "d.json")
+    assert sorted(subjects[0]) == ["split", "subject", "t1"]
+    assert any("brain_mask, brain_mask_t1 not used" in str(w.message) for w in caught)

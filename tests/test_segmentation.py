@@ -109,6 +109,10 @@ def test_wmh_rule_finds_bright_lesions_and_drops_tiny_ones():
         ("Brats18_x_t1ce.nii.gz", "t1ce"),
         ("T2.nii.gz", "t2"),
         ("scan.nii", "t1"),
+        ("sub-01_PDw.nii.gz", "pd"),  # BIDS suffixes, as mtsr datalist reads them
+        ("BraTS-GLI-00000-000-t2f.nii.gz", "flair"),  # BraTS 2023: t2f is the FLAIR, not a T2
+        ("sub-01_ce-gad_T1w.nii.gz", "t1ce"),
+        ("sub-01_acq-flair_T1w.nii.gz", "t1"),  # an acquisition label does not name the contrast
     ],
 )
 def test_guess_contrast_from_file_name(name, contrast):

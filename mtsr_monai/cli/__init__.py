@@ -30,7 +30,7 @@ from pathlib import Path
 from types import ModuleType
 
 from mtsr_monai import __version__
-from mtsr_monai.cli.arguments import MASK_AUTO, MASK_NONE, check_axis
+from mtsr_monai.cli.arguments import MASK_AUTO, MASK_NONE, check_axis, check_device
 from mtsr_monai.errors import InputError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
@@ -117,14 +117,16 @@ def _inputs(module: ModuleType, args: argparse.Namespace) -> list[Path]:
 
 
 def _refuse_bad_arguments(args: argparse.Namespace) -> None:
-    """A named input (``--input``, ``--t1``, ...) that does not exist and an ``--axis`` that names no plane
-    or array axis are refused at once, before the command's start-up (torch, MONAI, weights: seconds)
-    makes the user wait for the error."""
+    """A named input (``--input``, ``--t1``, ...) that does not exist, an ``--axis`` that names no plane or
+    array axis and a ``--device`` that is not there are refused at once, before the command's start-up
+    (torch, MONAI, weights: seconds) makes the user wait for the error."""
     for path in _named_inputs(args):
         if not path.exists():
             raise InputError("no such file", path)
     if getattr(args, "axis", None) is not None:
         check_axis(args.axis)
+    if getattr(args, "device", None) is not None:
+        check_device(str(args.device))
 
 
 def _guard(module: ModuleType, args: argparse.Namespace):

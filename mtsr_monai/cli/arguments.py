@@ -69,6 +69,23 @@ def check_spacing(spacing: float | None) -> None:
         raise InputError(f"--spacing {spacing} mm is outside {low:g}-{high:g} mm")
 
 
+def check_device(device: str) -> None:
+    """InputError for a ``--device`` torch cannot name (``cpu``, ``cuda``, ``cuda:1`` ...) or a CUDA device
+    on a machine without one; torch is only imported for a device other than ``cpu``."""
+    from mtsr_monai.errors import InputError
+
+    if device == "cpu":
+        return
+    import torch  # lazy: the check runs before the command's start-up
+
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError) as err:
+        raise InputError(f"--device {device!r} names no torch device (cpu, cuda, cuda:N)") from err
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {device} requested but CUDA is not available")
+
+
 def add_device_argument(
     parser: argparse.ArgumentParser,
     choices: Sequence[str] | None = None,

@@ -15,6 +15,7 @@ import os
 import platform
 import re
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +31,8 @@ SIDECAR = "preprocess.json"
 SPLITS = ("training", "validation", "test")
 #: keys resampled with nearest neighbour and written as uint8 (segmentations)
 LABEL_KEYS = ("label", "seg")
+#: datalist keys of brain masks (``brain_mask``, IXI's ``brain_mask_t1`` ...): not inputs of preprocessing
+MASK_KEY_PREFIX = "brain_mask"
 _IMAGE_SUFFIX = re.compile(r"\.(nii(\.gz)?|nrrd|nhdr|mha|mhd)$", re.IGNORECASE)
 
 
@@ -76,7 +79,8 @@ def read_datalist(path: str | os.PathLike) -> list[dict[str, Any]]:
     Read here, not by MONAI's ``load_decathlon_datalist`` (:func:`~mtsr_monai.data.datalist.read_split`):
     ``mtsr preprocess`` checks its datalist before torch and MONAI load, and this keeps only image paths.
 
-    Each item keeps its image keys (paths relative to the datalist's folder are resolved) and gets
+    Each item keeps its image keys (paths relative to the datalist's folder are resolved; brain masks,
+    ``brain_mask*``, are left out with a warning: preprocessing makes its own from the template) and gets
     ``subject`` (derived from the first file name when missing) and ``split``. Raises InputError for a
     missing file, bad JSON, a datalist without subjects or duplicate subject ids.
     """
@@ -91,6 +95,7 @@ def read_datalist(path: str | os.PathLike) -> list[dict[str, Any]]:
         raise InputError(f"a datalist needs at least one of the lists {', '.join(SPLITS)}", path)
     base = path.resolve().parent
     subjects: list[dict[str, Any]] = []
+    unused: set[str] = set()
     for split in SPLITS:
         for n, item in enumerate(content.get(split) or []):
             if not isinstance(item, dict):
@@ -99,6 +104,8 @@ def read_datalist(path: str | os.PathLike) -> list[dict[str, Any]]:
             for key, value in item.items():
                 if key == "subject":
                     entry["subject"] = str(value)
+                elif key.startswith(MASK_KEY_PREFIX):  # masks are not images to correct and scale
+                    unused.add(key)
                 elif isinstance(value, str) and _IMAGE_SUFFIX.search(value):
                     p = Path(value)
                     entry[key] = str(p if p.is_absolute() else base / p)
@@ -110,6 +117,11 @@ def read_datalist(path: str | os.PathLike) -> list[dict[str, Any]]:
             subjects.append(entry)
     if not subjects:
         raise InputError("the datalist lists no subject", path)
+    if unused:
+        keys = ", ".join(sorted(unused))
+        warnings.warn(
+            f"{path}: {keys} not used: preprocess makes its brain mask from the template", stacklevel=2
+        )
     ids = [s["subject"] for s in subjects]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:

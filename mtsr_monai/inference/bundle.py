@@ -10,14 +10,18 @@ process). The network is built from the bundle's ``configs/inference.yaml#networ
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from mtsr_monai.data.datalist import modality_from_name
 from mtsr_monai.errors import InputError
+from mtsr_monai.io import is_volume_file, volume_stem
+from mtsr_monai.io.outputs import OutputPlan, guard_outputs
 
 DEFAULT_BUNDLE = "mtsr_sr"
 BUNDLE_NAMES = ("mtsr_sr", "mtsr_mt", "clinical_sr")
@@ -31,11 +35,14 @@ __all__ = [
     "bundle_parser",
     "bundles_root",
     "declared_files",
+    "find_sessions",
+    "guard_bundle_outputs",
     "infer_item",
     "load_bundle_network",
     "read_weights",
     "sha256",
     "verify_file",
+    "volume_files",
     "weights_path",
 ]
 
@@ -249,20 +256,31 @@ def checkpoint_meta(path: str | os.PathLike) -> dict:
     return dict(ckpt.get("meta", {})) if isinstance(ckpt, dict) else {}
 
 
+def _folder(dataset_dir: str | os.PathLike) -> Path:
+    root = Path(dataset_dir)
+    if not root.is_dir():
+        raise InputError("no such folder (set --dataset_dir to the folder holding the scans)", root)
+    return root
+
+
+def volume_files(dataset_dir: str | os.PathLike) -> list[str]:
+    """The volumes (.nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd) directly in ``dataset_dir``, sorted: a bundle's
+    default ``input_files``. InputError when the folder does not exist."""
+    return sorted(str(f) for f in _folder(dataset_dir).iterdir() if f.is_file() and is_volume_file(f))
+
+
 def find_sessions(
     dataset_dir: str | os.PathLike, sequences: tuple[str, ...] = ("flair", "t1", "t2")
 ) -> list[dict]:
-    """Routine sessions under ``dataset_dir``: each sub-folder (or the folder itself) holding NIfTIs named
+    """Routine sessions under ``dataset_dir``: each sub-folder (or the folder itself) holding volumes named
     after their sequence (``*flair*``, ``*t1*``, ``*t2*``, as ``mtsr datalist`` reads them) gives
-    ``{sequence: path, "session": <sub-folder name>}``."""
-
-    root = Path(dataset_dir)
-    folders = [root, *sorted(p for p in root.iterdir() if p.is_dir())] if root.is_dir() else []
+    ``{sequence: path, "session": <sub-folder name>}``. InputError when the folder does not exist."""
+    root = _folder(dataset_dir)
     sessions = []
-    for folder in folders:
+    for folder in [root, *sorted(p for p in root.iterdir() if p.is_dir())]:
         found: dict[str, Any] = {}
-        for f in sorted(folder.glob("*.nii*")):
-            mod = modality_from_name(f.name.split(".nii")[0])
+        for f in sorted(p for p in folder.iterdir() if p.is_file() and is_volume_file(p)):
+            mod = modality_from_name(volume_stem(f))
             if mod is None:  # not silently dropped: the session would be restored without it
                 warnings.warn(
                     f"{f}: no sequence recognised in the name (flair, t1, t2, ...): not used", stacklevel=2
@@ -273,3 +291,38 @@ def find_sessions(
             found["session"] = folder.name
             sessions.append(found)
     return sessions
+
+
+#: the output guards of this process's bundle run: held (locks included) until the process ends
+_BUNDLE_GUARDS = contextlib.ExitStack()
+
+
+def guard_bundle_outputs(
+    datalist: Sequence[dict], postprocessing: Any, dataset_dir: str | os.PathLike | None = None
+) -> list[dict]:
+    """What ``mtsr`` checks before any command, for a ``python -m monai.bundle run`` (its config's
+    ``initialize``): refuse (InputError) an empty run, an output that is an input, two items writing one
+    output, an unwritable output place and an output another run is writing; then clear the temporary files
+    killed runs left. The outputs are what the writers of ``postprocessing`` (a ``Compose`` or one
+    transform) plan for each item; returns ``datalist``."""
+    if not datalist:
+        where = f" (no volumes in {dataset_dir})" if dataset_dir is not None else ""
+        raise InputError(f"nothing to run on: no input files{where}")
+    transforms = getattr(postprocessing, "transforms", [postprocessing])
+    writers = [t for t in transforms if hasattr(t, "planned_outputs")]
+    plan, inputs, owners = OutputPlan(), [], {}
+    for item in datalist:
+        sources = [str(v) for v in item.values() if isinstance(v, (str, os.PathLike)) and Path(v).is_file()]
+        inputs += sources
+        for writer in writers:
+            planned = writer.planned_outputs(item)
+            for out in [*planned.folders, *planned.concrete_files()]:
+                first = owners.setdefault(out.resolve(), sources[0] if sources else "?")
+                if sources and first != sources[0]:
+                    raise InputError(
+                        f"two inputs would write here ({first} and {sources[0]}): rename one", out
+                    )
+            plan.files += planned.files
+            plan.folders += planned.folders
+    _BUNDLE_GUARDS.enter_context(guard_outputs(plan, inputs, what="monai.bundle run"))
+    return list(datalist)

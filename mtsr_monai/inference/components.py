@@ -41,8 +41,9 @@ from mtsr_monai.inference.clinical import (
 )
 from mtsr_monai.inference.super_resolve import sr_affine, super_resolve_scaled
 from mtsr_monai.inference.translate import checked_codes, latent_codes, sample_statistics, translate_volume
-from mtsr_monai.io import atomic_file_set, atomic_write_text, load_volume, save_volume
+from mtsr_monai.io import atomic_file_set, atomic_write_text, load_volume, save_volume, volume_stem
 from mtsr_monai.io.geometry import resolve_axis
+from mtsr_monai.io.outputs import OutputPlan
 from mtsr_monai.transforms.intensity import robust_range, scale_to_range
 
 __all__ = [
@@ -94,11 +95,21 @@ def output_stem(d: Mapping[Hashable, Any], key: str = "image") -> str:
     """Input file name without its extension, from the loaded image's meta or the item's path."""
     value = d.get(key)
     name = value.meta.get("filename_or_obj", "") if isinstance(value, MetaTensor) else value
-    name = Path(str(name)).name or "image"
-    for ext in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"):
-        if name.endswith(ext):
-            return name[: -len(ext)]
-    return name
+    stem = volume_stem(str(name)) if name else ""
+    return stem or "image"
+
+
+def as_flag(value: Any, name: str = "switch") -> bool:
+    """A config switch as a bool. ``python -m monai.bundle run ... --progress false`` passes the string
+    ``'false'`` (its argument parser reads only ``False`` as a bool), which ``bool()`` would take as true."""
+    if not isinstance(value, str):
+        return bool(value)
+    word = value.strip().lower()
+    if word in ("true", "1", "yes", "on"):
+        return True
+    if word in ("false", "0", "no", "off", "none", "null", ""):
+        return False
+    raise InputError(f"{name} must be true or false, got {value!r}")
 
 
 # ------------------------------------------------------------------------------------------ transforms
@@ -141,7 +152,8 @@ class AutoBrainMaskd(MapTransform):
         progress: bool = False,
     ) -> None:
         super().__init__(keys)
-        self.mask_key, self.mode, self.contrast, self.progress = mask_key, mode, contrast, progress
+        self.mask_key, self.mode, self.contrast = mask_key, mode, contrast
+        self.progress = as_flag(progress, "progress")
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         if self.mode not in (AUTO, "none"):  # checked here: MONAI Label sets it per request
@@ -241,13 +253,20 @@ class SaveVolumed(MapTransform):
         super().__init__(keys)
         self.output_dir, self.postfix, self.path_key = output_dir, postfix, path_key
 
+    def output_path(self, d: Mapping[Hashable, Any]) -> Path:
+        if d.get(self.path_key):
+            return Path(d[self.path_key])
+        suffix = f"_{self.postfix}" if self.postfix else ""
+        return Path(self.output_dir) / f"{output_stem(d)}{suffix}.nii.gz"
+
+    def planned_outputs(self, d: Mapping[Hashable, Any]) -> OutputPlan:
+        """What writing item ``d`` (paths, before loading) will create: checked before a bundle run."""
+        return OutputPlan(files=[self.output_path(d)])
+
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         d = dict(data)
         for key in self.key_iterator(d):
-            path = d.get(self.path_key)
-            if not path:
-                suffix = f"_{self.postfix}" if self.postfix else ""
-                path = Path(self.output_dir) / f"{output_stem(d)}{suffix}.nii.gz"
+            path = self.output_path(d)
             img = d[key]
             save_volume(img[0] if img.ndim == 4 else img, path, affine=_affine(img, 0))
             d[f"{key}_path"] = str(path)
@@ -266,10 +285,19 @@ class SaveTranslationsd(MapTransform):
         super().__init__(keys)
         self.output_dir, self.path_key, self.mask_key = output_dir, path_key, mask_key
 
+    def output_folder(self, d: Mapping[Hashable, Any]) -> Path:
+        return Path(d.get(self.path_key) or Path(self.output_dir) / output_stem(d))
+
+    def planned_outputs(self, d: Mapping[Hashable, Any]) -> OutputPlan:
+        """What writing item ``d`` will create (its folder, the files in it): checked before a bundle run."""
+        out = self.output_folder(d)
+        names = ("sample_*.nii.gz", "mean.nii.gz", "std.nii.gz", "codes.json", AUTO_MASK_NAME)
+        return OutputPlan(files=[out / n for n in names], folders=[out])
+
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         d = dict(data)
         for key in self.key_iterator(d):
-            out = Path(d.get(self.path_key) or Path(self.output_dir) / output_stem(d))
+            out = self.output_folder(d)
             pred = d[key]
             affine = _affine(pred, 0)
             samples = pred.detach().cpu().numpy()
@@ -325,7 +353,7 @@ class SliceSRInferer(Inferer):
         self.method, self.precision, self.progress, self.window_inferer = (
             method,
             precision,
-            progress,
+            as_flag(progress, "progress"),
             window_inferer,
         )
 
@@ -385,7 +413,8 @@ class SliceTranslationInferer(Inferer):
         self.target_scaling, self.target_level, self.tissue_prior = target_scaling, target_level, tissue_prior
         self.image_size, self.native_resolution, self.nz = int(image_size), bool(native_resolution), int(nz)
         self.samples, self.seed, self.codes, self.axis = int(samples), seed, codes, axis
-        self.batch_size, self.reduce, self.progress = int(batch_size), reduce, progress
+        self.batch_size, self.reduce = int(batch_size), reduce
+        self.progress = as_flag(progress, "progress")
 
     def latent_codes(self) -> np.ndarray:
         if self.codes is not None:  # one code may be given as a flat list
@@ -443,7 +472,8 @@ class PrepareRoutineScansd(MapTransform):
     ) -> None:
         super().__init__(keys, allow_missing_keys=True)
         self.modalities, self.spacing, self.like_key = list(modalities), spacing, like_key
-        self.interpolation, self.register, self.progress = interpolation, register, progress
+        self.interpolation = interpolation
+        self.register, self.progress = as_flag(register, "register"), as_flag(progress, "progress")
         self.output_key, self.coverage_key = output_key, coverage_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
@@ -494,7 +524,8 @@ class ClinicalSliceInferer(Inferer):
     ) -> None:
         super().__init__()
         self.patch_size, self.batch_size, self.overlap = patch_size, int(batch_size), float(overlap)
-        self.slice_axis, self.progress, self.headroom = slice_axis, progress, float(headroom)
+        self.slice_axis, self.headroom = slice_axis, float(headroom)
+        self.progress = as_flag(progress, "progress")
         self.planes = int(planes)
 
     def axes_for(self, image: Any) -> tuple[int, ...]:
@@ -572,8 +603,9 @@ class ClinicalConsistencyd(MapTransform):
         curve: bool = True,
     ) -> None:
         super().__init__(keys)
-        self.ref_key, self.coverage_key, self.gain = ref_key, coverage_key, bool(gain)
-        self.profile, self.thickness, self.curve = profile, thickness, bool(curve)
+        self.ref_key, self.coverage_key = ref_key, coverage_key
+        self.gain, self.curve = as_flag(gain, "intensity_gain"), as_flag(curve, "intensity_curve")
+        self.profile, self.thickness = profile, thickness
 
     def session(self, d: Mapping[Hashable, Any], pred: Any) -> dict[str, Any]:
         """What :func:`~mtsr_monai.inference.clinical.consistency_check` reads of a prepared session."""
@@ -609,9 +641,13 @@ class ClinicalConsistencyd(MapTransform):
 
 
 class SaveClinicald(MapTransform):
-    """Write one volume per given sequence as ``<folder>/<sequence>.nii.gz`` from the channels of ``keys``;
-    the folder is the item's ``path_key`` entry, else ``output_dir/<the item's session name or reference
-    scan name>``. The paths go to ``<key>_paths``."""
+    """Write one volume per given sequence as ``<folder>/<sequence>.nii.gz`` from the channels of ``keys``,
+    all of them or none, and no sequence of an earlier run left beside them; the folder is the item's
+    ``path_key`` entry, else ``output_dir/<the item's session name or reference scan name>``. The paths go
+    to ``<key>_paths``."""
+
+    #: the sequences a session may hold, each written as ``<sequence>.nii.gz``
+    SEQUENCES = ("flair", "t1", "t2")
 
     def __init__(
         self,
@@ -623,18 +659,25 @@ class SaveClinicald(MapTransform):
         super().__init__(keys)
         self.output_dir, self.path_key, self.ref_key = output_dir, path_key, ref_key
 
+    def output_folder(self, d: Mapping[Hashable, Any]) -> Path:
+        name = d.get("session") or output_stem(d, self.ref_key)
+        return Path(d.get(self.path_key) or Path(self.output_dir) / str(name))
+
+    def planned_outputs(self, d: Mapping[Hashable, Any]) -> OutputPlan:
+        """What writing session ``d`` will create, checked before a bundle run."""
+        out = self.output_folder(d)
+        return OutputPlan(files=[out / f"{m}.nii.gz" for m in self.SEQUENCES if d.get(m)], folders=[out])
+
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         d = dict(data)
         info = _clinical_info(d[self.ref_key])
-        name = d.get("session") or output_stem(d, self.ref_key)
-        out = Path(d.get(self.path_key) or Path(self.output_dir) / str(name))
-        out.mkdir(parents=True, exist_ok=True)
+        out = self.output_folder(d)
         for key in self.key_iterator(d):
             pred = d[key]
             affine = _affine(pred, 0)
-            written = {}
-            for c, m in enumerate(info["modalities"]):
-                if m in info["given"]:
-                    written[m] = str(save_volume(pred[c].float(), out / f"{m}.nii.gz", affine))
-            d[f"{key}_paths"] = written
+            given = [(c, m) for c, m in enumerate(info["modalities"]) if m in info["given"]]
+            with atomic_file_set(out, stale=tuple(f"{m}.nii.gz" for m in self.SEQUENCES)) as staging:
+                for c, m in given:
+                    save_volume(pred[c].float(), staging / f"{m}.nii.gz", affine)
+            d[f"{key}_paths"] = {m: str(out / f"{m}.nii.gz") for _, m in given}
         return d

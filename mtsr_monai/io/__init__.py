@@ -13,9 +13,11 @@ from mtsr_monai.io.volume import (
     fine_input_warning,
     image_header,
     image_shape,
+    is_volume_file,
     load_volume,
     save_volume,
     voxel_sizes,
+    volume_stem,
 )
 
 __all__ = [
@@ -28,9 +30,11 @@ __all__ = [
     "fine_input_warning",
     "image_header",
     "image_shape",
+    "is_volume_file",
     "load_volume",
     "save_volume",
     "validate_grid",
     "validate_volume",
+    "volume_stem",
     "voxel_sizes",
 ]

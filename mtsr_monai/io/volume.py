@@ -27,6 +27,21 @@ ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 WRITE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha")
 
 
+def is_volume_file(path: str | os.PathLike) -> bool:
+    """Whether ``path``'s name ends as a volume :func:`load_volume` reads (any case); hidden files are not."""
+    name = Path(path).name
+    return name.lower().endswith(NIFTI_SUFFIXES + ITK_SUFFIXES) and not name.startswith(".")
+
+
+def volume_stem(path: str | os.PathLike) -> str:
+    """The file name without its volume suffix (``case1_t1.nii.gz`` -> ``case1_t1``)."""
+    name = Path(path).name
+    for suffix in sorted(NIFTI_SUFFIXES + ITK_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
 def _check_readable_type(path: Path) -> None:
     if not path.name.lower().endswith(NIFTI_SUFFIXES + ITK_SUFFIXES):
         raise InputError("unsupported file type (expected .nii, .nii.gz, .nrrd, .mha or .mhd)", path)

@@ -281,17 +281,17 @@ def wmh_mask(
 
 
 def guess_contrast(name: str, default: str = "t1") -> str:
-    """Contrast from a file name: 'flair', 't2', 'pd', 't1ce' / 't1c', 't1' (checked in that order)."""
+    """Contrast of a file, read from its name as ``mtsr datalist`` reads names
+    (:func:`~mtsr_monai.data.datalist.modality_from_name`: BIDS suffixes such as ``_PDw``, BraTS 2023's
+    ``-t1n / -t1c / -t2w / -t2f``, the usual aliases), a BIDS ``ce-`` entity making a T1 a T1ce: 'flair',
+    't2', 'pd', 't1ce' or 't1'; ``default`` when the name names none (or a mask or label)."""
     import re
 
-    stem = name.lower()
-    for key, pattern in (
-        ("flair", r"flair"),
-        ("t2", r"t2"),
-        ("pd", r"(?<![a-z])pd(?![a-z])"),
-        ("t1ce", r"t1c"),
-        ("t1", r"t1"),
-    ):
-        if re.search(pattern, stem):
-            return key
-    return default
+    from mtsr_monai.data.datalist import IMAGE_KEYS, modality_from_name
+    from mtsr_monai.io import volume_stem
+
+    stem = volume_stem(name)
+    key = modality_from_name(stem)
+    if key == "t1" and re.search(r"(^|_)ce-", stem.lower()):
+        return "t1ce"
+    return key if key in IMAGE_KEYS else default

@@ -162,9 +162,11 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from mtsr_monai.errors import InputError
-    from mtsr_monai.io.outputs import OutputPlan, check_not_inputs
+    from mtsr_monai.io.outputs import OutputPlan, check_not_inputs, check_writable
 
+    # no output plan (its locks would keep torchrun's ranks out of one folder): the checks without locks
     check_not_inputs(OutputPlan(folders=[args.output_dir]), [])  # refuses an output folder that is a file
+    check_writable(OutputPlan(folders=[args.output_dir]))
     if args.analysis_level == "group":
         return _group(args)
     if args.task is None:
@@ -181,11 +183,9 @@ def run(args: argparse.Namespace) -> int:
     ranks = ranks_from_env(shard, args.dist_timeout_min)
     try:
         device = args.device
-        if device == "cuda":
+        if device == "cuda":  # there: checked with the other arguments (cli.arguments.check_device)
             import torch
 
-            if not torch.cuda.is_available():
-                raise InputError("--device cuda requested but CUDA is not available")
             # one GPU per rank; more ranks than GPUs on a node share them round-robin
             index = ranks.local_rank % torch.cuda.device_count()
             torch.cuda.set_device(index)

@@ -66,11 +66,6 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--batch-size must be >= 1 and --roi-size >= 8")
     if args.precision == "fp16" and args.device != "cuda":
         raise InputError("--precision fp16 needs --device cuda")
-    if args.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise InputError("--device cuda requested but CUDA is not available")
     from mtsr_monai.io import fine_input_warning
 
     axis = int(args.axis) if args.axis.lstrip("-").isdigit() else args.axis
