@@ -294,3 +294,16 @@ def test_one_file_given_as_two_sequences_is_refused(tmp_path, capsys):
     assert cli_main([*argv, str(tmp_path / "out"), "--method", "trilinear"]) == 2
     assert "given as both --t1 and --t2" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_rerun_with_fewer_sequences_leaves_none_of_the_earlier_runs_outputs(tmp_path):
+    scans = _slabs(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("the user's own file")
+    common = ["clinical-sr", "--spacing", "2", "--method", "trilinear", "--output-dir", str(out)]
+    assert cli_main([*common, "--flair", str(scans["flair"]), "--t2", str(scans["t2"])]) in (0, None)
+    assert (out / "t2.nii.gz").is_file()
+    assert cli_main([*common, "--flair", str(scans["flair"])]) in (0, None)
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["clinical_sr.json", "flair.nii.gz", "flair_consistency.nii.gz", "notes.txt"]

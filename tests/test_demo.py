@@ -96,3 +96,22 @@ def test_make_demo_data_refuses_bad_times_with_exit_2_and_writes_nothing(tmp_pat
     assert main(["make-demo-data", "--output", str(out), "--tr-t1", "-5"]) == 2
     assert not out.exists()
     assert "error" in capsys.readouterr().err
+
+
+def test_an_interrupted_demo_subject_leaves_no_file(tmp_path, monkeypatch):
+    import pytest
+
+    from mtsr_monai.data import demo
+
+    written, save = [], demo.save_volume
+
+    def save_then_interrupt(array, path, **kwargs):
+        if len(written) == 2:
+            raise KeyboardInterrupt  # Ctrl-C while the third volume is written
+        written.append(save(array, path, **kwargs))
+        return path
+
+    monkeypatch.setattr(demo, "save_volume", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        demo.make_demo_subject(tmp_path / "demo")
+    assert len(written) == 2 and list((tmp_path / "demo").rglob("*.nii.gz")) == []

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtsr_monai.io import save_volume  # loads torch and MONAI: inside a stage already shown
+from mtsr_monai.io import atomic_file_set, save_volume  # loads torch and MONAI: inside a stage already shown
 from mtsr_monai.io.template import template_path
 from mtsr_monai.progress import StageBar
 
@@ -189,17 +189,18 @@ def synthesize_contrasts(
 def make_demo_subject(
     output_dir: str | os.PathLike, progress: bool = False, **sequence_overrides: float | None
 ) -> dict[str, Path]:
-    """Write ``t1, t2, flair, pd, brain_mask`` ``.nii.gz`` into ``output_dir`` (atomic writes) and return
-    their paths keyed by name; ``progress`` shows the stages on stderr."""
+    """Write ``t1, t2, flair, pd, brain_mask`` ``.nii.gz`` into ``output_dir``, all of them or none (an
+    interrupted run leaves no partial subject), and return their paths keyed by name; ``progress`` shows
+    the stages on stderr."""
     out = Path(output_dir)
-    paths: dict[str, Path] = {}
     with StageBar(len(CONTRASTS) + 2, "demo subject", enabled=progress) as bar:
         bar.next("tissue maps, signal equations")
 
         images, mask, affine = synthesize_contrasts(CONTRASTS, **sequence_overrides)
-        for name, array in images.items():
-            bar.next(f"write {name}")
-            paths[name] = save_volume(array, out / f"{name}.nii.gz", affine=affine)
-        bar.next("write brain_mask")
-        paths["brain_mask"] = save_volume(mask, out / "brain_mask.nii.gz", affine=affine, dtype=np.uint8)
-    return paths
+        with atomic_file_set(out) as staging:
+            for name, array in images.items():
+                bar.next(f"write {name}")
+                save_volume(array, staging / f"{name}.nii.gz", affine=affine)
+            bar.next("write brain_mask")
+            save_volume(mask, staging / "brain_mask.nii.gz", affine=affine, dtype=np.uint8)
+    return {name: out / f"{name}.nii.gz" for name in [*images, "brain_mask"]}

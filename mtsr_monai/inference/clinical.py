@@ -29,6 +29,7 @@ paper's baselines).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -41,10 +42,13 @@ from mtsr_monai.errors import InputError
 from mtsr_monai.inference.bundle import read_weights, weights_path
 from mtsr_monai.inference.explain import explain_volume, write_explanations
 from mtsr_monai.inference.slicewise import busy_batches
-from mtsr_monai.io import atomic_write_text, load_volume, save_volume
+from mtsr_monai.io import atomic_file_set, atomic_write_text, load_volume, save_volume
 from mtsr_monai.metrics.image import mae, nmse, psnr, ssim
 from mtsr_monai.progress import StageBar
 from mtsr_monai.transforms.intensity import robust_range, scale_to_range
+
+#: the run summary written beside the outputs
+SUMMARY_NAME = "clinical_sr.json"
 
 if TYPE_CHECKING:
     from ignite.metrics import Average
@@ -687,7 +691,6 @@ def restore_clinical(
     is kept (1: the first plane only, half the time).
     Over 60 lines: the module docstring's steps in order, each one call, under one progress bar that names
     the step running, kept in one place to read."""
-    import json
     import time
 
     if method not in METHODS:
@@ -724,41 +727,58 @@ def restore_clinical(
                 mods = list(ckpt["modalities"])
                 extra = explain_volume(ckpt["network"], ckpt["critic"], x, y, axis, mods, device=device)
         out_dir = Path(output_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
         data = {m: _to_scanner(vol, prepared, m) for m, vol in results.items()}
-        report: dict[str, Any] = {}
-        if measured:
-            bar.next("data consistency" + (" and intensity" if corrected else ""))
-            reference = (
-                {m: _to_scanner(prepared["volumes"][m], prepared, m) for m in data}
-                if ckpt is not None
-                else None
+        # all outputs or none, and none that an earlier run here wrote (another sequence, explanations) left
+        with atomic_file_set(out_dir, stale=_previous_outputs(out_dir)) as staging:
+            report: dict[str, Any] = {}
+            if measured:
+                bar.next("data consistency" + (" and intensity" if corrected else ""))
+                reference = (
+                    {m: _to_scanner(prepared["volumes"][m], prepared, m) for m in data}
+                    if ckpt is not None
+                    else None
+                )
+                report = _consistency_outputs(
+                    data,
+                    prepared,
+                    staging,
+                    ckpt is not None and intensity_gain,
+                    slice_profile,
+                    slice_thickness,
+                    reference,
+                    ckpt is not None and intensity_curve,
+                )
+            bar.next("write")
+            written: dict[str, Path] = {}
+            for m, vol in data.items():
+                written[m] = save_volume(vol, staging / f"{m}.nii.gz", affine=prepared["affine"])
+                if m in report:
+                    written[f"{m}_consistency"] = Path(report[m]["map"])
+            if extra:
+                mods = list(ckpt["modalities"])
+                written.update(write_explanations(extra, x, y, prepared["affine"], staging, mods, axis))
+            written = {k: out_dir / p.name for k, p in written.items()}  # where they will be
+            for entry in report.values():
+                entry["map"] = str(out_dir / Path(entry["map"]).name)
+            summary = _run_summary(
+                inputs, prepared, method, ckpt, model_path, axis, written, report, time.time() - start
             )
-            report = _consistency_outputs(
-                data,
-                prepared,
-                out_dir,
-                ckpt is not None and intensity_gain,
-                slice_profile,
-                slice_thickness,
-                reference,
-                ckpt is not None and intensity_curve,
-            )
-        bar.next("write")
-        written: dict[str, Path] = {}
-        for m, vol in data.items():
-            written[m] = save_volume(vol, out_dir / f"{m}.nii.gz", affine=prepared["affine"])
-            if m in report:
-                written[f"{m}_consistency"] = Path(report[m]["map"])
-        if extra:
-            mods = list(ckpt["modalities"])
-            written.update(write_explanations(extra, x, y, prepared["affine"], out_dir, mods, axis))
-        summary = _run_summary(
-            inputs, prepared, method, ckpt, model_path, axis, written, report, time.time() - start
-        )
-        written["json"] = out_dir / "clinical_sr.json"
-        atomic_write_text(written["json"], json.dumps(summary, indent=1))
+            written["json"] = out_dir / SUMMARY_NAME
+            atomic_write_text(staging / SUMMARY_NAME, json.dumps(summary, indent=1))
     return written
+
+
+def _previous_outputs(out_dir: Path) -> tuple[str, ...]:
+    """The names of the files an earlier run wrote into ``out_dir``, as its summary lists them (only these
+    are replaced or removed: a folder may hold other files), as glob patterns matching themselves."""
+    from mtsr_monai.io.outputs import glob_escape
+
+    try:
+        outputs = json.loads((out_dir / SUMMARY_NAME).read_text()).get("outputs", {})
+    except (OSError, ValueError, AttributeError):
+        return ()
+    names = {Path(str(p)).name for p in outputs.values()} if isinstance(outputs, dict) else set()
+    return tuple(glob_escape(n) for n in sorted(names) if n != SUMMARY_NAME)
 
 
 def _run_summary(
@@ -813,8 +833,6 @@ def evaluate_heldout(
     volumes; trilinear, B-spline and sinc interpolation of the same LR scans are scored alike. Returns (and
     writes as JSON to ``output``) per-method means and per-subject rows.
     """
-    import json
-
     # lazy: keeps monai, scipy out of this module's import
     from mtsr_monai.data.clinical import cached_pairs
 
