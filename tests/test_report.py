@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -110,3 +111,18 @@ def test_refuses_missing_dir_unmatched_subjects_and_other_grids(dirs, tmp_path, 
     assert main([*base, "--pred-dir", str(shifted)]) == 2
     assert "not on the grid" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_subject_failing_half_way_leaves_the_earlier_report_as_it_was(dirs, tmp_path):
+    report_dir = tmp_path / "report"
+    argv = ["evaluate-clinical", "--ref-dir", str(dirs["ref"]), "--output", str(report_dir)]
+    assert main([*argv, "--pred-dir", str(dirs["sr"])]) == 0
+    before = {p: p.read_bytes() for p in report_dir.rglob("*") if p.is_file()}
+    bad = dirs["sr"].parent / "bad"
+    for s in range(3):  # the last subject's prediction holds a NaN voxel: found after two subjects' figures
+        img = np.asarray(nib.load(str(dirs["sr"] / f"sub{s}" / "flair.nii.gz")).dataobj, np.float32)
+        img[0, 0, 0] = np.nan if s == 2 else img[0, 0, 0]
+        (bad / f"sub{s}").mkdir(parents=True)
+        write_nifti(bad / f"sub{s}" / "flair.nii.gz", img)
+    assert main([*argv, "--pred-dir", str(bad)]) == 2
+    assert {p: p.read_bytes() for p in report_dir.rglob("*") if p.is_file()} == before

@@ -54,23 +54,27 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 @contextlib.contextmanager
 def atomic_file_set(folder: str | os.PathLike, stale: Sequence[str] = ()) -> Iterator[Path]:
-    """Yield a staging folder inside ``folder`` to write a set of files into. When the block succeeds, the
-    files of ``folder`` matching a ``stale`` pattern that the block did not write (an earlier run's extra
-    samples) are deleted and the staged files moved into ``folder``; on any failure the staging folder is
-    deleted and ``folder`` is left as it was. Its name is a ``.part`` name, so a killed run's staging folder
-    is cleared by the next run's output guard."""
+    """Yield a staging folder inside ``folder`` to write a set of files into (sub-folders allowed, e.g. a
+    report's ``figures/``). When the block succeeds, the files of ``folder`` matching a ``stale`` pattern
+    (relative to ``folder``, e.g. ``sample_*.nii.gz`` or ``figures/*.png``) that the block did not write (an
+    earlier run's extra samples) are deleted and the staged files moved to the same places in ``folder``;
+    on any failure the staging folder is deleted and ``folder`` is left as it was. Its name is a ``.part``
+    name, so a killed run's staging folder is cleared by the next run's output guard."""
     final = Path(folder)
     final.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staged.", suffix=".part", dir=final))
     try:
         yield staging
-        written = {p.name for p in staging.iterdir()}
+        staged = sorted(p for p in staging.rglob("*") if p.is_file())
+        written = {p.relative_to(staging).as_posix() for p in staged}
         for pattern in stale:
             for old in final.glob(pattern):
-                if old.name not in written and old.is_file():
+                if old.relative_to(final).as_posix() not in written and old.is_file():
                     old.unlink()
-        for staged in sorted(staging.iterdir()):
-            os.chmod(staged, 0o666 & ~_umask())
-            os.replace(staged, final / staged.name)
+        for path in staged:
+            target = final / path.relative_to(staging)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.chmod(path, 0o666 & ~_umask())
+            os.replace(path, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

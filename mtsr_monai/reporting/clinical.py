@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from mtsr_monai.errors import InputError
-from mtsr_monai.io import atomic_write_text, check_same_grid, load_volume, voxel_sizes
+from mtsr_monai.io import atomic_file_set, atomic_write_text, check_same_grid, load_volume, voxel_sizes
 from mtsr_monai.metrics import qc
 from mtsr_monai.metrics.agreement import bland_altman, overlap_metrics, volume_ml
 from mtsr_monai.metrics.image import image_metrics
@@ -37,6 +37,8 @@ from mtsr_monai.reporting import html as H
 from mtsr_monai.reporting.agreement import bland_altman_plot
 from mtsr_monai.reporting.views import CONVENTION
 
+#: the figures a report writes, by pattern: those of an earlier report's subjects are removed with it
+REPORT_FIGURES = ("figures/montage_*.png", "figures/difference_*.png", "figures/bland_altman_*.png")
 TABLE_KEYS = (
     "cjv",
     "efc",
@@ -179,7 +181,6 @@ def evaluate_clinical(
     subjects, unmatched = match_subjects(Path(ref_dir), dict(zip(method_names, dirs, strict=True)))
     _precheck_grids(subjects)  # refuse before any figure is written
     output = Path(output)
-    fig_dir = output / "figures"
     report: dict[str, Any] = {
         "ref_dir": str(ref_dir),
         "methods": dict(zip(method_names, map(str, dirs), strict=True)),
@@ -191,18 +192,21 @@ def evaluate_clinical(
     }
     settings = {"contrast": contrast, "n_classes": n_classes, "variant": variant, "labels_dir": labels_dir}
     figures: dict[str, list[Path]] = {"montage": [], "difference": []}
-    bar = tqdm(subjects, desc="evaluate-clinical", unit="subject", disable=not progress)
-    for sub in bar:
-        entry, images = _evaluate_subject(sub, settings, bar.set_postfix_str)
-        bar.set_postfix_str(f"{sub['key']}: figures")
-        for kind, path in _subject_figures(sub["key"], images, fig_dir).items():
-            figures[kind].append(path)
-        report["subjects"].append(entry)
-    report["summary"], ba_figs = _summaries(report["subjects"], method_names, fig_dir)
-    output.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(output / "report.json", json.dumps(_jsonable(report), indent=2, allow_nan=False) + "\n")
-    page = _render(report, method_names, figures, ba_figs, output)
-    atomic_write_text(output / "index.html", page)
+    # the whole report or nothing (a bad subject or Ctrl-C half-way leaves an earlier report as it was), and
+    # no figure of an earlier report's other subjects beside the new ones
+    with atomic_file_set(output, stale=REPORT_FIGURES) as staging:
+        fig_dir = staging / "figures"
+        bar = tqdm(subjects, desc="evaluate-clinical", unit="subject", disable=not progress)
+        for sub in bar:
+            entry, images = _evaluate_subject(sub, settings, bar.set_postfix_str)
+            bar.set_postfix_str(f"{sub['key']}: figures")
+            for kind, path in _subject_figures(sub["key"], images, fig_dir).items():
+                figures[kind].append(path)
+            report["subjects"].append(entry)
+        report["summary"], ba_figs = _summaries(report["subjects"], method_names, fig_dir)
+        text = json.dumps(_jsonable(report), indent=2, allow_nan=False) + "\n"
+        atomic_write_text(staging / "report.json", text)
+        atomic_write_text(staging / "index.html", _render(report, method_names, figures, ba_figs, output))
     return report
 
 
