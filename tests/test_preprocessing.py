@@ -485,7 +485,6 @@ def test_real_brats_subject_lands_on_mni_and_overlaps_template_brain(brats_case:
 
 
 def test_datalist_brain_masks_are_not_preprocessed_as_images(tmp_path):
-    import json
     import warnings
 
     from mtsr_monai.data.preprocess import read_datalist
@@ -504,3 +503,21 @@ def test_datalist_brain_masks_are_not_preprocessed_as_images(tmp_path):
         subjects = read_datalist(tmp_path / "d.json")
     assert sorted(subjects[0]) == ["split", "subject", "t1"]
     assert any("brain_mask, brain_mask_t1 not used" in str(w.message) for w in caught)
+
+
+def test_a_bad_scan_anywhere_in_the_cohort_is_refused_before_any_subject_is_written(tmp_path, capsys):
+    from mtsr_monai.cli import main
+
+    rng = np.random.default_rng(0)
+    good = write_nifti(tmp_path / "a_t1.nii.gz", rng.random((20, 20, 20)).astype(np.float32))
+    nan = rng.random((20, 20, 20)).astype(np.float32)
+    nan[3, 3, 3] = np.nan
+    bad = write_nifti(tmp_path / "b_t1.nii.gz", nan)
+    items = [{"subject": "a", "t1": str(good)}, {"subject": "b", "t1": str(bad)}]
+    (tmp_path / "d.json").write_text(json.dumps({"training": items}))
+    out = tmp_path / "out"
+    assert (
+        main(["preprocess", "--datalist", str(tmp_path / "d.json"), "--output", str(out), "--no-progress"])
+        == 2
+    )
+    assert "b_t1.nii.gz: 1 voxels are NaN" in capsys.readouterr().err and not out.exists()

@@ -16,7 +16,7 @@ import platform
 import re
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -365,6 +365,17 @@ def check_inputs(subjects: Iterable[dict[str, Any]]) -> None:
                 raise InputError(f"listed for subject {subject['subject']} ({key}) but missing", path)
 
 
+def check_contents(subjects: Sequence[dict[str, Any]], progress: bool = False) -> None:
+    """Refuse the run before any work when an image to process is unusable (NaN voxels, constant, not 3D:
+    :func:`~mtsr_monai.io.load_volume`'s checks), so that one bad scan cannot stop a cohort half-way."""
+    with StageBar(len(subjects), "preprocess: checking the inputs", enabled=progress) as bar:
+        for subject in subjects:
+            bar.next(str(subject["subject"]))
+            for key, path in subject.items():
+                if key not in ("subject", "split", *LABEL_KEYS):
+                    load_volume(path)
+
+
 def preprocess_datalist(
     datalist: str | os.PathLike,
     output_dir: str | os.PathLike,
@@ -374,13 +385,16 @@ def preprocess_datalist(
 ) -> dict[str, Any]:
     """Preprocess every subject of a datalist; returns a summary, writes ``DIR/datalist.json`` of the outputs.
 
-    Subjects already done with the same configuration are skipped unless ``overwrite``.
+    Subjects already done with the same configuration are skipped unless ``overwrite``; the images of the
+    others are read and checked before any of them is processed (:func:`check_contents`).
     """
 
     config = config or PreprocessConfig()
     subjects = read_datalist(datalist)
     check_inputs(subjects)
     output_dir = Path(output_dir)
+    todo = [s for s in subjects if overwrite or not is_done(s, output_dir, config)]
+    check_contents(todo, progress)
     done, skipped = [], []
     # one step per stage of each subject (load, N4, registration, ..., write): a subject takes minutes
     n_stages = len(build_stage_names(config)) + 2
