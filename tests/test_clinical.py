@@ -307,3 +307,22 @@ def test_a_rerun_with_fewer_sequences_leaves_none_of_the_earlier_runs_outputs(tm
     assert cli_main([*common, "--flair", str(scans["flair"])]) in (0, None)
     names = sorted(p.name for p in out.iterdir())
     assert names == ["clinical_sr.json", "flair.nii.gz", "flair_consistency.nii.gz", "notes.txt"]
+
+
+def test_a_registration_that_ends_worse_than_its_start_on_every_voxel_keeps_the_start(subject, monkeypatch):
+    import SimpleITK as sitk
+
+    from mtsr_monai.transforms import registration as reg
+
+    fixed, moving = (sitk.ReadImage(str(subject[k])) for k in ("flair", "t1"))
+    linear_stage = reg._linear_stage
+
+    def drifting(*args, **kwargs):  # the optimiser ends 4 mm and 5 degrees off, as on thick small slabs
+        transform, report = linear_stage(*args, **kwargs)
+        transform.SetParameters((0.0, 0.09, 0.0, 0.0, -3.0, -4.0))
+        return transform, report
+
+    monkeypatch.setattr(reg, "_linear_stage", drifting)
+    transform, report = reg.register(fixed, moving, kind="rigid", init="header")
+    assert report["kept_start"] and report["start_metric_full"] < report["end_metric_full"]
+    assert transform.GetParameters() == (0.0,) * 6

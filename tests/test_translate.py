@@ -352,3 +352,15 @@ def test_translation_of_real_brats_slab(brats_case, tmp_path):
     err_model = np.abs(out - truth)[brain].mean()
     err_identity = np.abs(t1s - truth)[brain].mean()
     assert err_model < err_identity  # the model moves T1 toward FLAIR
+
+
+@pytest.mark.parametrize(
+    "samples, seed, problem", [(0, 0, "samples must be >= 1"), (2, -1, "seed must be >= 0")]
+)
+def test_the_bundle_inferer_refuses_no_samples_and_a_negative_seed(samples, seed, problem):
+    from mtsr_monai.errors import InputError
+    from mtsr_monai.inference.components import SliceTranslationInferer
+
+    inferer = SliceTranslationInferer(image_size=128, samples=samples, seed=seed)
+    with pytest.raises(InputError, match=problem):
+        inferer.latent_codes()

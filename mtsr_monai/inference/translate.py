@@ -72,8 +72,13 @@ def latent_codes(
     """``n`` codes from N(0, I), reproducible with ``seed``. With ``prior`` (a weights file's meta
     ``code_prior``: per-dimension ``mean`` and ``std``) they are drawn from N(mean, diag(std^2)) instead:
     where the encoder puts real targets, which N(0, I) can miss when the KL term is weak (docs/mt.md,
-    Session 21). The same seed gives the same standard draws either way."""
-    codes = np.random.default_rng(seed).standard_normal((n, nz))
+    Session 21). The same seed gives the same standard draws either way. InputError for ``n < 1`` or a
+    negative seed."""
+    if int(n) < 1:
+        raise InputError(f"--samples must be >= 1, got {n}")
+    if seed is not None and int(seed) < 0:  # numpy's generators take seeds >= 0 only
+        raise InputError(f"--seed must be >= 0, got {seed}")
+    codes = np.random.default_rng(seed).standard_normal((int(n), nz))
     if prior:
         mean, std = check_code_prior(prior, nz)
         codes = mean + std * codes
@@ -264,10 +269,6 @@ def prepare_translation(
         )
     nz = int(meta["nz"])
     if codes is None:
-        if samples < 1:
-            raise InputError("--samples must be >= 1")
-        if seed is not None and int(seed) < 0:  # numpy's generators take seeds >= 0 only
-            raise InputError(f"--seed must be >= 0, got {seed}")
         codes = latent_codes(samples, nz, seed, meta.get("code_prior"))
     return generator, meta, checked_codes(codes, nz), weights
 

@@ -253,7 +253,28 @@ def _register_stages(
     transform, linear_report = _linear_stage(
         _registration_method(*settings), fixed, moving, initial, kind, iterations
     )
-    return transform, {"kind": kind, "init": init, **linear_report}
+    # the optimiser sees a sample of smoothed, shrunk images; judged on every voxel it can end worse than
+    # where it started (thick slabs of a small field of view drifted 5 degrees and 4 mm from a true header
+    # alignment): keep the start then
+    start, end = (_full_metric(fixed, moving, t, settings) for t in (initial, transform))
+    checked = {"start_metric_full": start, "end_metric_full": end, "kept_start": end > start}
+    if end > start:
+        transform = sitk.Euler3DTransform(initial) if kind == "rigid" else sitk.AffineTransform(initial)
+    return transform, {"kind": kind, "init": init, **linear_report, **checked}
+
+
+def _full_metric(fixed: sitk.Image, moving: sitk.Image, transform: sitk.Transform, settings: tuple) -> float:
+    """The Mattes mutual information of ``moving`` under ``transform`` on every voxel of ``fixed`` (within
+    its mask) at full resolution: lower is better."""
+    histogram_bins, fixed_mask = settings[3], settings[5]
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=histogram_bins)
+    method.SetMetricSamplingStrategy(method.NONE)
+    method.SetInterpolator(sitk.sitkLinear)
+    if fixed_mask is not None:
+        method.SetMetricFixedMask(fixed_mask)
+    method.SetInitialTransform(transform)
+    return float(method.MetricEvaluate(fixed, moving))
 
 
 def chain(first: sitk.Transform, then: sitk.Transform) -> sitk.Transform:
