@@ -405,3 +405,18 @@ def test_an_output_folder_that_cannot_be_written_is_bad_input(tmp_path, capsys):
         ["bids", str(tmp_path), str(tmp_path / "afile" / "derivatives"), "participant", "--task", "qc"]
     )
     assert code == 2 and "cannot write outputs under it" in capsys.readouterr().err
+
+
+def test_an_outputs_iqms_use_the_inputs_air_and_head_so_faint_background_signal_makes_no_air_region():
+    from mtsr_monai.bids.quality import input_quality, output_quality
+
+    g = np.indices((40, 40, 30)).astype(float) - np.array([19.5, 19.5, 14.5])[:, None, None, None]
+    r = np.sqrt((g**2).sum(0))
+    rng = np.random.default_rng(0)
+    img = np.array([300.0, 400.0, 100.0, 0.0])[np.digitize(r, [7, 11, 14])]
+    img = (img + np.where(r < 14, 10 * rng.standard_normal(r.shape), 0)).astype(np.float32)  # skull-stripped
+    iqms, tissues = input_quality(img, np.eye(4), "t1")
+    leaked = img + (3.0 * np.abs(rng.standard_normal(img.shape)) * (r >= 14)).astype(np.float32)
+    out = output_quality(leaked, np.eye(4), tissues, np.eye(4), source=img)
+    assert iqms["air_voxels"] == out["air_voxels"] == 0
+    assert out["cnr"] == pytest.approx(iqms["cnr"])

@@ -103,12 +103,24 @@ def input_quality(data: np.ndarray, affine: np.ndarray, contrast: str) -> tuple[
 
 
 def output_quality(
-    output: np.ndarray, out_affine: np.ndarray, tissues: np.ndarray, src_affine: np.ndarray
+    output: np.ndarray,
+    out_affine: np.ndarray,
+    tissues: np.ndarray,
+    src_affine: np.ndarray,
+    source: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """IQMs of an output with the input's tissue map carried onto its grid."""
+    """IQMs of an output with the input's tissue map carried onto its grid, and with ``source`` (the input's
+    data) its head and air masks too, so that the output's IQMs differ from the input's by the image alone
+    (a model's faint background signal would otherwise make its own air region, changing FBER and CNR)."""
 
     carried = carry_labels(tissues, src_affine, output.shape, out_affine)
     brain = carried > 0
     if brain.sum() < 100:
         raise ValueError("the input's brain does not overlap the output")
-    return qc.compute_iqms(output, carried, brain, voxel_sizes(out_affine), IQM_VARIANT)
+    masks: dict[str, np.ndarray] = {}
+    if source is not None:
+        head = qc.head_mask(source)
+        air = np.zeros(source.shape, bool) if qc.is_skull_stripped(source, head) else qc.air_mask(source)
+        for name, mask in (("head", head), ("air", air)):
+            masks[name] = carry_labels(mask.astype(np.uint8), src_affine, output.shape, out_affine) > 0
+    return qc.compute_iqms(output, carried, brain, voxel_sizes(out_affine), IQM_VARIANT, **masks)

@@ -43,7 +43,8 @@ def _product_quality(task: Task, product: Product, source: tuple) -> dict[str, A
     out = load_volume(product.path, validate=False)
     out_data, out_affine = out.numpy(), np.asarray(out.affine)
     try:
-        record: dict[str, Any] = {"QualityMetrics": output_quality(out_data, out_affine, tissues, affine)}
+        metrics = output_quality(out_data, out_affine, tissues, affine, source=data)
+        record: dict[str, Any] = {"QualityMetrics": metrics}
     except ValueError as err:
         record = {"QualityMetrics": {"error": str(err)}}
     if task.keeps_contrast:
