@@ -125,6 +125,8 @@ def test_require_keeps_only_complete_subjects(tmp_path: Path) -> None:
     assert [s["subject"] for s in d["training"]] == ["a"]
     with pytest.raises(InputError, match="has all of pd"):
         build_datalist(tmp_path, require=["pd"])
+    with pytest.raises(InputError, match="unknown key bogus"):  # a typo is named, not taken as missing data
+        build_datalist(tmp_path, require=["t1", "bogus"])
 
 
 def test_cli_writes_relative_datalist_monai_can_load(tmp_path: Path) -> None:

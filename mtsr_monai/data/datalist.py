@@ -272,6 +272,10 @@ def build_datalist(
     if not subjects:
         raise InputError(f"no subjects found (layout {resolved!r})", root)
     require = [r.strip().lower() for r in require if r.strip()]
+    known = {*IMAGE_KEYS, *ALIASES.values()}
+    unknown = [r for r in require if r not in known and not r.startswith("brain_mask_")]
+    if unknown:
+        raise InputError(f"--require: unknown key {', '.join(unknown)}; keys are {', '.join(sorted(known))}")
     if require:
         kept = [s for s in subjects if all(r in s for r in require)]
         if not kept:
