@@ -29,6 +29,7 @@ BUNDLE_NAMES = ("mtsr_sr", "mtsr_mt", "clinical_sr")
 __all__ = [
     "BUNDLE_NAMES",
     "DEFAULT_BUNDLE",
+    "as_flag",
     "bundle_components",
     "bundle_dir",
     "bundle_file",
@@ -97,6 +98,19 @@ def _declared_hash(root: Path, rel: str) -> str | None:
 
 # (resolved path, size, mtime) -> sha256: a file is hashed once per version per process
 _VERIFIED: dict[tuple[str, int, int], str] = {}
+
+
+def as_flag(value: Any, name: str = "switch") -> bool:
+    """A config switch as a bool. ``python -m monai.bundle run ... --progress false`` passes the string
+    ``'false'`` (its argument parser reads only ``False`` as a bool), which ``bool()`` would take as true."""
+    if not isinstance(value, str):
+        return bool(value)
+    word = value.strip().lower()
+    if word in ("true", "1", "yes", "on"):
+        return True
+    if word in ("false", "0", "no", "off", "none", "null", ""):
+        return False
+    raise InputError(f"{name} must be true or false, got {value!r}")
 
 
 def verify_file(path: str | os.PathLike) -> Path:

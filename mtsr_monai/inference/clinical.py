@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from mtsr_monai.errors import InputError
-from mtsr_monai.inference.bundle import read_weights, weights_path
+from mtsr_monai.inference.bundle import as_flag, read_weights, weights_path
 from mtsr_monai.inference.explain import explain_volume, write_explanations
 from mtsr_monai.inference.slicewise import busy_batches
 from mtsr_monai.io import atomic_file_set, atomic_write_text, load_volume, save_volume
@@ -825,6 +825,7 @@ def evaluate_heldout(
     output: str | Path | None = None,
     device: str = "cpu",
     baselines: Sequence[str] = ("trilinear", "bspline", "sinc"),
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Held-out evaluation of a checkpoint against the interpolation baselines, on simulated protocols.
 
@@ -840,17 +841,19 @@ def evaluate_heldout(
     mods, protocols = list(ckpt["modalities"]), ckpt.get("protocols")
     rows: list[dict[str, Any]] = []
     methods = ("trilinear", *[b for b in baselines if b != "trilinear"])
-    for method in methods:
-        pairs = cached_pairs(subjects, cache_dir, mods, protocols, pairing, method, progress=False)
-        for p in pairs:
-            rows.append(
-                {"subject": p["subject"], "method": method, **volume_metrics(p["lr"], p["hr"], p["mask"])}
-            )
-            if method == "trilinear":
-                pred = restore_volume(ckpt["network"], p["lr"], 2, 8, ckpt.get("patch_size"), device=device)
-                rows.append(
-                    {"subject": p["subject"], "method": "model", **volume_metrics(pred, p["hr"], p["mask"])}
-                )
+    progress = as_flag(progress, "progress")
+    with StageBar(len(methods), "clinical evaluation", enabled=progress) as bar:
+        for method in methods:
+            bar.next(f"{method} pairs" + (" and the model" if method == "trilinear" else ""))
+            pairs = cached_pairs(subjects, cache_dir, mods, protocols, pairing, method, progress=progress)
+            for p in pairs:
+                metrics = volume_metrics(p["lr"], p["hr"], p["mask"])
+                rows.append({"subject": p["subject"], "method": method, **metrics})
+                if method == "trilinear":
+                    patch = ckpt.get("patch_size")
+                    pred = restore_volume(ckpt["network"], p["lr"], 2, 8, patch, device=device)
+                    metrics = volume_metrics(pred, p["hr"], p["mask"])
+                    rows.append({"subject": p["subject"], "method": "model", **metrics})
     summary: dict[str, Any] = {"subjects": [str(s.get("subject")) for s in subjects], "pairing": pairing}
     for method in ("model", *methods):
         sel = [r for r in rows if r["method"] == method]

@@ -29,6 +29,7 @@ from monai.transforms import MapTransform
 
 from mtsr_monai.errors import InputError
 from mtsr_monai.inference.brain_mask import AUTO, AUTO_MASK_NAME, auto_brain_mask, check_brain_mask
+from mtsr_monai.inference.bundle import as_flag
 from mtsr_monai.inference.clinical import (
     consistency_step,
     model_input,
@@ -97,19 +98,6 @@ def output_stem(d: Mapping[Hashable, Any], key: str = "image") -> str:
     name = value.meta.get("filename_or_obj", "") if isinstance(value, MetaTensor) else value
     stem = volume_stem(str(name)) if name else ""
     return stem or "image"
-
-
-def as_flag(value: Any, name: str = "switch") -> bool:
-    """A config switch as a bool. ``python -m monai.bundle run ... --progress false`` passes the string
-    ``'false'`` (its argument parser reads only ``False`` as a bool), which ``bool()`` would take as true."""
-    if not isinstance(value, str):
-        return bool(value)
-    word = value.strip().lower()
-    if word in ("true", "1", "yes", "on"):
-        return True
-    if word in ("false", "0", "no", "off", "none", "null", ""):
-        return False
-    raise InputError(f"{name} must be true or false, got {value!r}")
 
 
 # ------------------------------------------------------------------------------------------ transforms
