@@ -16,8 +16,8 @@ from mtsr_monai.io.volume import (
     is_volume_file,
     load_volume,
     save_volume,
-    voxel_sizes,
     volume_stem,
+    voxel_sizes,
 )
 
 __all__ = [
