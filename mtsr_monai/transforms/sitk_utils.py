@@ -38,6 +38,8 @@ __all__ = [
 
 #: interpolation methods (SimpleITK), as the clinical paper's baselines name them
 INTERPOLATIONS = ("trilinear", "bspline", "sinc", "nearest")
+
+
 def metatensor_to_sitk(image: torch.Tensor | np.ndarray, affine: np.ndarray | None = None) -> sitk.Image:
     """A 3D or single-channel (1, X, Y, Z) MetaTensor as a float32 SimpleITK image (LPS geometry)."""
     if affine is None:
