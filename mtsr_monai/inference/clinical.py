@@ -43,6 +43,7 @@ from mtsr_monai.inference.bundle import as_flag, read_weights, weights_path
 from mtsr_monai.inference.explain import explain_volume, write_explanations
 from mtsr_monai.inference.slicewise import busy_batches
 from mtsr_monai.io import atomic_file_set, atomic_write_text, load_volume, save_volume
+from mtsr_monai.io.outputs import glob_escape
 from mtsr_monai.metrics.image import mae, nmse, psnr, ssim
 from mtsr_monai.progress import StageBar
 from mtsr_monai.transforms.intensity import robust_range, scale_to_range
@@ -771,8 +772,6 @@ def restore_clinical(
 def _previous_outputs(out_dir: Path) -> tuple[str, ...]:
     """The names of the files an earlier run wrote into ``out_dir``, as its summary lists them (only these
     are replaced or removed: a folder may hold other files), as glob patterns matching themselves."""
-    from mtsr_monai.io.outputs import glob_escape
-
     try:
         outputs = json.loads((out_dir / SUMMARY_NAME).read_text()).get("outputs", {})
     except (OSError, ValueError, AttributeError):

@@ -30,11 +30,14 @@ a sharp scan and a blurred one on their lesions, not on how much fine texture su
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from mtsr_monai.data.datalist import IMAGE_KEYS, modality_from_name
+from mtsr_monai.io import volume_stem
 from mtsr_monai.io.template import template_path
 
 LABELS = {"csf": 1, "gm": 2, "wm": 3, "pial": 4}
@@ -285,11 +288,6 @@ def guess_contrast(name: str, default: str = "t1") -> str:
     (:func:`~mtsr_monai.data.datalist.modality_from_name`: BIDS suffixes such as ``_PDw``, BraTS 2023's
     ``-t1n / -t1c / -t2w / -t2f``, the usual aliases), a BIDS ``ce-`` entity making a T1 a T1ce: 'flair',
     't2', 'pd', 't1ce' or 't1'; ``default`` when the name names none (or a mask or label)."""
-    import re
-
-    from mtsr_monai.data.datalist import IMAGE_KEYS, modality_from_name
-    from mtsr_monai.io import volume_stem
-
     stem = volume_stem(name)
     key = modality_from_name(stem)
     if key == "t1" and re.search(r"(^|_)ce-", stem.lower()):
