@@ -185,3 +185,18 @@ def test_real_brats_and_ixi_folders(shared_data: Path) -> None:
     assert len(ixi) == 1 and {"t1", "t2", "brain_mask"} <= set(ixi[0])
     folders = build_datalist(shared_data / "brats2018_t1_flair")
     assert folders["layout"] == "folders" and folders["keys"] == {"flair": 7, "label": 7, "t1": 7}
+
+
+def test_cli_notices_are_one_line_warnings_named_after_the_command(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    touch(tmp_path / "data", "s1/T1.nii.gz", "s1/t1w.nii.gz")
+    argv = ["datalist", "--root", str(tmp_path / "data"), "-o", str(tmp_path / "dl.json")]
+    code = (
+        f"from mtsr_monai.cli import main; raise SystemExit(main({argv!r}))"  # pytest would catch the warning
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "mtsr datalist: warning: subject s1: t1w.nii.gz ignored" in done.stderr
+    assert "UserWarning" not in done.stderr

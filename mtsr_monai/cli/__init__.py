@@ -25,6 +25,7 @@ import pkgutil
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -99,6 +100,24 @@ def _sigterm_raises() -> Iterator[None]:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGALRM, previous_alarm)
+
+
+@contextlib.contextmanager
+def _one_line_warnings(command: str) -> Iterator[None]:
+    """Warnings printed as ``mtsr COMMAND: warning: ...``, one line, not Python's ``file:line: UserWarning``
+    form with a line of source code. Only the format changes (``warnings.formatwarning``), so filters and
+    recording (``catch_warnings(record=True)``, pytest) work as before."""
+    previous = warnings.formatwarning
+
+    def one_line(message, category, filename, lineno, line=None) -> str:
+        text = " ".join(str(message).split())
+        return f"mtsr {command}: warning: {text}\n"
+
+    warnings.formatwarning = one_line
+    try:
+        yield
+    finally:
+        warnings.formatwarning = previous
 
 
 def _named_inputs(args: argparse.Namespace) -> list[Path]:
@@ -178,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     try:
         _refuse_bad_arguments(args)
-        with _sigterm_raises(), _guard(args._module, args):
+        with _sigterm_raises(), _one_line_warnings(args.command), _guard(args._module, args):
             code = args._run(args)
     except InputError as err:
         print(f"mtsr {args.command}: error: {err}", file=sys.stderr)
