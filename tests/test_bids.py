@@ -75,7 +75,7 @@ def test_reader_refuses_missing_description_and_unknown_participant(tmp_path):
 def test_derivative_names_follow_the_bids_entity_rules(tmp_path):
     from mtsr_monai.bids.derivatives import derivative_stem
     from mtsr_monai.bids.layout import read_dataset
-    from mtsr_monai.bids.tasks import TranslateTask
+    from mtsr_monai.bids.tasks import SuperResolveTask, TranslateTask
 
     root = _raw_tree(
         tmp_path / "raw", {"01": ["sub-01/ses-2/anat/sub-01_ses-2_acq-ax_ce-gd_run-1_T1w.nii.gz"]}
@@ -85,6 +85,8 @@ def test_derivative_names_follow_the_bids_entity_rules(tmp_path):
     names = [derivative_stem(image, "mtsrSR") + ".nii.gz"]
     names += [s + ".json" for s in TranslateTask(target="FLAIR", samples=2).output_stems(image)]
     assert names[0] == "sub-01_ses-2_acq-ax_ce-gd_run-1_desc-mtsrSR_T1w.nii.gz"
+    baseline = SuperResolveTask(method="bicubic").output_stems(image)[0]  # beside the model's, not over them
+    assert baseline == "sub-01_ses-2_acq-ax_ce-gd_run-1_desc-mtsrSRBicubic_T1w"
     assert all(DERIVATIVE.match(n) for n in names), names
     with pytest.raises(ValueError):
         derivative_stem(image, "not-alnum")

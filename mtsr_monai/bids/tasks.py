@@ -176,7 +176,9 @@ class SuperResolveTask(Task):
         return load_bundle_network(self.bundle, device=self.device)[0] if self.method == "model" else None
 
     def output_stems(self, image: BIDSImage) -> list[str]:
-        return [derivative_stem(image, "mtsrSR")]
+        # a baseline's outputs beside the model's, not over them: desc-mtsrSR, desc-mtsrSRBicubic, ...
+        label = "mtsrSR" if self.method == "model" else f"mtsrSR{self.method.capitalize()}"
+        return [derivative_stem(image, label)]
 
     def run(self, item: Item) -> list[Product]:
         # lazy: keeps torch out of this module's import
