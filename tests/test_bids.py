@@ -254,7 +254,7 @@ def test_failing_participants_are_recorded_and_the_cohort_goes_on(cohort, tmp_pa
     assert sorted(r[0] for r in rows) == labels[:2]
     reasons = " ".join(r[3] for r in rows)
     assert "missing modality FLAIR" in reasons and "unreadable" in reasons
-    assert len(list(out.glob(f"{labels[3]}/anat/*_desc-mtsrSR_*.nii.gz"))) == 2
+    assert len(list(out.glob(f"{labels[3]}/anat/*_desc-mtsrSRBicubic_*.nii.gz"))) == 2
 
 
 def test_group_report_has_every_image_and_a_figure(sr_run):
