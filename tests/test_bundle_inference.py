@@ -221,3 +221,13 @@ def test_bundle_configs_refuse_weights_that_differ_from_their_sha256(tmp_path, b
         bundle_parser(copy).get_parsed_content("checkpoint")
     cause = root_cause(info.value)
     assert isinstance(cause, InputError) and "sha256" in str(cause)
+
+
+def test_masks_and_labels_beside_the_scans_are_not_bundle_inputs(tmp_path):
+    from mtsr_monai.inference.bundle import volume_files
+
+    for name in ("a_t1.nii.gz", "a_brain_mask.nii.gz", "a_seg.nii.gz", "b.nrrd"):
+        (tmp_path / name).write_bytes(b"")
+    with pytest.warns(UserWarning, match="named as a mask or label"):
+        files = volume_files(tmp_path)
+    assert [Path(f).name for f in files] == ["a_t1.nii.gz", "b.nrrd"]

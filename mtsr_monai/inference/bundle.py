@@ -279,8 +279,16 @@ def _folder(dataset_dir: str | os.PathLike) -> Path:
 
 def volume_files(dataset_dir: str | os.PathLike) -> list[str]:
     """The volumes (.nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd) directly in ``dataset_dir``, sorted: a bundle's
-    default ``input_files``. InputError when the folder does not exist."""
-    return sorted(str(f) for f in _folder(dataset_dir).iterdir() if f.is_file() and is_volume_file(f))
+    default ``input_files``. Files named as brain masks or labels (``*_mask``, ``*_seg``, as ``mtsr datalist``
+    reads names) are left out with a warning. InputError when the folder does not exist."""
+    files = sorted(f for f in _folder(dataset_dir).iterdir() if f.is_file() and is_volume_file(f))
+    kept = []
+    for f in files:
+        if modality_from_name(volume_stem(f)) in ("brain_mask", "label"):
+            warnings.warn(f"{f}: named as a mask or label, not an image: not used", stacklevel=2)
+        else:
+            kept.append(str(f))
+    return kept
 
 
 def find_sessions(
