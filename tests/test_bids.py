@@ -410,7 +410,7 @@ def test_an_output_folder_that_cannot_be_written_is_bad_input(tmp_path, capsys):
 
 
 def test_an_outputs_iqms_use_the_inputs_air_and_head_so_faint_background_signal_makes_no_air_region():
-    from mtsr_monai.bids.quality import input_quality, output_quality
+    from mtsr_monai.bids.quality import input_masks, input_quality, output_quality
 
     g = np.indices((40, 40, 30)).astype(float) - np.array([19.5, 19.5, 14.5])[:, None, None, None]
     r = np.sqrt((g**2).sum(0))
@@ -419,6 +419,6 @@ def test_an_outputs_iqms_use_the_inputs_air_and_head_so_faint_background_signal_
     img = (img + np.where(r < 14, 10 * rng.standard_normal(r.shape), 0)).astype(np.float32)  # skull-stripped
     iqms, tissues = input_quality(img, np.eye(4), "t1")
     leaked = img + (3.0 * np.abs(rng.standard_normal(img.shape)) * (r >= 14)).astype(np.float32)
-    out = output_quality(leaked, np.eye(4), tissues, np.eye(4), source=img)
+    out = output_quality(leaked, np.eye(4), tissues, np.eye(4), input_masks(img))
     assert iqms["air_voxels"] == out["air_voxels"] == 0
     assert out["cnr"] == pytest.approx(iqms["cnr"])

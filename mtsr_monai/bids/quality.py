@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -102,25 +102,32 @@ def input_quality(data: np.ndarray, affine: np.ndarray, contrast: str) -> tuple[
     return {"contrast": contrast, **iqms}, tissues
 
 
+def input_masks(data: np.ndarray) -> dict[str, np.ndarray]:
+    """The input's ``head`` and ``air`` masks (no air on a skull-stripped input), computed once per input
+    for all its outputs' IQMs (:func:`output_quality`)."""
+    head = qc.head_mask(data)
+    air = np.zeros(data.shape, bool) if qc.is_skull_stripped(data, head) else qc.air_mask(data)
+    return {"head": head, "air": air}
+
+
 def output_quality(
     output: np.ndarray,
     out_affine: np.ndarray,
     tissues: np.ndarray,
     src_affine: np.ndarray,
-    source: np.ndarray | None = None,
+    masks: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """IQMs of an output with the input's tissue map carried onto its grid, and with ``source`` (the input's
-    data) its head and air masks too, so that the output's IQMs differ from the input's by the image alone
-    (a model's faint background signal would otherwise make its own air region, changing FBER and CNR)."""
+    """IQMs of an output with the input's tissue map carried onto its grid, and with ``masks`` (the input's
+    :func:`input_masks`) its head and air masks too, so that the output's IQMs differ from the input's by
+    the image alone (a model's faint background signal would otherwise make its own air region, changing
+    FBER and CNR)."""
 
     carried = carry_labels(tissues, src_affine, output.shape, out_affine)
     brain = carried > 0
     if brain.sum() < 100:
         raise ValueError("the input's brain does not overlap the output")
-    masks: dict[str, np.ndarray] = {}
-    if source is not None:
-        head = qc.head_mask(source)
-        air = np.zeros(source.shape, bool) if qc.is_skull_stripped(source, head) else qc.air_mask(source)
-        for name, mask in (("head", head), ("air", air)):
-            masks[name] = carry_labels(mask.astype(np.uint8), src_affine, output.shape, out_affine) > 0
-    return qc.compute_iqms(output, carried, brain, voxel_sizes(out_affine), IQM_VARIANT, **masks)
+    on_output = {
+        name: carry_labels(mask.astype(np.uint8), src_affine, output.shape, out_affine) > 0
+        for name, mask in (masks or {}).items()
+    }
+    return qc.compute_iqms(output, carried, brain, voxel_sizes(out_affine), IQM_VARIANT, **on_output)

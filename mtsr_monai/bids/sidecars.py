@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from mtsr_monai.bids import derivatives as der
-from mtsr_monai.bids.quality import consistency, input_quality, output_quality
+from mtsr_monai.bids.quality import consistency, input_masks, input_quality, output_quality
 from mtsr_monai.bids.tasks import Item, Product, Task
 from mtsr_monai.errors import InputError
 from mtsr_monai.io import load_volume
@@ -34,16 +34,21 @@ def _source_quality(
     return data, affine, tissues, iqms
 
 
-def _product_quality(task: Task, product: Product, source: tuple) -> dict[str, Any]:
-    """``QualityMetrics`` (and ``Consistency`` when the task keeps the contrast) of one output image."""
+def _product_quality(
+    task: Task, product: Product, source: tuple, masks: dict[str, dict[str, np.ndarray]]
+) -> dict[str, Any]:
+    """``QualityMetrics`` (and ``Consistency`` when the task keeps the contrast) of one output image;
+    ``masks``: the sources' :func:`input_masks` by relative path, filled here on first use."""
 
     data, affine, tissues, _ = source
     if tissues is None:
         return {"QualityMetrics": {"error": "the source's tissues could not be segmented"}}
     out = load_volume(product.path, validate=False)
     out_data, out_affine = out.numpy(), np.asarray(out.affine)
+    if product.source.relpath not in masks:
+        masks[product.source.relpath] = input_masks(data)
     try:
-        metrics = output_quality(out_data, out_affine, tissues, affine, source=data)
+        metrics = output_quality(out_data, out_affine, tissues, affine, masks[product.source.relpath])
         record: dict[str, Any] = {"QualityMetrics": metrics}
     except ValueError as err:
         record = {"QualityMetrics": {"error": str(err)}}
@@ -81,7 +86,7 @@ def write_item_records(
                 "MTSRProvenance": {**prov, "RunTime": dict(runtime)},
             }
             der.write_json(path, record)
-    sidecars = []
+    sidecars, masks = [], {}
     for p in products:
         src = sources.get(p.source.relpath)
         uris = [der.source_uri(p.source)] + [der.source_uri(s) for s in item.sources if s != p.source]
@@ -90,7 +95,7 @@ def write_item_records(
             data["SkullStripped"] = bool(is_skull_stripped(src[0]))
         data.update(p.extra)
         if p.quality and src is not None:
-            data.update(_product_quality(task, p, src))
+            data.update(_product_quality(task, p, src, masks))
         sidecars.append((p, data))
     seconds = round(time.perf_counter() - start, 3)
     for p, data in sidecars:  # the sidecars last: they mark the outputs as done
