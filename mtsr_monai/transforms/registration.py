@@ -264,15 +264,10 @@ def _register_stages(
 
 
 def _full_metric(fixed: sitk.Image, moving: sitk.Image, transform: sitk.Transform, settings: tuple) -> float:
-    """The Mattes mutual information of ``moving`` under ``transform`` on every voxel of ``fixed`` (within
-    its mask) at full resolution: lower is better."""
-    histogram_bins, fixed_mask = settings[3], settings[5]
-    method = sitk.ImageRegistrationMethod()
-    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=histogram_bins)
+    """The registration's metric (``settings``: its metric settings, fixed mask included) of ``moving``
+    under ``transform`` on every voxel of ``fixed`` at full resolution: lower is better."""
+    method = _registration_method(*settings)
     method.SetMetricSamplingStrategy(method.NONE)
-    method.SetInterpolator(sitk.sitkLinear)
-    if fixed_mask is not None:
-        method.SetMetricFixedMask(fixed_mask)
     method.SetInitialTransform(transform)
     return float(method.MetricEvaluate(fixed, moving))
 
