@@ -27,10 +27,14 @@ ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 WRITE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha")
 
 
+def _has_volume_suffix(name: str) -> bool:
+    return name.lower().endswith(NIFTI_SUFFIXES + ITK_SUFFIXES)
+
+
 def is_volume_file(path: str | os.PathLike) -> bool:
     """Whether ``path``'s name ends as a volume :func:`load_volume` reads (any case); hidden files are not."""
     name = Path(path).name
-    return name.lower().endswith(NIFTI_SUFFIXES + ITK_SUFFIXES) and not name.startswith(".")
+    return _has_volume_suffix(name) and not name.startswith(".")
 
 
 def volume_stem(path: str | os.PathLike) -> str:
@@ -43,7 +47,7 @@ def volume_stem(path: str | os.PathLike) -> str:
 
 
 def _check_readable_type(path: Path) -> None:
-    if not path.name.lower().endswith(NIFTI_SUFFIXES + ITK_SUFFIXES):
+    if not _has_volume_suffix(path.name):
         raise InputError("unsupported file type (expected .nii, .nii.gz, .nrrd, .mha or .mhd)", path)
 
 
