@@ -322,11 +322,12 @@ _BUNDLE_GUARDS = contextlib.ExitStack()
 def guard_bundle_outputs(
     datalist: Sequence[dict], postprocessing: Any, dataset_dir: str | os.PathLike | None = None
 ) -> list[dict]:
-    """What ``mtsr`` checks before any command, for a ``python -m monai.bundle run`` (its config's
-    ``initialize``): refuse (InputError) an empty run, an output that is an input, two items writing one
-    output, an unwritable output place and an output another run is writing; then clear the temporary files
-    killed runs left. The outputs are what the writers of ``postprocessing`` (a ``Compose`` or one
-    transform) plan for each item; returns ``datalist``."""
+    """What ``mtsr`` checks before any command, for a ``python -m monai.bundle run`` (first in its config's
+    ``run``, after the zoo's ``initialize``, which must work without data): refuse (InputError) an empty
+    run, an output that is an input, two items writing one output, an unwritable output place and an output
+    another run is writing; then clear the temporary files killed runs left. The outputs are what the
+    writers of ``postprocessing`` (a ``Compose`` or one transform) plan for each item; returns
+    ``datalist``."""
     if not datalist:
         where = f" (no volumes in {dataset_dir})" if dataset_dir is not None else ""
         raise InputError(f"nothing to run on: no input files{where}")
