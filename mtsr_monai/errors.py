@@ -6,6 +6,8 @@ Anything else escaping a command is an internal error: exit code 1.
 
 from __future__ import annotations
 
+import atexit
+import os
 import signal
 import sys
 import threading
@@ -34,14 +36,23 @@ def root_cause(err: BaseException) -> BaseException:
 
 
 def _bundle_run_excepthook(exc_type, exc, tb) -> None:
-    """``sys.excepthook`` of ``python -m monai.bundle run``: the usual traceback, then one line naming the
-    cause, so a run ends with it rather than with MONAI's wrapper."""
-    sys.__excepthook__(exc_type, exc, tb)
-    if isinstance(exc, Exception):
-        cause = root_cause(exc)
-        text = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
-        what = text if isinstance(cause, InputError) else f"{type(cause).__name__}: {text}"
-        print(f"mtsr bundle run: error: {what}", file=sys.stderr)
+    """``sys.excepthook`` of ``python -m monai.bundle run``: bad input (an :class:`InputError` anywhere in
+    the chain) ends with one line and exit code 2, as the ``mtsr`` commands do; anything else with the
+    usual traceback, then one line naming the cause rather than MONAI's wrapper (exit code 1)."""
+    cause = root_cause(exc) if isinstance(exc, Exception) else None
+    if not isinstance(cause, InputError):
+        sys.__excepthook__(exc_type, exc, tb)
+    if cause is None:
+        return
+    text = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+    what = text if isinstance(cause, InputError) else f"{type(cause).__name__}: {text}"
+    print(f"mtsr bundle run: error: {what}", file=sys.stderr)
+    if isinstance(cause, InputError):
+        # the interpreter would exit with 1 after this hook: finish its exit steps here, then exit 2
+        sys.stdout.flush()
+        sys.stderr.flush()
+        atexit._run_exitfuncs()
+        os._exit(2)
 
 
 def _exit_on_sigterm(signum: int, frame) -> None:

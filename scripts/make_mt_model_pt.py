@@ -13,7 +13,6 @@ of the new file goes into ``large_files.yml``.
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
 import torch
@@ -23,25 +22,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 def make_model_pt(bundle: Path, source: str = "t1", target: str = "flair") -> Path:
     """Copy the generator state dict of ``<source>_to_<target>.pt`` into ``models/model.pt``; returns it."""
+    from mtsr_monai.inference.bundle import declare_weights
     from mtsr_monai.io import atomic_output
 
     ckpt = torch.load(bundle / "models" / f"{source}_to_{target}.pt", map_location="cpu", weights_only=True)
     out = bundle / "models" / "model.pt"
     with atomic_output(out) as tmp:
         torch.save(dict(ckpt["generator"]), tmp)
-    declare_sha256(bundle, "models/model.pt")
+    declare_weights(bundle, "models/model.pt")
     return out
-
-
-def declare_sha256(bundle: Path, rel: str) -> None:
-    """The sha256 of ``bundle / rel`` into the bundle's ``large_files.yml`` (entry replaced or added)."""
-    from mtsr_monai.inference.bundle import sha256
-
-    spec = bundle / "large_files.yml"
-    text = spec.read_text()
-    entry = f'  - path: {rel}\n    url: ""\n    hash_val: {sha256(bundle / rel)}\n    hash_type: sha256\n'
-    pattern = re.compile(r"  - path: " + re.escape(rel) + r"\n(    .*\n){3}")
-    spec.write_text(pattern.sub(entry, text) if pattern.search(text) else text.rstrip("\n") + "\n" + entry)
 
 
 def main() -> None:

@@ -94,9 +94,9 @@ def main() -> None:
     weights = args.weights or bundle / "models" / f"{source}_to_{target}.pt"
     print(set_code_prior(weights, args.checkpoint, args.datalist, args.patches, args.seed))
     if weights.resolve().parent == (bundle / "models").resolve():
-        from make_mt_model_pt import declare_sha256
+        from mtsr_monai.inference.bundle import declare_weights
 
-        declare_sha256(bundle, f"models/{weights.name}")
+        declare_weights(bundle, f"models/{weights.name}")
 
 
 if __name__ == "__main__":

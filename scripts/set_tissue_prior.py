@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from make_mt_model_pt import declare_sha256
+from mtsr_monai.inference.bundle import declare_weights
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,7 +35,7 @@ def set_tissue_prior(bundle: Path, source: str, target: str, weight: float) -> d
         intensities = load_tissue_lookup(source, target, bundle / "models" / "tissue_lookup.json")
         meta["tissue_prior"] = {"weight": weight, "source": source, **intensities}
     export_generator(generator, bundle / rel, meta)
-    declare_sha256(bundle, rel)
+    declare_weights(bundle, rel)
     return meta.get("tissue_prior")
 
 

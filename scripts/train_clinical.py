@@ -13,7 +13,6 @@ intensity headroom inference must use), and refreshes the sha256 in ``large_file
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from pathlib import Path
 
@@ -56,6 +55,9 @@ def train(args: argparse.Namespace) -> None:
     )
 
 
+ARCHITECTURE = ("filters", "critic_filters", "patch_size", "residual", "critic_dropout")
+
+
 def recipe_of(run_dir: Path, cfg) -> dict:
     """The run's ``recipe.json`` (written at training start), else the recipe the config describes."""
     import json
@@ -71,9 +73,19 @@ def recipe_of(run_dir: Path, cfg) -> dict:
 def export(args: argparse.Namespace) -> None:
     import torch
 
+    from mtsr_monai.errors import InputError
+    from mtsr_monai.inference.bundle import declare_weights, load_weights_into, sha256
     from mtsr_monai.io import atomic_output
 
-    cfg = parser_for(overrides(args.overrides))
+    run_dir = Path(args.run_dir)
+    best = run_dir / "model_best.pt"
+    ckpts = sorted((run_dir / "checkpoints").glob("checkpoint_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
+    if not best.is_file() or not ckpts:
+        raise InputError("needs model_best.pt and a resume checkpoint (a run stopped before its first "
+                         "validation has no best model yet)", run_dir)  # fmt: skip
+    recipe = recipe_of(run_dir, parser_for({}))
+    # the run's own network settings (recipe.json), then the command line's, then the config's
+    cfg = parser_for({**{k: recipe[k] for k in ARCHITECTURE if k in recipe}, **overrides(args.overrides)})
     mods = list(cfg["modalities"])
     network = {
         "spatial_dims": 2,
@@ -90,10 +102,8 @@ def export(args: argparse.Namespace) -> None:
         "filters": int(cfg["critic_filters"]),
         "dropout": float(cfg["critic_dropout"]),
     }
-    run_dir = Path(args.run_dir)
-    recipe = recipe_of(run_dir, cfg)
-    generator = torch.load(run_dir / "model_best.pt", map_location="cpu", weights_only=True)
-    ckpts = sorted((run_dir / "checkpoints").glob("checkpoint_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
+    generator = torch.load(best, map_location="cpu", weights_only=True)
+    load_weights_into(cfg.get_parsed_content("network_def", instantiate=True), generator, best)
     state = torch.load(ckpts[-1], map_location="cpu", weights_only=True)
     ckpt = {
         "model": {k: v.half() for k, v in generator.items()},
@@ -112,23 +122,13 @@ def export(args: argparse.Namespace) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(out) as tmp:
         torch.save(ckpt, tmp)
-    digest = hashlib.sha256(out.read_bytes()).hexdigest()
-    if (
-        out.resolve() != (BUNDLE / "models" / "model.pt").resolve()
-    ):  # an export elsewhere leaves the bundle alone
-        print(f"{out}: {out.stat().st_size / 1e6:.2f} MB, sha256 {digest}, {ckpt['iterations']} iterations")
-        return
-    (BUNDLE / "large_files.yml").write_text(
-        "large_files:\n"
-        "  - path: models/model.pt\n"
-        '    url: ""  # shipped in the repository (fp16, < 25 MB)\n'
-        f"    hash_val: {digest}\n"
-        "    hash_type: sha256\n"
-    )
+    # an export elsewhere leaves the bundle alone
+    shipped = out.resolve() == (BUNDLE / "models" / "model.pt").resolve()
+    digest = declare_weights(BUNDLE, "models/model.pt") if shipped else sha256(out)
     print(f"{out}: {out.stat().st_size / 1e6:.2f} MB, sha256 {digest}, {ckpt['iterations']} iterations")
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train")
@@ -141,7 +141,14 @@ def main(argv: list[str] | None = None) -> None:
     e.add_argument("--output", type=Path, default=BUNDLE / "models" / "model.pt")
     e.add_argument("overrides", nargs="*")
     args = p.parse_args(argv)
-    {"train": train, "export": export}[args.cmd](args)
+    from mtsr_monai.errors import InputError
+
+    try:
+        {"train": train, "export": export}[args.cmd](args)
+    except InputError as err:
+        print(f"train_clinical.py: error: {err}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "mtsr_mt"
 
 from shared_splits import DATA_ROOT, HELD_OUT, split_of, subjects  # noqa: E402
 
@@ -133,7 +134,7 @@ def attach_handlers(trainer, args: argparse.Namespace, val_loader) -> list[dict]
     ImageGridHandler(tb_dir, sample_panels, every_n_iterations=100).attach(trainer)
     val_handlers = [
         StatsHandler(iteration_log=False),
-        TensorBoardStatsHandler(str(tb_dir), iteration_log=False),
+        TensorBoardStatsHandler(log_dir=str(tb_dir), iteration_log=False),
     ]
     evaluator = translation_evaluator(
         trainer.generator, val_loader, args.source, args.target, args.nz, trainer.state.device, val_handlers
@@ -164,12 +165,15 @@ def main(argv: list[str] | None = None) -> int:
     from monai.utils import set_determinism
 
     from mtsr_monai.engines.bicyclegan import export_generator
+    from mtsr_monai.engines.run_safety import check_training_setup, exit_if_interrupted
     from mtsr_monai.engines.validation import first_items  # the validation's 8 batches of 8
+    from mtsr_monai.inference.bundle import declare_weights
 
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     set_determinism(args.seed)
     device = torch.device(args.device)
+    check_training_setup(args.run_dir, args.precision, device)
 
     train_subjects = subjects_for(args.source, args.target)
     val_subjects = subjects_for(args.source, args.target, split="validation")
@@ -185,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     trainer = build_trainer(args, loader, device)
     history = attach_handlers(trainer, args, val_loader)
     trainer.run()
+    exit_if_interrupted(trainer)  # Ctrl-C / SIGTERM: checkpoint saved, nothing exported
     (args.run_dir / "validation.json").write_text(json.dumps(history, indent=1))
     if args.export:
         meta = dict(
@@ -201,9 +206,21 @@ def main(argv: list[str] | None = None) -> int:
             validation=history[-1] if history else None,
         )
         export_generator(trainer.generator, args.export, meta)
+        if args.export.resolve().parent == (BUNDLE / "models").resolve():  # accepted by the bundle's check
+            declare_weights(BUNDLE, f"models/{args.export.name}")
+            if args.export.name == "t1_to_flair.pt":  # the zoo's model.pt follows the default direction
+                from make_mt_model_pt import make_model_pt
+
+                make_model_pt(BUNDLE)
         print(f"exported {args.export}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from mtsr_monai.errors import InputError
+
+    try:
+        sys.exit(main())
+    except InputError as err:
+        print(f"train_mt.py: error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -47,9 +47,12 @@ def train(args: argparse.Namespace) -> int:
 def export(args: argparse.Namespace) -> int:
     import torch
 
-    from mtsr_monai.inference.bundle import sha256
-    from mtsr_monai.io import atomic_output, atomic_write_text
+    from mtsr_monai.errors import InputError
+    from mtsr_monai.inference.bundle import bundle_parser, declare_weights, load_weights_into, sha256
+    from mtsr_monai.io import atomic_output
 
+    if not args.checkpoint.is_file():
+        raise InputError("no such checkpoint", args.checkpoint)
     state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
     # best-model file, or a resume checkpoint: its generator average if kept, else the last iterate
     for key in ("model", "ema", "generator"):
@@ -58,6 +61,8 @@ def export(args: argparse.Namespace) -> int:
             break
     target = Path(args.out)
     shipped = target.resolve() == (BUNDLE / "models" / "model.pt").resolve()
+    if shipped:  # refused before the bundle is touched: weights the bundle's inference would misuse
+        check_fits_bundle(args.checkpoint, state, bundle_parser(BUNDLE), load_weights_into)
     # the shipped file is fp16 (half the size); another target (e.g. an init_checkpoint) keeps fp32
     state = {
         k.removeprefix("module."): (v.half() if shipped and v.is_floating_point() else v)
@@ -66,19 +71,32 @@ def export(args: argparse.Namespace) -> int:
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(target) as tmp:
         torch.save(state, tmp)
-    digest = sha256(target)
+    digest = declare_weights(BUNDLE, "models/model.pt") if shipped else sha256(target)
     print(f"{target}: {target.stat().st_size / 1e6:.1f} MB, sha256 {digest}")
-    if not shipped:
-        return 0
-    atomic_write_text(
-        BUNDLE / "large_files.yml",
-        "large_files:\n"
-        "  - path: models/model.pt\n"
-        "    url: ''  # shipped in the repository (fp16, under 25 MB)\n"
-        f"    hash_val: {digest}\n"
-        "    hash_type: sha256\n",
-    )
     return 0
+
+
+def check_fits_bundle(checkpoint: Path, state: dict, parser, load_weights_into) -> None:
+    """The weights load strictly into the bundle's inference network, and the run that made them (its
+    ``recipe.json``) used the global skip that inference.yaml declares (the output is otherwise wrong)."""
+    import json
+
+    from mtsr_monai.errors import InputError
+
+    load_weights_into(parser.get_parsed_content("network_def", instantiate=True), state, checkpoint)
+    for folder in (checkpoint.parent, checkpoint.parent.parent):
+        recipe = folder / "recipe.json"
+        if recipe.is_file():
+            trained, declared = json.loads(recipe.read_text()).get("global_skip"), parser["global_skip"]
+            if trained != declared:
+                raise InputError(
+                    f"trained with global_skip {trained!r} ({recipe}), but the bundle's inference.yaml "
+                    f"declares {declared!r}: its outputs would be wrong; train with --global_skip "
+                    f"{declared!r} or change inference.yaml first",
+                    checkpoint,
+                )
+            return
+    print(f"warning: no recipe.json beside {checkpoint}: its global_skip cannot be checked", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,7 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "train" and args.overrides[:1] == ["--"]:
         args.overrides = args.overrides[1:]
-    return train(args) if args.command == "train" else export(args)
+    from mtsr_monai.errors import InputError
+
+    try:
+        return train(args) if args.command == "train" else export(args)
+    except InputError as err:
+        print(f"train_sr.py: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -109,7 +109,8 @@ def test_bundle_run_without_the_modality_ends_with_one_line_naming_it(tmp_path):
     datalist = tmp_path / "datalist.json"
     datalist.write_text(json.dumps({"training": [{"subject": "a", "t1": str(t1)}], "validation": []}))
     failed = _train(datalist, tmp_path / "run", "--modality", "['flair']")
-    assert failed.returncode != 0
+    assert failed.returncode == 2  # bad input, as for the mtsr commands
+    assert "Traceback" not in failed.stderr
     last = failed.stderr.strip().splitlines()[-1]
     assert last.startswith("mtsr bundle run: error: "), last
     assert "no subject of split 'training' has all of hr; it has t1" in last, last

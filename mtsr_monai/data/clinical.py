@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from mtsr_monai.data.datalist import read_split
 from mtsr_monai.errors import InputError
-from mtsr_monai.io import atomic_write_text, check_same_grid, load_volume
+from mtsr_monai.io import check_same_grid, load_volume
 from mtsr_monai.transforms.crop import foreground_box
 from mtsr_monai.transforms.degradation import degrade_volume_thick_slice
 from mtsr_monai.transforms.intensity import robust_range, robust_scale
@@ -630,13 +630,3 @@ def validation_pairs(
         kw.get("pairing", "header"),
         kw.get("interpolation", "trilinear"),
     )
-
-
-def write_recipe(output_dir: str | Path, **recipe: Any) -> Path:
-    """``output_dir/recipe.json``: how a run's data were made (``simulation``, ``headroom``, subjects, ...),
-    read by ``scripts/train_clinical.py export`` so the shipped checkpoint tells inference its intensity
-    scaling (a model of the random recipe expects inputs scaled by ``headroom`` x their 99.5 % level)."""
-    path = Path(output_dir) / "recipe.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(recipe, indent=1, default=str))
-    return path

@@ -14,6 +14,9 @@ from ignite.engine import Engine, Events
 from ignite.handlers import EMAHandler
 from monai.engines.utils import PrepareBatch
 
+from mtsr_monai.engines.run_safety import FolderLock, GaplessDiskSaver, StopOnSignal
+from mtsr_monai.errors import InputError
+
 logger = logging.getLogger(__name__)
 
 
@@ -109,11 +112,14 @@ class ResumeCheckpoint:
     ``objects`` maps names to objects with ``state_dict`` / ``load_state_dict`` (networks, optimizers,
     schedulers, GradScaler, the trainer itself). ``best`` lists best-model trackers whose best score is
     saved too (see :class:`BestScores`), so a resumed run never replaces the best model by a worse one.
-    Also saved on completion and on ``terminate()``. Files are ``checkpoint_<iteration>.pt`` in
-    ``directory``, written atomically by Ignite's DiskSaver; the ``n_saved`` newest are kept, those of
-    the runs before a resume included. On ``Events.STARTED`` the newest is loaded, so running the same
+    Also saved on completion and on ``terminate()``, which the first Ctrl-C or SIGTERM calls after the
+    current iteration (:class:`StopOnSignal`). Files are ``checkpoint_<iteration>.pt`` in ``directory``,
+    written atomically, the old one deleted only after the new one is written (:class:`GaplessDiskSaver`);
+    the ``n_saved`` newest are kept, those of the runs before a resume included; one process at a time
+    may write there (:class:`FolderLock`). On ``Events.STARTED`` the newest is loaded, so running the same
     command again after a crash (even ``kill -9``) continues from there, with the run's own
-    ``max_epochs`` kept (MONAI #1757: a loaded trainer state would otherwise impose the old budget).
+    ``max_epochs`` kept (MONAI #1757: a loaded trainer state would otherwise impose the old budget), also
+    where an earlier call asked for fewer epochs than were done.
     """
 
     def __init__(
@@ -134,6 +140,7 @@ class ResumeCheckpoint:
         self.n_saved = n_saved
         self.resume = resume
         self.save_on_rank0_only = save_on_rank0_only
+        self._saved_iteration = -1
 
     def _existing(self) -> list[tuple[int, Path]]:
         found = []
@@ -158,7 +165,7 @@ class ResumeCheckpoint:
         checkpoint.load_state_dict({key: [(it, path.name) for it, path in keep]})
 
     def attach(self, engine: Engine) -> None:
-        from ignite.handlers import Checkpoint, DiskSaver
+        from ignite.handlers import Checkpoint
 
         objects = {"trainer": engine, **self.objects}
         rank = 0
@@ -169,12 +176,14 @@ class ResumeCheckpoint:
             # call it on every rank here, or rank 0 alone would wait for the others forever
             idist.sync()
             rank = torch.distributed.get_rank()
+        stop = StopOnSignal(engine)
+        handlers = []
         if rank == 0 or not self.save_on_rank0_only:
             self.directory.mkdir(parents=True, exist_ok=True)
-            saver = DiskSaver(str(self.directory), require_empty=False, atomic=True)
+            FolderLock.acquire(self.directory)
             checkpoint = Checkpoint(
                 objects,
-                saver,
+                GaplessDiskSaver(self.directory),
                 filename_prefix="",
                 n_saved=self.n_saved,
                 global_step_transform=lambda eng, _: eng.state.iteration,
@@ -183,39 +192,50 @@ class ResumeCheckpoint:
             if self.resume:
                 self._adopt_existing(checkpoint)
             every = Events.ITERATION_COMPLETED(every=self.every_n_iterations)
-            # also on completion and on terminate (a time budget stop), so no iteration is lost
+            # also on completion and on terminate (a time budget stop, Ctrl-C), so no iteration is lost
             events = every | Events.EPOCH_COMPLETED | Events.COMPLETED | Events.TERMINATE
-            # registered when the run starts, after every other handler, so that an epoch's checkpoint
-            # holds what that epoch's validation changed (the best scores)
-            engine.add_event_handler(Events.STARTED, self._register_once(events, self._save_once(checkpoint)))
+            handlers.append((events, self._save_function(checkpoint)))
+        handlers.append((Events.TERMINATE | Events.COMPLETED, self._after_run_function(stop)))
+        # registered when the run starts, after every other handler, so that an epoch's checkpoint
+        # holds what that epoch's validation changed (the best scores)
+        engine.add_event_handler(Events.STARTED, self._register_once(handlers))
+        engine.add_event_handler(Events.STARTED, stop.install)
         if self.resume:
             engine.add_event_handler(Events.STARTED, self._load, objects)
 
     @staticmethod
-    def _register_once(events, handler: Callable[[Engine], None]) -> Callable[[Engine], None]:
+    def _register_once(handlers: Sequence[tuple[Any, Callable[[Engine], None]]]) -> Callable[[Engine], None]:
         done = []
 
         def register(engine: Engine) -> None:
             if not done:
                 done.append(True)
-                engine.add_event_handler(events, handler)
+                for events, handler in handlers:
+                    engine.add_event_handler(events, handler)
 
         return register
 
-    @staticmethod
-    def _save_once(checkpoint) -> Callable[[Engine], None]:
-        last = {"iteration": -1}
-
+    def _save_function(self, checkpoint) -> Callable[[Engine], None]:
         def save(engine: Engine) -> None:
             state = engine.state
             epoch_end = bool(state.epoch_length) and state.iteration % state.epoch_length == 0
             if engine.last_event_name == Events.ITERATION_COMPLETED and epoch_end:
                 return  # the epoch's own save follows, after the epoch's validation (best scores)
-            if state.iteration != last["iteration"]:  # completion and terminate after an epoch end
-                last["iteration"] = state.iteration
+            if state.iteration != self._saved_iteration:  # completion and terminate after an epoch end
+                self._saved_iteration = state.iteration
                 checkpoint(engine)
 
         return save
+
+    @staticmethod
+    def _after_run_function(stop: StopOnSignal) -> Callable[[Engine], None]:
+        def after_run(engine: Engine) -> None:
+            stop.restore()
+            engine.stopped_by_signal = stop.caught  # read by exit_if_interrupted
+            if stop.caught is not None:
+                logger.warning("stopped at iteration %d; the same command resumes", engine.state.iteration)
+
+        return after_run
 
     def _load(self, engine: Engine, objects: Mapping[str, Any]) -> None:
         from ignite.handlers import Checkpoint
@@ -223,16 +243,37 @@ class ResumeCheckpoint:
         path = self.latest()
         if path is None:
             return
-        max_epochs = engine.state.max_epochs
+        max_epochs, epoch_length = engine.state.max_epochs, engine.state.epoch_length
         state = torch.load(path, map_location="cpu", weights_only=True)
         missing = [k for k in objects if k not in state]
         if missing:  # a checkpoint of an older version (before best scores were saved)
             logger.warning("%s has no %s: those start afresh", path, ", ".join(missing))
-        Checkpoint.load_objects(to_load={k: v for k, v in objects.items() if k in state}, checkpoint=state)
+        saved = state.get("trainer", {})
+        if saved.get("epoch_length") and saved.get("iteration") is not None:
+            # a run once asked for fewer epochs than it had done stored that; Ignite refuses to load it
+            done = saved["iteration"] // saved["epoch_length"]
+            saved["max_epochs"] = max(saved.get("max_epochs") or 0, done)
+        try:
+            to_load = {k: v for k, v in objects.items() if k in state}
+            Checkpoint.load_objects(to_load=to_load, checkpoint=state)
+        except RuntimeError as err:
+            detail = next((ln.strip() for ln in str(err).splitlines()[1:] if ln.strip()), str(err))[:200]
+            raise InputError(
+                f"does not fit this run's networks ({detail}); resume it with the settings it was trained "
+                "with, or give a new output_dir",
+                path,
+            ) from None
         engine.state.max_epochs = max_epochs
+        self._saved_iteration = engine.state.iteration  # nothing new to save until an iteration runs
         logger.info(
             "resumed from %s at iteration %d (epoch %d)", path, engine.state.iteration, engine.state.epoch
         )
+        if epoch_length and engine.state.epoch_length != epoch_length:
+            logger.warning("epoch_length %d ignored: the run keeps its checkpoint's %d (a new output_dir "
+                           "starts afresh)", epoch_length, engine.state.epoch_length)  # fmt: skip
+        if max_epochs is not None and engine.state.epoch >= max_epochs:
+            logger.warning("%s is at epoch %d, max_epochs is %d: nothing to train (raise max_epochs to "
+                           "continue)", path.name, engine.state.epoch, max_epochs)  # fmt: skip
 
 
 class ImageGridHandler:

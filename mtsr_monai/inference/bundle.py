@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 
 from mtsr_monai.data.datalist import modality_from_name
 from mtsr_monai.errors import InputError
-from mtsr_monai.io import is_volume_file, volume_stem
+from mtsr_monai.io import atomic_write_text, is_volume_file, volume_stem
 from mtsr_monai.io.outputs import OutputPlan, guard_outputs
 
 DEFAULT_BUNDLE = "mtsr_sr"
@@ -181,18 +182,40 @@ def load_bundle_network(
     parser = bundle_parser(root, config=config)
     network = parser.get_parsed_content("network_def", instantiate=True)
     weights_file = Path(weights) if weights else root / "models" / "model.pt"
-    state = read_weights(weights_file)
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
-    try:
-        network.load_state_dict({k.removeprefix("module."): v for k, v in state.items()})
-    except RuntimeError as exc:
-        raise InputError(
-            f"weights do not fit the bundle's network: {str(exc).splitlines()[0]}", weights_file
-        ) from exc
+    load_weights_into(network, read_weights(weights_file), weights_file)
     network = network.float().to(device).eval()
     info = {"bundle": str(root), "weights": str(weights_file), "metadata": parser.get("_meta_", {})}
     return network, info
+
+
+def load_weights_into(network: Any, state: Any, path: str | os.PathLike) -> Any:
+    """``network`` with the state dict ``state`` (or its ``model`` entry; DDP's ``module.`` prefixes
+    dropped) loaded strictly; :class:`InputError` naming ``path`` when it does not fit."""
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    if not isinstance(state, dict):
+        raise InputError("holds no state dict", path)
+    try:
+        network.load_state_dict({k.removeprefix("module."): v for k, v in state.items()})
+    except RuntimeError as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        detail = " ".join(lines[:2])[:300]
+        raise InputError(f"weights do not fit the bundle's network: {detail}", path) from exc
+    return network
+
+
+def declare_weights(bundle: str | os.PathLike, rel: str) -> str:
+    """Record the sha256 of ``bundle/rel`` in the bundle's ``large_files.yml`` (its entry replaced or
+    added, the others kept; written atomically), so :func:`verify_file` accepts the new file. Returns it."""
+    root = Path(bundle)
+    digest = sha256(root / rel)
+    spec = root / "large_files.yml"
+    text = spec.read_text() if spec.is_file() else "large_files:\n"
+    entry = f"  - path: {rel}\n    url: ''\n    hash_val: {digest}\n    hash_type: sha256\n"
+    pattern = re.compile(r"  - path: " + re.escape(rel) + r"\n(    .*\n){3}")
+    text = pattern.sub(lambda _: entry, text) if pattern.search(text) else text.rstrip("\n") + "\n" + entry
+    atomic_write_text(spec, text)
+    return digest
 
 
 def bundle_parser(

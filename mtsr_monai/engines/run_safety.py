@@ -1,0 +1,167 @@
+"""What keeps a training run's folder safe: checks before anything is written, one run per folder,
+checkpoints replaced without a gap, and a stop on Ctrl-C / SIGTERM that saves before it exits.
+
+- :func:`check_training_setup`: the first ``initialize`` step of each train.yaml (bad precision, an output
+  folder that holds a bundle's shipped weights or cannot be written: exit 2 before any file exists);
+- :class:`FolderLock`: a second run on the same folder (a requeued job while the first still runs) is
+  refused instead of deleting the first one's checkpoints under it;
+- :class:`GaplessDiskSaver`: Ignite deletes the oldest checkpoint before writing the next, so with
+  ``n_saved=1`` a kill during the write left none; here the old file goes after the new one is in place;
+- :class:`StopOnSignal`: the first SIGINT / SIGTERM ends the run after the current iteration, the
+  resume checkpoint is saved (``Events.TERMINATE``), and :func:`exit_if_interrupted` then exits with
+  128 + the signal, as a killed process would; a second signal stops at once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import torch
+from ignite.engine import Engine
+from ignite.handlers import DiskSaver
+
+from mtsr_monai.errors import InputError
+from mtsr_monai.io import atomic_write_text
+from mtsr_monai.precision import autocast_dtype, resolve_precision
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "check_training_setup", "write_recipe", "FolderLock", "GaplessDiskSaver", "StopOnSignal",
+    "exit_if_interrupted",
+]  # fmt: skip
+
+
+def _declared_weights(folder: Path) -> list[Path]:
+    """Files declared in the ``large_files.yml`` of a bundle that contains ``folder`` (or is it)."""
+    # lazy: only training set-up reads bundle manifests
+    import yaml
+
+    for bundle in (folder, *folder.parents):
+        manifest = bundle / "large_files.yml"
+        if manifest.is_file():
+            entries = (yaml.safe_load(manifest.read_text()) or {}).get("large_files", [])
+            return [(bundle / entry["path"]).resolve() for entry in entries if "path" in entry]
+    return []
+
+
+def check_training_setup(output_dir: str | Path, precision: str, device: str | torch.device) -> str:
+    """Refuse, before any file is written, a training run whose ``precision`` is unknown or cannot run on
+    ``device`` or whose ``output_dir`` holds a bundle's shipped weights or is not a writable folder
+    (:class:`InputError`: exit 2). Logs and returns the precision the run will use (``auto`` resolved)."""
+    try:
+        resolved = resolve_precision(str(precision), device)
+        autocast_dtype(resolved, device)
+    except ValueError as err:
+        raise InputError(f"precision: {err}") from None
+    folder = Path(output_dir).resolve()
+    shipped = [p for p in _declared_weights(folder) if p.parent == folder]
+    if shipped:
+        raise InputError(
+            f"holds the shipped weights {shipped[0].name}, which training would overwrite; "
+            "give an output_dir outside the bundle's models folder",
+            output_dir,
+        )
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), folder)
+    if not existing.is_dir():
+        raise InputError(f"cannot be created: {existing} is not a folder", output_dir)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"cannot be written ({existing} is not writable)", output_dir)
+    logger.info("precision: %s -> %s on %s", precision, resolved, torch.device(device).type)
+    return resolved
+
+
+def write_recipe(output_dir: str | Path, **recipe: Any) -> Path:
+    """``output_dir/recipe.json``: what an export must know of a run and cannot read from its weights (the
+    network's settings, SR's global skip, the clinical data recipe's intensity headroom, the subjects);
+    read by ``scripts/train_sr.py export`` and ``scripts/train_clinical.py export``."""
+    path = Path(output_dir) / "recipe.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(recipe, indent=1, default=str))
+    return path
+
+
+class FolderLock:
+    """An exclusive lock on ``folder/.lock`` for the rest of this process (one per folder and process)."""
+
+    _held: dict[Path, int] = {}
+
+    @classmethod
+    def acquire(cls, folder: Path) -> None:
+        folder = folder.resolve()
+        if folder in cls._held:
+            return
+        fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise InputError("another training run is writing here; wait for it or give another output_dir",
+                             folder) from None  # fmt: skip
+        cls._held[folder] = fd
+
+
+class GaplessDiskSaver(DiskSaver):
+    """Ignite's atomic DiskSaver whose deletions wait until the next checkpoint is written, and which
+    tolerates a file already deleted by hand."""
+
+    def __init__(self, dirname: str | Path, **kwargs: Any) -> None:
+        super().__init__(str(dirname), require_empty=False, atomic=True, **kwargs)
+        self._pending: list[str] = []
+        for stale in Path(dirname).glob("tmp*"):  # a write killed half-way (kill -9); the folder is locked
+            if stale.is_file():
+                stale.unlink(missing_ok=True)
+
+    def __call__(self, checkpoint: Any, filename: str, metadata: Any = None) -> None:
+        super().__call__(checkpoint, filename, metadata)
+        while self._pending:
+            (Path(self.dirname) / self._pending.pop()).unlink(missing_ok=True)
+
+    def remove(self, filename: str) -> None:
+        self._pending.append(filename)
+
+
+class StopOnSignal:
+    """On the first SIGINT or SIGTERM, ``engine.terminate()`` after the current iteration (the resume
+    checkpoint is saved on ``Events.TERMINATE``); a second one stops at once. Installed only in the main
+    thread of a single process: under torch.distributed the ranks would stop at different iterations."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.caught: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def install(self, engine: Engine | None = None) -> None:
+        if threading.current_thread() is not threading.main_thread() or torch.distributed.is_initialized():
+            return
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+
+    def restore(self, engine: Engine | None = None) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.caught is not None:  # the second signal: stop now
+            self.restore()
+            raise KeyboardInterrupt if signum == signal.SIGINT else SystemExit(128 + signum)
+        self.caught = signum
+        name = signal.Signals(signum).name
+        logger.warning("%s: stopping after this iteration and saving a checkpoint (again: at once)", name)
+        self.engine.terminate(skip_completed=True)
+
+
+def exit_if_interrupted(engine: Engine) -> None:
+    """After ``engine.run()``: exit with 128 + the signal if :class:`StopOnSignal` stopped the run, so that a
+    scheduler sees an interrupted job, not a finished one (the ``run`` list of each train.yaml)."""
+    caught = getattr(engine, "stopped_by_signal", None)
+    if caught is not None:
+        raise SystemExit(128 + caught)

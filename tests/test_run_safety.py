@@ -1,0 +1,148 @@
+"""A training run's folder stays safe: Ctrl-C saves before it exits, reruns with fewer epochs train nothing
+and break nothing, a checkpoint is never deleted before its successor exists, two runs never share a
+folder, and bad set-ups are refused before any file is written."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from ignite.engine import Engine
+
+from mtsr_monai.engines.handlers import ResumeCheckpoint
+from mtsr_monai.engines.run_safety import (
+    FolderLock,
+    GaplessDiskSaver,
+    check_training_setup,
+    exit_if_interrupted,
+)
+from mtsr_monai.errors import InputError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(folder: Path, max_epochs: int, on_iteration=None, net: torch.nn.Module | None = None) -> Engine:
+    net = net if net is not None else torch.nn.Linear(1, 1)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+
+    def step(engine, batch):
+        optimizer.zero_grad()
+        net(torch.ones(1, 1)).sum().backward()
+        optimizer.step()
+        if on_iteration is not None:
+            on_iteration(engine)
+
+    trainer = Engine(step)
+    ResumeCheckpoint(folder, {"net": net, "opt": optimizer}, every_n_iterations=100).attach(trainer)
+    trainer.run([0, 1, 2, 3], max_epochs=max_epochs)
+    return trainer
+
+
+def _names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.glob("checkpoint_*.pt"))
+
+
+def test_ctrl_c_stops_after_the_iteration_saves_it_and_exits_130(tmp_path):
+    def interrupt_at_6(engine):
+        if engine.state.iteration == 6:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    before = signal.getsignal(signal.SIGINT)
+    trainer = _run(tmp_path, max_epochs=5, on_iteration=interrupt_at_6)
+    assert trainer.state.iteration == 6
+    assert _names(tmp_path)[-1] == "checkpoint_6.pt"  # not only the epoch-end checkpoint_4
+    assert signal.getsignal(signal.SIGINT) is before
+    with pytest.raises(SystemExit) as stopped:
+        exit_if_interrupted(trainer)
+    assert stopped.value.code == 130
+    assert _run(tmp_path, max_epochs=5).state.iteration == 20  # the same command resumes at 6
+
+
+def test_a_rerun_asking_for_fewer_epochs_trains_nothing_and_a_later_run_continues(tmp_path):
+    _run(tmp_path, max_epochs=2)
+    assert _run(tmp_path, max_epochs=1).state.iteration == 8  # nothing trained, nothing saved
+    assert _names(tmp_path) == ["checkpoint_4.pt", "checkpoint_8.pt"]
+    assert _run(tmp_path, max_epochs=3).state.iteration == 12  # Ignite refused this checkpoint before
+
+
+def test_the_old_checkpoint_is_deleted_only_after_the_new_one_is_written(tmp_path, monkeypatch):
+    from ignite.handlers import DiskSaver
+
+    saver = GaplessDiskSaver(tmp_path)
+    saver({"net": torch.nn.Linear(1, 1).state_dict()}, "checkpoint_1.pt")
+    saver.remove("checkpoint_1.pt")  # Ignite's retention (n_saved=1) deletes first, then writes checkpoint_2
+
+    def killed_while_writing(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(DiskSaver, "__call__", killed_while_writing)
+    with pytest.raises(KeyboardInterrupt):
+        saver({"net": torch.nn.Linear(1, 1).state_dict()}, "checkpoint_2.pt")
+    assert _names(tmp_path) == ["checkpoint_1.pt"]  # a run resumes from it
+
+
+def test_stale_temporary_files_are_cleared_and_a_checkpoint_deleted_by_hand_is_ignored(tmp_path):
+    _run(tmp_path, max_epochs=1)
+    (tmp_path / "tmpabc123").write_bytes(b"half a checkpoint")
+    (tmp_path / "checkpoint_4.pt").unlink()  # the one retention would delete next
+    assert _run(tmp_path, max_epochs=3).state.iteration == 12
+    assert not (tmp_path / "tmpabc123").exists()
+    assert _names(tmp_path) == ["checkpoint_12.pt", "checkpoint_8.pt"]
+
+
+def test_a_second_process_writing_the_same_run_folder_is_refused(tmp_path):
+    holder = textwrap.dedent(f"""
+        import fcntl, os, sys, time
+        fd = os.open({str(tmp_path / ".lock")!r}, os.O_RDWR | os.O_CREAT)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        print('locked', flush=True)
+        time.sleep(30)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", holder], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        with pytest.raises(InputError, match="another training run"):
+            FolderLock.acquire(tmp_path)
+    finally:
+        proc.kill()
+        proc.wait()
+    time.sleep(0.1)
+    FolderLock.acquire(tmp_path)  # free again once the other process is gone
+
+
+def test_resuming_with_other_networks_names_the_checkpoint_and_the_way_out(tmp_path):
+    _run(tmp_path, max_epochs=1)
+    with pytest.raises(InputError, match=r"checkpoint_4.pt: does not fit .*size mismatch.*new output_dir"):
+        _run(tmp_path, max_epochs=2, net=torch.nn.Linear(1, 2))
+
+
+@pytest.mark.parametrize(
+    ("precision", "folder", "problem"),
+    [
+        ("fp8", "run", "unknown precision 'fp8'"),
+        ("fp16", "run", "fp16 needs CUDA"),
+        ("auto", "bundle/models", "holds the shipped weights model.pt"),
+        ("auto", "a_file/run", "is not a folder"),
+    ],
+)
+def test_training_set_up_is_refused_before_anything_is_written(tmp_path, precision, folder, problem):
+    (tmp_path / "bundle" / "models").mkdir(parents=True)
+    (tmp_path / "bundle" / "models" / "model.pt").write_bytes(b"shipped")
+    (tmp_path / "bundle" / "large_files.yml").write_text("large_files:\n  - path: models/model.pt\n")
+    (tmp_path / "a_file").write_text("")
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(InputError, match=problem):
+        check_training_setup(tmp_path / folder, precision, "cpu")
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_training_set_up_accepts_the_bundle_default_run_folder(tmp_path):
+    (tmp_path / "large_files.yml").write_text("large_files:\n  - path: models/model.pt\n")
+    assert check_training_setup(tmp_path / "runs", "fp32", "cpu") == "fp32"
