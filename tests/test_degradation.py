@@ -224,6 +224,17 @@ def test_thick_slice_centres_spacing_and_boxcar_weights():
     np.testing.assert_allclose(lr_affine[:2, :2], affine[:2, :2])
 
 
+def test_a_float32_oblique_spacing_a_hair_under_1_mm_keeps_every_thick_slice():
+    from mtsr_monai.transforms.degradation import thick_slice_centres
+
+    # 155 voxels of 0.99999998 mm (a 10-degree rotation stored in float32) hold 31 slices of 5 mm, as 1 mm do
+    assert (
+        len(thick_slice_centres(155, 0.99999998, 5.0, 0.0))
+        == len(thick_slice_centres(155, 1.0, 5.0, 0.0))
+        == 31
+    )
+
+
 @pytest.mark.parametrize("profile", ["gaussian", "boxcar"])
 def test_thick_slice_lr_overlays_the_hr_in_world_space(profile):
     from mtsr_monai.transforms.degradation import degrade_volume_thick_slice

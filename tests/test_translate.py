@@ -63,6 +63,25 @@ def test_translation_keeps_grid_background_and_range(tiny_weights, phantom):
     np.testing.assert_array_equal(out[2], translate_volume(vol, affine, g, 32, codes[2:], progress=False)[0])
 
 
+@pytest.mark.parametrize("stored_as", [("R", "A", "S"), ("P", "S", "R"), ("S", "L", "A")])
+def test_the_same_brain_stored_in_another_voxel_order_gets_the_same_translation(
+    tiny_weights, phantom, stored_as
+):
+    from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, ornt_transform
+
+    g, _ = load_translator(tiny_weights)
+    vol = np.where(phantom > 0.3, phantom, 0).astype(np.float32)
+    vol[4:10, 6:12, 3:6] = 1.0  # an asymmetric lesion, so a flip shows
+    lps = np.diag([-1.0, -1.0, 2.0, 1.0])
+    change = ornt_transform(axcodes2ornt(("L", "P", "S")), axcodes2ornt(stored_as))
+    other, other_affine = apply_orientation(vol, change), lps @ inv_ornt_aff(change, vol.shape)
+    assert nib.aff2axcodes(other_affine) == stored_as
+    codes = np.random.default_rng(0).standard_normal((1, 4)).astype(np.float32)
+    expected = translate_volume(vol, lps, g, 32, codes, progress=False)[0]
+    got = translate_volume(other, other_affine, g, 32, codes, progress=False)[0]
+    np.testing.assert_allclose(got, apply_orientation(expected, change), atol=1e-6)
+
+
 def test_median_scaled_samples_return_to_the_robust_convention_each_on_its_own():
     samples = np.zeros((2, 10, 10, 10), np.float32)
     samples[:, 2:8, 2:8, 2:8] = np.linspace(0.1, 0.6, 216).reshape(6, 6, 6)
@@ -220,6 +239,29 @@ def test_a_rerun_with_fewer_samples_leaves_no_sample_of_the_earlier_run(tiny_wei
         "sample_0.nii.gz",
         "std.nii.gz",
     ]
+
+
+@pytest.mark.parametrize("method", ["identity", "tissue-lookup"])
+def test_a_baseline_rerun_leaves_no_sample_std_or_codes_of_the_earlier_run(
+    tiny_weights, phantom_file, tmp_path, method
+):
+    out = tmp_path / "out"
+    assert _translate(phantom_file, tiny_weights, out, "-n", "3", "--seed", "1") == 0
+    (out / "brain_mask.nii.gz").write_bytes((out / "mean.nii.gz").read_bytes())  # another run's mask
+    args = [
+        "-i",
+        str(phantom_file),
+        "--source",
+        "t1",
+        "--target",
+        "flair",
+        "-o",
+        str(out),
+        "--method",
+        method,
+    ]
+    assert _cli("translate", *args) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["mean.nii.gz"]
 
 
 def test_an_interrupted_write_leaves_the_earlier_outputs_whole(

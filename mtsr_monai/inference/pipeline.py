@@ -141,7 +141,8 @@ def _write_outputs(
     affine = arrays["affine"]
     volumes = {"sr": arrays["sr"], **{f"sample_{i}": v for i, v in enumerate(arrays["samples"])}}
     volumes.update(mean=arrays["mean"], std=arrays["std"])
-    with atomic_file_set(out, stale=("sample_*.nii.gz", AUTO_MASK_NAME)) as staging:
+    # summary.json holds the codes: a codes.json of an earlier `mtsr translate` there would mislead
+    with atomic_file_set(out, stale=("sample_*.nii.gz", AUTO_MASK_NAME, "codes.json")) as staging:
         for name, volume in volumes.items():
             save_volume(volume, staging / f"{name}.nii.gz", affine)
         save_montage(panels, staging / "montage.png", title, point)

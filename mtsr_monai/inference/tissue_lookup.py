@@ -30,9 +30,9 @@ import torch
 
 from mtsr_monai.data.datalist import check_translation_pair
 from mtsr_monai.errors import InputError
-from mtsr_monai.inference.brain_mask import brain_mask_for, check_brain_mask
+from mtsr_monai.inference.brain_mask import AUTO_MASK_NAME, brain_mask_for, check_brain_mask
 from mtsr_monai.inference.bundle import weights_path
-from mtsr_monai.io import load_volume, save_volume
+from mtsr_monai.io import atomic_file_set, load_volume, save_volume
 from mtsr_monai.metrics.segmentation import LABELS, segment_tissues
 from mtsr_monai.transforms.intensity import robust_scale
 
@@ -166,8 +166,14 @@ def baseline_translate_file(
             if intensities is None
             else tissue_lookup_translate(volume, source, intensities)
         )
-        Path(output_dir).mkdir(parents=True, exist_ok=True)
-        path = save_volume(out, Path(output_dir) / "mean.nii.gz", np.asarray(image.affine))
+        # mean alone, and no sample, std, codes or other brain's mask of an earlier run left beside it
+        stale = ["sample_*.nii.gz", "std.nii.gz", "codes.json"]
+        own_mask = (Path(output_dir) / AUTO_MASK_NAME).resolve()
+        if choice.path is None or Path(choice.path).resolve() != own_mask:
+            stale.append(AUTO_MASK_NAME)
+        with atomic_file_set(output_dir, stale) as staging:
+            save_volume(out, staging / "mean.nii.gz", np.asarray(image.affine))
+        path = Path(output_dir) / "mean.nii.gz"
     return {"input": str(input_path), "source": source, "target": target, "method": method,
             "intensities": intensities, "outputs": {"mean": str(path)}, "_arrays": {"mean": out},
             "mask": choice.path, "mask_note": choice.note, "mask_failed": choice.failed}  # fmt: skip

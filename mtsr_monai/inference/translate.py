@@ -2,6 +2,7 @@
 
 A volume is scaled to [0, 1] by robust percentiles (the training scaling,
 :func:`mtsr_monai.transforms.intensity.robust_scale`),
+brought to the models' training array order (L, P, S: flips and axis swaps only, undone on the outputs),
 cut into 2D slices normal to ``axis`` (axial from the header by default), each slice zero-padded to a square,
 resized to the model's training size, translated with ``G(A, z)``, resized back and un-padded, so the output
 is on exactly the input's grid (same shape and affine). One latent code ``z`` is used for all the slices of a
@@ -22,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from nibabel.orientations import apply_orientation
 
 from mtsr_monai.data.datalist import check_translation_pair
 from mtsr_monai.engines.bicyclegan import export_generator  # noqa: F401 (the weights format, public here)
@@ -29,10 +31,12 @@ from mtsr_monai.errors import InputError
 from mtsr_monai.inference.brain_mask import brain_mask_for
 from mtsr_monai.inference.bundle import bundle_components, infer_item, read_weights, weights_path
 from mtsr_monai.inference.slicewise import busy_batches
-from mtsr_monai.io.geometry import resolve_axis
+from mtsr_monai.io.geometry import orientation_change, resolve_axis, undo_orientation_change
 from mtsr_monai.networks.bicyclegan import LatentUNetGenerator
 from mtsr_monai.precision import autocast
 from mtsr_monai.transforms.intensity import MEDIAN_LEVEL, robust_scale
+
+TRAINING_AXCODES = ("L", "P", "S")  # the array order of the BraTS volumes the translation models trained on
 
 
 def bundle_dir() -> Path:
@@ -211,7 +215,11 @@ def translate_volume(
         if np.shape(mask) != arr.shape:
             raise InputError(f"mask shape {np.shape(mask)} differs from the image's {arr.shape}")
         arr = np.where(np.asarray(mask) > 0, arr, 0).astype(np.float32)
-    through = resolve_axis(np.asarray(affine), axis)
+    # the generators saw BraTS arrays (L, P, S) and are not flip- or transpose-invariant: the same brain
+    # stored RAS or PSR gave another FLAIR; flips and axis swaps only, undone on the outputs
+    change = orientation_change(affine, TRAINING_AXCODES)
+    through = int(change[resolve_axis(np.asarray(affine), axis), 0])
+    arr = np.ascontiguousarray(apply_orientation(arr, change))
     scaled = robust_scale(torch.as_tensor(arr, dtype=torch.float32)).numpy()
     slices = torch.from_numpy(np.ascontiguousarray(np.moveaxis(scaled, through, 0)))
     foreground = slices > 0
@@ -230,13 +238,14 @@ def translate_volume(
         )
     out = (out * foreground[None]).numpy()  # background stays 0
     out = restore_target_scaling(out, target_scaling, target_level)
-    out = np.ascontiguousarray(np.moveaxis(out, 1, through + 1))
+    out = np.moveaxis(out, 1, through + 1)
     if tissue_prior:
         # lazy: the EM segmentation is needed only by weights with a tissue prior
         from mtsr_monai.inference.tissue_lookup import blend_with_tissue_lookup
 
         out = blend_with_tissue_lookup(out, arr, tissue_prior)
-    return out
+    undo = undo_orientation_change(change)
+    return np.ascontiguousarray(np.stack([apply_orientation(sample, undo) for sample in out]))
 
 
 def sample_statistics(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from nibabel import orientations
 
 #: anatomical plane name -> world (RAS) axis normal to it
 PLANE_WORLD_AXIS = {"sagittal": 0, "coronal": 1, "axial": 2}
@@ -87,3 +88,20 @@ def sr_affine(affine: np.ndarray, inplane: Sequence[int], scale: int) -> np.ndar
         a[:3, k] /= scale
     a[:, 3] = origin
     return a
+
+
+def orientation_change(affine: Any, axcodes: Sequence[str]) -> np.ndarray:
+    """The nibabel orientation transform (flips and axis swaps only, no resampling) that brings an array on
+    ``affine`` to the axis codes ``axcodes`` (e.g. ``("L", "P", "S")``); an oblique affine goes to the
+    closest such order. Apply it with ``nibabel.orientations.apply_orientation``, undo it with
+    :func:`undo_orientation_change`."""
+    start = orientations.io_orientation(_as_array(affine))
+    return orientations.ornt_transform(start, orientations.axcodes2ornt(axcodes))
+
+
+def undo_orientation_change(change: np.ndarray) -> np.ndarray:
+    """The orientation transform that undoes ``change`` (of :func:`orientation_change`)."""
+    undo = np.zeros_like(change)
+    for axis, (new_axis, flip) in enumerate(change):
+        undo[int(new_axis)] = (axis, flip)
+    return undo

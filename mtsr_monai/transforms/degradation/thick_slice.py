@@ -54,7 +54,9 @@ def thick_slice_centres(n: int, spacing: float, thickness: float, gap: float) ->
     fov = n * spacing
     if thickness > fov:
         raise ValueError(f"slice thickness {thickness} mm exceeds the field of view {fov:.1f} mm")
-    count = int(math.floor((fov - thickness) / period + 1e-9)) + 1
+    # relative tolerance: an oblique float32 affine gives 0.99999998 mm voxels, a 155 mm field 154.999997 mm,
+    # which must still hold 31 slices of 5 mm (an absolute 1e-9 lost one)
+    count = int(math.floor((fov - thickness) / period * (1 + 1e-6) + 1e-9)) + 1
     extent = (count - 1) * period + thickness
     first_mm = (fov - extent) / 2 + thickness / 2  # from the outer edge of voxel 0
     return -0.5 + (first_mm + period * np.arange(count)) / spacing
