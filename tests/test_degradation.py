@@ -112,6 +112,23 @@ def test_second_order_lr_has_floor_size_x4_spacing_and_covers_the_hr_field_of_vi
         assert np.all((hi_hr - lo_hr) - (hi_lr - lo_lr) <= 3 * 0.9 + 1e-6)
 
 
+@pytest.mark.parametrize(
+    ("voxel_mm", "axis"),
+    [
+        ((4, 4, 1), 2),
+        ((1, 4, 4), 0),
+        ((4, 1, 4), 1),
+        ((0.45, 0.45, 6), 2),
+        ((1, 1, 1), 2),
+        ((0.9, 1, 1.1), 2),
+    ],
+)
+def test_auto_axis_is_normal_to_the_plane_of_the_two_voxel_sizes_that_agree(voxel_mm, axis):
+    from mtsr_monai.io.geometry import resolve_axis
+
+    assert resolve_axis(np.diag([*voxel_mm, 1.0]), "auto") == axis  # near-isotropic: axial
+
+
 def test_second_order_degrades_in_the_plane_normal_to_the_axial_axis_of_a_permuted_volume():
     from mtsr_monai.transforms.degradation import degrade_volume_second_order
 

@@ -62,8 +62,10 @@ def super_resolve(
     method: str = "auto",
     device: str = "cpu",
     progress: bool = True,
+    axis: str | int = "auto",
 ) -> tuple[np.ndarray, np.ndarray, str]:
-    """F1: (sr volume, sr affine, description of the method used)."""
+    """F1: (sr volume, sr affine, description of the method used); slices normal to ``axis`` (auto: the
+    acquisition plane from the voxel sizes, :func:`~mtsr_monai.io.geometry.acquisition_axis`)."""
 
     network, description = (None, method) if method != "auto" else load_sr_network(device)
     model_scale = getattr(network, "scale", scale)
@@ -74,7 +76,7 @@ def super_resolve(
         )
     used = "model" if network is not None else ("bicubic" if method == "auto" else method)
     sr, sr_aff = super_resolve_volume(
-        volume, affine, method=used, network=network, scale=scale, device=device, progress=progress
+        volume, affine, method=used, network=network, scale=scale, axis=axis, device=device, progress=progress
     )
     return sr, sr_aff, description
 
@@ -89,6 +91,10 @@ def save_montage(
     letters and a colour bar on the std map (:func:`mtsr_monai.reporting.figures.axial_montage`)."""
 
     return axial_montage(panels, path, title, point)
+
+
+def _voxel_mm(affine: np.ndarray) -> list[float]:
+    return [round(float(v), 4) for v in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)]
 
 
 def _load_input(
@@ -110,13 +116,16 @@ def _load_input(
     return lr, lr_affine, (m.numpy() > 0).astype(np.float32)
 
 
-def _mask_on_sr_grid(mask: np.ndarray | None, affine: np.ndarray, scale: int) -> np.ndarray | None:
+def _mask_on_sr_grid(
+    mask: np.ndarray | None, affine: np.ndarray, scale: int, axis: str | int
+) -> np.ndarray | None:
     """The LR brain mask on the SR grid, or None without a mask: interpolated bilinearly and cut at 0.5, so
     its edge follows the brain's outline instead of the LR voxels' staircase (nearest neighbour)."""
 
     if mask is None:
         return None
-    return super_resolve_volume(mask, affine, method="bilinear", scale=scale, progress=False)[0] > 0.5
+    sr_mask = super_resolve_volume(mask, affine, method="bilinear", scale=scale, axis=axis, progress=False)[0]
+    return sr_mask > 0.5
 
 
 def _montage_panels(
@@ -162,6 +171,7 @@ def run_pipeline(
     codes: np.ndarray | None = None,
     scale: int = 4,
     sr_method: str = "auto",
+    sr_axis: str | int = "auto",
     mt_weights: str | os.PathLike | None = None,
     axis: str | int = "axial",
     device: str = "cpu",
@@ -183,9 +193,11 @@ def run_pipeline(
         lr, lr_affine, lr_mask = _load_input(input_path, mask.path)
         stage("super-resolution")
         t = time.perf_counter()
-        sr, sr_affine, sr_description = super_resolve(lr, lr_affine, scale, sr_method, device, progress)
+        sr, sr_affine, sr_description = super_resolve(
+            lr, lr_affine, scale, sr_method, device, progress, sr_axis
+        )
         timings["super_resolution_s"] = time.perf_counter() - t
-        sr_mask = _mask_on_sr_grid(lr_mask, lr_affine, scale)
+        sr_mask = _mask_on_sr_grid(lr_mask, lr_affine, scale, sr_axis)
         stage("translation")
         t = time.perf_counter()
         translated = translate.translate_volume(
@@ -198,6 +210,8 @@ def run_pipeline(
         summary = {
             "input": str(input_path), "source": source, "target": target, "scale": scale,
             "input_shape": list(lr.shape), "output_shape": list(sr.shape), "super_resolution": sr_description,
+            "input_voxel_mm": _voxel_mm(lr_affine), "output_voxel_mm": _voxel_mm(sr_affine),
+            "sr_slice_axis": resolve_axis(lr_affine, sr_axis),
             "translation_weights": str(weights), "translation_method": meta.get("method"),
             "translation_training_iterations": meta.get("iterations"),
             "translation_training": meta.get("phase"), "seed": seed, "codes": codes.tolist(),

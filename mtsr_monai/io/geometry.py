@@ -28,7 +28,8 @@ def _as_array(affine: Any) -> np.ndarray:
 
 
 def resolve_axis(affine: Any, axis: str | int, ndim: int = 3) -> int:
-    """Array axis normal to ``axis`` ('axial', 'coronal', 'sagittal', or an array axis index).
+    """Array axis normal to ``axis`` ('axial', 'coronal', 'sagittal', 'auto': :func:`acquisition_axis`, or an
+    array axis index).
 
     The plane is found from the affine (the array axis whose direction is closest to world S, A or R),
     not from the array order, so oblique or permuted volumes degrade along the right axis.
@@ -39,15 +40,31 @@ def resolve_axis(affine: Any, axis: str | int, ndim: int = 3) -> int:
         if not -ndim <= int(axis) < ndim:
             raise ValueError(f"axis {axis} out of range for {ndim} spatial dimensions")
         return int(axis) % ndim
-    if axis not in PLANE_WORLD_AXIS:
-        raise ValueError(f"unknown axis {axis!r}; choose from {sorted(PLANE_WORLD_AXIS)} or an array index")
+    if axis not in PLANE_WORLD_AXIS and axis != "auto":
+        choices = sorted([*PLANE_WORLD_AXIS, "auto"])
+        raise ValueError(f"unknown axis {axis!r}; choose from {choices} or an array index")
     if affine is None:
         affine = np.eye(ndim + 1)
     a = _as_array(affine)
     if ndim != 3 or a.shape[0] < 4:
         raise ValueError("a named axis needs a 3D volume with a 4x4 affine; give an array index instead")
+    if axis == "auto":
+        return acquisition_axis(a)
     directions = a[:3, :3] / np.linalg.norm(a[:3, :3], axis=0, keepdims=True)
     return int(np.argmax(np.abs(directions[PLANE_WORLD_AXIS[axis], :])))
+
+
+def acquisition_axis(affine: Any, same: float = 0.1, differs: float = 0.3) -> int:
+    """The array axis normal to the plane a scan was acquired in, from its voxel sizes: where two agree
+    (within ``same``, relative) and the third differs by more than ``differs``, the third (a sagittal
+    1 x 4 x 4 mm scan: axis 0); otherwise the axis closest to world S (axial). ``resolve_axis(a, "auto")``."""
+    sizes = np.linalg.norm(_as_array(affine)[:3, :3], axis=0)
+    for k in range(3):
+        a, b = (sizes[i] for i in range(3) if i != k)
+        plane = (a + b) / 2
+        if abs(a - b) <= same * max(a, b) and abs(sizes[k] - plane) > differs * max(sizes[k], plane):
+            return k
+    return resolve_axis(affine, "axial")
 
 
 def resampled_affine(affine: Any, factors: Mapping[int, float], offsets: Mapping[int, float]) -> np.ndarray:

@@ -91,7 +91,7 @@ def _add_task_arguments(parser: argparse.ArgumentParser) -> None:
     sr.add_argument("--bundle", default=None, help="SR bundle folder or name (default: the shipped mtsr_sr)")
     sr.add_argument("--batch-size", type=int, default=8, help="slices per batch (default 8)")
     sr.add_argument("--roi-size", type=int, default=64, help="LR sliding-window size (default 64)")
-    sr.add_argument("--axis", default="axial", help="slice plane (default axial)")
+    sr.add_argument("--axis", default="auto", help="slice plane (default auto: the acquisition plane)")
     sr.add_argument("--precision", default="auto", choices=PRECISIONS)
     cl = parser.add_argument_group("clinical-sr")
     cl.add_argument("--clinical-method", default="model", choices=CLINICAL_METHODS)

@@ -31,6 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="auto (default: SR bundle weights, else bicubic) or an interpolation",
     )
     parser.add_argument("--weights", type=Path, default=None, help="translation weights file")
+    parser.add_argument(
+        "--sr-axis",
+        default="auto",
+        help="plane of the SR: auto (default: the acquisition plane, from the voxel sizes; axial when they "
+        "are near-isotropic), axial, coronal, sagittal or an array index",
+    )
 
 
 def outputs(args: argparse.Namespace):
@@ -51,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not 2 <= args.scale <= MAX_SCALE:
         raise InputError(f"--scale {args.scale} is invalid (accepted 2-{MAX_SCALE})")
-    warning = fine_input_warning(args.input, "axial", args.scale) if args.sr_method == "auto" else None
+    sr_axis = int(args.sr_axis) if args.sr_axis.lstrip("-").isdigit() else args.sr_axis
+    warning = fine_input_warning(args.input, sr_axis, args.scale) if args.sr_method == "auto" else None
     if warning:
         print(warning, file=sys.stderr)
     with StageBar(5, "run") as bar:
@@ -65,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
             args.output_dir,
             scale=args.scale,
             sr_method=args.sr_method,
+            sr_axis=sr_axis,
             mt_weights=args.weights,
             on_stage=bar.next,
             **translation_kwargs(args),

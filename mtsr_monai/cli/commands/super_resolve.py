@@ -15,7 +15,7 @@ from mtsr_monai.cli.arguments import (
 NAME = "super-resolve"
 HELP = "x4 in-plane super-resolution of a NIfTI volume (shipped MTSR model or an interpolation baseline)"
 DESCRIPTION = (
-    "Super-resolve every slice in the plane normal to --axis (default axial, from the header) by 4 with "
+    "Super-resolve every slice in the plane normal to --axis (default: the acquisition plane) by 4 with "
     "the MTSR pruned-RRDB model of a MONAI bundle (default: the shipped bundles/mtsr_sr weights) through a "
     "sliding-window inferer, or with an interpolation baseline. The output overlays the input: same field of "
     "view, in-plane voxel size divided by 4, intensities in the input's range."
@@ -49,7 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="network arithmetic: auto = fp16 on CUDA, bf16 on CPUs with native bf16, else fp32",
     )
     parser.add_argument("--roi-size", type=int, default=64, help="LR sliding-window size (default 64)")
-    parser.add_argument("--axis", default="axial", help="plane: axial | coronal | sagittal | array index")
+    parser.add_argument(
+        "--axis",
+        default="auto",
+        help="plane: auto (default: the acquisition plane, from the voxel sizes: the two that agree; "
+        "axial when all three do) | axial | coronal | sagittal | array index",
+    )
 
 
 def outputs(args: argparse.Namespace):
