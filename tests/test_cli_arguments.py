@@ -43,3 +43,14 @@ def test_run_prints_the_warning_before_its_start_up(tmp_path, monkeypatch, capsy
     assert main(args) == 0
     err = capsys.readouterr().err
     assert err.index("warning: fine.nii.gz has 1.00 x 1.00 mm") < err.index("start-up")
+
+
+def test_label_server_refuses_an_unknown_model_before_the_server_starts(tmp_path, capsys):
+    import sys
+
+    from mtsr_monai.cli import main
+
+    args = ["label-server", "--studies", str(tmp_path), "--python", sys.executable, "--dryrun"]
+    assert main([*args, "--models", "sr,foo"]) == 2
+    assert "unknown models ['foo']" in capsys.readouterr().err
+    assert main([*args, "--models", "sr,mt"]) == 0

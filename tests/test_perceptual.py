@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mtsr_monai.errors import InputError
 from mtsr_monai.losses.perceptual import VGG19_FILE, VGGFeatureLoss
 
 
 def test_missing_weights_error_names_file_and_place(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    with pytest.raises(FileNotFoundError) as err:
+    with pytest.raises(InputError) as err:  # exit 2 in a bundle run
         VGGFeatureLoss()
     assert VGG19_FILE in str(err.value) and str(tmp_path / "torch" / "hub" / "checkpoints") in str(err.value)
 

@@ -11,5 +11,19 @@ from __future__ import annotations
 from pathlib import Path
 
 APP_DIR = Path(__file__).resolve().parent / "app"
+MODELS = ("mtsr_sr", "mtsr_mt", "clinical_sr")
+MODEL_ALIASES = {"sr": "mtsr_sr", "mt": "mtsr_mt", "clinical": "clinical_sr"}
 
-__all__ = ["APP_DIR"]
+__all__ = ["APP_DIR", "MODELS", "MODEL_ALIASES", "served_models"]
+
+
+def served_models(text: str) -> list[str]:
+    """The bundles a ``--models`` / ``conf models`` value names (comma list of :data:`MODELS`, their
+    aliases or ``all``); ValueError naming an unknown one, so ``mtsr label-server`` refuses it before the
+    server starts."""
+    wanted = [m.strip() for m in str(text).split(",") if m.strip()]
+    models = list(MODELS) if wanted in ([], ["all"]) else [MODEL_ALIASES.get(m, m) for m in wanted]
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        raise ValueError(f"unknown models {unknown}; choose from {list(MODELS)} (or sr, mt, clinical, all)")
+    return models

@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mtsr_monai.errors import InputError
+
 VGG19_FILE = "vgg19-dcbb9e9d.pth"
 #: index of conv5_4 in torchvision's ``vgg19().features`` (the ReLU after it is index 35)
 CONV5_4 = 34
@@ -49,10 +51,14 @@ class VGGFeatureLoss(nn.Module):
 
         path = Path(weights_path) if weights_path else default_vgg19_path()
         if not path.is_file():
-            raise FileNotFoundError(
-                f"VGG19 ImageNet weights not found: {path} (expected torchvision's {VGG19_FILE}; looked for "
+            # bad input (exit 2 in a bundle run), named with its place and the two ways out
+            raise InputError(
+                f"VGG19 ImageNet weights not found (expected torchvision's {VGG19_FILE}; looked for "
                 f"{'the given weights_path' if weights_path else '$TORCH_HOME/hub/checkpoints'}). "
-                "Put the file there or pass its path, or set the VGG loss weight to 0; nothing is downloaded."
+                "Put the file there or pass its path, or set the VGG loss weight to 0 "
+                "(--loss_weights#vgg 0); "
+                "nothing is downloaded",
+                path,
             )
         features = vgg19(weights=None).features[: layer + 1]
         state = torch.load(path, map_location="cpu", weights_only=True)

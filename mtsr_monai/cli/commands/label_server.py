@@ -22,7 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="default 8000")
     parser.add_argument(
-        "--models", default="all", help="comma list of mtsr_sr, mtsr_mt, clinical_sr (default all)"
+        "--models",
+        default="all",
+        help="comma list of mtsr_sr, mtsr_mt, clinical_sr (or sr, mt, clinical; default all)",
     )
     parser.add_argument("--python", type=Path, default=None, help="python of the MONAI Label environment")
     parser.add_argument("--dryrun", action="store_true", help="print the command instead of running it")
@@ -73,9 +75,14 @@ def run(args: argparse.Namespace) -> int:
     import subprocess
 
     from mtsr_monai.errors import InputError
+    from mtsr_monai.label import served_models
 
     if not Path(args.studies).is_dir():
         raise InputError("not a folder", args.studies)
+    try:
+        served_models(args.models)  # refused here, not when the server has started
+    except ValueError as err:
+        raise InputError(f"--models: {err}") from None
     command = server_command(args)
     if args.dryrun:
         print(" ".join(command))

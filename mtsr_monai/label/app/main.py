@@ -16,12 +16,12 @@ from monailabel.interfaces.app import MONAILabelApp
 
 import mtsr_monai
 from mtsr_monai.inference.bundle import bundles_root
+from mtsr_monai.label import served_models
 from mtsr_monai.label.tasks import ClinicalSRTask, SuperResolutionTask, TranslationTask
 
 logger = logging.getLogger(__name__)
 
 TASKS = {"mtsr_sr": SuperResolutionTask, "mtsr_mt": TranslationTask, "clinical_sr": ClinicalSRTask}
-ALIASES = {"sr": "mtsr_sr", "mt": "mtsr_mt", "clinical": "clinical_sr"}
 
 
 class MTSRApp(MONAILabelApp):
@@ -30,13 +30,7 @@ class MTSRApp(MONAILabelApp):
     def __init__(self, app_dir: str, studies: str, conf: dict[str, Any]) -> None:
         # read before MONAILabelApp.__init__, which calls init_infers
         self.bundles = Path(conf.get("bundles") or bundles_root())
-        wanted = [m.strip() for m in str(conf.get("models", "all")).split(",") if m.strip()]
-        self.models = list(TASKS) if wanted in ([], ["all"]) else [ALIASES.get(m, m) for m in wanted]
-        unknown = [m for m in self.models if m not in TASKS]
-        if unknown:
-            raise ValueError(
-                f"unknown models {unknown}; choose from {list(TASKS)} (or sr, mt, clinical, all)"
-            )
+        self.models = served_models(conf.get("models", "all"))
         super().__init__(
             app_dir=app_dir,
             studies=studies,
