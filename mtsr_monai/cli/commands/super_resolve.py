@@ -18,7 +18,9 @@ DESCRIPTION = (
     "Super-resolve every slice in the plane normal to --axis (default: the acquisition plane) by 4 with "
     "the MTSR pruned-RRDB model of a MONAI bundle (default: the shipped bundles/mtsr_sr weights) through a "
     "sliding-window inferer, or with an interpolation baseline. The output overlays the input: same field of "
-    "view, in-plane voxel size divided by 4, intensities in the input's range."
+    "view, in-plane voxel size divided by 4, intensities in the input's units (restored contrast can pass "
+    "the input's maximum a little). The model expects magnitude images whose air is near 0: a constant "
+    "offset added to a scan (air at 1000) is not removed and shifts the output (scale it off first)."
 )
 
 
