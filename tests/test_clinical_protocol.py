@@ -367,3 +367,17 @@ def test_two_planes_through_the_thick_axis_average_two_restorations():
             two, (restore_volume(net, x, 2) + restore_volume(net, x, 1)) / 2, atol=1e-6
         )
         assert not np.allclose(two, restore_volume(net, x, 2), atol=1e-3)
+
+
+def test_a_metatensor_keeps_its_affine_and_meta_through_a_protocol():
+    from monai.data import MetaTensor
+
+    from mtsr_monai.transforms.protocol import RandSimulateProtocol
+
+    image = MetaTensor(torch.rand(1, 24, 24, 12), affine=torch.diag(torch.tensor([2.0, 2.0, 3.0, 1.0])))
+    image.meta["filename_or_obj"] = "t1.nii.gz"
+    protocol = RandSimulateProtocol()
+    protocol.set_random_state(0)
+    out = protocol(image)
+    assert isinstance(out, MetaTensor) and torch.equal(out.affine, image.affine)
+    assert out.meta["filename_or_obj"] == "t1.nii.gz"

@@ -34,3 +34,15 @@ def test_bright_tail_loss_scores_only_voxels_at_or_above_the_threshold():
     none_bright = BrightTailL1Loss(0.95)(pred.requires_grad_(), target)
     assert none_bright.item() == 0.0 and none_bright.requires_grad
     assert set(generator_loss("mae+ssim+tail").losses) == {"mae", "ssim", "tail"}
+
+
+def test_gan_loss_of_a_multi_scale_discriminator_sums_its_scales():
+    from mtsr_monai.losses.gan import GanLoss
+    from mtsr_monai.networks.bicyclegan import MultiScalePatchDiscriminator
+
+    torch.manual_seed(0)
+    disc, loss = MultiScalePatchDiscriminator(ndf=8, image_size=64), GanLoss("lsgan")
+    fake, real = disc(torch.rand(2, 1, 64, 64)), disc(torch.rand(2, 1, 64, 64))
+    # not the coarsest scale alone
+    assert torch.allclose(loss.generator(fake), sum(loss.generator(f) for f in fake))
+    assert torch.allclose(loss.discriminator(real, fake), sum(map(loss.discriminator, real, fake)))

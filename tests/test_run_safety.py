@@ -146,3 +146,39 @@ def test_training_set_up_is_refused_before_anything_is_written(tmp_path, precisi
 def test_training_set_up_accepts_the_bundle_default_run_folder(tmp_path):
     (tmp_path / "large_files.yml").write_text("large_files:\n  - path: models/model.pt\n")
     assert check_training_setup(tmp_path / "runs", "fp32", "cpu") == "fp32"
+
+
+def test_sigterm_in_a_bundle_training_run_saves_its_iteration_and_exits_143(tmp_path):
+    import json
+
+    import numpy as np
+
+    from tests.conftest import write_nifti
+    from tests.test_research_run import SR_CONFIGS, TINY_TRAINING
+
+    vol = np.random.default_rng(0).random((48, 48, 12)).astype(np.float32) + 1.0
+    t1 = write_nifti(tmp_path / "t1.nii.gz", vol)
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(json.dumps({"training": [{"t1": str(t1)}], "validation": [{"t1": str(t1)}]}))
+    cmd = [
+        sys.executable, "-m", "monai.bundle", "run", "training",
+        "--config_file", str(SR_CONFIGS / "train.yaml"),
+        "--datalist", str(datalist), "--output_dir", str(tmp_path / "run"), *TINY_TRAINING,
+        "--modality", "['t1']", "--epoch_length", "10000", "--checkpoint_every", "1000",
+    ]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=env
+    )
+    try:
+        for line in proc.stdout:
+            if "Iter: 3/10000" in line:
+                proc.send_signal(signal.SIGTERM)
+                break
+        rest = proc.communicate(timeout=300)[0]
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, rest[-2000:]
+    saved = [int(p.stem.split("_")[1]) for p in (tmp_path / "run" / "checkpoints").glob("checkpoint_*.pt")]
+    assert saved and max(saved) >= 3  # the periodic checkpoint would be at 1000
+    assert "the same command resumes" in rest

@@ -164,3 +164,14 @@ def test_the_brain_mask_on_the_sr_grid_follows_an_oblique_edge_not_the_lr_stairc
     sr_mask = _mask_on_sr_grid(lr_mask, np.eye(4), 4, "axial")[..., 0]
     nearest = np.repeat(np.repeat(lr_mask[..., 0] > 0.5, 4, 0), 4, 1)
     assert (sr_mask != ideal).sum() < 0.85 * (nearest != ideal).sum()  # nearest neighbour: equal
+
+
+@pytest.mark.parametrize("problem", ["nan", "channel axis", "2d"])
+def test_the_python_api_refuses_what_the_cli_refuses(problem):
+    from mtsr_monai.errors import InputError
+
+    vol = np.random.default_rng(0).random((16, 16, 4)).astype(np.float32)
+    vol[0, 0, 0] = np.nan if problem == "nan" else vol[0, 0, 0]  # one NaN voxel made the whole output NaN
+    bad = {"nan": vol, "channel axis": vol[None], "2d": vol[..., 0]}[problem]
+    with pytest.raises(InputError):
+        super_resolve_volume(bad, np.eye(4), method="bicubic", progress=False)

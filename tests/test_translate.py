@@ -82,6 +82,17 @@ def test_the_same_brain_stored_in_another_voxel_order_gets_the_same_translation(
     np.testing.assert_allclose(got, apply_orientation(expected, change), atol=1e-6)
 
 
+def test_translate_volume_refuses_codes_of_another_width_and_a_channel_axis(tiny_weights, phantom):
+    from mtsr_monai.errors import InputError
+
+    g, _ = load_translator(tiny_weights)
+    codes = np.zeros((1, 4), np.float32)
+    with pytest.raises(InputError, match="4-vectors"):
+        translate_volume(phantom, np.eye(4), g, 32, np.zeros((1, 8), np.float32), progress=False)
+    with pytest.raises(InputError, match="drop the channel axis"):
+        translate_volume(phantom[None], np.eye(4), g, 32, codes, progress=False)
+
+
 def test_median_scaled_samples_return_to_the_robust_convention_each_on_its_own():
     samples = np.zeros((2, 10, 10, 10), np.float32)
     samples[:, 2:8, 2:8, 2:8] = np.linspace(0.1, 0.6, 216).reshape(6, 6, 6)
@@ -248,19 +259,7 @@ def test_a_baseline_rerun_leaves_no_sample_std_or_codes_of_the_earlier_run(
     out = tmp_path / "out"
     assert _translate(phantom_file, tiny_weights, out, "-n", "3", "--seed", "1") == 0
     (out / "brain_mask.nii.gz").write_bytes((out / "mean.nii.gz").read_bytes())  # another run's mask
-    args = [
-        "-i",
-        str(phantom_file),
-        "--source",
-        "t1",
-        "--target",
-        "flair",
-        "-o",
-        str(out),
-        "--method",
-        method,
-    ]
-    assert _cli("translate", *args) == 0
+    assert _translate(phantom_file, tiny_weights, out, "--method", method) == 0  # --weights: ignored
     assert sorted(p.name for p in out.iterdir()) == ["mean.nii.gz"]
 
 

@@ -93,8 +93,18 @@ def save_montage(
     return axial_montage(panels, path, title, point)
 
 
-def _voxel_mm(affine: np.ndarray) -> list[float]:
-    return [round(float(v), 4) for v in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)]
+def _geometry(
+    lr: np.ndarray, lr_affine: np.ndarray, sr: np.ndarray, sr_affine: np.ndarray, sr_axis: str | int
+) -> dict[str, Any]:
+    """Shapes, voxel sizes (mm) and the SR's slice axis, for ``summary.json``."""
+
+    def voxel_mm(affine: np.ndarray) -> list[float]:
+        return [round(float(v), 4) for v in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)]
+
+    return {
+        "input_shape": list(lr.shape), "output_shape": list(sr.shape), "input_voxel_mm": voxel_mm(lr_affine),
+        "output_voxel_mm": voxel_mm(sr_affine), "sr_slice_axis": resolve_axis(lr_affine, sr_axis),
+    }  # fmt: skip
 
 
 def _load_input(
@@ -177,7 +187,7 @@ def run_pipeline(
     device: str = "cpu",
     progress: bool = True,
     mask_path: str | os.PathLike | None = None,
-    on_stage: Callable[[str], None] | None = None,
+    on_stage: Callable[[str], None] = lambda name: None,
 ) -> dict[str, Any]:
     """``mtsr run``: SR of the LR input in modality ``source``, then ``samples`` translations to ``target``,
     checked as ``mtsr translate`` checks; ``on_stage(name)`` is called as each stage starts (progress)."""
@@ -187,18 +197,15 @@ def run_pipeline(
     timings, t0 = {}, time.perf_counter()
     checked = translate.prepare_translation(source, target, mt_weights, codes, samples, seed, device)
     generator, meta, codes, weights = checked  # checked before anything is read: bad input fails early
-    stage = on_stage or (lambda name: None)
-    stage("read")
+    on_stage("read")
     with brain_mask_for(input_path, mask_path, output_dir, source, progress) as mask:  # auto: with a skull
         lr, lr_affine, lr_mask = _load_input(input_path, mask.path)
-        stage("super-resolution")
+        on_stage("super-resolution")
         t = time.perf_counter()
-        sr, sr_affine, sr_description = super_resolve(
-            lr, lr_affine, scale, sr_method, device, progress, sr_axis
-        )
+        sr, sr_affine, sr_text = super_resolve(lr, lr_affine, scale, sr_method, device, progress, sr_axis)
         timings["super_resolution_s"] = time.perf_counter() - t
         sr_mask = _mask_on_sr_grid(lr_mask, lr_affine, scale, sr_axis)
-        stage("translation")
+        on_stage("translation")
         t = time.perf_counter()
         translated = translate.translate_volume(
             sr, sr_affine, generator, int(meta["image_size"]), codes, axis, progress=progress, mask=sr_mask,
@@ -209,15 +216,13 @@ def run_pipeline(
         arrays = {"sr": sr, "samples": translated, "mean": mean, "std": std, "affine": sr_affine}
         summary = {
             "input": str(input_path), "source": source, "target": target, "scale": scale,
-            "input_shape": list(lr.shape), "output_shape": list(sr.shape), "super_resolution": sr_description,
-            "input_voxel_mm": _voxel_mm(lr_affine), "output_voxel_mm": _voxel_mm(sr_affine),
-            "sr_slice_axis": resolve_axis(lr_affine, sr_axis),
+            **_geometry(lr, lr_affine, sr, sr_affine, sr_axis), "super_resolution": sr_text,
             "translation_weights": str(weights), "translation_method": meta.get("method"),
             "translation_training_iterations": meta.get("iterations"),
             "translation_training": meta.get("phase"), "seed": seed, "codes": codes.tolist(),
             "std_mean_in_foreground": float(std[mean > 0].mean()) if (mean > 0).any() else 0.0,
         }  # fmt: skip
-        stage("write volumes, montage")
+        on_stage("write volumes, montage")
         out, (panels, point) = Path(output_dir), _montage_panels(lr, lr_affine, arrays, source, target)
         written = _write_outputs(out, arrays, panels, f"{source} LR -> SR x{scale} -> {target}", point)
     if mask.estimated:  # kept beside the outputs once they are written

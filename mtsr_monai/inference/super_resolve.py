@@ -24,7 +24,7 @@ from mtsr_monai.inference.bundle import bundle_components, infer_item, load_bund
 from mtsr_monai.inference.slicewise import busy_batches
 from mtsr_monai.io import atomic_output, load_volume
 from mtsr_monai.io.geometry import resolve_axis, sr_affine
-from mtsr_monai.io.validation import check_nifti_header, validate_volume
+from mtsr_monai.io.validation import check_nifti_header, check_volume_array, validate_volume
 from mtsr_monai.precision import (  # noqa: F401 (kept public here: scripts import them from this module)
     PRECISIONS,
     auto_precision,
@@ -221,6 +221,7 @@ def super_resolve_volume(
     picks :func:`auto_precision` (bf16 halves the CPU time where the CPU has native bf16 instructions).
     """
     arr = volume.detach().cpu().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume)
+    check_volume_array(arr)
     arr = arr.astype(np.float32, copy=False)
     through = resolve_axis(np.asarray(affine), axis)
     inplane = [k for k in range(3) if k != through]

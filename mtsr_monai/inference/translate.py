@@ -32,6 +32,7 @@ from mtsr_monai.inference.brain_mask import brain_mask_for
 from mtsr_monai.inference.bundle import bundle_components, infer_item, read_weights, weights_path
 from mtsr_monai.inference.slicewise import busy_batches
 from mtsr_monai.io.geometry import orientation_change, resolve_axis, undo_orientation_change
+from mtsr_monai.io.validation import check_volume_array
 from mtsr_monai.networks.bicyclegan import LatentUNetGenerator
 from mtsr_monai.precision import autocast
 from mtsr_monai.transforms.intensity import MEDIAN_LEVEL, robust_scale
@@ -211,6 +212,8 @@ def translate_volume(
     """
 
     arr = volume.detach().cpu().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume)
+    check_volume_array(arr)
+    codes = checked_codes(codes, getattr(generator, "nz", None))
     if mask is not None:
         if np.shape(mask) != arr.shape:
             raise InputError(f"mask shape {np.shape(mask)} differs from the image's {arr.shape}")
@@ -227,15 +230,8 @@ def translate_volume(
     out = torch.zeros((len(codes_t), *slices.shape), dtype=torch.float32)
     for batch in busy_batches(slices, batch_size, 0.0, progress, "translate"):
         idx = torch.from_numpy(batch)
-        out[:, idx] = translate_slices(
-            generator,
-            slices[idx],
-            codes_t,
-            image_size,
-            batch_size,
-            native_resolution=native_resolution,
-            precision=precision,
-        )
+        out[:, idx] = translate_slices(generator, slices[idx], codes_t, image_size, batch_size,
+                                       native_resolution=native_resolution, precision=precision)  # fmt: skip
     out = (out * foreground[None]).numpy()  # background stays 0
     out = restore_target_scaling(out, target_scaling, target_level)
     out = np.moveaxis(out, 1, through + 1)

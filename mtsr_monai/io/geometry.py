@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from nibabel import orientations
 
 #: anatomical plane name -> world (RAS) axis normal to it
 PLANE_WORLD_AXIS = {"sagittal": 0, "coronal": 1, "axial": 2}
@@ -112,6 +111,9 @@ def orientation_change(affine: Any, axcodes: Sequence[str]) -> np.ndarray:
     ``affine`` to the axis codes ``axcodes`` (e.g. ``("L", "P", "S")``); an oblique affine goes to the
     closest such order. Apply it with ``nibabel.orientations.apply_orientation``, undo it with
     :func:`undo_orientation_change`."""
+    # lazy: nibabel.orientations loads scipy (seconds), which most users of this module never need
+    from nibabel import orientations
+
     start = orientations.io_orientation(_as_array(affine))
     return orientations.ornt_transform(start, orientations.axcodes2ornt(axcodes))
 

@@ -36,14 +36,23 @@ def validate_grid(shape: Sequence[int], affine: np.ndarray, path: str | Path | N
         raise InputError("the affine is singular (voxel axes are not independent): check the header", path)
 
 
-def validate_volume(array: np.ndarray, affine: np.ndarray, path: str | Path | None = None) -> None:
-    """Refuse non-3D data, NaN/Inf voxels, constant images and invalid grids (:func:`validate_grid`)."""
+def check_volume_array(array: np.ndarray, path: str | Path | None = None) -> None:
+    """Refuse (:class:`InputError`) an array that is not 3D or holds NaN/Inf voxels: what the Python API's
+    volume functions take (a NaN voxel made a whole SR output NaN)."""
     if array.ndim != 3:
-        raise InputError(f"expected a 3D volume, got {array.ndim}D data of shape {tuple(array.shape)}", path)
-    validate_grid(array.shape, affine, path)
+        hint = "; drop the channel axis (array[0])" if array.ndim == 4 and array.shape[0] == 1 else ""
+        raise InputError(
+            f"expected a 3D volume, got {array.ndim}D data of shape {tuple(array.shape)}{hint}", path
+        )
     finite = np.isfinite(array)
     if not finite.all():
         raise InputError(f"{int(array.size - finite.sum())} voxels are NaN or Inf", path)
+
+
+def validate_volume(array: np.ndarray, affine: np.ndarray, path: str | Path | None = None) -> None:
+    """Refuse non-3D data, NaN/Inf voxels, constant images and invalid grids (:func:`validate_grid`)."""
+    check_volume_array(array, path)
+    validate_grid(array.shape, affine, path)
     if float(array.max()) == float(array.min()):
         raise InputError(f"the image is constant (every voxel is {float(array.min())})", path)
 

@@ -20,6 +20,12 @@ def _last(logits):
     return logits[-1] if isinstance(logits, (list, tuple)) else logits
 
 
+def _per_scale(logits) -> bool:
+    """A multi-scale discriminator's list of one-channel logit maps (``MultiScalePatchDiscriminator``), not
+    MONAI's ``[features..., logits]``, whose features have many channels."""
+    return isinstance(logits, (list, tuple)) and len(logits) > 1 and all(t.shape[1] == 1 for t in logits)
+
+
 class GanLoss:
     """Discriminator and generator losses for one adversarial ``mode`` (see module docstring)."""
 
@@ -33,6 +39,9 @@ class GanLoss:
         return self.mode == "ragan"
 
     def discriminator(self, real_logits, fake_logits) -> torch.Tensor:
+        """D's loss; a multi-scale discriminator's per-scale lists give the sum over scales."""
+        if _per_scale(real_logits):
+            return sum(self.discriminator(r, f) for r, f in zip(real_logits, fake_logits, strict=True))
         real, fake = _last(real_logits).float(), _last(fake_logits).float()
         if self.mode == "lsgan":
             return 0.5 * (((real - 1) ** 2).mean() + (fake**2).mean())
@@ -47,6 +56,10 @@ class GanLoss:
         )
 
     def generator(self, fake_logits, real_logits=None) -> torch.Tensor:
+        """G's loss; a multi-scale discriminator's per-scale lists give the sum over scales."""
+        if _per_scale(fake_logits):
+            reals = real_logits if real_logits is not None else [None] * len(fake_logits)
+            return sum(self.generator(f, r) for f, r in zip(fake_logits, reals, strict=True))
         fake = _last(fake_logits).float()
         if self.mode == "lsgan":
             return ((fake - 1) ** 2).mean()

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 from monai.config import KeysCollection
+from monai.data import MetaTensor
 from monai.transforms import MapTransform, RandomizableTransform, Transform
 from scipy.special import ndtr
 
@@ -185,8 +186,10 @@ def simulate_protocol_array(
 class SimulateProtocol(Transform):
     """Array transform: ``(C, *spatial)`` -> the same image acquired with a routine protocol and interpolated
     back onto its grid. ``params``: one :class:`ProtocolParams` for every channel, or one per channel.
-    ``spacing``: voxel size of the input in mm (the 1 mm training data: the default). ``plane = (axis,
-    index)``: return only that slice of the result (see :func:`simulate_protocol_array`)."""
+    ``spacing``: voxel size of the input in mm (the 1 mm training data: the default; a MetaTensor's affine is
+    not read). ``plane = (axis, index)``: return only that slice of the result (see
+    :func:`simulate_protocol_array`). A MetaTensor comes back as one, with its meta, when the grid is kept
+    (no ``plane``)."""
 
     def __init__(
         self,
@@ -212,7 +215,10 @@ class SimulateProtocol(Transform):
             simulate_protocol_array(x[c : c + 1], p, self.spacing, rng, self.plane)
             for c, p in enumerate(params)
         ]
-        return torch.from_numpy(np.concatenate(out))
+        result = torch.from_numpy(np.concatenate(out))
+        if isinstance(img, MetaTensor) and self.plane is None:  # same grid: the input's affine and meta hold
+            return MetaTensor(result, meta=dict(img.meta))
+        return result
 
 
 class RandSimulateProtocol(RandomizableTransform):
