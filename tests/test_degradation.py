@@ -275,6 +275,14 @@ def test_thick_slice_refuses_slices_thinner_than_the_input_spacing():
         degrade_volume_thick_slice(_smooth_volume((8, 8, 10)), np.diag([1, 1, 3.0, 1]), thickness=2.0)
 
 
+@pytest.mark.parametrize("axis", [2, 3, -3])
+def test_thick_slices_of_a_2d_slice_refuse_an_axis_it_does_not_have(axis):
+    from mtsr_monai.transforms.degradation import RandThickSliceDegradation
+
+    with pytest.raises(ValueError, match="array axis in -2..1"):
+        RandThickSliceDegradation(3.0, axis=axis)(np.random.rand(1, 32, 24))  # 2 had acted as axis 0
+
+
 # ------------------------------------------------------------------------- array + dictionary pairs
 def _models(prob: float = 1.0) -> dict:
     """A fresh array transform of each model (the wrappers take one each)."""

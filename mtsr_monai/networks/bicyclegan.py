@@ -61,7 +61,10 @@ def _up_block(in_ch: int, out_ch: int, upsample: str, layer: dict) -> nn.Module:
 
 class LatentUNetGenerator(nn.Module):
     """U-Net generator with the latent code injected at every encoder level; output in [-1, 1] (tanh).
-    ``upsample``: ``basic`` (transposed convolutions, the default) or ``bilinear`` (see :func:`_up_block`)."""
+    ``upsample``: ``basic`` (transposed convolutions, the default) or ``bilinear`` (see :func:`_up_block`).
+
+    Its log2(``image_size``) levels halve the input down to 1 x 1: H and W must be multiples of
+    ``image_size`` (other sizes fail inside torch); ``translate_slices`` pads slices to such sizes."""
 
     def __init__(
         self,

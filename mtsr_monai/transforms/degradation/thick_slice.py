@@ -162,8 +162,8 @@ class RandThickSliceDegradation(RandDegradation):
     def _through(self, img: Any, x: torch.Tensor) -> int:
         if x.ndim - 1 != 2:
             return through_axis(img, x, self.axis)
-        if not isinstance(self.axis, (int, np.integer)):
-            raise ValueError("a 2D slice needs an integer axis for thick-slice degradation")
+        if not isinstance(self.axis, (int, np.integer)) or not -2 <= int(self.axis) < 2:
+            raise ValueError(f"a 2D slice needs an array axis in -2..1 for thick slices, got {self.axis!r}")
         return int(self.axis) % 2
 
     def degrade_tensor(
