@@ -521,3 +521,12 @@ def test_a_bad_scan_anywhere_in_the_cohort_is_refused_before_any_subject_is_writ
         == 2
     )
     assert "b_t1.nii.gz: 1 voxels are NaN" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_misspelled_key_is_an_error_by_default_as_in_monai():
+    from mtsr_monai.transforms import N4BiasFieldCorrectiond, ScaleIntensityPercentilesInMaskd
+
+    data = {"t1": np.ones((1, 8, 8, 8), np.float32)}
+    for transform in (N4BiasFieldCorrectiond("T1"), ScaleIntensityPercentilesInMaskd("T1", mask_key=None)):
+        with pytest.raises(KeyError):
+            transform(data)  # it was silently skipped

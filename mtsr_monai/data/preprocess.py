@@ -140,6 +140,10 @@ def _subject_from_name(name: str, key: str) -> str:
 # pipeline
 
 
+# the stages take a cohort's keys; a subject without one of them (no T2) skips it
+MAY_LACK = {"allow_missing_keys": True}
+
+
 def build_stages(
     config: PreprocessConfig, image_keys: list[str], label_keys: list[str]
 ) -> list[tuple[str, Callable]]:
@@ -168,7 +172,10 @@ def build_stages(
     stages: list[tuple[str, Callable]] = []
     if config.n4:
         stages.append(
-            ("n4", N4BiasFieldCorrectiond(image_keys, config.n4_shrink_factor, config.n4_iterations))
+            (
+                "n4",
+                N4BiasFieldCorrectiond(image_keys, config.n4_shrink_factor, config.n4_iterations, **MAY_LACK),
+            )
         )
     stages.append(
         (
@@ -190,6 +197,7 @@ def build_stages(
                 bspline_iterations=config.bspline_iterations,
                 seed=config.seed,
                 threads=config.registration_threads,
+                **MAY_LACK,
             ),
         )
     )
@@ -201,6 +209,7 @@ def build_stages(
                 template=template,
                 template_mask=template_mask,
                 skull_strip=config.skull_strip,
+                **MAY_LACK,
             ),
         )
     )
@@ -208,14 +217,21 @@ def build_stages(
         stages.append(
             (
                 "crop",
-                CropToMaskBoxd(image_keys + label_keys, "brain_mask", config.crop_margin, config.k_divisible),
+                CropToMaskBoxd(
+                    image_keys + label_keys, "brain_mask", config.crop_margin, config.k_divisible, **MAY_LACK
+                ),
             )
         )
     stages.append(
         (
             "intensity",
             ScaleIntensityPercentilesInMaskd(
-                image_keys, "brain_mask", config.lower_percentile, config.upper_percentile, config.clip
+                image_keys,
+                "brain_mask",
+                config.lower_percentile,
+                config.upper_percentile,
+                config.clip,
+                **MAY_LACK,
             ),
         )
     )

@@ -109,7 +109,7 @@ class N4BiasFieldCorrectiond(MapTransform):
         iterations: Sequence[int] = (50, 50, 30, 20),
         convergence_threshold: float = 1e-3,
         mask_key: str | None = None,
-        allow_missing_keys: bool = True,
+        allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.corrector = N4BiasFieldCorrection(shrink_factor, iterations, convergence_threshold)

@@ -182,7 +182,7 @@ class BrainMaskFromTemplated(MapTransform):
         threshold: float = 0.5,
         closing_mm: int = 4,
         csf_margin_mm: int = 2,
-        allow_missing_keys: bool = True,
+        allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.mask_key = mask_key

@@ -96,7 +96,7 @@ class CropToMaskBoxd(MapTransform):
         mask_key: str = "brain_mask",
         margin: int = 2,
         k_divisible: int = 1,
-        allow_missing_keys: bool = True,
+        allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.mask_key = mask_key

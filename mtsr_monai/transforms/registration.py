@@ -470,7 +470,7 @@ class RegisterToTemplated(MapTransform):
         *,
         nearest_keys: Sequence[str] = ("label",),
         align_modalities: bool | str = "auto",
-        allow_missing_keys: bool = True,
+        allow_missing_keys: bool = False,
         **settings: Any,
     ) -> None:
         """``settings``: the keyword arguments of :class:`RegisterToTemplate` (``template``, ``registration``,

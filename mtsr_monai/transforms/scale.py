@@ -101,7 +101,7 @@ class ScaleIntensityPercentilesInMaskd(MapTransform):
         lower: float = 0.5,
         upper: float = 99.5,
         clip: bool = True,
-        allow_missing_keys: bool = True,
+        allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.mask_key = mask_key
