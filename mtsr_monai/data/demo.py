@@ -83,10 +83,12 @@ SEQUENCES: dict[str, Sequence] = {
 
 
 def spin_echo(tissue: Tissue, tr: float, te: float) -> float:
+    """Spin-echo signal of ``tissue``: PD (1 - exp(-TR/T1)) exp(-TE/T2), times in ms."""
     return tissue.pd * (1 - math.exp(-tr / tissue.t1)) * math.exp(-te / tissue.t2)
 
 
 def inversion_recovery(tissue: Tissue, tr: float, te: float, ti: float) -> float:
+    """Magnitude inversion-recovery signal of ``tissue`` (FLAIR with a long ``ti``), times in ms."""
     return (
         tissue.pd
         * abs(1 - 2 * math.exp(-ti / tissue.t1) + math.exp(-tr / tissue.t1))
@@ -126,6 +128,7 @@ def resolve_sequences(**overrides: float | None) -> dict[str, Sequence]:
 
 
 def tissue_signal(tissue: Tissue, sequence: Sequence) -> float:
+    """The signal of ``tissue`` in ``sequence`` (inversion recovery or spin echo, by ``sequence.kind``)."""
     if sequence.kind == "ir":
         return inversion_recovery(tissue, sequence.tr, sequence.te, float(sequence.ti))
     return spin_echo(tissue, sequence.tr, sequence.te)

@@ -71,6 +71,7 @@ def bundle_dir(bundle: str | os.PathLike | None = None) -> Path:
 
 
 def sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -9,10 +9,14 @@ Modes:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
 MODES = ("lsgan", "vanilla", "ragan", "critic")
+#: a logit map, MONAI PatchDiscriminator's ``[features..., logits]`` or a multi-scale list of logit maps
+Logits = torch.Tensor | Sequence[torch.Tensor]
 
 
 def _last(logits):
@@ -38,7 +42,7 @@ class GanLoss:
     def needs_real_for_generator(self) -> bool:
         return self.mode == "ragan"
 
-    def discriminator(self, real_logits, fake_logits) -> torch.Tensor:
+    def discriminator(self, real_logits: Logits, fake_logits: Logits) -> torch.Tensor:
         """D's loss; a multi-scale discriminator's per-scale lists give the sum over scales."""
         if _per_scale(real_logits):
             return sum(self.discriminator(r, f) for r, f in zip(real_logits, fake_logits, strict=True))
@@ -55,7 +59,7 @@ class GanLoss:
             + F.binary_cross_entropy_with_logits(fake - real.mean(), torch.zeros_like(fake))
         )
 
-    def generator(self, fake_logits, real_logits=None) -> torch.Tensor:
+    def generator(self, fake_logits: Logits, real_logits: Logits | None = None) -> torch.Tensor:
         """G's loss; a multi-scale discriminator's per-scale lists give the sum over scales."""
         if _per_scale(fake_logits):
             reals = real_logits if real_logits is not None else [None] * len(fake_logits)

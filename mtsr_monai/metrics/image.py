@@ -62,6 +62,7 @@ def default_data_range(ref: Any) -> float:
 
 
 def mse(pred: Any, ref: Any, mask: Any = None) -> float:
+    """Mean squared error of ``pred`` against ``ref`` (inside ``mask`` when given)."""
     p, r = _pair(pred, ref)
     m = _mask(mask, r.shape)
     d = (p - r) ** 2
