@@ -200,3 +200,16 @@ def test_cli_notices_are_one_line_warnings_named_after_the_command(tmp_path: Pat
     assert done.returncode == 0, done.stderr
     assert "mtsr datalist: warning: subject s1: t1w.nii.gz ignored" in done.stderr
     assert "UserWarning" not in done.stderr
+
+
+def test_a_missing_relative_file_names_the_folders_it_was_looked_for_in(tmp_path, monkeypatch):
+    from mtsr_monai.data.datalist import read_split
+
+    (tmp_path / "lists").mkdir()
+    datalist = tmp_path / "lists" / "d.json"
+    datalist.write_text(json.dumps({"training": [{"t1": "brats/a_t1.nii.gz"}]}))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(
+        InputError, match=r"brats/a_t1.nii.gz: no such file \(relative paths are read from .*lists"
+    ):
+        read_split(datalist, "training")

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from mtsr_monai.errors import InputError
+from mtsr_monai.io import is_volume_file
 
 LAYOUTS = ("auto", "brats", "ixi", "bids", "folders")
 #: image keys in the order they are written; ``label`` and masks come after
@@ -333,4 +334,9 @@ def read_split(path: str | os.PathLike, split: str, base_dir: str | os.PathLike 
         sid = item.get("subject")
         if isinstance(sid, str) and os.path.dirname(sid) == base:
             item["subject"] = os.path.basename(sid)
+        for value in item.values():  # MONAI leaves a relative path that is not under base_dir as it was
+            if isinstance(value, str) and is_volume_file(value) and not os.path.isabs(value):
+                if not os.path.exists(value):
+                    raise InputError(f"no such file (relative paths are read from {base}, else from the "
+                                     f"working directory {os.getcwd()})", value)  # fmt: skip
     return items
