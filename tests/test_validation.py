@@ -158,3 +158,15 @@ def test_clinical_evaluator_averages_the_volume_scores_and_logs_the_interpolated
         assert metrics[f"val_{name}"] == pytest.approx(mean, rel=1e-6)
         assert metrics[f"val_{name}_interpolated"] == pytest.approx(mean, rel=1e-6)
     assert evaluator.state.best_metric == pytest.approx(metrics["val_psnr"])
+
+
+def test_the_metrics_line_names_the_direction_validated(caplog):
+    import logging
+
+    from mtsr_monai.engines.validation import metrics_printer
+
+    evaluator = Engine(lambda engine, batch: None)
+    evaluator.state.metrics = {"val_psnr": torch.tensor(21.5), "val_ssim": 0.75}
+    with caplog.at_level(logging.INFO):
+        metrics_printer("flair -> t1")(evaluator)
+    assert "validation flair -> t1 -- psnr: 21.5000 ssim: 0.7500" in caplog.text

@@ -16,6 +16,7 @@ carries across resumes: a resumed run never replaces an export by a worse epoch.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -50,6 +51,17 @@ def validation_summary(metrics: Mapping[str, Any]) -> dict[str, float]:
         if isinstance(value, (int, float)):
             summary[name.removeprefix("val_")] = float(value)
     return summary
+
+
+def metrics_printer(label: str) -> Callable[[Engine], None]:
+    """A MONAI ``StatsHandler(epoch_print_logger=...)`` that names what was validated: CycleGAN validates
+    both directions, whose lines were alike (``Epoch[1] Metrics -- val_psnr: ...`` twice)."""
+
+    def print_metrics(engine: Engine) -> None:
+        scores = " ".join(f"{k}: {v:.4f}" for k, v in validation_summary(engine.state.metrics).items())
+        logging.getLogger("mtsr_monai.validation").info("validation %s -- %s", label, scores)
+
+    return print_metrics
 
 
 def first_items(dataset: Sequence, count: int) -> torch.utils.data.Subset:
