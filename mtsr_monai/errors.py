@@ -6,7 +6,9 @@ Anything else escaping a command is an internal error: exit code 1.
 
 from __future__ import annotations
 
+import ast
 import atexit
+import difflib
 import os
 import signal
 import sys
@@ -61,6 +63,59 @@ def _exit_on_sigterm(signum: int, frame) -> None:
     raise SystemExit(128 + signum)
 
 
+#: ``monai.bundle run``'s own arguments (everything else overrides a config key)
+RUN_ARGUMENTS = {
+    "run_id",
+    "init_id",
+    "final_id",
+    "meta_file",
+    "config_file",
+    "logging_file",
+    "tracking",
+    "args_file",
+}
+
+
+def _options(argv: list[str]) -> dict[str, str]:
+    """``{name: value}`` of ``--name value`` / ``--name=value`` in ``argv``."""
+    options, i = {}, 0
+    while i < len(argv):
+        if argv[i].startswith("--"):
+            name, eq, value = argv[i][2:].partition("=")
+            if not eq and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                value, i = argv[i + 1], i + 1
+            options[name] = value
+        i += 1
+    return options
+
+
+def warn_unknown_overrides(argv: list[str]) -> list[str]:
+    """Warn (one line each, stderr) about ``monai.bundle run`` overrides whose top-level key no config file
+    defines: MONAI adds them silently and nothing reads them (``--max_epoch 1`` trained for 100 epochs).
+    Returns the names warned about; a config it cannot read is skipped silently (MONAI reports it)."""
+    # lazy: only bundle runs read their configs here
+    import yaml
+
+    options = _options(argv)
+    files = options.get("config_file", "")
+    try:
+        paths = ast.literal_eval(files) if files.startswith("[") else [files]
+        keys = set()
+        for path in paths:
+            keys |= {str(k).lstrip("+") for k in (yaml.safe_load(Path(path).read_text()) or {})}
+    except (OSError, ValueError, SyntaxError, yaml.YAMLError, AttributeError):
+        return []
+    unknown = [n for n in options if n not in RUN_ARGUMENTS and n.split("#")[0] not in keys]
+    for name in unknown:
+        close = difflib.get_close_matches(name.split("#")[0], sorted(keys), n=1)
+        hint = f" (did you mean --{close[0]}?)" if close else ""
+        print(
+            f"mtsr bundle run: warning: --{name} is not a key of the config: it is ignored{hint}",
+            file=sys.stderr,
+        )
+    return unknown
+
+
 def install_bundle_excepthook() -> None:
     """Use :func:`_bundle_run_excepthook` when this process is ``python -m monai.bundle`` (also under
     torchrun) and nothing else replaced the default hook, and end it on SIGTERM through
@@ -71,6 +126,8 @@ def install_bundle_excepthook() -> None:
         return
     if sys.excepthook is sys.__excepthook__:
         sys.excepthook = _bundle_run_excepthook
+        if sys.argv[1:2] == ["run"]:
+            warn_unknown_overrides(sys.argv[2:])
     main_thread = threading.current_thread() is threading.main_thread()
     if main_thread and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _exit_on_sigterm)

@@ -182,3 +182,15 @@ def test_sigterm_in_a_bundle_training_run_saves_its_iteration_and_exits_143(tmp_
     saved = [int(p.stem.split("_")[1]) for p in (tmp_path / "run" / "checkpoints").glob("checkpoint_*.pt")]
     assert saved and max(saved) >= 3  # the periodic checkpoint would be at 1000
     assert "the same command resumes" in rest
+
+
+def test_a_mistyped_bundle_override_is_named_with_the_key_it_resembles(capsys):
+    from mtsr_monai.errors import warn_unknown_overrides
+
+    argv = ["training", "--config_file", str(REPO / "bundles/mtsr_sr/configs/train.yaml"), "--max_epoch", "1",
+            "--max_epochs", "2", "--loss_weights#vgg", "0", "--meta_file", "m.json"]  # fmt: skip
+    assert warn_unknown_overrides(argv) == ["max_epoch"]
+    assert (
+        "--max_epoch is not a key of the config: it is ignored (did you mean --max_epochs?)"
+        in capsys.readouterr().err
+    )
