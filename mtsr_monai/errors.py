@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -23,6 +24,16 @@ class InputError(ValueError):
         self.path = None if path is None else str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}" if self.path else problem)
+
+
+def exit_code_of(run: Callable[[], int | None], name: str) -> int:
+    """A script's exit code, as the ``mtsr`` commands give theirs: ``run()``'s own (None: 0), or 2 after one
+    line naming the bad input when it raises :class:`InputError`."""
+    try:
+        return run() or 0
+    except InputError as err:
+        print(f"{name}: error: {err}", file=sys.stderr)
+        return 2
 
 
 def root_cause(err: BaseException) -> BaseException:

@@ -141,14 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--output", type=Path, default=BUNDLE / "models" / "model.pt")
     e.add_argument("overrides", nargs="*")
     args = p.parse_args(argv)
-    from mtsr_monai.errors import InputError
+    from mtsr_monai.errors import exit_code_of
 
-    try:
-        {"train": train, "export": export}[args.cmd](args)
-    except InputError as err:
-        print(f"train_clinical.py: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_code_of(lambda: {"train": train, "export": export}[args.cmd](args), "train_clinical.py")
 
 
 if __name__ == "__main__":

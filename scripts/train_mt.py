@@ -217,10 +217,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from mtsr_monai.errors import InputError
+    from mtsr_monai.errors import exit_code_of
 
-    try:
-        sys.exit(main())
-    except InputError as err:
-        print(f"train_mt.py: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(exit_code_of(main, "train_mt.py"))

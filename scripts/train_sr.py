@@ -48,7 +48,7 @@ def export(args: argparse.Namespace) -> int:
     import torch
 
     from mtsr_monai.errors import InputError
-    from mtsr_monai.inference.bundle import bundle_parser, declare_weights, load_weights_into, sha256
+    from mtsr_monai.inference.bundle import bundle_parser, declare_weights, sha256
     from mtsr_monai.io import atomic_output
 
     if not args.checkpoint.is_file():
@@ -62,7 +62,7 @@ def export(args: argparse.Namespace) -> int:
     target = Path(args.out)
     shipped = target.resolve() == (BUNDLE / "models" / "model.pt").resolve()
     if shipped:  # refused before the bundle is touched: weights the bundle's inference would misuse
-        check_fits_bundle(args.checkpoint, state, bundle_parser(BUNDLE), load_weights_into)
+        check_fits_bundle(args.checkpoint, state, bundle_parser(BUNDLE))
     # the shipped file is fp16 (half the size); another target (e.g. an init_checkpoint) keeps fp32
     state = {
         k.removeprefix("module."): (v.half() if shipped and v.is_floating_point() else v)
@@ -76,12 +76,13 @@ def export(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_fits_bundle(checkpoint: Path, state: dict, parser, load_weights_into) -> None:
+def check_fits_bundle(checkpoint: Path, state: dict, parser) -> None:
     """The weights load strictly into the bundle's inference network, and the run that made them (its
     ``recipe.json``) used the global skip that inference.yaml declares (the output is otherwise wrong)."""
     import json
 
     from mtsr_monai.errors import InputError
+    from mtsr_monai.inference.bundle import load_weights_into
 
     load_weights_into(parser.get_parsed_content("network_def", instantiate=True), state, checkpoint)
     for folder in (checkpoint.parent, checkpoint.parent.parent):
@@ -119,13 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "train" and args.overrides[:1] == ["--"]:
         args.overrides = args.overrides[1:]
-    from mtsr_monai.errors import InputError
+    from mtsr_monai.errors import exit_code_of
 
-    try:
-        return train(args) if args.command == "train" else export(args)
-    except InputError as err:
-        print(f"train_sr.py: error: {err}", file=sys.stderr)
-        return 2
+    return exit_code_of(lambda: train(args) if args.command == "train" else export(args), "train_sr.py")
 
 
 if __name__ == "__main__":

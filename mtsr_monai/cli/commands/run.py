@@ -57,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not 2 <= args.scale <= MAX_SCALE:
         raise InputError(f"--scale {args.scale} is invalid (accepted 2-{MAX_SCALE})")
-    sr_axis = int(args.sr_axis) if args.sr_axis.lstrip("-").isdigit() else args.sr_axis
-    warning = fine_input_warning(args.input, sr_axis, args.scale) if args.sr_method == "auto" else None
+    # resolve_axis reads an array index given as text ("0") itself
+    warning = fine_input_warning(args.input, args.sr_axis, args.scale) if args.sr_method == "auto" else None
     if warning:
         print(warning, file=sys.stderr)
     with StageBar(5, "run") as bar:
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
             args.output_dir,
             scale=args.scale,
             sr_method=args.sr_method,
-            sr_axis=sr_axis,
+            sr_axis=args.sr_axis,
             mt_weights=args.weights,
             on_stage=bar.next,
             **translation_kwargs(args),
