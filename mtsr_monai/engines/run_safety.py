@@ -29,6 +29,7 @@ from ignite.handlers import DiskSaver
 
 from mtsr_monai.errors import InputError
 from mtsr_monai.io import atomic_write_text
+from mtsr_monai.io.manifest import enclosing_bundle, manifest_entries
 from mtsr_monai.precision import autocast_dtype, resolve_precision
 
 logger = logging.getLogger(__name__)
@@ -41,15 +42,8 @@ __all__ = [
 
 def _declared_weights(folder: Path) -> list[Path]:
     """Files declared in the ``large_files.yml`` of a bundle that contains ``folder`` (or is it)."""
-    # lazy: only training set-up reads bundle manifests
-    import yaml
-
-    for bundle in (folder, *folder.parents):
-        manifest = bundle / "large_files.yml"
-        if manifest.is_file():
-            entries = (yaml.safe_load(manifest.read_text()) or {}).get("large_files", [])
-            return [(bundle / entry["path"]).resolve() for entry in entries if "path" in entry]
-    return []
+    bundle = enclosing_bundle(folder)
+    return [(bundle / entry["path"]).resolve() for entry in manifest_entries(bundle)] if bundle else []
 
 
 def check_training_setup(output_dir: str | Path, precision: str, device: str | torch.device) -> str:

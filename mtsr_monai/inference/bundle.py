@@ -22,6 +22,7 @@ from typing import Any
 from mtsr_monai.data.datalist import modality_from_name
 from mtsr_monai.errors import InputError
 from mtsr_monai.io import atomic_write_text, is_volume_file, volume_stem
+from mtsr_monai.io.manifest import MANIFEST_NAME, enclosing_bundle, manifest_entries
 from mtsr_monai.io.outputs import OutputPlan, guard_outputs
 
 DEFAULT_BUNDLE = "mtsr_sr"
@@ -81,16 +82,10 @@ def sha256(path: str | os.PathLike) -> str:
 
 def declared_files(root: str | os.PathLike) -> dict[str, str]:
     """``{relative path: sha256}`` of the files a bundle's ``large_files.yml`` declares with a sha256."""
-    spec = Path(root) / "large_files.yml"
-    if not spec.is_file():
-        return {}
-    import yaml
-
-    items = (yaml.safe_load(spec.read_text()) or {}).get("large_files", [])
     return {
         Path(item["path"]).as_posix(): str(item["hash_val"])
-        for item in items
-        if item.get("path") and item.get("hash_val") and item.get("hash_type", "sha256") == "sha256"
+        for item in manifest_entries(root)
+        if item.get("hash_val") and item.get("hash_type", "sha256") == "sha256"
     }
 
 
@@ -122,12 +117,8 @@ def verify_file(path: str | os.PathLike) -> Path:
     if not path.is_file():
         raise InputError("bundle file not found (train the bundle or pass the weights)", path)
     resolved = path.resolve()
-    for root in resolved.parents:
-        if (root / "large_files.yml").is_file():
-            expected = _declared_hash(root, resolved.relative_to(root).as_posix())
-            break
-    else:
-        return path
+    root = enclosing_bundle(resolved.parent)
+    expected = _declared_hash(root, resolved.relative_to(root).as_posix()) if root else None
     if expected is None:
         return path
     stat = resolved.stat()
@@ -210,7 +201,7 @@ def declare_weights(bundle: str | os.PathLike, rel: str) -> str:
     added, the others kept; written atomically), so :func:`verify_file` accepts the new file. Returns it."""
     root = Path(bundle)
     digest = sha256(root / rel)
-    spec = root / "large_files.yml"
+    spec = root / MANIFEST_NAME
     text = spec.read_text() if spec.is_file() else "large_files:\n"
     entry = f"  - path: {rel}\n    url: ''\n    hash_val: {digest}\n    hash_type: sha256\n"
     pattern = re.compile(r"  - path: " + re.escape(rel) + r"\n(    .*\n){3}")
