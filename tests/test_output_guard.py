@@ -245,3 +245,22 @@ def test_readme_states_the_exit_codes_the_cli_returns():
         (cli.EXIT_TERMINATED, "terminated (SIGTERM"),
     ]:
         assert f"{code} {meaning}" in readme, (code, meaning)
+
+
+def test_a_finished_run_leaves_no_lock_file_and_the_output_can_be_locked_again(tmp_path, phantom_file):
+    from mtsr_monai.io.outputs import lock_path
+
+    out = tmp_path / "lr.nii.gz"
+    assert main(_degrade(phantom_file, out)) == 0
+    assert out.exists() and not lock_path(out).exists()
+    first, second = OutputLocks(), OutputLocks()
+    first.acquire(out)
+    first.release()
+    second.acquire(out)  # a new lock file, not the one the release removed
+    try:
+        assert lock_path(out).exists() and second.holds(out)
+        with pytest.raises(Exception, match="another mtsr run"):
+            OutputLocks().acquire(out)
+    finally:
+        second.release()
+    assert not lock_path(out).exists()

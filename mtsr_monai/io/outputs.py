@@ -9,8 +9,8 @@ starts it refuses (:class:`~mtsr_monai.errors.InputError`, exit 2, nothing writt
 - an output location where no file can be created (read-only folder, no permission, read-only disk),
   probed by creating and deleting a temporary file, so root and read-only mounts are judged right too;
 - an output that another ``mtsr`` run is writing now: each output path is locked with ``flock`` for the
-  whole run, in a lock file outside the output folder (``$TMPDIR/mtsr-locks``), released by the kernel
-  even when the holder is killed.
+  whole run, in a lock file outside the output folder (``$TMPDIR/mtsr-locks``), removed when the run ends
+  and released by the kernel even when the holder is killed.
 
 Holding the locks, it removes the temporary files that killed runs left next to the outputs
 (``.<name>.<random>.part<ext>``, see :mod:`mtsr_monai.io.atomic`), unless another live run owns them.
@@ -134,17 +134,21 @@ class OutputLocks:
             return
         lock = lock_path(target)
         lock.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            owner = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another run"
-            os.close(fd)
-            raise InputError(
-                f"another mtsr run ({owner}) is writing this output now: wait for it or choose another "
-                "output",
-                path,
-            ) from None
+        while True:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                owner = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another run"
+                os.close(fd)
+                raise InputError(
+                    f"another mtsr run ({owner}) is writing this output now: wait for it or choose another "
+                    "output",
+                    path,
+                ) from None
+            if _is_current_file(fd, lock):
+                break
+            os.close(fd)  # a releasing run removed the file after we opened it: lock the current one
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}, {what}".encode(), 0)
         self._held[target] = fd
@@ -168,9 +172,18 @@ class OutputLocks:
         return False
 
     def release(self) -> None:
-        for fd in self._held.values():
+        """Unlock every path, removing the lock files (still locked, so no other run can hold them)."""
+        for target, fd in self._held.items():
+            lock_path(target).unlink(missing_ok=True)
             os.close(fd)
         self._held.clear()
+
+
+def _is_current_file(fd: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 def remove_stale_parts(plan: OutputPlan, locks: OutputLocks) -> list[Path]:
