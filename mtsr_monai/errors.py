@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import atexit
 import difflib
+import logging
 import os
 import signal
 import sys
@@ -48,30 +49,63 @@ def root_cause(err: BaseException) -> BaseException:
     return chain[-1]
 
 
+def _finish_and_exit(code: int) -> None:
+    """The interpreter's exit steps (flush, atexit), then exit with ``code`` (an excepthook's would be 1)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    atexit._run_exitfuncs()
+    os._exit(code)
+
+
 def _bundle_run_excepthook(exc_type, exc, tb) -> None:
     """``sys.excepthook`` of ``python -m monai.bundle run``: bad input (an :class:`InputError` anywhere in
-    the chain) ends with one line and exit code 2, as the ``mtsr`` commands do; anything else with the
-    usual traceback, then one line naming the cause rather than MONAI's wrapper (exit code 1)."""
-    cause = root_cause(exc) if isinstance(exc, Exception) else None
+    the chain) ends with one line and exit code 2, as the ``mtsr`` commands do; Ctrl-C and SIGTERM (also when
+    MONAI wraps them) with one line and 130 / 143; anything else with the usual traceback, then one line
+    naming the cause rather than MONAI's wrapper (exit code 1)."""
+    cause = root_cause(exc) if isinstance(exc, Exception) else exc
+    if isinstance(cause, KeyboardInterrupt):
+        print("mtsr bundle run: interrupted (Ctrl-C)", file=sys.stderr)
+        _finish_and_exit(130)
+    if isinstance(cause, SystemExit) and isinstance(cause.code, int):
+        print(f"mtsr bundle run: stopped (exit code {cause.code})", file=sys.stderr)
+        _finish_and_exit(cause.code)
     if not isinstance(cause, InputError):
         sys.__excepthook__(exc_type, exc, tb)
-    if cause is None:
+    if not isinstance(cause, Exception):
         return
     text = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
     what = text if isinstance(cause, InputError) else f"{type(cause).__name__}: {text}"
     print(f"mtsr bundle run: error: {what}", file=sys.stderr)
     if isinstance(cause, InputError):
-        # the interpreter would exit with 1 after this hook: finish its exit steps here, then exit 2
-        sys.stdout.flush()
-        sys.stderr.flush()
-        atexit._run_exitfuncs()
-        os._exit(2)
+        _finish_and_exit(2)
+
+
+class _QuietInterruptions(logging.Filter):
+    """Drops the traceback that MONAI's ``StatsHandler`` logs when a run is stopped by Ctrl-C or SIGTERM
+    (the run's last line and exit code say so); the log line itself stays."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        kind = record.exc_info[0] if record.exc_info else None
+        if kind is not None and issubclass(kind, (KeyboardInterrupt, SystemExit)):
+            record.exc_info, record.exc_text = None, None
+            how = "Ctrl-C" if issubclass(kind, KeyboardInterrupt) else f"exit code {record.exc_info[1].code}"
+            record.msg, record.args = f"run stopped ({how})", ()
+        return True
+
+
+_SIGNAL_EXIT: list[SystemExit] = []
+
+
+def stopped_by_signal() -> SystemExit | None:
+    """The exit that :func:`_exit_on_sigterm` raised in this process, if any (read by exit handlers)."""
+    return _SIGNAL_EXIT[0] if _SIGNAL_EXIT else None
 
 
 def _exit_on_sigterm(signum: int, frame) -> None:
     """SIGTERM (a batch scheduler's kill) as an exception, so that writers delete their temporary files as
     on Ctrl-C; SystemExit passes the ``except Exception`` blocks and ends the run with 128 + 15 = 143."""
-    raise SystemExit(128 + signum)
+    _SIGNAL_EXIT.append(SystemExit(128 + signum))
+    raise _SIGNAL_EXIT[-1]
 
 
 #: ``monai.bundle run``'s own arguments (everything else overrides a config key)
@@ -137,6 +171,11 @@ def install_bundle_excepthook() -> None:
         return
     if sys.excepthook is sys.__excepthook__:
         sys.excepthook = _bundle_run_excepthook
+        # lazy: monai is loaded already in a bundle run. The logger that MONAI's StatsHandler logs to, made
+        # as it makes it (its own stdout handler), with the filter added
+        from monai.apps import get_logger
+
+        get_logger("monai.handlers.StatsHandler").addFilter(_QuietInterruptions())
         if sys.argv[1:2] == ["run"]:
             warn_unknown_overrides(sys.argv[2:])
     main_thread = threading.current_thread() is threading.main_thread()

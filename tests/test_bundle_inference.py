@@ -161,7 +161,7 @@ def test_a_bundle_run_refuses_two_inputs_that_would_write_one_output(tmp_path):
     assert len(datalist) == 2  # ITK files are bundle inputs too
     with pytest.raises(InputError, match="two inputs would write here"):
         guard_bundle_outputs(datalist, _sr_writer(tmp_path / "out"))
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists()  # the empty output folder it made is removed
 
 
 def test_a_bundle_run_with_nothing_to_run_on_is_refused(tmp_path):
@@ -231,3 +231,32 @@ def test_masks_and_labels_beside_the_scans_are_not_bundle_inputs(tmp_path):
     with pytest.warns(UserWarning, match="named as a mask or label"):
         files = volume_files(tmp_path)
     assert [Path(f).name for f in files] == ["a_t1.nii.gz", "b.nrrd"]
+
+
+@pytest.mark.parametrize(
+    "signal_name, code, last_line",
+    [("SIGINT", 130, "bundle run: interrupted (Ctrl-C)"), ("SIGTERM", 143, "(exit code 143)")],
+)
+def test_an_interrupted_bundle_inference_ends_without_traceback_or_outputs(
+    tmp_path, signal_name, code, last_line
+):
+    import signal
+
+    scans = tmp_path / "in"
+    scans.mkdir()
+    _scan(scans / "a.nii.gz", (96, 96, 24), (1.0, 1.0, 1.0), 300, 200)  # tens of seconds of SR
+    configs = REPO / "bundles/mtsr_sr/configs"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file",
+           str(configs / "inference.yaml"), "--bundle_root", str(REPO / "bundles/mtsr_sr"),
+           "--dataset_dir", str(scans), "--output_dir", str(tmp_path / "out")]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    seen = []
+    for line in proc.stdout:  # the evaluator has started once the weights are restored
+        seen.append(line)
+        if "Restored all variables" in line:
+            proc.send_signal(getattr(signal, signal_name))
+            break
+    rest = proc.communicate(timeout=120)[0]
+    assert proc.returncode == code, rest[-2000:]
+    assert "Traceback" not in rest and rest.rstrip().endswith(last_line)
+    assert not (tmp_path / "out").exists()  # the empty output folder it made is removed

@@ -10,17 +10,19 @@ process). The network is built from the bundle's ``configs/inference.yaml#networ
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import os
 import re
+import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from mtsr_monai.data.datalist import modality_from_name
-from mtsr_monai.errors import InputError
+from mtsr_monai.errors import InputError, stopped_by_signal
 from mtsr_monai.io import atomic_write_text, is_volume_file, volume_stem
 from mtsr_monai.io.manifest import MANIFEST_NAME, enclosing_bundle, manifest_entries
 from mtsr_monai.io.outputs import OutputPlan, guard_outputs
@@ -332,6 +334,17 @@ def find_sessions(
 
 #: the output guards of this process's bundle run: held (locks included) until the process ends
 _BUNDLE_GUARDS = contextlib.ExitStack()
+
+
+@atexit.register
+def _close_bundle_guards() -> None:
+    """Release the bundle run's output locks at exit; after a failed or interrupted run (an uncaught
+    exception, SIGTERM) also remove the empty output folders it created, as ``mtsr`` commands do."""
+    failure = getattr(sys, "last_value", None) or stopped_by_signal()
+    if failure is None:
+        _BUNDLE_GUARDS.close()
+    else:
+        _BUNDLE_GUARDS.__exit__(type(failure), failure, failure.__traceback__)
 
 
 def guard_bundle_outputs(
