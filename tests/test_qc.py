@@ -95,6 +95,20 @@ def test_air_with_noise_gives_dietrich_snr():
     assert out["snrd_wm"] == pytest.approx(np.median(img[labels == 3]) / 0.02, rel=0.1)
 
 
+def test_a_small_air_region_counts_alike_on_an_image_and_its_finer_resampling():
+    img, labels = _tissue_phantom()
+    air = np.zeros(img.shape, bool)
+    air[0, 0, :9] = True  # 9 voxels of 4 x 4 x 1 mm = 144 mm3
+    img = np.where(air, np.random.default_rng(0).uniform(0.01, 0.05, img.shape), img).astype(np.float32)
+    coarse = qc.compute_iqms(img, labels, labels > 0, spacing=(4, 4, 1), air=air)
+    fine = [np.repeat(np.repeat(a, 4, 0), 4, 1) for a in (img, labels, air)]  # the same region, 1 mm grid
+    finer = qc.compute_iqms(fine[0], fine[1], fine[1] > 0, spacing=(1, 1, 1), air=fine[2])
+    assert coarse["air_voxels"] == 9 and finer["air_voxels"] == 144
+    assert coarse["sd_air"] == pytest.approx(finer["sd_air"], rel=0.01)
+    tiny = qc.compute_iqms(fine[0], fine[1], fine[1] > 0, spacing=(0.25, 0.25, 1), air=fine[2])  # 9 mm3
+    assert tiny["air_voxels"] == 0 and tiny["sd_air"] == 0
+
+
 def _mriqc_reference(img: np.ndarray, wm: np.ndarray, gm: np.ndarray) -> dict:
     """MRIQC's published formulas, written directly in numpy (independent of mtsr_monai.metrics.qc).
 

@@ -227,6 +227,10 @@ def air_noise(values: np.ndarray, variant: str = "mriqc") -> float:
     return float(values.std())
 
 
+#: the smallest air region (ml) whose intensities count as noise (100 voxels of 1 mm)
+MIN_AIR_ML = 0.1
+
+
 def compute_iqms(
     image: np.ndarray,
     tissues: np.ndarray,
@@ -261,8 +265,10 @@ def compute_iqms(
     out.update(fwhm(image, brain, spacing))
     out["wm2max"] = wm2max(image, wm, variant)
     air_values = image[air]
-    # an air region "with signal": enough voxels and some spread (skull-stripped images have none)
-    has_air = air_values.size >= 100 and float(air_values.std()) > 0
+    # an air region "with signal": at least MIN_AIR_ML of it (a volume, so that the same region counts on an
+    # image and on its x4 resampling alike) and some spread (skull-stripped images have none)
+    air_ml = air_values.size * float(np.prod(spacing)) / 1000.0
+    has_air = air_ml >= MIN_AIR_ML and air_values.size > 1 and float(air_values.std()) > 0
     sd_air = float(air_values.std()) if has_air else 0.0
     noise_air = air_noise(air_values, variant) if has_air else 0.0
     out["air_voxels"] = int(air_values.size) if has_air else 0
