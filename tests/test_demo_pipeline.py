@@ -54,6 +54,8 @@ def test_run_writes_sr_samples_stats_montage_and_summary(
     summary = json.loads((out / "summary.json").read_text())
     assert summary["super_resolution"].startswith("bicubic (SR weights not found")
     assert len(summary["codes"]) == 3 and summary["seed"] == 1
+    assert summary["outputs"]["mean"] == "mean.nii.gz"  # relative: the folder can be moved
+    assert summary["outputs"]["samples"] == [f"sample_{i}.nii.gz" for i in range(3)]
     png = (out / "montage.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     err = capsys.readouterr().err
@@ -101,7 +103,8 @@ def test_demo_end_to_end_with_shipped_weights(tmp_path):
     assert "run/montage.png" in html and "PSNR" in html
     assert "has no lesion" in html  # the FLAIR model can invent one: said beside its samples
     assert (tmp_path / "run" / "montage.png").is_file()
-    assert json.loads((tmp_path / "demo.json").read_text())["slices"] == 4
+    saved = json.loads((tmp_path / "demo.json").read_text())
+    assert saved["slices"] == 4 and saved["html"] == "report.html" and saved["montage"] == "run/montage.png"
     # input, bicubic, SR and truth side by side; every path relative to the output folder
     assert 'src="figures/sr_comparison.png"' in html
     assert (tmp_path / "figures" / "sr_comparison.png").is_file()

@@ -126,3 +126,11 @@ def test_a_subject_failing_half_way_leaves_the_earlier_report_as_it_was(dirs, tm
         write_nifti(bad / f"sub{s}" / "flair.nii.gz", img)
     assert main([*argv, "--pred-dir", str(bad)]) == 2
     assert {p: p.read_bytes() for p in report_dir.rglob("*") if p.is_file()} == before
+
+
+def test_a_reference_row_is_shown_but_not_ranked_for_bold():
+    from mtsr_monai.reporting.html import html_table
+
+    rows = [["reference", 0.9], ["model", 0.5], ["trilinear", 0.4]]
+    table = html_table(["image", "Dice"], rows, [None, "max"], unranked=1)
+    assert "<b>0.5" in table and "<b>0.9" not in table

@@ -184,10 +184,11 @@ def _explain_figure(
     gates = explained["attention"]
     ncols = 2 + len(gates) + (1 if "gradcam" in explained else 0)
     fig, axes = pyplot().subplots(1, ncols, figsize=(3.0 * ncols, 3.3))
-    show_plane(axes[0], x[c0], affine, plane, point)
-    axes[0].set_title(f"input {modalities[c0]}", fontsize=9)
-    show_plane(axes[1], y[c0], affine, plane, point)
-    axes[1].set_title("restored", fontsize=9)
+    window = dict(zip(("vmin", "vmax"), display_range(x[c0], x[c0] > 0), strict=True))  # one for both
+    show_plane(axes[0], x[c0], affine, plane, point, **window)
+    axes[0].set_title(f"input {modalities[c0]} (network scale)", fontsize=9)
+    show_plane(axes[1], y[c0], affine, plane, point, **window)
+    axes[1].set_title("restored (network output)", fontsize=9)
     for k, g in enumerate(gates, start=1):
         show_plane(axes[1 + k], x[c0], affine, plane, point)
         _overlay(axes[1 + k], g, affine, plane, point, "attention", vmin=0, vmax=1)
@@ -196,7 +197,7 @@ def _explain_figure(
         show_plane(axes[-1], y[c0], affine, plane, point)
         # MONAI's GradCAM is normalised to [0, 1] per slice
         _overlay(axes[-1], explained["gradcam"], affine, plane, point, "GradCAM", vmin=0, vmax=1)
-        axes[-1].set_title(f"critic GradCAM ({explained['critic_score']:.2f})", fontsize=9)
+        axes[-1].set_title(f"critic GradCAM (mean score {explained['critic_score']:.2f})", fontsize=9)
     fig.suptitle(f"{plane}, {CONVENTION}", fontsize=9)
     fig.tight_layout()
     save_figure(fig, png, dpi=100)

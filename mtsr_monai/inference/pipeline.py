@@ -237,7 +237,18 @@ def _write_summary(out: Path, summary: dict[str, Any], written: dict[str, str], 
     """``out/summary.json``: the run's summary with its timings and outputs (itself among them)."""
     summary.update(timings={k: round(v, 2) for k, v in timings.items()}, outputs=written)
     written["summary"] = str(out / "summary.json")
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
+    on_disk = {**summary, "outputs": relative_to(written, out)}  # the folder can be moved
+    atomic_write_text(out / "summary.json", json.dumps(on_disk, indent=1))
+
+
+def relative_to(paths: Any, folder: Path) -> Any:
+    """``paths`` (a path, or a list / dict of them) with those inside ``folder`` made relative to it."""
+    if isinstance(paths, dict):
+        return {k: relative_to(v, folder) for k, v in paths.items()}
+    if isinstance(paths, (list, tuple)):
+        return [relative_to(v, folder) for v in paths]
+    path = Path(paths)
+    return path.relative_to(folder).as_posix() if path.is_relative_to(folder) else str(paths)
 
 
 def _demo_slab(
@@ -291,15 +302,16 @@ def _demo_slab(
 
 
 def _demo_metrics(slab: dict[str, Any], arrays: dict[str, Any], bicubic: np.ndarray) -> tuple[dict, dict]:
-    """``(metrics, lpips status)``: SR and bicubic against the true source (PSNR in the brain, 2D axial
-    SSIM), the translations against the demo target scaled to [0, 1] the same way."""
+    """``(metrics, lpips status)``: SR and bicubic against the true source inside the brain (PSNR, 2D axial
+    SSIM: over whole slices the SR's clean background would dominate), the translations against the demo
+    target scaled to [0, 1] the same way (whole 2D axial slices)."""
 
     hr_np, mask, through = slab["hr"], slab["brain"], slab["through"]
     data_range = float(hr_np.max() - hr_np.min())
     metrics = {
         name: {
             "psnr": psnr(vol, hr_np, mask, data_range),
-            "ssim": ssim(vol, hr_np, data_range=data_range, axis=through),
+            "ssim": ssim(vol, hr_np, mask, data_range=data_range, axis=through),
         }
         for name, vol in (("sr", arrays["sr"]), ("bicubic", bicubic))
     }
@@ -362,5 +374,6 @@ def run_demo(
         report["seconds"] = time.perf_counter() - t0
         bar.next("report")
         atomic_write_text(out / "report.html", demo_html(report, out, bundles_root()))
-        atomic_write_text(out / "demo.json", json.dumps(report, indent=1))
+        on_disk = {**report, **relative_to({k: report[k] for k in ("montage", "figures", "html")}, out)}
+        atomic_write_text(out / "demo.json", json.dumps(on_disk, indent=1))
     return report

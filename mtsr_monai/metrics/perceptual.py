@@ -117,7 +117,7 @@ def consecutive_pairs(n: int) -> list[tuple[int, int]]:
 
 
 def sample_measures(
-    samples: np.ndarray, truth: np.ndarray | None = None, mask: np.ndarray | None = None, lpips_metric=None
+    samples: np.ndarray, truth: np.ndarray | None = None, lpips_metric=None
 ) -> dict[str, Any]:
     """Realism / diversity of N samples (N, S, H, W) of 2D slices in [0, 1] against ``truth`` (S, H, W).
 

@@ -507,9 +507,14 @@ def _agreement_table(summ: dict, subs: list[dict], methods: list[str], tissue: s
         ["method", "Dice", "Jaccard", "TPF", "PPV", "TNF", "volume (ml)", "BA bias (%)"],
         rows,
         [None, "max", "max", "max", "max", "max", None, None],
-        caption=f"{tissue.upper()}: masks of each image (EM) vs the reference's; mean over subjects; "
+        caption=f"{tissue.upper()}: masks of each image ({_mask_source(tissue)}) vs the reference's; "
+        "mean over subjects; "
         f"reference volume {_mean_sd(_reference_volumes(have, tissue))[0]:.1f} ml",
     )
+
+
+def _mask_source(tissue: str) -> str:
+    return "the FLAIR hyperintensity rule" if tissue == "hyperintensity" else "EM segmentation"
 
 
 def _hyperintensity_tables(summ: dict, subs: list[dict], methods: list[str]) -> list[str]:
@@ -533,7 +538,9 @@ def _hyperintensity_tables(summ: dict, subs: list[dict], methods: list[str]) -> 
         rows,
         [None, "max", "max", "max", "max", "max"],
         caption="mask = FLAIR > mean + 1.3 sd in the brain, Gaussian smoothing, small "
-        "components removed; against label > 0; mean over subjects",
+        "components removed; against label > 0; mean over subjects; best method in bold (the reference "
+        "image's row is for scale)",
+        unranked=1,
     )
     return [
         means,

@@ -141,10 +141,10 @@ weights file: {e(str(report.get("translation_training") or "not recorded"))}).</
 directions (R/L right/left, A/P anterior/posterior, S/I superior/inferior).</p>
 <h2>Super-resolution against bicubic and the ground truth</h2>
 <p>Top: input, bicubic, SR and the true {e(src)} (the cyan square is the zoomed region). Middle: that region
-zoomed. Bottom: signed errors (image &minus; truth) of bicubic and SR, whole and zoomed, on one colour
+zoomed. Below bicubic and SR: their signed errors (image &minus; truth), whole and zoomed, on one colour
 scale: blue darker, red brighter than the truth.</p>
 {_figure(rel["sr_comparison"], "input, bicubic, SR and ground truth")}
-<p>Metrics over the brain (PSNR) and 2D axial slices (SSIM):</p>
+<p>Metrics inside the brain (PSNR; SSIM of the 2D axial slices):</p>
 {_table(sr_rows)}
 <h2>Translation to {e(tgt)}</h2>
 {_figure(rel["translation"], "SR input, mean and std of the samples, demo target")}

@@ -108,10 +108,10 @@ def sr_comparison_figure(
     title: str = "",
 ) -> Path:
     """Input, baselines, SR and ground truth side by side (row 1, the zoomed region outlined in cyan), the
-    zoomed region of each (row 2), and the signed errors ``image - truth`` of the images on the truth's grid,
-    whole and zoomed, on one symmetric scale with its colour bar (row 3). All axial and radiological;
-    grey levels shared (truth's 0.5-99.5th percentiles inside ``mask``, a volume on the truth's grid).
-    The panels must cover one field of view (SR overlays its input), so one zoom box fits all."""
+    zoomed region of each (row 2), and below each image on the truth's grid its signed error
+    ``image - truth``, whole (row 3) and zoomed (row 4), on one symmetric scale with its colour bar. All axial
+    and radiological; grey levels shared (truth's 0.5-99.5th percentiles inside ``mask``, a volume on the
+    truth's grid). The panels must cover one field of view (SR overlays its input), one zoom box fits all."""
     plt = pyplot()
     names = [name for name, _, _ in panels]
     views = {name: plane_image(vol, aff, "axial", point) for name, vol, aff in panels}
@@ -122,8 +122,8 @@ def sr_comparison_figure(
     box = zoom_box(truth_img, brain)
     diffs = {n: views[n][0] - truth_img for n in names if n != truth and views[n][0].shape == truth_img.shape}
     cols = len(names)
-    fig = plt.figure(figsize=(3.1 * cols + 0.9, 3.1 * 3 + 0.7))
-    grid = fig.add_gridspec(3, cols + 1, width_ratios=[1] * cols + [0.06])
+    fig = plt.figure(figsize=(3.1 * cols + 0.9, 3.1 * 4 + 0.7))
+    grid = fig.add_gridspec(4, cols + 1, width_ratios=[1] * cols + [0.06])
     for c, name in enumerate(names):
         image, aspect = views[name]
         ax = fig.add_subplot(grid[0, c])
@@ -135,14 +135,16 @@ def sr_comparison_figure(
         ax.set_title(f"{name}, zoom", fontsize=9)
     errors = [np.abs(d[brain] if brain is not None and brain.any() else d) for d in diffs.values()]
     scale = max((float(np.percentile(e, 99)) for e in errors), default=1.0) or 1.0
-    shown, slots = None, [(n, False) for n in diffs] + [(n, True) for n in diffs]
-    for c, (name, zoomed) in enumerate(slots[:cols]):
-        ax = fig.add_subplot(grid[2, c])
-        diff = _crop(diffs[name], box) if zoomed else diffs[name]
-        shown = draw_panel(ax, diff, truth_aspect, cmap="RdBu_r", vmin=-scale, vmax=scale)
-        ax.set_title(f"{name} - {truth}" + (", zoom" if zoomed else ""), fontsize=9)
-    if shown is not None:
-        fig.colorbar(shown, cax=fig.add_subplot(grid[2, cols])).set_label("image - truth", fontsize=8)
+    shown = None
+    for c, name in enumerate(names):  # each error below its own image's column
+        for row, zoomed in ((2, False), (3, True)) if name in diffs else ():
+            ax = fig.add_subplot(grid[row, c])
+            diff = _crop(diffs[name], box) if zoomed else diffs[name]
+            shown = draw_panel(ax, diff, truth_aspect, cmap="RdBu_r", vmin=-scale, vmax=scale)
+            ax.set_title(f"{name} - {truth}" + (", zoom" if zoomed else ""), fontsize=9)
+    for row in (2, 3) if shown is not None else ():
+        bar = fig.colorbar(shown, cax=fig.add_subplot(grid[row, cols]))
+        bar.set_label("image - truth (truth's intensity units)", fontsize=8)
     fig.suptitle(f"{title}\naxial, {CONVENTION}" if title else f"axial, {CONVENTION}", fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path, dpi=100)

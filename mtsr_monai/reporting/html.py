@@ -120,9 +120,11 @@ def html_table(
     rows: Sequence[Sequence[Any]],
     best: Sequence[str | None] | None = None,
     caption: str = "",
+    unranked: int = 0,
 ) -> str:
     """HTML table; ``best[j]`` = 'min' / 'max' bolds the best numeric cell of column j (first cell of a
-    cell pair ``(value, sd)`` is compared, rendered as ``value ± sd``)."""
+    cell pair ``(value, sd)`` is compared, rendered as ``value ± sd``) among the rows after the first
+    ``unranked`` (a reference shown for scale, not a contender)."""
 
     def value_of(cell: Any) -> float | None:
         v = cell[0] if isinstance(cell, tuple) else cell
@@ -133,7 +135,8 @@ def html_table(
         for j, rule in enumerate(best):
             if rule not in ("min", "max"):
                 continue
-            vals = [(value_of(row[j]), i) for i, row in enumerate(rows) if value_of(row[j]) is not None]
+            ranked = list(enumerate(rows))[unranked:]
+            vals = [(value_of(r[j]), i) for i, r in ranked if value_of(r[j]) is not None]
             if len(vals) > 1:
                 target = (min if rule == "min" else max)(v for v, _ in vals)
                 bold |= {(i, j) for v, i in vals if v == target}
