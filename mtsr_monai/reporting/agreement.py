@@ -25,6 +25,7 @@ def bland_altman_plot(
     fig, ax = plt.subplots(figsize=(5.2, 3.8), dpi=110)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     markers = "osD^vP*X"
+    unit = "%" if percent else "ml"
     for i, (name, (a, b)) in enumerate(pairs.items()):
         st = bland_altman(a, b, percent)
         c = colours[i % len(colours)]
@@ -33,7 +34,7 @@ def bland_altman_plot(
             [np.nan if v is None else v for v in st["difference"]],
             color=c,
             marker=markers[i % len(markers)],
-            label=f"{name} (bias {st['bias']:.2f})" if st["bias"] is not None else name,
+            label=name if st["bias"] is None else f"{name} (bias {st['bias']:.2f} {unit})",
             zorder=3,
         )
         if st["bias"] is not None:
