@@ -134,3 +134,15 @@ def test_a_reference_row_is_shown_but_not_ranked_for_bold():
     rows = [["reference", 0.9], ["model", 0.5], ["trilinear", 0.4]]
     table = html_table(["image", "Dice"], rows, [None, "max"], unranked=1)
     assert "<b>0.5" in table and "<b>0.9" not in table
+
+
+def test_a_head_mask_that_leaves_out_tissue_is_warned_about_and_one_that_leaves_out_air_is_not():
+    from mtsr_monai.reporting.clinical import _tissue_outside_head
+
+    rng = np.random.default_rng(0)
+    image = rng.normal(100, 5, (20, 20, 20)).astype(np.float32)  # brain from edge to edge (a tight crop)
+    head = np.zeros(image.shape, bool)
+    head[:, :10] = True
+    assert "leaves out voxels at 100%" in _tissue_outside_head(image, head)[0]
+    image[:, 10:] = np.abs(rng.normal(0, 3, (20, 10, 20)))  # air noise outside instead
+    assert _tissue_outside_head(image, head) == []

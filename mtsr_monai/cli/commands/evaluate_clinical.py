@@ -72,6 +72,9 @@ def run(args: argparse.Namespace) -> int:
         n_classes=args.classes,
         variant=args.variant,
     )
+    for subject in report["subjects"]:
+        for warning in subject["warnings"]:
+            print(f"mtsr evaluate-clinical: warning: {subject['key']}: {warning}", file=sys.stderr)
     print(
         f"wrote {args.output / 'index.html'} and report.json ({len(report['subjects'])} subjects)",
         file=sys.stderr,
