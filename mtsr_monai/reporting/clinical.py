@@ -176,9 +176,12 @@ def evaluate_clinical(
 
     from tqdm import tqdm
 
-    dirs = [Path(pred_dir), *map(Path, baseline_dirs)]
+    # absolute paths: report.json names the same files from wherever it is read
+    dirs = [Path(d).resolve() for d in (pred_dir, *baseline_dirs)]
+    ref_dir = Path(ref_dir).resolve()
+    labels_dir = None if labels_dir is None else Path(labels_dir).resolve()
     method_names = _method_names(names, dirs, labels_dir)
-    subjects, unmatched = match_subjects(Path(ref_dir), dict(zip(method_names, dirs, strict=True)))
+    subjects, unmatched = match_subjects(ref_dir, dict(zip(method_names, dirs, strict=True)))
     _precheck_grids(subjects)  # refuse before any figure is written
     output = Path(output)
     report: dict[str, Any] = {
