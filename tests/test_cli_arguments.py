@@ -54,3 +54,31 @@ def test_label_server_refuses_an_unknown_model_before_the_server_starts(tmp_path
     assert main([*args, "--models", "sr,foo"]) == 2
     assert "unknown models ['foo']" in capsys.readouterr().err
     assert main([*args, "--models", "sr,mt"]) == 0
+
+
+def test_label_server_refuses_a_python_that_does_not_exist(tmp_path, capsys):
+    from mtsr_monai.cli import main
+
+    args = ["label-server", "--studies", str(tmp_path), "--python", str(tmp_path / "nope"), "--dryrun"]
+    assert main(args) == 2
+    assert "--python: no such file" in capsys.readouterr().err
+
+
+def test_sigterm_to_label_server_lets_the_server_shut_down_cleanly(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    fake = tmp_path / "python"  # stands for the MONAI Label environment: notes a clean shutdown on SIGTERM
+    fake.write_text(f"#!/bin/sh\ntrap 'echo clean > {tmp_path}/stopped; exit 0' TERM\n"
+                    f"touch {tmp_path}/started\nwhile :; do sleep 0.05; done\n")  # fmt: skip
+    fake.chmod(0o755)
+    args = ["label-server", "--studies", str(tmp_path), "--python", str(fake)]
+    proc = subprocess.Popen([sys.executable, "-m", "mtsr_monai", *args], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "started").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 143 and (tmp_path / "stopped").read_text().strip() == "clean"

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -30,15 +31,21 @@ AFFINE = np.array([[1.0, 0, 0, -16], [0, 1.0, 0, -18], [0, 0, 4.0, -10], [0, 0, 
 
 
 def _study(folder: Path) -> None:
-    """One routine study: FLAIR and T1 on a 1 x 1 x 4 mm grid (a textured ellipsoid 'head')."""
-    x, y, z = np.meshgrid(*[np.linspace(-1, 1, n) for n in (24, 28, 4)], indexing="ij")
-    r = x**2 + y**2 + z**2
+    """Two routine studies of a textured ellipsoid 'head': ``case`` with FLAIR and T1 on one 1 x 1 x 4 mm
+    grid, ``pair`` with its T1 on a grid of its own (3 mm slices, another field of view), as scanned."""
     rng = np.random.default_rng(0)
-    for name, outer, inner in (("flair", 300, 200), ("t1", 150, 400)):
+    t1_affine = np.array([[1.0, 0, 0, -14], [0, 1.0, 0, -16], [0, 0, 3.0, -9], [0, 0, 0, 1]])
+    for study, name, outer, inner, shape, affine in (
+        ("case", "flair", 300, 200, (24, 28, 4), AFFINE),
+        ("case", "t1", 150, 400, (24, 28, 4), AFFINE),
+        ("pair", "flair", 300, 200, (24, 28, 4), AFFINE),
+        ("pair", "t1", 150, 400, (20, 24, 5), t1_affine),
+    ):
+        x, y, z = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+        r = x**2 + y**2 + z**2
         vol = np.where(r < 0.8, outer + 20 * np.sin(9 * x) + 5 * rng.standard_normal(r.shape), 0)
-        write_nifti(
-            folder / f"case_{name}.nii.gz", (vol + np.where(r < 0.4, inner, 0)).astype(np.float32), AFFINE
-        )
+        vol += np.where(r < 0.4, inner, 0)
+        write_nifti(folder / f"{study}_{name}.nii.gz", vol.astype(np.float32), affine)
 
 
 def _free_port() -> int:
@@ -209,3 +216,26 @@ def test_clinical_sr_restores_flair_with_its_study_on_a_1mm_grid_over_its_field_
     np.testing.assert_allclose(_outer_corners(out), _outer_corners(flair), atol=1e-3)
     alone = _infer(server, "clinical_sr", "case_flair", {"other_sequences": False})
     assert alone.shape == out.shape and not np.allclose(alone.get_fdata(), out.get_fdata())
+
+
+def test_clinical_sr_of_a_t1_overlays_that_t1_though_its_study_has_a_flair_on_another_grid(server):
+    t1 = nib.load(str(server["studies"] / "pair_t1.nii.gz"))
+    out = _infer(server, "clinical_sr", "pair_t1")
+    np.testing.assert_allclose(_outer_corners(out), _outer_corners(t1), atol=1e-3)  # not the FLAIR's
+    assert out.shape == (20, 24, 15)
+
+
+@pytest.mark.parametrize(
+    "model, image, params, reason",
+    [
+        ("clinical_sr", "case_flair", {"spacing": 0}, "spacing must be 0.25 to 5"),
+        ("clinical_sr", "case_flair", {"sequence": "pd"}, "option sequence must be"),
+        ("mtsr_mt", "case_t1", {"seed": -1}, "seed must be >= 0"),
+        ("mtsr_mt", "case_t1", {"seed": "abc"}, "option seed: 'abc' is not a valid value"),
+        ("mtsr_mt", "case_flair", {}, "this image's name says flair"),
+    ],
+)
+def test_a_bad_request_is_answered_400_with_its_reason(server, model, image, params, reason):
+    with pytest.raises(urllib.error.HTTPError) as err:
+        _infer(server, model, image, params)
+    assert err.value.code == 400 and reason in err.value.read().decode()

@@ -271,10 +271,12 @@ def prepare_routine_scans(
     method: str = "trilinear",
     register: bool = True,
     progress: bool = True,
+    reference: str | None = None,
 ) -> dict[str, Any]:
-    """Steps 1-4 of the module docstring. Returns ``{"grid", "affine", "volumes": {mod: (X,Y,Z) in [0,1]},
-    "interpolated": {mod: the same scaling, unclipped}, "bounds": {mod: (lo, hi)}, "coverage": (X,Y,Z) bool,
-    "thick_axis", "reference", "registration",
+    """Steps 1-4 of the module docstring, the others registered to ``reference`` (default: the first given
+    of FLAIR, T1, T2), whose field of view a ``spacing`` grid covers. Returns ``{"grid", "affine",
+    "volumes": {mod: (X,Y,Z) in [0,1]}, "interpolated": {mod: the same scaling, unclipped},
+    "bounds": {mod: (lo, hi)}, "coverage": (X,Y,Z) bool, "thick_axis", "reference", "registration",
     "images": {mod: input SimpleITK image}, "transforms": {mod: grid -> input points, or None}}``.
     Raises :class:`~mtsr_monai.errors.InputError` for unreadable or invalid inputs."""
     from tqdm import tqdm
@@ -286,8 +288,13 @@ def prepare_routine_scans(
         raise InputError("give at least one of --t1, --t2, --flair")
     if (like is None) == (spacing is None):
         raise InputError("give exactly one of --like and --spacing")
-    routine = ("flair", "t1", "t2")  # the reference is the first given
+    if reference is not None and reference not in inputs:
+        raise InputError(
+            f"the reference sequence {reference!r} is not among the scans given ({', '.join(inputs)})"
+        )
+    routine = ("flair", "t1", "t2")  # the reference is the first given, unless named
     order = [m for m in routine if m in inputs] + [m for m in inputs if m not in routine]
+    order = [reference, *[m for m in order if m != reference]] if reference else order
     images = {m: sitk_utils.metatensor_to_sitk(load_volume(inputs[m])) for m in order}
     reference = order[0]
     if like is not None:

@@ -441,7 +441,8 @@ class PrepareRoutineScansd(MapTransform):
     """Routine scans of one session (``keys``: FLAIR / T1 / T2 paths, each on its own grid; missing ones
     are allowed) -> ``output_key``: ``(C, X, Y, Z)`` in ``modalities`` order on the target grid (an
     isotropic ``spacing`` grid over the reference scan, or the grid of the item's ``like_key`` file), each
-    rigidly registered to the reference, interpolated, scaled to [0, 1]; sequences not given are zero.
+    rigidly registered to the reference (the sequence the item's ``reference_key`` names, when given; else
+    the first given of FLAIR, T1, T2), interpolated, scaled to [0, 1]; sequences not given are zero.
     ``coverage`` (where any scan has data) goes to ``coverage_key``; intensity bounds, the thick axis, the
     given sequences and their registrations to the reference to the meta (see
     :func:`mtsr_monai.inference.clinical.prepare_routine_scans`)."""
@@ -457,9 +458,11 @@ class PrepareRoutineScansd(MapTransform):
         output_key: str = "image",
         coverage_key: str = "coverage",
         progress: bool = False,
+        reference_key: str | None = None,
     ) -> None:
         super().__init__(keys, allow_missing_keys=True)
         self.modalities, self.spacing, self.like_key = list(modalities), spacing, like_key
+        self.reference_key = reference_key
         self.interpolation = interpolation
         self.register, self.progress = as_flag(register, "register"), as_flag(progress, "progress")
         self.output_key, self.coverage_key = output_key, coverage_key
@@ -468,8 +471,10 @@ class PrepareRoutineScansd(MapTransform):
         d = dict(data)
         inputs = {k: d[k] for k in self.key_iterator(d) if d[k] is not None}
         like = d.get(self.like_key)
+        named = d.get(self.reference_key) if self.reference_key else None
+        spacing = None if like else self.spacing
         prepared = prepare_routine_scans(
-            inputs, like, None if like else self.spacing, self.interpolation, self.register, self.progress
+            inputs, like, spacing, self.interpolation, self.register, self.progress, reference=named
         )
         affine = torch.as_tensor(np.asarray(prepared["affine"], dtype=np.float64))
         image = MetaTensor(torch.from_numpy(model_input(prepared, self.modalities)), affine=affine)

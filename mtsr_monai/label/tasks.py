@@ -15,15 +15,39 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from fastapi import HTTPException
 from monai.transforms import MapTransform, SaveImaged, SqueezeDimd
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.bundle import BundleInferTask
 from monailabel.utils.others.generic import strtobool
 
+from mtsr_monai.errors import InputError, root_cause
 from mtsr_monai.inference import components
+from mtsr_monai.inference.bundle import verify_file
 
 WRITERS = [SaveImaged, components.SaveVolumed, components.SaveTranslationsd, components.SaveClinicald]
 SEQUENCES = ("flair", "t1", "t2")
+MAX_SAMPLES = 50
+
+
+def _option(request: Mapping[str, Any], name: str, kind: Callable[[str], Any], default: Any) -> Any:
+    """``request[name]`` read by ``kind`` (request values may be strings); InputError naming the option."""
+    value = request.get(name, default)
+    try:
+        return kind(str(value))
+    except ValueError:
+        raise InputError(f"option {name}: {value!r} is not a valid value") from None
+
+
+def _flag(text: str) -> bool:
+    return bool(strtobool(text))
+
+
+def _whole_number(text: str) -> int:
+    number = float(text)
+    if not number.is_integer():
+        raise ValueError(text)
+    return int(number)
 
 
 class MTSRBundleTask(BundleInferTask):
@@ -42,9 +66,28 @@ class MTSRBundleTask(BundleInferTask):
             **kwargs,
         )
         self.dimension = 3  # whole volumes, though the network sees 2D slices (metadata's spatial_shape)
+        weights = Path(path) / "models" / "model.pt"
+        if weights.is_file():
+            verify_file(weights)  # the sha256 of large_files.yml, as `monai.bundle run` and mtsr check it
+        if getattr(self, "_config", None) is None:  # no config or weights: the app refuses (is_valid)
+            return
         # only models/model.pt fits network_def; the per-direction MT files have another layout
         self._config.pop("model_filename", None)
         self._config.update(self.options)
+
+    def check_request(self, request: Mapping[str, Any]) -> None:
+        """Refuse (InputError) bad options before any work; each task checks its own."""
+
+    def __call__(self, request: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        """Bad input (options, image) answers HTTP 400 with the reason, not a bare 500."""
+        try:
+            self.check_request(request)
+            return super().__call__(request, *args, **kwargs)
+        except Exception as err:
+            cause = root_cause(err)
+            if isinstance(cause, InputError):
+                raise HTTPException(status_code=400, detail=str(cause)) from err
+            raise
 
     def post_transforms(self, data: Any = None) -> Sequence[Callable]:
         # the writer wants (X, Y, Z): drop the single channel left by the bundle's postprocessing
@@ -63,6 +106,22 @@ class TranslationTask(MTSRBundleTask):
 
     options = {"seed": 0, "mean": False, "samples": 5, "brain_mask": "auto"}
 
+    def check_request(self, request: Mapping[str, Any]) -> None:
+        from mtsr_monai.data.datalist import modality_from_name
+
+        if _option(request, "seed", _whole_number, 0) < 0:
+            raise InputError("option seed must be >= 0")
+        if (
+            _option(request, "mean", _flag, False)
+            and not 1 <= _option(request, "samples", _whole_number, 5) <= MAX_SAMPLES
+        ):
+            raise InputError(f"option samples must be 1 to {MAX_SAMPLES}")
+        if str(request.get("brain_mask", "auto")) not in ("auto", "none"):
+            raise InputError("option brain_mask must be auto or none")
+        named = modality_from_name(Path(str(request.get("image", ""))).name.split(".nii")[0])
+        if named not in (None, "t1"):  # an upload has a temporary name: taken as T1
+            raise InputError(f"mtsr_mt translates T1 into FLAIR; this image's name says {named}")
+
     def pre_transforms(self, data: Any = None) -> Sequence[Callable]:
         pre = list(super().pre_transforms(data))
         for t in pre:
@@ -73,9 +132,9 @@ class TranslationTask(MTSRBundleTask):
     def inferer(self, data: Any = None) -> Any:
         inferer = super().inferer(data)
         data = data or {}
-        mean = strtobool(str(data.get("mean", False)))
-        inferer.codes, inferer.seed = None, int(data.get("seed", 0))
-        inferer.samples = max(1, int(data.get("samples", 5))) if mean else 1
+        mean = _option(data, "mean", _flag, False)
+        inferer.codes, inferer.seed = None, _option(data, "seed", _whole_number, 0)
+        inferer.samples = _option(data, "samples", _whole_number, 5) if mean else 1
         inferer.reduce = "mean" if mean else None
         return inferer
 
@@ -100,12 +159,19 @@ def study_sequences(path: str | Path) -> dict[str, str]:
 
 
 class StudySequencesd(MapTransform):
-    """The requested image as its sequence (from its name, FLAIR when the name does not say), plus with
-    ``others`` the other sequences of its study; records the sequence to return in ``sequence_key``."""
+    """The requested image as its sequence (``sequence``, or with ``auto`` the one its name says: FLAIR, T1
+    or T2, else InputError), plus with ``others`` the other sequences of its study, found by name (none for a
+    name that names no sequence, such as an upload's); records the sequence to return in ``sequence_key``."""
 
-    def __init__(self, keys: str = "image", others: bool = True, sequence_key: str = "mtsr_sequence") -> None:
+    def __init__(
+        self,
+        keys: str = "image",
+        others: bool = True,
+        sequence_key: str = "mtsr_sequence",
+        sequence: str = "auto",
+    ) -> None:
         super().__init__(keys)
-        self.others, self.sequence_key = others, sequence_key
+        self.others, self.sequence_key, self.sequence = others, sequence_key, sequence
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         from mtsr_monai.data.datalist import modality_from_name
@@ -113,9 +179,14 @@ class StudySequencesd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             path = str(d[key])
-            sequence = modality_from_name(Path(path).name.split(".nii")[0])
-            sequence = sequence if sequence in SEQUENCES else "flair"
-            found = study_sequences(path) if self.others else {}
+            named = modality_from_name(Path(path).name.split(".nii")[0])
+            sequence = named if self.sequence == "auto" else self.sequence
+            if sequence not in SEQUENCES:
+                raise InputError(
+                    f"clinical_sr restores FLAIR, T1 or T2, and this image's name says {named or 'none'}: "
+                    "give the option sequence (flair, t1 or t2)"
+                )
+            found = study_sequences(path) if self.others and named is not None else {}
             found[sequence] = path
             d.update(found)
             d[self.sequence_key] = sequence
@@ -143,11 +214,18 @@ class SelectSequenced(MapTransform):
 
 
 class ClinicalSRTask(MTSRBundleTask):
-    """``clinical_sr``: the requested routine scan (FLAIR, or T1 / T2 by its name) restored on an isotropic
-    ``spacing`` grid over its field of view, alone or, with ``other_sequences``, fused with the other
-    sequences of its study (registered to it)."""
+    """``clinical_sr``: the requested routine scan (``sequence``: FLAIR, T1 or T2, by default from its name)
+    restored on an isotropic ``spacing`` grid over its field of view, alone or, with ``other_sequences``,
+    fused with the other sequences of its study (registered to it: the result overlays the requested scan)."""
 
-    options = {"spacing": 1.0, "other_sequences": True}
+    options = {"spacing": 1.0, "other_sequences": True, "sequence": "auto"}
+
+    def check_request(self, request: Mapping[str, Any]) -> None:
+        if not 0.25 <= _option(request, "spacing", float, 1.0) <= 5.0:
+            raise InputError("option spacing must be 0.25 to 5 (mm)")
+        _option(request, "other_sequences", _flag, True)
+        if str(request.get("sequence", "auto")) not in ("auto", *SEQUENCES):
+            raise InputError(f"option sequence must be auto or one of {', '.join(SEQUENCES)}")
 
     def pre_transforms(self, data: Any = None) -> Sequence[Callable]:
         data = data or {}
@@ -155,8 +233,10 @@ class ClinicalSRTask(MTSRBundleTask):
         for t in pre:
             if isinstance(t, components.PrepareRoutineScansd):
                 t.spacing = float(data.get("spacing", 1.0))
-        others = strtobool(str(data.get("other_sequences", True)))
-        return [StudySequencesd(keys="image", others=others), *pre]
+                t.reference_key = "mtsr_sequence"  # the requested scan's space and field of view
+        others = _flag(str(data.get("other_sequences", True)))
+        sequence = str(data.get("sequence", "auto"))
+        return [StudySequencesd(keys="image", others=others, sequence=sequence), *pre]
 
     def post_transforms(self, data: Any = None) -> Sequence[Callable]:
         post = list(super().post_transforms(data))

@@ -31,9 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def label_python(explicit: Path | None = None) -> Path:
-    """The MONAI Label environment's python: ``explicit``, ``$MTSR_LABEL_PYTHON`` or ``.venv-label``."""
+    """The MONAI Label environment's python: ``explicit`` (which must exist), ``$MTSR_LABEL_PYTHON`` or
+    ``.venv-label``."""
     from mtsr_monai.errors import InputError
 
+    if explicit is not None and not Path(explicit).is_file():
+        raise InputError("--python: no such file", explicit)
     candidates = [explicit] if explicit else []
     if os.environ.get("MTSR_LABEL_PYTHON"):
         candidates.append(Path(os.environ["MTSR_LABEL_PYTHON"]))
@@ -48,12 +51,12 @@ def label_python(explicit: Path | None = None) -> Path:
     )
 
 
-def server_command(args: argparse.Namespace) -> list[str]:
-    """The ``monailabel start_server`` command line for ``args``."""
+def server_command(args: argparse.Namespace, python: Path) -> list[str]:
+    """The ``monailabel start_server`` command line for ``args``, run by ``python``."""
     from mtsr_monai.label import APP_DIR
 
     return [
-        str(label_python(args.python)),
+        str(python),
         "-m",
         "monailabel.main",
         "start_server",
@@ -72,7 +75,7 @@ def server_command(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import subprocess
+    import sys
 
     from mtsr_monai.errors import InputError
     from mtsr_monai.label import served_models
@@ -83,8 +86,33 @@ def run(args: argparse.Namespace) -> int:
         served_models(args.models)  # refused here, not when the server has started
     except ValueError as err:
         raise InputError(f"--models: {err}") from None
-    command = server_command(args)
-    if args.dryrun:
-        print(" ".join(command))
+    if args.dryrun:  # the command, also before the default environment exists
+        try:
+            python = label_python(args.python)
+        except InputError as err:
+            if args.python is not None:
+                raise
+            print(f"mtsr label-server: note: {err}", file=sys.stderr)
+            python = Path(".venv-label/bin/python")
+        print(" ".join(server_command(args, python)))
         return 0
-    return subprocess.call(command)
+    return _serve(server_command(args, label_python(args.python)))
+
+
+def _serve(command: list[str]) -> int:
+    """Run the server; on Ctrl-C or SIGTERM pass the signal on and wait for its clean shutdown (uvicorn
+    finishes the request in flight), rather than killing it."""
+    import signal
+    import subprocess
+
+    server = subprocess.Popen(command)
+    try:
+        return server.wait()
+    except BaseException as stop:  # Ctrl-C, or the CLI's SIGTERM exception
+        server.send_signal(signal.SIGINT if isinstance(stop, KeyboardInterrupt) else signal.SIGTERM)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        raise
