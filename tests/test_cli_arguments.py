@@ -82,3 +82,16 @@ def test_sigterm_to_label_server_lets_the_server_shut_down_cleanly(tmp_path):
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=60)
     assert proc.returncode == 143 and (tmp_path / "stopped").read_text().strip() == "clean"
+
+
+def test_warnings_keep_the_command_prefix_after_a_library_replaces_the_warning_format(capsys, monkeypatch):
+    import warnings
+
+    from mtsr_monai.cli import _one_line_warnings
+
+    with _one_line_warnings("explain"):
+        monkeypatch.setattr(warnings, "formatwarning", lambda *a, **k: "bare\n")  # as itk does when it loads
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.warn("no t1 given", stacklevel=1)
+    assert capsys.readouterr().err == "mtsr explain: warning: no t1 given\n"

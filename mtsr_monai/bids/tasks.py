@@ -202,9 +202,8 @@ class SuperResolveTask(Task):
         text = f"x4 in-plane super-resolution ({self.method}) of the source by mtsr-monai"
         if warning is None:
             return [Product(out, source, text)]
-        message = warning.removeprefix("warning: ")
-        self.warnings.append(f"{source.relpath}: {message}")
-        return [Product(out, source, text, extra={"Warnings": [message]})]
+        self.warnings.append(f"{source.relpath}: {warning}")
+        return [Product(out, source, text, extra={"Warnings": [warning]})]
 
 
 def _work_folder(final: Path) -> tempfile.TemporaryDirectory:

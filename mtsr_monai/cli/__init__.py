@@ -105,19 +105,21 @@ def _sigterm_raises() -> Iterator[None]:
 @contextlib.contextmanager
 def _one_line_warnings(command: str) -> Iterator[None]:
     """Warnings printed as ``mtsr COMMAND: warning: ...``, one line, not Python's ``file:line: UserWarning``
-    form with a line of source code. Only the format changes (``warnings.formatwarning``), so filters and
-    recording (``catch_warnings(record=True)``, pytest) work as before."""
-    previous = warnings.formatwarning
+    form with a line of source code. Only the display changes (``warnings.showwarning``: itk replaces
+    ``formatwarning`` when it loads), so filters and recording (``catch_warnings(record=True)``, pytest)
+    work as before."""
+    previous = warnings.showwarning
 
-    def one_line(message, category, filename, lineno, line=None) -> str:
+    def one_line(message, category, filename, lineno, file=None, line=None) -> None:
         text = " ".join(str(message).split())
-        return f"mtsr {command}: warning: {text}\n"
+        with contextlib.suppress(OSError):  # a closed stderr drops the warning, as Python's own does
+            (file or sys.stderr).write(f"mtsr {command}: warning: {text}\n")
 
-    warnings.formatwarning = one_line
+    warnings.showwarning = one_line
     try:
         yield
     finally:
-        warnings.formatwarning = previous
+        warnings.showwarning = previous
 
 
 def _named_inputs(args: argparse.Namespace) -> list[Path]:

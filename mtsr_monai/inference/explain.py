@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -109,10 +110,20 @@ def explain_volume(
     batch_size: int = 8,
     device: str = "cpu",
 ) -> dict[str, Any]:
-    """Attention volumes for input ``x`` and, with a critic, GradCAM and score on output ``y``."""
+    """Attention volumes for input ``x`` and, with a critic, GradCAM and score on output ``y`` (with a
+    warning when a sequence is missing: its output channel is the network's guess, which the critic, trained
+    on all of them together, rejects: a score near 0 and an empty GradCAM that say little of the others)."""
     out: dict[str, Any] = {"attention": attention_volumes(network, x, axis, batch_size, device)}
     if critic is not None:
         out["gradcam"], out["critic_score"] = gradcam_volume(critic, y, axis, batch_size, device)
+        missing = [m for c, m in enumerate(modalities) if not np.any(x[c] > 0)]
+        if missing:
+            warnings.warn(
+                f"no {', '.join(missing)} given: the critic judges all of {', '.join(modalities)} together, "
+                f"so its score ({out['critic_score']:.3f}) and GradCAM describe the guessed channel(s) more "
+                "than the restored scans; give every sequence for a meaningful critic",
+                stacklevel=2,
+            )
     return out
 
 

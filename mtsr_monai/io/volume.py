@@ -154,7 +154,7 @@ def fine_input_warning(path: str | Path, axis: str | int, scale: int) -> str | N
     fine = " x ".join(f"{sizes[k]:.2f}" for k in inplane)
     finer = " x ".join(f"{sizes[k] / scale:.2f}" for k in inplane)
     return (
-        f"warning: {Path(path).name} has {fine} mm in-plane voxels: x{scale} makes them {finer} mm ({grid} "
+        f"{Path(path).name} has {fine} mm in-plane voxels: x{scale} makes them {finer} mm ({grid} "
         f"voxels, slow). The model restores detail a {scale}x coarser acquisition lost (trained from 4 mm to "
         "1 mm); on a scan this fine it has little to restore. For thick slices use `mtsr clinical-sr`."
     )

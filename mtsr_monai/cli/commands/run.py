@@ -48,7 +48,7 @@ def outputs(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
+    import warnings
 
     from mtsr_monai.cli.commands.translate import print_mask_note, translation_kwargs
     from mtsr_monai.errors import InputError
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     # resolve_axis reads an array index given as text ("0") itself
     warning = fine_input_warning(args.input, args.sr_axis, args.scale) if args.sr_method == "auto" else None
     if warning:
-        print(warning, file=sys.stderr)
+        warnings.warn(warning, stacklevel=1)
     with StageBar(5, "run") as bar:
         bar.next("start-up: torch, MONAI, translation weights")  # shown before they load (seconds)
         from mtsr_monai.inference.pipeline import run_pipeline

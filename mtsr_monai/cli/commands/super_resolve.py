@@ -66,6 +66,7 @@ def outputs(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     import json
     import sys
+    import warnings
 
     from mtsr_monai.errors import InputError
 
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     axis = int(args.axis) if args.axis.lstrip("-").isdigit() else args.axis
     warning = fine_input_warning(args.input, axis, 4) if args.method == "model" else None
     if warning:
-        print(warning, file=sys.stderr)
+        warnings.warn(warning, stacklevel=1)
     from mtsr_monai.progress import StageBar
 
     # one stage up before torch, MONAI and the weights load (seconds); the slice batches have their own bar

@@ -57,13 +57,13 @@ def translation_kwargs(args: argparse.Namespace) -> dict:
 def print_mask_note(summary: dict) -> None:
     """What ``--mask auto`` decided: a line on stdout, or a warning on stderr when it could make no mask for
     an input with its skull."""
-    import sys
+    import warnings
 
     if not summary.get("mask_note"):
         return
     where = f" -> {summary['mask']}" if summary["mask"] else ""
     if summary["mask_failed"]:
-        print(f"warning: mask: {summary['mask_note']}", file=sys.stderr)
+        warnings.warn(f"mask: {summary['mask_note']}", stacklevel=1)
     else:
         print(f"mask: {summary['mask_note']}{where}")
 
@@ -121,7 +121,7 @@ def read_codes(path: Path | None):
 
 def warn_ignored_sampling(args: argparse.Namespace) -> None:
     """A baseline ``--method`` makes one deterministic image: say so when sampling options were given."""
-    import sys
+    import warnings
 
     given = [
         name
@@ -131,7 +131,7 @@ def warn_ignored_sampling(args: argparse.Namespace) -> None:
     ]  # fmt: skip
     if args.method != "bicyclegan" and given:
         ignored = ", ".join(given)
-        print(f"warning: --method {args.method} is deterministic: {ignored} ignored", file=sys.stderr)
+        warnings.warn(f"--method {args.method} is deterministic: {ignored} ignored", stacklevel=1)
 
 
 def run(args: argparse.Namespace) -> int:
