@@ -114,3 +114,4 @@ def test_bundle_run_without_the_modality_ends_with_one_line_naming_it(tmp_path):
     last = failed.stderr.strip().splitlines()[-1]
     assert last.startswith("mtsr bundle run: error: "), last
     assert "no subject of split 'training' has all of hr; it has t1" in last, last
+    assert not (tmp_path / "run").exists()  # refused before any file, recipe.json included

@@ -182,6 +182,7 @@ def test_sigterm_in_a_bundle_training_run_saves_its_iteration_and_exits_143(tmp_
     saved = [int(p.stem.split("_")[1]) for p in (tmp_path / "run" / "checkpoints").glob("checkpoint_*.pt")]
     assert saved and max(saved) >= 3  # the periodic checkpoint would be at 1000
     assert "the same command resumes" in rest
+    assert json.loads((tmp_path / "run" / "recipe.json").read_text()) == {"global_skip": None}
 
 
 def test_a_mistyped_bundle_override_is_named_with_the_key_it_resembles(capsys):
