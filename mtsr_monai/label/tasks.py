@@ -81,6 +81,9 @@ class MTSRBundleTask(BundleInferTask):
     def __call__(self, request: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         """Bad input (options, image) answers HTTP 400 with the reason, not a bare 500."""
         try:
+            image = request.get("image")
+            if isinstance(image, str) and not (image and Path(image).exists()):  # an unknown id arrives as ""
+                raise InputError("no such image in the studies folder: give a file name without extension")
             self.check_request(request)
             return super().__call__(request, *args, **kwargs)
         except Exception as err:
