@@ -57,12 +57,24 @@ def _finish_and_exit(code: int) -> None:
     os._exit(code)
 
 
+def _interruption_in(err: BaseException) -> BaseException | None:
+    """The Ctrl-C or SIGTERM exit along ``err``'s chain of causes and contexts, if any (MONAI wraps them;
+    one raised while another error was being handled has that error as its context)."""
+    seen: list[BaseException] = []
+    while err is not None and err not in seen:
+        if isinstance(err, (KeyboardInterrupt, SystemExit)):
+            return err
+        seen.append(err)
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def _bundle_run_excepthook(exc_type, exc, tb) -> None:
     """``sys.excepthook`` of ``python -m monai.bundle run``: bad input (an :class:`InputError` anywhere in
     the chain) ends with one line and exit code 2, as the ``mtsr`` commands do; Ctrl-C and SIGTERM (also when
     MONAI wraps them) with one line and 130 / 143; anything else with the usual traceback, then one line
     naming the cause rather than MONAI's wrapper (exit code 1)."""
-    cause = root_cause(exc) if isinstance(exc, Exception) else exc
+    cause = _interruption_in(exc) or (root_cause(exc) if isinstance(exc, Exception) else exc)
     if isinstance(cause, KeyboardInterrupt):
         print("mtsr bundle run: interrupted (Ctrl-C)", file=sys.stderr)
         _finish_and_exit(130)
@@ -85,10 +97,10 @@ class _QuietInterruptions(logging.Filter):
     (the run's last line and exit code say so); the log line itself stays."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        kind = record.exc_info[0] if record.exc_info else None
-        if kind is not None and issubclass(kind, (KeyboardInterrupt, SystemExit)):
+        stop = record.exc_info[1] if record.exc_info else None
+        if isinstance(stop, (KeyboardInterrupt, SystemExit)):
+            how = "Ctrl-C" if isinstance(stop, KeyboardInterrupt) else f"exit code {stop.code}"
             record.exc_info, record.exc_text = None, None
-            how = "Ctrl-C" if issubclass(kind, KeyboardInterrupt) else f"exit code {record.exc_info[1].code}"
             record.msg, record.args = f"run stopped ({how})", ()
         return True
 

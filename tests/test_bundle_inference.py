@@ -249,7 +249,11 @@ def test_an_interrupted_bundle_inference_ends_without_traceback_or_outputs(
     cmd = [sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file",
            str(configs / "inference.yaml"), "--bundle_root", str(REPO / "bundles/mtsr_sr"),
            "--dataset_dir", str(scans), "--output_dir", str(tmp_path / "out")]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    # pytest-xdist workers ignore SIGINT, and a child would inherit that: restore the default
+    reset = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, preexec_fn=reset
+    )
     seen = []
     for line in proc.stdout:  # the evaluator has started once the weights are restored
         seen.append(line)

@@ -195,3 +195,27 @@ def test_a_mistyped_bundle_override_is_named_with_the_key_it_resembles(capsys):
         "--max_epoch is not a key of the config: it is ignored (did you mean --max_epochs?)"
         in capsys.readouterr().err
     )
+
+
+def test_the_log_of_a_stopped_run_keeps_one_line_without_its_traceback():
+    import logging
+
+    from mtsr_monai.errors import _QuietInterruptions
+
+    try:
+        raise SystemExit(143)
+    except SystemExit:
+        info = sys.exc_info()
+    record = logging.LogRecord("StatsHandler", logging.ERROR, __file__, 1, "Exception: 143", (), info)
+    assert _QuietInterruptions().filter(record) and record.exc_info is None
+    assert record.getMessage() == "run stopped (exit code 143)"
+
+
+def test_an_interrupt_is_found_under_monai_wrapping_and_an_error_being_handled():
+    from mtsr_monai.errors import _interruption_in
+
+    interrupt = KeyboardInterrupt()
+    interrupt.__context__ = ValueError("being handled when Ctrl-C came")
+    wrapped = RuntimeError("Failed to evaluate ConfigExpression")
+    wrapped.__cause__ = interrupt
+    assert _interruption_in(wrapped) is interrupt and _interruption_in(ValueError()) is None

@@ -170,13 +170,3 @@ def test_the_metrics_line_names_the_direction_validated(caplog):
     with caplog.at_level(logging.INFO):
         metrics_printer("flair -> t1")(evaluator)
     assert "validation flair -> t1 -- psnr: 21.5000 ssim: 0.7500" in caplog.text
-
-
-def test_evaluation_progress_counts_the_volumes_of_a_validation_pass(capsys):
-    from mtsr_monai.engines.validation import EvaluationProgress
-
-    evaluator = Engine(lambda engine, batch: batch)
-    EvaluationProgress().attach(evaluator)
-    evaluator.run([1, 2, 3])
-    err = capsys.readouterr().err
-    assert "validation" in err and "3/3" in err

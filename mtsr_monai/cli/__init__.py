@@ -105,9 +105,9 @@ def _sigterm_raises() -> Iterator[None]:
 @contextlib.contextmanager
 def _one_line_warnings(command: str) -> Iterator[None]:
     """Warnings printed as ``mtsr COMMAND: warning: ...``, one line, not Python's ``file:line: UserWarning``
-    form with a line of source code. Only the display changes (``warnings.showwarning``: itk replaces
-    ``formatwarning`` when it loads), so filters and recording (``catch_warnings(record=True)``, pytest)
-    work as before."""
+    form with a line of source code, through ``warnings.showwarning`` (itk replaces ``formatwarning`` when it
+    loads). Filters (``-W``, ``PYTHONWARNINGS``) apply as usual, and ``catch_warnings(record=True)`` inside
+    the command records; one opened around :func:`main` sees the printed line instead."""
     previous = warnings.showwarning
 
     def one_line(message, category, filename, lineno, file=None, line=None) -> None:

@@ -27,7 +27,7 @@ from ignite.engine import Engine, Events
 
 from mtsr_monai.io import atomic_output
 
-__all__ = ["EvaluationProgress", "ExportOnBest", "first_items", "save_state_dict", "validation_summary"]
+__all__ = ["ExportOnBest", "first_items", "save_state_dict", "validation_summary"]
 
 Writer = Callable[[torch.nn.Module, "str | os.PathLike", Mapping[str, Any]], Any]
 
@@ -116,33 +116,3 @@ class ExportOnBest:
             meta["iterations"] = int(self.trainer.state.iteration)
         meta["validation"] = validation_summary(evaluator.state.metrics)
         self.write(self.network, self.path, meta)
-
-
-class EvaluationProgress:
-    """Evaluator handler: a progress bar (stderr, rank 0) over one validation pass, so that minutes of
-    whole-volume validation between the training logs do not look like a hang."""
-
-    def __init__(self, desc: str = "validation", unit: str = "volume") -> None:
-        self.desc, self.unit = desc, unit
-        self._bar: Any = None
-
-    def attach(self, evaluator: Engine) -> None:
-        evaluator.add_event_handler(Events.EPOCH_STARTED, self._start)
-        evaluator.add_event_handler(Events.ITERATION_COMPLETED, self._advance)
-        evaluator.add_event_handler(Events.EPOCH_COMPLETED, self._close)
-        evaluator.add_event_handler(Events.TERMINATE, self._close)
-
-    def _start(self, evaluator: Engine) -> None:
-        from tqdm import tqdm
-
-        length, quiet = evaluator.state.epoch_length, not _is_rank_zero()
-        self._bar = tqdm(total=length, desc=self.desc, unit=self.unit, disable=quiet)
-
-    def _advance(self, evaluator: Engine) -> None:
-        if self._bar is not None:
-            self._bar.update(1)
-
-    def _close(self, evaluator: Engine) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None

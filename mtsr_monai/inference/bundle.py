@@ -334,13 +334,16 @@ def find_sessions(
 
 #: the output guards of this process's bundle run: held (locks included) until the process ends
 _BUNDLE_GUARDS = contextlib.ExitStack()
+#: ``sys.last_value`` when the guards were taken (a host such as pytest or IPython may have set one before)
+_LAST_ERROR_BEFORE: list[BaseException | None] = []
 
 
-@atexit.register
 def _close_bundle_guards() -> None:
     """Release the bundle run's output locks at exit; after a failed or interrupted run (an uncaught
-    exception, SIGTERM) also remove the empty output folders it created, as ``mtsr`` commands do."""
-    failure = getattr(sys, "last_value", None) or stopped_by_signal()
+    exception since the guards were taken, SIGTERM) also remove the empty output folders it created, as
+    ``mtsr`` commands do."""
+    last = getattr(sys, "last_value", None)
+    failure = (last if last is not _LAST_ERROR_BEFORE[0] else None) or stopped_by_signal()
     if failure is None:
         _BUNDLE_GUARDS.close()
     else:
@@ -376,4 +379,7 @@ def guard_bundle_outputs(
             plan.files += planned.files
             plan.folders += planned.folders
     _BUNDLE_GUARDS.enter_context(guard_outputs(plan, inputs, what="monai.bundle run"))
+    if not _LAST_ERROR_BEFORE:
+        _LAST_ERROR_BEFORE.append(getattr(sys, "last_value", None))
+        atexit.register(_close_bundle_guards)
     return list(datalist)

@@ -264,6 +264,17 @@ def _on_grid(image, grid, method: str, transform) -> tuple[np.ndarray, np.ndarra
     return arr, inside
 
 
+def _scan_order(inputs: Mapping[str, Any], reference: str | None) -> list[str]:
+    """The sequences given, the reference first: ``reference``, else the first given of FLAIR, T1, T2."""
+    if not inputs:
+        raise InputError("give at least one of --t1, --t2, --flair")
+    if reference is not None and reference not in inputs:
+        raise InputError(f"the reference {reference!r} is not among the scans given ({', '.join(inputs)})")
+    routine = ("flair", "t1", "t2")
+    order = [m for m in routine if m in inputs] + [m for m in inputs if m not in routine]
+    return [reference, *[m for m in order if m != reference]] if reference else order
+
+
 def prepare_routine_scans(
     inputs: Mapping[str, str | Path],
     like: str | Path | None = None,
@@ -284,17 +295,9 @@ def prepare_routine_scans(
     # lazy: keeps SimpleITK, monai out of this module's import
     from mtsr_monai.transforms import sitk_utils
 
-    if not inputs:
-        raise InputError("give at least one of --t1, --t2, --flair")
     if (like is None) == (spacing is None):
         raise InputError("give exactly one of --like and --spacing")
-    if reference is not None and reference not in inputs:
-        raise InputError(
-            f"the reference sequence {reference!r} is not among the scans given ({', '.join(inputs)})"
-        )
-    routine = ("flair", "t1", "t2")  # the reference is the first given, unless named
-    order = [m for m in routine if m in inputs] + [m for m in inputs if m not in routine]
-    order = [reference, *[m for m in order if m != reference]] if reference else order
+    order = _scan_order(inputs, reference)
     images = {m: sitk_utils.metatensor_to_sitk(load_volume(inputs[m])) for m in order}
     reference = order[0]
     if like is not None:

@@ -17,7 +17,7 @@ def manifest_entries(bundle: str | os.PathLike) -> list[dict]:
     # lazy: yaml is needed only where a manifest is read
     import yaml
 
-    entries = (yaml.safe_load(spec.read_text()) or {}).get("large_files", [])
+    entries = (yaml.safe_load(spec.read_text()) or {}).get("large_files") or []
     return [item for item in entries if item.get("path")]
 
 

@@ -159,10 +159,10 @@ class OutputLocks:
 
         if self.holds(path):
             return False
-        lock = lock_path(path)
-        if not lock.exists():
+        try:
+            fd = os.open(lock_path(path), os.O_RDWR)
+        except FileNotFoundError:  # no run holds it (a finishing run removes its lock file)
             return False
-        fd = os.open(lock, os.O_RDWR)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

@@ -112,8 +112,8 @@ class TranslationTask(MTSRBundleTask):
     def check_request(self, request: Mapping[str, Any]) -> None:
         from mtsr_monai.data.datalist import modality_from_name
 
-        if _option(request, "seed", _whole_number, 0) < 0:
-            raise InputError("option seed must be >= 0")
+        if not 0 <= _option(request, "seed", _whole_number, 0) < 2**32:
+            raise InputError("option seed must be 0 to 2**32 - 1")
         if (
             _option(request, "mean", _flag, False)
             and not 1 <= _option(request, "samples", _whole_number, 5) <= MAX_SAMPLES
@@ -184,6 +184,8 @@ class StudySequencesd(MapTransform):
             path = str(d[key])
             named = modality_from_name(Path(path).name.split(".nii")[0])
             sequence = named if self.sequence == "auto" else self.sequence
+            if named in SEQUENCES and sequence != named:  # it would stand in for the study's real one
+                raise InputError(f"the image's name says {named}, the option sequence says {sequence}")
             if sequence not in SEQUENCES:
                 raise InputError(
                     f"clinical_sr restores FLAIR, T1 or T2, and this image's name says {named or 'none'}: "

@@ -320,7 +320,9 @@ def _tissue_outside_head(image: np.ndarray, head: np.ndarray, tolerated: float =
     of the head's (0.01-0.14 on the raw TCGA and open-MS scans of ../shared/data, 0.51 on a skull-stripped
     BraTS FLAIR cropped so tightly that it has almost no background and was not recognised as stripped)."""
     left_out = image[~head & (np.abs(image) > qc.near_zero_level(image))]
-    ratio = float(np.median(left_out) / max(float(np.median(image[head])), 1e-12)) if left_out.size else 0.0
+    if not left_out.size or not head.any():
+        return []
+    ratio = float(np.median(left_out) / max(float(np.median(image[head])), 1e-12))
     if ratio <= tolerated:
         return []
     return [

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 
 NAME = "label-server"
+#: the MONAI Label environment beside the package's checkout
+DEFAULT_PYTHON = Path(__file__).resolve().parents[3] / ".venv-label" / "bin" / "python"
 HELP = "serve SR, translation and clinical SR to 3D Slicer through MONAI Label (monailabel start_server)"
 DESCRIPTION = (
     "Runs `monailabel start_server` with this package's MONAI Label app (mtsr_monai/label/app) on the "
@@ -40,7 +42,7 @@ def label_python(explicit: Path | None = None) -> Path:
     candidates = [explicit] if explicit else []
     if os.environ.get("MTSR_LABEL_PYTHON"):
         candidates.append(Path(os.environ["MTSR_LABEL_PYTHON"]))
-    candidates.append(Path(__file__).resolve().parents[3] / ".venv-label" / "bin" / "python")
+    candidates.append(DEFAULT_PYTHON)
     for path in candidates:
         if path.is_file():
             return path
@@ -93,15 +95,17 @@ def run(args: argparse.Namespace) -> int:
             if args.python is not None:
                 raise
             print(f"mtsr label-server: note: {err}", file=sys.stderr)
-            python = Path(".venv-label/bin/python")
+            python = DEFAULT_PYTHON
         print(" ".join(server_command(args, python)))
         return 0
     return _serve(server_command(args, label_python(args.python)))
 
 
 def _serve(command: list[str]) -> int:
-    """Run the server; on Ctrl-C or SIGTERM pass the signal on and wait for its clean shutdown (uvicorn
-    finishes the request in flight), rather than killing it."""
+    """Run the server; on SIGTERM pass it on, and on either signal wait for the server's clean shutdown
+    (uvicorn finishes the request in flight) rather than killing it; kill it after 60 s or a second signal.
+    Ctrl-C is not passed on: the terminal sends it to the server too, and uvicorn forces its exit on a
+    second one."""
     import signal
     import subprocess
 
@@ -109,10 +113,14 @@ def _serve(command: list[str]) -> int:
     try:
         return server.wait()
     except BaseException as stop:  # Ctrl-C, or the CLI's SIGTERM exception
-        server.send_signal(signal.SIGINT if isinstance(stop, KeyboardInterrupt) else signal.SIGTERM)
+        if not isinstance(stop, KeyboardInterrupt):
+            server.send_signal(signal.SIGTERM)
         try:
             server.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+            pass
+        finally:
+            if server.poll() is None:
+                server.kill()
+                server.wait()
         raise
