@@ -230,7 +230,8 @@ def test_clinical_sr_of_a_t1_overlays_that_t1_though_its_study_has_a_flair_on_an
     [
         ("clinical_sr", "case_flair", {"spacing": 0}, "spacing must be 0.25 to 5"),
         ("clinical_sr", "case_flair", {"sequence": "pd"}, "option sequence must be"),
-        ("mtsr_mt", "case_t1", {"seed": -1}, "seed must be >= 0"),
+        ("mtsr_mt", "case_t1", {"seed": -1}, "seed must be 0 to 2**32 - 1"),
+        ("clinical_sr", "case_t1", {"sequence": "flair"}, "name says t1, the option sequence says flair"),
         ("mtsr_mt", "case_t1", {"seed": "abc"}, "option seed: 'abc' is not a valid value"),
         ("mtsr_mt", "case_flair", {}, "this image's name says flair"),
         ("mtsr_sr", "nope", {}, "no such image in the studies folder"),
