@@ -175,3 +175,12 @@ def test_the_python_api_refuses_what_the_cli_refuses(problem):
     bad = {"nan": vol, "channel axis": vol[None], "2d": vol[..., 0]}[problem]
     with pytest.raises(InputError):
         super_resolve_volume(bad, np.eye(4), method="bicubic", progress=False)
+
+
+def test_large_slices_advance_the_progress_bar_one_at_a_time(capsys):
+    from mtsr_monai.inference.super_resolve import super_resolve_scaled
+
+    rng = np.random.default_rng(0)
+    for size, steps in ((32, 2), (200, 10)):  # 10 slices: 8 + 2 small ones, large ones alone
+        super_resolve_scaled(rng.random((10, size, size), dtype=np.float32) + 0.1, method="bicubic")
+        assert f"/{steps} [" in capsys.readouterr().err

@@ -405,3 +405,30 @@ def test_the_bundle_inferer_refuses_no_samples_and_a_negative_seed(samples, seed
     inferer = SliceTranslationInferer(image_size=128, samples=samples, seed=seed)
     with pytest.raises(InputError, match=problem):
         inferer.latent_codes()
+
+
+class _BatchRecorder(torch.nn.Module):
+    """Stands for a generator: returns its input and records how many slices each call saw."""
+
+    nz = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.batches: list[int] = []
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        self.batches.append(x.shape[0])
+        return x
+
+
+def test_large_slices_are_translated_fewer_at_a_time_so_memory_stays_bounded():
+    from mtsr_monai.inference.translate import MAX_BATCH_PIXELS, translate_volume
+
+    small, large = _BatchRecorder(), _BatchRecorder()
+    codes = np.zeros((1, 2), np.float32)
+    for recorder, size in ((small, 64), (large, 400)):
+        volume = np.ones((size, size, 20), np.float32)
+        translate_volume(volume, np.eye(4), recorder, 32, codes, progress=False, native_resolution=True)
+    assert small.batches == [16, 4]  # 20 slices of 64 x 64
+    assert max(large.batches) == MAX_BATCH_PIXELS // (416 * 416) < 16 and sum(large.batches) == 20

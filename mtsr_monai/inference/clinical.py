@@ -119,9 +119,15 @@ def restore_planes(
 ) -> np.ndarray:
     """:func:`restore_volume` slice by slice along each of ``axes``, averaged (multi-planar fusion: each plane
     sees the thick axis against a different in-plane axis; their errors are partly independent)."""
-    out = restore_volume(network, volume, axes[0], **kwargs)
-    for axis in axes[1:]:  # summed in place: one plane costs no copy, two hold two volumes, not three
-        out += restore_volume(network, volume, axis, **kwargs)
+    desc = kwargs.pop("desc", "restoring")
+
+    def one_plane(k: int) -> np.ndarray:  # each pass named on its progress bar
+        named = f"{desc}, plane {k + 1} of {len(axes)} (axis {axes[k]})" if len(axes) > 1 else desc
+        return restore_volume(network, volume, axes[k], desc=named, **kwargs)
+
+    out = one_plane(0)
+    for k in range(1, len(axes)):  # summed in place: one plane costs no copy, two hold two volumes, not three
+        out += one_plane(k)
     return out / len(axes) if len(axes) > 1 else out
 
 
@@ -428,7 +434,7 @@ def _model_outputs(
         patch_size=ckpt.get("patch_size") if patches else None,
         device=device,
         progress=progress,
-        desc=f"restoring (slices along axis {', '.join(map(str, axes))})",
+        desc="restoring",
     )
     axis = axes[0]
     results = {m: y[c] * headroom for c, m in enumerate(modalities) if m in prepared["volumes"]}

@@ -37,6 +37,8 @@ from mtsr_monai.networks.bicyclegan import LatentUNetGenerator
 from mtsr_monai.precision import autocast
 from mtsr_monai.transforms.intensity import MEDIAN_LEVEL, robust_scale
 
+#: pixels the generator sees at once: 16 padded BraTS slices (256 x 256), the batch BraTS volumes always had
+MAX_BATCH_PIXELS = 16 * 256 * 256
 TRAINING_AXCODES = ("L", "P", "S")  # the array order of the BraTS volumes the translation models trained on
 
 
@@ -228,6 +230,9 @@ def translate_volume(
     foreground = slices > 0
     codes_t = torch.as_tensor(codes, dtype=torch.float32)
     out = torch.zeros((len(codes_t), *slices.shape), dtype=torch.float32)
+    # the generator's memory grows with the pixels of a batch: large slices go fewer at a time
+    side = max(slices.shape[1:]) + (-max(slices.shape[1:]) % image_size) if native_resolution else image_size
+    batch_size = max(1, min(batch_size, MAX_BATCH_PIXELS // (side * side)))
     for batch in busy_batches(slices, batch_size, 0.0, progress, "translate"):
         idx = torch.from_numpy(batch)
         out[:, idx] = translate_slices(generator, slices[idx], codes_t, image_size, batch_size,
