@@ -540,7 +540,7 @@ class ClinicalSliceInferer(Inferer):
                 overlap=self.overlap,
                 device=_network_device(network),
                 progress=self.progress,
-                desc=f"restoring (slices along axis {', '.join(map(str, axes))})",
+                desc="restoring",
             )
             restored = MetaTensor(torch.from_numpy(out), affine=torch.as_tensor(_affine(inputs, b)))
             if isinstance(item, MetaTensor) and CLINICAL_KEY in item.meta:  # absent in validation batches
