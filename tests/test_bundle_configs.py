@@ -61,6 +61,9 @@ def test_sr_evaluate_writes_metrics_of_the_shipped_weights(tmp_path):
     overrides = _train_overrides("mtsr_sr", tmp_path)
     for key in ("network_def#features", "network_def#growth", "network_def#num_blocks", "keep_blocks"):
         overrides.pop(key)  # the shipped weights' network
+    datalist = json.loads(Path(overrides["datalist"]).read_text())
+    datalist["test"] = datalist["training"]  # a held-out subject other than the validation one
+    Path(overrides["datalist"]).write_text(json.dumps(datalist))
     run(
         "evaluating",
         **_configs("mtsr_sr", "train.yaml", "evaluate.yaml"),
@@ -68,8 +71,9 @@ def test_sr_evaluate_writes_metrics_of_the_shipped_weights(tmp_path):
         val_slices_per_volume=1,
     )
     rows = dict(line.split(",") for line in (tmp_path / "run" / "metrics.csv").read_text().splitlines())
-    assert {"val_psnr", "val_ssim"} <= set(rows) and float(rows["val_psnr"]) > 0
-    assert (tmp_path / "run" / "val_psnr_raw.csv").is_file()
+    assert {"val_brain_psnr", "val_psnr", "val_ssim"} <= set(rows) and float(rows["val_psnr"]) > 0
+    scored = (tmp_path / "run" / "val_psnr_raw.csv").read_text()
+    assert "s0_hr" in scored and "s1_hr" not in scored  # the test split, not the validation one
 
 
 def _mt_train(tmp_path: Path, *configs: str) -> Path:
