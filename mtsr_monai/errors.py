@@ -37,16 +37,20 @@ def exit_code_of(run: Callable[[], int | None], name: str) -> int:
         return 2
 
 
+def _chain(err: BaseException) -> list[BaseException]:
+    """``err`` and its causes (else contexts), outermost first, each once."""
+    chain: list[BaseException] = []
+    while err is not None and err not in chain:
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    return chain
+
+
 def root_cause(err: BaseException) -> BaseException:
     """The first :class:`InputError` along ``err``'s chain of causes and contexts, else the innermost error
     (MONAI wraps causes in ``Failed to instantiate component ...`` and ``applying transform ...``)."""
-    seen, chain = err, []
-    while seen is not None and seen not in chain:
-        if isinstance(seen, InputError):
-            return seen
-        chain.append(seen)
-        seen = seen.__cause__ or seen.__context__
-    return chain[-1]
+    chain = _chain(err)
+    return next((e for e in chain if isinstance(e, InputError)), chain[-1])
 
 
 def _finish_and_exit(code: int) -> None:
@@ -60,13 +64,7 @@ def _finish_and_exit(code: int) -> None:
 def _interruption_in(err: BaseException) -> BaseException | None:
     """The Ctrl-C or SIGTERM exit along ``err``'s chain of causes and contexts, if any (MONAI wraps them;
     one raised while another error was being handled has that error as its context)."""
-    seen: list[BaseException] = []
-    while err is not None and err not in seen:
-        if isinstance(err, (KeyboardInterrupt, SystemExit)):
-            return err
-        seen.append(err)
-        err = err.__cause__ or err.__context__
-    return None
+    return next((e for e in _chain(err) if isinstance(e, (KeyboardInterrupt, SystemExit))), None)
 
 
 def _bundle_run_excepthook(exc_type, exc, tb) -> None:

@@ -29,7 +29,7 @@ from mtsr_monai.io.geometry import resampled_affine, resolve_axis
 from mtsr_monai.metrics.image import psnr, ssim
 from mtsr_monai.metrics.perceptual import load_lpips, sample_measures
 from mtsr_monai.progress import StageBar
-from mtsr_monai.reporting.demo_report import demo_figures, demo_html
+from mtsr_monai.reporting.demo_report import demo_figures, demo_html, shown_path
 from mtsr_monai.reporting.figures import axial_montage
 from mtsr_monai.reporting.views import centre_point
 from mtsr_monai.transforms.intensity import robust_scale
@@ -247,8 +247,7 @@ def relative_to(paths: Any, folder: Path) -> Any:
         return {k: relative_to(v, folder) for k, v in paths.items()}
     if isinstance(paths, (list, tuple)):
         return [relative_to(v, folder) for v in paths]
-    path = Path(paths)
-    return path.relative_to(folder).as_posix() if path.is_relative_to(folder) else str(paths)
+    return shown_path(paths, folder)
 
 
 def _demo_slab(

@@ -27,11 +27,18 @@ def busy_batches(
     background: float = 0.0,
     progress: bool = False,
     desc: str = "slices",
+    max_pixels: int | None = None,
+    slice_pixels: int | None = None,
 ) -> Iterable[np.ndarray]:
     """The indices of :func:`busy_slices` in order, in batches of at most ``batch_size``, through a tqdm bar
-    (``progress``) of that many batches; the other slices are in no batch (callers leave them background)."""
+    (``progress``) of that many batches; the other slices are in no batch (callers leave them background).
+    With ``max_pixels`` a batch holds at most that many pixels (``slice_pixels`` a slice, default its own
+    size; at least one slice): large slices go fewer at a time, so memory stays bounded and the bar moves."""
     from tqdm import tqdm
 
+    if max_pixels is not None:
+        per_slice = slice_pixels or int(np.prod(slices.shape[1:]))
+        batch_size = max(1, min(batch_size, max_pixels // per_slice))
     busy = busy_slices(slices, background)
     batches = [busy[i : i + batch_size] for i in range(0, len(busy), batch_size)]
     return tqdm(batches, desc=desc, unit="batch", disable=not progress)

@@ -34,8 +34,7 @@ from mtsr_monai.precision import (  # noqa: F401 (kept public here: scripts impo
 from mtsr_monai.transforms.intensity import robust_range, scale_to_range
 
 METHODS = ("model", "bicubic", "bilinear", "lanczos", "nearest")
-#: LR pixels per progress step: 8 slices of 64 x 64 (BraTS at x4: 60 x 60); a 320 x 320 slice goes alone,
-#: so the bar moves on an already-fine scan and memory stays bounded
+#: LR pixels a progress step: 8 slices of 64 x 64 (BraTS at x4: 60 x 60); a 320 x 320 slice goes alone
 STEP_PIXELS = 8 * 64 * 64
 
 __all__ = [
@@ -184,8 +183,8 @@ def super_resolve_scaled(
     vmin = float(slices.min())
     out = np.full((n_slices, h * scale, w * scale), vmin, dtype=np.float32)
     with torch.inference_mode():
-        per_step = max(1, min(batch_size, STEP_PIXELS // (h * w)))  # large slices: fewer a step
-        for idx in busy_batches(slices, per_step, vmin, progress, f"super-resolve ({method})"):
+        desc = f"super-resolve ({method})"
+        for idx in busy_batches(slices, batch_size, vmin, progress, desc, max_pixels=STEP_PIXELS):
             x = torch.from_numpy(slices[idx]).float()[:, None].to(device)
             if method != "model":
                 out[idx] = interpolate_slices(x, scale, method)[:, 0].float().cpu().numpy()

@@ -230,10 +230,10 @@ def translate_volume(
     foreground = slices > 0
     codes_t = torch.as_tensor(codes, dtype=torch.float32)
     out = torch.zeros((len(codes_t), *slices.shape), dtype=torch.float32)
-    # the generator's memory grows with the pixels of a batch: large slices go fewer at a time
+    # the generator's memory grows with the pixels of a batch: the padded square it sees
     side = max(slices.shape[1:]) + (-max(slices.shape[1:]) % image_size) if native_resolution else image_size
-    batch_size = max(1, min(batch_size, MAX_BATCH_PIXELS // (side * side)))
-    for batch in busy_batches(slices, batch_size, 0.0, progress, "translate"):
+    batches = busy_batches(slices, batch_size, 0.0, progress, "translate", MAX_BATCH_PIXELS, side * side)
+    for batch in batches:
         idx = torch.from_numpy(batch)
         out[:, idx] = translate_slices(generator, slices[idx], codes_t, image_size, batch_size,
                                        native_resolution=native_resolution, precision=precision)  # fmt: skip
