@@ -140,6 +140,14 @@ def test_network_undershoot_never_makes_a_magnitude_image_negative():
     assert sr.min() == 0.0
 
 
+@pytest.mark.parametrize("method", ["bicubic", "lanczos"])
+def test_interpolation_overshoot_never_makes_a_magnitude_image_negative(method):
+    vol = np.zeros((12, 12, 2), np.float32)
+    vol[4:8, 4:8] = 100.0  # a sharp edge: bicubic and lanczos ring below zero next to it
+    sr, _ = super_resolve_volume(vol, np.eye(4), method=method, progress=False)
+    assert sr.min() == 0.0 and sr.max() > 100.0  # clamped at zero only, the overshoot above kept
+
+
 def test_a_network_of_another_factor_is_refused_rather_than_misplaced():
     net = RRDBNet(features=8, growth=4, num_blocks=1)  # x4
     with pytest.raises(ValueError, match="x4, not x2"):

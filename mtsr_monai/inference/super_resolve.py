@@ -181,22 +181,23 @@ def super_resolve_scaled(
         return sw(x, run_network)
 
     vmin = float(slices.min())
+    # magnitude images have no negative values: the undershoot of the network and of bicubic / lanczos
+    # at edges is clamped (to the input's minimum where that is lower, e.g. a z-scored input)
+    floor = min(vmin, 0.0)
     out = np.full((n_slices, h * scale, w * scale), vmin, dtype=np.float32)
     with torch.inference_mode():
         desc = f"super-resolve ({method})"
         for idx in busy_batches(slices, batch_size, vmin, progress, desc, max_pixels=STEP_PIXELS):
             x = torch.from_numpy(slices[idx]).float()[:, None].to(device)
             if method != "model":
-                out[idx] = interpolate_slices(x, scale, method)[:, 0].float().cpu().numpy()
+                out[idx] = interpolate_slices(x, scale, method)[:, 0].float().clamp_min(floor).cpu().numpy()
                 continue
             # run the network only on the box holding the batch's foreground (+ margin); outside it the
             # slices are background, which stays background (skull-stripped volumes: ~1/3 less work)
             (r0, r1), (c0, c1) = _foreground_box(slices[idx] > vmin, margin=8)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 y = run_model(x[..., r0:r1, c0:c1])
-            # magnitude images have no negative values: the network's undershoot at edges is clamped
-            # (to the input's minimum where that is lower, e.g. a z-scored input)
-            y = y[:, 0].float().clamp_min(min(vmin, 0.0)).cpu().numpy()
+            y = y[:, 0].float().clamp_min(floor).cpu().numpy()
             out[idx, r0 * scale : r1 * scale, c0 * scale : c1 * scale] = y
     return out
 
