@@ -264,3 +264,27 @@ def test_a_finished_run_leaves_no_lock_file_and_the_output_can_be_locked_again(t
     finally:
         second.release()
     assert not lock_path(out).exists()
+
+
+def test_a_lock_file_removed_between_open_and_lock_is_locked_anew(tmp_path, monkeypatch):
+    from mtsr_monai.io import outputs
+
+    lock = tmp_path / "out.lock"
+    real_check, removed = outputs._is_current_file, []
+
+    def release_in_between(fd, path):  # a finishing run unlinks the file after our open, before our check
+        if not removed:
+            removed.append(path)
+            path.unlink()
+        return real_check(fd, path)
+
+    monkeypatch.setattr(outputs, "_is_current_file", release_in_between)
+    fd = outputs.lock_file_exclusively(lock)
+    try:
+        assert removed and os.path.samestat(
+            os.fstat(fd), os.stat(lock)
+        )  # the lock is on the file that exists
+        with pytest.raises(BlockingIOError):
+            outputs.lock_file_exclusively(lock)
+    finally:
+        os.close(fd)

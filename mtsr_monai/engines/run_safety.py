@@ -14,7 +14,6 @@ checkpoints replaced without a gap, and a stop on Ctrl-C / SIGTERM that saves be
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ from ignite.handlers import DiskSaver
 from mtsr_monai.errors import InputError
 from mtsr_monai.io import atomic_write_text
 from mtsr_monai.io.manifest import enclosing_bundle, manifest_entries
+from mtsr_monai.io.outputs import lock_file_exclusively
 from mtsr_monai.precision import autocast_dtype, resolve_precision
 
 logger = logging.getLogger(__name__)
@@ -83,7 +83,9 @@ def write_recipe(output_dir: str | Path, **recipe: Any) -> Path:
 
 
 class FolderLock:
-    """An exclusive lock on ``folder/.lock`` for the rest of this process (one per folder and process)."""
+    """An exclusive lock on ``folder/.lock`` for the rest of this process (one per folder and process). The
+    lock file lies in the run's folder, not with the command locks in ``$TMPDIR``: a requeued job may start on
+    another node of a cluster, which sees the same folder but not this node's temporary folder."""
 
     _held: dict[Path, int] = {}
 
@@ -92,11 +94,9 @@ class FolderLock:
         folder = folder.resolve()
         if folder in cls._held:
             return
-        fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fd = lock_file_exclusively(folder / ".lock")
         except BlockingIOError:
-            os.close(fd)
             raise InputError("another training run is writing here; wait for it or give another output_dir",
                              folder) from None  # fmt: skip
         cls._held[folder] = fd

@@ -127,28 +127,19 @@ class OutputLocks:
 
     def acquire(self, path: str | os.PathLike, what: str = "mtsr") -> None:
         """Lock ``path`` or raise InputError naming the run that holds it."""
-        import fcntl
-
         target = _resolved(path)
         if target in self._held:
             return
         lock = lock_path(target)
         lock.parent.mkdir(parents=True, exist_ok=True)
-        while True:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                owner = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another run"
-                os.close(fd)
-                raise InputError(
-                    f"another mtsr run ({owner}) is writing this output now: wait for it or choose another "
-                    "output",
-                    path,
-                ) from None
-            if _is_current_file(fd, lock):
-                break
-            os.close(fd)  # a releasing run removed the file after we opened it: lock the current one
+        try:
+            fd = lock_file_exclusively(lock)
+        except BlockingIOError as busy:
+            raise InputError(
+                f"another mtsr run ({busy.args[0] or 'another run'}) is writing this output now: wait for it "
+                "or choose another output",
+                path,
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}, {what}".encode(), 0)
         self._held[target] = fd
@@ -177,6 +168,27 @@ class OutputLocks:
             lock_path(target).unlink(missing_ok=True)
             os.close(fd)
         self._held.clear()
+
+
+def lock_file_exclusively(lock: Path) -> int:
+    """An exclusive ``flock`` on the file ``lock`` (created if missing), without waiting: returns its
+    descriptor, which holds the lock until closed or the process ends. Raises ``BlockingIOError`` whose
+    argument is the text the holder wrote in the file (empty if none) when another process holds it.
+    The one place where mtsr takes a lock: the outputs of a command (:class:`OutputLocks`) and a training
+    run's folder (:class:`~mtsr_monai.engines.run_safety.FolderLock`)."""
+    import fcntl  # lazy: POSIX only, needed once a command locks its outputs
+
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            owner = os.pread(fd, 200, 0).decode(errors="replace").strip()
+            os.close(fd)
+            raise BlockingIOError(owner) from None
+        if _is_current_file(fd, lock):
+            return fd
+        os.close(fd)  # a releasing run removed the file after we opened it: lock the current one
 
 
 def _is_current_file(fd: int, path: Path) -> bool:
