@@ -91,6 +91,9 @@ def test_mt_train_exports_weights_that_evaluate_and_inference_mtsr_read(tmp_path
 
     weights = _mt_train(tmp_path, "train.yaml")
     assert weights.is_file()
+    datalist = json.loads((tmp_path / "datalist.json").read_text())
+    datalist["test"] = datalist["training"]  # a held-out subject other than the validation one
+    (tmp_path / "datalist.json").write_text(json.dumps(datalist))
     out = tmp_path / "eval"
     evaluate = {
         "datalist": str(tmp_path / "datalist.json"),
@@ -99,7 +102,8 @@ def test_mt_train_exports_weights_that_evaluate_and_inference_mtsr_read(tmp_path
     }
     run("evaluating", **_configs("mtsr_mt", "evaluate.yaml"), **evaluate, samples=2, slices_per_volume=1)
     metrics = json.loads((out / "t1_to_flair_metrics.json").read_text())
-    assert metrics
+    assert [s["subject"] for s in metrics["subjects"]] == ["s0"]  # the test split, not the validation one
+    assert metrics["summary"]["psnr_mean"] > 0
     lr = write_nifti(tmp_path / "lr_t1.nii.gz", _head((16, 16, 3), 0))
     chain = {"input_files": [str(lr)], "checkpoint": str(weights), "output_dir": str(tmp_path / "mtsr")}
     run("inference", **_configs("mtsr_mt", "inference_mtsr.yaml"), **chain, samples=2)
