@@ -95,6 +95,24 @@ def test_air_with_noise_gives_dietrich_snr():
     assert out["snrd_wm"] == pytest.approx(np.median(img[labels == 3]) / 0.02, rel=0.1)
 
 
+@pytest.mark.parametrize("stripped", [True, False])
+def test_iqms_from_masks_found_once_equal_those_found_inside_and_test_stripping_once(stripped, monkeypatch):
+    img, labels = _tissue_phantom()
+    img = img + np.float32(0.3) * (labels > 0)  # CSF well above the zero background: one head
+    if not stripped:  # an unstripped head: noisy air all around
+        rng = np.random.default_rng(4)
+        img = np.pad(img, 10) + np.abs(0.05 * rng.standard_normal(np.add(img.shape, 20))).astype(np.float32)
+        labels = np.pad(labels, 10)
+    inside = qc.compute_iqms(img, labels)
+    calls = []
+    real = qc.is_skull_stripped
+    monkeypatch.setattr(qc, "is_skull_stripped", lambda *a, **k: calls.append(1) or real(*a, **k))
+    masks = qc.image_masks(img)
+    once = qc.compute_iqms(img, labels, **masks)
+    assert len(calls) == 1 and masks["skull_stripped"] is stripped
+    assert json.dumps(once, sort_keys=True) == json.dumps(inside, sort_keys=True)
+
+
 def test_a_small_air_region_counts_alike_on_an_image_and_its_finer_resampling():
     img, labels = _tissue_phantom()
     air = np.zeros(img.shape, bool)

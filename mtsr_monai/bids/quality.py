@@ -90,7 +90,8 @@ def consistency(
 def input_quality(data: np.ndarray, affine: np.ndarray, contrast: str) -> tuple[dict[str, Any], np.ndarray]:
     """``(IQMs, tissue map)`` of a raw input; ValueError when its brain or tissues cannot be found."""
 
-    brain = qc.default_brain_mask(data)
+    masks = qc.image_masks(data)
+    brain = masks["brain"]
     if brain.sum() < 100:
         raise ValueError("brain mask has fewer than 100 voxels")
     contrast = "t1" if contrast not in ("t1", "t1ce", "t2", "pd", "flair") else contrast
@@ -98,16 +99,15 @@ def input_quality(data: np.ndarray, affine: np.ndarray, contrast: str) -> tuple[
     missing = [name for name, label in qc.LABELS.items() if not np.any(tissues == label)]
     if missing:
         raise ValueError(f"no {', '.join(missing)} voxels in the tissue map")
-    iqms = qc.compute_iqms(data, tissues, brain, voxel_sizes(affine), IQM_VARIANT)
+    iqms = qc.compute_iqms(data, tissues, spacing=voxel_sizes(affine), variant=IQM_VARIANT, **masks)
     return {"contrast": contrast, **iqms}, tissues
 
 
 def input_masks(data: np.ndarray) -> dict[str, np.ndarray]:
     """The input's ``head`` and ``air`` masks (no air on a skull-stripped input), computed once per input
     for all its outputs' IQMs (:func:`output_quality`)."""
-    head = qc.head_mask(data)
-    air = np.zeros(data.shape, bool) if qc.is_skull_stripped(data, head) else qc.air_mask(data)
-    return {"head": head, "air": air}
+    masks = qc.image_masks(data)
+    return {"head": masks["head"], "air": masks["air"]}
 
 
 def output_quality(

@@ -181,9 +181,7 @@ def super_resolve_scaled(
         return sw(x, run_network)
 
     vmin = float(slices.min())
-    # magnitude images have no negative values: the undershoot of the network and of bicubic / lanczos
-    # at edges is clamped (to the input's minimum where that is lower, e.g. a z-scored input)
-    floor = min(vmin, 0.0)
+    floor = min(vmin, 0.0)  # magnitude images: undershoot at edges clamped (z-scored inputs: their minimum)
     out = np.full((n_slices, h * scale, w * scale), vmin, dtype=np.float32)
     with torch.inference_mode():
         desc = f"super-resolve ({method})"

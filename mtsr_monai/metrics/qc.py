@@ -182,21 +182,32 @@ def default_brain_mask(image: np.ndarray) -> np.ndarray:
 
     Background is |x| <= 1e-3 of the 99th percentile, so the tails of a blurred brain's edge stay out.
     """
+    return image_masks(image, with_air=False)["brain"]
+
+
+def image_masks(image: np.ndarray, with_air: bool = True) -> dict[str, Any]:
+    """The masks an image's IQMs use, each found once (the skull-stripping test, which may measure the
+    FWHM, and the head mask are the costly parts): ``head``, ``skull_stripped``, ``brain``
+    (:func:`default_brain_mask`) and, ``with_air``, ``air`` (:func:`air_mask`; none when skull-stripped)."""
     from scipy import ndimage
 
     image = np.asarray(image, dtype=np.float32)
     head = head_mask(image)
-    if is_skull_stripped(image, head):
-        return ndimage.binary_fill_holes(image > near_zero_level(image))
-    return head
+    stripped = is_skull_stripped(image, head)
+    brain = ndimage.binary_fill_holes(image > near_zero_level(image)) if stripped else head
+    masks: dict[str, Any] = {"head": head, "skull_stripped": stripped, "brain": brain}
+    if with_air:
+        masks["air"] = np.zeros(image.shape, bool) if stripped else air_mask(image, head=head)
+    return masks
 
 
-def air_mask(image: np.ndarray, margin: int = 5) -> np.ndarray:
-    """Background noise region: below Otsu, outside the head dilated by ``margin`` voxels, and non-zero."""
+def air_mask(image: np.ndarray, margin: int = 5, head: np.ndarray | None = None) -> np.ndarray:
+    """Background noise region: below Otsu, outside the head (``head`` or :func:`head_mask`) dilated by
+    ``margin`` voxels, and non-zero."""
     from scipy import ndimage
 
     image = np.asarray(image, dtype=np.float32)
-    head = head_mask(image)
+    head = head_mask(image) if head is None else np.asarray(head, bool)
     if margin > 0:
         head = ndimage.binary_dilation(head, iterations=margin)
     return ~head & (image < otsu_threshold(image[::2, ::2, ::2].ravel())) & (image != 0)
@@ -239,12 +250,14 @@ def compute_iqms(
     variant: str = "mriqc",
     air: np.ndarray | None = None,
     head: np.ndarray | None = None,
+    skull_stripped: bool | None = None,
 ) -> dict[str, Any]:
     """All IQMs of one image as a flat dict (lower-case keys; None where undefined).
 
     ``tissues``: label map 1 CSF, 2 GM, 3 WM (other labels ignored); ``brain`` defaults to
     :func:`default_brain_mask` (used by FWHM); ``air`` defaults to :func:`air_mask` (none on a
-    skull-stripped image); ``head`` (for FBER) to :func:`head_mask`.
+    skull-stripped image); ``head`` (for FBER) to :func:`head_mask`; ``skull_stripped`` (no FBER) to
+    :func:`is_skull_stripped` of this image (:func:`image_masks` gives all four, each found once).
     """
     _check_variant(variant)
     image = np.asarray(image, dtype=np.float64)
@@ -252,10 +265,10 @@ def compute_iqms(
     if tissues.shape != image.shape:
         raise ValueError(f"tissue map shape {tissues.shape} differs from image shape {image.shape}")
     head = head_mask(image) if head is None else np.asarray(head, bool)
-    stripped = is_skull_stripped(image, head)
+    stripped = is_skull_stripped(image, head) if skull_stripped is None else bool(skull_stripped)
     brain = default_brain_mask(image) if brain is None else np.asarray(brain, bool)
     if air is None:  # stray non-zero voxels around a skull-stripped brain are not an air region
-        air = np.zeros(image.shape, bool) if stripped else air_mask(image)
+        air = np.zeros(image.shape, bool) if stripped else air_mask(image, head=head)
     air = np.asarray(air, bool)
     wm, gm = tissues == LABELS["wm"], tissues == LABELS["gm"]
     out: dict[str, Any] = {"variant": variant}

@@ -261,11 +261,11 @@ def _evaluate_subject(
     ref, arrays, affine = _load_subject(sub)
     spacing = voxel_sizes(affine)
     con = settings["contrast"] or guess_contrast(sub["ref"].name)
-    brain = qc.default_brain_mask(ref)
+    masks = qc.image_masks(ref)
+    brain, stripped = masks["brain"], masks["skull_stripped"]
     seg_ref = segment_tissues(ref, brain, (con,), n_classes=settings["n_classes"])
     # one air region for all images of the subject: the reference's (none when skull-stripped)
-    stripped = qc.is_skull_stripped(ref)
-    air = np.zeros(ref.shape, bool) if stripped else qc.air_mask(ref)
+    air = masks["air"]
     tissue_labels = [1, 2, 3] + ([4] if settings["n_classes"] == 4 else [])
     entry: dict[str, Any] = {
         "key": sub["key"],
@@ -274,7 +274,7 @@ def _evaluate_subject(
         "brain_ml": volume_ml(brain, affine),
         "skull_stripped": stripped,
         "warnings": [],
-        "iqm_reference": qc.compute_iqms(ref, seg_ref, brain, spacing, settings["variant"], air),
+        "iqm_reference": qc.compute_iqms(ref, seg_ref, spacing=spacing, variant=settings["variant"], **masks),
         "volumes_reference_ml": {TISSUE_NAMES[t]: volume_ml(seg_ref == t, affine) for t in tissue_labels},
         "methods": {},
     }
