@@ -422,3 +422,16 @@ def test_an_outputs_iqms_use_the_inputs_air_and_head_so_faint_background_signal_
     out = output_quality(leaked, np.eye(4), tissues, np.eye(4), input_masks(img))
     assert iqms["air_voxels"] == out["air_voxels"] == 0
     assert out["cnr"] == pytest.approx(iqms["cnr"])
+
+
+def test_a_participant_held_by_another_run_is_skipped_and_free_once_released(tmp_path):
+    from mtsr_monai.bids.runner import participant_lock
+
+    with participant_lock(tmp_path, "qc", "01") as first:
+        with (
+            participant_lock(tmp_path, "qc", "01") as second,
+            participant_lock(tmp_path, "qc", "02") as other,
+        ):
+            assert first and not second and other
+    with participant_lock(tmp_path, "qc", "01") as again:
+        assert again

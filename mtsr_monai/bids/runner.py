@@ -37,6 +37,7 @@ from mtsr_monai.bids.sidecars import write_item_records
 from mtsr_monai.bids.tasks import Item, Task
 from mtsr_monai.errors import InputError
 from mtsr_monai.io import atomic_write_text
+from mtsr_monai.io.outputs import lock_file_exclusively
 
 STATUS_DIR = Path("logs") / "status"
 FAILURES = Path("logs") / "failures.tsv"
@@ -100,21 +101,19 @@ def ranks_from_env(shard: tuple[int, int] = (0, 1), timeout_min: float = 1440.0)
 @contextlib.contextmanager
 def participant_lock(output_dir: Path, task: str, label: str) -> Iterator[bool]:
     """An exclusive ``flock`` on ``logs/locks/<task>_sub-<label>.lock``; yields False when another process
-    holds it (that participant is being processed elsewhere). The OS releases it when a process dies."""
-    import fcntl
-
+    holds it (that participant is being processed elsewhere). The OS releases it when a process dies; the
+    file stays, in the derivatives, where every node of a cluster sees it."""
     path = output_dir / "logs" / "locks" / f"{task}_sub-{label}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    try:
+        fd = lock_file_exclusively(path)
+    except BlockingIOError:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        os.close(fd)
 
 
 def _now() -> str:

@@ -145,8 +145,10 @@ class OutputLocks:
         self._held[target] = fd
 
     def is_busy(self, path: str | os.PathLike) -> bool:
-        """True when another process holds the lock of ``path`` (probed without keeping it)."""
-        import fcntl
+        """True when another process holds the lock of ``path`` (probed without keeping it). A probe, not
+        :func:`lock_file_exclusively`: it must never create a lock file, nor remove one that a run may
+        have opened to lock."""
+        import fcntl  # lazy: POSIX only
 
         if self.holds(path):
             return False
