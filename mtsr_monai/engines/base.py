@@ -1,7 +1,8 @@
 """What the three adversarial trainers share (paired, BicycleGAN, CycleGAN): precision, GradScalers, the
 ``(input, target)`` batch, network freezing, multi-scale GAN sums, resume objects and multi-process helpers.
 
-Each trainer subclasses :class:`AdversarialTrainerBase` and writes only its own ``_iteration``.
+Each trainer subclasses :class:`AdversarialTrainerBase` and writes its own ``_iteration`` (with the
+steps it calls).
 """
 
 from __future__ import annotations

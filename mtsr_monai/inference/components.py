@@ -4,8 +4,12 @@ Each bundle runs ``preprocessing`` (dictionary transforms from file paths to a c
 a whole-volume ``inferer`` (a MONAI :class:`~monai.inferers.Inferer` that cuts the volume into 2D slices,
 runs the 2D network on them and stitches the volume back, with the output's geometry) and
 ``postprocessing`` (back to the input's intensities, then written). ``monai.bundle run inference`` feeds
-them through a ``SupervisedEvaluator``; ``mtsr super-resolve`` / ``translate`` / ``clinical-sr`` and MONAI
-Label apply the very same objects to one item (:func:`mtsr_monai.inference.bundle.infer_item`).
+them through a ``SupervisedEvaluator``; ``mtsr super-resolve`` / ``translate`` and MONAI Label apply the
+very same objects to one item (:func:`mtsr_monai.inference.bundle.infer_item`). ``mtsr clinical-sr`` runs
+:func:`~mtsr_monai.inference.clinical.restore_clinical`, which also reports each step's figures; its steps
+are the functions the clinical objects here call (``prepare_routine_scans``, ``restore_planes``,
+``to_scanner_units``, ``consistency_step``), and tests/test_bundle_inference.py checks that both write the
+same volume.
 
 Inferers take ``(B, C, X, Y, Z)`` batches (a MetaTensor carrying the affine) and return a MetaTensor batch
 whose affine is that of the output grid, so a writer needs nothing else.

@@ -3,7 +3,8 @@
 The three whole-volume inferences (super-resolution, translation, clinical restoration) run a 2D network
 over the slices of a volume in batches and leave the slices holding only background untouched (they stay
 background, and a skull-stripped volume has many of them). MONAI's ``SliceInferer`` runs every slice, so
-this is the one place the batches are made.
+this is where those three choose the slices a batch holds (the GradCAM of ``mtsr explain`` needs every
+slice and batches them itself).
 """
 
 from __future__ import annotations

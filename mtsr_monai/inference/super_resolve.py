@@ -78,8 +78,8 @@ def eval_pairs(
 ) -> list[dict[str, torch.Tensor]]:
     """Fixed held-out LR/HR pairs: axial slices of each volume, degraded with a seeded second-order chain.
 
-    Slices are evenly spaced among those whose foreground (voxels above the minimum) covers at least
-    ``min_foreground`` of the slice's maximum; each is scaled by :func:`robust_range` of its volume and
+    Slices are evenly spaced among those whose foreground (voxels above the robust low level, i.e. > 0
+    once scaled) covers at least ``min_foreground`` of the fullest slice's; each is scaled by :func:`robust_range` of its volume and
     degraded by :class:`~mtsr_monai.transforms.degradation.RandSecondOrderDegradationd` seeded by
     ``seed`` and its position, so every call returns the same pairs. Items: ``{"lr": (1, h, w), "hr":
     (1, H, W), "source": path, "slice": index}``.

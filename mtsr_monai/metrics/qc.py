@@ -22,7 +22,7 @@ consistent estimator of the sd of Gaussian data (statsmodels' ``mad()``, which M
   in the mask and var(x) is taken over the mask (Forman et al. 1995, AFNI's "classic" formula, without
   3dFWHMx's detrending); ``fwhm_avg`` is the mean of the three axes. It assumes the image is smoothed
   white noise (Gaussian autocorrelation), so on an anatomical image it measures the width of the
-  lag-1 autocorrelation of the whole signal, anatomy included; NaN when that correlation is <= 0 or >= 1.
+  lag-1 autocorrelation of the whole signal, anatomy included; None when that correlation is <= 0 or >= 1.
   MRIQC reports 3dFWHMx's values in voxels; ours are in mm.
 - SNR per tissue t = median_t / (sd_t * sqrt(n_t / (n_t - 1)));  ``snr_total`` = mean over CSF, GM, WM
 - SNR Dietrich per tissue t = sqrt((4 - pi) / 2) * median_t / s_air (Rayleigh-distributed air noise),
