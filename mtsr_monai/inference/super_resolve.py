@@ -79,10 +79,11 @@ def eval_pairs(
     """Fixed held-out LR/HR pairs: axial slices of each volume, degraded with a seeded second-order chain.
 
     Slices are evenly spaced among those whose foreground (voxels above the robust low level, i.e. > 0
-    once scaled) covers at least ``min_foreground`` of the fullest slice's; each is scaled by :func:`robust_range` of its volume and
-    degraded by :class:`~mtsr_monai.transforms.degradation.RandSecondOrderDegradationd` seeded by
-    ``seed`` and its position, so every call returns the same pairs. Items: ``{"lr": (1, h, w), "hr":
-    (1, H, W), "source": path, "slice": index}``.
+    once scaled) covers at least ``min_foreground`` of the fullest slice's; each is scaled by
+    :func:`robust_range` of its volume and degraded by
+    :class:`~mtsr_monai.transforms.degradation.RandSecondOrderDegradationd` seeded by ``seed`` and its
+    position, so every call returns the same pairs. Items: ``{"lr": (1, h, w), "hr": (1, H, W), "source":
+    path, "slice": index}``.
     """
     # lazy: keeps monai, scipy out of this module's import
     from mtsr_monai.transforms.degradation import RandSecondOrderDegradationd
