@@ -83,11 +83,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def split_subjects(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
     """The bundle datalist's training and test subjects, each cut to the first N when asked."""
-    from mtsr_monai.data.clinical import load_datalist
+    from mtsr_monai.data.datalist import read_split
 
     datalist = BUNDLE / "configs" / "datalist.json"
-    train_subjects = load_datalist(datalist, "training", args.dataset_dir)
-    test_subjects = load_datalist(datalist, "test", args.dataset_dir)
+    train_subjects = read_split(datalist, "training", args.dataset_dir)
+    test_subjects = read_split(datalist, "test", args.dataset_dir)
     if args.train_subjects:
         train_subjects = train_subjects[: args.train_subjects]
     if args.test_subjects:

@@ -40,7 +40,6 @@ import torch.nn.functional as F
 from monai.transforms import Compose, RandScaleIntensityd, ThresholdIntensityd
 from tqdm import tqdm
 
-from mtsr_monai.data.datalist import read_split
 from mtsr_monai.errors import InputError
 from mtsr_monai.io import check_same_grid, load_volume
 from mtsr_monai.transforms.crop import foreground_box
@@ -240,12 +239,6 @@ def select_channels(pairs: Sequence[Mapping[str, Any]], channels: Sequence[int])
     """Split mode: the same pairs with only ``channels`` kept (C = 1 for one sequence)."""
     idx = list(channels)
     return [{**p, "lr": p["lr"][idx], "hr": p["hr"][idx]} for p in pairs]
-
-
-def load_datalist(path: str | Path, section: str, dataset_dir: str | Path) -> list[dict[str, Any]]:
-    """Subjects of ``section`` of a Decathlon-style datalist, paths joined with ``dataset_dir``
-    (:func:`~mtsr_monai.data.datalist.read_split`)."""
-    return read_split(path, section, dataset_dir)
 
 
 SAMPLE_MODES = ("patch", "slice")
