@@ -57,7 +57,7 @@ def autocast_dtype(precision: str, device: str | torch.device) -> torch.dtype | 
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-def autocast(device: str | torch.device, precision: str):
+def autocast(device: str | torch.device, precision: str) -> contextlib.AbstractContextManager:
     """``torch.autocast`` for ``precision`` on ``device``, or a null context for fp32."""
     dtype = autocast_dtype(precision, device)
     if dtype is None:

@@ -8,7 +8,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the plan type only; the CLI imports io lazily
+    from mtsr_monai.io.outputs import OutputPlan
 
 #: the routine sequences of a clinical session, in the order that picks the reference scan
 SESSION_SEQUENCES = ("flair", "t1", "t2")
@@ -158,14 +161,14 @@ def session_inputs(args: argparse.Namespace) -> dict[str, Path]:
     return inputs
 
 
-def file_outputs(*paths: str | Path | None) -> Any:
+def file_outputs(*paths: str | Path | None) -> OutputPlan:
     """The output plan of a command that writes the given files (``None``: not written this time)."""
     from mtsr_monai.io.outputs import OutputPlan
 
     return OutputPlan(files=[Path(p) for p in paths if p is not None])
 
 
-def folder_outputs(folder: str | Path, names: Iterable[str]) -> Any:
+def folder_outputs(folder: str | Path, names: Iterable[str]) -> OutputPlan:
     """The output plan of a command that writes ``names`` (globs allowed) into ``folder``."""
     from mtsr_monai.io.outputs import OutputPlan
 

@@ -85,7 +85,9 @@ def as_protocols(spec: Mapping[str, Any] | None) -> dict[str, Protocol]:
     return out
 
 
-def simulate_protocol(hr: np.ndarray, affine: np.ndarray, protocol: Protocol, seed: int = 0):
+def simulate_protocol(
+    hr: np.ndarray, affine: np.ndarray, protocol: Protocol, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """The HR volume as acquired with ``protocol``: ``(data, affine)`` on the protocol's own coarse grid."""
     return degrade_volume_thick_slice(
         hr,
@@ -572,7 +574,9 @@ def protocol_pair(
     }
 
 
-def training_dataset(simulation: str, subjects: Sequence[Mapping[str, Any]], cache_dir: Any, **kw: Any):
+def training_dataset(
+    simulation: str, subjects: Sequence[Mapping[str, Any]], cache_dir: Any, **kw: Any
+) -> torch.utils.data.Dataset:
     """The bundle's training dataset: ``simulation="random"`` -> :class:`ProtocolSliceDataset` over
     :func:`cached_volumes` (keys ``modalities``, ``headroom``, ``simulator``, ``mode``, ``patch_size``,
     ``samples_per_scan``, ``normals``, ``channel_dropout``, ``intensity_gain``, ``seed``); ``"fixed"`` ->

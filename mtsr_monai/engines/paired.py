@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-from ignite.engine import Events
+from ignite.engine import Engine, Events
 from monai.engines.utils import default_metric_cmp_fn
 from torch.optim import Optimizer
 
@@ -99,7 +99,7 @@ class PairedAdversarialTrainer(AdversarialTrainerBase):
         critic = ("discriminator", "d_optimizer", "d_scaler") if self.discriminator is not None else ()
         return self._objects("generator", "g_optimizer", "g_scaler", *critic)
 
-    def in_pretraining(self, engine) -> bool:
+    def in_pretraining(self, engine: Engine) -> bool:
         return self.discriminator is None or engine.state.epoch <= self.pretrain_epochs
 
     def _step(self, loss: torch.Tensor, optimizer: Optimizer, scaler, params) -> None:

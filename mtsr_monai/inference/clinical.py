@@ -52,6 +52,8 @@ from mtsr_monai.transforms.intensity import robust_range, scale_to_range
 SUMMARY_NAME = "clinical_sr.json"
 
 if TYPE_CHECKING:
+    import SimpleITK as sitk
+    from ignite.engine import Engine
     from ignite.metrics import Average
 
 logger = logging.getLogger(__name__)
@@ -195,7 +197,7 @@ class InterpolationBaseline:
         self.pairs = list(pairs)
         self.scores: dict[str, float] | None = None
 
-    def attach(self, evaluator) -> None:
+    def attach(self, evaluator: Engine) -> None:
         from ignite.engine import Events
 
         evaluator.add_event_handler(Events.EPOCH_COMPLETED, self)
@@ -210,7 +212,7 @@ class InterpolationBaseline:
 
 
 # ------------------------------------------------------------------------------------ routine scans side
-def isotropic_grid(reference, spacing: float):
+def isotropic_grid(reference: sitk.Image, spacing: float) -> sitk.Image:
     """An empty SimpleITK grid of ``spacing`` mm with ``reference``'s direction covering its field of view
     (outer voxel edges aligned), so an oblique slab keeps its orientation."""
     import SimpleITK as sitk
@@ -230,7 +232,7 @@ def isotropic_grid(reference, spacing: float):
     return grid
 
 
-def thick_axis_on_grid(image, grid) -> int:
+def thick_axis_on_grid(image: sitk.Image, grid: sitk.Image) -> int:
     """Array axis of ``grid`` closest to the thickest voxel direction of ``image`` (its slice direction)."""
     sp = np.asarray(image.GetSpacing(), dtype=float)
     d_img = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)

@@ -25,6 +25,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     import torch
+    from monai.metrics import CumulativeIterationMetric
 
 WIN_SIZE, SIGMA, K1, K2 = 11, 1.5, 0.01, 0.03
 _TRUNCATE = 3.5  # scipy/skimage truncation giving an 11-tap window for sigma 1.5: int(3.5 * 1.5 + 0.5) = 5
@@ -247,7 +248,7 @@ def foreground_psnr(pred: torch.Tensor, ref: torch.Tensor, data_range: float = 1
     return (10.0 * torch.log10(torch.as_tensor(float(data_range) ** 2, device=err.device) / err))[:, None]
 
 
-def foreground_psnr_metric(data_range: float = 1.0):
+def foreground_psnr_metric(data_range: float = 1.0) -> CumulativeIterationMetric:
     """A MONAI ``CumulativeIterationMetric`` of :func:`foreground_psnr` (for ``IgniteMetricHandler``)."""
     from monai.metrics import CumulativeIterationMetric
     from monai.metrics.utils import do_metric_reduction

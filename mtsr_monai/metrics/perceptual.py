@@ -20,9 +20,12 @@ import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 from mtsr_monai.metrics.image import batch_psnr, batch_ssim
 
@@ -56,7 +59,9 @@ class LpipsStatus:
         }
 
 
-def load_lpips(net: str = "alex", backbone_path: str | os.PathLike | None = None):
+def load_lpips(
+    net: str = "alex", backbone_path: str | os.PathLike | None = None
+) -> tuple[torch.nn.Module | None, LpipsStatus]:
     """``(metric or None, LpipsStatus)``: LPIPS v0.1 with the real ImageNet backbone read from a file."""
     if net not in BACKBONE_FILES:
         raise ValueError(f"net must be one of {sorted(BACKBONE_FILES)}")
@@ -103,7 +108,7 @@ def _to_lpips_batch(x: Any):
     return t.repeat(1, 3, 1, 1)
 
 
-def lpips_distance(metric, a: Any, b: Any) -> np.ndarray:
+def lpips_distance(metric: torch.nn.Module, a: Any, b: Any) -> np.ndarray:
     """Per-slice LPIPS between (S, H, W) (or (H, W)) images in [0, 1]."""
     import torch
 
@@ -117,7 +122,7 @@ def consecutive_pairs(n: int) -> list[tuple[int, int]]:
 
 
 def sample_measures(
-    samples: np.ndarray, truth: np.ndarray | None = None, lpips_metric=None
+    samples: np.ndarray, truth: np.ndarray | None = None, lpips_metric: torch.nn.Module | None = None
 ) -> dict[str, Any]:
     """Realism / diversity of N samples (N, S, H, W) of 2D slices in [0, 1] against ``truth`` (S, H, W).
 

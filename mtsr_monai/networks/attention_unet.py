@@ -151,7 +151,9 @@ class AttentionGatedUNet(nn.Module):
         """Spatial sizes are padded to a multiple of this (``2 ** (depth - 1)``)."""
         return 2 ** (self.depth - 1)
 
-    def forward(self, x: torch.Tensor, return_attention: bool = False):
+    def forward(
+        self, x: torch.Tensor, return_attention: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         size = x.shape[2:]
         m = self.multiple
         pads: list[int] = []

@@ -20,6 +20,7 @@ Parameter ranges and probabilities follow Real-ESRGAN (Wang et al., ICCVW 2021);
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -136,7 +137,7 @@ def random_blur_kernel(
     rng: np.random.RandomState,
     sinc_prob: float = 0.1,
     sizes: Sequence[int] = KERNEL_SIZES,
-    **gaussian_kwargs,
+    **gaussian_kwargs: Any,
 ) -> np.ndarray:
     """One Real-ESRGAN blur kernel: a sinc with probability ``sinc_prob``, else a Gaussian-family kernel."""
     size = random_kernel_size(rng, sizes)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -33,6 +33,9 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, RandomizableTransform, Transform
 from scipy.special import ndtr
+
+if TYPE_CHECKING:
+    import SimpleITK as sitk
 
 PROFILES = ("gaussian", "boxcar")
 
@@ -388,7 +391,9 @@ class RandSimulateProtocold(RandomizableTransform, MapTransform):
         self.output_keys = _output_keys(self.keys, output_keys, lr_suffix)
         self.simulate = RandSimulateProtocol(prob=1.0, **kwargs)
 
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
+    def set_random_state(
+        self, seed: int | None = None, state: np.random.RandomState | None = None
+    ) -> RandSimulateProtocold:
         super().set_random_state(seed, state)
         self.simulate.set_random_state(seed, state)
         return self
@@ -424,7 +429,9 @@ class RandChannelDropoutd(RandomizableTransform, MapTransform):
         RandomizableTransform.__init__(self, prob)
         self.dropout = RandChannelDropout(probs, prob=1.0)
 
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
+    def set_random_state(
+        self, seed: int | None = None, state: np.random.RandomState | None = None
+    ) -> RandChannelDropoutd:
         super().set_random_state(seed, state)
         self.dropout.set_random_state(seed, state)
         return self
@@ -467,9 +474,9 @@ def _fine_slice_grid(image, fine_step: float, margin: int):
 
 
 def acquire_like(
-    volume,
-    like,
-    transform=None,
+    volume: sitk.Image,
+    like: sitk.Image,
+    transform: sitk.Transform | None = None,
     thickness: float | None = None,
     profile: str = "gaussian",
 ) -> np.ndarray:

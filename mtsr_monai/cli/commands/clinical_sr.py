@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from mtsr_monai.cli.arguments import (
     CLINICAL_METHODS,
@@ -14,6 +15,9 @@ from mtsr_monai.cli.arguments import (
     print_written,
     session_inputs,
 )
+
+if TYPE_CHECKING:  # the plan type only; the CLI imports io lazily
+    from mtsr_monai.io.outputs import OutputPlan
 
 NAME = "clinical-sr"
 HELP = (
@@ -72,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 EXPLAIN_FILES = ("attention_gate*.nii.gz", "gradcam.nii.gz", "critic_score.txt", "explain.png")
 
 
-def outputs(args: argparse.Namespace):
+def outputs(args: argparse.Namespace) -> OutputPlan:
     given = [m for m in SESSION_SEQUENCES if getattr(args, m) is not None]
     names = [f"{m}.nii.gz" for m in given] + [f"{m}_consistency.nii.gz" for m in given] + ["clinical_sr.json"]
     if getattr(args, "explain", True):

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mtsr_monai.cli.arguments import file_outputs
+
+if TYPE_CHECKING:  # the plan type only; the CLI imports io lazily
+    from mtsr_monai.io.outputs import OutputPlan
 
 NAME = "datalist"
 HELP = "build a decathlon-style datalist JSON (training/validation/test split by subject) from a data folder"
@@ -48,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def outputs(args: argparse.Namespace):
+def outputs(args: argparse.Namespace) -> OutputPlan:
     return file_outputs(args.output)
 
 

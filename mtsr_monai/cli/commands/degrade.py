@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mtsr_monai.cli.arguments import (
     MAX_SCALE,
@@ -12,6 +13,9 @@ from mtsr_monai.cli.arguments import (
     file_outputs,
     output_volume,
 )
+
+if TYPE_CHECKING:  # the plan type only; the CLI imports io lazily
+    from mtsr_monai.io.outputs import OutputPlan
 
 NAME = "degrade"
 HELP = "simulate a low-resolution scan (second-order chain, k-space truncation or thick slices)"
@@ -78,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_no_progress_argument(parser)
 
 
-def outputs(args: argparse.Namespace):
+def outputs(args: argparse.Namespace) -> OutputPlan:
     return file_outputs(args.output)
 
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from mtsr_monai.cli.arguments import add_no_progress_argument, file_outputs
+
+if TYPE_CHECKING:  # the plan type only; the CLI imports io lazily
+    from mtsr_monai.io.outputs import OutputPlan
 
 NAME = "evaluate"
 HELP = "image fidelity (PSNR, SSIM, MAE, NMSE) of a prediction against a reference on the same grid"
@@ -30,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_no_progress_argument(parser)
 
 
-def outputs(args: argparse.Namespace):
+def outputs(args: argparse.Namespace) -> OutputPlan:
     return file_outputs(args.json or None)
 
 

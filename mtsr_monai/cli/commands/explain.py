@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from mtsr_monai.cli.arguments import add_session_arguments, print_written, session_inputs
+
+if TYPE_CHECKING:  # the plan type only; the CLI imports io lazily
+    from mtsr_monai.io.outputs import OutputPlan
 
 NAME = "explain"
 HELP = "attention-gate maps and critic GradCAM of the clinical SR model (NIfTI + PNG)"
@@ -20,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_session_arguments(parser)
 
 
-def outputs(args: argparse.Namespace):
+def outputs(args: argparse.Namespace) -> OutputPlan:
     from mtsr_monai.cli.commands.clinical_sr import outputs as clinical_outputs
 
     return clinical_outputs(args)  # the restored volumes and the maps, as clinical-sr --explain

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mtsr_monai.cli.arguments import add_no_progress_argument, folder_outputs
+
+if TYPE_CHECKING:  # the plan type only; the CLI imports io lazily
+    from mtsr_monai.io.outputs import OutputPlan
 
 NAME = "make-demo-data"
 HELP = (
@@ -52,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         )
 
 
-def outputs(args: argparse.Namespace):
+def outputs(args: argparse.Namespace) -> OutputPlan:
     return folder_outputs(args.output, [f"{n}.nii.gz" for n in ("t1", "t2", "flair", "pd", "brain_mask")])
 
 

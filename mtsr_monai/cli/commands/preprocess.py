@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from mtsr_monai.cli.arguments import add_no_progress_argument
+
+if TYPE_CHECKING:  # the plan type only; the CLI imports io lazily
+    from mtsr_monai.io.outputs import OutputPlan
 
 NAME = "preprocess"
 HELP = "bias-correct, register to MNI (or a template), mask, crop and scale every subject of a datalist"
@@ -94,7 +98,7 @@ def inputs(args: argparse.Namespace) -> list:
     return [v for s in subjects for k, v in s.items() if k not in ("subject", "split")]
 
 
-def outputs(args: argparse.Namespace):
+def outputs(args: argparse.Namespace) -> OutputPlan:
     """Per subject DIR/<subject>/<key>.nii.gz, brain_mask, transforms and sidecar; DIR/datalist.json."""
     from pathlib import Path
 

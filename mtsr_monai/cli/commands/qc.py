@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mtsr_monai.cli.arguments import add_no_progress_argument, file_outputs, output_volume
+
+if TYPE_CHECKING:  # the plan type only; the CLI imports io lazily
+    from mtsr_monai.io.outputs import OutputPlan
 
 NAME = "qc"
 HELP = "image-quality metrics (CJV, EFC, FWHM, WM2max, SNR, CNR, tissue summaries) of one volume"
@@ -49,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_no_progress_argument(parser)
 
 
-def outputs(args: argparse.Namespace):
+def outputs(args: argparse.Namespace) -> OutputPlan:
     return file_outputs(args.json, args.save_tissues)
 
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mtsr_monai.cli.arguments import MAX_SCALE, SR_METHODS
+
+if TYPE_CHECKING:  # the plan type only; the CLI imports io lazily
+    from mtsr_monai.io.outputs import OutputPlan
 
 NAME = "run"
 HELP = "LR scan in modality A -> SR in A -> N plausible HR images in modality B (+ mean, std, montage, JSON)"
@@ -39,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def outputs(args: argparse.Namespace):
+def outputs(args: argparse.Namespace) -> OutputPlan:
     from mtsr_monai.cli.commands.translate import translation_outputs
 
     return translation_outputs(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from mtsr_monai.cli.arguments import (
     PRECISIONS,
@@ -11,6 +12,9 @@ from mtsr_monai.cli.arguments import (
     file_outputs,
     output_volume,
 )
+
+if TYPE_CHECKING:  # the plan type only; the CLI imports io lazily
+    from mtsr_monai.io.outputs import OutputPlan
 
 NAME = "super-resolve"
 HELP = "x4 in-plane super-resolution of a NIfTI volume (shipped MTSR model or an interpolation baseline)"
@@ -59,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def outputs(args: argparse.Namespace):
+def outputs(args: argparse.Namespace) -> OutputPlan:
     return file_outputs(args.output)
 
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mtsr_monai.cli.arguments import MASK_AUTO, MASK_NONE, add_device_argument, folder_outputs
+
+if TYPE_CHECKING:  # the plan type only; the CLI imports io lazily
+    from mtsr_monai.io.outputs import OutputPlan
 
 NAME = "translate"
 HELP = "translate a NIfTI volume to another modality: N samples, their mean and per-voxel std"
@@ -94,16 +98,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def translation_outputs(out: Path, extra: tuple[str, ...] = ()):
+def translation_outputs(out: Path, extra: tuple[str, ...] = ()) -> OutputPlan:
     """The files ``mtsr translate`` (and with ``extra`` names, ``mtsr run``) writes into ``out``."""
     return folder_outputs(out, ("sample_*.nii.gz", "mean.nii.gz", "std.nii.gz", *extra))
 
 
-def outputs(args: argparse.Namespace):
+def outputs(args: argparse.Namespace) -> OutputPlan:
     return translation_outputs(args.output_dir, ("codes.json", "brain_mask.nii.gz"))
 
 
-def read_codes(path: Path | None):
+def read_codes(path: Path | None) -> list[list[float]] | None:
     """Latent codes from a JSON file (a list of vectors, or a dict with ``codes``), or None."""
     from mtsr_monai.errors import InputError
 
