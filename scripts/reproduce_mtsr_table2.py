@@ -27,7 +27,6 @@ Writes ``table2.md`` and ``table2.json`` in OUT.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import statistics
 import sys
@@ -85,35 +84,19 @@ def load_case(subject: dict, source: str, target: str, n_slices: int) -> dict[st
     }  # fmt: skip
 
 
-def score(stack: np.ndarray, case: dict[str, Any], lpips_metric=None) -> dict[str, float]:
+def score(stack: np.ndarray, case: dict[str, Any], lpips_metric: Any = None) -> dict[str, float]:
     """Brain scores of (N, S, H, W) outputs in [0, 1] against the case's target slices."""
-    from mtsr_monai.metrics.image import psnr, ssim
-    from mtsr_monai.metrics.perceptual import consecutive_pairs, lpips_distance
+    from mtsr_monai.metrics.perceptual import sample_measures
 
-    ref, brain = case["ref"], case["brain"]
-    per_sample = [psnr(s, ref, brain, 1.0) for s in stack]
-    mean = stack.mean(0)
+    m = sample_measures(stack, case["ref"], lpips_metric, mask=case["brain"])
     out = {
-        "psnr_mean": psnr(mean, ref, brain, 1.0),
-        "ssim_mean": ssim(mean, ref, brain, 1.0, axis=0),
-        "psnr_samples": statistics.fmean(per_sample),
-        "psnr_worst_sample": min(per_sample),
+        "psnr_mean": m["psnr_mean"],
+        "ssim_mean": m["ssim_mean"],
+        "psnr_samples": statistics.fmean(m["psnr_samples"]),
+        "psnr_worst_sample": min(m["psnr_samples"]),
     }
-    if len(stack) > 1:
-        pairs = list(itertools.combinations(range(len(stack)), 2))
-        out["pairwise_1_minus_ssim"] = statistics.fmean(
-            1.0 - ssim(stack[i], stack[j], brain, 1.0, axis=0) for i, j in pairs
-        )
-        out["pairwise_l1"] = statistics.fmean(
-            float(np.abs(stack[i] - stack[j])[brain].mean()) for i, j in pairs
-        )
-    if lpips_metric is not None:
-        out["lpips_realism"] = float(np.mean([lpips_distance(lpips_metric, s, ref).mean() for s in stack]))
-        if len(stack) > 1:
-            pairs = consecutive_pairs(len(stack))
-            dist = [lpips_distance(lpips_metric, stack[i], stack[j]).mean() for i, j in pairs]
-            out["lpips_diversity"] = float(np.mean(dist))
-    return out
+    keys = ("pairwise_1_minus_ssim", "pairwise_l1", "lpips_realism", "lpips_diversity")
+    return {**out, **{k: m[k] for k in keys if k in m}}
 
 
 def baseline_stacks(case: dict[str, Any], source: str, lookup: dict | None) -> dict[str, np.ndarray]:

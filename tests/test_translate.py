@@ -371,6 +371,20 @@ def test_weight_free_diversity_measures():
     assert consecutive_pairs(5) == [(0, 1), (1, 2), (2, 3), (3, 4)]
 
 
+def test_masked_sample_measures_ignore_what_lies_outside_the_mask():
+    rng = np.random.default_rng(1)
+    truth = rng.random((2, 32, 32)).astype(np.float32)
+    brain = np.zeros(truth.shape, bool)
+    brain[:, 8:24, 8:24] = True
+    samples = np.clip(truth + 0.05 * rng.standard_normal((3, 2, 32, 32)), 0, 1).astype(np.float32)
+    far = np.ones(truth.shape, bool)
+    far[:, 2:30, 2:30] = False  # beyond the SSIM window (radius 5) of every pixel in the mask
+    wild = np.where(far, rng.random(samples.shape), samples).astype(np.float32)  # other noise out there
+    inside, outside_changed = (sample_measures(x, truth, mask=brain) for x in (samples, wild))
+    assert inside == outside_changed
+    assert inside["psnr_mean"] != sample_measures(wild, truth)["psnr_mean"]  # unmasked, the outside counts
+
+
 def test_translation_of_real_brats_slab(brats_case, tmp_path):
     """Shipped T1 -> FLAIR weights on a slab of a real case (a training subject: smoke test, not a score)."""
     from mtsr_monai.inference.translate import default_weights

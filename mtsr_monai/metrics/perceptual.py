@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     import torch
 
 from mtsr_monai.metrics.image import batch_psnr, batch_ssim
+from mtsr_monai.metrics.image import psnr as image_psnr
+from mtsr_monai.metrics.image import ssim as image_ssim
 
 BACKBONE_FILES = {
     "alex": "alexnet-owt-7be5be79.pth",
@@ -122,14 +124,20 @@ def consecutive_pairs(n: int) -> list[tuple[int, int]]:
 
 
 def sample_measures(
-    samples: np.ndarray, truth: np.ndarray | None = None, lpips_metric: torch.nn.Module | None = None
+    samples: np.ndarray,
+    truth: np.ndarray | None = None,
+    lpips_metric: torch.nn.Module | None = None,
+    mask: np.ndarray | None = None,
+    slice_axis: int = 0,
 ) -> dict[str, Any]:
     """Realism / diversity of N samples (N, S, H, W) of 2D slices in [0, 1] against ``truth`` (S, H, W).
 
     Weight-free: per-sample and mean-image PSNR / SSIM (2D, averaged over slices), mean pairwise
-    (1 - SSIM) and L1 over all sample pairs. With ``lpips_metric``: realism (LPIPS to the truth, mean over
-    samples and slices)
-    and diversity (LPIPS over consecutive pairs).
+    (1 - SSIM) and L1 over all sample pairs. With ``mask`` (the shape of a sample), every measure is taken
+    inside it (:func:`~mtsr_monai.metrics.image.psnr` / ``ssim``; slices along ``slice_axis`` of a sample,
+    which may then be any 3D layout) instead of over whole slices. With ``lpips_metric`` (whole slices,
+    ``slice_axis`` 0): realism (LPIPS to the truth, mean over samples and slices) and diversity (LPIPS over
+    consecutive pairs).
     """
     import torch
 
@@ -137,25 +145,33 @@ def sample_measures(
     n = s.shape[0]
     out: dict[str, Any] = {"n_samples": int(n)}
 
-    def ssim(a, b):
-        return batch_ssim(a[:, None], b[:, None], data_range=1.0)
+    boolean = None if mask is None else torch.as_tensor(np.asarray(mask, bool))
 
-    def psnr(a, b):
-        return batch_psnr(a[:, None], b[:, None], data_range=1.0)
+    def ssim(a: torch.Tensor, b: torch.Tensor) -> float:  # mean over the slices (inside the mask)
+        if boolean is not None:
+            return image_ssim(a.numpy(), b.numpy(), boolean.numpy(), 1.0, axis=slice_axis)
+        return batch_ssim(a[:, None], b[:, None], data_range=1.0).mean().item()
+
+    def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+        if boolean is not None:
+            return image_psnr(a.numpy(), b.numpy(), boolean.numpy(), 1.0)
+        return batch_psnr(a[:, None], b[:, None], data_range=1.0).mean().item()
+
+    def l1(a: torch.Tensor, b: torch.Tensor) -> float:
+        diff = (a - b).abs()
+        return float((diff[boolean] if boolean is not None else diff).double().mean())
 
     pairs = list(itertools.combinations(range(n), 2))
     if pairs:
-        out["pairwise_1_minus_ssim"] = float(
-            np.mean([(1 - ssim(s[i], s[j])).mean().item() for i, j in pairs])
-        )
-        out["pairwise_l1"] = float(np.mean([(s[i] - s[j]).abs().mean().item() for i, j in pairs]))
+        out["pairwise_1_minus_ssim"] = float(np.mean([1.0 - ssim(s[i], s[j]) for i, j in pairs]))
+        out["pairwise_l1"] = float(np.mean([l1(s[i], s[j]) for i, j in pairs]))
     if truth is not None:
         t = torch.as_tensor(np.asarray(truth, dtype=np.float32))
-        out["psnr_samples"] = [psnr(s[i], t).mean().item() for i in range(n)]
-        out["ssim_samples"] = [ssim(s[i], t).mean().item() for i in range(n)]
+        out["psnr_samples"] = [psnr(s[i], t) for i in range(n)]
+        out["ssim_samples"] = [ssim(s[i], t) for i in range(n)]
         mean = s.mean(0)
-        out["psnr_mean"] = psnr(mean, t).mean().item()
-        out["ssim_mean"] = ssim(mean, t).mean().item()
+        out["psnr_mean"] = psnr(mean, t)
+        out["ssim_mean"] = ssim(mean, t)
     if lpips_metric is not None:
         if truth is not None:
             out["lpips_realism"] = float(
