@@ -72,6 +72,17 @@ def test_slice_dataset_patches_transposes_and_channel_dropout():
     assert batch["lr"].shape == (4, 3, 32, 48)
 
 
+def test_dataloader_workers_draw_different_patches():
+    from mtsr_monai.data.clinical import ClinicalSliceDataset
+
+    vol = np.random.default_rng(0).random((1, 30, 40, 20)).astype(np.float32)
+    pair = {"lr": vol, "hr": vol, "mask": np.ones(vol.shape[1:], bool)}
+    ds = ClinicalSliceDataset([pair], patch_size=16, samples_per_scan=4, seed=1)
+    loader = torch.utils.data.DataLoader(ds, batch_size=1, num_workers=2)  # items 0, 2: worker 0; 1, 3: 1
+    first, second = (batch["hr"] for batch, _ in zip(loader, range(2), strict=False))
+    assert not torch.equal(first, second)  # each worker's first draw is its own, not a copy of the other's
+
+
 def test_generator_loss_specs_sum_named_terms():
     from mtsr_monai.losses.reconstruction import generator_loss
 

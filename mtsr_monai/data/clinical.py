@@ -292,6 +292,19 @@ def _random_transpose_flip(
     return arrays
 
 
+def _worker_generator(dataset: torch.utils.data.Dataset, *randomizables: Any) -> np.random.Generator:
+    """``dataset.rng``; in a DataLoader worker first reseeded from the worker's seed, with the MONAI
+    ``randomizables`` the dataset draws from: each worker holds a copy of the dataset, whose generators
+    would otherwise make the same draws in every worker (torch reseeds only its own generator there)."""
+    info = torch.utils.data.get_worker_info()
+    if info is not None and getattr(dataset, "_seeded_in_worker", None) != info.id:
+        dataset._seeded_in_worker = info.id
+        dataset.rng = np.random.default_rng(info.seed)
+        for randomizable in randomizables:
+            randomizable.set_random_state(info.seed % 2**32)
+    return dataset.rng
+
+
 class ClinicalSliceDataset(torch.utils.data.Dataset):
     """Random 2D samples ``{"lr": (C,h,w), "hr": (C,h,w), "mask": (1,h,w)}`` from cached paired volumes.
 
@@ -329,7 +342,7 @@ class ClinicalSliceDataset(torch.utils.data.Dataset):
         return np.take(arr, k, axis=axis + (arr.ndim - 3))
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        rng = self.rng
+        rng = _worker_generator(self)
         i = index % len(self.pairs)
         p = self.pairs[i]
         axis, k = _draw_plane(rng, self.valid, i, self.axes)
@@ -515,6 +528,7 @@ class ProtocolSliceDataset(torch.utils.data.Dataset):
         return [s - self.margin for s in starts], [s + self.margin for s in stops]
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        _worker_generator(self, self.simulator, self.post)
         vol = self.volumes[index % len(self.volumes)]
         c = int(np.shape(vol["hr"])[0])
         self.simulator.randomize(c)
