@@ -157,3 +157,15 @@ def test_batch_ssim_inside_bf16_autocast_matches_fp32() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         got = batch_ssim(pred, ref)
     assert got.dtype == torch.float32 and torch.allclose(got, expected, atol=1e-5)
+
+
+def test_ssim_map_equals_scikit_image_and_also_scores_volumes_thinner_than_the_window():
+    from mtsr_monai.metrics.image import ssim_map
+
+    rng = np.random.default_rng(0)
+    a = rng.random((24, 20, 16))
+    b = a + 0.1 * rng.standard_normal(a.shape)
+    options = {"gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False, "full": True}
+    assert np.allclose(ssim_map(b, a, 1.0), structural_similarity(b, a, data_range=1.0, **options)[1])
+    thin = ssim_map(b[..., :4], a[..., :4], 1.0)  # scikit-image raises on 4 slices
+    assert thin.shape == (24, 20, 4) and np.isfinite(thin).all()

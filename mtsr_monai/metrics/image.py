@@ -107,7 +107,11 @@ def nmse_clinical_code(pred: Any, ref: Any, mask: Any = None) -> float:
 
 
 def ssim_map(pred: Any, ref: Any, data_range: float | None = None) -> np.ndarray:
-    """The SSIM map (same shape as the images; 2D or 3D), Gaussian window 11 / sigma 1.5, reflect padding."""
+    """The SSIM map (same shape as the images; 2D or 3D), Gaussian window 11 / sigma 1.5, reflect padding.
+
+    Equal to scikit-image's ``structural_similarity(..., gaussian_weights=True, sigma=1.5,
+    use_sample_covariance=False, full=True)`` map where that runs; written out because scikit-image refuses
+    an image thinner than its window along any axis (a volume of a few thick slices)."""
     from scipy.ndimage import gaussian_filter
 
     p, r = _pair(pred, ref)
