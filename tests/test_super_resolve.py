@@ -148,6 +148,28 @@ def test_interpolation_overshoot_never_makes_a_magnitude_image_negative(method):
     assert sr.min() == 0.0 and sr.max() > 100.0  # clamped at zero only, the overshoot above kept
 
 
+def test_the_same_image_stored_in_another_axis_order_gives_the_same_super_resolution():
+    from nibabel.orientations import apply_orientation, io_orientation, ornt_transform
+
+    torch.manual_seed(0)
+    net = RRDBNet(features=8, growth=4, num_blocks=1)  # random: neither flip- nor transpose-invariant
+    lps = np.random.default_rng(0).random((12, 10, 3)).astype(np.float32) * 100
+    lps_affine = np.diag([-1.0, -1.0, 2.0, 1.0])
+    ref, _ = super_resolve_volume(lps, lps_affine, network=net, precision="fp32", progress=False)
+    for stored in (
+        np.diag([1.0, 1.0, 2.0, 1.0]),
+        np.array([[0, -1.0, 0, 0], [1.0, 0, 0, 0], [0, 0, 2, 0], [0, 0, 0, 1]]),
+    ):
+        change = ornt_transform(
+            io_orientation(lps_affine), io_orientation(stored)
+        )  # the same voxels, reordered
+        sr, _ = super_resolve_volume(
+            apply_orientation(lps, change), stored, network=net, precision="fp32", progress=False
+        )
+        back = apply_orientation(sr, ornt_transform(io_orientation(stored), io_orientation(lps_affine)))
+        assert np.allclose(back, ref, atol=1e-4)
+
+
 def test_a_network_of_another_factor_is_refused_rather_than_misplaced():
     net = RRDBNet(features=8, growth=4, num_blocks=1)  # x4
     with pytest.raises(ValueError, match="x4, not x2"):

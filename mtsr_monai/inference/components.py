@@ -44,10 +44,9 @@ from mtsr_monai.inference.clinical import (
     transform_from_spec,
     transform_spec,
 )
-from mtsr_monai.inference.super_resolve import sr_affine, super_resolve_scaled
+from mtsr_monai.inference.super_resolve import super_resolve_planes
 from mtsr_monai.inference.translate import checked_codes, latent_codes, sample_statistics, translate_volume
 from mtsr_monai.io import atomic_file_set, atomic_write_text, load_volume, save_volume, volume_stem
-from mtsr_monai.io.geometry import resolve_axis
 from mtsr_monai.io.outputs import OutputPlan
 from mtsr_monai.transforms.intensity import robust_range, scale_to_range
 
@@ -352,14 +351,14 @@ class SliceSRInferer(Inferer):
     def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> MetaTensor:
         outs = []
         for b in range(inputs.shape[0]):
-            affine = _affine(inputs, b)
-            through = resolve_axis(affine, self.axis)
             vol = inputs[b, 0].detach().cpu().numpy().astype(np.float32, copy=False)
-            out = super_resolve_scaled(
-                np.moveaxis(vol, through, 0),
+            out, grid = super_resolve_planes(
+                vol,
+                _affine(inputs, b),
+                self.axis,
+                scale=self.scale,
                 method=self.method,
                 network=network if self.method == "model" else None,
-                scale=self.scale,
                 batch_size=self.sw_batch_size,
                 roi_size=self.roi_size,
                 device=_network_device(network),
@@ -367,8 +366,7 @@ class SliceSRInferer(Inferer):
                 inferer=self.window_inferer,
                 precision=self.precision,
             )
-            out = np.ascontiguousarray(np.moveaxis(out, 0, through))[None]
-            grid = sr_affine(affine, [k for k in range(3) if k != through], self.scale)
+            out = out[None]
             outs.append(MetaTensor(torch.from_numpy(out), affine=torch.as_tensor(grid)))
         return _batch(outs)
 

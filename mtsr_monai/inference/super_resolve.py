@@ -1,12 +1,13 @@
 """Whole-volume x4 super-resolution of a NIfTI slice by slice, and the intensity scaling shared with training.
 
 A volume is scaled to about [0, 1] by :func:`~mtsr_monai.transforms.intensity.robust_range` (the training
-scaling, without clipping so the mapping back is exact), cut into 2D slices in the plane
-normal to ``axis`` (found from the header), super-resolved in batches of slices by a network through MONAI's
-``SlidingWindowInferer`` (so memory stays bounded for any in-plane size), mapped back to the input's range,
-and written with an affine whose in-plane voxel size is divided by the scale, so SR overlays the input.
-Interpolation baselines (``bicubic``, ``bilinear``, ``nearest`` via torch; ``lanczos`` via PIL) use the same
-geometry. All-zero (background) slices map to zero without touching the network.
+scaling, without clipping so the mapping back is exact), brought to the training array order (flips and axis
+swaps, undone after), cut into 2D slices in the plane normal to ``axis`` (found from the header), super-
+resolved in batches of slices by a network through MONAI's ``SlidingWindowInferer`` (so memory stays bounded
+for any in-plane size), mapped back to the input's range, and written with an affine whose in-plane voxel size
+is divided by the scale, so SR overlays the input. Interpolation baselines (``bicubic``, ``bilinear``,
+``nearest`` via torch; ``lanczos`` via PIL) use the same geometry. All-zero (background) slices map to zero
+without touching the network.
 """
 
 from __future__ import annotations
@@ -23,7 +24,13 @@ from mtsr_monai.errors import InputError
 from mtsr_monai.inference.bundle import bundle_components, infer_item, load_bundle_network
 from mtsr_monai.inference.slicewise import busy_batches
 from mtsr_monai.io import atomic_output, load_volume
-from mtsr_monai.io.geometry import resolve_axis, sr_affine
+from mtsr_monai.io.geometry import (
+    TRAINING_AXCODES,
+    orientation_change,
+    resolve_axis,
+    sr_affine,
+    undo_orientation_change,
+)
 from mtsr_monai.io.validation import check_nifti_header, check_volume_array, validate_volume
 from mtsr_monai.precision import (  # noqa: F401 (kept public here: scripts import them from this module)
     PRECISIONS,
@@ -46,6 +53,7 @@ __all__ = [
     "robust_range",
     "sr_affine",
     "super_resolve_file",
+    "super_resolve_planes",
     "super_resolve_scaled",
     "super_resolve_volume",
 ]
@@ -217,7 +225,8 @@ def super_resolve_volume(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Super-resolve a 3D volume slice by slice in the plane normal to ``axis``; returns ``(sr, sr_affine)``.
 
-    The volume is scaled by :func:`robust_range`, super-resolved by :func:`super_resolve_scaled` (network
+    The volume is scaled by :func:`robust_range`, super-resolved by :func:`super_resolve_planes` (in the
+    training array order) and :func:`super_resolve_scaled` (network
     ``(N, 1, h, w)`` in [0, 1] -> ``(N, 1, scale h, scale w)``, or an interpolation) and mapped back to the
     input's range. ``precision``: ``fp32``, ``bf16`` or ``fp16`` (CUDA) autocast for the network; ``auto``
     picks :func:`auto_precision` (bf16 halves the CPU time where the CPU has native bf16 instructions).
@@ -225,12 +234,12 @@ def super_resolve_volume(
     arr = volume.detach().cpu().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume)
     check_volume_array(arr)
     arr = arr.astype(np.float32, copy=False)
-    through = resolve_axis(np.asarray(affine), axis)
-    inplane = [k for k in range(3) if k != through]
     lo, hi = robust_range(arr)
     scaled = scale_to_range(arr, lo, hi, clip=False)
-    out = super_resolve_scaled(
-        np.moveaxis(scaled, through, 0),
+    out, grid = super_resolve_planes(
+        scaled,
+        affine,
+        axis,
         method=method,
         network=network,
         scale=scale,
@@ -241,8 +250,29 @@ def super_resolve_volume(
         inferer=inferer,
         precision=precision,
     )
-    out = np.moveaxis(out * (hi - lo) + lo, 0, through)
-    return np.ascontiguousarray(out), sr_affine(affine, inplane, scale)
+    return np.ascontiguousarray(out * (hi - lo) + lo), grid
+
+
+def super_resolve_planes(
+    volume: np.ndarray, affine: np.ndarray, axis: str | int = "axial", scale: int = 4, **options: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """A volume already scaled (``(X, Y, Z)``) super-resolved slice by slice in the plane normal to ``axis``
+    by :func:`super_resolve_scaled` (``options``: its other arguments); returns ``(sr, sr_affine)``.
+
+    The slices are cut in the training array order (:data:`~mtsr_monai.io.geometry.TRAINING_AXCODES`; flips
+    and axis swaps only, undone on the output), so the same image stored LPS, RAS or with its axes swapped
+    gives the same output: the network is not flip- or transpose-invariant."""
+    # lazy: nibabel.orientations loads scipy, which the interpolation baselines' start-up does without
+    from nibabel.orientations import apply_orientation
+
+    affine = np.asarray(affine)
+    through = resolve_axis(affine, axis)
+    change = orientation_change(affine, TRAINING_AXCODES)
+    ordered_through = int(change[through, 0])
+    slices = np.moveaxis(apply_orientation(volume, change), ordered_through, 0)
+    out = super_resolve_scaled(np.ascontiguousarray(slices), scale=scale, **options)
+    out = apply_orientation(np.moveaxis(out, 0, ordered_through), undo_orientation_change(change))
+    return np.ascontiguousarray(out), sr_affine(affine, [k for k in range(3) if k != through], scale)
 
 
 def super_resolve_file(

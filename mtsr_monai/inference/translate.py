@@ -31,7 +31,12 @@ from mtsr_monai.errors import InputError
 from mtsr_monai.inference.brain_mask import brain_mask_for
 from mtsr_monai.inference.bundle import bundle_components, infer_item, read_weights, weights_path
 from mtsr_monai.inference.slicewise import busy_batches
-from mtsr_monai.io.geometry import orientation_change, resolve_axis, undo_orientation_change
+from mtsr_monai.io.geometry import (
+    TRAINING_AXCODES,
+    orientation_change,
+    resolve_axis,
+    undo_orientation_change,
+)
 from mtsr_monai.io.validation import check_volume_array
 from mtsr_monai.networks.bicyclegan import LatentUNetGenerator
 from mtsr_monai.precision import autocast
@@ -39,7 +44,6 @@ from mtsr_monai.transforms.intensity import MEDIAN_LEVEL, robust_scale
 
 #: pixels the generator sees at once: 16 padded BraTS slices (256 x 256), the batch BraTS volumes always had
 MAX_BATCH_PIXELS = 16 * 256 * 256
-TRAINING_AXCODES = ("L", "P", "S")  # the array order of the BraTS volumes the translation models trained on
 
 
 def bundle_dir() -> Path:

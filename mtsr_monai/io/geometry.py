@@ -106,6 +106,11 @@ def sr_affine(affine: np.ndarray, inplane: Sequence[int], scale: int) -> np.ndar
     return a
 
 
+#: the array order of the BraTS volumes the 2D networks trained on; they are not flip- or transpose-invariant,
+#: so inference brings a volume to this order (flips and axis swaps only) and undoes it on the outputs
+TRAINING_AXCODES = ("L", "P", "S")
+
+
 def orientation_change(affine: Any, axcodes: Sequence[str]) -> np.ndarray:
     """The nibabel orientation transform (flips and axis swaps only, no resampling) that brings an array on
     ``affine`` to the axis codes ``axcodes`` (e.g. ``("L", "P", "S")``); an oblique affine goes to the
