@@ -126,6 +126,50 @@ def test_isotropic_grid_covers_the_oblique_field_of_view_and_keeps_its_orientati
     assert thick_axis_on_grid(img, grid) == 2
 
 
+def test_isotropic_grid_is_centred_and_ignores_float32_rounding_of_the_voxel_size():
+    from mtsr_monai.inference.clinical import isotropic_grid
+    from mtsr_monai.transforms.sitk_utils import array_to_sitk, sitk_affine
+
+    def centre(image):
+        affine = sitk_affine(image)
+        return affine[:3, :3] @ ((np.asarray(image.GetSize()) - 1) / 2) + affine[:3, 3]
+
+    fine = np.diag([0.7187503, 0.7187503, 4.0, 1.0])  # 128 voxels: 92.00004 mm
+    scan = array_to_sitk(np.zeros((128, 128, 23), np.float32), fine)  # 92 x 92 x 92 mm
+    grid = isotropic_grid(scan, 1.0)
+    assert grid.GetSize() == (92, 92, 92)  # not 93 with an empty last row
+    np.testing.assert_allclose(centre(grid), centre(scan), atol=1e-3)
+    odd = array_to_sitk(np.zeros((161, 40, 5), np.float32), np.diag([0.5, 1.0, 4.0, 1.0]))  # 80.5 mm
+    np.testing.assert_allclose(centre(isotropic_grid(odd, 1.0)), centre(odd), atol=1e-6)
+
+
+def test_the_same_session_stored_in_another_axis_order_is_restored_alike():
+    from nibabel.orientations import apply_orientation, io_orientation, ornt_transform
+
+    from mtsr_monai.inference.clinical import restore_planes
+
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(2, 2, 3, padding=1)  # random: neither flip- nor transpose-invariant
+    lps_affine, stored = (
+        np.diag([-1.0, -1.0, 1.0, 1.0]),
+        np.array([[0, 1.0, 0, 0], [1.0, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]),
+    )
+    vol = np.random.default_rng(0).random((2, 12, 10, 8)).astype(np.float32)
+    ref = restore_planes(net, vol, (2, 1), lps_affine)
+    change = ornt_transform(io_orientation(lps_affine), io_orientation(stored))
+    moved = np.moveaxis(apply_orientation(np.moveaxis(vol, 0, -1), change), -1, 0)
+    axes = [int(change[a, 0]) for a in (2, 1)]  # the same anatomical planes in the stored order
+    out = restore_planes(net, moved, axes, stored)
+    back = np.moveaxis(
+        apply_orientation(
+            np.moveaxis(out, 0, -1), ornt_transform(io_orientation(stored), io_orientation(lps_affine))
+        ),
+        -1,
+        0,
+    )
+    np.testing.assert_allclose(back, ref, atol=1e-5)
+
+
 def _slabs(tmp_path: Path) -> dict[str, Path]:
     """A 'routine session': FLAIR axial 4 mm oblique slab, T2 3 mm slab shifted by 2 mm."""
     flair = _head((40, 40, 6)) * 300

@@ -43,6 +43,7 @@ from mtsr_monai.inference.bundle import as_flag, read_weights, weights_path
 from mtsr_monai.inference.explain import explain_volume, write_explanations
 from mtsr_monai.inference.slicewise import busy_batches
 from mtsr_monai.io import atomic_file_set, atomic_write_text, load_volume, save_volume
+from mtsr_monai.io.geometry import TRAINING_AXCODES, orientation_change, undo_orientation_change
 from mtsr_monai.io.outputs import glob_escape
 from mtsr_monai.metrics.image import mae, nmse, psnr, ssim
 from mtsr_monai.progress import StageBar
@@ -117,11 +118,25 @@ def slice_axes_for(thick_axis: int, planes: int = 2) -> tuple[int, ...]:
 
 
 def restore_planes(
-    network: torch.nn.Module, volume: np.ndarray, axes: Sequence[int], **kwargs: Any
+    network: torch.nn.Module,
+    volume: np.ndarray,
+    axes: Sequence[int],
+    affine: np.ndarray | None = None,
+    **kwargs: Any,
 ) -> np.ndarray:
     """:func:`restore_volume` slice by slice along each of ``axes``, averaged (multi-planar fusion: each plane
-    sees the thick axis against a different in-plane axis; their errors are partly independent)."""
+    sees the thick axis against a different in-plane axis; their errors are partly independent). With the
+    grid's ``affine``, the slices are cut in the training array order (flips and axis swaps only, undone on
+    the output), so the same session stored in another axis order is restored alike."""
     desc = kwargs.pop("desc", "restoring")
+    if affine is not None:
+        # lazy: nibabel.orientations loads scipy; validation passes no affine
+        from nibabel.orientations import apply_orientation
+
+        change = orientation_change(affine, TRAINING_AXCODES)
+        ordered = np.moveaxis(apply_orientation(np.moveaxis(volume, 0, -1), change), -1, 0)
+        out = restore_planes(network, ordered, [int(change[a, 0]) for a in axes], desc=desc, **kwargs)
+        return np.moveaxis(apply_orientation(np.moveaxis(out, 0, -1), undo_orientation_change(change)), -1, 0)
 
     def one_plane(k: int) -> np.ndarray:  # each pass named on its progress bar
         named = f"{desc}, plane {k + 1} of {len(axes)} (axis {axes[k]})" if len(axes) > 1 else desc
@@ -213,18 +228,20 @@ class InterpolationBaseline:
 
 # ------------------------------------------------------------------------------------ routine scans side
 def isotropic_grid(reference: sitk.Image, spacing: float) -> sitk.Image:
-    """An empty SimpleITK grid of ``spacing`` mm with ``reference``'s direction covering its field of view
-    (outer voxel edges aligned), so an oblique slab keeps its orientation."""
+    """An empty SimpleITK grid of ``spacing`` mm with ``reference``'s direction covering its field of view,
+    centred on it, so an oblique slab keeps its orientation and the same scan stored in another axis order
+    gets the same grid. A field of view within 1/1000 of a voxel of a whole number of voxels (a float32
+    voxel size: 0.7187503 mm x 128) gets that number, not one more, empty, row."""
     import SimpleITK as sitk
 
     if not spacing or spacing <= 0:
         raise ValueError(f"spacing must be > 0, got {spacing}")
     old_sp = np.asarray(reference.GetSpacing(), dtype=float)
-    extent = old_sp * np.asarray(reference.GetSize(), dtype=float)
-    size = [max(int(np.ceil(e / spacing - 1e-6)), 1) for e in extent]
+    old_size = np.asarray(reference.GetSize(), dtype=float)
+    size = [max(int(np.ceil(e / spacing - 1e-3)), 1) for e in old_sp * old_size]
     direction = np.asarray(reference.GetDirection(), dtype=float).reshape(3, 3)
-    corner = np.asarray(reference.GetOrigin(), dtype=float) - direction @ (old_sp / 2)
-    origin = corner + direction @ np.full(3, spacing / 2)
+    centre = np.asarray(reference.GetOrigin(), dtype=float) + direction @ (old_sp * (old_size - 1) / 2)
+    origin = centre - direction @ (spacing * (np.asarray(size, dtype=float) - 1) / 2)
     grid = sitk.Image([int(s) for s in size], sitk.sitkFloat32)
     grid.SetSpacing([float(spacing)] * 3)
     grid.SetDirection(reference.GetDirection())
@@ -432,6 +449,7 @@ def _model_outputs(
         ckpt["network"],
         x,
         axes,
+        prepared["affine"],
         batch_size=batch_size,
         patch_size=ckpt.get("patch_size") if patches else None,
         device=device,

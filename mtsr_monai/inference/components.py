@@ -537,6 +537,7 @@ class ClinicalSliceInferer(Inferer):
                 network,
                 item.detach().cpu().numpy() / self.headroom,
                 axes,
+                _affine(inputs, b),
                 batch_size=self.batch_size,
                 patch_size=self.patch_size,
                 overlap=self.overlap,
