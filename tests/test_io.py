@@ -169,3 +169,40 @@ def test_atomic_output_gets_umask_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (target.stat().st_mode & 0o777) == (0o666 & ~mask)
+
+
+def _header_variant(path, phantom, unit="mm", codes=(1, 1), qform_shift=0.0):
+    import nibabel as nib
+
+    affine = np.diag([1.0, 1.0, 3.0, 1.0]) * (1000.0 if unit == "micron" else 1.0)
+    affine[3, 3], affine[:3, 3] = 1.0, affine[:3, :3] @ [-16.0, -16.0, -8.0]
+    image = nib.Nifti1Image(phantom * 100, affine)
+    image.set_sform(affine, code=codes[0])
+    qform = affine.copy()
+    qform[0, 3] += qform_shift
+    image.set_qform(qform, code=codes[1])
+    image.header.set_xyzt_units(unit)
+    nib.save(image, str(path))
+    return path
+
+
+def test_a_header_in_microns_is_read_in_mm_and_super_resolved_with_mm_units(tmp_path, phantom):
+    import nibabel as nib
+
+    from mtsr_monai.inference.super_resolve import super_resolve_file
+
+    mm = load_volume(_header_variant(tmp_path / "mm.nii.gz", phantom))
+    microns = load_volume(_header_variant(tmp_path / "um.nii.gz", phantom, unit="micron"))
+    np.testing.assert_allclose(np.asarray(microns.affine), np.asarray(mm.affine))
+    out = tmp_path / "sr.nii.gz"
+    super_resolve_file(str(tmp_path / "um.nii.gz"), str(out), method="bicubic", progress=False)
+    written = nib.load(str(out))
+    assert written.header.get_xyzt_units()[0] == "mm"
+    np.testing.assert_allclose(written.header.get_zooms(), [0.25, 0.25, 3.0])
+
+
+def test_headers_that_readers_place_differently_are_warned_about(tmp_path, phantom):
+    with pytest.warns(UserWarning, match="no spatial codes"):
+        load_volume(_header_variant(tmp_path / "none.nii.gz", phantom, codes=(0, 0)))
+    with pytest.warns(UserWarning, match="qform and sform place the image 12.0 mm apart"):
+        load_volume(_header_variant(tmp_path / "apart.nii.gz", phantom, qform_shift=12.0))

@@ -23,7 +23,7 @@ import torch
 from mtsr_monai.errors import InputError
 from mtsr_monai.inference.bundle import bundle_components, infer_item, load_bundle_network
 from mtsr_monai.inference.slicewise import busy_batches
-from mtsr_monai.io import atomic_output, load_volume
+from mtsr_monai.io import load_volume, save_volume
 from mtsr_monai.io.geometry import (
     TRAINING_AXCODES,
     orientation_change,
@@ -347,7 +347,7 @@ def _read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise InputError("no such file", path)
-    check_nifti_header(path)
+    mm_per_unit = check_nifti_header(path)
     try:
         image = nib.load(str(path))
         data = np.asarray(image.dataobj, dtype=np.float32)
@@ -359,19 +359,9 @@ def _read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     if data.ndim == 4:
         raise InputError(f"expected a 3D volume, got 4D data with {data.shape[-1]} volumes", path)
     affine = np.asarray(image.affine, dtype=np.float64)
+    affine[:3] *= mm_per_unit  # a header in metres or microns: mm, as load_volume and the outputs
     validate_volume(data, affine, path)
     return data, affine
-
-
-def _write_nifti(data: np.ndarray, affine: np.ndarray, path: str | os.PathLike) -> None:
-    """Float32 NIfTI written atomically with the header MONAI's ``NibabelWriter`` gives (s/qform code 1)."""
-    import nibabel as nib
-
-    image = nib.Nifti1Image(np.asarray(data, dtype=np.float32), affine)
-    image.set_sform(affine, code=1)
-    image.set_qform(affine, code=1)
-    with atomic_output(path) as tmp:
-        nib.save(image, str(tmp))
 
 
 def _interpolate_nifti_file(
@@ -393,7 +383,7 @@ def _interpolate_nifti_file(
     sr, affine_sr = super_resolve_volume(
         volume, affine, method=method, scale=scale, axis=axis, batch_size=batch_size, progress=progress
     )
-    _write_nifti(sr, affine_sr, output_path)
+    save_volume(sr, output_path, affine_sr)
     return {
         "input": str(input_path),
         "output": str(output_path),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -57,8 +58,16 @@ def validate_volume(array: np.ndarray, affine: np.ndarray, path: str | Path | No
         raise InputError(f"the image is constant (every voxel is {float(array.min())})", path)
 
 
-def check_nifti_header(path: str | Path) -> None:
-    """Refuse a NIfTI header whose sform is in force (sform_code > 0) but all zeros or singular.
+#: millimetres per NIfTI spatial unit (xyzt_units & 7): metre, micron; mm and "unknown" (taken as mm) are 1
+MM_PER_UNIT = {1: 1000.0, 3: 0.001}
+
+
+def check_nifti_header(path: str | Path) -> float:
+    """Refuse a NIfTI header whose sform is in force (sform_code > 0) but all zeros or singular; warn when
+    the header has no spatial codes or its qform and sform place the image apart (readers then disagree on
+    where it is: nibabel and MONAI take the sform, ITK the qform). Returns the millimetres per unit of the
+    header's spatial unit (``MM_PER_UNIT``; 1 for mm): the affine read from the file is multiplied by it,
+    because nibabel and MONAI ignore the unit that ITK honours.
 
     NIfTI says the sform, when its code is set, maps voxels to world; readers given a void one fall
     back silently to a stale qform or to pixdim with the origin at 0, misplacing the image by centimetres.
@@ -72,7 +81,15 @@ def check_nifti_header(path: str | Path) -> None:
     except Exception as err:  # noqa: BLE001 - nibabel raises many types for non-NIfTI bytes
         detail = " ".join(str(err).replace(str(path), Path(path).name).split())[:160]
         raise InputError(f"unreadable or truncated image (nibabel: {detail})", path) from err
-    if not isinstance(header, nib.Nifti1Header) or int(header["sform_code"]) <= 0:
+    if not isinstance(header, nib.Nifti1Header):
+        return 1.0
+    _check_sform(header, path)
+    _warn_about_codes(header, path)
+    return MM_PER_UNIT.get(int(header["xyzt_units"]) & 7, 1.0)
+
+
+def _check_sform(header: Any, path: str | Path) -> None:
+    if int(header["sform_code"]) <= 0:
         return
     sform = np.asarray(header.get_sform(), dtype=float)
     if np.all(np.isfinite(sform)) and abs(np.linalg.det(sform[:3, :3])) > 1e-12:
@@ -84,6 +101,28 @@ def check_nifti_header(path: str | Path) -> None:
         f"qform_code {int(header['qform_code'])})",
         path,
     )
+
+
+def _warn_about_codes(header: Any, path: str | Path) -> None:
+    import warnings
+
+    name = Path(path).name
+    sform_code, qform_code = int(header["sform_code"]), int(header["qform_code"])
+    if sform_code <= 0 and qform_code <= 0:
+        message = (
+            f"{name}: the header has no spatial codes (qform and sform code 0), so its position in space is "
+            "a guess that readers make differently; outputs carry that guess"
+        )
+        warnings.warn(message, stacklevel=3)
+    elif sform_code > 0 and qform_code > 0:
+        centre = np.append((np.asarray(header.get_data_shape()[:3], float) - 1) / 2, 1.0)
+        apart = float(np.linalg.norm((header.get_sform() - header.get_qform()) @ centre))
+        if apart > 1.0:
+            message = (
+                f"{name}: its qform and sform place the image {apart:.1f} mm apart; mtsr uses the sform (as "
+                "nibabel), ITK-based tools the qform, and outputs carry the sform only"
+            )
+            warnings.warn(message, stacklevel=3)
 
 
 def check_same_grid(

@@ -7,7 +7,7 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -179,8 +179,8 @@ def load_volume(path: str | os.PathLike, validate: bool = True) -> MetaTensor:
         raise InputError("no such file", path)
     _check_readable_type(path)
     nifti = path.name.lower().endswith(NIFTI_SUFFIXES)
-    if nifti:
-        check_nifti_header(path)  # before MONAI, which would fall back silently on a void sform
+    # before MONAI, which would fall back silently on a void sform and ignores the header's unit
+    mm_per_unit = check_nifti_header(path) if nifti else 1.0
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -190,6 +190,8 @@ def load_volume(path: str | os.PathLike, validate: bool = True) -> MetaTensor:
     except Exception as err:  # nibabel/ITK raise many types for corrupt data
         detail = _reader_detail(err).replace(str(path), path.name)
         raise InputError(f"unreadable or truncated image ({type(err).__name__}: {detail})", path) from err
+    if mm_per_unit != 1.0:  # a header in metres or microns: the affine in mm, as outputs are written
+        image.affine = _in_mm(image.affine, mm_per_unit)
     if image.ndim == 4 and image.shape[-1] == 1:
         image = image[..., 0]
     if image.ndim == 4:
@@ -197,6 +199,13 @@ def load_volume(path: str | os.PathLike, validate: bool = True) -> MetaTensor:
     if validate:
         validate_volume(image.numpy() if hasattr(image, "numpy") else np.asarray(image), image.affine, path)
     return image
+
+
+def _in_mm(affine: Any, mm_per_unit: float) -> Any:
+    """``affine`` (voxel -> world in the header's unit) with world coordinates in millimetres."""
+    scaled = affine.clone() if hasattr(affine, "clone") else np.array(affine, dtype=np.float64)
+    scaled[:3] *= mm_per_unit
+    return scaled
 
 
 def _write_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
