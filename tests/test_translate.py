@@ -63,6 +63,21 @@ def test_translation_keeps_grid_background_and_range(tiny_weights, phantom):
     np.testing.assert_array_equal(out[2], translate_volume(vol, affine, g, 32, codes[2:], progress=False)[0])
 
 
+def test_slices_with_pixels_unlike_the_training_slices_are_warned_about(tiny_weights, phantom):
+    import warnings
+
+    g, _ = load_translator(tiny_weights)
+    vol = np.where(phantom > 0.3, phantom, 0).astype(np.float32)
+    codes = np.zeros((1, 4), np.float32)
+    with pytest.warns(UserWarning, match="1.00 x 4.00 mm pixels"):
+        translate_volume(vol, np.diag([4.0, 1.0, 1.0, 1.0]), g, 32, codes, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        translate_volume(
+            vol, np.diag([1.0, 1.0, 4.0, 1.0]), g, 32, codes, progress=False
+        )  # thick slices only
+
+
 @pytest.mark.parametrize("stored_as", [("R", "A", "S"), ("P", "S", "R"), ("S", "L", "A")])
 def test_the_same_brain_stored_in_another_voxel_order_gets_the_same_translation(
     tiny_weights, phantom, stored_as

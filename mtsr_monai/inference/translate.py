@@ -38,6 +38,7 @@ from mtsr_monai.io.geometry import (
     undo_orientation_change,
 )
 from mtsr_monai.io.validation import check_volume_array
+from mtsr_monai.io.volume import voxel_sizes
 from mtsr_monai.networks.bicyclegan import LatentUNetGenerator
 from mtsr_monai.precision import autocast
 from mtsr_monai.transforms.intensity import MEDIAN_LEVEL, robust_scale
@@ -191,6 +192,22 @@ def restore_target_scaling(
     return np.stack([robust_scale(torch.as_tensor(s)).numpy() for s in samples])
 
 
+def warn_about_pixels(affine: np.ndarray, through: int, native_resolution: bool) -> None:
+    """Warn when the slices to translate have pixels unlike the training slices' (1 x 1 mm, square): the
+    generator sees each slice as an image of square pixels (and, for weights trained at their native
+    resolution, of 1 mm ones), so a 4 x 1 mm slice comes out stretched."""
+    import warnings
+
+    sizes = sorted(float(voxel_sizes(np.asarray(affine))[k]) for k in range(3) if k != through)
+    unlike = sizes[1] / sizes[0] > 1.5 or (native_resolution and not 0.5 <= sizes[0] <= sizes[1] <= 2.0)
+    if unlike:
+        warnings.warn(
+            f"the slices to translate have {sizes[0]:.2f} x {sizes[1]:.2f} mm pixels, the training slices "
+            "1 x 1 mm: the outputs will be distorted; resample the input in-plane to about 1 mm first",
+            stacklevel=3,
+        )
+
+
 def translate_volume(
     volume: np.ndarray | torch.Tensor,
     affine: np.ndarray,
@@ -227,6 +244,7 @@ def translate_volume(
     # the generators saw BraTS arrays (L, P, S) and are not flip- or transpose-invariant: the same brain
     # stored RAS or PSR gave another FLAIR; flips and axis swaps only, undone on the outputs
     change = orientation_change(affine, TRAINING_AXCODES)
+    warn_about_pixels(affine, resolve_axis(np.asarray(affine), axis), native_resolution)
     through = int(change[resolve_axis(np.asarray(affine), axis), 0])
     arr = np.ascontiguousarray(apply_orientation(arr, change))
     scaled = robust_scale(torch.as_tensor(arr, dtype=torch.float32)).numpy()
