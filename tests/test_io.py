@@ -206,3 +206,23 @@ def test_headers_that_readers_place_differently_are_warned_about(tmp_path, phant
         load_volume(_header_variant(tmp_path / "none.nii.gz", phantom, codes=(0, 0)))
     with pytest.warns(UserWarning, match="qform and sform place the image 12.0 mm apart"):
         load_volume(_header_variant(tmp_path / "apart.nii.gz", phantom, qform_shift=12.0))
+
+
+@pytest.mark.parametrize("codes, kept", [((4, 1), 4), ((0, 2), 2), ((1, 1), 1), ((0, 0), 1)])
+def test_outputs_stay_in_the_nifti_space_of_their_input(tmp_path, phantom, codes, kept):
+    import warnings
+
+    import nibabel as nib
+
+    from mtsr_monai.cli import main
+    from mtsr_monai.inference.super_resolve import super_resolve_file
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the no-codes warning
+        src = _header_variant(tmp_path / "in.nii.gz", phantom, codes=codes)
+        super_resolve_file(str(src), str(tmp_path / "fast.nii.gz"), method="bicubic", progress=False)
+        super_resolve_file(str(src), str(tmp_path / "bundle.nii.gz"), method="bicubic", bundle="mtsr_sr")
+        assert main(["degrade", "-i", str(src), "-o", str(tmp_path / "lr.nii.gz"), "--mode", "kspace"]) == 0
+    for name in ("fast", "bundle", "lr"):
+        header = nib.load(str(tmp_path / f"{name}.nii.gz")).header
+        assert (int(header["sform_code"]), int(header["qform_code"])) == (kept, kept), name

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from mtsr_monai.errors import InputError
-from mtsr_monai.io import atomic_output, check_same_grid, load_volume, save_volume
+from mtsr_monai.io import atomic_output, check_same_grid, load_volume, nifti_space, save_volume
 from mtsr_monai.progress import StageBar
 from mtsr_monai.transforms.foreground import head_mask, is_skull_stripped
 
@@ -148,7 +148,8 @@ def resolve_brain_mask(
     if auto.mask is None:
         return MaskChoice(None, auto.note, failed=auto.failed)
     path = Path(work_dir) / AUTO_MASK_NAME
-    save_volume(auto.mask.astype(np.uint8), path, affine=np.asarray(volume.affine), dtype=np.uint8)
+    affine, space = np.asarray(volume.affine), nifti_space(volume)
+    save_volume(auto.mask.astype(np.uint8), path, affine=affine, dtype=np.uint8, space=space)
     return MaskChoice(str(path), auto.note, estimated=True)
 
 

@@ -42,7 +42,7 @@ from mtsr_monai.errors import InputError
 from mtsr_monai.inference.bundle import as_flag, read_weights, weights_path
 from mtsr_monai.inference.explain import explain_volume, write_explanations
 from mtsr_monai.inference.slicewise import busy_batches
-from mtsr_monai.io import atomic_file_set, atomic_write_text, load_volume, save_volume
+from mtsr_monai.io import atomic_file_set, atomic_write_text, load_volume, nifti_space, save_volume
 from mtsr_monai.io.geometry import TRAINING_AXCODES, orientation_change, undo_orientation_change
 from mtsr_monai.io.outputs import glob_escape
 from mtsr_monai.metrics.image import mae, nmse, psnr, ssim
@@ -355,6 +355,7 @@ def prepare_routine_scans(
         "coverage": coverage,
         "thick_axis": thick_axis_on_grid(images[reference], grid),
         "reference": reference,
+        "space": nifti_space(like if like is not None else inputs[reference]),
         "registration": reports,
         "images": images,
         "transforms": transforms,
@@ -681,7 +682,7 @@ def _consistency_outputs(
     report: dict[str, Any] = {}
     for m, step in steps.items():
         residual, affine = step.pop("residual"), step.pop("affine")
-        path = save_volume(residual, out_dir / f"{m}_consistency.nii.gz", affine=affine)
+        path = save_volume(residual, out_dir / f"{m}_consistency.nii.gz", affine, space=prepared["space"])
         entry = {"map": str(path), **step}
         if reference is not None:
             t = (thickness or {}).get(m)
@@ -788,7 +789,9 @@ def restore_clinical(
             bar.next("write")
             written: dict[str, Path] = {}
             for m, vol in data.items():
-                written[m] = save_volume(vol, staging / f"{m}.nii.gz", affine=prepared["affine"])
+                written[m] = save_volume(
+                    vol, staging / f"{m}.nii.gz", affine=prepared["affine"], space=prepared["space"]
+                )
                 if m in report:
                     written[f"{m}_consistency"] = Path(report[m]["map"])
             if extra:

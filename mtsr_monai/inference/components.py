@@ -46,7 +46,14 @@ from mtsr_monai.inference.clinical import (
 )
 from mtsr_monai.inference.super_resolve import super_resolve_planes
 from mtsr_monai.inference.translate import checked_codes, latent_codes, sample_statistics, translate_volume
-from mtsr_monai.io import atomic_file_set, atomic_write_text, load_volume, save_volume, volume_stem
+from mtsr_monai.io import (
+    atomic_file_set,
+    atomic_write_text,
+    load_volume,
+    nifti_space,
+    save_volume,
+    volume_stem,
+)
 from mtsr_monai.io.outputs import OutputPlan
 from mtsr_monai.transforms.intensity import robust_range, scale_to_range
 
@@ -236,13 +243,18 @@ class IntensityRestored(MapTransform):
 class SaveVolumed(MapTransform):
     """Write each key (``(1, X, Y, Z)`` or 3D, its own affine) atomically with
     :func:`mtsr_monai.io.save_volume` to the item's ``path_key`` entry, else to
-    ``output_dir/<input name>_<postfix>.nii.gz``."""
+    ``output_dir/<input name>_<postfix>.nii.gz``, in the NIfTI space of the item's ``ref_key`` image."""
 
     def __init__(
-        self, keys: KeysCollection, output_dir: str = ".", postfix: str = "", path_key: str = "output"
+        self,
+        keys: KeysCollection,
+        output_dir: str = ".",
+        postfix: str = "",
+        path_key: str = "output",
+        ref_key: str = "image",
     ) -> None:
         super().__init__(keys)
-        self.output_dir, self.postfix, self.path_key = output_dir, postfix, path_key
+        self.output_dir, self.postfix, self.path_key, self.ref_key = output_dir, postfix, path_key, ref_key
 
     def output_path(self, d: Mapping[Hashable, Any]) -> Path:
         if d.get(self.path_key):
@@ -259,7 +271,8 @@ class SaveVolumed(MapTransform):
         for key in self.key_iterator(d):
             path = self.output_path(d)
             img = d[key]
-            save_volume(img[0] if img.ndim == 4 else img, path, affine=_affine(img, 0))
+            space = nifti_space(d.get(self.ref_key))
+            save_volume(img[0] if img.ndim == 4 else img, path, affine=_affine(img, 0), space=space)
             d[f"{key}_path"] = str(path)
         return d
 
@@ -290,7 +303,7 @@ class SaveTranslationsd(MapTransform):
         for key in self.key_iterator(d):
             out = self.output_folder(d)
             pred = d[key]
-            affine = _affine(pred, 0)
+            affine, space = _affine(pred, 0), nifti_space(d.get("image"))
             samples = pred.detach().cpu().numpy()
             mean, std = sample_statistics(samples)
             volumes = {f"sample_{i}.nii.gz": v for i, v in enumerate(samples)}
@@ -300,10 +313,10 @@ class SaveTranslationsd(MapTransform):
             # all of them or none, and no sample or mask of an earlier run left beside them
             with atomic_file_set(out, stale=("sample_*.nii.gz", AUTO_MASK_NAME)) as staging:
                 for name, volume in volumes.items():
-                    save_volume(volume, staging / name, affine)
+                    save_volume(volume, staging / name, affine, space=space)
                 if keep_mask:
                     mask = np.asarray(d[self.mask_key].detach().cpu().numpy()[0], dtype=np.uint8)
-                    save_volume(mask, staging / AUTO_MASK_NAME, affine, dtype=np.uint8)
+                    save_volume(mask, staging / AUTO_MASK_NAME, affine, dtype=np.uint8, space=space)
                 atomic_write_text(staging / "codes.json", json.dumps(codes, indent=1))
             paths = {"samples": [str(out / f"sample_{i}.nii.gz") for i in range(len(samples))]}
             paths.update(mean=str(out / "mean.nii.gz"), std=str(out / "std.nii.gz"))
@@ -482,6 +495,7 @@ class PrepareRoutineScansd(MapTransform):
         image = MetaTensor(torch.from_numpy(model_input(prepared, self.modalities)), affine=affine)
         reference = inputs[prepared["reference"]]
         image.meta["filename_or_obj"] = str(reference)
+        image.meta["sform_code"] = prepared["space"]  # the grid's space, which the writer keeps
         info = {
             "bounds": {m: [float(v) for v in b] for m, b in prepared["bounds"].items()},
             "thick_axis": int(prepared["thick_axis"]),
@@ -670,10 +684,10 @@ class SaveClinicald(MapTransform):
         out = self.output_folder(d)
         for key in self.key_iterator(d):
             pred = d[key]
-            affine = _affine(pred, 0)
+            affine, space = _affine(pred, 0), nifti_space(d[self.ref_key])
             given = [(c, m) for c, m in enumerate(info["modalities"]) if m in info["given"]]
             with atomic_file_set(out, stale=tuple(f"{m}.nii.gz" for m in self.SEQUENCES)) as staging:
                 for c, m in given:
-                    save_volume(pred[c].float(), staging / f"{m}.nii.gz", affine)
+                    save_volume(pred[c].float(), staging / f"{m}.nii.gz", affine, space=space)
             d[f"{key}_paths"] = {m: str(out / f"{m}.nii.gz") for _, m in given}
         return d

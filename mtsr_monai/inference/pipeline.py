@@ -24,7 +24,14 @@ from mtsr_monai.errors import InputError
 from mtsr_monai.inference.brain_mask import AUTO_MASK_NAME, brain_mask_for
 from mtsr_monai.inference.bundle import bundles_root, load_bundle_network, weights_path
 from mtsr_monai.inference.super_resolve import super_resolve_volume
-from mtsr_monai.io import atomic_file_set, atomic_write_text, check_same_grid, load_volume, save_volume
+from mtsr_monai.io import (
+    atomic_file_set,
+    atomic_write_text,
+    check_same_grid,
+    load_volume,
+    nifti_space,
+    save_volume,
+)
 from mtsr_monai.io.geometry import resampled_affine, resolve_axis
 from mtsr_monai.metrics.image import psnr, ssim
 from mtsr_monai.metrics.perceptual import load_lpips, sample_measures
@@ -163,7 +170,7 @@ def _write_outputs(
     # summary.json holds the codes: a codes.json of an earlier `mtsr translate` there would mislead
     with atomic_file_set(out, stale=("sample_*.nii.gz", AUTO_MASK_NAME, "codes.json")) as staging:
         for name, volume in volumes.items():
-            save_volume(volume, staging / f"{name}.nii.gz", affine)
+            save_volume(volume, staging / f"{name}.nii.gz", affine, space=arrays["space"])
         save_montage(panels, staging / "montage.png", title, point)
     written = {name: str(out / f"{name}.nii.gz") for name in ("sr", "mean", "std")}
     written["samples"] = [str(out / f"sample_{i}.nii.gz") for i in range(len(arrays["samples"]))]
@@ -214,6 +221,7 @@ def run_pipeline(
         mean, std = translate.sample_statistics(translated)
         timings["translation_s"] = time.perf_counter() - t
         arrays = {"sr": sr, "samples": translated, "mean": mean, "std": std, "affine": sr_affine}
+        arrays["space"] = nifti_space(input_path)
         summary = {
             "input": str(input_path), "source": source, "target": target, "scale": scale,
             **_geometry(lr, lr_affine, sr, sr_affine, sr_axis), "super_resolution": sr_text,

@@ -23,7 +23,7 @@ import torch
 from mtsr_monai.errors import InputError
 from mtsr_monai.inference.bundle import bundle_components, infer_item, load_bundle_network
 from mtsr_monai.inference.slicewise import busy_batches
-from mtsr_monai.io import load_volume, save_volume
+from mtsr_monai.io import load_volume, nifti_space, save_volume
 from mtsr_monai.io.geometry import (
     TRAINING_AXCODES,
     orientation_change,
@@ -383,7 +383,7 @@ def _interpolate_nifti_file(
     sr, affine_sr = super_resolve_volume(
         volume, affine, method=method, scale=scale, axis=axis, batch_size=batch_size, progress=progress
     )
-    save_volume(sr, output_path, affine_sr)
+    save_volume(sr, output_path, affine_sr, space=nifti_space(input_path))
     return {
         "input": str(input_path),
         "output": str(output_path),

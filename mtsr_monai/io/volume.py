@@ -208,12 +208,36 @@ def _in_mm(affine: Any, mm_per_unit: float) -> Any:
     return scaled
 
 
-def _write_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
+#: NIfTI xform codes an output keeps from its source: scanner, aligned, Talairach, MNI 152
+NIFTI_SPACES = (1, 2, 3, 4)
+
+
+def nifti_space(source: Any) -> int:
+    """The NIfTI xform code of the space an output made from ``source`` lies in: ``source``'s sform code,
+    else its qform code, where one names a space (1 scanner, 2 aligned, 3 Talairach, 4 MNI 152), else 1.
+    ``source``: an image from :func:`load_volume` (its header fields) or a NIfTI path (its header)."""
+    if isinstance(source, (str, os.PathLike)):
+        if not str(source).lower().endswith(NIFTI_SUFFIXES):
+            return 1
+        import nibabel as nib  # lazy: nibabel is only needed for NIfTI files
+
+        try:
+            header = nib.load(str(source)).header
+        except Exception:  # noqa: BLE001 - an unreadable file is refused where it is read, not here
+            return 1
+        codes = (header["sform_code"], header["qform_code"])
+    else:
+        meta = getattr(source, "meta", None) or {}
+        codes = (meta.get("sform_code", 0), meta.get("qform_code", 0))
+    return next((int(c) for c in codes if int(c) in NIFTI_SPACES), 1)
+
+
+def _write_nifti(array: np.ndarray, affine: np.ndarray, path: Path, space: int = 1) -> None:
     import nibabel as nib  # lazy: nibabel is only needed when writing
 
     image = nib.Nifti1Image(array, affine)
-    image.set_sform(affine, code=1)
-    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=space)
+    image.set_qform(affine, code=space)
     image.header.set_xyzt_units("mm")
     nib.save(image, str(path))
 
@@ -244,11 +268,13 @@ def save_volume(
     path: str | os.PathLike,
     affine: np.ndarray | None = None,
     dtype: np.dtype | type | None = np.float32,
+    space: int = 1,
 ) -> Path:
     """Write a 3D array atomically, keeping ``affine`` (RAS, as ``load_volume``) exactly, in any axis order.
 
     ``affine`` defaults to the MetaTensor's own. ``dtype`` is the on-disk type: float32 for images,
-    ``np.uint8`` for masks and labels. Written with nibabel (NIfTI, qform and sform code 1) or SimpleITK
+    ``np.uint8`` for masks and labels. ``space``: the NIfTI qform and sform code (:func:`nifti_space` of
+    the input: a scan in MNI space stays in it). Written with nibabel (NIfTI) or SimpleITK
     (.nrrd, .mha), not MONAI's ``SaveImage``: with ``resample=False`` that still resamples, and fails on an
     affine whose array axes are permuted against the world axes (LIA, sagittal scans).
     """
@@ -264,7 +290,9 @@ def save_volume(
         raise ValueError(f"save_volume writes 3D volumes, got shape {array.shape}")
     affine = np.asarray(affine.cpu() if isinstance(affine, torch.Tensor) else affine, dtype=np.float64)
     array = _storable(array.astype(dtype or array.dtype, copy=False))
-    write = _write_nifti if path.name.lower().endswith(NIFTI_SUFFIXES) else _write_itk
     with atomic_output(path) as tmp:
-        write(array, affine, Path(tmp))
+        if path.name.lower().endswith(NIFTI_SUFFIXES):
+            _write_nifti(array, affine, Path(tmp), space)
+        else:
+            _write_itk(array, affine, Path(tmp))
     return path

@@ -175,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
         # imported after the bar is up: loading torch and MONAI takes seconds that must not look like a hang
         import numpy as np
 
-        from mtsr_monai.io import load_volume, save_volume, voxel_sizes
+        from mtsr_monai.io import load_volume, nifti_space, save_volume, voxel_sizes
         from mtsr_monai.io.geometry import resolve_axis
 
         image = load_volume(args.input)
@@ -191,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
         bar.next(args.mode)
         lr, lr_affine = _degrade(args, volume, affine, through)
         bar.next("write")
-        save_volume(lr, args.output, affine=lr_affine)
+        save_volume(lr, args.output, affine=lr_affine, space=nifti_space(image))
     new_spacing = ", ".join(f"{s:.3g}" for s in voxel_sizes(lr_affine))
     print(f"wrote {args.output}: shape {tuple(lr.shape)}, voxel size ({new_spacing}) mm")
     return 0

@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from mtsr_monai.errors import InputError
-    from mtsr_monai.io import atomic_write_text, save_volume, voxel_sizes
+    from mtsr_monai.io import atomic_write_text, nifti_space, save_volume, voxel_sizes
     from mtsr_monai.metrics import qc
     from mtsr_monai.metrics.segmentation import guess_contrast
     from mtsr_monai.progress import StageBar
@@ -132,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
     result = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in result.items()}
     text = json.dumps(result, indent=2, allow_nan=False, default=float) + "\n"
     if args.save_tissues is not None:
-        save_volume(tissues.astype(np.uint8), args.save_tissues, affine=affine, dtype=np.uint8)
+        space = nifti_space(args.input)
+        save_volume(tissues.astype(np.uint8), args.save_tissues, affine=affine, dtype=np.uint8, space=space)
     if args.json is None:
         sys.stdout.write(text)
     else:
