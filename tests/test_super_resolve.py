@@ -88,6 +88,16 @@ def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path):
     assert not out.exists() and list(tmp_path.iterdir()) == [bad]
 
 
+@pytest.mark.parametrize("bundle", ["mtsr_mt", "clinical_sr"])
+def test_a_bundle_of_another_task_is_refused_before_anything_is_written(tmp_path, phantom, bundle, capsys):
+    from mtsr_monai.cli import main
+
+    lr = write_nifti(tmp_path / "lr.nii.gz", phantom * 100)
+    out = tmp_path / "sr.nii.gz"
+    assert main(["super-resolve", "-i", str(lr), "-o", str(out), "--bundle", bundle]) == 2
+    assert "not SliceSRInferer" in capsys.readouterr().err and not out.exists()
+
+
 @pytest.mark.slow
 def test_cli_default_uses_shipped_weights(tmp_path, phantom):
     from mtsr_monai.inference.bundle import bundle_dir

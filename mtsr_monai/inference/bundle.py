@@ -237,10 +237,21 @@ def bundle_components(
     bundle: str | os.PathLike | None = None,
     overrides: dict[str, Any] | None = None,
     config: str = "configs/inference.yaml",
+    inferer: str | None = None,
 ) -> dict[str, Any]:
     """``preprocessing``, ``inferer`` and ``postprocessing`` of a bundle's inference config: the objects
-    its evaluator runs (``python -m monai.bundle run inference``), built here for the CLI and MONAI Label."""
+    its evaluator runs (``python -m monai.bundle run inference``), built here for the CLI and MONAI Label.
+    ``inferer``: the inferer class the caller's task needs (e.g. ``SliceSRInferer``); a bundle declaring
+    another is refused (:class:`InputError`) before anything is built: a translation bundle given to
+    ``mtsr super-resolve`` wrote a folder of translations where the SR file should be."""
     parser = bundle_parser(bundle, overrides, config)
+    declared = str(parser.get("inferer#_target_", "") or "")
+    if inferer is not None and declared.rsplit(".", 1)[-1] != inferer:
+        raise InputError(
+            f"its {config} runs {declared.rsplit('.', 1)[-1] or 'no inferer'}, not {inferer}: give a bundle "
+            "of this command's task",
+            bundle_dir(bundle),
+        )
     return {
         k: parser.get_parsed_content(k, instantiate=True)
         for k in ("preprocessing", "inferer", "postprocessing")

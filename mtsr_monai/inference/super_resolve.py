@@ -313,7 +313,7 @@ def super_resolve_file(
         "precision": precision,
         "progress": progress,
     }
-    components = bundle_components(bundle, overrides)
+    components = bundle_components(bundle, overrides, inferer="SliceSRInferer")
     components["inferer"].window_inferer = inferer
     if method == "model" and network is None:
         network, _ = load_bundle_network(bundle, device=device)

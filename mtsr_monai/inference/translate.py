@@ -356,7 +356,7 @@ def translate_file(
     overrides = {"mt_meta": dict(meta), "checkpoint": str(weights), "source": source, "target": target}
     overrides.update({"codes": codes.tolist(), "seed": seed, "axis": axis, "progress": progress})
     overrides["mask"] = "none"  # resolved here (brain_mask_for): the bundle's own `mask: auto` step is off
-    components = bundle_components(bundle_dir(), overrides)
+    components = bundle_components(bundle_dir(), overrides, inferer="SliceTranslationInferer")
     item = {"image": str(input_path), "output": str(output_dir)}
     with brain_mask_for(input_path, mask_path, output_dir, source, progress) as mask:
         if mask.path is not None:
