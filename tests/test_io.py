@@ -226,3 +226,11 @@ def test_outputs_stay_in_the_nifti_space_of_their_input(tmp_path, phantom, codes
     for name in ("fast", "bundle", "lr"):
         header = nib.load(str(tmp_path / f"{name}.nii.gz")).header
         assert (int(header["sform_code"]), int(header["qform_code"])) == (kept, kept), name
+
+
+def test_a_result_with_nan_is_refused_and_not_written(tmp_path):
+    array = np.ones((4, 4, 4), np.float32)
+    array[1, 2, 3] = np.nan
+    with pytest.raises(InputError, match="1 NaN or infinite voxels"):
+        save_volume(array, tmp_path / "out.nii.gz", np.eye(4))
+    assert list(tmp_path.iterdir()) == []

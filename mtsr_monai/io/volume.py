@@ -290,6 +290,13 @@ def save_volume(
         raise ValueError(f"save_volume writes 3D volumes, got shape {array.shape}")
     affine = np.asarray(affine.cpu() if isinstance(affine, torch.Tensor) else affine, dtype=np.float64)
     array = _storable(array.astype(dtype or array.dtype, copy=False))
+    if array.dtype.kind == "f" and not np.isfinite(array).all():  # never a NaN volume with exit 0
+        bad = int(np.size(array) - np.isfinite(array).sum())
+        raise InputError(
+            f"the result holds {bad} NaN or infinite voxels, so it is not written: the input's intensities "
+            "(or the computation on them) overflowed; rescale the input to a usual range and run again",
+            path,
+        )
     with atomic_output(path) as tmp:
         if path.name.lower().endswith(NIFTI_SUFFIXES):
             _write_nifti(array, affine, Path(tmp), space)
