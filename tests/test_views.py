@@ -54,3 +54,20 @@ def test_coronal_and_sagittal_views_keep_the_voxel_aspect():
 def test_plane_of_an_array_axis_comes_from_the_affine():
     _, affine = _stored("slice_first")
     assert [plane_of_axis(affine, a) for a in range(3)] == ["axial", "coronal", "sagittal"]
+
+
+def test_a_montage_of_an_image_with_no_positive_intensity_is_drawn(tmp_path):
+    from mtsr_monai.reporting.figures import axial_montage
+
+    negative = -np.random.default_rng(0).random((16, 16, 4)).astype(np.float32) - 1.0
+    written = axial_montage(
+        [("input", negative, np.eye(4)), ("std", np.zeros((16, 16, 4)), np.eye(4))], tmp_path / "m.png"
+    )
+    assert written.stat().st_size > 0
+
+
+def test_an_image_with_no_positive_intensity_is_warned_about():
+    from mtsr_monai.io import validate_volume
+
+    with pytest.warns(UserWarning, match="no positive intensity"):
+        validate_volume(-np.arange(64, dtype=np.float32).reshape(4, 4, 4) - 1, np.eye(4))

@@ -51,11 +51,20 @@ def check_volume_array(array: np.ndarray, path: str | Path | None = None) -> Non
 
 
 def validate_volume(array: np.ndarray, affine: np.ndarray, path: str | Path | None = None) -> None:
-    """Refuse non-3D data, NaN/Inf voxels, constant images and invalid grids (:func:`validate_grid`)."""
+    """Refuse non-3D data, NaN/Inf voxels, constant images and invalid grids (:func:`validate_grid`); warn
+    about an image with no positive voxel (MRI magnitude images have air near 0 and tissue above it: every
+    model and measure here assumes so)."""
     check_volume_array(array, path)
     validate_grid(array.shape, affine, path)
     if float(array.max()) == float(array.min()):
         raise InputError(f"the image is constant (every voxel is {float(array.min())})", path)
+    if float(array.max()) <= 0:
+        import warnings
+
+        name = Path(path).name if path is not None else "the image"
+        warnings.warn(f"{name} has no positive intensity (at most {float(array.max()):g}): the models and "
+                      "measures expect a magnitude image (air near 0, tissue above); results will not mean "
+                      "much", stacklevel=2)  # fmt: skip
 
 
 #: millimetres per NIfTI spatial unit (xyzt_units & 7): metre, micron; mm and "unknown" (taken as mm) are 1

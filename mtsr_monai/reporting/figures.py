@@ -39,7 +39,7 @@ def axial_montage(
 ) -> Path:
     """Axial panels through the world ``point`` (mm; default the first volume's centre), ``per_row`` a row,
     3.2 in each so their titles stay readable. Panels named ``std...`` are a spread map (magma, colour bar);
-    the others are grey, each from 0 to its 99.5th percentile."""
+    the others are grey, each from 0 (or its 0.5th percentile, if below) to its 99.5th percentile."""
     plt = pyplot()
     n = len(panels)
     cols = min(per_row, n)
@@ -50,10 +50,11 @@ def axial_montage(
     for ax, (name, volume, affine) in zip(axes.flat, panels, strict=False):
         image, _ = plane_image(volume, affine, "axial", point)
         spread = name.lower().startswith("std")
+        vmin = 0.0 if spread or not image.any() else min(0.0, float(np.percentile(image, 0.5)))
         vmax = float(np.percentile(image, 99.5)) if image.any() else 1.0
-        shown = show_plane(
-            ax, volume, affine, "axial", point, cmap="magma" if spread else "gray", vmin=0, vmax=vmax or 1.0
-        )
+        vmax = vmax if vmax > vmin else vmin + 1.0  # an image with nothing above 0: still a window
+        cmap = "magma" if spread else "gray"
+        shown = show_plane(ax, volume, affine, "axial", point, cmap=cmap, vmin=vmin, vmax=vmax)
         ax.set_title(name, fontsize=10)
         if spread:
             colour_bar(ax, shown, "std across samples")
