@@ -116,6 +116,13 @@ def test_an_unknown_axis_is_refused_before_any_work(
     assert f"--axis {axis}" in capsys.readouterr().err
 
 
+def test_an_unknown_sr_axis_of_run_is_refused_before_any_work(tmp_path, phantom_file, monkeypatch, capsys):
+    _refuse_start(monkeypatch, "run")
+    argv = ["run", "-i", str(phantom_file), "--source", "t1", "--target", "flair", "-o", str(tmp_path / "o")]
+    assert _exit_code([*argv, "--sr-axis", "9"]) == 2
+    assert "--sr-axis 9" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "argv",
     [

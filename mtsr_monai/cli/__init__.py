@@ -144,8 +144,9 @@ def _refuse_bad_arguments(args: argparse.Namespace) -> None:
     for path in _named_inputs(args):
         if not path.exists():
             raise InputError("no such file", path)
-    if getattr(args, "axis", None) is not None:
-        check_axis(args.axis)
+    for option in ("axis", "sr_axis"):
+        if getattr(args, option, None) is not None:
+            check_axis(getattr(args, option), "--" + option.replace("_", "-"))
     if getattr(args, "device", None) is not None:
         check_device(str(args.device))
 

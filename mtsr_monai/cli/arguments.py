@@ -38,17 +38,17 @@ MAX_SCALE = 16
 SPACING_RANGE_MM = (0.1, 10.0)
 
 
-def check_axis(value: str | int) -> None:
+def check_axis(value: str | int, option: str = "--axis") -> None:
     """InputError unless ``value`` names a plane (axial, coronal, sagittal) or an array axis, as
-    :func:`mtsr_monai.io.geometry.resolve_axis` takes it: ``mtsr`` checks every command's ``--axis`` with
-    this before the command starts."""
+    :func:`mtsr_monai.io.geometry.resolve_axis` takes it: ``mtsr`` checks every command's ``--axis`` (and
+    ``--sr-axis``) with this before the command starts."""
     from mtsr_monai.errors import InputError
     from mtsr_monai.io.geometry import resolve_axis
 
     try:
         resolve_axis(None, value)
     except ValueError as err:
-        raise InputError(f"--axis {value}: {err}") from err
+        raise InputError(f"{option} {value}: {err}") from err
 
 
 def output_volume(text: str) -> Path:
