@@ -445,6 +445,18 @@ def test_preprocess_command_exits_2_on_bad_input(tmp_path: Path, template_file: 
     assert not (tmp_path / "out" / "s1" / "preprocess.json").exists()
 
 
+@pytest.mark.parametrize("option", [["--reference", "pd"], ["--threads", "0"], ["--crop-margin", "-3"]])
+def test_preprocess_refuses_a_reference_no_subject_has_and_options_out_of_range(tmp_path, capsys, option):
+    from mtsr_monai.cli import main
+
+    datalist = _subject(tmp_path)
+    try:
+        code = main(["preprocess", "--datalist", str(datalist), "-o", str(tmp_path / "out"), *option])
+    except SystemExit as refused:  # argparse's refusal of an option's value
+        code = refused.code
+    assert code == 2 and option[0] in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
 # ---------------------------------------------------------------------------- real data
 
 

@@ -6,7 +6,7 @@ Imports nothing heavy at module level (the commands' ``add_arguments`` run for `
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +49,21 @@ def check_axis(value: str | int, option: str = "--axis") -> None:
         resolve_axis(None, value)
     except ValueError as err:
         raise InputError(f"{option} {value}: {err}") from err
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """argparse ``type`` of an integer option that must be ``>= minimum`` (refused at once, exit 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from err
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    return parse
 
 
 def output_volume(text: str) -> Path:

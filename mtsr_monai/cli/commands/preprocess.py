@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from mtsr_monai.cli.arguments import add_no_progress_argument
+from mtsr_monai.cli.arguments import add_no_progress_argument, at_least
 
 if TYPE_CHECKING:  # the plan type only; the CLI imports io lazily
     from mtsr_monai.io.outputs import OutputPlan
@@ -56,21 +56,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--reference", default="t1", help="reference modality registered to the template (t1)"
     )
     parser.add_argument("--no-n4", action="store_true", help="skip N4 bias-field correction")
-    parser.add_argument("--n4-shrink", type=int, default=4, help="N4 shrink factor (default 4)")
+    parser.add_argument("--n4-shrink", type=at_least(1), default=4, help="N4 shrink factor (default 4)")
     parser.add_argument(
         "--n4-iterations", type=_ints, default=(50, 50, 30, 20), help="N4 iterations per level (50,50,30,20)"
     )
     parser.add_argument(
-        "--iterations", type=int, default=200, help="optimizer iterations per pyramid level (default 200)"
+        "--iterations",
+        type=at_least(1),
+        default=200,
+        help="optimizer iterations per pyramid level (default 200)",
     )
     parser.add_argument(
         "--shrink-factors", type=_ints, default=(4, 2), help="registration pyramid shrink factors (4,2)"
     )
     parser.add_argument("--skull-strip", action="store_true", help="multiply the images by the brain mask")
     parser.add_argument("--no-crop", action="store_true", help="keep the full template (or native) grid")
-    parser.add_argument("--crop-margin", type=int, default=2, help="voxels around the intracranial box (2)")
     parser.add_argument(
-        "--k-divisible", type=int, default=1, help="make the cropped size a multiple of k (1)"
+        "--crop-margin", type=at_least(0), default=2, help="voxels around the intracranial box (2)"
+    )
+    parser.add_argument(
+        "--k-divisible", type=at_least(1), default=1, help="make the cropped size a multiple of k (1)"
     )
     parser.add_argument(
         "--percentiles",
@@ -81,7 +86,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="robust intensity range inside the mask mapped to [0, 1] (default 0.5 99.5)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the registration's voxel sampling (0)")
-    parser.add_argument("--threads", type=int, default=None, help="SimpleITK threads (default: all cores)")
+    parser.add_argument(
+        "--threads", type=at_least(1), default=None, help="SimpleITK threads (default: all cores)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="redo subjects already done")
     add_no_progress_argument(parser, help="no progress bar")
 
@@ -120,6 +127,27 @@ def outputs(args: argparse.Namespace) -> OutputPlan:
     return OutputPlan(files=files, folders=[out])
 
 
+def _check_reference(args: argparse.Namespace) -> None:
+    """Refuse a ``--reference`` that a subject lacks: the template's contrast is chosen from it and each
+    subject's record names it, so a silent fallback to another image would register a T1 to a T2 template
+    and record a false reference."""
+    from mtsr_monai.data.preprocess import read_datalist
+    from mtsr_monai.errors import InputError
+
+    try:
+        subjects = read_datalist(args.datalist)
+    except InputError:
+        return  # the run refuses it with its own message
+    for subject in subjects:
+        images = [k for k in subject if k not in ("subject", "split")]
+        if args.reference not in images:
+            raise InputError(
+                f"--reference {args.reference}: subject {subject['subject']} has no such image (it has "
+                f"{', '.join(images)}); name one every subject has",
+                args.datalist,
+            )
+
+
 def _check_sizes(args: argparse.Namespace) -> None:
     """Refuse, before any work, images too small for the registration pyramid (the minimum size of
     mtsr preprocess: 4 voxels per axis at the coarsest shrink factor, 16 with the default 4,2)."""
@@ -155,6 +183,7 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, option)
         if value is not None and not Path(value).is_file():
             raise InputError(f"--{option.replace('_', '-')}: no such file", value)
+    _check_reference(args)
     from mtsr_monai.progress import StageBar
 
     # the size check loads SimpleITK, torch and MONAI: seconds (minutes on a loaded machine) before the
