@@ -233,3 +233,11 @@ def test_a_device_that_is_not_there_is_refused_before_any_work(tmp_path, capsys,
     argv = [command, "--flair", str(flair), "--spacing", "2", "--output-dir", str(out), "--device", "foo"]
     assert main(argv) == 2
     assert "names no torch device" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_folder_given_as_the_input_is_named_as_a_folder(tmp_path, capsys):
+    series = tmp_path / "dicom"
+    series.mkdir()
+    out = tmp_path / "sr.nii.gz"
+    assert _exit_code(["super-resolve", "-i", str(series), "-o", str(out), "--method", "bicubic"]) == 2
+    assert "is a folder, not a file" in capsys.readouterr().err and not out.exists()

@@ -141,9 +141,11 @@ def _refuse_bad_arguments(args: argparse.Namespace) -> None:
     """A named input (``--input``, ``--t1``, ...) that does not exist, an ``--axis`` that names no plane or
     array axis and a ``--device`` that is not there are refused at once, before the command's start-up
     (torch, MONAI, weights: seconds) makes the user wait for the error."""
+    # lazy: `mtsr --help` answers without numpy and the io package
+    from mtsr_monai.io.volume import check_image_file
+
     for path in _named_inputs(args):
-        if not path.exists():
-            raise InputError("no such file", path)
+        check_image_file(path)
     for option in ("axis", "sr_axis"):
         if getattr(args, option, None) is not None:
             check_axis(getattr(args, option), "--" + option.replace("_", "-"))

@@ -23,7 +23,7 @@ import torch
 from mtsr_monai.errors import InputError
 from mtsr_monai.inference.bundle import bundle_components, infer_item, load_bundle_network
 from mtsr_monai.inference.slicewise import busy_batches
-from mtsr_monai.io import load_volume, nifti_space, save_volume
+from mtsr_monai.io import check_image_file, load_volume, nifti_space, save_volume
 from mtsr_monai.io.geometry import (
     TRAINING_AXCODES,
     orientation_change,
@@ -345,8 +345,7 @@ def _read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     import nibabel as nib
 
     path = Path(path)
-    if not path.is_file():
-        raise InputError("no such file", path)
+    check_image_file(path)
     mm_per_unit = check_nifti_header(path)
     try:
         image = nib.load(str(path))

@@ -10,6 +10,7 @@ from mtsr_monai.io.atomic import atomic_file_set, atomic_output, atomic_write_te
 from mtsr_monai.io.validation import check_nifti_header, check_same_grid, validate_grid, validate_volume
 from mtsr_monai.io.volume import (
     FINE_INPLANE_MM,
+    check_image_file,
     fine_input_warning,
     image_header,
     image_shape,
@@ -33,6 +34,7 @@ __all__ = [
     "image_shape",
     "is_volume_file",
     "load_volume",
+    "check_image_file",
     "nifti_space",
     "save_volume",
     "validate_grid",

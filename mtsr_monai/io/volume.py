@@ -166,6 +166,16 @@ def image_shape(path: str | os.PathLike) -> tuple[int, ...] | None:
     return None if header is None else header[0]
 
 
+def check_image_file(path: str | os.PathLike) -> None:
+    """InputError unless ``path`` is a file: a folder (a DICOM series) is named as one, not as missing."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError("is a folder, not a file (a DICOM series? convert it to NIfTI first, e.g. "
+                         "with dcm2niix)", path)  # fmt: skip
+    if not path.is_file():
+        raise InputError("no such file", path)
+
+
 def load_volume(path: str | os.PathLike, validate: bool = True) -> MetaTensor:
     """Read one 3D volume as a float32 ``MetaTensor`` (no channel axis), affine in RAS mm.
 
@@ -175,8 +185,7 @@ def load_volume(path: str | os.PathLike, validate: bool = True) -> MetaTensor:
     :func:`validate_volume` refuses.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError("no such file", path)
+    check_image_file(path)
     _check_readable_type(path)
     nifti = path.name.lower().endswith(NIFTI_SUFFIXES)
     # before MONAI, which would fall back silently on a void sform and ignores the header's unit
