@@ -112,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
         if brain is None:
             brain = (tissues > 0) if tissues is not None else qc.default_brain_mask(data)
         if brain.sum() < 100:
-            raise InputError("brain mask has fewer than 100 voxels", args.mask or args.input)
+            # named after what made the mask: the --mask file, the --tissues map, or the input's own estimate
+            raise InputError("brain mask has fewer than 100 voxels", args.mask or args.tissues or args.input)
         contrast = args.contrast or guess_contrast(args.input.name)
         bar.next("tissue segmentation (EM)" if tissues is None else "tissue map")
         if tissues is None:
