@@ -147,6 +147,19 @@ def test_a_bundle_run_refuses_an_output_over_an_input_before_writing(tmp_path):
     assert a_sr.read_bytes() == before and a.is_file()
 
 
+def test_a_bundle_run_refuses_to_write_among_the_scans_it_reads(tmp_path):
+    from mtsr_monai.errors import InputError
+    from mtsr_monai.inference.bundle import guard_bundle_outputs, volume_files
+
+    scans = tmp_path / "in"
+    scans.mkdir()
+    _scan(scans / "a.nii.gz", (8, 8, 3), (1.0, 1.0, 3.0), 300, 200)
+    datalist = [{"image": f} for f in volume_files(scans)]
+    with pytest.raises(InputError, match="among the scans of --dataset_dir"):
+        guard_bundle_outputs(datalist, _sr_writer(scans), dataset_dir=scans)
+    assert sorted(p.name for p in scans.iterdir()) == ["a.nii.gz"]
+
+
 def test_a_bundle_run_refuses_two_inputs_that_would_write_one_output(tmp_path):
     from mtsr_monai.errors import InputError
     from mtsr_monai.inference.bundle import guard_bundle_outputs, volume_files
