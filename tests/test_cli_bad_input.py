@@ -241,3 +241,8 @@ def test_a_folder_given_as_the_input_is_named_as_a_folder(tmp_path, capsys):
     out = tmp_path / "sr.nii.gz"
     assert _exit_code(["super-resolve", "-i", str(series), "-o", str(out), "--method", "bicubic"]) == 2
     assert "is a folder, not a file" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_port_out_of_range_is_refused(tmp_path, capsys):
+    assert _exit_code(["label-server", "--studies", str(tmp_path), "--port", "-1", "--dryrun"]) == 2
+    assert "--port" in capsys.readouterr().err

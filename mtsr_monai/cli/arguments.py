@@ -51,16 +51,18 @@ def check_axis(value: str | int, option: str = "--axis") -> None:
         raise InputError(f"{option} {value}: {err}") from err
 
 
-def at_least(minimum: int) -> Callable[[str], int]:
-    """argparse ``type`` of an integer option that must be ``>= minimum`` (refused at once, exit 2)."""
+def integer_in(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """argparse ``type`` of an integer option that must be ``>= minimum`` (and ``<= maximum``): refused at
+    once, exit 2."""
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError as err:
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from err
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        if value < minimum or (maximum is not None and value > maximum):
+            bounds = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+            raise argparse.ArgumentTypeError(f"expected an integer {bounds}, got {value}")
         return value
 
     return parse

@@ -6,6 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
+from mtsr_monai.cli.arguments import integer_in
+
 NAME = "label-server"
 #: the MONAI Label environment beside the package's checkout
 DEFAULT_PYTHON = Path(__file__).resolve().parents[3] / ".venv-label" / "bin" / "python"
@@ -22,7 +24,7 @@ DESCRIPTION = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--studies", required=True, type=Path, help="folder of NIfTI volumes (the datastore)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="default 8000")
+    parser.add_argument("--port", type=integer_in(1, 65535), default=8000, help="default 8000")
     parser.add_argument(
         "--models",
         default="all",

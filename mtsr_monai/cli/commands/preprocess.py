@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from mtsr_monai.cli.arguments import add_no_progress_argument, at_least
+from mtsr_monai.cli.arguments import add_no_progress_argument, integer_in
 
 if TYPE_CHECKING:  # the plan type only; the CLI imports io lazily
     from mtsr_monai.io.outputs import OutputPlan
@@ -56,13 +56,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--reference", default="t1", help="reference modality registered to the template (t1)"
     )
     parser.add_argument("--no-n4", action="store_true", help="skip N4 bias-field correction")
-    parser.add_argument("--n4-shrink", type=at_least(1), default=4, help="N4 shrink factor (default 4)")
+    parser.add_argument("--n4-shrink", type=integer_in(1), default=4, help="N4 shrink factor (default 4)")
     parser.add_argument(
         "--n4-iterations", type=_ints, default=(50, 50, 30, 20), help="N4 iterations per level (50,50,30,20)"
     )
     parser.add_argument(
         "--iterations",
-        type=at_least(1),
+        type=integer_in(1),
         default=200,
         help="optimizer iterations per pyramid level (default 200)",
     )
@@ -72,10 +72,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skull-strip", action="store_true", help="multiply the images by the brain mask")
     parser.add_argument("--no-crop", action="store_true", help="keep the full template (or native) grid")
     parser.add_argument(
-        "--crop-margin", type=at_least(0), default=2, help="voxels around the intracranial box (2)"
+        "--crop-margin", type=integer_in(0), default=2, help="voxels around the intracranial box (2)"
     )
     parser.add_argument(
-        "--k-divisible", type=at_least(1), default=1, help="make the cropped size a multiple of k (1)"
+        "--k-divisible", type=integer_in(1), default=1, help="make the cropped size a multiple of k (1)"
     )
     parser.add_argument(
         "--percentiles",
@@ -87,7 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the registration's voxel sampling (0)")
     parser.add_argument(
-        "--threads", type=at_least(1), default=None, help="SimpleITK threads (default: all cores)"
+        "--threads", type=integer_in(1), default=None, help="SimpleITK threads (default: all cores)"
     )
     parser.add_argument("--overwrite", action="store_true", help="redo subjects already done")
     add_no_progress_argument(parser, help="no progress bar")
