@@ -288,3 +288,20 @@ def test_a_lock_file_removed_between_open_and_lock_is_locked_anew(tmp_path, monk
             outputs.lock_file_exclusively(lock)
     finally:
         os.close(fd)
+
+
+def test_stale_lock_files_of_killed_runs_are_pruned_but_not_a_held_or_recent_one(tmp_path):
+    from mtsr_monai.io import outputs
+
+    old = time.time() - outputs.STALE_LOCK_SECONDS - 60
+    stale, held, recent = (tmp_path / f"{n}.lock" for n in ("stale", "held", "recent"))
+    for lock in (stale, held, recent):
+        lock.write_text("pid 1, mtsr")
+    for lock in (stale, held):
+        os.utime(lock, (old, old))
+    fd = outputs.lock_file_exclusively(held)  # a live run's
+    try:
+        assert outputs.prune_stale_locks(tmp_path) == 1
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["held.lock", "recent.lock"]
+    finally:
+        os.close(fd)

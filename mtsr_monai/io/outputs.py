@@ -165,11 +165,52 @@ class OutputLocks:
         return False
 
     def release(self) -> None:
-        """Unlock every path, removing the lock files (still locked, so no other run can hold them)."""
+        """Unlock every path, removing the lock files (still locked, so no other run can hold them), and
+        a few stale ones that killed runs left (:func:`prune_stale_locks`)."""
         for target, fd in self._held.items():
             lock_path(target).unlink(missing_ok=True)
             os.close(fd)
+        if self._held:
+            prune_stale_locks(lock_path(next(iter(self._held))).parent)
         self._held.clear()
+
+
+#: lock files untouched this long are a killed run's (a run rewrites its file when it locks it)
+STALE_LOCK_SECONDS = 24 * 3600
+
+
+def prune_stale_locks(folder: Path, limit: int = 100) -> int:
+    """Remove up to ``limit`` lock files in ``folder`` older than :data:`STALE_LOCK_SECONDS` that no run holds
+    (a run killed with SIGKILL cannot remove its own); each is locked while it is removed, as
+    :meth:`OutputLocks.release` does, so a run that opened it meanwhile finds it gone and locks a new one.
+    Returns how many were removed."""
+    import fcntl  # lazy: POSIX only
+    import time
+
+    removed, cutoff = 0, time.time() - STALE_LOCK_SECONDS
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for entry in entries:
+        if removed >= limit:
+            break
+        try:
+            if not entry.name.endswith(".lock") or entry.stat().st_mtime > cutoff:
+                continue
+            fd = os.open(entry.path, os.O_RDWR)
+        except OSError:  # gone, or not ours to open
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if _is_current_file(fd, Path(entry.path)):
+                os.unlink(entry.path)
+                removed += 1
+        except OSError:  # held by a live run
+            pass
+        finally:
+            os.close(fd)
+    return removed
 
 
 def lock_file_exclusively(lock: Path) -> int:
