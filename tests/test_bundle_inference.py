@@ -160,6 +160,19 @@ def test_a_bundle_run_refuses_to_write_among_the_scans_it_reads(tmp_path):
     assert sorted(p.name for p in scans.iterdir()) == ["a.nii.gz"]
 
 
+def test_a_clinical_bundle_run_refuses_to_write_into_the_sessions_it_reads(tmp_path):
+    from mtsr_monai.errors import InputError
+    from mtsr_monai.inference.bundle import guard_bundle_outputs
+    from mtsr_monai.inference.components import SaveClinicald
+
+    session = tmp_path / "sub1"
+    session.mkdir()
+    flair = _scan(session / "flair.nii.gz", (8, 8, 3), (1.0, 1.0, 3.0), 300, 200)
+    writer = SaveClinicald(keys="pred", output_dir=str(tmp_path))
+    with pytest.raises(InputError, match="among the scans of --dataset_dir"):
+        guard_bundle_outputs([{"session": "sub1_out", "flair": str(flair)}], writer, dataset_dir=tmp_path)
+
+
 def test_a_bundle_run_refuses_two_inputs_that_would_write_one_output(tmp_path):
     from mtsr_monai.errors import InputError
     from mtsr_monai.inference.bundle import guard_bundle_outputs, volume_files

@@ -246,3 +246,13 @@ def test_a_folder_given_as_the_input_is_named_as_a_folder(tmp_path, capsys):
 def test_a_port_out_of_range_is_refused(tmp_path, capsys):
     assert _exit_code(["label-server", "--studies", str(tmp_path), "--port", "-1", "--dryrun"]) == 2
     assert "--port" in capsys.readouterr().err
+
+
+def test_a_pipe_is_not_taken_for_a_missing_file(tmp_path):
+    import os
+
+    from mtsr_monai.io import check_image_file
+
+    fifo = tmp_path / "codes.json"
+    os.mkfifo(fifo)
+    check_image_file(fifo)  # `--codes <(...)`: exists, not a folder

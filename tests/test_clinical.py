@@ -170,6 +170,18 @@ def test_the_same_session_stored_in_another_axis_order_is_restored_alike():
     np.testing.assert_allclose(back, ref, atol=1e-5)
 
 
+def test_a_validation_batch_without_an_affine_is_restored_in_its_own_array_order():
+    from mtsr_monai.inference.clinical import restore_planes
+    from mtsr_monai.inference.components import ClinicalSliceInferer
+
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(2, 2, 3, padding=1)  # random: a reordering would show
+    vol = np.random.default_rng(1).random((2, 12, 10, 8)).astype(np.float32)
+    inferer = ClinicalSliceInferer(patch_size=None, slice_axis=2)
+    out = inferer(torch.from_numpy(vol)[None], net)  # a plain tensor, as training's validation batches
+    np.testing.assert_allclose(np.asarray(out[0]), restore_planes(net, vol, (2,)), atol=1e-6)
+
+
 def _slabs(tmp_path: Path) -> dict[str, Path]:
     """A 'routine session': FLAIR axial 4 mm oblique slab, T2 3 mm slab shifted by 2 mm."""
     flair = _head((40, 40, 6)) * 300

@@ -202,10 +202,19 @@ def test_a_header_in_microns_is_read_in_mm_and_super_resolved_with_mm_units(tmp_
 
 
 def test_headers_that_readers_place_differently_are_warned_about(tmp_path, phantom):
+    import nibabel as nib
+
     with pytest.warns(UserWarning, match="no spatial codes"):
         load_volume(_header_variant(tmp_path / "none.nii.gz", phantom, codes=(0, 0)))
     with pytest.warns(UserWarning, match="qform and sform place the image 12.0 mm apart"):
         load_volume(_header_variant(tmp_path / "apart.nii.gz", phantom, qform_shift=12.0))
+    flipped = _header_variant(tmp_path / "flipped.nii.gz", phantom)  # qform mirrored left-right: same centre
+    image = nib.load(str(flipped))
+    mirror = image.affine @ np.array([[-1.0, 0, 0, 31], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    image.set_qform(mirror, code=1)
+    nib.save(image, str(flipped))
+    with pytest.warns(UserWarning, match="qform and sform place the image 31.0 mm apart"):
+        load_volume(flipped)
 
 
 @pytest.mark.parametrize("codes, kept", [((4, 1), 4), ((0, 2), 2), ((1, 1), 1), ((0, 0), 1)])
@@ -223,7 +232,9 @@ def test_outputs_stay_in_the_nifti_space_of_their_input(tmp_path, phantom, codes
         super_resolve_file(str(src), str(tmp_path / "fast.nii.gz"), method="bicubic", progress=False)
         super_resolve_file(str(src), str(tmp_path / "bundle.nii.gz"), method="bicubic", bundle="mtsr_sr")
         assert main(["degrade", "-i", str(src), "-o", str(tmp_path / "lr.nii.gz"), "--mode", "kspace"]) == 0
-    for name in ("fast", "bundle", "lr"):
+        identity = ["translate", "-i", str(src), "--source", "t1", "--target", "flair", "--mask", "none"]
+        assert main([*identity, "--method", "identity", "-o", str(tmp_path / "id")]) == 0
+    for name in ("fast", "bundle", "lr", "id/mean"):
         header = nib.load(str(tmp_path / f"{name}.nii.gz")).header
         assert (int(header["sform_code"]), int(header["qform_code"])) == (kept, kept), name
 

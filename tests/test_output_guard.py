@@ -305,3 +305,18 @@ def test_stale_lock_files_of_killed_runs_are_pruned_but_not_a_held_or_recent_one
         assert sorted(p.name for p in tmp_path.iterdir()) == ["held.lock", "recent.lock"]
     finally:
         os.close(fd)
+
+
+def test_a_file_system_without_locks_is_reported_as_such_not_as_another_run(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    from mtsr_monai.io import outputs
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(OSError, match="No locks available") as raised:
+        outputs.lock_file_exclusively(tmp_path / "x.lock")
+    assert not isinstance(raised.value, BlockingIOError)

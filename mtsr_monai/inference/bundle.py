@@ -390,9 +390,10 @@ def guard_bundle_outputs(
             plan.files += planned.files
             plan.folders += planned.folders
     scans = Path(dataset_dir).resolve() if dataset_dir is not None else None
-    read_there = scans is not None and any(Path(src).resolve().parent == scans for src in inputs)
-    among = [f for f in plan.concrete_files() if read_there and f.resolve().parent == scans]
-    if among and is_volume_file(among[0]):  # a later run would take them for scans, and refuse itself
+    read_there = scans is not None and any(Path(src).resolve().is_relative_to(scans) for src in inputs)
+    among = [f for f in plan.concrete_files() if read_there and f.resolve().is_relative_to(scans)]
+    among = [f for f in among if is_volume_file(f)]
+    if among:  # a later run would take them for scans (the clinical sessions are sub-folders), and refuse
         raise InputError("would be written among the scans of --dataset_dir, which a later run reads as "
                          "inputs: give another --output_dir", among[0])  # fmt: skip
     _BUNDLE_GUARDS.enter_context(guard_outputs(plan, inputs, what="monai.bundle run"))

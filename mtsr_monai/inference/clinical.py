@@ -130,7 +130,7 @@ def restore_planes(
     the output), so the same session stored in another axis order is restored alike."""
     desc = kwargs.pop("desc", "restoring")
     if affine is not None:
-        # lazy: nibabel.orientations loads scipy; validation passes no affine
+        # lazy: nibabel.orientations loads scipy, which training's validation (no affine) does without
         from nibabel.orientations import apply_orientation
 
         change = orientation_change(affine, TRAINING_AXCODES)
@@ -796,7 +796,10 @@ def restore_clinical(
                     written[f"{m}_consistency"] = Path(report[m]["map"])
             if extra:
                 mods = list(ckpt["modalities"])
-                written.update(write_explanations(extra, x, y, prepared["affine"], staging, mods, axis))
+                maps = write_explanations(
+                    extra, x, y, prepared["affine"], staging, mods, axis, space=prepared["space"]
+                )
+                written.update(maps)
             written = {k: out_dir / p.name for k, p in written.items()}  # where they will be
             for entry in report.values():
                 entry["map"] = str(out_dir / Path(entry["map"]).name)

@@ -551,7 +551,8 @@ class ClinicalSliceInferer(Inferer):
                 network,
                 item.detach().cpu().numpy() / self.headroom,
                 axes,
-                _affine(inputs, b),
+                # a validation batch is a plain tensor in the training order: no affine, no reordering
+                _affine(inputs, b) if isinstance(inputs, MetaTensor) else None,
                 batch_size=self.batch_size,
                 patch_size=self.patch_size,
                 overlap=self.overlap,

@@ -152,16 +152,20 @@ def write_explanations(
     modalities: Sequence[str],
     axis: int,
     slice_index: int | None = None,
+    space: int = 1,
 ) -> dict[str, Path]:
-    """NIfTI volumes (atomic) and one PNG montage at ``slice_index`` (default: the slice with most signal),
-    radiological with orientation letters; attention and GradCAM maps with their colour bars."""
+    """NIfTI volumes (atomic; NIfTI ``space`` code, as the restored volumes) and one PNG montage at
+    ``slice_index`` (default: the slice with most signal), radiological with orientation letters; attention
+    and GradCAM maps with their colour bars."""
 
     out_dir = Path(output_dir)
     written: dict[str, Path] = {}
     for k, vol in enumerate(explained["attention"], start=1):
-        written[f"attention_gate{k}"] = save_volume(vol, out_dir / f"attention_gate{k}.nii.gz", affine=affine)
+        path = out_dir / f"attention_gate{k}.nii.gz"
+        written[f"attention_gate{k}"] = save_volume(vol, path, affine=affine, space=space)
     if "gradcam" in explained:
-        written["gradcam"] = save_volume(explained["gradcam"], out_dir / "gradcam.nii.gz", affine=affine)
+        path = out_dir / "gradcam.nii.gz"
+        written["gradcam"] = save_volume(explained["gradcam"], path, affine=affine, space=space)
         written["critic_score"] = atomic_write_text(
             out_dir / "critic_score.txt", f"{explained['critic_score']:.6f}\n"
         )

@@ -32,7 +32,7 @@ from mtsr_monai.data.datalist import check_translation_pair
 from mtsr_monai.errors import InputError
 from mtsr_monai.inference.brain_mask import AUTO_MASK_NAME, brain_mask_for, check_brain_mask
 from mtsr_monai.inference.bundle import weights_path
-from mtsr_monai.io import atomic_file_set, load_volume, save_volume
+from mtsr_monai.io import atomic_file_set, load_volume, nifti_space, save_volume
 from mtsr_monai.metrics.segmentation import LABELS, segment_tissues
 from mtsr_monai.transforms.intensity import robust_scale
 
@@ -172,7 +172,7 @@ def baseline_translate_file(
         if choice.path is None or Path(choice.path).resolve() != own_mask:
             stale.append(AUTO_MASK_NAME)
         with atomic_file_set(output_dir, stale) as staging:
-            save_volume(out, staging / "mean.nii.gz", np.asarray(image.affine))
+            save_volume(out, staging / "mean.nii.gz", np.asarray(image.affine), space=nifti_space(image))
         path = Path(output_dir) / "mean.nii.gz"
     return {"input": str(input_path), "source": source, "target": target, "method": method,
             "intensities": intensities, "outputs": {"mean": str(path)}, "_arrays": {"mean": out},

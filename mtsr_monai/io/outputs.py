@@ -225,10 +225,13 @@ def lock_file_exclusively(lock: Path) -> int:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except BlockingIOError:  # held; any other error (no locking on this file system) is raised as it is
             owner = os.pread(fd, 200, 0).decode(errors="replace").strip()
             os.close(fd)
             raise BlockingIOError(owner) from None
+        except OSError:
+            os.close(fd)
+            raise
         if _is_current_file(fd, lock):
             return fd
         os.close(fd)  # a releasing run removed the file after we opened it: lock the current one

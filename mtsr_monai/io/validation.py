@@ -124,8 +124,12 @@ def _warn_about_codes(header: Any, path: str | Path) -> None:
         )
         warnings.warn(message, stacklevel=3)
     elif sform_code > 0 and qform_code > 0:
-        centre = np.append((np.asarray(header.get_data_shape()[:3], float) - 1) / 2, 1.0)
-        apart = float(np.linalg.norm((header.get_sform() - header.get_qform()) @ centre))
+        # the largest distance over the field of view's corners: a flip moves the edges, not the centre
+        last = np.asarray(header.get_data_shape()[:3], float) - 1
+        corners = np.array([[*(last * bits), 1.0] for bits in np.ndindex(2, 2, 2)]).T
+        moved = (header.get_sform() - header.get_qform()) @ corners
+        mm_per_unit = MM_PER_UNIT.get(int(header["xyzt_units"]) & 7, 1.0)
+        apart = float(np.linalg.norm(moved[:3], axis=0).max()) * mm_per_unit
         if apart > 1.0:
             message = (
                 f"{name}: its qform and sform place the image {apart:.1f} mm apart; mtsr uses the sform (as "

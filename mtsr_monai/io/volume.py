@@ -15,7 +15,7 @@ from mtsr_monai.errors import InputError
 from mtsr_monai.io.atomic import atomic_output
 from mtsr_monai.io.geometry import resolve_axis
 from mtsr_monai.io.sitk_geometry import array_to_sitk, sitk_affine
-from mtsr_monai.io.validation import check_nifti_header, validate_volume
+from mtsr_monai.io.validation import MM_PER_UNIT, check_nifti_header, validate_volume
 
 if TYPE_CHECKING:
     from monai.data import MetaTensor
@@ -115,6 +115,7 @@ def image_header(path: str | os.PathLike) -> tuple[tuple[int, ...], np.ndarray |
 
             image = nib.load(str(path))
             shape, affine = tuple(int(n) for n in image.shape), np.asarray(image.affine, dtype=np.float64)
+            affine[:3] *= MM_PER_UNIT.get(int(image.header["xyzt_units"]) & 7, 1.0)  # as load_volume
         else:
             import SimpleITK as sitk
 
@@ -167,12 +168,13 @@ def image_shape(path: str | os.PathLike) -> tuple[int, ...] | None:
 
 
 def check_image_file(path: str | os.PathLike) -> None:
-    """InputError unless ``path`` is a file: a folder (a DICOM series) is named as one, not as missing."""
+    """InputError unless ``path`` exists and is not a folder: a folder (a DICOM series) is named as one, not
+    as missing. Pipes pass (``--codes <(...)``)."""
     path = Path(path)
     if path.is_dir():
         raise InputError("is a folder, not a file (a DICOM series? convert it to NIfTI first, e.g. "
                          "with dcm2niix)", path)  # fmt: skip
-    if not path.is_file():
+    if not path.exists():
         raise InputError("no such file", path)
 
 

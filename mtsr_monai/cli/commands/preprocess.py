@@ -131,15 +131,19 @@ def _check_reference(args: argparse.Namespace) -> None:
     """Refuse a ``--reference`` that a subject lacks: the template's contrast is chosen from it and each
     subject's record names it, so a silent fallback to another image would register a T1 to a T2 template
     and record a false reference."""
-    from mtsr_monai.data.preprocess import read_datalist
+    import warnings
+
+    from mtsr_monai.data.preprocess import LABEL_KEYS, read_datalist
     from mtsr_monai.errors import InputError
 
     try:
-        subjects = read_datalist(args.datalist)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the run reads it again and says what it leaves out
+            subjects = read_datalist(args.datalist)
     except InputError:
         return  # the run refuses it with its own message
     for subject in subjects:
-        images = [k for k in subject if k not in ("subject", "split")]
+        images = [k for k in subject if k not in ("subject", "split", *LABEL_KEYS)]
         if args.reference not in images:
             raise InputError(
                 f"--reference {args.reference}: subject {subject['subject']} has no such image (it has "
