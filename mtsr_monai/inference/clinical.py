@@ -43,7 +43,7 @@ from mtsr_monai.inference.bundle import as_flag, read_weights, weights_path
 from mtsr_monai.inference.explain import explain_volume, write_explanations
 from mtsr_monai.inference.slicewise import busy_batches
 from mtsr_monai.io import atomic_file_set, atomic_write_text, load_volume, nifti_space, save_volume
-from mtsr_monai.io.geometry import TRAINING_AXCODES, orientation_change, undo_orientation_change
+from mtsr_monai.io.geometry import TRAINING_AXCODES, orientation_change, reorient, undo_orientation_change
 from mtsr_monai.io.outputs import glob_escape
 from mtsr_monai.metrics.image import mae, nmse, psnr, ssim
 from mtsr_monai.progress import StageBar
@@ -130,13 +130,10 @@ def restore_planes(
     the output), so the same session stored in another axis order is restored alike."""
     desc = kwargs.pop("desc", "restoring")
     if affine is not None:
-        # lazy: nibabel.orientations loads scipy, which training's validation (no affine) does without
-        from nibabel.orientations import apply_orientation
-
         change = orientation_change(affine, TRAINING_AXCODES)
-        ordered = np.moveaxis(apply_orientation(np.moveaxis(volume, 0, -1), change), -1, 0)
-        out = restore_planes(network, ordered, [int(change[a, 0]) for a in axes], desc=desc, **kwargs)
-        return np.moveaxis(apply_orientation(np.moveaxis(out, 0, -1), undo_orientation_change(change)), -1, 0)
+        ordered_axes = [int(change[a, 0]) for a in axes]
+        out = restore_planes(network, reorient(volume, change), ordered_axes, desc=desc, **kwargs)
+        return reorient(out, undo_orientation_change(change))
 
     def one_plane(k: int) -> np.ndarray:  # each pass named on its progress bar
         named = f"{desc}, plane {k + 1} of {len(axes)} (axis {axes[k]})" if len(axes) > 1 else desc
@@ -763,7 +760,10 @@ def restore_clinical(
             if explain:
                 bar.next("attention maps, critic GradCAM")
                 mods = list(ckpt["modalities"])
-                extra = explain_volume(ckpt["network"], ckpt["critic"], x, y, axis, mods, device=device)
+                grid = prepared["affine"]
+                extra = explain_volume(
+                    ckpt["network"], ckpt["critic"], x, y, axis, mods, device=device, affine=grid
+                )
         out_dir = Path(output_dir)
         data = {m: _to_scanner(vol, prepared, m) for m, vol in results.items()}
         # all outputs or none, and none that an earlier run here wrote (another sequence, explanations) left

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from mtsr_monai.io import atomic_write_text, load_volume, save_volume
+from mtsr_monai.io.geometry import TRAINING_AXCODES, orientation_change, reorient, undo_orientation_change
 from mtsr_monai.reporting.views import (
     CONVENTION,
     colour_bar,
@@ -109,10 +110,21 @@ def explain_volume(
     modalities: Sequence[str],
     batch_size: int = 8,
     device: str = "cpu",
+    affine: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Attention volumes for input ``x`` and, with a critic, GradCAM and score on output ``y`` (with a
     warning when a sequence is missing: its output channel is the network's guess, which the critic, trained
-    on all of them together, rejects: a score near 0 and an empty GradCAM that say little of the others)."""
+    on all of them together, rejects: a score near 0 and an empty GradCAM that say little of the others).
+    With the grid's ``affine`` the slices are cut in the training array order, as the restoration did."""
+    if affine is not None:
+        change = orientation_change(affine, TRAINING_AXCODES)
+        ordered = (reorient(x, change), reorient(y, change), int(change[axis, 0]))
+        out = explain_volume(network, critic, *ordered, modalities, batch_size, device)
+        undo = undo_orientation_change(change)
+        out["attention"] = [reorient(m, undo) for m in out["attention"]]
+        if "gradcam" in out:
+            out["gradcam"] = reorient(out["gradcam"], undo)
+        return out
     out: dict[str, Any] = {"attention": attention_volumes(network, x, axis, batch_size, device)}
     if critic is not None:
         out["gradcam"], out["critic_score"] = gradcam_volume(critic, y, axis, batch_size, device)

@@ -123,6 +123,17 @@ def orientation_change(affine: Any, axcodes: Sequence[str]) -> np.ndarray:
     return orientations.ornt_transform(start, orientations.axcodes2ornt(axcodes))
 
 
+def reorient(volume: np.ndarray, change: np.ndarray) -> np.ndarray:
+    """``volume`` (X, Y, Z), or channel-first (C, X, Y, Z), with the orientation transform ``change`` of
+    :func:`orientation_change` applied to its spatial axes (flips and axis swaps: no resampling)."""
+    # lazy: nibabel.orientations loads scipy (seconds), which most users of this module never need
+    from nibabel.orientations import apply_orientation
+
+    if np.ndim(volume) == 3:
+        return apply_orientation(volume, change)
+    return np.moveaxis(apply_orientation(np.moveaxis(volume, 0, -1), change), -1, 0)
+
+
 def undo_orientation_change(change: np.ndarray) -> np.ndarray:
     """The orientation transform that undoes ``change`` (of :func:`orientation_change`)."""
     undo = np.zeros_like(change)
