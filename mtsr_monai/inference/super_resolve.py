@@ -27,6 +27,7 @@ from mtsr_monai.io import check_image_file, load_volume, nifti_space, save_volum
 from mtsr_monai.io.geometry import (
     TRAINING_AXCODES,
     orientation_change,
+    reorient,
     resolve_axis,
     sr_affine,
     undo_orientation_change,
@@ -262,16 +263,13 @@ def super_resolve_planes(
     The slices are cut in the training array order (:data:`~mtsr_monai.io.geometry.TRAINING_AXCODES`; flips
     and axis swaps only, undone on the output), so the same image stored LPS, RAS or with its axes swapped
     gives the same output: the network is not flip- or transpose-invariant."""
-    # lazy: nibabel.orientations loads scipy, which the interpolation baselines' start-up does without
-    from nibabel.orientations import apply_orientation
-
     affine = np.asarray(affine)
     through = resolve_axis(affine, axis)
     change = orientation_change(affine, TRAINING_AXCODES)
     ordered_through = int(change[through, 0])
-    slices = np.moveaxis(apply_orientation(volume, change), ordered_through, 0)
+    slices = np.moveaxis(reorient(volume, change), ordered_through, 0)
     out = super_resolve_scaled(np.ascontiguousarray(slices), scale=scale, **options)
-    out = apply_orientation(np.moveaxis(out, 0, ordered_through), undo_orientation_change(change))
+    out = reorient(np.moveaxis(out, 0, ordered_through), undo_orientation_change(change))
     return np.ascontiguousarray(out), sr_affine(affine, [k for k in range(3) if k != through], scale)
 
 
