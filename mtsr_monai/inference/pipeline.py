@@ -206,7 +206,7 @@ def run_pipeline(
     generator, meta, codes, weights = checked  # checked before anything is read: bad input fails early
     on_stage("read")
     with brain_mask_for(input_path, mask_path, output_dir, source, progress) as mask:  # auto: with a skull
-        lr, lr_affine, lr_mask = _load_input(input_path, mask.path)
+        (lr, lr_affine, lr_mask), space = _load_input(input_path, mask.path), nifti_space(input_path)
         on_stage("super-resolution")
         t = time.perf_counter()
         sr, sr_affine, sr_text = super_resolve(lr, lr_affine, scale, sr_method, device, progress, sr_axis)
@@ -220,8 +220,7 @@ def run_pipeline(
         )  # fmt: skip
         mean, std = translate.sample_statistics(translated)
         timings["translation_s"] = time.perf_counter() - t
-        arrays = {"sr": sr, "samples": translated, "mean": mean, "std": std, "affine": sr_affine}
-        arrays["space"] = nifti_space(input_path)
+        arrays = dict(sr=sr, samples=translated, mean=mean, std=std, affine=sr_affine, space=space)
         summary = {
             "input": str(input_path), "source": source, "target": target, "scale": scale,
             **_geometry(lr, lr_affine, sr, sr_affine, sr_axis), "super_resolution": sr_text,

@@ -241,8 +241,7 @@ def translate_volume(
         if np.shape(mask) != arr.shape:
             raise InputError(f"mask shape {np.shape(mask)} differs from the image's {arr.shape}")
         arr = np.where(np.asarray(mask) > 0, arr, 0).astype(np.float32)
-    # the generators saw BraTS arrays (L, P, S) and are not flip- or transpose-invariant: the same brain
-    # stored RAS or PSR gave another FLAIR; flips and axis swaps only, undone on the outputs
+    # the generators are not flip- or transpose-invariant: the training array order (flips, swaps; undone)
     change = orientation_change(affine, TRAINING_AXCODES)
     warn_about_pixels(affine, resolve_axis(np.asarray(affine), axis), native_resolution)
     through = int(change[resolve_axis(np.asarray(affine), axis), 0])
