@@ -56,6 +56,19 @@ def test_pretraining_then_adversarial_phase():
     assert 0.0 <= trainer.state.output["critic_score"] <= 1.0
 
 
+def test_grad_clip_bounds_the_norm_of_each_update():
+    trainer = _trainer(max_epochs=1, grad_clip=1e-3)  # far below the gradients of this toy problem
+    norms = []
+
+    def record_norm(optimizer, *args, **kwargs):  # after clipping, before the step
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+
+    trainer.g_optimizer.register_step_pre_hook(record_norm)
+    trainer.run()
+    assert norms and max(norms) <= 1e-3 * (1 + 1e-4)
+
+
 def test_pretraining_reduces_l1():
     trainer = _trainer(max_epochs=30, pretrain_epochs=30)
     losses = []

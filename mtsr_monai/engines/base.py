@@ -95,12 +95,13 @@ def sync_gradients(*modules: torch.nn.Module | None) -> None:
 
     Used instead of DistributedDataParallel: BicycleGAN runs G twice and E twice (once frozen) per backward,
     which DDP's reducer cannot follow. Missing gradients count as zero so every rank reduces the same tensors.
+    A module wrapped in DistributedDataParallel (the paired trainer's) is skipped: its reducer averaged them.
     """
     if not _distributed():
         return
     world = torch.distributed.get_world_size()
     for module in modules:
-        if module is None:
+        if module is None or isinstance(module, torch.nn.parallel.DistributedDataParallel):
             continue
         for p in module.parameters():
             if p.grad is None:
@@ -186,13 +187,20 @@ class AdversarialTrainerBase(Trainer):
         optimizers: Sequence[Optimizer],
         scaler: torch.amp.GradScaler,
         modules: Sequence[torch.nn.Module | None],
+        clip: float | None = None,
     ) -> None:
         """One update: zero the ``optimizers``' gradients, backward ``loss`` (scaled), average the gradients
-        of ``modules`` across ranks, step every optimizer, update the scaler."""
+        of ``modules`` across ranks, clip their norm to ``clip`` (unscaled first), step every optimizer,
+        update the scaler."""
         for optimizer in optimizers:
             optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         sync_gradients(*modules)
+        if clip:
+            for optimizer in optimizers:
+                scaler.unscale_(optimizer)
+            params = [p for m in modules if m is not None for p in m.parameters()]
+            torch.nn.utils.clip_grad_norm_(params, clip)
         for optimizer in optimizers:
             scaler.step(optimizer)
         scaler.update()

@@ -102,15 +102,6 @@ class PairedAdversarialTrainer(AdversarialTrainerBase):
     def in_pretraining(self, engine: Engine) -> bool:
         return self.discriminator is None or engine.state.epoch <= self.pretrain_epochs
 
-    def _step(self, loss: torch.Tensor, optimizer: Optimizer, scaler, params) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if self.grad_clip:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-
     def _iteration(self, engine, batchdata: dict[str, Any]) -> dict[str, Any]:
         inputs, targets = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking)
         self.generator.train()
@@ -125,7 +116,7 @@ class PairedAdversarialTrainer(AdversarialTrainerBase):
                     terms = self.generator_loss(pred, targets)
                 else:
                     terms = {"total": self.pretrain_loss(pred.float(), targets.float())}
-            self._step(terms["total"], self.g_optimizer, self.g_scaler, self.generator.parameters())
+            self._update(terms["total"], [self.g_optimizer], self.g_scaler, [self.generator], self.grad_clip)
             output.update(
                 pred=self._kept(pred), phase="pretrain", **{f"g_{k}": v.item() for k, v in terms.items()}
             )
@@ -141,7 +132,7 @@ class PairedAdversarialTrainer(AdversarialTrainerBase):
             real_logits = discriminator(targets) if self.gan_loss.needs_real_for_generator else None
             adversarial = self.gan_loss.generator(fake_logits, real_logits)
             g_total = terms["total"] + self.adversarial_weight * adversarial
-        self._step(g_total, self.g_optimizer, self.g_scaler, self.generator.parameters())
+        self._update(g_total, [self.g_optimizer], self.g_scaler, [self.generator], self.grad_clip)
         set_requires_grad(discriminator, True)
 
         # critic steps on the detached prediction
@@ -151,7 +142,7 @@ class PairedAdversarialTrainer(AdversarialTrainerBase):
                 real_logits = discriminator(targets)
                 fake_logits = discriminator(fake)
                 d_loss = self.gan_loss.discriminator(real_logits, fake_logits)
-            self._step(d_loss, self.d_optimizer, self.d_scaler, discriminator.parameters())
+            self._update(d_loss, [self.d_optimizer], self.d_scaler, [discriminator], self.grad_clip)
 
         with torch.no_grad():
             last = fake_logits[-1] if isinstance(fake_logits, (list, tuple)) else fake_logits
