@@ -105,58 +105,58 @@ class PairedAdversarialTrainer(AdversarialTrainerBase):
     def _iteration(self, engine, batchdata: dict[str, Any]) -> dict[str, Any]:
         inputs, targets = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking)
         self.generator.train()
-        output: dict[str, Any] = {"input": inputs, "target": targets}
         if self.cuda_graph_steps:
             torch.compiler.cudagraph_mark_step_begin()  # each iteration is a new CUDA-graph step
+        pretraining = self.in_pretraining(engine)
+        pred, logged = (self._pretrain_step if pretraining else self._generator_step)(inputs, targets)
+        pred = self._kept(pred)  # detached: the critic's fake and the output
+        if not pretraining:
+            logged.update(self._critic_steps(pred, targets))
+        return {"input": inputs, "target": targets, "pred": pred, **logged}
 
-        if self.in_pretraining(engine):
-            with self._autocast():
-                pred = self.train_generator(inputs)
-                if self.discriminator is None:
-                    terms = self.generator_loss(pred, targets)
-                else:
-                    terms = {"total": self.pretrain_loss(pred.float(), targets.float())}
-            self._update(terms["total"], [self.g_optimizer], self.g_scaler, [self.generator], self.grad_clip)
-            output.update(
-                pred=self._kept(pred), phase="pretrain", **{f"g_{k}": v.item() for k, v in terms.items()}
-            )
-            return output
+    def _pretrain_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """The pixel-loss phase: the generator loss alone (no critic), or the configured pretrain loss."""
+        with self._autocast():
+            pred = self.train_generator(inputs)
+            if self.discriminator is None:
+                terms = self.generator_loss(pred, targets)
+            else:
+                terms = {"total": self.pretrain_loss(pred.float(), targets.float())}
+        self._update(terms["total"], [self.g_optimizer], self.g_scaler, [self.generator], self.grad_clip)
+        return pred, {"phase": "pretrain", **{f"g_{k}": v.item() for k, v in terms.items()}}
 
-        discriminator = self.discriminator
-        # generator step, critic frozen
-        set_requires_grad(discriminator, False)
+    def _generator_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """The generator against the frozen critic: its loss terms plus the weighted adversarial term."""
+        set_requires_grad(self.discriminator, False)
         with self._autocast():
             pred = self.train_generator(inputs)
             terms = self.generator_loss(pred, targets)
-            fake_logits = discriminator(pred)
-            real_logits = discriminator(targets) if self.gan_loss.needs_real_for_generator else None
+            fake_logits = self.discriminator(pred)
+            real_logits = self.discriminator(targets) if self.gan_loss.needs_real_for_generator else None
             adversarial = self.gan_loss.generator(fake_logits, real_logits)
             g_total = terms["total"] + self.adversarial_weight * adversarial
         self._update(g_total, [self.g_optimizer], self.g_scaler, [self.generator], self.grad_clip)
-        set_requires_grad(discriminator, True)
+        set_requires_grad(self.discriminator, True)
+        logged = {f"g_{k}": v.item() for k, v in terms.items()}
+        return pred, {
+            "phase": "adversarial",
+            "g_adversarial": adversarial.item(),
+            "g_objective": g_total.item(),
+            **logged,
+        }
 
-        # critic steps on the detached prediction
-        fake = self._kept(pred)
+    def _critic_steps(self, fake: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        """``critic_steps`` updates of the critic on the detached prediction; its last loss and mean score."""
         for _ in range(self.critic_steps):
             with self._autocast():
-                real_logits = discriminator(targets)
-                fake_logits = discriminator(fake)
+                real_logits = self.discriminator(targets)
+                fake_logits = self.discriminator(fake)
                 d_loss = self.gan_loss.discriminator(real_logits, fake_logits)
-            self._update(d_loss, [self.d_optimizer], self.d_scaler, [discriminator], self.grad_clip)
-
+            self._update(d_loss, [self.d_optimizer], self.d_scaler, [self.discriminator], self.grad_clip)
         with torch.no_grad():
             last = fake_logits[-1] if isinstance(fake_logits, (list, tuple)) else fake_logits
             critic_score = torch.sigmoid(last.float()).mean().item()
-        output.update(
-            pred=fake,
-            phase="adversarial",
-            g_adversarial=adversarial.item(),
-            g_objective=g_total.item(),
-            d_loss=d_loss.item(),
-            critic_score=critic_score,
-            **{f"g_{k}": v.item() for k, v in terms.items()},
-        )
-        return output
+        return {"d_loss": d_loss.item(), "critic_score": critic_score}
 
     def _report_compilation(self, engine) -> None:
         """Log once, after the first iteration, what compiling gave (a device run cannot be watched)."""
