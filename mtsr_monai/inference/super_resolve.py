@@ -125,14 +125,14 @@ def eval_pairs(
     return pairs
 
 
-def _foreground_box(fg: np.ndarray, margin: int) -> tuple[tuple[int, int], tuple[int, int]]:
-    """Row and column ranges of the union of the foreground of ``fg`` (N, h, w), grown by ``margin``."""
-    box = []
-    for axis in (2, 1):  # rows: any over N and columns; columns: any over N and rows
-        idx = np.flatnonzero(fg.any(axis=(0, axis)))
-        size = fg.shape[3 - axis]
-        box.append((max(0, int(idx[0]) - margin), min(size, int(idx[-1]) + 1 + margin)))
-    return box[0], box[1]
+def _foreground_box(fg: np.ndarray, margin: int) -> tuple[slice, slice]:
+    """Row and column slices of the union of the foreground of ``fg`` (N, h, w), grown by ``margin`` and
+    clipped (:func:`~mtsr_monai.transforms.crop.foreground_box`: MONAI's bounding box)."""
+    # lazy: transforms.crop loads MONAI, which the interpolation baselines do without
+    from mtsr_monai.transforms.crop import foreground_box
+
+    rows, cols = foreground_box(fg.any(0), margin)
+    return rows, cols
 
 
 def prepare_network(
@@ -202,11 +202,11 @@ def super_resolve_scaled(
                 continue
             # run the network only on the box holding the batch's foreground (+ margin); outside it the
             # slices are background, which stays background (skull-stripped volumes: ~1/3 less work)
-            (r0, r1), (c0, c1) = _foreground_box(slices[idx] > vmin, margin=8)
+            rows, cols = _foreground_box(slices[idx] > vmin, margin=8)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                y = run_model(x[..., r0:r1, c0:c1])
+                y = run_model(x[..., rows, cols])
             y = y[:, 0].float().clamp_min(floor).cpu().numpy()
-            out[idx, r0 * scale : r1 * scale, c0 * scale : c1 * scale] = y
+            out[idx, rows.start * scale : rows.stop * scale, cols.start * scale : cols.stop * scale] = y
     return out
 
 
