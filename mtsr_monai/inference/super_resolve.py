@@ -131,8 +131,7 @@ def _foreground_box(fg: np.ndarray, margin: int) -> tuple[slice, slice]:
     # lazy: transforms.crop loads MONAI, which the interpolation baselines do without
     from mtsr_monai.transforms.crop import foreground_box
 
-    rows, cols = foreground_box(fg.any(0), margin)
-    return rows, cols
+    return foreground_box(fg.any(0), margin)
 
 
 def prepare_network(

@@ -71,6 +71,11 @@ def validate_volume(array: np.ndarray, affine: np.ndarray, path: str | Path | No
 MM_PER_UNIT = {1: 1000.0, 3: 0.001}
 
 
+def mm_per_unit(header: Any) -> float:
+    """Millimetres per unit of a NIfTI ``header``'s spatial unit (:data:`MM_PER_UNIT`)."""
+    return MM_PER_UNIT.get(int(header["xyzt_units"]) & 7, 1.0)
+
+
 def check_nifti_header(path: str | Path) -> float:
     """Refuse a NIfTI header whose sform is in force (sform_code > 0) but all zeros or singular; warn when
     the header has no spatial codes or its qform and sform place the image apart (readers then disagree on
@@ -94,7 +99,7 @@ def check_nifti_header(path: str | Path) -> float:
         return 1.0
     _check_sform(header, path)
     _warn_about_codes(header, path)
-    return MM_PER_UNIT.get(int(header["xyzt_units"]) & 7, 1.0)
+    return mm_per_unit(header)
 
 
 def _check_sform(header: Any, path: str | Path) -> None:
@@ -128,8 +133,7 @@ def _warn_about_codes(header: Any, path: str | Path) -> None:
         last = np.asarray(header.get_data_shape()[:3], float) - 1
         corners = np.array([[*(last * bits), 1.0] for bits in np.ndindex(2, 2, 2)]).T
         moved = (header.get_sform() - header.get_qform()) @ corners
-        mm_per_unit = MM_PER_UNIT.get(int(header["xyzt_units"]) & 7, 1.0)
-        apart = float(np.linalg.norm(moved[:3], axis=0).max()) * mm_per_unit
+        apart = float(np.linalg.norm(moved[:3], axis=0).max()) * mm_per_unit(header)
         if apart > 1.0:
             message = (
                 f"{name}: its qform and sform place the image {apart:.1f} mm apart; mtsr uses the sform (as "

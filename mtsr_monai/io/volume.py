@@ -15,7 +15,7 @@ from mtsr_monai.errors import InputError
 from mtsr_monai.io.atomic import atomic_output
 from mtsr_monai.io.geometry import resolve_axis
 from mtsr_monai.io.sitk_geometry import array_to_sitk, sitk_affine
-from mtsr_monai.io.validation import MM_PER_UNIT, check_nifti_header, validate_volume
+from mtsr_monai.io.validation import check_nifti_header, mm_per_unit, validate_volume
 
 if TYPE_CHECKING:
     from monai.data import MetaTensor
@@ -115,7 +115,7 @@ def image_header(path: str | os.PathLike) -> tuple[tuple[int, ...], np.ndarray |
 
             image = nib.load(str(path))
             shape, affine = tuple(int(n) for n in image.shape), np.asarray(image.affine, dtype=np.float64)
-            affine[:3] *= MM_PER_UNIT.get(int(image.header["xyzt_units"]) & 7, 1.0)  # as load_volume
+            affine[:3] *= mm_per_unit(image.header)  # as load_volume
         else:
             import SimpleITK as sitk
 
@@ -191,7 +191,7 @@ def load_volume(path: str | os.PathLike, validate: bool = True) -> MetaTensor:
     _check_readable_type(path)
     nifti = path.name.lower().endswith(NIFTI_SUFFIXES)
     # before MONAI, which would fall back silently on a void sform and ignores the header's unit
-    mm_per_unit = check_nifti_header(path) if nifti else 1.0
+    unit_mm = check_nifti_header(path) if nifti else 1.0
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -201,8 +201,8 @@ def load_volume(path: str | os.PathLike, validate: bool = True) -> MetaTensor:
     except Exception as err:  # nibabel/ITK raise many types for corrupt data
         detail = _reader_detail(err).replace(str(path), path.name)
         raise InputError(f"unreadable or truncated image ({type(err).__name__}: {detail})", path) from err
-    if mm_per_unit != 1.0:  # a header in metres or microns: the affine in mm, as outputs are written
-        image.affine = _in_mm(image.affine, mm_per_unit)
+    if unit_mm != 1.0:  # a header in metres or microns: the affine in mm, as outputs are written
+        image.affine = _in_mm(image.affine, unit_mm)
     if image.ndim == 4 and image.shape[-1] == 1:
         image = image[..., 0]
     if image.ndim == 4:
@@ -212,10 +212,10 @@ def load_volume(path: str | os.PathLike, validate: bool = True) -> MetaTensor:
     return image
 
 
-def _in_mm(affine: Any, mm_per_unit: float) -> Any:
+def _in_mm(affine: Any, unit_mm: float) -> Any:
     """``affine`` (voxel -> world in the header's unit) with world coordinates in millimetres."""
     scaled = affine.clone() if hasattr(affine, "clone") else np.array(affine, dtype=np.float64)
-    scaled[:3] *= mm_per_unit
+    scaled[:3] *= unit_mm
     return scaled
 
 
