@@ -43,7 +43,7 @@ from mtsr_monai.inference.bundle import as_flag, read_weights, weights_path
 from mtsr_monai.inference.explain import explain_volume, write_explanations
 from mtsr_monai.inference.slicewise import busy_batches
 from mtsr_monai.io import atomic_file_set, atomic_write_text, load_volume, nifti_space, save_volume
-from mtsr_monai.io.geometry import TRAINING_AXCODES, orientation_change, reorient, undo_orientation_change
+from mtsr_monai.io.geometry import AxisOrder
 from mtsr_monai.io.outputs import glob_escape
 from mtsr_monai.metrics.image import mae, nmse, psnr, ssim
 from mtsr_monai.progress import StageBar
@@ -130,10 +130,9 @@ def restore_planes(
     the output), so the same session stored in another axis order is restored alike."""
     desc = kwargs.pop("desc", "restoring")
     if affine is not None:
-        change = orientation_change(affine, TRAINING_AXCODES)
-        ordered_axes = [int(change[a, 0]) for a in axes]
-        out = restore_planes(network, reorient(volume, change), ordered_axes, desc=desc, **kwargs)
-        return reorient(out, undo_orientation_change(change))
+        order = AxisOrder(affine)
+        out = restore_planes(network, order.apply(volume), [order.axis(a) for a in axes], desc=desc, **kwargs)
+        return order.undo(out)
 
     def one_plane(k: int) -> np.ndarray:  # each pass named on its progress bar
         named = f"{desc}, plane {k + 1} of {len(axes)} (axis {axes[k]})" if len(axes) > 1 else desc

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from mtsr_monai.io import atomic_write_text, load_volume, save_volume
-from mtsr_monai.io.geometry import TRAINING_AXCODES, orientation_change, reorient, undo_orientation_change
+from mtsr_monai.io.geometry import AxisOrder
 from mtsr_monai.reporting.views import (
     CONVENTION,
     colour_bar,
@@ -117,13 +117,12 @@ def explain_volume(
     on all of them together, rejects: a score near 0 and an empty GradCAM that say little of the others).
     With the grid's ``affine`` the slices are cut in the training array order, as the restoration did."""
     if affine is not None:
-        change = orientation_change(affine, TRAINING_AXCODES)
-        ordered = (reorient(x, change), reorient(y, change), int(change[axis, 0]))
+        order = AxisOrder(affine)
+        ordered = (order.apply(x), order.apply(y), order.axis(axis))
         out = explain_volume(network, critic, *ordered, modalities, batch_size, device)
-        undo = undo_orientation_change(change)
-        out["attention"] = [reorient(m, undo) for m in out["attention"]]
+        out["attention"] = [order.undo(m) for m in out["attention"]]
         if "gradcam" in out:
-            out["gradcam"] = reorient(out["gradcam"], undo)
+            out["gradcam"] = order.undo(out["gradcam"])
         return out
     out: dict[str, Any] = {"attention": attention_volumes(network, x, axis, batch_size, device)}
     if critic is not None:

@@ -24,14 +24,7 @@ from mtsr_monai.errors import InputError
 from mtsr_monai.inference.bundle import bundle_components, infer_item, load_bundle_network
 from mtsr_monai.inference.slicewise import busy_batches
 from mtsr_monai.io import check_image_file, load_volume, nifti_space, save_volume
-from mtsr_monai.io.geometry import (
-    TRAINING_AXCODES,
-    orientation_change,
-    reorient,
-    resolve_axis,
-    sr_affine,
-    undo_orientation_change,
-)
+from mtsr_monai.io.geometry import AxisOrder, resolve_axis, sr_affine
 from mtsr_monai.io.validation import check_nifti_header, check_volume_array, validate_volume
 from mtsr_monai.precision import (  # noqa: F401 (kept public here: scripts import them from this module)
     PRECISIONS,
@@ -264,12 +257,11 @@ def super_resolve_planes(
     gives the same output: the network is not flip- or transpose-invariant."""
     affine = np.asarray(affine)
     through = resolve_axis(affine, axis)
-    change = orientation_change(affine, TRAINING_AXCODES)
-    ordered_through = int(change[through, 0])
-    slices = np.moveaxis(reorient(volume, change), ordered_through, 0)
+    order = AxisOrder(affine)
+    slices = np.moveaxis(order.apply(volume), order.axis(through), 0)
     out = super_resolve_scaled(np.ascontiguousarray(slices), scale=scale, **options)
-    out = reorient(np.moveaxis(out, 0, ordered_through), undo_orientation_change(change))
-    return np.ascontiguousarray(out), sr_affine(affine, [k for k in range(3) if k != through], scale)
+    inplane = [k for k in range(3) if k != through]
+    return order.undo(np.moveaxis(out, 0, order.axis(through))), sr_affine(affine, inplane, scale)
 
 
 def super_resolve_file(

@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from nibabel.orientations import apply_orientation
 
 from mtsr_monai.data.datalist import check_translation_pair
 from mtsr_monai.engines.bicyclegan import export_generator  # noqa: F401 (the weights format, public here)
@@ -31,12 +30,7 @@ from mtsr_monai.errors import InputError
 from mtsr_monai.inference.brain_mask import brain_mask_for
 from mtsr_monai.inference.bundle import bundle_components, infer_item, read_weights, weights_path
 from mtsr_monai.inference.slicewise import busy_batches
-from mtsr_monai.io.geometry import (
-    TRAINING_AXCODES,
-    orientation_change,
-    resolve_axis,
-    undo_orientation_change,
-)
+from mtsr_monai.io.geometry import AxisOrder, resolve_axis
 from mtsr_monai.io.validation import check_volume_array
 from mtsr_monai.io.volume import voxel_sizes
 from mtsr_monai.networks.bicyclegan import LatentUNetGenerator
@@ -242,10 +236,10 @@ def translate_volume(
             raise InputError(f"mask shape {np.shape(mask)} differs from the image's {arr.shape}")
         arr = np.where(np.asarray(mask) > 0, arr, 0).astype(np.float32)
     # the generators are not flip- or transpose-invariant: the training array order (flips, swaps; undone)
-    change = orientation_change(affine, TRAINING_AXCODES)
+    order = AxisOrder(affine)
     warn_about_pixels(affine, resolve_axis(np.asarray(affine), axis), native_resolution)
-    through = int(change[resolve_axis(np.asarray(affine), axis), 0])
-    arr = np.ascontiguousarray(apply_orientation(arr, change))
+    through = order.axis(resolve_axis(np.asarray(affine), axis))
+    arr = order.apply(arr)
     scaled = robust_scale(torch.as_tensor(arr, dtype=torch.float32)).numpy()
     slices = torch.from_numpy(np.ascontiguousarray(np.moveaxis(scaled, through, 0)))
     foreground = slices > 0
@@ -266,8 +260,7 @@ def translate_volume(
         from mtsr_monai.inference.tissue_lookup import blend_with_tissue_lookup
 
         out = blend_with_tissue_lookup(out, arr, tissue_prior)
-    undo = undo_orientation_change(change)
-    return np.ascontiguousarray(np.stack([apply_orientation(sample, undo) for sample in out]))
+    return order.undo(out)
 
 
 def sample_statistics(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,15 @@ import numpy as np
 #: anatomical plane name -> world (RAS) axis normal to it
 PLANE_WORLD_AXIS = {"sagittal": 0, "coronal": 1, "axial": 2}
 
-__all__ = ["PLANE_WORLD_AXIS", "block_centre_offset", "resampled_affine", "resolve_axis", "sr_affine"]
+__all__ = [
+    "PLANE_WORLD_AXIS",
+    "TRAINING_AXCODES",
+    "AxisOrder",
+    "block_centre_offset",
+    "resampled_affine",
+    "resolve_axis",
+    "sr_affine",
+]
 
 
 def _as_array(affine: Any) -> np.ndarray:
@@ -111,32 +119,47 @@ def sr_affine(affine: np.ndarray, inplane: Sequence[int], scale: int) -> np.ndar
 TRAINING_AXCODES = ("L", "P", "S")
 
 
-def orientation_change(affine: Any, axcodes: Sequence[str]) -> np.ndarray:
-    """The nibabel orientation transform (flips and axis swaps only, no resampling) that brings an array on
-    ``affine`` to the axis codes ``axcodes`` (e.g. ``("L", "P", "S")``); an oblique affine goes to the
-    closest such order. Apply it with ``nibabel.orientations.apply_orientation``, undo it with
-    :func:`undo_orientation_change`."""
-    # lazy: nibabel.orientations loads scipy (seconds), which most users of this module never need
-    from nibabel import orientations
+class AxisOrder:
+    """The flips and axis swaps (no resampling) that bring arrays on ``affine`` to the axis codes ``axcodes``
+    (nibabel's orientation transform; an oblique affine goes to the closest such order), and back.
 
-    start = orientations.io_orientation(_as_array(affine))
-    return orientations.ornt_transform(start, orientations.axcodes2ornt(axcodes))
+    Inference cuts 2D slices in the networks' training order with it: ``order.apply`` on the way in,
+    ``order.axis`` for where a stored axis went, ``order.undo`` on the outputs."""
+
+    def __init__(self, affine: Any, axcodes: Sequence[str] = TRAINING_AXCODES) -> None:
+        # lazy: nibabel.orientations loads scipy (seconds), which most users of this module never need
+        from nibabel import orientations
+
+        start = orientations.io_orientation(_as_array(affine))
+        self.change = orientations.ornt_transform(start, orientations.axcodes2ornt(tuple(axcodes)))
+        self.back = np.zeros_like(self.change)
+        for axis, (new_axis, flip) in enumerate(self.change):
+            self.back[int(new_axis)] = (axis, flip)
+
+    def axis(self, stored_axis: int) -> int:
+        """Where the stored array's spatial ``stored_axis`` lies after :meth:`apply`."""
+        return int(self.change[stored_axis, 0])
+
+    def apply(self, volume: np.ndarray) -> np.ndarray:
+        """``volume`` (X, Y, Z), or channel-first (C, X, Y, Z), in the target order."""
+        return _reoriented(volume, self.change)
+
+    def undo(self, volume: np.ndarray) -> np.ndarray:
+        """An array in the target order (3D or channel-first) back in the stored order."""
+        return _reoriented(volume, self.back)
+
+    def affine(self, affine: Any, shape: Sequence[int]) -> np.ndarray:
+        """The affine of the reordered array, given the stored ``affine`` and spatial ``shape``."""
+        # lazy: as above
+        from nibabel.orientations import inv_ornt_aff
+
+        return _as_array(affine) @ inv_ornt_aff(self.change, tuple(shape))
 
 
-def reorient(volume: np.ndarray, change: np.ndarray) -> np.ndarray:
-    """``volume`` (X, Y, Z), or channel-first (C, X, Y, Z), with the orientation transform ``change`` of
-    :func:`orientation_change` applied to its spatial axes (flips and axis swaps: no resampling)."""
+def _reoriented(volume: np.ndarray, change: np.ndarray) -> np.ndarray:
     # lazy: nibabel.orientations loads scipy (seconds), which most users of this module never need
     from nibabel.orientations import apply_orientation
 
     if np.ndim(volume) == 3:
-        return apply_orientation(volume, change)
-    return np.moveaxis(apply_orientation(np.moveaxis(volume, 0, -1), change), -1, 0)
-
-
-def undo_orientation_change(change: np.ndarray) -> np.ndarray:
-    """The orientation transform that undoes ``change`` (of :func:`orientation_change`)."""
-    undo = np.zeros_like(change)
-    for axis, (new_axis, flip) in enumerate(change):
-        undo[int(new_axis)] = (axis, flip)
-    return undo
+        return np.ascontiguousarray(apply_orientation(volume, change))
+    return np.ascontiguousarray(np.moveaxis(apply_orientation(np.moveaxis(volume, 0, -1), change), -1, 0))

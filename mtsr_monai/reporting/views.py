@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from mtsr_monai.io import atomic_output
+from mtsr_monai.io.geometry import AxisOrder
 
 #: plane -> RAS axis normal to it
 PLANE_AXIS = {"sagittal": 0, "coronal": 1, "axial": 2}
@@ -48,14 +49,10 @@ __all__ = [
 
 
 def canonical(volume: Any, affine: Any) -> tuple[np.ndarray, np.ndarray]:
-    """``(array, affine)`` reoriented to the closest RAS+ axes (nibabel orientation codes, no resampling)."""
-    from nibabel import orientations as ornt
-
+    """``(array, affine)`` of a 3D ``volume`` reoriented to the closest RAS+ axes (flips and swaps only)."""
     volume = np.asarray(volume)
-    affine = np.asarray(affine, dtype=np.float64)
-    transform = ornt.ornt_transform(ornt.io_orientation(affine), ornt.axcodes2ornt("RAS"))
-    array = ornt.apply_orientation(volume, transform)
-    return np.ascontiguousarray(array), affine @ ornt.inv_ornt_aff(transform, volume.shape)
+    order = AxisOrder(affine, "RAS")
+    return order.apply(volume), order.affine(affine, volume.shape)
 
 
 def centre_point(mask: np.ndarray, affine: Any) -> np.ndarray:
