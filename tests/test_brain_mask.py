@@ -82,7 +82,7 @@ def test_a_clinical_head_gets_a_mask_inside_its_skull(sequence):
 
 
 def _loaded(path) -> dict:
-    from mtsr_monai.inference.components import LoadVolumed
+    from mtsr_monai.transforms.io import LoadVolumed
 
     return LoadVolumed(keys="image")({"image": str(path)})
 

@@ -127,7 +127,7 @@ def test_clinical_bundle_inference_equals_mtsr_clinical_sr(tmp_path):
 
 
 def _sr_writer(out: Path):
-    from mtsr_monai.inference.components import SaveVolumed
+    from mtsr_monai.transforms.io import SaveVolumed
 
     return SaveVolumed(keys="pred", output_dir=str(out), postfix="sr")
 

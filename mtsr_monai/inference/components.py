@@ -11,6 +11,9 @@ are the functions the clinical objects here call (``prepare_routine_scans``, ``r
 ``to_scanner_units``, ``consistency_step``), and tests/test_bundle_inference.py checks that both write the
 same volume.
 
+The generic steps (reading, the training scaling and its inverse, writing one volume) are transforms of
+:mod:`mtsr_monai.transforms.io` and :mod:`mtsr_monai.transforms.scale`; the task-specific ones are here.
+
 Inferers take ``(B, C, X, Y, Z)`` batches (a MetaTensor carrying the affine) and return a MetaTensor batch
 whose affine is that of the output grid, so a writer needs nothing else.
 """
@@ -46,27 +49,21 @@ from mtsr_monai.inference.clinical import (
 )
 from mtsr_monai.inference.super_resolve import super_resolve_planes
 from mtsr_monai.inference.translate import checked_codes, latent_codes, sample_statistics, translate_volume
-from mtsr_monai.io import (
-    atomic_file_set,
-    atomic_write_text,
-    load_volume,
-    nifti_space,
-    save_volume,
-    volume_stem,
-)
+from mtsr_monai.io import atomic_file_set, atomic_write_text, load_volume, nifti_space, save_volume
 from mtsr_monai.io.outputs import OutputPlan
-from mtsr_monai.transforms.intensity import robust_range, scale_to_range
+
+# LoadVolumed and SaveVolumed are defined with the other transforms; bundle configs written before the
+# move name them here
+from mtsr_monai.transforms.io import LoadVolumed, SaveVolumed, item_affine, output_stem
 
 __all__ = [
     "AutoBrainMaskd",
     "ClinicalConsistencyd",
     "ClinicalRestored",
     "ClinicalSliceInferer",
-    "IntensityRestored",
     "LoadVolumed",
     "MaskOutsided",
     "PrepareRoutineScansd",
-    "RobustScaled",
     "SaveClinicald",
     "SaveTranslationsd",
     "SaveVolumed",
@@ -75,19 +72,9 @@ __all__ = [
     "output_stem",
 ]
 
-RANGE_KEY = "mtsr_intensity_range"  # (lo, hi) of the robust scaling, kept in the image's meta
 CODES_KEY = "mtsr_latent_codes"  # JSON {"seed", "codes"} of a translation, kept in the output's meta
 # JSON {"bounds", "thick_axis", "given", "modalities", "transforms"} of a routine session
 CLINICAL_KEY = "mtsr_clinical"
-
-
-def _affine(x: torch.Tensor, index: int) -> np.ndarray:
-    """The 4x4 affine of batch item ``index`` (identity for a plain tensor)."""
-    if not isinstance(x, MetaTensor):
-        return np.eye(4)
-    a = x.affine
-    a = a[index] if a.ndim == 3 else a
-    return np.asarray(a.detach().cpu(), dtype=np.float64)
 
 
 def _batch(items: Sequence[MetaTensor]) -> MetaTensor:
@@ -102,32 +89,7 @@ def _network_device(network: Any) -> torch.device:
     return params[0].device if params else torch.device("cpu")
 
 
-def output_stem(d: Mapping[Hashable, Any], key: str = "image") -> str:
-    """Input file name without its extension, from the loaded image's meta or the item's path."""
-    value = d.get(key)
-    name = value.meta.get("filename_or_obj", "") if isinstance(value, MetaTensor) else value
-    stem = volume_stem(str(name)) if name else ""
-    return stem or "image"
-
-
 # ------------------------------------------------------------------------------------------ transforms
-class LoadVolumed(MapTransform):
-    """Read each key's path with :func:`mtsr_monai.io.load_volume` (validated: an unusable file raises
-    :class:`~mtsr_monai.errors.InputError` naming it) as a channel-first ``(1, X, Y, Z)`` MetaTensor."""
-
-    def __init__(self, keys: KeysCollection, validate: bool = True, allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.validate = validate
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            if d[key] is None or isinstance(d[key], torch.Tensor):
-                continue
-            d[key] = load_volume(d[key], validate=self.validate)[None]
-        return d
-
-
 #: item key saying where the item's mask came from: :data:`~mtsr_monai.inference.brain_mask.AUTO` when
 #: :class:`AutoBrainMaskd` estimated it (the writer then keeps it beside the outputs)
 MASK_SOURCE_KEY = "mask_source"
@@ -193,87 +155,12 @@ class MaskOutsided(MapTransform):
             names = (str(img.meta.get("filename_or_obj", key)), str(mask.meta.get("filename_or_obj", "mask")))
             inside = check_brain_mask(
                 np.asarray(mask.detach().cpu())[0],
-                _affine(mask, 0),
+                item_affine(mask, 0),
                 tuple(img.shape[1:]),
-                _affine(img, 0),
+                item_affine(img, 0),
                 names,
             )
             d[key] = img * torch.from_numpy(inside).to(img.dtype)
-        return d
-
-
-class RobustScaled(MapTransform):
-    """Scale each key by :func:`~mtsr_monai.transforms.intensity.robust_range` (the training scaling), not
-    clipped, so that :class:`IntensityRestored` maps the prediction back exactly; ``(lo, hi)`` go to the
-    meta."""
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            img = d[key]
-            arr = img.detach().cpu().numpy().astype(np.float32, copy=False)
-            lo, hi = robust_range(arr)
-            scaled = scale_to_range(arr, lo, hi, clip=False)
-            scaled = MetaTensor(torch.from_numpy(scaled), meta=dict(img.meta))
-            scaled.meta[RANGE_KEY] = [lo, hi]
-            d[key] = scaled
-        return d
-
-
-def _range_of(ref: Any) -> tuple[float, float]:
-    lo, hi = ref.meta[RANGE_KEY]
-    return float(lo), float(hi)
-
-
-class IntensityRestored(MapTransform):
-    """Map each key back to the intensities of ``ref_key`` (the inverse of :class:`RobustScaled`)."""
-
-    def __init__(self, keys: KeysCollection, ref_key: str = "image") -> None:
-        super().__init__(keys)
-        self.ref_key = ref_key
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
-        d = dict(data)
-        lo, hi = _range_of(d[self.ref_key])
-        for key in self.key_iterator(d):
-            d[key] = d[key] * (hi - lo) + lo
-        return d
-
-
-class SaveVolumed(MapTransform):
-    """Write each key (``(1, X, Y, Z)`` or 3D, its own affine) atomically with
-    :func:`mtsr_monai.io.save_volume` to the item's ``path_key`` entry, else to
-    ``output_dir/<input name>_<postfix>.nii.gz``, in the NIfTI space of the item's ``ref_key`` image."""
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        output_dir: str = ".",
-        postfix: str = "",
-        path_key: str = "output",
-        ref_key: str = "image",
-    ) -> None:
-        super().__init__(keys)
-        self.output_dir, self.postfix, self.path_key, self.ref_key = output_dir, postfix, path_key, ref_key
-
-    def output_path(self, d: Mapping[Hashable, Any]) -> Path:
-        if d.get(self.path_key):
-            return Path(d[self.path_key])
-        suffix = f"_{self.postfix}" if self.postfix else ""
-        return Path(self.output_dir) / f"{output_stem(d)}{suffix}.nii.gz"
-
-    def planned_outputs(self, d: Mapping[Hashable, Any]) -> OutputPlan:
-        """What writing item ``d`` (paths, before loading) will create: checked before a bundle run."""
-        return OutputPlan(files=[self.output_path(d)])
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            path = self.output_path(d)
-            img = d[key]
-            space = nifti_space(d.get(self.ref_key))
-            save_volume(img[0] if img.ndim == 4 else img, path, affine=_affine(img, 0), space=space)
-            d[f"{key}_path"] = str(path)
         return d
 
 
@@ -281,16 +168,22 @@ class SaveTranslationsd(MapTransform):
     """Write the N translations in ``keys`` (``(N, X, Y, Z)``) as ``sample_0..N-1``, their ``mean`` and
     per-voxel ``std``, and ``codes.json`` (the latent codes, to reproduce a sample) into the item's
     ``path_key`` folder, else ``output_dir/<input name>/``; with them the item's ``mask_key`` as
-    ``brain_mask.nii.gz`` when :class:`AutoBrainMaskd` estimated it."""
+    ``brain_mask.nii.gz`` when :class:`AutoBrainMaskd` estimated it. All in the NIfTI space of the item's
+    ``ref_key`` image, which also names the folder."""
 
     def __init__(
-        self, keys: KeysCollection, output_dir: str = ".", path_key: str = "output", mask_key: str = "mask"
+        self,
+        keys: KeysCollection,
+        output_dir: str = ".",
+        path_key: str = "output",
+        mask_key: str = "mask",
+        ref_key: str = "image",
     ) -> None:
         super().__init__(keys)
-        self.output_dir, self.path_key, self.mask_key = output_dir, path_key, mask_key
+        self.output_dir, self.path_key, self.mask_key, self.ref_key = output_dir, path_key, mask_key, ref_key
 
     def output_folder(self, d: Mapping[Hashable, Any]) -> Path:
-        return Path(d.get(self.path_key) or Path(self.output_dir) / output_stem(d))
+        return Path(d.get(self.path_key) or Path(self.output_dir) / output_stem(d, self.ref_key))
 
     def planned_outputs(self, d: Mapping[Hashable, Any]) -> OutputPlan:
         """What writing item ``d`` will create (its folder, the files in it): checked before a bundle run."""
@@ -303,7 +196,7 @@ class SaveTranslationsd(MapTransform):
         for key in self.key_iterator(d):
             out = self.output_folder(d)
             pred = d[key]
-            affine, space = _affine(pred, 0), nifti_space(d.get("image"))
+            affine, space = item_affine(pred, 0), nifti_space(d.get(self.ref_key))
             samples = pred.detach().cpu().numpy()
             mean, std = sample_statistics(samples)
             volumes = {f"sample_{i}.nii.gz": v for i, v in enumerate(samples)}
@@ -330,7 +223,8 @@ class SaveTranslationsd(MapTransform):
 # ------------------------------------------------------------------------------------------- inferers
 class SliceSRInferer(Inferer):
     """Whole-volume x ``scale`` in-plane super-resolution: each batch item ``(1, X, Y, Z)`` (scaled by
-    :class:`RobustScaled`) is cut into slices normal to ``axis`` (found from its affine), super-resolved by
+    :class:`~mtsr_monai.transforms.scale.RobustScaleIntensityd`) is cut into slices normal to ``axis`` (found
+    from its affine), super-resolved by
     :func:`~mtsr_monai.inference.super_resolve.super_resolve_scaled` (LR sliding windows of ``roi_size``,
     at most the slice, Gaussian blending; background slices skipped) and returned with the refined grid's
     affine (same field of view, in-plane voxel size / ``scale``). ``method`` other than ``model``
@@ -367,7 +261,7 @@ class SliceSRInferer(Inferer):
             vol = inputs[b, 0].detach().cpu().numpy().astype(np.float32, copy=False)
             out, grid = super_resolve_planes(
                 vol,
-                _affine(inputs, b),
+                item_affine(inputs, b),
                 self.axis,
                 scale=self.scale,
                 method=self.method,
@@ -428,7 +322,7 @@ class SliceTranslationInferer(Inferer):
         codes = self.latent_codes()
         outs = []
         for b in range(inputs.shape[0]):
-            affine = _affine(inputs, b)
+            affine = item_affine(inputs, b)
             out = translate_volume(
                 inputs[b, 0].detach().cpu().numpy(),
                 affine,
@@ -552,7 +446,7 @@ class ClinicalSliceInferer(Inferer):
                 item.detach().cpu().numpy() / self.headroom,
                 axes,
                 # a validation batch is a plain tensor in the training order: no affine, no reordering
-                _affine(inputs, b) if isinstance(inputs, MetaTensor) else None,
+                item_affine(inputs, b) if isinstance(inputs, MetaTensor) else None,
                 batch_size=self.batch_size,
                 patch_size=self.patch_size,
                 overlap=self.overlap,
@@ -560,7 +454,7 @@ class ClinicalSliceInferer(Inferer):
                 progress=self.progress,
                 desc="restoring",
             )
-            restored = MetaTensor(torch.from_numpy(out), affine=torch.as_tensor(_affine(inputs, b)))
+            restored = MetaTensor(torch.from_numpy(out), affine=torch.as_tensor(item_affine(inputs, b)))
             if isinstance(item, MetaTensor) and CLINICAL_KEY in item.meta:  # absent in validation batches
                 restored.meta[CLINICAL_KEY] = item.meta[CLINICAL_KEY]
             outs.append(restored)
@@ -627,7 +521,7 @@ class ClinicalConsistencyd(MapTransform):
         return {
             "images": {m: metatensor_to_sitk(load_volume(d[m])) for m in info["given"]},
             "transforms": {m: transform_from_spec(t) for m, t in info.get("transforms", {}).items()},
-            "affine": _affine(pred, 0),
+            "affine": item_affine(pred, 0),
             "coverage": np.asarray(torch.as_tensor(d[self.coverage_key])[0].bool().cpu()),
         }
 
@@ -685,7 +579,7 @@ class SaveClinicald(MapTransform):
         out = self.output_folder(d)
         for key in self.key_iterator(d):
             pred = d[key]
-            affine, space = _affine(pred, 0), nifti_space(d[self.ref_key])
+            affine, space = item_affine(pred, 0), nifti_space(d[self.ref_key])
             given = [(c, m) for c, m in enumerate(info["modalities"]) if m in info["given"]]
             with atomic_file_set(out, stale=tuple(f"{m}.nii.gz" for m in self.SEQUENCES)) as staging:
                 for c, m in given:

@@ -24,8 +24,9 @@ from monailabel.utils.others.generic import strtobool
 from mtsr_monai.errors import InputError, root_cause
 from mtsr_monai.inference import components
 from mtsr_monai.inference.bundle import verify_file
+from mtsr_monai.transforms.io import SaveVolumed
 
-WRITERS = [SaveImaged, components.SaveVolumed, components.SaveTranslationsd, components.SaveClinicald]
+WRITERS = [SaveImaged, SaveVolumed, components.SaveTranslationsd, components.SaveClinicald]
 SEQUENCES = ("flair", "t1", "t2")
 MAX_SAMPLES = 50
 

@@ -3,8 +3,9 @@ bundle configs by ``_target_``.
 
 Preprocessing: :class:`N4BiasFieldCorrectiond`, :class:`RegisterToTemplated`,
 :class:`BrainMaskFromTemplated`, :class:`CropToMaskBoxd` (:class:`CropToTemplateBoxd`: its deprecated
-old name), :class:`ScaleIntensityPercentilesInMaskd`, :class:`RobustScaleIntensityd`; each with its array
-transform (the name without ``d``).
+old name), :class:`ScaleIntensityPercentilesInMaskd`, :class:`RobustScaleIntensityd` and its inverse
+:class:`RestoreIntensityd`; each with its array transform (the name without ``d``).
+Reading and writing: :class:`LoadVolumed`, :class:`SaveVolumed`.
 Degradation: :class:`RandSecondOrderDegradationd`, :class:`RandKSpaceTruncationd`,
 :class:`RandThickSliceDegradationd`; their bases :class:`RandDegradation` / :class:`RandDegradationd`.
 Clinical protocols: :class:`RandSimulateProtocold`, :class:`SimulateProtocold`, :class:`RandChannelDropoutd`.
@@ -30,6 +31,10 @@ _EXPORTS = {
     "ScaleIntensityPercentilesInMaskd": "scale",
     "RobustScaleIntensity": "scale",
     "RobustScaleIntensityd": "scale",
+    "RestoreIntensity": "scale",
+    "RestoreIntensityd": "scale",
+    "LoadVolumed": "io",
+    "SaveVolumed": "io",
     "RandDegradation": "degradation",
     "RandDegradationd": "degradation",
     "RandSecondOrderDegradation": "degradation",

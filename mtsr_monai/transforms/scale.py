@@ -1,14 +1,15 @@
 """MONAI transforms of the intensity scaling in :mod:`mtsr_monai.transforms.intensity`: array transforms plus
 their dictionary wrappers.
 
-- :class:`RobustScaleIntensity` / :class:`RobustScaleIntensityd`: the networks' training scaling, per volume;
+- :class:`RobustScaleIntensity` / :class:`RobustScaleIntensityd`: the networks' training scaling, per volume,
+  and its inverse :class:`RestoreIntensity` / :class:`RestoreIntensityd` (a prediction back to input units);
 - :class:`ScaleIntensityPercentilesInMask` / :class:`ScaleIntensityPercentilesInMaskd`: the preprocessing
   scaling, percentiles inside the brain mask (the dictionary wrapper records them for the JSON sidecar).
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,10 +19,12 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import convert_to_numpy
 
-from mtsr_monai.transforms.intensity import robust_scale, scale_percentiles_in_mask
-from mtsr_monai.transforms.keys import PARAMS_KEY
+from mtsr_monai.transforms.intensity import robust_range, scale_percentiles_in_mask, scale_to_range
+from mtsr_monai.transforms.keys import PARAMS_KEY, RANGE_KEY
 
 __all__ = [
+    "RestoreIntensity",
+    "RestoreIntensityd",
     "RobustScaleIntensity",
     "RobustScaleIntensityd",
     "ScaleIntensityPercentilesInMask",
@@ -30,14 +33,22 @@ __all__ = [
 
 
 class RobustScaleIntensity(Transform):
-    """Array transform: :func:`~mtsr_monai.transforms.intensity.robust_scale` of the whole image (per volume;
-    percentiles ``lower`` / ``upper``)."""
+    """Array transform: the networks' training scaling of the whole image (per volume):
+    :func:`~mtsr_monai.transforms.intensity.robust_range` (percentiles ``lower`` / ``upper``) mapped to
+    [0, 1], clipped unless ``clip=False``. A MetaTensor keeps its meta, with ``(lo, hi)`` under
+    :data:`~mtsr_monai.transforms.keys.RANGE_KEY`, so that :class:`RestoreIntensity` maps a prediction back
+    (inference scales unclipped, so that the map back is exact)."""
 
     def __init__(self, lower: float = 0.5, upper: float = 99.5, clip: bool = True) -> None:
         self.lower, self.upper, self.clip = lower, upper, clip
 
     def __call__(self, img: Any) -> torch.Tensor:
-        return robust_scale(img, self.lower, self.upper, self.clip)
+        array = convert_to_numpy(img).astype(np.float32, copy=False)
+        lo, hi = robust_range(array, self.lower, self.upper)
+        scaled = torch.from_numpy(np.ascontiguousarray(scale_to_range(array, lo, hi, self.clip)))
+        if isinstance(img, MetaTensor):
+            scaled = MetaTensor(scaled, meta={**img.meta, RANGE_KEY: [lo, hi]})
+        return scaled
 
 
 class RobustScaleIntensityd(MapTransform):
@@ -58,6 +69,34 @@ class RobustScaleIntensityd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             d[key] = self.scaler(d[key])
+        return d
+
+
+class RestoreIntensity(Transform):
+    """Array transform: the inverse of :class:`RobustScaleIntensity`, ``img * (hi - lo) + lo`` for the
+    ``value_range`` ``(lo, hi)`` it recorded."""
+
+    def __call__(self, img: Any, value_range: Sequence[float]) -> Any:
+        lo, hi = (float(v) for v in value_range)
+        return img * (hi - lo) + lo
+
+
+class RestoreIntensityd(MapTransform):
+    """Dictionary wrapper of :class:`RestoreIntensity`: each key (a prediction) back to the intensities of
+    the ``ref_key`` image, whose meta holds the range :class:`RobustScaleIntensity` recorded."""
+
+    def __init__(
+        self, keys: KeysCollection, ref_key: str = "image", allow_missing_keys: bool = False
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.ref_key = ref_key
+        self.restore = RestoreIntensity()
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        d = dict(data)
+        value_range = d[self.ref_key].meta[RANGE_KEY]
+        for key in self.key_iterator(d):
+            d[key] = self.restore(d[key], value_range)
         return d
 
 

@@ -1,0 +1,94 @@
+"""Dictionary transforms that read and write volumes with :mod:`mtsr_monai.io` (validated reading, atomic
+writing in the input's NIfTI space), as MONAI's ``LoadImaged`` / ``SaveImaged`` do for its readers.
+
+The bundles' ``inference.yaml`` declare them; the task-specific writers (translation samples, clinical
+sequences) build on :func:`item_affine` and :func:`output_stem` in :mod:`mtsr_monai.inference.components`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform
+
+from mtsr_monai.io import load_volume, nifti_space, save_volume, volume_stem
+from mtsr_monai.io.outputs import OutputPlan
+
+__all__ = ["LoadVolumed", "SaveVolumed", "item_affine", "output_stem"]
+
+
+def item_affine(x: torch.Tensor, index: int) -> np.ndarray:
+    """The 4x4 affine of batch item ``index`` (identity for a plain tensor)."""
+    if not isinstance(x, MetaTensor):
+        return np.eye(4)
+    a = x.affine
+    a = a[index] if a.ndim == 3 else a
+    return np.asarray(a.detach().cpu(), dtype=np.float64)
+
+
+def output_stem(d: Mapping[Hashable, Any], key: str = "image") -> str:
+    """Input file name without its extension, from the loaded image's meta or the item's path."""
+    value = d.get(key)
+    name = value.meta.get("filename_or_obj", "") if isinstance(value, MetaTensor) else value
+    stem = volume_stem(str(name)) if name else ""
+    return stem or "image"
+
+
+class LoadVolumed(MapTransform):
+    """Read each key's path with :func:`mtsr_monai.io.load_volume` (validated: an unusable file raises
+    :class:`~mtsr_monai.errors.InputError` naming it) as a channel-first ``(1, X, Y, Z)`` MetaTensor."""
+
+    def __init__(self, keys: KeysCollection, validate: bool = True, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.validate = validate
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            if d[key] is None or isinstance(d[key], torch.Tensor):
+                continue
+            d[key] = load_volume(d[key], validate=self.validate)[None]
+        return d
+
+
+class SaveVolumed(MapTransform):
+    """Write each key (``(1, X, Y, Z)`` or 3D, its own affine) atomically with
+    :func:`mtsr_monai.io.save_volume` to the item's ``path_key`` entry, else to
+    ``output_dir/<input name>_<postfix>.nii.gz``, in the NIfTI space of the item's ``ref_key`` image."""
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        output_dir: str = ".",
+        postfix: str = "",
+        path_key: str = "output",
+        ref_key: str = "image",
+    ) -> None:
+        super().__init__(keys)
+        self.output_dir, self.postfix, self.path_key, self.ref_key = output_dir, postfix, path_key, ref_key
+
+    def output_path(self, d: Mapping[Hashable, Any]) -> Path:
+        if d.get(self.path_key):
+            return Path(d[self.path_key])
+        suffix = f"_{self.postfix}" if self.postfix else ""
+        return Path(self.output_dir) / f"{output_stem(d)}{suffix}.nii.gz"
+
+    def planned_outputs(self, d: Mapping[Hashable, Any]) -> OutputPlan:
+        """What writing item ``d`` (paths, before loading) will create: checked before a bundle run."""
+        return OutputPlan(files=[self.output_path(d)])
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            path = self.output_path(d)
+            img = d[key]
+            space = nifti_space(d.get(self.ref_key))
+            save_volume(img[0] if img.ndim == 4 else img, path, affine=item_affine(img, 0), space=space)
+            d[f"{key}_path"] = str(path)
+        return d
