@@ -47,6 +47,7 @@ from mtsr_monai.io.geometry import AxisOrder
 from mtsr_monai.io.outputs import glob_escape
 from mtsr_monai.metrics.image import mae, nmse, psnr, ssim
 from mtsr_monai.progress import StageBar
+from mtsr_monai.transforms.foreground import object_mask
 from mtsr_monai.transforms.intensity import robust_range, scale_to_range
 
 #: the run summary written beside the outputs
@@ -501,24 +502,14 @@ def consistency_check(
         for a in range(3)
     ]
     x_lp = gaussian_filter(x, sig) if any(sig) else x
-    # the foreground grown by 2 voxels: signal the re-acquisition spreads past the object's edge (or that
-    # the output invented there) is counted too
-    core = (inside > 0.5) & _foreground(x)
+    # the object (the scaling's rule; exact zeros are background only where common) grown by 2 voxels:
+    # signal the re-acquisition spreads past the object's edge (or that the output invented there) counts too
+    core = (inside > 0.5) & object_mask(x, min_zero_share=0.05)
     support = core | ((inside > 0.5) & binary_dilation(core, iterations=2))
     # normalised by the profile's share inside the output's field of view (normalised convolution): a slice
     # at the edge of the field of view is not darkened by the zeros beyond it
     acquired = np.where(support, acquired / np.maximum(inside, 0.5), 0.0).astype(np.float32)
     return {"acquired": acquired, "input": x_lp, "support": support, "core": core}
-
-
-def _foreground(x: np.ndarray) -> np.ndarray:
-    """The scan's object voxels: non-zero where the background is exactly 0 (skull-stripped), else Otsu."""
-    from skimage.filters import threshold_otsu
-
-    if float(x.min()) == 0.0 and (x == 0).mean() > 0.05:
-        return x > 0
-    flat = x.ravel()[:: max(1, x.size // 1_000_000)]
-    return x > threshold_otsu(flat)
 
 
 def consistency_gain(check: Mapping[str, np.ndarray]) -> float:

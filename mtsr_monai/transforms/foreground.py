@@ -1,5 +1,6 @@
-"""Where the object is in a scan, from its intensities alone: the head (Otsu), whether the scan is
-skull-stripped, the level under which a voxel is background, and the image's own smoothness (FWHM).
+"""Where the object is in a scan, from its intensities alone: its object voxels (the rule of the training
+scaling), the head (Otsu), whether the scan is skull-stripped, the level under which a voxel is background,
+and the image's own smoothness (FWHM).
 
 Used by the QC metrics (:mod:`mtsr_monai.metrics.qc`, whose module docstring gives the rules) and, below
 them, by the registration (a skull-stripped reference is registered to the brain-only template) and the
@@ -40,6 +41,23 @@ def fwhm(
     axes = [v for v in out.values() if v is not None]
     out["fwhm_avg"] = float(np.mean(axes)) if len(axes) == 3 else None
     return out
+
+
+def object_mask(x: np.ndarray, min_zero_share: float = 0.0) -> np.ndarray:
+    """The scan's object voxels, the rule of the networks' training scaling: non-zero where the background
+    is exactly 0 (a skull-stripped scan: minimum 0, and more than ``min_zero_share`` of the voxels at 0),
+    else above Otsu's threshold of about a million of its voxels (the head, not the air; all voxels for a
+    flat image)."""
+    x = np.asarray(x)
+    if float(x.min()) == 0.0 and float((x == 0).mean()) > min_zero_share and bool((x == 0).any()):
+        return x != 0
+    sample = x.ravel()[:: max(1, x.size // 1_000_000)]
+    if not np.ptp(sample) > 0:
+        return np.ones(x.shape, bool)
+    # lazy: skimage costs about 1 s to import, and skull-stripped scans (the common case) never need it
+    from skimage.filters import threshold_otsu
+
+    return x > threshold_otsu(sample)
 
 
 def otsu_threshold(values: np.ndarray, classes: int = 2) -> float:

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mtsr_monai.transforms.foreground import object_mask
+
 if TYPE_CHECKING:
     import torch
 
@@ -57,15 +59,8 @@ def robust_range(
     """
     x = volume.detach().cpu().numpy() if hasattr(volume, "detach") else np.asarray(volume)
     x_min = float(x.min())
-    if x_min == 0.0 and bool((x == 0).any()):
-        fg = x[x != 0] if (x != 0).any() else x.ravel()
-    else:
-        from skimage.filters import threshold_otsu  # skimage costs ~1 s to import: only for noisy backgrounds
-
-        flat = x.ravel()
-        sample = flat[:: max(1, flat.size // 1_000_000)]  # ~1e6 voxels decide the threshold
-        fg = flat[flat > threshold_otsu(sample)] if np.ptp(sample) > 0 else flat
-        fg = fg if fg.size else flat
+    inside = object_mask(x)
+    fg = x[inside] if inside.any() else x.ravel()
     hi = float(np.percentile(fg, upper))
     # magnitude images (air at 0, noise of either sign around it: the median voxel is air) keep lo = 0, as in
     # training; genuinely signed images (e.g. z-scored: the median voxel is well below 0) take a percentile
