@@ -420,6 +420,17 @@ def test_cli_degrade_refuses_a_constant_or_missing_input(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("mode", ["second-order", "kspace"])
+def test_cli_degrade_keeps_a_signed_image_signed(tmp_path, hr_file, mode):
+    """The chains' magnitude noise must not turn a z-scored or negative image's values positive."""
+    hr, affine = _load(hr_file)
+    signed = write_nifti(tmp_path / "signed.nii.gz", -hr.astype(np.float32), affine)
+    out = tmp_path / "lr.nii.gz"
+    assert _mtsr("degrade", "-i", signed, "-o", out, "--mode", mode, "--scale", "2") == 0
+    lr = _load(out)[0]
+    assert lr.max() <= 0.05 * np.abs(hr).max() and lr.mean() < 0.5 * -hr.mean()
+
+
 @pytest.mark.real_data
 def test_cli_degrade_real_brats_t1_overlays_its_source(tmp_path, brats_case):
     out = tmp_path / "t1_lr.nii.gz"
