@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from mtsr_monai.errors import InputError
-from mtsr_monai.inference.bundle import as_flag, read_weights, weights_path
+from mtsr_monai.inference.bundle import read_weights, weights_path
 from mtsr_monai.inference.explain import explain_volume, write_explanations
 from mtsr_monai.inference.slicewise import busy_batches
 from mtsr_monai.io import atomic_file_set, atomic_write_text, load_volume, nifti_space, save_volume
@@ -846,50 +846,3 @@ def _run_summary(
         },
         "seconds": round(seconds, 1),
     }
-
-
-def evaluate_heldout(
-    model_path: str | Path,
-    subjects: Sequence[Mapping[str, Any]],
-    cache_dir: str | Path | None = None,
-    pairing: str = "header",
-    output: str | Path | None = None,
-    device: str = "cpu",
-    baselines: Sequence[str] = ("trilinear", "bspline", "sinc"),
-    progress: bool = False,
-) -> dict[str, Any]:
-    """Held-out evaluation of a checkpoint against the interpolation baselines, on simulated protocols.
-
-    Each subject's sequences are degraded with the checkpoint's protocols, paired onto the HR grid
-    (``pairing``), restored by the model (axial slices, sliding window) and compared in the brain with the HR
-    volumes; trilinear, B-spline and sinc interpolation of the same LR scans are scored alike. Returns (and
-    writes as JSON to ``output``) per-method means and per-subject rows.
-    """
-    # lazy: keeps monai, scipy out of this module's import
-    from mtsr_monai.data.clinical import cached_pairs
-
-    ckpt = load_clinical_model(model_path, device)
-    mods, protocols = list(ckpt["modalities"]), ckpt.get("protocols")
-    rows: list[dict[str, Any]] = []
-    methods = ("trilinear", *[b for b in baselines if b != "trilinear"])
-    progress = as_flag(progress, "progress")
-    with StageBar(len(methods), "clinical evaluation", enabled=progress) as bar:
-        for method in methods:
-            bar.next(f"{method} pairs" + (" and the model" if method == "trilinear" else ""))
-            pairs = cached_pairs(subjects, cache_dir, mods, protocols, pairing, method, progress=progress)
-            for p in pairs:
-                metrics = volume_metrics(p["lr"], p["hr"], p["mask"])
-                rows.append({"subject": p["subject"], "method": method, **metrics})
-                if method == "trilinear":
-                    patch = ckpt.get("patch_size")
-                    pred = restore_volume(ckpt["network"], p["lr"], 2, 8, patch, device=device)
-                    metrics = volume_metrics(pred, p["hr"], p["mask"])
-                    rows.append({"subject": p["subject"], "method": "model", **metrics})
-    summary: dict[str, Any] = {"subjects": [str(s.get("subject")) for s in subjects], "pairing": pairing}
-    for method in ("model", *methods):
-        sel = [r for r in rows if r["method"] == method]
-        summary[method] = {k: float(np.mean([r[k] for r in sel])) for k in ("mae", "nmse", "psnr", "ssim")}
-    summary["rows"] = rows
-    if output:
-        atomic_write_text(output, json.dumps(summary, indent=1))
-    return summary
