@@ -393,3 +393,13 @@ def test_a_registration_that_ends_worse_than_its_start_on_every_voxel_keeps_the_
     transform, report = reg.register(fixed, moving, kind="rigid", init="header")
     assert report["kept_start"] and report["start_metric_full"] < report["end_metric_full"]
     assert transform.GetParameters() == (0.0,) * 6
+
+
+def test_a_file_that_is_not_a_clinical_checkpoint_is_refused_by_name(tmp_path):
+    from mtsr_monai.errors import InputError
+    from mtsr_monai.inference.clinical import clinical_weights
+
+    bare = tmp_path / "model_best.pt"
+    torch.save({"conv.weight": torch.zeros(1)}, bare)  # a bare state dict, as training's best-model file
+    with pytest.raises(InputError, match="not a clinical_sr checkpoint"):
+        clinical_weights(bare)

@@ -421,14 +421,31 @@ def test_cli_degrade_refuses_a_constant_or_missing_input(tmp_path):
 
 
 @pytest.mark.parametrize("mode", ["second-order", "kspace"])
-def test_cli_degrade_keeps_a_signed_image_signed(tmp_path, hr_file, mode):
-    """The chains' magnitude noise must not turn a z-scored or negative image's values positive."""
+def test_cli_degrade_keeps_a_negative_image_negative(tmp_path, hr_file, mode):
+    """The chains' magnitude noise must not turn a negative image's values positive."""
     hr, affine = _load(hr_file)
     signed = write_nifti(tmp_path / "signed.nii.gz", -hr.astype(np.float32), affine)
     out = tmp_path / "lr.nii.gz"
     assert _mtsr("degrade", "-i", signed, "-o", out, "--mode", mode, "--scale", "2") == 0
     lr = _load(out)[0]
     assert lr.max() <= 0.05 * np.abs(hr).max() and lr.mean() < 0.5 * -hr.mean()
+
+
+def test_cli_degrade_keeps_the_negative_half_of_a_z_scored_skull_stripped_image(tmp_path, hr_file):
+    hr, affine = _load(hr_file)
+    brain = hr > np.percentile(hr, 40)
+    z = np.where(brain, (hr - hr[brain].mean()) / hr[brain].std(), 0.0).astype(np.float32)  # 0 outside
+    source, out = write_nifti(tmp_path / "z.nii.gz", z, affine), tmp_path / "lr.nii.gz"
+    assert _mtsr("degrade", "-i", source, "-o", out, "--mode", "kspace") == 0
+    assert (_load(out)[0] < -0.5).mean() > 0.5 * (z < -0.5).mean()
+
+
+def test_interpolation_undershoot_does_not_make_a_magnitude_image_signed():
+    from mtsr_monai.transforms.intensity import is_signed
+
+    image = np.random.default_rng(0).uniform(100, 900, (20, 20, 10))
+    image[0, :3, 0] = -20.0  # a few small negatives at an edge
+    assert not is_signed(image) and is_signed(-image) and not is_signed(np.zeros((4, 4, 4)))
 
 
 @pytest.mark.real_data

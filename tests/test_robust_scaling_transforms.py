@@ -35,3 +35,22 @@ def test_restore_maps_an_unclipped_scaling_back_to_the_input_units():
 def test_clipped_scaling_stays_in_the_unit_interval():
     scaled = RobustScaleIntensity()(_image())
     assert float(scaled.min()) >= 0.0 and float(scaled.max()) <= 1.0
+
+
+def test_scaling_keeps_the_transform_history_so_an_earlier_flip_still_inverts():
+    from monai.transforms import Flipd
+
+    flip = Flipd(keys="image", spatial_axis=0)
+    d = RobustScaleIntensityd(keys="image", clip=False)(flip({"image": _image()}))
+    assert len(d["image"].applied_operations) == 1
+    back = flip.inverse(d)["image"]
+    np.testing.assert_allclose(back.numpy(), RobustScaleIntensity(clip=False)(_image()).numpy(), rtol=1e-6)
+
+
+def test_the_old_configs_names_still_scale_unclipped_and_restore():
+    from mtsr_monai.inference.components import IntensityRestored, RobustScaled
+
+    d = RobustScaled(keys="image")({"image": _image()})
+    assert float(d["image"].max()) > 1.0
+    d["pred"] = d["image"].clone()
+    np.testing.assert_allclose(IntensityRestored(keys="pred")(d)["pred"].numpy(), _image().numpy(), atol=1e-3)

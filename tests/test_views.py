@@ -71,3 +71,10 @@ def test_an_image_with_no_positive_intensity_is_warned_about():
 
     with pytest.warns(UserWarning, match="no positive intensity"):
         validate_volume(-np.arange(64, dtype=np.float32).reshape(4, 4, 4) - 1, np.eye(4))
+
+
+def test_canonical_refuses_anything_but_a_3d_volume():
+    from mtsr_monai.reporting.views import canonical
+
+    with pytest.raises(ValueError, match="3D"):
+        canonical(np.zeros((4, 4, 4, 3)), np.eye(4))

@@ -380,6 +380,16 @@ def transform_from_spec(spec: Mapping[str, Sequence[float]] | None) -> Any:
     return sitk.AffineTransform(list(spec["matrix"]), list(spec["translation"]), list(spec["center"]))
 
 
+def clinical_weights(path: str | Path) -> dict[str, Any]:
+    """The checkpoint dict of a clinical_sr weights file (``model``, ``network``, ``modalities``, ...), as the
+    bundle configs read it; :class:`InputError` for a file that is missing, unreadable, not matching its
+    declared sha256, or not a clinical_sr checkpoint (a bare state dict, another bundle's weights)."""
+    ckpt = read_weights(path)
+    if not isinstance(ckpt, dict) or any(key not in ckpt for key in ("model", "network", "modalities")):
+        raise InputError("not a clinical_sr checkpoint (needs 'model', 'network' and 'modalities')", path)
+    return ckpt
+
+
 def load_clinical_model(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
     """Shipped checkpoint -> ``{"network", "critic", "modalities", "patch_size", ...}`` (fp32, eval mode).
 
@@ -391,9 +401,7 @@ def load_clinical_model(path: str | Path, device: str | torch.device = "cpu") ->
     # lazy: keeps monai out of this module's import
     from mtsr_monai.networks.critic import Critic
 
-    ckpt = read_weights(path)  # missing, unreadable, or shipped weights not matching their declared sha256
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "network" not in ckpt:
-        raise InputError("not a clinical_sr checkpoint (needs 'model' and 'network')", path=str(path))
+    ckpt = clinical_weights(path)
     net = AttentionGatedUNet(**ckpt["network"])
     net.load_state_dict({k: v.float() for k, v in ckpt["model"].items()})
     out = dict(ckpt)

@@ -53,17 +53,20 @@ from mtsr_monai.io import atomic_file_set, atomic_write_text, load_volume, nifti
 from mtsr_monai.io.outputs import OutputPlan
 
 # LoadVolumed and SaveVolumed are defined with the other transforms; bundle configs written before the
-# move name them here
+# move name them here (as RobustScaled and IntensityRestored below)
 from mtsr_monai.transforms.io import LoadVolumed, SaveVolumed, item_affine, output_stem
+from mtsr_monai.transforms.scale import RestoreIntensityd, RobustScaleIntensityd
 
 __all__ = [
     "AutoBrainMaskd",
     "ClinicalConsistencyd",
     "ClinicalRestored",
     "ClinicalSliceInferer",
+    "IntensityRestored",
     "LoadVolumed",
     "MaskOutsided",
     "PrepareRoutineScansd",
+    "RobustScaled",
     "SaveClinicald",
     "SaveTranslationsd",
     "SaveVolumed",
@@ -90,6 +93,18 @@ def _network_device(network: Any) -> torch.device:
 
 
 # ------------------------------------------------------------------------------------------ transforms
+class RobustScaled(RobustScaleIntensityd):
+    """The name SR bundle configs written before session 45 use: the unclipped
+    :class:`~mtsr_monai.transforms.scale.RobustScaleIntensityd`."""
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, clip=False, allow_missing_keys=allow_missing_keys)
+
+
+#: the name SR bundle configs written before session 45 use for the inverse of the scaling
+IntensityRestored = RestoreIntensityd
+
+
 #: item key saying where the item's mask came from: :data:`~mtsr_monai.inference.brain_mask.AUTO` when
 #: :class:`AutoBrainMaskd` estimated it (the writer then keeps it beside the outputs)
 MASK_SOURCE_KEY = "mask_source"

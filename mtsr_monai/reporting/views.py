@@ -51,6 +51,8 @@ __all__ = [
 def canonical(volume: Any, affine: Any) -> tuple[np.ndarray, np.ndarray]:
     """``(array, affine)`` of a 3D ``volume`` reoriented to the closest RAS+ axes (flips and swaps only)."""
     volume = np.asarray(volume)
+    if volume.ndim != 3:
+        raise ValueError(f"canonical takes a 3D volume, got shape {volume.shape}")
     order = AxisOrder(affine, "RAS")
     return order.apply(volume), order.affine(affine, volume.shape)
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "display_range",
+    "is_signed",
     "median_scale",
     "percentile_range",
     "robust_range",
@@ -67,6 +68,18 @@ def robust_range(
     magnitude = x_min >= 0.0 or float(np.median(x)) >= -0.05 * abs(hi)
     lo = 0.0 if magnitude else float(np.percentile(x, lower))
     return lo, (hi if hi > lo else lo + 1.0)
+
+
+def is_signed(volume: np.ndarray | torch.Tensor, share: float = 0.01, depth: float = 0.05) -> bool:
+    """True for an image whose negative values carry signal (z-scored, phase-like, negated): more than
+    ``share`` of its non-zero voxels lie below ``-depth`` x its robust magnitude (99.5th percentile of
+    ``|x|``). A magnitude image's interpolation undershoot (a few small negatives at edges) is not."""
+    x = volume.detach().cpu().numpy() if hasattr(volume, "detach") else np.asarray(volume)
+    nonzero = x[x != 0]
+    if nonzero.size == 0:
+        return False
+    level = float(np.percentile(np.abs(nonzero), 99.5))
+    return float(np.mean(nonzero < -depth * level)) > share
 
 
 def robust_scale(

@@ -60,7 +60,7 @@ class LoadVolumed(MapTransform):
 class SaveVolumed(MapTransform):
     """Write each key (``(1, X, Y, Z)`` or 3D, its own affine) atomically with
     :func:`mtsr_monai.io.save_volume` to the item's ``path_key`` entry, else to
-    ``output_dir/<input name>_<postfix>.nii.gz``, in the NIfTI space of the item's ``ref_key`` image."""
+    ``output_dir/<ref_key image's name>_<postfix>.nii.gz``, in the NIfTI space of that image."""
 
     def __init__(
         self,
@@ -77,7 +77,7 @@ class SaveVolumed(MapTransform):
         if d.get(self.path_key):
             return Path(d[self.path_key])
         suffix = f"_{self.postfix}" if self.postfix else ""
-        return Path(self.output_dir) / f"{output_stem(d)}{suffix}.nii.gz"
+        return Path(self.output_dir) / f"{output_stem(d, self.ref_key)}{suffix}.nii.gz"
 
     def planned_outputs(self, d: Mapping[Hashable, Any]) -> OutputPlan:
         """What writing item ``d`` (paths, before loading) will create: checked before a bundle run."""

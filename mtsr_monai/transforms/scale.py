@@ -17,7 +17,7 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
-from monai.utils import convert_to_numpy
+from monai.utils import convert_to_dst_type, convert_to_numpy
 
 from mtsr_monai.transforms.intensity import robust_range, scale_percentiles_in_mask, scale_to_range
 from mtsr_monai.transforms.keys import PARAMS_KEY, RANGE_KEY
@@ -42,12 +42,13 @@ class RobustScaleIntensity(Transform):
     def __init__(self, lower: float = 0.5, upper: float = 99.5, clip: bool = True) -> None:
         self.lower, self.upper, self.clip = lower, upper, clip
 
-    def __call__(self, img: Any) -> torch.Tensor:
+    def __call__(self, img: Any) -> Any:
         array = convert_to_numpy(img).astype(np.float32, copy=False)
         lo, hi = robust_range(array, self.lower, self.upper)
-        scaled = torch.from_numpy(np.ascontiguousarray(scale_to_range(array, lo, hi, self.clip)))
-        if isinstance(img, MetaTensor):
-            scaled = MetaTensor(scaled, meta={**img.meta, RANGE_KEY: [lo, hi]})
+        # the input's type, device, meta and transform history, float32
+        scaled, *_ = convert_to_dst_type(scale_to_range(array, lo, hi, self.clip), img, dtype=torch.float32)
+        if isinstance(scaled, MetaTensor):
+            scaled.meta = {**scaled.meta, RANGE_KEY: [lo, hi]}
         return scaled
 
 

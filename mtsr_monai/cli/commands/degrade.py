@@ -177,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
 
         from mtsr_monai.io import load_volume, nifti_space, save_volume, voxel_sizes
         from mtsr_monai.io.geometry import resolve_axis
-        from mtsr_monai.transforms.intensity import robust_range
+        from mtsr_monai.transforms.intensity import is_signed
 
         image = load_volume(args.input)
         volume = image.numpy()
@@ -193,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
         # the chains model magnitude images (air at 0, Rician noise taken as a magnitude), which would turn
         # a signed image's negative values positive: such an image (z-scored, all negative) is degraded
         # shifted to a minimum of 0, then shifted back
-        offset = float(volume.min()) if robust_range(volume)[0] < 0 else 0.0
+        offset = float(volume.min()) if is_signed(volume) else 0.0
         lr, lr_affine = _degrade(args, volume - offset, affine, through)
         lr = lr + offset
         bar.next("write")
