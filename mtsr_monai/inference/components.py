@@ -49,12 +49,12 @@ from mtsr_monai.inference.clinical import (
 )
 from mtsr_monai.inference.super_resolve import super_resolve_planes
 from mtsr_monai.inference.translate import checked_codes, latent_codes, sample_statistics, translate_volume
-from mtsr_monai.io import atomic_file_set, atomic_write_text, load_volume, nifti_space, save_volume
+from mtsr_monai.io import atomic_file_set, atomic_write_text, load_volume, save_volume
 from mtsr_monai.io.outputs import OutputPlan
 
 # LoadVolumed and SaveVolumed are defined with the other transforms; bundle configs written before the
 # move name them here (as RobustScaled and IntensityRestored below)
-from mtsr_monai.transforms.io import LoadVolumed, SaveVolumed, item_affine, output_stem
+from mtsr_monai.transforms.io import LoadVolumed, SaveVolumed, VolumeWriterd, item_affine, output_stem
 from mtsr_monai.transforms.scale import RestoreIntensityd, RobustScaleIntensityd
 
 __all__ = [
@@ -179,7 +179,7 @@ class MaskOutsided(MapTransform):
         return d
 
 
-class SaveTranslationsd(MapTransform):
+class SaveTranslationsd(VolumeWriterd):
     """Write the N translations in ``keys`` (``(N, X, Y, Z)``) as ``sample_0..N-1``, their ``mean`` and
     per-voxel ``std``, and ``codes.json`` (the latent codes, to reproduce a sample) into the item's
     ``path_key`` folder, else ``output_dir/<input name>/``; with them the item's ``mask_key`` as
@@ -194,11 +194,11 @@ class SaveTranslationsd(MapTransform):
         mask_key: str = "mask",
         ref_key: str = "image",
     ) -> None:
-        super().__init__(keys)
-        self.output_dir, self.path_key, self.mask_key, self.ref_key = output_dir, path_key, mask_key, ref_key
+        super().__init__(keys, output_dir, path_key, ref_key)
+        self.mask_key = mask_key
 
     def output_folder(self, d: Mapping[Hashable, Any]) -> Path:
-        return Path(d.get(self.path_key) or Path(self.output_dir) / output_stem(d, self.ref_key))
+        return Path(d.get(self.path_key) or Path(self.output_dir) / self.output_name(d))
 
     def planned_outputs(self, d: Mapping[Hashable, Any]) -> OutputPlan:
         """What writing item ``d`` will create (its folder, the files in it): checked before a bundle run."""
@@ -211,7 +211,7 @@ class SaveTranslationsd(MapTransform):
         for key in self.key_iterator(d):
             out = self.output_folder(d)
             pred = d[key]
-            affine, space = item_affine(pred, 0), nifti_space(d.get(self.ref_key))
+            affine, space = item_affine(pred, 0), self.space(d)
             samples = pred.detach().cpu().numpy()
             mean, std = sample_statistics(samples)
             volumes = {f"sample_{i}.nii.gz": v for i, v in enumerate(samples)}
@@ -560,7 +560,7 @@ class ClinicalConsistencyd(MapTransform):
         return d
 
 
-class SaveClinicald(MapTransform):
+class SaveClinicald(VolumeWriterd):
     """Write one volume per given sequence as ``<folder>/<sequence>.nii.gz`` from the channels of ``keys``,
     all of them or none, and no sequence of an earlier run left beside them; the folder is the item's
     ``path_key`` entry, else ``output_dir/<the item's session name or reference scan name>``. The paths go
@@ -576,11 +576,10 @@ class SaveClinicald(MapTransform):
         path_key: str = "output",
         ref_key: str = "image",
     ) -> None:
-        super().__init__(keys)
-        self.output_dir, self.path_key, self.ref_key = output_dir, path_key, ref_key
+        super().__init__(keys, output_dir, path_key, ref_key)
 
     def output_folder(self, d: Mapping[Hashable, Any]) -> Path:
-        name = d.get("session") or output_stem(d, self.ref_key)
+        name = d.get("session") or self.output_name(d)
         return Path(d.get(self.path_key) or Path(self.output_dir) / str(name))
 
     def planned_outputs(self, d: Mapping[Hashable, Any]) -> OutputPlan:
@@ -594,7 +593,7 @@ class SaveClinicald(MapTransform):
         out = self.output_folder(d)
         for key in self.key_iterator(d):
             pred = d[key]
-            affine, space = item_affine(pred, 0), nifti_space(d[self.ref_key])
+            affine, space = item_affine(pred, 0), self.space(d)
             given = [(c, m) for c, m in enumerate(info["modalities"]) if m in info["given"]]
             with atomic_file_set(out, stale=tuple(f"{m}.nii.gz" for m in self.SEQUENCES)) as staging:
                 for c, m in given:

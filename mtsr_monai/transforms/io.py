@@ -20,7 +20,7 @@ from monai.transforms import MapTransform
 from mtsr_monai.io import load_volume, nifti_space, save_volume, volume_stem
 from mtsr_monai.io.outputs import OutputPlan
 
-__all__ = ["LoadVolumed", "SaveVolumed", "item_affine", "output_stem"]
+__all__ = ["LoadVolumed", "SaveVolumed", "VolumeWriterd", "item_affine", "output_stem"]
 
 
 def item_affine(x: torch.Tensor, index: int) -> np.ndarray:
@@ -57,7 +57,25 @@ class LoadVolumed(MapTransform):
         return d
 
 
-class SaveVolumed(MapTransform):
+class VolumeWriterd(MapTransform):
+    """Base of the writers: an item's outputs go to its ``path_key`` entry, else under ``output_dir``, named
+    after its ``ref_key`` image (:meth:`output_name`), and are written in that image's NIfTI space
+    (:meth:`space`). Each writer also says what it will create (``planned_outputs``), checked before a run."""
+
+    def __init__(
+        self, keys: KeysCollection, output_dir: str = ".", path_key: str = "output", ref_key: str = "image"
+    ) -> None:
+        super().__init__(keys)
+        self.output_dir, self.path_key, self.ref_key = output_dir, path_key, ref_key
+
+    def output_name(self, d: Mapping[Hashable, Any]) -> str:
+        return output_stem(d, self.ref_key)
+
+    def space(self, d: Mapping[Hashable, Any]) -> int:
+        return nifti_space(d.get(self.ref_key))
+
+
+class SaveVolumed(VolumeWriterd):
     """Write each key (``(1, X, Y, Z)`` or 3D, its own affine) atomically with
     :func:`mtsr_monai.io.save_volume` to the item's ``path_key`` entry, else to
     ``output_dir/<ref_key image's name>_<postfix>.nii.gz``, in the NIfTI space of that image."""
@@ -70,14 +88,14 @@ class SaveVolumed(MapTransform):
         path_key: str = "output",
         ref_key: str = "image",
     ) -> None:
-        super().__init__(keys)
-        self.output_dir, self.postfix, self.path_key, self.ref_key = output_dir, postfix, path_key, ref_key
+        super().__init__(keys, output_dir, path_key, ref_key)
+        self.postfix = postfix
 
     def output_path(self, d: Mapping[Hashable, Any]) -> Path:
         if d.get(self.path_key):
             return Path(d[self.path_key])
         suffix = f"_{self.postfix}" if self.postfix else ""
-        return Path(self.output_dir) / f"{output_stem(d, self.ref_key)}{suffix}.nii.gz"
+        return Path(self.output_dir) / f"{self.output_name(d)}{suffix}.nii.gz"
 
     def planned_outputs(self, d: Mapping[Hashable, Any]) -> OutputPlan:
         """What writing item ``d`` (paths, before loading) will create: checked before a bundle run."""
@@ -88,7 +106,8 @@ class SaveVolumed(MapTransform):
         for key in self.key_iterator(d):
             path = self.output_path(d)
             img = d[key]
-            space = nifti_space(d.get(self.ref_key))
-            save_volume(img[0] if img.ndim == 4 else img, path, affine=item_affine(img, 0), space=space)
+            save_volume(
+                img[0] if img.ndim == 4 else img, path, affine=item_affine(img, 0), space=self.space(d)
+            )
             d[f"{key}_path"] = str(path)
         return d
