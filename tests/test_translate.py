@@ -461,3 +461,19 @@ def test_large_slices_are_translated_fewer_at_a_time_so_memory_stays_bounded():
         translate_volume(volume, np.eye(4), recorder, 32, codes, progress=False, native_resolution=True)
     assert small.batches == [16, 4]  # 20 slices of 64 x 64
     assert max(large.batches) == MAX_BATCH_PIXELS // (416 * 416) < 16 and sum(large.batches) == 20
+
+
+def test_sample_psnr_is_one_aggregation_with_or_without_a_mask():
+    """The same pixels scored unmasked and with an all-ones mask give the same PSNR and L1 (pooled error)."""
+    from mtsr_monai.metrics.perceptual import sample_measures
+
+    rng = np.random.default_rng(0)
+    truth = rng.random((3, 24, 24)).astype(np.float32)
+    # slices of very different error: a mean of per-slice PSNRs would differ from the pooled one
+    truth[0] *= 0.1
+    samples = np.clip(truth[None] + rng.normal(0, [[[[0.01]], [[0.2]], [[0.05]]]], (2, 3, 24, 24)), 0, 1)
+    plain = sample_measures(samples, truth)
+    masked = sample_measures(samples, truth, mask=np.ones(truth.shape, bool))
+    np.testing.assert_allclose(plain["psnr_samples"], masked["psnr_samples"], rtol=1e-6)
+    assert plain["psnr_mean"] == pytest.approx(masked["psnr_mean"], rel=1e-6)
+    assert plain["pairwise_l1"] == pytest.approx(masked["pairwise_l1"], rel=1e-6)

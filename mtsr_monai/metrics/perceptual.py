@@ -27,7 +27,6 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-from mtsr_monai.metrics.image import batch_psnr, batch_ssim
 from mtsr_monai.metrics.image import psnr as image_psnr
 from mtsr_monai.metrics.image import ssim as image_ssim
 
@@ -132,12 +131,12 @@ def sample_measures(
 ) -> dict[str, Any]:
     """Realism / diversity of N samples (N, S, H, W) of 2D slices in [0, 1] against ``truth`` (S, H, W).
 
-    Weight-free: per-sample and mean-image PSNR / SSIM (2D, averaged over slices), mean pairwise
-    (1 - SSIM) and L1 over all sample pairs. With ``mask`` (the shape of a sample), every measure is taken
-    inside it (:func:`~mtsr_monai.metrics.image.psnr` / ``ssim``; slices along ``slice_axis`` of a sample,
-    which may then be any 3D layout) instead of over whole slices. With ``lpips_metric`` (whole slices,
-    ``slice_axis`` 0): realism (LPIPS to the truth, mean over samples and slices) and diversity (LPIPS over
-    consecutive pairs).
+    Weight-free: per-sample and mean-image PSNR and SSIM, mean pairwise (1 - SSIM) and L1 over all sample
+    pairs, each by :mod:`mtsr_monai.metrics.image`: PSNR of the error pooled over all slices, SSIM the mean
+    of the 2D SSIMs of the slices along ``slice_axis`` (so a sample may be any 3D layout). With ``mask`` (the
+    shape of a sample) every measure is taken inside it, without it over whole slices (SSIM without the
+    window's border, as scikit-image). With ``lpips_metric`` (whole slices, ``slice_axis`` 0): realism
+    (LPIPS to the truth, mean over samples and slices) and diversity (LPIPS over consecutive pairs).
     """
     import torch
 
@@ -146,16 +145,13 @@ def sample_measures(
     out: dict[str, Any] = {"n_samples": int(n)}
 
     boolean = None if mask is None else torch.as_tensor(np.asarray(mask, bool))
+    inside = None if boolean is None else boolean.numpy()
 
     def ssim(a: torch.Tensor, b: torch.Tensor) -> float:  # mean over the slices (inside the mask)
-        if boolean is not None:
-            return image_ssim(a.numpy(), b.numpy(), boolean.numpy(), 1.0, axis=slice_axis)
-        return batch_ssim(a[:, None], b[:, None], data_range=1.0).mean().item()
+        return image_ssim(a.numpy(), b.numpy(), inside, 1.0, axis=slice_axis)
 
-    def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-        if boolean is not None:
-            return image_psnr(a.numpy(), b.numpy(), boolean.numpy(), 1.0)
-        return batch_psnr(a[:, None], b[:, None], data_range=1.0).mean().item()
+    def psnr(a: torch.Tensor, b: torch.Tensor) -> float:  # one PSNR of the pooled error (inside the mask)
+        return image_psnr(a.numpy(), b.numpy(), inside, 1.0)
 
     def l1(a: torch.Tensor, b: torch.Tensor) -> float:
         diff = (a - b).abs()
