@@ -139,3 +139,17 @@ def test_evaluate_config_has_the_zoo_properties(tmp_path):
     )
     workflow.initialize()
     assert workflow.check_properties() == []
+
+
+def test_the_weights_headroom_and_training_subjects_decide_the_input_scaling_and_who_is_scored(tmp_path):
+    from monai.bundle import ConfigParser
+
+    case = _tiny_case(tmp_path)
+    checkpoint = torch.load(case["model_path"], weights_only=False)
+    checkpoint.update(intensity_headroom=1.25, recipe={"training_subjects": ["s0"]})
+    torch.save(checkpoint, case["model_path"])
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "evaluate.yaml"))
+    parser.update({"bundle_root": str(BUNDLE), **case})
+    assert parser.get_parsed_content("inferer").headroom == 1.25  # as inference.yaml runs the model
+    assert [s["subject"] for s in parser.get_parsed_content("subjects")] == ["s1"]
