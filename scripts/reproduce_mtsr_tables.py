@@ -42,15 +42,16 @@ VARIANTS = ("v0", "v1", "v2", "v3", "v4", "every_other")
 
 
 def split_datalist(data: Path = DATA) -> dict[str, list[dict]]:
-    """One entry per (subject, contrast) volume: the shared split's training volumes, and the held-out
-    subjects of the SR benchmarks as this script's test set (key ``validation`` for the bundle)."""
+    """One entry per (subject, contrast) volume: the shared split's training and validation volumes, and the
+    held-out subjects of the SR benchmarks as this script's ``test`` set (never a bundle's validation: a run
+    that validated would choose its checkpoint on them)."""
     sys.path.insert(0, str(REPO / "scripts"))
     from shared_splits import volume_datalist
 
     volumes = volume_datalist("hr", root=data)
     test = [d for d in volumes["test"] if d["subject"] in HELD_OUT]
     rename = [{**d, "subject": f"{d['subject']}_{d['modality']}"} for d in volumes["training"]]
-    return {"training": rename, "validation": test}
+    return {"training": rename, "validation": volumes["validation"], "test": test}
 
 
 def train_budget(datalist: Path, out_dir: Path, args, keep_blocks, init: Path | None = None):
@@ -167,7 +168,7 @@ def training_and_test(args: argparse.Namespace) -> tuple[Path, list[dict], int]:
     train = rng_order[: args.train_volumes]
     datalist = args.out_dir / "datalist.json"
     atomic_write_text(datalist, json.dumps({"training": train, "validation": split["validation"]}, indent=1))
-    test = [d for d in split["validation"] if d["modality"] in ("t1", "t2")]
+    test = [d for d in split["test"] if d["modality"] in ("t1", "t2")]
     pairs = []
     for d in test:
         for p in eval_pairs([d["hr"]], slices_per_volume=args.test_slices, seed=args.seed, scale=4):
