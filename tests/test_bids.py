@@ -435,3 +435,86 @@ def test_a_participant_held_by_another_run_is_skipped_and_free_once_released(tmp
             assert first and not second and other
     with participant_lock(tmp_path, "qc", "01") as again:
         assert again
+
+
+def _bicubic(raw: Path, out: Path, *extra: str) -> int:
+    return _mtsr(raw, out, "participant", "--task", "super-resolve", "--sr-method", "bicubic", *extra)
+
+
+def test_a_rerun_stopped_before_its_sidecars_leaves_nothing_that_a_later_run_takes_as_done(
+    tmp_path, monkeypatch
+):
+    from mtsr_monai.bids import tasks
+
+    raw = _raw_tree(tmp_path / "raw", {"01": ["sub-01/anat/sub-01_T1w.nii.gz"]})
+    out = tmp_path / "out"
+    assert _bicubic(raw, out) == 0
+    sidecar = next(out.glob("sub-01/anat/*_desc-mtsrSRBicubic_T1w.json"))
+
+    def stopped(self, item):  # as a run killed after replacing the image, before writing its sidecar
+        raise RuntimeError("stopped")
+
+    monkeypatch.setattr(tasks.SuperResolveTask, "run", stopped)
+    assert _bicubic(raw, out, "--roi-size", "32") == 1
+    assert not sidecar.exists()  # the old sidecar no longer vouches for whatever the image now holds
+    monkeypatch.undo()
+    assert _bicubic(raw, out) == 0
+    run_logs = sorted((out / "logs" / "runs").glob("*.json"))
+    assert len(run_logs) == 3  # one log a run, even within one second
+    assert json.loads(run_logs[-1].read_text())["ok"] == 1  # redone, not skipped
+
+
+def test_a_failed_status_does_not_outlive_a_later_clean_run(tmp_path):
+    raw = _raw_tree(tmp_path / "raw", {"01": ["sub-01/anat/sub-01_T1w.nii.gz"]})
+    out = tmp_path / "out"
+    assert _bicubic(raw, out) == 0
+    assert _bicubic(raw, out, "--modality", "FLAIR") == 1  # nothing of that modality: recorded as failed
+    assert _bicubic(raw, out) == 0  # skipped: the outputs are current
+    assert (out / "logs" / "failures.tsv").read_text().count("\n") == 1  # the header alone
+    status = json.loads(next((out / "logs").rglob("sub-01.json")).read_text())
+    assert status["status"] == "skipped"
+
+
+def test_an_output_folder_of_another_tools_dataset_is_refused_untouched(tmp_path, capsys):
+    raw = _raw_tree(tmp_path / "raw", {"01": ["sub-01/anat/sub-01_T1w.nii.gz"]})
+    other = tmp_path / "fmriprep"
+    other.mkdir()
+    text = '{"Name": "x", "BIDSVersion": "1.10.0", "GeneratedBy": [{"Name": "fMRIPrep"}]}'
+    (other / "dataset_description.json").write_text(text)
+    assert _bicubic(raw, other) == 2
+    assert (other / "dataset_description.json").read_text() == text
+    assert "fMRIPrep" in capsys.readouterr().err
+
+
+def test_a_session_label_skips_participants_without_it_and_one_nowhere_is_bad_input(tmp_path):
+    raw = _raw_tree(
+        tmp_path / "raw",
+        {"01": ["sub-01/anat/sub-01_T1w.nii.gz"], "02": ["sub-02/ses-a/anat/sub-02_ses-a_T1w.nii.gz"]},
+    )
+    out = tmp_path / "out"
+    assert _bicubic(raw, out, "--session-label", "a") == 0
+    assert list(out.glob("sub-02/ses-a/anat/*_desc-mtsrSRBicubic_T1w.nii.gz"))
+    assert not list(out.glob("sub-01/anat/*.nii.gz"))
+    assert _bicubic(raw, out, "--session-label", "zz") == 2
+
+
+def test_samples_beyond_a_runs_number_are_removed_with_their_sidecars(tmp_path):
+    from mtsr_monai.bids.derivatives import derivative_stem
+    from mtsr_monai.bids.layout import read_dataset
+    from mtsr_monai.bids.tasks import TranslateTask
+
+    raw = _raw_tree(tmp_path / "raw", {"01": ["sub-01/anat/sub-01_T1w.nii.gz"]})
+    image = read_dataset(raw).subjects["01"][0]
+    folder = tmp_path / "anat"
+    folder.mkdir()
+    for k in range(4):
+        stem = derivative_stem(image, f"mtsrFromT1wSample{k}", "FLAIR")
+        (folder / f"{stem}.nii.gz").write_bytes(b"x")
+        (folder / f"{stem}.json").write_text("{}")
+    TranslateTask(samples=2)._remove_extra_samples(image, folder)
+    assert sorted(p.name.split("desc-")[1] for p in folder.iterdir()) == [
+        "mtsrFromT1wSample0_FLAIR.json",
+        "mtsrFromT1wSample0_FLAIR.nii.gz",
+        "mtsrFromT1wSample1_FLAIR.json",
+        "mtsrFromT1wSample1_FLAIR.nii.gz",
+    ]

@@ -542,3 +542,44 @@ def test_a_misspelled_key_is_an_error_by_default_as_in_monai():
     for transform in (N4BiasFieldCorrectiond("T1"), ScaleIntensityPercentilesInMaskd("T1", mask_key=None)):
         with pytest.raises(KeyError):
             transform(data)  # it was silently skipped
+
+
+def test_a_stopped_rerun_or_a_replaced_input_is_never_taken_as_done(tmp_path, template_file, monkeypatch):
+    from mtsr_monai.cli import main
+    from mtsr_monai.data import preprocess
+
+    datalist, out = _subject(tmp_path), tmp_path / "out"
+    assert main(_args(datalist, out, template_file)) == 0
+    sidecar = out / "s1" / "preprocess.json"
+    first = json.loads(sidecar.read_text())["finished"]
+
+    def stopped(*args, **kwargs):  # as a run killed while replacing the outputs
+        raise RuntimeError("stopped")
+
+    monkeypatch.setattr(preprocess, "_write_outputs", stopped)
+    assert main([*_args(datalist, out, template_file), "--crop-margin", "4"]) != 0
+    assert not sidecar.exists()  # no old record vouching for new outputs
+    monkeypatch.undo()
+    assert main(_args(datalist, out, template_file)) == 0
+    assert json.loads(sidecar.read_text())["finished"] != first  # redone
+    subject = json.loads(datalist.read_text())["training"][0]
+    resolved = {"subject": "s1", **{k: str(datalist.parent / v) for k, v in subject.items()}}
+    config = preprocess.PreprocessConfig(**json.loads(sidecar.read_text())["config"])
+    assert preprocess.is_done(resolved, out, config)
+    t2 = datalist.parent / "s1_t2.nii.gz"
+    t2.write_bytes(t2.read_bytes() + b"\0")  # another file under the same path
+    assert not preprocess.is_done(resolved, out, config)
+
+
+def test_an_unreadable_label_anywhere_is_refused_before_any_subject_is_written(tmp_path, template_file):
+    from mtsr_monai.cli import main
+
+    datalist = _subject(tmp_path)
+    folder = datalist.parent
+    (folder / "s2_seg.nii.gz").write_bytes(b"\x1f\x8b truncated")
+    second = {"t1": "s1_t1.nii.gz", "t2": "s1_t2.nii.gz", "label": "s2_seg.nii.gz", "subject": "s2"}
+    listing = json.loads(datalist.read_text())
+    listing["training"].append(second)
+    datalist.write_text(json.dumps(listing))
+    assert main(_args(datalist, tmp_path / "out", template_file)) == 2
+    assert not list((tmp_path / "out").rglob("*.nii.gz"))

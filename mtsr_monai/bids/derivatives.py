@@ -23,6 +23,7 @@ from typing import Any
 
 from mtsr_monai import __version__
 from mtsr_monai.bids.layout import BIDSImage
+from mtsr_monai.errors import InputError
 from mtsr_monai.inference.bundle import sha256 as file_sha256  # noqa: F401 (the one file hash)
 from mtsr_monai.io import atomic_write_text
 
@@ -123,10 +124,18 @@ def dataset_description(raw_root: Path, raw_description: Mapping[str, Any]) -> d
 
 def write_dataset_files(output_dir: Path, raw_root: Path, raw_description: Mapping[str, Any]) -> None:
     """``dataset_description.json`` and ``.bidsignore`` of the output dataset (rewritten only on change)."""
-    output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / "dataset_description.json"
+    existing = read_json(path)
+    makers = [g.get("Name") for g in (existing or {}).get("GeneratedBy", []) if isinstance(g, dict)]
+    if existing is not None and TOOL not in makers:
+        raise InputError(
+            f"holds another dataset (GeneratedBy: {', '.join(map(str, makers)) or 'none'}): "
+            "choose a folder of its own for mtsr's outputs",
+            output_dir,
+        )
+    output_dir.mkdir(parents=True, exist_ok=True)
     wanted = dataset_description(raw_root, raw_description)
-    if read_json(path) != wanted:
+    if existing != wanted:
         write_json(path, wanted)
     for name, text in ((".bidsignore", "\n".join(BIDSIGNORE) + "\n"), ("README", README)):
         if not (output_dir / name).is_file() or (output_dir / name).read_text() != text:

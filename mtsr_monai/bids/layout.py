@@ -165,10 +165,17 @@ def read_dataset(
     for subject_dir in found:
         if wanted and subject_dir.name[4:] not in wanted:
             continue
+        every = _images_of(root, subject_dir, warnings)
+        if wanted_ses and not any(im.session in wanted_ses for im in every):
+            # none of the sessions asked for: not a participant of this run (rather than a failed one)
+            warnings.append(f"{subject_dir.name}: none of the sessions asked for; skipped")
+            continue
         images = [
             im
-            for im in _images_of(root, subject_dir, warnings)
+            for im in every
             if (not wanted_ses or im.session in wanted_ses) and (not suffixes or im.suffix in suffixes)
         ]
         subjects[subject_dir.name[4:]] = images
+    if wanted_ses and not subjects:
+        raise InputError(f"session(s) not in the dataset: {', '.join(sorted(wanted_ses))}", root)
     return BIDSDataset(root, description, subjects, warnings)

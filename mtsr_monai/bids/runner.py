@@ -170,6 +170,10 @@ def process_item(task: Task, item: Item, output_dir: Path, ranks: Ranks) -> str:
         return "skipped"
     for folder in {der.output_folder(output_dir, s) for s in item.sources}:
         der.clean_partials(folder)
+    # the outputs' sidecars go first: a run stopped after replacing an image but before its sidecar must not
+    # leave the old sidecar vouching for the new image (a later run would skip it as done)
+    for output in item.outputs:
+        Path(str(output).removesuffix(".nii.gz") + ".json").unlink(missing_ok=True)
     start, started = time.perf_counter(), _now()
     products = task.run(item)
     runtime = {
@@ -210,7 +214,9 @@ def process_participant(
             status.update(status="skipped" if done else "ok", items=outcomes)
         status.update(seconds=round(time.perf_counter() - start, 3), finished=_now())
         path = output_dir / STATUS_DIR / task.name / f"sub-{label}.json"
-        if status["status"] != "skipped" or not path.is_file():
+        # a skip keeps the record of the run that made the outputs, unless that record is not a success
+        stored = der.read_json(path) if status["status"] == "skipped" else None
+        if stored is None or stored.get("status") not in ("ok", "skipped"):
             der.write_json(path, status)
     return status
 
@@ -264,9 +270,9 @@ def participant_level(
             raise InputError(
                 "write outside the input's subject folders (e.g. BIDS_DIR/derivatives/mtsr)", output_dir
             )
+    task.identity()  # weights hashed once, before any participant (a missing bundle fails the whole run)
     if ranks.rank == 0:
         der.write_dataset_files(output_dir, dataset.root, dataset.description)
-    task.identity()  # weights hashed once, before any participant (a missing bundle fails the whole run)
     share = ranks.share(sorted(dataset.subjects))
     start = time.perf_counter()
     results = []
@@ -304,6 +310,12 @@ def _finish(
     if ranks.rank == 0:
         stamp = summary["finished"].replace(":", "").replace("-", "").replace("+0000", "Z")
         shard = f"_shard-{ranks.shard[0]}of{ranks.shard[1]}" if ranks.shard[1] > 1 else ""
-        der.write_json(output_dir / "logs" / "runs" / f"{stamp}_{task.name}{shard}.json", summary)
+        # the process id and a count too: jobs (or runs of one process) finishing in the same second each
+        # keep their log
+        base = output_dir / "logs" / "runs" / f"{stamp}_{task.name}{shard}_pid{os.getpid()}"
+        path, n = base.with_name(base.name + ".json"), 1
+        while path.exists():
+            path, n = base.with_name(f"{base.name}_{n:03d}.json"), n + 1  # sorts after the first
+        der.write_json(path, summary)
         compile_failures(output_dir)
     return summary

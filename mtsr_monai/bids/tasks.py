@@ -378,6 +378,19 @@ class TranslateTask(Task):
             self._models[modality] = load_translator(self._weights(modality), self.device)
         return self._models[modality]
 
+    def _remove_extra_samples(self, image: BIDSImage, folder: Path) -> None:
+        """Samples beyond this run's number that an earlier run with more samples left (and their sidecars):
+        they would sit beside a mean and std they are not part of."""
+        k = self.samples
+        while True:
+            stem = derivative_stem(image, f"mtsrFrom{image.suffix}Sample{k}", self.target)
+            extra = [folder / f"{stem}.nii.gz", folder / f"{stem}.json"]
+            if not any(p.exists() for p in extra):
+                return
+            for p in extra:
+                p.unlink(missing_ok=True)
+            k += 1
+
     def output_stems(self, image: BIDSImage) -> list[str]:
         base = f"mtsrFrom{image.suffix}"
         names = [f"{base}Sample{i}" for i in range(self.samples)] + [f"{base}Mean", f"{base}Std"]
@@ -410,6 +423,7 @@ class TranslateTask(Task):
             written = [*summary["outputs"]["samples"], summary["outputs"]["mean"], summary["outputs"]["std"]]
             for path, out in zip(written, item.outputs, strict=True):
                 os.replace(path, out)
+        self._remove_extra_samples(source, item.outputs[0].parent)
         arrays = summary["_arrays"]
         fg = arrays["mean"] > 0
         std = arrays["std"][fg] if fg.any() else np.zeros(1)

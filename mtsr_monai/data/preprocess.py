@@ -274,9 +274,23 @@ def is_done(subject: dict[str, Any], output_dir: str | os.PathLike, config: Prep
     sidecar = _read_sidecar(folder)
     if not sidecar or sidecar.get("status") != "done" or sidecar.get("config") != config.to_json():
         return False
-    if sidecar.get("inputs") != {k: v for k, v in subject.items() if k not in ("subject", "split")}:
-        return False
+    inputs = {k: v for k, v in subject.items() if k not in ("subject", "split")}
+    if sidecar.get("inputs") != inputs or sidecar.get("input_files") != input_files(inputs):
+        return False  # other inputs, or the same paths holding other files
     return all((folder / name).is_file() for name in sidecar.get("outputs", {}).values())
+
+
+def input_files(inputs: dict[str, str]) -> dict[str, list[int]]:
+    """``[size, mtime_ns]`` of each input file (None where unreadable): a file replaced under the same path
+    (another scan, a re-export) makes the subject's outputs out of date."""
+    stats = {}
+    for key, path in inputs.items():
+        try:
+            st = os.stat(path)
+            stats[key] = [int(st.st_size), int(st.st_mtime_ns)]
+        except OSError:
+            stats[key] = None
+    return stats
 
 
 def _load_inputs(inputs: dict[str, str], label_keys: list[str]) -> dict[str, Any]:
@@ -345,6 +359,8 @@ def preprocess_subject(
         timings[name] = round(time.perf_counter() - t0, 3)
     on_stage("write")
     t0 = time.perf_counter()
+    # the sidecar goes first: a run stopped between the outputs must not leave the old one vouching for them
+    (folder / SIDECAR).unlink(missing_ok=True)
     outputs = _write_outputs(data, folder, image_keys, label_keys)
     timings["write"] = round(time.perf_counter() - t0, 3)
     timings["total"] = round(time.perf_counter() - start, 3)
@@ -355,6 +371,7 @@ def preprocess_subject(
         "split": subject.get("split"),
         "status": "done",
         "inputs": inputs,
+        "input_files": input_files(inputs),
         "outputs": outputs,
         "output_shape": [int(s) for s in reference.shape[-3:]],
         "output_affine_ras": np.asarray(reference.affine, dtype=float).round(6).tolist(),
@@ -383,13 +400,14 @@ def check_inputs(subjects: Iterable[dict[str, Any]]) -> None:
 
 def check_contents(subjects: Sequence[dict[str, Any]], progress: bool = False) -> None:
     """Refuse the run before any work when an image to process is unusable (NaN voxels, constant, not 3D:
-    :func:`~mtsr_monai.io.load_volume`'s checks), so that one bad scan cannot stop a cohort half-way."""
+    :func:`~mtsr_monai.io.load_volume`'s checks) or a label unreadable, so that one bad file cannot stop a
+    cohort half-way."""
     with StageBar(len(subjects), "preprocess: checking the inputs", enabled=progress) as bar:
         for subject in subjects:
             bar.next(str(subject["subject"]))
             for key, path in subject.items():
-                if key not in ("subject", "split", *LABEL_KEYS):
-                    load_volume(path)
+                if key not in ("subject", "split"):
+                    load_volume(path, validate=key not in LABEL_KEYS)  # a label is read whole, not judged
 
 
 def preprocess_datalist(
