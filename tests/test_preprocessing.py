@@ -583,3 +583,15 @@ def test_an_unreadable_label_anywhere_is_refused_before_any_subject_is_written(t
     datalist.write_text(json.dumps(listing))
     assert main(_args(datalist, tmp_path / "out", template_file)) == 2
     assert not list((tmp_path / "out").rglob("*.nii.gz"))
+
+
+@pytest.mark.parametrize("subject_id", ["../x", "a/b", ".."])
+def test_a_subject_id_that_is_a_path_is_refused(tmp_path, template_file, subject_id):
+    from mtsr_monai.cli import main
+
+    datalist = _subject(tmp_path)
+    listing = json.loads(datalist.read_text())
+    listing["training"][0]["subject"] = subject_id
+    datalist.write_text(json.dumps(listing))
+    assert main(_args(datalist, tmp_path / "out" / "inner", template_file)) == 2
+    assert not list(tmp_path.rglob("preprocess.json"))

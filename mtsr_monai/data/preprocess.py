@@ -123,6 +123,11 @@ def read_datalist(path: str | os.PathLike) -> list[dict[str, Any]]:
             f"{path}: {keys} not used: preprocess makes its brain mask from the template", stacklevel=2
         )
     ids = [s["subject"] for s in subjects]
+    # each id names a folder under --output: one plain name, never a path that leads elsewhere
+    unsafe = [i for i in ids if i in ("", ".", "..") or "/" in i or "\\" in i or i.startswith(".")]
+    if unsafe:
+        shown = ", ".join(map(repr, unsafe[:5]))
+        raise InputError(f"subject ids must be plain folder names, not {shown}", path)
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
         raise InputError(f"duplicate subject ids: {', '.join(dupes[:5])}", path)
