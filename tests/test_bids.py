@@ -497,6 +497,9 @@ def test_a_session_label_skips_participants_without_it_and_one_nowhere_is_bad_in
     assert not list(out.glob("sub-01/anat/*.nii.gz"))
     assert _bicubic(raw, out, "--session-label", "zz") == 2
 
+    sidecar = json.loads(next(out.glob("sub-02/ses-a/anat/*_desc-mtsrSRBicubic_T1w.json")).read_text())
+    assert sidecar["SliceAxis"] == {"ArrayAxis": 2, "Plane": "axial"}  # "auto" recorded as it resolved
+
 
 def test_samples_beyond_a_runs_number_are_removed_with_their_sidecars(tmp_path):
     from mtsr_monai.bids.derivatives import derivative_stem

@@ -25,6 +25,7 @@ from mtsr_monai.errors import InputError
 from mtsr_monai.inference.brain_mask import AUTO as AUTO_MASK
 from mtsr_monai.inference.bundle import bundle_dir, load_bundle_network
 from mtsr_monai.io import fine_input_warning
+from mtsr_monai.io.geometry import PLANE_WORLD_AXIS, resolve_axis
 
 TASKS = ("super-resolve", "clinical-sr", "translate", "qc")
 MODALITY_SUFFIX = {v: k for k, v in SUFFIX_MODALITY.items()}
@@ -200,10 +201,22 @@ class SuperResolveTask(Task):
             precision=self.precision,
         )
         text = f"x4 in-plane super-resolution ({self.method}) of the source by mtsr-monai"
-        if warning is None:
-            return [Product(out, source, text)]
-        self.warnings.append(f"{source.relpath}: {warning}")
-        return [Product(out, source, text, extra={"Warnings": [warning]})]
+        extra: dict[str, Any] = {"SliceAxis": _resolved_axis(source.path, axis)}  # "auto" as it resolved
+        if warning is not None:
+            self.warnings.append(f"{source.relpath}: {warning}")
+            extra["Warnings"] = [warning]
+        return [Product(out, source, text, extra=extra)]
+
+
+def _resolved_axis(path: Path, axis: str | int) -> dict[str, Any]:
+    """The array axis the slices were cut across, and its anatomical plane, from the image's header."""
+    import nibabel as nib  # only the header is read
+    import numpy as np
+
+    affine = nib.load(str(path)).affine
+    k = resolve_axis(affine, axis)
+    world = int(np.argmax(np.abs(affine[:3, k])))
+    return {"ArrayAxis": k, "Plane": next(p for p, w in PLANE_WORLD_AXIS.items() if w == world)}
 
 
 def _work_folder(final: Path) -> tempfile.TemporaryDirectory:
