@@ -257,8 +257,8 @@ def test_failing_participants_are_recorded_and_the_cohort_goes_on(cohort, tmp_pa
     assert len(list(out.glob(f"{labels[3]}/anat/*_desc-mtsrSRBicubic_*.nii.gz"))) == 2
 
 
-def test_group_report_has_every_image_and_a_figure(sr_run):
-    assert _mtsr(sr_run.parent, sr_run, "group") == 0
+def test_group_report_has_every_image_and_a_figure(cohort, sr_run):
+    assert _mtsr(cohort, sr_run, "group") == 0
     tsv = (sr_run / "group_iqms.tsv").read_text().splitlines()
     header = tsv[0].split("\t")
     assert len(tsv) == 1 + 24 and {"cjv", "consistency_r", "outliers"} <= set(header)
@@ -521,3 +521,16 @@ def test_samples_beyond_a_runs_number_are_removed_with_their_sidecars(tmp_path):
         "mtsrFromT1wSample1_FLAIR.json",
         "mtsrFromT1wSample1_FLAIR.nii.gz",
     ]
+
+
+def test_the_group_level_reports_only_the_participants_asked_for_and_checks_the_raw_dataset(tmp_path):
+    raw = _raw_tree(
+        tmp_path / "raw", {"01": ["sub-01/anat/sub-01_T1w.nii.gz"], "02": ["sub-02/anat/sub-02_T1w.nii.gz"]}
+    )
+    out = tmp_path / "out"
+    assert _bicubic(raw, out) == 0
+    assert _mtsr(raw, out, "group", "--participant-label", "01") == 0
+    ids = {line.split("\t")[0] for line in (out / "group_iqms.tsv").read_text().splitlines()[1:]}
+    assert ids == {"sub-01"}
+    assert _mtsr(raw, out, "group", "--participant-label", "99") == 2
+    assert _mtsr(tmp_path / "nowhere", out, "group") == 2

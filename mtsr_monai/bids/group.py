@@ -67,9 +67,15 @@ def collect_rows(output_dir: Path, tasks: Sequence[str] | None = None) -> list[d
     )
 
 
-def group_level(output_dir: str | Path, tasks: Sequence[str] | None = None) -> dict[str, Path]:
+def group_level(
+    output_dir: str | Path,
+    tasks: Sequence[str] | None = None,
+    participants: Sequence[str] | None = None,
+    sessions: Sequence[str] | None = None,
+) -> dict[str, Path]:
     """Write ``group_iqms.tsv``, ``group_report.html`` (and its figure) in ``output_dir``; refreshes
-    ``logs/failures.tsv`` from the status files first (the consolidated list after a sharded run)."""
+    ``logs/failures.tsv`` from the status files first (the consolidated list after a sharded run).
+    ``participants`` / ``sessions`` (labels without ``sub-`` / ``ses-``) restrict the report to them."""
 
     output_dir = Path(output_dir).resolve()
     if not (output_dir / "dataset_description.json").is_file():
@@ -78,6 +84,12 @@ def group_level(output_dir: str | Path, tasks: Sequence[str] | None = None) -> d
     if tasks:
         failures = [f for f in failures if f.get("task") in tasks]
     rows = collect_rows(output_dir, tasks)
+    if participants:
+        wanted = {f"sub-{p}" for p in participants}
+        rows = [r for r in rows if r["participant_id"] in wanted]
+        failures = [f for f in failures if f.get("participant_id") in wanted]
+    if sessions:
+        rows = [r for r in rows if r["session_id"] in {f"ses-{s}" for s in sessions}]
     if not rows:
         raise InputError("no quality records found (run the participant level first)", output_dir)
     description = der.read_json(output_dir / "dataset_description.json") or {}

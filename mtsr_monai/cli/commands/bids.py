@@ -151,10 +151,15 @@ def _group(args: argparse.Namespace) -> int:
     import os
 
     from mtsr_monai.bids.group import group_level
+    from mtsr_monai.bids.layout import read_dataset
 
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun the group level runs once, on rank 0
         return 0
-    written = group_level(args.output_dir, [args.task] if args.task else None)
+    # the raw dataset and the labels are checked as at the participant level (bad ones: exit 2)
+    dataset = read_dataset(args.bids_dir, args.participant_label, args.session_label, args.modality)
+    participants = sorted(dataset.subjects) if args.participant_label or args.session_label else None
+    sessions = [str(x).removeprefix("ses-") for x in args.session_label] if args.session_label else None
+    written = group_level(args.output_dir, [args.task] if args.task else None, participants, sessions)
     return print_written(written)
 
 
