@@ -534,3 +534,12 @@ def test_the_group_level_reports_only_the_participants_asked_for_and_checks_the_
     assert ids == {"sub-01"}
     assert _mtsr(raw, out, "group", "--participant-label", "99") == 2
     assert _mtsr(tmp_path / "nowhere", out, "group") == 2
+
+
+def test_the_group_tsv_has_no_empty_cell(tmp_path):
+    from mtsr_monai.reporting.bids_group import write_tsv
+
+    rows = [{"participant_id": "sub-1", "bids_name": "x", "cjv": float("nan"), "outliers": "", "error": None}]
+    lines = write_tsv(rows, tmp_path / "g.tsv").read_text().splitlines()
+    assert all(cell != "" for line in lines for cell in line.split("\t"))
+    assert lines[1].count("n/a") >= 3

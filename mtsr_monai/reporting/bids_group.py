@@ -95,13 +95,20 @@ def _fmt(v: Any) -> str:
     return html.escape(str(v))
 
 
+def _tsv_cell(value: Any) -> str:
+    """A BIDS TSV cell: ``n/a`` for a missing value (None, empty, NaN), never an empty cell."""
+    if value is None or value == "" or (isinstance(value, float) and value != value):
+        return "n/a"
+    return str(value).replace("\t", " ")
+
+
 def write_tsv(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    """``group_iqms.tsv``: one row per image, the ID columns, every metric and the outlier flags."""
     columns = [*ID_COLUMNS, *(k for k, _, _ in METRICS), "outliers"]
     extra = sorted({k for r in rows for k in r} - set(columns))
     lines = ["\t".join(columns + extra)]
     for r in rows:
-        cells = ["n/a" if r.get(c) is None else str(r.get(c)).replace("\t", " ") for c in columns + extra]
-        lines.append("\t".join(cells))
+        lines.append("\t".join(_tsv_cell(r.get(c)) for c in columns + extra))
     return atomic_write_text(path, "\n".join(lines) + "\n")
 
 
