@@ -53,6 +53,11 @@ def derivative_stem(image: BIDSImage, desc: str, suffix: str | None = None) -> s
     return f"{entities}_desc-{desc}_{suffix or image.suffix}"
 
 
+def sidecar_path(image_path: str | Path) -> Path:
+    """The JSON sidecar beside a derivative image (``X.nii.gz`` or ``X.nii`` -> ``X.json``)."""
+    return Path(str(image_path).removesuffix(".nii.gz").removesuffix(".nii") + ".json")
+
+
 def output_folder(output_dir: Path, image: BIDSImage) -> Path:
     """``OUTPUT/sub-X/[ses-Y/]anat``, the raw image's own folder mirrored."""
     return Path(output_dir) / Path(image.relpath).parent

@@ -151,10 +151,7 @@ def item_provenance(task: Task, item: Item, shas: dict[str, str], output_dir: Pa
 
 
 def _item_done(item: Item, prov: dict, iqms: dict[str, dict], output_dir: Path) -> bool:
-    outputs_done = all(
-        der.is_done(Path(str(o).removesuffix(".nii.gz") + ".json"), prov["ProvenanceHash"], [o])
-        for o in item.outputs
-    )
+    outputs_done = all(der.is_done(der.sidecar_path(o), prov["ProvenanceHash"], [o]) for o in item.outputs)
     return outputs_done and all(
         der.is_done(_iqms_path(output_dir, s), iqms[s.relpath]["ProvenanceHash"]) for s in item.sources
     )
@@ -173,7 +170,7 @@ def process_item(task: Task, item: Item, output_dir: Path, ranks: Ranks) -> str:
     # the outputs' sidecars go first: a run stopped after replacing an image but before its sidecar must not
     # leave the old sidecar vouching for the new image (a later run would skip it as done)
     for output in item.outputs:
-        Path(str(output).removesuffix(".nii.gz") + ".json").unlink(missing_ok=True)
+        der.sidecar_path(output).unlink(missing_ok=True)
     start, started = time.perf_counter(), _now()
     products = task.run(item)
     runtime = {

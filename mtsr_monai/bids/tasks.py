@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mtsr_monai.bids.derivatives import derivative_stem, file_sha256, output_folder
+from mtsr_monai.bids.derivatives import derivative_stem, file_sha256, output_folder, sidecar_path
 from mtsr_monai.bids.layout import SUFFIX_MODALITY, BIDSImage
 from mtsr_monai.errors import InputError
 from mtsr_monai.inference.brain_mask import AUTO as AUTO_MASK
 from mtsr_monai.inference.bundle import bundle_dir, load_bundle_network
 from mtsr_monai.io import fine_input_warning
-from mtsr_monai.io.geometry import PLANE_WORLD_AXIS, resolve_axis
+from mtsr_monai.io.geometry import resolve_axis
+from mtsr_monai.reporting.views import plane_of_axis
 
 TASKS = ("super-resolve", "clinical-sr", "translate", "qc")
 MODALITY_SUFFIX = {v: k for k, v in SUFFIX_MODALITY.items()}
@@ -43,7 +44,7 @@ class Product:
 
     @property
     def sidecar(self) -> Path:
-        return Path(str(self.path).removesuffix(".nii.gz").removesuffix(".nii") + ".json")
+        return sidecar_path(self.path)
 
 
 @dataclass
@@ -211,12 +212,10 @@ class SuperResolveTask(Task):
 def _resolved_axis(path: Path, axis: str | int) -> dict[str, Any]:
     """The array axis the slices were cut across, and its anatomical plane, from the image's header."""
     import nibabel as nib  # only the header is read
-    import numpy as np
 
     affine = nib.load(str(path)).affine
     k = resolve_axis(affine, axis)
-    world = int(np.argmax(np.abs(affine[:3, k])))
-    return {"ArrayAxis": k, "Plane": next(p for p, w in PLANE_WORLD_AXIS.items() if w == world)}
+    return {"ArrayAxis": k, "Plane": plane_of_axis(affine, k)}
 
 
 def _work_folder(final: Path) -> tempfile.TemporaryDirectory:
