@@ -130,7 +130,8 @@ class AxisOrder:
         # lazy: nibabel.orientations loads scipy (seconds), which most users of this module never need
         from nibabel import orientations
 
-        start = orientations.io_orientation(_as_array(affine))
+        self.stored_affine = _as_array(affine)
+        start = orientations.io_orientation(self.stored_affine)
         self.change = orientations.ornt_transform(start, orientations.axcodes2ornt(tuple(axcodes)))
         self.back = np.zeros_like(self.change)
         for axis, (new_axis, flip) in enumerate(self.change):
@@ -148,12 +149,12 @@ class AxisOrder:
         """An array in the target order (3D or channel-first) back in the stored order."""
         return _reoriented(volume, self.back)
 
-    def affine(self, affine: Any, shape: Sequence[int]) -> np.ndarray:
-        """The affine of the reordered array, given the stored ``affine`` and spatial ``shape``."""
+    def affine(self, shape: Sequence[int]) -> np.ndarray:
+        """The affine of the reordered array, given the stored array's spatial ``shape``."""
         # lazy: as above
         from nibabel.orientations import inv_ornt_aff
 
-        return _as_array(affine) @ inv_ornt_aff(self.change, tuple(shape))
+        return self.stored_affine @ inv_ornt_aff(self.change, tuple(shape))
 
 
 def _reoriented(volume: np.ndarray, change: np.ndarray) -> np.ndarray:

@@ -54,7 +54,7 @@ def canonical(volume: Any, affine: Any) -> tuple[np.ndarray, np.ndarray]:
     if volume.ndim != 3:
         raise ValueError(f"canonical takes a 3D volume, got shape {volume.shape}")
     order = AxisOrder(affine, "RAS")
-    return order.apply(volume), order.affine(affine, volume.shape)
+    return order.apply(volume), order.affine(volume.shape)
 
 
 def centre_point(mask: np.ndarray, affine: Any) -> np.ndarray:

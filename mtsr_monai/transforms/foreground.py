@@ -49,8 +49,10 @@ def object_mask(x: np.ndarray, min_zero_share: float = 0.0) -> np.ndarray:
     else above Otsu's threshold of about a million of its voxels (the head, not the air; all voxels for a
     flat image)."""
     x = np.asarray(x)
-    if float(x.min()) == 0.0 and float((x == 0).mean()) > min_zero_share and bool((x == 0).any()):
-        return x != 0
+    if float(x.min()) == 0.0:  # then some voxel is 0: is there enough exact background?
+        background = x == 0
+        if float(background.mean()) > min_zero_share:
+            return ~background
     sample = x.ravel()[:: max(1, x.size // 1_000_000)]
     if not np.ptp(sample) > 0:
         return np.ones(x.shape, bool)
