@@ -64,9 +64,8 @@ def model_weights(source: str, target: str, runs: Path, bicyclegan: Path) -> dic
 
 def load_case(subject: dict, source: str, target: str, n_slices: int) -> dict[str, Any]:
     """Raw source volume, scaled (S, H, W) source / target slices, their brain mask and slice indices."""
-    import torch
 
-    from mtsr_monai.data.slices import load_subject
+    from mtsr_monai.data.slices import load_subject, spaced_brain_slices
     from mtsr_monai.io.geometry import resolve_axis
     from mtsr_monai.transforms.intensity import robust_scale
 
@@ -75,9 +74,7 @@ def load_case(subject: dict, source: str, target: str, n_slices: int) -> dict[st
     raw = vol[source][0].numpy()
     a = robust_scale(vol[source][0]).movedim(axis, 0)
     b = robust_scale(vol[target][0]).movedim(axis, 0)
-    area = (a > 0).flatten(1).float().mean(1)
-    candidates = torch.nonzero(area >= 0.5 * area.max()).flatten()
-    picks = candidates[torch.linspace(0, len(candidates) - 1, n_slices).round().long()].unique()
+    picks = spaced_brain_slices(a, n_slices).unique()
     return {
         "subject": subject["subject"], "raw": raw, "axis": axis, "picks": picks.tolist(),
         "source": a[picks], "ref": b[picks].numpy(), "brain": (a[picks] > 0).numpy(),

@@ -58,6 +58,14 @@ def foreground_fractions(volume: Any, axis: int, threshold: float = 0.0) -> np.n
     return fg.mean(axis=other)
 
 
+def spaced_brain_slices(slices: torch.Tensor, count: int, min_share: float = 0.5) -> torch.Tensor:
+    """Indices of ``count`` evenly spaced slices of ``slices`` (S, H, W) among those whose non-zero area is
+    at least ``min_share`` of the largest (first and last such slice included): the evaluations' slices."""
+    area = (slices > 0).flatten(1).float().mean(1)
+    candidates = torch.nonzero(area >= min_share * area.max()).flatten()
+    return candidates[torch.linspace(0, len(candidates) - 1, count).round().long()]
+
+
 def extract_slices(
     volume: torch.Tensor | Mapping[str, torch.Tensor],
     axis: int,

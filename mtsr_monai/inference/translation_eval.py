@@ -27,7 +27,7 @@ from monai.config import KeysCollection
 from monai.inferers import Inferer
 from monai.transforms import MapTransform
 
-from mtsr_monai.data.slices import load_subject
+from mtsr_monai.data.slices import load_subject, spaced_brain_slices
 from mtsr_monai.errors import InputError
 from mtsr_monai.inference.bundle import bundle_parser
 from mtsr_monai.inference.translate import bundle_dir, latent_codes, restore_target_scaling, translate_slices
@@ -85,9 +85,7 @@ class EvaluationSlicesd(MapTransform):
         axis = resolve_axis(data["affine"], self.axis)
         source = data[self.image_key][0].movedim(axis, 0)
         target = data[self.label_key][0].movedim(axis, 0)
-        brain = (target > 0).flatten(1).float().mean(1)
-        candidates = torch.nonzero(brain >= 0.5 * brain.max()).flatten()
-        picks = candidates[torch.linspace(0, len(candidates) - 1, self.slices_per_volume).round().long()]
+        picks = spaced_brain_slices(target, self.slices_per_volume)
         chosen = target[picks]
         # a batch cannot carry None: a record without an id gets load_subject's placeholder
         subject = data.get("subject")

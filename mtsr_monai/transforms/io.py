@@ -1,8 +1,9 @@
 """Dictionary transforms that read and write volumes with :mod:`mtsr_monai.io` (validated reading, atomic
 writing in the input's NIfTI space), as MONAI's ``LoadImaged`` / ``SaveImaged`` do for its readers.
 
-The bundles' ``inference.yaml`` declare them; the task-specific writers (translation samples, clinical
-sequences) build on :func:`item_affine` and :func:`output_stem` in :mod:`mtsr_monai.inference.components`.
+The bundles' ``inference.yaml`` declare them; the task-specific writers of
+:mod:`mtsr_monai.inference.components` (translation samples, clinical sequences) build on
+:class:`VolumeWriterd` and :func:`item_affine`.
 """
 
 from __future__ import annotations
