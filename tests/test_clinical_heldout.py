@@ -120,8 +120,54 @@ def test_no_test_subject_left_is_refused_without_a_report(tmp_path):
     with pytest.raises(RuntimeError) as failed:  # MONAI's config evaluation wraps the error
         _run_bundle(case, tmp_path / "run", trained_on=["s0", "s1"], progress=False)
     assert isinstance(failed.value.__cause__, InputError)
-    assert "no held-out subject" in str(failed.value.__cause__)
+    message = str(failed.value.__cause__)
+    assert message.startswith(case["datalist"] + ": no held-out subject to evaluate in split test, less")
     assert not (tmp_path / "run" / "heldout.json").exists()
+
+
+def _scored(pairs: list[tuple[str, float]]) -> list[dict]:
+    """Evaluator outputs of pairs ``(interpolation, value)``: every score ``value`` (PSNR ``10 value``)."""
+    return [
+        {"label": {"interpolation": m}, "scores": {"mae": v, "nmse": v, "psnr": 10 * v, "ssim": v}}
+        for m, v in pairs
+    ]
+
+
+def test_the_heldout_means_are_the_validation_means_of_each_interpolations_pairs():
+    from ignite.engine import Engine
+    from ignite.exceptions import NotComputableError
+    from ignite.metrics import Average
+
+    from mtsr_monai.inference.clinical import mean_score
+    from mtsr_monai.inference.heldout import mean_scores
+
+    outputs = _scored([("trilinear", 0.1), ("sinc", 0.3), ("trilinear", 0.2)])
+    engine = Engine(lambda engine, batch: batch)
+    validation = {"val_psnr": mean_score("psnr"), "val_ssim": mean_score("ssim")}
+    metrics = {**mean_scores("trilinear", "trilinear"), **mean_scores("sinc", "sinc"), **validation}
+    assert all(isinstance(m, Average) for m in metrics.values())  # one mean: Ignite's, as in training
+    assert list(mean_scores("model")) == ["model_psnr", "model_mae", "model_nmse", "model_ssim"]
+    for name, metric in metrics.items():
+        metric.attach(engine, name)
+    got = engine.run(outputs).metrics
+    assert got["trilinear_ssim"] == pytest.approx(0.15) and got["trilinear_psnr"] == pytest.approx(1.5)
+    assert got["sinc_mae"] == pytest.approx(0.3) and got["val_ssim"] == pytest.approx(0.2)
+    assert got["val_psnr"] == pytest.approx(2.0)
+    other = Engine(lambda engine, batch: batch)
+    mean_scores("bspline", "bspline")["bspline_psnr"].attach(other, "bspline_psnr")
+    with pytest.raises(NotComputableError):  # no pair of that interpolation was scored
+        other.run(outputs)
+
+
+def test_an_empty_subject_list_is_refused_naming_the_datalist():
+    from mtsr_monai.errors import InputError
+    from mtsr_monai.inference.heldout import require_subjects
+
+    require_subjects([{"subject": "s0"}], "split test", "datalist.json")
+    with pytest.raises(InputError, match=r"^datalist.json: no held-out subject to evaluate in split test$"):
+        require_subjects([], "split test", "datalist.json")
+    with pytest.raises(InputError, match=r"^no held-out subject to evaluate in the given list$"):
+        require_subjects([], "the given list")
 
 
 def test_evaluate_config_has_the_zoo_properties(tmp_path):

@@ -213,3 +213,12 @@ def test_a_missing_relative_file_names_the_folders_it_was_looked_for_in(tmp_path
         InputError, match=r"brats/a_t1.nii.gz: no such file \(relative paths are read from .*lists"
     ):
         read_split(datalist, "training")
+
+
+@pytest.mark.parametrize("split", ["test", "validation"])
+def test_an_empty_split_reads_as_no_subjects(tmp_path, split):
+    from mtsr_monai.data.datalist import read_split
+
+    datalist = tmp_path / "d.json"
+    datalist.write_text(json.dumps({"training": [], "validation": [], "test": []}))
+    assert read_split(datalist, split) == []

@@ -15,6 +15,8 @@ from mtsr_monai.cli import main
 from mtsr_monai.metrics.image import (
     batch_psnr,
     batch_ssim,
+    foreground_psnr,
+    foreground_psnr_metric,
     image_metrics,
     mae,
     nmse,
@@ -69,6 +71,26 @@ def test_identical_images_give_infinite_psnr_and_perfect_scores(pair) -> None:
     assert ssim(ref, ref) == pytest.approx(1.0)
     assert nmse(ref, ref) == 0.0 and mae(ref, ref) == 0.0
     assert torch.isinf(batch_psnr(torch.ones(2, 1, 16, 16), torch.ones(2, 1, 16, 16))).all()
+
+
+def test_an_item_equal_to_its_reference_is_left_out_of_the_foreground_psnr_mean(caplog) -> None:
+    ref = torch.zeros(3, 1, 16, 16)
+    ref[:, :, 4:12, 4:12] = 0.5
+    pred = ref.clone()
+    pred[1] += 0.1  # foreground MSE 0.01: 20 dB; item 0 is perfect, item 2 has no foreground
+    ref[2], pred[2] = 0.0, 0.3
+    per_item = foreground_psnr(pred, ref)[:, 0]
+    assert per_item[0] == math.inf and float(per_item[1]) == pytest.approx(20.0, abs=1e-4)
+    assert torch.isnan(per_item[2])
+    metric = foreground_psnr_metric()
+    metric(pred, ref)
+    with caplog.at_level("WARNING", logger="mtsr_monai.metrics.image"):
+        mean = float(metric.aggregate())
+    assert mean == pytest.approx(20.0, abs=1e-4)  # was inf
+    assert "1 of 2 items equal their reference" in caplog.text
+    metric.reset()
+    metric(ref[:1], ref[:1])  # every item perfect: the mean is inf, truly
+    assert float(metric.aggregate()) == math.inf
 
 
 def test_constant_offset_gives_known_errors() -> None:

@@ -102,3 +102,21 @@ def test_evaluate_config_gives_the_former_evaluation_numbers(case, tmp_path, mon
     assert {k: report[k] for k in header} == header
     # the Python entry runs the same declared objects and returns what the bundle writes
     assert evaluate_translation(subjects, "t1", "flair", weights, samples=3, slices_per_volume=2) == report
+
+
+def test_an_empty_split_is_refused_as_the_clinical_evaluation_refuses_it(tmp_path):
+    from monai.bundle import run
+
+    from mtsr_monai.errors import InputError
+
+    datalist = tmp_path / "datalist.json"
+    # the validation split: MONAI's datalist reader itself fails (IndexError) on an empty "test" list
+    datalist.write_text(json.dumps({"test": [{"subject": "s0"}], "validation": []}))
+    with pytest.raises(RuntimeError) as failed:  # MONAI's config evaluation wraps the error
+        run("evaluating", **_configs("mtsr_mt", "evaluate.yaml"), datalist=str(datalist), split="validation",
+            output_dir=str(tmp_path / "eval"))  # fmt: skip
+    assert isinstance(failed.value.__cause__, InputError)
+    assert str(failed.value.__cause__) == f"{datalist}: no held-out subject to evaluate in split validation"
+    assert not (tmp_path / "eval").exists()
+    with pytest.raises(InputError, match="^no held-out subject to evaluate in the given list$"):
+        evaluate_translation([], "t1", "flair", tmp_path / "none.pt")

@@ -329,6 +329,8 @@ def read_split(path: str | os.PathLike, split: str, base_dir: str | os.PathLike 
         items = load_decathlon_datalist(path, is_segmentation=True, data_list_key=split, base_dir=base_dir)
     except (ValueError, KeyError, json.JSONDecodeError) as err:
         raise InputError(f"cannot read split {split!r}: {err}", path) from err
+    except IndexError:  # MONAI looks at the first item of a "test" split: an empty one is just empty
+        items = []
     base = os.path.normpath(base_dir if base_dir is not None else path.parent)
     for item in items:
         sid = item.get("subject")

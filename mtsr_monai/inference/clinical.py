@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -192,12 +192,25 @@ def score_restoration(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "scores": score_against_pair(pred, data["label"])}
 
 
-def mean_score(name: str) -> Average:
-    """An Ignite metric: the mean over the validation pairs of score ``name`` of :func:`score_restoration`
-    (all-reduced across ranks when the pairs are shared out)."""
+def mean_score(name: str, counts: Callable[[Mapping[str, Any]], bool] | None = None) -> Average:
+    """Ignite's ``Average`` of score ``name`` of :func:`score_restoration` over the scored pairs (all-reduced
+    across ranks when the pairs are shared out): training's validation metrics and the held-out evaluation's
+    (:func:`~mtsr_monai.inference.heldout.mean_scores`). ``counts``: only the pairs (``label``) it accepts
+    count (the held-out baselines' evaluator scores every interpolation's pairs). Ignite's
+    ``NotComputableError`` when no pair counted. The sum runs in float64, in order."""
     from ignite.metrics import Average
 
-    return Average(output_transform=lambda output: float(output["scores"][name]))
+    class PairAverage(Average):
+        def update(self, output: float | None) -> None:
+            if output is not None:  # None: a pair that does not count
+                super().update(output)
+
+    def score(output: Mapping[str, Any]) -> float | None:
+        if counts is not None and not counts(output["label"]):
+            return None
+        return float(output["scores"][name])
+
+    return PairAverage(output_transform=score)
 
 
 class InterpolationBaseline:

@@ -8,37 +8,43 @@ declares around the bundle's inference objects, run by two MONAI ``SupervisedEva
   interpolated input itself for the baselines;
 - postprocessing: :func:`~mtsr_monai.inference.clinical.score_restoration` (brain-masked MAE, NMSE, PSNR,
   SSIM of :func:`~mtsr_monai.inference.clinical.volume_metrics`, as training's validation scores);
-- metrics and handlers: :class:`PairMean` (a score's mean over the pairs), :class:`ScoreRows` (the per-pair
-  rows), :class:`EvaluationStage` (the stage on the run's progress bar);
+- metrics and handlers: :func:`mean_scores` (each score's mean over the pairs: training's validation metric,
+  :func:`~mtsr_monai.inference.clinical.mean_score`), :class:`ScoreRows` (the per-pair rows),
+  :class:`EvaluationStage` (the stage on the run's progress bar);
 - :func:`heldout_summary`: what ``heldout.json`` holds.
+
+:func:`require_subjects` refuses an empty set of held-out subjects, here and in the MT bundle's evaluation
+(:mod:`~mtsr_monai.inference.translation_eval`).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from ignite.engine import Engine, Events
-from ignite.exceptions import NotComputableError
-from ignite.metrics import Metric
 from monai.transforms import Transform
 
 from mtsr_monai.data.clinical import cached_pairs
 from mtsr_monai.errors import InputError
+from mtsr_monai.inference.clinical import mean_score
 from mtsr_monai.progress import StageBar
+
+if TYPE_CHECKING:
+    from ignite.metrics import Average
 
 __all__ = [
     "INTERPOLATION_KEY",
     "SCORES",
     "EvaluationStage",
-    "PairMean",
     "ScoreRows",
     "SimulatedPaird",
     "heldout_summary",
     "mean_scores",
     "one_pair",
+    "require_subjects",
 ]
 
 #: the scores of :func:`~mtsr_monai.inference.clinical.volume_metrics`, in heldout.json's order
@@ -83,38 +89,27 @@ def one_pair(batch: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
     return batch[0]
 
 
-class PairMean(Metric):
-    """Ignite metric: the mean over the evaluated pairs (those of ``interpolation`` only, when given) of
-    score ``score`` of :func:`~mtsr_monai.inference.clinical.score_restoration`. ``np.mean`` of the per-pair
-    values, as heldout.json always had them (Ignite's ``Average`` sums in order: from 8 pairs on, the last
-    digit can differ). One process: the evaluation is not shared out."""
+def mean_scores(method: str, interpolation: str | None = None) -> dict[str, Average]:
+    """``{"<method>_<score>": mean}`` for each of :data:`SCORES`, ``mean`` the score's mean over the pairs (of
+    ``interpolation`` only, when given) as training's validation takes it
+    (:func:`~mtsr_monai.inference.clinical.mean_score`): an evaluator's metrics, PSNR first: its key metric
+    (higher is better, as MONAI's "best metric" log line assumes)."""
 
-    required_output_keys = ("label", "scores")
+    def counts(pair: Mapping[str, Any]) -> bool:
+        return interpolation is None or pair.get(INTERPOLATION_KEY) == interpolation
 
-    def __init__(self, score: str, interpolation: str | None = None) -> None:
-        self.score, self.interpolation = score, interpolation
-        self.values: list[float] = []
-        super().__init__()
-
-    def reset(self) -> None:
-        self.values = []
-
-    def update(self, output: tuple[Mapping[str, Any], Mapping[str, float]]) -> None:
-        pair, scores = output
-        if self.interpolation is None or pair.get(INTERPOLATION_KEY) == self.interpolation:
-            self.values.append(float(scores[self.score]))
-
-    def compute(self) -> float:
-        if not self.values:
-            raise NotComputableError(f"no pair of {self.interpolation or 'any method'} was scored")
-        return float(np.mean(self.values))
-
-
-def mean_scores(method: str, interpolation: str | None = None) -> dict[str, PairMean]:
-    """``{"<method>_<score>": PairMean(score, interpolation)}`` for each of :data:`SCORES`: an evaluator's
-    metrics, PSNR first: its key metric (higher is better, as MONAI's "best metric" log line assumes)."""
     order = ("psnr", *[score for score in SCORES if score != "psnr"])
-    return {f"{method}_{score}": PairMean(score, interpolation) for score in order}
+    return {f"{method}_{score}": mean_score(score, counts) for score in order}
+
+
+def require_subjects(
+    subjects: Sequence[Mapping[str, Any]], which: str, datalist: str | os.PathLike | None = None
+) -> None:
+    """:class:`~mtsr_monai.errors.InputError` naming ``datalist`` (when given) and ``which`` of its subjects
+    when ``subjects``, the held-out subjects to evaluate, is empty: an evaluator skips an empty run, so
+    nothing would say why no report was written."""
+    if not subjects:
+        raise InputError(f"no held-out subject to evaluate in {which}", datalist)
 
 
 class ScoreRows:
@@ -164,11 +159,7 @@ def heldout_summary(
     :func:`mean_scores`) of the model and of each of ``methods``, and the per-pair ``rows`` in the order of
     the earlier reports: each trilinear row followed by the model's row of the same pair (the model restores
     the trilinear pairs, subject by subject in the same order), then the other interpolations' rows.
-    :class:`~mtsr_monai.errors.InputError` when no subject was scored (the evaluators skip an empty run)."""
-    if not model_rows:
-        raise InputError(
-            "no held-out subject to evaluate: the datalist's test split, less trained_on, is empty"
-        )
+    The run refuses an empty ``subjects`` first (:func:`require_subjects`)."""
     summary: dict[str, Any] = {"subjects": [str(s.get("subject")) for s in subjects], "pairing": pairing}
     for method in ("model", *methods):
         summary[method] = {score: scores[f"{method}_{score}"] for score in SCORES}

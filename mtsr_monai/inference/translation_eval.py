@@ -28,8 +28,8 @@ from monai.inferers import Inferer
 from monai.transforms import MapTransform
 
 from mtsr_monai.data.slices import load_subject, spaced_brain_slices
-from mtsr_monai.errors import InputError
 from mtsr_monai.inference.bundle import bundle_parser
+from mtsr_monai.inference.heldout import require_subjects
 from mtsr_monai.inference.translate import bundle_dir, latent_codes, restore_target_scaling, translate_slices
 from mtsr_monai.io import atomic_write_text
 from mtsr_monai.io.geometry import resolve_axis
@@ -43,15 +43,7 @@ __all__ = [
     "TranslationSamplesInferer",
     "ZeroOutsideInputd",
     "evaluate_translation",
-    "require_subjects",
 ]
-
-
-def require_subjects(subjects: Sequence[Mapping[str, Any]], where: str) -> None:
-    """InputError when ``subjects`` (from ``where``) is empty: the evaluator would skip its run and write
-    no report."""
-    if not subjects:
-        raise InputError(f"no subjects to evaluate in {where}")
 
 
 # ------------------------------------------------------------------------------------------ preprocessing

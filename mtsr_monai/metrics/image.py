@@ -14,10 +14,14 @@ Conventions (stated once, used everywhere):
 * MAE = mean |pred - ref|, in the images' own units.
 
 ``batch_psnr`` / ``batch_ssim`` are MONAI's PSNR / SSIM on torch tensors (B, C, H, W), per item.
+``foreground_psnr_metric``'s mean over items leaves out the items without foreground (NaN) and, with a
+warning, those equal to their reference (``inf``; unless every item is), so that one perfect item, such as a
+slice with a few saturated brain voxels, does not make the mean ``inf`` and the best-checkpoint choice void.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +30,8 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
     from monai.metrics import CumulativeIterationMetric
+
+logger = logging.getLogger(__name__)
 
 WIN_SIZE, SIGMA, K1, K2 = 11, 1.5, 0.01, 0.03
 _TRUNCATE = 3.5  # scipy/skimage truncation giving an 11-tap window for sigma 1.5: int(3.5 * 1.5 + 0.5) = 5
@@ -244,7 +250,8 @@ def batch_ssim(pred: torch.Tensor, ref: torch.Tensor, data_range: float = 1.0) -
 
 def foreground_psnr(pred: torch.Tensor, ref: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
     """PSNR per batch item (B, 1) over the reference's foreground (``ref > 0``: the brain of a skull-stripped
-    slice), the region the SR benchmarks score; items without foreground give NaN."""
+    slice), the region the SR benchmarks score; items without foreground give NaN, items equal to their
+    reference over it ``inf`` (as :func:`psnr` and :func:`batch_psnr`)."""
     import torch
 
     fg = (ref > 0).flatten(1).float()
@@ -252,8 +259,26 @@ def foreground_psnr(pred: torch.Tensor, ref: torch.Tensor, data_range: float = 1
     return (10.0 * torch.log10(torch.as_tensor(float(data_range) ** 2, device=err.device) / err))[:, None]
 
 
+def _finite_psnr_values(values: torch.Tensor) -> torch.Tensor:
+    """Per-item PSNRs ready for a NaN-skipping mean: the ``inf`` items (equal to their reference) set to NaN,
+    with a warning, unless every item with a value is ``inf`` (then the mean is ``inf``: all are perfect)."""
+    import torch
+
+    perfect = torch.isposinf(values)
+    scored = ~torch.isnan(values)
+    if not perfect.any() or bool(perfect[scored].all()):
+        return values
+    logger.warning(
+        "PSNR: %d of %d items equal their reference (infinite PSNR); the mean is over the other items",
+        int(perfect.sum()),
+        int(scored.sum()),
+    )
+    return values.masked_fill(perfect, float("nan"))
+
+
 def foreground_psnr_metric(data_range: float = 1.0) -> CumulativeIterationMetric:
-    """A MONAI ``CumulativeIterationMetric`` of :func:`foreground_psnr` (for ``IgniteMetricHandler``)."""
+    """A MONAI ``CumulativeIterationMetric`` of :func:`foreground_psnr` (for ``IgniteMetricHandler``): the
+    mean over the items with foreground, less those equal to their reference (:func:`_finite_psnr_values`)."""
     from monai.metrics import CumulativeIterationMetric
     from monai.metrics.utils import do_metric_reduction
 
@@ -262,7 +287,7 @@ def foreground_psnr_metric(data_range: float = 1.0) -> CumulativeIterationMetric
             return foreground_psnr(y_pred, y, data_range)
 
         def aggregate(self):
-            value, _ = do_metric_reduction(self.get_buffer(), "mean")
+            value, _ = do_metric_reduction(_finite_psnr_values(self.get_buffer()), "mean")
             return value
 
     return ForegroundPSNRMetric()
