@@ -603,8 +603,11 @@ def export_mt_cvae(run_dir: Path, dest: Path, start_meta: dict) -> dict:
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = sorted((run_dir / "checkpoints").glob("checkpoint_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
-    return found[-1] if found else None
+    """The newest resume checkpoint of a run (``checkpoint_<iteration>.pt`` in its ``checkpoints``)."""
+    # lazy: torch, Ignite and MONAI load only when a step needs them, as elsewhere in this script
+    from mtsr_monai.engines.handlers import latest_checkpoint as newest
+
+    return newest(run_dir / "checkpoints")
 
 
 def export_clinical(run_dir: Path, dest: Path) -> dict:

@@ -27,11 +27,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, required=True, help="PNG to write")
     args = parser.parse_args(argv)
 
+    # lazy: matplotlib, torch and MONAI load only once the arguments are read
     from mtsr_monai.data.datalist import modality_from_name
     from mtsr_monai.inference.brain_mask import auto_brain_mask
     from mtsr_monai.io import load_volume
     from mtsr_monai.reporting.views import centre_point, plane_image, pyplot, save_figure, show_plane
     from mtsr_monai.transforms.foreground import head_mask
+    from mtsr_monai.transforms.intensity import display_range
 
     sessions = sorted(p for p in args.root.iterdir() if p.is_dir())
     plt = pyplot()
@@ -55,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
                 line += f"; outside the head {outside:.2f}, mask / head {auto.mask.sum() / head.sum():.2f}"
             print(line, flush=True)
             point = centre_point(auto.mask if auto.mask is not None else image > 0, affine)
-            show_plane(ax, image, affine, "axial", point, vmin=0, vmax=float(np.percentile(image, 99.5)))
+            vmin, vmax = display_range(image)
+            show_plane(ax, image, affine, "axial", point, vmin=vmin, vmax=vmax)
             if auto.mask is not None:
                 outline = plane_image(auto.mask.astype(np.uint8), affine, "axial", point)[0]
                 ax.contour(outline, [0.5], colors="red", linewidths=0.8)

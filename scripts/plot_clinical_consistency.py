@@ -37,6 +37,16 @@ def _grid_centre(vol: np.ndarray, affine: np.ndarray) -> np.ndarray:
     return centre_point(np.zeros(vol.shape[:3], bool), affine)  # an empty mask: the whole grid's centre
 
 
+def _grey(vol: np.ndarray) -> dict:
+    """imshow keywords of a grey volume: :func:`~mtsr_monai.transforms.intensity.display_range` of the voxels
+    above 0 (the background would pull the window down), so from 0 to their 99.5th percentile."""
+    # lazy: torch and MONAI load only once the arguments are read
+    from mtsr_monai.transforms.intensity import display_range
+
+    vmin, vmax = display_range(vol, vol > 0)
+    return {"cmap": "gray", "vmin": vmin, "vmax": vmax}
+
+
 def _draw(fig, axes, columns, affine: np.ndarray, point: np.ndarray, bar_label: str | None) -> None:
     """A column per ``(title, volume, imshow keywords)``, a row per plane; colour bars on diverging maps."""
     from mtsr_monai.reporting.views import colour_bar, show_plane
@@ -64,7 +74,7 @@ def consistency_figure(args: argparse.Namespace) -> None:
         name: json.loads((folder / "clinical_sr.json").read_text())["consistency"][seq]
         for name, folder in (("model", args.model_dir), ("trilinear", args.trilinear_dir))
     }
-    grey = {"cmap": "gray", "vmin": 0, "vmax": float(np.percentile(x[x > 0], 99.5))}
+    grey = _grey(x)
     lim = float(np.percentile(np.abs(res_model[res_model != 0]), 99))
     diverging = {"cmap": "coolwarm", "vmin": -lim, "vmax": lim}
     model_title = f"model residual (NRMSE {info['model']['nrmse']:.3f}, gain {info['model']['gain']:.3f})"
@@ -93,10 +103,7 @@ def restored_figure(args: argparse.Namespace) -> None:
         name = path.name.removesuffix(".nii.gz")
         if "_" not in name:  # the restored sequences, not their maps
             columns.append((f"{name.upper()} restored", _load(path)[0]))
-    styled = [
-        (title, vol, {"cmap": "gray", "vmin": 0, "vmax": float(np.percentile(vol[vol > 0], 99.5))})
-        for title, vol in columns
-    ]
+    styled = [(title, vol, _grey(vol)) for title, vol in columns]
     fig, axes = plt.subplots(
         2, len(styled), figsize=(4.2 * len(styled), 8), layout="constrained", squeeze=False
     )

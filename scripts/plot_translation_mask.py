@@ -49,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args(argv)
 
+    # lazy: matplotlib, torch and MONAI load only once the arguments are read
     from mtsr_monai.reporting.views import centre_point, plane_image, pyplot, save_figure, show_plane
+    from mtsr_monai.transforms.intensity import display_range
 
     image, affine = _load(args.input)
     mask, _ = _load(args.with_mask / "brain_mask.nii.gz")
@@ -68,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     for row, point in enumerate(points):
         for col, (title, volume) in enumerate(columns):
             ax = axes[row, col]
-            show_plane(ax, volume, affine, "axial", point, vmin=0, vmax=float(np.percentile(volume, 99.5)))
+            vmin, vmax = display_range(volume)
+            show_plane(ax, volume, affine, "axial", point, vmin=vmin, vmax=vmax)
             if col == 0:  # plane_image gives the mask the same pixels as the image shown
                 ax.contour(plane_image(mask, affine, "axial", point)[0], [0.5], colors="red", linewidths=0.8)
             if row == 0:

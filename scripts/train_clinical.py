@@ -73,14 +73,16 @@ def recipe_of(run_dir: Path, cfg) -> dict:
 def export(args: argparse.Namespace) -> None:
     import torch
 
+    # lazy: torch and MONAI load only once the arguments are read
+    from mtsr_monai.engines.handlers import latest_checkpoint
     from mtsr_monai.errors import InputError
     from mtsr_monai.inference.bundle import declare_weights, load_weights_into, sha256
     from mtsr_monai.io import atomic_output
 
     run_dir = Path(args.run_dir)
     best = run_dir / "model_best.pt"
-    ckpts = sorted((run_dir / "checkpoints").glob("checkpoint_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
-    if not best.is_file() or not ckpts:
+    last = latest_checkpoint(run_dir / "checkpoints")
+    if not best.is_file() or last is None:
         raise InputError("needs model_best.pt and a resume checkpoint (a run stopped before its first "
                          "validation has no best model yet)", run_dir)  # fmt: skip
     recipe = recipe_of(run_dir, parser_for({}))
@@ -104,7 +106,7 @@ def export(args: argparse.Namespace) -> None:
     }
     generator = torch.load(best, map_location="cpu", weights_only=True)
     load_weights_into(cfg.get_parsed_content("network_def", instantiate=True), generator, best)
-    state = torch.load(ckpts[-1], map_location="cpu", weights_only=True)
+    state = torch.load(last, map_location="cpu", weights_only=True)
     ckpt = {
         "model": {k: v.half() for k, v in generator.items()},
         "critic": {k: v.half() for k, v in state["discriminator"].items()},

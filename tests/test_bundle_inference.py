@@ -132,6 +132,15 @@ def _sr_writer(out: Path):
     return SaveVolumed(keys="pred", output_dir=str(out), postfix="sr")
 
 
+def test_save_volumed_refuses_two_keys_that_would_write_one_file(tmp_path):
+    from mtsr_monai.transforms.io import SaveVolumed
+
+    with pytest.raises(ValueError, match="one key"):  # both would go to <name>_sr.nii.gz, the last one kept
+        SaveVolumed(keys=["pred", "image"], output_dir=str(tmp_path), postfix="sr")
+    writer = _sr_writer(tmp_path)
+    assert writer.output_path({"image": "/scans/a.nii.gz"}) == tmp_path / "a_sr.nii.gz"
+
+
 def test_a_bundle_run_refuses_an_output_over_an_input_before_writing(tmp_path):
     from mtsr_monai.errors import InputError
     from mtsr_monai.inference.bundle import guard_bundle_outputs, volume_files

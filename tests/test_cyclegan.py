@@ -60,6 +60,19 @@ def test_one_iteration_updates_both_generators_and_both_discriminators():
         assert any(not torch.equal(a, b) for a, b in zip(params, after, strict=True)), name
 
 
+@pytest.mark.parametrize("scales", [1, 2])
+def test_gan_terms_are_the_sums_over_the_discriminator_scales(scales):
+    trainer = _trainer()
+    disc, loss = MultiScalePatchDiscriminator(ndf=4, image_size=SIZE, num_scales=scales), trainer.gan_loss
+    real, fake = torch.rand(2, 1, SIZE, SIZE), torch.rand(2, 1, SIZE, SIZE)
+    with torch.no_grad():
+        per_real, per_fake = disc(real), disc(fake)
+        assert len(per_fake) == scales
+        g, d = trainer._g_gan(disc, fake), trainer._d_gan(disc, real, fake)
+    assert torch.equal(g, sum(loss.generator(f) for f in per_fake))
+    assert torch.equal(d, sum(loss.discriminator(r, f) for r, f in zip(per_real, per_fake, strict=True)))
+
+
 def test_training_resumes_from_checkpoint_objects(tmp_path):
     first = _trainer(max_epochs=1)
     ResumeCheckpoint(tmp_path, first.checkpoint_objects(), every_n_iterations=1).attach(first)

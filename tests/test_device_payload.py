@@ -470,6 +470,14 @@ def test_a_second_sr_recipe_runs_as_its_own_job_with_its_own_arguments():
     assert sr_b.settings["init_checkpoint"] == sr.settings["init_checkpoint"]
 
 
+def test_the_newest_checkpoint_of_a_run_is_found_beside_a_stray_checkpoint_best(tmp_path):
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    for name in ("checkpoint_best.pt", "checkpoint_8.pt", "checkpoint_12.pt"):
+        (folder / name).write_bytes(b"")
+    assert device_train.latest_checkpoint(tmp_path) == folder / "checkpoint_12.pt"
+
+
 def test_a_cvae_start_exports_its_last_checkpoint_with_a_new_code_prior(tmp_path, monkeypatch, phantom):
     import torch
     import yaml

@@ -1,4 +1,5 @@
-"""VGG19 feature loss: never downloads, names the missing file, conv5_4 before ReLU on 1-channel input."""
+"""VGG19 feature loss: never downloads, names the missing file, conv5_4 before ReLU on 1-channel input; the
+VGG19 and LPIPS backbone files are looked for in the same torch.hub folder."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import pytest
 import torch
 
 from mtsr_monai.errors import InputError
-from mtsr_monai.losses.perceptual import VGG19_FILE, VGGFeatureLoss
+from mtsr_monai.losses.perceptual import VGG19_FILE, VGGFeatureLoss, default_vgg19_path
+from mtsr_monai.metrics.perceptual import BACKBONE_FILES, default_backbone_path
 
 
 def test_missing_weights_error_names_file_and_place(tmp_path, monkeypatch):
@@ -14,6 +16,18 @@ def test_missing_weights_error_names_file_and_place(tmp_path, monkeypatch):
     with pytest.raises(InputError) as err:  # exit 2 in a bundle run
         VGGFeatureLoss()
     assert VGG19_FILE in str(err.value) and str(tmp_path / "torch" / "hub" / "checkpoints") in str(err.value)
+
+
+def test_both_weights_files_are_looked_for_in_torch_hubs_checkpoints_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)  # restored after the test: set_dir below is global
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
+    checkpoints = tmp_path / "home" / "hub" / "checkpoints"
+    assert default_vgg19_path() == checkpoints / VGG19_FILE
+    assert default_backbone_path("alex") == checkpoints / BACKBONE_FILES["alex"]
+    torch.hub.set_dir(str(tmp_path / "elsewhere"))  # wins over TORCH_HOME, as for torch's own downloads
+    checkpoints = tmp_path / "elsewhere" / "checkpoints"
+    assert default_vgg19_path() == checkpoints / VGG19_FILE
+    assert default_backbone_path("vgg") == checkpoints / BACKBONE_FILES["vgg"]
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 import torch
 from ignite.engine import Engine, Events
 
-from mtsr_monai.engines.handlers import ResumeCheckpoint
+from mtsr_monai.engines.handlers import ResumeCheckpoint, latest_checkpoint
 
 
 def _trainer(net: torch.nn.Module) -> Engine:
@@ -119,3 +119,11 @@ def test_best_attribute_of_validation_handlers_survives_a_resume(tmp_path):
 def test_unknown_best_tracker_is_refused_at_construction(tmp_path):
     with pytest.raises(TypeError, match="no best score"):
         ResumeCheckpoint(tmp_path, {}, best=[object()])
+
+
+def test_the_newest_checkpoint_is_the_highest_iteration_and_other_names_are_ignored(tmp_path):
+    assert latest_checkpoint(tmp_path) is None and latest_checkpoint(tmp_path / "absent") is None
+    for name in ("checkpoint_best.pt", "checkpoint_9.pt", "checkpoint_10.pt", "checkpoint_11.pt.tmp"):
+        (tmp_path / name).write_bytes(b"")
+    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint_10.pt"  # 10 > 9, though "1" < "9"
+    assert ResumeCheckpoint(tmp_path, {}).latest() == tmp_path / "checkpoint_10.pt"

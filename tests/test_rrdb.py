@@ -1,4 +1,4 @@
-"""RRDB generator: x4 shapes, block selection (count, indices, paper variants), pruned loading, PatchGAN."""
+"""RRDB generator: x4 shapes, block selection (count, indices, paper variants), pruned loading."""
 
 from __future__ import annotations
 
@@ -74,14 +74,6 @@ def test_twelve_block_net_has_about_half_the_trunk_parameters():
     full, pruned = RRDBNet(), RRDBNet(keep_blocks="every_other")
     trunk = count(full.body) / 23
     assert count(full) - count(pruned) == pytest.approx(11 * trunk)
-
-
-def test_patchgan_has_70_pixel_receptive_field_and_patch_logits():
-    from mtsr_monai.networks.patchgan import patchgan, receptive_field
-
-    assert receptive_field() == 70
-    logits = patchgan(features=8)(torch.rand(2, 1, 64, 64))[-1]
-    assert logits.shape == (2, 1, 6, 6)
 
 
 def _plain_forward(net: RRDBNet, x: torch.Tensor) -> torch.Tensor:

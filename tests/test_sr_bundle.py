@@ -1,4 +1,5 @@
-"""The mtsr_sr bundle: metadata and network checks, a tiny training run that resumes, 2-process DDP (gloo)."""
+"""The mtsr_sr bundle: a tiny training run that resumes, 2-process DDP (gloo); its metadata and network
+checks are in tests/test_bundle_zoo.py, with the other bundles'."""
 
 from __future__ import annotations
 
@@ -55,26 +56,6 @@ def _train_args(datalist: Path, out: Path, config_file: str, epochs: int) -> lis
         "--val_slices_per_volume", "2",
         "--loss_weights#vgg", "0", "--num_threads", "1", *TINY_NET,
     ]  # fmt: skip
-
-
-def test_metadata_verifies_against_local_schema():
-    pytest.importorskip("jsonschema", reason="monai.bundle.verify_metadata needs jsonschema")
-    from monai.bundle import verify_metadata
-
-    # the schema file exists, so verify_metadata does not download anything
-    verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(CONFIGS / "schema.json"))
-
-
-def test_network_in_out_verifies():
-    from monai.bundle import verify_net_in_out
-
-    verify_net_in_out(
-        net_id="network_def",
-        meta_file=str(CONFIGS / "metadata.json"),
-        config_file=str(CONFIGS / "inference.yaml"),
-        n_batch=1,
-        extra_forward_args={},
-    )
 
 
 @pytest.mark.slow

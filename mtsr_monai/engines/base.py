@@ -174,12 +174,12 @@ class AdversarialTrainerBase(Trainer):
         """Autocast of the trainer's precision on its device (a null context for fp32)."""
         return autocast(torch.device(self.state.device), self.precision)
 
-    # GAN losses summed over a multi-scale discriminator's outputs, as the official multi-scale GANLoss
+    # a multi-scale discriminator's per-scale logits: GanLoss sums over the scales, as the official GANLoss
     def _g_gan(self, disc: torch.nn.Module, fake: torch.Tensor) -> torch.Tensor:
-        return sum(self.gan_loss.generator(logits) for logits in disc(fake))
+        return self.gan_loss.generator(disc(fake))
 
     def _d_gan(self, disc: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        return sum(self.gan_loss.discriminator(r, f) for r, f in zip(disc(real), disc(fake), strict=True))
+        return self.gan_loss.discriminator(disc(real), disc(fake))
 
     def _update(
         self,

@@ -102,6 +102,27 @@ class BestScores:
                 self._load(tracker, state)
 
 
+#: the name :class:`ResumeCheckpoint` gives its files; others there (``checkpoint_best.pt``) are not its own
+RESUME_NAME = re.compile(r"checkpoint_(\d+)\.pt")
+
+
+def resume_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
+    """``(iteration, path)`` of the resume checkpoints (``checkpoint_<iteration>.pt``) in ``directory``,
+    by iteration; files of other names are left out."""
+    found = []
+    for path in Path(directory).glob("checkpoint_*.pt"):
+        match = RESUME_NAME.fullmatch(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def latest_checkpoint(directory: str | Path) -> Path | None:
+    """The newest resume checkpoint in ``directory`` (highest iteration, not latest written), else None."""
+    found = resume_checkpoints(directory)
+    return found[-1][1] if found else None
+
+
 def _is_workflow(tracker: Any) -> bool:
     return hasattr(getattr(tracker, "state", None), "best_metric")
 
@@ -143,16 +164,10 @@ class ResumeCheckpoint:
         self._saved_iteration = -1
 
     def _existing(self) -> list[tuple[int, Path]]:
-        found = []
-        for path in self.directory.glob("checkpoint_*.pt"):
-            match = re.fullmatch(r"checkpoint_(\d+)\.pt", path.name)
-            if match:
-                found.append((int(match.group(1)), path))
-        return sorted(found)
+        return resume_checkpoints(self.directory)
 
     def latest(self) -> Path | None:
-        found = self._existing()
-        return found[-1][1] if found else None
+        return latest_checkpoint(self.directory)
 
     def _adopt_existing(self, checkpoint) -> None:
         """Hand the files of earlier runs to Ignite's retention (it only knows what it saved itself):

@@ -1,10 +1,10 @@
 """VGG19 feature loss as in ESRGAN: L1 distance of conv5_4 features taken before the ReLU.
 
 The ImageNet weights (torchvision's ``vgg19-dcbb9e9d.pth``) are read from ``weights_path`` or from
-``$TORCH_HOME/hub/checkpoints`` (torch.hub's cache, ``~/.cache/torch`` by default) and never downloaded:
-a missing file raises :class:`FileNotFoundError` naming the file and where it was looked for, so a run without
-them must set the VGG weight to 0 explicitly. One-channel MRI is repeated to three channels and normalised
-with the ImageNet mean and standard deviation, assuming inputs scaled to about [0, 1].
+torch.hub's cache (``<torch.hub.get_dir()>/checkpoints``, ``$TORCH_HOME/hub/checkpoints``) and never
+downloaded: a missing file raises :class:`FileNotFoundError` naming the file and where it was looked for, so
+a run without them must set the VGG weight to 0 explicitly. One-channel MRI is repeated to three channels
+and normalised with the ImageNet mean and standard deviation, assuming inputs scaled to about [0, 1].
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from mtsr_monai.errors import InputError
+from mtsr_monai.metrics.perceptual import hub_checkpoint_path
 
 VGG19_FILE = "vgg19-dcbb9e9d.pth"
 #: index of conv5_4 in torchvision's ``vgg19().features`` (the ReLU after it is index 35)
@@ -27,11 +28,9 @@ __all__ = ["VGG19_FILE", "VGGFeatureLoss", "default_vgg19_path"]
 
 
 def default_vgg19_path() -> Path:
-    """torch.hub's cache of torchvision's VGG19: ``$TORCH_HOME/hub/checkpoints/vgg19-dcbb9e9d.pth``."""
-    torch_home = os.environ.get("TORCH_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "torch"
-    )
-    return Path(torch_home) / "hub" / "checkpoints" / VGG19_FILE
+    """torch.hub's cache of torchvision's VGG19 (:func:`~mtsr_monai.metrics.perceptual.hub_checkpoint_path`:
+    ``$TORCH_HOME/hub/checkpoints/vgg19-dcbb9e9d.pth`` unless ``torch.hub.set_dir`` moved it)."""
+    return hub_checkpoint_path(VGG19_FILE)
 
 
 class VGGFeatureLoss(nn.Module):
@@ -51,13 +50,12 @@ class VGGFeatureLoss(nn.Module):
 
         path = Path(weights_path) if weights_path else default_vgg19_path()
         if not path.is_file():
+            place = "the given weights_path" if weights_path else "torch.hub's checkpoints folder"
             # bad input (exit 2 in a bundle run), named with its place and the two ways out
             raise InputError(
-                f"VGG19 ImageNet weights not found (expected torchvision's {VGG19_FILE}; looked for "
-                f"{'the given weights_path' if weights_path else '$TORCH_HOME/hub/checkpoints'}). "
-                "Put the file there or pass its path, or set the VGG loss weight to 0 "
-                "(--loss_weights#vgg 0); "
-                "nothing is downloaded",
+                f"VGG19 ImageNet weights not found (expected torchvision's {VGG19_FILE}; "
+                f"looked for {place}). Put the file there or pass its path, or set the VGG loss weight "
+                "to 0 (--loss_weights#vgg 0); nothing is downloaded",
                 path,
             )
         features = vgg19(weights=None).features[: layer + 1]

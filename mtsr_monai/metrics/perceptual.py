@@ -3,9 +3,10 @@
 LPIPS (Zhang et al. 2018, PyPI ``lpips``, version 0.1 linear heads) needs the torchvision ImageNet backbone
 (``alexnet-owt-7be5be79.pth`` for AlexNet), which cannot be downloaded here. :func:`load_lpips` builds the
 metric with a *randomly initialised* trunk (so ``lpips`` never tries to download) and then loads the real
-backbone weights from ``$TORCH_HOME/hub/checkpoints/`` or an explicit path; when the file is absent it returns
-``None`` with the missing file named, and callers report LPIPS as unavailable. A random-backbone LPIPS is
-never returned (its numbers would compare with nothing published).
+backbone weights from torch.hub's cache (``$TORCH_HOME/hub/checkpoints/``, :func:`hub_checkpoint_path`) or
+an explicit path; when the file is absent it returns ``None`` with the missing file named, and callers report
+LPIPS as unavailable. A random-backbone LPIPS is never returned (its numbers would compare with nothing
+published).
 
 - realism: LPIPS(sample, ground truth), averaged (lower = closer to the truth).
 - diversity: LPIPS between consecutive samples (5 samples -> 4 pairs), averaged (higher = more diverse).
@@ -37,10 +38,18 @@ BACKBONE_FILES = {
 }
 
 
+def hub_checkpoint_path(filename: str) -> Path:
+    """Where torch.hub keeps a downloaded weights file: ``<torch.hub.get_dir()>/checkpoints/<filename>``, so
+    ``torch.hub.set_dir``, ``$TORCH_HOME`` and ``$XDG_CACHE_HOME`` are honoured as torch itself does
+    (``~/.cache/torch/hub/checkpoints`` by default)."""
+    import torch  # lazy: this module's import stays free of torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
 def default_backbone_path(net: str = "alex") -> Path:
-    """``$TORCH_HOME/hub/checkpoints/<torchvision file>`` (``TORCH_HOME`` defaults to ``~/.cache/torch``)."""
-    home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
-    return home / "hub" / "checkpoints" / BACKBONE_FILES[net]
+    """torch.hub's cache of the torchvision backbone of LPIPS ``net`` (:func:`hub_checkpoint_path`)."""
+    return hub_checkpoint_path(BACKBONE_FILES[net])
 
 
 @dataclass

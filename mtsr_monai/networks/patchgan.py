@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from monai.networks.nets import PatchDiscriminator
 
-__all__ = ["patchgan", "receptive_field"]
+__all__ = ["patchgan"]
 
 
 def patchgan(
@@ -34,14 +34,3 @@ def patchgan(
         bias=False,
         activation=("LEAKYRELU", {"negative_slope": 0.2}),
     )
-
-
-def receptive_field(num_layers: int = 3, kernel_size: int = 4) -> int:
-    """Receptive field (pixels) of one PatchGAN logit: 70 for 3 layers and 4x4 kernels."""
-    strides = (
-        [2] + [2] * (num_layers - 1) + [1, 1]
-    )  # first conv, n-1 stride-2 layers, last layer, output conv
-    field = 1
-    for s in reversed(strides):
-        field = (field - 1) * s + kernel_size
-    return field

@@ -50,9 +50,7 @@ def axial_montage(
     for ax, (name, volume, affine) in zip(axes.flat, panels, strict=False):
         image, _ = plane_image(volume, affine, "axial", point)
         spread = name.lower().startswith("std")
-        vmin = 0.0 if spread or not image.any() else min(0.0, float(np.percentile(image, 0.5)))
-        vmax = float(np.percentile(image, 99.5)) if image.any() else 1.0
-        vmax = vmax if vmax > vmin else vmin + 1.0  # an image with nothing above 0: still a window
+        vmin, vmax = display_range(image)  # a spread map is >= 0, so its window starts at 0 too
         cmap = "magma" if spread else "gray"
         shown = show_plane(ax, volume, affine, "axial", point, cmap=cmap, vmin=vmin, vmax=vmax)
         ax.set_title(name, fontsize=10)

@@ -77,9 +77,11 @@ class VolumeWriterd(MapTransform):
 
 
 class SaveVolumed(VolumeWriterd):
-    """Write each key (``(1, X, Y, Z)`` or 3D, its own affine) atomically with
+    """Write one key (``(1, X, Y, Z)`` or 3D, its own affine) atomically with
     :func:`mtsr_monai.io.save_volume` to the item's ``path_key`` entry, else to
-    ``output_dir/<ref_key image's name>_<postfix>.nii.gz``, in the NIfTI space of that image."""
+    ``output_dir/<ref_key image's name>_<postfix>.nii.gz``, in the NIfTI space of that image. One key only:
+    the path does not depend on the key, so a second key would overwrite the first one's file (use one
+    writer per key, each with its own ``postfix``)."""
 
     def __init__(
         self,
@@ -90,6 +92,11 @@ class SaveVolumed(VolumeWriterd):
         ref_key: str = "image",
     ) -> None:
         super().__init__(keys, output_dir, path_key, ref_key)
+        if len(self.keys) != 1:
+            raise ValueError(
+                f"SaveVolumed writes one key, not {list(self.keys)}: every key would go to the same file; "
+                "use one SaveVolumed per key, each with its own postfix"
+            )
         self.postfix = postfix
 
     def output_path(self, d: Mapping[Hashable, Any]) -> Path:
