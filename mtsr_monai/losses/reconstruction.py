@@ -3,20 +3,26 @@ their sums with MAE / MSE from a short spec."""
 
 from __future__ import annotations
 
+import monai.losses
 import torch
 import torch.nn.functional as F
 
 from mtsr_monai.losses.weighted import WeightedLoss
-from mtsr_monai.metrics.image import batch_ssim
 
 __all__ = ["BCELoss", "BrightTailL1Loss", "SSIMLoss", "generator_loss"]
 
 
-class SSIMLoss(torch.nn.Module):
-    """``1 - SSIM`` (11-tap Gaussian window, sigma 1.5, data range 1) of (B, C, H, W) batches."""
+class SSIMLoss(monai.losses.SSIMLoss):
+    """MONAI's ``SSIMLoss`` of (B, C, H, W) batches (11-tap Gaussian window, sigma 1.5, data range 1),
+    computed in fp32 also inside a bf16 / fp16 autocast region: there ``E[x^2] - E[x]^2`` cancels, the
+    variances turn negative and the loss becomes inf (as :func:`~mtsr_monai.metrics.image.batch_ssim`)."""
+
+    def __init__(self) -> None:
+        super().__init__(spatial_dims=2, data_range=1.0)
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return 1.0 - batch_ssim(pred, target, data_range=1.0).mean()
+        with torch.autocast(device_type=pred.device.type, enabled=False):
+            return super().forward(pred.float(), target.float())
 
 
 class BCELoss(torch.nn.Module):
