@@ -543,3 +543,100 @@ def test_the_group_tsv_has_no_empty_cell(tmp_path):
     lines = write_tsv(rows, tmp_path / "g.tsv").read_text().splitlines()
     assert all(cell != "" for line in lines for cell in line.split("\t"))
     assert lines[1].count("n/a") >= 3
+
+
+def test_the_group_level_reports_only_the_modality_asked_for(tmp_path):
+    raw = _raw_tree(
+        tmp_path / "raw", {"01": ["sub-01/anat/sub-01_T1w.nii.gz", "sub-01/anat/sub-01_T2w.nii.gz"]}
+    )
+    out = tmp_path / "out"
+    assert _bicubic(raw, out) == 0
+    assert _mtsr(raw, out, "group", "--modality", "T2w") == 0
+    rows = [line.split("\t") for line in (out / "group_iqms.tsv").read_text().splitlines()]
+    suffix = rows[0].index("suffix")
+    assert sorted(r[suffix] for r in rows[1:]) == ["T2w", "T2w"]  # its input and its SR output
+    # a translation is selected by its source's suffix, as at the participant level, not by its target's
+    from mtsr_monai.bids.group import source_suffix
+
+    row = {"role": "output", "suffix": "FLAIR", "source": "sub-01/anat/sub-01_T1w.nii.gz"}
+    assert source_suffix(row) == "T1w"
+
+
+def test_a_participant_busy_in_another_run_makes_the_exit_code_3_and_is_named(tmp_path, capsys):
+    from mtsr_monai.bids.runner import participant_lock
+
+    raw = _raw_tree(
+        tmp_path / "raw", {"01": ["sub-01/anat/sub-01_T1w.nii.gz"], "02": ["sub-02/anat/sub-02_T1w.nii.gz"]}
+    )
+    out = tmp_path / "out"
+    with participant_lock(out, "super-resolve", "01") as held:
+        assert held and _bicubic(raw, out) == 3
+    err = capsys.readouterr().err
+    assert "1 ok, 1 busy" in err and "busy (held by another run): sub-01" in err
+    assert _bicubic(raw, out) == 0  # released: the rerun finishes the cohort
+    from mtsr_monai.cli.commands.bids import _code
+
+    assert _code({"failed": 1, "busy": 1}) == 1  # a failure is reported before a busy participant
+
+
+def test_misnamed_files_are_counted_on_stderr_with_the_run_log_path(tmp_path, capsys):
+    raw = _raw_tree(
+        tmp_path / "raw",
+        {"01": ["sub-01/anat/sub-01_T1w.nii.gz", "sub-01/anat/sub-01_run-1_acq-x_T2w.nii.gz"]},
+    )
+    out = tmp_path / "out"
+    assert _bicubic(raw, out) == 0
+    run_log = next((out / "logs" / "runs").glob("*.json")).resolve()  # the printed path: resolved
+    lines = [line for line in capsys.readouterr().err.splitlines() if "BIDS rules" in line]
+    assert lines == [
+        f"mtsr bids: warning: 1 file(s) ignored for names that break the BIDS rules: see {run_log}"
+    ]
+    assert json.loads(run_log.read_text())["ignored_files"] == ["sub-01/anat/sub-01_run-1_acq-x_T2w.nii.gz"]
+
+
+def test_clinical_sr_sidecars_name_the_reference_scan_as_their_spatial_reference(tmp_path, monkeypatch):
+    from mtsr_monai.inference import clinical
+
+    def restored(inputs, work, **kwargs):  # the session's scans as they are (no registration: seconds)
+        return {m: shutil.copy(path, Path(work) / f"{m}.nii.gz") for m, path in inputs.items()}
+
+    monkeypatch.setattr(clinical, "restore_clinical", restored)
+    raw = _raw_tree(
+        tmp_path / "raw", {"01": ["sub-01/anat/sub-01_T1w.nii.gz", "sub-01/anat/sub-01_FLAIR.nii.gz"]}
+    )
+    out = tmp_path / "out"
+    args = ["--task", "clinical-sr", "--clinical-method", "trilinear"]
+    assert _mtsr(raw, out, "participant", *args) == 0
+    sidecars = sorted(out.glob("sub-01/anat/*_desc-mtsrClinicalSR_*.json"))
+    assert len(sidecars) == 2
+    for path in sidecars:  # the T1w was moved onto the FLAIR (the reference): it is in the FLAIR's space
+        assert json.loads(path.read_text())["SpatialReference"] == "bids:raw:sub-01/anat/sub-01_FLAIR.nii.gz"
+    assert _bicubic(raw, out) == 0  # the other tasks' outputs stay in their own source's space
+    sr = json.loads(next(out.glob("sub-01/anat/*_desc-mtsrSRBicubic_T1w.json")).read_text())
+    assert sr["SpatialReference"] == "bids:raw:sub-01/anat/sub-01_T1w.nii.gz"
+
+
+def test_the_sr_sidecars_slice_axis_is_the_one_the_inference_call_resolved(tmp_path, monkeypatch):
+    from mtsr_monai.inference import super_resolve
+
+    original = super_resolve.super_resolve_file
+
+    def reports_coronal(*args, **kwargs):  # no header is read again: the call's answer is the sidecar's
+        return {**original(*args, **kwargs), "slice_axis": 1, "slice_plane": "coronal"}
+
+    monkeypatch.setattr(super_resolve, "super_resolve_file", reports_coronal)
+    raw = _raw_tree(tmp_path / "raw", {"01": ["sub-01/anat/sub-01_T1w.nii.gz"]})
+    assert _bicubic(raw, tmp_path / "out") == 0
+    sidecar = json.loads(
+        next((tmp_path / "out").glob("sub-01/anat/*_desc-mtsrSRBicubic_T1w.json")).read_text()
+    )
+    assert sidecar["SliceAxis"] == {"ArrayAxis": 1, "Plane": "coronal"}
+    monkeypatch.undo()
+    lr = write_nifti(
+        tmp_path / "lr.nii.gz", np.random.default_rng(0).random((4, 8, 8)), np.diag([4, 1, 1, 1])
+    )
+    for bundle in (None, "mtsr_sr"):  # the interpolation shortcut and the bundle's path
+        summary = super_resolve.super_resolve_file(
+            str(lr), str(tmp_path / "sr.nii.gz"), method="bicubic", axis="auto", bundle=bundle, progress=False
+        )
+        assert (summary["slice_axis"], summary["slice_plane"]) == (0, "sagittal")  # the thick axis

@@ -50,6 +50,14 @@ def _row(path: Path, record: dict[str, Any], role: str) -> dict[str, Any]:
     return row
 
 
+def source_suffix(row: dict[str, Any]) -> str:
+    """The suffix of the raw image a row comes from: its own for an input, its source's for an output (a
+    translation's suffix is its target's), as the participant level's ``--modality`` selects them."""
+    if row["role"] == "input" or not row["source"]:
+        return row["suffix"]
+    return parse_stem(Path(row["source"]).name.split(".", 1)[0])[1]
+
+
 def collect_rows(output_dir: Path, tasks: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """One row per input IQM file and per output sidecar holding ``QualityMetrics`` (``tasks`` filters the
     outputs), sorted by participant and name."""
@@ -72,10 +80,12 @@ def group_level(
     tasks: Sequence[str] | None = None,
     participants: Sequence[str] | None = None,
     sessions: Sequence[str] | None = None,
+    suffixes: Sequence[str] | None = None,
 ) -> dict[str, Path]:
     """Write ``group_iqms.tsv``, ``group_report.html`` (and its figure) in ``output_dir``; refreshes
     ``logs/failures.tsv`` from the status files first (the consolidated list after a sharded run).
-    ``participants`` / ``sessions`` (labels without ``sub-`` / ``ses-``) restrict the report to them."""
+    ``participants`` / ``sessions`` (labels without ``sub-`` / ``ses-``) restrict the report to them,
+    ``suffixes`` (``T1w`` ...) to the images made from raw images with those suffixes."""
 
     output_dir = Path(output_dir).resolve()
     if not (output_dir / "dataset_description.json").is_file():
@@ -90,6 +100,8 @@ def group_level(
         failures = [f for f in failures if f.get("participant_id") in wanted]
     if sessions:
         rows = [r for r in rows if r["session_id"] in {f"ses-{s}" for s in sessions}]
+    if suffixes:
+        rows = [r for r in rows if source_suffix(r) in suffixes]
     if not rows:
         raise InputError("no quality records found (run the participant level first)", output_dir)
     description = der.read_json(output_dir / "dataset_description.json") or {}

@@ -59,12 +59,14 @@ class BIDSImage:
 
 @dataclass
 class BIDSDataset:
-    """The images of a dataset grouped by subject label (sorted), its description and reader warnings."""
+    """The images of a dataset grouped by subject label (sorted), its description, reader warnings and the
+    NIfTI files in ``anat/`` ignored for their names (relative paths; each also has its warning)."""
 
     root: Path
     description: dict
     subjects: dict[str, list[BIDSImage]]
     warnings: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
 
 
 def parse_name(name: str) -> tuple[tuple[tuple[str, str], ...], str] | None:
@@ -104,7 +106,7 @@ def _anat_folders(subject_dir: Path) -> list[tuple[str | None, Path]]:
     return [(None, subject_dir / "anat")] if (subject_dir / "anat").is_dir() else []
 
 
-def _images_of(root: Path, subject_dir: Path, warnings: list[str]) -> list[BIDSImage]:
+def _images_of(root: Path, subject_dir: Path, warnings: list[str], ignored: list[str]) -> list[BIDSImage]:
     images = []
     label = subject_dir.name[4:]
     for session, anat in _anat_folders(subject_dir):
@@ -115,11 +117,13 @@ def _images_of(root: Path, subject_dir: Path, warnings: list[str]) -> list[BIDSI
             parsed = parse_name(path.name)
             if parsed is None:
                 warnings.append(f"{rel}: name does not follow the BIDS rules; ignored")
+                ignored.append(rel)
                 continue
             entities, suffix = parsed
             ent = dict(entities)
             if ent["sub"] != label or ent.get("ses") != session:
                 warnings.append(f"{rel}: sub/ses entities disagree with the folders; ignored")
+                ignored.append(rel)
                 continue
             if suffix in SUFFIX_MODALITY:
                 images.append(BIDSImage(path, rel, entities, suffix))
@@ -161,11 +165,12 @@ def read_dataset(
         if missing:
             raise InputError(f"participant(s) not in the dataset: {', '.join(missing)}", root)
     warnings: list[str] = []
+    ignored: list[str] = []
     subjects: dict[str, list[BIDSImage]] = {}
     for subject_dir in found:
         if wanted and subject_dir.name[4:] not in wanted:
             continue
-        every = _images_of(root, subject_dir, warnings)
+        every = _images_of(root, subject_dir, warnings, ignored)
         if wanted_ses and not any(im.session in wanted_ses for im in every):
             # none of the sessions asked for: not a participant of this run (rather than a failed one)
             warnings.append(f"{subject_dir.name}: none of the sessions asked for; skipped")
@@ -178,4 +183,4 @@ def read_dataset(
         subjects[subject_dir.name[4:]] = images
     if wanted_ses and not subjects:
         raise InputError(f"session(s) not in the dataset: {', '.join(sorted(wanted_ses))}", root)
-    return BIDSDataset(root, description, subjects, warnings)
+    return BIDSDataset(root, description, subjects, warnings, ignored)

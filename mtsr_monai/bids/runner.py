@@ -31,7 +31,7 @@ from typing import Any
 
 from mtsr_monai import __version__
 from mtsr_monai.bids import derivatives as der
-from mtsr_monai.bids.layout import BIDSImage, read_dataset
+from mtsr_monai.bids.layout import BIDSDataset, BIDSImage, read_dataset
 from mtsr_monai.bids.quality import IQM_VARIANT
 from mtsr_monai.bids.sidecars import write_item_records
 from mtsr_monai.bids.tasks import Item, Task
@@ -257,7 +257,7 @@ def participant_level(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Process this process's share of the participants; returns the run summary (every rank's results,
-    gathered), with ``failed`` counting failures over all ranks."""
+    gathered), with ``failed`` counting failures over all ranks and, on rank 0, ``run_log``: its path."""
     ranks = ranks or Ranks()
     output_dir = Path(output_dir).resolve()
     dataset = read_dataset(bids_dir, participants, sessions, task.suffixes)
@@ -280,11 +280,11 @@ def participant_level(
         results.append(process_participant(task, label, dataset.subjects[label], output_dir, ranks))
         for text in task.warnings[seen:]:  # at once, not after hours: the user may want to stop the run
             bar.write(f"warning: {text}", file=sys.stderr)
-    return _finish(output_dir, task, ranks, results, time.perf_counter() - start, dataset.warnings)
+    return _finish(output_dir, task, ranks, results, time.perf_counter() - start, dataset)
 
 
 def _finish(
-    output_dir: Path, task: Task, ranks: Ranks, results: list, seconds: float, warnings: list
+    output_dir: Path, task: Task, ranks: Ranks, results: list, seconds: float, dataset: BIDSDataset
 ) -> dict:
     """Gather every rank's results; rank 0 writes the run log and the failures TSV."""
     gathered = ranks.gather(
@@ -298,7 +298,8 @@ def _finish(
         "world_size": ranks.world,
         "shard": list(ranks.shard),
         "ranks": gathered,
-        "reader_warnings": warnings,
+        "reader_warnings": dataset.warnings,
+        "ignored_files": dataset.ignored,
         "input_warnings": [w for g in gathered for w in g["input_warnings"]],
     }
     every = [r for g in gathered for r in g["results"]]
@@ -314,5 +315,6 @@ def _finish(
         while path.exists():
             path, n = base.with_name(f"{base.name}_{n:03d}.json"), n + 1  # sorts after the first
         der.write_json(path, summary)
+        summary["run_log"] = path  # after the write: the log does not name itself
         compile_failures(output_dir)
     return summary

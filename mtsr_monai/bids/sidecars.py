@@ -90,7 +90,12 @@ def write_item_records(
     for p in products:
         src = sources.get(p.source.relpath)
         uris = [der.source_uri(p.source)] + [der.source_uri(s) for s in item.sources if s != p.source]
-        data = {"Description": p.description, "Sources": uris}
+        # BIDS's field for the space an image is in: a clinical-sr sequence moved onto its reference's
+        data = {
+            "Description": p.description,
+            "Sources": uris,
+            "SpatialReference": der.source_uri(p.space or p.source),
+        }
         if src is not None:
             data["SkullStripped"] = bool(is_skull_stripped(src[0]))
         data.update(p.extra)

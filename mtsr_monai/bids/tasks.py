@@ -25,8 +25,6 @@ from mtsr_monai.errors import InputError
 from mtsr_monai.inference.brain_mask import AUTO as AUTO_MASK
 from mtsr_monai.inference.bundle import bundle_dir, load_bundle_network
 from mtsr_monai.io import fine_input_warning
-from mtsr_monai.io.geometry import resolve_axis
-from mtsr_monai.reporting.views import plane_of_axis
 
 TASKS = ("super-resolve", "clinical-sr", "translate", "qc")
 MODALITY_SUFFIX = {v: k for k, v in SUFFIX_MODALITY.items()}
@@ -41,6 +39,8 @@ class Product:
     description: str
     quality: bool = True  # compute IQMs (and consistency, if the task keeps the contrast)
     extra: dict[str, Any] = field(default_factory=dict)
+    # the raw image whose scanner space the output is in (its sidecar's SpatialReference); None: ``source``
+    space: BIDSImage | None = None
 
     @property
     def sidecar(self) -> Path:
@@ -189,7 +189,7 @@ class SuperResolveTask(Task):
         source, out = item.sources[0], item.outputs[0]
         axis = int(self.axis) if self.axis.lstrip("-").isdigit() else self.axis
         warning = fine_input_warning(source.path, axis, 4) if self.method == "model" else None
-        super_resolve_file(
+        summary = super_resolve_file(
             str(source.path),
             str(out),
             method=self.method,
@@ -202,20 +202,14 @@ class SuperResolveTask(Task):
             precision=self.precision,
         )
         text = f"x4 in-plane super-resolution ({self.method}) of the source by mtsr-monai"
-        extra: dict[str, Any] = {"SliceAxis": _resolved_axis(source.path, axis)}  # "auto" as it resolved
+        # "auto" as it resolved for this image
+        extra: dict[str, Any] = {
+            "SliceAxis": {"ArrayAxis": summary["slice_axis"], "Plane": summary["slice_plane"]}
+        }
         if warning is not None:
             self.warnings.append(f"{source.relpath}: {warning}")
             extra["Warnings"] = [warning]
         return [Product(out, source, text, extra=extra)]
-
-
-def _resolved_axis(path: Path, axis: str | int) -> dict[str, Any]:
-    """The array axis the slices were cut across, and its anatomical plane, from the image's header."""
-    import nibabel as nib  # only the header is read
-
-    affine = nib.load(str(path)).affine
-    k = resolve_axis(affine, axis)
-    return {"ArrayAxis": k, "Plane": plane_of_axis(affine, k)}
 
 
 def _work_folder(final: Path) -> tempfile.TemporaryDirectory:
@@ -323,7 +317,11 @@ class ClinicalSRTask(Task):
             f"clinical-protocol restoration ({self.method}) on a {self.spacing} mm grid covering the "
             f"session's {MODALITY_SUFFIX[ref]}, fused over {', '.join(MODALITY_SUFFIX[m] for m in inputs)}"
         )
-        return [Product(out, im, text) for im, out in zip(item.sources, item.outputs, strict=True)]
+        # every sequence was registered to the reference: its output is in the reference's space, not its own
+        space = next(im for im in item.sources if im.modality == ref)
+        return [
+            Product(out, im, text, space=space) for im, out in zip(item.sources, item.outputs, strict=True)
+        ]
 
 
 class TranslateTask(Task):

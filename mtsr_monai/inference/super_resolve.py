@@ -32,6 +32,7 @@ from mtsr_monai.precision import (  # noqa: F401 (kept public here: scripts impo
     autocast_dtype,
     resolve_precision,
 )
+from mtsr_monai.reporting.views import plane_of_axis
 from mtsr_monai.transforms.intensity import robust_range, scale_to_range
 
 METHODS = ("model", "bicubic", "bilinear", "lanczos", "nearest")
@@ -279,7 +280,8 @@ def super_resolve_file(
     inferer: Callable | None = None,
     precision: str = "auto",
 ) -> dict[str, Any]:
-    """Read ``input_path`` (validated), super-resolve it, write ``output_path`` atomically; returns a summary.
+    """Read ``input_path`` (validated), super-resolve it, write ``output_path`` atomically; returns a summary
+    (``slice_axis``, ``slice_plane``: the array axis the slices were cut across and its plane, as resolved).
 
     The work is done by the ``preprocessing``, ``inferer`` and ``postprocessing`` of the bundle's
     ``configs/inference.yaml`` (default: the shipped ``mtsr_sr``), the objects ``python -m monai.bundle run
@@ -320,8 +322,16 @@ def super_resolve_file(
         "precision": resolve_precision(precision, device) if method == "model" else None,
         "input_shape": list(item["image"].shape[1:]),
         "output_shape": list(item["pred"].shape[1:]),
+        **_slice_axis(np.asarray(item["image"].affine), axis),
         "seconds": seconds,
     }
+
+
+def _slice_axis(affine: np.ndarray, axis: str | int) -> dict[str, Any]:
+    """``axis`` as it resolved for an image of this affine: the array axis and its anatomical plane. Given the
+    affine the slices were cut by (the loaded image's), so a caller need not read the file's header again."""
+    through = resolve_axis(affine, axis)
+    return {"slice_axis": through, "slice_plane": plane_of_axis(affine, through)}
 
 
 def _is_nifti(path: str | os.PathLike) -> bool:
@@ -379,6 +389,7 @@ def _interpolate_nifti_file(
         "precision": None,
         "input_shape": list(volume.shape),
         "output_shape": list(sr.shape),
+        **_slice_axis(affine, axis),
         "seconds": time.perf_counter() - start,
     }
 

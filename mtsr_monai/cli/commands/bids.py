@@ -22,11 +22,14 @@ DESCRIPTION = (
     "(derivatives/ ignored) with --task and writes BIDS derivatives to OUTPUT_DIR: desc-<label> images, "
     "JSON sidecars with provenance, IQMs of inputs and outputs, dataset_description.json. Participants "
     "already done with the same provenance are skipped; a failing participant is recorded in "
-    "OUTPUT_DIR/logs/failures.tsv and the others go on (exit code 1 at the end if any failed). Under "
+    "OUTPUT_DIR/logs/failures.tsv and the others go on (exit code 1 at the end if any failed; else 3 if a "
+    "participant was left busy: another run held it). Under "
     "torchrun each rank takes its share. 'group' writes OUTPUT_DIR/group_report.html and group_iqms.tsv "
     "over all participants. See docs/bids.md."
 )
 SUFFIXES = ("T1w", "T2w", "FLAIR", "PDw")
+#: exit code of a run that left participants to another run holding their lock (the cohort is not done yet)
+BUSY = 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,7 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--modality",
         nargs="+",
         choices=SUFFIXES,
-        help="suffixes to use (default: all the task can use); a participant lacking one fails",
+        help="suffixes to use (default: all the task can use); a participant lacking one fails; at the group "
+        "level: reports only images made from them",
     )
     add_device_argument(
         parser, choices=("cpu", "cuda"), help="cuda: one GPU per rank (cuda:LOCAL_RANK under torchrun)"
@@ -159,13 +163,12 @@ def _group(args: argparse.Namespace) -> int:
     dataset = read_dataset(args.bids_dir, args.participant_label, args.session_label, args.modality)
     participants = sorted(dataset.subjects) if args.participant_label or args.session_label else None
     sessions = [str(x).removeprefix("ses-") for x in args.session_label] if args.session_label else None
-    written = group_level(args.output_dir, [args.task] if args.task else None, participants, sessions)
+    tasks = [args.task] if args.task else None
+    written = group_level(args.output_dir, tasks, participants, sessions, args.modality)
     return print_written(written)
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
     from mtsr_monai.errors import InputError
     from mtsr_monai.io.outputs import OutputPlan, check_not_inputs, check_writable
 
@@ -207,17 +210,36 @@ def run(args: argparse.Namespace) -> int:
         )
     finally:
         ranks.close()
-    if ranks.rank == 0:
-        counts = ", ".join(f"{summary[k]} {k}" for k in ("ok", "skipped", "failed", "busy") if summary[k])
+    return _report(summary, task.name, ranks.world, args.output_dir) if ranks.rank == 0 else _code(summary)
+
+
+def _code(summary: dict) -> int:
+    """1 when a participant failed; else 3 when one was busy (held by another run: not done yet); else 0."""
+    return 1 if summary["failed"] else BUSY if summary["busy"] else 0
+
+
+def _report(summary: dict, task: str, world: int, output_dir: Path) -> int:
+    """The run's last lines on stderr (rank 0 only: the summary covers every rank); returns the exit code."""
+    import sys
+
+    counts = ", ".join(f"{summary[k]} {k}" for k in ("ok", "skipped", "failed", "busy") if summary[k])
+    print(f"mtsr bids {task}: {counts or 'nothing to do'} (world size {world})", file=sys.stderr)
+    if summary["ignored_files"]:
+        # a misnamed scan is left out of the cohort: one line here, since few read the run log
+        n, log = len(summary["ignored_files"]), summary["run_log"]
         print(
-            f"mtsr bids {task.name}: {counts or 'nothing to do'} (world size {ranks.world})", file=sys.stderr
+            f"mtsr bids: warning: {n} file(s) ignored for names that break the BIDS rules: see {log}",
+            file=sys.stderr,
         )
-        if summary["input_warnings"]:
-            count = len(summary["input_warnings"])
-            print(f"{count} input(s) warned about: listed in the run log's input_warnings", file=sys.stderr)
-        if summary["failed"]:
-            print(
-                f"failed participants are listed in {Path(args.output_dir) / 'logs' / 'failures.tsv'}",
-                file=sys.stderr,
-            )
-    return 1 if summary["failed"] else 0
+    if summary["input_warnings"]:
+        count = len(summary["input_warnings"])
+        print(f"{count} input(s) warned about: listed in the run log's input_warnings", file=sys.stderr)
+    if summary["failed"]:
+        print(
+            f"failed participants are listed in {Path(output_dir) / 'logs' / 'failures.tsv'}", file=sys.stderr
+        )
+    busy = [r["participant_id"] for g in summary["ranks"] for r in g["results"] if r["status"] == "busy"]
+    if busy:
+        # named, so a pipeline (or its user) knows what the rerun after the other run's end must finish
+        print(f"mtsr bids {task}: busy (held by another run): {', '.join(sorted(busy))}", file=sys.stderr)
+    return _code(summary)
