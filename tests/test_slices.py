@@ -219,3 +219,16 @@ def test_typical_brain_level_is_the_median_of_the_training_volumes_robust_brain_
     assert typical_brain_level(tmp_path / "d.json", "t1", split="validation") == pytest.approx(
         levels[0], abs=1e-6
     )
+
+
+def test_spaced_brain_slices_take_the_ends_or_the_centres_of_equal_parts():
+    import torch
+
+    from mtsr_monai.data.slices import spaced_brain_slices
+
+    stack = torch.zeros(12, 4, 4)
+    stack[2:10] = 1.0  # slices 2..9 hold the brain
+    stack[1, 0, 0] = 1.0  # a sliver: under half the largest area
+    assert spaced_brain_slices(stack, 3).tolist() == [2, 6, 9]
+    assert spaced_brain_slices(stack, 2, include_ends=False).tolist() == [4, 8]
+    assert spaced_brain_slices(stack, 1, include_ends=False).tolist() == [6]

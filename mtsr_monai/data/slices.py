@@ -58,12 +58,18 @@ def foreground_fractions(volume: Any, axis: int, threshold: float = 0.0) -> np.n
     return fg.mean(axis=other)
 
 
-def spaced_brain_slices(slices: torch.Tensor, count: int, min_share: float = 0.5) -> torch.Tensor:
-    """Indices of ``count`` evenly spaced slices of ``slices`` (S, H, W) among those whose non-zero area is
-    at least ``min_share`` of the largest (first and last such slice included): the evaluations' slices."""
-    area = (slices > 0).flatten(1).float().mean(1)
+def spaced_brain_slices(
+    slices: torch.Tensor, count: int, min_share: float = 0.5, include_ends: bool = True
+) -> torch.Tensor:
+    """Indices of ``count`` evenly spaced slices of ``slices`` (S, H, W) among those whose positive area is
+    at least ``min_share`` of the largest: the evaluations' slices. ``include_ends``: the first and last
+    such slice are picked; else the centres of ``count`` equal parts (1 slice: the middle one)."""
+    area = (slices > 0).flatten(1).sum(1)
     candidates = torch.nonzero(area >= min_share * area.max()).flatten()
-    return candidates[torch.linspace(0, len(candidates) - 1, count).round().long()]
+    if include_ends:
+        return candidates[torch.linspace(0, len(candidates) - 1, count).round().long()]
+    centres = (torch.arange(count, dtype=torch.float64) + 0.5) / count * len(candidates)
+    return candidates[centres.long()]
 
 
 def extract_slices(

@@ -81,13 +81,16 @@ def eval_pairs(
 ) -> list[dict[str, torch.Tensor]]:
     """Fixed held-out LR/HR pairs: axial slices of each volume, degraded with a seeded second-order chain.
 
-    Slices are evenly spaced among those whose foreground (voxels above the robust low level, i.e. > 0
-    once scaled) covers at least ``min_foreground`` of the fullest slice's; each is scaled by
-    :func:`robust_range` of its volume and degraded by
+    Slices are the centres of equal parts of those whose foreground (voxels above the robust low level, > 0
+    once scaled) covers at least ``min_foreground`` of the fullest slice's (:func:`spaced_brain_slices`);
+    each is scaled by :func:`robust_range` of its volume and degraded by
     :class:`~mtsr_monai.transforms.degradation.RandSecondOrderDegradationd` seeded by ``seed`` and its
     position, so every call returns the same pairs. Items: ``{"lr": (1, h, w), "hr": (1, H, W), "source":
     path, "slice": index}``.
     """
+    # lazy: data.slices imports monai, which the CLI's import of this module should not pay for
+    from mtsr_monai.data.slices import spaced_brain_slices
+
     # lazy: keeps monai, scipy out of this module's import
     from mtsr_monai.transforms.degradation import RandSecondOrderDegradationd
 
@@ -99,13 +102,8 @@ def eval_pairs(
         arr = np.moveaxis(np.asarray(vol), axis, 0)
         lo, hi = robust_range(arr)
         arr = scale_to_range(arr, lo, hi, clip=False)
-        fg = (arr > 0).reshape(arr.shape[0], -1).sum(1)
-        candidates = np.flatnonzero(fg >= min_foreground * fg.max())
-        # centres of equal parts of the brain's extent (1 slice -> the middle one)
-        picks = candidates[
-            ((np.arange(slices_per_volume) + 0.5) / slices_per_volume * len(candidates)).astype(int)
-        ]
-        for j, s in enumerate(picks):
+        picks = spaced_brain_slices(torch.from_numpy(arr), slices_per_volume, min_foreground, False)
+        for j, s in enumerate(picks.tolist()):
             degrade.set_random_state(seed + 1000 * n + j)
             item = degrade({"hr": torch.from_numpy(np.ascontiguousarray(arr[s][None])).float()})
             pairs.append(
