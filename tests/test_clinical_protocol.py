@@ -104,6 +104,27 @@ def test_dictionary_wrappers_write_outputs_and_share_one_draw():
     assert float(res["a"][0].min()) == 1.0
 
 
+def test_random_wrappers_draw_apply_then_delegate_on_one_stream():
+    """MONAI's convention: the wrapper draws apply-or-skip, then its array transform (prob 1) draws the rest
+    from the same stream; no state of the array transform is touched."""
+    d = {"hr": torch.rand(2, 20, 20, 8)}
+    wrapper = RandSimulateProtocold(keys="hr", output_keys="lr").set_random_state(4)
+    assert wrapper.R is wrapper.simulate.R
+    stream = np.random.RandomState(4)
+    stream.rand()  # the wrapper's apply-or-skip draw
+    torch.testing.assert_close(
+        wrapper(d)["lr"], RandSimulateProtocol().set_random_state(state=stream)(d["hr"])
+    )
+    skipped = RandSimulateProtocold(keys="hr", output_keys="lr", prob=0.0)(d)
+    assert torch.equal(skipped["lr"], d["hr"]) and skipped["lr"].data_ptr() != d["hr"].data_ptr()
+    drop = RandChannelDropoutd(keys="a", probs=[0.0, 1.0], prob=0.5).set_random_state(0)
+    assert drop.R is drop.dropout.R
+    applied = [float(drop({"a": torch.ones(2, 3, 3)})["a"][1].sum()) == 0 for _ in range(400)]
+    assert abs(np.mean(applied) - 0.5) < 0.08  # the wrapper's prob alone decides
+    kept = RandChannelDropoutd(keys="a", probs=1.0, prob=0.0)({"a": np.ones((2, 3, 3), np.float32)})
+    assert isinstance(kept["a"], torch.Tensor) and float(kept["a"].min()) == 1.0
+
+
 def test_channel_dropout_rates_follow_probs_and_never_drop_all():
     t = RandChannelDropout(probs=[0.1, 0.2, 0.6]).set_random_state(0)
     counts = np.zeros(3)

@@ -5,8 +5,8 @@ mask is: GM + WM probability >= ``threshold``, closed morphologically (sulci), h
 then dilated by ``csf_margin_mm`` to take in the outer CSF. A user template gives its own mask
 (``template_mask``) or, lacking one, the template's non-background voxels (Otsu, holes filled).
 
-:class:`BrainMaskFromTemplate` (array) carries the mask onto an image's grid; :class:`BrainMaskFromTemplated`
-is its dictionary wrapper.
+:class:`BrainMaskFromTemplate` (array) carries the mask onto an image's grid and records how in the mask's
+meta (:data:`MASK_KEY`); :class:`BrainMaskFromTemplated` is its dictionary wrapper.
 """
 
 from __future__ import annotations
@@ -23,11 +23,10 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
-from monai.utils import convert_to_numpy
 
 from mtsr_monai.io import atomic_output, load_volume
 from mtsr_monai.io.template import template_path
-from mtsr_monai.transforms.keys import PARAMS_KEY, TO_TEMPLATE_KEY
+from mtsr_monai.transforms.keys import MASK_KEY, PARAMS_KEY, TO_TEMPLATE_KEY
 from mtsr_monai.transforms.sitk_utils import load_template, metatensor_to_sitk, resample, stack_channels
 
 
@@ -122,7 +121,9 @@ class BrainMaskFromTemplate(Transform):
     The mask moves through ``to_template`` (output-grid points -> template points, as
     :class:`~mtsr_monai.transforms.registration.RegisterToTemplated` leaves it: identity when the image is on
     the template grid, the inverse affine when it stayed native); None: the image is taken to be in template
-    space already (physical coordinates). :meth:`strip` multiplies an image by the mask (skull strip).
+    space already (physical coordinates). The mask's meta holds, under :data:`MASK_KEY`, where it came from
+    and how it was carried (:meth:`describe`) and its ``mask_voxels``. :meth:`strip` multiplies an image by
+    the mask (skull strip).
     """
 
     def __init__(
@@ -143,7 +144,10 @@ class BrainMaskFromTemplate(Transform):
             self.template_mask, self.template, None, self.threshold, self.closing_mm, self.csf_margin_mm
         )
         carried = resample(mask, grid, to_template, "nearest")
-        return stack_channels([carried], getattr(img, "meta", None), torch.uint8)
+        out = stack_channels([carried], getattr(img, "meta", None), torch.uint8)
+        found = {**self.describe(to_template), "mask_voxels": int(torch.count_nonzero(out))}
+        out.meta = {**out.meta, MASK_KEY: found}
+        return out
 
     @staticmethod
     def strip(img: Any, mask: torch.Tensor) -> Any:
@@ -169,7 +173,8 @@ class BrainMaskFromTemplated(MapTransform):
     """Dictionary wrapper of :class:`BrainMaskFromTemplate`: add ``mask_key`` (uint8, 1 channel), the
     template's intracranial mask on the grid of the first present key, carried through
     ``data[TO_TEMPLATE_KEY]`` (set by :class:`RegisterToTemplated`; absent: the subject is taken to be in
-    template space already). ``skull_strip=True`` multiplies every image of ``keys`` by the mask.
+    template space already). ``skull_strip=True`` multiplies every image of ``keys`` by the mask. What the
+    mask's meta records goes to the data's preprocessing record.
     """
 
     def __init__(
@@ -200,13 +205,10 @@ class BrainMaskFromTemplated(MapTransform):
         if self.skull_strip:
             for key in present:
                 d[key] = self.masker.strip(d[key], out)
-        params = dict(d.get(PARAMS_KEY, {}))
-        params["brain_mask"] = {
-            **self.masker.describe(to_template),
-            "skull_strip": self.skull_strip,
-            "mask_voxels": int(np.count_nonzero(convert_to_numpy(out))),
-        }
-        d[PARAMS_KEY] = params
+        record = dict(out.meta[MASK_KEY])
+        voxels = record.pop("mask_voxels")  # last in the sidecar's record, after this wrapper's skull_strip
+        record.update(skull_strip=self.skull_strip, mask_voxels=voxels)
+        d[PARAMS_KEY] = {**d.get(PARAMS_KEY, {}), "brain_mask": record}
         return d
 
 

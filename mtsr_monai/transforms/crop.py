@@ -1,6 +1,6 @@
 """Crop to a mask's bounding box (in preprocessing, the template's intracranial box): :class:`CropToMaskBox`
-(array) and :class:`CropToMaskBoxd` (dictionary, one box for every key; :class:`CropToTemplateBoxd` is its
-deprecated old name)."""
+(array; the box it cropped to goes into the crop's meta under :data:`CROP_KEY`) and :class:`CropToMaskBoxd`
+(dictionary, one box for every key; :class:`CropToTemplateBoxd` is its deprecated old name)."""
 
 from __future__ import annotations
 
@@ -10,18 +10,27 @@ from typing import Any
 
 import numpy as np
 from monai.config import KeysCollection
+from monai.data import MetaTensor
 from monai.transforms import MapTransform, SpatialCrop, Transform
 from monai.transforms.utils import generate_spatial_bounding_box
 from monai.utils import convert_to_numpy
 
-from mtsr_monai.transforms.keys import PARAMS_KEY
+from mtsr_monai.transforms.keys import CROP_KEY, PARAMS_KEY
 
-__all__ = ["CropToMaskBox", "CropToMaskBoxd", "CropToTemplateBoxd", "foreground_box", "mask_bounding_box"]
+__all__ = [
+    "CropToMaskBox",
+    "CropToMaskBoxd",
+    "CropToTemplateBoxd",
+    "foreground_box",
+    "mask_bounding_box",
+]
 
 
 def foreground_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...]:
-    """Slices of the bounding box of a 3D ``mask``'s non-zero voxels grown by ``margin`` voxels per side and
-    clipped to the array (the whole array if the mask is empty)."""
+    """Slices of the bounding box of the non-zero voxels of ``mask`` (any number of dimensions: the 2D
+    foreground of a batch of slices in super-resolution, 3D volumes in the clinical data) grown by ``margin``
+    voxels per side and clipped to the array (the whole array if the mask is empty). Unlike
+    :func:`mask_bounding_box`, a box at the border is clipped, not shifted, and negative values count."""
     mask = np.asarray(mask)
     start, end = generate_spatial_bounding_box(
         mask[None], select_fn=lambda x: x != 0, margin=margin, allow_smaller=True
@@ -32,7 +41,8 @@ def foreground_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...]:
 
 
 def mask_bounding_box(mask: np.ndarray, margin: int = 0, k_divisible: int = 1) -> tuple[list[int], list[int]]:
-    """Start (inclusive) and end (exclusive) voxel indices of a 3D mask's bounding box.
+    """Start (inclusive) and end (exclusive) voxel indices of the bounding box of a 3D mask's positive voxels
+    (a 4D ``(C, X, Y, Z)`` mask: of any channel's); an empty mask raises :class:`ValueError`.
 
     The box grows by ``margin`` voxels per side, then symmetrically until each size is a multiple of
     ``k_divisible`` (networks with pooling need that), staying inside the array where possible.
@@ -62,8 +72,9 @@ def mask_bounding_box(mask: np.ndarray, margin: int = 0, k_divisible: int = 1) -
 class CropToMaskBox(Transform):
     """Array transform: crop a channel-first image to the bounding box of ``mask`` (default: the image's own
     non-zero voxels), see :func:`mask_bounding_box`. MONAI's ``SpatialCrop`` updates the affine, so the crop
-    keeps its physical position. As in MONAI's ``CropForeground``, :meth:`compute_bounding_box` and
-    :meth:`crop` let a dictionary wrapper crop several images to one box."""
+    keeps its physical position, and the box goes into its meta under :data:`CROP_KEY`. As in MONAI's
+    ``CropForeground``, :meth:`compute_bounding_box` and :meth:`crop` let a dictionary wrapper crop several
+    images to one box."""
 
     def __init__(self, margin: int = 2, k_divisible: int = 1) -> None:
         self.margin, self.k_divisible = int(margin), int(k_divisible)
@@ -74,8 +85,19 @@ class CropToMaskBox(Transform):
 
     @staticmethod
     def crop(img: Any, start: Sequence[int], end: Sequence[int]) -> Any:
-        """``img`` cropped to the box from ``start`` to ``end`` (exclusive), its affine updated."""
-        return SpatialCrop(roi_start=start, roi_end=end)(img)
+        """``img`` cropped to the box from ``start`` to ``end`` (exclusive), its affine updated and the box
+        recorded in its meta (a MetaTensor: unless MONAI's meta tracking is off)."""
+        before = [int(s) for s in img.shape[-3:]]
+        out = SpatialCrop(roi_start=start, roi_end=end)(img)
+        if isinstance(out, MetaTensor):
+            box = {
+                "box_start": [int(s) for s in start],
+                "box_end": [int(e) for e in end],
+                "shape_before": before,
+                "shape_after": [int(e) - int(s) for s, e in zip(start, end, strict=True)],
+            }
+            out.meta = {**out.meta, CROP_KEY: box}
+        return out
 
     def __call__(self, img: Any, mask: Any = None) -> Any:
         start, end = self.compute_bounding_box(img if mask is None else mask)
@@ -84,7 +106,8 @@ class CropToMaskBox(Transform):
 
 class CropToMaskBoxd(MapTransform):
     """Dictionary wrapper of :class:`CropToMaskBox`: crop ``keys`` and the mask to the bounding box of
-    ``mask_key`` (in preprocessing, the template's intracranial mask).
+    ``mask_key`` (in preprocessing, the template's intracranial mask); the box the mask's meta records goes
+    to the data's preprocessing record.
 
     On the template grid the box is the same for every subject, so all outputs share one shape. The
     affine is updated (MONAI ``SpatialCrop``), so the crop keeps the physical position.
@@ -117,20 +140,11 @@ class CropToMaskBoxd(MapTransform):
                 f"{type(self).__name__} needs the mask {self.mask_key!r} (run BrainMaskFromTemplated)"
             )
         start, end = self.cropper.compute_bounding_box(d[self.mask_key])
-        before = tuple(d[self.mask_key].shape[-3:])
         for key in dict.fromkeys([*self.key_iterator(d), self.mask_key]):
             d[key] = self.cropper.crop(d[key], start, end)
-        params = dict(d.get(PARAMS_KEY, {}))
-        params["crop"] = {
-            "mask_key": self.mask_key,
-            "margin_voxels": self.margin,
-            "k_divisible": self.k_divisible,
-            "box_start": start,
-            "box_end": end,
-            "shape_before": list(before),
-            "shape_after": [e - s for s, e in zip(start, end, strict=True)],
-        }
-        d[PARAMS_KEY] = params
+        box = getattr(d[self.mask_key], "meta", {}).get(CROP_KEY, {})
+        record = {"mask_key": self.mask_key, "margin_voxels": self.margin, "k_divisible": self.k_divisible}
+        d[PARAMS_KEY] = {**d.get(PARAMS_KEY, {}), "crop": {**record, **box}}
         return d
 
 

@@ -3,7 +3,15 @@ that the preprocessing runner reads back for its JSON sidecar."""
 
 from __future__ import annotations
 
-__all__ = ["PARAMS_KEY", "RANGE_KEY", "TO_TEMPLATE_KEY", "TRANSFORMS_KEY"]
+__all__ = [
+    "CROP_KEY",
+    "MASK_KEY",
+    "PARAMS_KEY",
+    "PERCENTILES_KEY",
+    "RANGE_KEY",
+    "TO_TEMPLATE_KEY",
+    "TRANSFORMS_KEY",
+]
 
 #: data-dict key holding the SimpleITK transforms (modality -> transform from output grid to its input)
 TRANSFORMS_KEY = "preprocess_transforms"
@@ -13,3 +21,11 @@ TO_TEMPLATE_KEY = "preprocess_to_template"
 PARAMS_KEY = "preprocess_params"
 #: meta key of an image scaled by ``RobustScaleIntensity``: the ``(lo, hi)`` that map a prediction back
 RANGE_KEY = "mtsr_intensity_range"
+#: meta key of a mask made by ``BrainMaskFromTemplate``: :meth:`BrainMaskFromTemplate.describe` of the call
+#: and ``mask_voxels``
+MASK_KEY = "mtsr_brain_mask"
+#: meta key of an image scaled by ``ScaleIntensityPercentilesInMask``: one ``[lo, hi]`` per channel
+PERCENTILES_KEY = "mtsr_percentiles_in_mask"
+#: meta key of an image cropped by ``CropToMaskBox``: ``box_start``, ``box_end``, ``shape_before``,
+#: ``shape_after`` (spatial voxels)
+CROP_KEY = "mtsr_crop_box"

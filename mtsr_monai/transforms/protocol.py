@@ -186,6 +186,18 @@ def simulate_protocol_array(
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
+def _tensor(img: Any) -> torch.Tensor:
+    """``img`` as a tensor (a MetaTensor stays one, with its meta)."""
+    return torch.as_tensor(np.asarray(img) if not isinstance(img, torch.Tensor) else img)
+
+
+def _unchanged(img: Any, plane: tuple[int, int] | None = None) -> torch.Tensor:
+    """What a skipped random protocol gives: the input as float32 (only the slice ``plane = (axis, index)``
+    when given)."""
+    x = _tensor(img).to(torch.float32)
+    return x if plane is None else x.select(int(plane[0]) + 1, int(plane[1]))
+
+
 class SimulateProtocol(Transform):
     """Array transform: ``(C, *spatial)`` -> the same image acquired with a routine protocol and interpolated
     back onto its grid. ``params``: one :class:`ProtocolParams` for every channel, or one per channel.
@@ -207,7 +219,7 @@ class SimulateProtocol(Transform):
         self.plane = plane
 
     def __call__(self, img: Any) -> torch.Tensor:
-        x = torch.as_tensor(np.asarray(img) if not isinstance(img, torch.Tensor) else img)
+        x = _tensor(img)
         params = self.params
         if isinstance(params, ProtocolParams):
             params = [params] * x.shape[0]
@@ -294,12 +306,11 @@ class RandSimulateProtocol(RandomizableTransform):
         self, img: Any, randomize: bool = True, plane: tuple[int, int] | None = None
     ) -> torch.Tensor:
         """``plane = (axis, index)``: only that slice of the result (cheap; see SimulateProtocol)."""
-        x = torch.as_tensor(np.asarray(img) if not isinstance(img, torch.Tensor) else img)
+        x = _tensor(img)
         if randomize:
             self.randomize(x.shape[0])
         if not self._do_transform:
-            x = x.to(torch.float32)
-            return x if plane is None else x.select(int(plane[0]) + 1, int(plane[1]))
+            return _unchanged(x, plane)
         params = self.params if len(self.params) == x.shape[0] else [self.params[0]] * x.shape[0]
         return SimulateProtocol(params, self.spacing, self.seed, plane)(x)
 
@@ -327,7 +338,7 @@ class RandChannelDropout(RandomizableTransform):
         self.dropped = drop if self._do_transform else np.zeros(num_channels, bool)
 
     def __call__(self, img: Any, randomize: bool = True) -> torch.Tensor:
-        x = torch.as_tensor(np.asarray(img) if not isinstance(img, torch.Tensor) else img)
+        x = _tensor(img)
         if randomize:
             self.randomize(x.shape[0])
         if not self.dropped.any():
@@ -375,7 +386,8 @@ class SimulateProtocold(MapTransform):
 class RandSimulateProtocold(RandomizableTransform, MapTransform):
     """Dictionary wrapper of :class:`RandSimulateProtocol` (same arguments): one draw per call shared by all
     keys, the acquired copies under ``output_keys`` (default ``key + lr_suffix``). ``prob``: apply or skip
-    (skipped: the outputs are copies of the inputs)."""
+    (skipped: the outputs are float32 copies of the inputs). MONAI's convention: the wrapper draws whether to
+    apply, the array transform (``prob=1``) the protocols, both from one random stream."""
 
     def __init__(
         self,
@@ -390,33 +402,36 @@ class RandSimulateProtocold(RandomizableTransform, MapTransform):
         RandomizableTransform.__init__(self, prob)
         self.output_keys = _output_keys(self.keys, output_keys, lr_suffix)
         self.simulate = RandSimulateProtocol(prob=1.0, **kwargs)
+        self.simulate.set_random_state(state=self.R)
 
     def set_random_state(
         self, seed: int | None = None, state: np.random.RandomState | None = None
     ) -> RandSimulateProtocold:
         super().set_random_state(seed, state)
-        self.simulate.set_random_state(seed, state)
+        # one stream, not two seeded alike: the apply draw would repeat the array transform's draws
+        self.simulate.set_random_state(state=self.R)
         return self
 
-    def randomize(self, num_channels: int = 1) -> None:
-        RandomizableTransform.randomize(self, None)
-        self.simulate.randomize(num_channels)
-        self.simulate._do_transform = self._do_transform  # the wrapper's prob decides
-
-    def __call__(self, data: Mapping[Hashable, Any], randomize: bool = True) -> dict[Hashable, Any]:
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         first = self.first_key(d)
         if first == ():
             return d
-        if randomize:
-            self.randomize(int(np.shape(d[first])[0]))
+        self.randomize(None)
+        if not self._do_transform:
+            for key, out_key in self.key_iterator(d, self.output_keys):
+                d[out_key] = _unchanged(d[key]).clone()  # a copy: the input and output keys must not alias
+            return d
+        self.simulate.randomize(int(np.shape(d[first])[0]))
         for key, out_key in self.key_iterator(d, self.output_keys):
             d[out_key] = self.simulate(d[key], randomize=False)
         return d
 
 
 class RandChannelDropoutd(RandomizableTransform, MapTransform):
-    """Dictionary wrapper of :class:`RandChannelDropout`: the same channels are zeroed in every key."""
+    """Dictionary wrapper of :class:`RandChannelDropout`: the same channels are zeroed in every key. MONAI's
+    convention: the wrapper draws whether to apply (``prob``; skipped: the keys come back as tensors,
+    unchanged), the array transform (``prob=1``) the channels, both from one random stream."""
 
     def __init__(
         self,
@@ -428,12 +443,14 @@ class RandChannelDropoutd(RandomizableTransform, MapTransform):
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob)
         self.dropout = RandChannelDropout(probs, prob=1.0)
+        self.dropout.set_random_state(state=self.R)
 
     def set_random_state(
         self, seed: int | None = None, state: np.random.RandomState | None = None
     ) -> RandChannelDropoutd:
         super().set_random_state(seed, state)
-        self.dropout.set_random_state(seed, state)
+        # one stream, not two seeded alike: the apply draw would repeat the array transform's draws
+        self.dropout.set_random_state(state=self.R)
         return self
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
@@ -441,10 +458,12 @@ class RandChannelDropoutd(RandomizableTransform, MapTransform):
         first = self.first_key(d)
         if first == ():
             return d
-        RandomizableTransform.randomize(self, None)
-        self.dropout.randomize(int(np.shape(d[first])[0]))
+        self.randomize(None)
         if not self._do_transform:
-            self.dropout.dropped[:] = False
+            for key in self.key_iterator(d):
+                d[key] = _tensor(d[key])  # the type of an applied call, whatever the draw
+            return d
+        self.dropout.randomize(int(np.shape(d[first])[0]))
         for key in self.key_iterator(d):
             d[key] = self.dropout(d[key], randomize=False)
         return d

@@ -4,7 +4,8 @@ their dictionary wrappers.
 - :class:`RobustScaleIntensity` / :class:`RobustScaleIntensityd`: the networks' training scaling, per volume,
   and its inverse :class:`RestoreIntensity` / :class:`RestoreIntensityd` (a prediction back to input units);
 - :class:`ScaleIntensityPercentilesInMask` / :class:`ScaleIntensityPercentilesInMaskd`: the preprocessing
-  scaling, percentiles inside the brain mask (the dictionary wrapper records them for the JSON sidecar).
+  scaling, percentiles inside the brain mask (recorded in the image's meta under :data:`PERCENTILES_KEY`,
+  whence the dictionary wrapper copies them into the JSON sidecar's record).
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from typing import Any
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.data import MetaTensor
+from monai.data import MetaTensor, get_track_meta
 from monai.transforms import MapTransform, Transform
 from monai.utils import convert_to_dst_type, convert_to_numpy
 
 from mtsr_monai.transforms.intensity import robust_range, scale_percentiles_in_mask, scale_to_range
-from mtsr_monai.transforms.keys import PARAMS_KEY, RANGE_KEY
+from mtsr_monai.transforms.keys import PARAMS_KEY, PERCENTILES_KEY, RANGE_KEY
 
 __all__ = [
     "RestoreIntensity",
@@ -104,13 +105,14 @@ class RestoreIntensityd(MapTransform):
 class ScaleIntensityPercentilesInMask(Transform):
     """Array transform: each channel of ``(C, X, Y, Z)`` (or a 3D image) scaled to [0, 1] by its robust
     percentiles (``lower`` / ``upper``, in %) inside ``mask`` (all voxels if None); ``clip`` clamps to [0, 1].
-    The percentiles found are kept in ``self.percentiles`` (one ``[lo, hi]`` per channel)."""
+    The result is a MetaTensor (the input's meta, or new when meta is tracked, as MONAI's transforms do) with
+    the percentiles found under :data:`PERCENTILES_KEY` (one ``[lo, hi]`` per channel); a plain tensor with
+    no record when meta tracking is off."""
 
     def __init__(self, lower: float = 0.5, upper: float = 99.5, clip: bool = True) -> None:
         if not 0 <= lower < upper <= 100:
             raise ValueError(f"percentiles must satisfy 0 <= lower < upper <= 100, got {lower}, {upper}")
         self.lower, self.upper, self.clip = float(lower), float(upper), bool(clip)
-        self.percentiles: list[list[float]] = []
 
     def __call__(self, img: Any, mask: Any = None) -> torch.Tensor:
         if mask is not None:
@@ -123,16 +125,17 @@ class ScaleIntensityPercentilesInMask(Transform):
             scaled, p_lo, p_hi = scale_percentiles_in_mask(channel, mask, self.lower, self.upper, self.clip)
             out.append(scaled)
             found.append([round(p_lo, 6), round(p_hi, 6)])
-        self.percentiles = found
         result = torch.as_tensor(np.stack(out) if array.ndim == 4 else out[0])
-        if isinstance(img, MetaTensor):
-            result = MetaTensor(result, meta=dict(img.meta))  # the meta carries the affine
+        if isinstance(img, MetaTensor) or get_track_meta():
+            meta = dict(img.meta) if isinstance(img, MetaTensor) else {}  # the meta carries the affine
+            result = MetaTensor(result, meta={**meta, PERCENTILES_KEY: found})
         return result
 
 
 class ScaleIntensityPercentilesInMaskd(MapTransform):
     """Dictionary wrapper of :class:`ScaleIntensityPercentilesInMask`, the mask read from ``mask_key``
-    (``None``: percentiles over the whole image); the percentiles go to the data's preprocessing record."""
+    (``None``: percentiles over the whole image); the percentiles each image's meta records go to the data's
+    preprocessing record."""
 
     def __init__(
         self,
@@ -150,13 +153,13 @@ class ScaleIntensityPercentilesInMaskd(MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         mask = None if self.mask_key is None else d[self.mask_key]
-        values: dict[str, list] = {}
         for key in self.key_iterator(d):
             d[key] = self.scaler(d[key], mask)
-            found = self.scaler.percentiles
-            values[str(key)] = found[0] if len(found) == 1 else found
-        params = dict(d.get(PARAMS_KEY, {}))
-        params["intensity"] = {
+        values = {
+            str(key): _one_or_all(getattr(d[key], "meta", {}).get(PERCENTILES_KEY))
+            for key in self.key_iterator(d)
+        }
+        record = {
             "method": "(x - p_lower) / (p_upper - p_lower) inside the mask",
             "mask_key": self.mask_key,
             "lower_percentile": self.scaler.lower,
@@ -164,5 +167,10 @@ class ScaleIntensityPercentilesInMaskd(MapTransform):
             "clip": self.scaler.clip,
             "percentile_values": values,
         }
-        d[PARAMS_KEY] = params
+        d[PARAMS_KEY] = {**d.get(PARAMS_KEY, {}), "intensity": record}
         return d
+
+
+def _one_or_all(found: list | None) -> list | None:
+    # the sidecar's form: one image channel gives its [lo, hi], several give the list of them
+    return found[0] if found is not None and len(found) == 1 else found
