@@ -95,3 +95,15 @@ def test_warnings_keep_the_command_prefix_after_a_library_replaces_the_warning_f
             warnings.simplefilter("always")
             warnings.warn("no t1 given", stacklevel=1)
     assert capsys.readouterr().err == "mtsr explain: warning: no t1 given\n"
+
+
+def test_translate_takes_the_bids_names_of_the_contrasts(tmp_path):
+    import argparse
+
+    from mtsr_monai.cli.commands.translate import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["-i", "x.nii.gz", "-o", str(tmp_path), "--source", "T1w", "--target", "FLAIR"])
+    assert (args.source, args.target) == ("t1", "flair")
+    assert parser.parse_args(["-i", "x", "-o", "y", "--source", "T9", "--target", "t2"]).source == "t9"

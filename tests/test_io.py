@@ -197,7 +197,7 @@ def test_a_header_in_microns_is_read_in_mm_and_super_resolved_with_mm_units(tmp_
     out = tmp_path / "sr.nii.gz"
     super_resolve_file(str(tmp_path / "um.nii.gz"), str(out), method="bicubic", progress=False)
     written = nib.load(str(out))
-    assert written.header.get_xyzt_units()[0] == "mm"
+    assert written.header.get_xyzt_units() == ("mm", "sec")
     np.testing.assert_allclose(written.header.get_zooms(), [0.25, 0.25, 3.0])
 
 

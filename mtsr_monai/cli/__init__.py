@@ -12,7 +12,7 @@ removes the temporary files of killed runs.
 
 Exit codes: 0 success, 2 bad input or bad arguments, 1 internal error (``mtsr --debug COMMAND ...`` or
 ``MTSR_DEBUG=1`` re-raises it, with its traceback), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM;
-handled like Ctrl-C: temporary files are removed).
+handled like Ctrl-C: temporary files are removed); `mtsr bids` also 3 (a participant held by another run).
 """
 
 from __future__ import annotations

@@ -38,6 +38,16 @@ MAX_SCALE = 16
 SPACING_RANGE_MM = (0.1, 10.0)
 
 
+def modality(name: str) -> str:
+    """``--source`` / ``--target`` as a datalist key: BIDS and scanner names (``T1w``, ``FLAIR``, ``T2w``,
+    ``t1c``) as ``mtsr datalist`` reads them in file names, so ``mtsr bids`` and ``mtsr translate`` take
+    the same names; anything else lower-cased, for the commands' own check to name the choices."""
+    # lazy: data.datalist loads only when a command parses its arguments, not for ``mtsr --help``
+    from mtsr_monai.data.datalist import ALIASES
+
+    return ALIASES.get(name.lower(), name.lower())
+
+
 def check_axis(value: str | int, option: str = "--axis") -> None:
     """InputError unless ``value`` names a plane (axial, coronal, sagittal) or an array axis, as
     :func:`mtsr_monai.io.geometry.resolve_axis` takes it: ``mtsr`` checks every command's ``--axis`` (and

@@ -249,7 +249,7 @@ def _write_nifti(array: np.ndarray, affine: np.ndarray, path: Path, space: int =
     image = nib.Nifti1Image(array, affine)
     image.set_sform(affine, code=space)
     image.set_qform(affine, code=space)
-    image.header.set_xyzt_units("mm")
+    image.header.set_xyzt_units("mm", "sec")  # as scanners write it (a 3D volume has no time axis to use it)
     nib.save(image, str(path))
 
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mtsr_monai.cli.arguments import folder_outputs
+from mtsr_monai.cli.arguments import folder_outputs, modality
 
 if TYPE_CHECKING:  # the plan type only; the CLI imports io lazily
     from mtsr_monai.io.outputs import OutputPlan
@@ -29,8 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--output-dir", "-o", type=Path, default=Path("mtsr_demo"), help="default ./mtsr_demo"
     )
-    parser.add_argument("--source", default="t1", help="contrast degraded and translated (default t1)")
-    parser.add_argument("--target", default="flair", help="contrast translated to (default flair)")
+    parser.add_argument(
+        "--source", default="t1", type=modality, help="contrast degraded and translated (default t1)"
+    )
+    parser.add_argument(
+        "--target", default="flair", type=modality, help="contrast translated to (default flair)"
+    )
     parser.add_argument("--samples", "-n", type=int, default=5, help="translations (default 5)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the latent codes (default 0)")
     parser.add_argument(

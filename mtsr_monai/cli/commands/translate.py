@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mtsr_monai.cli.arguments import MASK_AUTO, MASK_NONE, add_device_argument, folder_outputs
+from mtsr_monai.cli.arguments import MASK_AUTO, MASK_NONE, add_device_argument, folder_outputs, modality
 
 if TYPE_CHECKING:  # the plan type only; the CLI imports io lazily
     from mtsr_monai.io.outputs import OutputPlan
@@ -26,8 +26,10 @@ DESCRIPTION = (
 def add_translation_arguments(parser: argparse.ArgumentParser, input_help: str) -> None:
     """Arguments shared by ``mtsr translate`` and ``mtsr run`` (input, modalities, samples, codes, mask)."""
     parser.add_argument("--input", "-i", required=True, type=Path, help=input_help)
-    parser.add_argument("--source", required=True, help="input modality (t1, t2, flair, ...)")
-    parser.add_argument("--target", required=True, help="output modality")
+    parser.add_argument(
+        "--source", required=True, type=modality, help="input modality (t1, t2, flair, ...; or T1w, FLAIR)"
+    )
+    parser.add_argument("--target", required=True, type=modality, help="output modality")
     parser.add_argument("--output-dir", "-o", required=True, type=Path)
     parser.add_argument("--samples", "-n", type=int, default=5, help="number of samples (default 5)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the latent codes (reproducible)")
