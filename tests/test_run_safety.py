@@ -219,3 +219,18 @@ def test_an_interrupt_is_found_under_monai_wrapping_and_an_error_being_handled()
     wrapped = RuntimeError("Failed to evaluate ConfigExpression")
     wrapped.__cause__ = interrupt
     assert _interruption_in(wrapped) is interrupt and _interruption_in(ValueError()) is None
+
+
+@pytest.mark.parametrize("stop", ["complete", "terminate"])
+def test_image_grid_handler_closes_its_event_file_when_the_run_ends(tmp_path, stop):
+    from ignite.engine import Events
+
+    from mtsr_monai.engines.handlers import ImageGridHandler
+
+    engine = Engine(lambda e, b: {"x": torch.rand(2, 1, 8, 8)})
+    grid = ImageGridHandler(tmp_path, images_fn=lambda out: out, every_n_iterations=1)
+    grid.attach(engine)
+    if stop == "terminate":
+        engine.add_event_handler(Events.ITERATION_COMPLETED(once=2), lambda e: e.terminate())
+    engine.run(range(4), max_epochs=1)
+    assert grid._writer is None and list(tmp_path.glob("events.out.tfevents.*"))

@@ -312,6 +312,15 @@ class ImageGridHandler:
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.every_n_iterations), self)
+        # not on EXCEPTION_RAISED: a handler there makes Ignite swallow the exception
+        engine.add_event_handler(Events.COMPLETED, self.close)
+
+    def close(self, engine: Engine | None = None) -> None:
+        """Close the event file when the run ends (also after ``terminate()``), as MONAI's TensorBoard
+        handlers do; a later grid opens a new one."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
     def __call__(self, engine: Engine) -> None:
         if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
