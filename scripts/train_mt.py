@@ -1,30 +1,54 @@
 #!/usr/bin/env python
-"""Train one modality-translation model (BicycleGAN, or pix2pix + noise with --no-encoder) on axial slices.
+"""Train one modality-translation model with the bundle's own config (bundles/mtsr_mt/configs/train.yaml)
+on the shared data's split, resumable, and export its best validated generator.
 
-Example (what shipped the bundle's weights; CPU, one thread, minutes of budget):
-    python scripts/train_mt.py --source t1 --target flair --minutes 7 \
-        --run-dir /root/mtsr_runs/mt/t1_to_flair \
-        --export bundles/mtsr_mt/models/t1_to_flair.pt
+    python scripts/train_mt.py --source t1 --target flair --run-dir /root/mtsr_runs/mt/t1_to_flair
+        [--minutes 7] [--export bundles/mtsr_mt/models/t1_to_flair.pt] [-- --upsample bilinear ...]
 
-Running the same command again resumes from the newest checkpoint in --run-dir. Subjects come from the
-BraTS folders of the shared data, split by ``scripts/shared_splits.py``: its training split is trained on, its
-validation split is validated on; the held-out subjects (``HELD_OUT``) are never used here and are the ones
-``scripts/reproduce_mtsr_table2.py`` evaluates.
+This is `python -m monai.bundle run training` of train.yaml (the command is printed first): each option is
+one override of it (`--lr` is `learning_rate`, `--minutes` `max_minutes`, `--threads` `num_threads`,
+`--no-encoder` `use_encoder False`, `--run-dir` `output_dir`, the others their own names), an option left
+out keeps train.yaml's value, and more overrides go after `--`, written as for monai.bundle. So the recipe
+is the bundle's (native-resolution patches, median-scaled targets, target gamma, L1 warm start, validation on
+`val_max_batches` batches); the first 16-filter weights (bundle 0.1.x) were trained by this script before it
+ran the bundle, with what are now `--ngf 16 --nef 16 --ndf 16 --epoch-length 200 --precision fp32 --device cpu
+-- --native_resolution False --target_scaling robust --target_gamma_prob 0 --pretrain_iterations 0
+--max_mult 8`.
+
+Subjects come from the BraTS folders of the shared data, split by ``scripts/shared_splits.py`` (written to
+``<run-dir>/datalist.json``; ``--datalist`` gives another): its training split is trained on, its validation
+split validated on; the held-out subjects (``HELD_OUT``) are never listed and are the ones
+``scripts/reproduce_mtsr_table2.py`` evaluates. Running the same command again resumes from the newest
+checkpoint in --run-dir; `--minutes` ends each invocation after a validation. The bundle writes its best
+validated generator (PSNR) to ``<run-dir>/<source>_to_<target>.pt``; ``--export`` copies it with the subjects
+in its meta, and into ``bundles/mtsr_mt/models/`` also declares its sha256 in ``large_files.yml`` (and
+rewrites ``models/model.pt`` for ``t1_to_flair.pt``), so the bundle's check accepts it.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
-import logging
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "mtsr_mt"
+REPO = Path(__file__).resolve().parents[1]
+BUNDLE = REPO / "bundles" / "mtsr_mt"
 
 from shared_splits import DATA_ROOT, HELD_OUT, split_of, subjects  # noqa: E402
+
+from mtsr_monai.errors import InputError, exit_code_of, root_cause  # noqa: E402
+
+#: the train.yaml key of each option that is one override as it is
+OPTION_KEYS = {
+    "source": "source", "target": "target", "image_size": "image_size", "nz": "nz", "ngf": "ngf",
+    "nef": "nef", "ndf": "ndf", "lr": "learning_rate", "batch_size": "batch_size",
+    "epoch_length": "epoch_length", "max_epochs": "max_epochs", "minutes": "max_minutes",
+    "threads": "num_threads", "seed": "seed", "precision": "precision",
+}  # fmt: skip
 
 
 def subjects_for(source: str, target: str, split: str = "training", root: Path = DATA_ROOT) -> list[dict]:
@@ -37,186 +61,155 @@ def subjects_for(source: str, target: str, split: str = "training", root: Path =
     ]
 
 
-def slice_dataset(subjects: list[dict], source: str, target: str, size: int, min_brain_fraction: float = 0.1):
-    """Axial slices of both modalities, each volume scaled to [0, 1] by robust percentiles, resized to
-    ``size`` x ``size`` (area) and mapped to [-1, 1] (the generator's tanh range)."""
-    from monai.transforms import Resized, ScaleIntensityRanged
+def write_datalist(run_dir: Path, source: str, target: str) -> Path:
+    """``run_dir/datalist.json``: the training and validation splits (no held-out subject) with both
+    modalities; InputError when either split has none (the shared data is missing)."""
+    # lazy: --help answers without loading torch
+    from mtsr_monai.io import atomic_write_text
 
-    from mtsr_monai.data.slices import SliceDataset
-
-    keys = [source, target]
-    return SliceDataset(
-        subjects,
-        keys=keys,
-        axis="axial",
-        min_brain_fraction=min_brain_fraction,
-        transform=[
-            Resized(keys, spatial_size=(size, size), mode="area"),
-            ScaleIntensityRanged(keys, a_min=0.0, a_max=1.0, b_min=-1.0, b_max=1.0),
-        ],
-        cache="memory",
-        progress=False,
-    )
+    listing = {split: subjects_for(source, target, split) for split in ("training", "validation")}
+    if not all(listing.values()):
+        problem = f"no {source} + {target} subjects in a split of the shared data (set MTSR_SHARED_DATA)"
+        raise InputError(problem, DATA_ROOT)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "datalist.json"
+    atomic_write_text(path, json.dumps(listing, indent=1))
+    return path
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", required=True)
     p.add_argument("--target", required=True)
-    p.add_argument("--run-dir", required=True, type=Path)
-    p.add_argument("--export", type=Path, help="write the fp16 generator here at the end")
-    p.add_argument("--no-encoder", action="store_true", help="pix2pix with noise injection (baseline)")
-    p.add_argument("--image-size", type=int, default=128)
-    p.add_argument("--nz", type=int, default=8)
-    p.add_argument("--ngf", type=int, default=16)
-    p.add_argument("--nef", type=int, default=16)
-    p.add_argument("--ndf", type=int, default=16)
-    p.add_argument("--lr", type=float, default=2e-4)
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--epoch-length", type=int, default=200)
-    p.add_argument("--max-epochs", type=int, default=1000)
-    p.add_argument("--minutes", type=float, default=8.0, help="wall-clock budget of this invocation")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument(
-        "--precision", default="fp32", help="auto | fp32 | bf16 | fp16 (fp32: as the shipped runs)"
-    )
-    return p.parse_args(argv)
+    p.add_argument("--run-dir", required=True, type=Path, help="the bundle's output_dir")
+    p.add_argument("--export", type=Path, help="copy the best validated generator (fp16) here at the end")
+    p.add_argument("--datalist", type=Path, help="a Decathlon datalist instead of the shared data's split")
+    p.add_argument("--no-encoder", action="store_true", help="pix2pix + noise (use_encoder False)")
+    for name, kind in (("image-size", int), ("nz", int), ("ngf", int), ("nef", int), ("ndf", int),
+                       ("lr", float), ("batch-size", int), ("epoch-length", int), ("max-epochs", int),
+                       ("seed", int)):  # fmt: skip
+        p.add_argument(f"--{name}", type=kind, help="default: train.yaml's")
+    p.add_argument("--minutes", type=float, help="wall-clock budget of this invocation (default: none)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: no cap)")
+    p.add_argument("--device", help="e.g. cpu, cuda:0 (default: train.yaml's, CUDA when there is one)")
+    p.add_argument("--precision", help="auto | fp32 | bf16 | fp16 (default: train.yaml's, auto)")
+    p.add_argument("overrides", nargs=argparse.REMAINDER, help="after --: more train.yaml overrides")
+    args = p.parse_args(argv)
+    if args.overrides[:1] == ["--"]:
+        args.overrides = args.overrides[1:]
+    return args
 
 
-def build_trainer(args: argparse.Namespace, loader, device):
-    """BicycleGAN (or pix2pix + noise) networks and their trainer."""
+def extra_overrides(argv: list[str]) -> dict[str, Any]:
+    """``--key value`` pairs as ``monai.bundle run`` reads them: a Python literal, else the text itself
+    (``$`` expressions, names); InputError for anything else."""
+    out: dict[str, Any] = {}
+    items = list(argv)
+    while items:
+        key = items.pop(0)
+        if not key.startswith("--") or not items:
+            raise InputError(f"bundle overrides after -- are --key value pairs, not {key!r}")
+        value = items.pop(0)
+        try:
+            out[key[2:]] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key[2:]] = value
+    return out
+
+
+def bundle_overrides(args: argparse.Namespace, datalist: Path) -> dict[str, Any]:
+    """The train.yaml overrides of the command line (options left out: train.yaml's values)."""
+    out: dict[str, Any] = {"datalist": str(datalist), "output_dir": str(args.run_dir)}
+    given = {opt: getattr(args, opt) for opt in OPTION_KEYS}
+    out.update({OPTION_KEYS[opt]: value for opt, value in given.items() if value is not None})
+    if args.no_encoder:
+        out["use_encoder"] = False
+    if args.device:
+        out["device"] = f"$torch.device({args.device!r})"
+    out.update(extra_overrides(args.overrides))
+    return out
+
+
+def bundle_command(overrides: dict[str, Any]) -> str:
+    """The ``python -m monai.bundle run training`` command line this run is (printed for the record)."""
+    import shlex
+
+    configs = BUNDLE / "configs"
+    words = ["python", "-m", "monai.bundle", "run", "training", "--config_file", str(configs / "train.yaml"),
+             "--meta_file", str(configs / "metadata.json"), "--bundle_root", str(BUNDLE)]  # fmt: skip
+    for key, value in overrides.items():
+        words += [f"--{key}", value if isinstance(value, str) else repr(value)]
+    return shlex.join(words)
+
+
+def train(overrides: dict[str, Any]) -> None:
+    """``monai.bundle run training`` of train.yaml with ``overrides``, in this process (Ctrl-C / SIGTERM:
+    the bundle saves a checkpoint and exits 130 / 143; bad input: the InputError behind MONAI's wrapper)."""
+    from monai.bundle import run
+
+    configs = BUNDLE / "configs"
+    try:
+        run("training", config_file=str(configs / "train.yaml"), meta_file=str(configs / "metadata.json"),
+            logging_file=str(configs / "logging.conf"), bundle_root=str(BUNDLE), **overrides)  # fmt: skip
+    except Exception as err:
+        cause = root_cause(err)
+        if isinstance(cause, InputError):  # exit 2 with its one line, as the bundle run's own excepthook
+            raise cause from None
+        raise
+
+
+def export(best: Path, target: Path, datalist: Path, held_out: list[str]) -> Path:
+    """Copy the run's best validated generator ``best`` to ``target`` (atomic) with the datalist's subjects
+    and the ``held_out`` ones in its meta; into the bundle's models folder also declare its sha256."""
     import torch
 
-    from mtsr_monai.engines.bicyclegan import BicycleGANTrainer
-    from mtsr_monai.networks.bicyclegan import build_networks
+    # lazy: --help answers without loading torch
+    from mtsr_monai.inference.bundle import declare_weights
+    from mtsr_monai.io import atomic_output
 
-    use_encoder = not args.no_encoder
-    sizes = dict(nz=args.nz, ngf=args.ngf, nef=args.nef, ndf=args.ndf, image_size=args.image_size)
-    nets = build_networks(**sizes, use_encoder=use_encoder)
-    nets = {k: (v.to(device) if v is not None else None) for k, v in nets.items()}
+    if not best.is_file():
+        raise InputError("no validated generator yet: the run ended before its first validation", best)
+    saved = torch.load(best, map_location="cpu", weights_only=True)
+    listing = json.loads(datalist.read_text())
+    for split in ("training", "validation"):
+        saved["meta"][f"{split}_subjects"] = [s["subject"] for s in listing.get(split, [])]
+    saved["meta"]["held_out"] = list(held_out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(target) as tmp:
+        torch.save(saved, tmp)
+    if target.resolve().parent == (BUNDLE / "models").resolve():  # accepted by the bundle's check
+        declare_weights(BUNDLE, f"models/{target.name}")
+        if target.name == "t1_to_flair.pt":  # the zoo's model.pt follows the default direction
+            from make_mt_model_pt import make_model_pt
 
-    def adam(net):
-        return torch.optim.Adam(net.parameters(), lr=args.lr, betas=(0.5, 0.999)) if net is not None else None
-
-    trainer = BicycleGANTrainer(
-        device=device, max_epochs=args.max_epochs, train_data_loader=loader, use_encoder=use_encoder,
-        generator=nets["generator"], discriminator=nets["discriminator"], encoder=nets["encoder"],
-        discriminator2=nets["discriminator2"], g_optimizer=adam(nets["generator"]),
-        d_optimizer=adam(nets["discriminator"]), e_optimizer=adam(nets["encoder"]),
-        d2_optimizer=adam(nets["discriminator2"]), nz=args.nz, input_key=args.source, target_key=args.target,
-        epoch_length=args.epoch_length, amp=device.type == "cuda", precision=args.precision,
-    )  # fmt: skip
-    return trainer
-
-
-def attach_handlers(trainer, args: argparse.Namespace, val_loader) -> list[dict]:
-    """Resume checkpoints, logs, image grids, validation each epoch and the wall-clock budget; returns the
-    validation history (filled while training)."""
-    from ignite.engine import Events
-    from monai.handlers import StatsHandler, TensorBoardStatsHandler, ValidationHandler
-
-    from mtsr_monai.engines.bicyclegan import sample_panels, translation_evaluator
-    from mtsr_monai.engines.handlers import ImageGridHandler, ResumeCheckpoint
-    from mtsr_monai.engines.paired import scalar_losses
-    from mtsr_monai.engines.validation import validation_summary
-
-    args.run_dir.mkdir(parents=True, exist_ok=True)
-    tb_dir = args.run_dir / "tensorboard"
-    ResumeCheckpoint(
-        args.run_dir / "checkpoints", trainer.checkpoint_objects(), every_n_iterations=100
-    ).attach(trainer)
-    StatsHandler(name="mt", output_transform=scalar_losses, iteration_log=50).attach(trainer)
-    TensorBoardStatsHandler(log_dir=str(tb_dir), output_transform=scalar_losses, iteration_log=10).attach(
-        trainer
-    )
-    ImageGridHandler(tb_dir, sample_panels, every_n_iterations=100).attach(trainer)
-    val_handlers = [
-        StatsHandler(iteration_log=False),
-        TensorBoardStatsHandler(log_dir=str(tb_dir), iteration_log=False),
-    ]
-    evaluator = translation_evaluator(
-        trainer.generator, val_loader, args.source, args.target, args.nz, trainer.state.device, val_handlers
-    )
-    ValidationHandler(interval=1, validator=evaluator).attach(trainer)
-    history: list[dict] = []
-
-    @evaluator.on(Events.EPOCH_COMPLETED)
-    def _record(engine):
-        summary = validation_summary(engine.state.metrics)
-        history.append({**summary, "epoch": trainer.state.epoch, "iteration": trainer.state.iteration})
-
-    start = time.monotonic()
-
-    @trainer.on(Events.ITERATION_COMPLETED)
-    def _budget(engine):
-        if time.monotonic() - start > args.minutes * 60:
-            print(f"time budget reached at iteration {engine.state.iteration}")
-            engine.terminate()
-
-    return history
+            make_model_pt(BUNDLE)
+    return target
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-
     import torch
-    from monai.utils import set_determinism
 
-    from mtsr_monai.engines.bicyclegan import export_generator
-    from mtsr_monai.engines.run_safety import check_training_setup, exit_if_interrupted
-    from mtsr_monai.engines.validation import first_items  # the validation's 8 batches of 8
-    from mtsr_monai.inference.bundle import declare_weights
+    # lazy: --help answers without loading torch
+    from mtsr_monai.engines.run_safety import check_training_setup
 
-    logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(message)s")
-    torch.set_num_threads(args.threads)
-    set_determinism(args.seed)
-    device = torch.device(args.device)
-    check_training_setup(args.run_dir, args.precision, device)
-
-    train_subjects = subjects_for(args.source, args.target)
-    val_subjects = subjects_for(args.source, args.target, split="validation")
-    print(f"{len(train_subjects)} training subjects, validation on {[s['subject'] for s in val_subjects]}")
-    train_ds = slice_dataset(train_subjects, args.source, args.target, args.image_size)
-    val_ds = slice_dataset(val_subjects, args.source, args.target, args.image_size, min_brain_fraction=0.2)
-    print(f"{len(train_ds)} training slices, {len(val_ds)} validation slices")
-    loader = torch.utils.data.DataLoader(train_ds, batch_size=args.batch_size, shuffle=True, num_workers=0)
-    val_loader = torch.utils.data.DataLoader(
-        first_items(val_ds, 64), batch_size=8, shuffle=False, num_workers=0
-    )
-
-    trainer = build_trainer(args, loader, device)
-    history = attach_handlers(trainer, args, val_loader)
-    trainer.run()
-    exit_if_interrupted(trainer)  # Ctrl-C / SIGTERM: checkpoint saved, nothing exported
-    (args.run_dir / "validation.json").write_text(json.dumps(history, indent=1))
+    # the bundle checks this too, but the datalist is written into run_dir before it runs
+    device = args.device or ("cuda:0" if torch.cuda.is_available() else "cpu")
+    check_training_setup(args.run_dir, args.precision or "auto", device)
+    datalist = args.datalist or write_datalist(args.run_dir, args.source, args.target)
+    overrides = bundle_overrides(args, datalist)
+    print(bundle_command(overrides), flush=True)
+    train(overrides)
     if args.export:
-        meta = dict(
-            source=args.source,
-            target=args.target,
-            method="pix2pix_noise" if args.no_encoder else "bicyclegan",
-            nz=args.nz,
-            ngf=args.ngf,
-            image_size=args.image_size,
-            iterations=int(trainer.state.iteration),
-            training_subjects=[s["subject"] for s in train_subjects],
-            validation_subjects=[s["subject"] for s in val_subjects],
-            held_out=list(HELD_OUT),
-            validation=history[-1] if history else None,
-        )
-        export_generator(trainer.generator, args.export, meta)
-        if args.export.resolve().parent == (BUNDLE / "models").resolve():  # accepted by the bundle's check
-            declare_weights(BUNDLE, f"models/{args.export.name}")
-            if args.export.name == "t1_to_flair.pt":  # the zoo's model.pt follows the default direction
-                from make_mt_model_pt import make_model_pt
-
-                make_model_pt(BUNDLE)
-        print(f"exported {args.export}")
+        best = str(overrides.get("export_path", args.run_dir / f"{args.source}_to_{args.target}.pt"))
+        if best.startswith("$"):
+            raise InputError("--export copies the run's export_path: give it as a path, not an expression")
+        # the shared split's held-out subjects, or the test split of a datalist of one's own
+        held_out = [s["subject"] for s in json.loads(datalist.read_text()).get("test", [])]
+        held_out = held_out if args.datalist else list(HELD_OUT)
+        print(f"exported {export(Path(best), args.export, datalist, held_out)}")
     return 0
 
 
 if __name__ == "__main__":
-    from mtsr_monai.errors import exit_code_of
-
     sys.exit(exit_code_of(main, "train_mt.py"))

@@ -148,3 +148,51 @@ def test_clinical_evaluate_scores_the_shipped_model_against_interpolation(tmp_pa
     run("evaluating", **_configs("clinical_sr", "evaluate.yaml"), **evaluate, baselines=["trilinear"])
     summary = json.loads((tmp_path / "run" / "heldout.json").read_text())
     assert {"model", "trilinear"} <= set(summary) and summary["model"]["psnr"] > 0
+
+
+def _train_mt_script():
+    import importlib
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        return importlib.import_module("train_mt")
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+
+
+def test_train_mt_options_are_overrides_of_keys_train_yaml_declares(tmp_path):
+    import yaml
+
+    train_mt = _train_mt_script()
+    declared = set(yaml.safe_load((REPO / "bundles/mtsr_mt/configs/train.yaml").read_text()))
+    argv = ["--source", "t1", "--target", "t2", "--run-dir", str(tmp_path), "--no-encoder", "--device", "cpu"]
+    for option in set(train_mt.OPTION_KEYS) - {"source", "target", "precision"}:
+        argv += [f"--{option.replace('_', '-')}", "1"]
+    extra = ["--", "--upsample", "bilinear", "--lambda_kl", "0"]
+    args = train_mt.parse_args([*argv, "--precision", "fp32", *extra])
+    overrides = train_mt.bundle_overrides(args, tmp_path / "datalist.json")
+    assert set(overrides) <= declared  # a misspelt key would be ignored by the bundle
+    assert overrides["use_encoder"] is False and overrides["learning_rate"] == 1.0
+    assert overrides["max_minutes"] == 1.0 and overrides["precision"] == "fp32"
+    assert overrides["upsample"] == "bilinear" and overrides["lambda_kl"] == 0
+
+
+@pytest.mark.slow
+def test_train_mt_script_runs_the_bundle_resumes_and_exports_its_best(tmp_path):
+    import torch
+
+    train_mt = _train_mt_script()
+    tiny = _train_overrides("mtsr_mt", tmp_path)
+    run_dir, export = tmp_path / "run", tmp_path / "models" / "t1_to_flair.pt"
+    argv = ["--source", "t1", "--target", "flair", "--run-dir", str(run_dir), "--datalist", tiny["datalist"]]
+    argv += ["--image-size", "32", "--ngf", "8", "--nef", "8", "--ndf", "8", "--epoch-length", "2"]
+    argv += ["--threads", "1", "--device", "cpu", "--export", str(export)]
+    extra = ["--", "--checkpoint_every", "1"]
+    assert train_mt.main([*argv, "--max-epochs", "1", *extra]) == 0
+    assert train_mt.main([*argv, "--max-epochs", "2", *extra]) == 0  # resumed: 2 more iterations
+    assert (run_dir / "checkpoints" / "checkpoint_4.pt").is_file()
+    best, saved = (torch.load(p, weights_only=True) for p in (run_dir / "t1_to_flair.pt", export))
+    subjects = {"training_subjects": ["s0"], "validation_subjects": ["s1"], "held_out": ["s1"]}
+    assert saved["meta"] == {**best["meta"], **subjects}
+    assert saved["meta"]["native_resolution"] is True and saved["meta"]["target_scaling"] == "median"
+    assert all(torch.equal(saved["generator"][k], v) for k, v in best["generator"].items())

@@ -50,6 +50,30 @@ def test_weights_round_trip_in_half_precision(tiny_weights):
     assert meta["nz"] == 4 and next(g.parameters()).dtype == torch.float32
 
 
+@pytest.mark.parametrize("arch", [{}, {"max_mult": 2, "upsample": "bilinear"}])
+def test_the_bundles_network_is_the_generator_load_translator_gives(tmp_path, arch):
+    """inference.yaml's network_def is the generator its weights' meta describes (generator_from_meta) and
+    its network gets those weights through the config's CheckpointLoader: the network the zoo's tools check
+    is the one inference runs, equal to what mtsr translate loads."""
+    from ignite.engine import Engine
+    from monai.handlers import CheckpointLoader
+
+    from mtsr_monai.inference.bundle import bundle_parser
+    from mtsr_monai.inference.translate import generator_from_meta
+
+    torch.manual_seed(0)
+    meta = {"source": "t1", "target": "flair", "nz": 4, "ngf": 4, "image_size": 32, **arch}
+    weights = export_generator(generator_from_meta(meta), tmp_path / "t1_to_flair.pt", meta)
+    parser = bundle_parser("mtsr_mt", {"checkpoint": str(weights), "device": "cpu"})
+    network = parser.get_parsed_content("network")
+    (loader,) = [h for h in parser.get_parsed_content("handlers") if isinstance(h, CheckpointLoader)]
+    loader(Engine(lambda engine, batch: None))  # as the evaluator does when it starts
+    expected, _ = load_translator(weights)
+    x, z = torch.rand(2, 1, 32, 32) * 2 - 1, torch.randn(2, 4)
+    with torch.no_grad():
+        assert torch.equal(network.eval()(x, z), expected(x, z))
+
+
 def test_translation_keeps_grid_background_and_range(tiny_weights, phantom):
     g, _ = load_translator(tiny_weights)
     vol = np.where(phantom > 0.3, phantom, 0).astype(np.float32)[:, :24]  # non-square slices

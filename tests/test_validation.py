@@ -12,7 +12,7 @@ from ignite.metrics import Metric
 from monai.engines import SupervisedEvaluator
 from monai.inferers import SimpleInferer
 
-from mtsr_monai.engines.bicyclegan import export_generator, translation_evaluator
+from mtsr_monai.engines.bicyclegan import export_generator
 from mtsr_monai.engines.handlers import PrepareBatchPair, ResumeCheckpoint
 from mtsr_monai.engines.validation import ExportOnBest, first_items, validation_summary
 from mtsr_monai.networks.bicyclegan import LatentUNetGenerator
@@ -46,14 +46,26 @@ def _reference_translation_metrics(generator, loader) -> dict[str, float]:
             "sample_l1": torch.cat(diffs).mean().item()}  # fmt: skip
 
 
-def test_translation_evaluator_gives_the_former_validation_metrics():
+def _bundle_translation_evaluator(generator, loader) -> SupervisedEvaluator:
+    """The ``validate#evaluator`` of the mtsr_mt bundle's train.yaml (what ``python -m monai.bundle run
+    training`` and scripts/train_mt.py validate with) on ``loader``, without its logging and export."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config("bundles/mtsr_mt/configs/train.yaml")
+    parser.update({"generator": generator, "validate#dataloader": loader, "validate#handlers": [],
+                   "device": "cpu", "source": "A", "target": "B", "nz": NZ})  # fmt: skip
+    return parser.get_parsed_content("validate#evaluator")
+
+
+def test_the_bundles_translation_evaluator_gives_the_former_validation_metrics():
     torch.manual_seed(0)
     generator = LatentUNetGenerator(nz=NZ, ngf=4, image_size=SIZE)
     loader = torch.utils.data.DataLoader(first_items(_translation_items(5), 4), batch_size=3)
     torch.manual_seed(1)
     expected = _reference_translation_metrics(generator.eval(), loader)
     generator.train()
-    evaluator = translation_evaluator(generator, loader, "A", "B", NZ, "cpu")
+    evaluator = _bundle_translation_evaluator(generator, loader)
     torch.manual_seed(1)
     evaluator.run()
     got = validation_summary(evaluator.state.metrics)

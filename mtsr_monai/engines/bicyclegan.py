@@ -16,17 +16,19 @@ One iteration, in the official order (junyanz/BicycleGAN ``bicycle_gan_model.py`
 
 Images are in [-1, 1] (tanh output). The output dict holds the scalar losses and the image tensors
 ``A``, ``B``, ``fake_enc``, ``fake_rand`` for logging.
+
+The bundle's validation (``LatentCodeInferer``, ``code_sample_outputs``) lives here too;
+``bundles/mtsr_mt/configs/train.yaml`` assembles it.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
-from monai.engines import SupervisedEvaluator
 from monai.inferers import Inferer
 from torch.optim import Optimizer
 
@@ -36,7 +38,6 @@ from mtsr_monai.engines.base import (  # noqa: F401 (sync_gradients: public here
     set_requires_grad,
     sync_gradients,
 )
-from mtsr_monai.engines.handlers import PrepareBatchPair
 from mtsr_monai.io import atomic_output
 from mtsr_monai.networks.bicyclegan import reparameterize
 
@@ -281,36 +282,3 @@ def code_sample_outputs(item: dict[str, Any]) -> dict[str, Any]:
     for i in range(1, pred.shape[0]):
         out[f"sample_{i - 1}"] = (pred[i : i + 1] + 1) / 2
     return out
-
-
-def translation_evaluator(
-    generator: torch.nn.Module,
-    loader: Iterable,
-    input_key: str,
-    target_key: str,
-    nz: int,
-    device: str | torch.device,
-    val_handlers: Sequence[Any] = (),
-) -> SupervisedEvaluator:
-    """The ``SupervisedEvaluator`` of the ``mtsr_mt`` bundle's ``validate`` section, built in Python (for
-    scripts): ``val_psnr`` (key) and ``val_ssim`` of ``G(A, z=0)`` against B in [0, 1] (MONAI's PSNR and
-    SSIM, per item, averaged) and ``val_sample_l1``, the mean L1 between two random-code samples."""
-    from monai.handlers import IgniteMetricHandler, MeanAbsoluteError, PeakSignalToNoiseRatio, from_engine
-    from monai.metrics import SSIMMetric
-
-    images = from_engine(["pred", "label"])
-    ssim = IgniteMetricHandler(metric_fn=SSIMMetric(spatial_dims=2, data_range=1.0), output_transform=images)
-    return SupervisedEvaluator(
-        device=device,
-        val_data_loader=loader,
-        network=generator,
-        prepare_batch=PrepareBatchPair(input_key, target_key),
-        inferer=LatentCodeInferer(nz),
-        postprocessing=code_sample_outputs,
-        key_val_metric={"val_psnr": PeakSignalToNoiseRatio(max_val=1.0, output_transform=images)},
-        additional_metrics={
-            "val_ssim": ssim,
-            "val_sample_l1": MeanAbsoluteError(output_transform=from_engine(["sample_0", "sample_1"])),
-        },
-        val_handlers=list(val_handlers),
-    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -372,3 +373,39 @@ class ForeachEMAHandler(EMAHandler):
                     ema_b.lerp_(model_b, momentum)
                 else:
                     ema_b.copy_(model_b)
+
+
+class TimeBudget:
+    """Trainer handler of ``train.yaml``'s ``max_minutes``: after ``minutes`` of wall clock from the run's
+    start (the data is cached by then) the current epoch ends early and the run stops. Ending the epoch, not
+    the run, lets its validation (and so the export of a better generator) and checkpoints happen first, so
+    the last stretch of a budgeted run is never lost. ``minutes <= 0``: no budget."""
+
+    def __init__(self, minutes: float) -> None:
+        self.seconds = float(minutes) * 60.0
+        self.start: float | None = None
+        self.spent = False
+
+    def attach(self, engine: Engine) -> None:
+        if self.seconds <= 0:
+            return
+        engine.add_event_handler(Events.STARTED, self._started)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
+
+    def _started(self, engine: Engine) -> None:
+        self.start, self.spent = time.monotonic(), False
+
+    def _iteration(self, engine: Engine) -> None:
+        if not self.spent and time.monotonic() - self.start > self.seconds:
+            self.spent = True
+            logging.getLogger(__name__).info(
+                "time budget of %.4g min reached at iteration %d: validating, then stopping",
+                self.seconds / 60, engine.state.iteration,
+            )  # fmt: skip
+            engine.terminate_epoch()
+
+    def _epoch_completed(self, engine: Engine) -> None:
+        # attached after the bundle's ValidationHandler: the shortened epoch has been validated by now
+        if self.spent:
+            engine.terminate()

@@ -37,6 +37,12 @@ from mtsr_monai.networks.bicyclegan import LatentUNetGenerator
 from mtsr_monai.precision import autocast
 from mtsr_monai.transforms.intensity import MEDIAN_LEVEL, robust_scale
 
+#: how weights files are made: the bundle's training config (scripts/train_mt.py runs it on the shared data)
+TRAIN_HINT = (
+    "train one with `python -m monai.bundle run training --config_file bundles/mtsr_mt/configs/train.yaml`, "
+    "or scripts/train_mt.py, which runs that config on the shared data's split"
+)
+
 #: pixels the generator sees at once: 16 padded BraTS slices (256 x 256), the batch BraTS volumes always had
 MAX_BATCH_PIXELS = 16 * 256 * 256
 
@@ -51,22 +57,35 @@ def default_weights(source: str, target: str) -> Path:
     return weights_path("mtsr_mt", f"models/{source}_to_{target}.pt")
 
 
+def generator_from_meta(meta: Mapping[str, Any]) -> LatentUNetGenerator:
+    """The (untrained) generator a weights file's ``meta`` describes: the one place the MT architecture is
+    built from weights, for :func:`load_translator` and ``configs/inference.yaml#network_def`` alike, so the
+    network the zoo's tools check is the one inference runs. Files older than ``max_mult`` / ``upsample``
+    were trained with 8 and ``basic``. InputError when the meta lacks the generator's size."""
+    try:
+        sizes = {k: int(meta[k]) for k in ("nz", "ngf", "image_size")}
+    except (KeyError, TypeError, ValueError) as err:
+        # the bundle's network_def meets a foreign file here, before load_translator's own check
+        raise InputError(
+            f"not a translation weights file: no usable nz, ngf, image_size in its meta ({err!r})"
+        ) from err
+    return LatentUNetGenerator(
+        **sizes, max_mult=int(meta.get("max_mult", 8)), upsample=str(meta.get("upsample", "basic"))
+    )
+
+
 def load_translator(
     path: str | os.PathLike, device: str | torch.device = "cpu"
 ) -> tuple[torch.nn.Module, dict]:
     """Generator (eval mode, float32) and its metadata from a weights file; InputError if unusable."""
 
-    ckpt = read_weights(path, "no such weights file (train one with scripts/train_mt.py)")
+    ckpt = read_weights(path, f"no such weights file ({TRAIN_HINT})")
     try:
         meta = dict(ckpt.get("meta", {}))
-        net = LatentUNetGenerator(
-            nz=int(meta["nz"]),
-            ngf=int(meta["ngf"]),
-            image_size=int(meta["image_size"]),
-            max_mult=int(meta.get("max_mult", 8)),
-            upsample=str(meta.get("upsample", "basic")),
-        )
+        net = generator_from_meta(meta)
         net.load_state_dict({k: v.float() for k, v in ckpt["generator"].items()})
+    except InputError as err:
+        raise InputError(err.problem, path) from err
     except (KeyError, RuntimeError, ValueError, EOFError, OSError) as err:
         raise InputError(f"not a translation weights file: {err}", path) from err
     return net.to(device).eval(), meta
