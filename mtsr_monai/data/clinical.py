@@ -393,6 +393,17 @@ def pad_collate(batch: Sequence[Mapping[str, torch.Tensor]], multiple: int = 16)
     return out
 
 
+def training_panels(output: Mapping[str, Any], channel: int = 0) -> dict[str, torch.Tensor]:
+    """The ``images_fn`` of the training's ``ImageGridHandler``: one sequence (``channel``, in the order of
+    ``modalities``) of the trainer's output, as input, restored and target panels ``(B, 1, H, W)``."""
+    shown = slice(channel, channel + 1)  # a slice keeps the channel axis the grid expects
+    return {
+        "input": output["input"][:, shown],
+        "restored": output["pred"][:, shown],
+        "target": output["target"][:, shown],
+    }
+
+
 # ------------------------------------------------------------------------ random protocols (new recipe)
 def _load_subject_volumes(
     subject: Mapping[str, Any], modalities: Sequence[str]

@@ -32,7 +32,7 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.inferers import Inferer
-from monai.transforms import MapTransform
+from monai.transforms import MapTransform, MaskIntensityd
 
 from mtsr_monai.errors import InputError
 from mtsr_monai.inference.brain_mask import AUTO, AUTO_MASK_NAME, auto_brain_mask, check_brain_mask
@@ -152,31 +152,31 @@ class AutoBrainMaskd(MapTransform):
         return d
 
 
-class MaskOutsided(MapTransform):
-    """Zero each key outside ``mask_key`` (a brain mask on the same grid, checked), when the item has one:
-    a non-skull-stripped input then looks like the skull-stripped training data."""
+class MaskOutsided(MaskIntensityd):
+    """Zero each key outside ``mask_key`` (a brain mask on the same grid), when the item has one: a
+    non-skull-stripped input then looks like the skull-stripped training data. MONAI's ``MaskIntensityd``
+    (a single-channel mask applies to every channel) after :func:`check_brain_mask`, which refuses a mask
+    that is empty or off the image's grid: masking compares shapes only, not affines. The name is the one
+    the MT bundle's ``inference.yaml`` declares."""
 
     def __init__(self, keys: KeysCollection, mask_key: str = "mask") -> None:
-        super().__init__(keys, allow_missing_keys=True)
-        self.mask_key = mask_key
+        super().__init__(keys, mask_key=mask_key, allow_missing_keys=True)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
-        d = dict(data)
-        mask = d.get(self.mask_key)
-        if mask is None:
-            return d
-        for key in self.key_iterator(d):
-            img = d[key]
+        mask = data.get(self.mask_key)
+        if mask is None:  # the mask is optional: AutoBrainMaskd leaves a skull-stripped input without one
+            return dict(data)
+        for key in self.key_iterator(data):
+            img = data[key]
             names = (str(img.meta.get("filename_or_obj", key)), str(mask.meta.get("filename_or_obj", "mask")))
-            inside = check_brain_mask(
+            check_brain_mask(
                 np.asarray(mask.detach().cpu())[0],
                 item_affine(mask, 0),
                 tuple(img.shape[1:]),
                 item_affine(img, 0),
                 names,
             )
-            d[key] = img * torch.from_numpy(inside).to(img.dtype)
-        return d
+        return super().__call__(data)
 
 
 class SaveTranslationsd(VolumeWriterd):

@@ -25,7 +25,7 @@ import torch
 from ignite.engine import Engine, Events
 from monai.config import KeysCollection
 from monai.inferers import Inferer
-from monai.transforms import MapTransform
+from monai.transforms import MapTransform, MaskIntensityd
 
 from mtsr_monai.data.slices import load_subject, spaced_brain_slices
 from mtsr_monai.inference.bundle import bundle_parser
@@ -122,19 +122,22 @@ class TranslationSamplesInferer(Inferer):
 
 
 # ----------------------------------------------------------------------------------------- postprocessing
-class ZeroOutsideInputd(MapTransform):
+class ZeroOutsideInputd(MaskIntensityd):
     """Each key's ``(N, S, H, W)`` samples set to 0 where ``ref_key`` (the ``(S, H, W)`` input) is
-    background: the generator paints something everywhere, the truth is 0 outside the brain."""
+    background: the generator paints something everywhere, the truth is 0 outside the brain. MONAI's
+    ``MaskIntensityd`` with the input as its mask, given a leading axis of 1: a single-channel mask, which
+    MONAI applies to each of the N samples (the input's own leading axis, its S slices, would be taken for
+    S channels)."""
 
     def __init__(self, keys: KeysCollection, ref_key: str = "image") -> None:
-        super().__init__(keys)
+        super().__init__(keys, mask_key=ref_key)
         self.ref_key = ref_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         d = dict(data)
+        mask = d[self.ref_key][None]
         for key in self.key_iterator(d):
-            inside = (d[self.ref_key] > 0).to(d[key].device)
-            d[key] = d[key] * inside[None]
+            d[key] = self.converter(d[key], mask)
         return d
 
 
