@@ -98,3 +98,18 @@ def test_clinical_collate_and_image_panels_are_partials_of_named_functions(tmp_p
         torch.equal(shown[n], output[k][:, :1])
         for n, k in zip(shown, ("input", "pred", "target"), strict=True)
     )
+
+
+def test_sr_image_panels_show_lr_its_bicubic_sr_and_hr(tmp_path):
+    from mtsr_monai.engines.paired import sr_panels
+
+    parser = _parser("mtsr_sr", tmp_path)
+    grids = [h for h in parser.get_parsed_content("train#handlers") if hasattr(h, "images_fn")]
+    panels = grids[0].images_fn
+    assert isinstance(panels, functools.partial) and panels.func is sr_panels
+    scale = parser.get_parsed_content("scale")
+    lr = torch.rand(2, 1, 6, 6)
+    shown = panels({"input": lr, "pred": torch.zeros(2, 1, 6 * scale, 6 * scale), "target": torch.ones(1)})
+    assert list(shown) == ["lr", "bicubic", "sr", "hr"]
+    bicubic = torch.nn.functional.interpolate(lr, scale_factor=scale, mode="bicubic")
+    assert torch.equal(shown["bicubic"], bicubic)

@@ -171,3 +171,10 @@ class PairedAdversarialTrainer(AdversarialTrainerBase):
 def scalar_losses(output: dict[str, Any]) -> dict[str, float]:
     """The float entries of an iteration's output (for StatsHandler / TensorBoardStatsHandler)."""
     return {k: v for k, v in output.items() if isinstance(v, float)}
+
+
+def sr_panels(output: dict[str, Any], scale: int) -> dict[str, torch.Tensor]:
+    """The ``images_fn`` of the SR training's ``ImageGridHandler``: LR input, its bicubic upsampling (the
+    baseline to beat), the SR output and the HR target, each ``(B, 1, H, W)``."""
+    bicubic = torch.nn.functional.interpolate(output["input"], scale_factor=scale, mode="bicubic")
+    return {"lr": output["input"], "bicubic": bicubic, "sr": output["pred"], "hr": output["target"]}
