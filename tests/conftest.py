@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,18 @@ def write_nifti(path: Path, array: np.ndarray, affine: np.ndarray | None = None)
 
     nib.save(nib.Nifti1Image(np.asarray(array), np.eye(4) if affine is None else affine), str(path))
     return path
+
+
+def unit_grid(shape: Sequence[int]) -> list[np.ndarray]:
+    """Each voxel's coordinates, -1 to 1 across each axis (``ij`` order): the synthetic heads' frame."""
+    return np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+
+
+def ellipsoid(shape: Sequence[int], radii: float | Sequence[float] = 1.0) -> np.ndarray:
+    """True inside the centred ellipsoid of semi-axes ``radii`` (one, or one per axis), in units of each
+    axis's half-width: the outline of the tests' synthetic heads and brains."""
+    radii = np.broadcast_to(radii, (len(shape),))
+    return sum((g / r) ** 2 for g, r in zip(unit_grid(shape), radii, strict=True)) < 1
 
 
 @pytest.fixture

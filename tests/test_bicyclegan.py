@@ -9,7 +9,7 @@ from ignite.engine import Events
 from mtsr_monai.engines.bicyclegan import BicycleGANTrainer, kl_divergence
 from mtsr_monai.networks.bicyclegan import (
     LatentUNetGenerator,
-    MultiScalePatchDiscriminator,
+    PooledMultiScaleDiscriminator,
     ResNetEncoder,
     build_networks,
 )
@@ -89,7 +89,7 @@ def test_encoder_returns_mu_and_logvar_of_nz():
 
 
 def test_discriminator_has_full_and_half_resolution_scales():
-    out = MultiScalePatchDiscriminator(ndf=4, image_size=128)(torch.randn(1, 1, 128, 128))
+    out = PooledMultiScaleDiscriminator(ndf=4, image_size=128)(torch.randn(1, 1, 128, 128))
     assert len(out) == 2 and out[1].shape[-1] < out[0].shape[-1]
 
 

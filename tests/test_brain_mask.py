@@ -7,23 +7,25 @@ import numpy as np
 import pytest
 
 from mtsr_monai.inference import brain_mask
-from tests.conftest import SHARED_DATA, write_nifti
+from tests.conftest import SHARED_DATA, ellipsoid, write_nifti
 
-
-def _ellipsoid(shape=(40, 44, 36), radius=0.7) -> np.ndarray:
-    grid = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
-    return sum(g**2 for g in grid) < radius**2
+SHAPE = (40, 44, 36)  # voxels of the synthetic heads
 
 
 def _head_with_skull() -> tuple[np.ndarray, np.ndarray]:
     """(head, brain): a brain inside a dark skull and a bright scalp, with air noise around them."""
-    brain, head = _ellipsoid(radius=0.6), _ellipsoid(radius=0.8)
+    brain, head = ellipsoid(SHAPE, 0.6), ellipsoid(SHAPE, 0.8)
     noise = np.abs(np.random.default_rng(0).normal(0, 3, brain.shape))
-    return (np.where(brain, 80.0, np.where(head & ~_ellipsoid(radius=0.7), 150.0, 5.0)) + noise), brain
+    return (np.where(brain, 80.0, np.where(head & ~ellipsoid(SHAPE, 0.7), 150.0, 5.0)) + noise), brain
+
+
+def _skull_stripped() -> np.ndarray:
+    """A brain alone on an exactly zero background, as skull stripping leaves it."""
+    return np.where(ellipsoid(SHAPE, 0.7), 100.0, 0.0).astype(np.float32)
 
 
 def test_a_skull_stripped_input_gets_no_mask(tmp_path):
-    stripped = write_nifti(tmp_path / "brain.nii.gz", np.where(_ellipsoid(), 100.0, 0.0).astype(np.float32))
+    stripped = write_nifti(tmp_path / "brain.nii.gz", _skull_stripped())
     choice = brain_mask.resolve_brain_mask(stripped, brain_mask.AUTO, tmp_path)
     assert choice.path is None and "skull-stripped" in choice.note
 
@@ -107,7 +109,7 @@ def test_the_bundle_step_masks_a_head_and_the_writer_keeps_its_mask(tmp_path, mo
 def test_the_bundle_step_leaves_a_stripped_image_a_given_mask_and_mode_none_alone(tmp_path, monkeypatch):
     from mtsr_monai.inference.components import AutoBrainMaskd
 
-    stripped = write_nifti(tmp_path / "brain.nii.gz", np.where(_ellipsoid(), 100.0, 0.0).astype(np.float32))
+    stripped = write_nifti(tmp_path / "brain.nii.gz", _skull_stripped())
     d = AutoBrainMaskd(keys="image")(_loaded(stripped))
     assert "mask" not in d and "skull-stripped" in d["mask_note"]
     head = write_nifti(tmp_path / "head.nii.gz", _head_with_skull()[0].astype(np.float32))
@@ -123,7 +125,7 @@ def test_the_bundle_step_refuses_an_unknown_mask_mode(tmp_path):
     from mtsr_monai.errors import InputError
     from mtsr_monai.inference.components import AutoBrainMaskd
 
-    stripped = write_nifti(tmp_path / "brain.nii.gz", np.where(_ellipsoid(), 100.0, 0.0).astype(np.float32))
+    stripped = write_nifti(tmp_path / "brain.nii.gz", _skull_stripped())
     with pytest.raises(InputError, match="'auto' or 'none'"):
         AutoBrainMaskd(keys="image", mode="yes")(_loaded(stripped))
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import REPO, write_nifti
+from tests.conftest import REPO, ellipsoid, unit_grid, write_nifti
 
 BUNDLES = ["mtsr_sr", "mtsr_mt", "clinical_sr"]
 # model.pt key of the network weights (mtsr_sr and mtsr_mt hold a plain state dict) and an export input shape
@@ -71,9 +71,9 @@ def test_inference_config_has_the_zoo_properties(bundle, tmp_path):
 
 
 def _head(shape: tuple[int, ...], seed: int, scale: float = 100.0) -> np.ndarray:
-    x, y, z = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    x, y, _ = unit_grid(shape)
     rng = np.random.default_rng(seed)
-    inside = (x / 0.8) ** 2 + (y / 0.7) ** 2 + z**2 < 1
+    inside = ellipsoid(shape, (0.8, 0.7, 1.0))
     return (
         inside * scale * (1 + 0.3 * np.sin(8 * x + seed) * np.cos(6 * y) + 0.05 * rng.random(shape))
     ).astype(np.float32)

@@ -16,7 +16,7 @@ import torch
 from mtsr_monai.data.unpaired import UnpairedDataset
 from mtsr_monai.engines.cyclegan import CycleGANTrainer
 from mtsr_monai.engines.handlers import ResumeCheckpoint
-from mtsr_monai.networks.bicyclegan import LatentUNetGenerator, MultiScalePatchDiscriminator
+from mtsr_monai.networks.bicyclegan import LatentUNetGenerator, PooledMultiScaleDiscriminator
 from tests.conftest import REPO, write_nifti
 
 SIZE = 32
@@ -30,7 +30,7 @@ def _trainer(max_epochs: int = 1, amp: bool = False) -> CycleGANTrainer:
     items = [{"A": torch.rand(1, SIZE, SIZE, generator=g), "B": torch.rand(1, SIZE, SIZE, generator=g)}
              for _ in range(2)]  # fmt: skip
     gens = [LatentUNetGenerator(nz=4, ngf=4, image_size=SIZE) for _ in range(2)]
-    discs = [MultiScalePatchDiscriminator(ndf=4, image_size=SIZE) for _ in range(2)]
+    discs = [PooledMultiScaleDiscriminator(ndf=4, image_size=SIZE) for _ in range(2)]
 
     def adam(nets):
         return torch.optim.Adam([p for n in nets for p in n.parameters()], lr=1e-3, betas=(0.5, 0.999))
@@ -63,7 +63,7 @@ def test_one_iteration_updates_both_generators_and_both_discriminators():
 @pytest.mark.parametrize("scales", [1, 2])
 def test_gan_terms_are_the_sums_over_the_discriminator_scales(scales):
     trainer = _trainer()
-    disc, loss = MultiScalePatchDiscriminator(ndf=4, image_size=SIZE, num_scales=scales), trainer.gan_loss
+    disc, loss = PooledMultiScaleDiscriminator(ndf=4, image_size=SIZE, num_scales=scales), trainer.gan_loss
     real, fake = torch.rand(2, 1, SIZE, SIZE), torch.rand(2, 1, SIZE, SIZE)
     with torch.no_grad():
         per_real, per_fake = disc(real), disc(fake)

@@ -38,10 +38,10 @@ def test_bright_tail_loss_scores_only_voxels_at_or_above_the_threshold():
 
 def test_gan_loss_of_a_multi_scale_discriminator_sums_its_scales():
     from mtsr_monai.losses.gan import GanLoss
-    from mtsr_monai.networks.bicyclegan import MultiScalePatchDiscriminator
+    from mtsr_monai.networks.bicyclegan import PooledMultiScaleDiscriminator
 
     torch.manual_seed(0)
-    disc, loss = MultiScalePatchDiscriminator(ndf=8, image_size=64), GanLoss("lsgan")
+    disc, loss = PooledMultiScaleDiscriminator(ndf=8, image_size=64), GanLoss("lsgan")
     fake, real = disc(torch.rand(2, 1, 64, 64)), disc(torch.rand(2, 1, 64, 64))
     # not the coarsest scale alone
     assert torch.allclose(loss.generator(fake), sum(loss.generator(f) for f in fake))

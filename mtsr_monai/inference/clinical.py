@@ -613,7 +613,7 @@ def to_scanner_units(
     zeros of a magnitude input (``lo`` 0: skull-stripped or masked scans and the padding around them). There
     the network leaves a faint haze (~1e-3 of the range) that would join the non-zero voxels, so every
     percentile taken over them downstream (robust [0, 1] scaling) would read the volume darker than it is.
-    ``mtsr clinical-sr`` and the bundle's ``ClinicalRestored`` both map through here."""
+    ``mtsr clinical-sr`` and the bundle's ``RestoreClinicalIntensityd`` both map through here."""
     lo, hi = (float(b) for b in bounds)
     keep = np.asarray(coverage, bool)
     if scaled_input is not None and lo == 0.0:

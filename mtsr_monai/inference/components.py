@@ -66,6 +66,7 @@ __all__ = [
     "LoadVolumed",
     "MaskOutsided",
     "PrepareRoutineScansd",
+    "RestoreClinicalIntensityd",
     "RobustScaled",
     "SaveClinicald",
     "SaveTranslationsd",
@@ -476,12 +477,15 @@ class ClinicalSliceInferer(Inferer):
         return _batch(outs)
 
 
-class ClinicalRestored(MapTransform):
+class RestoreClinicalIntensityd(MapTransform):
     """Each channel of ``keys`` back to its sequence's intensities (bounds from ``ref_key``'s meta), zero
     outside the scans' coverage and, for a given sequence, at its input's empty background
-    (:func:`~mtsr_monai.inference.clinical.to_scanner_units`, as ``mtsr clinical-sr``)."""
+    (:func:`~mtsr_monai.inference.clinical.to_scanner_units`, as ``mtsr clinical-sr``): the clinical
+    counterpart of :class:`~mtsr_monai.transforms.scale.RestoreIntensityd`."""
 
-    def __init__(self, keys: KeysCollection = "pred", ref_key: str = "image", coverage_key: str = "coverage"):
+    def __init__(
+        self, keys: KeysCollection = "pred", ref_key: str = "image", coverage_key: str = "coverage"
+    ) -> None:
         super().__init__(keys)
         self.ref_key, self.coverage_key = ref_key, coverage_key
 
@@ -502,13 +506,19 @@ class ClinicalRestored(MapTransform):
         return d
 
 
+#: the name clinical_sr inference.yaml files written before MONAI's naming (a key-based dictionary
+#: transform ends in ``d``) use, as ``IntensityRestored`` above
+ClinicalRestored = RestoreClinicalIntensityd
+
+
 class ClinicalConsistencyd(MapTransform):
-    """The data-consistency gain step, after :class:`ClinicalRestored`: each given sequence's channel of
-    ``keys`` (scanner units, target grid) is multiplied by the one gain under which it, re-acquired with its
-    input's slice profile (``profile``, ``thickness`` mm per sequence; default the slice spacing) on the
-    input's grid, carries the input's signal (:func:`~mtsr_monai.inference.clinical.consistency_step`, which
-    ``mtsr clinical-sr`` runs too), then, with ``curve``, mapped through the intensity curve that gives
-    the re-acquired output its input's intensity distribution. ``gain=False, curve=False`` only measures.
+    """The data-consistency gain step, after :class:`RestoreClinicalIntensityd`: each given sequence's
+    channel of ``keys`` (scanner units, target grid) is multiplied by the one gain under which it,
+    re-acquired with its input's slice profile (``profile``, ``thickness`` mm per sequence; default the slice
+    spacing) on the input's grid, carries the input's signal
+    (:func:`~mtsr_monai.inference.clinical.consistency_step`, which ``mtsr clinical-sr`` runs too), then,
+    with ``curve``, mapped through the intensity curve that gives the re-acquired output its input's
+    intensity distribution. ``gain=False, curve=False`` only measures.
     The gains, curves and consistency summaries go to ``<key>_consistency``; the inputs are re-read from
     the item's sequence paths."""
 

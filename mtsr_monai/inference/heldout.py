@@ -1,7 +1,7 @@
 """Held-out evaluation of the clinical SR bundle: the pieces ``bundles/clinical_sr/configs/evaluate.yaml``
 declares around the bundle's inference objects, run by two MONAI ``SupervisedEvaluator`` objects.
 
-- preprocessing: :class:`SimulatedPaird`, a held-out subject's sequences acquired with the weights' routine
+- preprocessing: :class:`SimulatedPair`, a held-out subject's sequences acquired with the weights' routine
   protocols and interpolated back onto its HR grid (:func:`~mtsr_monai.data.clinical.cached_pairs`), batched
   one pair at a time by :func:`one_pair`;
 - inferer: the bundle's :class:`~mtsr_monai.inference.components.ClinicalSliceInferer` for the model, the
@@ -40,6 +40,7 @@ __all__ = [
     "SCORES",
     "EvaluationStage",
     "ScoreRows",
+    "SimulatedPair",
     "SimulatedPaird",
     "heldout_summary",
     "mean_scores",
@@ -54,12 +55,14 @@ SCORES = ("mae", "nmse", "psnr", "ssim")
 INTERPOLATION_KEY = "interpolation"
 
 
-class SimulatedPaird(Transform):
+class SimulatedPair(Transform):
     """A held-out subject's record (``subject`` and its sequences' paths; the interpolation under
     :data:`INTERPOLATION_KEY`, default trilinear) -> its pair ``{"subject", "lr", "hr", "mask", "affine",
     "box"}`` and the interpolation: each sequence acquired with its routine protocol (``protocols``; None:
     the defaults), brought back onto the HR grid by ``pairing`` and the interpolation, scaled to [0, 1]
-    (:func:`~mtsr_monai.data.clinical.cached_pairs`, stored in ``cache_dir`` when given)."""
+    (:func:`~mtsr_monai.data.clinical.cached_pairs`, stored in ``cache_dir`` when given).
+
+    It maps the whole record, not ``keys`` of it: a plain transform, hence no ``d`` suffix."""
 
     def __init__(
         self,
@@ -79,6 +82,11 @@ class SimulatedPaird(Transform):
             [subject], self.cache_dir, self.modalities, self.protocols, self.pairing, method, progress=False
         )
         return {**pairs[0], INTERPOLATION_KEY: method}
+
+
+#: the name before MONAI's naming (``d`` is for key-based dictionary transforms): bundle evaluate.yaml
+#: files copied from clinical_sr before the rename still name it
+SimulatedPaird = SimulatedPair
 
 
 def one_pair(batch: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:

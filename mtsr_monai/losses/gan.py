@@ -25,7 +25,7 @@ def _last(logits):
 
 
 def _per_scale(logits) -> bool:
-    """A multi-scale discriminator's list of one-channel logit maps (``MultiScalePatchDiscriminator``), not
+    """A multi-scale discriminator's list of one-channel logit maps (``PooledMultiScaleDiscriminator``), not
     MONAI's ``[features..., logits]``, whose features have many channels."""
     return isinstance(logits, (list, tuple)) and len(logits) > 1 and all(t.shape[1] == 1 for t in logits)
 

@@ -5,8 +5,8 @@
   so the code cannot be ignored by the deeper layers.
 - :class:`ResNetEncoder`: ``E(B) -> (mu, logvar)``: strided conv, residual down-sampling blocks, global
   average pooling and two linear heads.
-- :class:`MultiScalePatchDiscriminator`: PatchGANs (MONAI ``PatchDiscriminator``) on the image and on
-  2x average-pooled copies of it; returns one logit map per scale.
+- :class:`PooledMultiScaleDiscriminator`: PatchGANs (MONAI ``PatchDiscriminator``) on the image and on
+  2x average-pooled copies of it (BicycleGAN's ``D_NLayersMulti``); returns one logit map per scale.
 
 ``image_size`` (128 or 256) sets the depth: ``log2(size)`` U-Net levels (down to 1x1), ``log2(size) - 3``
 encoder blocks, 2 (128) or 3 (256) discriminator layers, as the official ``*_128`` / ``*_256`` presets.
@@ -16,6 +16,7 @@ Channel widths are set by ``ngf`` / ``nef`` / ``ndf`` (paper defaults 64) so tha
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from monai.networks.blocks import Convolution
@@ -164,8 +165,10 @@ class ResNetEncoder(nn.Module):
         return self.mu(h), self.logvar(h)
 
 
-class MultiScalePatchDiscriminator(nn.Module):
-    """``num_scales`` PatchGANs; scale k sees the image average-pooled k times (3x3, stride 2).
+class PooledMultiScaleDiscriminator(nn.Module):
+    """``num_scales`` PatchGANs of the same depth; scale k sees the image average-pooled k times (3x3,
+    stride 2), as BicycleGAN's ``D_NLayersMulti``. Not MONAI's ``MultiScalePatchDiscriminator``, which feeds
+    the same image to ever deeper PatchGANs (pix2pixHD).
 
     Returns a list of logit maps, one per scale (full resolution first).
     """
@@ -225,8 +228,22 @@ def build_networks(
             nz=nz, ngf=ngf, image_size=image_size, max_mult=max_mult, upsample=upsample
         ),
         "encoder": ResNetEncoder(nz=nz, nef=nef, image_size=image_size) if use_encoder else None,
-        "discriminator": MultiScalePatchDiscriminator(ndf=ndf, image_size=image_size),
-        "discriminator2": MultiScalePatchDiscriminator(ndf=ndf, image_size=image_size)
+        "discriminator": PooledMultiScaleDiscriminator(ndf=ndf, image_size=image_size),
+        "discriminator2": PooledMultiScaleDiscriminator(ndf=ndf, image_size=image_size)
         if use_encoder
         else None,
     }
+
+
+def __getattr__(name: str) -> type[PooledMultiScaleDiscriminator]:
+    """The old name, which MONAI's own ``MultiScalePatchDiscriminator`` (another network) shares: bundle
+    configs copied from mtsr_mt before the rename still name it (the weights are state dicts, free of it)."""
+    if name == "MultiScalePatchDiscriminator":
+        warnings.warn(
+            "mtsr_monai.networks.bicyclegan.MultiScalePatchDiscriminator is deprecated: use "
+            "PooledMultiScaleDiscriminator",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return PooledMultiScaleDiscriminator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
