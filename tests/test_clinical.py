@@ -72,15 +72,40 @@ def test_slice_dataset_patches_transposes_and_channel_dropout():
     assert batch["lr"].shape == (4, 3, 32, 48)
 
 
-def test_dataloader_workers_draw_different_patches():
-    from mtsr_monai.data.clinical import ClinicalSliceDataset
+def test_monai_dataloader_seeds_workers_epochs_and_processes_apart():
+    from monai.data import DataLoader
+
+    from mtsr_monai.data.clinical import ClinicalSliceDataset, pad_collate
 
     vol = np.random.default_rng(0).random((1, 30, 40, 20)).astype(np.float32)
     pair = {"lr": vol, "hr": vol, "mask": np.ones(vol.shape[1:], bool)}
     ds = ClinicalSliceDataset([pair], patch_size=16, samples_per_scan=4, seed=1)
-    loader = torch.utils.data.DataLoader(ds, batch_size=1, num_workers=2)  # items 0, 2: worker 0; 1, 3: 1
-    first, second = (batch["hr"] for batch, _ in zip(loader, range(2), strict=False))
-    assert not torch.equal(first, second)  # each worker's first draw is its own, not a copy of the other's
+    # items 0, 2: worker 0; 1, 3: worker 1
+    loader = DataLoader(ds, batch_size=1, num_workers=2, collate_fn=pad_collate)
+    draws = [batch["hr"] for _ in range(2) for batch in loader]
+    assert len(draws) == 8
+    # each draw its own: no worker repeats the other's stream, no epoch the previous epoch's
+    assert not any(torch.equal(a, b) for i, a in enumerate(draws) for b in draws[i + 1 :])
+
+    def first_batch(torch_seed: int) -> torch.Tensor:  # no workers: from the torch seed (DDP: per rank)
+        torch.manual_seed(torch_seed)
+        return next(iter(DataLoader(ds, batch_size=4, collate_fn=pad_collate)))["hr"]
+
+    assert torch.equal(first_batch(0), first_batch(0)) and not torch.equal(first_batch(0), first_batch(1))
+
+
+def test_slice_dataset_transposes_and_flips_give_each_symmetry_of_the_square_alike():
+    from mtsr_monai.data.clinical import ClinicalSliceDataset
+
+    vol = np.arange(2 * 5 * 5, dtype=np.float32).reshape(1, 2, 5, 5)
+    pair = {"lr": vol, "hr": vol, "mask": np.ones(vol.shape[1:], bool)}
+    ds = ClinicalSliceDataset([pair], mode="slice", samples_per_scan=800, axes=(0,), seed=2)
+    counts: dict[tuple, int] = {}
+    for i in range(len(ds)):
+        s = ds[i]["hr"][0]
+        key = (int(s[0, 0] - s[0, 0] // 25 * 25), int(s[0, 1] - s[0, 0]))  # the corner and the step along w
+        counts[key] = counts.get(key, 0) + 1
+    assert len(counts) == 8 and min(counts.values()) > 60  # each of the 8 about 100 times
 
 
 def test_generator_loss_specs_sum_named_terms():

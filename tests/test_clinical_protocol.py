@@ -191,6 +191,8 @@ def test_protocol_dataset_samples_share_the_input_scale_and_drop_channels(tmp_pa
     assert abs(float(np.median(ratios)) - 1.0) < 0.05  # one scale: no darkening to learn
     full = ProtocolSliceDataset(vols, sim, mode="slice", samples_per_scan=3)
     assert full[0]["lr"].ndim == 3
+    first, again = ds.set_random_state(7)[0], ds.set_random_state(7)[0]
+    assert all(torch.equal(first[k], again[k]) for k in first)  # one seed reseeds protocol and transforms too
 
 
 def test_validation_pair_maps_outputs_into_the_reference_scale(tmp_path):
@@ -328,13 +330,14 @@ def test_bundle_restored_channels_keep_a_given_inputs_background_at_zero():
 
     from monai.data import MetaTensor
 
-    from mtsr_monai.inference.components import CLINICAL_KEY, ClinicalRestored
+    from mtsr_monai.inference.components import CLINICAL_KEY, RestoreClinicalIntensityd
 
     image = MetaTensor(torch.tensor([[[[0.0, 0.5]]], [[[0.0, 0.0]]]]))  # flair given, t2 absent (zeros)
     info = {"modalities": ["flair", "t2"], "given": ["flair"], "bounds": {"flair": [0.0, 200.0]}}
     image.meta[CLINICAL_KEY] = json.dumps(info)
     pred = torch.full((2, 1, 1, 2), 0.01)
-    out = ClinicalRestored()({"pred": pred, "image": image, "coverage": torch.ones(1, 1, 1, 2)})["pred"]
+    item = {"pred": pred, "image": image, "coverage": torch.ones(1, 1, 1, 2)}
+    out = RestoreClinicalIntensityd()(item)["pred"]
     assert out[0].flatten().tolist() == pytest.approx([0.0, 2.0])  # background kept, signal scaled
     assert out[1].flatten().tolist() == pytest.approx([0.01, 0.01])  # an absent sequence is not masked
 

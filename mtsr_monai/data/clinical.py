@@ -37,7 +37,17 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.transforms import Compose, RandScaleIntensityd, ThresholdIntensityd
+from monai.transforms import (
+    Compose,
+    RandCropByPosNegLabeld,
+    RandFlipd,
+    RandLambdad,
+    Randomizable,
+    RandScaleIntensityd,
+    SpatialPadd,
+    ThresholdIntensityd,
+)
+from monai.utils import MAX_SEED, convert_to_tensor
 from tqdm import tqdm
 
 from mtsr_monai.errors import InputError
@@ -268,44 +278,55 @@ def _brain_slices(
 
 
 def _draw_plane(
-    rng: np.random.Generator, valid: Mapping[tuple[int, int], np.ndarray], item: int, axes: Sequence[int]
+    rng: np.random.RandomState, valid: Mapping[tuple[int, int], np.ndarray], item: int, axes: Sequence[int]
 ) -> tuple[int, int]:
     """``(axis, index)``: a random axis among ``axes``, then a random brain slice of volume ``item`` normal
-    to it (the two draws in this order, so a seed gives the same samples as before)."""
-    axis = axes[int(rng.integers(len(axes)))]
+    to it."""
+    axis = axes[int(rng.randint(len(axes)))]
     choices = valid[(item, axis)]
-    return axis, int(choices[int(rng.integers(len(choices)))])
+    return axis, int(choices[int(rng.randint(len(choices)))])
 
 
-def _random_transpose_flip(
-    arrays: Sequence[np.ndarray], rng: np.random.Generator, transpose: bool, flip: bool
-) -> tuple[np.ndarray, ...]:
-    """The same random swap of the last two axes (``transpose``) and flips along each of them (``flip``),
-    each with probability 0.5, applied to all ``arrays`` (input, target and mask stay aligned)."""
-    arrays = tuple(arrays)
-    if transpose and rng.random() < 0.5:
-        arrays = tuple(np.swapaxes(a, -1, -2) for a in arrays)
-    if flip:
-        for ax in (-1, -2):
-            if rng.random() < 0.5:
-                arrays = tuple(np.flip(a, ax) for a in arrays)
-    return arrays
+def _swap_image_axes(x: torch.Tensor) -> torch.Tensor:
+    """(C, h, w) -> (C, w, h)."""
+    return x.transpose(-1, -2)
 
 
-def _worker_generator(dataset: torch.utils.data.Dataset, *randomizables: Any) -> np.random.Generator:
-    """``dataset.rng``; in a DataLoader worker first reseeded from the worker's seed, with the MONAI
-    ``randomizables`` the dataset draws from: each worker holds a copy of the dataset, whose generators
-    would otherwise make the same draws in every worker (torch reseeds only its own generator there)."""
-    info = torch.utils.data.get_worker_info()
-    if info is not None and getattr(dataset, "_seeded_in_worker", None) != info.id:
-        dataset._seeded_in_worker = info.id
-        dataset.rng = np.random.default_rng(info.seed)
-        for randomizable in randomizables:
-            randomizable.set_random_state(info.seed % 2**32)
-    return dataset.rng
+def _transpose_flips(keys: Sequence[str], transpose: bool, flip: bool) -> list[Randomizable]:
+    """One random swap of the two image axes (``transpose``) and flips along each of them (``flip``), each
+    with probability 0.5, applied alike to all ``keys`` (input, target and mask stay aligned). MONAI has no
+    random transpose (RandRotate90 also reverses an axis), so RandLambdad draws the plain swap: the same
+    outcomes as the earlier hand-written draws (with both on, each symmetry of the square w.p. 1/8)."""
+    swap = [RandLambdad(keys, _swap_image_axes, prob=0.5)] if transpose else []
+    return swap + ([RandFlipd(keys, prob=0.5, spatial_axis=a) for a in (1, 0)] if flip else [])
 
 
-class ClinicalSliceDataset(torch.utils.data.Dataset):
+def _plain(sample: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Contiguous plain tensors (MONAI's transforms return MetaTensors, whose transform records the
+    collate would stack for nothing)."""
+    return {k: convert_to_tensor(v, track_meta=False).contiguous() for k, v in sample.items()}
+
+
+class _RandomSlices(torch.utils.data.Dataset, Randomizable):
+    """Base of the slice datasets: seeded as MONAI's transforms are. The dataset's own draws come from ``R``;
+    ``set_random_state`` also reseeds its MONAI ``transforms``, each from a seed drawn from ``R`` (as MONAI's
+    Compose does). ``monai.data.DataLoader`` calls it (``set_rnd``): without workers once, from the torch
+    seed (so DDP ranks, seeded apart, draw apart); with workers in each worker, from that worker's seed (new
+    every epoch unless workers persist), so no two workers draw one stream. A ``torch.utils.data.DataLoader``
+    with workers needs ``worker_init_fn=monai.data.utils.worker_init_fn`` for that."""
+
+    transforms: tuple[Randomizable, ...] = ()
+
+    def set_random_state(
+        self, seed: int | None = None, state: np.random.RandomState | None = None
+    ) -> _RandomSlices:
+        super().set_random_state(seed, state)
+        for transform in self.transforms:
+            transform.set_random_state(seed=int(self.R.randint(MAX_SEED, dtype=np.uint32)))
+        return self
+
+
+class ClinicalSliceDataset(_RandomSlices):
     """Random 2D samples ``{"lr": (C,h,w), "hr": (C,h,w), "mask": (1,h,w)}`` from cached paired volumes.
 
     ``mode="patch"``: ``samples_per_scan`` random ``patch_size`` patches per volume and epoch, centred on
@@ -314,6 +335,7 @@ class ClinicalSliceDataset(torch.utils.data.Dataset):
     ``transpose``: randomly swap the two image axes (the blur direction then appears along either).
     ``channel_dropout``: probability of zeroing an input channel (at least one kept), so a fused model
     also works when a sequence is missing (the clinical-sr command zero-fills it).
+    Random draws: see :class:`_RandomSlices` (use ``monai.data.DataLoader``).
     """
 
     def __init__(
@@ -332,8 +354,18 @@ class ClinicalSliceDataset(torch.utils.data.Dataset):
         self.pairs, self.mode, self.patch_size = list(pairs), _check_mode(mode), int(patch_size)
         self.samples_per_scan, self.axes = int(samples_per_scan), [int(a) for a in axes]
         self.transpose, self.flip, self.channel_dropout = transpose, flip, float(channel_dropout)
-        self.rng = np.random.default_rng(seed)
         self.valid = _brain_slices([p["mask"] for p in self.pairs], self.axes, min_brain_fraction)
+        keys, ps = ["lr", "hr", "mask"], self.patch_size
+        # a patch centred on a random brain pixel (a random foreground centre: pos 1, neg 0), moved inside the
+        # slice, which is first zero-padded at its end to at least a patch
+        self.crop = Compose(
+            [SpatialPadd(keys, ps, method="end"), RandCropByPosNegLabeld(keys, "mask", ps, pos=1, neg=0)]
+        )
+        self.augment = Compose(
+            [*_transpose_flips(keys, transpose, flip), RandChannelDropoutd("lr", probs=self.channel_dropout)]
+        )
+        self.transforms = (self.crop, self.augment)
+        self.set_random_state(seed)
 
     def __len__(self) -> int:
         return len(self.pairs) * self.samples_per_scan
@@ -341,43 +373,22 @@ class ClinicalSliceDataset(torch.utils.data.Dataset):
     def _slice(self, arr: np.ndarray, axis: int, k: int) -> np.ndarray:
         return np.take(arr, k, axis=axis + (arr.ndim - 3))
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        rng = _worker_generator(self)
-        i = index % len(self.pairs)
-        p = self.pairs[i]
-        axis, k = _draw_plane(rng, self.valid, i, self.axes)
-        lr = np.asarray(self._slice(p["lr"], axis, k), dtype=np.float32)
-        hr = np.asarray(self._slice(p["hr"], axis, k), dtype=np.float32)
-        mask = np.asarray(self._slice(p["mask"], axis, k), dtype=np.float32)[None]
-        if self.mode == "patch":
-            lr, hr, mask = self._crop(lr, hr, mask, rng)
-        lr, hr, mask = _random_transpose_flip((lr, hr, mask), rng, self.transpose, self.flip)
-        if self.channel_dropout > 0 and lr.shape[0] > 1:
-            drop = rng.random(lr.shape[0]) < self.channel_dropout
-            if drop.all():
-                drop[int(rng.integers(lr.shape[0]))] = False
-            lr = lr.copy()
-            lr[drop] = 0.0
-        return {
-            "lr": torch.from_numpy(np.ascontiguousarray(lr)),
-            "hr": torch.from_numpy(np.ascontiguousarray(hr)),
-            "mask": torch.from_numpy(np.ascontiguousarray(mask)),
-        }
+    def randomize(self, data: int) -> None:
+        """The slice of volume ``data`` to sample, ``self.plane = (axis, index)``."""
+        self.plane = _draw_plane(self.R, self.valid, data, self.axes)
 
-    def _crop(self, lr, hr, mask, rng):
-        ps = self.patch_size
-        pad = [(0, 0)] + [(0, max(ps - s, 0)) for s in lr.shape[1:]]
-        lr, hr, mask = (np.pad(a, pad) for a in (lr, hr, mask))
-        h, w = lr.shape[1:]
-        ys, xs = np.nonzero(mask[0])
-        if ys.size:  # centre on a random brain pixel
-            j = int(rng.integers(ys.size))
-            y0 = int(np.clip(ys[j] - ps // 2, 0, h - ps))
-            x0 = int(np.clip(xs[j] - ps // 2, 0, w - ps))
-        else:
-            y0, x0 = int(rng.integers(h - ps + 1)), int(rng.integers(w - ps + 1))
-        window = (slice(None), slice(y0, y0 + ps), slice(x0, x0 + ps))
-        return lr[window], hr[window], mask[window]
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        i = index % len(self.pairs)
+        self.randomize(i)
+        axis, k = self.plane
+        sample = {
+            key: torch.from_numpy(np.asarray(self._slice(self.pairs[i][key], axis, k), dtype=np.float32))
+            for key in ("lr", "hr", "mask")
+        }
+        sample["mask"] = sample["mask"][None]
+        if self.mode == "patch":
+            sample = self.crop(sample)[0]  # a list of num_samples (one) patches
+        return _plain(self.augment(sample))
 
 
 def pad_collate(batch: Sequence[Mapping[str, torch.Tensor]], multiple: int = 16) -> dict[str, torch.Tensor]:
@@ -473,7 +484,7 @@ def _padded_block(arr: np.ndarray, starts: Sequence[int], stops: Sequence[int]) 
     return np.pad(part, pad) if any(p != (0, 0) for p in pad) else part
 
 
-class ProtocolSliceDataset(torch.utils.data.Dataset):
+class ProtocolSliceDataset(_RandomSlices):
     """2D training samples ``{"lr", "hr": (C, h, w), "mask": (1, h, w)}`` with a new random routine protocol
     per sample (:class:`~mtsr_monai.transforms.protocol.RandSimulateProtocol`), from :func:`cached_volumes`.
 
@@ -484,7 +495,8 @@ class ProtocolSliceDataset(torch.utils.data.Dataset):
     whole-channel dropout (``channel_dropout``: one probability per channel, e.g. T2 missing often) on the
     input, and one random gain ``1 + U(-intensity_gain, intensity_gain)`` on input and target alike
     (MONAI ``RandScaleIntensityd``; an input scaled at inference by its own 99.5 % level differs by such a
-    factor from training), both clipped to [0, 1].
+    factor from training), both clipped to [0, 1]. Random draws: see :class:`_RandomSlices` (use
+    ``monai.data.DataLoader``).
     """
 
     def __init__(
@@ -508,16 +520,18 @@ class ProtocolSliceDataset(torch.utils.data.Dataset):
         self.transpose, self.flip, self.margin = transpose, flip, int(margin)
         if simulator is None or isinstance(simulator, Mapping):
             simulator = RandSimulateProtocol(**dict(simulator or {}))
-        self.simulator = simulator.set_random_state(seed)
+        self.simulator = simulator
         self.post = Compose(
             [
+                *_transpose_flips(["lr", "hr", "mask"], transpose, flip),
                 RandChannelDropoutd(keys="lr", probs=channel_dropout),
                 RandScaleIntensityd(keys=["lr", "hr"], factors=float(intensity_gain), prob=1.0),
                 ThresholdIntensityd(keys=["lr", "hr"], threshold=1.0, above=False, cval=1.0),
             ]
-        ).set_random_state(seed + 1)
-        self.rng = np.random.default_rng(seed)
+        )
+        self.transforms = (self.simulator, self.post)
         self.valid = _brain_slices([v["mask"] for v in self.volumes], range(3), min_brain_fraction)
+        self.set_random_state(seed)
 
     def __len__(self) -> int:
         return len(self.volumes) * self.samples_per_scan
@@ -530,22 +544,27 @@ class ProtocolSliceDataset(torch.utils.data.Dataset):
         if self.mode == "patch":
             plane = np.take(np.asarray(vol["mask"]), k, axis=normal)
             ys, xs = np.nonzero(plane)
-            j = int(self.rng.integers(ys.size)) if ys.size else None
+            j = int(self.R.randint(ys.size)) if ys.size else None
             for pos, a in zip((ys, xs), [d for d in range(3) if d != normal], strict=True):
-                centre = int(pos[j]) if j is not None else int(self.rng.integers(shape[a]))
+                centre = int(pos[j]) if j is not None else int(self.R.randint(shape[a]))
                 starts[a] = centre - self.patch_size // 2
                 stops[a] = starts[a] + self.patch_size
         starts[normal], stops[normal] = k, k + 1
         return [s - self.margin for s in starts], [s + self.margin for s in stops]
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        _worker_generator(self, self.simulator, self.post)
-        vol = self.volumes[index % len(self.volumes)]
-        c = int(np.shape(vol["hr"])[0])
-        self.simulator.randomize(c)
+    def randomize(self, data: int) -> None:
+        """Volume ``data``'s protocol (``simulator``), then ``self.plane = (normal, index)``: a slice plane
+        containing the protocol's thick axis."""
+        self.simulator.randomize(int(np.shape(self.volumes[data]["hr"])[0]))
         thick = self.simulator.thick_axis
         normals = [n for n in self.normals if n != thick] or [n for n in range(3) if n != thick]
-        normal, k = _draw_plane(self.rng, self.valid, index % len(self.volumes), normals)
+        self.plane = _draw_plane(self.R, self.valid, data, normals)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        i = index % len(self.volumes)
+        self.randomize(i)
+        normal, k = self.plane
+        vol = self.volumes[i]
         starts, stops = self._window(vol, normal, k)
         block = _padded_block(vol["hr"], starts, stops)
         mask = _padded_block(np.asarray(vol["mask"], np.float32)[None], starts, stops)
@@ -554,10 +573,8 @@ class ProtocolSliceDataset(torch.utils.data.Dataset):
         lr = self.simulator(block, randomize=False, plane=(normal, m)).numpy()[(slice(None),) + crop]
         hr = np.take(block, m, axis=normal + 1)[(slice(None),) + crop]
         mask = np.take(mask, m, axis=normal + 1)[(slice(None),) + crop]
-        lr, hr, mask = _random_transpose_flip((lr, hr, mask), self.rng, self.transpose, self.flip)
         lr, hr, mask = (torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for a in (lr, hr, mask))
-        out = self.post({"lr": lr.clamp(0.0, 1.0), "hr": hr})
-        return {"lr": torch.as_tensor(out["lr"]), "hr": torch.as_tensor(out["hr"]), "mask": mask}
+        return _plain(self.post({"lr": lr.clamp(0.0, 1.0), "hr": hr, "mask": mask}))
 
 
 def protocol_pair(
