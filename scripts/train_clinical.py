@@ -55,7 +55,7 @@ def train(args: argparse.Namespace) -> None:
     )
 
 
-ARCHITECTURE = ("filters", "critic_filters", "patch_size", "residual", "critic_dropout")
+ARCHITECTURE = ("filters", "critic_filters", "patch_size", "residual", "critic_dropout", "modalities")
 
 
 def recipe_of(run_dir: Path, cfg) -> dict:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+import pytest
 import torch
 from monai.bundle import ConfigParser
 
@@ -113,3 +114,12 @@ def test_sr_image_panels_show_lr_its_bicubic_sr_and_hr(tmp_path):
     assert list(shown) == ["lr", "bicubic", "sr", "hr"]
     bicubic = torch.nn.functional.interpolate(lr, scale_factor=scale, mode="bicubic")
     assert torch.equal(shown["bicubic"], bicubic)
+
+
+@pytest.mark.parametrize("modalities, probs", [(["flair"], [0.1]), (["t2", "flair"], [0.5, 0.1])])
+def test_clinical_channel_dropout_follows_the_sequences_trained(tmp_path, modalities, probs):
+    parser = _parser("clinical_sr", tmp_path, modalities=modalities)
+    dataset = parser.get_parsed_content("train#dataset")
+    dropout = [t for t in dataset.post.transforms if hasattr(t, "dropout")][0]
+    assert dropout.dropout.probs == probs
+    assert dataset[0]["lr"].shape[0] == len(modalities)  # a sample is drawn (one channel crashed before)

@@ -616,6 +616,14 @@ def protocol_pair(
     }
 
 
+def _per_modality(values: Mapping[str, float], modalities: Sequence[str]) -> list[float]:
+    """``{sequence: value}`` as one value per channel, in the order of ``modalities``."""
+    missing = [m for m in modalities if m not in values]
+    if missing:
+        raise ValueError(f"channel_dropout names no probability for {missing}; it has {sorted(values)}")
+    return [float(values[m]) for m in modalities]
+
+
 def training_dataset(
     simulation: str, subjects: Sequence[Mapping[str, Any]], cache_dir: Any, **kw: Any
 ) -> torch.utils.data.Dataset:
@@ -628,6 +636,8 @@ def training_dataset(
     reference they name, so a conditional in the config would build both caches)."""
     mods = kw.get("modalities", MODALITIES)
     common = {k: kw[k] for k in ("mode", "patch_size", "samples_per_scan", "seed") if k in kw}
+    if isinstance(kw.get("channel_dropout"), Mapping):  # per sequence, for whichever sequences are trained
+        kw["channel_dropout"] = _per_modality(kw["channel_dropout"], mods)
     if simulation == "random":
         vols = cached_volumes(subjects, cache_dir, mods, kw.get("headroom", 1.25))
         extra = {k: kw[k] for k in ("simulator", "normals", "channel_dropout", "intensity_gain") if k in kw}
