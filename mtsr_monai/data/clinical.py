@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -387,7 +388,9 @@ class ClinicalSliceDataset(_RandomSlices):
         }
         sample["mask"] = sample["mask"][None]
         if self.mode == "patch":
-            sample = self.crop(sample)[0]  # a list of num_samples (one) patches
+            with warnings.catch_warnings():  # an all-brain slice has no background, which neg=0 never uses
+                warnings.filterwarnings("ignore", message="Num backgrounds 0")
+                sample = self.crop(sample)[0]  # a list of num_samples (one) patches
         return _plain(self.augment(sample))
 
 

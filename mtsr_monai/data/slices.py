@@ -65,7 +65,7 @@ def spaced_brain_slices(
     at least ``min_share`` of the largest: the evaluations' slices. ``include_ends``: the first and last
     such slice are picked; else the centres of ``count`` equal parts (1 slice: the middle one)."""
     area = (slices > 0).flatten(1).sum(1)
-    candidates = torch.nonzero(area >= min_share * area.max()).flatten()
+    candidates = torch.nonzero(area >= min_share * area.max().double()).flatten()  # float64, as numpy's
     if include_ends:
         return candidates[torch.linspace(0, len(candidates) - 1, count).round().long()]
     centres = (torch.arange(count, dtype=torch.float64) + 0.5) / count * len(candidates)
