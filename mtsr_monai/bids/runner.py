@@ -317,4 +317,5 @@ def _finish(
         der.write_json(path, summary)
         summary["run_log"] = path  # after the write: the log does not name itself
         compile_failures(output_dir)
+    ranks.barrier()  # the ranks leave the process group together, once rank 0 has written the logs
     return summary
