@@ -389,7 +389,7 @@ class ClinicalSliceDataset(_RandomSlices):
         sample["mask"] = sample["mask"][None]
         if self.mode == "patch":
             with warnings.catch_warnings():  # an all-brain slice has no background, which neg=0 never uses
-                warnings.filterwarnings("ignore", message="Num backgrounds 0")
+                warnings.filterwarnings("ignore", message=".*Num backgrounds 0")  # matched from the start
                 sample = self.crop(sample)[0]  # a list of num_samples (one) patches
         return _plain(self.augment(sample))
 
