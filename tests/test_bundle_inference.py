@@ -299,3 +299,24 @@ def test_an_interrupted_bundle_inference_ends_without_traceback_or_outputs(
     assert proc.returncode == code, rest[-2000:]
     assert "Traceback" not in rest and rest.rstrip().endswith(last_line)
     assert not (tmp_path / "out").exists()  # the empty output folder it made is removed
+
+
+def test_mt_bundle_inference_names_missing_weights_and_how_to_train_them(tmp_path):
+    (tmp_path / "scans").mkdir()
+    _scan(tmp_path / "scans" / "scan_t1.nii.gz", (24, 24, 8), (1.0, 1.0, 1.0), 300.0, 500.0)
+    configs = REPO / "bundles" / "mtsr_mt" / "configs"
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "inference",
+        "--config_file",
+        str(configs / "inference.yaml"),
+    ]
+    cmd += ["--bundle_root", str(REPO / "bundles" / "mtsr_mt"), "--dataset_dir", str(tmp_path / "scans")]
+    cmd += ["--output_dir", str(tmp_path / "out"), "--source", "pd", "--target", "flair"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "pd_to_flair.pt: no such weights file (train one with" in done.stderr
+    assert not (tmp_path / "out").exists()

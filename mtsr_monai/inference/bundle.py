@@ -292,9 +292,10 @@ def infer_item(
         raise
 
 
-def checkpoint_meta(path: str | os.PathLike) -> dict:
-    """The ``meta`` dict of a weights file that has one (MT: nz, ngf, image_size, native_resolution ...)."""
-    ckpt = read_weights(path)
+def checkpoint_meta(path: str | os.PathLike, train_hint: str | None = None) -> dict:
+    """The ``meta`` dict of a weights file that has one (MT: nz, ngf, image_size, native_resolution ...);
+    a missing file is named with ``train_hint`` (how to train one) when given."""
+    ckpt = read_weights(path, f"no such weights file ({train_hint})") if train_hint else read_weights(path)
     return dict(ckpt.get("meta", {})) if isinstance(ckpt, dict) else {}
 
 
