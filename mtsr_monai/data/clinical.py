@@ -354,7 +354,6 @@ class ClinicalSliceDataset(_RandomSlices):
     ) -> None:
         self.pairs, self.mode, self.patch_size = list(pairs), _check_mode(mode), int(patch_size)
         self.samples_per_scan, self.axes = int(samples_per_scan), [int(a) for a in axes]
-        self.transpose, self.flip, self.channel_dropout = transpose, flip, float(channel_dropout)
         self.valid = _brain_slices([p["mask"] for p in self.pairs], self.axes, min_brain_fraction)
         keys, ps = ["lr", "hr", "mask"], self.patch_size
         # a patch centred on a random brain pixel (a random foreground centre: pos 1, neg 0), moved inside the
@@ -362,9 +361,8 @@ class ClinicalSliceDataset(_RandomSlices):
         self.crop = Compose(
             [SpatialPadd(keys, ps, method="end"), RandCropByPosNegLabeld(keys, "mask", ps, pos=1, neg=0)]
         )
-        self.augment = Compose(
-            [*_transpose_flips(keys, transpose, flip), RandChannelDropoutd("lr", probs=self.channel_dropout)]
-        )
+        dropout = RandChannelDropoutd("lr", probs=float(channel_dropout))
+        self.augment = Compose([*_transpose_flips(keys, transpose, flip), dropout])
         self.transforms = (self.crop, self.augment)
         self.set_random_state(seed)
 
@@ -520,7 +518,7 @@ class ProtocolSliceDataset(_RandomSlices):
     ) -> None:
         self.volumes, self.mode, self.patch_size = list(volumes), _check_mode(mode), int(patch_size)
         self.samples_per_scan, self.normals = int(samples_per_scan), [int(a) for a in normals]
-        self.transpose, self.flip, self.margin = transpose, flip, int(margin)
+        self.margin = int(margin)
         if simulator is None or isinstance(simulator, Mapping):
             simulator = RandSimulateProtocol(**dict(simulator or {}))
         self.simulator = simulator
