@@ -13,6 +13,7 @@ from typing import Any
 from mtsr_monai.bids import derivatives as der
 from mtsr_monai.bids.runner import compile_failures
 from mtsr_monai.errors import InputError
+from mtsr_monai.io import volume_stem
 from mtsr_monai.reporting.bids_group import write_group_report
 
 UNCERTAINTY_KEYS = ("mean_std_in_foreground", "p95_std_in_foreground")
@@ -55,7 +56,7 @@ def source_suffix(row: dict[str, Any]) -> str:
     translation's suffix is its target's), as the participant level's ``--modality`` selects them."""
     if row["role"] == "input" or not row["source"]:
         return row["suffix"]
-    return parse_stem(Path(row["source"]).name.split(".", 1)[0])[1]
+    return parse_stem(volume_stem(row["source"]))[1]
 
 
 def collect_rows(output_dir: Path, tasks: Sequence[str] | None = None) -> list[dict[str, Any]]:
