@@ -53,7 +53,7 @@ import subprocess
 import sys
 import tarfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -267,8 +267,16 @@ class Job:
     bundle: str
     share: float  # of the budget when run one after another
     settings: dict[str, Any]
-    extra_args: list[str] = field(default_factory=list)
     threads: int = 2
+
+
+def with_extra(settings: dict[str, Any], extra: str) -> dict[str, Any]:
+    """``settings`` with a job's extra overrides (``--sr-args`` etc.: ``--key value`` pairs) on top, read as
+    every training script reads them, so they travel in the override file with exact types."""
+    # lazy: the package is importable once the payload's install step has run
+    from mtsr_monai.inference.bundle import parse_overrides
+
+    return {**settings, **parse_overrides(shlex.split(extra))}
 
 
 def _absolute(entries: list[dict], data: Path) -> list[dict]:
@@ -390,14 +398,9 @@ def sr_patch_for(payload: Path, wanted: int = 192, fallback: int = 128) -> int:
     return wanted if side is None or side >= wanted else fallback
 
 
-def check_sr_patch(hr_patch: int, extra_args: list[str], payload: Path) -> None:
+def check_sr_patch(hr_patch: int, payload: Path) -> None:
     """Refuse an SR patch larger than the payload's slabs: the sampler would pad each slice to the patch,
     so every patch of a slice is the same whole slice (session 35's GPU run with ``--hr_patch 192``)."""
-    for i, token in enumerate(extra_args):  # the bundle CLI takes "--hr_patch N" and "--hr_patch=N"
-        if token == "--hr_patch" and i + 1 < len(extra_args):
-            hr_patch = int(extra_args[i + 1])
-        elif token.startswith("--hr_patch="):
-            hr_patch = int(token.partition("=")[2])
     side = smallest_slab_side(payload)
     if side is not None and hr_patch > side:
         print(f"device_train: --hr_patch {hr_patch} exceeds the payload's slab side {side}", file=sys.stderr)
@@ -429,9 +432,9 @@ def sr_job(args: argparse.Namespace, name: str = "sr") -> Job:
         # baseline validation: the shipped weights' score; model.pt starts as them, so it is never worse
         "+initialize": ["$@validate#evaluator.run()"],
     }
-    extra = shlex.split(args.sr_b_args if name == "sr_b" else args.sr_args)
-    check_sr_patch(settings["hr_patch"], extra, args.payload)
-    return Job(name, "mtsr_sr", 0.4, settings, extra, threads=1 if smoke else 2)
+    settings = with_extra(settings, args.sr_b_args if name == "sr_b" else args.sr_args)
+    check_sr_patch(int(settings["hr_patch"]), args.payload)
+    return Job(name, "mtsr_sr", 0.4, settings, threads=1 if smoke else 2)
 
 
 def mt_job(args: argparse.Namespace, source: str, target: str) -> Job:
@@ -464,9 +467,7 @@ def mt_job(args: argparse.Namespace, source: str, target: str) -> Job:
         settings.update(lambda_gan=0.0, lambda_gan2=0.0, batch_size=2 if smoke else 4)
     elif not trained_with_gan(meta):  # an L1 generator keeps its L1 recipe
         settings["pretrain_iterations"] = 10**9
-    return Job(
-        f"mt_{source}_{target}", "mtsr_mt", 0.2, settings, shlex.split(args.mt_args), 1 if smoke else 2
-    )
+    return Job(f"mt_{source}_{target}", "mtsr_mt", 0.2, with_extra(settings, args.mt_args), 1 if smoke else 2)
 
 
 def clinical_job(args: argparse.Namespace) -> Job:
@@ -497,7 +498,7 @@ def clinical_job(args: argparse.Namespace) -> Job:
             "$@validate#evaluator.run()",
         ],
     }
-    return Job("clinical", "clinical_sr", 0.2, settings, shlex.split(args.clinical_args), 1 if smoke else 2)
+    return Job("clinical", "clinical_sr", 0.2, with_extra(settings, args.clinical_args), 1 if smoke else 2)
 
 
 def write_overrides(job: Job, run_dir: Path, paths: dict[str, Path], end_at: float, args) -> Path:
@@ -534,7 +535,6 @@ def bundle_command(job: Job, overrides: Path, python: str) -> list[str]:
         "--bundle_root", str(BUNDLES / job.bundle),
         "--meta_file", str(configs / "metadata.json"),
         "--logging_file", str(configs / "logging.conf"),
-        *job.extra_args,
     ]  # fmt: skip
 
 

@@ -4,10 +4,12 @@
     python scripts/train_clinical.py export --run-dir /root/mtsr_runs/clinical/run \
         --output bundles/clinical_sr/models/model.pt [key=value ...]
 
-``key=value`` pairs override bundle config keys (values parsed as YAML: filters=16 residual=true). ``export``
-takes the best validation generator (``model_best.pt``) and the critic of the newest resume checkpoint,
-stores both in fp16 with their constructor arguments and the run's data recipe (``recipe.json``: the
-intensity headroom inference must use), and refreshes the sha256 in ``large_files.yml``.
+``key=value`` pairs (or, after ``--``, ``--key value`` pairs) override bundle config keys, read as
+every training script reads them (``mtsr_monai.inference.bundle.parse_overrides``: filters=16
+residual=true). ``export`` takes the best validation generator (``model_best.pt``) and the critic of
+the newest resume checkpoint, stores both in fp16 with their constructor arguments and the run's data
+recipe (``recipe.json``: the intensity headroom inference must use), and refreshes the sha256 in
+``large_files.yml``.
 """
 
 from __future__ import annotations
@@ -16,18 +18,8 @@ import argparse
 import sys
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "bundles" / "clinical_sr"
-
-
-def overrides(pairs: list[str]) -> dict:
-    out = {}
-    for pair in pairs:
-        key, _, value = pair.partition("=")
-        out[key] = yaml.safe_load(value)
-    return out
 
 
 def parser_for(extra: dict):
@@ -43,6 +35,9 @@ def train(args: argparse.Namespace) -> None:
     import torch
     from monai.bundle import run
 
+    # lazy: torch and MONAI load only once the arguments are read
+    from mtsr_monai.inference.bundle import parse_overrides
+
     if args.threads:
         torch.set_num_threads(args.threads)
     run(
@@ -51,7 +46,7 @@ def train(args: argparse.Namespace) -> None:
         bundle_root=str(BUNDLE),
         output_dir=str(args.output_dir),
         dataset_dir=str(args.dataset_dir),
-        **overrides(args.overrides),
+        **parse_overrides(args.overrides),
     )
 
 
@@ -76,7 +71,7 @@ def export(args: argparse.Namespace) -> None:
     # lazy: torch and MONAI load only once the arguments are read
     from mtsr_monai.engines.handlers import latest_checkpoint
     from mtsr_monai.errors import InputError
-    from mtsr_monai.inference.bundle import declare_weights, load_weights_into, sha256
+    from mtsr_monai.inference.bundle import declare_weights, load_weights_into, parse_overrides, sha256
     from mtsr_monai.io import atomic_output
 
     run_dir = Path(args.run_dir)
@@ -87,7 +82,8 @@ def export(args: argparse.Namespace) -> None:
                          "validation has no best model yet)", run_dir)  # fmt: skip
     recipe = recipe_of(run_dir, parser_for({}))
     # the run's own network settings (recipe.json), then the command line's, then the config's
-    cfg = parser_for({**{k: recipe[k] for k in ARCHITECTURE if k in recipe}, **overrides(args.overrides)})
+    architecture = {k: recipe[k] for k in ARCHITECTURE if k in recipe}
+    cfg = parser_for({**architecture, **parse_overrides(args.overrides)})
     mods = list(cfg["modalities"])
     network = {
         "spatial_dims": 2,
@@ -137,12 +133,14 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--output-dir", required=True, type=Path)
     t.add_argument("--dataset-dir", type=Path, default=ROOT.parent / "shared" / "data")
     t.add_argument("--threads", type=int, default=1)
-    t.add_argument("overrides", nargs="*")
+    t.add_argument("overrides", nargs=argparse.REMAINDER, help="key=value or, after --, --key value")
     e = sub.add_parser("export")
     e.add_argument("--run-dir", required=True, type=Path)
     e.add_argument("--output", type=Path, default=BUNDLE / "models" / "model.pt")
-    e.add_argument("overrides", nargs="*")
+    e.add_argument("overrides", nargs=argparse.REMAINDER, help="the training run's architecture overrides")
     args = p.parse_args(argv)
+    if args.overrides[:1] == ["--"]:
+        args.overrides = args.overrides[1:]
     from mtsr_monai.errors import exit_code_of
 
     return exit_code_of(lambda: {"train": train, "export": export}[args.cmd](args), "train_clinical.py")

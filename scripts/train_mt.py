@@ -28,7 +28,6 @@ rewrites ``models/model.pt`` for ``t1_to_flair.pt``), so the bundle's check acce
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import sys
 from pathlib import Path
@@ -41,6 +40,7 @@ BUNDLE = REPO / "bundles" / "mtsr_mt"
 from shared_splits import DATA_ROOT, HELD_OUT, split_of, subjects  # noqa: E402
 
 from mtsr_monai.errors import InputError, exit_code_of, root_cause  # noqa: E402
+from mtsr_monai.inference.bundle import override_args, parse_overrides  # noqa: E402
 
 #: the train.yaml key of each option that is one override as it is
 OPTION_KEYS = {
@@ -100,23 +100,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def extra_overrides(argv: list[str]) -> dict[str, Any]:
-    """``--key value`` pairs as ``monai.bundle run`` reads them: a Python literal, else the text itself
-    (``$`` expressions, names); InputError for anything else."""
-    out: dict[str, Any] = {}
-    items = list(argv)
-    while items:
-        key = items.pop(0)
-        if not key.startswith("--") or not items:
-            raise InputError(f"bundle overrides after -- are --key value pairs, not {key!r}")
-        value = items.pop(0)
-        try:
-            out[key[2:]] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key[2:]] = value
-    return out
-
-
 def bundle_overrides(args: argparse.Namespace, datalist: Path) -> dict[str, Any]:
     """The train.yaml overrides of the command line (options left out: train.yaml's values)."""
     out: dict[str, Any] = {"datalist": str(datalist), "output_dir": str(args.run_dir)}
@@ -126,7 +109,7 @@ def bundle_overrides(args: argparse.Namespace, datalist: Path) -> dict[str, Any]
         out["use_encoder"] = False
     if args.device:
         out["device"] = f"$torch.device({args.device!r})"
-    out.update(extra_overrides(args.overrides))
+    out.update(parse_overrides(args.overrides))
     return out
 
 
@@ -137,9 +120,7 @@ def bundle_command(overrides: dict[str, Any]) -> str:
     configs = BUNDLE / "configs"
     words = ["python", "-m", "monai.bundle", "run", "training", "--config_file", str(configs / "train.yaml"),
              "--meta_file", str(configs / "metadata.json"), "--bundle_root", str(BUNDLE)]  # fmt: skip
-    for key, value in overrides.items():
-        words += [f"--{key}", value if isinstance(value, str) else repr(value)]
-    return shlex.join(words)
+    return shlex.join([*words, *override_args(overrides)])
 
 
 def train(overrides: dict[str, Any]) -> None:

@@ -25,21 +25,26 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "mtsr_sr"
 
-SHIPPED_SETTINGS = [
-    "--epoch_length", "20", "--max_epochs", "500", "--pretrain_epochs", "500", "--loss_weights#vgg", "0",
-    "--global_skip", "bicubic", "--batch_size", "1", "--samples_per_volume", "4", "--checkpoint_every", "10",
-    "--val_slices_per_volume", "1",
-]  # fmt: skip
+SHIPPED_SETTINGS = {
+    "epoch_length": 20, "max_epochs": 500, "pretrain_epochs": 500, "loss_weights#vgg": 0,
+    "global_skip": "bicubic", "batch_size": 1, "samples_per_volume": 4, "checkpoint_every": 10,
+    "val_slices_per_volume": 1,
+}  # fmt: skip
 
 
 def train(args: argparse.Namespace) -> int:
+    # lazy: --help answers without loading the package
+    from mtsr_monai.inference.bundle import override_args, parse_overrides
+
+    settings = {"datalist": str(args.datalist), "output_dir": str(args.run_dir), "num_threads": args.threads}
+    settings.update(SHIPPED_SETTINGS)
+    settings.update(parse_overrides(args.overrides))
     cmd = [
         sys.executable, "-m", "monai.bundle", "run", "training",
         "--config_file", str(BUNDLE / "configs" / "train.yaml"),
         "--meta_file", str(BUNDLE / "configs" / "metadata.json"),
         "--logging_file", str(BUNDLE / "configs" / "logging.conf"),
-        "--datalist", str(args.datalist), "--output_dir", str(args.run_dir),
-        "--num_threads", str(args.threads), *SHIPPED_SETTINGS, *args.overrides,
+        *override_args(settings),
     ]  # fmt: skip
     return subprocess.call(cmd, cwd=REPO)
 

@@ -265,7 +265,7 @@ def test_overrides_merge_into_the_bundle_config(tmp_path, name):
     cmd = device_train.bundle_command(job, overrides, "python")
     assert cmd[1:5] == ["-m", "monai.bundle", "run", "training"]
     if name == "mt_t1_flair":
-        assert cmd[-2:] == ["--lambda_l1", "5.0"] and merged["source"] == "t1" and merged["target"] == "flair"
+        assert merged["lambda_l1"] == 5.0 and merged["source"] == "t1" and merged["target"] == "flair"
 
 
 def test_unknown_job_is_refused():
@@ -440,7 +440,7 @@ def _payload_with_slab(payload: Path, box: list, mt_box: list | None = None) -> 
 def test_an_sr_patch_larger_than_the_payload_slabs_is_refused(tmp_path):
     _payload_with_slab(tmp_path, BRAIN_BOX)
     (job,) = device_train.jobs_for(_args(only=["sr"], payload=tmp_path, sr_args="--hr_patch 144"))
-    assert job.extra_args == ["--hr_patch", "144"]
+    assert job.settings["hr_patch"] == 144
     for too_large in ("--hr_patch 192", "--hr_patch=192"):
         with pytest.raises(SystemExit) as refused:
             device_train.jobs_for(_args(only=["sr"], payload=tmp_path, sr_args=too_large))
@@ -465,8 +465,8 @@ def test_a_second_sr_recipe_runs_as_its_own_job_with_its_own_arguments():
     sr, sr_b = device_train.jobs_for(
         _args(only=["sr", "sr_b"], sr_args="--learning_rate 2e-5", sr_b_args="--hr_patch 96")
     )
-    assert (sr.name, sr.bundle, sr.extra_args) == ("sr", "mtsr_sr", ["--learning_rate", "2e-5"])
-    assert (sr_b.name, sr_b.bundle, sr_b.extra_args) == ("sr_b", "mtsr_sr", ["--hr_patch", "96"])
+    assert (sr.name, sr.bundle, sr.settings["learning_rate"]) == ("sr", "mtsr_sr", 2e-5)
+    assert (sr_b.name, sr_b.bundle, sr_b.settings["hr_patch"]) == ("sr_b", "mtsr_sr", 96)
     assert sr_b.settings["init_checkpoint"] == sr.settings["init_checkpoint"]
 
 

@@ -44,6 +44,8 @@ __all__ = [
     "guard_bundle_outputs",
     "infer_item",
     "load_bundle_network",
+    "override_args",
+    "parse_overrides",
     "read_weights",
     "sha256",
     "verify_file",
@@ -110,6 +112,60 @@ def as_flag(value: Any, name: str = "switch") -> bool:
     if word in ("false", "0", "no", "off", "none", "null", ""):
         return False
     raise InputError(f"{name} must be true or false, got {value!r}")
+
+
+def _override_value(text: str) -> Any:
+    """A Python literal (``5e-5``, ``None``, ``[1, 2]``), else YAML's words (``true``, ``null``), else the
+    text itself (names, ``$`` expressions, ``@`` references)."""
+    # lazy: only training scripts read overrides
+    import ast
+
+    import yaml
+
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        pass
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return value if isinstance(value, (bool, type(None), int, float, list, dict)) else text
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """Bundle config overrides from a command line: ``--key value`` or ``--key=value`` (as ``monai.bundle
+    run`` takes them) or ``key=value``. Every training script reads its overrides here, so ``null``,
+    ``true`` and ``5e-5`` mean the same everywhere. InputError for a token that is none of these."""
+    out: dict[str, Any] = {}
+    tokens = list(items)
+    while tokens:
+        token = tokens.pop(0)
+        key, eq, value = token.removeprefix("--").partition("=")
+        if not token.startswith("--") and not eq:
+            raise InputError(f"a bundle override is --key value or key=value, not {token!r}")
+        if not eq:
+            if not tokens or tokens[0].startswith("--"):
+                raise InputError(f"bundle override {token!r} has no value")
+            value = tokens.pop(0)
+        if not key:
+            raise InputError(f"bundle override {token!r} has no key")
+        out[key] = _override_value(value)
+    return out
+
+
+def override_args(overrides: dict[str, Any]) -> list[str]:
+    """``overrides`` as ``monai.bundle run`` arguments that its parser (fire's) and :func:`parse_overrides`
+    both read back as the same values: a string stays bare where both leave it as it is, every other value
+    is its repr (bare, ``'5'`` would be read as a number, ``'a,b'`` as a tuple, ``'true'`` as a bool)."""
+    # lazy: only training scripts build bundle command lines
+    from fire.parser import DefaultParseValue
+
+    words = []
+    for key, value in overrides.items():
+        bare = isinstance(value, str) and DefaultParseValue(value) == value == _override_value(value)
+        words += [f"--{key}", value if bare else repr(value)]
+    return words
 
 
 def verify_file(path: str | os.PathLike) -> Path:
