@@ -107,89 +107,6 @@ urllib3 uvloop wadler-lindig werkzeug wheel wrapt xarray xxhash yarl zipp
 
 
 # ------------------------------------------------------------------------------- inside the bundle runs
-class WallClockStop:
-    """Ignite handler: validate every ``val_every_s`` seconds and stop training in time for ``end_at``.
-
-    Attached after the bundle's own handlers, so at an epoch's end the bundle has validated and saved
-    before this decides. An epoch is ended early (``terminate_epoch``: the bundle's epoch handlers, i.e.
-    validation and checkpoints, still run) when ``val_every_s`` have passed or when the remaining time only
-    leaves room for one more validation; the run ends (``terminate``) at the first epoch end that leaves no
-    room for another. The cost of a validation is measured at each epoch end (``val_estimate_s`` before
-    the first); ``margin_s`` is kept free besides. Progress goes to ``report`` (JSON) at every epoch end,
-    with the share of training time spent waiting for batches (``data_wait_share``: near 1, the data loader
-    limits the run; near 0, the step does).
-    """
-
-    def __init__(
-        self,
-        end_at: float,
-        val_every_s: float,
-        report: str,
-        val_estimate_s: float = 20.0,
-        margin_s: float = 10.0,
-    ) -> None:
-        self.end_at, self.val_every_s, self.report = float(end_at), float(val_every_s), Path(report)
-        self.val_cost, self.margin = float(val_estimate_s), float(margin_s)
-        self.train_s, self.epoch_start, self.last_iter, self.first_iteration = 0.0, 0.0, 0.0, None
-        self.stop_reason = "max_epochs"
-        self.data_wait_s, self.wait_start = 0.0, 0.0
-
-    def attach(self, engine) -> None:
-        from ignite.engine import Events
-
-        engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration)
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
-        engine.add_event_handler(Events.COMPLETED, self._write)
-        engine.add_event_handler(Events.GET_BATCH_STARTED, self._batch_asked)
-        engine.add_event_handler(Events.GET_BATCH_COMPLETED, self._batch_received)
-
-    def _batch_asked(self, engine) -> None:
-        self.wait_start = time.time()
-
-    def _batch_received(self, engine) -> None:
-        self.data_wait_s += time.time() - self.wait_start
-
-    def _epoch_started(self, engine) -> None:
-        self.epoch_start = self.last_iter = time.time()
-        if self.first_iteration is None:
-            self.first_iteration = int(engine.state.iteration)
-
-    def _iteration(self, engine) -> None:
-        now = self.last_iter = time.time()
-        late = now + 1.5 * self.val_cost + self.margin / 2 >= self.end_at
-        if late or now - self.epoch_start >= self.val_every_s:
-            if late:
-                self.stop_reason = "time"
-            engine.terminate_epoch()
-
-    def _epoch_completed(self, engine) -> None:
-        now = time.time()
-        self.train_s += self.last_iter - self.epoch_start
-        self.val_cost = now - self.last_iter  # validation + checkpoints of this epoch end
-        self._write(engine)
-        if self.stop_reason == "time" or now + 2.5 * self.val_cost + self.margin >= self.end_at:
-            self.stop_reason = "time"
-            engine.terminate()
-
-    def _write(self, engine) -> None:
-        iterations = int(engine.state.iteration) - (self.first_iteration or 0)
-        info = {
-            "iterations": iterations,
-            "epochs": int(engine.state.epoch),
-            "train_seconds": round(self.train_s, 2),
-            "iterations_per_second": round(iterations / self.train_s, 3) if self.train_s > 0 else None,
-            "last_validation_seconds": round(self.val_cost, 2),
-            "data_wait_share": round(min(self.data_wait_s / self.train_s, 1.0), 3)
-            if self.train_s > 0
-            else None,
-            "stop_reason": self.stop_reason,
-        }
-        tmp = self.report.with_suffix(".tmp")
-        tmp.write_text(json.dumps(info, indent=1))
-        tmp.replace(self.report)
-
-
 def fast_cuda() -> None:
     """cuDNN autotuning back on (the bundles' ``set_determinism`` turns it off): speed over repeatability."""
     import torch
@@ -370,7 +287,8 @@ def clinical_shipped() -> dict:
 
 def stop_hook(end_at: float, val_every_s: float, run_dir: Path) -> str:
     report = str(run_dir / "wallclock.json")
-    return f"$device_train.WallClockStop({end_at!r}, {val_every_s!r}, {report!r}).attach(@train#trainer)"
+    stop = f"mtsr_monai.engines.handlers.WallClockStop({end_at!r}, {val_every_s!r}, {report!r})"
+    return f"${stop}.attach(@train#trainer)"
 
 
 def pairs_expr(split: str) -> str:

@@ -259,7 +259,7 @@ def test_overrides_merge_into_the_bundle_config(tmp_path, name):
     original = ConfigParser.load_config_file(configs / "train.yaml")
     # '+' appends: the bundle's own steps first, then ours, the wall-clock stop last
     assert merged["initialize"][: len(original["initialize"])] == original["initialize"]
-    assert merged["initialize"][-1].startswith("$device_train.WallClockStop(")
+    assert merged["initialize"][-1].startswith("$mtsr_monai.engines.handlers.WallClockStop(")
     assert "$import device_train" in merged["imports"]
     assert merged["output_dir"] == str(tmp_path / name) and merged["max_epochs"] == 10**6
     cmd = device_train.bundle_command(job, overrides, "python")
@@ -298,42 +298,6 @@ def test_datalists_are_absolute_and_split(tmp_path):
     assert json.loads(again["clinical"].read_text())["training"] == []
     one = device_train.write_datalists(tmp_path / "payload", tmp_path / "work1", 1)
     assert len(json.loads(one["subjects"].read_text())["training"]) == 1
-
-
-def test_wall_clock_stop_validates_and_ends_in_time(tmp_path):
-    from ignite.engine import Engine, Events
-
-    engine = Engine(lambda e, b: time.sleep(0.005))
-    validations = []
-    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: validations.append(e.state.iteration))
-    end_at = time.time() + 3.0  # the margin leaves 0.25 s for a loaded machine's stalls
-    stop = device_train.WallClockStop(
-        end_at, 0.2, str(tmp_path / "w.json"), val_estimate_s=0.01, margin_s=0.5
-    )
-    stop.attach(engine)
-    engine.run(range(10**6), max_epochs=10**6, epoch_length=10**6)
-    report = json.loads((tmp_path / "w.json").read_text())
-    assert time.time() < end_at and len(validations) >= 2
-    assert report["stop_reason"] == "time" and report["iterations"] == engine.state.iteration > 0
-
-
-@pytest.mark.parametrize("fetch_s, step_s, slow_loader", [(0.02, 0.002, True), (0.0, 0.02, False)])
-def test_wall_clock_stop_reports_the_share_of_time_spent_waiting_for_batches(
-    tmp_path, fetch_s, step_s, slow_loader
-):
-    from ignite.engine import Engine
-
-    def batches():
-        while True:
-            time.sleep(fetch_s)
-            yield 0
-
-    engine = Engine(lambda e, b: time.sleep(step_s))
-    stop = device_train.WallClockStop(time.time() + 60, 10.0, str(tmp_path / "w.json"), val_estimate_s=0.01)
-    stop.attach(engine)
-    engine.run(batches(), max_epochs=1, epoch_length=40)
-    share = json.loads((tmp_path / "w.json").read_text())["data_wait_share"]
-    assert (share > 0.6) if slow_loader else (share < 0.3)
 
 
 def test_outbox_splits_and_respects_limits(tmp_path):

@@ -234,21 +234,3 @@ def test_image_grid_handler_closes_its_event_file_when_the_run_ends(tmp_path, st
         engine.add_event_handler(Events.ITERATION_COMPLETED(once=2), lambda e: e.terminate())
     engine.run(range(4), max_epochs=1)
     assert grid._writer is None and list(tmp_path.glob("events.out.tfevents.*"))
-
-
-@pytest.mark.parametrize("minutes, validated", [(2.5 / 60, [3]), (0, [10, 20, 30])])
-def test_time_budget_ends_the_epoch_under_way_validates_it_then_stops(monkeypatch, minutes, validated):
-    """train.yaml's max_minutes: the epoch is cut short where the budget runs out, still validated (the
-    export follows the validation), and no epoch follows; 0 leaves the run alone."""
-    from ignite.engine import Events
-
-    import mtsr_monai.engines.handlers as handlers
-
-    clock = iter(range(1000))  # one second per reading
-    monkeypatch.setattr(handlers.time, "monotonic", lambda: float(next(clock)))
-    engine = Engine(lambda e, batch: None)
-    seen: list[int] = []
-    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: seen.append(e.state.iteration))
-    handlers.TimeBudget(minutes).attach(engine)
-    engine.run(range(10), max_epochs=3)
-    assert seen == validated and engine.state.iteration == validated[-1]

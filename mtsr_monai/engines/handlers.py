@@ -3,7 +3,9 @@ generator moving average updated in a few kernels."""
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -17,6 +19,7 @@ from monai.engines.utils import PrepareBatch
 
 from mtsr_monai.engines.run_safety import FolderLock, GaplessDiskSaver, StopOnSignal
 from mtsr_monai.errors import InputError
+from mtsr_monai.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -375,37 +378,96 @@ class ForeachEMAHandler(EMAHandler):
                     ema_b.copy_(model_b)
 
 
-class TimeBudget:
-    """Trainer handler of ``train.yaml``'s ``max_minutes``: after ``minutes`` of wall clock from the run's
-    start (the data is cached by then) the current epoch ends early and the run stops. Ending the epoch, not
-    the run, lets its validation (and so the export of a better generator) and checkpoints happen first, so
-    the last stretch of a budgeted run is never lost. ``minutes <= 0``: no budget."""
+class WallClockStop:
+    """Trainer handler: stop by a wall-clock deadline without losing the last stretch of training.
 
-    def __init__(self, minutes: float) -> None:
-        self.seconds = float(minutes) * 60.0
-        self.start: float | None = None
-        self.spent = False
+    The deadline is ``end_at`` (``time.time()`` seconds; the GPU job's), or ``minutes`` after the run starts
+    (``train.yaml``'s ``max_minutes``; the data is cached by then); neither (or ``minutes <= 0``): none.
+    Attached after the bundle's own handlers, so at an epoch's end the bundle has validated (and exported a
+    better model) and saved before this decides. An epoch is ended early (``terminate_epoch``: validation
+    and checkpoints still run) when ``val_every_s`` have passed or the time left only holds one more
+    validation; the run ends (``terminate``) at the first epoch end that leaves no room for another. A
+    validation's cost is measured at each epoch end (``val_estimate_s`` before the first); ``margin_s`` is
+    kept free besides. With a ``report`` path, progress goes there (JSON) at every epoch end, with the share
+    of training time spent waiting for batches (``data_wait_share``: near 1, the data loader limits the run).
+    """
+
+    def __init__(
+        self,
+        end_at: float | None = None,
+        val_every_s: float = math.inf,
+        report: str | None = None,
+        val_estimate_s: float = 20.0,
+        margin_s: float = 10.0,
+        minutes: float = 0.0,
+    ) -> None:
+        self.end_at, self.minutes = end_at, float(minutes)
+        self.val_every_s, self.report = float(val_every_s), Path(report) if report else None
+        self.val_cost, self.margin = float(val_estimate_s), float(margin_s)
+        self.train_s, self.epoch_start, self.last_iter, self.first_iteration = 0.0, 0.0, 0.0, None
+        self.stop_reason = "max_epochs"
+        self.data_wait_s, self.wait_start = 0.0, 0.0
 
     def attach(self, engine: Engine) -> None:
-        if self.seconds <= 0:
+        if self.end_at is None and self.minutes <= 0:
             return
         engine.add_event_handler(Events.STARTED, self._started)
+        engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
+        engine.add_event_handler(Events.COMPLETED, self._write)
+        engine.add_event_handler(Events.GET_BATCH_STARTED, self._batch_asked)
+        engine.add_event_handler(Events.GET_BATCH_COMPLETED, self._batch_received)
 
     def _started(self, engine: Engine) -> None:
-        self.start, self.spent = time.monotonic(), False
+        if self.minutes > 0:
+            self.end_at = time.time() + 60.0 * self.minutes
+
+    def _batch_asked(self, engine: Engine) -> None:
+        self.wait_start = time.time()
+
+    def _batch_received(self, engine: Engine) -> None:
+        self.data_wait_s += time.time() - self.wait_start
+
+    def _epoch_started(self, engine: Engine) -> None:
+        self.epoch_start = self.last_iter = time.time()
+        if self.first_iteration is None:
+            self.first_iteration = int(engine.state.iteration)
 
     def _iteration(self, engine: Engine) -> None:
-        if not self.spent and time.monotonic() - self.start > self.seconds:
-            self.spent = True
-            logging.getLogger(__name__).info(
-                "time budget of %.4g min reached at iteration %d: validating, then stopping",
-                self.seconds / 60, engine.state.iteration,
-            )  # fmt: skip
+        now = self.last_iter = time.time()
+        late = now + 1.5 * self.val_cost + self.margin / 2 >= self.end_at
+        if late or now - self.epoch_start >= self.val_every_s:
+            if late and self.stop_reason != "time":
+                self.stop_reason = "time"
+                logging.getLogger(__name__).info(
+                    "wall-clock deadline near at iteration %d: validating, then stopping",
+                    engine.state.iteration,
+                )
             engine.terminate_epoch()
 
     def _epoch_completed(self, engine: Engine) -> None:
-        # attached after the bundle's ValidationHandler: the shortened epoch has been validated by now
-        if self.spent:
+        now = time.time()
+        self.train_s += self.last_iter - self.epoch_start
+        self.val_cost = now - self.last_iter  # validation + checkpoints of this epoch end
+        self._write(engine)
+        if self.stop_reason == "time" or now + 2.5 * self.val_cost + self.margin >= self.end_at:
+            self.stop_reason = "time"
             engine.terminate()
+
+    def _write(self, engine: Engine) -> None:
+        if self.report is None:
+            return
+        iterations = int(engine.state.iteration) - (self.first_iteration or 0)
+        per_second = round(iterations / self.train_s, 3) if self.train_s > 0 else None
+        wait_share = round(min(self.data_wait_s / self.train_s, 1.0), 3) if self.train_s > 0 else None
+        info = {
+            "iterations": iterations,
+            "epochs": int(engine.state.epoch),
+            "train_seconds": round(self.train_s, 2),
+            "iterations_per_second": per_second,
+            "last_validation_seconds": round(self.val_cost, 2),
+            "data_wait_share": wait_share,
+            "stop_reason": self.stop_reason,
+        }
+        atomic_write_text(self.report, json.dumps(info, indent=1))
