@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import REPO, write_nifti
 from tests.test_bundle_zoo import _head, _train_overrides
@@ -196,3 +197,12 @@ def test_train_mt_script_runs_the_bundle_resumes_and_exports_its_best(tmp_path):
     assert saved["meta"] == {**best["meta"], **subjects}
     assert saved["meta"]["native_resolution"] is True and saved["meta"]["target_scaling"] == "median"
     assert all(torch.equal(saved["generator"][k], v) for k, v in best["generator"].items())
+
+
+@pytest.mark.parametrize("bundle", ["mtsr_sr", "mtsr_mt", "clinical_sr"])
+def test_every_rank_of_a_multi_gpu_run_draws_its_own_random_patches(bundle):
+    """DistributedSampler splits the items only: ranks seeded alike would draw the same crops, flips and
+    degradations (MONAI's DataLoader seeds the transforms from the torch seed)."""
+    config = yaml.safe_load((REPO / "bundles" / bundle / "configs" / "multi_gpu_train.yaml").read_text())
+    seeding = [step for step in config["initialize"] if "set_determinism" in str(step)]
+    assert seeding == ["$monai.utils.set_determinism(seed=@seed + @rank)"]

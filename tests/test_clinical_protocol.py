@@ -405,3 +405,12 @@ def test_a_metatensor_keeps_its_affine_and_meta_through_a_protocol():
     out = protocol(image)
     assert isinstance(out, MetaTensor) and torch.equal(out.affine, image.affine)
     assert out.meta["filename_or_obj"] == "t1.nii.gz"
+
+
+def test_protocol_patches_without_a_margin_keep_their_size(tmp_path):
+    from mtsr_monai.data.clinical import ProtocolSliceDataset, cached_volumes
+
+    vols = cached_volumes([_subject(tmp_path)], tmp_path / "cache", progress=False)
+    sim = {"thickness": (3, 5), "axes": (0, 1), "inplane": (1.0, 1.0)}
+    sample = ProtocolSliceDataset(vols, sim, patch_size=16, samples_per_scan=2, margin=0)[0]
+    assert sample["lr"].shape == sample["hr"].shape == (3, 16, 16) and sample["mask"].shape == (1, 16, 16)

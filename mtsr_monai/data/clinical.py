@@ -570,7 +570,7 @@ class ProtocolSliceDataset(_RandomSlices):
         block = _padded_block(vol["hr"], starts, stops)
         mask = _padded_block(np.asarray(vol["mask"], np.float32)[None], starts, stops)
         m = self.margin
-        crop = tuple(slice(m, -m) for _ in range(2))
+        crop = tuple(slice(m, -m or None) for _ in range(2))  # margin 0: the whole window
         lr = self.simulator(block, randomize=False, plane=(normal, m)).numpy()[(slice(None),) + crop]
         hr = np.take(block, m, axis=normal + 1)[(slice(None),) + crop]
         mask = np.take(mask, m, axis=normal + 1)[(slice(None),) + crop]

@@ -142,7 +142,8 @@ def display_range(
     whole image when the mask is None or empty), robust to single hot voxels; ``vmin`` is at most 0 with
     ``include_zero`` (a background at 0 stays black), and ``vmax > vmin``."""
     image = np.asarray(image)
-    values = image[mask] if mask is not None and np.any(mask) else image.ravel()
+    inside = None if mask is None else np.asarray(mask) > 0  # a 0/1 mask of any dtype selects voxels
+    values = image[inside] if inside is not None and inside.any() else image.ravel()
     lo, hi = (float(v) for v in np.percentile(values, [lower, upper]))
     lo = min(lo, 0.0) if include_zero else lo
     return lo, (hi if hi > lo else lo + 1.0)

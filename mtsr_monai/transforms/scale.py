@@ -96,6 +96,8 @@ class RestoreIntensityd(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         d = dict(data)
+        if self.first_key(d) == ():  # every key missing (allowed): the reference is not needed
+            return d
         value_range = d[self.ref_key].meta[RANGE_KEY]
         for key in self.key_iterator(d):
             d[key] = self.restore(d[key], value_range)
@@ -152,6 +154,8 @@ class ScaleIntensityPercentilesInMaskd(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
+        if self.first_key(d) == ():  # every key missing (allowed): nothing to scale, no mask needed
+            return d
         mask = None if self.mask_key is None else d[self.mask_key]
         for key in self.key_iterator(d):
             d[key] = self.scaler(d[key], mask)
