@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mtsr_monai.inference.bundle import override_args
 from tests.conftest import REPO, write_nifti
 from tests.test_bundle_zoo import _head, _train_overrides
 
@@ -49,8 +50,7 @@ def _one_rank_run(bundle: str, configs: list[str], overrides: dict) -> None:
         "--bundle_root",
         c["bundle_root"],
     ]
-    for key, value in overrides.items():
-        cmd += [f"--{key}", json.dumps(value) if not isinstance(value, str) else value]
+    cmd += override_args(overrides)
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=1200)
     assert done.returncode == 0, done.stderr[-3000:]
 

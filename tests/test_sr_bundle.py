@@ -102,3 +102,5 @@ def test_two_process_ddp_training_with_gloo(tiny_datalist, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / "checkpoints" / "checkpoint_4.pt").is_file()
     assert "d_loss" in result.stdout + result.stderr
+    # TensorBoard files (events.out.tfevents.<time>.<host>.<pid>.<n>) come from rank 0's process only
+    assert len({f.name.split(".")[-2] for f in out.rglob("events.out.tfevents.*")}) == 1
