@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 import logging
 import math
+import pickle
 import re
 import time
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import EMAHandler
@@ -131,6 +134,24 @@ def _is_workflow(tracker: Any) -> bool:
     return hasattr(getattr(tracker, "state", None), "best_metric")
 
 
+def reseed_after_resume(engine: Engine) -> int:
+    """Seed a resumed run's random streams (torch, numpy, Python, its data loader's dataset) from the run's
+    seed and the iteration it resumes at: seeded as at its start, it would draw again the samples, crops,
+    degradations and latent codes it began with. Returns the seed (a pure function of the two)."""
+    import random
+
+    from monai.data.utils import set_rnd
+
+    seed = (torch.initial_seed() + 1_000_003 * int(engine.state.iteration)) % 2**32
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+    dataset = getattr(engine.state.dataloader, "dataset", None)
+    if dataset is not None:  # without workers MONAI seeded it once, when the loader was built
+        set_rnd(dataset, seed)
+    return seed
+
+
 class ResumeCheckpoint:
     """Save everything needed to resume every ``every_n_iterations`` and at each epoch; reload on start.
 
@@ -207,6 +228,7 @@ class ResumeCheckpoint:
                 n_saved=self.n_saved,
                 global_step_transform=lambda eng, _: eng.state.iteration,
                 filename_pattern="checkpoint_{global_step}.pt",
+                greater_or_equal=True,  # an epoch ended early re-saves its step after its validation
             )
             if self.resume:
                 self._adopt_existing(checkpoint)
@@ -240,7 +262,10 @@ class ResumeCheckpoint:
             epoch_end = bool(state.epoch_length) and state.iteration % state.epoch_length == 0
             if engine.last_event_name == Events.ITERATION_COMPLETED and epoch_end:
                 return  # the epoch's own save follows, after the epoch's validation (best scores)
-            if state.iteration != self._saved_iteration:  # completion and terminate after an epoch end
+            # an epoch's end always saves: an epoch ended early at a checkpoint_every step saved that step
+            # before its validation, whose new best scores must be in the checkpoint too
+            epoch_save = engine.last_event_name == Events.EPOCH_COMPLETED
+            if state.iteration != self._saved_iteration or epoch_save:  # completion, terminate: once
                 self._saved_iteration = state.iteration
                 checkpoint(engine)
 
@@ -256,14 +281,24 @@ class ResumeCheckpoint:
 
         return after_run
 
+    def _read_newest(self) -> tuple[Path, dict] | None:
+        """The newest checkpoint that can be read, with its path; one left damaged (a machine that crashed
+        while writing it) is passed over, with a warning, for the one before."""
+        for _, path in reversed(self._existing()):
+            try:
+                return path, torch.load(path, map_location="cpu", weights_only=True)
+            except (EOFError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
+                logger.warning("%s cannot be read (%s): resuming from the checkpoint before it", path, err)
+        return None
+
     def _load(self, engine: Engine, objects: Mapping[str, Any]) -> None:
         from ignite.handlers import Checkpoint
 
-        path = self.latest()
-        if path is None:
+        newest = self._read_newest()
+        if newest is None:
             return
+        path, state = newest
         max_epochs, epoch_length = engine.state.max_epochs, engine.state.epoch_length
-        state = torch.load(path, map_location="cpu", weights_only=True)
         missing = [k for k in objects if k not in state]
         if missing:  # a checkpoint of an older version (before best scores were saved)
             logger.warning("%s has no %s: those start afresh", path, ", ".join(missing))
@@ -284,6 +319,7 @@ class ResumeCheckpoint:
             ) from None
         engine.state.max_epochs = max_epochs
         self._saved_iteration = engine.state.iteration  # nothing new to save until an iteration runs
+        reseed_after_resume(engine)
         logger.info(
             "resumed from %s at iteration %d (epoch %d)", path, engine.state.iteration, engine.state.epoch
         )

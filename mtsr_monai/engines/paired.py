@@ -9,7 +9,8 @@ own iteration, as the model-zoo's generative bundles do.
 One iteration:
 1. ``pred = G(input)`` under autocast: ``precision`` (``auto``: bf16 on a CPU that has it, fp16 + GradScaler
    on CUDA; ``amp=False`` without ``precision`` means fp32).
-2. Phase 1 (``epoch <= pretrain_epochs``): minimise ``pretrain_loss(pred, target)`` only; D is idle.
+2. Phase 1 (the first ``pretrain_epochs * epoch_length`` iterations): minimise ``pretrain_loss(pred,
+   target)`` only; D is idle.
 3. Phase 2: generator loss = ``generator_loss(pred, target)["total"] + adversarial_weight * GAN_G``,
    one G step; then ``critic_steps`` D steps on ``(target, pred.detach())``. With
    ``adversarial_weight == 0`` the critic still trains and its score is logged (a monitor).
@@ -100,7 +101,12 @@ class PairedAdversarialTrainer(AdversarialTrainerBase):
         return self._objects("generator", "g_optimizer", "g_scaler", *critic)
 
     def in_pretraining(self, engine: Engine) -> bool:
-        return self.discriminator is None or engine.state.epoch <= self.pretrain_epochs
+        # counted in iterations, which a resume restores exactly: after epochs ended early (a validation
+        # interval, a time budget) it recomputes the epoch as iteration // epoch_length, a smaller number
+        return (
+            self.discriminator is None
+            or engine.state.iteration <= self.pretrain_epochs * engine.state.epoch_length
+        )
 
     def _iteration(self, engine, batchdata: dict[str, Any]) -> dict[str, Any]:
         inputs, targets = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking)

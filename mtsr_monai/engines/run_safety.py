@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 from ignite.handlers import DiskSaver
 
 from mtsr_monai.errors import InputError
@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "check_training_setup", "write_recipe", "FolderLock", "GaplessDiskSaver", "StopOnSignal",
-    "exit_if_interrupted",
+    "exit_if_interrupted", "shielded_worker_init",
 ]  # fmt: skip
 
 
@@ -102,6 +102,17 @@ class FolderLock:
         cls._held[folder] = fd
 
 
+def _sync_to_disk(path: Path) -> None:
+    """``path``'s bytes and its name in its folder written through to the disk (a crash of the machine may
+    otherwise leave the renamed file empty)."""
+    for target, flags in ((path, os.O_RDONLY), (path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))):
+        fd = os.open(target, flags)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 class GaplessDiskSaver(DiskSaver):
     """Ignite's atomic DiskSaver whose deletions wait until the next checkpoint is written, and which
     tolerates a file already deleted by hand."""
@@ -115,8 +126,11 @@ class GaplessDiskSaver(DiskSaver):
 
     def __call__(self, checkpoint: Any, filename: str, metadata: Any = None) -> None:
         super().__call__(checkpoint, filename, metadata)
+        _sync_to_disk(Path(self.dirname) / filename)  # on disk before the previous one goes
         while self._pending:
-            (Path(self.dirname) / self._pending.pop()).unlink(missing_ok=True)
+            stale = self._pending.pop()
+            if stale != filename:  # a step saved again replaced its own file: that is the new one
+                (Path(self.dirname) / stale).unlink(missing_ok=True)
 
     def remove(self, filename: str) -> None:
         self._pending.append(filename)
@@ -131,12 +145,15 @@ class StopOnSignal:
         self.engine = engine
         self.caught: int | None = None
         self._previous: dict[int, Any] = {}
+        self._at_epoch_end = False
 
     def install(self, engine: Engine | None = None) -> None:
         if threading.current_thread() is not threading.main_thread() or torch.distributed.is_initialized():
             return
         for signum in (signal.SIGINT, signal.SIGTERM):
             self._previous[signum] = signal.signal(signum, self._handle)
+        # installed when the run starts, so this runs after the epoch's validation and checkpoint
+        self.engine.add_event_handler(Events.EPOCH_COMPLETED, self._stop_at_epoch_end)
 
     def restore(self, engine: Engine | None = None) -> None:
         for signum, previous in self._previous.items():
@@ -149,8 +166,31 @@ class StopOnSignal:
             raise KeyboardInterrupt if signum == signal.SIGINT else SystemExit(128 + signum)
         self.caught = signum
         name = signal.Signals(signum).name
+        state = self.engine.state
+        if state.epoch_length and state.iteration % state.epoch_length == 0:
+            # the epoch's last iteration: stopped here, its validation and export would never run (a
+            # resume starts after the epoch), so the stop waits for them
+            self._at_epoch_end = True
+            logger.warning("%s: stopping after this epoch's validation and checkpoint (again: at once)", name)
+            return
         logger.warning("%s: stopping after this iteration and saving a checkpoint (again: at once)", name)
         self.engine.terminate(skip_completed=True)
+
+    def _stop_at_epoch_end(self, engine: Engine) -> None:
+        if self._at_epoch_end:
+            self._at_epoch_end = False
+            engine.terminate(skip_completed=True)
+
+
+def shielded_worker_init(worker_id: int) -> None:
+    """``worker_init_fn`` of the bundles' DataLoaders: a worker ignores SIGINT / SIGTERM, which reach the
+    whole process group (Ctrl-C, a scheduler's stop), so that the main process, which stops after the current
+    iteration, still gets its batches and saves its checkpoint; then MONAI's per-worker seeding."""
+    from monai.data.utils import worker_init_fn
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    worker_init_fn(worker_id)
 
 
 def exit_if_interrupted(engine: Engine) -> None:
