@@ -607,8 +607,8 @@ def test_clinical_sr_sidecars_name_the_reference_scan_as_their_spatial_reference
     out = tmp_path / "out"
     args = ["--task", "clinical-sr", "--clinical-method", "trilinear"]
     assert _mtsr(raw, out, "participant", *args) == 0
-    sidecars = sorted(out.glob("sub-01/anat/*_desc-mtsrClinicalSR_*.json"))
-    assert len(sidecars) == 2
+    sidecars = sorted(out.glob("sub-01/anat/*_desc-mtsrClinicalSRTrilinear_*.json"))
+    assert len(sidecars) == 2 and not list(out.glob("sub-01/anat/*_desc-mtsrClinicalSR_*"))  # the model's
     for path in sidecars:  # the T1w was moved onto the FLAIR (the reference): it is in the FLAIR's space
         assert json.loads(path.read_text())["SpatialReference"] == "bids:raw:sub-01/anat/sub-01_FLAIR.nii.gz"
     assert _bicubic(raw, out) == 0  # the other tasks' outputs stay in their own source's space

@@ -332,12 +332,12 @@ def test_translate_bad_input_exits_2_and_writes_nothing(tiny_weights, tmp_path, 
     assert _translate(bad, tmp_path / "missing.pt", out) == 2
 
 
-@pytest.mark.parametrize("value", [float("nan"), 1e300, "a"])
-def test_codes_that_are_not_finite_numbers_are_refused_naming_the_file(
-    tiny_weights, phantom_file, tmp_path, value, capsys
+@pytest.mark.parametrize("row", [[float("nan")] * 4, [1e300] * 4, ["a"] * 4, [0.1] * 3])
+def test_codes_that_are_not_finite_numbers_or_not_the_models_width_are_refused_naming_the_file(
+    tiny_weights, phantom_file, tmp_path, row, capsys
 ):
     codes = tmp_path / "codes.json"
-    codes.write_text(json.dumps({"codes": [[value] * 4]}))  # NaN is written as the bare token NaN
+    codes.write_text(json.dumps({"codes": [row]}))  # NaN: the bare token NaN; the nz is 4
     out = tmp_path / "out"
     assert _translate(phantom_file, tiny_weights, out, "--codes", str(codes)) == 2
     assert "codes.json" in capsys.readouterr().err

@@ -35,7 +35,8 @@ BIDSIGNORE = ("logs", "*_iqms.json", "group_iqms.tsv", "group_report.html", "fig
 README = """mtsr-monai derivatives (written by `mtsr bids`).
 
 sub-*/[ses-*/]anat/*_desc-<label>_<suffix>.nii.gz: outputs (desc-mtsrSR: x4 in-plane super-resolution;
-desc-mtsrClinicalSR: clinical-protocol restoration; desc-mtsrFrom<Source>Sample<i>/Mean/Std: modality
+desc-mtsrClinicalSR: clinical-protocol restoration; a baseline's outputs: desc-mtsrSRBicubic,
+desc-mtsrClinicalSRTrilinear, ...; desc-mtsrFrom<Source>Sample<i>/Mean/Std: modality
 translation samples, their mean and per-voxel standard deviation). Each has a JSON sidecar with its Sources
 and provenance (MTSRProvenance), IQMs (QualityMetrics) and input/output consistency or sample spread.
 *_iqms.json: IQMs of the raw inputs. logs/: per-participant status, run logs, failures.tsv.

@@ -285,10 +285,9 @@ class ClinicalSRTask(Task):
                 raise InputError(
                     f"several {dupes} images in session {session or '-'}: select with --modality"
                 )
-            outputs = [
-                output_folder(output_dir, im) / f"{derivative_stem(im, 'mtsrClinicalSR')}.nii.gz"
-                for im in ims
-            ]
+            # a baseline's outputs beside the model's, not over them: desc-mtsrClinicalSRTrilinear
+            label = "mtsrClinicalSR" + ("" if self.method == "model" else self.method.capitalize())
+            outputs = [output_folder(output_dir, im) / f"{derivative_stem(im, label)}.nii.gz" for im in ims]
             items.append(Item(f"ses-{session}" if session else "session", ims, outputs))
         return items
 
@@ -313,9 +312,11 @@ class ClinicalSRTask(Task):
             for im, out in zip(item.sources, item.outputs, strict=True):
                 os.replace(written[im.modality], out)
         ref = next(m for m in ("flair", "t1", "t2") if m in inputs)
+        names = ", ".join(MODALITY_SUFFIX[m] for m in inputs)
+        how = f"fused over {names}" if self.method == "model" else f"each of {names} interpolated alone"
         text = (
             f"clinical-protocol restoration ({self.method}) on a {self.spacing} mm grid covering the "
-            f"session's {MODALITY_SUFFIX[ref]}, fused over {', '.join(MODALITY_SUFFIX[m] for m in inputs)}"
+            f"session's {MODALITY_SUFFIX[ref]}, {how}"
         )
         # every sequence was registered to the reference: its output is in the reference's space, not its own
         space = next(im for im in item.sources if im.modality == ref)

@@ -321,9 +321,24 @@ def prepare_translation(
 MAX_CODE = 100.0
 
 
+class CodesFromFile(np.ndarray):
+    """Latent codes read from a file, which they remember (``source``), so that the check against the
+    model's ``nz``, made only once the model is loaded, still names the file."""
+
+    source: Path | None = None
+
+    @classmethod
+    def of(cls, codes: np.ndarray, source: str | os.PathLike) -> CodesFromFile:
+        array = np.asarray(codes).view(cls)
+        array.source = Path(source)
+        return array
+
+
 def checked_codes(codes: Any, nz: int | None, path: str | os.PathLike | None = None) -> np.ndarray:
     """``codes`` as an ``(N, nz)`` float32 array (any width for ``nz`` None) of finite numbers within
-    +-:data:`MAX_CODE`; InputError otherwise, naming ``path`` (the file they came from) when given."""
+    +-:data:`MAX_CODE`; InputError otherwise, naming ``path`` (the file they came from: by default the
+    ``source`` of :class:`CodesFromFile` codes) when given."""
+    path = path if path is not None else getattr(codes, "source", None)
     try:
         array = np.asarray(codes, dtype=np.float64)
     except (TypeError, ValueError) as err:
@@ -334,7 +349,7 @@ def checked_codes(codes: Any, nz: int | None, path: str | os.PathLike | None = N
         raise InputError(f"latent codes must be a list of {what}, got shape {array.shape}", path)
     if not np.isfinite(array).all() or np.abs(array).max() > MAX_CODE:
         raise InputError(f"latent codes must be finite numbers within +-{MAX_CODE:g}", path)
-    return array.astype(np.float32)
+    return np.asarray(array, dtype=np.float32)
 
 
 def translate_file(

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 
 from mtsr_monai.cli.arguments import MASK_AUTO, MASK_NONE, add_device_argument, folder_outputs, modality
 
-if TYPE_CHECKING:  # the plan type only; the CLI imports io lazily
+if TYPE_CHECKING:  # types only; the CLI imports io and torch lazily
+    from mtsr_monai.inference.translate import CodesFromFile
     from mtsr_monai.io.outputs import OutputPlan
 
 NAME = "translate"
@@ -109,7 +110,7 @@ def outputs(args: argparse.Namespace) -> OutputPlan:
     return translation_outputs(args.output_dir, ("codes.json", "brain_mask.nii.gz"))
 
 
-def read_codes(path: Path | None) -> list[list[float]] | None:
+def read_codes(path: Path | None) -> CodesFromFile | None:
     """Latent codes from a JSON file (a list of vectors, or a dict with ``codes``), or None."""
     from mtsr_monai.errors import InputError
 
@@ -119,10 +120,12 @@ def read_codes(path: Path | None) -> list[list[float]] | None:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as err:
         raise InputError(f"cannot read latent codes: {err}", path) from err
-    from mtsr_monai.inference.translate import checked_codes  # lazy: loads torch
+    from mtsr_monai.inference.translate import CodesFromFile, checked_codes  # lazy: loads torch
 
-    # checked here, where the file can be named; the width against the model's nz once it is loaded
-    return checked_codes(data["codes"] if isinstance(data, dict) and "codes" in data else data, None, path)
+    # checked here, where the file can be named; the width against the model's nz once it is loaded, which
+    # still names the file
+    codes = checked_codes(data["codes"] if isinstance(data, dict) and "codes" in data else data, None, path)
+    return CodesFromFile.of(codes, path)
 
 
 def warn_ignored_sampling(args: argparse.Namespace) -> None:
