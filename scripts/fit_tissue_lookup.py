@@ -24,8 +24,10 @@ PAIRS = (("t1", "flair"), ("flair", "t1"), ("t1", "t2"), ("t2", "t1"))
 def main(argv: list[str] | None = None) -> int:
     from shared_splits import split_of, subjects
 
+    from mtsr_monai.inference.bundle import declare_weights
     from mtsr_monai.inference.tissue_lookup import class_intensities, fit_tissue_lookup
     from mtsr_monai.io import atomic_write_text, load_volume
+    from mtsr_monai.io.manifest import enclosing_bundle
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=REPO / "bundles" / "mtsr_mt" / "models" / "tissue_lookup.json")
@@ -42,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         fitted = fit_tissue_lookup(per_subject.values())
         table[f"{source}_to_{target}"] = {**fitted, "subjects": sorted(per_subject)}
     atomic_write_text(args.out, json.dumps(table, indent=4) + "\n")
+    bundle = enclosing_bundle(args.out.resolve().parent)
+    if bundle is not None:  # the bundle checks the table it ships as it checks its weights
+        declare_weights(bundle, args.out.resolve().relative_to(bundle).as_posix())
     print(args.out)
     return 0
 

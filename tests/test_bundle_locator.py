@@ -94,3 +94,17 @@ def test_mtsr_bundles_prints_folders_and_refuses_a_changed_file(tmp_path, monkey
     monkeypatch.setenv("MTSR_BUNDLES", str(tmp_path))
     assert main(["bundles"]) == 2
     assert "models/t1_to_flair.pt: weights do not match" in capsys.readouterr().out
+
+
+def test_a_changed_tissue_lookup_table_is_refused(tmp_path, monkeypatch):
+    from mtsr_monai.inference.tissue_lookup import load_tissue_lookup
+
+    copy = tmp_path / "mtsr_mt"
+    (copy / "models").mkdir(parents=True)
+    shutil.copy(REPO / "bundles" / "mtsr_mt" / "large_files.yml", copy)
+    shutil.copytree(REPO / "bundles" / "mtsr_mt" / "configs", copy / "configs")
+    table = (REPO / "bundles" / "mtsr_mt" / "models" / "tissue_lookup.json").read_text()
+    (copy / "models" / "tissue_lookup.json").write_text(table.replace("0.", "0.1", 1))
+    monkeypatch.setenv("MTSR_BUNDLES", str(tmp_path))
+    with pytest.raises(InputError, match="sha256"):
+        load_tissue_lookup("t1", "flair")

@@ -31,7 +31,7 @@ import torch
 from mtsr_monai.data.datalist import check_translation_pair
 from mtsr_monai.errors import InputError
 from mtsr_monai.inference.brain_mask import AUTO_MASK_NAME, brain_mask_for, check_brain_mask
-from mtsr_monai.inference.bundle import weights_path
+from mtsr_monai.inference.bundle import verify_file, weights_path
 from mtsr_monai.io import atomic_file_set, load_volume, nifti_space, save_volume
 from mtsr_monai.metrics.segmentation import LABELS, segment_tissues
 from mtsr_monai.transforms.intensity import robust_scale
@@ -127,7 +127,7 @@ def load_tissue_lookup(source: str, target: str, path: str | os.PathLike | None 
     """The class intensities of ``source -> target``; InputError when the file or the pair is missing."""
     path = Path(path) if path else default_lookup_path()
     try:
-        table = json.loads(path.read_text())
+        table = json.loads(verify_file(path).read_text())  # its sha256 too, in a bundle that declares one
     except (OSError, ValueError) as err:
         raise InputError(f"cannot read the tissue lookup table: {err}", path) from err
     key = f"{source}_to_{target}"
