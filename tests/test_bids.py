@@ -299,6 +299,12 @@ def test_qc_translate_and_clinical_tasks_write_their_outputs(cohort, tmp_path):
         (out / f"sub-{label}" / "anat" / f"sub-{label}_desc-mtsrFromT1wMean_FLAIR.json").read_text()
     )
     assert mean["Uncertainty"]["mean_std_in_foreground"] > 0
+    # the 6 mm pixels are warned about with the file named: in the sidecar and in the run log
+    assert "mm pixels" in mean["Warnings"][0]
+    log = json.loads(max((out / "logs" / "runs").glob("*_translate_*.json")).read_text())
+    assert any(f"sub-{label}" in w and "mm pixels" in w for w in log["input_warnings"])
+    same = ["--participant-label", label, "--modality", "T1w", "--target", "T1w"]
+    assert _mtsr(cohort, tmp_path / "same", "participant", "--task", "translate", *same) == 2
     assert (
         _mtsr(
             cohort,

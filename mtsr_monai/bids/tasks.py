@@ -11,10 +11,12 @@ written into a hidden work folder beside their final place and renamed into it (
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,6 +214,20 @@ class SuperResolveTask(Task):
         return [Product(out, source, text, extra=extra)]
 
 
+@contextlib.contextmanager
+def _input_warnings(into: list[str]) -> Iterator[None]:
+    """The warnings this package raises about an input while a task works on it, appended to ``into`` as
+    lines (the run log and the sidecar then name the file); any other warning goes on as it came."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        if issubclass(w.category, UserWarning) and "mtsr_monai" in Path(w.filename).parts:
+            into.append(str(w.message))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
 def _work_folder(final: Path) -> tempfile.TemporaryDirectory:
     """A hidden work folder beside ``final`` (same file system: the rename into place is atomic)."""
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -343,6 +359,8 @@ class TranslateTask(Task):
         super().__init__(suffixes, device)
         if target not in ("T1w", "T2w", "FLAIR", "PDw"):
             raise InputError(f"unknown --target {target!r}; choose from T1w, T2w, FLAIR")
+        if suffixes and set(suffixes) <= {target}:  # else every participant would fail for want of a source
+            raise InputError(f"--target {target} is the --modality to translate; choose another target")
         self.target, self.samples, self.seed, self.axis = target, samples, seed, axis
         self._models: dict[str, Any] = {}
 
@@ -408,14 +426,13 @@ class TranslateTask(Task):
         return [derivative_stem(image, n, self.target) for n in names]
 
     def run(self, item: Item) -> list[Product]:
-        import numpy as np
-
         # lazy: keeps ignite, monai, torch out of this module's import
         from mtsr_monai.inference.translate import translate_file
 
         source = item.sources[0]
         target = SUFFIX_MODALITY[self.target]
-        with _work_folder(item.outputs[0]) as work:
+        noted: list[str] = []
+        with _work_folder(item.outputs[0]) as work, _input_warnings(noted):
             summary = translate_file(
                 source.path,
                 source.modality,
@@ -429,12 +446,18 @@ class TranslateTask(Task):
                 mask_path=AUTO_MASK,
                 translator=self.translator(source.modality),
             )
-            if summary["mask_failed"]:
-                self.warnings.append(f"{source.relpath}: {summary['mask_note']}")
             written = [*summary["outputs"]["samples"], summary["outputs"]["mean"], summary["outputs"]["std"]]
             for path, out in zip(written, item.outputs, strict=True):
                 os.replace(path, out)
+        if summary["mask_failed"]:
+            noted.append(summary["mask_note"])
+        self.warnings += [f"{source.relpath}: {text}" for text in noted]
         self._remove_extra_samples(source, item.outputs[0].parent)
+        return self._products(item, source, summary, noted)
+
+    def _products(self, item: Item, source: BIDSImage, summary: dict, noted: list[str]) -> list[Product]:
+        import numpy as np
+
         arrays = summary["_arrays"]
         fg = arrays["mean"] > 0
         std = arrays["std"][fg] if fg.any() else np.zeros(1)
@@ -443,17 +466,17 @@ class TranslateTask(Task):
             "p95_std_in_foreground": float(np.percentile(std, 95)),
         }
         what = f"translation of the source {source.suffix} to {self.target} (BicycleGAN, mtsr-monai)"
+        warned = {"Warnings": list(noted)} if noted else {}
+        samples = zip(item.outputs[: self.samples], summary["codes"], strict=True)
         products = [
-            Product(out, source, f"sample {i} of the {what}", quality=False, extra={"LatentCode": code})
-            for i, (out, code) in enumerate(zip(item.outputs[: self.samples], summary["codes"], strict=True))
-        ]
-        products.append(
             Product(
-                item.outputs[-2],
-                source,
-                f"per-voxel mean of the samples of the {what}",
-                extra={"Uncertainty": uncertainty, "BrainMask": summary["mask_note"]},
+                out, source, f"sample {i} of the {what}", quality=False, extra={"LatentCode": code, **warned}
             )
+            for i, (out, code) in enumerate(samples)
+        ]
+        spread = {"Uncertainty": uncertainty, "BrainMask": summary["mask_note"], **warned}
+        products.append(
+            Product(item.outputs[-2], source, f"per-voxel mean of the samples of the {what}", extra=spread)
         )
         products.append(
             Product(
@@ -461,7 +484,7 @@ class TranslateTask(Task):
                 source,
                 f"per-voxel standard deviation of the samples of the {what}",
                 quality=False,
-                extra={"Uncertainty": uncertainty, "BrainMask": summary["mask_note"]},
+                extra=spread,
             )
         )
         return products
