@@ -431,6 +431,9 @@ def write_overrides(job: Job, run_dir: Path, paths: dict[str, Path], end_at: flo
         precision=args.precision,
         max_epochs=10**6,  # the wall clock ends the run
     )
+    # each call its own random stream: seeded alike, every call (each a fresh run from the shipped weights)
+    # would train on the same first patches and degradations as the last one did; a job's --*-args may fix it
+    settings.setdefault("seed", args.seed)
     if job.bundle == "clinical_sr":
         settings["dataset_dir"] = str(run_dir)  # the datalist's paths are absolute
     else:
@@ -808,7 +811,8 @@ def train_all(args) -> int:
     if args.work.exists():  # a stale run would be resumed by the bundles
         shutil.rmtree(args.work)
     box = OutBox(args.out)
-    summary: dict[str, Any] = {"started_at": args.started_at, "minutes": args.minutes, "jobs": {}}
+    summary: dict[str, Any] = {"started_at": args.started_at, "minutes": args.minutes, "seed": args.seed}
+    summary["jobs"] = {}
     summary["payload"] = json.loads((args.payload / "data" / "manifest.json").read_text())["kept"]
     jobs = []
     for name, make in job_makers(args).items():
@@ -906,6 +910,7 @@ def main(argv: list[str] | None = None) -> int:
         "--precision", default="auto", help="auto: fp16 + GradScaler on CUDA, bf16 on a CPU with it"
     )
     p.add_argument("--cpu-smoke", action="store_true", help="tiny batches and epochs, 2 training subjects")
+    p.add_argument("--seed", type=int, help="the bundles' seed (default: from the start time, new each call)")
     p.add_argument(
         "--sr-args", default="", help="more overrides for the SR bundle, e.g. '--ema_momentum 0.001'"
     )
@@ -919,6 +924,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.cpu_smoke:
         args.val_every = min(args.val_every, 20.0)
+    if args.seed is None:
+        args.seed = int(args.started_at) % 2**31
     return train_all(args)
 
 

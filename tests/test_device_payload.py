@@ -241,7 +241,7 @@ def test_resample_linear_matches_simpleitk():
 
 
 def _args(**kw) -> Namespace:
-    base = dict(cpu_smoke=True, sr_args="", sr_b_args="", mt_args="--lambda_l1 5.0", clinical_args="")
+    base = dict(cpu_smoke=True, sr_args="", sr_b_args="", mt_args="--lambda_l1 5.0", clinical_args="", seed=7)
     base["precision"] = "auto"
     base["payload"] = REPO / "no-payload"  # no manifest: the SR patch is not checked against slabs
     return Namespace(**{**base, **kw, "val_every": 20.0})
@@ -266,6 +266,7 @@ def test_overrides_merge_into_the_bundle_config(tmp_path, name):
     assert cmd[1:5] == ["-m", "monai.bundle", "run", "training"]
     if name == "mt_t1_flair":
         assert merged["lambda_l1"] == 5.0 and merged["source"] == "t1" and merged["target"] == "flair"
+    assert merged["seed"] == 7  # the call's own seed, not train.yaml's 0
 
 
 def test_unknown_job_is_refused():
