@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         "registration": args.registration,
         "config": config.to_json(),
         "runs": runs,
-        "seconds_per_subject_median": totals[len(totals) // 2],
+        "seconds_per_subject_median": statistics.median(totals),
         "machine": {
             "cpu_count": os.cpu_count(),
             "sitk_threads": sitk.ProcessObject.GetGlobalDefaultNumberOfThreads(),

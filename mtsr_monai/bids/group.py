@@ -6,6 +6,7 @@ It reads only what the participant level wrote (input ``*_iqms.json`` files and 
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -106,10 +107,16 @@ def group_level(
     if not rows:
         raise InputError("no quality records found (run the participant level first)", output_dir)
     description = der.read_json(output_dir / "dataset_description.json") or {}
-    intro = (
-        f"{description.get('Name', output_dir.name)}; tasks: {', '.join(tasks) if tasks else 'all found'}. "
+    intro = report_intro(str(description.get("Name", output_dir.name)), tasks)
+    return write_group_report(rows, failures, output_dir, intro=intro)
+
+
+def report_intro(name: str, tasks: Sequence[str] | None) -> str:
+    """The group report's first paragraph, as HTML: the dataset's name and the tasks escaped (a name such
+    as "T1 <FLAIR" would open a tag and swallow the page's text)."""
+    return (
+        f"{html.escape(name)}; tasks: {html.escape(', '.join(tasks)) if tasks else 'all found'}. "
         "IQMs as in MRIQC (mtsr qc); outputs are measured with their input's tissue map; consistency = the "
         "output averaged back onto the input grid against the input; sample spread = mean per-voxel std of "
         "the translation samples over the foreground."
     )
-    return write_group_report(rows, failures, output_dir, intro=intro)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,7 @@ def _tsv_cell(value: Any) -> str:
     """A BIDS TSV cell: ``n/a`` for a missing value (None, empty, NaN), never an empty cell."""
     if value is None or value == "" or (isinstance(value, float) and value != value):
         return "n/a"
-    return str(value).replace("\t", " ")
+    return re.sub(r"[\t\r\n]+", " ", str(value))  # a tab or line break would split the row
 
 
 def write_tsv(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:

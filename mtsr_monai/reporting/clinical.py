@@ -19,6 +19,7 @@ volumes.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -109,9 +110,9 @@ def find_label(labels_dir: Path, key: str) -> Path | None:
         subject = parts[-1].rsplit("_", 1)[0]
         for folder in (labels_dir, labels_dir / subject):
             if folder.is_dir():
-                candidates += [
-                    p for p in sorted(folder.iterdir()) if p.name.lower().startswith(subject.lower())
-                ]
+                # the subject's own files: "sub1_seg", not "sub10_seg" (which sorts first)
+                prefix = subject.lower() + "_"
+                candidates += [p for p in sorted(folder.iterdir()) if p.name.lower().startswith(prefix)]
     for p in candidates:
         name = p.name.lower()
         if p.is_file() and _NIFTI.search(name) and ("seg" in name or "gt_w" in name):
@@ -356,6 +357,12 @@ def _evaluate_method(
     return m
 
 
+def figure_stem(key: str) -> str:
+    """A subject key as part of a figure's file name: readable and unique (keys the clean-up maps alike,
+    ``a/b`` and ``a_b``, must not share a file: the later figure would replace the earlier one)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", key) + "_" + hashlib.sha1(key.encode()).hexdigest()[:6]
+
+
 def _subject_figures(key: str, images: Mapping[str, Any], fig_dir: Path) -> dict[str, Path]:
     """The montage and the difference map of one subject, cut through the tumour's centre when there is
     one, else through the brain's centre."""
@@ -363,7 +370,7 @@ def _subject_figures(key: str, images: Mapping[str, Any], fig_dir: Path) -> dict
     ref, arrays, brain, tumour = images["ref"], images["arrays"], images["brain"], images["tumour"]
     centre_mask = tumour if tumour is not None and tumour.any() else brain
     point = np.round(np.argwhere(centre_mask).mean(axis=0)).astype(int)
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", key)
+    safe = figure_stem(key)
     montage = H.montage_figure(
         {"reference": ref, **arrays}, fig_dir / f"montage_{safe}.png", point, brain, tumour, title=key,
         affine=images["affine"],

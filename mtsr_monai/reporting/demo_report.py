@@ -77,6 +77,24 @@ def demo_figures(
     return {"sr_comparison": comparison, "translation": translation}
 
 
+def diversity_line(translation: dict[str, Any], lpips: dict[str, Any]) -> str:
+    """The samples' diversity (pairwise 1 - SSIM and L1; LPIPS where it is available), "n/a" where a
+    measure needs two samples and there is one (0 would read "identical samples")."""
+    t = translation
+
+    def shown(key: str) -> str:
+        return f"{t[key]:.4f}" if key in t else "n/a (one sample)"
+
+    text = (
+        f"Diversity between samples: mean pairwise 1 - SSIM {shown('pairwise_1_minus_ssim')}, mean pairwise "
+        f"L1 {shown('pairwise_l1')}. "
+    )
+    if lpips["available"] and "lpips_realism" in t:
+        realism = f"{t['lpips_realism']:.4f}"
+        return text + f"LPIPS v0.1 ({lpips['net']}): realism {realism}, diversity {shown('lpips_diversity')}"
+    return text + f"LPIPS unavailable: {lpips['reason']}"
+
+
 def _table(rows: list[tuple[str, float, float]]) -> str:
     cells = (f"<tr><td>{html.escape(n)}</td><td>{p:.2f}</td><td>{s:.4f}</td></tr>" for n, p, s in rows)
     body = "\n".join(cells)
@@ -109,12 +127,6 @@ def demo_html(
         (f"{tgt} sample {i}", p, s)
         for i, (p, s) in enumerate(zip(t["psnr_samples"], t["ssim_samples"], strict=True))
     ]
-    lp = report["lpips"]
-    lpips_line = (
-        f"LPIPS v0.1 ({lp['net']}): realism {t['lpips_realism']:.4f}, diversity {t['lpips_diversity']:.4f}"
-        if lp["available"] and "lpips_realism" in t
-        else f"LPIPS unavailable: {lp['reason']}"
-    )
     rel = {k: shown_path(v, out, bundles) for k, v in report["figures"].items()}
     weights = shown_path(report["translation_weights"], out, bundles)
     e = html.escape
@@ -152,8 +164,7 @@ scale: blue darker, red brighter than the truth.</p>
 {caution}
 <p>Metrics (2D, axial slices; translations in [0, 1] against the robust-scaled demo image):</p>
 {_table(mt_rows)}
-<p>Diversity between samples: mean pairwise 1 - SSIM {t.get("pairwise_1_minus_ssim", 0):.4f}, mean pairwise
-L1 {t.get("pairwise_l1", 0):.4f}. {e(lpips_line)}</p>
+<p>{e(diversity_line(t, report["lpips"]))}</p>
 <h2>Files</h2>
 <p>Run time {report["seconds"]:.1f} s. In this folder: <code>run/</code> (sr, samples, mean, std,
 montage.png, summary.json), <code>figures/</code>, <code>lr_{e(src)}.nii.gz</code>,

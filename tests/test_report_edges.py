@@ -1,0 +1,33 @@
+"""Reports stay right at their edges: a subject's own label, one figure file per subject, escaped names,
+one TSV line per row, a one-sample demo."""
+
+from __future__ import annotations
+
+from mtsr_monai.bids.group import report_intro
+from mtsr_monai.reporting.bids_group import _tsv_cell
+from mtsr_monai.reporting.clinical import figure_stem, find_label
+from mtsr_monai.reporting.demo_report import diversity_line
+
+
+def test_a_subjects_label_is_its_own_not_one_whose_name_starts_alike(tmp_path):
+    for name in ("sub10_seg.nii.gz", "sub1_seg.nii.gz"):
+        (tmp_path / name).write_bytes(b"")
+    assert find_label(tmp_path, "sub1_flair").name == "sub1_seg.nii.gz"
+
+
+def test_keys_that_clean_up_alike_get_their_own_figure_files():
+    keys = ["sub01/flair", "sub01_flair", "pat (a)", "pat [a]"]
+    assert len({figure_stem(k) for k in keys}) == len(keys)
+
+
+def test_the_group_report_escapes_the_dataset_name():
+    assert "Cohort &lt;pilot&gt; &amp; T1&lt;FLAIR" in report_intro("Cohort <pilot> & T1<FLAIR", ["qc"])
+
+
+def test_a_multi_line_value_stays_in_one_tsv_cell():
+    assert _tsv_cell("line1\nline2\tx\r\ny") == "line1 line2 x y"
+
+
+def test_one_demo_sample_shows_no_diversity_rather_than_zero():
+    line = diversity_line({"lpips_realism": 0.2}, {"available": True, "net": "alex"})
+    assert line.count("n/a (one sample)") == 3 and "0.0000" not in line
