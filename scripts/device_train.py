@@ -53,7 +53,7 @@ import subprocess
 import sys
 import tarfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -185,15 +185,19 @@ class Job:
     share: float  # of the budget when run one after another
     settings: dict[str, Any]
     threads: int = 2
+    extra: dict[str, Any] = field(default_factory=dict)  # --sr-args etc.: over everything else
+
+    def setting(self, key: str) -> Any:
+        return self.extra.get(key, self.settings.get(key))
 
 
-def with_extra(settings: dict[str, Any], extra: str) -> dict[str, Any]:
-    """``settings`` with a job's extra overrides (``--sr-args`` etc.: ``--key value`` pairs) on top, read as
-    every training script reads them, so they travel in the override file with exact types."""
+def extra_overrides(text: str) -> dict[str, Any]:
+    """A job's extra overrides (``--sr-args`` etc.: ``--key value`` pairs), read as every training script
+    reads them, so they travel in the override file with exact types."""
     # lazy: the package is importable once the payload's install step has run
     from mtsr_monai.inference.bundle import parse_overrides
 
-    return {**settings, **parse_overrides(shlex.split(extra))}
+    return parse_overrides(shlex.split(text))
 
 
 def _absolute(entries: list[dict], data: Path) -> list[dict]:
@@ -350,9 +354,16 @@ def sr_job(args: argparse.Namespace, name: str = "sr") -> Job:
         # baseline validation: the shipped weights' score; model.pt starts as them, so it is never worse
         "+initialize": ["$@validate#evaluator.run()"],
     }
-    settings = with_extra(settings, args.sr_b_args if name == "sr_b" else args.sr_args)
-    check_sr_patch(int(settings["hr_patch"]), args.payload)
-    return Job(name, "mtsr_sr", 0.4, settings, threads=1 if smoke else 2)
+    job = Job(
+        name,
+        "mtsr_sr",
+        0.4,
+        settings,
+        1 if smoke else 2,
+        extra_overrides(args.sr_b_args if name == "sr_b" else args.sr_args),
+    )
+    check_sr_patch(int(job.setting("hr_patch")), args.payload)
+    return job
 
 
 def mt_job(args: argparse.Namespace, source: str, target: str) -> Job:
@@ -385,7 +396,8 @@ def mt_job(args: argparse.Namespace, source: str, target: str) -> Job:
         settings.update(lambda_gan=0.0, lambda_gan2=0.0, batch_size=2 if smoke else 4)
     elif not trained_with_gan(meta):  # an L1 generator keeps its L1 recipe
         settings["pretrain_iterations"] = 10**9
-    return Job(f"mt_{source}_{target}", "mtsr_mt", 0.2, with_extra(settings, args.mt_args), 1 if smoke else 2)
+    extra = extra_overrides(args.mt_args)
+    return Job(f"mt_{source}_{target}", "mtsr_mt", 0.2, settings, 1 if smoke else 2, extra)
 
 
 def clinical_job(args: argparse.Namespace) -> Job:
@@ -416,7 +428,8 @@ def clinical_job(args: argparse.Namespace) -> Job:
             "$@validate#evaluator.run()",
         ],
     }
-    return Job("clinical", "clinical_sr", 0.2, with_extra(settings, args.clinical_args), 1 if smoke else 2)
+    extra = extra_overrides(args.clinical_args)
+    return Job("clinical", "clinical_sr", 0.2, settings, 1 if smoke else 2, extra)
 
 
 def write_overrides(job: Job, run_dir: Path, paths: dict[str, Path], end_at: float, args) -> Path:
@@ -438,6 +451,7 @@ def write_overrides(job: Job, run_dir: Path, paths: dict[str, Path], end_at: flo
         settings["dataset_dir"] = str(run_dir)  # the datalist's paths are absolute
     else:
         settings["num_threads"] = job.threads
+    settings.update(job.extra)  # the call's --*-args win, as they did when they came last on the command line
     init = ["$device_train.fast_cuda()", *settings.pop("+initialize", [])]
     init.append(stop_hook(end_at, args.val_every, run_dir))
     settings["+imports"] = ["$import device_train"]

@@ -4,7 +4,7 @@
     python scripts/train_clinical.py export --run-dir /root/mtsr_runs/clinical/run \
         --output bundles/clinical_sr/models/model.pt [key=value ...]
 
-``key=value`` pairs (or, after ``--``, ``--key value`` pairs) override bundle config keys, read as
+``key=value`` pairs (options may come before or after them) override bundle config keys, read as
 every training script reads them (``mtsr_monai.inference.bundle.parse_overrides``: filters=16
 residual=true). ``export`` takes the best validation generator (``model_best.pt``) and the critic of
 the newest resume checkpoint, stores both in fp16 with their constructor arguments and the run's data
@@ -133,14 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--output-dir", required=True, type=Path)
     t.add_argument("--dataset-dir", type=Path, default=ROOT.parent / "shared" / "data")
     t.add_argument("--threads", type=int, default=1)
-    t.add_argument("overrides", nargs=argparse.REMAINDER, help="key=value or, after --, --key value")
+    t.add_argument("overrides", nargs="*", help="bundle overrides, key=value")
     e = sub.add_parser("export")
     e.add_argument("--run-dir", required=True, type=Path)
     e.add_argument("--output", type=Path, default=BUNDLE / "models" / "model.pt")
-    e.add_argument("overrides", nargs=argparse.REMAINDER, help="the training run's architecture overrides")
+    e.add_argument("overrides", nargs="*", help="the training run's architecture overrides, key=value")
     args = p.parse_args(argv)
-    if args.overrides[:1] == ["--"]:
-        args.overrides = args.overrides[1:]
     from mtsr_monai.errors import exit_code_of
 
     return exit_code_of(lambda: {"train": train, "export": export}[args.cmd](args), "train_clinical.py")

@@ -646,3 +646,24 @@ def test_the_sr_sidecars_slice_axis_is_the_one_the_inference_call_resolved(tmp_p
             str(lr), str(tmp_path / "sr.nii.gz"), method="bicubic", axis="auto", bundle=bundle, progress=False
         )
         assert (summary["slice_axis"], summary["slice_plane"]) == (0, "sagittal")  # the thick axis
+
+
+def test_the_packages_input_warnings_are_recorded_for_every_image_and_others_shown():
+    import warnings
+
+    import mtsr_monai
+    from mtsr_monai.bids.tasks import _input_warnings
+
+    own = str(Path(mtsr_monai.__file__).parent / "inference" / "translate.py")
+    shown: list[str] = []
+    with warnings.catch_warnings():
+        warnings.showwarning = lambda message, *rest, **kw: shown.append(str(message))
+        for _image in range(2):
+            noted: list[str] = []
+            with _input_warnings(noted):
+                warnings.warn_explicit(
+                    "6 mm pixels", UserWarning, own, 10, module="mtsr_monai.inference.translate"
+                )
+                warnings.warn_explicit("a library's", UserWarning, "/lib/x.py", 5, module="lib.x")
+            assert noted == ["6 mm pixels"]
+    assert shown and set(shown) == {"a library's"}

@@ -51,3 +51,7 @@ def test_train_sr_passes_a_null_global_skip_as_none(monkeypatch, tmp_path):
     (cmd,) = calls
     values = [cmd[i + 1] for i, word in enumerate(cmd) if word == "--global_skip"]
     assert [fire.parser.DefaultParseValue(v) for v in values] == [None]
+
+
+def test_yaml_1_1_look_alikes_stay_text():
+    assert parse_overrides(["--a", "on", "--b", "010", "--c", "1:30"]) == {"a": "on", "b": "010", "c": "1:30"}

@@ -269,6 +269,16 @@ def test_overrides_merge_into_the_bundle_config(tmp_path, name):
     assert merged["seed"] == 7  # the call's own seed, not train.yaml's 0
 
 
+def test_a_jobs_extra_arguments_win_over_the_call_settings(tmp_path):
+    from monai.bundle import ConfigParser
+
+    (job,) = device_train.jobs_for(_args(only=["sr"], sr_args="--num_threads 4 --precision fp32 --seed 3"))
+    paths = {k: tmp_path / f"{k}.json" for k in ("subjects", "volumes", "clinical")}
+    overrides = device_train.write_overrides(job, tmp_path / "sr", paths, time.time() + 60, _args())
+    merged = ConfigParser.load_config_file(overrides)
+    assert (merged["num_threads"], merged["precision"], merged["seed"]) == (4, "fp32", 3)
+
+
 def test_unknown_job_is_refused():
     with pytest.raises(SystemExit, match="unknown job"):
         device_train.jobs_for(_args(only=["sr", "nope"]))
@@ -405,7 +415,7 @@ def _payload_with_slab(payload: Path, box: list, mt_box: list | None = None) -> 
 def test_an_sr_patch_larger_than_the_payload_slabs_is_refused(tmp_path):
     _payload_with_slab(tmp_path, BRAIN_BOX)
     (job,) = device_train.jobs_for(_args(only=["sr"], payload=tmp_path, sr_args="--hr_patch 144"))
-    assert job.settings["hr_patch"] == 144
+    assert job.setting("hr_patch") == 144
     for too_large in ("--hr_patch 192", "--hr_patch=192"):
         with pytest.raises(SystemExit) as refused:
             device_train.jobs_for(_args(only=["sr"], payload=tmp_path, sr_args=too_large))
@@ -430,8 +440,8 @@ def test_a_second_sr_recipe_runs_as_its_own_job_with_its_own_arguments():
     sr, sr_b = device_train.jobs_for(
         _args(only=["sr", "sr_b"], sr_args="--learning_rate 2e-5", sr_b_args="--hr_patch 96")
     )
-    assert (sr.name, sr.bundle, sr.settings["learning_rate"]) == ("sr", "mtsr_sr", 2e-5)
-    assert (sr_b.name, sr_b.bundle, sr_b.settings["hr_patch"]) == ("sr_b", "mtsr_sr", 96)
+    assert (sr.name, sr.bundle, sr.setting("learning_rate")) == ("sr", "mtsr_sr", 2e-5)
+    assert (sr_b.name, sr_b.bundle, sr_b.setting("hr_patch")) == ("sr_b", "mtsr_sr", 96)
     assert sr_b.settings["init_checkpoint"] == sr.settings["init_checkpoint"]
 
 

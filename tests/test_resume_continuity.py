@@ -10,6 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
 from ignite.engine import Engine, Events
 from monai.data import DataLoader
@@ -19,6 +20,7 @@ from monai.utils import set_determinism
 from mtsr_monai.engines.handlers import ResumeCheckpoint
 from mtsr_monai.engines.paired import PairedAdversarialTrainer
 from mtsr_monai.engines.run_safety import shielded_worker_init
+from mtsr_monai.errors import InputError
 
 
 class _Score:
@@ -117,3 +119,18 @@ class _Handlers(torch.utils.data.Dataset):
 def test_data_workers_ignore_the_stop_signals_the_main_process_handles():
     loader = DataLoader(_Handlers(), batch_size=1, num_workers=1, worker_init_fn=shielded_worker_init)
     assert next(iter(loader)).tolist() == [[True, True]]
+
+
+def test_a_signal_between_epochs_stops_before_the_next_epoch_runs(tmp_path):
+    engine = _trainer(tmp_path, _Score())
+    kill = lambda e: os.kill(os.getpid(), signal.SIGINT) if e.state.epoch == 2 else None  # noqa: E731
+    engine.add_event_handler(Events.EPOCH_STARTED, kill)
+    engine.run(range(4), max_epochs=3)
+    assert engine.state.iteration <= 5 and engine.stopped_by_signal == signal.SIGINT
+
+
+def test_a_folder_whose_checkpoints_all_fail_to_read_is_refused_not_restarted(tmp_path):
+    for step in (2, 4):
+        (tmp_path / f"checkpoint_{step}.pt").write_bytes(b"")
+    with pytest.raises(InputError, match="can be read"):
+        _trainer(tmp_path, _Score()).run(range(4), max_epochs=2)

@@ -21,7 +21,7 @@ def test_a_minutes_budget_ends_the_epoch_under_way_validates_it_then_stops(monke
     engine = Engine(lambda e, batch: clock.__setitem__(0, clock[0] + 1.0))
     seen: list[int] = []
     engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: seen.append(e.state.iteration))
-    WallClockStop(minutes=minutes, val_estimate_s=0, margin_s=0).attach(engine)
+    WallClockStop(minutes=minutes, reserve_validation=False).attach(engine)
     engine.run(range(10), max_epochs=3)
     assert seen == validated and engine.state.iteration == validated[-1]
 
@@ -50,3 +50,13 @@ def test_the_report_gives_the_share_of_time_spent_waiting_for_batches(tmp_path, 
     engine.run(batches(), max_epochs=1, epoch_length=40)
     share = json.loads((tmp_path / "w.json").read_text())["data_wait_share"]
     assert (share > 0.6) if slow_loader else (share < 0.3)
+
+
+def test_a_minutes_budget_trains_until_it_is_spent_whatever_a_validation_costs(monkeypatch):
+    clock = [0.0]  # an iteration takes one second, a validation thirty
+    monkeypatch.setattr(handlers.time, "time", lambda: clock[0])
+    engine = Engine(lambda e, batch: clock.__setitem__(0, clock[0] + 1.0))
+    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: clock.__setitem__(0, clock[0] + 30.0))
+    WallClockStop(minutes=2, reserve_validation=False).attach(engine)
+    engine.run(range(10), max_epochs=100)
+    assert engine.state.iteration == 30  # 3 x (10 s of training + 30 s of validation) = the 2 minutes

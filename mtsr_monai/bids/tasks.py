@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
@@ -214,18 +215,30 @@ class SuperResolveTask(Task):
         return [Product(out, source, text, extra=extra)]
 
 
+#: the warnings this package raises about an input: recorded for every image, not once per process
+_OWN_INPUT_WARNINGS = ("always", None, UserWarning, re.compile(r"mtsr_monai\."), 0)
+
+
 @contextlib.contextmanager
 def _input_warnings(into: list[str]) -> Iterator[None]:
     """The warnings this package raises about an input while a task works on it, appended to ``into`` as
-    lines (the run log and the sidecar then name the file); any other warning goes on as it came."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield
-    for w in caught:
-        if issubclass(w.category, UserWarning) and "mtsr_monai" in Path(w.filename).parts:
-            into.append(str(w.message))
+    lines (the run log and the sidecar then name the file); any other warning is shown as it would be (once
+    per place, by the process's filters)."""
+    if _OWN_INPUT_WARNINGS not in warnings.filters:  # once: each change of the filters resets their memory
+        warnings.filterwarnings("always", category=UserWarning, module=_OWN_INPUT_WARNINGS[3].pattern)
+    show = warnings.showwarning
+
+    def record(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+        if issubclass(category, UserWarning) and "mtsr_monai" in Path(filename).parts:
+            into.append(str(message))
         else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = record
+    try:
+        yield
+    finally:
+        warnings.showwarning = show
 
 
 def _work_folder(final: Path) -> tempfile.TemporaryDirectory:

@@ -284,11 +284,16 @@ class ResumeCheckpoint:
     def _read_newest(self) -> tuple[Path, dict] | None:
         """The newest checkpoint that can be read, with its path; one left damaged (a machine that crashed
         while writing it) is passed over, with a warning, for the one before."""
-        for _, path in reversed(self._existing()):
+        found = self._existing()
+        for _, path in reversed(found):
             try:
                 return path, torch.load(path, map_location="cpu", weights_only=True)
             except (EOFError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
                 logger.warning("%s cannot be read (%s): resuming from the checkpoint before it", path, err)
+        if found:  # starting afresh here would also forget the best scores and let a worse model be exported
+            raise InputError(
+                "no resume checkpoint here can be read; move them away to start afresh", self.directory
+            )
         return None
 
     def _load(self, engine: Engine, objects: Mapping[str, Any]) -> None:
@@ -424,8 +429,10 @@ class WallClockStop:
     and checkpoints still run) when ``val_every_s`` have passed or the time left only holds one more
     validation; the run ends (``terminate``) at the first epoch end that leaves no room for another. A
     validation's cost is measured at each epoch end (``val_estimate_s`` before the first); ``margin_s`` is
-    kept free besides. With a ``report`` path, progress goes there (JSON) at every epoch end, with the share
-    of training time spent waiting for batches (``data_wait_share``: near 1, the data loader limits the run).
+    kept free besides. ``reserve_validation=False`` (``max_minutes``): the deadline ends the training, the
+    last validation runs after it (no time is held back for it). With a ``report`` path, progress goes
+    there (JSON) at every epoch end, with the share of training time spent waiting for batches
+    (``data_wait_share``: near 1, the data loader limits the run).
     """
 
     def __init__(
@@ -436,8 +443,9 @@ class WallClockStop:
         val_estimate_s: float = 20.0,
         margin_s: float = 10.0,
         minutes: float = 0.0,
+        reserve_validation: bool = True,
     ) -> None:
-        self.end_at, self.minutes = end_at, float(minutes)
+        self.end_at, self.minutes, self.reserve = end_at, float(minutes), bool(reserve_validation)
         self.val_every_s, self.report = float(val_every_s), Path(report) if report else None
         self.val_cost, self.margin = float(val_estimate_s), float(margin_s)
         self.train_s, self.epoch_start, self.last_iter, self.first_iteration = 0.0, 0.0, 0.0, None
@@ -472,7 +480,7 @@ class WallClockStop:
 
     def _iteration(self, engine: Engine) -> None:
         now = self.last_iter = time.time()
-        late = now + 1.5 * self.val_cost + self.margin / 2 >= self.end_at
+        late = now + (1.5 * self.val_cost + self.margin / 2 if self.reserve else 0.0) >= self.end_at
         if late or now - self.epoch_start >= self.val_every_s:
             if late and self.stop_reason != "time":
                 self.stop_reason = "time"
@@ -487,7 +495,8 @@ class WallClockStop:
         self.train_s += self.last_iter - self.epoch_start
         self.val_cost = now - self.last_iter  # validation + checkpoints of this epoch end
         self._write(engine)
-        if self.stop_reason == "time" or now + 2.5 * self.val_cost + self.margin >= self.end_at:
+        room = 2.5 * self.val_cost + self.margin if self.reserve else 0.0
+        if self.stop_reason == "time" or now + room >= self.end_at:
             self.stop_reason = "time"
             engine.terminate()
 

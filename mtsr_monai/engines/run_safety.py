@@ -126,7 +126,9 @@ class GaplessDiskSaver(DiskSaver):
 
     def __call__(self, checkpoint: Any, filename: str, metadata: Any = None) -> None:
         super().__call__(checkpoint, filename, metadata)
-        _sync_to_disk(Path(self.dirname) / filename)  # on disk before the previous one goes
+        written = Path(self.dirname) / filename
+        if written.is_file():  # on disk before the previous one goes (only the saving rank wrote it)
+            _sync_to_disk(written)
         while self._pending:
             stale = self._pending.pop()
             if stale != filename:  # a step saved again replaced its own file: that is the new one
@@ -146,6 +148,8 @@ class StopOnSignal:
         self.caught: int | None = None
         self._previous: dict[int, Any] = {}
         self._at_epoch_end = False
+        self._epoch_start = 0  # the iteration count when the current epoch began
+        self._in_iteration = False
 
     def install(self, engine: Engine | None = None) -> None:
         if threading.current_thread() is not threading.main_thread() or torch.distributed.is_initialized():
@@ -154,6 +158,15 @@ class StopOnSignal:
             self._previous[signum] = signal.signal(signum, self._handle)
         # installed when the run starts, so this runs after the epoch's validation and checkpoint
         self.engine.add_event_handler(Events.EPOCH_COMPLETED, self._stop_at_epoch_end)
+        self.engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
+        self.engine.add_event_handler(Events.ITERATION_STARTED, self._iteration_edge, True)
+        self.engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration_edge, False)
+
+    def _epoch_started(self, engine: Engine) -> None:
+        self._epoch_start = engine.state.iteration
+
+    def _iteration_edge(self, engine: Engine, running: bool) -> None:
+        self._in_iteration = running
 
     def restore(self, engine: Engine | None = None) -> None:
         for signum, previous in self._previous.items():
@@ -167,8 +180,8 @@ class StopOnSignal:
         self.caught = signum
         name = signal.Signals(signum).name
         state = self.engine.state
-        if state.epoch_length and state.iteration % state.epoch_length == 0:
-            # the epoch's last iteration: stopped here, its validation and export would never run (a
+        if self._in_iteration and state.iteration - self._epoch_start == state.epoch_length:
+            # in the epoch's last iteration: stopped here, its validation and export would never run (a
             # resume starts after the epoch), so the stop waits for them
             self._at_epoch_end = True
             logger.warning("%s: stopping after this epoch's validation and checkpoint (again: at once)", name)

@@ -115,8 +115,9 @@ def as_flag(value: Any, name: str = "switch") -> bool:
 
 
 def _override_value(text: str) -> Any:
-    """A Python literal (``5e-5``, ``None``, ``[1, 2]``), else YAML's words (``true``, ``null``), else the
-    text itself (names, ``$`` expressions, ``@`` references)."""
+    """A Python literal (``5e-5``, ``None``, ``[1, 2]``), else YAML's ``true`` / ``false`` / ``null`` or a
+    YAML mapping or list (``{t1: 0.2}``), else the text itself (names, ``$`` expressions, ``@`` references;
+    also ``on``, ``010``, ``1:30``, which YAML 1.1 would turn into a bool and numbers)."""
     # lazy: only training scripts read overrides
     import ast
 
@@ -126,11 +127,16 @@ def _override_value(text: str) -> Any:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
         pass
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    return value if isinstance(value, (bool, type(None), int, float, list, dict)) else text
+    words = {"true": True, "false": False, "null": None, "~": None}
+    if text.strip().lower() in words:
+        return words[text.strip().lower()]
+    if text.lstrip()[:1] in ("{", "["):
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            return text
+        return value if isinstance(value, (list, dict)) else text
+    return text
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
