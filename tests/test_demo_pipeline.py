@@ -109,3 +109,13 @@ def test_demo_end_to_end_with_shipped_weights(tmp_path):
     assert 'src="figures/sr_comparison.png"' in html
     assert (tmp_path / "figures" / "sr_comparison.png").is_file()
     assert str(tmp_path) not in html
+
+
+def test_mtsr_run_refuses_an_empty_brain_mask(tmp_path):
+    from mtsr_monai.errors import InputError
+    from mtsr_monai.inference.pipeline import _load_input
+
+    image = write_nifti(tmp_path / "t1.nii.gz", np.random.default_rng(0).random((8, 8, 4)).astype(np.float32))
+    empty = write_nifti(tmp_path / "mask.nii.gz", np.zeros((8, 8, 4), np.uint8))
+    with pytest.raises(InputError, match="empty"):
+        _load_input(image, empty)

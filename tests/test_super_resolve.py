@@ -224,3 +224,19 @@ def test_large_slices_advance_the_progress_bar_one_at_a_time(capsys):
     for size, steps in ((32, 2), (200, 10)):  # 10 slices: 8 + 2 small ones, large ones alone
         super_resolve_scaled(rng.random((10, size, size), dtype=np.float32) + 0.1, method="bicubic")
         assert f"/{steps} [" in capsys.readouterr().err
+
+
+def test_a_slices_output_does_not_depend_on_the_batch_size():
+    # each slice's brain sits elsewhere: a box per batch would crop a slice differently in batches of 1 and 4
+    torch.manual_seed(0)
+    net = RRDBNet(features=8, growth=4, num_blocks=1)
+    vol = np.zeros((40, 40, 4), np.float32)
+    for k in range(4):
+        vol[4 + 6 * k : 14 + 6 * k, 5 + 5 * k : 15 + 5 * k, k] = 1.0 + k
+    outs = [
+        super_resolve_volume(
+            vol, np.eye(4), network=net, batch_size=b, roi_size=16, precision="fp32", progress=False
+        )[0]
+        for b in (1, 4)
+    ]
+    np.testing.assert_allclose(outs[0], outs[1], rtol=0, atol=1e-5)  # batched convs: float rounding only

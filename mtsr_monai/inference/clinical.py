@@ -782,8 +782,9 @@ def restore_clinical(
             report: dict[str, Any] = {}
             if measured:
                 bar.next("data consistency" + (" and intensity" if corrected else ""))
+                # the trilinear baseline as `--method trilinear` writes it (unclipped), not the clipped input
                 reference = (
-                    {m: _to_scanner(prepared["volumes"][m], prepared, m) for m in data}
+                    {m: _to_scanner(prepared["interpolated"][m], prepared, m) for m in data}
                     if ckpt is not None
                     else None
                 )

@@ -21,13 +21,12 @@ import torch
 
 from mtsr_monai.data.demo import make_demo_subject
 from mtsr_monai.errors import InputError
-from mtsr_monai.inference.brain_mask import AUTO_MASK_NAME, brain_mask_for
+from mtsr_monai.inference.brain_mask import AUTO_MASK_NAME, brain_mask_for, check_brain_mask
 from mtsr_monai.inference.bundle import bundles_root, load_bundle_network, weights_path
 from mtsr_monai.inference.super_resolve import super_resolve_volume
 from mtsr_monai.io import (
     atomic_file_set,
     atomic_write_text,
-    check_same_grid,
     load_volume,
     nifti_space,
     save_volume,
@@ -124,13 +123,10 @@ def _load_input(
     if mask_path is None:
         return lr, lr_affine, None
     m = load_volume(mask_path, validate=False)
-    check_same_grid(
-        [lr.shape, tuple(m.shape)],
-        [lr_affine, np.asarray(m.affine)],
-        [str(input_path), str(mask_path)],
-        hint="the mask must be on the input's grid (make it from this scan, or --mask auto)",
-    )
-    return lr, lr_affine, (m.numpy() > 0).astype(np.float32)
+    # on the input's grid and not empty (an empty one gave all-zero samples with exit 0), as `mtsr translate`
+    names = (str(input_path), str(mask_path))
+    inside = check_brain_mask(m.numpy(), np.asarray(m.affine), lr.shape, lr_affine, names)
+    return lr, lr_affine, inside.astype(np.float32)
 
 
 def _mask_on_sr_grid(

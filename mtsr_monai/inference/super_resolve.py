@@ -184,6 +184,14 @@ def super_resolve_scaled(
     vmin = float(slices.min())
     floor = min(vmin, 0.0)  # magnitude images: undershoot at edges clamped (z-scored inputs: their minimum)
     out = np.full((n_slices, h * scale, w * scale), vmin, dtype=np.float32)
+    # the network runs on the box holding the volume's foreground (+ margin); outside it the slices are
+    # background, which stays background (skull-stripped volumes: ~1/3 less work). One box for the volume, not
+    # one per batch: a slice's output must not depend on the batch size or on the slices batched with it
+    foreground = slices > vmin if method == "model" else None
+    whole = (slice(None), slice(None))
+    rows, cols = (
+        _foreground_box(foreground, margin=8) if foreground is not None and foreground.any() else whole
+    )
     with torch.inference_mode():
         desc = f"super-resolve ({method})"
         for idx in busy_batches(slices, batch_size, vmin, progress, desc, max_pixels=STEP_PIXELS):
@@ -191,9 +199,6 @@ def super_resolve_scaled(
             if method != "model":
                 out[idx] = interpolate_slices(x, scale, method)[:, 0].float().clamp_min(floor).cpu().numpy()
                 continue
-            # run the network only on the box holding the batch's foreground (+ margin); outside it the
-            # slices are background, which stays background (skull-stripped volumes: ~1/3 less work)
-            rows, cols = _foreground_box(slices[idx] > vmin, margin=8)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 y = run_model(x[..., rows, cols])
             y = y[:, 0].float().clamp_min(floor).cpu().numpy()
