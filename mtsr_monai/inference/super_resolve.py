@@ -126,6 +126,14 @@ def _foreground_box(fg: np.ndarray, margin: int) -> tuple[slice, slice]:
     return foreground_box(fg.any(0), margin)
 
 
+def _network_box(slices: np.ndarray, vmin: float) -> tuple[slice, slice]:
+    """Where the network runs: the box holding the volume's foreground (+ 8 pixels); outside it the slices
+    are background, which stays background (skull-stripped volumes: ~1/3 less work). One box for the volume,
+    not one per batch: a slice's output must not depend on the batch size or on the slices batched with it."""
+    foreground = slices > vmin
+    return _foreground_box(foreground, margin=8) if foreground.any() else (slice(None), slice(None))
+
+
 def prepare_network(
     network: torch.nn.Module, device: str | torch.device
 ) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -184,14 +192,7 @@ def super_resolve_scaled(
     vmin = float(slices.min())
     floor = min(vmin, 0.0)  # magnitude images: undershoot at edges clamped (z-scored inputs: their minimum)
     out = np.full((n_slices, h * scale, w * scale), vmin, dtype=np.float32)
-    # the network runs on the box holding the volume's foreground (+ margin); outside it the slices are
-    # background, which stays background (skull-stripped volumes: ~1/3 less work). One box for the volume, not
-    # one per batch: a slice's output must not depend on the batch size or on the slices batched with it
-    foreground = slices > vmin if method == "model" else None
-    whole = (slice(None), slice(None))
-    rows, cols = (
-        _foreground_box(foreground, margin=8) if foreground is not None and foreground.any() else whole
-    )
+    rows, cols = _network_box(slices, vmin) if method == "model" else (slice(None), slice(None))
     with torch.inference_mode():
         desc = f"super-resolve ({method})"
         for idx in busy_batches(slices, batch_size, vmin, progress, desc, max_pixels=STEP_PIXELS):
