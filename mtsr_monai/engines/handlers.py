@@ -143,6 +143,7 @@ def reseed_after_resume(engine: Engine) -> int:
     from monai.data.utils import set_rnd
 
     seed = (torch.initial_seed() + 1_000_003 * int(engine.state.iteration)) % 2**32
+    # not monai's set_determinism: it would also switch cuDNN back to deterministic (device_train.fast_cuda)
     torch.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)

@@ -150,13 +150,17 @@ class StopOnSignal:
         self._at_epoch_end = False
         self._epoch_start = 0  # the iteration count when the current epoch began
         self._in_iteration = False
+        self._tracking = False  # its event handlers, added once however many runs the engine makes
 
     def install(self, engine: Engine | None = None) -> None:
         if threading.current_thread() is not threading.main_thread() or torch.distributed.is_initialized():
             return
         for signum in (signal.SIGINT, signal.SIGTERM):
             self._previous[signum] = signal.signal(signum, self._handle)
-        # installed when the run starts, so this runs after the epoch's validation and checkpoint
+        if self._tracking:
+            return
+        self._tracking = True
+        # added when the run starts, so this runs after the epoch's validation and checkpoint
         self.engine.add_event_handler(Events.EPOCH_COMPLETED, self._stop_at_epoch_end)
         self.engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
         self.engine.add_event_handler(Events.ITERATION_STARTED, self._iteration_edge, True)

@@ -117,21 +117,16 @@ def eval_pairs(
     return pairs
 
 
-def _foreground_box(fg: np.ndarray, margin: int) -> tuple[slice, slice]:
-    """Row and column slices of the union of the foreground of ``fg`` (N, h, w), grown by ``margin`` and
-    clipped (:func:`~mtsr_monai.transforms.crop.foreground_box`: MONAI's bounding box)."""
+def _network_box(slices: np.ndarray, vmin: float) -> tuple[slice, slice]:
+    """Where the network runs: row and column slices of the box holding the volume's foreground (+ 8 pixels,
+    clipped; :func:`~mtsr_monai.transforms.crop.foreground_box`, MONAI's bounding box); outside it the slices
+    are background, which stays background (skull-stripped volumes: ~1/3 less work). One box for the volume,
+    not one per batch: a slice's output must not depend on the batch size or on the slices batched with it."""
     # lazy: transforms.crop loads MONAI, which the interpolation baselines do without
     from mtsr_monai.transforms.crop import foreground_box
 
-    return foreground_box(fg.any(0), margin)
-
-
-def _network_box(slices: np.ndarray, vmin: float) -> tuple[slice, slice]:
-    """Where the network runs: the box holding the volume's foreground (+ 8 pixels); outside it the slices
-    are background, which stays background (skull-stripped volumes: ~1/3 less work). One box for the volume,
-    not one per batch: a slice's output must not depend on the batch size or on the slices batched with it."""
-    foreground = slices > vmin
-    return _foreground_box(foreground, margin=8) if foreground.any() else (slice(None), slice(None))
+    foreground = (slices > vmin).any(0)
+    return foreground_box(foreground, margin=8) if foreground.any() else (slice(None), slice(None))
 
 
 def prepare_network(
