@@ -127,3 +127,18 @@ def test_the_newest_checkpoint_is_the_highest_iteration_and_other_names_are_igno
         (tmp_path / name).write_bytes(b"")
     assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint_10.pt"  # 10 > 9, though "1" < "9"
     assert ResumeCheckpoint(tmp_path, {}).latest() == tmp_path / "checkpoint_10.pt"
+
+
+def test_a_run_saved_without_loss_scaling_resumes_with_an_active_grad_scaler(tmp_path):
+    # a run begun on a CPU (or in bf16) saves a disabled scaler's empty state; fp16 on CUDA then scales
+    net = torch.nn.Linear(1, 1)
+    trainer = _trainer(net)
+    saved = {"net": net, "opt": trainer.optimizer, "scaler": torch.amp.GradScaler("cpu", enabled=False)}
+    ResumeCheckpoint(tmp_path, saved, every_n_iterations=1).attach(trainer)
+    trainer.run([0, 1], max_epochs=1)
+    scaler = torch.amp.GradScaler("cpu", enabled=True, init_scale=1024.0)
+    resumed = _trainer(torch.nn.Linear(1, 1))
+    objects = {"net": torch.nn.Linear(1, 1), "opt": resumed.optimizer, "scaler": scaler}
+    ResumeCheckpoint(tmp_path, objects, every_n_iterations=1).attach(resumed)
+    resumed.run([0, 1], max_epochs=2)
+    assert resumed.state.iteration == 4 and scaler.get_scale() == 1024.0

@@ -313,8 +313,8 @@ class ResumeCheckpoint:
             # a run once asked for fewer epochs than it had done stored that; Ignite refuses to load it
             done = saved["iteration"] // saved["epoch_length"]
             saved["max_epochs"] = max(saved.get("max_epochs") or 0, done)
+        to_load = _loadable(objects, state)
         try:
-            to_load = {k: v for k, v in objects.items() if k in state}
             Checkpoint.load_objects(to_load=to_load, checkpoint=state)
         except RuntimeError as err:
             detail = next((ln.strip() for ln in str(err).splitlines()[1:] if ln.strip()), str(err))[:200]
@@ -335,6 +335,16 @@ class ResumeCheckpoint:
         if max_epochs is not None and engine.state.epoch >= max_epochs:
             logger.warning("%s is at epoch %d, max_epochs is %d: nothing to train (raise max_epochs to "
                            "continue)", path.name, engine.state.epoch, max_epochs)  # fmt: skip
+
+
+def _loadable(objects: Mapping[str, Any], state: Mapping[str, Any]) -> dict[str, Any]:
+    """The objects the checkpoint has a state for. A GradScaler saved disabled (a run begun on a CPU, or in
+    bf16) stored nothing: one that scales now (fp16 on CUDA) keeps its fresh scale rather than failing."""
+    return {
+        k: v
+        for k, v in objects.items()
+        if k in state and not (isinstance(v, torch.amp.GradScaler) and not state[k])
+    }
 
 
 class ImageGridHandler:
