@@ -34,6 +34,8 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, RandomizableTransform, Transform
 from scipy.special import ndtr
 
+from mtsr_monai.transforms.wrappers import SharedStreamWrapper, output_keys_for
+
 if TYPE_CHECKING:
     import SimpleITK as sitk
 
@@ -349,15 +351,6 @@ class RandChannelDropout(RandomizableTransform):
 
 
 # --------------------------------------------------------------------------------- dictionary wrappers
-def _output_keys(keys: tuple, output_keys: KeysCollection | None, suffix: str) -> tuple:
-    if output_keys is None:
-        return tuple(f"{k}{suffix}" for k in keys)
-    out = (output_keys,) if isinstance(output_keys, str) else tuple(output_keys)
-    if len(out) != len(keys):
-        raise ValueError("output_keys must name one output per key")
-    return out
-
-
 class SimulateProtocold(MapTransform):
     """Dictionary wrapper of :class:`SimulateProtocol`: the acquired copy of each key goes to
     ``output_keys`` (default ``key + lr_suffix``); the input stays as the target."""
@@ -373,7 +366,7 @@ class SimulateProtocold(MapTransform):
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.output_keys = _output_keys(self.keys, output_keys, lr_suffix)
+        self.output_keys = output_keys_for(self.keys, output_keys, lr_suffix)
         self.transform = SimulateProtocol(params, spacing, seed)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
@@ -383,11 +376,13 @@ class SimulateProtocold(MapTransform):
         return d
 
 
-class RandSimulateProtocold(RandomizableTransform, MapTransform):
+class RandSimulateProtocold(SharedStreamWrapper):
     """Dictionary wrapper of :class:`RandSimulateProtocol` (same arguments): one draw per call shared by all
     keys, the acquired copies under ``output_keys`` (default ``key + lr_suffix``). ``prob``: apply or skip
     (skipped: the outputs are float32 copies of the inputs). MONAI's convention: the wrapper draws whether to
     apply, the array transform (``prob=1``) the protocols, both from one random stream."""
+
+    inner = "simulate"
 
     def __init__(
         self,
@@ -398,19 +393,8 @@ class RandSimulateProtocold(RandomizableTransform, MapTransform):
         allow_missing_keys: bool = False,
         **kwargs: Any,
     ) -> None:
-        MapTransform.__init__(self, keys, allow_missing_keys)
-        RandomizableTransform.__init__(self, prob)
-        self.output_keys = _output_keys(self.keys, output_keys, lr_suffix)
-        self.simulate = RandSimulateProtocol(prob=1.0, **kwargs)
-        self.simulate.set_random_state(state=self.R)
-
-    def set_random_state(
-        self, seed: int | None = None, state: np.random.RandomState | None = None
-    ) -> RandSimulateProtocold:
-        super().set_random_state(seed, state)
-        # one stream, not two seeded alike: the apply draw would repeat the array transform's draws
-        self.simulate.set_random_state(state=self.R)
-        return self
+        super().__init__(keys, RandSimulateProtocol(prob=1.0, **kwargs), prob, allow_missing_keys)
+        self.output_keys = output_keys_for(self.keys, output_keys, lr_suffix)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -428,10 +412,12 @@ class RandSimulateProtocold(RandomizableTransform, MapTransform):
         return d
 
 
-class RandChannelDropoutd(RandomizableTransform, MapTransform):
+class RandChannelDropoutd(SharedStreamWrapper):
     """Dictionary wrapper of :class:`RandChannelDropout`: the same channels are zeroed in every key. MONAI's
     convention: the wrapper draws whether to apply (``prob``; skipped: the keys come back as tensors,
     unchanged), the array transform (``prob=1``) the channels, both from one random stream."""
+
+    inner = "dropout"
 
     def __init__(
         self,
@@ -440,18 +426,7 @@ class RandChannelDropoutd(RandomizableTransform, MapTransform):
         prob: float = 1.0,
         allow_missing_keys: bool = False,
     ) -> None:
-        MapTransform.__init__(self, keys, allow_missing_keys)
-        RandomizableTransform.__init__(self, prob)
-        self.dropout = RandChannelDropout(probs, prob=1.0)
-        self.dropout.set_random_state(state=self.R)
-
-    def set_random_state(
-        self, seed: int | None = None, state: np.random.RandomState | None = None
-    ) -> RandChannelDropoutd:
-        super().set_random_state(seed, state)
-        # one stream, not two seeded alike: the apply draw would repeat the array transform's draws
-        self.dropout.set_random_state(state=self.R)
-        return self
+        super().__init__(keys, RandChannelDropout(probs, prob=1.0), prob, allow_missing_keys)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)

@@ -19,10 +19,11 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import MapTransform, RandomizableTransform
+from monai.transforms import RandomizableTransform
 from monai.utils import convert_to_numpy, convert_to_tensor
 
 from mtsr_monai.io.geometry import block_centre_offset, resampled_affine, resolve_axis
+from mtsr_monai.transforms.wrappers import SharedStreamWrapper, output_keys_for
 
 __all__ = ["RandDegradation", "RandDegradationd", "centre_crop_to_multiple"]
 
@@ -186,12 +187,14 @@ class RandDegradation(RandomizableTransform):
         return wrap_like(lr, img, lr_affine)
 
 
-class RandDegradationd(RandomizableTransform, MapTransform):
+class RandDegradationd(SharedStreamWrapper):
     """Dictionary wrapper of a :class:`RandDegradation` (``degrade``), and base of the models' wrappers: the
     degraded copy of each key goes to ``output_keys`` (default ``key + lr_suffix``), the input stays as the
     target. The array transform holds the logic, ``prob`` and the random state: the wrapper shares its
     ``RandomState`` with it, so one seed reproduces a call byte for byte, and one draw (whether to apply, and
     the model's parameters) serves every key of a call."""
+
+    inner = "degrade"
 
     def __init__(
         self,
@@ -201,23 +204,8 @@ class RandDegradationd(RandomizableTransform, MapTransform):
         lr_suffix: str = "_lr",
         allow_missing_keys: bool = False,
     ) -> None:
-        MapTransform.__init__(self, keys, allow_missing_keys)
-        RandomizableTransform.__init__(self, degrade.prob)
-        if output_keys is None:
-            self.output_keys = tuple(f"{k}{lr_suffix}" for k in self.keys)
-        else:
-            self.output_keys = tuple([output_keys] if isinstance(output_keys, str) else output_keys)
-        if len(self.output_keys) != len(self.keys):
-            raise ValueError("output_keys must name one output per key")
-        self.degrade = degrade
-        self.degrade.set_random_state(state=self.R)
-
-    def set_random_state(
-        self, seed: int | None = None, state: np.random.RandomState | None = None
-    ) -> RandDegradationd:
-        super().set_random_state(seed, state)
-        self.degrade.set_random_state(state=self.R)
-        return self
+        super().__init__(keys, degrade, degrade.prob, allow_missing_keys)
+        self.output_keys = output_keys_for(self.keys, output_keys, lr_suffix)
 
     def randomize(self, data: Any = None) -> None:
         self.degrade.randomize(None)
