@@ -113,3 +113,38 @@ def test_explanations_of_a_volume_stored_in_another_axis_order_are_alike():
     np.testing.assert_allclose(got["gradcam"][::-1, ::-1], ref["gradcam"], atol=1e-5)
     np.testing.assert_allclose(got["attention"][0][::-1, ::-1], ref["attention"][0], atol=1e-5)
     assert got["critic_score"] == pytest.approx(ref["critic_score"])
+
+
+def test_attention_maps_do_not_depend_on_the_padding_that_follows_a_slice():
+    from mtsr_monai.inference.explain import attention_volumes
+
+    torch.manual_seed(0)
+    net = AttentionGatedUNet(in_channels=1, out_channels=1, filters=2, depth=5)
+    padded = np.zeros((1, 64, 64, 1), np.float32)  # what the network pads a 50 x 50 slice to
+    padded[0, :50, :50] = np.random.default_rng(0).random((50, 50, 1))
+    small = attention_volumes(net, padded[:, :50, :50], axis=2)
+    full = attention_volumes(net, padded, axis=2)
+    for k in range(4):
+        np.testing.assert_allclose(small[k], full[k][:50, :50], atol=1e-6)
+
+
+def test_critic_gradcam_is_highest_where_the_critic_looks():
+    import torch.nn.functional as F
+
+    from mtsr_monai.inference.explain import gradcam_volume
+
+    torch.manual_seed(0)
+    critic = Critic(in_channels=1, input_size=32, filters=4).eval()
+    y = np.random.default_rng(0).random((1, 32, 32, 2)).astype(np.float32)
+    got, _ = gradcam_volume(critic, y, axis=2)
+    # Selvaraju et al.: ReLU(sum_c mean(dlogit/dA_c) A_c) on the last block, upsampled
+    seen = {}
+    critic.features[-1].register_forward_hook(lambda m, i, o: seen.setdefault("a", o))
+    logit = critic(torch.from_numpy(np.ascontiguousarray(np.moveaxis(y, 3, 0))))
+    (grad,) = torch.autograd.grad(logit[:, 0].sum(), seen["a"])
+    cam = F.relu((grad.mean((2, 3), keepdim=True) * seen["a"]).sum(1, keepdim=True))
+    cam = F.interpolate(cam, size=(32, 32), mode="bilinear", align_corners=False)[:, 0].detach().numpy()
+    for k in range(2):
+        peak = np.unravel_index(cam[k].argmax(), cam[k].shape)
+        assert got[..., k][peak] == pytest.approx(1.0) and got[..., k].min() == pytest.approx(0.0)
+        assert np.corrcoef(got[..., k].ravel(), cam[k].ravel())[0, 1] > 0.999

@@ -125,6 +125,22 @@ def test_generator_loss_specs_sum_named_terms():
         generator_loss("mae+vgg")
 
 
+def test_bce_loss_is_computed_outside_autocast(monkeypatch):
+    # CUDA autocast refuses binary_cross_entropy (whatever the dtype): the loss must leave autocast first
+    from mtsr_monai.losses import reconstruction
+
+    inside = []
+    bce = reconstruction.F.binary_cross_entropy
+    monkeypatch.setattr(
+        reconstruction.F, "binary_cross_entropy",
+        lambda *a: inside.append(torch.is_autocast_enabled("cpu")) or bce(*a),
+    )  # fmt: skip
+    pred, target = torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = reconstruction.BCELoss()(pred, target)
+    assert inside == [False] and loss.dtype == torch.float32
+
+
 def _oblique_affine(spacing=(1.0, 1.0, 4.0), angle=0.3) -> np.ndarray:
     c, s = np.cos(angle), np.sin(angle)
     rot = np.array([[1, 0, 0], [0, c, -s], [0, s, c]])

@@ -64,11 +64,9 @@ def attention_volumes(
             if maps is None:
                 maps = [np.zeros(x.shape[1:], np.float32) for _ in gates]
             for k, g in enumerate(gates):
-                # gate maps live on the padded grid: crop to the input's share before stretching
-                scale = 2**k
-                h, w = -(-size[0] // scale), -(-size[1] // scale)
-                g = g[..., :h, :w].float()
-                up = F.interpolate(g, size=size, mode="bilinear", align_corners=False)[:, 0]
+                # gate maps live on the padded grid, 2**k coarser: back to its pixels, then the input's share
+                up = F.interpolate(g.float(), scale_factor=2**k, mode="bilinear", align_corners=False)
+                up = up[:, 0, : size[0], : size[1]]
                 _put(maps[k], up.cpu().numpy(), axis, start, stop)
     return maps or []
 
@@ -81,7 +79,8 @@ def gradcam_volume(
 
     critic.eval()
     layer = f"features.{len(critic.features) - 1}"
-    cam = GradCAM(nn_module=critic, target_layers=layer)
+    # raw maps: MONAI's default postprocessing maps (min, max) to (1, 0), the most relevant pixels to 0
+    cam = GradCAM(nn_module=critic, target_layers=layer, postprocessing=lambda m: m)
     out = np.zeros(y.shape[1:], np.float32)
     scores = []
     for start, stop, batch in _batches(y, axis, batch_size, "critic GradCAM"):
@@ -92,13 +91,21 @@ def gradcam_volume(
             h, w = batch.shape[-2:]
             # the critic's four stride-2 blocks need room: pad small slices to at least 32 x 32
             padded = torch.nn.functional.pad(batch[keep], (0, max(32 - w, 0), 0, max(32 - h, 0)))
-            m = cam(padded, class_idx=0)[:, 0, :h, :w].detach().cpu().numpy()
-            maps[keep.cpu().numpy()] = m
+            maps[keep.cpu().numpy()] = _unit_range(
+                cam(padded, class_idx=0)[:, 0, :h, :w].detach().cpu().numpy()
+            )
             with torch.no_grad():
                 scores.append(torch.sigmoid(critic(padded)).flatten().cpu().numpy())
         _put(out, maps, axis, start, stop)
     score = float(np.concatenate(scores).mean()) if scores else float("nan")
     return out, score
+
+
+def _unit_range(maps: np.ndarray) -> np.ndarray:
+    """Each map of a (N, H, W) stack scaled to [0, 1] over its own pixels (a constant map becomes 0)."""
+    low = maps.min(axis=(1, 2), keepdims=True)
+    span = maps.max(axis=(1, 2), keepdims=True) - low
+    return np.where(span > 0, (maps - low) / np.where(span > 0, span, 1.0), 0.0).astype(np.float32)
 
 
 def explain_volume(

@@ -26,10 +26,12 @@ class SSIMLoss(monai.losses.SSIMLoss):
 
 
 class BCELoss(torch.nn.Module):
-    """Binary cross-entropy of a [0, 1] prediction against a [0, 1] target (the paper's best L_G)."""
+    """Binary cross-entropy of a [0, 1] prediction against a [0, 1] target (the paper's best L_G), in fp32
+    outside autocast: CUDA autocast refuses ``binary_cross_entropy`` whatever the inputs' dtype."""
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.binary_cross_entropy(pred.float().clamp(1e-6, 1 - 1e-6), target.float())
+        with torch.autocast(device_type=pred.device.type, enabled=False):
+            return F.binary_cross_entropy(pred.float().clamp(1e-6, 1 - 1e-6), target.float())
 
 
 class BrightTailL1Loss(torch.nn.Module):
