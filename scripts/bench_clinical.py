@@ -2,6 +2,10 @@
 
     python scripts/bench_clinical.py --out /root/mtsr_runs/clinical_bench [--model M] [--exclude S ...]
 
+A rerun with the same ``--out`` reuses every restored volume and score there; it is refused (exit 2) when the
+weights (sha256), ``--thickness``, ``--register``, ``--planes`` or ``--fit-subjects`` differ from those
+recorded in ``OUT/settings.json``: give a new ``--out`` after training.
+
 For every held-out subject of ``scripts/shared_splits.py`` (never trained on, never used for a choice) with a
 FLAIR, a T1 and a tumour label, and each thick direction (``sagittal``: slabs along array x, ``coronal``:
 along y; never axial: BraTS z was itself interpolated from thick slices, so it is no 1 mm reference), each
@@ -431,6 +435,32 @@ def consistency_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def cached_settings(args, model: Path) -> dict[str, Any]:
+    """What the volumes and scores kept under ``--out`` depend on: the weights' sha256 and the settings."""
+    from mtsr_monai.inference.bundle import sha256
+
+    keys = ("thickness", "register", "planes", "fit_subjects")
+    return {"model_sha256": sha256(model), **{k: getattr(args, k) for k in keys}}
+
+
+def check_cached_settings(out: Path, settings: dict[str, Any]) -> None:
+    """Record ``settings`` in ``OUT/settings.json``, or exit 2 where ``OUT`` holds results made with others: a
+    rerun reads every kept volume and score back, so new weights or slabs would be reported under the new
+    header with the old results."""
+    path = out / "settings.json"
+    if path.exists():
+        kept = json.loads(path.read_text())
+        changed = [k for k in settings if kept.get(k) != settings[k]]
+    else:
+        changed = ["settings not recorded"] if out.is_dir() and any(out.iterdir()) else []
+    if changed:
+        print(f"error: {out} holds results made with other settings ({', '.join(changed)}): give a new --out",
+              file=sys.stderr)  # fmt: skip
+        sys.exit(2)
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=1))
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True)
@@ -449,7 +479,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     from mtsr_monai.inference.clinical import default_model_path, load_clinical_model
 
-    args.out.mkdir(parents=True, exist_ok=True)
+    check_cached_settings(args.out, cached_settings(args, args.model or default_model_path()))
     ckpt = load_clinical_model(args.model or default_model_path())
     seen = set(ckpt.get("recipe", {}).get("training_subjects", [])) | set(args.exclude)
     subjects = [

@@ -47,3 +47,15 @@ def test_writing_a_datalist_without_shared_data_exits_2_and_writes_nothing(monke
         shared_splits.main(["volumes"])
     assert stop.value.code == 2
     assert list(tmp_path.iterdir()) == []
+
+
+def test_clinical_benchmark_refuses_an_output_folder_made_with_other_weights(tmp_path):
+    import bench_clinical
+
+    settings = {"model_sha256": "a" * 64, "thickness": 5.0, "register": False, "planes": 2, "fit_subjects": 2}
+    bench_clinical.check_cached_settings(tmp_path / "out", settings)  # a new folder: recorded
+    bench_clinical.check_cached_settings(tmp_path / "out", settings)  # the same settings: reused
+    for changed in ({"model_sha256": "b" * 64}, {"thickness": 3.0}):
+        with pytest.raises(SystemExit) as stop:
+            bench_clinical.check_cached_settings(tmp_path / "out", {**settings, **changed})
+        assert stop.value.code == 2
