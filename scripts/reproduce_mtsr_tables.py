@@ -137,7 +137,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train-volumes", type=int, default=8, help="training volumes used (budget)")
     parser.add_argument("--patch", type=int, default=64, help="HR training patch size")
     parser.add_argument("--patches", type=int, default=2, help="patches per slice (batch)")
-    parser.add_argument("--test-slices", type=int, default=4, help="axial slices per held-out T1/T2 volume")
+    parser.add_argument("--test-slices", type=int, default=2, help="axial slices per held-out T1/T2 volume")
     parser.add_argument(
         "--global-skip",
         default=None,
@@ -242,18 +242,24 @@ def main(argv: list[str] | None = None) -> int:
         f"CPU budget: {args.iterations} L1 iterations per model, batch {args.patches} HR patches of "
         f"{args.patch}x{args.patch}, {n_train} training volumes, global skip {args.global_skip}, "
         f"ESRGAN-23 from {'pretrained Real-ESRGAN x4plus' if args.start == 'pretrained' else 'scratch'}; "
-        f"test: {len(pairs)} held-out axial slices (T1 and T2 of {len(HELD_OUT)} subjects), "
+        f"test: {len(pairs)} held-out axial slices ({args.test_slices} of each held-out T1 and T2 volume), "
         "second-order degradation x4"
     )
     print(budget, flush=True)
     json_path = args.out_dir / "tables.json"
+    test_set = {"test_slices": args.test_slices, "seed": args.seed, "pairs": len(pairs)}
     if args.shipped_only:
-        # add the shipped weights' row to an earlier run's tables (same test pairs: same seed and slices),
-        # or start tables holding that row alone
-        empty = {"table1": {}, "table3": {}, "budget": "shipped row only"}
+        # add the shipped weights' row to an earlier run's tables, on the same test pairs only, or start
+        # tables holding that row alone
+        empty = {"table1": {}, "table3": {}, "budget": "shipped row only", "test_set": test_set}
         results = json.loads(json_path.read_text()) if json_path.exists() else empty
+        if results.get("test_set") != test_set:
+            found = results.get("test_set")
+            print(f"error: {json_path} was scored on other test slices ({found}, this call {test_set}): "
+                  "give its --test-slices and --seed, or a new --out-dir", file=sys.stderr)  # fmt: skip
+            return 2
     else:
-        results = budget_tables(args, datalist, pairs, budget)
+        results = {**budget_tables(args, datalist, pairs, budget), "test_set": test_set}
     if args.shipped or args.shipped_only:
         from mtsr_monai.inference.bundle import load_bundle_network
 

@@ -80,7 +80,8 @@ def test_evaluate_config_gives_the_former_evaluation_numbers(case, tmp_path, mon
         for j, key in enumerate(("t1", "flair")):
             head = _head((40, 36, 12), i + 10 * j, 100 + 50 * j)
             subject[key] = str(write_nifti(tmp_path / f"s{i}_{key}.nii.gz", head))
-    (tmp_path / "datalist.json").write_text(json.dumps({"test": subjects}))
+    no_target = {"subject": "s2", "t1": subjects[0]["t1"]}  # skipped (BraTS CBICA_AOO_1 has no T2)
+    (tmp_path / "datalist.json").write_text(json.dumps({"test": [*subjects, no_target]}))
     status = perceptual.LpipsStatus(True, "alex", "stand-in")
     monkeypatch.setattr(perceptual, "load_lpips", lambda **_: (_StandInLpips(), status))
 
@@ -116,7 +117,12 @@ def test_an_empty_split_is_refused_as_the_clinical_evaluation_refuses_it(tmp_pat
         run("evaluating", **_configs("mtsr_mt", "evaluate.yaml"), datalist=str(datalist), split="validation",
             output_dir=str(tmp_path / "eval"))  # fmt: skip
     assert isinstance(failed.value.__cause__, InputError)
-    assert str(failed.value.__cause__) == f"{datalist}: no held-out subject to evaluate in split validation"
+    assert (
+        str(failed.value.__cause__)
+        == f"{datalist}: no held-out subject to evaluate in split validation with t1 and flair"
+    )
     assert not (tmp_path / "eval").exists()
-    with pytest.raises(InputError, match="^no held-out subject to evaluate in the given list$"):
+    with pytest.raises(
+        InputError, match="^no held-out subject to evaluate in the given list with t1 and flair$"
+    ):
         evaluate_translation([], "t1", "flair", tmp_path / "none.pt")

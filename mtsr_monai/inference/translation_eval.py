@@ -214,13 +214,13 @@ def evaluate_translation(
     lpips_backbone: str | os.PathLike | None = None,
     device: str = "cpu",
 ) -> dict[str, Any]:
-    """The report of the MT bundle's ``configs/evaluate.yaml`` (its evaluator, with these settings) for
-    ``subjects`` (datalist records), returned instead of written: per subject ``slices_per_volume`` evenly
-    spaced axial slices with the most brain, ``samples`` seeded codes, :func:`sample_measures`, then the
-    mean over subjects. LPIPS only with real backbone weights (the ``lpips`` block says which file, or why
-    unavailable)."""
+    """The report of the MT bundle's ``configs/evaluate.yaml`` (its evaluator, with these settings) for those
+    of ``subjects`` (datalist records) that have both contrasts, returned instead of written: per subject
+    ``slices_per_volume`` evenly spaced axial slices with the most brain, ``samples`` seeded codes,
+    :func:`sample_measures`, then the mean over subjects. LPIPS only with real backbone weights (the
+    ``lpips`` block says which file, or why unavailable)."""
     overrides = {
-        "subjects": [dict(s) for s in subjects],
+        "split_subjects": [dict(s) for s in subjects],
         "source": source,
         "target": target,
         "checkpoint": str(weights),
@@ -231,7 +231,7 @@ def evaluate_translation(
         "device": device,
         "metrics_file": None,
     }
-    require_subjects(subjects, "the given list")
     parser = bundle_parser(bundle_dir(), overrides, config="configs/evaluate.yaml")
+    require_subjects(parser.get_parsed_content("subjects"), f"the given list with {source} and {target}")
     parser.get_parsed_content("evaluator").run()
     return parser.get_parsed_content("report").result
