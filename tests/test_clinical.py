@@ -420,6 +420,17 @@ def test_a_rerun_with_fewer_sequences_leaves_none_of_the_earlier_runs_outputs(tm
     assert names == ["clinical_sr.json", "flair.nii.gz", "flair_consistency.nii.gz", "notes.txt"]
 
 
+def test_an_earlier_output_given_as_an_input_of_the_next_run_is_kept(tmp_path):
+    scans = _slabs(tmp_path)
+    out = tmp_path / "out"
+    common = ["clinical-sr", "--method", "trilinear", "--output-dir", str(out)]
+    assert cli_main([*common, "--spacing", "2", "--flair", str(scans["flair"])]) in (0, None)
+    like = out / "flair.nii.gz"  # the T2 put on the grid of the FLAIR restored just before
+    assert cli_main([*common, "--like", str(like), "--t2", str(scans["t2"])]) in (0, None)
+    assert like.is_file() and (out / "t2.nii.gz").is_file()
+    assert not (out / "flair_consistency.nii.gz").exists()  # an earlier output that is no input goes
+
+
 def test_a_registration_that_ends_worse_than_its_start_on_every_voxel_keeps_the_start(subject, monkeypatch):
     import SimpleITK as sitk
 

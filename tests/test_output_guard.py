@@ -188,6 +188,32 @@ def test_void_sform_is_refused_with_the_header_named(tmp_path, phantom, capsys):
     assert "sform is all zeros" in err and "void_sform.nii.gz" in err and not out.exists()
 
 
+def test_complex_data_is_refused_rather_than_read_as_its_real_part(tmp_path, phantom, capsys):
+    import nibabel as nib
+
+    src = tmp_path / "complex.nii.gz"
+    nib.save(nib.Nifti1Image((phantom * np.exp(0.9j)).astype(np.complex64), np.eye(4)), str(src))
+    out = tmp_path / "lr.nii.gz"
+    assert main(_degrade(src, out)) == 2
+    assert "complex data: give the magnitude image" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_zero_voxel_size_without_an_sform_is_refused(tmp_path, phantom, capsys):
+    import nibabel as nib
+
+    image = nib.Nifti1Image(phantom, None)
+    image.header.set_qform(np.diag([1.0, 1.0, 2.0, 1.0]), code=1)
+    image.header.set_sform(None, code=0)
+    src = tmp_path / "pixdim0.nii"
+    nib.save(image, str(src))
+    raw = bytearray(src.read_bytes())
+    raw[80:84] = np.float32(0).tobytes()  # pixdim[1] (x): nibabel would read it as 1 mm
+    src.write_bytes(bytes(raw))
+    out = tmp_path / "lr.nii.gz"
+    assert main(_degrade(src, out)) == 2
+    assert "no valid voxel size" in capsys.readouterr().err and not out.exists()
+
+
 def _like_with_sform(path: Path, sform: np.ndarray) -> Path:
     import nibabel as nib
 
@@ -320,3 +346,14 @@ def test_a_file_system_without_locks_is_reported_as_such_not_as_another_run(tmp_
     with pytest.raises(OSError, match="No locks available") as raised:
         outputs.lock_file_exclusively(tmp_path / "x.lock")
     assert not isinstance(raised.value, BlockingIOError)
+
+
+def test_an_input_named_like_a_sample_in_a_folder_with_brackets_is_refused(tmp_path):
+    from mtsr_monai.errors import InputError
+    from mtsr_monai.io.outputs import OutputPlan, check_not_inputs
+
+    folder = tmp_path / "br[1]"  # '[1]' of the folder is no wildcard: sample_3 is one of the samples
+    plan = OutputPlan(files=[folder / "sample_*.nii.gz", folder / "mean.nii.gz"], folders=[folder])
+    with pytest.raises(InputError, match="would overwrite the input"):
+        check_not_inputs(plan, [folder / "sample_3.nii.gz"])
+    check_not_inputs(plan, [tmp_path / "br1" / "sample_3.nii.gz"])  # another folder

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -778,7 +779,8 @@ def restore_clinical(
         out_dir = Path(output_dir)
         data = {m: _to_scanner(vol, prepared, m) for m, vol in results.items()}
         # all outputs or none, and none that an earlier run here wrote (another sequence, explanations) left
-        with atomic_file_set(out_dir, stale=_previous_outputs(out_dir)) as staging:
+        stale = _previous_outputs(out_dir, [*inputs.values(), like])
+        with atomic_file_set(out_dir, stale=stale) as staging:
             report: dict[str, Any] = {}
             if measured:
                 bar.next("data consistency" + (" and intensity" if corrected else ""))
@@ -823,15 +825,21 @@ def restore_clinical(
     return written
 
 
-def _previous_outputs(out_dir: Path) -> tuple[str, ...]:
+def _previous_outputs(out_dir: Path, inputs: Sequence[Any] = ()) -> tuple[str, ...]:
     """The names of the files an earlier run wrote into ``out_dir``, as its summary lists them (only these
-    are replaced or removed: a folder may hold other files), as glob patterns matching themselves."""
+    are replaced or removed: a folder may hold other files), as glob patterns matching themselves; those that
+    are this run's ``inputs`` now (an earlier output given as ``--like`` or a sequence) are kept."""
     try:
         outputs = json.loads((out_dir / SUMMARY_NAME).read_text()).get("outputs", {})
     except (OSError, ValueError, AttributeError):
         return ()
     names = {Path(str(p)).name for p in outputs.values()} if isinstance(outputs, dict) else set()
-    return tuple(glob_escape(n) for n in sorted(names) if n != SUMMARY_NAME)
+    given = [Path(p) for p in inputs if isinstance(p, (str, os.PathLike)) and Path(p).exists()]
+
+    def is_input(name: str) -> bool:
+        return (out_dir / name).exists() and any(os.path.samefile(out_dir / name, g) for g in given)
+
+    return tuple(glob_escape(n) for n in sorted(names) if n != SUMMARY_NAME and not is_input(n))
 
 
 def _run_summary(

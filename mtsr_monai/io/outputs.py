@@ -56,6 +56,12 @@ def _resolved(path: str | os.PathLike) -> Path:
     return Path(os.path.abspath(os.path.expanduser(os.fspath(path)))).resolve()
 
 
+def _matches(src: Path, pattern: Path) -> bool:
+    """Whether ``src`` is one of the files ``pattern`` names: a wildcard only in its name (``[`` or ``*`` in
+    the folder's path are the folder's own characters)."""
+    return src.parent == pattern.parent and fnmatch.fnmatchcase(src.name, pattern.name)
+
+
 def _same_file(a: Path, b: Path) -> bool:
     if a == b:
         return True
@@ -72,7 +78,7 @@ def check_not_inputs(plan: OutputPlan, inputs: Iterable[str | os.PathLike]) -> N
     for out in plan.files:
         target = _resolved(out)
         for src in sources:
-            hit = fnmatch.fnmatch(str(src), str(target)) if _is_pattern(out) else _same_file(target, src)
+            hit = _matches(src, target) if _is_pattern(out) else _same_file(target, src)
             if hit:
                 raise InputError(f"the output would overwrite the input {src}: choose another output", out)
         if _is_pattern(out):

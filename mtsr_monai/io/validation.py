@@ -95,9 +95,12 @@ def check_nifti_header(path: str | Path) -> float:
     except Exception as err:  # noqa: BLE001 - nibabel raises many types for non-NIfTI bytes
         detail = " ".join(str(err).replace(str(path), Path(path).name).split())[:160]
         raise InputError(f"unreadable or truncated image (nibabel: {detail})", path) from err
+    if header.get_data_dtype().kind == "c":
+        raise InputError("complex data: give the magnitude image", path)
     if not isinstance(header, nib.Nifti1Header):
         return 1.0
     _check_sform(header, path)
+    _check_voxel_size(header, path)
     _warn_about_codes(header, path)
     return mm_per_unit(header)
 
@@ -115,6 +118,32 @@ def _check_sform(header: Any, path: str | Path) -> None:
         f"qform_code {int(header['qform_code'])})",
         path,
     )
+
+
+def _check_voxel_size(header: Any, path: str | Path) -> None:
+    """Without an sform in force the voxel size comes from pixdim, which must be positive and finite:
+    nibabel silently takes a zero as 1 mm, so the image would be read with the wrong shape in space."""
+    if int(header["sform_code"]) > 0:
+        return
+    pixdim = _raw_pixdim(path)
+    if pixdim is not None and not (np.all(np.isfinite(pixdim)) and np.all(pixdim > 0)):
+        raise InputError(
+            f"pixdim[1:4] is {tuple(float(v) for v in pixdim)} and no sform is in force: the header has no "
+            "valid voxel size; fix pixdim (or give an sform)",
+            path,
+        )
+
+
+def _raw_pixdim(path: str | Path) -> np.ndarray | None:
+    """pixdim[1:4] as stored in the file (nibabel's loaded header has already replaced a zero by 1)."""
+    import nibabel as nib
+
+    try:
+        with nib.openers.ImageOpener(str(path)) as f:
+            raw = nib.Nifti1Header.from_fileobj(f, check=False)
+    except Exception:  # noqa: BLE001 - a NIfTI-2 header or an odd file: left to nibabel's own checks
+        return None
+    return np.asarray(raw["pixdim"][1:4], dtype=float)
 
 
 def _warn_about_codes(header: Any, path: str | Path) -> None:

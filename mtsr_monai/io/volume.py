@@ -77,6 +77,8 @@ def _read_itk(path: Path) -> MetaTensor:
 
     image = sitk.ReadImage(str(path))
     components, size = image.GetNumberOfComponentsPerPixel(), image.GetSize()
+    if "complex" in image.GetPixelIDTypeAsString():
+        raise InputError("complex data: give the magnitude image", path)
     if components != 1:
         raise InputError(f"expected a scalar image, got {components} values a voxel (colour or vector)", path)
     if len(size) == 4 and size[3] == 1:
