@@ -269,6 +269,24 @@ def test_crop_to_mask_box_keeps_world_positions_and_k_divisible():
     assert out["t1"][0, 0, 0, 0] == image[tuple(start)]
 
 
+def test_a_k_divisible_box_larger_than_the_array_is_zero_padded_in_place():
+    from mtsr_monai.transforms.crop import CropToTemplateBoxd
+
+    affine = _affine(spacing=1.5, angle_deg=20.0)
+    image = np.random.default_rng(1).random((30, 30, 21)).astype(np.float32)
+    mask = np.zeros(image.shape, np.uint8)
+    mask[5:15, 8:20, 1:20] = 1  # z needs 32 voxels, the array has 21
+    data = {"t1": _channel_first(image, affine), "brain_mask": _channel_first(mask, affine)}
+    out = CropToTemplateBoxd("t1", margin=1, k_divisible=16)(data)
+    start = out["preprocess_params"]["crop"]["box_start"]
+    assert all(s % 16 == 0 for s in out["t1"].shape[1:]) and start[2] < 0
+    # every input voxel inside the box is where it was in space, zeros beyond the array
+    inside = out["t1"][0, :, :, -start[2] : -start[2] + 21].numpy()
+    np.testing.assert_array_equal(inside, image[start[0] : start[0] + 16, start[1] : start[1] + 16])
+    assert np.allclose(out["t1"].affine.numpy() @ [0, 0, 0, 1], affine @ [*start, 1])
+    assert float(np.abs(out["t1"][0, :, :, : -start[2]]).sum()) == 0.0
+
+
 def test_percentile_scaling_uses_mask_voxels_only():
     from mtsr_monai.transforms.scale import ScaleIntensityPercentilesInMaskd
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import MapTransform, SpatialCrop, Transform
+from monai.transforms import BorderPad, MapTransform, SpatialCrop, Transform
 from monai.transforms.utils import generate_spatial_bounding_box
 from monai.utils import convert_to_numpy
 
@@ -45,7 +45,9 @@ def mask_bounding_box(mask: np.ndarray, margin: int = 0, k_divisible: int = 1) -
     (a 4D ``(C, X, Y, Z)`` mask: of any channel's); an empty mask raises :class:`ValueError`.
 
     The box grows by ``margin`` voxels per side, then symmetrically until each size is a multiple of
-    ``k_divisible`` (networks with pooling need that), staying inside the array where possible.
+    ``k_divisible`` (networks with pooling need that), staying inside the array where possible; where the
+    array itself is too small, the box reaches past both its ends (``start < 0``, ``end > size``) and
+    :meth:`CropToMaskBox.crop` zero-pads there.
     """
     mask = np.asarray(mask) > 0
     if mask.ndim == 4:
@@ -56,16 +58,14 @@ def mask_bounding_box(mask: np.ndarray, margin: int = 0, k_divisible: int = 1) -
     box_start, box_end = generate_spatial_bounding_box(mask[None], margin=margin, allow_smaller=False)
     start, end = [], []
     for lo, hi, size in zip(box_start, box_end, mask.shape, strict=True):
-        lo, hi = int(lo), int(hi)
-        extra = (-(hi - lo)) % max(1, k_divisible)
-        lo, hi = lo - extra // 2, hi + extra - extra // 2
-        # shift back inside the array rather than shrink (the size stays a multiple of k)
-        if lo < 0:
-            lo, hi = 0, hi - lo
-        if hi > size:
-            lo, hi = max(0, lo - (hi - size)), size
+        extra = (-(int(hi) - int(lo))) % max(1, k_divisible)
+        length = int(hi) - int(lo) + extra
+        if length > size:  # more than the array: centred on it, zero-padded by crop()
+            lo = -((length - size) // 2)
+        else:  # shifted back inside the array rather than shrunk (the size stays a multiple of k)
+            lo = min(max(int(lo) - extra // 2, 0), size - length)
         start.append(lo)
-        end.append(hi)
+        end.append(lo + length)
     return start, end
 
 
@@ -88,7 +88,14 @@ class CropToMaskBox(Transform):
         """``img`` cropped to the box from ``start`` to ``end`` (exclusive), its affine updated and the box
         recorded in its meta (a MetaTensor: unless MONAI's meta tracking is off)."""
         before = [int(s) for s in img.shape[-3:]]
-        out = SpatialCrop(roi_start=start, roi_end=end)(img)
+        inside_start = [max(int(s), 0) for s in start]
+        inside_end = [min(int(e), n) for e, n in zip(end, before, strict=True)]
+        out = SpatialCrop(roi_start=inside_start, roi_end=inside_end)(img)
+        pads = [
+            (i - int(s), int(e) - j) for s, e, i, j in zip(start, end, inside_start, inside_end, strict=True)
+        ]
+        if any(a or b for a, b in pads):  # a box larger than the array (k_divisible): zeros beyond it
+            out = BorderPad(spatial_border=[n for pair in pads for n in pair])(out)
         if isinstance(out, MetaTensor):
             box = {
                 "box_start": [int(s) for s in start],
