@@ -1,7 +1,7 @@
 """One subject split of the shared data (``../shared/data``) for every training and benchmark script.
 
 - ``HELD_OUT``: final reports only (benchmarks' ``--heldout``, Table 2); never trained on, never used for a
-  choice. Three of them have T2 (for T1 <-> T2), four have FLAIR.
+  choice. Three of them have T2 (for T1 <-> T2), all five have FLAIR.
 - ``VALIDATION``: every choice (recipe, checkpoint, stopping) is made on these.
 - everything else with the needed contrasts: training.
 """

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {}
     for modality in sorted({r["modality"].lower() for r in rows}) + ["all"]:
         values = [x for r in rows if modality in ("all", r["modality"].lower()) for x in r["ratios"]]
-        deciles = statistics.quantiles(values, n=10) if len(values) > 1 else values * 9
+        deciles = statistics.quantiles(values, n=10, method="inclusive") if len(values) > 1 else values * 9
         summary[modality] = {
             "n": len(values),
             "mean": statistics.fmean(values),

@@ -535,6 +535,31 @@ def test_datalist_brain_masks_are_not_preprocessed_as_images(tmp_path):
     assert any("brain_mask, brain_mask_t1 not used" in str(w.message) for w in caught)
 
 
+def test_a_listed_file_of_another_format_is_refused_and_notes_are_ignored(tmp_path):
+    from mtsr_monai.data.preprocess import read_datalist
+    from mtsr_monai.errors import InputError
+
+    item = {"subject": "s", "t1": "t1.nii.gz", "field": "1.5T", "site": "Guys", "t2": "sub/s_t2.mgz"}
+    (tmp_path / "d.json").write_text(json.dumps({"training": [item]}))
+    with pytest.raises(InputError, match=r"training\[0\] t2: sub/s_t2.mgz is not a supported image file"):
+        read_datalist(tmp_path / "d.json")
+    del item["t2"]
+    (tmp_path / "d.json").write_text(json.dumps({"training": [item]}))
+    assert sorted(read_datalist(tmp_path / "d.json")[0]) == ["split", "subject", "t1"]
+
+
+def test_a_registration_failure_names_the_subject_and_its_scan(tmp_path, capsys):
+    from mtsr_monai.cli import main
+
+    blob = np.exp(-np.sum(np.square(np.mgrid[-12:12, -12:12, -12:12] / 6.0), axis=0)).astype(np.float32)
+    scan = write_nifti(tmp_path / "micro.nii.gz", 100 * blob + 1, np.diag([0.1, 0.1, 0.1, 1.0]))
+    (tmp_path / "d.json").write_text(json.dumps({"training": [{"subject": "a", "t1": str(scan)}]}))
+    assert main(["preprocess", "--datalist", str(tmp_path / "d.json"), "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"{scan}: subject a (t1), registration: registration failed" in err
+    assert not (tmp_path / "o" / "a").exists()
+
+
 def test_a_bad_scan_anywhere_in_the_cohort_is_refused_before_any_subject_is_written(tmp_path, capsys):
     from mtsr_monai.cli import main
 

@@ -251,6 +251,20 @@ def test_qc_command_refuses_mask_on_another_grid_with_exit_2(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_qc_command_reads_any_non_zero_mask_value_as_brain(tmp_path):
+    from mtsr_monai.cli import main
+
+    img, labels = _tissue_phantom()
+    src = write_nifti(tmp_path / "t1.nii.gz", img)
+    results = []
+    for name, value in (("positive", 1), ("negative", -1)):
+        mask = write_nifti(tmp_path / f"{name}.nii.gz", ((labels > 0) * value).astype(np.int8))
+        out = tmp_path / f"{name}.json"
+        assert main(["qc", "--input", str(src), "--mask", str(mask), "--json", str(out)]) == 0
+        results.append(json.loads(out.read_text()))
+    assert results[0] == results[1]
+
+
 def test_iqm_metric_accumulates_absolute_differences_to_the_reference():
     import torch
 

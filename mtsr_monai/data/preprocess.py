@@ -16,7 +16,7 @@ import platform
 import re
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,8 @@ LABEL_KEYS = ("label", "seg")
 #: datalist keys of brain masks (``brain_mask``, IXI's ``brain_mask_t1`` ...): not inputs of preprocessing
 MASK_KEY_PREFIX = "brain_mask"
 _IMAGE_SUFFIX = re.compile(r"\.(nii(\.gz)?|nrrd|nhdr|mha|mhd)$", re.IGNORECASE)
+#: a value that names a file (a folder part or a letter extension), not a note such as "1.5T" or "Guys"
+_FILE_LIKE = re.compile(r"[/\\]|\.[A-Za-z][A-Za-z0-9]*$")
 
 
 @dataclass
@@ -109,6 +111,8 @@ def read_datalist(path: str | os.PathLike) -> list[dict[str, Any]]:
                 elif isinstance(value, str) and _IMAGE_SUFFIX.search(value):
                     p = Path(value)
                     entry[key] = str(p if p.is_absolute() else base / p)
+                elif isinstance(value, str) and _FILE_LIKE.search(value):  # e.g. .mgz: no silent drop
+                    raise InputError(f"{split}[{n}] {key}: {value} is not a supported image file", path)
             images = [k for k in entry if k not in ("split", "subject")]
             if not images:
                 raise InputError(f"{split}[{n}] has no image path", path)
@@ -334,6 +338,30 @@ def _write_outputs(
     return outputs
 
 
+def _run_stages(
+    data: dict[str, Any],
+    stages: Sequence[tuple[str, Callable[[Any], Any]]],
+    on_stage: Callable[[str], None],
+    timings: dict[str, float],
+    subject: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The stages in order, each timed; a refusal that names no file (a failed registration) is given the
+    subject's name and first scan, so that in a cohort it says whose it is."""
+    for name, stage in stages:
+        on_stage(name)
+        t0 = time.perf_counter()
+        try:
+            data = stage(data)
+        except InputError as err:
+            if err.path is not None:
+                raise
+            scans = [k for k in subject if k not in ("subject", "split") and k not in LABEL_KEYS]
+            where = f"subject {subject['subject']} ({', '.join(scans)}), {name}"
+            raise InputError(f"{where}: {err}", subject[scans[0]]) from err
+        timings[name] = round(time.perf_counter() - t0, 3)
+    return data
+
+
 def preprocess_subject(
     subject: dict[str, Any],
     output_dir: str | os.PathLike,
@@ -357,11 +385,7 @@ def preprocess_subject(
     t0 = time.perf_counter()
     data = _load_inputs(inputs, label_keys)
     timings["load"] = round(time.perf_counter() - t0, 3)
-    for name, stage in build_stages(config, image_keys, label_keys):
-        on_stage(name)
-        t0 = time.perf_counter()
-        data = stage(data)
-        timings[name] = round(time.perf_counter() - t0, 3)
+    data = _run_stages(data, build_stages(config, image_keys, label_keys), on_stage, timings, subject)
     on_stage("write")
     t0 = time.perf_counter()
     # the sidecar goes first: a run stopped between the outputs must not leave the old one vouching for them

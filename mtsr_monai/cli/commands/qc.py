@@ -71,7 +71,7 @@ def _read(args: argparse.Namespace):
     if args.mask is not None:
         m = load_volume(args.mask, validate=False)
         shapes.append(m.shape), affines.append(np.asarray(m.affine)), paths.append(args.mask)
-        brain = m.numpy() > 0
+        brain = m.numpy() != 0  # any non-zero value is brain, as the help says
     if args.tissues is not None:
         t = load_volume(args.tissues, validate=False)
         shapes.append(t.shape), affines.append(np.asarray(t.affine)), paths.append(args.tissues)
