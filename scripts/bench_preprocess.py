@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import sys
 import tempfile
@@ -21,6 +22,20 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MTSR_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def case_files(case: Path) -> dict[str, Path]:
+    """The case's T1, T2 and FLAIR (the ones it has, at least a T1), named as BraTS 2018 (``*_t1.nii.gz``),
+    the BraTS T1/FLAIR set (``T1.nii.gz``) or the TCGA cases (``t1.nii.gz``): exit 2 without a T1."""
+    found = {}
+    for m in ("t1", "t2", "flair"):
+        names = sorted(p for p in case.glob("*.nii.gz") if re.fullmatch(rf"(.*_)?{m}\.nii\.gz", p.name, re.I))
+        if names:
+            found[m] = names[0]
+    if "t1" not in found:
+        print(f"bench_preprocess: error: {case}: no T1 (*_t1, T1 or t1 .nii.gz)", file=sys.stderr)
+        sys.exit(2)
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     case = args.case or sorted((SHARED / "brats2018_tcia").iterdir())[0]
-    files = {m: next(case.glob(f"*_{m}.nii.gz")) for m in ("t1", "t2", "flair")}
+    files = case_files(case)
     import SimpleITK as sitk
 
     from mtsr_monai.data.preprocess import PreprocessConfig, preprocess_subject
@@ -57,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "case": str(case),
         "modalities": list(files),
-        "input_shape": [240, 240, 155],
+        "input_shape": list(sitk.ReadImage(str(files["t1"])).GetSize()),
         "registration": args.registration,
         "config": config.to_json(),
         "runs": runs,

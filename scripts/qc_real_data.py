@@ -1,9 +1,10 @@
 """Demo of `mtsr evaluate-clinical` on real BraTS FLAIR scans (run from the repository root).
 
 Builds, under /tmp/mtsr/qc/demo, a reference folder (the real 1 mm FLAIR of N cases), a "trilinear"
-baseline (thick-slice degradation: 5 mm Gaussian slice profile along z, every 5th slice kept, trilinear
-back to the 1 mm grid) and a stand-in "sharpened" method (the baseline with an unsharp mask: it only
-exercises the report, it is not a model), then runs the report. The shared data are read in place.
+baseline (the package's thick-slice model: 5 mm contiguous slices, Gaussian profile, along array x (BraTS z
+is no 1 mm reference), trilinear back to the 1 mm grid in physical space) and a stand-in "sharpened" method
+(the baseline with an unsharp mask along x: it only exercises the report, it is not a model), then runs the
+report. The shared data are read in place.
 
     .venv/bin/python scripts/qc_real_data.py [--cases 3] [--out /tmp/mtsr/qc/demo]
 """
@@ -19,22 +20,26 @@ import numpy as np
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "brats2018_tcia"
 
 
-def degrade(vol: np.ndarray, factor: int = 5) -> np.ndarray:
-    """Thick-slice acquisition along z (Gaussian slice profile, FWHM = factor) then trilinear back."""
-    from scipy import ndimage
+def degrade(vol: np.ndarray, affine: np.ndarray, thickness: float = 5.0) -> np.ndarray:
+    """The package's thick-slice acquisition (``mtsr degrade --mode thick-slice``: Gaussian profile of FWHM
+    = thickness, contiguous slices) along array x, then trilinear back onto the 1 mm grid in physical space.
+    Along x, not z: BraTS z was itself interpolated from thick slices, so it is no 1 mm reference."""
+    import SimpleITK as sitk
 
-    sigma = factor / (2 * np.sqrt(2 * np.log(2)))
-    thick = ndimage.gaussian_filter1d(vol.astype(np.float32), sigma, axis=2)[:, :, ::factor]
-    zoom = vol.shape[2] / thick.shape[2]
-    up = ndimage.zoom(thick, (1, 1, zoom), order=1, grid_mode=True, mode="grid-constant")
-    up = up[:, :, : vol.shape[2]]
-    return np.where(vol > 0, np.clip(up, 0, None), 0).astype(np.float32)
+    from mtsr_monai.io.sitk_geometry import array_to_sitk
+    from mtsr_monai.transforms.degradation import degrade_volume_thick_slice
+    from mtsr_monai.transforms.sitk_utils import resample
+
+    thick, thick_affine = degrade_volume_thick_slice(vol, affine, thickness, axis=0)
+    grid = array_to_sitk(vol.astype(np.float32), affine)
+    up = sitk.GetArrayFromImage(resample(array_to_sitk(thick, thick_affine), grid, float32=True))
+    return np.where(vol > 0, np.clip(up.transpose(2, 1, 0), 0, None), 0).astype(np.float32)
 
 
 def sharpen(vol: np.ndarray, amount: float = 0.6) -> np.ndarray:
     from scipy import ndimage
 
-    out = vol + amount * (vol - ndimage.gaussian_filter(vol, (0.0, 0.0, 1.5)))
+    out = vol + amount * (vol - ndimage.gaussian_filter(vol, (1.5, 0.0, 0.0)))
     return np.where(vol > 0, np.clip(out, 0, None), 0).astype(np.float32)
 
 
@@ -51,7 +56,7 @@ def main() -> int:
         src = case / f"{case.name}_flair.nii.gz"
         img = nib.load(str(src))
         vol = np.asarray(img.dataobj, np.float32)
-        base = degrade(vol)
+        base = degrade(vol, img.affine)
         for folder, data in (("reference", vol), ("trilinear", base), ("sharpened", sharpen(base))):
             out = args.out / folder / case.name / "flair.nii.gz"
             out.parent.mkdir(parents=True, exist_ok=True)
