@@ -255,8 +255,13 @@ def main(argv: list[str] | None = None) -> int:
         results = json.loads(json_path.read_text()) if json_path.exists() else empty
         if results.get("test_set") != test_set:
             found = results.get("test_set")
-            print(f"error: {json_path} was scored on other test slices ({found}, this call {test_set}): "
-                  "give its --test-slices and --seed, or a new --out-dir", file=sys.stderr)  # fmt: skip
+            why = (
+                f"was scored on other test slices ({found}, this call {test_set}): give its --test-slices "
+                "and --seed, or a new --out-dir"
+                if found
+                else "does not record its test slices (written before session 48): give a new --out-dir"
+            )
+            print(f"error: {json_path} {why}", file=sys.stderr)
             return 2
     else:
         results = {**budget_tables(args, datalist, pairs, budget), "test_set": test_set}

@@ -214,6 +214,24 @@ def test_a_zero_voxel_size_without_an_sform_is_refused(tmp_path, phantom, capsys
     assert "no valid voxel size" in capsys.readouterr().err and not out.exists()
 
 
+def test_nifti2_and_negative_voxel_sizes_without_an_sform_still_load(tmp_path, phantom):
+    import nibabel as nib
+
+    from mtsr_monai.io import load_volume
+
+    affine = np.diag([1.2, 1.2, 3.0, 1.0])
+    for kind in (nib.Nifti1Image, nib.Nifti2Image):
+        image = kind(phantom, None)
+        image.header.set_qform(affine, code=1)
+        image.header.set_sform(None, code=0)
+        nib.save(image, str(tmp_path / "q.nii"))
+        if kind is nib.Nifti1Image:  # pixdim[1] stored as -1.2: nibabel reads its magnitude
+            raw = bytearray((tmp_path / "q.nii").read_bytes())
+            raw[80:84] = np.float32(-1.2).tobytes()
+            (tmp_path / "q.nii").write_bytes(bytes(raw))
+        np.testing.assert_allclose(np.abs(np.diag(load_volume(tmp_path / "q.nii").affine)), np.diag(affine))
+
+
 def _like_with_sform(path: Path, sform: np.ndarray) -> Path:
     import nibabel as nib
 

@@ -287,6 +287,15 @@ def test_a_k_divisible_box_larger_than_the_array_is_zero_padded_in_place():
     assert float(np.abs(out["t1"][0, :, :, : -start[2]]).sum()) == 0.0
 
 
+def test_a_mask_filling_the_array_crops_nothing_whatever_the_margin():
+    from mtsr_monai.transforms.crop import mask_bounding_box
+
+    full = np.ones((10, 12, 189), np.uint8)
+    assert mask_bounding_box(full, margin=2) == ([0, 0, 0], [10, 12, 189])
+    start, end = mask_bounding_box(full, margin=2, k_divisible=32)  # the least multiple of 32 over each axis
+    assert [e - s for s, e in zip(start, end, strict=True)] == [32, 32, 192] and start == [-11, -10, -1]
+
+
 def test_percentile_scaling_uses_mask_voxels_only():
     from mtsr_monai.transforms.scale import ScaleIntensityPercentilesInMaskd
 
@@ -539,7 +548,8 @@ def test_a_listed_file_of_another_format_is_refused_and_notes_are_ignored(tmp_pa
     from mtsr_monai.data.preprocess import read_datalist
     from mtsr_monai.errors import InputError
 
-    item = {"subject": "s", "t1": "t1.nii.gz", "field": "1.5T", "site": "Guys", "t2": "sub/s_t2.mgz"}
+    notes = {"field": "1.5T", "site": "St.Thomas", "date": "2019/03/01", "protocol": "T1/MPRAGE"}
+    item = {"subject": "s", "t1": "t1.nii.gz", **notes, "t2": "sub/s_t2.mgz"}
     (tmp_path / "d.json").write_text(json.dumps({"training": [item]}))
     with pytest.raises(InputError, match=r"training\[0\] t2: sub/s_t2.mgz is not a supported image file"):
         read_datalist(tmp_path / "d.json")

@@ -34,8 +34,9 @@ LABEL_KEYS = ("label", "seg")
 #: datalist keys of brain masks (``brain_mask``, IXI's ``brain_mask_t1`` ...): not inputs of preprocessing
 MASK_KEY_PREFIX = "brain_mask"
 _IMAGE_SUFFIX = re.compile(r"\.(nii(\.gz)?|nrrd|nhdr|mha|mhd)$", re.IGNORECASE)
-#: a value that names a file (a folder part or a letter extension), not a note such as "1.5T" or "Guys"
-_FILE_LIKE = re.compile(r"[/\\]|\.[A-Za-z][A-Za-z0-9]*$")
+#: an image file of a format not read here (FreeSurfer, Analyze, DICOM, MINC, PAR/REC, arrays) or a renamed
+#: NIfTI (``.nii.gz.bak``): refused rather than dropped; other strings are notes (a date, a site, a URL)
+_OTHER_IMAGE = re.compile(r"\.(mgz|mgh|img|hdr|dcm|ima|mnc|par|rec|npy|npz)$|\.nii(\.gz)?\.[^/\\]+$", re.I)
 
 
 @dataclass
@@ -111,7 +112,7 @@ def read_datalist(path: str | os.PathLike) -> list[dict[str, Any]]:
                 elif isinstance(value, str) and _IMAGE_SUFFIX.search(value):
                     p = Path(value)
                     entry[key] = str(p if p.is_absolute() else base / p)
-                elif isinstance(value, str) and _FILE_LIKE.search(value):  # e.g. .mgz: no silent drop
+                elif isinstance(value, str) and (_OTHER_IMAGE.search(value) or (base / value).is_file()):
                     raise InputError(f"{split}[{n}] {key}: {value} is not a supported image file", path)
             images = [k for k in entry if k not in ("split", "subject")]
             if not images:

@@ -121,12 +121,12 @@ def _check_sform(header: Any, path: str | Path) -> None:
 
 
 def _check_voxel_size(header: Any, path: str | Path) -> None:
-    """Without an sform in force the voxel size comes from pixdim, which must be positive and finite:
+    """Without an sform in force the voxel size comes from pixdim, which must be non-zero and finite:
     nibabel silently takes a zero as 1 mm, so the image would be read with the wrong shape in space."""
     if int(header["sform_code"]) > 0:
         return
-    pixdim = _raw_pixdim(path)
-    if pixdim is not None and not (np.all(np.isfinite(pixdim)) and np.all(pixdim > 0)):
+    pixdim = _raw_pixdim(path, type(header))
+    if pixdim is not None and not (np.all(np.isfinite(pixdim)) and np.all(pixdim != 0)):
         raise InputError(
             f"pixdim[1:4] is {tuple(float(v) for v in pixdim)} and no sform is in force: the header has no "
             "valid voxel size; fix pixdim (or give an sform)",
@@ -134,16 +134,19 @@ def _check_voxel_size(header: Any, path: str | Path) -> None:
         )
 
 
-def _raw_pixdim(path: str | Path) -> np.ndarray | None:
-    """pixdim[1:4] as stored in the file (nibabel's loaded header has already replaced a zero by 1)."""
+def _raw_pixdim(path: str | Path, kind: type) -> np.ndarray | None:
+    """The spatial pixdim as stored in the file, one per spatial dimension the image has (at most 3), read
+    with the header class ``kind`` (NIfTI-1 or -2): nibabel's loaded header has already replaced a zero by 1.
+    A negative value is taken as its magnitude by nibabel, as here."""
     import nibabel as nib
 
     try:
         with nib.openers.ImageOpener(str(path)) as f:
-            raw = nib.Nifti1Header.from_fileobj(f, check=False)
-    except Exception:  # noqa: BLE001 - a NIfTI-2 header or an odd file: left to nibabel's own checks
+            raw = kind.from_fileobj(f, check=False)
+    except Exception:  # noqa: BLE001 - an odd file: left to nibabel's own checks
         return None
-    return np.asarray(raw["pixdim"][1:4], dtype=float)
+    spatial = min(max(int(raw["dim"][0]), 1), 3)  # a 2D image is refused as 2D, not for its third size
+    return np.asarray(raw["pixdim"][1 : 1 + spatial], dtype=float)
 
 
 def _warn_about_codes(header: Any, path: str | Path) -> None:

@@ -60,7 +60,8 @@ def mask_bounding_box(mask: np.ndarray, margin: int = 0, k_divisible: int = 1) -
     for lo, hi, size in zip(box_start, box_end, mask.shape, strict=True):
         extra = (-(int(hi) - int(lo))) % max(1, k_divisible)
         length = int(hi) - int(lo) + extra
-        if length > size:  # more than the array: centred on it, zero-padded by crop()
+        if length > size:  # more than the array: the least multiple of k over it, centred, padded by crop()
+            length = -(-size // max(1, k_divisible)) * max(1, k_divisible)
             lo = -((length - size) // 2)
         else:  # shifted back inside the array rather than shrunk (the size stays a multiple of k)
             lo = min(max(int(lo) - extra // 2, 0), size - length)
