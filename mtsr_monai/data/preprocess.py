@@ -112,7 +112,7 @@ def read_datalist(path: str | os.PathLike) -> list[dict[str, Any]]:
                 elif isinstance(value, str) and _IMAGE_SUFFIX.search(value):
                     p = Path(value)
                     entry[key] = str(p if p.is_absolute() else base / p)
-                elif isinstance(value, str) and (_OTHER_IMAGE.search(value) or (base / value).is_file()):
+                elif isinstance(value, str) and _OTHER_IMAGE.search(value):  # a JSON sidecar is no image
                     raise InputError(f"{split}[{n}] {key}: {value} is not a supported image file", path)
             images = [k for k in entry if k not in ("split", "subject")]
             if not images:
