@@ -302,6 +302,20 @@ def test_a_baseline_rerun_leaves_no_sample_std_or_codes_of_the_earlier_run(
     assert sorted(p.name for p in out.iterdir()) == ["mean.nii.gz"]
 
 
+@pytest.mark.parametrize("method", ["bicyclegan", "identity"])
+def test_a_mask_kept_by_an_earlier_run_can_be_given_to_the_next_one(
+    tiny_weights, phantom, phantom_file, tmp_path, method
+):
+    out = tmp_path / "out"
+    out.mkdir()
+    mask = write_nifti(
+        out / "brain_mask.nii.gz", (phantom > 0.3).astype(np.uint8), np.diag([1.0, 1.0, 2.0, 1.0])
+    )
+    kept = mask.read_bytes()
+    assert _translate(phantom_file, tiny_weights, out, "--method", method, "--mask", str(mask)) == 0
+    assert mask.read_bytes() == kept and (out / "mean.nii.gz").is_file()
+
+
 def test_an_interrupted_write_leaves_the_earlier_outputs_whole(
     tiny_weights, phantom_file, tmp_path, monkeypatch
 ):

@@ -153,6 +153,19 @@ def resolve_brain_mask(
     return MaskChoice(str(path), auto.note, estimated=True)
 
 
+def stale_auto_mask(output_dir: str | os.PathLike, mask: Any) -> tuple[str, ...]:
+    """The estimated mask an earlier run kept in ``output_dir``, to remove with that run's other outputs;
+    nothing when this run's ``mask`` (a path, or a loaded mask whose meta names its file) is that file."""
+    own = Path(output_dir) / AUTO_MASK_NAME
+    if hasattr(mask, "meta"):
+        mask = mask.meta.get("filename_or_obj")
+    try:
+        given = mask is not None and str(mask) != AUTO and os.path.samefile(str(mask), own)
+    except OSError:  # either is missing: not the same file
+        given = False
+    return () if given else (AUTO_MASK_NAME,)
+
+
 @contextmanager
 def brain_mask_for(
     input_path: str | os.PathLike,

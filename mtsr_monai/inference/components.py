@@ -35,7 +35,13 @@ from monai.inferers import Inferer
 from monai.transforms import MapTransform, MaskIntensityd
 
 from mtsr_monai.errors import InputError
-from mtsr_monai.inference.brain_mask import AUTO, AUTO_MASK_NAME, auto_brain_mask, check_brain_mask
+from mtsr_monai.inference.brain_mask import (
+    AUTO,
+    AUTO_MASK_NAME,
+    auto_brain_mask,
+    check_brain_mask,
+    stale_auto_mask,
+)
 from mtsr_monai.inference.bundle import as_flag
 from mtsr_monai.inference.clinical import (
     consistency_step,
@@ -220,7 +226,8 @@ class SaveTranslationsd(VolumeWriterd):
             codes = json.loads(pred.meta.get(CODES_KEY, '{"seed": null, "codes": null}'))
             keep_mask = d.get(MASK_SOURCE_KEY) == AUTO  # estimated here: kept so that it can be checked
             # all of them or none, and no sample or mask of an earlier run left beside them
-            with atomic_file_set(out, stale=("sample_*.nii.gz", AUTO_MASK_NAME)) as staging:
+            stale = ("sample_*.nii.gz", *stale_auto_mask(out, d.get(self.mask_key)))
+            with atomic_file_set(out, stale=stale) as staging:
                 for name, volume in volumes.items():
                     save_volume(volume, staging / name, affine, space=space)
                 if keep_mask:

@@ -21,7 +21,7 @@ import torch
 
 from mtsr_monai.data.demo import make_demo_subject
 from mtsr_monai.errors import InputError
-from mtsr_monai.inference.brain_mask import AUTO_MASK_NAME, brain_mask_for, check_brain_mask
+from mtsr_monai.inference.brain_mask import brain_mask_for, check_brain_mask, stale_auto_mask
 from mtsr_monai.inference.bundle import bundles_root, load_bundle_network, weights_path
 from mtsr_monai.inference.super_resolve import super_resolve_volume
 from mtsr_monai.io import (
@@ -155,16 +155,17 @@ def _montage_panels(
 
 
 def _write_outputs(
-    out: Path, arrays: dict[str, Any], panels: list, title: str, point: Sequence[float]
+    out: Path, arrays: dict[str, Any], panels: list, title: str, point: Sequence[float], mask: Any = None
 ) -> dict[str, Any]:
     """``sr``, ``sample_i``, ``mean``, ``std`` NIfTIs (SR grid) and the montage into ``out``, all or none
-    (an earlier run's extra samples and mask removed); their paths."""
+    (an earlier run's extra samples and mask removed, unless that mask is this run's ``mask``); the paths."""
 
     affine = arrays["affine"]
     volumes = {"sr": arrays["sr"], **{f"sample_{i}": v for i, v in enumerate(arrays["samples"])}}
     volumes.update(mean=arrays["mean"], std=arrays["std"])
     # summary.json holds the codes: a codes.json of an earlier `mtsr translate` there would mislead
-    with atomic_file_set(out, stale=("sample_*.nii.gz", AUTO_MASK_NAME, "codes.json")) as staging:
+    stale = ("sample_*.nii.gz", "codes.json", *stale_auto_mask(out, mask))
+    with atomic_file_set(out, stale=stale) as staging:
         for name, volume in volumes.items():
             save_volume(volume, staging / f"{name}.nii.gz", affine, space=arrays["space"])
         save_montage(panels, staging / "montage.png", title, point)
@@ -227,7 +228,8 @@ def run_pipeline(
         }  # fmt: skip
         on_stage("write volumes, montage")
         out, (panels, point) = Path(output_dir), _montage_panels(lr, lr_affine, arrays, source, target)
-        written = _write_outputs(out, arrays, panels, f"{source} LR -> SR x{scale} -> {target}", point)
+        title = f"{source} LR -> SR x{scale} -> {target}"
+        written = _write_outputs(out, arrays, panels, title, point, mask_path)
     if mask.estimated:  # kept beside the outputs once they are written
         written["brain_mask"] = mask.path
     summary.update(mask=mask.path, mask_note=mask.note, mask_failed=mask.failed)

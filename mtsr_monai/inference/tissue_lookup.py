@@ -30,7 +30,7 @@ import torch
 
 from mtsr_monai.data.datalist import check_translation_pair
 from mtsr_monai.errors import InputError
-from mtsr_monai.inference.brain_mask import AUTO_MASK_NAME, brain_mask_for, check_brain_mask
+from mtsr_monai.inference.brain_mask import brain_mask_for, check_brain_mask, stale_auto_mask
 from mtsr_monai.inference.bundle import verify_file, weights_path
 from mtsr_monai.io import atomic_file_set, load_volume, nifti_space, save_volume
 from mtsr_monai.metrics.segmentation import LABELS, segment_tissues
@@ -167,10 +167,7 @@ def baseline_translate_file(
             else tissue_lookup_translate(volume, source, intensities)
         )
         # mean alone, and no sample, std, codes or other brain's mask of an earlier run left beside it
-        stale = ["sample_*.nii.gz", "std.nii.gz", "codes.json"]
-        own_mask = (Path(output_dir) / AUTO_MASK_NAME).resolve()
-        if choice.path is None or Path(choice.path).resolve() != own_mask:
-            stale.append(AUTO_MASK_NAME)
+        stale = ["sample_*.nii.gz", "std.nii.gz", "codes.json", *stale_auto_mask(output_dir, choice.path)]
         with atomic_file_set(output_dir, stale) as staging:
             save_volume(out, staging / "mean.nii.gz", np.asarray(image.affine), space=nifti_space(image))
         path = Path(output_dir) / "mean.nii.gz"

@@ -44,10 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def outputs(args: argparse.Namespace) -> OutputPlan:
-    from mtsr_monai.cli.commands.translate import translation_outputs
+    from mtsr_monai.cli.commands.translate import mask_output, translation_outputs
 
     return translation_outputs(
-        args.output_dir, ("sr.nii.gz", "montage.png", "summary.json", "brain_mask.nii.gz")
+        args.output_dir, ("sr.nii.gz", "montage.png", "summary.json", *mask_output(args))
     )
 
 

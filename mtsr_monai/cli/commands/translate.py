@@ -106,8 +106,14 @@ def translation_outputs(out: Path, extra: tuple[str, ...] = ()) -> OutputPlan:
     return folder_outputs(out, ("sample_*.nii.gz", "mean.nii.gz", "std.nii.gz", *extra))
 
 
+def mask_output(args: argparse.Namespace) -> tuple[str, ...]:
+    """The estimated mask's name, an output only with ``--mask auto`` (a mask of an earlier run given as
+    ``--mask OUT/brain_mask.nii.gz`` is an input, kept)."""
+    return ("brain_mask.nii.gz",) if str(args.mask) == MASK_AUTO else ()
+
+
 def outputs(args: argparse.Namespace) -> OutputPlan:
-    return translation_outputs(args.output_dir, ("codes.json", "brain_mask.nii.gz"))
+    return translation_outputs(args.output_dir, ("codes.json", *mask_output(args)))
 
 
 def read_codes(path: Path | None) -> CodesFromFile | None:
