@@ -555,6 +555,8 @@ def export_clinical(run_dir: Path, dest: Path) -> dict:
     best = run_dir / "model_best.pt"
     if not best.is_file():
         raise FileNotFoundError(f"{best}: no validated clinical weights")
+    from mtsr_monai.inference.clinical import generator_state  # lazy: the arguments are read first
+
     shipped = torch.load(REPO / START_WEIGHTS["clinical"], map_location="cpu", weights_only=True)
     ckpt_path = latest_checkpoint(run_dir)
     critic, iterations = shipped.get("critic"), 0
@@ -563,7 +565,7 @@ def export_clinical(run_dir: Path, dest: Path) -> dict:
         critic, iterations = _fp16(ckpt["discriminator"]), int(ckpt["trainer"]["iteration"])
     out = {k: v for k, v in shipped.items() if k not in ("model", "critic")}
     out.update(
-        model=_fp16(torch.load(best, map_location="cpu", weights_only=True)),
+        model=_fp16(generator_state(best)),
         critic=critic,
         iterations=int(shipped.get("iterations", 0)) + iterations,
     )

@@ -72,6 +72,7 @@ def export(args: argparse.Namespace) -> None:
     from mtsr_monai.engines.handlers import latest_checkpoint
     from mtsr_monai.errors import InputError
     from mtsr_monai.inference.bundle import declare_weights, load_weights_into, parse_overrides, sha256
+    from mtsr_monai.inference.clinical import generator_state
     from mtsr_monai.io import atomic_output
 
     run_dir = Path(args.run_dir)
@@ -100,7 +101,7 @@ def export(args: argparse.Namespace) -> None:
         "filters": int(cfg["critic_filters"]),
         "dropout": float(cfg["critic_dropout"]),
     }
-    generator = torch.load(best, map_location="cpu", weights_only=True)
+    generator = generator_state(best)
     load_weights_into(cfg.get_parsed_content("network_def", instantiate=True), generator, best)
     state = torch.load(last, map_location="cpu", weights_only=True)
     ckpt = {

@@ -130,14 +130,19 @@ def test_clinical_train_keeps_the_best_validated_weights(tmp_path):
 
     overrides = _train_overrides("clinical_sr", tmp_path)
     run("training", **_configs("clinical_sr", "train.yaml"), **overrides, **CLINICAL_BUDGET)
-    assert (tmp_path / "run" / "model_best.pt").is_file()
+    from mtsr_monai.inference.clinical import load_clinical_model
+
+    best = load_clinical_model(tmp_path / "run" / "model_best.pt")  # as inference.yaml reads --checkpoint
+    assert best["modalities"] == ["flair", "t1", "t2"] and "psnr" in str(best["validation"])
 
 
 @pytest.mark.slow
 def test_clinical_multi_gpu_train_runs_under_a_process_group(tmp_path):
     overrides = {**_train_overrides("clinical_sr", tmp_path), **CLINICAL_BUDGET}
     _one_rank_run("clinical_sr", ["train.yaml", "multi_gpu_train.yaml"], overrides)
-    assert (tmp_path / "run" / "model_best.pt").is_file()
+    from mtsr_monai.inference.clinical import load_clinical_model
+
+    assert load_clinical_model(tmp_path / "run" / "model_best.pt")["modalities"] == ["flair", "t1", "t2"]
 
 
 @pytest.mark.slow

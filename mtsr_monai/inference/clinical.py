@@ -404,6 +404,28 @@ def clinical_weights(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+def write_best_generator(network: torch.nn.Module, path: str | os.PathLike, meta: Mapping[str, Any]) -> Path:
+    """The writer of the clinical bundle's ``ExportOnBest``: the best generator (fp32) with ``meta`` (its
+    ``network`` arguments, ``modalities``, ``patch_size``, ``intensity_headroom``; the evaluator's
+    ``validation`` scores), a checkpoint the bundle's inference and evaluation read as they read the shipped
+    one (no critic: ``scripts/train_clinical.py export`` adds it and halves the weights for shipping)."""
+    from mtsr_monai.io import atomic_output  # lazy: only training writes
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
+    with atomic_output(path) as tmp:
+        torch.save({"model": state, **meta}, tmp)
+    return path
+
+
+def generator_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """The generator state dict of a best-model file: a checkpoint of :func:`write_best_generator`, or the
+    plain state dict that runs before session 48 wrote."""
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    return saved["model"] if isinstance(saved.get("model"), dict) else saved
+
+
 def load_clinical_model(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
     """Shipped checkpoint -> ``{"network", "critic", "modalities", "patch_size", ...}`` (fp32, eval mode).
 
