@@ -43,7 +43,14 @@ from mtsr_monai.errors import InputError
 from mtsr_monai.inference.bundle import read_weights, weights_path
 from mtsr_monai.inference.explain import explain_volume, write_explanations
 from mtsr_monai.inference.slicewise import busy_batches
-from mtsr_monai.io import atomic_file_set, atomic_write_text, load_volume, nifti_space, save_volume
+from mtsr_monai.io import (
+    atomic_file_set,
+    atomic_output,
+    atomic_write_text,
+    load_volume,
+    nifti_space,
+    save_volume,
+)
 from mtsr_monai.io.geometry import AxisOrder
 from mtsr_monai.io.outputs import glob_escape
 from mtsr_monai.metrics.image import mae, nmse, psnr, ssim
@@ -409,7 +416,6 @@ def write_best_generator(network: torch.nn.Module, path: str | os.PathLike, meta
     ``network`` arguments, ``modalities``, ``patch_size``, ``intensity_headroom``; the evaluator's
     ``validation`` scores), a checkpoint the bundle's inference and evaluation read as they read the shipped
     one (no critic: ``scripts/train_clinical.py export`` adds it and halves the weights for shipping)."""
-    from mtsr_monai.io import atomic_output  # lazy: only training writes
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

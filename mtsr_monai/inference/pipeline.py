@@ -155,9 +155,10 @@ def _montage_panels(
 
 
 def _write_outputs(
-    out: Path, arrays: dict[str, Any], panels: list, title: str, point: Sequence[float], mask: Any = None
+    out: Path, arrays: dict[str, Any], panels: list, run: dict, point: Sequence[float], mask: Any = None
 ) -> dict[str, Any]:
-    """``sr``, ``sample_i``, ``mean``, ``std`` NIfTIs (SR grid) and the montage into ``out``, all or none
+    """``sr``, ``sample_i``, ``mean``, ``std`` NIfTIs (SR grid) and the montage (titled from the ``run``
+    summary's source, scale and target) into ``out``, all or none
     (an earlier run's extra samples and mask removed, unless that mask is this run's ``mask``); the paths."""
 
     affine = arrays["affine"]
@@ -168,6 +169,7 @@ def _write_outputs(
     with atomic_file_set(out, stale=stale) as staging:
         for name, volume in volumes.items():
             save_volume(volume, staging / f"{name}.nii.gz", affine, space=arrays["space"])
+        title = f"{run['source']} LR -> SR x{run['scale']} -> {run['target']}"
         save_montage(panels, staging / "montage.png", title, point)
     written = {name: str(out / f"{name}.nii.gz") for name in ("sr", "mean", "std")}
     written["samples"] = [str(out / f"sample_{i}.nii.gz") for i in range(len(arrays["samples"]))]
@@ -228,8 +230,7 @@ def run_pipeline(
         }  # fmt: skip
         on_stage("write volumes, montage")
         out, (panels, point) = Path(output_dir), _montage_panels(lr, lr_affine, arrays, source, target)
-        title = f"{source} LR -> SR x{scale} -> {target}"
-        written = _write_outputs(out, arrays, panels, title, point, mask_path)
+        written = _write_outputs(out, arrays, panels, summary, point, mask_path)
     if mask.estimated:  # kept beside the outputs once they are written
         written["brain_mask"] = mask.path
     summary.update(mask=mask.path, mask_note=mask.note, mask_failed=mask.failed)
