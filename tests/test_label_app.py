@@ -241,3 +241,41 @@ def test_a_bad_request_is_answered_400_with_its_reason(server, model, image, par
     with pytest.raises(urllib.error.HTTPError) as err:
         _infer(server, model, image, params)
     assert err.value.code == 400 and reason in err.value.read().decode()
+
+
+def _upload(server: dict, model: str, scan: Path, params: dict) -> int:
+    """POST ``scan`` as an upload (no studies image), the status code of the answer."""
+    boundary, content = "mtsr-upload-boundary", scan.read_bytes()
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="params"\r\n\r\n{json.dumps(params)}\r\n'
+    part = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{scan.name}"\r\n\r\n'
+    body = head.encode() + part.encode() + content + f"\r\n--{boundary}--\r\n".encode()
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    url = f"{server['url']}/infer/{model}?image=&output=image"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, body, headers), timeout=900) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def test_a_refused_upload_leaves_no_copy_in_the_temporary_folder(server):
+    import glob
+    import tempfile
+
+    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "tmp*")))
+    assert _upload(server, "mtsr_mt", server["studies"] / "case_t1.nii.gz", {"seed": -5}) == 400
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "tmp*"))) <= before
+
+
+def test_study_sequences_are_found_whatever_the_format_and_wherever_the_sequence_token_stands(tmp_path):
+    if not LABEL_PYTHON.is_file():
+        pytest.skip(f"no MONAI Label environment at {LABEL_PYTHON}")
+    for name in ("p1_FLAIR_ax.nrrd", "p1_T1_ax.nrrd", "p1_T2_ax.nii.gz", "p2_T1_ax.nrrd", "p1_ax.nrrd"):
+        (tmp_path / name).touch()
+    code = "import json, sys; from mtsr_monai.label.tasks import study_sequences as s; "
+    code += "print(json.dumps(s(sys.argv[1])))"
+    found = subprocess.run(
+        [str(LABEL_PYTHON), "-c", code, str(tmp_path / "p1_FLAIR_ax.nrrd")], capture_output=True, text=True
+    )
+    names = {k: Path(v).name for k, v in json.loads(found.stdout.strip().splitlines()[-1]).items()}
+    assert names == {"flair": "p1_FLAIR_ax.nrrd", "t1": "p1_T1_ax.nrrd", "t2": "p1_T2_ax.nii.gz"}

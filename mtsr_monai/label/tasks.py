@@ -11,6 +11,7 @@ own affine, so it overlays the input in 3D Slicer. The type is ``others``: an im
 from __future__ import annotations
 
 import re
+import tempfile
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,8 @@ class MTSRBundleTask(BundleInferTask):
         """Refuse (InputError) bad options before any work; each task checks its own."""
 
     def __call__(self, request: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        """Bad input (options, image) answers HTTP 400 with the reason, not a bare 500."""
+        """Bad input (options, image) answers HTTP 400 with the reason, not a bare 500; an uploaded image is
+        deleted then (MONAI Label deletes it only after a successful answer)."""
         try:
             image = request.get("image")
             if isinstance(image, str) and not (image and Path(image).exists()):  # an unknown id arrives as ""
@@ -88,6 +90,8 @@ class MTSRBundleTask(BundleInferTask):
             self.check_request(request)
             return super().__call__(request, *args, **kwargs)
         except Exception as err:
+            if is_upload(request.get("image")):
+                Path(request["image"]).unlink(missing_ok=True)
             cause = root_cause(err)
             if isinstance(cause, InputError):
                 raise HTTPException(status_code=400, detail=str(cause)) from err
@@ -111,7 +115,6 @@ class TranslationTask(MTSRBundleTask):
     options = {"seed": 0, "mean": False, "samples": 5, "brain_mask": "auto"}
 
     def check_request(self, request: Mapping[str, Any]) -> None:
-        from mtsr_monai.data.datalist import modality_from_name
 
         if not 0 <= _option(request, "seed", _whole_number, 0) < 2**32:
             raise InputError("option seed must be 0 to 2**32 - 1")
@@ -122,7 +125,7 @@ class TranslationTask(MTSRBundleTask):
             raise InputError(f"option samples must be 1 to {MAX_SAMPLES}")
         if str(request.get("brain_mask", "auto")) not in ("auto", "none"):
             raise InputError("option brain_mask must be auto or none")
-        named = modality_from_name(Path(str(request.get("image", ""))).name.split(".nii")[0])
+        named = sequence_named(str(request.get("image", "")))
         if named not in (None, "t1"):  # an upload has a temporary name: taken as T1
             raise InputError(f"mtsr_mt translates T1 into FLAIR; this image's name says {named}")
 
@@ -143,21 +146,41 @@ class TranslationTask(MTSRBundleTask):
         return inferer
 
 
-def study_sequences(path: str | Path) -> dict[str, str]:
-    """The routine sequences of the study holding ``path``: files beside it whose name differs only by the
-    sequence token (``case1_flair.nii.gz`` -> ``case1_t1.nii.gz``, ``case1_t2.nii.gz``)."""
+#: the volume files a study folder may hold (those the server lists as images)
+VOLUME_FILE = re.compile(r"\.(nii|nii\.gz|nrrd|nhdr|mha|mhd)$", re.IGNORECASE)
+
+
+def is_upload(path: Any) -> bool:
+    """Whether ``path`` is an image a client uploaded: MONAI Label keeps it as ``tmp<random>.<ext>`` directly
+    in the temporary folder. Its random name says nothing of its sequence (``tmp1mc7u_pd``)."""
+    if not isinstance(path, (str, Path)) or not str(path):
+        return False
+    path = Path(path)
+    return path.name.startswith("tmp") and path.parent.resolve() == Path(tempfile.gettempdir()).resolve()
+
+
+def sequence_named(path: str | Path) -> str | None:
+    """The sequence a study file's name says (``modality_from_name`` of its stem); None for an upload."""
     from mtsr_monai.data.datalist import modality_from_name
 
-    def split(p: Path) -> tuple[str | None, list[str]]:
-        stem = p.name.split(".nii")[0]
-        return modality_from_name(stem), [t for t in re.split(r"[_\-. ]+", stem.lower()) if t][:-1]
+    return None if is_upload(path) else modality_from_name(VOLUME_FILE.sub("", Path(path).name))
+
+
+def study_sequences(path: str | Path) -> dict[str, str]:
+    """The routine sequences of the study holding ``path``: volume files beside it whose name differs only by
+    the sequence token, wherever it stands (``case1_flair.nii.gz`` -> ``case1_t1.nii.gz``,
+    ``p1_FLAIR_ax.nrrd`` -> ``p1_T1_ax.nrrd``)."""
+    from mtsr_monai.data.datalist import ALIASES
+
+    def rest(p: Path) -> list[str]:  # the name's tokens but the one naming a sequence
+        tokens = [t for t in re.split(r"[_\-. ]+", VOLUME_FILE.sub("", p.name).lower()) if t]
+        return [t for t in tokens if ALIASES.get(t) not in SEQUENCES]
 
     path = Path(path)
-    _, prefix = split(path)
     found = {}
-    for f in sorted(path.parent.glob("*.nii*")):
-        mod, tokens = split(f)
-        if mod in SEQUENCES and tokens == prefix and mod not in found:
+    for f in sorted(p for p in path.parent.iterdir() if VOLUME_FILE.search(p.name)):
+        mod = sequence_named(f)
+        if mod in SEQUENCES and rest(f) == rest(path) and mod not in found:
             found[mod] = str(f)
     return found
 
@@ -178,12 +201,11 @@ class StudySequencesd(MapTransform):
         self.others, self.sequence_key, self.sequence = others, sequence_key, sequence
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
-        from mtsr_monai.data.datalist import modality_from_name
 
         d = dict(data)
         for key in self.key_iterator(d):
             path = str(d[key])
-            named = modality_from_name(Path(path).name.split(".nii")[0])
+            named = sequence_named(path)
             sequence = named if self.sequence == "auto" else self.sequence
             if named in SEQUENCES and sequence != named:  # it would stand in for the study's real one
                 raise InputError(f"the image's name says {named}, the option sequence says {sequence}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 from pathlib import Path
 
 from mtsr_monai.cli.arguments import integer_in
@@ -14,8 +15,8 @@ DEFAULT_PYTHON = Path(__file__).resolve().parents[3] / ".venv-label" / "bin" / "
 HELP = "serve SR, translation and clinical SR to 3D Slicer through MONAI Label (monailabel start_server)"
 DESCRIPTION = (
     "Runs `monailabel start_server` with this package's MONAI Label app (mtsr_monai/label/app) on the "
-    "volumes of --studies. MONAI Label needs numpy < 2, so it lives in its own environment: "
-    "`python3 -m venv .venv-label && .venv-label/bin/pip install -e '.[label]'`; this command uses "
+    "volumes of --studies. MONAI Label needs numpy < 2, so it lives in its own environment, "
+    ".venv-label (README.md, 'MONAI Label and 3D Slicer': the steps of .ci/label_env.sh); this command uses "
     "--python, else $MTSR_LABEL_PYTHON, else .venv-label/bin/python beside the package. Models: mtsr_sr "
     "(x4 in-plane), mtsr_mt (seed or mean of samples), clinical_sr (FLAIR alone or with its study's T1/T2)."
 )
@@ -49,8 +50,8 @@ def label_python(explicit: Path | None = None) -> Path:
         if path.is_file():
             return path
     raise InputError(
-        "no MONAI Label environment (create it: python3 -m venv .venv-label && "
-        ".venv-label/bin/pip install -e '.[label]'; or pass --python)",
+        "no MONAI Label environment (create .venv-label as README.md 'MONAI Label and 3D Slicer' says; "
+        "or pass --python)",
         candidates[0],
     )
 
@@ -98,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
                 raise
             print(f"mtsr label-server: note: {err}", file=sys.stderr)
             python = DEFAULT_PYTHON
-        print(" ".join(server_command(args, python)))
+        print(shlex.join(server_command(args, python)))  # pastes as it is, spaces in paths included
         return 0
     return _serve(server_command(args, label_python(args.python)))
 
