@@ -53,39 +53,25 @@ def diversity(samples: np.ndarray, brain: np.ndarray) -> float:
     return sample_measures(samples, mask=brain, slice_axis=2)["pairwise_1_minus_ssim"]
 
 
-def to_ras(volume: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """The array reoriented to the closest RAS+ axes from its affine (nibabel)."""
-    import nibabel as nib
-
-    return np.asarray(
-        nib.as_closest_canonical(nib.Nifti1Image(np.asarray(volume, np.float32), affine)).dataobj
-    )
-
-
-def radiological_axial(ras: np.ndarray, k: int) -> np.ndarray:
-    """Axial slice ``k`` of a RAS+ array for display: anterior up, the patient's right on the image's left."""
-    # RAS+ index 0 grows towards the patient's right, index 1 towards anterior: transpose, put anterior on
-    # top (flipud), then mirror so the right side is on the viewer's left (radiological convention)
-    return np.flipud(ras[:, :, k].T)[:, ::-1]
-
-
 def montage(panels: dict[str, np.ndarray], affine: np.ndarray, path: Path, title: str) -> None:
-    from mtsr_monai.reporting.views import orientation_markers, pyplot, save_figure
+    """The panels' axial slice with the most brain (of the first panel), radiological, pixels scaled to the
+    voxel size; std maps in magma with a labelled colour bar."""
+    from mtsr_monai.reporting.views import canonical, colour_bar, pyplot, save_figure, show_plane
 
     names = list(panels)
-    ras = {name: to_ras(vol, affine) for name, vol in panels.items()}
-    k = int(np.argmax((ras[names[0]] > 0).sum(axis=(0, 1))))  # the axial slice with the most brain
+    ras, ras_affine = canonical(panels[names[0]], affine)
+    k = int(np.argmax((ras > 0).sum(axis=(0, 1))))
+    point = (ras_affine @ [(ras.shape[0] - 1) / 2, (ras.shape[1] - 1) / 2, k, 1.0])[:3]
     fig, axes = pyplot().subplots(2, (len(names) + 1) // 2, figsize=(2.6 * ((len(names) + 1) // 2), 6.2))
     for ax in axes.flat:
         ax.axis("off")
     for ax, name in zip(axes.flat, names, strict=False):
-        img = radiological_axial(ras[name], k)
         is_std = name.startswith("std")
-        shown = ax.imshow(img, cmap="magma" if is_std else "gray", vmin=0, vmax=None if is_std else 1)
+        window = {"cmap": "magma", "vmin": 0} if is_std else {"vmin": 0, "vmax": 1}
+        shown = show_plane(ax, panels[name], affine, "axial", point, **window)
         ax.set_title(name, fontsize=9)
-        orientation_markers(ax, "axial", size=8)
         if is_std:
-            fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02)
+            colour_bar(ax, shown, "std across samples")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     save_figure(fig, path, dpi=90)

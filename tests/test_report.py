@@ -78,6 +78,7 @@ def test_report_has_every_section_and_number(dirs, tmp_path):
         page.count("data:image/png;base64,") == 4 + 2 * 3
     )  # Bland-Altman + montage and difference per subject
     assert "Bland-Altman" in page and "whole-tumour" in page
+    assert all(f"<h3>{key}</h3>" in page for key in ("sub0/flair", "sub1/flair", "sub2/flair"))  # not stems
 
 
 def test_names_option_and_flat_layout(tmp_path):

@@ -230,7 +230,7 @@ def _explain_figure(
         show_plane(axes[-1], y[c0], affine, plane, point)
         # MONAI's GradCAM is normalised to [0, 1] per slice
         _overlay(axes[-1], explained["gradcam"], affine, plane, point, "GradCAM", vmin=0, vmax=1)
-        axes[-1].set_title(f"critic GradCAM (mean score {explained['critic_score']:.2f})", fontsize=9)
+        axes[-1].set_title(f"critic GradCAM (mean score {explained['critic_score']:.3g})", fontsize=9)
     fig.suptitle(f"{plane}, {CONVENTION}", fontsize=9)
     fig.tight_layout()
     save_figure(fig, png, dpi=100)
@@ -242,15 +242,16 @@ def comparison_montage(
 ) -> Path:
     """PNG rows = the planes normal to the given array axes (through the grid's centre), columns = the
     given volumes (all on one grid), e.g. ``{"trilinear": ..., "model": ...}``; radiological with orientation
-    letters; grey levels per column from its 0.5-99.5 percentiles."""
+    letters; one grey window for every column, the first volume's 0.5-99.5 percentiles."""
 
     loaded = {k: load_volume(v, validate=False) for k, v in volumes.items()}
+    first = next(iter(loaded.values())).numpy()  # one window for all: the columns are compared
+    lo, hi = display_range(first, first > 0, include_zero=False)
     fig, grid = pyplot().subplots(
         len(axes), len(loaded), figsize=(3.0 * len(loaded), 3.0 * len(axes) + 0.4), squeeze=False
     )
     for c, (name, image) in enumerate(loaded.items()):
         arr, affine = image.numpy(), np.asarray(image.affine)
-        lo, hi = display_range(arr, arr > 0, include_zero=False)
         for r, axis in enumerate(axes):
             plane = plane_of_axis(affine, axis)
             show_plane(grid[r][c], arr, affine, plane, cmap="gray", vmin=lo, vmax=hi)

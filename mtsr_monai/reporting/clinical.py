@@ -505,7 +505,9 @@ def _render(report: dict, methods: list[str], figures: dict, ba_figs: list[Path]
         bland_altman_figures=ba_figs,
         hyperintensity_tables=_hyperintensity_tables(summ, subs, methods),
         convention=CONVENTION,
-        subject_figures=list(zip(figures["montage"], figures["difference"], strict=True)),
+        subject_figures=list(
+            zip([s["key"] for s in subs], figures["montage"], figures["difference"], strict=True)
+        ),
     )
 
 
