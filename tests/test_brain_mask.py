@@ -184,3 +184,15 @@ def test_estimating_a_mask_names_each_stage_it_runs_and_stops_before_the_intensi
     assert ran == ["n4", "registration", "brain_mask"]
     err = capsys.readouterr().err
     assert "brain mask" in err and "registration" in err and "3/3" in err
+
+
+def test_the_bundle_writer_plans_no_mask_output_when_the_item_gives_its_mask(tmp_path):
+    from mtsr_monai.inference.components import SaveTranslationsd
+
+    writer = SaveTranslationsd(keys="pred", output_dir=str(tmp_path / "out"))
+    given = writer.planned_outputs(
+        {"image": "a.nii.gz", "mask": str(tmp_path / "out" / "a" / "brain_mask.nii.gz")}
+    )
+    estimated = writer.planned_outputs({"image": "a.nii.gz"})
+    assert "brain_mask.nii.gz" not in [f.name for f in given.files]
+    assert "brain_mask.nii.gz" in [f.name for f in estimated.files]

@@ -450,6 +450,20 @@ def test_a_registration_that_ends_worse_than_its_start_on_every_voxel_keeps_the_
     assert transform.GetParameters() == (0.0,) * 6
 
 
+def test_a_best_model_file_of_any_layout_gives_the_plain_generator_state(tmp_path):
+    from mtsr_monai.inference.clinical import generator_state
+
+    weight = torch.ones(2)
+    old_ddp, old_plain, checkpoint = (
+        {"module.conv.weight": weight},
+        {"conv.weight": weight},
+        {"model": {"conv.weight": weight}},
+    )
+    for saved in (old_ddp, old_plain, checkpoint):
+        torch.save(saved, tmp_path / "model_best.pt")
+        assert list(generator_state(tmp_path / "model_best.pt")) == ["conv.weight"]
+
+
 def test_a_file_that_is_not_a_clinical_checkpoint_is_refused_by_name(tmp_path):
     from mtsr_monai.errors import InputError
     from mtsr_monai.inference.clinical import clinical_weights

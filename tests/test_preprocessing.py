@@ -553,7 +553,12 @@ def test_a_listed_file_of_another_format_is_refused_and_notes_are_ignored(tmp_pa
     (tmp_path / "d.json").write_text(json.dumps({"training": [item]}))
     with pytest.raises(InputError, match=r"training\[0\] t2: sub/s_t2.mgz is not a supported image file"):
         read_datalist(tmp_path / "d.json")
-    del item["t2"]
+    (tmp_path / "b.tif").touch()  # an existing file of a format not read here, though its name says nothing
+    (tmp_path / "d.json").write_text(json.dumps({"training": [{**item, "t2": "b.tif"}]}))
+    with pytest.raises(InputError, match="b.tif is not a supported image file"):
+        read_datalist(tmp_path / "d.json")
+    (tmp_path / "s_t1.json").touch()  # a sidecar listed beside the image is no image
+    item = {**notes, "t1": "t1.nii.gz", "sidecar": "s_t1.json"}
     (tmp_path / "d.json").write_text(json.dumps({"training": [item]}))
     assert sorted(read_datalist(tmp_path / "d.json")[0]) == ["split", "subject", "t1"]
 

@@ -37,6 +37,20 @@ _IMAGE_SUFFIX = re.compile(r"\.(nii(\.gz)?|nrrd|nhdr|mha|mhd)$", re.IGNORECASE)
 #: an image file of a format not read here (FreeSurfer, Analyze, DICOM, MINC, PAR/REC, arrays) or a renamed
 #: NIfTI (``.nii.gz.bak``): refused rather than dropped; other strings are notes (a date, a site, a URL)
 _OTHER_IMAGE = re.compile(r"\.(mgz|mgh|img|hdr|dcm|ima|mnc|par|rec|npy|npz)$|\.nii(\.gz)?\.[^/\\]+$", re.I)
+#: files a datalist may list beside its images without them being images
+_SIDECAR = re.compile(r"\.(json|txt|tsv|csv|bval|bvec|md)$", re.I)
+
+
+def _not_read_here(value: str, base: Path) -> bool:
+    """A listed value that names an image this reader cannot read: another image format, or an existing
+    file that is no sidecar (``.tif``, an extensionless DICOM); notes and sidecars are not."""
+    if _OTHER_IMAGE.search(value):
+        return True
+    path = Path(value) if Path(value).is_absolute() else base / value
+    try:
+        return path.is_file() and not _SIDECAR.search(value)
+    except OSError:  # a note too long to be a path
+        return False
 
 
 @dataclass
@@ -112,7 +126,7 @@ def read_datalist(path: str | os.PathLike) -> list[dict[str, Any]]:
                 elif isinstance(value, str) and _IMAGE_SUFFIX.search(value):
                     p = Path(value)
                     entry[key] = str(p if p.is_absolute() else base / p)
-                elif isinstance(value, str) and _OTHER_IMAGE.search(value):  # a JSON sidecar is no image
+                elif isinstance(value, str) and _not_read_here(value, base):
                     raise InputError(f"{split}[{n}] {key}: {value} is not a supported image file", path)
             images = [k for k in entry if k not in ("split", "subject")]
             if not images:

@@ -427,9 +427,10 @@ def write_best_generator(network: torch.nn.Module, path: str | os.PathLike, meta
 
 def generator_state(path: str | Path) -> dict[str, torch.Tensor]:
     """The generator state dict of a best-model file: a checkpoint of :func:`write_best_generator`, or the
-    plain state dict that runs before session 48 wrote."""
+    plain state dict that runs before session 48 wrote (DDP's ``module.`` prefix removed)."""
     saved = torch.load(path, map_location="cpu", weights_only=True)
-    return saved["model"] if isinstance(saved.get("model"), dict) else saved
+    state = saved["model"] if isinstance(saved.get("model"), dict) else saved
+    return {k.removeprefix("module."): v for k, v in state.items()}  # an older multi-GPU run's DDP keys
 
 
 def load_clinical_model(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:

@@ -210,7 +210,9 @@ class SaveTranslationsd(VolumeWriterd):
     def planned_outputs(self, d: Mapping[Hashable, Any]) -> OutputPlan:
         """What writing item ``d`` will create (its folder, the files in it): checked before a bundle run."""
         out = self.output_folder(d)
-        names = ("sample_*.nii.gz", "mean.nii.gz", "std.nii.gz", "codes.json", AUTO_MASK_NAME)
+        given = d.get(self.mask_key) not in (None, AUTO)  # a mask file is an input, kept: no output of ours
+        mask = () if given else (AUTO_MASK_NAME,)
+        names = ("sample_*.nii.gz", "mean.nii.gz", "std.nii.gz", "codes.json", *mask)
         return OutputPlan(files=[out / n for n in names], folders=[out])
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:

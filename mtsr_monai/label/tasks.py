@@ -81,8 +81,7 @@ class MTSRBundleTask(BundleInferTask):
         """Refuse (InputError) bad options before any work; each task checks its own."""
 
     def __call__(self, request: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        """Bad input (options, image) answers HTTP 400 with the reason, not a bare 500; an uploaded image is
-        deleted then (MONAI Label deletes it only after a successful answer)."""
+        """Bad input (options, image) answers HTTP 400 with the reason, not a bare 500."""
         try:
             image = request.get("image")
             if isinstance(image, str) and not (image and Path(image).exists()):  # an unknown id arrives as ""
@@ -90,8 +89,6 @@ class MTSRBundleTask(BundleInferTask):
             self.check_request(request)
             return super().__call__(request, *args, **kwargs)
         except Exception as err:
-            if is_upload(request.get("image")):
-                Path(request["image"]).unlink(missing_ok=True)
             cause = root_cause(err)
             if isinstance(cause, InputError):
                 raise HTTPException(status_code=400, detail=str(cause)) from err
@@ -150,13 +147,18 @@ class TranslationTask(MTSRBundleTask):
 VOLUME_FILE = re.compile(r"\.(nii|nii\.gz|nrrd|nhdr|mha|mhd)$", re.IGNORECASE)
 
 
+#: the name MONAI Label gives an uploaded image: ``tempfile.NamedTemporaryFile``'s, with the upload's suffix
+UPLOAD_NAME = re.compile(r"tmp[a-z0-9_]{8}(\.[^/]*)?")
+
+
 def is_upload(path: Any) -> bool:
-    """Whether ``path`` is an image a client uploaded: MONAI Label keeps it as ``tmp<random>.<ext>`` directly
-    in the temporary folder. Its random name says nothing of its sequence (``tmp1mc7u_pd``)."""
+    """Whether ``path`` is an image a client uploaded: MONAI Label keeps it as ``tmp<8 random>.<ext>``
+    directly in the temporary folder. Its random name says nothing of its sequence (``tmp1mc7u_pd``)."""
     if not isinstance(path, (str, Path)) or not str(path):
         return False
     path = Path(path)
-    return path.name.startswith("tmp") and path.parent.resolve() == Path(tempfile.gettempdir()).resolve()
+    in_temp = path.parent.resolve() == Path(tempfile.gettempdir()).resolve()
+    return in_temp and UPLOAD_NAME.fullmatch(path.name) is not None
 
 
 def sequence_named(path: str | Path) -> str | None:

@@ -17,7 +17,7 @@ from monailabel.interfaces.app import MONAILabelApp
 import mtsr_monai
 from mtsr_monai.inference.bundle import bundles_root
 from mtsr_monai.label import served_models
-from mtsr_monai.label.tasks import ClinicalSRTask, SuperResolutionTask, TranslationTask
+from mtsr_monai.label.tasks import ClinicalSRTask, SuperResolutionTask, TranslationTask, is_upload
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,17 @@ class MTSRApp(MONAILabelApp):
             description="MRI super-resolution, modality translation and clinical SR (mtsr-monai)",
             version=mtsr_monai.__version__,
         )
+
+    def infer(self, request: dict[str, Any], datastore: Any = None) -> Any:
+        """MONAI Label's inference; a refused or failed request's uploaded image is deleted too (MONAI Label
+        deletes an upload only after a successful answer). Never a file of the studies folder."""
+        try:
+            return super().infer(request, datastore)
+        except Exception:
+            image = request.get("image")
+            if is_upload(image) and not Path(image).resolve().is_relative_to(Path(self.studies).resolve()):
+                Path(image).unlink(missing_ok=True)
+            raise
 
     def init_infers(self) -> dict[str, Any]:
         infers = {}
