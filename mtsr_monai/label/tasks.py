@@ -25,6 +25,7 @@ from monailabel.utils.others.generic import strtobool
 from mtsr_monai.errors import InputError, root_cause
 from mtsr_monai.inference import components
 from mtsr_monai.inference.bundle import verify_file
+from mtsr_monai.io import is_volume_file, volume_stem
 from mtsr_monai.transforms.io import SaveVolumed
 
 WRITERS = [SaveImaged, SaveVolumed, components.SaveTranslationsd, components.SaveClinicald]
@@ -143,10 +144,6 @@ class TranslationTask(MTSRBundleTask):
         return inferer
 
 
-#: the volume files a study folder may hold (those the server lists as images)
-VOLUME_FILE = re.compile(r"\.(nii|nii\.gz|nrrd|nhdr|mha|mhd)$", re.IGNORECASE)
-
-
 #: the name MONAI Label gives an uploaded image: ``tempfile.NamedTemporaryFile``'s, with the upload's suffix
 UPLOAD_NAME = re.compile(r"tmp[a-z0-9_]{8}(\.[^/]*)?")
 
@@ -165,7 +162,7 @@ def sequence_named(path: str | Path) -> str | None:
     """The sequence a study file's name says (``modality_from_name`` of its stem); None for an upload."""
     from mtsr_monai.data.datalist import modality_from_name
 
-    return None if is_upload(path) else modality_from_name(VOLUME_FILE.sub("", Path(path).name))
+    return None if is_upload(path) else modality_from_name(volume_stem(path))
 
 
 def study_sequences(path: str | Path) -> dict[str, str]:
@@ -175,12 +172,12 @@ def study_sequences(path: str | Path) -> dict[str, str]:
     from mtsr_monai.data.datalist import ALIASES
 
     def rest(p: Path) -> list[str]:  # the name's tokens but the one naming a sequence
-        tokens = [t for t in re.split(r"[_\-. ]+", VOLUME_FILE.sub("", p.name).lower()) if t]
+        tokens = [t for t in re.split(r"[_\-. ]+", volume_stem(p).lower()) if t]
         return [t for t in tokens if ALIASES.get(t) not in SEQUENCES]
 
     path = Path(path)
     found = {}
-    for f in sorted(p for p in path.parent.iterdir() if VOLUME_FILE.search(p.name)):
+    for f in sorted(p for p in path.parent.iterdir() if is_volume_file(p)):
         mod = sequence_named(f)
         if mod in SEQUENCES and rest(f) == rest(path) and mod not in found:
             found[mod] = str(f)
