@@ -23,6 +23,7 @@ import numpy as np
 
 from mtsr_monai.errors import InputError
 from mtsr_monai.io import atomic_output, check_same_grid, load_volume, nifti_space, save_volume
+from mtsr_monai.io.outputs import same_file
 from mtsr_monai.progress import StageBar
 from mtsr_monai.transforms.foreground import head_mask, is_skull_stripped
 
@@ -156,13 +157,9 @@ def resolve_brain_mask(
 def stale_auto_mask(output_dir: str | os.PathLike, mask: Any) -> tuple[str, ...]:
     """The estimated mask an earlier run kept in ``output_dir``, to remove with that run's other outputs;
     nothing when this run's ``mask`` (a path, or a loaded mask whose meta names its file) is that file."""
-    own = Path(output_dir) / AUTO_MASK_NAME
     if hasattr(mask, "meta"):
         mask = mask.meta.get("filename_or_obj")
-    try:
-        given = mask is not None and str(mask) != AUTO and os.path.samefile(str(mask), own)
-    except OSError:  # either is missing: not the same file
-        given = False
+    given = mask is not None and str(mask) != AUTO and same_file(str(mask), Path(output_dir) / AUTO_MASK_NAME)
     return () if given else (AUTO_MASK_NAME,)
 
 

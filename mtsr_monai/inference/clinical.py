@@ -52,7 +52,7 @@ from mtsr_monai.io import (
     save_volume,
 )
 from mtsr_monai.io.geometry import AxisOrder
-from mtsr_monai.io.outputs import glob_escape
+from mtsr_monai.io.outputs import glob_escape, same_file
 from mtsr_monai.metrics.image import mae, nmse, psnr, ssim
 from mtsr_monai.progress import StageBar
 from mtsr_monai.transforms.foreground import object_mask
@@ -863,10 +863,10 @@ def _previous_outputs(out_dir: Path, inputs: Sequence[Any] = ()) -> tuple[str, .
     except (OSError, ValueError, AttributeError):
         return ()
     names = {Path(str(p)).name for p in outputs.values()} if isinstance(outputs, dict) else set()
-    given = [Path(p) for p in inputs if isinstance(p, (str, os.PathLike)) and Path(p).exists()]
+    given = [p for p in inputs if isinstance(p, (str, os.PathLike))]
 
     def is_input(name: str) -> bool:
-        return (out_dir / name).exists() and any(os.path.samefile(out_dir / name, g) for g in given)
+        return any(same_file(out_dir / name, g) for g in given)
 
     return tuple(glob_escape(n) for n in sorted(names) if n != SUMMARY_NAME and not is_input(n))
 

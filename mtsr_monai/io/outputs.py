@@ -62,7 +62,10 @@ def _matches(src: Path, pattern: Path) -> bool:
     return src.parent == pattern.parent and fnmatch.fnmatchcase(src.name, pattern.name)
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether ``a`` and ``b`` name one file (the same path, or links to one file); False if either is
+    missing."""
+    a, b = Path(a), Path(b)
     if a == b:
         return True
     try:
@@ -78,7 +81,7 @@ def check_not_inputs(plan: OutputPlan, inputs: Iterable[str | os.PathLike]) -> N
     for out in plan.files:
         target = _resolved(out)
         for src in sources:
-            hit = _matches(src, target) if _is_pattern(out) else _same_file(target, src)
+            hit = _matches(src, target) if _is_pattern(out) else same_file(target, src)
             if hit:
                 raise InputError(f"the output would overwrite the input {src}: choose another output", out)
         if _is_pattern(out):
