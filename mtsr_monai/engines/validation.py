@@ -32,13 +32,16 @@ __all__ = ["ExportOnBest", "first_items", "save_state_dict", "validation_summary
 Writer = Callable[[torch.nn.Module, "str | os.PathLike", Mapping[str, Any]], Any]
 
 
-def save_state_dict(network: torch.nn.Module, path: str | os.PathLike, meta: Mapping[str, Any] = ()) -> Path:
-    """Write ``network``'s state dict (fp32, as trained) to ``path`` atomically; ``meta`` is not stored."""
+def save_state_dict(
+    network: torch.nn.Module, path: str | os.PathLike, meta: Mapping[str, Any] = (), key: str | None = None
+) -> Path:
+    """Write ``network``'s state dict (fp32, as trained) to ``path`` atomically: alone (``meta`` not stored),
+    or with ``key`` as ``{key: state dict, **meta}``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
     with atomic_output(path) as tmp:
-        torch.save(state, tmp)
+        torch.save(state if key is None else {key: state, **dict(meta)}, tmp)
     return path
 
 

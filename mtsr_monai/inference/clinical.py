@@ -45,7 +45,6 @@ from mtsr_monai.inference.explain import explain_volume, write_explanations
 from mtsr_monai.inference.slicewise import busy_batches
 from mtsr_monai.io import (
     atomic_file_set,
-    atomic_output,
     atomic_write_text,
     load_volume,
     nifti_space,
@@ -416,13 +415,10 @@ def write_best_generator(network: torch.nn.Module, path: str | os.PathLike, meta
     ``network`` arguments, ``modalities``, ``patch_size``, ``intensity_headroom``; the evaluator's
     ``validation`` scores), a checkpoint the bundle's inference and evaluation read as they read the shipped
     one (no critic: ``scripts/train_clinical.py export`` adds it and halves the weights for shipping)."""
+    # lazy: the engines (Ignite) load only where training writes
+    from mtsr_monai.engines.validation import save_state_dict
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
-    with atomic_output(path) as tmp:
-        torch.save({"model": state, **meta}, tmp)
-    return path
+    return save_state_dict(network, path, meta, key="model")
 
 
 def generator_state(path: str | Path) -> dict[str, torch.Tensor]:
