@@ -656,3 +656,13 @@ def test_a_subject_id_that_is_a_path_is_refused(tmp_path, template_file, subject
     datalist.write_text(json.dumps(listing))
     assert main(_args(datalist, tmp_path / "out" / "inner", template_file)) == 2
     assert not list(tmp_path.rglob("preprocess.json"))
+
+
+def test_a_listed_hidden_volume_is_read_and_a_subject_is_named_after_its_stem(tmp_path):
+    from mtsr_monai.data.preprocess import read_datalist
+
+    items = [{"subject": "s", "t1": ".s_t1.nii.gz"}, {"t1": "case7_T1.NII.GZ", "t2": "x/b.mha"}]
+    (tmp_path / "d.json").write_text(json.dumps({"training": items}))
+    subjects = read_datalist(tmp_path / "d.json")
+    assert subjects[0]["t1"] == str(tmp_path / ".s_t1.nii.gz")
+    assert subjects[1]["subject"] == "case7" and subjects[1]["t2"] == str(tmp_path / "x/b.mha")

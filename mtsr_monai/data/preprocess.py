@@ -23,7 +23,14 @@ from typing import Any
 
 from mtsr_monai import __version__
 from mtsr_monai.errors import InputError
-from mtsr_monai.io import atomic_output, atomic_write_text, load_volume, save_volume
+from mtsr_monai.io import (
+    atomic_output,
+    atomic_write_text,
+    has_volume_suffix,
+    load_volume,
+    save_volume,
+    volume_stem,
+)
 from mtsr_monai.progress import StageBar
 from mtsr_monai.transforms.keys import PARAMS_KEY, TRANSFORMS_KEY
 
@@ -33,7 +40,6 @@ SPLITS = ("training", "validation", "test")
 LABEL_KEYS = ("label", "seg")
 #: datalist keys of brain masks (``brain_mask``, IXI's ``brain_mask_t1`` ...): not inputs of preprocessing
 MASK_KEY_PREFIX = "brain_mask"
-_IMAGE_SUFFIX = re.compile(r"\.(nii(\.gz)?|nrrd|nhdr|mha|mhd)$", re.IGNORECASE)
 #: an image file of a format not read here (FreeSurfer, Analyze, DICOM, MINC, PAR/REC, arrays) or a renamed
 #: NIfTI (``.nii.gz.bak``): refused rather than dropped; other strings are notes (a date, a site, a URL)
 _OTHER_IMAGE = re.compile(r"\.(mgz|mgh|img|hdr|dcm|ima|mnc|par|rec|npy|npz)$|\.nii(\.gz)?\.[^/\\]+$", re.I)
@@ -123,7 +129,7 @@ def read_datalist(path: str | os.PathLike) -> list[dict[str, Any]]:
                     entry["subject"] = str(value)
                 elif key.startswith(MASK_KEY_PREFIX):  # masks are not images to correct and scale
                     unused.add(key)
-                elif isinstance(value, str) and _IMAGE_SUFFIX.search(value):
+                elif isinstance(value, str) and has_volume_suffix(value):
                     p = Path(value)
                     entry[key] = str(p if p.is_absolute() else base / p)
                 elif isinstance(value, str) and _not_read_here(value, base):
@@ -154,7 +160,7 @@ def read_datalist(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def _subject_from_name(name: str, key: str) -> str:
-    stem = _IMAGE_SUFFIX.sub("", name)
+    stem = volume_stem(name)
     # drop a trailing modality tag: "case_t1" -> "case"
     stripped = re.sub(rf"[_-]{re.escape(key)}$", "", stem, flags=re.IGNORECASE)
     return re.sub(r"[^A-Za-z0-9._-]+", "_", stripped or stem)

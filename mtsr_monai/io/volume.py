@@ -27,14 +27,15 @@ ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 WRITE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha")
 
 
-def _has_volume_suffix(name: str) -> bool:
+def has_volume_suffix(name: str) -> bool:
+    """Whether a file name ends as a volume :func:`load_volume` reads (any case), hidden names included."""
     return name.lower().endswith(NIFTI_SUFFIXES + ITK_SUFFIXES)
 
 
 def is_volume_file(path: str | os.PathLike) -> bool:
     """Whether ``path``'s name ends as a volume :func:`load_volume` reads (any case); hidden files are not."""
     name = Path(path).name
-    return _has_volume_suffix(name) and not name.startswith(".")
+    return has_volume_suffix(name) and not name.startswith(".")
 
 
 def volume_stem(path: str | os.PathLike) -> str:
@@ -47,7 +48,7 @@ def volume_stem(path: str | os.PathLike) -> str:
 
 
 def _check_readable_type(path: Path) -> None:
-    if not _has_volume_suffix(path.name):
+    if not has_volume_suffix(path.name):
         raise InputError("unsupported file type (expected .nii, .nii.gz, .nrrd, .mha or .mhd)", path)
 
 
