@@ -374,7 +374,19 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys):
     assert _exit_code(["clinical-sr", "--flair", str(bad), "--output-dir", str(out)]) == 2  # no target grid
 
 
-def test_real_clinical_slabs_restore_to_a_sensible_1mm_volume(shared_data, tmp_path):
+def _field_mm(volume) -> np.ndarray:
+    """The extent in mm, along each world axis, of the voxel centres' bounding box."""
+    import itertools
+
+    shape = np.asarray(volume.shape[-3:]) - 1
+    corners = np.array([c * shape for c in itertools.product((0, 1), repeat=3)], dtype=float)
+    world = corners @ volume.affine.numpy()[:3, :3].T
+    return world.max(0) - world.min(0)
+
+
+def test_real_clinical_slabs_restore_onto_the_asked_grid_over_the_slabs_field_in_their_intensity_scale(
+    shared_data, tmp_path
+):
     """TCGA-FG-6692 raw T2 + FLAIR slabs (5.5 mm, on different grids) through the shipped model: their 10
     middle slices (55 mm of the 143), headers kept, so the test takes about half the time."""
     import nibabel as nib
@@ -393,8 +405,10 @@ def test_real_clinical_slabs_restore_to_a_sensible_1mm_volume(shared_data, tmp_p
         ["clinical-sr", "--flair", str(flair), "--t2", str(t2), "--spacing", "2", "--output-dir", str(out)]
     )
     assert rc in (0, None)
-    restored = load_volume(out / "flair.nii.gz").numpy()
-    src = load_volume(flair).numpy()
+    restored, src = load_volume(out / "flair.nii.gz"), load_volume(flair)
+    np.testing.assert_allclose(nib.affines.voxel_sizes(restored.affine.numpy()), 2.0, atol=1e-4)
+    assert _field_mm(restored) == pytest.approx(_field_mm(src), abs=4.0)  # within a 2 mm voxel each side
+    restored, src = restored.numpy(), src.numpy()
     assert np.isfinite(restored).all() and restored.max() > 0.3 * src.max()
     assert restored.max() < 2.0 * src.max()  # stays in the input's intensity scale
 
