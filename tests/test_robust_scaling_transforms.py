@@ -54,3 +54,15 @@ def test_the_old_configs_names_still_scale_unclipped_and_restore():
     assert float(d["image"].max()) > 1.0
     d["pred"] = d["image"].clone()
     np.testing.assert_allclose(IntensityRestored(keys="pred")(d)["pred"].numpy(), _image().numpy(), atol=1e-3)
+
+
+def test_a_raw_scans_few_zero_padded_voxels_do_not_make_its_noisy_air_foreground():
+    rng = np.random.default_rng(0)
+    head = np.zeros((40, 40, 40), np.float32)
+    head[8:32, 8:32, 8:32] = rng.uniform(400, 1000, (24, 24, 24))
+    noisy = np.abs(head + rng.normal(0, 30, head.shape)).astype(np.float32)  # Rician-like air, no exact 0
+    padded = noisy.copy()
+    padded[:, :, :2] = 0  # 5 % zero padding, as a scanner's reconstruction may leave
+    assert robust_range(padded)[1] == robust_range(noisy)[1] > 900
+    stripped = head  # a skull-stripped scan: its non-zero voxels are the object
+    assert robust_range(stripped)[1] == np.percentile(head[head > 0], 99.5)

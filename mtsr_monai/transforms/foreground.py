@@ -43,7 +43,12 @@ def fwhm(
     return out
 
 
-def object_mask(x: np.ndarray, min_zero_share: float = 0.0) -> np.ndarray:
+#: the share of exact zeros above which a scan counts as skull-stripped (its non-zero voxels are the object):
+#: a brain cropped to its box is about half zeros; a raw scan's zero padding (a few %) is no background
+SKULL_STRIPPED_ZERO_SHARE = 0.2
+
+
+def object_mask(x: np.ndarray, min_zero_share: float = SKULL_STRIPPED_ZERO_SHARE) -> np.ndarray:
     """The scan's object voxels, the rule of the networks' training scaling: non-zero where the background
     is exactly 0 (a skull-stripped scan: minimum 0, and more than ``min_zero_share`` of the voxels at 0),
     else above Otsu's threshold of about a million of its voxels (the head, not the air; all voxels for a

@@ -52,7 +52,8 @@ def robust_range(
     the foreground, ``lo`` is 0 for magnitude images (also with zero-mean noise), else the ``lower``
     percentile.
 
-    The foreground is the non-zero voxels when the background is exactly zero (skull-stripped data), else the
+    The foreground is the non-zero voxels when the background is exactly zero (skull-stripped data: more than
+    a fifth of the voxels exactly 0, :func:`~mtsr_monai.transforms.foreground.object_mask`), else the
     voxels above an Otsu threshold: the head, not the air around it. So a low-resolution input with a noisy
     background (a real acquisition, or the training degradation, which adds Rician noise everywhere) gets
     the scaling its clean, skull-stripped counterpart had in training; percentiles over all voxels would
