@@ -175,6 +175,15 @@ def test_disk_cache_serves_slices_after_the_sources_are_gone(subject: dict, tmp_
         assert torch.equal(torch.as_tensor(memory[i]["t2"]), torch.as_tensor(expected[i]))
 
 
+def test_disk_cache_built_with_other_padding_or_patches_is_not_served(subject: dict, tmp_path: Path) -> None:
+    def first_shape(**kwargs) -> tuple:
+        ds = SliceDataset([subject], keys=["t1"], cache="disk", cache_dir=tmp_path, progress=False, **kwargs)
+        return tuple(ds[0]["t1"].shape)
+
+    assert first_shape(pad_to_multiple=16) != first_shape(pad_to_multiple=64)
+    assert first_shape(mode="patch", patch_size=(96, 96)) == (1, 96, 96)
+
+
 def test_dataset_from_a_datalist_split(subject: dict, tmp_path: Path) -> None:
     import json
 

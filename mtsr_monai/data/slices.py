@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -234,6 +235,7 @@ class SliceDataset(torch.utils.data.Dataset):
         det, rand = _slice_transforms(
             self.keys, mode, patch_size, patches_per_slice, pad_to_multiple, transform, random_transform
         )
+        self._cached_steps = _signature(det)
         records = self._index(cache_dir, progress)
         if not records:
             raise InputError(
@@ -324,7 +326,9 @@ class SliceDataset(torch.utils.data.Dataset):
                     # everything the cached slice depends on, so the disk cache key changes with it
                     rec["_subject_index"] = i
                     rec["_source"] = {key: str(subject[key]) for key in self.keys if key in subject}
-                    rec["_params"] = json.dumps([self._load_kwargs, str(self.axis)], sort_keys=True)
+                    rec["_params"] = json.dumps(
+                        [self._load_kwargs, str(self.axis), self._cached_steps], sort_keys=True
+                    )
                 records.append(rec)
         return records
 
@@ -391,6 +395,16 @@ def _slice_transforms(
             crop = RandSpatialCropd(keys, roi_size=list(patch_size), random_size=False)
         rand.append(crop)
     return det, rand + _as_list(random_transform)
+
+
+def _signature(transforms: list) -> str:
+    """A digest of the cached (deterministic) steps' settings, part of the disk cache key: padding, patch size
+    and the user's ``transform`` change what a cached slice holds. A step that cannot be pickled (a lambda)
+    is known by its class alone."""
+    try:
+        return hashlib.sha256(pickle.dumps(transforms)).hexdigest()[:16]
+    except (pickle.PicklingError, AttributeError, TypeError):
+        return "|".join(f"{type(t).__module__}.{type(t).__qualname__}" for t in transforms)
 
 
 def _as_list(transform: Callable | Sequence[Callable] | None) -> list:
