@@ -166,6 +166,17 @@ def test_second_order_dictionary_transform_on_a_2d_slice_pairs_hr_and_lr():
     assert not torch.equal(outs[0]["hr_lr"], t({"hr": slice_})["hr_lr"])  # next draw differs
 
 
+def test_second_order_dictionary_transform_degrades_in_place_when_the_output_key_is_the_input():
+    import torch
+
+    from mtsr_monai.transforms.degradation import RandSecondOrderDegradationd
+
+    slice_ = torch.as_tensor(_smooth_volume((1, 64, 64)))
+    t = RandSecondOrderDegradationd(keys="hr", scale=4, output_keys="hr")
+    t.set_random_state(seed=11)
+    assert tuple(t({"hr": slice_})["hr"].shape) == (1, 16, 16)
+
+
 def test_second_order_noise_follows_the_intensity_range():
     """Gaussian/Rician sigma is a fraction of the input range: scaling the input scales the output."""
     from mtsr_monai.transforms.degradation import degrade_volume_second_order

@@ -301,7 +301,7 @@ class RandSecondOrderDegradationd(RandDegradationd):
     ``key + lr_suffix`` (or ``output_keys``). One draw per call, shared by all keys (co-registered contrasts
     get the same blur), noise drawn independently; ``prob``: apply or skip (skipped: the outputs are copies
     of the inputs). ``crop_hr=True`` replaces each input by its centre crop to a multiple of ``scale`` so the
-    pair aligns.
+    pair aligns; an output key equal to its input key replaces the image by its LR copy.
     """
 
     def __init__(
@@ -332,7 +332,7 @@ class RandSecondOrderDegradationd(RandDegradationd):
             img = d[key]
             d[out_key] = self.degrade(img, randomize=False)
             starts = self.degrade.crop_starts
-            if self.crop_hr and starts:
+            if self.crop_hr and starts and out_key != key:  # degraded in place: no HR left to crop
                 hr = plain_tensor(img)
                 for k, s in starts.items():
                     hr = hr.narrow(k + 1, s, (hr.shape[k + 1] // scale) * scale)
