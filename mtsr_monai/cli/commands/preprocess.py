@@ -217,6 +217,7 @@ def run(args: argparse.Namespace) -> int:
         k_divisible=args.k_divisible,
         lower_percentile=low,
         upper_percentile=high,
+        registration_threads=args.threads,  # recorded in each sidecar (1: identical reruns)
     )
     summary = preprocess_datalist(
         args.datalist, args.output, config, overwrite=args.overwrite, progress=not args.no_progress
