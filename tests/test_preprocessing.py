@@ -667,3 +667,15 @@ def test_a_listed_hidden_volume_is_read_and_a_subject_is_named_after_its_stem(tm
     subjects = read_datalist(tmp_path / "d.json")
     assert subjects[0]["t1"] == str(tmp_path / ".s_t1.nii.gz")
     assert subjects[1]["subject"] == "case7" and subjects[1]["t2"] == str(tmp_path / "x/b.mha")
+
+
+@pytest.mark.parametrize("interpolation", ["bspline", "sinc"])
+def test_smooth_resampling_fills_outside_the_moving_field_with_0_even_above_its_minimum(interpolation):
+    import SimpleITK as sitk
+
+    from mtsr_monai.transforms.sitk_utils import resample
+
+    moving = sitk.GetImageFromArray(np.full((8, 8, 8), 100.0, np.float32))  # a scan whose minimum is 100
+    reference = sitk.GetImageFromArray(np.zeros((16, 16, 16), np.float32))
+    out = sitk.GetArrayFromImage(resample(moving, reference, interpolation=interpolation))
+    assert out[12:, 12:, 12:].max() == 0 and out[2:6, 2:6, 2:6].min() == pytest.approx(100, abs=1)

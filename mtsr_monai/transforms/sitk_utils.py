@@ -119,7 +119,7 @@ def resample(
     ``transform`` maps reference points to moving points (as registration returns it; None: identity).
     ``interpolation``: see :func:`sitk_interpolator` (``nearest`` for masks and labels). The output keeps
     ``moving``'s pixel type, or is float32 with ``float32=True``. B-spline and sinc overshoot near edges:
-    their values are clipped to the moving image's range.
+    their values are clipped to the moving image's range (and 0, the fill outside it).
     """
     transform = sitk.Transform(3, sitk.sitkIdentity) if transform is None else transform
     if float32:
@@ -127,8 +127,8 @@ def resample(
     pixel = moving.GetPixelID()
     out = sitk.Resample(moving, reference, transform, sitk_interpolator(interpolation), 0.0, pixel)
     if interpolation in ("bspline", "sinc"):
-        arr = sitk.GetArrayViewFromImage(moving)
-        out = sitk.Clamp(out, pixel, float(arr.min()), float(arr.max()))
+        arr = sitk.GetArrayViewFromImage(moving)  # with 0 in the range: the fill outside stays 0
+        out = sitk.Clamp(out, pixel, min(0.0, float(arr.min())), max(0.0, float(arr.max())))
     return out
 
 
