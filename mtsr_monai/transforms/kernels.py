@@ -12,8 +12,9 @@ The 2D sinc is the ideal circular low-pass filter ``h(r) = wc J1(wc r) / (2 pi r
 kernel size: it mimics the Gibbs ringing of a truncated k-space. ``wc`` is the cut-off in radians per
 pixel (pi = Nyquist).
 
-Parameter ranges and probabilities follow Real-ESRGAN (Wang et al., ICCVW 2021); see
-``docs/degradation.md``. Sampling takes a ``numpy.random.RandomState`` so that MONAI's
+Parameter ranges and probabilities follow Real-ESRGAN (Wang et al., ICCVW 2021), but beta is drawn
+uniformly over its range (BasicSR: below or above 1 with p 0.5 each); ``docs/degradation.md`` lists the
+departures. Sampling takes a ``numpy.random.RandomState`` so that MONAI's
 ``set_random_state`` makes every draw reproducible.
 """
 

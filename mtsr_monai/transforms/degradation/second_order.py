@@ -93,7 +93,8 @@ class StageRanges:
 
 
 class SecondOrderDegradation:
-    """Parameters and sampler of the MRI-adapted Real-ESRGAN chain (defaults = Real-ESRGAN x4plus).
+    """Parameters and sampler of the MRI-adapted Real-ESRGAN chain (defaults: Real-ESRGAN x4plus's ranges;
+    its final sinc's cut-off and the kernels' beta draws depart from it, docs/degradation.md).
 
     Dropped for MRI: JPEG, 8-bit rounding, Poisson noise, gray-noise (channels are contrasts, their
     noise is independent). Poisson is replaced by Rician noise at the same sigma range. Noise sigmas are
