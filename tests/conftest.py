@@ -56,7 +56,15 @@ def phantom_file(tmp_path: Path, phantom: np.ndarray) -> Path:
     return write_nifti(tmp_path / "phantom.nii.gz", phantom, np.diag([1.0, 1.0, 2.0, 1.0]))
 
 
-@pytest.fixture
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test that reads ../shared/data through ``shared_data`` (directly or through another fixture)
+    carries the ``real_data`` marker, so ``-m "not real_data"`` leaves them all out."""
+    for item in items:
+        if "shared_data" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.real_data)
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data not found at {SHARED_DATA} (set MTSR_SHARED_DATA); skipping real-data test")

@@ -141,16 +141,12 @@ def test_clean_partials_removes_only_leftovers_of_killed_writers(tmp_path):
 
 # ------------------------------------------------------------- real data: a small tree from ../shared/data
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory) -> Path:
+def cohort(tmp_path_factory, shared_data: Path) -> Path:
     """4 participants (3 BraTS, 1 TCGA) with T1w/T2w/FLAIR: the central 192 x 192 mm (the brain) coarsened
     to 6 mm in-plane (32 x 32 voxels), 5 axial slices, so a run takes seconds."""
-    from tests.conftest import SHARED_DATA
-
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data not found at {SHARED_DATA} (set MTSR_SHARED_DATA); skipping real-data test")
     from mtsr_monai.bids.convert import shared_cohort, write_bids_tree
 
-    subjects = shared_cohort(SHARED_DATA)
+    subjects = shared_cohort(shared_data)
     chosen = subjects[:3] + [s for s in subjects if s["label"].startswith("tcga")][:1]
     return write_bids_tree(
         chosen, tmp_path_factory.mktemp("bids") / "raw", size_mm=(192, 192, 5), factors=(6, 6, 1)

@@ -58,6 +58,7 @@ def test_an_estimated_mask_is_kept_beside_the_outputs_only_on_success(tmp_path, 
     assert [p.name for p in done.iterdir()] == ["brain_mask.nii.gz"]
 
 
+@pytest.mark.real_data  # reads ../shared/data by path
 @pytest.mark.parametrize("sequence", ["T1W", "T2W", "FLAIR"])
 def test_a_clinical_head_gets_a_mask_inside_its_skull(sequence):
     from scipy import ndimage
@@ -130,6 +131,7 @@ def test_the_bundle_step_refuses_an_unknown_mask_mode(tmp_path):
         AutoBrainMaskd(keys="image", mode="yes")(_loaded(stripped))
 
 
+@pytest.mark.real_data  # reads ../shared/data by path
 def test_the_registration_behind_an_estimated_mask_is_the_same_on_every_run():
     from mtsr_monai.io import load_volume
     from mtsr_monai.transforms.registration import TO_TEMPLATE_KEY, RegisterToTemplated

@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 
 from mtsr_monai.cli import main
-from tests.conftest import SHARED_DATA
 from tests.corpus import CASES, real_crop
 
 GOOD, OUTLIERS, OBLIQUE, ANISO = (
@@ -114,12 +113,10 @@ def _params():
 
 
 @pytest.fixture(scope="module")
-def crop() -> tuple[np.ndarray, np.ndarray]:
-    t1 = sorted((SHARED_DATA / "brats2018_tcia").glob("*/*_t1.nii.gz")) if SHARED_DATA.is_dir() else []
+def crop(shared_data: Path) -> tuple[np.ndarray, np.ndarray]:
+    t1 = sorted((shared_data / "brats2018_tcia").glob("*/*_t1.nii.gz"))
     if not t1:
-        pytest.skip(
-            f"real data not found at {SHARED_DATA} (set MTSR_SHARED_DATA); the corpus is built from it"
-        )
+        pytest.skip(f"no BraTS T1 under {shared_data}: the corpus is built from one")
     return real_crop(t1[0], (32, 32, 16))
 
 

@@ -187,6 +187,7 @@ def test_mt_sample_of_a_seed_is_the_cli_translation_on_the_input_grid(server):
     assert mean.shape == lr.shape and not np.allclose(mean.get_fdata(), out.get_fdata())
 
 
+@pytest.mark.real_data  # reads ../shared/data by path
 def test_mt_translates_a_head_with_its_skull_inside_a_brain_mask(server):
     from scipy import ndimage
 

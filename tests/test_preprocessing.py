@@ -437,7 +437,7 @@ def test_preprocess_command_writes_outputs_sidecar_and_skips_done_subjects(
         assert (subject / name).is_file(), name
     sidecar = json.loads((subject / "preprocess.json").read_text())
     assert sidecar["status"] == "done" and sidecar["config"]["registration"] == "rigid"
-    assert sidecar["config"]["registration_threads"] == 1  # --threads is recorded: the way to identical reruns
+    assert sidecar["config"]["registration_threads"] == 1  # recorded: --threads 1 gives identical reruns
     assert set(sidecar["steps"]) == {"n4", "registration", "brain_mask", "crop", "intensity"}
     assert {"n4", "registration", "total"} <= set(sidecar["seconds"]) and "SimpleITK" in sidecar["versions"]
     t1 = nib.load(subject / "t1.nii.gz")
