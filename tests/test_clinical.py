@@ -57,6 +57,17 @@ def test_rigid_pairing_registers_and_stays_close_to_the_header_pairing(subject):
     assert np.abs(rigid["lr"] - header["lr"])[:, m].mean() < 0.05
 
 
+def test_rigid_pairing_undoes_a_shift_that_header_pairing_keeps():
+    from mtsr_monai.data.clinical import pair_onto_grid
+
+    hr = _head()
+    lr = np.roll(hr, 3, axis=1)  # the same head 3 mm off in y: a patient who moved between scans
+    inside = hr > 0
+    header = pair_onto_grid(lr, np.eye(4), hr, np.eye(4), "header")
+    rigid = pair_onto_grid(lr, np.eye(4), hr, np.eye(4), "rigid")
+    assert np.abs(rigid - hr)[inside].mean() < 0.3 * np.abs(header - hr)[inside].mean()
+
+
 def test_slice_dataset_patches_transposes_and_channel_dropout():
     from mtsr_monai.data.clinical import ClinicalSliceDataset, pad_collate
 
