@@ -64,6 +64,20 @@ def test_a_file_differing_from_its_declared_sha256_is_refused(tmp_path, monkeypa
         checkpoint_meta(default_weights("t1", "flair"))
 
 
+def test_a_declared_file_that_is_a_link_is_checked_by_what_it_points_to(tmp_path):
+    bundle = _fake_bundle(tmp_path / "b", b"original weights", declared=b"original weights")
+    shipped = bundle / "models" / "t1_to_flair.pt"
+    (tmp_path / "cache.pt").write_bytes(b"changed weights")  # an annex / DVC cache file outside the bundle
+    shipped.unlink()
+    shipped.symlink_to(tmp_path / "cache.pt")
+    with pytest.raises(InputError, match="sha256"):
+        verify_file(shipped)
+    changed = _fake_bundle(tmp_path / "c", b"changed weights", declared=b"original weights")
+    (tmp_path / "link.pt").symlink_to(changed / "models" / "t1_to_flair.pt")  # a link into a bundle
+    with pytest.raises(InputError, match="sha256"):
+        verify_file(tmp_path / "link.pt")
+
+
 def test_a_matching_or_undeclared_file_passes(tmp_path):
     bundle = _fake_bundle(tmp_path, b"weights", declared=b"weights")
     assert verify_file(bundle / "models" / "t1_to_flair.pt").name == "t1_to_flair.pt"

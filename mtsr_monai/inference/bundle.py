@@ -181,8 +181,7 @@ def verify_file(path: str | os.PathLike) -> Path:
     if not path.is_file():
         raise InputError("bundle file not found (train the bundle or pass the weights)", path)
     resolved = path.resolve()
-    root = enclosing_bundle(resolved.parent)
-    expected = _declared_hash(root, resolved.relative_to(root).as_posix()) if root else None
+    expected = _declared_hash_of(Path(os.path.abspath(path))) or _declared_hash_of(resolved)
     if expected is None:
         return path
     stat = resolved.stat()
@@ -192,6 +191,14 @@ def verify_file(path: str | os.PathLike) -> Path:
     if _VERIFIED[key] != expected:
         raise InputError("weights do not match the sha256 declared in large_files.yml", path)
     return path
+
+
+def _declared_hash_of(location: Path) -> str | None:
+    """The sha256 that the bundle enclosing ``location`` declares for it. Looked up where the path says
+    (a link in a bundle's models/ is that bundle's file, wherever it points) and, by the caller, where it
+    points (a link elsewhere to a bundle's file)."""
+    root = enclosing_bundle(location.parent)
+    return _declared_hash(root, location.relative_to(root).as_posix()) if root else None
 
 
 def bundle_file(rel: str, bundle: str | os.PathLike | None = None) -> Path:
