@@ -95,6 +95,11 @@ def test_mt_bundle_inference_equals_mtsr_translate(tmp_path, target):
     assert cli_main([*cli, *args]) == 0
     for name in ("sample_0", "sample_1", "mean", "std"):
         _same(tmp_path / "bundle" / "a_t1" / f"{name}.nii.gz", tmp_path / "cli" / f"{name}.nii.gz")
+    if target == "flair":  # reduced to the mean: no samples or (zero) spread written, none left from before
+        _bundle_inference("mtsr_mt", "--dataset_dir", str(scans), *out, *args, "--reduce", "mean")
+        written = sorted(p.name for p in (tmp_path / "bundle" / "a_t1").glob("*.nii.gz"))
+        assert [n for n in written if n.startswith(("sample", "std"))] == [] and "mean.nii.gz" in written
+        _same(tmp_path / "bundle" / "a_t1" / "mean.nii.gz", tmp_path / "cli" / "mean.nii.gz")
 
 
 @pytest.mark.slow

@@ -83,6 +83,7 @@ __all__ = [
 ]
 
 CODES_KEY = "mtsr_latent_codes"  # JSON {"seed", "codes"} of a translation, kept in the output's meta
+REDUCED_KEY = "mtsr_reduced"  # "mean" in the meta of translations the inferer averaged (reduce="mean")
 # JSON {"bounds", "thick_axis", "given", "modalities", "transforms"} of a routine session
 CLINICAL_KEY = "mtsr_clinical"
 
@@ -225,10 +226,14 @@ class SaveTranslationsd(VolumeWriterd):
             mean, std = sample_statistics(samples)
             volumes = {f"sample_{i}.nii.gz": v for i, v in enumerate(samples)}
             volumes.update({"mean.nii.gz": mean, "std.nii.gz": std})
+            reduced = pred.meta.get(REDUCED_KEY) == "mean"
+            if reduced:  # the inferer kept only the samples' mean: no sample, no spread to write
+                volumes = {"mean.nii.gz": samples[0]}
             codes = json.loads(pred.meta.get(CODES_KEY, '{"seed": null, "codes": null}'))
             keep_mask = d.get(MASK_SOURCE_KEY) == AUTO  # estimated here: kept so that it can be checked
-            # all of them or none, and no sample or mask of an earlier run left beside them
-            stale = ("sample_*.nii.gz", *stale_auto_mask(out, d.get(self.mask_key)))
+            # all of them or none, and no sample, spread or mask of an earlier run left beside them
+            earlier = ("sample_*.nii.gz", "std.nii.gz") if reduced else ("sample_*.nii.gz",)
+            stale = (*earlier, *stale_auto_mask(out, d.get(self.mask_key)))
             with atomic_file_set(out, stale=stale) as staging:
                 for name, volume in volumes.items():
                     save_volume(volume, staging / name, affine, space=space)
@@ -236,12 +241,14 @@ class SaveTranslationsd(VolumeWriterd):
                     mask = np.asarray(d[self.mask_key].detach().cpu().numpy()[0], dtype=np.uint8)
                     save_volume(mask, staging / AUTO_MASK_NAME, affine, dtype=np.uint8, space=space)
                 atomic_write_text(staging / "codes.json", json.dumps(codes, indent=1))
-            paths = {"samples": [str(out / f"sample_{i}.nii.gz") for i in range(len(samples))]}
-            paths.update(mean=str(out / "mean.nii.gz"), std=str(out / "std.nii.gz"))
+            paths = {
+                name[: -len(".nii.gz")]: str(out / name) for name in volumes if not name.startswith("sample")
+            }
+            paths["samples"] = [str(out / name) for name in volumes if name.startswith("sample")]
             if keep_mask:
                 paths["brain_mask"] = str(out / AUTO_MASK_NAME)
             d[f"{key}_paths"] = paths
-            d[f"{key}_statistics"] = {"mean": mean, "std": std}
+            d[f"{key}_statistics"] = {"mean": mean, "std": None if reduced else std}
         return d
 
 
@@ -366,6 +373,7 @@ class SliceTranslationInferer(Inferer):
             item = MetaTensor(torch.from_numpy(np.ascontiguousarray(out)), affine=torch.as_tensor(affine))
             # a JSON string: collation and decollation pass strings through unchanged
             item.meta[CODES_KEY] = json.dumps({"seed": self.seed, "codes": codes.tolist()})
+            item.meta[REDUCED_KEY] = self.reduce or ""
             outs.append(item)
         return _batch(outs)
 
