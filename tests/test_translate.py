@@ -302,6 +302,18 @@ def test_a_baseline_rerun_leaves_no_sample_std_or_codes_of_the_earlier_run(
     assert sorted(p.name for p in out.iterdir()) == ["mean.nii.gz"]
 
 
+def test_a_brain_too_small_to_segment_for_the_tissue_lookup_exits_2_and_writes_nothing(
+    tiny_weights, phantom, tmp_path, capsys
+):
+    mask = np.zeros(phantom.shape, np.uint8)
+    mask[10:12, 10:12, 2:4] = 1  # 8 voxels
+    mask_file = write_nifti(tmp_path / "mask.nii.gz", mask, np.diag([1.0, 1.0, 2.0, 1.0]))
+    image = write_nifti(tmp_path / "t1.nii.gz", phantom, np.diag([1.0, 1.0, 2.0, 1.0]))
+    out = tmp_path / "out"
+    assert _translate(image, tiny_weights, out, "--method", "tissue-lookup", "--mask", str(mask_file)) == 2
+    assert "too small to segment" in capsys.readouterr().err and not out.exists()
+
+
 @pytest.mark.parametrize("method", ["bicyclegan", "identity"])
 def test_a_mask_kept_by_an_earlier_run_can_be_given_to_the_next_one(
     tiny_weights, phantom, phantom_file, tmp_path, method

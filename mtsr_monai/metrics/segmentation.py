@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mtsr_monai.data.datalist import IMAGE_KEYS, modality_from_name
+from mtsr_monai.errors import InputError
 from mtsr_monai.io import volume_stem
 from mtsr_monai.io.template import template_path
 
@@ -148,7 +149,7 @@ def _checked_channels(
     images: np.ndarray | Sequence[np.ndarray], brain: np.ndarray, n_classes: int
 ) -> tuple[list[np.ndarray], np.ndarray]:
     """``(float32 channels, bool brain)``: one 3D image or several, each on the brain mask's grid, and a
-    brain large enough for ``n_classes`` classes (ValueError otherwise)."""
+    brain large enough for ``n_classes`` classes (ValueError, InputError for the brain, otherwise)."""
     channels = (
         [np.asarray(images, dtype=np.float32)]
         if np.ndim(images) == 3
@@ -159,7 +160,8 @@ def _checked_channels(
         if ch.shape != brain.shape:
             raise ValueError(f"image shape {ch.shape} differs from the brain mask's {brain.shape}")
     if brain.sum() < 10 * n_classes:
-        raise ValueError("brain mask too small to segment")
+        # bad input, not a failure: the CLI answers exit 2 (a tiny --mask, a few-voxel scan)
+        raise InputError(f"brain of {int(brain.sum())} voxels: too small to segment into {n_classes} tissues")
     return channels, brain
 
 
