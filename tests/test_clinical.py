@@ -497,3 +497,14 @@ def test_a_file_that_is_not_a_clinical_checkpoint_is_refused_by_name(tmp_path):
     torch.save({"conv.weight": torch.zeros(1)}, bare)  # a bare state dict, as training's best-model file
     with pytest.raises(InputError, match="not a clinical_sr checkpoint"):
         clinical_weights(bare)
+
+
+def test_a_scan_a_few_voxels_thick_is_restored_and_checked_for_consistency(tmp_path):
+    rng = np.random.default_rng(0)
+    scan = write_nifti(
+        tmp_path / "t1.nii.gz", 100 + rng.random((5, 3, 3), np.float32), np.diag([4, 4, 1, 1.0])
+    )
+    out = tmp_path / "out"
+    argv = ["clinical-sr", "--t1", str(scan), "--spacing", "1", "--method", "trilinear", "-o", str(out)]
+    assert cli_main(argv) in (0, None)
+    assert (out / "t1.nii.gz").is_file()

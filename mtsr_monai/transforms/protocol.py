@@ -494,7 +494,10 @@ def acquire_like(
     src = sitk.Cast(volume, sitk.sitkFloat32)
     if inplane > out_sp * 1.05:
         sigma = math.sqrt(inplane**2 - out_sp**2) / (2 * math.sqrt(2 * math.log(2)))
-        src = sitk.SmoothingRecursiveGaussian(src, [sigma] * 3)
+        if min(src.GetSize()) >= 4:
+            src = sitk.SmoothingRecursiveGaussian(src, [sigma] * 3)
+        else:  # the recursive filter needs 4 voxels along every axis; the kernel one takes any size
+            src = sitk.DiscreteGaussian(src, [sigma**2] * 3, 32, 0.01, True)
     reach = 1.5 * thickness if profile == "gaussian" else 0.5 * thickness  # the profile's support, mm
     margin = int(math.ceil(reach / sp.max())) + 1
     grid, axis, r, first = _fine_slice_grid(like, min(out_sp, sp.max()), margin)
