@@ -1,14 +1,14 @@
 """Modality translation of whole volumes with a BicycleGAN generator: several plausible outputs per input.
-
 A volume is scaled to [0, 1] by robust percentiles (the training scaling,
-:func:`mtsr_monai.transforms.intensity.robust_scale`),
-brought to the models' training array order (L, P, S: flips and axis swaps only, undone on the outputs),
-cut into 2D slices normal to ``axis`` (axial from the header by default), each slice zero-padded to a square,
-resized to the model's training size, translated with ``G(A, z)``, resized back and un-padded, so the output
-is on exactly the input's grid (same shape and affine). One latent code ``z`` is used for all the slices of a
-sample, so each sample is one coherent volume; N codes give N samples, their per-voxel mean and standard
-deviation (where the model is unsure). Outputs are in [0, 1] (target modality, arbitrary units); voxels that
-are background in the input (zero after scaling, e.g. outside a skull-stripped brain) stay 0.
+:func:`mtsr_monai.transforms.intensity.robust_scale`), brought to the models' training array order (L, P, S:
+flips and axis swaps only, undone on the outputs), cut into 2D slices normal to ``axis`` (axial from the
+header by default), each slice zero-padded and translated with ``G(A, z)`` at its own voxel size (weights with
+``native_resolution``, as shipped: padded to a multiple of ``image_size``; older weights: padded to a square,
+resized to ``image_size`` and back), then un-padded, so the output is on exactly the input's grid (same shape
+and affine). One latent code ``z`` is used for all the slices of a sample, so each sample is one coherent
+volume; N codes give N samples, their per-voxel mean and standard deviation (where the model is unsure).
+Outputs are in [0, 1] (target modality, arbitrary units); voxels that are background in the input (zero after
+scaling, e.g. outside a skull-stripped brain) stay 0.
 
 Weights files (``bundles/mtsr_mt/models/<source>_to_<target>.pt``) hold ``{"generator": fp16 state dict,
 "meta": {source, target, method, nz, ngf, image_size, ...}}``.

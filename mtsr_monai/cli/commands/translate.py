@@ -18,7 +18,8 @@ HELP = "translate a NIfTI volume to another modality: N samples, their mean and 
 DESCRIPTION = (
     "Translate INPUT (modality --source) to --target with the MT bundle's BicycleGAN generator, slice by "
     "slice "
-    "(axial from the header) at the model's training size, keeping the input's grid. Writes "
+    "(axial from the header) at the slices' own voxel size (native-resolution weights, as shipped; older "
+    "weights: resized to their training size and back), keeping the input's grid. Writes "
     "OUT/sample_0..N-1.nii.gz, mean.nii.gz, std.nii.gz (per-voxel standard deviation across samples) and "
     "codes.json (the latent codes; pass them back with --codes to reproduce). Outputs are in [0, 1]."
 )
