@@ -1,4 +1,5 @@
 """Modality translation of whole volumes with a BicycleGAN generator: several plausible outputs per input.
+
 A volume is scaled to [0, 1] by robust percentiles (the training scaling,
 :func:`mtsr_monai.transforms.intensity.robust_scale`), brought to the models' training array order (L, P, S:
 flips and axis swaps only, undone on the outputs), cut into 2D slices normal to ``axis`` (axial from the
