@@ -129,14 +129,23 @@ def test_tukey_fences_flag_only_the_extreme_value():
     )
 
 
-def test_clean_partials_removes_only_leftovers_of_killed_writers(tmp_path):
+def test_clean_partials_removes_only_leftovers_of_killed_writers_of_its_own_outputs(tmp_path):
     from mtsr_monai.bids.derivatives import clean_partials
 
-    keep = tmp_path / "sub-01_desc-mtsrSR_T1w.nii.gz"
-    for p in (keep, tmp_path / ".sub-01_desc-mtsrSR_T1w.nii.gz.abc.part.nii.gz"):
-        p.write_bytes(b"x")
-    (tmp_path / ".mtsr-work-123").mkdir()
-    assert clean_partials(tmp_path) == 2 and [p.name for p in tmp_path.iterdir()] == [keep.name]
+    ours = tmp_path / "sub-01_desc-mtsrSR_T1w.nii.gz"
+    theirs = ".sub-01_desc-mtsrMT_FLAIR.nii.gz.def.part.nii.gz"  # another task's, running on the subject
+    for name in (
+        ours.name,
+        ".sub-01_desc-mtsrSR_T1w.nii.gz.abc.part.nii.gz",
+        ".sub-01_desc-mtsrSR_T1w.json.x.part",
+        theirs,
+    ):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / f".mtsr-work-{ours.name}.123").mkdir()
+    (tmp_path / ".mtsr-work-sub-01_desc-mtsrMT_FLAIR.nii.gz.456").mkdir()
+    assert clean_partials(tmp_path, [ours]) == 3
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == [".mtsr-work-sub-01_desc-mtsrMT_FLAIR.nii.gz.456", theirs, ours.name]
 
 
 # ------------------------------------------------------------- real data: a small tree from ../shared/data

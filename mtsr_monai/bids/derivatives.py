@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,8 @@ group_report.html, group_iqms.tsv: the group level.
 """
 #: sidecar fields that change from run to run and are left out of the provenance hash and comparisons
 VOLATILE = ("RunTime",)
+#: a task's hidden work folder beside its output ``X``: ``.mtsr-work-X.<random>``
+WORK_PREFIX = ".mtsr-work-"
 
 
 def derivative_stem(image: BIDSImage, desc: str, suffix: str | None = None) -> str:
@@ -148,19 +150,24 @@ def write_dataset_files(output_dir: Path, raw_root: Path, raw_description: Mappi
             atomic_write_text(output_dir / name, text)
 
 
-def clean_partials(folder: Path) -> int:
-    """Delete temporary files and work folders a killed run left in ``folder`` (hidden ``.*.part*`` files of
-    the atomic writers, ``.mtsr-work-*`` folders); returns how many. Run under the subject's lock only."""
+def clean_partials(folder: Path, outputs: Iterable[Path]) -> int:
+    """Delete the temporary files and work folders a killed run left in ``folder`` for ``outputs`` (and their
+    sidecars): the atomic writers' hidden ``.<name>.*.part*`` files, ``.mtsr-work-<name>.*`` folders; returns
+    how many. Run under the task's lock on the subject: another task, running on the same subject, has
+    temporaries of its own outputs there, which are left alone."""
     import shutil
 
     if not folder.is_dir():
         return 0
+    names = {p.name for o in outputs for p in (Path(o), sidecar_path(o))}
+    ours = tuple(f".{name}." for name in names)
+    work = tuple(f"{WORK_PREFIX}{name}." for name in names)
     n = 0
     for path in folder.iterdir():
-        if path.name.startswith(".") and ".part" in path.name and path.is_file():
+        if path.name.startswith(ours) and ".part" in path.name and path.is_file():
             path.unlink(missing_ok=True)
             n += 1
-        elif path.name.startswith(".mtsr-work-") and path.is_dir():
+        elif path.name.startswith(work) and path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
             n += 1
     return n

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mtsr_monai.bids.derivatives import derivative_stem, file_sha256, output_folder, sidecar_path
+from mtsr_monai.bids.derivatives import WORK_PREFIX, derivative_stem, file_sha256, output_folder, sidecar_path
 from mtsr_monai.bids.layout import SUFFIX_MODALITY, BIDSImage
 from mtsr_monai.errors import InputError
 from mtsr_monai.inference.brain_mask import AUTO as AUTO_MASK
@@ -244,7 +244,7 @@ def _input_warnings(into: list[str]) -> Iterator[None]:
 def _work_folder(final: Path) -> tempfile.TemporaryDirectory:
     """A hidden work folder beside ``final`` (same file system: the rename into place is atomic)."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.TemporaryDirectory(prefix=".mtsr-work-", dir=final.parent)
+    return tempfile.TemporaryDirectory(prefix=f"{WORK_PREFIX}{final.name}.", dir=final.parent)
 
 
 class ClinicalSRTask(Task):
