@@ -672,3 +672,12 @@ def test_the_packages_input_warnings_are_recorded_for_every_image_and_others_sho
                 warnings.warn_explicit("a library's", UserWarning, "/lib/x.py", 5, module="lib.x")
             assert noted == ["6 mm pixels"]
     assert shown and set(shown) == {"a library's"}
+
+
+def test_translating_a_named_modality_without_weights_is_refused_before_any_participant():
+    from mtsr_monai.bids.tasks import TranslateTask
+    from mtsr_monai.errors import InputError
+
+    with pytest.raises(InputError, match="no weights to translate --modality T2w to FLAIR"):
+        TranslateTask(suffixes=["T1w", "T2w"], target="FLAIR")
+    assert TranslateTask(suffixes=["T1w"], target="FLAIR").suffixes == ["T1w"]

@@ -376,6 +376,10 @@ class TranslateTask(Task):
             raise InputError(f"--target {target} is the --modality to translate; choose another target")
         self.target, self.samples, self.seed, self.axis = target, samples, seed, axis
         self._models: dict[str, Any] = {}
+        for suffix in set(suffixes or ()) & set(SUFFIX_MODALITY) - {target}:  # named: each needs weights
+            weights = self._weights(SUFFIX_MODALITY[suffix])
+            if not weights.is_file():
+                raise InputError(f"no weights to translate --modality {suffix} to {target}", weights)
 
     def parameters(self) -> dict[str, Any]:
         return {
