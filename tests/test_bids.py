@@ -681,3 +681,21 @@ def test_translating_a_named_modality_without_weights_is_refused_before_any_part
     with pytest.raises(InputError, match="no weights to translate --modality T2w to FLAIR"):
         TranslateTask(suffixes=["T1w", "T2w"], target="FLAIR")
     assert TranslateTask(suffixes=["T1w"], target="FLAIR").suffixes == ["T1w"]
+
+
+def test_the_group_level_writes_nothing_into_another_tools_dataset(tmp_path):
+    raw = _raw_tree(tmp_path / "raw", {"01": ["sub-01/anat/sub-01_T1w.nii.gz"]})
+    other = tmp_path / "fmriprep"
+    other.mkdir()
+    (other / "dataset_description.json").write_text('{"Name": "x", "GeneratedBy": [{"Name": "fmriprep"}]}')
+    assert _mtsr(raw, other, "group") == 2
+    assert [p.name for p in other.iterdir()] == ["dataset_description.json"]
+
+
+def test_the_group_report_counts_a_participant_failing_two_tasks_once(tmp_path):
+    from mtsr_monai.reporting.bids_group import write_group_report
+
+    rows = [{"participant_id": "sub-1", "bids_name": "x", "role": "input", "group": "T1w", "cjv": 0.5}]
+    failures = [{"participant_id": "sub-2", "task": t, "reason": "r"} for t in ("qc", "translate")]
+    html = write_group_report(rows, failures, tmp_path)["html"].read_text()
+    assert "1 failed participant(s) (2 failed task run(s))" in html

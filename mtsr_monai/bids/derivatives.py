@@ -130,10 +130,10 @@ def dataset_description(raw_root: Path, raw_description: Mapping[str, Any]) -> d
     }
 
 
-def write_dataset_files(output_dir: Path, raw_root: Path, raw_description: Mapping[str, Any]) -> None:
-    """``dataset_description.json`` and ``.bidsignore`` of the output dataset (rewritten only on change)."""
-    path = output_dir / "dataset_description.json"
-    existing = read_json(path)
+def check_ours(output_dir: Path) -> dict[str, Any] | None:
+    """``output_dir``'s dataset description (None where there is none); InputError when another tool made
+    that dataset: mtsr writes nothing into it."""
+    existing = read_json(output_dir / "dataset_description.json")
     makers = [g.get("Name") for g in (existing or {}).get("GeneratedBy", []) if isinstance(g, dict)]
     if existing is not None and TOOL not in makers:
         raise InputError(
@@ -141,6 +141,13 @@ def write_dataset_files(output_dir: Path, raw_root: Path, raw_description: Mappi
             "choose a folder of its own for mtsr's outputs",
             output_dir,
         )
+    return existing
+
+
+def write_dataset_files(output_dir: Path, raw_root: Path, raw_description: Mapping[str, Any]) -> None:
+    """``dataset_description.json`` and ``.bidsignore`` of the output dataset (rewritten only on change)."""
+    path = output_dir / "dataset_description.json"
+    existing = check_ours(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     wanted = dataset_description(raw_root, raw_description)
     if existing != wanted:

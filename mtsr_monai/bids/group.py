@@ -90,7 +90,7 @@ def group_level(
     ``suffixes`` (``T1w`` ...) to the images made from raw images with those suffixes."""
 
     output_dir = Path(output_dir).resolve()
-    if not (output_dir / "dataset_description.json").is_file():
+    if der.check_ours(output_dir) is None:
         raise InputError("no mtsr derivatives here (run the participant level first)", output_dir)
     failures = compile_failures(output_dir)
     if tasks:

@@ -210,9 +210,11 @@ def write_group_report(
     tsv = write_tsv(rows, output_dir / "group_iqms.tsv")
     fig = distribution_figure(rows, output_dir / "figures" / "group_distributions.png")
     participants = sorted({r["participant_id"] for r in rows})
+    failed = {f.get("participant_id") for f in failures}  # a failure is a participant's run of one task
     overview = (
         f"<p>{len(participants)} participants, {sum(r['role'] == 'input' for r in rows)} input images, "
-        f"{sum(r['role'] == 'output' for r in rows)} output images, {len(failures)} failed participant(s), "
+        f"{sum(r['role'] == 'output' for r in rows)} output images, "
+        f"{len(failed)} failed participant(s) ({len(failures)} failed task run(s)), "
         f"{len(flags)} outlying value(s) (Tukey fences, k = 1.5, groups of at least 4 images).</p>"
     )
     sections = [("Overview", overview), ("Summary by group", _summary_table(rows))]
