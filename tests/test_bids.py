@@ -72,6 +72,20 @@ def test_reader_refuses_missing_description_and_unknown_participant(tmp_path):
         read_dataset(root)
 
 
+def test_reader_reports_a_miscased_suffix_and_refuses_an_unknown_session_among_known_ones(tmp_path):
+    from mtsr_monai.bids.layout import read_dataset
+    from mtsr_monai.errors import InputError
+
+    anat = "sub-01/ses-1/anat/sub-01_ses-1"
+    root = _raw_tree(
+        tmp_path / "raw", {"01": [f"{anat}_T1w.nii.gz", f"{anat}_t2w.nii.gz", f"{anat}_angio.nii.gz"]}
+    )
+    ds = read_dataset(root)
+    assert ds.ignored == [f"{anat}_t2w.nii.gz"] and "is not BIDS's T2w" in ds.warnings[0]
+    with pytest.raises(InputError, match="session.*: 99"):
+        read_dataset(root, sessions=["1", "99"])
+
+
 def test_derivative_names_follow_the_bids_entity_rules(tmp_path):
     from mtsr_monai.bids.derivatives import derivative_stem
     from mtsr_monai.bids.layout import read_dataset

@@ -127,7 +127,15 @@ def _images_of(root: Path, subject_dir: Path, warnings: list[str], ignored: list
                 continue
             if suffix in SUFFIX_MODALITY:
                 images.append(BIDSImage(path, rel, entities, suffix))
+            elif suffix.lower() in _SUFFIX_CASEFOLD:  # a typo, not another kind of image: seen, not skipped
+                warnings.append(
+                    f"{rel}: suffix {suffix} is not BIDS's {_SUFFIX_CASEFOLD[suffix.lower()]}; ignored"
+                )
+                ignored.append(rel)
     return images
+
+
+_SUFFIX_CASEFOLD = {s.lower(): s for s in SUFFIX_MODALITY}
 
 
 def _normalise(labels: Iterable[str] | None, prefix: str) -> list[str] | None:
@@ -167,10 +175,12 @@ def read_dataset(
     warnings: list[str] = []
     ignored: list[str] = []
     subjects: dict[str, list[BIDSImage]] = {}
+    seen_sessions: set[str | None] = set()
     for subject_dir in found:
         if wanted and subject_dir.name[4:] not in wanted:
             continue
         every = _images_of(root, subject_dir, warnings, ignored)
+        seen_sessions |= {im.session for im in every}
         if wanted_ses and not any(im.session in wanted_ses for im in every):
             # none of the sessions asked for: not a participant of this run (rather than a failed one)
             warnings.append(f"{subject_dir.name}: none of the sessions asked for; skipped")
@@ -181,6 +191,7 @@ def read_dataset(
             if (not wanted_ses or im.session in wanted_ses) and (not suffixes or im.suffix in suffixes)
         ]
         subjects[subject_dir.name[4:]] = images
-    if wanted_ses and not subjects:
-        raise InputError(f"session(s) not in the dataset: {', '.join(sorted(wanted_ses))}", root)
+    unknown = sorted(wanted_ses - seen_sessions)  # a typo among good labels is an error too
+    if unknown:
+        raise InputError(f"session(s) not in the dataset: {', '.join(unknown)}", root)
     return BIDSDataset(root, description, subjects, warnings, ignored)
