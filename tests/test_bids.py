@@ -713,3 +713,12 @@ def test_the_group_report_counts_a_participant_failing_two_tasks_once(tmp_path):
     failures = [{"participant_id": "sub-2", "task": t, "reason": "r"} for t in ("qc", "translate")]
     html = write_group_report(rows, failures, tmp_path)["html"].read_text()
     assert "1 failed participant(s) (2 failed task run(s))" in html
+
+
+def test_a_session_without_the_asked_modality_fails_whatever_else_it_holds(tmp_path):
+    ses = "sub-01/ses-{0}/anat/sub-01_ses-{0}"
+    files = [ses.format(1) + "_T1w.nii.gz", ses.format(1) + "_FLAIR.nii.gz", ses.format(2) + "_T1w.nii.gz"]
+    raw = _raw_tree(tmp_path / "raw", {"01": files})
+    out = tmp_path / "out"
+    assert _bicubic(raw, out, "--modality", "FLAIR") == 1
+    assert "missing modality FLAIR in session 2" in (out / "logs" / "failures.tsv").read_text()

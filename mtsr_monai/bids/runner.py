@@ -260,7 +260,8 @@ def participant_level(
     gathered), with ``failed`` counting failures over all ranks and, on rank 0, ``run_log``: its path."""
     ranks = ranks or Ranks()
     output_dir = Path(output_dir).resolve()
-    dataset = read_dataset(bids_dir, participants, sessions, task.suffixes)
+    # every contrast read: the task picks its own (Task.usable), and sees each session, also one lacking them
+    dataset = read_dataset(bids_dir, participants, sessions)
     if output_dir.is_relative_to(dataset.root):
         rel = output_dir.relative_to(dataset.root).parts
         if not rel or rel[0].startswith("sub-"):

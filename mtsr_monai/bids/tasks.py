@@ -308,11 +308,13 @@ class ClinicalSRTask(Task):
             sessions.setdefault(im.session or "", []).append(im)
         items = []
         for session, ims in sorted(sessions.items()):
-            mods = [im.modality for im in ims]
-            dupes = sorted({m for m in mods if mods.count(m) > 1})
-            if dupes:
+            suffixes = [im.suffix for im in ims]
+            dupes = [im.path.name for im in ims if suffixes.count(im.suffix) > 1]
+            if dupes:  # runs / acquisitions of one contrast: which one to fuse is the user's choice
                 raise InputError(
-                    f"several {dupes} images in session {session or '-'}: select with --modality"
+                    f"session {session or '-'} has several scans of one contrast ({', '.join(dupes)}): "
+                    "clinical-sr fuses one per contrast; leave that contrast out with --modality, or keep "
+                    "one run in the dataset"
                 )
             # a baseline's outputs beside the model's, not over them: desc-mtsrClinicalSRTrilinear
             label = "mtsrClinicalSR" + ("" if self.method == "model" else self.method.capitalize())
