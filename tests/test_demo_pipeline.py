@@ -89,6 +89,36 @@ def test_run_refuses_weights_of_another_translation_like_translate(
     assert not out.exists()
 
 
+def test_run_refuses_codes_kept_in_its_own_output_folder_instead_of_removing_them(
+    tiny_weights, phantom_file, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("MTSR_SR_WEIGHTS", str(tmp_path / "absent.pt"))
+    out = tmp_path / "out"
+    assert (
+        _cli(
+            "translate",
+            "-i",
+            str(phantom_file),
+            "--source",
+            "t1",
+            "--target",
+            "t2",
+            "-o",
+            str(out),
+            "--weights",
+            str(tiny_weights),
+            "-n",
+            "2",
+            "--seed",
+            "1",
+        )
+        == 0
+    )
+    codes = (out / "codes.json").read_bytes()
+    assert _run(phantom_file, tiny_weights, out, "--codes", str(out / "codes.json")) == 2
+    assert (out / "codes.json").read_bytes() == codes
+
+
 def test_demo_end_to_end_with_shipped_weights(tmp_path):
     from mtsr_monai.inference.pipeline import run_demo
     from mtsr_monai.inference.translate import default_weights

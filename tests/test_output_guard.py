@@ -376,3 +376,14 @@ def test_an_input_named_like_a_sample_in_a_folder_with_brackets_is_refused(tmp_p
     with pytest.raises(InputError, match="would overwrite the input"):
         check_not_inputs(plan, [folder / "sample_3.nii.gz"])
     check_not_inputs(plan, [tmp_path / "br1" / "sample_3.nii.gz"])  # another folder
+
+
+def test_a_write_in_progress_in_a_sub_folder_of_an_output_folder_is_left_alone(tmp_path):
+    from mtsr_monai.io.outputs import OutputPlan, guard_outputs
+
+    out = tmp_path / "der"
+    other = out / "sub-01" / "anat" / ".sub-01_desc-mtsrSR_T1w.nii.gz.6f8ftjko.part.nii.gz"  # mtsr bids, live
+    other.parent.mkdir(parents=True)
+    other.write_bytes(b"being written")
+    with guard_outputs(OutputPlan(files=[out / "mean.nii.gz"], folders=[out]), []):
+        assert other.is_file()

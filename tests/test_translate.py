@@ -291,15 +291,33 @@ def test_a_rerun_with_fewer_samples_leaves_no_sample_of_the_earlier_run(tiny_wei
     ]
 
 
+@pytest.mark.parametrize("method", ["bicyclegan", "tissue-lookup"])
+def test_a_users_own_files_in_the_output_folder_are_never_removed(
+    tiny_weights, phantom_file, tmp_path, method
+):
+    out = tmp_path / "out"
+    out.mkdir()
+    own = {"brain_mask.nii.gz": b"HD-BET mask", "sample_scan.nii.gz": b"a scan", "codes.json": b"{}"}
+    for name, data in own.items():
+        (out / name).write_bytes(data)
+    extra = ["-n", "2", "--mask", "none"]
+    assert _translate(phantom_file, tiny_weights, out, "--method", method, *extra) == 0
+    kept = own if method != "bicyclegan" else {k: v for k, v in own.items() if k != "codes.json"}
+    assert all((out / name).read_bytes() == data for name, data in kept.items())
+
+
 @pytest.mark.parametrize("method", ["identity", "tissue-lookup"])
-def test_a_baseline_rerun_leaves_no_sample_std_or_codes_of_the_earlier_run(
+def test_a_baseline_rerun_leaves_no_sample_std_or_codes_of_the_earlier_run_and_keeps_a_users_file(
     tiny_weights, phantom_file, tmp_path, method
 ):
     out = tmp_path / "out"
     assert _translate(phantom_file, tiny_weights, out, "-n", "3", "--seed", "1") == 0
-    (out / "brain_mask.nii.gz").write_bytes((out / "mean.nii.gz").read_bytes())  # another run's mask
+    (out / "brain_mask.nii.gz").write_bytes((out / "mean.nii.gz").read_bytes())  # a user's own: kept
     assert _translate(phantom_file, tiny_weights, out, "--method", method) == 0  # --weights: ignored
-    assert sorted(p.name for p in out.iterdir()) == ["mean.nii.gz"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "brain_mask.nii.gz",
+        "mean.nii.gz",
+    ]
 
 
 def test_a_brain_too_small_to_segment_for_the_tissue_lookup_exits_2_and_writes_nothing(

@@ -9,8 +9,8 @@ starts it refuses (:class:`~mtsr_monai.errors.InputError`, exit 2, nothing writt
 - an output location where no file can be created (read-only folder, no permission, read-only disk),
   probed by creating and deleting a temporary file, so root and read-only mounts are judged right too;
 - an output that another ``mtsr`` run is writing now: each output path is locked with ``flock`` for the
-  whole run, in a lock file outside the output folder (``$TMPDIR/mtsr-locks``), removed when the run ends
-  and released by the kernel even when the holder is killed.
+  whole run, in a lock file outside the output folder (``$TMPDIR/mtsr-locks-<uid>``), removed when the run
+  ends and released by the kernel even when the holder is killed.
 
 Holding the locks, it removes the temporary files that killed runs left next to the outputs
 (``.<name>.<random>.part<ext>``, see :mod:`mtsr_monai.io.atomic`), unless another live run owns them.
@@ -122,7 +122,9 @@ def check_writable(plan: OutputPlan) -> None:
 def lock_path(path: str | os.PathLike) -> Path:
     """The lock file of an output path: outside the output folder, keyed by the resolved path."""
     key = hashlib.sha256(str(_resolved(path)).encode()).hexdigest()[:24]
-    return Path(tempfile.gettempdir()) / "mtsr-locks" / f"{key}.lock"
+    # one folder per user: a shared one, made by whoever ran mtsr first, would refuse everyone else's locks
+    user = os.getuid() if hasattr(os, "getuid") else "user"
+    return Path(tempfile.gettempdir()) / f"mtsr-locks-{user}" / f"{key}.lock"
 
 
 class OutputLocks:
@@ -263,9 +265,9 @@ def remove_stale_parts(plan: OutputPlan, locks: OutputLocks) -> list[Path]:
         folder = _resolved(out).parent
         if folder.is_dir():
             candidates |= set(folder.glob(f".{glob_escape(Path(out).name)}.*.part*"))
-    for folder in plan.folders:
-        if _resolved(folder).is_dir():
-            candidates |= set(_resolved(folder).rglob(".*.part*"))
+    for folder in plan.folders:  # its own level only: sub-folders may hold other tools' writes in progress
+        if _resolved(folder).is_dir():  # (an `mtsr bids` tree under a translate's output folder)
+            candidates |= set(_resolved(folder).glob(".*.part*"))
     removed = []
     for tmp in sorted(candidates):
         match = PART_NAME.match(tmp.name)

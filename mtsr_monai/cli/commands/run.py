@@ -46,8 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def outputs(args: argparse.Namespace) -> OutputPlan:
     from mtsr_monai.cli.commands.translate import mask_output, translation_outputs
 
+    # codes.json too: a run removes one an earlier translate left, so a --codes file there is refused
     return translation_outputs(
-        args.output_dir, ("sr.nii.gz", "montage.png", "summary.json", *mask_output(args))
+        args.output_dir, ("sr.nii.gz", "montage.png", "summary.json", "codes.json", *mask_output(args))
     )
 
 
