@@ -236,13 +236,21 @@ def test_the_clinical_writer_leaves_no_sequence_of_an_earlier_run(tmp_path):
 
     out = tmp_path / "s1"
     out.mkdir()
-    (out / "t2.nii.gz").write_bytes(b"an earlier run's T2")
-    info = {"modalities": ["flair", "t1", "t2"], "given": ["flair", "t1"]}
-    image = MetaTensor(torch.zeros(3, 4, 4, 4), meta={CLINICAL_KEY: json.dumps(info)})
-    d = SaveClinicald(output_dir=str(tmp_path))(
-        {"image": image, "pred": torch.rand(3, 4, 4, 4), "session": "s1"}
-    )
-    assert sorted(p.name for p in out.iterdir()) == ["flair.nii.gz", "t1.nii.gz"]
+    (out / "notes.nii.gz").write_bytes(b"the user's own")
+
+    def write(given: list[str]) -> dict:
+        info = {"modalities": ["flair", "t1", "t2"], "given": given}
+        image = MetaTensor(torch.zeros(3, 4, 4, 4), meta={CLINICAL_KEY: json.dumps(info)})
+        item = {"image": image, "pred": torch.rand(3, 4, 4, 4), "session": "s1"}
+        return SaveClinicald(output_dir=str(tmp_path))(item)
+
+    write(["flair", "t1", "t2"])
+    d = write(["flair", "t1"])  # the earlier run's T2 goes, the user's file stays
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "flair.nii.gz",
+        "notes.nii.gz",
+        "t1.nii.gz",
+    ]
     assert sorted(d["pred_paths"]) == ["flair", "t1"]
 
 

@@ -38,8 +38,8 @@ def test_checkout_finds_the_repository_bundles_through_the_package():
 
 
 def test_mtsr_bundles_moves_every_default_weights_path(tmp_path, monkeypatch):
+    from mtsr_monai.inference.bundle import sr_weights_path
     from mtsr_monai.inference.clinical import default_model_path
-    from mtsr_monai.inference.pipeline import sr_weights_path
     from mtsr_monai.inference.translate import default_weights
 
     monkeypatch.setenv("MTSR_BUNDLES", str(tmp_path))

@@ -55,7 +55,7 @@ def test_make_demo_data_writes_five_files_on_the_template_grid(demo_dir):
 
     from mtsr_monai.io.template import template_path
 
-    names = sorted(p.name for p in demo_dir.iterdir())
+    names = sorted(p.name for p in demo_dir.iterdir() if not p.name.startswith("."))
     assert names == ["brain_mask.nii.gz", "flair.nii.gz", "pd.nii.gz", "t1.nii.gz", "t2.nii.gz"]
     template = nib.load(str(template_path("t1")))
     for name in names:

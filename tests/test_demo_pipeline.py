@@ -119,6 +119,16 @@ def test_run_refuses_codes_kept_in_its_own_output_folder_instead_of_removing_the
     assert (out / "codes.json").read_bytes() == codes
 
 
+def test_run_refuses_a_scale_the_sr_model_does_not_make_before_any_work(
+    tiny_weights, phantom_file, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.delenv("MTSR_SR_WEIGHTS", raising=False)  # the shipped x4 model
+    out = tmp_path / "out"
+    assert _run(phantom_file, tiny_weights, out, "--scale", "2") == 2
+    err = capsys.readouterr().err
+    assert "upsamples x4, not x2" in err and "start-up" not in err and not out.exists()
+
+
 def test_demo_end_to_end_with_shipped_weights(tmp_path):
     from mtsr_monai.inference.pipeline import run_demo
     from mtsr_monai.inference.translate import default_weights

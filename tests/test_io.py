@@ -91,6 +91,7 @@ def test_single_volume_4d_is_squeezed(tmp_path, phantom):
         (np.random.rand(8, 8, 8, 2), None, "4D"),
         (np.where(np.eye(8)[..., None].repeat(8, 2) > 0, np.nan, 1.0), None, "NaN"),
         (np.random.rand(8, 8, 8), np.diag([100.0, 1, 1, 1]), "voxel size"),
+        (np.zeros((32, 0, 8), np.float32), None, "no voxels"),
     ],
 )
 def test_bad_volumes_are_refused(tmp_path, array, affine, problem):

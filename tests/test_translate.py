@@ -256,7 +256,7 @@ def test_translate_cli_writes_samples_mean_std_on_input_grid(tiny_weights, phant
     out = tmp_path / "out"
     rc = _translate(phantom_file, tiny_weights, out, "-n", "3", "--seed", "7")
     assert rc == 0
-    names = sorted(p.name for p in out.iterdir())
+    names = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
     assert names == [
         "codes.json",
         "mean.nii.gz",
@@ -283,7 +283,7 @@ def test_a_rerun_with_fewer_samples_leaves_no_sample_of_the_earlier_run(tiny_wei
     out = tmp_path / "out"
     assert _translate(phantom_file, tiny_weights, out, "-n", "3", "--seed", "1") == 0
     assert _translate(phantom_file, tiny_weights, out, "-n", "1", "--seed", "2") == 0
-    assert sorted(p.name for p in out.iterdir()) == [
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
         "codes.json",
         "mean.nii.gz",
         "sample_0.nii.gz",

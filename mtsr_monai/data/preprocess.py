@@ -454,7 +454,8 @@ def check_inputs(subjects: Iterable[dict[str, Any]]) -> None:
     for subject in subjects:
         for key, path in subject.items():
             if key not in ("subject", "split") and not Path(path).is_file():
-                raise InputError(f"listed for subject {subject['subject']} ({key}) but missing", path)
+                what = "a folder, not an image file" if Path(path).is_dir() else "missing"
+                raise InputError(f"listed for subject {subject['subject']} ({key}) but {what}", path)
 
 
 def check_contents(subjects: Sequence[dict[str, Any]], progress: bool = False) -> None:

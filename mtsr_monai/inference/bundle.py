@@ -201,6 +201,31 @@ def _declared_hash_of(location: Path) -> str | None:
     return _declared_hash(root, location.relative_to(root).as_posix()) if root else None
 
 
+def sr_weights_path() -> Path:
+    """The SR weights: ``$MTSR_SR_WEIGHTS``, else the SR bundle's ``models/model.pt`` (under
+    :func:`bundles_root`)."""
+    env = os.environ.get("MTSR_SR_WEIGHTS")
+    return Path(env) if env else weights_path("mtsr_sr")
+
+
+def declared_sr_scale() -> int:
+    """The scale the SR bundle's ``inference.yaml`` declares (``scale``), read without building anything."""
+    # lazy: pyyaml only where a command asks
+    import yaml
+
+    config = yaml.safe_load((bundle_dir("mtsr_sr") / "configs" / "inference.yaml").read_text())
+    return int(config["scale"])
+
+
+def sr_scale_refused(model_scale: int, scale: int) -> InputError:
+    """The refusal of a ``--scale`` the SR model does not make (a CLI checks it before any work, with the
+    bundle's declared scale; the pipeline again with the loaded network's)."""
+    return InputError(
+        f"the SR model upsamples x{model_scale}, not x{scale}: use --scale {model_scale}, or an "
+        "interpolation (--sr-method bicubic) for other factors"
+    )
+
+
 def bundle_file(rel: str, bundle: str | os.PathLike | None = None) -> Path:
     """The checked file ``rel`` (e.g. ``models/t1_to_flair.pt``) of a bundle (name or folder; default the
     SR bundle): :func:`verify_file` of ``bundle_dir(bundle) / rel``."""

@@ -20,9 +20,13 @@ import numpy as np
 import torch
 
 from mtsr_monai.data.demo import make_demo_subject
-from mtsr_monai.errors import InputError
 from mtsr_monai.inference.brain_mask import brain_mask_for, check_brain_mask, stale_auto_mask
-from mtsr_monai.inference.bundle import bundles_root, load_bundle_network, weights_path
+from mtsr_monai.inference.bundle import (
+    bundles_root,
+    load_bundle_network,
+    sr_scale_refused,
+    sr_weights_path,
+)
 from mtsr_monai.inference.super_resolve import super_resolve_volume
 from mtsr_monai.io import (
     atomic_file_set,
@@ -39,14 +43,6 @@ from mtsr_monai.reporting.demo_report import demo_figures, demo_html, shown_path
 from mtsr_monai.reporting.figures import axial_montage
 from mtsr_monai.reporting.views import centre_point
 from mtsr_monai.transforms.intensity import robust_scale
-
-
-def sr_weights_path() -> Path:
-    """The SR weights: ``$MTSR_SR_WEIGHTS``, else the SR bundle's ``models/model.pt`` (under
-    :func:`mtsr_monai.inference.bundle.bundles_root`)."""
-
-    env = os.environ.get("MTSR_SR_WEIGHTS")
-    return Path(env) if env else weights_path("mtsr_sr")
 
 
 def load_sr_network(device: str = "cpu") -> tuple[torch.nn.Module | None, str]:
@@ -76,10 +72,7 @@ def super_resolve(
     network, description = (None, method) if method != "auto" else load_sr_network(device)
     model_scale = getattr(network, "scale", scale)
     if model_scale != scale:
-        raise InputError(
-            f"the SR model upsamples x{model_scale}, not x{scale}: use --scale {model_scale}, or an "
-            "interpolation (--sr-method bicubic) for other factors"
-        )
+        raise sr_scale_refused(model_scale, scale)
     used = "model" if network is not None else ("bicubic" if method == "auto" else method)
     sr, sr_aff = super_resolve_volume(
         volume, affine, method=used, network=network, scale=scale, axis=axis, device=device, progress=progress

@@ -84,9 +84,9 @@ def atomic_file_set(folder: str | os.PathLike, stale: Sequence[str] = ()) -> Ite
             target.parent.mkdir(parents=True, exist_ok=True)
             os.chmod(path, 0o666 & ~_umask())
             os.replace(path, target)
-        if stale:  # a set that replaces an earlier one records what it wrote, for the next to replace
-            kept = {rel for rel in ours if (final / rel).is_file()}
-            atomic_write_text(final / WRITTEN_RECORD, json.dumps(sorted(kept | written), indent=0) + "\n")
+        # what the sets wrote here and is still here: what the next set may replace
+        kept = {rel for rel in ours if (final / rel).is_file()}
+        atomic_write_text(final / WRITTEN_RECORD, json.dumps(sorted(kept | written), indent=0) + "\n")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -40,6 +40,8 @@ def validate_grid(shape: Sequence[int], affine: np.ndarray, path: str | Path | N
 def check_volume_array(array: np.ndarray, path: str | Path | None = None) -> None:
     """Refuse (:class:`InputError`) an array that is not 3D or holds NaN/Inf voxels: what the Python API's
     volume functions take (a NaN voxel made a whole SR output NaN)."""
+    if array.size == 0:  # readers flatten a header shape such as (32, 0, 8) to (0,)
+        raise InputError("the image has no voxels (a dimension of size 0)", path)
     if array.ndim != 3:
         hint = "; drop the channel axis (array[0])" if array.ndim == 4 and array.shape[0] == 1 else ""
         raise InputError(

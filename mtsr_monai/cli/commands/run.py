@@ -62,6 +62,11 @@ def run(args: argparse.Namespace) -> int:
 
     if not 2 <= args.scale <= MAX_SCALE:
         raise InputError(f"--scale {args.scale} is invalid (accepted 2-{MAX_SCALE})")
+    from mtsr_monai.inference.bundle import declared_sr_scale, sr_scale_refused, sr_weights_path
+
+    # the model's own factor, refused at once rather than after the start-up and the brain mask
+    if args.sr_method == "auto" and sr_weights_path().is_file() and args.scale != declared_sr_scale():
+        raise sr_scale_refused(declared_sr_scale(), args.scale)
     # resolve_axis reads an array index given as text ("0") itself
     warning = fine_input_warning(args.input, args.sr_axis, args.scale) if args.sr_method == "auto" else None
     if warning:
