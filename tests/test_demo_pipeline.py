@@ -94,26 +94,8 @@ def test_run_refuses_codes_kept_in_its_own_output_folder_instead_of_removing_the
 ):
     monkeypatch.setenv("MTSR_SR_WEIGHTS", str(tmp_path / "absent.pt"))
     out = tmp_path / "out"
-    assert (
-        _cli(
-            "translate",
-            "-i",
-            str(phantom_file),
-            "--source",
-            "t1",
-            "--target",
-            "t2",
-            "-o",
-            str(out),
-            "--weights",
-            str(tiny_weights),
-            "-n",
-            "2",
-            "--seed",
-            "1",
-        )
-        == 0
-    )
+    translate = f"translate -i {phantom_file} --source t1 --target t2 -o {out} --weights {tiny_weights} -n 2"
+    assert _cli(*translate.split()) == 0
     codes = (out / "codes.json").read_bytes()
     assert _run(phantom_file, tiny_weights, out, "--codes", str(out / "codes.json")) == 2
     assert (out / "codes.json").read_bytes() == codes
