@@ -246,3 +246,34 @@ def test_a_result_with_nan_is_refused_and_not_written(tmp_path):
     with pytest.raises(InputError, match="1 NaN or infinite voxels"):
         save_volume(array, tmp_path / "out.nii.gz", np.eye(4))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_set_replaces_what_mtsr_wrote_never_a_file_the_user_put_or_changed(tmp_path):
+    from mtsr_monai.io.atomic import atomic_file_set, record_written
+
+    (tmp_path / "brain_mask.nii.gz").write_bytes(b"kept by an earlier run")
+    record_written(tmp_path, ["brain_mask.nii.gz"])
+    with atomic_file_set(tmp_path) as staging:
+        for name in ("sample_0.nii.gz", "sample_1.nii.gz"):
+            (staging / name).write_bytes(b"a sample")
+    (tmp_path / "sample_1.nii.gz").write_bytes(b"the user's own, put over it since")
+    (tmp_path / "sample_9.nii.gz").write_bytes(b"the user's own")
+    with atomic_file_set(tmp_path, stale=["sample_*.nii.gz", "brain_mask.nii.gz"]) as staging:
+        (staging / "mean.nii.gz").write_bytes(b"a mean")
+    left = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("."))
+    assert left == ["mean.nii.gz", "sample_1.nii.gz", "sample_9.nii.gz"]
+
+
+def test_a_folder_written_before_the_record_is_replaced_by_the_callers_own_account(tmp_path):
+    from mtsr_monai.io.atomic import atomic_file_set
+
+    for name in ("sample_0.nii.gz", "sample_1.nii.gz", "sample_scan.nii.gz"):
+        (tmp_path / name).write_bytes(b"x")
+    with atomic_file_set(
+        tmp_path, ["sample_*.nii.gz"], earlier=["sample_0.nii.gz", "sample_1.nii.gz"]
+    ) as staging:
+        (staging / "sample_0.nii.gz").write_bytes(b"new")
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == [
+        "sample_0.nii.gz",
+        "sample_scan.nii.gz",
+    ]

@@ -387,3 +387,13 @@ def test_a_write_in_progress_in_a_sub_folder_of_an_output_folder_is_left_alone(t
     other.write_bytes(b"being written")
     with guard_outputs(OutputPlan(files=[out / "mean.nii.gz"], folders=[out]), []):
         assert other.is_file()
+
+
+def test_a_killed_runs_staging_in_a_planned_sub_folder_is_removed(tmp_path):
+    from mtsr_monai.io.outputs import OutputPlan, guard_outputs
+
+    out = tmp_path / "demo"
+    staging = out / "figures" / ".staged.k1ll3d00.part"  # a killed demo's figures
+    staging.mkdir(parents=True)
+    with guard_outputs(OutputPlan(files=[out / "figures" / "*.png"], folders=[out]), []):
+        assert not staging.exists()

@@ -182,6 +182,20 @@ def test_disk_cache_built_with_other_padding_or_patches_is_not_served(subject: d
 
     assert first_shape(pad_to_multiple=16) != first_shape(pad_to_multiple=64)
     assert first_shape(mode="patch", patch_size=(96, 96)) == (1, 96, 96)
+    from monai.transforms import Compose, ScaleIntensityd
+
+    def signature() -> str:  # the same settings in a Compose: the same cache, not a new one each time
+        ds = SliceDataset(
+            [subject],
+            keys=["t1"],
+            transform=Compose([ScaleIntensityd("t1")]),
+            cache="disk",
+            cache_dir=tmp_path,
+            progress=False,
+        )
+        return ds.dataset.data[0]["_params"]
+
+    assert signature() == signature()
 
 
 def test_dataset_from_a_datalist_split(subject: dict, tmp_path: Path) -> None:

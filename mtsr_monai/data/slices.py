@@ -14,7 +14,9 @@ the LR key) runs on every access, after the cache.
 
 from __future__ import annotations
 
+import copyreg
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -397,12 +399,22 @@ def _slice_transforms(
     return det, rand + _as_list(random_transform)
 
 
+class _SettingsPickler(pickle.Pickler):
+    """Pickles transforms by their settings: a random state (MONAI's ``R``, unseeded in ``Compose``) differs
+    on every construction and says nothing about what a cached slice holds."""
+
+    dispatch_table = copyreg.dispatch_table.copy()
+    dispatch_table[np.random.RandomState] = lambda state: (np.random.RandomState, ())
+
+
 def _signature(transforms: list) -> str:
     """A digest of the cached (deterministic) steps' settings, part of the disk cache key: padding, patch size
     and the user's ``transform`` change what a cached slice holds. A step that cannot be pickled (a lambda)
     is known by its class alone."""
+    buffer = io.BytesIO()
     try:
-        return hashlib.sha256(pickle.dumps(transforms)).hexdigest()[:16]
+        _SettingsPickler(buffer).dump(transforms)
+        return hashlib.sha256(buffer.getvalue()).hexdigest()[:16]
     except (pickle.PicklingError, AttributeError, TypeError):
         return "|".join(f"{type(t).__module__}.{type(t).__qualname__}" for t in transforms)
 

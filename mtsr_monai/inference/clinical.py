@@ -804,8 +804,9 @@ def restore_clinical(
         out_dir = Path(output_dir)
         data = {m: _to_scanner(vol, prepared, m) for m, vol in results.items()}
         # all outputs or none, and none that an earlier run here wrote (another sequence, explanations) left
-        stale = _previous_outputs(out_dir, [*inputs.values(), like])
-        with atomic_file_set(out_dir, stale=stale) as staging:
+        earlier = _previous_outputs(out_dir, [*inputs.values(), like])
+        stale = tuple(glob_escape(n) for n in earlier)
+        with atomic_file_set(out_dir, stale=stale, earlier=earlier) as staging:
             report: dict[str, Any] = {}
             if measured:
                 bar.next("data consistency" + (" and intensity" if corrected else ""))
@@ -852,8 +853,8 @@ def restore_clinical(
 
 def _previous_outputs(out_dir: Path, inputs: Sequence[Any] = ()) -> tuple[str, ...]:
     """The names of the files an earlier run wrote into ``out_dir``, as its summary lists them (only these
-    are replaced or removed: a folder may hold other files), as glob patterns matching themselves; those that
-    are this run's ``inputs`` now (an earlier output given as ``--like`` or a sequence) are kept."""
+    are replaced or removed: a folder may hold other files); those that are this run's ``inputs`` now (an
+    earlier output given as ``--like`` or a sequence) are kept."""
     try:
         outputs = json.loads((out_dir / SUMMARY_NAME).read_text()).get("outputs", {})
     except (OSError, ValueError, AttributeError):
@@ -864,7 +865,7 @@ def _previous_outputs(out_dir: Path, inputs: Sequence[Any] = ()) -> tuple[str, .
     def is_input(name: str) -> bool:
         return any(same_file(out_dir / name, g) for g in given)
 
-    return tuple(glob_escape(n) for n in sorted(names) if n != SUMMARY_NAME and not is_input(n))
+    return tuple(n for n in sorted(names) if n != SUMMARY_NAME and not is_input(n))
 
 
 def _run_summary(

@@ -40,6 +40,7 @@ from mtsr_monai.inference.brain_mask import (
     AUTO_MASK_NAME,
     auto_brain_mask,
     check_brain_mask,
+    earlier_outputs,
     stale_auto_mask,
 )
 from mtsr_monai.inference.bundle import as_flag
@@ -234,7 +235,7 @@ class SaveTranslationsd(VolumeWriterd):
             # all of them or none, and no sample, spread or mask of an earlier run left beside them
             earlier = ("sample_*.nii.gz", "std.nii.gz") if reduced else ("sample_*.nii.gz",)
             stale = (*earlier, *stale_auto_mask(out, d.get(self.mask_key)))
-            with atomic_file_set(out, stale=stale) as staging:
+            with atomic_file_set(out, stale=stale, earlier=earlier_outputs(out)) as staging:
                 for name, volume in volumes.items():
                     save_volume(volume, staging / name, affine, space=space)
                 if keep_mask:

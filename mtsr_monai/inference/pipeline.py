@@ -20,7 +20,12 @@ import numpy as np
 import torch
 
 from mtsr_monai.data.demo import make_demo_subject
-from mtsr_monai.inference.brain_mask import brain_mask_for, check_brain_mask, stale_auto_mask
+from mtsr_monai.inference.brain_mask import (
+    brain_mask_for,
+    check_brain_mask,
+    earlier_outputs,
+    stale_auto_mask,
+)
 from mtsr_monai.inference.bundle import (
     bundles_root,
     load_bundle_network,
@@ -159,7 +164,7 @@ def _write_outputs(
     volumes.update(mean=arrays["mean"], std=arrays["std"])
     # summary.json holds the codes: a codes.json of an earlier `mtsr translate` there would mislead
     stale = ("sample_*.nii.gz", "codes.json", *stale_auto_mask(out, mask))
-    with atomic_file_set(out, stale=stale) as staging:
+    with atomic_file_set(out, stale=stale, earlier=earlier_outputs(out)) as staging:
         for name, volume in volumes.items():
             save_volume(volume, staging / f"{name}.nii.gz", affine, space=arrays["space"])
         title = f"{run['source']} LR -> SR x{run['scale']} -> {run['target']}"

@@ -30,7 +30,12 @@ import torch
 
 from mtsr_monai.data.datalist import check_translation_pair
 from mtsr_monai.errors import InputError
-from mtsr_monai.inference.brain_mask import brain_mask_for, check_brain_mask, stale_auto_mask
+from mtsr_monai.inference.brain_mask import (
+    brain_mask_for,
+    check_brain_mask,
+    earlier_outputs,
+    stale_auto_mask,
+)
 from mtsr_monai.inference.bundle import verify_file, weights_path
 from mtsr_monai.io import atomic_file_set, load_volume, nifti_space, save_volume
 from mtsr_monai.metrics.segmentation import LABELS, segment_tissues
@@ -168,7 +173,7 @@ def baseline_translate_file(
         )
         # mean alone, and no sample, std, codes or other brain's mask of an earlier run left beside it
         stale = ["sample_*.nii.gz", "std.nii.gz", "codes.json", *stale_auto_mask(output_dir, choice.path)]
-        with atomic_file_set(output_dir, stale) as staging:
+        with atomic_file_set(output_dir, stale, earlier_outputs(output_dir)) as staging:
             save_volume(out, staging / "mean.nii.gz", np.asarray(image.affine), space=nifti_space(image))
         path = Path(output_dir) / "mean.nii.gz"
     return {"input": str(input_path), "source": source, "target": target, "method": method,

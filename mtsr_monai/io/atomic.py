@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 #: hidden list, in an output folder, of the files :func:`atomic_file_set` wrote there: only those are
@@ -58,14 +58,18 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_file_set(folder: str | os.PathLike, stale: Sequence[str] = ()) -> Iterator[Path]:
+def atomic_file_set(
+    folder: str | os.PathLike, stale: Sequence[str] = (), earlier: Iterable[str] = ()
+) -> Iterator[Path]:
     """Yield a staging folder inside ``folder`` to write a set of files into (sub-folders allowed, e.g. a
     report's ``figures/``). When the block succeeds, the files of ``folder`` matching a ``stale`` pattern
     (relative to ``folder``, e.g. ``sample_*.nii.gz`` or ``figures/*.png``) that the block did not write and
-    an earlier set wrote (an earlier run's extra samples: :data:`WRITTEN_RECORD` lists them) are deleted,
-    and the staged files moved to the same places in ``folder``; a user's own file matching a pattern is
-    never touched. On any failure the staging folder is deleted and ``folder`` is left as it was. Its name
-    is a ``.part`` name, so a killed run's staging folder is cleared by the next run's output guard."""
+    an earlier run wrote are deleted, and the staged files moved to the same places in ``folder``. An earlier
+    run's files are those :data:`WRITTEN_RECORD` lists, unchanged since (size and time), or, in a folder with
+    no record (written before it existed), the names in ``earlier`` (the caller's own account: a summary it
+    wrote); a user's own file is never touched. On any failure the staging folder is deleted and ``folder``
+    is left as it was. Its name is a ``.part`` name, so a killed run's staging folder is cleared by the next
+    run's output guard."""
     final = Path(folder)
     final.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staged.", suffix=".part", dir=final))
@@ -73,7 +77,8 @@ def atomic_file_set(folder: str | os.PathLike, stale: Sequence[str] = ()) -> Ite
         yield staging
         staged = sorted(p for p in staging.rglob("*") if p.is_file())
         written = {p.relative_to(staging).as_posix() for p in staged}
-        ours = _written_before(final)
+        record = _record(final)
+        ours = _unchanged(final, record) if record is not None else set(earlier)
         for pattern in stale:
             for old in final.glob(pattern):
                 rel = old.relative_to(final).as_posix()
@@ -84,17 +89,41 @@ def atomic_file_set(folder: str | os.PathLike, stale: Sequence[str] = ()) -> Ite
             target.parent.mkdir(parents=True, exist_ok=True)
             os.chmod(path, 0o666 & ~_umask())
             os.replace(path, target)
-        # what the sets wrote here and is still here: what the next set may replace
-        kept = {rel for rel in ours if (final / rel).is_file()}
-        atomic_write_text(final / WRITTEN_RECORD, json.dumps(sorted(kept | written), indent=0) + "\n")
+        record_written(final, written)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _written_before(folder: Path) -> set[str]:
-    """The files earlier sets wrote into ``folder`` (none where the record is missing or unreadable)."""
+def record_written(folder: str | os.PathLike, names: Iterable[str]) -> None:
+    """Add ``names`` (relative to ``folder``, just written there by mtsr) to its :data:`WRITTEN_RECORD`,
+    with their size and time, and drop the entries of files gone or changed since."""
+    final = Path(folder)
+    entries = {
+        rel: stat for rel, stat in (_record(final) or {}).items() if rel in _unchanged(final, {rel: stat})
+    }
+    for rel in names:
+        st = (final / rel).stat()
+        entries[rel] = [st.st_size, st.st_mtime_ns]
+    atomic_write_text(final / WRITTEN_RECORD, json.dumps(entries, indent=0, sort_keys=True) + "\n")
+
+
+def _record(folder: Path) -> dict[str, list[int]] | None:
+    """The record of ``folder`` (None where there is none or it is unreadable)."""
     try:
-        names = json.loads((folder / WRITTEN_RECORD).read_text())
+        entries = json.loads((folder / WRITTEN_RECORD).read_text())
     except (OSError, ValueError):
-        return set()
-    return {n for n in names if isinstance(n, str)} if isinstance(names, list) else set()
+        return None
+    return {k: v for k, v in entries.items() if isinstance(v, list)} if isinstance(entries, dict) else None
+
+
+def _unchanged(folder: Path, record: dict[str, list[int]]) -> set[str]:
+    """The recorded files still as mtsr wrote them (a file replaced by the user's own is not ours)."""
+    ours = set()
+    for rel, stat in record.items():
+        try:
+            st = (folder / rel).stat()
+        except OSError:
+            continue
+        if [st.st_size, st.st_mtime_ns] == stat:
+            ours.add(rel)
+    return ours

@@ -10,7 +10,9 @@ starts it refuses (:class:`~mtsr_monai.errors.InputError`, exit 2, nothing writt
   probed by creating and deleting a temporary file, so root and read-only mounts are judged right too;
 - an output that another ``mtsr`` run is writing now: each output path is locked with ``flock`` for the
   whole run, in a lock file outside the output folder (``$TMPDIR/mtsr-locks-<uid>``), removed when the run
-  ends and released by the kernel even when the holder is killed.
+  ends and released by the kernel even when the holder is killed. The folder is per user, so runs of two
+  users on one output are not seen by each other (a shared folder, made by the first user, refused the
+  others' locks).
 
 Holding the locks, it removes the temporary files that killed runs left next to the outputs
 (``.<name>.<random>.part<ext>``, see :mod:`mtsr_monai.io.atomic`), unless another live run owns them.
@@ -265,8 +267,10 @@ def remove_stale_parts(plan: OutputPlan, locks: OutputLocks) -> list[Path]:
         folder = _resolved(out).parent
         if folder.is_dir():
             candidates |= set(folder.glob(f".{glob_escape(Path(out).name)}.*.part*"))
-    for folder in plan.folders:  # its own level only: sub-folders may hold other tools' writes in progress
-        if _resolved(folder).is_dir():  # (an `mtsr bids` tree under a translate's output folder)
+    # the planned folders and those of the planned files (a demo's subject/, run/, figures/), each at its own
+    # level only: deeper folders may hold other tools' writes in progress (an `mtsr bids` tree)
+    for folder in {*plan.folders, *(Path(f).parent for f in plan.files)}:
+        if _resolved(folder).is_dir():
             candidates |= set(_resolved(folder).glob(".*.part*"))
     removed = []
     for tmp in sorted(candidates):
