@@ -508,3 +508,20 @@ def test_a_scan_a_few_voxels_thick_is_restored_and_checked_for_consistency(tmp_p
     argv = ["clinical-sr", "--t1", str(scan), "--spacing", "1", "--method", "trilinear", "-o", str(out)]
     assert cli_main(argv) in (0, None)
     assert (out / "t1.nii.gz").is_file()
+
+
+def test_a_scans_scaling_does_not_depend_on_how_far_the_target_grid_reaches_past_it(tmp_path):
+    from mtsr_monai.inference.clinical import prepare_routine_scans
+
+    rng = np.random.default_rng(1)
+    head = np.abs(_head((24, 24, 12)) * 500 + rng.normal(0, 20, (24, 24, 12))).astype(np.float32)  # noisy air
+    scan = write_nifti(tmp_path / "flair.nii.gz", head, np.diag([1, 1, 4, 1.0]))
+    wide = write_nifti(tmp_path / "wide.nii.gz", np.zeros((40, 40, 60), np.float32), np.diag([1, 1, 1, 1.0]))
+    tight = write_nifti(
+        tmp_path / "tight.nii.gz", np.zeros((24, 24, 44), np.float32), np.diag([1, 1, 1, 1.0])
+    )
+    his = [
+        prepare_routine_scans({"flair": scan}, like=g, register=False, progress=False)["bounds"]["flair"][1]
+        for g in (tight, wide)
+    ]
+    assert his[0] == pytest.approx(his[1], rel=0.02)

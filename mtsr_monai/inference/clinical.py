@@ -358,7 +358,8 @@ def prepare_routine_scans(
         arr, inside = _on_grid(images[m], grid, method, transform)
         if not inside.any():
             raise InputError(f"{m} does not overlap the target grid", path=str(inputs[m]))
-        lo, hi = robust_range(arr)
+        # over the scan's own field: the zeros the grid adds around it would decide the foreground rule
+        lo, hi = robust_range(arr[inside])
         volumes[m] = scale_to_range(arr, lo, hi)
         interpolated[m] = scale_to_range(arr, lo, hi, clip=False)  # the baselines: nothing clipped
         bounds[m] = (lo, hi)
