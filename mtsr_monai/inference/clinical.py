@@ -358,8 +358,7 @@ def prepare_routine_scans(
         arr, inside = _on_grid(images[m], grid, method, transform)
         if not inside.any():
             raise InputError(f"{m} does not overlap the target grid", path=str(inputs[m]))
-        # over the scan's own field: the zeros the grid adds around it would decide the foreground rule
-        lo, hi = robust_range(arr[inside])
+        lo, hi = robust_range(arr[inside])  # its own field: a wider grid's zeros would pick the rule
         volumes[m] = scale_to_range(arr, lo, hi)
         interpolated[m] = scale_to_range(arr, lo, hi, clip=False)  # the baselines: nothing clipped
         bounds[m] = (lo, hi)
