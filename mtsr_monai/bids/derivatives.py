@@ -26,6 +26,7 @@ from mtsr_monai.bids.layout import BIDSImage
 from mtsr_monai.errors import InputError
 from mtsr_monai.inference.bundle import sha256 as file_sha256  # noqa: F401 (the one file hash)
 from mtsr_monai.io import atomic_write_text
+from mtsr_monai.io import read_json_object as read_json  # noqa: F401 (bids' name for it)
 
 BIDS_VERSION = "1.10.0"
 TOOL = "mtsr-monai"
@@ -74,15 +75,6 @@ def provenance_hash(provenance: Mapping[str, Any]) -> str:
     """sha256 of the canonical JSON of ``provenance`` without its volatile fields."""
     stable = {k: v for k, v in provenance.items() if k not in (*VOLATILE, "ProvenanceHash")}
     return hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def read_json(path: Path) -> dict | None:
-    """A JSON object from ``path``, or None when missing or unreadable (a file from an older tool)."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def is_done(sidecar: Path, expected_hash: str, outputs: Sequence[Path] = ()) -> bool:

@@ -26,8 +26,10 @@ from mtsr_monai.errors import InputError
 from mtsr_monai.io import (
     atomic_output,
     atomic_write_text,
+    file_stamp,
     has_volume_suffix,
     load_volume,
+    read_json_object,
     save_volume,
     volume_stem,
 )
@@ -292,10 +294,7 @@ def _versions() -> dict[str, str]:
 
 
 def _read_sidecar(folder: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((folder / SIDECAR).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
+    return read_json_object(folder / SIDECAR)
 
 
 def is_done(subject: dict[str, Any], output_dir: str | os.PathLike, config: PreprocessConfig) -> bool:
@@ -322,14 +321,7 @@ def _settings(config: PreprocessConfig | dict | None) -> dict | None:
 def input_files(inputs: dict[str, str]) -> dict[str, list[int]]:
     """``[size, mtime_ns]`` of each input file (None where unreadable): a file replaced under the same path
     (another scan, a re-export) makes the subject's outputs out of date."""
-    stats = {}
-    for key, path in inputs.items():
-        try:
-            st = os.stat(path)
-            stats[key] = [int(st.st_size), int(st.st_mtime_ns)]
-        except OSError:
-            stats[key] = None
-    return stats
+    return {key: file_stamp(path) for key, path in inputs.items()}
 
 
 def _load_inputs(inputs: dict[str, str], label_keys: list[str]) -> dict[str, Any]:

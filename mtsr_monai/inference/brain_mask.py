@@ -10,7 +10,6 @@ a 320 x 320 x 39 clinical T1 on 2 cores, on one registration thread so that reru
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -23,7 +22,14 @@ from typing import Any
 import numpy as np
 
 from mtsr_monai.errors import InputError
-from mtsr_monai.io import atomic_output, check_same_grid, load_volume, nifti_space, save_volume
+from mtsr_monai.io import (
+    atomic_output,
+    check_same_grid,
+    load_volume,
+    nifti_space,
+    read_json_object,
+    save_volume,
+)
 from mtsr_monai.io.atomic import record_written
 from mtsr_monai.io.outputs import same_file
 from mtsr_monai.progress import StageBar
@@ -170,24 +176,16 @@ def earlier_outputs(output_dir: str | os.PathLike) -> list[str]:
     codes of its ``codes.json``, the outputs of its ``summary.json``): what a folder written before the
     record of :func:`~mtsr_monai.io.atomic.atomic_file_set` existed may have replaced."""
     folder, names = Path(output_dir), []
-    codes = _read_json(folder / "codes.json")
-    if isinstance(codes, dict) and isinstance(codes.get("codes"), list):
+    codes = read_json_object(folder / "codes.json")
+    if isinstance((codes or {}).get("codes"), list):
         names += [f"sample_{i}.nii.gz" for i in range(len(codes["codes"]))]
         names += ["mean.nii.gz", "std.nii.gz", "codes.json", AUTO_MASK_NAME]
-    summary = _read_json(folder / "summary.json")
-    outputs = summary.get("outputs") if isinstance(summary, dict) else None
+    outputs = (read_json_object(folder / "summary.json") or {}).get("outputs")
     if isinstance(outputs, dict):
         for value in outputs.values():
             names += [Path(str(p)).name for p in (value if isinstance(value, list) else [value])]
         names.append(AUTO_MASK_NAME)
     return names
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 @contextmanager

@@ -48,6 +48,7 @@ from mtsr_monai.io import (
     atomic_write_text,
     load_volume,
     nifti_space,
+    read_json_object,
     save_volume,
 )
 from mtsr_monai.io.geometry import AxisOrder
@@ -855,10 +856,7 @@ def _previous_outputs(out_dir: Path, inputs: Sequence[Any] = ()) -> tuple[str, .
     """The names of the files an earlier run wrote into ``out_dir``, as its summary lists them (only these
     are replaced or removed: a folder may hold other files); those that are this run's ``inputs`` now (an
     earlier output given as ``--like`` or a sequence) are kept."""
-    try:
-        outputs = json.loads((out_dir / SUMMARY_NAME).read_text()).get("outputs", {})
-    except (OSError, ValueError, AttributeError):
-        return ()
+    outputs = (read_json_object(out_dir / SUMMARY_NAME) or {}).get("outputs", {})
     names = {Path(str(p)).name for p in outputs.values()} if isinstance(outputs, dict) else set()
     given = [p for p in inputs if isinstance(p, (str, os.PathLike))]
 

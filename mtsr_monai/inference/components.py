@@ -233,8 +233,8 @@ class SaveTranslationsd(VolumeWriterd):
             codes = json.loads(pred.meta.get(CODES_KEY, '{"seed": null, "codes": null}'))
             keep_mask = d.get(MASK_SOURCE_KEY) == AUTO  # estimated here: kept so that it can be checked
             # all of them or none, and no sample, spread or mask of an earlier run left beside them
-            earlier = ("sample_*.nii.gz", "std.nii.gz") if reduced else ("sample_*.nii.gz",)
-            stale = (*earlier, *stale_auto_mask(out, d.get(self.mask_key)))
+            replaced = ("sample_*.nii.gz", "std.nii.gz") if reduced else ("sample_*.nii.gz",)
+            stale = (*replaced, *stale_auto_mask(out, d.get(self.mask_key)))
             with atomic_file_set(out, stale=stale, earlier=earlier_outputs(out)) as staging:
                 for name, volume in volumes.items():
                     save_volume(volume, staging / name, affine, space=space)

@@ -6,7 +6,13 @@ refuses what no model should see (see :mod:`mtsr_monai.io.validation`); ``save_v
 geometry conversion is :mod:`mtsr_monai.io.sitk_geometry`.
 """
 
-from mtsr_monai.io.atomic import atomic_file_set, atomic_output, atomic_write_text
+from mtsr_monai.io.atomic import (
+    atomic_file_set,
+    atomic_output,
+    atomic_write_text,
+    file_stamp,
+    read_json_object,
+)
 from mtsr_monai.io.validation import check_nifti_header, check_same_grid, validate_grid, validate_volume
 from mtsr_monai.io.volume import (
     FINE_INPLANE_MM,
@@ -37,7 +43,9 @@ __all__ = [
     "is_volume_file",
     "load_volume",
     "check_image_file",
+    "file_stamp",
     "nifti_space",
+    "read_json_object",
     "save_volume",
     "validate_grid",
     "validate_volume",

@@ -94,36 +94,42 @@ def atomic_file_set(
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def read_json_object(path: str | os.PathLike) -> dict | None:
+    """The JSON object in ``path``, or None where it is missing, unreadable or no object (a file an earlier
+    version or another tool wrote)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def file_stamp(path: str | os.PathLike) -> list[int] | None:
+    """``[size, mtime_ns]`` of a file (None where it cannot be read): a file replaced under the same name
+    shows a new stamp."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [int(st.st_size), int(st.st_mtime_ns)]
+
+
 def record_written(folder: str | os.PathLike, names: Iterable[str]) -> None:
     """Add ``names`` (relative to ``folder``, just written there by mtsr) to its :data:`WRITTEN_RECORD`,
     with their size and time, and drop the entries of files gone or changed since."""
     final = Path(folder)
-    entries = {
-        rel: stat for rel, stat in (_record(final) or {}).items() if rel in _unchanged(final, {rel: stat})
-    }
-    for rel in names:
-        st = (final / rel).stat()
-        entries[rel] = [st.st_size, st.st_mtime_ns]
+    record = _record(final) or {}
+    entries = {rel: record[rel] for rel in _unchanged(final, record)}
+    entries.update({rel: file_stamp(final / rel) for rel in names})
     atomic_write_text(final / WRITTEN_RECORD, json.dumps(entries, indent=0, sort_keys=True) + "\n")
 
 
 def _record(folder: Path) -> dict[str, list[int]] | None:
     """The record of ``folder`` (None where there is none or it is unreadable)."""
-    try:
-        entries = json.loads((folder / WRITTEN_RECORD).read_text())
-    except (OSError, ValueError):
-        return None
-    return {k: v for k, v in entries.items() if isinstance(v, list)} if isinstance(entries, dict) else None
+    entries = read_json_object(folder / WRITTEN_RECORD)
+    return None if entries is None else {k: v for k, v in entries.items() if isinstance(v, list)}
 
 
 def _unchanged(folder: Path, record: dict[str, list[int]]) -> set[str]:
     """The recorded files still as mtsr wrote them (a file replaced by the user's own is not ours)."""
-    ours = set()
-    for rel, stat in record.items():
-        try:
-            st = (folder / rel).stat()
-        except OSError:
-            continue
-        if [st.st_size, st.st_mtime_ns] == stat:
-            ours.add(rel)
-    return ours
+    return {rel for rel, stamp in record.items() if file_stamp(folder / rel) == stamp}

@@ -65,8 +65,9 @@ def run(args: argparse.Namespace) -> int:
     from mtsr_monai.inference.bundle import declared_sr_scale, sr_scale_refused, sr_weights_path
 
     # the model's own factor, refused at once rather than after the start-up and the brain mask
-    if args.sr_method == "auto" and sr_weights_path().is_file() and args.scale != declared_sr_scale():
-        raise sr_scale_refused(declared_sr_scale(), args.scale)
+    model_scale = declared_sr_scale() if args.sr_method == "auto" and sr_weights_path().is_file() else None
+    if model_scale not in (None, args.scale):
+        raise sr_scale_refused(model_scale, args.scale)
     # resolve_axis reads an array index given as text ("0") itself
     warning = fine_input_warning(args.input, args.sr_axis, args.scale) if args.sr_method == "auto" else None
     if warning:
