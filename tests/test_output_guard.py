@@ -157,6 +157,26 @@ def test_a_failed_run_removes_the_empty_folders_it_created_and_keeps_existing_on
     assert (tmp_path / "kept").is_dir()
 
 
+def test_sigterm_landing_in_a_finalizer_still_ends_the_run_with_143(tmp_path, phantom_file, monkeypatch):
+    from mtsr_monai.cli.commands import degrade
+
+    class SignalledOnCollection:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.01)  # the handler runs here, where Python ignores what it raises
+
+    def run(args):
+        SignalledOnCollection()
+        time.sleep(5)  # the run must not carry on to its end
+        Path(args.output).write_bytes(b"finished")
+        return 0
+
+    monkeypatch.setattr(degrade, "run", run)
+    out = tmp_path / "lr.nii.gz"
+    assert main(_degrade(phantom_file, out)) == 143
+    assert not out.exists()
+
+
 def test_sigterm_to_a_running_command_exits_143_without_outputs(tmp_path, phantom):
     src = write_nifti(tmp_path / "in.nii.gz", np.tile(phantom, (4, 4, 4)))
     out = tmp_path / "out" / "lr.nii.gz"

@@ -75,7 +75,9 @@ def _sigterm_raises() -> Iterator[None]:
 
     An exception raised while the import machinery runs can land in one of its callbacks, where Python
     ignores it, and a module would be left half-imported: there the signal is deferred, re-checked every
-    50 ms (SIGALRM) until the import is over.
+    50 ms (SIGALRM) until the import is over. One raised inside a finalizer (``__del__``, a weakref
+    callback) is ignored too, and the run would go on to its end: Python reports it to
+    ``sys.unraisablehook``, which raises it again 50 ms later.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -83,23 +85,32 @@ def _sigterm_raises() -> Iterator[None]:
 
     pending = []
 
+    def defer(signum: int) -> None:
+        pending.append(signum)
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+
     def handler(signum, frame):
         if signum == signal.SIGALRM and not pending:
             return  # not ours: only a deferred SIGTERM arms the timer
         if _in_import(frame):
-            pending.append(signum)
-            signal.setitimer(signal.ITIMER_REAL, 0.05)
-            return
+            return defer(signum)
         raise Terminated
+
+    def unraisable(report) -> None:
+        if report.exc_type is not None and issubclass(report.exc_type, Terminated):
+            return defer(signal.SIGTERM)
+        previous_hook(report)
 
     previous = signal.signal(signal.SIGTERM, handler)
     previous_alarm = signal.signal(signal.SIGALRM, handler)
+    previous_hook, sys.unraisablehook = sys.unraisablehook, unraisable
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGALRM, previous_alarm)
+        sys.unraisablehook = previous_hook
 
 
 @contextlib.contextmanager
