@@ -722,3 +722,53 @@ def test_a_session_without_the_asked_modality_fails_whatever_else_it_holds(tmp_p
     out = tmp_path / "out"
     assert _bicubic(raw, out, "--modality", "FLAIR") == 1
     assert "missing modality FLAIR in session 2" in (out / "logs" / "failures.tsv").read_text()
+
+
+def test_a_filter_file_picks_the_run_clinical_sr_fuses_and_is_recorded_in_the_run_log(tmp_path, monkeypatch):
+    from mtsr_monai.inference import clinical
+
+    fused = []
+
+    def restored(inputs, work, **kwargs):
+        fused.append(sorted(Path(p).name for p in inputs.values()))
+        return {m: shutil.copy(path, Path(work) / f"{m}.nii.gz") for m, path in inputs.items()}
+
+    monkeypatch.setattr(clinical, "restore_clinical", restored)
+    anat = "sub-01/anat/sub-01"
+    files = [f"{anat}_T1w.nii.gz", f"{anat}_run-01_FLAIR.nii.gz", f"{anat}_run-02_FLAIR.nii.gz"]
+    raw = _raw_tree(tmp_path / "raw", {"01": files})
+    args = ["participant", "--task", "clinical-sr", "--clinical-method", "trilinear"]
+    assert _mtsr(raw, tmp_path / "out", *args) == 1  # two FLAIR runs: which one is the user's choice
+    assert "--bids-filter-file" in (tmp_path / "out" / "logs" / "failures.tsv").read_text()
+    chosen = tmp_path / "filter.json"
+    chosen.write_text('{"flair": {"datatype": "anat", "run": 2}, "T1w": {"acquisition": null}}')
+    assert _mtsr(raw, tmp_path / "out", *args, "--bids-filter-file", chosen) == 0
+    assert fused == [["sub-01_T1w.nii.gz", "sub-01_run-02_FLAIR.nii.gz"]]
+    log = json.loads(max((tmp_path / "out" / "logs" / "runs").glob("*.json")).read_text())
+    assert log["bids_filters"] == {"FLAIR": {"run": ["2"]}, "T1w": {"acq": [None]}}
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"bold": {"run": 1}}', '{"flair": {"runs": 1}}', '{"flair": {"run": 1.5}}', '{"flair": 2}', "[1]"],
+)
+def test_a_bad_filter_file_is_refused_before_any_output(tmp_path, text):
+    raw = _raw_tree(tmp_path / "raw", {"01": ["sub-01/anat/sub-01_T1w.nii.gz"]})
+    bad = tmp_path / "filter.json"
+    bad.write_text(text)
+    assert _bicubic(raw, tmp_path / "out", "--bids-filter-file", bad) == 2
+    assert not (tmp_path / "out").exists()
+
+
+def test_filters_compare_numeric_labels_as_numbers_and_null_as_absent():
+    from mtsr_monai.bids.filters import passes
+    from mtsr_monai.bids.layout import BIDSImage
+
+    def image(*entities):
+        return BIDSImage(Path("x"), "x", (("sub", "01"), *entities), "FLAIR")
+
+    rules = {"FLAIR": {"run": ("1",), "acq": (None, "fast")}}
+    assert passes(image(("run", "01")), rules) and passes(image(("acq", "fast"), ("run", "1")), rules)
+    assert not passes(image(("run", "2")), rules) and not passes(image(("acq", "slow"), ("run", "1")), rules)
+    assert not passes(image(), rules)  # no run entity where run 1 is asked
+    assert passes(image(("run", "7")), {"T1w": {"run": ("1",)}})  # no query for FLAIR: kept

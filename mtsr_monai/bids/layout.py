@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -153,10 +153,12 @@ def read_dataset(
     participants: Sequence[str] | None = None,
     sessions: Sequence[str] | None = None,
     suffixes: Sequence[str] | None = None,
+    keep: Callable[[BIDSImage], bool] | None = None,
 ) -> BIDSDataset:
     """Read a raw BIDS dataset, keeping the given participant / session labels (``01`` or ``sub-01``) and
-    suffixes (``T1w``, ``T2w``, ``FLAIR``, ``PDw``). A participant label that is not in the dataset is an
-    InputError (as in other BIDS Apps), so a typo never processes nothing silently."""
+    suffixes (``T1w``, ``T2w``, ``FLAIR``, ``PDw``), and the images ``keep`` accepts (a
+    ``--bids-filter-file``: :func:`mtsr_monai.bids.filters.passes`). A participant label that is not in the
+    dataset is an InputError (as in other BIDS Apps), so a typo never processes nothing silently."""
     root = Path(root).resolve()
     if not root.is_dir():
         raise InputError("no such folder", root)
@@ -188,7 +190,9 @@ def read_dataset(
         images = [
             im
             for im in every
-            if (not wanted_ses or im.session in wanted_ses) and (not suffixes or im.suffix in suffixes)
+            if (not wanted_ses or im.session in wanted_ses)
+            and (not suffixes or im.suffix in suffixes)
+            and (keep is None or keep(im))
         ]
         subjects[subject_dir.name[4:]] = images
     unknown = sorted(wanted_ses - seen_sessions)  # a typo among good labels is an error too

@@ -20,17 +20,19 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import os
 import socket
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mtsr_monai import __version__
 from mtsr_monai.bids import derivatives as der
+from mtsr_monai.bids.filters import Rules, passes
 from mtsr_monai.bids.layout import BIDSDataset, BIDSImage, read_dataset
 from mtsr_monai.bids.quality import IQM_VARIANT
 from mtsr_monai.bids.sidecars import write_item_records
@@ -255,13 +257,16 @@ def participant_level(
     sessions: Sequence[str] | None = None,
     ranks: Ranks | None = None,
     progress: bool = True,
+    filters: Mapping[str, Rules] | None = None,
 ) -> dict[str, Any]:
-    """Process this process's share of the participants; returns the run summary (every rank's results,
-    gathered), with ``failed`` counting failures over all ranks and, on rank 0, ``run_log``: its path."""
+    """Process this process's share of the participants (their scans that pass ``filters``, a
+    ``--bids-filter-file``); returns the run summary (every rank's results, gathered), with ``failed``
+    counting failures over all ranks and, on rank 0, ``run_log``: its path."""
     ranks = ranks or Ranks()
     output_dir = Path(output_dir).resolve()
     # every contrast read: the task picks its own (Task.usable), and sees each session, also one lacking them
-    dataset = read_dataset(bids_dir, participants, sessions)
+    keep = functools.partial(passes, filters=filters) if filters else None
+    dataset = read_dataset(bids_dir, participants, sessions, keep=keep)
     if output_dir.is_relative_to(dataset.root):
         rel = output_dir.relative_to(dataset.root).parts
         if not rel or rel[0].startswith("sub-"):
@@ -281,11 +286,17 @@ def participant_level(
         results.append(process_participant(task, label, dataset.subjects[label], output_dir, ranks))
         for text in task.warnings[seen:]:  # at once, not after hours: the user may want to stop the run
             bar.write(f"warning: {text}", file=sys.stderr)
-    return _finish(output_dir, task, ranks, results, time.perf_counter() - start, dataset)
+    return _finish(output_dir, task, ranks, results, time.perf_counter() - start, dataset, filters)
 
 
 def _finish(
-    output_dir: Path, task: Task, ranks: Ranks, results: list, seconds: float, dataset: BIDSDataset
+    output_dir: Path,
+    task: Task,
+    ranks: Ranks,
+    results: list,
+    seconds: float,
+    dataset: BIDSDataset,
+    filters: Mapping[str, Rules] | None = None,
 ) -> dict:
     """Gather every rank's results; rank 0 writes the run log and the failures TSV."""
     gathered = ranks.gather(
@@ -301,6 +312,9 @@ def _finish(
         "ranks": gathered,
         "reader_warnings": dataset.warnings,
         "ignored_files": dataset.ignored,
+        "bids_filters": {
+            suffix: {k: list(v) for k, v in rules.items()} for suffix, rules in (filters or {}).items()
+        },
         "input_warnings": [w for g in gathered for w in g["input_warnings"]],
     }
     every = [r for g in gathered for r in g["results"]]

@@ -313,8 +313,8 @@ class ClinicalSRTask(Task):
             if dupes:  # runs / acquisitions of one contrast: which one to fuse is the user's choice
                 raise InputError(
                     f"session {session or '-'} has several scans of one contrast ({', '.join(dupes)}): "
-                    "clinical-sr fuses one per contrast; leave that contrast out with --modality, or keep "
-                    "one run in the dataset"
+                    "clinical-sr fuses one per contrast; choose one with --bids-filter-file (e.g. "
+                    '{"flair": {"run": 1}}) or leave that contrast out with --modality'
                 )
             # a baseline's outputs beside the model's, not over them: desc-mtsrClinicalSRTrilinear
             label = "mtsrClinicalSR" + ("" if self.method == "model" else self.method.capitalize())

@@ -41,27 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("super-resolve", "clinical-sr", "translate", "qc"),
         help="what to compute (required at the participant level; filters the group report)",
     )
-    parser.add_argument(
-        "--participant-label",
-        "--participant_label",
-        nargs="+",
-        metavar="LABEL",
-        help="participants to process (01 or sub-01; default: all)",
-    )
-    parser.add_argument(
-        "--session-label",
-        "--session_label",
-        nargs="+",
-        metavar="LABEL",
-        help="sessions to process (default: all)",
-    )
-    parser.add_argument(
-        "--modality",
-        nargs="+",
-        choices=SUFFIXES,
-        help="suffixes to use (default: all the task can use); a participant lacking one fails; at the group "
-        "level: reports only images made from them",
-    )
+    _add_selection_arguments(parser)
     add_device_argument(
         parser, choices=("cpu", "cuda"), help="cuda: one GPU per rank (cuda:LOCAL_RANK under torchrun)"
     )
@@ -86,6 +66,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how long ranks wait for each other at the end (minutes, default 1440)",
     )
     _add_task_arguments(parser)
+
+
+def _add_selection_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which participants, sessions and scans a run uses."""
+    parser.add_argument(
+        "--participant-label",
+        "--participant_label",
+        nargs="+",
+        metavar="LABEL",
+        help="participants to process (01 or sub-01; default: all)",
+    )
+    parser.add_argument(
+        "--session-label",
+        "--session_label",
+        nargs="+",
+        metavar="LABEL",
+        help="sessions to process (default: all)",
+    )
+    parser.add_argument(
+        "--bids-filter-file",
+        "--bids_filter_file",
+        type=Path,
+        metavar="FILE",
+        help="JSON file choosing the scans of each contrast by their entities, as fMRIPrep reads it, e.g. "
+        '{"flair": {"run": 2}, "t1w": {"acquisition": null}} (docs/bids.md)',
+    )
+    parser.add_argument(
+        "--modality",
+        nargs="+",
+        choices=SUFFIXES,
+        help="suffixes to use (default: all the task can use); a participant lacking one fails; at the group "
+        "level: reports only images made from them",
+    )
 
 
 def _add_task_arguments(parser: argparse.ArgumentParser) -> None:
@@ -151,16 +164,25 @@ def _task(args: argparse.Namespace, device: str):
     )
 
 
+def _filters(args: argparse.Namespace) -> dict | None:
+    from mtsr_monai.bids.filters import read_bids_filters
+
+    return read_bids_filters(args.bids_filter_file) if args.bids_filter_file else None
+
+
 def _group(args: argparse.Namespace) -> int:
+    import functools
     import os
 
+    from mtsr_monai.bids.filters import passes
     from mtsr_monai.bids.group import group_level
     from mtsr_monai.bids.layout import read_dataset
 
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun the group level runs once, on rank 0
         return 0
     # the raw dataset and the labels are checked as at the participant level (bad ones: exit 2)
-    dataset = read_dataset(args.bids_dir, args.participant_label, args.session_label, args.modality)
+    keep = functools.partial(passes, filters=_filters(args))
+    dataset = read_dataset(args.bids_dir, args.participant_label, args.session_label, args.modality, keep)
     participants = sorted(dataset.subjects) if args.participant_label or args.session_label else None
     sessions = [str(x).removeprefix("ses-") for x in args.session_label] if args.session_label else None
     tasks = [args.task] if args.task else None
@@ -180,6 +202,7 @@ def run(args: argparse.Namespace) -> int:
     if args.task is None:
         raise InputError("the participant level needs --task")
     shard = _shard(args.shard)
+    filters = _filters(args)  # a bad file is refused before any work
     from mtsr_monai.bids.runner import participant_level, ranks_from_env
 
     if args.threads is not None:
@@ -207,6 +230,7 @@ def run(args: argparse.Namespace) -> int:
             args.session_label,
             ranks,
             progress=not args.no_progress,
+            filters=filters,
         )
     finally:
         ranks.close()
