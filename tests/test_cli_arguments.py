@@ -51,6 +51,7 @@ def test_label_server_refuses_an_unknown_model_before_the_server_starts(tmp_path
     from mtsr_monai.cli import main
 
     args = ["label-server", "--studies", str(tmp_path), "--python", sys.executable, "--dryrun"]
+    args += ["--app-dir", str(tmp_path / "app")]
     assert main([*args, "--models", "sr,foo"]) == 2
     assert "unknown models ['foo']" in capsys.readouterr().err
     assert main([*args, "--models", "sr,mt"]) == 0
@@ -64,6 +65,26 @@ def test_label_server_refuses_a_python_that_does_not_exist(tmp_path, capsys):
     assert "--python: no such file" in capsys.readouterr().err
 
 
+def test_label_server_runs_the_app_from_a_copy_in_its_app_dir_never_from_the_package(tmp_path, capsys):
+    import sys
+
+    from mtsr_monai.cli import main
+    from mtsr_monai.label import APP_DIR
+
+    app = tmp_path / "app"
+    args = ["label-server", "--studies", str(tmp_path), "--python", sys.executable, "--app-dir", str(app)]
+    assert main([*args, "--dryrun"]) == 0
+    command = capsys.readouterr().out.split()
+    assert command[command.index("--app") + 1] == str(app.resolve())
+    assert (app / "main.py").read_text() == (APP_DIR / "main.py").read_text()
+    (app / "main.py").write_text("# an older version's app")
+    (app / "logs").mkdir()  # MONAI Label's own files stay
+    assert main([*args, "--dryrun"]) == 0
+    assert (app / "main.py").read_text() == (APP_DIR / "main.py").read_text() and (app / "logs").is_dir()
+    (tmp_path / "file").write_text("x")
+    assert main([*args[:-1], str(tmp_path / "file"), "--dryrun"]) == 2
+
+
 def test_sigterm_to_label_server_lets_the_server_shut_down_cleanly(tmp_path):
     import signal
     import subprocess
@@ -74,7 +95,15 @@ def test_sigterm_to_label_server_lets_the_server_shut_down_cleanly(tmp_path):
     fake.write_text(f"#!/bin/sh\ntrap 'echo clean > {tmp_path}/stopped; exit 0' TERM\n"
                     f"touch {tmp_path}/started\nwhile :; do sleep 0.05; done\n")  # fmt: skip
     fake.chmod(0o755)
-    args = ["label-server", "--studies", str(tmp_path), "--python", str(fake)]
+    args = [
+        "label-server",
+        "--studies",
+        str(tmp_path),
+        "--python",
+        str(fake),
+        "--app-dir",
+        str(tmp_path / "app"),
+    ]
     proc = subprocess.Popen([sys.executable, "-m", "mtsr_monai", *args], stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while not (tmp_path / "started").exists() and time.monotonic() < deadline:

@@ -99,15 +99,16 @@ def server(tmp_path_factory):
         pytest.skip(
             f"no MONAI Label environment at {LABEL_PYTHON} (.ci/run makes it; or set MTSR_LABEL_PYTHON)"
         )
-    from mtsr_monai.label import APP_DIR
+    from mtsr_monai.label import prepare_app_dir
 
+    app = prepare_app_dir(tmp_path_factory.mktemp("app"))  # as mtsr label-server runs it
     studies = tmp_path_factory.mktemp("studies")
     _study(studies)
     if HEAD_T1.is_file():
         (studies / "head_t1.nii.gz").write_bytes(HEAD_T1.read_bytes())
     port = _free_port()
     log = studies.parent / "label_server.log"
-    command = [str(LABEL_PYTHON), "-m", "monailabel.main", "start_server", "--app", str(APP_DIR)]
+    command = [str(LABEL_PYTHON), "-m", "monailabel.main", "start_server", "--app", str(app)]
     command += [
         "--studies",
         str(studies),
@@ -124,7 +125,13 @@ def server(tmp_path_factory):
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=studies.parent)
     try:
         info = _wait_for(f"http://127.0.0.1:{port}/info/", proc, log)
-        yield {"url": f"http://127.0.0.1:{port}", "info": info, "studies": studies, "out": studies.parent}
+        yield {
+            "url": f"http://127.0.0.1:{port}",
+            "info": info,
+            "studies": studies,
+            "out": studies.parent,
+            "app": app,
+        }
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -150,6 +157,13 @@ def test_info_lists_three_image_to_image_models(server):
     assert set(models) == {"mtsr_sr", "mtsr_mt", "clinical_sr"}
     assert all(m["type"] == "others" and m["dimension"] == 3 for m in models.values())
     assert {"seed", "mean", "brain_mask"} <= set(models["mtsr_mt"]["config"])
+
+
+def test_the_server_writes_its_files_into_the_app_dir_and_nothing_into_the_package(server):
+    from mtsr_monai.label import APP_DIR
+
+    assert (server["app"] / "logs").is_dir()  # MONAI Label's log folder, beside the copied main.py
+    assert {p.name for p in APP_DIR.iterdir()} <= {"__init__.py", "main.py", "__pycache__"}
 
 
 def test_sr_returns_x4_in_plane_with_the_same_field_of_view(server):

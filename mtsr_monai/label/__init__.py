@@ -3,18 +3,40 @@
 MONAI Label 0.8.5 pins numpy < 2, pydicom < 3, pynetdicom < 3 and dicomweb-client < 0.60, which this
 package's own environment does not, so the server runs from a separate virtual environment with the
 ``label`` extra (``pip install -e ".[label]"``); this module and :mod:`mtsr_monai.label.tasks` are imported
-by the server only. ``APP_DIR`` is the app folder to pass to ``monailabel start_server --app``.
+by the server only. ``APP_DIR`` holds the app; MONAI Label writes ``model/``, ``lib/``, ``bin/`` and ``logs/``
+into the folder it runs an app from, so the server runs it from a copy in a folder of the user's
+(:func:`prepare_app_dir`; default :func:`default_app_dir`), never from the installed package.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+from mtsr_monai.io import atomic_write_text
 
 APP_DIR = Path(__file__).resolve().parent / "app"
 MODELS = ("mtsr_sr", "mtsr_mt", "clinical_sr")
 MODEL_ALIASES = {"sr": "mtsr_sr", "mt": "mtsr_mt", "clinical": "clinical_sr"}
 
-__all__ = ["APP_DIR", "MODELS", "MODEL_ALIASES", "served_models"]
+__all__ = ["APP_DIR", "MODELS", "MODEL_ALIASES", "default_app_dir", "prepare_app_dir", "served_models"]
+
+
+def default_app_dir() -> Path:
+    """``$XDG_DATA_HOME/mtsr-monai/label-app`` (``~/.local/share/...`` where it is unset): the user's own."""
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "mtsr-monai" / "label-app"
+
+
+def prepare_app_dir(folder: str | os.PathLike) -> Path:
+    """``folder`` made ready for ``monailabel start_server --app``: it holds the package's ``main.py`` (copied
+    again where this version's differs); MONAI Label's own files there are kept between servers."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    source, target = (APP_DIR / "main.py").read_text(), folder / "main.py"
+    if not target.is_file() or target.read_text() != source:
+        atomic_write_text(target, source)
+    return folder
 
 
 def served_models(text: str) -> list[str]:

@@ -113,7 +113,6 @@ class TranslationTask(MTSRBundleTask):
     options = {"seed": 0, "mean": False, "samples": 5, "brain_mask": "auto"}
 
     def check_request(self, request: Mapping[str, Any]) -> None:
-
         if not 0 <= _option(request, "seed", _whole_number, 0) < 2**32:
             raise InputError("option seed must be 0 to 2**32 - 1")
         if (
@@ -200,7 +199,6 @@ class StudySequencesd(MapTransform):
         self.others, self.sequence_key, self.sequence = others, sequence_key, sequence
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
-
         d = dict(data)
         for key in self.key_iterator(d):
             path = str(d[key])

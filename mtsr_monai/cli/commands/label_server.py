@@ -14,7 +14,8 @@ NAME = "label-server"
 DEFAULT_PYTHON = Path(__file__).resolve().parents[3] / ".venv-label" / "bin" / "python"
 HELP = "serve SR, translation and clinical SR to 3D Slicer through MONAI Label (monailabel start_server)"
 DESCRIPTION = (
-    "Runs `monailabel start_server` with this package's MONAI Label app (mtsr_monai/label/app) on the "
+    "Runs `monailabel start_server` with this package's MONAI Label app (mtsr_monai/label/app, copied into "
+    "--app-dir, where MONAI Label writes its files) on the "
     "volumes of --studies. MONAI Label needs numpy < 2, so it lives in its own environment, "
     ".venv-label (README.md, 'MONAI Label and 3D Slicer': the steps of .ci/label_env.sh); this command uses "
     "--python, else $MTSR_LABEL_PYTHON, else .venv-label/bin/python beside the package. Models: mtsr_sr "
@@ -32,6 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma list of mtsr_sr, mtsr_mt, clinical_sr (or sr, mt, clinical; default all)",
     )
     parser.add_argument("--python", type=Path, default=None, help="python of the MONAI Label environment")
+    parser.add_argument(
+        "--app-dir",
+        type=Path,
+        default=None,
+        help="folder the server runs the app from, where MONAI Label writes its model/ and logs/ (default "
+        "$XDG_DATA_HOME/mtsr-monai/label-app, else ~/.local/share/mtsr-monai/label-app)",
+    )
     parser.add_argument("--dryrun", action="store_true", help="print the command instead of running it")
 
 
@@ -56,17 +64,15 @@ def label_python(explicit: Path | None = None) -> Path:
     )
 
 
-def server_command(args: argparse.Namespace, python: Path) -> list[str]:
-    """The ``monailabel start_server`` command line for ``args``, run by ``python``."""
-    from mtsr_monai.label import APP_DIR
-
+def server_command(args: argparse.Namespace, python: Path, app_dir: Path) -> list[str]:
+    """The ``monailabel start_server`` command line for ``args``, run by ``python`` from ``app_dir``."""
     return [
         str(python),
         "-m",
         "monailabel.main",
         "start_server",
         "--app",
-        str(APP_DIR),
+        str(app_dir),
         "--studies",
         str(Path(args.studies).resolve()),
         "--host",
@@ -83,10 +89,13 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from mtsr_monai.errors import InputError
-    from mtsr_monai.label import served_models
+    from mtsr_monai.label import default_app_dir, prepare_app_dir, served_models
 
     if not Path(args.studies).is_dir():
         raise InputError("not a folder", args.studies)
+    app_dir = Path(args.app_dir or default_app_dir()).resolve()
+    if app_dir.exists() and not app_dir.is_dir():
+        raise InputError("--app-dir: not a folder", app_dir)
     try:
         served_models(args.models)  # refused here, not when the server has started
     except ValueError as err:
@@ -99,9 +108,11 @@ def run(args: argparse.Namespace) -> int:
                 raise
             print(f"mtsr label-server: note: {err}", file=sys.stderr)
             python = DEFAULT_PYTHON
-        print(shlex.join(server_command(args, python)))  # pastes as it is, spaces in paths included
+        prepare_app_dir(app_dir)  # so that the printed command runs as it is
+        print(shlex.join(server_command(args, python, app_dir)))  # pastes as it is, spaces in paths included
         return 0
-    return _serve(server_command(args, label_python(args.python)))
+    python = label_python(args.python)
+    return _serve(server_command(args, python, prepare_app_dir(app_dir)))
 
 
 def _serve(command: list[str]) -> int:
