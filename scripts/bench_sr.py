@@ -17,7 +17,7 @@
    brain PSNR gains over it, their mean and how many volumes gained, as a ship decision reads them.
 
 Usage: python scripts/bench_sr.py [--volume PATH | --heldout [--validation] [--against BASE.json]]
-       [--weights W.pt] [--precision auto|fp32|bf16] [--self-ensemble 1|2|4|8] [--threads 2] [--json out.json]
+       [--weights W.pt] [--precision auto|fp32|bf16] [--threads 2] [--json out.json]
 """
 
 from __future__ import annotations
@@ -139,7 +139,6 @@ def whole_volume(
     seed: int = 0,
     network=None,
     precision: str = "auto",
-    self_ensemble: int = 1,
 ) -> dict:
     """Degrade one HR volume x4 in-plane, super-resolve it through the CLI's path, score SR and bicubic.
 
@@ -166,7 +165,6 @@ def whole_volume(
             batch_size=batch_size,
             progress=False,
             precision=precision,
-            self_ensemble=self_ensemble,
         )
         wall = time.perf_counter() - t
         sr = np.asarray(load_volume(sr_path), dtype=np.float32)
@@ -187,33 +185,19 @@ def whole_volume(
         "peak_rss_mb_before_sr": rss_before,
         "batch_size": batch_size,
         "precision": summary["precision"],
-        "self_ensemble": summary["self_ensemble"],
         "sr": _scores(sr, hr_np, brain, data_range),
         "bicubic": _scores(bicubic, hr_np, brain, data_range),
     }
 
 
 def heldout(
-    volumes: list[Path],
-    batch_size: int,
-    degradation: str,
-    network=None,
-    precision: str = "auto",
-    self_ensemble: int = 1,
+    volumes: list[Path], batch_size: int, degradation: str, network=None, precision: str = "auto"
 ) -> dict:
     """:func:`whole_volume` on every volume of a set (seed = its index), then means and SR-vs-bicubic wins."""
     from tqdm import tqdm
 
     rows = [
-        whole_volume(
-            v,
-            batch_size,
-            degradation,
-            seed=i,
-            network=network,
-            precision=precision,
-            self_ensemble=self_ensemble,
-        )
+        whole_volume(v, batch_size, degradation, seed=i, network=network, precision=precision)
         for i, v in enumerate(tqdm(volumes, desc="volumes", unit="volume"))
     ]
     summary: dict = {"volumes": len(rows)}
@@ -312,13 +296,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--precision", default="auto", choices=["auto", "fp32", "bf16"], help="inference precision"
     )
-    parser.add_argument(
-        "--self-ensemble",
-        type=int,
-        default=1,
-        choices=[1, 2, 4, 8],
-        help="the network averaged over N turns / flips (mtsr super-resolve --self-ensemble)",
-    )
     parser.add_argument("--weights", type=Path, default=None, help="SR weights (default: the shipped ones)")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument(
@@ -351,9 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         if not volumes:
             parser.error(f"no volumes of that set under {DATA}")
         network = _load_network(args.weights)
-        report["heldout"] = heldout(
-            volumes, args.batch_size, args.degradation, network, args.precision, args.self_ensemble
-        )
+        report["heldout"] = heldout(volumes, args.batch_size, args.degradation, network, args.precision)
         print(json.dumps(report["heldout"]["summary"], indent=1), flush=True)
         print(heldout_markdown(report["heldout"]), flush=True)
         if baseline is not None:
@@ -371,7 +346,6 @@ def main(argv: list[str] | None = None) -> int:
             args.seed,
             _load_network(args.weights),
             args.precision,
-            args.self_ensemble,
         )
         print(json.dumps(report["whole_volume"], indent=1), flush=True)
     if args.json:

@@ -173,8 +173,6 @@ def test_sr_returns_x4_in_plane_with_the_same_field_of_view(server):
     sr = _infer(server, "mtsr_sr", "case_t1")
     assert sr.shape == (4 * lr.shape[0], 4 * lr.shape[1], lr.shape[2])
     np.testing.assert_allclose(sr.affine, sr_affine(lr.affine, [0, 1], 4), atol=1e-4)
-    ensembled = _infer(server, "mtsr_sr", "case_t1", {"self_ensemble": 2})
-    assert ensembled.shape == sr.shape and not np.allclose(ensembled.get_fdata(), sr.get_fdata())
     np.testing.assert_allclose(_outer_corners(sr), _outer_corners(lr), atol=1e-3)
     assert np.isfinite(sr.get_fdata()).all() and sr.get_fdata().max() > 0
 
@@ -252,7 +250,6 @@ def test_clinical_sr_of_a_t1_overlays_that_t1_though_its_study_has_a_flair_on_an
         ("mtsr_mt", "case_t1", {"seed": "abc"}, "option seed: 'abc' is not a valid value"),
         ("mtsr_mt", "case_flair", {}, "this image's name says flair"),
         ("mtsr_sr", "nope", {}, "no such image in the studies folder"),
-        ("mtsr_sr", "case_t1", {"self_ensemble": 3}, "option self_ensemble must be one of 1, 2, 4, 8"),
     ],
 )
 def test_a_bad_request_is_answered_400_with_its_reason(server, model, image, params, reason):

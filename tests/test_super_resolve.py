@@ -240,18 +240,3 @@ def test_a_slices_output_does_not_depend_on_the_batch_size():
         for b in (1, 4)
     ]
     np.testing.assert_allclose(outs[0], outs[1], rtol=0, atol=1e-5)  # batched convs: float rounding only
-
-
-def test_cli_self_ensemble_is_applied_and_reported_and_a_bad_size_is_refused(tmp_path, phantom):
-    import json
-
-    src = write_nifti(tmp_path / "lr.nii.gz", phantom[:, :, 6:8], np.diag([1.0, 1.0, 2.0, 1.0]))
-    outs = {n: tmp_path / f"sr{n}.nii.gz" for n in (1, 2)}
-    for n, out in outs.items():
-        result = _cli("--input", str(src), "--output", str(out), "--self-ensemble", str(n))
-        assert result.returncode == 0, result.stderr
-        assert json.loads(result.stderr.strip().splitlines()[-1])["self_ensemble"] == n
-    one, two = (np.asarray(nib.load(str(p)).dataobj) for p in outs.values())
-    assert one.shape == two.shape and not np.allclose(one, two)
-    bad = _cli("--input", str(src), "--output", str(tmp_path / "bad.nii.gz"), "--self-ensemble", "3")
-    assert bad.returncode == 2 and not (tmp_path / "bad.nii.gz").exists()

@@ -150,11 +150,10 @@ class SuperResolveTask(Task):
         roi_size: int = 64,
         axis: str = "axial",
         precision: str = "auto",
-        self_ensemble: int = 1,
     ) -> None:
         super().__init__(suffixes, device)
         self.bundle, self.method, self.batch_size, self.roi_size = bundle, method, batch_size, roi_size
-        self.axis, self.precision, self.self_ensemble = axis, precision, self_ensemble
+        self.axis, self.precision = axis, precision
 
     def parameters(self) -> dict[str, Any]:
         # lazy: keeps torch out of this module's import
@@ -169,12 +168,6 @@ class SuperResolveTask(Task):
             "batch_size": self.batch_size,
             "roi_size": self.roi_size,
             "precision": precision,
-            # only when asked: outputs made before the option existed keep their provenance
-            **(
-                {"self_ensemble": self.self_ensemble}
-                if self.method == "model" and self.self_ensemble > 1
-                else {}
-            ),
         }
 
     def _compute_identity(self) -> dict[str, Any]:
@@ -210,7 +203,6 @@ class SuperResolveTask(Task):
             axis=axis,
             progress=False,
             precision=self.precision,
-            self_ensemble=self.self_ensemble,
         )
         text = f"x4 in-plane super-resolution ({self.method}) of the source by mtsr-monai"
         # "auto" as it resolved for this image

@@ -58,7 +58,6 @@ from mtsr_monai.inference.super_resolve import super_resolve_planes
 from mtsr_monai.inference.translate import checked_codes, latent_codes, sample_statistics, translate_volume
 from mtsr_monai.io import atomic_file_set, atomic_write_text, load_volume, save_volume
 from mtsr_monai.io.outputs import OutputPlan
-from mtsr_monai.networks.ensemble import check_self_ensemble
 
 # LoadVolumed and SaveVolumed are defined with the other transforms; bundle configs written before the
 # move name them here (as RobustScaled and IntensityRestored below)
@@ -262,8 +261,7 @@ class SliceSRInferer(Inferer):
     :func:`~mtsr_monai.inference.super_resolve.super_resolve_scaled` (LR sliding windows of ``roi_size``,
     at most the slice, Gaussian blending; background slices skipped) and returned with the refined grid's
     affine (same field of view, in-plane voxel size / ``scale``). ``method`` other than ``model``
-    interpolates instead (the baselines). ``self_ensemble`` (1, 2, 4, 8) averages the network over that many
-    symmetries of the square (8: all, 8 times the network time)."""
+    interpolates instead (the baselines)."""
 
     def __init__(
         self,
@@ -275,10 +273,8 @@ class SliceSRInferer(Inferer):
         precision: str = "auto",
         progress: bool = False,
         window_inferer: Any = None,
-        self_ensemble: int = 1,
     ) -> None:
         super().__init__()
-        self.self_ensemble = check_self_ensemble(self_ensemble)
         self.scale, self.axis, self.roi_size, self.sw_batch_size = (
             int(scale),
             axis,
@@ -309,7 +305,6 @@ class SliceSRInferer(Inferer):
                 progress=self.progress,
                 inferer=self.window_inferer,
                 precision=self.precision,
-                self_ensemble=self.self_ensemble,
             )
             out = out[None]
             outs.append(MetaTensor(torch.from_numpy(out), affine=torch.as_tensor(grid)))

@@ -26,7 +26,6 @@ from mtsr_monai.inference.slicewise import busy_batches
 from mtsr_monai.io import check_image_file, load_volume, nifti_space, save_volume
 from mtsr_monai.io.geometry import AxisOrder, resolve_axis, sr_affine
 from mtsr_monai.io.validation import check_nifti_header, check_volume_array, validate_volume
-from mtsr_monai.networks.ensemble import SelfEnsemble, check_self_ensemble
 from mtsr_monai.precision import (  # noqa: F401 (kept public here: scripts import them from this module)
     PRECISIONS,
     auto_precision,
@@ -155,16 +154,13 @@ def super_resolve_scaled(
     progress: bool = True,
     inferer: Callable | None = None,
     precision: str = "auto",
-    self_ensemble: int = 1,
 ) -> np.ndarray:
     """Super-resolve ``(S, h, w)`` slices already scaled by :func:`robust_range`; returns
     ``(S, scale h, scale w)`` float32 in the same (scaled) units.
 
     ``method="model"`` runs ``network`` through a ``SlidingWindowInferer`` with LR windows of ``roi_size``
     (no larger than the slice) or through ``inferer``; the other methods interpolate. Slices holding only the
-    minimum (background) come out as that minimum without computation. ``self_ensemble`` > 1 averages the
-    network over that many symmetries of the square (:class:`~mtsr_monai.networks.ensemble.SelfEnsemble`;
-    8: all, at 8 times the cost).
+    minimum (background) come out as that minimum without computation.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
@@ -175,8 +171,6 @@ def super_resolve_scaled(
     slices = np.asarray(slices, dtype=np.float32)
     n_slices, h, w = slices.shape
     device = torch.device(device)
-    if method == "model" and self_ensemble != 1:
-        network = SelfEnsemble(network, self_ensemble)
     run_network = prepare_network(network, device) if method == "model" else None
     dtype = autocast_dtype(precision, device)
 
@@ -221,7 +215,6 @@ def super_resolve_volume(
     progress: bool = True,
     inferer: Callable | None = None,
     precision: str = "auto",
-    self_ensemble: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Super-resolve a 3D volume slice by slice in the plane normal to ``axis``; returns ``(sr, sr_affine)``.
 
@@ -249,7 +242,6 @@ def super_resolve_volume(
         progress=progress,
         inferer=inferer,
         precision=precision,
-        self_ensemble=self_ensemble,
     )
     return np.ascontiguousarray(out * (hi - lo) + lo), grid
 
@@ -286,7 +278,6 @@ def super_resolve_file(
     progress: bool = True,
     inferer: Callable | None = None,
     precision: str = "auto",
-    self_ensemble: int | None = None,
 ) -> dict[str, Any]:
     """Read ``input_path`` (validated), super-resolve it, write ``output_path`` atomically; returns a summary
     (``slice_axis``, ``slice_plane``: the array axis the slices were cut across and its plane, as resolved).
@@ -294,9 +285,7 @@ def super_resolve_file(
     The work is done by the ``preprocessing``, ``inferer`` and ``postprocessing`` of the bundle's
     ``configs/inference.yaml`` (default: the shipped ``mtsr_sr``), the objects ``python -m monai.bundle run
     inference`` runs, with this call's arguments as overrides. ``method="model"`` with no ``network`` loads
-    the bundle's weights (sha256 checked); ``inferer`` replaces the sliding window over each slice batch;
-    ``self_ensemble`` (1, 2, 4, 8; default: the bundle's ``self_ensemble``, else 1) averages the network over
-    that many symmetries of the square.
+    the bundle's weights (sha256 checked); ``inferer`` replaces the sliding window over each slice batch.
     """
     import time
 
@@ -314,12 +303,8 @@ def super_resolve_file(
         "precision": precision,
         "progress": progress,
     }
-    if self_ensemble is not None:
-        overrides["self_ensemble"] = self_ensemble
     components = bundle_components(bundle, overrides, inferer="SliceSRInferer")
     components["inferer"].window_inferer = inferer
-    if self_ensemble is not None:  # also where the bundle's config predates the key
-        components["inferer"].self_ensemble = check_self_ensemble(self_ensemble)
     if method == "model" and network is None:
         network, _ = load_bundle_network(bundle, device=device)
     if method == "model":
@@ -334,7 +319,6 @@ def super_resolve_file(
         "output": str(output_path),
         "method": method,
         "precision": resolve_precision(precision, device) if method == "model" else None,
-        "self_ensemble": components["inferer"].self_ensemble if method == "model" else None,
         "input_shape": list(item["image"].shape[1:]),
         "output_shape": list(item["pred"].shape[1:]),
         **_slice_axis(np.asarray(item["image"].affine), axis),

@@ -26,7 +26,6 @@ from mtsr_monai.errors import InputError, root_cause
 from mtsr_monai.inference import components
 from mtsr_monai.inference.bundle import verify_file
 from mtsr_monai.io import is_volume_file, volume_stem
-from mtsr_monai.networks.ensemble import ENSEMBLE_SIZES
 from mtsr_monai.transforms.io import SaveVolumed
 
 WRITERS = [SaveImaged, SaveVolumed, components.SaveTranslationsd, components.SaveClinicald]
@@ -102,20 +101,7 @@ class MTSRBundleTask(BundleInferTask):
 
 
 class SuperResolutionTask(MTSRBundleTask):
-    """``mtsr_sr``: x4 in-plane super-resolution on the refined grid (same field of view, exact affine).
-    ``self_ensemble``: 1, 2, 4 or 8 turns / flips the network is averaged over (``mtsr super-resolve
-    --self-ensemble``; N times the time)."""
-
-    options = {"self_ensemble": 1}
-
-    def check_request(self, request: Mapping[str, Any]) -> None:
-        if _option(request, "self_ensemble", _whole_number, 1) not in ENSEMBLE_SIZES:
-            raise InputError(f"option self_ensemble must be one of {', '.join(map(str, ENSEMBLE_SIZES))}")
-
-    def inferer(self, data: Any = None) -> Any:
-        inferer = super().inferer(data)
-        inferer.self_ensemble = _option(data or {}, "self_ensemble", _whole_number, 1)
-        return inferer
+    """``mtsr_sr``: x4 in-plane super-resolution on the refined grid (same field of view, exact affine)."""
 
 
 class TranslationTask(MTSRBundleTask):

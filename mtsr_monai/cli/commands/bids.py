@@ -110,13 +110,6 @@ def _add_task_arguments(parser: argparse.ArgumentParser) -> None:
     sr.add_argument("--roi-size", type=int, default=64, help="LR sliding-window size (default 64)")
     sr.add_argument("--axis", default="auto", help="slice plane (default auto: the acquisition plane)")
     sr.add_argument("--precision", default="auto", choices=PRECISIONS)
-    sr.add_argument(
-        "--self-ensemble",
-        type=int,
-        choices=(1, 2, 4, 8),
-        default=1,
-        help="network averaged over N turns / flips (N times the time; default 1)",
-    )
     cl = parser.add_argument_group("clinical-sr")
     cl.add_argument("--clinical-method", default="model", choices=CLINICAL_METHODS)
     cl.add_argument("--spacing", type=float, default=1.0, help="output voxel size in mm (default 1)")
@@ -161,7 +154,6 @@ def _task(args: argparse.Namespace, device: str):
         roi_size=args.roi_size,
         axis=args.axis,
         precision=args.precision,
-        self_ensemble=args.self_ensemble,
         model_path=args.model,
         spacing=args.spacing,
         patches=not args.full_slices,

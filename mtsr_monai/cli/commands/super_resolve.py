@@ -56,14 +56,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--roi-size", type=int, default=64, help="LR sliding-window size (default 64)")
     parser.add_argument(
-        "--self-ensemble",
-        type=int,
-        choices=(1, 2, 4, 8),
-        default=None,
-        help="average the network over N turns / flips of each window (8: all; N times the time; default: "
-        "the bundle's self_ensemble, 1 in the shipped one)",
-    )
-    parser.add_argument(
         "--axis",
         default="auto",
         help="plane: auto (default: the acquisition plane, from the voxel sizes: the two that agree; "
@@ -109,7 +101,6 @@ def run(args: argparse.Namespace) -> int:
             roi_size=args.roi_size,
             axis=axis,
             precision=args.precision,
-            self_ensemble=args.self_ensemble,
         )
     print(json.dumps(summary), file=sys.stderr)
     return 0
