@@ -129,6 +129,17 @@ def test_image_metrics_uses_ref_background_as_brain_only_when_zero() -> None:
     assert shifted["mask"] is None and shifted["brain"] is None
 
 
+def test_a_raw_head_whose_scanner_zeroed_its_air_has_no_brain_values() -> None:
+    # a head (skull bright, brain darker) in noisy air, the air zeroed beyond a margin: zeros, but not stripped
+    rng = np.random.default_rng(0)
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, 40)] * 3, indexing="ij"))
+    radius = np.sqrt((grid**2).sum(0))
+    ref = np.where(radius < 0.6, 1.0, np.where(radius < 0.7, 2.0, 0.0)) + rng.normal(0, 0.05, radius.shape)
+    ref = np.where(radius < 0.9, np.abs(ref), 0.0)
+    result = image_metrics(ref * 1.05, ref)
+    assert result["mask"] is None and result["brain"] is None
+
+
 def test_evaluate_cli_writes_json_and_refuses_other_grids(tmp_path: Path, phantom: np.ndarray) -> None:
     ref = write_nifti(tmp_path / "ref.nii.gz", phantom)
     pred = write_nifti(tmp_path / "pred.nii.gz", phantom + 0.05)

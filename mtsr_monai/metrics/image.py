@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mtsr_monai.transforms.foreground import is_skull_stripped
+
 if TYPE_CHECKING:
     import torch
     from monai.metrics import CumulativeIterationMetric
@@ -170,9 +172,18 @@ def ssim(
 
 
 def has_zero_background(ref: Any, min_fraction: float = 0.01) -> bool:
-    """True when the reference has an exactly-zero background (skull-stripped / masked images)."""
+    """True when the reference has an exactly-zero background: skull-stripped, or a raw scan whose
+    scanner masked its air (:func:`brain_of` tells them apart)."""
     r = _np(ref)
     return float(r.min()) == 0.0 and float((r == 0).mean()) >= min_fraction
+
+
+def brain_of(ref: Any) -> np.ndarray | None:
+    """``ref > 0`` where the reference is skull-stripped (exact-zero background and
+    :func:`~mtsr_monai.transforms.foreground.is_skull_stripped`), else None: a raw scan's non-zero voxels
+    are its head and air, not its brain."""
+    r = _np(ref)
+    return r > 0 if has_zero_background(r) and is_skull_stripped(r) else None
 
 
 def image_metrics(
@@ -185,17 +196,16 @@ def image_metrics(
 ) -> dict:
     """PSNR, SSIM, MAE, NMSE (+ the clinical code's NMSE) over the whole image and over the brain.
 
-    The brain is ``mask`` when given, else ``ref > 0`` when ``auto_mask`` and the reference has a zero
-    background, else none (``"brain": None``).
+    The brain is ``mask`` when given, else ``ref > 0`` when ``auto_mask`` and the reference is
+    skull-stripped (:func:`brain_of`), else none (``"brain": None``).
     """
     p, r = _pair(pred, ref)
     rng = default_data_range(r) if data_range is None else float(data_range)
     if mask is not None:
         m, source = _mask(mask, r.shape), "given"
-    elif auto_mask and has_zero_background(r):
-        m, source = r > 0, "ref > 0"
     else:
-        m, source = None, None
+        m = brain_of(r) if auto_mask else None
+        source = None if m is None else "ref > 0"
 
     def block(mk: np.ndarray | None) -> dict:
         return {
