@@ -130,7 +130,7 @@ def test_image_metrics_uses_ref_background_as_brain_only_when_zero() -> None:
 
 
 def test_a_raw_head_whose_scanner_zeroed_its_air_has_no_brain_values() -> None:
-    # a head (skull bright, brain darker) in noisy air, the air zeroed beyond a margin: zeros, but not stripped
+    # a head (bright skull, darker brain) in noisy air zeroed beyond a margin: zeros, but not stripped
     rng = np.random.default_rng(0)
     grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, 40)] * 3, indexing="ij"))
     radius = np.sqrt((grid**2).sum(0))
@@ -160,6 +160,17 @@ def test_evaluate_cli_writes_json_and_refuses_other_grids(tmp_path: Path, phanto
         main(["evaluate", "--pred", str(pred), "--ref", str(ref), "--mask", str(empty), "--json", str(out2)])
         == 2
     )
+
+
+def test_a_constant_prediction_is_scored_and_a_constant_reference_refused(tmp_path: Path, phantom) -> None:
+    ref = write_nifti(tmp_path / "ref.nii.gz", phantom)
+    flat = write_nifti(tmp_path / "flat.nii.gz", np.zeros(phantom.shape, np.float32))
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--pred", str(flat), "--ref", str(ref), "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["whole"]["mae"] == pytest.approx(
+        float(np.abs(phantom).mean()), rel=1e-4
+    )
+    assert main(["evaluate", "--pred", str(ref), "--ref", str(flat), "--json", str(tmp_path / "x.json")]) == 2
 
 
 def test_evaluate_cli_with_mask_reports_brain_values(tmp_path: Path, phantom: np.ndarray) -> None:

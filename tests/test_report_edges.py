@@ -31,3 +31,28 @@ def test_a_multi_line_value_stays_in_one_tsv_cell():
 def test_one_demo_sample_shows_no_diversity_rather_than_zero():
     line = diversity_line({"lpips_realism": 0.2}, {"available": True, "net": "alex"})
     assert line.count("n/a (one sample)") == 3 and "0.0000" not in line
+
+
+def test_an_image_named_like_the_subjects_key_is_not_taken_for_its_label(tmp_path):
+    import numpy as np
+
+    from tests.conftest import write_nifti
+
+    case = tmp_path / "case1"
+    case.mkdir()  # BraTS's layout: the FLAIR and its tumour label side by side
+    rng = np.random.default_rng(0)
+    write_nifti(case / "FLAIR.nii.gz", rng.integers(0, 3000, (16, 16, 8)).astype(np.int16))
+    write_nifti(case / "GT_W.nii.gz", rng.integers(0, 2, (16, 16, 8)).astype(np.uint8))
+    assert find_label(tmp_path, "case1/FLAIR").name == "GT_W.nii.gz"
+    write_nifti(tmp_path / "case2.nii.gz", rng.integers(0, 4, (8, 8, 4)).astype(np.float32))  # a label map
+    assert find_label(tmp_path, "case2").name == "case2.nii.gz"
+
+
+def test_a_method_called_reference_is_refused(tmp_path):
+    import pytest
+
+    from mtsr_monai.errors import InputError
+    from mtsr_monai.reporting.clinical import _method_names
+
+    with pytest.raises(InputError, match="reference"):
+        _method_names(["reference", "b"], [tmp_path, tmp_path / "x"], None)

@@ -52,12 +52,16 @@ def check_volume_array(array: np.ndarray, path: str | Path | None = None) -> Non
         raise InputError(f"{int(array.size - finite.sum())} voxels are NaN or Inf", path)
 
 
-def validate_volume(array: np.ndarray, affine: np.ndarray, path: str | Path | None = None) -> None:
-    """Refuse non-3D data, NaN/Inf voxels, constant images and invalid grids (:func:`validate_grid`); warn
-    about an image with no positive voxel (MRI magnitude images have air near 0 and tissue above it: every
-    model and measure here assumes so)."""
+def validate_volume(
+    array: np.ndarray, affine: np.ndarray, path: str | Path | None = None, allow_constant: bool = False
+) -> None:
+    """Refuse non-3D data, NaN/Inf voxels, constant images (unless ``allow_constant``) and invalid grids
+    (:func:`validate_grid`); warn about an image with no positive voxel (MRI magnitude images have air near 0
+    and tissue above it: every model and measure here assumes so)."""
     check_volume_array(array, path)
     validate_grid(array.shape, affine, path)
+    if allow_constant:
+        return
     if float(array.max()) == float(array.min()):
         raise InputError(f"the image is constant (every voxel is {float(array.min())})", path)
     if float(array.max()) <= 0:

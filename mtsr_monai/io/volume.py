@@ -181,13 +181,13 @@ def check_image_file(path: str | os.PathLike) -> None:
         raise InputError("no such file", path)
 
 
-def load_volume(path: str | os.PathLike, validate: bool = True) -> MetaTensor:
+def load_volume(path: str | os.PathLike, validate: bool = True, allow_constant: bool = False) -> MetaTensor:
     """Read one 3D volume as a float32 ``MetaTensor`` (no channel axis), affine in RAS mm.
 
     NIfTI is read by MONAI's ``LoadImage`` (nibabel), .nrrd / .nhdr / .mha / .mhd by SimpleITK. A 4D file
     holding a single volume is squeezed to 3D. Raises :class:`InputError` for a missing, unreadable or
     truncated file, a NIfTI header whose sform is in force but void, and everything
-    :func:`validate_volume` refuses.
+    :func:`validate_volume` refuses (``allow_constant``: but a constant image, e.g. a prediction to score).
     """
     path = Path(path)
     check_image_file(path)
@@ -211,7 +211,8 @@ def load_volume(path: str | os.PathLike, validate: bool = True) -> MetaTensor:
     if image.ndim == 4:
         raise InputError(f"expected a 3D volume, got 4D data with {image.shape[-1]} volumes", path)
     if validate:
-        validate_volume(image.numpy() if hasattr(image, "numpy") else np.asarray(image), image.affine, path)
+        array = image.numpy() if hasattr(image, "numpy") else np.asarray(image)
+        validate_volume(array, image.affine, path, allow_constant=allow_constant)
     return image
 
 

@@ -7,9 +7,10 @@ Matching rule: every ``.nii`` / ``.nii.gz`` file under the reference folder (rec
 its path relative to that folder without the extension (``sub01/flair``, ``sub01_flair``); a method's
 file matches when it has the same key under the method's folder. Subjects missing from a method are
 listed in the JSON (``unmatched``) and left out of every table; a subject is evaluated when all methods
-have it. Labels (``labels_dir``): ``<labels_dir>/<key>.nii[.gz]``, else a file whose name contains
-``seg`` or ``gt_w`` (case-insensitive) in ``<labels_dir>/<first folder of the key>/`` or, for flat keys
-``<subject>_<contrast>``, named ``<subject>_seg`` / ``<subject>_gt_w``; whole tumour = label > 0.
+have it. Labels (``labels_dir``): ``<labels_dir>/<key>.nii[.gz]`` when it is a label map (whole numbers,
+at most 256 of them: not the image of that name), else a file whose name contains ``seg`` or ``gt_w``
+(case-insensitive) in ``<labels_dir>/<first folder of the key>/`` or, for flat keys ``<subject>_<contrast>``,
+named ``<subject>_seg`` / ``<subject>_gt_w``; whole tumour = label > 0.
 
 Per subject the reference defines the brain mask (``image > 0`` when skull-stripped, else Otsu head
 mask) and the tissue masks used for every method's IQMs (as the paper uses the high-resolution masks);
@@ -100,7 +101,7 @@ def match_subjects(ref_dir: Path, method_dirs: Mapping[str, Path]) -> tuple[list
 def find_label(labels_dir: Path, key: str) -> Path | None:
     """The whole-tumour / lesion label of a subject (see the module docstring), or None."""
     for ext in (".nii.gz", ".nii"):
-        if (labels_dir / f"{key}{ext}").is_file():
+        if (labels_dir / f"{key}{ext}").is_file() and _is_label_map(labels_dir / f"{key}{ext}"):
             return labels_dir / f"{key}{ext}"
     parts = key.split("/")
     candidates: list[Path] = []
@@ -118,6 +119,17 @@ def find_label(labels_dir: Path, key: str) -> Path | None:
         if p.is_file() and _NIFTI.search(name) and ("seg" in name or "gt_w" in name):
             return p
     return None
+
+
+#: at most this many distinct values make a label map; an MRI, even stored as integers, has thousands
+MAX_LABELS = 256
+
+
+def _is_label_map(path: Path) -> bool:
+    """True for a label map (whole numbers, at most :data:`MAX_LABELS` values): in BraTS's layout the file
+    named like a subject's key is the image itself (``<case>/FLAIR.nii.gz`` beside ``GT_W.nii.gz``)."""
+    values = np.unique(np.asarray(load_volume(path, validate=False)))
+    return values.size <= MAX_LABELS and bool(np.all(values == np.round(values)))
 
 
 def _fidelity(pred: np.ndarray, ref: np.ndarray, brain: np.ndarray) -> dict[str, float]:
@@ -222,6 +234,8 @@ def _method_names(names: Sequence[str] | None, dirs: Sequence[Path], labels_dir:
         raise InputError(f"--names gives {len(method_names)} names for {len(dirs)} method folders")
     if len(set(method_names)) != len(method_names):
         raise InputError(f"method names must differ (got {method_names}); give --names")
+    if "reference" in method_names:  # the report's name for the reference images
+        raise InputError("no method may be called 'reference' (a folder's name is its default): give --names")
     if labels_dir is not None and not Path(labels_dir).is_dir():
         raise InputError("no such directory", labels_dir)
     return method_names

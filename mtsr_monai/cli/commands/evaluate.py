@@ -49,7 +49,7 @@ def _read(args: argparse.Namespace, paths: list) -> tuple:
     from mtsr_monai.errors import InputError
     from mtsr_monai.io import check_same_grid, load_volume
 
-    pred = load_volume(paths[0])
+    pred = load_volume(paths[0], allow_constant=True)  # a collapsed model's output is scored, not refused
     ref = load_volume(paths[1])
     mask = load_volume(paths[2], validate=False) if args.mask else None
     vols = [v for v in (pred, ref, mask) if v is not None]
