@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 
 from mtsr_monai.engines.handlers import ResumeCheckpoint
 from mtsr_monai.engines.run_safety import (
@@ -28,7 +28,9 @@ from mtsr_monai.errors import InputError
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _run(folder: Path, max_epochs: int, on_iteration=None, net: torch.nn.Module | None = None) -> Engine:
+def _run(
+    folder: Path, max_epochs: int, on_iteration=None, net: torch.nn.Module | None = None, completed=None
+) -> Engine:
     net = net if net is not None else torch.nn.Linear(1, 1)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
 
@@ -40,6 +42,8 @@ def _run(folder: Path, max_epochs: int, on_iteration=None, net: torch.nn.Module 
             on_iteration(engine)
 
     trainer = Engine(step)
+    if completed is not None:  # the epochs whose end ran (validation and export hang there)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: completed.append(e.state.epoch))
     ResumeCheckpoint(folder, {"net": net, "opt": optimizer}, every_n_iterations=100).attach(trainer)
     trainer.run([0, 1, 2, 3], max_epochs=max_epochs)
     return trainer
@@ -63,6 +67,20 @@ def test_ctrl_c_stops_after_the_iteration_saves_it_and_exits_130(tmp_path):
         exit_if_interrupted(trainer)
     assert stopped.value.code == 130
     assert _run(tmp_path, max_epochs=5).state.iteration == 20  # the same command resumes at 6
+
+
+def test_a_signal_in_the_last_iteration_of_a_resumed_epoch_waits_for_the_epochs_end(tmp_path):
+    def interrupt_at(iteration):
+        def send(engine):
+            if engine.state.iteration == iteration:
+                os.kill(os.getpid(), signal.SIGINT)
+
+        return send
+
+    _run(tmp_path, max_epochs=5, on_iteration=interrupt_at(6))  # mid-epoch 2 (4 iterations an epoch)
+    completed: list[int] = []
+    trainer = _run(tmp_path, max_epochs=5, on_iteration=interrupt_at(8), completed=completed)
+    assert trainer.state.iteration == 8 and completed == [2]  # epoch 2's end ran before the stop
 
 
 def test_a_rerun_asking_for_fewer_epochs_trains_nothing_and_a_later_run_continues(tmp_path):

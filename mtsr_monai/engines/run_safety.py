@@ -148,7 +148,6 @@ class StopOnSignal:
         self.caught: int | None = None
         self._previous: dict[int, Any] = {}
         self._at_epoch_end = False
-        self._epoch_start = 0  # the iteration count when the current epoch began
         self._in_iteration = False
         self._tracking = False  # its event handlers, added once however many runs the engine makes
 
@@ -162,12 +161,8 @@ class StopOnSignal:
         self._tracking = True
         # added when the run starts, so this runs after the epoch's validation and checkpoint
         self.engine.add_event_handler(Events.EPOCH_COMPLETED, self._stop_at_epoch_end)
-        self.engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
         self.engine.add_event_handler(Events.ITERATION_STARTED, self._iteration_edge, True)
         self.engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration_edge, False)
-
-    def _epoch_started(self, engine: Engine) -> None:
-        self._epoch_start = engine.state.iteration
 
     def _iteration_edge(self, engine: Engine, running: bool) -> None:
         self._in_iteration = running
@@ -184,7 +179,8 @@ class StopOnSignal:
         self.caught = signum
         name = signal.Signals(signum).name
         state = self.engine.state
-        if self._in_iteration and state.iteration - self._epoch_start == state.epoch_length:
+        # Ignite's epochs end at multiples of epoch_length, also the first one after a mid-epoch resume
+        if self._in_iteration and state.iteration % state.epoch_length == 0:
             # in the epoch's last iteration: stopped here, its validation and export would never run (a
             # resume starts after the epoch), so the stop waits for them
             self._at_epoch_end = True
