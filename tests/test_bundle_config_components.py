@@ -123,3 +123,24 @@ def test_clinical_channel_dropout_follows_the_sequences_trained(tmp_path, modali
     dropout = [t for t in dataset.post.transforms if hasattr(t, "dropout")][0]
     assert dropout.dropout.probs == probs
     assert dataset[0]["lr"].shape[0] == len(modalities)  # a sample is drawn (one channel crashed before)
+
+
+def test_an_empty_validation_split_is_refused_before_training_rather_than_never_validated(tmp_path):
+    import json
+
+    import numpy as np
+
+    from mtsr_monai.data.clinical import validation_pairs
+    from mtsr_monai.data.slices import datalist_volumes
+    from mtsr_monai.errors import InputError
+    from tests.conftest import write_nifti
+
+    t1 = str(write_nifti(tmp_path / "t1.nii.gz", np.ones((4, 4, 4), np.float32)))
+    path = tmp_path / "datalist.json"
+    for validation, problem in (([], "has no subject"), ([{"subject": "v", "t1": t1}], "flair")):
+        path.write_text(json.dumps({"training": [{"subject": "s", "t1": t1}], "validation": validation}))
+        with pytest.raises(InputError, match=problem):
+            datalist_volumes(path, "validation", "hr", ["flair"])
+    assert datalist_volumes(path, "validation", "hr", ["t1"]) == [t1]
+    with pytest.raises(InputError, match="validation split has no subject"):
+        validation_pairs("random", [], None)

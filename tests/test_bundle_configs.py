@@ -211,3 +211,17 @@ def test_every_rank_of_a_multi_gpu_run_draws_its_own_random_patches(bundle):
     config = yaml.safe_load((REPO / "bundles" / bundle / "configs" / "multi_gpu_train.yaml").read_text())
     seeding = [step for step in config["initialize"] if "set_determinism" in str(step)]
     assert seeding == ["$monai.utils.set_determinism(seed=@seed + @rank)"]
+
+
+@pytest.mark.parametrize("bundle", ["mtsr_sr", "mtsr_mt", "clinical_sr"])
+def test_amp_false_trains_in_fp32_unless_a_precision_is_given(bundle):
+    from monai.bundle import ConfigParser
+
+    def precision(**overrides):
+        parser = ConfigParser()
+        parser.read_config(str(REPO / "bundles" / bundle / "configs" / "train.yaml"))
+        parser.update(overrides)
+        return parser.get_parsed_content("precision")
+
+    assert precision(amp=False) == "fp32" and precision() == "auto"
+    assert precision(amp=False, precision="bf16") == "bf16"

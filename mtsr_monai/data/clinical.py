@@ -663,7 +663,9 @@ def validation_pairs(
 ) -> list:
     """Validation pairs of either recipe (see :func:`training_dataset`): ``random`` -> :func:`protocol_pair`
     for every subject x ``val_protocols`` x ``val_missing`` (lists of missing sequences); ``fixed`` ->
-    :func:`cached_pairs` of ``protocols``."""
+    :func:`cached_pairs` of ``protocols``. No subject is an InputError: the best model is chosen on them."""
+    if not subjects:
+        raise InputError("the datalist's validation split has no subject: the best model is chosen on them")
     mods = kw.get("modalities", MODALITIES)
     if simulation == "random":
         return [

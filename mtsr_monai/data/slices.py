@@ -466,9 +466,16 @@ def datalist_volumes(
     base_dir: str | os.PathLike | None = None,
 ) -> list[str]:
     """Paths of one split's ``key`` volumes after :func:`expand_modalities` (relative paths joined with
-    ``base_dir``, default the datalist's folder): the SR bundle's held-out volumes."""
+    ``base_dir``, default the datalist's folder): the SR bundle's validation and held-out volumes. An empty
+    result is an InputError naming what the split lacks."""
     path = Path(datalist_path)
-    subjects = expand_modalities(read_split(path, split, base_dir), key, modalities)
+    listed = read_split(path, split, base_dir)
+    subjects = expand_modalities(listed, key, modalities)
+    if not subjects:  # a run would train without ever validating, and export no best model
+        wanted = [modalities] if isinstance(modalities, str) else list(modalities) or [key]
+        if not listed:
+            raise InputError(f"split {split!r} has no subject", path)
+        raise _missing_keys_error(path, split, [" or ".join(wanted)], listed)
     return [str(s[key]) for s in subjects]
 
 
@@ -485,9 +492,7 @@ def typical_brain_level(
     for path in datalist_volumes(datalist_path, split, key, base_dir=base_dir):
         x = robust_scale(torch.as_tensor(load_volume(path).numpy(), dtype=torch.float32))
         levels.append(float(x[x > 0].median()))
-    if not levels:
-        raise InputError(f"no {key} volume in split {split!r} of {datalist_path}")
-    return float(np.median(levels))
+    return float(np.median(levels))  # datalist_volumes refused an empty split
 
 
 def build_slice_dataset_from_datalist(
