@@ -33,20 +33,19 @@ def parser_for(extra: dict):
 
 def train(args: argparse.Namespace) -> None:
     import torch
-    from monai.bundle import run
 
     # lazy: torch and MONAI load only once the arguments are read
-    from mtsr_monai.inference.bundle import parse_overrides
+    from mtsr_monai.errors import InputError
+    from mtsr_monai.inference.bundle import parse_overrides, run_training
 
+    overrides = parse_overrides(args.overrides)
+    for key in ("output_dir", "dataset_dir"):
+        if key in overrides:
+            raise InputError(f"give --{key.replace('_', '-')} instead of the override {key}=...")
     if args.threads:
         torch.set_num_threads(args.threads)
-    run(
-        "training",
-        config_file=str(BUNDLE / "configs" / "train.yaml"),
-        bundle_root=str(BUNDLE),
-        output_dir=str(args.output_dir),
-        dataset_dir=str(args.dataset_dir),
-        **parse_overrides(args.overrides),
+    run_training(
+        BUNDLE, {"output_dir": str(args.output_dir), "dataset_dir": str(args.dataset_dir), **overrides}
     )
 
 

@@ -39,8 +39,8 @@ BUNDLE = REPO / "bundles" / "mtsr_mt"
 
 from shared_splits import DATA_ROOT, HELD_OUT, split_of, subjects  # noqa: E402
 
-from mtsr_monai.errors import InputError, exit_code_of, root_cause  # noqa: E402
-from mtsr_monai.inference.bundle import override_args, parse_overrides  # noqa: E402
+from mtsr_monai.errors import InputError, exit_code_of  # noqa: E402
+from mtsr_monai.inference.bundle import override_args, parse_overrides, run_training  # noqa: E402
 
 #: the train.yaml key of each option that is one override as it is
 OPTION_KEYS = {
@@ -124,19 +124,9 @@ def bundle_command(overrides: dict[str, Any]) -> str:
 
 
 def train(overrides: dict[str, Any]) -> None:
-    """``monai.bundle run training`` of train.yaml with ``overrides``, in this process (Ctrl-C / SIGTERM:
-    the bundle saves a checkpoint and exits 130 / 143; bad input: the InputError behind MONAI's wrapper)."""
-    from monai.bundle import run
-
-    configs = BUNDLE / "configs"
-    try:
-        run("training", config_file=str(configs / "train.yaml"), meta_file=str(configs / "metadata.json"),
-            logging_file=str(configs / "logging.conf"), bundle_root=str(BUNDLE), **overrides)  # fmt: skip
-    except Exception as err:
-        cause = root_cause(err)
-        if isinstance(cause, InputError):  # exit 2 with its one line, as the bundle run's own excepthook
-            raise cause from None
-        raise
+    """``monai.bundle run training`` of train.yaml with ``overrides``, in this process
+    (:func:`~mtsr_monai.inference.bundle.run_training`)."""
+    run_training(BUNDLE, overrides)
 
 
 def export(best: Path, target: Path, datalist: Path, held_out: list[str]) -> Path:

@@ -2,10 +2,11 @@
 """Train the shipped SR model with the bundle (resumable), and export weights into the bundle.
 
 python scripts/train_sr.py train --datalist D.json --run-dir /root/mtsr_runs/sr/proposed12 [--threads 2]
-    runs `python -m monai.bundle run training` with the from-scratch settings of bundles 0.1-0.3 (12 blocks,
-    bicubic global skip, L1 phase only, VGG weight 0); kill it at any time and run the same command again to
-    resume. The shipped 0.4.x weights have no global skip and were fine-tuned from the pretrained ESRGAN
-    start: continue them with `-- --global_skip null --init_checkpoint ...` and the overrides of docs/sr.md.
+    runs `python -m monai.bundle run training` in this process with the from-scratch settings of bundles
+    0.1-0.3 (12 blocks, bicubic global skip, L1 phase only, VGG weight 0); Ctrl-C or SIGTERM saves the
+    iteration, and the same command again resumes. The shipped 0.4.x weights have no global skip and were
+    fine-tuned from the pretrained ESRGAN start: continue them with `-- --global_skip null
+    --init_checkpoint ...` and the overrides of docs/sr.md.
     Bundle overrides go after `--`, e.g. a lower-learning-rate stage started from stage 1's last weights:
     `... train --run-dir RUN2 -- --learning_rate 5e-5 --init_checkpoint W.pt`.
 python scripts/train_sr.py export --checkpoint RUN/model.pt [--out F]
@@ -18,7 +19,6 @@ python scripts/train_sr.py export --checkpoint RUN/model.pt [--out F]
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from pathlib import Path
 
@@ -34,19 +34,13 @@ SHIPPED_SETTINGS = {
 
 def train(args: argparse.Namespace) -> int:
     # lazy: --help answers without loading the package
-    from mtsr_monai.inference.bundle import override_args, parse_overrides
+    from mtsr_monai.inference.bundle import parse_overrides, run_training
 
     settings = {"datalist": str(args.datalist), "output_dir": str(args.run_dir), "num_threads": args.threads}
     settings.update(SHIPPED_SETTINGS)
     settings.update(parse_overrides(args.overrides))
-    cmd = [
-        sys.executable, "-m", "monai.bundle", "run", "training",
-        "--config_file", str(BUNDLE / "configs" / "train.yaml"),
-        "--meta_file", str(BUNDLE / "configs" / "metadata.json"),
-        "--logging_file", str(BUNDLE / "configs" / "logging.conf"),
-        *override_args(settings),
-    ]  # fmt: skip
-    return subprocess.call(cmd, cwd=REPO)
+    run_training(BUNDLE, settings)
+    return 0
 
 
 def export(args: argparse.Namespace) -> int:

@@ -44,14 +44,24 @@ def test_override_arguments_read_back_through_monai_bundle_as_the_same_values():
 
 
 def test_train_sr_passes_a_null_global_skip_as_none(monkeypatch, tmp_path):
+    from mtsr_monai.inference import bundle
+
     calls = []
-    monkeypatch.setattr(train_sr.subprocess, "call", lambda cmd, cwd: calls.append(cmd) or 0)
+    monkeypatch.setattr(bundle, "run_training", lambda root, overrides: calls.append(overrides))
     argv = ["train", "--datalist", "d.json", "--run-dir", str(tmp_path), "--", "--global_skip", "null"]
     assert train_sr.main(argv) == 0
-    (cmd,) = calls
-    values = [cmd[i + 1] for i, word in enumerate(cmd) if word == "--global_skip"]
-    assert [fire.parser.DefaultParseValue(v) for v in values] == [None]
+    (overrides,) = calls
+    assert overrides["global_skip"] is None and overrides["output_dir"] == str(tmp_path)
 
 
 def test_yaml_1_1_look_alikes_stay_text():
     assert parse_overrides(["--a", "on", "--b", "010", "--c", "1:30"]) == {"a": "on", "b": "010", "c": "1:30"}
+
+
+def test_train_clinical_refuses_an_override_its_options_set_and_names_a_bad_datalist(tmp_path, capsys):
+    import train_clinical
+
+    assert train_clinical.main(["train", "--output-dir", str(tmp_path), "dataset_dir=/x"]) == 2
+    assert "give --dataset-dir" in capsys.readouterr().err
+    assert train_clinical.main(["train", "--output-dir", str(tmp_path), "datalist=/no/such.json"]) == 2
+    assert "no such datalist" in capsys.readouterr().err.lower()
