@@ -52,16 +52,22 @@ def export(args: argparse.Namespace) -> int:
 
     if not args.checkpoint.is_file():
         raise InputError("no such checkpoint", args.checkpoint)
-    state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+    except Exception as err:  # not a torch file, truncated, or pickled objects
+        raise InputError(f"not a readable checkpoint ({type(err).__name__})", args.checkpoint) from None
     # best-model file, or a resume checkpoint: its generator average if kept, else the last iterate
     for key in ("model", "ema", "generator"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
             break
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise InputError("holds no generator state dict", args.checkpoint)
     target = Path(args.out)
     shipped = target.resolve() == (BUNDLE / "models" / "model.pt").resolve()
-    if shipped:  # refused before the bundle is touched: weights the bundle's inference would misuse
-        check_fits_bundle(args.checkpoint, state, bundle_parser(BUNDLE))
+    # refused before anything is written: weights the bundle's generator cannot load (another network), and
+    # for the bundle's own file also weights its inference would misuse (another global skip)
+    check_fits_bundle(args.checkpoint, state, bundle_parser(BUNDLE), check_recipe=shipped)
     # the shipped file is fp16 (half the size); another target (e.g. an init_checkpoint) keeps fp32
     state = {
         k.removeprefix("module."): (v.half() if shipped and v.is_floating_point() else v)
@@ -75,15 +81,18 @@ def export(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_fits_bundle(checkpoint: Path, state: dict, parser) -> None:
-    """The weights load strictly into the bundle's inference network, and the run that made them (its
-    ``recipe.json``) used the global skip that inference.yaml declares (the output is otherwise wrong)."""
+def check_fits_bundle(checkpoint: Path, state: dict, parser, check_recipe: bool = True) -> None:
+    """The weights load strictly into the bundle's inference network, and (``check_recipe``) the run that
+    made them (its ``recipe.json``) used the global skip that inference.yaml declares (the output is
+    otherwise wrong)."""
     import json
 
     from mtsr_monai.errors import InputError
     from mtsr_monai.inference.bundle import load_weights_into
 
     load_weights_into(parser.get_parsed_content("network_def", instantiate=True), state, checkpoint)
+    if not check_recipe:
+        return
     for folder in (checkpoint.parent, checkpoint.parent.parent):
         recipe = folder / "recipe.json"
         if recipe.is_file():

@@ -203,3 +203,17 @@ def test_tiny_bundle_run_exports_both_directions_and_resumes(tiny_pair_datalist,
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resumed from" in second.stdout + second.stderr
     assert (out / "checkpoints" / "checkpoint_4.pt").is_file()
+
+
+def test_both_generators_and_both_exports_take_the_upsample_option(tiny_pair_datalist, tmp_path):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.yaml"), str(CONFIGS / "train_cyclegan.yaml")])
+    parser.update({"datalist": str(tiny_pair_datalist), "source": "t1", "target": "t2", "image_size": 32,
+                   "output_dir": str(tmp_path), "upsample": "bilinear"})  # fmt: skip
+    for network in ("generator", "generator_ba"):  # bilinear decoders have no transposed convolution
+        modules = parser.get_parsed_content(network).modules()
+        assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in modules), network
+    for export in ("validate#export#meta", "validate#reverse_export#meta"):
+        assert parser.get_parsed_content(export)["upsample"] == "bilinear"

@@ -73,3 +73,12 @@ def test_sr_export_of_fitting_weights_is_declared_and_loads(sr_bundle, tmp_path)
     assert _export(sr_bundle, run / "model.pt") == 0
     network, info = load_bundle_network(sr_bundle)  # its sha256 is checked on the way
     assert info["weights"] == str(sr_bundle / "models" / "model.pt")
+
+
+def test_sr_export_elsewhere_refuses_a_file_that_is_no_generator_of_the_bundle(tmp_path, capsys):
+    torch.save(torch.nn.Linear(2, 2).state_dict(), tmp_path / "other.pt")
+    (tmp_path / "list.json").write_text("{}")
+    for source in ("other.pt", "list.json"):
+        out = tmp_path / "exported.pt"
+        assert train_sr.main(["export", "--checkpoint", str(tmp_path / source), "--out", str(out)]) == 2
+        assert not out.exists()
