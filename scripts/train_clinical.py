@@ -49,6 +49,15 @@ def train(args: argparse.Namespace) -> None:
     )
 
 
+def best_iterations(best: Path) -> int | None:
+    """The training iterations behind a best-model file (its ``iterations`` meta), or None."""
+    import torch
+
+    saved = torch.load(best, map_location="cpu", weights_only=True)
+    value = saved.get("iterations") if isinstance(saved, dict) else None
+    return int(value) if isinstance(value, int | float) else None
+
+
 ARCHITECTURE = ("filters", "critic_filters", "patch_size", "residual", "critic_dropout", "modalities")
 
 
@@ -111,7 +120,8 @@ def export(args: argparse.Namespace) -> None:
         "modalities": mods,
         "patch_size": int(cfg["patch_size"]),
         "protocols": {k: dict(v) for k, v in cfg["protocols"].items()},
-        "iterations": int(state["trainer"]["iteration"]),
+        # the best generator's own count (runs before session 50 recorded none: then the last checkpoint's)
+        "iterations": int(best_iterations(best) or state["trainer"]["iteration"]),
         # inference scales inputs by headroom x their 99.5 % level (1: the fixed recipe, own scaling)
         "intensity_headroom": float(recipe["headroom"]),
         "recipe": recipe,

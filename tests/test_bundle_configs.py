@@ -134,6 +134,10 @@ def test_clinical_train_keeps_the_best_validated_weights(tmp_path):
 
     best = load_clinical_model(tmp_path / "run" / "model_best.pt")  # as inference.yaml reads --checkpoint
     assert best["modalities"] == ["flair", "t1", "t2"] and "psnr" in str(best["validation"])
+    import torch
+
+    saved = torch.load(tmp_path / "run" / "model_best.pt", weights_only=True)
+    assert saved["iterations"] == 1  # the trainer's count when this generator was validated best
 
 
 @pytest.mark.slow
