@@ -224,6 +224,25 @@ def test_nonlinear_registration_returns_bspline_composite(template_file: Path):
     assert _corr(out["t1"][0], _head()) > 0.97
 
 
+def test_a_nonlinear_transform_of_a_modality_on_its_own_grid_can_be_written(template_file: Path, tmp_path):
+    import SimpleITK as sitk
+
+    from mtsr_monai.transforms.keys import TRANSFORMS_KEY
+    from mtsr_monai.transforms.registration import RegisterToTemplated
+
+    coarse = np.diag([2.0, 2.0, 2.0, 1.0])  # T2 on a grid of its own: moved to T1, then with T1's transform
+    data = {
+        "t1": _channel_first(_head(shift_vox=(1, 1, 0)), _affine()),
+        "t2": _channel_first(_head(tuple(s // 2 for s in SIZE)), coarse),
+    }
+    out = RegisterToTemplated(
+        ["t1", "t2"], template=template_file, registration="nonlinear", bspline_iterations=2,
+        bspline_mesh_size=(2, 2, 2), **FAST,
+    )(data)  # fmt: skip
+    sitk.WriteTransform(out[TRANSFORMS_KEY]["t2"], str(tmp_path / "t2.tfm"))  # refused when nested
+    assert sitk.ReadTransform(str(tmp_path / "t2.tfm")).GetName() == "CompositeTransform"
+
+
 # ---------------------------------------------------------------------------- mask, crop, scaling
 
 

@@ -273,10 +273,12 @@ def _full_metric(fixed: sitk.Image, moving: sitk.Image, transform: sitk.Transfor
 
 
 def chain(first: sitk.Transform, then: sitk.Transform) -> sitk.Transform:
-    """The transform p -> ``then``(``first``(p)) (SimpleITK composes last-added first)."""
+    """The transform p -> ``then``(``first``(p)) (SimpleITK composes last-added first), flat: a composite
+    inside a composite (a non-linear registration's) cannot be written to a ``.tfm`` file."""
     composite = sitk.CompositeTransform(3)
     composite.AddTransform(then)
     composite.AddTransform(first)
+    composite.FlattenTransform()
     return composite
 
 
