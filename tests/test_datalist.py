@@ -112,6 +112,22 @@ def test_split_is_by_subject_deterministic_and_seed_dependent(tmp_path: Path) ->
     assert (first["numTraining"], first["numValidation"], first["numTest"]) == (13, 4, 3)
 
 
+def test_every_session_of_a_bids_participant_lands_in_one_split(tmp_path: Path) -> None:
+    touch(
+        tmp_path,
+        *[f"sub-{i:02d}/ses-{s}/anat/sub-{i:02d}_ses-{s}_T1w.nii.gz" for i in range(10) for s in (1, 2)],
+    )
+    datalist = build_datalist(tmp_path, seed=0)
+    splits = {
+        p: {s["subject"].split("_ses-")[0] for s in datalist[p]} for p in ("training", "validation", "test")
+    }
+    assert all(
+        splits[a].isdisjoint(splits[b])
+        for a, b in (("training", "validation"), ("training", "test"), ("validation", "test"))
+    )
+    assert sum(map(len, splits.values())) == 10 and datalist["numTraining"] % 2 == 0
+
+
 def test_few_subjects_still_fill_every_nonzero_split() -> None:
     assert split_counts(3, (0.66, 0.18, 0.16)) == [1, 1, 1]
     assert split_counts(4, (0.66, 0.18, 0.16)) == [2, 1, 1]

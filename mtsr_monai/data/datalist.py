@@ -261,11 +261,13 @@ def build_datalist(
     require: Sequence[str] = (),
     base_dir: str | os.PathLike | None = None,
 ) -> dict:
-    """A decathlon-style datalist of the subjects under ``root``, split by subject.
+    """A decathlon-style datalist of the subjects under ``root``, split by subject (by participant in BIDS,
+    where each session is an item: all sessions of a participant go to one split).
 
-    The split is deterministic: ids sorted, then permuted by ``numpy.random.default_rng(seed)``, then cut
-    into training / validation / test by :func:`split_counts`. ``require`` keeps only subjects having all of
-    those keys. With ``base_dir``, paths are written relative to it (else absolute).
+    The split is deterministic: ids (participants) sorted, then permuted by
+    ``numpy.random.default_rng(seed)``, then cut into training / validation / test by :func:`split_counts`.
+    ``require`` keeps only subjects having all of those keys. With ``base_dir``, paths are written relative
+    to it (else absolute).
     """
     ratios = _check_ratios(ratios)
     resolved = detect_layout(root) if layout == "auto" and Path(root).is_dir() else layout
@@ -282,15 +284,19 @@ def build_datalist(
         if not kept:
             raise InputError(f"none of the {len(subjects)} subjects has all of {', '.join(require)}", root)
         subjects = kept
-    ids = sorted(s["subject"] for s in subjects)
     by_id = {s["subject"]: s for s in subjects}
-    order = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
+    # one participant's sessions (BIDS: sub-01_ses-1, sub-01_ses-2) stay in one split: no test scan of a
+    # person trained on; elsewhere a participant is a subject, and the split is as it always was
+    person = {i: i.split("_ses-")[0] if resolved == "bids" else i for i in by_id}
+    people = sorted(set(person.values()))
+    order = [people[i] for i in np.random.default_rng(seed).permutation(len(people))]
     n_train, n_val, _ = split_counts(len(order), ratios)
-    parts = {
-        "training": order[:n_train],
-        "validation": order[n_train : n_train + n_val],
-        "test": order[n_train + n_val :],
+    cuts = {
+        "training": set(order[:n_train]),
+        "validation": set(order[n_train : n_train + n_val]),
+        "test": set(order[n_train + n_val :]),
     }
+    parts = {name: [i for i in by_id if person[i] in cut] for name, cut in cuts.items()}
     if base_dir is not None:
         base = Path(os.path.abspath(base_dir))
         by_id = {k: _relative(v, base) for k, v in by_id.items()}
