@@ -492,7 +492,9 @@ def test_preprocess_command_exits_2_on_bad_input(tmp_path: Path, template_file: 
     assert not (tmp_path / "out" / "s1" / "preprocess.json").exists()
 
 
-@pytest.mark.parametrize("option", [["--reference", "pd"], ["--threads", "0"], ["--crop-margin", "-3"]])
+@pytest.mark.parametrize(
+    "option", [["--reference", "pd"], ["--threads", "0"], ["--crop-margin", "-3"], ["--n4-shrink", "40"]]
+)
 def test_preprocess_refuses_a_reference_no_subject_has_and_options_out_of_range(tmp_path, capsys, option):
     from mtsr_monai.cli import main
 
@@ -562,6 +564,59 @@ def test_datalist_brain_masks_are_not_preprocessed_as_images(tmp_path):
         subjects = read_datalist(tmp_path / "d.json")
     assert sorted(subjects[0]) == ["split", "subject", "t1"]
     assert any("brain_mask, brain_mask_t1 not used" in str(w.message) for w in caught)
+
+
+def test_a_listed_brain_mask_where_the_output_mask_goes_is_refused_untouched(tmp_path, capsys):
+    from mtsr_monai.cli import main
+
+    subject = tmp_path / "out" / "s"  # the user's mask sits where preprocess writes s/brain_mask.nii.gz
+    subject.mkdir(parents=True)
+    write_nifti(tmp_path / "t1.nii.gz", _head())
+    write_nifti(subject / "brain_mask.nii.gz", (_head() > 50).astype(np.uint8))
+    before = (subject / "brain_mask.nii.gz").read_bytes()
+    item = {"subject": "s", "t1": "t1.nii.gz", "brain_mask": "out/s/brain_mask.nii.gz"}
+    (tmp_path / "d.json").write_text(json.dumps({"training": [item]}))
+    assert main(["preprocess", "--datalist", str(tmp_path / "d.json"), "-o", str(tmp_path / "out")]) == 2
+    assert (subject / "brain_mask.nii.gz").read_bytes() == before and "brain_mask" in capsys.readouterr().err
+
+
+def test_label_numbers_beyond_255_are_kept_and_a_nan_label_is_refused(tmp_path, template_file):
+    import nibabel as nib
+
+    from mtsr_monai.cli import main
+
+    datalist = _subject(tmp_path)
+    seg = nib.load(datalist.parent / "s1_seg.nii.gz")
+    numbers = np.where(seg.get_fdata() > 0, 1035, 0) + np.where(_head(shift_vox=(2, -1, 0)) > 50, 2, 0)
+    write_nifti(datalist.parent / "s1_seg.nii.gz", numbers.astype(np.int32), seg.affine)
+    assert main(_args(datalist, tmp_path / "out", template_file)) == 0
+    values = set(np.unique(nib.load(tmp_path / "out" / "s1" / "label.nii.gz").get_fdata()))
+    assert values <= {0, 2, 1035, 1037} and {1035, 1037} & values
+    write_nifti(datalist.parent / "s1_seg.nii.gz", np.full(numbers.shape, np.nan, np.float32), seg.affine)
+    assert main(_args(datalist, tmp_path / "out2", template_file)) == 2
+
+
+def test_a_template_mask_that_covers_nothing_of_the_template_is_refused(tmp_path, template_file, capsys):
+    from mtsr_monai.cli import main
+
+    far = write_nifti(
+        tmp_path / "far_mask.nii.gz", (_head() > 50).astype(np.uint8), _affine(origin=(500, 0, 0))
+    )
+    args = _args(_subject(tmp_path), tmp_path / "out", template_file) + ["--template-mask", str(far)]
+    assert main(args) == 2 and "--template-mask covers no voxel" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_image_key_that_is_no_plain_file_name_is_refused(tmp_path):
+    from mtsr_monai.data.preprocess import read_datalist
+    from mtsr_monai.errors import InputError
+
+    (tmp_path / "t1.nii.gz").write_bytes(b"")
+    (tmp_path / "d.json").write_text(
+        json.dumps({"training": [{"subject": "s", "../../escaped": "t1.nii.gz"}]})
+    )
+    with pytest.raises(InputError, match="image keys must be plain file names"):
+        read_datalist(tmp_path / "d.json")
 
 
 def test_a_listed_file_of_another_format_is_refused_and_notes_are_ignored(tmp_path):

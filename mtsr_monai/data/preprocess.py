@@ -99,15 +99,16 @@ class PreprocessConfig:
 # datalist
 
 
-def read_datalist(path: str | os.PathLike) -> list[dict[str, Any]]:
+def read_datalist(path: str | os.PathLike, masks: list[str] | None = None) -> list[dict[str, Any]]:
     """Subjects of all splits (``training``, ``validation``, ``test``) of a datalist, paths made absolute.
     Read here, not by MONAI's ``load_decathlon_datalist`` (:func:`~mtsr_monai.data.datalist.read_split`):
     ``mtsr preprocess`` checks its datalist before torch and MONAI load, and this keeps only image paths.
 
     Each item keeps its image keys (paths relative to the datalist's folder are resolved; brain masks,
     ``brain_mask*``, are left out with a warning: preprocessing makes its own from the template) and gets
-    ``subject`` (derived from the first file name when missing) and ``split``. Raises InputError for a
-    missing file, bad JSON, a datalist without subjects or duplicate subject ids.
+    ``subject`` (derived from the first file name when missing) and ``split``; ``masks``, when given, gets
+    the brain masks' paths (inputs too: never to be written over). Raises InputError for a missing file, bad
+    JSON, a datalist without subjects, duplicate subject ids, and ids or keys that are no plain file names.
     """
     path = Path(path)
     if not path.is_file():
@@ -131,6 +132,8 @@ def read_datalist(path: str | os.PathLike) -> list[dict[str, Any]]:
                     entry["subject"] = str(value)
                 elif key.startswith(MASK_KEY_PREFIX):  # masks are not images to correct and scale
                     unused.add(key)
+                    if masks is not None and isinstance(value, str):
+                        masks.append(str(Path(value) if Path(value).is_absolute() else base / value))
                 elif isinstance(value, str) and has_volume_suffix(value):
                     p = Path(value)
                     entry[key] = str(p if p.is_absolute() else base / p)
@@ -150,15 +153,19 @@ def read_datalist(path: str | os.PathLike) -> list[dict[str, Any]]:
             f"{path}: {keys} not used: preprocess makes its brain mask from the template", stacklevel=2
         )
     ids = [s["subject"] for s in subjects]
-    # each id names a folder under --output: one plain name, never a path that leads elsewhere
-    unsafe = [i for i in ids if i in ("", ".", "..") or "/" in i or "\\" in i or i.startswith(".")]
-    if unsafe:
-        shown = ", ".join(map(repr, unsafe[:5]))
-        raise InputError(f"subject ids must be plain folder names, not {shown}", path)
+    # each id names a folder under --output and each key a file in it: plain names, never paths elsewhere
+    _check_plain_names(ids, "subject ids must be plain folder names", path)
+    _check_plain_names({k for s in subjects for k in s}, "image keys must be plain file names", path)
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
         raise InputError(f"duplicate subject ids: {', '.join(dupes[:5])}", path)
     return subjects
+
+
+def _check_plain_names(names: Iterable[str], rule: str, path: Path) -> None:
+    unsafe = sorted(i for i in names if i in ("", ".", "..") or "/" in i or "\\" in i or i.startswith("."))
+    if unsafe:
+        raise InputError(f"{rule}, not {', '.join(map(repr, unsafe[:5]))}", path)
 
 
 def _subject_from_name(name: str, key: str) -> str:
@@ -328,7 +335,7 @@ def _load_inputs(inputs: dict[str, str], label_keys: list[str]) -> dict[str, Any
     """Each input as a channel-first volume, as ``LoadImaged(ensure_channel_first=True)`` gives it."""
     data: dict[str, Any] = {}
     for key, path in inputs.items():
-        volume = load_volume(path, validate=key not in label_keys)  # an all-background label is legal
+        volume = load_volume(path, allow_constant=key in label_keys)  # an all-background label is legal
         if key in label_keys and volume.ndim != 3:
             raise InputError(f"expected a 3D label, got shape {tuple(volume.shape)}", path)
         data[key] = volume.unsqueeze(0)
@@ -338,8 +345,8 @@ def _load_inputs(inputs: dict[str, str], label_keys: list[str]) -> dict[str, Any
 def _write_outputs(
     data: dict[str, Any], folder: Path, image_keys: list[str], label_keys: list[str]
 ) -> dict[str, str]:
-    """The preprocessed images, labels (uint8), brain mask and transforms of one subject; returns the file
-    name of each output."""
+    """The preprocessed images, labels (uint8, or int32 where a label is outside 0-255: FreeSurfer's
+    numbers), brain mask and transforms of one subject; returns the file name of each output."""
     import numpy as np
     import SimpleITK as sitk
 
@@ -348,7 +355,9 @@ def _write_outputs(
         save_volume(data[key][0], folder / f"{key}.nii.gz")
         outputs[key] = f"{key}.nii.gz"
     for key in label_keys:
-        save_volume(data[key][0].round().clamp(0, 255), folder / f"{key}.nii.gz", dtype=np.uint8)
+        label = data[key][0].round()  # resampled with nearest neighbour: whole numbers already
+        small = bool(label.min() >= 0 and label.max() <= 255)
+        save_volume(label, folder / f"{key}.nii.gz", dtype=np.uint8 if small else np.int32)
         outputs[key] = f"{key}.nii.gz"
     save_volume(data["brain_mask"][0], folder / "brain_mask.nii.gz", dtype=np.uint8)
     outputs["brain_mask"] = "brain_mask.nii.gz"
@@ -459,7 +468,7 @@ def check_contents(subjects: Sequence[dict[str, Any]], progress: bool = False) -
             bar.next(str(subject["subject"]))
             for key, path in subject.items():
                 if key not in ("subject", "split"):
-                    load_volume(path, validate=key not in LABEL_KEYS)  # a label is read whole, not judged
+                    load_volume(path, allow_constant=key in LABEL_KEYS)  # a label may be all background
 
 
 def preprocess_datalist(

@@ -94,15 +94,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def inputs(args: argparse.Namespace) -> list:
-    """The image files listed in the datalist (an unreadable datalist is refused by the run itself)."""
+    """The files listed in the datalist, its unused brain masks too (an unreadable datalist is refused by the
+    run itself)."""
     from mtsr_monai.data.preprocess import read_datalist
     from mtsr_monai.errors import InputError
 
+    masks: list[str] = []
     try:
-        subjects = read_datalist(args.datalist)
+        subjects = read_datalist(args.datalist, masks)
     except InputError:
         return []
-    return [v for s in subjects for k, v in s.items() if k not in ("subject", "split")]
+    return [v for s in subjects for k, v in s.items() if k not in ("subject", "split")] + masks
 
 
 def outputs(args: argparse.Namespace) -> OutputPlan:
@@ -171,6 +173,31 @@ def _check_sizes(args: argparse.Namespace) -> None:
             shape = image_shape(path)
             if shape is not None and len(shape) == 3:
                 check_registrable(shape, args.shrink_factors, f"{key} image", path)
+                if not args.no_n4 and min(shape) < 2 * args.n4_shrink:  # N4 fits on the shrunk image
+                    raise InputError(
+                        f"--n4-shrink {args.n4_shrink}: the {key} image ({' x '.join(map(str, shape))} "
+                        f"voxels) needs {2 * args.n4_shrink} voxels per axis; give a smaller --n4-shrink",
+                        path,
+                    )
+
+
+def _check_template_mask(args: argparse.Namespace) -> None:
+    """Refuse a --template-mask that covers nothing of the template (the crop would find no brain)."""
+    import SimpleITK as sitk
+
+    from mtsr_monai.errors import InputError
+    from mtsr_monai.io.template import template_path
+
+    if args.template_mask is None:
+        return
+    template = sitk.ReadImage(str(args.template or template_path("t1")))
+    mask = sitk.Resample(
+        sitk.ReadImage(str(args.template_mask)), template, sitk.Transform(), sitk.sitkNearestNeighbor
+    )
+    if not sitk.GetArrayViewFromImage(mask).any():
+        raise InputError(
+            "--template-mask covers no voxel of the template (another space?)", args.template_mask
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -195,6 +222,7 @@ def run(args: argparse.Namespace) -> int:
     with StageBar(1, "preprocess", enabled=not args.no_progress) as bar:
         bar.next("start-up: image sizes, SimpleITK and MONAI")
         _check_sizes(args)
+        _check_template_mask(args)
     if args.threads:
         import SimpleITK as sitk
 
