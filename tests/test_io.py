@@ -277,3 +277,37 @@ def test_a_folder_written_before_the_record_is_replaced_by_the_callers_own_accou
         "sample_0.nii.gz",
         "sample_scan.nii.gz",
     ]
+
+
+def test_a_signal_while_a_file_set_moves_in_arrives_after_the_whole_set(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from mtsr_monai.io import atomic_file_set
+
+    class Stopped(Exception):
+        pass
+
+    def stop(signum, frame):
+        raise Stopped
+
+    real_replace, calls = os.replace, []
+
+    def replace_then_signal(src, dst):
+        real_replace(src, dst)
+        calls.append(dst)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # between the first rename and the others
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        with pytest.raises(Stopped):
+            with atomic_file_set(tmp_path / "out") as staging:
+                for name in ("a.txt", "b.txt", "c.txt"):
+                    (staging / name).write_text(name)
+                monkeypatch.setattr(os, "replace", replace_then_signal)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")) == [
+        "a.txt", "b.txt", "c.txt",
+    ]  # fmt: skip

@@ -10,7 +10,9 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -79,19 +81,42 @@ def atomic_file_set(
         written = {p.relative_to(staging).as_posix() for p in staged}
         record = _record(final)
         ours = _unchanged(final, record) if record is not None else set(earlier)
-        for pattern in stale:
-            for old in final.glob(pattern):
-                rel = old.relative_to(final).as_posix()
-                if rel in ours and rel not in written and old.is_file():
-                    old.unlink()
-        for path in staged:
-            target = final / path.relative_to(staging)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.chmod(path, 0o666 & ~_umask())
-            os.replace(path, target)
-        record_written(final, written)
+        with _signals_held():  # Ctrl-C / SIGTERM between two renames would leave half of each set
+            for pattern in stale:
+                for old in final.glob(pattern):
+                    rel = old.relative_to(final).as_posix()
+                    if rel in ours and rel not in written and old.is_file():
+                        old.unlink()
+            for path in staged:
+                target = final / path.relative_to(staging)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.chmod(path, 0o666 & ~_umask())
+                os.replace(path, target)
+            record_written(final, written)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+#: the signals a file set's renames hold back: Ctrl-C and a scheduler's SIGTERM
+HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM held back for the block (renames take milliseconds), then raised again for the
+    handlers in place. Python runs handlers in the main thread only, so elsewhere none can interrupt."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in HELD_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
+        for signum in dict.fromkeys(caught):
+            signal.raise_signal(signum)
 
 
 def read_json_object(path: str | os.PathLike) -> dict | None:
