@@ -1,6 +1,7 @@
 import gzip
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -311,3 +312,22 @@ def test_a_signal_while_a_file_set_moves_in_arrives_after_the_whole_set(tmp_path
     assert sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")) == [
         "a.txt", "b.txt", "c.txt",
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize("qform_code", [1, 0])
+def test_a_valid_sform_is_the_affine_even_where_pixdim_and_the_qform_disagree(tmp_path, qform_code):
+    import nibabel as nib
+
+    from mtsr_monai.io import load_volume
+
+    sform = np.array([[2.0, 0, 0, -48], [0, 2.0, 0, -40], [0, 0, 5.0, -30], [0, 0, 0, 1]])
+    header = nib.Nifti1Header()
+    header.set_data_shape((8, 8, 4))
+    header.set_data_dtype(np.float32)
+    header.set_qform(np.diag([1.0, 1.0, 1.0, 1.0]), code=qform_code)  # pixdim 1 mm: not the sform's sizes
+    header.set_sform(sform, code=4)  # e.g. an MNI-space scan
+    path = tmp_path / "sform.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((8, 8, 4), np.float32), None, header), path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # qform and sform apart: warned about, the sform used
+        assert np.allclose(np.asarray(load_volume(path).affine), sform)

@@ -64,9 +64,18 @@ def _reader_detail(err: Exception) -> str:
 
 
 def _read_nifti(path: Path) -> MetaTensor:
+    """The image with the affine nibabel reads from the header (the sform when its code is set): MONAI's
+    reader replaces a valid sform by the qform, or by the voxel sizes, where they disagree with pixdim."""
+    import nibabel as nib
+    import torch
     from monai.transforms import LoadImage  # lazy: MONAI takes seconds to import
 
-    return LoadImage(reader="NibabelReader", image_only=True, dtype=np.float32)(str(path))
+    image = LoadImage(reader="NibabelReader", image_only=True, dtype=np.float32)(str(path))
+    affine = torch.as_tensor(nib.load(str(path)).affine, dtype=torch.float64)
+    if not torch.allclose(torch.as_tensor(image.affine, dtype=torch.float64), affine):
+        image.affine = affine
+        image.meta["original_affine"] = affine.clone()
+    return image
 
 
 def _read_itk(path: Path) -> MetaTensor:
