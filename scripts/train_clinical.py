@@ -50,7 +50,8 @@ def train(args: argparse.Namespace) -> None:
 
 
 def best_iterations(best: Path) -> int | None:
-    """The training iterations behind a best-model file (its ``iterations`` meta), or None."""
+    """The training iterations behind a best-model file (its ``iterations`` meta), or None (runs before
+    session 50 recorded none: the export then takes the newest checkpoint's count)."""
     import torch
 
     saved = torch.load(best, map_location="cpu", weights_only=True)
@@ -120,8 +121,7 @@ def export(args: argparse.Namespace) -> None:
         "modalities": mods,
         "patch_size": int(cfg["patch_size"]),
         "protocols": {k: dict(v) for k, v in cfg["protocols"].items()},
-        # the best generator's own count (runs before session 50 recorded none: then the last checkpoint's)
-        "iterations": int(best_iterations(best) or state["trainer"]["iteration"]),
+        "iterations": int(best_iterations(best) or state["trainer"]["iteration"]),  # older runs: the last
         # inference scales inputs by headroom x their 99.5 % level (1: the fixed recipe, own scaling)
         "intensity_headroom": float(recipe["headroom"]),
         "recipe": recipe,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -131,6 +132,24 @@ def test_demo_end_to_end_with_shipped_weights(tmp_path):
     assert 'src="figures/sr_comparison.png"' in html
     assert (tmp_path / "figures" / "sr_comparison.png").is_file()
     assert str(tmp_path) not in html
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())  # built in a staging folder
+    assert summary["input"] == str(tmp_path / "lr_t1.nii.gz") and Path(report["html"]).is_file()
+
+
+def test_a_demo_stopped_half_way_leaves_an_earlier_demo_as_it_was(tmp_path, monkeypatch):
+    from mtsr_monai.inference import pipeline
+    from mtsr_monai.inference.translate import default_weights
+
+    if not default_weights("t1", "flair").is_file():
+        pytest.skip("no shipped t1_to_flair weights")
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "demo_figures", stop)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run_demo(tmp_path / "new", samples=1, slices=4, progress=False)
+    assert not [p for p in (tmp_path / "new").rglob("*") if p.is_file()]  # nothing of it left
 
 
 def test_mtsr_run_refuses_an_empty_brain_mask(tmp_path):

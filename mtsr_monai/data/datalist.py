@@ -253,6 +253,24 @@ def _relative(subject: dict, base_dir: Path) -> dict:
     return {k: (v if k == "subject" else os.path.relpath(v, base_dir)) for k, v in subject.items()}
 
 
+def _split_by_participant(
+    ids: Sequence[str], sessions: bool, seed: int, ratios: Sequence[float]
+) -> dict[str, list[str]]:
+    """``ids`` cut into training / validation / test by participant: with ``sessions`` (BIDS ids
+    ``sub-01_ses-1``) all of a participant's sessions go to one split (no test scan of a person trained on);
+    otherwise a participant is an id, and the split is as it always was."""
+    person = {i: i.split("_ses-")[0] if sessions else i for i in ids}
+    people = sorted(set(person.values()))
+    order = [people[i] for i in np.random.default_rng(seed).permutation(len(people))]
+    n_train, n_val, _ = split_counts(len(order), ratios)
+    cuts = {
+        "training": set(order[:n_train]),
+        "validation": set(order[n_train : n_train + n_val]),
+        "test": set(order[n_train + n_val :]),
+    }
+    return {name: [i for i in ids if person[i] in cut] for name, cut in cuts.items()}
+
+
 def build_datalist(
     root: str | os.PathLike,
     layout: str = "auto",
@@ -285,18 +303,7 @@ def build_datalist(
             raise InputError(f"none of the {len(subjects)} subjects has all of {', '.join(require)}", root)
         subjects = kept
     by_id = {s["subject"]: s for s in subjects}
-    # one participant's sessions (BIDS: sub-01_ses-1, sub-01_ses-2) stay in one split: no test scan of a
-    # person trained on; elsewhere a participant is a subject, and the split is as it always was
-    person = {i: i.split("_ses-")[0] if resolved == "bids" else i for i in by_id}
-    people = sorted(set(person.values()))
-    order = [people[i] for i in np.random.default_rng(seed).permutation(len(people))]
-    n_train, n_val, _ = split_counts(len(order), ratios)
-    cuts = {
-        "training": set(order[:n_train]),
-        "validation": set(order[n_train : n_train + n_val]),
-        "test": set(order[n_train + n_val :]),
-    }
-    parts = {name: [i for i in by_id if person[i] in cut] for name, cut in cuts.items()}
+    parts = _split_by_participant(list(by_id), resolved == "bids", seed, ratios)
     if base_dir is not None:
         base = Path(os.path.abspath(base_dir))
         by_id = {k: _relative(v, base) for k, v in by_id.items()}

@@ -152,8 +152,7 @@ def read_datalist(path: str | os.PathLike, masks: list[str] | None = None) -> li
         warnings.warn(
             f"{path}: {keys} not used: preprocess makes its brain mask from the template", stacklevel=2
         )
-    ids = [s["subject"] for s in subjects]
-    # each id names a folder under --output and each key a file in it: plain names, never paths elsewhere
+    ids = [s["subject"] for s in subjects]  # each names a folder under --output, each key a file in it
     _check_plain_names(ids, "subject ids must be plain folder names", path)
     _check_plain_names({k for s in subjects for k in s}, "image keys must be plain file names", path)
     dupes = sorted({i for i in ids if ids.count(i) > 1})

@@ -40,6 +40,7 @@ from mtsr_monai.io import (
     nifti_space,
     save_volume,
 )
+from mtsr_monai.io.atomic import record_written
 from mtsr_monai.io.geometry import resampled_affine, resolve_axis
 from mtsr_monai.metrics.image import psnr, ssim
 from mtsr_monai.metrics.perceptual import load_lpips, sample_measures
@@ -327,6 +328,10 @@ def _demo_metrics(slab: dict[str, Any], arrays: dict[str, Any], bicubic: np.ndar
     return metrics, lpips_status.as_dict()
 
 
+#: what a demo's rerun with fewer samples or another mask removes of an earlier demo's (its run/ folder)
+DEMO_STALE = ("run/sample_*.nii.gz", "run/codes.json", "run/brain_mask.nii.gz")
+
+
 def run_demo(
     output_dir: str | os.PathLike,
     source: str = "t1",
@@ -339,10 +344,37 @@ def run_demo(
 ) -> dict[str, Any]:
     """``mtsr demo``: demo subject -> slab -> x``scale`` degradation of ``source`` -> :func:`run_pipeline` ->
     metrics against the truth (SR and bicubic vs the true ``source``; samples vs the demo ``target``),
-    figures, ``report.html`` and ``demo.json`` in ``output_dir``."""
-
-    t0 = time.perf_counter()
+    figures, ``report.html`` and ``demo.json`` in ``output_dir``: all of them or, when the demo stops
+    half-way (an error, Ctrl-C), none (an earlier demo there is left as it was)."""
     out = Path(output_dir)
+    earlier = [f"run/{name}" for name in earlier_outputs(out / "run")]
+    with atomic_file_set(out, stale=DEMO_STALE, earlier=earlier) as staging:
+        report = _demo_in(staging, source, target, samples, seed, slices, scale, progress)
+        # the run's summary names its input (the demo's LR scan) and mask by where they will be
+        summary = staging / "run" / "summary.json"
+        atomic_write_text(
+            summary, json.dumps(_moved(json.loads(summary.read_text()), staging, out), indent=1)
+        )
+        record_written(staging / "run", ["summary.json"])
+    return _moved(report, staging, out)
+
+
+def _moved(value: Any, staging: Path, out: Path) -> Any:
+    """``value`` (JSON-like) with every path under ``staging`` named under ``out`` instead."""
+    if isinstance(value, dict):
+        return {k: _moved(v, staging, out) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_moved(v, staging, out) for v in value]
+    if isinstance(value, str) and value.startswith(str(staging)):
+        return str(out) + value[len(str(staging)) :]
+    return value
+
+
+def _demo_in(
+    out: Path, source: str, target: str, samples: int, seed: int, slices: int, scale: int, progress: bool
+) -> dict[str, Any]:
+    """The demo written into ``out`` (:func:`run_demo`'s staging folder); its report."""
+    t0 = time.perf_counter()
     slab = _demo_slab(out, source, target, slices, scale, progress)
     summary = run_pipeline(
         slab["lr_path"], source, target, out / "run", samples, seed, scale=scale, progress=progress,
