@@ -750,7 +750,7 @@ def test_a_filter_file_picks_the_run_clinical_sr_fuses_and_is_recorded_in_the_ru
 
 @pytest.mark.parametrize(
     "text",
-    ['{"bold": {"run": 1}}', '{"flair": {"runs": 1}}', '{"flair": {"run": 1.5}}', '{"flair": 2}', "[1]"],
+    ['{"fliar": {"run": 1}}', '{"flair": {"runs": 1}}', '{"flair": {"run": 1.5}}', '{"flair": 2}', "[1]"],
 )
 def test_a_bad_filter_file_is_refused_before_any_output(tmp_path, text):
     raw = _raw_tree(tmp_path / "raw", {"01": ["sub-01/anat/sub-01_T1w.nii.gz"]})
@@ -772,3 +772,14 @@ def test_filters_compare_numeric_labels_as_numbers_and_null_as_absent():
     assert not passes(image(("run", "2")), rules) and not passes(image(("acq", "slow"), ("run", "1")), rules)
     assert not passes(image(), rules)  # no run entity where run 1 is asked
     assert passes(image(("run", "7")), {"T1w": {"run": ("1",)}})  # no query for FLAIR: kept
+    assert passes(image(("acq", "axial")), {"FLAIR": {"acq": ("*",)}}) and not passes(
+        image(), {"FLAIR": {"acq": ("*",)}}
+    )
+
+
+def test_a_filter_file_written_for_fmriprep_is_read_for_its_anatomical_queries(tmp_path):
+    from mtsr_monai.bids.filters import read_bids_filters
+
+    path = tmp_path / "filter.json"
+    path.write_text('{"t1w": {"session": "1"}, "bold": {"task": "rest"}, "fmap": {"run": 1}}')
+    assert read_bids_filters(path) == {"T1w": {"ses": ("1",)}}

@@ -136,19 +136,25 @@ def test_demo_end_to_end_with_shipped_weights(tmp_path):
     assert summary["input"] == str(tmp_path / "lr_t1.nii.gz") and Path(report["html"]).is_file()
 
 
-def test_a_demo_stopped_half_way_leaves_an_earlier_demo_as_it_was(tmp_path, monkeypatch):
+def test_a_demo_stopped_half_way_leaves_an_earlier_demo_as_it_was_and_a_new_folder_empty(
+    tmp_path, monkeypatch
+):
     from mtsr_monai.inference import pipeline
     from mtsr_monai.inference.translate import default_weights
 
     if not default_weights("t1", "flair").is_file():
         pytest.skip("no shipped t1_to_flair weights")
+    pipeline.run_demo(tmp_path / "done", samples=2, slices=4, progress=False)
+    before = {p: p.read_bytes() for p in (tmp_path / "done").rglob("*") if p.is_file()}
 
     def stop(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(pipeline, "demo_figures", stop)
-    with pytest.raises(KeyboardInterrupt):
-        pipeline.run_demo(tmp_path / "new", samples=1, slices=4, progress=False)
+    for folder, samples in (("done", 1), ("new", 1)):  # a rerun with another sample count; a first run
+        with pytest.raises(KeyboardInterrupt):
+            pipeline.run_demo(tmp_path / folder, samples=samples, slices=8, progress=False)
+    assert {p: p.read_bytes() for p in (tmp_path / "done").rglob("*") if p.is_file()} == before
     assert not [p for p in (tmp_path / "new").rglob("*") if p.is_file()]  # nothing of it left
 
 

@@ -157,12 +157,15 @@ def test_a_failed_run_removes_the_empty_folders_it_created_and_keeps_existing_on
     assert (tmp_path / "kept").is_dir()
 
 
-def test_sigterm_landing_in_a_finalizer_still_ends_the_run_with_143(tmp_path, phantom_file, monkeypatch):
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_landing_in_a_finalizer_still_ends_the_run(
+    tmp_path, phantom_file, monkeypatch, signum, code
+):
     from mtsr_monai.cli.commands import degrade
 
     class SignalledOnCollection:
         def __del__(self):
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signum)
             time.sleep(0.01)  # the handler runs here, where Python ignores what it raises
 
     def run(args):
@@ -173,7 +176,7 @@ def test_sigterm_landing_in_a_finalizer_still_ends_the_run_with_143(tmp_path, ph
 
     monkeypatch.setattr(degrade, "run", run)
     out = tmp_path / "lr.nii.gz"
-    assert main(_degrade(phantom_file, out)) == 143
+    assert main(_degrade(phantom_file, out)) == code
     assert not out.exists()
 
 

@@ -605,6 +605,9 @@ def test_a_template_mask_that_covers_nothing_of_the_template_is_refused(tmp_path
     args = _args(_subject(tmp_path), tmp_path / "out", template_file) + ["--template-mask", str(far)]
     assert main(args) == 2 and "--template-mask covers no voxel" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+    (tmp_path / "text_mask.nii.gz").write_text("not an image")
+    args[-1] = str(tmp_path / "text_mask.nii.gz")
+    assert main(args) == 2 and "--template-mask: unreadable image" in capsys.readouterr().err
 
 
 def test_an_image_key_that_is_no_plain_file_name_is_refused(tmp_path):

@@ -33,19 +33,18 @@ def test_one_demo_sample_shows_no_diversity_rather_than_zero():
     assert line.count("n/a (one sample)") == 3 and "0.0000" not in line
 
 
-def test_an_image_named_like_the_subjects_key_is_not_taken_for_its_label(tmp_path):
-    import numpy as np
-
-    from tests.conftest import write_nifti
-
-    case = tmp_path / "case1"
-    case.mkdir()  # BraTS's layout: the FLAIR and its tumour label side by side
-    rng = np.random.default_rng(0)
-    write_nifti(case / "FLAIR.nii.gz", rng.integers(0, 3000, (16, 16, 8)).astype(np.int16))
-    write_nifti(case / "GT_W.nii.gz", rng.integers(0, 2, (16, 16, 8)).astype(np.uint8))
-    assert find_label(tmp_path, "case1/FLAIR").name == "GT_W.nii.gz"
-    write_nifti(tmp_path / "case2.nii.gz", rng.integers(0, 4, (8, 8, 4)).astype(np.float32))  # a label map
-    assert find_label(tmp_path, "case2").name == "case2.nii.gz"
+def test_the_reference_named_like_the_subjects_key_is_not_taken_for_its_label(tmp_path):
+    case = tmp_path / "case1"  # BraTS's layout: the FLAIR and its tumour label side by side
+    case.mkdir()
+    (case / "FLAIR.nii.gz").write_bytes(b"the image")
+    (case / "GT_W.nii.gz").write_bytes(b"the label")
+    assert find_label(tmp_path, "case1/FLAIR", case / "FLAIR.nii.gz").name == "GT_W.nii.gz"
+    copy = tmp_path / "refs" / "case1"  # a references folder of its own, holding a copy
+    copy.mkdir(parents=True)
+    (copy / "FLAIR.nii.gz").write_bytes(b"the image")
+    assert find_label(tmp_path, "case1/FLAIR", copy / "FLAIR.nii.gz").name == "GT_W.nii.gz"
+    (tmp_path / "case2.nii.gz").write_bytes(b"a soft label, resampled")  # any label named like its key
+    assert find_label(tmp_path, "case2", tmp_path / "refs" / "case2.nii.gz").name == "case2.nii.gz"
 
 
 def test_a_method_called_reference_is_refused(tmp_path):

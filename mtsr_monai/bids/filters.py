@@ -6,7 +6,9 @@ any case), each value an object of BIDS entities a scan with that suffix must ha
 accepted values, or ``null`` for "without this entity". Entities go by their pybids names (``session``,
 ``acquisition``, ``ceagent``, ``reconstruction``, ``run``, ``echo``, ...) or their file-name keys (``ses``,
 ``acq``, ``ce``, ``rec``, ...); ``datatype`` (``anat``) and ``suffix`` are accepted as they are implied.
-Numeric labels compare as numbers (``"run": 1`` keeps ``run-01``). A suffix without a query is not filtered.
+Numeric labels compare as numbers (``"run": 1`` keeps ``run-01``); ``"*"`` means "with this entity, any
+label". A suffix without a query is not filtered, and the queries of other data (``bold``, ``dwi``, ``fmap``
+...) are left to the tools that read them.
 
 Example: a session with two FLAIR runs, fused with its T1w by ``clinical-sr``::
 
@@ -39,6 +41,10 @@ LONG_NAMES = {
     "part": "part",
     "chunk": "chunk",
 }
+#: fMRIPrep's queries of data other than the anatomical scans read here: accepted, not used
+OTHER_QUERIES = {"bold", "sbref", "fmap", "dwi", "roi", "pet", "asl", "t2star", "epi", "mp2rage", "sbrefs"}
+#: any label (fMRIPrep's "*")
+ANY = "*"
 #: a query's entity key -> the accepted labels (None: the entity must be absent)
 Rules = dict[str, tuple[str | None, ...]]
 
@@ -54,6 +60,8 @@ def read_bids_filters(path: str | Path) -> dict[str, Rules]:
     queries = {s.lower(): s for s in SUFFIX_MODALITY}
     filters: dict[str, Rules] = {}
     for query, entities in text.items():
+        if str(query).lower() in OTHER_QUERIES:
+            continue
         suffix = queries.get(str(query).lower())
         if suffix is None:
             raise InputError(f"--bids-filter-file: unknown query {query!r}; use {', '.join(queries)}", path)
@@ -95,6 +103,8 @@ def passes(image: BIDSImage, filters: Mapping[str, Rules] | None) -> bool:
 
 
 def _same(have: str | None, label: str | None) -> bool:
+    if label == ANY:
+        return have is not None
     if have is None or label is None:
         return have is label
     if have.isdigit() and label.isdigit():

@@ -77,7 +77,7 @@ def _sigterm_raises() -> Iterator[None]:
     ignores it, and a module would be left half-imported: there the signal is deferred, re-checked every
     50 ms (SIGALRM) until the import is over. One raised inside a finalizer (``__del__``, a weakref
     callback) is ignored too, and the run would go on to its end: Python reports it to
-    ``sys.unraisablehook``, which raises it again 50 ms later.
+    ``sys.unraisablehook``, which raises it again 50 ms later (Ctrl-C's KeyboardInterrupt too).
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -90,15 +90,18 @@ def _sigterm_raises() -> Iterator[None]:
         signal.setitimer(signal.ITIMER_REAL, 0.05)
 
     def handler(signum, frame):
-        if signum == signal.SIGALRM and not pending:
-            return  # not ours: only a deferred SIGTERM arms the timer
+        if signum == signal.SIGALRM:
+            if not pending:
+                return  # not ours: only a deferred signal arms the timer
+            signum = pending[-1]
         if _in_import(frame):
             return defer(signum)
-        raise Terminated
+        raise KeyboardInterrupt if signum == signal.SIGINT else Terminated
 
     def unraisable(report) -> None:
-        if report.exc_type is not None and issubclass(report.exc_type, Terminated):
-            return defer(signal.SIGTERM)
+        for kind, signum in ((Terminated, signal.SIGTERM), (KeyboardInterrupt, signal.SIGINT)):
+            if report.exc_type is not None and issubclass(report.exc_type, kind):
+                return defer(signum)  # raised in a finalizer, where Python drops it: again in 50 ms
         previous_hook(report)
 
     previous = signal.signal(signal.SIGTERM, handler)

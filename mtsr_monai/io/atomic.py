@@ -97,8 +97,9 @@ def atomic_file_set(
         shutil.rmtree(staging, ignore_errors=True)
 
 
-#: the signals a file set's renames hold back: Ctrl-C and a scheduler's SIGTERM
-HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: the signals a file set's renames hold back: Ctrl-C, a scheduler's SIGTERM, and the SIGALRM by which the
+#: CLI raises a deferred one again (:func:`mtsr_monai.cli._sigterm_raises`)
+HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)
 
 
 @contextlib.contextmanager

@@ -7,8 +7,8 @@ Matching rule: every ``.nii`` / ``.nii.gz`` file under the reference folder (rec
 its path relative to that folder without the extension (``sub01/flair``, ``sub01_flair``); a method's
 file matches when it has the same key under the method's folder. Subjects missing from a method are
 listed in the JSON (``unmatched``) and left out of every table; a subject is evaluated when all methods
-have it. Labels (``labels_dir``): ``<labels_dir>/<key>.nii[.gz]`` when it is a label map (whole numbers,
-at most 256 of them: not the image of that name), else a file whose name contains ``seg`` or ``gt_w``
+have it. Labels (``labels_dir``): ``<labels_dir>/<key>.nii[.gz]`` unless it is the reference image itself
+(BraTS's layout, labels folder = references folder), else a file whose name contains ``seg`` or ``gt_w``
 (case-insensitive) in ``<labels_dir>/<first folder of the key>/`` or, for flat keys ``<subject>_<contrast>``,
 named ``<subject>_seg`` / ``<subject>_gt_w``; whole tumour = label > 0.
 
@@ -98,11 +98,14 @@ def match_subjects(ref_dir: Path, method_dirs: Mapping[str, Path]) -> tuple[list
     return matched, unmatched
 
 
-def find_label(labels_dir: Path, key: str) -> Path | None:
-    """The whole-tumour / lesion label of a subject (see the module docstring), or None."""
+def find_label(labels_dir: Path, key: str, reference: Path | None = None) -> Path | None:
+    """The whole-tumour / lesion label of a subject (see the module docstring), or None. A file named like
+    the key that is the ``reference`` image itself (the same file, or a byte-identical copy: BraTS's
+    ``<case>/FLAIR.nii.gz`` when the labels folder is the references' one) is no label."""
     for ext in (".nii.gz", ".nii"):
-        if (labels_dir / f"{key}{ext}").is_file() and _is_label_map(labels_dir / f"{key}{ext}"):
-            return labels_dir / f"{key}{ext}"
+        named = labels_dir / f"{key}{ext}"
+        if named.is_file() and not (reference is not None and _same_file(named, reference)):
+            return named
     parts = key.split("/")
     candidates: list[Path] = []
     if len(parts) > 1 and (labels_dir / parts[0]).is_dir():
@@ -121,15 +124,12 @@ def find_label(labels_dir: Path, key: str) -> Path | None:
     return None
 
 
-#: at most this many distinct values make a label map; an MRI, even stored as integers, has thousands
-MAX_LABELS = 256
-
-
-def _is_label_map(path: Path) -> bool:
-    """True for a label map (whole numbers, at most :data:`MAX_LABELS` values): in BraTS's layout the file
-    named like a subject's key is the image itself (``<case>/FLAIR.nii.gz`` beside ``GT_W.nii.gz``)."""
-    values = np.unique(np.asarray(load_volume(path, validate=False)))
-    return values.size <= MAX_LABELS and bool(np.all(values == np.round(values)))
+def _same_file(a: Path, b: Path) -> bool:
+    """True when ``a`` and ``b`` are one file or hold the same bytes."""
+    try:
+        return a.samefile(b) or (a.stat().st_size == b.stat().st_size and a.read_bytes() == b.read_bytes())
+    except OSError:  # one of them is missing
+        return False
 
 
 def _fidelity(pred: np.ndarray, ref: np.ndarray, brain: np.ndarray) -> dict[str, float]:
@@ -257,7 +257,7 @@ def _load_subject(sub: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, np.ndar
 def _load_label(labels_dir: Path, key: str, ref: np.ndarray, affine: np.ndarray, ref_path: Path):
     """``(label path, whole-tumour mask)`` of a subject, ``(None, None)`` without a label file."""
 
-    label_path = find_label(Path(labels_dir), key)
+    label_path = find_label(Path(labels_dir), key, Path(ref_path))
     if label_path is None:
         return None, None
     lab = load_volume(label_path, validate=False)

@@ -14,7 +14,8 @@ NAME = "evaluate"
 HELP = "image fidelity (PSNR, SSIM, MAE, NMSE) of a prediction against a reference on the same grid"
 DESCRIPTION = (
     "Compare --pred with --ref (same grid) over the whole image and over the brain: --mask when given, else "
-    "ref > 0 when the reference has a zero background. data_range = ref max - ref min unless --data-range. "
+    "ref > 0 when the reference is skull-stripped (a raw scan: give --mask). data_range = ref max - ref min "
+    "unless --data-range. "
     "NMSE = sum((p-r)^2)/sum(r^2); nmse_clinical_code = mean((p-r)^2)/sum(r^2), as the clinical paper's code."
 )
 
@@ -97,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
     for n in names:
         b = _fmt(brain[n]) if brain else "-"
         print(f"{n:<20}{_fmt(result['whole'][n]):>14}{b:>14}")
-    print(f"data range {_fmt(result['data_range'])}; brain = {result['mask'] or 'none (no zero background)'}")
+    brain_source = result["mask"] or "none (the reference is not skull-stripped: give --mask)"
+    print(f"data range {_fmt(result['data_range'])}; brain = {brain_source}")
     if args.json:
         # json has no inf: identical images give PSNR inf, written as the string "inf"
         def clean(x):

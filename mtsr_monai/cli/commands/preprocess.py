@@ -190,10 +190,16 @@ def _check_template_mask(args: argparse.Namespace) -> None:
 
     if args.template_mask is None:
         return
-    template = sitk.ReadImage(str(args.template or template_path("t1")))
-    mask = sitk.Resample(
-        sitk.ReadImage(str(args.template_mask)), template, sitk.Transform(), sitk.sitkNearestNeighbor
-    )
+    images = []
+    for option, path in (
+        ("--template", args.template or template_path("t1")),
+        ("--template-mask", args.template_mask),
+    ):
+        try:
+            images.append(sitk.ReadImage(str(path)))
+        except RuntimeError:
+            raise InputError(f"{option}: unreadable image", path) from None
+    mask = sitk.Resample(images[1], images[0], sitk.Transform(), sitk.sitkNearestNeighbor)
     if not sitk.GetArrayViewFromImage(mask).any():
         raise InputError(
             "--template-mask covers no voxel of the template (another space?)", args.template_mask
