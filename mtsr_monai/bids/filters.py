@@ -17,7 +17,8 @@ Example: a session with two FLAIR runs, fused with its T1w by ``clinical-sr``::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,12 @@ def _rules(query: str, suffix: str, entities: Mapping[str, Any], path: str | Pat
             )
         rules[key] = tuple(None if v is None else str(v) for v in values)
     return rules
+
+
+def image_filter(filters: Mapping[str, Rules] | None) -> Callable[[BIDSImage], bool] | None:
+    """The test of :func:`passes` for ``filters``, as :func:`~mtsr_monai.bids.layout.read_dataset` takes it
+    (None: no filter file, every image kept)."""
+    return functools.partial(passes, filters=filters) if filters else None
 
 
 def passes(image: BIDSImage, filters: Mapping[str, Rules] | None) -> bool:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import functools
 import os
 import socket
 import sys
@@ -32,7 +31,7 @@ from typing import Any
 
 from mtsr_monai import __version__
 from mtsr_monai.bids import derivatives as der
-from mtsr_monai.bids.filters import Rules, passes
+from mtsr_monai.bids.filters import Rules, image_filter
 from mtsr_monai.bids.layout import BIDSDataset, BIDSImage, read_dataset
 from mtsr_monai.bids.quality import IQM_VARIANT
 from mtsr_monai.bids.sidecars import write_item_records
@@ -265,8 +264,7 @@ def participant_level(
     ranks = ranks or Ranks()
     output_dir = Path(output_dir).resolve()
     # every contrast read: the task picks its own (Task.usable), and sees each session, also one lacking them
-    keep = functools.partial(passes, filters=filters) if filters else None
-    dataset = read_dataset(bids_dir, participants, sessions, keep=keep)
+    dataset = read_dataset(bids_dir, participants, sessions, keep=image_filter(filters))
     if output_dir.is_relative_to(dataset.root):
         rel = output_dir.relative_to(dataset.root).parts
         if not rel or rel[0].startswith("sub-"):

@@ -104,7 +104,7 @@ HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)
 
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    """SIGINT and SIGTERM held back for the block (renames take milliseconds), then raised again for the
+    """:data:`HELD_SIGNALS` held back for the block (renames take milliseconds), then raised again for the
     handlers in place. Python runs handlers in the main thread only, so elsewhere none can interrupt."""
     if threading.current_thread() is not threading.main_thread():
         yield

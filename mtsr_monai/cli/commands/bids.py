@@ -171,17 +171,16 @@ def _filters(args: argparse.Namespace) -> dict | None:
 
 
 def _group(args: argparse.Namespace) -> int:
-    import functools
     import os
 
-    from mtsr_monai.bids.filters import passes
+    from mtsr_monai.bids.filters import image_filter
     from mtsr_monai.bids.group import group_level
     from mtsr_monai.bids.layout import read_dataset
 
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun the group level runs once, on rank 0
         return 0
     # the raw dataset and the labels are checked as at the participant level (bad ones: exit 2)
-    keep = functools.partial(passes, filters=_filters(args))
+    keep = image_filter(_filters(args))
     dataset = read_dataset(args.bids_dir, args.participant_label, args.session_label, args.modality, keep)
     participants = sorted(dataset.subjects) if args.participant_label or args.session_label else None
     sessions = [str(x).removeprefix("ses-") for x in args.session_label] if args.session_label else None
