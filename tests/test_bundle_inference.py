@@ -188,6 +188,24 @@ def test_a_clinical_bundle_run_refuses_to_write_into_the_sessions_it_reads(tmp_p
         guard_bundle_outputs([{"session": "sub1_out", "flair": str(flair)}], writer, dataset_dir=tmp_path)
 
 
+def test_a_clinical_session_without_a_name_is_planned_in_its_reference_scans_folder(tmp_path):
+    from mtsr_monai.errors import InputError
+    from mtsr_monai.inference.bundle import guard_bundle_outputs
+    from mtsr_monai.inference.components import SaveClinicald
+
+    (tmp_path / "flair").mkdir()
+    flair = _scan(tmp_path / "flair" / "flair.nii.gz", (8, 8, 3), (1.0, 1.0, 3.0), 300, 200)
+    other = _scan(tmp_path / "flair_b.nii.gz", (8, 8, 3), (1.0, 1.0, 3.0), 300, 200)
+    writer = SaveClinicald(keys="pred", output_dir=str(tmp_path))
+    # written at the end as <output_dir>/flair/flair.nii.gz: the input itself
+    with pytest.raises(InputError, match="input"):
+        guard_bundle_outputs([{"flair": str(flair)}], writer)
+    plan = writer.planned_outputs({"t1": "x/t1_a.nii.gz", "flair": str(other)})
+    assert plan.folders == [tmp_path / "flair_b"]  # FLAIR before T1, as the preprocessing picks
+    elsewhere = SaveClinicald(keys="pred", output_dir=str(tmp_path / "out"))
+    assert guard_bundle_outputs([{"flair": str(flair)}, {"flair": str(other)}], elsewhere)  # two folders
+
+
 def test_a_bundle_run_refuses_two_inputs_that_would_write_one_output(tmp_path):
     from mtsr_monai.errors import InputError
     from mtsr_monai.inference.bundle import guard_bundle_outputs, volume_files

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -181,6 +182,24 @@ def test_isotropic_grid_covers_the_oblique_field_of_view_and_keeps_its_orientati
     assert thick_axis_on_grid(img, grid) == 2
 
 
+def test_a_target_grid_too_large_to_hold_or_a_spacing_out_of_range_is_refused():
+    from mtsr_monai.errors import InputError
+    from mtsr_monai.inference.clinical import isotropic_grid
+    from mtsr_monai.inference.components import ClinicalSliceInferer, PrepareRoutineScansd
+    from mtsr_monai.transforms.sitk_utils import array_to_sitk
+
+    scan = array_to_sitk(np.zeros((4, 4, 4), np.float32), np.diag([57.5, 57.5, 36.0, 1.0]))  # 230 mm wide
+    assert isotropic_grid(scan, 1.0).GetSize() == (230, 230, 144)
+    with pytest.raises(InputError, match="M voxels"):
+        isotropic_grid(scan, 0.1)  # 2300 x 2300 x 1440: 30 GB a volume
+    for bad in ({"spacing": 0}, {"spacing": -1}):  # a bundle's --spacing, refused before any session
+        with pytest.raises(InputError, match="outside"):
+            PrepareRoutineScansd(**bad)
+    for bad in ({"planes": 3}, {"slice_axis": 5}):
+        with pytest.raises(InputError, match="planes must be 1 or 2"):
+            ClinicalSliceInferer(**bad)
+
+
 def test_isotropic_grid_is_centred_and_ignores_float32_rounding_of_the_voxel_size():
     from mtsr_monai.inference.clinical import isotropic_grid
     from mtsr_monai.transforms.sitk_utils import array_to_sitk, sitk_affine
@@ -355,6 +374,10 @@ def test_clinical_sr_model_and_explain_write_volumes_maps_and_png(tmp_path):
     gate = load_volume(out / "attention_gate1.nii.gz", validate=False).numpy()
     assert gate.shape == load_volume(out / "flair.nii.gz").shape and 0 <= gate.min() and gate.max() <= 1
     assert 0 < float((out / "critic_score.txt").read_text()) < 1
+    summary = json.loads((out / "clinical_sr.json").read_text())
+    assert (
+        len(summary["slice_axes"]) == 2 and summary["slice_axis"] == summary["slice_axes"][0]
+    )  # both planes
 
 
 def _exit_code(argv: list[str]) -> int:
@@ -429,6 +452,14 @@ def test_one_file_given_as_two_sequences_is_refused(tmp_path, capsys):
     argv = ["clinical-sr", "--t1", str(scans["t2"]), "--t2", str(scans["t2"]), "--spacing", "1", "-o"]
     assert cli_main([*argv, str(tmp_path / "out"), "--method", "trilinear"]) == 2
     assert "given as both --t1 and --t2" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_one_sequence_given_twice_is_refused(tmp_path, capsys):
+    scans = _slabs(tmp_path)
+    argv = ["clinical-sr", "--flair", str(scans["flair"]), "--flair", str(scans["t2"]), "--spacing", "1"]
+    assert _exit_code([*argv, "-o", str(tmp_path / "out"), "--method", "trilinear"]) == 2
+    assert "--flair given twice" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 

@@ -88,6 +88,8 @@ def test_a_scanner_series_name_gives_the_one_sequence_it_names() -> None:
     assert modality_from_name("MRHR_T1_AX_POST_GAD_SE_13_se2d1r_t1c") == "t1ce"  # the last token decides
     assert modality_from_name("T1_vs_FLAIR_difference") is None  # two sequences named: neither is guessed
     assert modality_from_name("scan_0001") is None
+    assert modality_from_name("s1_t1_post_gad") == "t1ce"  # a contrast agent named beside T1
+    assert modality_from_name("s1_T1W") == "t1"
 
 
 def test_a_session_file_without_a_sequence_name_is_reported_not_dropped(tmp_path: Path) -> None:
@@ -97,6 +99,15 @@ def test_a_session_file_without_a_sequence_name_is_reported_not_dropped(tmp_path
     with pytest.warns(UserWarning, match="scan_0001"):
         sessions = find_sessions(tmp_path)
     assert [sorted(k for k in s if k != "session") for s in sessions] == [["flair"]]
+
+
+def test_a_second_scan_of_one_sequence_in_a_session_is_reported_not_dropped(tmp_path: Path) -> None:
+    from mtsr_monai.inference.bundle import find_sessions
+
+    touch(tmp_path, "s1/s1_flair.nii.gz", "s1/s1_flair_run-2.nii.gz", "s1/s1_t1w.nii.gz")
+    with pytest.warns(UserWarning, match="s1_flair_run-2.nii.gz: not used, flair is already s1_flair.nii.gz"):
+        (session,) = find_sessions(tmp_path)
+    assert Path(session["flair"]).name == "s1_flair.nii.gz"
 
 
 def test_split_is_by_subject_deterministic_and_seed_dependent(tmp_path: Path) -> None:

@@ -15,6 +15,25 @@ def test_a_subjects_label_is_its_own_not_one_whose_name_starts_alike(tmp_path):
     assert find_label(tmp_path, "sub1_flair").name == "sub1_seg.nii.gz"
 
 
+def test_each_case_of_a_brats_download_gets_the_label_in_its_own_folder(tmp_path):
+    import pytest
+
+    from mtsr_monai.errors import InputError
+
+    for case in ("Brats18_A_1", "Brats18_B_1"):  # HGG/<case>/<case>_{flair,seg}.nii.gz
+        (tmp_path / "HGG" / case).mkdir(parents=True)
+        (tmp_path / "HGG" / case / f"{case}_seg.nii.gz").write_bytes(b"")
+    assert find_label(tmp_path, "HGG/Brats18_B_1/Brats18_B_1_flair").parent.name == "Brats18_B_1"
+    (tmp_path / "sub1" / "ses2").mkdir(parents=True)
+    (tmp_path / "sub1" / "seg.nii.gz").write_bytes(b"")  # one label for the subject's sessions
+    assert find_label(tmp_path, "sub1/ses2/flair") == tmp_path / "sub1" / "seg.nii.gz"
+    (tmp_path / "sub1" / "ses2" / "seg.nii.gz").write_bytes(b"")  # the session's own comes first
+    assert find_label(tmp_path, "sub1/ses2/flair") == tmp_path / "sub1" / "ses2" / "seg.nii.gz"
+    (tmp_path / "sub1" / "ses2" / "seg_manual.nii.gz").write_bytes(b"")
+    with pytest.raises(InputError, match="several tumour labels"):
+        find_label(tmp_path, "sub1/ses2/flair")
+
+
 def test_keys_that_clean_up_alike_get_their_own_figure_files():
     keys = ["sub01/flair", "sub01_flair", "pat (a)", "pat [a]"]
     assert len({figure_stem(k) for k in keys}) == len(keys)
@@ -55,3 +74,11 @@ def test_a_method_called_reference_is_refused(tmp_path):
 
     with pytest.raises(InputError, match="reference"):
         _method_names(["reference", "b"], [tmp_path, tmp_path / "x"], None)
+
+
+def test_the_clinical_report_names_the_segmentations_class_count():
+    from mtsr_monai.reporting.html import render_template
+
+    for n, words in ((3, "three-class"), (4, "four-class")):
+        page = render_template("clinical_report.html.j2", n_classes=n, subject_figures=[])
+        assert words in page and ("PIAL" in page) == (n == 4)

@@ -34,10 +34,6 @@ SLICE_PROFILES = ("gaussian", "boxcar")
 MAX_SCALE = 16
 
 
-#: the isotropic voxel sizes (mm) a clinical-SR target grid may have
-SPACING_RANGE_MM = (0.1, 10.0)
-
-
 def modality(name: str) -> str:
     """``--source`` / ``--target`` as a datalist key: BIDS and scanner names (``T1w``, ``FLAIR``, ``T2w``,
     ``t1c``) as ``mtsr datalist`` reads them in file names, so ``mtsr bids`` and ``mtsr translate`` take
@@ -90,15 +86,6 @@ def output_volume(text: str) -> Path:
         raise argparse.ArgumentTypeError(str(err)) from err
 
 
-def check_spacing(spacing: float | None) -> None:
-    """InputError unless ``spacing`` (``--spacing``, mm; None: not given) is in :data:`SPACING_RANGE_MM`."""
-    from mtsr_monai.errors import InputError
-
-    low, high = SPACING_RANGE_MM
-    if spacing is not None and not low <= spacing <= high:
-        raise InputError(f"--spacing {spacing} mm is outside {low:g}-{high:g} mm")
-
-
 def check_device(device: str) -> None:
     """InputError for a ``--device`` torch cannot name (``cpu``, ``cuda``, ``cuda:1`` ...) or a CUDA device
     on a machine without one; torch is only imported for a device other than ``cpu``."""
@@ -135,13 +122,25 @@ def add_no_progress_argument(parser: argparse.ArgumentParser, help: str = "no pr
     parser.add_argument("--no-progress", action="store_true", help=help)
 
 
+class StoreOnce(argparse.Action):
+    """``store`` that refuses (exit 2) an option given twice: a second ``--flair`` or ``--input`` is a
+    mistake whose first value argparse would silently drop."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:  # fmt: skip
+        if getattr(namespace, "_given_once", set()) >= {self.dest}:
+            parser.error(f"{option_string} given twice: give each input once")
+        namespace._given_once = {*getattr(namespace, "_given_once", set()), self.dest}
+        setattr(namespace, self.dest, values)
+
+
 def add_session_arguments(parser: argparse.ArgumentParser) -> None:
     """The routine scans of one session (``--t1``, ``--t2``, ``--flair``), the target grid (``--like`` or
     ``--spacing``), ``--output-dir``, ``--model``, ``--slice-axis``, ``--planes`` and ``--device``: the
     arguments of ``mtsr clinical-sr`` and ``mtsr explain``."""
-    parser.add_argument("--t1", type=Path, help="T1-weighted scan")
-    parser.add_argument("--t2", type=Path, help="T2-weighted scan")
-    parser.add_argument("--flair", type=Path, help="FLAIR scan")
+    parser.add_argument("--t1", type=Path, action=StoreOnce, help="T1-weighted scan")
+    parser.add_argument("--t2", type=Path, action=StoreOnce, help="T2-weighted scan")
+    parser.add_argument("--flair", type=Path, action=StoreOnce, help="FLAIR scan")
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--like", type=Path, help="write on the grid of this volume")
     target.add_argument(

@@ -44,6 +44,8 @@ ALIASES = {
     "mask": "brain_mask", "brain_mask": "brain_mask", "brainmask": "brain_mask",
 }  # fmt: skip
 
+#: name tokens that mark a T1 as contrast-enhanced
+_CONTRAST_AGENT = {"gad", "gd", "gado", "gadolinium", "post", "postcontrast", "contrast", "ce", "enhanced"}
 _NIFTI = re.compile(r"\.nii(\.gz)?$", re.IGNORECASE)
 _BRATS = re.compile(
     r"^(?P<case>.+?)[_-](?P<mod>t1ce|t1n|t1c|t1|t2w|t2f|t2|flair|seg)\.nii(\.gz)?$", re.IGNORECASE
@@ -93,6 +95,8 @@ def modality_from_name(stem: str) -> str | None:
         if cand in ALIASES:
             return ALIASES[cand]
     named = {ALIASES[t] for t in tokens if ALIASES.get(t) in IMAGE_KEYS}
+    if named == {"t1"} and _CONTRAST_AGENT & set(tokens):  # ``T1_post_gad``: not the plain T1
+        return "t1ce"
     return named.pop() if len(named) == 1 else None
 
 

@@ -447,12 +447,15 @@ def find_sessions(
         found: dict[str, Any] = {}
         for f in sorted(p for p in folder.iterdir() if p.is_file() and is_volume_file(p)):
             mod = modality_from_name(volume_stem(f))
-            if mod is None:  # not silently dropped: the session would be restored without it
-                warnings.warn(
-                    f"{f}: no sequence recognised in the name (flair, t1, t2, ...): not used", stacklevel=2
-                )
             if mod in sequences and mod not in found:
                 found[mod] = str(f)
+                continue
+            # not silently dropped: the session would be restored without it, or with another run
+            why = {None: "no sequence recognised in the name (flair, t1, t2, ...)"}.get(mod, f"a {mod} scan")
+            if mod in found:  # two runs of one sequence: the first in sorted order is used
+                why = f"{mod} is already {Path(found[mod]).name}"
+            if mod not in ("brain_mask", "label"):  # not scans
+                warnings.warn(f"{f}: not used, {why}", stacklevel=2)
         if found:
             found["session"] = folder.name
             sessions.append(found)

@@ -46,6 +46,8 @@ from mtsr_monai.inference.slicewise import busy_batches
 from mtsr_monai.io import (
     atomic_file_set,
     atomic_write_text,
+    check_grid_size,
+    check_spacing,
     load_volume,
     nifti_space,
     read_json_object,
@@ -246,17 +248,18 @@ class InterpolationBaseline:
 
 # ------------------------------------------------------------------------------------ routine scans side
 def isotropic_grid(reference: sitk.Image, spacing: float) -> sitk.Image:
-    """An empty SimpleITK grid of ``spacing`` mm with ``reference``'s direction covering its field of view,
+    """An empty SimpleITK grid of ``spacing`` mm (InputError outside the accepted range, or for a grid too
+    large to hold) with ``reference``'s direction covering its field of view,
     centred on it, so an oblique slab keeps its orientation and the same scan stored in another axis order
     gets the same grid. A field of view within 1/1000 of a voxel of a whole number of voxels (a float32
     voxel size: 0.7187503 mm x 128) gets that number, not one more, empty, row."""
     import SimpleITK as sitk
 
-    if not spacing or spacing <= 0:
-        raise ValueError(f"spacing must be > 0, got {spacing}")
+    check_spacing(spacing, "spacing")
     old_sp = np.asarray(reference.GetSpacing(), dtype=float)
     old_size = np.asarray(reference.GetSize(), dtype=float)
     size = [max(int(np.ceil(e / spacing - 1e-3)), 1) for e in old_sp * old_size]
+    check_grid_size(size, f"the {spacing:g} mm grid over the reference scan")
     direction = np.asarray(reference.GetDirection(), dtype=float).reshape(3, 3)
     centre = np.asarray(reference.GetOrigin(), dtype=float) + direction @ (old_sp * (old_size - 1) / 2)
     origin = centre - direction @ (spacing * (np.asarray(size, dtype=float) - 1) / 2)
@@ -305,6 +308,11 @@ def _on_grid(image, grid, method: str, transform) -> tuple[np.ndarray, np.ndarra
     arr = sitk.GetArrayFromImage(out).transpose(2, 1, 0).astype(np.float32)
     arr[~inside] = 0.0
     return arr, inside
+
+
+def reference_sequence(inputs: Mapping[str, Any], reference: str | None = None) -> str:
+    """The sequence whose scan the others are registered to and whose name the outputs take."""
+    return _scan_order(inputs, reference)[0]
 
 
 def _scan_order(inputs: Mapping[str, Any], reference: str | None) -> list[str]:
@@ -477,9 +485,9 @@ def _model_outputs(
     device: str,
     progress: bool,
     planes: int = 2,
-) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, int]:
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, tuple[int, ...]]:
     """Step 5: the network on the model's channels; returns ``({mod: output in the [0, 1] units of
-    prepared["volumes"]}, model input, model output, first slice axis)``. ``slice_axis`` None: the mean
+    prepared["volumes"]}, model input, model output, slice axes)``. ``slice_axis`` None: the mean
     over the ``planes`` planes through the thick axis (:func:`slice_axes_for`). A checkpoint's
     ``intensity_headroom`` (the random recipe) divides the input and multiplies the output, as in its
     training."""
@@ -502,9 +510,8 @@ def _model_outputs(
         progress=progress,
         desc="restoring",
     )
-    axis = axes[0]
     results = {m: y[c] * headroom for c, m in enumerate(modalities) if m in prepared["volumes"]}
-    return results, x, y, axis
+    return results, x, y, tuple(axes)
 
 
 def consistency_check(
@@ -787,12 +794,12 @@ def restore_clinical(
         interp = "trilinear" if model else method
         prepared = prepare_routine_scans(inputs, like, spacing, interp, register=register, progress=progress)
         extra: dict[str, tuple[np.ndarray, Any]] = {}
-        axis = None
+        axes: tuple[int, ...] = ()
         if ckpt is None:
             results = dict(prepared["interpolated"])
         else:
             bar.next("restoring")
-            results, x, y, axis = _model_outputs(
+            results, x, y, axes = _model_outputs(
                 ckpt, prepared, inputs, slice_axis, patches, batch_size, device, progress, planes
             )
             if explain:
@@ -800,7 +807,7 @@ def restore_clinical(
                 mods = list(ckpt["modalities"])
                 grid = prepared["affine"]
                 extra = explain_volume(
-                    ckpt["network"], ckpt["critic"], x, y, axis, mods, device=device, affine=grid
+                    ckpt["network"], ckpt["critic"], x, y, axes[0], mods, device=device, affine=grid
                 )
         out_dir = Path(output_dir)
         data = {m: _to_scanner(vol, prepared, m) for m, vol in results.items()}
@@ -838,14 +845,14 @@ def restore_clinical(
             if extra:
                 mods = list(ckpt["modalities"])
                 maps = write_explanations(
-                    extra, x, y, prepared["affine"], staging, mods, axis, space=prepared["space"]
+                    extra, x, y, prepared["affine"], staging, mods, axes[0], space=prepared["space"]
                 )
                 written.update(maps)
             written = {k: out_dir / p.name for k, p in written.items()}  # where they will be
             for entry in report.values():
                 entry["map"] = str(out_dir / Path(entry["map"]).name)
             summary = _run_summary(
-                inputs, prepared, method, ckpt, model_path, axis, written, report, time.time() - start
+                inputs, prepared, method, ckpt, model_path, axes, written, report, time.time() - start
             )
             written["json"] = out_dir / SUMMARY_NAME
             atomic_write_text(staging / SUMMARY_NAME, json.dumps(summary, indent=1))
@@ -872,7 +879,7 @@ def _run_summary(
     method: str,
     ckpt: Mapping[str, Any] | None,
     model_path: str | Path | None,
-    axis: int | None,
+    axes: Sequence[int],
     written: Mapping[str, Path],
     report: Mapping[str, Any],
     seconds: float,
@@ -892,7 +899,8 @@ def _run_summary(
         "reference": prepared["reference"],
         "grid": {"size": list(grid.GetSize()), "spacing": list(grid.GetSpacing())},
         "thick_axis": prepared["thick_axis"],
-        "slice_axis": axis,
+        "slice_axis": axes[0] if axes else None,  # the first plane's (the explanations' one)
+        "slice_axes": list(axes),  # every plane the model ran in (empty: an interpolation)
         "outputs": {k: str(v) for k, v in written.items()},
         "consistency": report,
         "registration": {

@@ -48,6 +48,7 @@ from mtsr_monai.inference.clinical import (
     consistency_step,
     model_input,
     prepare_routine_scans,
+    reference_sequence,
     restore_planes,
     slice_axes_for,
     to_scanner_units,
@@ -56,7 +57,14 @@ from mtsr_monai.inference.clinical import (
 )
 from mtsr_monai.inference.super_resolve import super_resolve_planes
 from mtsr_monai.inference.translate import checked_codes, latent_codes, sample_statistics, translate_volume
-from mtsr_monai.io import atomic_file_set, atomic_write_text, load_volume, save_volume
+from mtsr_monai.io import (
+    atomic_file_set,
+    atomic_write_text,
+    check_spacing,
+    load_volume,
+    save_volume,
+    volume_stem,
+)
 from mtsr_monai.io.outputs import OutputPlan
 
 # LoadVolumed and SaveVolumed are defined with the other transforms; bundle configs written before the
@@ -404,6 +412,7 @@ class PrepareRoutineScansd(MapTransform):
         reference_key: str | None = None,
     ) -> None:
         super().__init__(keys, allow_missing_keys=True)
+        check_spacing(spacing, "spacing")  # a bundle's --spacing, refused before any session is read
         self.modalities, self.spacing, self.like_key = list(modalities), spacing, like_key
         self.reference_key = reference_key
         self.interpolation = interpolation
@@ -464,6 +473,8 @@ class ClinicalSliceInferer(Inferer):
         self.slice_axis, self.headroom = slice_axis, float(headroom)
         self.progress = as_flag(progress, "progress")
         self.planes = int(planes)
+        if self.planes not in (1, 2) or slice_axis not in (None, 0, 1, 2):
+            raise InputError(f"planes must be 1 or 2, slice_axis 0, 1, 2 or null: not {planes}, {slice_axis}")
 
     def axes_for(self, image: Any) -> tuple[int, ...]:
         if self.slice_axis is not None:
@@ -605,6 +616,13 @@ class SaveClinicald(VolumeWriterd):
         ref_key: str = "image",
     ) -> None:
         super().__init__(keys, output_dir, path_key, ref_key)
+
+    def output_name(self, d: Mapping[Hashable, Any]) -> str:
+        if isinstance(d.get(self.ref_key), MetaTensor):
+            return super().output_name(d)
+        # planned before the scans are read: the reference scan will name the folder then too
+        given = {m: d[m] for m in self.SEQUENCES if d.get(m)}
+        return volume_stem(str(given[reference_sequence(given)])) if given else super().output_name(d)
 
     def output_folder(self, d: Mapping[Hashable, Any]) -> Path:
         name = d.get("session") or self.output_name(d)

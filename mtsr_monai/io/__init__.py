@@ -13,7 +13,14 @@ from mtsr_monai.io.atomic import (
     file_stamp,
     read_json_object,
 )
-from mtsr_monai.io.validation import check_nifti_header, check_same_grid, validate_grid, validate_volume
+from mtsr_monai.io.validation import (
+    check_grid_size,
+    check_nifti_header,
+    check_same_grid,
+    check_spacing,
+    validate_grid,
+    validate_volume,
+)
 from mtsr_monai.io.volume import (
     FINE_INPLANE_MM,
     check_image_file,
@@ -47,6 +54,8 @@ __all__ = [
     "nifti_space",
     "read_json_object",
     "save_volume",
+    "check_grid_size",
+    "check_spacing",
     "validate_grid",
     "validate_volume",
     "volume_stem",

@@ -14,6 +14,31 @@ from mtsr_monai.errors import InputError
 MIN_VOXEL_MM, MAX_VOXEL_MM = 0.05, 20.0
 
 
+#: the isotropic voxel sizes (mm) a resampling target grid may have (clinical SR's ``--spacing``)
+SPACING_RANGE_MM = (0.1, 10.0)
+#: the most voxels a target grid may have: 2^28 (a 1 GB float32 channel, 0.4 mm over a 256 mm cube); finer
+#: grids of a whole head would need tens of GB per volume
+MAX_GRID_VOXELS = 2**28
+
+
+def check_spacing(spacing: float | None, option: str = "--spacing") -> None:
+    """InputError unless ``spacing`` (mm; None: not given) is a number in :data:`SPACING_RANGE_MM`."""
+    low, high = SPACING_RANGE_MM
+    if spacing is not None and not low <= float(spacing) <= high:
+        raise InputError(f"{option} {spacing} mm is outside {low:g}-{high:g} mm")
+
+
+def check_grid_size(size: Sequence[int], what: str = "the target grid") -> None:
+    """InputError for a grid of more than :data:`MAX_GRID_VOXELS` voxels (it could not be held in memory)."""
+    voxels = int(np.prod([int(n) for n in size], dtype=np.int64))
+    if voxels > MAX_GRID_VOXELS:
+        dims = " x ".join(str(int(n)) for n in size)
+        raise InputError(
+            f"{what} would have {dims} = {voxels / 1e6:.0f} M voxels (at most "
+            f"{MAX_GRID_VOXELS / 1e6:.0f} M): give a coarser --spacing"
+        )
+
+
 def validate_grid(shape: Sequence[int], affine: np.ndarray, path: str | Path | None = None) -> None:
     """Refuse a grid that is not 3D (at least 2 voxels per axis), or whose affine is not a valid mapping:
     non-finite, singular, or with voxel sizes outside 0.05-20 mm."""

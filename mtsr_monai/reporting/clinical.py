@@ -8,9 +8,11 @@ its path relative to that folder without the extension (``sub01/flair``, ``sub01
 file matches when it has the same key under the method's folder. Subjects missing from a method are
 listed in the JSON (``unmatched``) and left out of every table; a subject is evaluated when all methods
 have it. Labels (``labels_dir``): ``<labels_dir>/<key>.nii[.gz]`` unless it is the reference image itself
-(BraTS's layout, labels folder = references folder), else a file whose name contains ``seg`` or ``gt_w``
-(case-insensitive) in ``<labels_dir>/<first folder of the key>/`` or, for flat keys ``<subject>_<contrast>``,
-named ``<subject>_seg`` / ``<subject>_gt_w``; whole tumour = label > 0.
+(BraTS's layout, labels folder = references folder), else the file whose name contains ``seg`` or ``gt_w``
+(case-insensitive) in the key's own folder under ``labels_dir`` (``HGG/<case>/`` for ``HGG/<case>/<c>_t1``),
+else in the nearest folder above it; where several subjects' labels lie side by side (and in ``labels_dir``
+itself) only ``<subject>_seg`` / ``<subject>_gt_w`` of a key ``<subject>_<contrast>``; two candidates for one
+subject are refused. Whole tumour = label > 0.
 
 Per subject the reference defines the brain mask (``image > 0`` when skull-stripped, else Otsu head
 mask) and the tissue masks used for every method's IQMs (as the paper uses the high-resolution masks);
@@ -107,21 +109,27 @@ def find_label(labels_dir: Path, key: str, reference: Path | None = None) -> Pat
         if named.is_file() and not (reference is not None and _same_file(named, reference)):
             return named
     parts = key.split("/")
-    candidates: list[Path] = []
-    if len(parts) > 1 and (labels_dir / parts[0]).is_dir():
-        candidates = sorted((labels_dir / parts[0]).rglob("*"))
-    else:
-        subject = parts[-1].rsplit("_", 1)[0]
-        for folder in (labels_dir, labels_dir / subject):
-            if folder.is_dir():
-                # the subject's own files: "sub1_seg", not "sub10_seg" (which sorts first)
-                prefix = subject.lower() + "_"
-                candidates += [p for p in sorted(folder.iterdir()) if p.name.lower().startswith(prefix)]
-    for p in candidates:
-        name = p.name.lower()
-        if p.is_file() and _NIFTI.search(name) and ("seg" in name or "gt_w" in name):
-            return p
+    subject = parts[-1].rsplit("_", 1)[0].lower()  # "sub1" of "sub1_flair"
+    # the key's own folder first, then each folder above it (never a sibling's: BraTS's HGG/<case>/ holds one)
+    folders = [labels_dir.joinpath(*parts[:i]) for i in range(len(parts) - 1, -1, -1)]
+    if len(parts) == 1:
+        folders.append(labels_dir / subject)
+    for folder in filter(Path.is_dir, folders):
+        labels = [p for p in sorted(folder.iterdir()) if p.is_file() and _is_label_name(p.name)]
+        own = [p for p in labels if p.name.lower().startswith(subject + "_")]  # sub1_seg, not sub10_seg
+        if folder == labels_dir or (len(labels) > 1 and own):  # several subjects' labels side by side
+            labels = own
+        if len(labels) > 1:
+            names = ", ".join(p.name for p in labels)
+            raise InputError(f"several tumour labels for {key} ({names}): keep one in {folder}")
+        if labels:
+            return labels[0]
     return None
+
+
+def _is_label_name(name: str) -> bool:
+    low = name.lower()
+    return bool(_NIFTI.search(low)) and ("seg" in low or "gt_w" in low)
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -519,6 +527,7 @@ def _render(report: dict, methods: list[str], figures: dict, ba_figs: list[Path]
         bland_altman_figures=ba_figs,
         hyperintensity_tables=_hyperintensity_tables(summ, subs, methods),
         convention=CONVENTION,
+        n_classes=report["n_classes"],
         subject_figures=list(
             zip([s["key"] for s in subs], figures["montage"], figures["difference"], strict=True)
         ),

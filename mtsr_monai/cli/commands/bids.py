@@ -11,7 +11,6 @@ from mtsr_monai.cli.arguments import (
     SR_METHODS,
     add_device_argument,
     add_no_progress_argument,
-    check_spacing,
     print_written,
 )
 
@@ -139,6 +138,7 @@ def _shard(text: str) -> tuple[int, int]:
 def _task(args: argparse.Namespace, device: str):
     from mtsr_monai.bids.tasks import make_task
     from mtsr_monai.errors import InputError
+    from mtsr_monai.io import check_spacing
 
     if args.batch_size < 1 or args.roi_size < 8 or args.samples < 1:
         raise InputError("--batch-size and --samples must be >= 1, --roi-size >= 8")

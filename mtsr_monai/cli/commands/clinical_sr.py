@@ -10,7 +10,6 @@ from mtsr_monai.cli.arguments import (
     SESSION_SEQUENCES,
     add_session_arguments,
     add_slice_profile_argument,
-    check_spacing,
     folder_outputs,
     print_written,
     session_inputs,
@@ -90,11 +89,11 @@ EXPLAIN_MIN_SLICE = 17
 
 
 def check_target(args: argparse.Namespace, explain: bool) -> None:
-    """Refuse, before any work, a --spacing outside :data:`SPACING_RANGE_MM`, a --like reference that is no
-    valid 3D grid and, for the explanations, a target grid whose slices are smaller than EXPLAIN_MIN_SLICE
-    voxels."""
+    """Refuse, before any work, a --spacing outside :data:`mtsr_monai.io.validation.SPACING_RANGE_MM`, a
+    --like reference that is no valid 3D grid and, for the explanations, a target grid whose slices are
+    smaller than EXPLAIN_MIN_SLICE voxels."""
     from mtsr_monai.errors import InputError
-    from mtsr_monai.io import load_volume, validate_grid
+    from mtsr_monai.io import check_spacing, load_volume, validate_grid
 
     check_spacing(args.spacing)
     like = None

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mtsr_monai.cli.arguments import add_no_progress_argument, file_outputs, output_volume
+from mtsr_monai.cli.arguments import StoreOnce, add_no_progress_argument, file_outputs, output_volume
 
 if TYPE_CHECKING:  # the plan type only; the CLI imports io lazily
     from mtsr_monai.io.outputs import OutputPlan
@@ -23,7 +23,9 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--input", "-i", required=True, type=Path, help="NIfTI / NRRD / MHA volume")
+    parser.add_argument(
+        "--input", "-i", required=True, type=Path, action=StoreOnce, help="NIfTI / NRRD / MHA volume"
+    )
     parser.add_argument("--mask", type=Path, help="brain mask on the input's grid (non-zero = brain)")
     parser.add_argument("--tissues", type=Path, help="label map on the input's grid: 1 CSF, 2 GM, 3 WM")
     parser.add_argument("--json", type=Path, help="output JSON (default: print to stdout)")

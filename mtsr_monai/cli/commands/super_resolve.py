@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from mtsr_monai.cli.arguments import (
     PRECISIONS,
     SR_METHODS,
+    StoreOnce,
     add_device_argument,
     file_outputs,
     output_volume,
@@ -29,7 +30,7 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--input", "-i", required=True, help="low-resolution NIfTI volume")
+    parser.add_argument("--input", "-i", required=True, action=StoreOnce, help="low-resolution NIfTI volume")
     parser.add_argument(
         "--output",
         "-o",

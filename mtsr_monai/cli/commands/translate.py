@@ -7,7 +7,14 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mtsr_monai.cli.arguments import MASK_AUTO, MASK_NONE, add_device_argument, folder_outputs, modality
+from mtsr_monai.cli.arguments import (
+    MASK_AUTO,
+    MASK_NONE,
+    StoreOnce,
+    add_device_argument,
+    folder_outputs,
+    modality,
+)
 
 if TYPE_CHECKING:  # types only; the CLI imports io and torch lazily
     from mtsr_monai.inference.translate import CodesFromFile
@@ -27,7 +34,7 @@ DESCRIPTION = (
 
 def add_translation_arguments(parser: argparse.ArgumentParser, input_help: str) -> None:
     """Arguments shared by ``mtsr translate`` and ``mtsr run`` (input, modalities, samples, codes, mask)."""
-    parser.add_argument("--input", "-i", required=True, type=Path, help=input_help)
+    parser.add_argument("--input", "-i", required=True, type=Path, action=StoreOnce, help=input_help)
     parser.add_argument(
         "--source", required=True, type=modality, help="input modality (t1, t2, flair, ...; or T1w, FLAIR)"
     )
