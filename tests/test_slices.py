@@ -98,6 +98,10 @@ def test_signed_images_keep_a_lower_percentile_and_zero_mean_noise_keeps_zero() 
         0, 0.1, zscored.shape
     )  # air at 0 +- noise
     assert robust_range(noisy)[0] == 0.0
+    stripped = np.zeros((20, 20, 20))  # a z-scored brain on a zero background: the median voxel is air
+    stripped[5:15, 5:15, 5:15] = rng.normal(0.0, 1.0, (10, 10, 10))
+    lo = robust_range(stripped)[0]
+    assert lo == pytest.approx(np.percentile(stripped, 0.5)) and lo < -1.0
 
 
 def test_extract_slices_skips_slices_with_little_foreground() -> None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mtsr_monai.transforms.foreground import object_mask
+from mtsr_monai.transforms.foreground import SKULL_STRIPPED_ZERO_SHARE, object_mask
 
 if TYPE_CHECKING:
     import torch
@@ -65,8 +65,11 @@ def robust_range(
     fg = x[inside] if inside.any() else x.ravel()
     hi = float(np.percentile(fg, upper))
     # magnitude images (air at 0, noise of either sign around it: the median voxel is air) keep lo = 0, as in
-    # training; genuinely signed images (e.g. z-scored: the median voxel is well below 0) take a percentile
-    magnitude = x_min >= 0.0 or float(np.median(x)) >= -0.05 * abs(hi)
+    # training; genuinely signed images take a percentile: z-scored ones, whose median voxel is well below 0,
+    # and a z-scored brain on an exactly-zero background (the median is air; its object holds the negatives)
+    zero_background = float(np.mean(x == 0)) > SKULL_STRIPPED_ZERO_SHARE
+    signed = float(np.median(x)) < -0.05 * abs(hi) or (zero_background and is_signed(x))
+    magnitude = x_min >= 0.0 or not signed
     lo = 0.0 if magnitude else float(np.percentile(x, lower))
     return lo, (hi if hi > lo else lo + 1.0)
 
