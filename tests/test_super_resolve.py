@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 
@@ -240,3 +241,23 @@ def test_a_slices_output_does_not_depend_on_the_batch_size():
         for b in (1, 4)
     ]
     np.testing.assert_allclose(outs[0], outs[1], rtol=0, atol=1e-5)  # batched convs: float rounding only
+
+
+def test_a_slice_wider_than_the_old_64_pixel_window_is_super_resolved_in_one_pass():
+    from mtsr_monai.cli.commands import super_resolve as command
+    from mtsr_monai.inference.super_resolve import ROI_SIZE
+
+    torch.manual_seed(0)
+    net = RRDBNet(features=8, growth=4, num_blocks=1)
+    vol = np.random.default_rng(0).random((120, 100, 2)).astype(np.float32) + 1  # a 120 x 100 slice
+
+    def sr(**kwargs):
+        options = {"network": net, "precision": "fp32", "progress": False, **kwargs}
+        return super_resolve_volume(vol, np.eye(4), **options)[0]
+
+    whole = sr(roi_size=120)
+    np.testing.assert_array_equal(sr(), whole)  # the default window holds the slice: no seams
+    assert np.abs(sr(roi_size=64) - whole).max() > 1e-3  # windows that meet disagree where they meet
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    assert parser.parse_args(["-i", "a.nii.gz", "-o", "b.nii.gz"]).roi_size == ROI_SIZE

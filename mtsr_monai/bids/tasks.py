@@ -147,7 +147,7 @@ class SuperResolveTask(Task):
         bundle: str | None = None,
         method: str = "model",
         batch_size: int = 8,
-        roi_size: int = 64,
+        roi_size: int = 256,  # inference.super_resolve.ROI_SIZE (imported only when a task runs)
         axis: str = "axial",
         precision: str = "auto",
     ) -> None:

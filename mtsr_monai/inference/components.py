@@ -55,7 +55,7 @@ from mtsr_monai.inference.clinical import (
     transform_from_spec,
     transform_spec,
 )
-from mtsr_monai.inference.super_resolve import super_resolve_planes
+from mtsr_monai.inference.super_resolve import ROI_SIZE, super_resolve_planes
 from mtsr_monai.inference.translate import checked_codes, latent_codes, sample_statistics, translate_volume
 from mtsr_monai.io import (
     atomic_file_set,
@@ -275,7 +275,7 @@ class SliceSRInferer(Inferer):
         self,
         scale: int = 4,
         axis: str | int = "axial",
-        roi_size: int = 64,
+        roi_size: int = ROI_SIZE,
         sw_batch_size: int = 8,
         method: str = "model",
         precision: str = "auto",

@@ -38,6 +38,9 @@ from mtsr_monai.transforms.intensity import robust_range, scale_to_range
 METHODS = ("model", "bicubic", "bilinear", "lanczos", "nearest")
 #: LR pixels a progress step: 8 slices of 64 x 64 (BraTS at x4: 60 x 60); a 320 x 320 slice goes alone
 STEP_PIXELS = 8 * 64 * 64
+#: LR sliding-window side: a whole slice of any usual matrix in one pass. The network sees far past a
+#: window's edge, so 64-pixel windows disagreed where they met: seams across 128-pixel slices (session 51)
+ROI_SIZE = 256
 
 __all__ = [
     "METHODS",
@@ -149,7 +152,7 @@ def super_resolve_scaled(
     network: torch.nn.Module | None = None,
     scale: int = 4,
     batch_size: int = 8,
-    roi_size: int = 64,
+    roi_size: int = ROI_SIZE,
     device: str | torch.device = "cpu",
     progress: bool = True,
     inferer: Callable | None = None,
@@ -179,9 +182,11 @@ def super_resolve_scaled(
             return inferer(x, run_network)
         from monai.inferers import SlidingWindowInferer  # here: the interpolation baselines need no MONAI
 
-        # windows no larger than the image (no padding work); overlapping windows blend with Gaussian weights
+        # windows no larger than the image (no padding work); overlapping windows blend with Gaussian weights;
+        # no more window pixels at once than a batch step holds (the memory bound)
         roi = (min(roi_size, x.shape[-2]), min(roi_size, x.shape[-1]))
-        sw = SlidingWindowInferer(roi_size=roi, sw_batch_size=batch_size, overlap=0.125, mode="gaussian")
+        windows = max(1, min(batch_size, STEP_PIXELS // (roi[0] * roi[1])))
+        sw = SlidingWindowInferer(roi_size=roi, sw_batch_size=windows, overlap=0.25, mode="gaussian")
         return sw(x, run_network)
 
     vmin = float(slices.min())
@@ -210,7 +215,7 @@ def super_resolve_volume(
     scale: int = 4,
     axis: str | int = "axial",
     batch_size: int = 8,
-    roi_size: int = 64,
+    roi_size: int = ROI_SIZE,
     device: str | torch.device = "cpu",
     progress: bool = True,
     inferer: Callable | None = None,
@@ -272,7 +277,7 @@ def super_resolve_file(
     bundle: str | None = None,
     device: str = "cpu",
     batch_size: int = 8,
-    roi_size: int = 64,
+    roi_size: int = ROI_SIZE,
     scale: int = 4,
     axis: str | int = "axial",
     progress: bool = True,

@@ -55,7 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=PRECISIONS,
         help="network arithmetic: auto = fp16 on CUDA, bf16 on CPUs with native bf16, else fp32",
     )
-    parser.add_argument("--roi-size", type=int, default=64, help="LR sliding-window size (default 64)")
+    parser.add_argument(
+        "--roi-size", type=int, default=256, help="LR sliding-window side (default 256: a whole slice)"
+    )
     parser.add_argument(
         "--axis",
         default="auto",
