@@ -87,6 +87,20 @@ def test_translation_keeps_grid_background_and_range(tiny_weights, phantom):
     np.testing.assert_array_equal(out[2], translate_volume(vol, affine, g, 32, codes[2:], progress=False)[0])
 
 
+def test_a_z_scored_brain_is_translated_inside_the_brain_only_and_its_dark_tissue_kept(tiny_weights, phantom):
+    g, _ = load_translator(tiny_weights)
+    brain = phantom > 0.3
+    zscored = np.where(brain, (phantom - phantom[brain].mean()) / phantom[brain].std(), 0).astype(np.float32)
+    codes = np.zeros((1, 4), np.float32)
+    out = translate_volume(zscored, np.eye(4), g, 32, codes, progress=False)[0]
+    assert np.all(out[~brain] == 0)  # the background stays 0 (it is not the image's minimum)
+    assert np.mean(out[brain & (zscored < 0)] > 0) > 0.9  # tissue below the mean is translated, not cut
+    half = np.zeros_like(zscored)
+    half[: half.shape[0] // 2] = 1
+    masked = translate_volume(zscored, np.eye(4), g, 32, codes, progress=False, mask=half)[0]
+    assert np.all(masked[half == 0] == 0)  # nothing outside the given mask
+
+
 def test_slices_with_pixels_unlike_the_training_slices_are_warned_about(tiny_weights, phantom):
     import warnings
 

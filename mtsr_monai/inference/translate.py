@@ -36,7 +36,7 @@ from mtsr_monai.io.validation import check_volume_array
 from mtsr_monai.io.volume import voxel_sizes
 from mtsr_monai.networks.bicyclegan import LatentUNetGenerator
 from mtsr_monai.precision import autocast
-from mtsr_monai.transforms.intensity import MEDIAN_LEVEL, robust_scale
+from mtsr_monai.transforms.intensity import MEDIAN_LEVEL, robust_range, robust_scale, scale_to_range
 
 #: how weights files are made: the bundle's training config (scripts/train_mt.py runs it on the shared data)
 TRAIN_HINT = (
@@ -260,9 +260,13 @@ def translate_volume(
     warn_about_pixels(affine, resolve_axis(np.asarray(affine), axis), native_resolution)
     through = order.axis(resolve_axis(np.asarray(affine), axis))
     arr = order.apply(arr)
-    scaled = robust_scale(torch.as_tensor(arr, dtype=torch.float32)).numpy()
+    lo, hi = robust_range(arr)
+    # the object: what is above 0 in a magnitude image, what is not 0 in a signed one (a z-scored brain on a
+    # zero background); its background goes to 0, the training data's, and stays 0 in the outputs
+    inside = arr > 0 if lo == 0 else arr != 0
+    scaled = np.where(inside, scale_to_range(arr, lo, hi, clip=True), 0.0).astype(np.float32)
     slices = torch.from_numpy(np.ascontiguousarray(np.moveaxis(scaled, through, 0)))
-    foreground = slices > 0
+    foreground = torch.from_numpy(np.ascontiguousarray(np.moveaxis(inside, through, 0)))
     codes_t = torch.as_tensor(codes, dtype=torch.float32)
     out = torch.zeros((len(codes_t), *slices.shape), dtype=torch.float32)
     # the generator's memory grows with the pixels of a batch: the padded square it sees
