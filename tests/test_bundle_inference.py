@@ -206,6 +206,26 @@ def test_a_clinical_session_without_a_name_is_planned_in_its_reference_scans_fol
     assert guard_bundle_outputs([{"flair": str(flair)}, {"flair": str(other)}], elsewhere)  # two folders
 
 
+def test_the_sr_then_translation_bundle_run_refuses_what_mtsr_run_refuses(tmp_path):
+    from mtsr_monai.errors import InputError
+    from mtsr_monai.inference.pipeline import pipeline_items
+
+    (tmp_path / "sr").mkdir()
+    earlier = _scan(tmp_path / "sr" / "sr.nii.gz", (8, 8, 3), (1.0, 1.0, 3.0), 300, 200)
+    with pytest.raises(InputError, match="input"):  # <output_dir>/sr/sr.nii.gz is the input itself
+        pipeline_items([str(earlier)], tmp_path)
+    twins = []
+    for folder in ("d1", "d2"):
+        (tmp_path / folder).mkdir()
+        twins.append(str(_scan(tmp_path / folder / "lr.nii.gz", (8, 8, 3), (1.0, 1.0, 3.0), 300, 200)))
+    with pytest.raises(InputError, match="two inputs would write here"):
+        pipeline_items(twins, tmp_path / "out")
+    with pytest.raises(InputError, match="one mask per input"):
+        pipeline_items(twins, tmp_path / "out", [twins[0]])
+    (item,) = pipeline_items(twins[:1], tmp_path / "out1")
+    assert item == {"image": twins[0], "mask": None, "output": str(tmp_path / "out1" / "lr")}
+
+
 def test_a_bundle_run_refuses_two_inputs_that_would_write_one_output(tmp_path):
     from mtsr_monai.errors import InputError
     from mtsr_monai.inference.bundle import guard_bundle_outputs, volume_files

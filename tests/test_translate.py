@@ -306,6 +306,22 @@ def test_a_rerun_with_fewer_samples_leaves_no_sample_of_the_earlier_run(tiny_wei
 
 
 @pytest.mark.parametrize("method", ["bicyclegan", "tissue-lookup"])
+def test_a_translation_into_an_earlier_runs_folder_leaves_none_of_that_runs_summary_montage_or_sr(
+    tiny_weights, phantom_file, tmp_path, method
+):
+    from mtsr_monai.io import atomic_file_set
+
+    out = tmp_path / "out"
+    with atomic_file_set(out) as staging:  # what an earlier `mtsr run` wrote there (and recorded)
+        for name in ("sr.nii.gz", "montage.png", "summary.json"):
+            (staging / name).write_bytes(b"the run's")
+    (out / "notes.json").write_bytes(b"a user's own")
+    assert _translate(phantom_file, tiny_weights, out, "--method", method, "-n", "2", "--mask", "none") == 0
+    left = {p.name for p in out.iterdir() if not p.name.startswith(".")}
+    assert not left & {"sr.nii.gz", "montage.png", "summary.json"} and "notes.json" in left
+
+
+@pytest.mark.parametrize("method", ["bicyclegan", "tissue-lookup"])
 def test_a_users_own_files_in_the_output_folder_are_never_removed(
     tiny_weights, phantom_file, tmp_path, method
 ):

@@ -171,6 +171,11 @@ def stale_auto_mask(output_dir: str | os.PathLike, mask: Any) -> tuple[str, ...]
     return () if given else (AUTO_MASK_NAME,)
 
 
+#: what ``mtsr run`` writes beside a translation's files: a translation into its folder removes them (a
+#: summary.json naming another input and run, a montage of other samples, an SR the samples no longer follow)
+RUN_ONLY_OUTPUTS = ("sr.nii.gz", "montage.png", "summary.json")
+
+
 def earlier_outputs(output_dir: str | os.PathLike) -> list[str]:
     """The files an earlier ``mtsr translate`` / ``run`` wrote into ``output_dir`` by its own account (the
     codes of its ``codes.json``, the outputs of its ``summary.json``): what a folder written before the

@@ -38,6 +38,7 @@ from mtsr_monai.errors import InputError
 from mtsr_monai.inference.brain_mask import (
     AUTO,
     AUTO_MASK_NAME,
+    RUN_ONLY_OUTPUTS,
     auto_brain_mask,
     check_brain_mask,
     earlier_outputs,
@@ -242,7 +243,7 @@ class SaveTranslationsd(VolumeWriterd):
             keep_mask = d.get(MASK_SOURCE_KEY) == AUTO  # estimated here: kept so that it can be checked
             # all of them or none, and no sample, spread or mask of an earlier run left beside them
             replaced = ("sample_*.nii.gz", "std.nii.gz") if reduced else ("sample_*.nii.gz",)
-            stale = (*replaced, *stale_auto_mask(out, d.get(self.mask_key)))
+            stale = (*replaced, *RUN_ONLY_OUTPUTS, *stale_auto_mask(out, d.get(self.mask_key)))
             with atomic_file_set(out, stale=stale, earlier=earlier_outputs(out)) as staging:
                 for name, volume in volumes.items():
                     save_volume(volume, staging / name, affine, space=space)

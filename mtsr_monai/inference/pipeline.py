@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from mtsr_monai.data.demo import make_demo_subject
+from mtsr_monai.errors import InputError
 from mtsr_monai.inference.brain_mask import (
     brain_mask_for,
     check_brain_mask,
@@ -28,6 +29,7 @@ from mtsr_monai.inference.brain_mask import (
 )
 from mtsr_monai.inference.bundle import (
     bundles_root,
+    guard_bundle_outputs,
     load_bundle_network,
     sr_scale_refused,
     sr_weights_path,
@@ -39,9 +41,11 @@ from mtsr_monai.io import (
     load_volume,
     nifti_space,
     save_volume,
+    volume_stem,
 )
 from mtsr_monai.io.atomic import record_written
 from mtsr_monai.io.geometry import resampled_affine, resolve_axis
+from mtsr_monai.io.outputs import OutputPlan
 from mtsr_monai.metrics.image import psnr, ssim
 from mtsr_monai.metrics.perceptual import load_lpips, sample_measures
 from mtsr_monai.progress import StageBar
@@ -174,6 +178,42 @@ def _write_outputs(
     written["samples"] = [str(out / f"sample_{i}.nii.gz") for i in range(len(arrays["samples"]))]
     written["montage"] = str(out / "montage.png")
     return written
+
+
+#: what :func:`run_pipeline` writes into its output folder (and the estimated brain mask, ``mask="auto"``)
+PIPELINE_FILES = ("sr.nii.gz", "sample_*.nii.gz", "mean.nii.gz", "std.nii.gz", "montage.png", "summary.json")
+
+
+class PipelineWriter:
+    """The outputs of :func:`run_pipeline` for a bundle item ``{"image": path}``: the folder
+    ``output_dir/<input name>`` and its files (``planned_outputs``, as the bundles' writers say them)."""
+
+    def __init__(self, output_dir: str | os.PathLike) -> None:
+        self.output_dir = Path(output_dir)
+
+    def output_folder(self, d: dict) -> Path:
+        return self.output_dir / volume_stem(str(d["image"]))
+
+    def planned_outputs(self, d: dict) -> OutputPlan:
+        out = self.output_folder(d)
+        return OutputPlan(files=[out / n for n in (*PIPELINE_FILES, "codes.json")], folders=[out])
+
+
+def pipeline_items(
+    input_files: Sequence[str], output_dir: str | os.PathLike, mask_files: Sequence[str] | None = None
+) -> list[dict]:
+    """The ``inference_mtsr.yaml`` bundle run's items, ``{"image", "mask", "output"}``, checked as
+    ``mtsr run`` checks one (InputError: no input, a mask list of another length, an output over an input,
+    two inputs with one output folder)."""
+    masks = list(mask_files) if mask_files is not None else [None] * len(input_files)
+    if len(masks) != len(input_files):
+        raise InputError(
+            f"{len(masks)} mask_files for {len(input_files)} input_files: give one mask per input"
+        )
+    writer = PipelineWriter(output_dir)
+    items = [{"image": str(f), "mask": m} for f, m in zip(input_files, masks, strict=True)]
+    guard_bundle_outputs(items, writer)
+    return [{**item, "output": str(writer.output_folder(item))} for item in items]
 
 
 def run_pipeline(

@@ -31,6 +31,7 @@ import torch
 from mtsr_monai.data.datalist import check_translation_pair
 from mtsr_monai.errors import InputError
 from mtsr_monai.inference.brain_mask import (
+    RUN_ONLY_OUTPUTS,
     brain_mask_for,
     check_brain_mask,
     earlier_outputs,
@@ -172,7 +173,8 @@ def baseline_translate_file(
             else tissue_lookup_translate(volume, source, intensities)
         )
         # mean alone, and no sample, std, codes or other brain's mask of an earlier run left beside it
-        stale = ["sample_*.nii.gz", "std.nii.gz", "codes.json", *stale_auto_mask(output_dir, choice.path)]
+        stale = ["sample_*.nii.gz", "std.nii.gz", "codes.json", *RUN_ONLY_OUTPUTS]
+        stale += stale_auto_mask(output_dir, choice.path)
         with atomic_file_set(output_dir, stale, earlier_outputs(output_dir)) as staging:
             save_volume(out, staging / "mean.nii.gz", np.asarray(image.affine), space=nifti_space(image))
         path = Path(output_dir) / "mean.nii.gz"
