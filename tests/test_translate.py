@@ -575,3 +575,27 @@ def test_sample_psnr_is_one_aggregation_with_or_without_a_mask():
     np.testing.assert_allclose(plain["psnr_samples"], masked["psnr_samples"], rtol=1e-6)
     assert plain["psnr_mean"] == pytest.approx(masked["psnr_mean"], rel=1e-6)
     assert plain["pairwise_l1"] == pytest.approx(masked["pairwise_l1"], rel=1e-6)
+
+
+def test_evaluation_slices_do_not_depend_on_how_the_volume_is_stored():
+    from mtsr_monai.inference.translation_eval import EvaluationSlicesd
+
+    rng = np.random.default_rng(0)
+    t1 = rng.random((12, 10, 9)).astype(np.float32)
+    flair = np.where(rng.random((12, 10, 9)) > 0.2, t1 + 1, 0).astype(np.float32)
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0])  # L, P, S: the training order
+
+    def slices(flip: tuple[int, ...]) -> dict:
+        affine = lps.copy()
+        for k in flip:  # the same image stored with axis k reversed
+            affine[:3, 3] += affine[:3, k] * (t1.shape[k] - 1)
+            affine[:3, k] *= -1
+        item = {"t1": torch.from_numpy(np.flip(t1, flip).copy())[None], "affine": affine}
+        item["flair"] = torch.from_numpy(np.flip(flair, flip).copy())[None]
+        return EvaluationSlicesd("t1", "flair", slices_per_volume=3)(item)
+
+    stored, ras, upside_down = slices(()), slices((0, 1)), slices((2,))
+    for other in (ras, upside_down):
+        assert torch.equal(other["image"], stored["image"]) and torch.equal(other["label"], stored["label"])
+    assert ras["slices"].tolist() == stored["slices"].tolist()
+    assert upside_down["slices"].tolist() == [8 - i for i in stored["slices"].tolist()]  # stored indices

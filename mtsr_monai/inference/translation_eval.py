@@ -32,7 +32,7 @@ from mtsr_monai.inference.bundle import bundle_parser
 from mtsr_monai.inference.heldout import require_subjects
 from mtsr_monai.inference.translate import bundle_dir, latent_codes, restore_target_scaling, translate_slices
 from mtsr_monai.io import atomic_write_text
-from mtsr_monai.io.geometry import resolve_axis
+from mtsr_monai.io.geometry import AxisOrder, resolve_axis
 from mtsr_monai.metrics.perceptual import sample_measures
 
 __all__ = [
@@ -74,17 +74,27 @@ class EvaluationSlicesd(MapTransform):
         self.slices_per_volume, self.axis = int(slices_per_volume), axis
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
-        axis = resolve_axis(data["affine"], self.axis)
-        source = data[self.image_key][0].movedim(axis, 0)
-        target = data[self.label_key][0].movedim(axis, 0)
+        affine = np.asarray(data["affine"], dtype=np.float64)
+        # in the training array order, as mtsr translate cuts them: the generators are not flip-invariant
+        order, stored_axis = AxisOrder(affine), resolve_axis(affine, self.axis)
+        axis = order.axis(stored_axis)
+
+        def reordered(key: str) -> torch.Tensor:
+            volume = np.asarray(data[key][0].detach().cpu(), dtype=np.float32)
+            return torch.from_numpy(order.apply(volume)).movedim(axis, 0)
+
+        source, target = reordered(self.image_key), reordered(self.label_key)
         picks = spaced_brain_slices(target, self.slices_per_volume)
         chosen = target[picks]
+        # the picks as indices of the stored volume's slices (reordering may have flipped them)
+        shape = [target.shape[0] if k == stored_axis else 1 for k in range(3)]
+        stored = order.apply(np.arange(target.shape[0]).reshape(shape)).reshape(-1)
         # a batch cannot carry None: a record without an id gets load_subject's placeholder
         subject = data.get("subject")
         return {
             "image": torch.where(chosen > 0, source[picks], torch.zeros(())),
             "label": chosen,
-            "slices": picks,
+            "slices": torch.as_tensor(stored[np.asarray(picks)]),
             "subject": "?" if subject is None else subject,
         }
 
