@@ -268,6 +268,24 @@ def _slabs(tmp_path: Path) -> dict[str, Path]:
     }
 
 
+def test_a_near_isotropic_reference_is_said_to_leave_the_planes_a_guess(tmp_path, caplog):
+    import logging
+
+    from mtsr_monai.inference.clinical import _model_outputs, prepare_routine_scans
+
+    scans = _slabs(tmp_path)
+    iso = write_nifti(tmp_path / "iso.nii.gz", _head((20, 20, 20)) * 300, _oblique_affine((2.0, 2.0, 2.0)))
+    thick = prepare_routine_scans({"flair": scans["flair"]}, None, 2.0, register=False)
+    resampled = prepare_routine_scans({"flair": iso}, None, 2.0, register=False)
+    assert not thick["near_isotropic"] and resampled["near_isotropic"]
+    ckpt = {"modalities": ["flair"], "network": torch.nn.Identity()}
+    for prepared, told in ((thick, False), (resampled, True)):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            _model_outputs(ckpt, prepared, {"flair": "f"}, None, False, 2, "cpu", False)
+        assert ("no thick axis" in caplog.text) == told
+
+
 def test_clinical_sr_interpolation_writes_one_volume_per_input_on_the_like_grid(tmp_path, capsys):
     from mtsr_monai.io import load_volume
 

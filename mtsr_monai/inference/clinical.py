@@ -270,6 +270,27 @@ def isotropic_grid(reference: sitk.Image, spacing: float) -> sitk.Image:
     return grid
 
 
+#: a scan whose largest voxel side is below this ratio of its smallest has no thick axis to restore
+ISOTROPIC_RATIO = 1.5
+
+
+def is_near_isotropic(image: sitk.Image) -> bool:
+    """True for a scan without a thick slice direction (e.g. an already resampled 1 mm volume)."""
+    spacing = np.asarray(image.GetSpacing(), dtype=float)
+    return float(spacing.max() / spacing.min()) < ISOTROPIC_RATIO
+
+
+def warn_without_thick_axis(near_isotropic: bool, axes: Sequence[int]) -> None:
+    """Say that the planes the model runs in were a guess: the reference scan has no thick axis."""
+    if near_isotropic:
+        logger.warning(
+            "the reference scan is near-isotropic: it has no thick axis to restore, so the model runs in the "
+            "planes through array axis %s of the target grid by default; give the slice axis of the thick "
+            "acquisition (--slice-axis) or its original scan",
+            ", ".join(str(a) for a in axes),
+        )
+
+
 def thick_axis_on_grid(image: sitk.Image, grid: sitk.Image) -> int:
     """Array axis of ``grid`` closest to the thickest voxel direction of ``image`` (its slice direction)."""
     sp = np.asarray(image.GetSpacing(), dtype=float)
@@ -380,6 +401,7 @@ def prepare_routine_scans(
         "bounds": bounds,
         "coverage": coverage,
         "thick_axis": thick_axis_on_grid(images[reference], grid),
+        "near_isotropic": is_near_isotropic(images[reference]),
         "reference": reference,
         "space": nifti_space(like if like is not None else inputs[reference]),
         "registration": reports,
@@ -499,6 +521,7 @@ def _model_outputs(
     headroom = float(ckpt.get("intensity_headroom", 1.0))
     x = model_input(prepared, modalities) / headroom
     axes = slice_axes_for(prepared["thick_axis"], planes) if slice_axis is None else (int(slice_axis),)
+    warn_without_thick_axis(slice_axis is None and prepared["near_isotropic"], axes)
     y = restore_planes(
         ckpt["network"],
         x,

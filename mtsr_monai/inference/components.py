@@ -55,6 +55,7 @@ from mtsr_monai.inference.clinical import (
     to_scanner_units,
     transform_from_spec,
     transform_spec,
+    warn_without_thick_axis,
 )
 from mtsr_monai.inference.super_resolve import ROI_SIZE, super_resolve_planes
 from mtsr_monai.inference.translate import checked_codes, latent_codes, sample_statistics, translate_volume
@@ -437,6 +438,7 @@ class PrepareRoutineScansd(MapTransform):
         info = {
             "bounds": {m: [float(v) for v in b] for m, b in prepared["bounds"].items()},
             "thick_axis": int(prepared["thick_axis"]),
+            "near_isotropic": bool(prepared["near_isotropic"]),
             "given": list(inputs),
             "modalities": self.modalities,
             "transforms": {m: transform_spec(t) for m, t in prepared["transforms"].items()},
@@ -480,7 +482,10 @@ class ClinicalSliceInferer(Inferer):
     def axes_for(self, image: Any) -> tuple[int, ...]:
         if self.slice_axis is not None:
             return (int(self.slice_axis),)
-        return slice_axes_for(_clinical_info(image)["thick_axis"], self.planes)
+        info = _clinical_info(image)
+        axes = slice_axes_for(info["thick_axis"], self.planes)
+        warn_without_thick_axis(info.get("near_isotropic", False), axes)
+        return axes
 
     def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> MetaTensor:
         outs = []
