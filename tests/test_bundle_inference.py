@@ -226,6 +226,25 @@ def test_the_sr_then_translation_bundle_run_refuses_what_mtsr_run_refuses(tmp_pa
     assert item == {"image": twins[0], "mask": None, "output": str(tmp_path / "out1" / "lr")}
 
 
+def test_a_bad_scan_of_a_later_session_stops_the_bundle_run_before_anything_is_written(tmp_path):
+    import nibabel as nib
+
+    from mtsr_monai.errors import InputError
+    from mtsr_monai.inference.bundle import guard_bundle_outputs
+    from mtsr_monai.inference.components import SaveClinicald
+
+    good = _scan(tmp_path / "s1_flair.nii.gz", (8, 8, 3), (1.0, 1.0, 3.0), 300, 200)
+    image = nib.load(good)
+    data = image.get_fdata().astype(np.float32)
+    data[0, 0, 0] = np.nan
+    bad = tmp_path / "s2_flair.nii.gz"
+    nib.save(nib.Nifti1Image(data, image.affine), bad)
+    sessions = [{"flair": str(good), "session": "s1"}, {"flair": str(bad), "session": "s2"}]
+    with pytest.raises(InputError, match="NaN"):
+        guard_bundle_outputs(sessions, SaveClinicald(keys="pred", output_dir=str(tmp_path / "out")))
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_bundle_run_refuses_two_inputs_that_would_write_one_output(tmp_path):
     from mtsr_monai.errors import InputError
     from mtsr_monai.inference.bundle import guard_bundle_outputs, volume_files

@@ -23,7 +23,7 @@ from typing import Any
 
 from mtsr_monai.data.datalist import modality_from_name
 from mtsr_monai.errors import InputError, root_cause, stopped_by_signal
-from mtsr_monai.io import atomic_write_text, is_volume_file, volume_stem
+from mtsr_monai.io import atomic_write_text, is_volume_file, load_volume, volume_stem
 from mtsr_monai.io.manifest import MANIFEST_NAME, enclosing_bundle, manifest_entries
 from mtsr_monai.io.outputs import OutputPlan, guard_outputs
 
@@ -485,10 +485,10 @@ def guard_bundle_outputs(
 ) -> list[dict]:
     """What ``mtsr`` checks before any command, for a ``python -m monai.bundle run`` (first in its config's
     ``run``, after the zoo's ``initialize``, which must work without data): refuse (InputError) an empty
-    run, an output that is an input, two items writing one output, an unwritable output place and an output
-    another run is writing; then clear the temporary files killed runs left. The outputs are what the
-    writers of ``postprocessing`` (a ``Compose`` or one transform) plan for each item; returns
-    ``datalist``."""
+    run, an unreadable or invalid input file (NaN, not 3D: all of them are read first), an output that is
+    an input, two items writing one output, an unwritable output place and an output another run is
+    writing; then clear the temporary files killed runs left. The outputs are what the writers of
+    ``postprocessing`` (a ``Compose`` or one transform) plan for each item; returns ``datalist``."""
     if not datalist:
         where = f" (no volumes in {dataset_dir})" if dataset_dir is not None else ""
         raise InputError(f"nothing to run on: no input files{where}")
@@ -508,6 +508,8 @@ def guard_bundle_outputs(
                     )
             plan.files += planned.files
             plan.folders += planned.folders
+    for source in dict.fromkeys(inputs):  # a bad scan found now, not after the items before it were written
+        load_volume(source, allow_constant=True)
     scans = Path(dataset_dir).resolve() if dataset_dir is not None else None
     read_there = scans is not None and any(Path(src).resolve().is_relative_to(scans) for src in inputs)
     among = [f for f in plan.concrete_files() if read_there and f.resolve().is_relative_to(scans)]
