@@ -148,3 +148,21 @@ def test_critic_gradcam_is_highest_where_the_critic_looks():
         peak = np.unravel_index(cam[k].argmax(), cam[k].shape)
         assert got[..., k][peak] == pytest.approx(1.0) and got[..., k].min() == pytest.approx(0.0)
         assert np.corrcoef(got[..., k].ravel(), cam[k].ravel())[0, 1] > 0.999
+
+
+def test_attention_maps_come_from_the_restorations_sliding_windows():
+    import numpy as np
+
+    from mtsr_monai.inference.explain import attention_volumes
+
+    torch.manual_seed(0)
+    net = AttentionGatedUNet(in_channels=1, out_channels=1, filters=4, depth=3).eval()
+    x = np.random.default_rng(0).random((1, 40, 40, 2)).astype(np.float32)  # two 40 x 40 slices (axis 2)
+    windowed = attention_volumes(net, x, 2, patch_size=16)[0]
+    whole = attention_volumes(net, x, 2)[0]
+    with torch.no_grad():  # windows at 0, 12, 24 (overlap 0.25): the corner 12 x 12 is the first one's alone
+        _, gates = net(torch.from_numpy(np.moveaxis(x, 3, 0)[..., :16, :16].copy()), return_attention=True)
+    corner = gates[0][:, 0, :12, :12].numpy()  # the finest gate, at full resolution
+    np.testing.assert_allclose(np.moveaxis(windowed, 2, 0)[:, :12, :12], corner, atol=1e-5)
+    assert np.abs(whole - windowed).max() > 1e-3  # a whole slice is normalised otherwise
+    np.testing.assert_allclose(attention_volumes(net, x, 2, patch_size=40)[0], whole, atol=1e-5)

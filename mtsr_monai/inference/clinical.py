@@ -830,7 +830,15 @@ def restore_clinical(
                 mods = list(ckpt["modalities"])
                 grid = prepared["affine"]
                 extra = explain_volume(
-                    ckpt["network"], ckpt["critic"], x, y, axes[0], mods, device=device, affine=grid
+                    ckpt["network"],
+                    ckpt["critic"],
+                    x,
+                    y,
+                    axes[0],
+                    mods,
+                    device=device,
+                    affine=grid,
+                    patch_size=ckpt.get("patch_size") if patches else None,
                 )
         out_dir = Path(output_dir)
         data = {m: _to_scanner(vol, prepared, m) for m, vol in results.items()}

@@ -50,25 +50,51 @@ def _put(out: np.ndarray, values: np.ndarray, axis: int, start: int, stop: int) 
 
 
 def attention_volumes(
-    network: torch.nn.Module, x: np.ndarray, axis: int, batch_size: int = 8, device: str = "cpu"
+    network: torch.nn.Module,
+    x: np.ndarray,
+    axis: int,
+    batch_size: int = 8,
+    device: str = "cpu",
+    patch_size: int | None = None,
 ) -> list[np.ndarray]:
-    """One (X, Y, Z) volume per attention gate (finest first), each map stretched to the slice size."""
-    import torch.nn.functional as F
-
+    """One (X, Y, Z) volume per attention gate (finest first), each map stretched to the slice size, from the
+    pass that restores the volume: whole slices, or ``patch_size`` sliding windows (the network normalises
+    each window on its own, so the windows' maps differ from a whole slice's)."""
     network.eval()
     maps: list[np.ndarray] | None = None
     with torch.no_grad():
         for start, stop, batch in _batches(x, axis, batch_size, "attention maps"):
-            _, gates = network(batch.to(device), return_attention=True)
-            size = batch.shape[-2:]
+            gates = _gate_maps(network, batch.to(device), patch_size)
             if maps is None:
                 maps = [np.zeros(x.shape[1:], np.float32) for _ in gates]
             for k, g in enumerate(gates):
-                # gate maps live on the padded grid, 2**k coarser: back to its pixels, then the input's share
-                up = F.interpolate(g.float(), scale_factor=2**k, mode="bilinear", align_corners=False)
-                up = up[:, 0, : size[0], : size[1]]
-                _put(maps[k], up.cpu().numpy(), axis, start, stop)
+                _put(maps[k], g[:, 0].cpu().numpy(), axis, start, stop)
     return maps or []
+
+
+def _gate_maps(network: torch.nn.Module, batch: torch.Tensor, patch_size: int | None) -> list[torch.Tensor]:
+    """Each gate's ``(B, 1, h, w)`` map on the slices' pixels, from the pass ``restore_volume`` makes."""
+    import torch.nn.functional as F
+
+    size = tuple(batch.shape[-2:])
+    if patch_size:
+        from monai.inferers import sliding_window_inference
+
+        def gates_of(window: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            return tuple(network(window, return_attention=True)[1])
+
+        # the restoration's windows and blending (inference.clinical.restore_volume); each gate's map is
+        # stitched at its own scale, then stretched to the slice
+        roi = (int(patch_size), int(patch_size))
+        stitched = sliding_window_inference(batch, roi, 64, gates_of, overlap=0.25, mode="gaussian")
+        return [F.interpolate(g.float(), size=size, mode="bilinear", align_corners=False) for g in stitched]
+    _, gates = network(batch, return_attention=True)
+    # gate maps live on the padded grid, 2**k coarser: back to its pixels, then the input's share
+    stretched = [
+        F.interpolate(g.float(), scale_factor=2**k, mode="bilinear", align_corners=False)
+        for k, g in enumerate(gates)
+    ]
+    return [g[..., : size[0], : size[1]] for g in stretched]
 
 
 def gradcam_volume(
@@ -118,20 +144,22 @@ def explain_volume(
     batch_size: int = 8,
     device: str = "cpu",
     affine: np.ndarray | None = None,
+    patch_size: int | None = None,
 ) -> dict[str, Any]:
     """Attention volumes for input ``x`` and, with a critic, GradCAM and score on output ``y`` (with a
     warning when a sequence is missing: its output channel is the network's guess, which the critic, trained
     on all of them together, rejects: a score near 0 and an empty GradCAM that say little of the others).
-    With the grid's ``affine`` the slices are cut in the training array order, as the restoration did."""
+    With the grid's ``affine`` the slices are cut in the training array order, and with ``patch_size`` the
+    attention maps come from the same sliding windows, as the restoration did."""
     if affine is not None:
         order = AxisOrder(affine)
         ordered = (order.apply(x), order.apply(y), order.axis(axis))
-        out = explain_volume(network, critic, *ordered, modalities, batch_size, device)
+        out = explain_volume(network, critic, *ordered, modalities, batch_size, device, None, patch_size)
         out["attention"] = [order.undo(m) for m in out["attention"]]
         if "gradcam" in out:
             out["gradcam"] = order.undo(out["gradcam"])
         return out
-    out: dict[str, Any] = {"attention": attention_volumes(network, x, axis, batch_size, device)}
+    out: dict[str, Any] = {"attention": attention_volumes(network, x, axis, batch_size, device, patch_size)}
     if critic is not None:
         out["gradcam"], out["critic_score"] = gradcam_volume(critic, y, axis, batch_size, device)
         missing = [m for c, m in enumerate(modalities) if not np.any(x[c] > 0)]
