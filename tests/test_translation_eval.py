@@ -79,7 +79,8 @@ def test_evaluate_config_gives_the_former_evaluation_numbers(case, tmp_path, mon
     for i, subject in enumerate(subjects):
         for j, key in enumerate(("t1", "flair")):
             head = _head((40, 36, 12), i + 10 * j, 100 + 50 * j)
-            subject[key] = str(write_nifti(tmp_path / f"s{i}_{key}.nii.gz", head))
+            lps = np.diag([-1.0, -1.0, 1.0, 1.0])  # stored as BraTS is: the training order, no reordering
+            subject[key] = str(write_nifti(tmp_path / f"s{i}_{key}.nii.gz", head, lps))
     no_target = {"subject": "s2", "t1": subjects[0]["t1"]}  # skipped (BraTS CBICA_AOO_1 has no T2)
     (tmp_path / "datalist.json").write_text(json.dumps({"test": [*subjects, no_target]}))
     status = perceptual.LpipsStatus(True, "alex", "stand-in")

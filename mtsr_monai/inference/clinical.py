@@ -359,8 +359,9 @@ def prepare_routine_scans(
     """Steps 1-4 of the module docstring, the others registered to ``reference`` (default: the first given
     of FLAIR, T1, T2), whose field of view a ``spacing`` grid covers. Returns ``{"grid", "affine",
     "volumes": {mod: (X,Y,Z) in [0,1]}, "interpolated": {mod: the same scaling, unclipped},
-    "bounds": {mod: (lo, hi)}, "coverage": (X,Y,Z) bool, "thick_axis", "reference", "registration",
-    "images": {mod: input SimpleITK image}, "transforms": {mod: grid -> input points, or None}}``.
+    "bounds": {mod: (lo, hi)}, "coverage": (X,Y,Z) bool, "thick_axis", "near_isotropic", "reference",
+    "registration", "images": {mod: input SimpleITK image}, "transforms": {mod: grid -> input points, or
+    None}}``.
     Raises :class:`~mtsr_monai.errors.InputError` for unreadable or invalid inputs."""
     from tqdm import tqdm
 
@@ -372,10 +373,8 @@ def prepare_routine_scans(
     order = _scan_order(inputs, reference)
     images = {m: sitk_utils.metatensor_to_sitk(load_volume(inputs[m])) for m in order}
     reference = order[0]
-    if like is not None:
-        grid = sitk_utils.metatensor_to_sitk(load_volume(like, validate=False))
-    else:
-        grid = isotropic_grid(images[reference], float(spacing))
+    like_grid = sitk_utils.metatensor_to_sitk(load_volume(like, validate=False)) if like is not None else None
+    grid = like_grid if like_grid is not None else isotropic_grid(images[reference], float(spacing))
     volumes, interpolated, bounds, reports, transforms = {}, {}, {}, {}, {}
     coverage = None
     for m in tqdm(order, desc="to target grid", disable=not progress, unit="scan"):

@@ -206,6 +206,15 @@ def restore_target_scaling(
     return np.stack([robust_scale(torch.as_tensor(s)).numpy() for s in samples])
 
 
+def object_scaling(volume: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(scaled, inside)``: ``volume`` scaled to [0, 1] by :func:`robust_range` inside its object, 0 outside
+    (the training data's background). The object is what is above 0 in a magnitude image, what is not 0 in
+    a signed one (a z-scored brain on a zero background, whose dark tissue lies below 0)."""
+    lo, hi = robust_range(volume)
+    inside = volume > 0 if lo == 0 else volume != 0
+    return np.where(inside, scale_to_range(volume, lo, hi, clip=True), 0.0).astype(np.float32), inside
+
+
 def warn_about_pixels(affine: np.ndarray, through: int, native_resolution: bool) -> None:
     """Warn when the slices to translate have pixels unlike the training slices' (1 x 1 mm, square): the
     generator sees each slice as an image of square pixels (and, for weights trained at their native
@@ -260,13 +269,9 @@ def translate_volume(
     warn_about_pixels(affine, resolve_axis(np.asarray(affine), axis), native_resolution)
     through = order.axis(resolve_axis(np.asarray(affine), axis))
     arr = order.apply(arr)
-    lo, hi = robust_range(arr)
-    # the object: what is above 0 in a magnitude image, what is not 0 in a signed one (a z-scored brain on a
-    # zero background); its background goes to 0, the training data's, and stays 0 in the outputs
-    inside = arr > 0 if lo == 0 else arr != 0
-    scaled = np.where(inside, scale_to_range(arr, lo, hi, clip=True), 0.0).astype(np.float32)
-    slices = torch.from_numpy(np.ascontiguousarray(np.moveaxis(scaled, through, 0)))
-    foreground = torch.from_numpy(np.ascontiguousarray(np.moveaxis(inside, through, 0)))
+    slices, foreground = (
+        torch.from_numpy(np.ascontiguousarray(np.moveaxis(v, through, 0))) for v in object_scaling(arr)
+    )
     codes_t = torch.as_tensor(codes, dtype=torch.float32)
     out = torch.zeros((len(codes_t), *slices.shape), dtype=torch.float32)
     # the generator's memory grows with the pixels of a batch: the padded square it sees
