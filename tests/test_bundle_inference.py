@@ -224,6 +224,9 @@ def test_the_sr_then_translation_bundle_run_refuses_what_mtsr_run_refuses(tmp_pa
         pipeline_items(twins, tmp_path / "out", [twins[0]])
     (item,) = pipeline_items(twins[:1], tmp_path / "out1")
     assert item == {"image": twins[0], "mask": None, "output": str(tmp_path / "out1" / "lr")}
+    assert pipeline_items(twins[:1], tmp_path / "out1") == [
+        item
+    ]  # a second run of this process: not locked out
 
 
 def test_a_bad_scan_of_a_later_session_stops_the_bundle_run_before_anything_is_written(tmp_path):

@@ -88,8 +88,10 @@ def test_a_scanner_series_name_gives_the_one_sequence_it_names() -> None:
     assert modality_from_name("MRHR_T1_AX_POST_GAD_SE_13_se2d1r_t1c") == "t1ce"  # the last token decides
     assert modality_from_name("T1_vs_FLAIR_difference") is None  # two sequences named: neither is guessed
     assert modality_from_name("scan_0001") is None
-    assert modality_from_name("s1_t1_post_gad") == "t1ce"  # a contrast agent named beside T1
-    assert modality_from_name("s1_T1W") == "t1"
+    for enhanced in ("s1_t1_post_gad", "T1_post_contrast", "T1w_Gd"):  # a contrast agent named beside T1
+        assert modality_from_name(enhanced) == "t1ce", enhanced
+    for plain in ("s1_T1W", "T1_pre_contrast", "T1_AX_PRE_GAD", "T1w_non_contrast", "T1_post_op"):
+        assert modality_from_name(plain) == "t1", plain
 
 
 def test_a_session_file_without_a_sequence_name_is_reported_not_dropped(tmp_path: Path) -> None:

@@ -322,6 +322,22 @@ def test_a_translation_into_an_earlier_runs_folder_leaves_none_of_that_runs_summ
 
 
 @pytest.mark.parametrize("method", ["bicyclegan", "tissue-lookup"])
+def test_an_earlier_runs_sr_given_as_the_input_of_a_translation_into_its_folder_is_refused(
+    tiny_weights, phantom_file, tmp_path, method
+):
+    import shutil
+
+    from mtsr_monai.io import atomic_file_set
+
+    out = tmp_path / "out"
+    with atomic_file_set(out) as staging:  # recorded as an earlier run's output, which a translation removes
+        shutil.copy(phantom_file, staging / "sr.nii.gz")
+    before = (out / "sr.nii.gz").read_bytes()
+    assert _translate(out / "sr.nii.gz", tiny_weights, out, "--method", method, "--mask", "none") == 2
+    assert (out / "sr.nii.gz").read_bytes() == before
+
+
+@pytest.mark.parametrize("method", ["bicyclegan", "tissue-lookup"])
 def test_a_users_own_files_in_the_output_folder_are_never_removed(
     tiny_weights, phantom_file, tmp_path, method
 ):

@@ -44,8 +44,16 @@ ALIASES = {
     "mask": "brain_mask", "brain_mask": "brain_mask", "brainmask": "brain_mask",
 }  # fmt: skip
 
-#: name tokens that mark a T1 as contrast-enhanced
-_CONTRAST_AGENT = {"gad", "gd", "gado", "gadolinium", "post", "postcontrast", "contrast", "ce", "enhanced"}
+#: name tokens that mark a T1 as contrast-enhanced (``post`` alone may be post-operative), those that deny it
+_CONTRAST_AGENT = {"gad", "gd", "gado", "gadolinium", "postcontrast", "ce", "enhanced"}
+_NO_AGENT = {"pre", "precontrast", "non", "no", "without", "native"}
+
+
+def _with_contrast_agent(tokens: list[str]) -> bool:
+    named = bool(_CONTRAST_AGENT & set(tokens)) or "post_contrast" in "_".join(tokens)
+    return named and not _NO_AGENT & set(tokens)
+
+
 _NIFTI = re.compile(r"\.nii(\.gz)?$", re.IGNORECASE)
 _BRATS = re.compile(
     r"^(?P<case>.+?)[_-](?P<mod>t1ce|t1n|t1c|t1|t2w|t2f|t2|flair|seg)\.nii(\.gz)?$", re.IGNORECASE
@@ -95,7 +103,7 @@ def modality_from_name(stem: str) -> str | None:
         if cand in ALIASES:
             return ALIASES[cand]
     named = {ALIASES[t] for t in tokens if ALIASES.get(t) in IMAGE_KEYS}
-    if named == {"t1"} and _CONTRAST_AGENT & set(tokens):  # ``T1_post_gad``: not the plain T1
+    if named == {"t1"} and _with_contrast_agent(tokens):  # ``T1_post_gad``: not the plain T1
         return "t1ce"
     return named.pop() if len(named) == 1 else None
 

@@ -489,6 +489,7 @@ def guard_bundle_outputs(
     an input, two items writing one output, an unwritable output place and an output another run is
     writing; then clear the temporary files killed runs left. The outputs are what the writers of
     ``postprocessing`` (a ``Compose`` or one transform) plan for each item; returns ``datalist``."""
+    _BUNDLE_GUARDS.close()  # an earlier run of this process (a notebook's, a test's) is over
     if not datalist:
         where = f" (no volumes in {dataset_dir})" if dataset_dir is not None else ""
         raise InputError(f"nothing to run on: no input files{where}")

@@ -224,7 +224,7 @@ class SaveTranslationsd(VolumeWriterd):
         out = self.output_folder(d)
         given = d.get(self.mask_key) not in (None, AUTO)  # a mask file is an input, kept: no output of ours
         mask = () if given else (AUTO_MASK_NAME,)
-        names = ("sample_*.nii.gz", "mean.nii.gz", "std.nii.gz", "codes.json", *mask)
+        names = ("sample_*.nii.gz", "mean.nii.gz", "std.nii.gz", "codes.json", *RUN_ONLY_OUTPUTS, *mask)
         return OutputPlan(files=[out / n for n in names], folders=[out])
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:

@@ -183,9 +183,9 @@ def super_resolve_scaled(
         from monai.inferers import SlidingWindowInferer  # here: the interpolation baselines need no MONAI
 
         # windows no larger than the image (no padding work); overlapping windows blend with Gaussian weights;
-        # no more window pixels at once than a batch step holds (the memory bound)
+        # as many window pixels at once as batch_size windows of 64 x 64 (the memory bound), at least one
         roi = (min(roi_size, x.shape[-2]), min(roi_size, x.shape[-1]))
-        windows = max(1, min(batch_size, STEP_PIXELS // (roi[0] * roi[1])))
+        windows = max(1, min(batch_size, batch_size * 64 * 64 // (roi[0] * roi[1])))
         sw = SlidingWindowInferer(roi_size=roi, sw_batch_size=windows, overlap=0.25, mode="gaussian")
         return sw(x, run_network)
 

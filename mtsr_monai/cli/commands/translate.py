@@ -121,7 +121,11 @@ def mask_output(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 def outputs(args: argparse.Namespace) -> OutputPlan:
-    return translation_outputs(args.output_dir, ("codes.json", *mask_output(args)))
+    # lazy: the inference package loads when a command runs, not for its --help
+    from mtsr_monai.inference.brain_mask import RUN_ONLY_OUTPUTS
+
+    # an earlier mtsr run's summary, montage and SR there are removed: outputs too (never an input)
+    return translation_outputs(args.output_dir, ("codes.json", *RUN_ONLY_OUTPUTS, *mask_output(args)))
 
 
 def read_codes(path: Path | None) -> CodesFromFile | None:
