@@ -490,10 +490,12 @@ def test_a_rerun_stopped_before_its_sidecars_leaves_nothing_that_a_later_run_tak
 
 
 def test_a_failed_status_does_not_outlive_a_later_clean_run(tmp_path):
-    raw = _raw_tree(tmp_path / "raw", {"01": ["sub-01/anat/sub-01_T1w.nii.gz"]})
+    raw = _raw_tree(
+        tmp_path / "raw", {"01": ["sub-01/anat/sub-01_T1w.nii.gz"], "02": ["sub-02/anat/sub-02_FLAIR.nii.gz"]}
+    )
     out = tmp_path / "out"
     assert _bicubic(raw, out) == 0
-    assert _bicubic(raw, out, "--modality", "FLAIR") == 1  # nothing of that modality: recorded as failed
+    assert _bicubic(raw, out, "--modality", "FLAIR") == 1  # sub-01 has none of it: recorded as failed
     assert _bicubic(raw, out) == 0  # skipped: the outputs are current
     assert (out / "logs" / "failures.tsv").read_text().count("\n") == 1  # the header alone
     status = json.loads(next((out / "logs").rglob("sub-01.json")).read_text())
@@ -614,7 +616,7 @@ def test_misnamed_files_are_counted_on_stderr_with_the_run_log_path(tmp_path, ca
     run_log = next((out / "logs" / "runs").glob("*.json")).resolve()  # the printed path: resolved
     lines = [line for line in capsys.readouterr().err.splitlines() if "BIDS rules" in line]
     assert lines == [
-        f"mtsr bids: warning: 1 file(s) ignored for names that break the BIDS rules: see {run_log}"
+        f"mtsr bids: warning: 1 file(s) ignored for names or places that break the BIDS rules: see {run_log}"
     ]
     assert json.loads(run_log.read_text())["ignored_files"] == ["sub-01/anat/sub-01_run-1_acq-x_T2w.nii.gz"]
 
@@ -783,3 +785,44 @@ def test_a_filter_file_written_for_fmriprep_is_read_for_its_anatomical_queries(t
     path = tmp_path / "filter.json"
     path.write_text('{"t1w": {"session": "1"}, "bold": {"task": "rest"}, "fmap": {"run": 1}}')
     assert read_bids_filters(path) == {"T1w": {"ses": ("1",)}}
+
+
+def test_a_filter_label_no_scan_has_is_bad_input_and_a_contrast_it_takes_from_a_participant_is_warned(
+    tmp_path, capsys
+):
+    raw = _raw_tree(
+        tmp_path / "raw",
+        {
+            "01": ["sub-01/anat/sub-01_acq-ax_T1w.nii.gz", "sub-01/anat/sub-01_FLAIR.nii.gz"],
+            "02": ["sub-02/anat/sub-02_acq-ax_T1w.nii.gz", "sub-02/anat/sub-02_run-02_FLAIR.nii.gz"],
+        },
+    )
+    typo = tmp_path / "typo.json"
+    typo.write_text('{"t1w": {"acquisition": "axial"}}')  # the label is "ax": every T1w would vanish
+    assert _bicubic(raw, tmp_path / "out", "--bids-filter-file", typo) == 2
+    assert "keeps none of the dataset's T1w images" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    run2 = tmp_path / "run2.json"
+    run2.write_text('{"flair": {"run": 2}}')
+    assert _bicubic(raw, tmp_path / "out", "--bids-filter-file", run2) == 0
+    assert "sub-01: the --bids-filter-file leaves out its every FLAIR" in capsys.readouterr().err
+
+
+def test_a_run_with_nothing_to_process_is_bad_input_and_writes_nothing(tmp_path, capsys):
+    raw = _raw_tree(tmp_path / "raw", {"01": ["sub-01/anat/sub-01_T1w.nii.gz"]})
+    out = tmp_path / "out"
+    assert _mtsr(raw, out, "participant", "--task", "translate", "--target", "T1w") == 2  # no source scan
+    assert "nothing to process" in capsys.readouterr().err
+    assert not list(out.rglob("*.json"))
+
+
+def test_a_subjects_anat_beside_its_session_folders_is_reported_not_silently_dropped(tmp_path):
+    from mtsr_monai.bids.layout import read_dataset
+
+    raw = _raw_tree(
+        tmp_path / "raw",
+        {"01": ["sub-01/anat/sub-01_T2w.nii.gz", "sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz"]},
+    )
+    dataset = read_dataset(raw)
+    assert [im.suffix for im in dataset.subjects["01"]] == ["T1w"]
+    assert dataset.ignored == ["sub-01/anat/sub-01_T2w.nii.gz"]

@@ -132,6 +132,12 @@ def _images_of(root: Path, subject_dir: Path, warnings: list[str], ignored: list
                     f"{rel}: suffix {suffix} is not BIDS's {_SUFFIX_CASEFOLD[suffix.lower()]}; ignored"
                 )
                 ignored.append(rel)
+    loose = subject_dir / "anat"
+    if loose.is_dir() and any(p.is_dir() for p in subject_dir.glob("ses-*")):  # not read, but reported
+        for path in sorted(p for p in loose.iterdir() if re.search(r"\.nii(\.gz)?$", p.name)):
+            rel = path.relative_to(root).as_posix()
+            warnings.append(f"{rel}: outside the subject's ses-* folders; ignored")
+            ignored.append(rel)
     return images
 
 
@@ -146,6 +152,13 @@ def _normalise(labels: Iterable[str] | None, prefix: str) -> list[str] | None:
     if bad:
         raise InputError(f"invalid {prefix.rstrip('-')} label(s): {', '.join(bad)} (letters and digits only)")
     return out
+
+
+def _filtered_out(subject: str, asked: Sequence[BIDSImage], kept: Sequence[BIDSImage]) -> list[str]:
+    """A warning for each contrast of ``subject`` whose every scan the filter left out."""
+    gone = sorted({im.suffix for im in asked} - {im.suffix for im in kept})
+    count = {s: sum(im.suffix == s for im in asked) for s in gone}
+    return [f"{subject}: the --bids-filter-file leaves out its every {s} ({count[s]} image(s))" for s in gone]
 
 
 def read_dataset(
@@ -178,6 +191,7 @@ def read_dataset(
     ignored: list[str] = []
     subjects: dict[str, list[BIDSImage]] = {}
     seen_sessions: set[str | None] = set()
+    considered: list[BIDSImage] = []
     for subject_dir in found:
         if wanted and subject_dir.name[4:] not in wanted:
             continue
@@ -187,15 +201,17 @@ def read_dataset(
             # none of the sessions asked for: not a participant of this run (rather than a failed one)
             warnings.append(f"{subject_dir.name}: none of the sessions asked for; skipped")
             continue
-        images = [
-            im
-            for im in every
-            if (not wanted_ses or im.session in wanted_ses)
-            and (not suffixes or im.suffix in suffixes)
-            and (keep is None or keep(im))
-        ]
+        asked = [im for im in every if (not wanted_ses or im.session in wanted_ses)]
+        asked = [im for im in asked if not suffixes or im.suffix in suffixes]
+        images = [im for im in asked if keep is None or keep(im)]
+        warnings += _filtered_out(subject_dir.name, asked, images)
+        considered += asked
         subjects[subject_dir.name[4:]] = images
     unknown = sorted(wanted_ses - seen_sessions)  # a typo among good labels is an error too
     if unknown:
-        raise InputError(f"session(s) not in the dataset: {', '.join(unknown)}", root)
+        raise InputError(f"session(s) not among the selected participants': {', '.join(unknown)}", root)
+    kept = {im.suffix for images in subjects.values() for im in images}
+    lost = sorted({im.suffix for im in considered} - kept)
+    if keep is not None and lost:  # a label no scan has (a typo): a contrast would vanish from the whole run
+        raise InputError(f"--bids-filter-file keeps none of the dataset's {', '.join(lost)} images", root)
     return BIDSDataset(root, description, subjects, warnings, ignored)

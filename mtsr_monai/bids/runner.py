@@ -271,6 +271,8 @@ def participant_level(
             raise InputError(
                 "write outside the input's subject folders (e.g. BIDS_DIR/derivatives/mtsr)", output_dir
             )
+    if not any(task.usable(im) for images in dataset.subjects.values() for im in images):
+        raise InputError(f"nothing to process: no scan of the selected participants for {task.name}")
     task.identity()  # weights hashed once, before any participant (a missing bundle fails the whole run)
     if ranks.rank == 0:
         der.write_dataset_files(output_dir, dataset.root, dataset.description)

@@ -253,9 +253,17 @@ def _report(summary: dict, task: str, world: int, output_dir: Path) -> int:
         # a misnamed scan is left out of the cohort: one line here, since few read the run log
         n, log = len(summary["ignored_files"]), summary["run_log"]
         print(
-            f"mtsr bids: warning: {n} file(s) ignored for names that break the BIDS rules: see {log}",
+            f"mtsr bids: warning: {n} file(s) ignored for names or places that break the BIDS rules: "
+            f"see {log}",
             file=sys.stderr,
         )
+    # participants or contrasts a label or filter left out (the ignored files are counted above)
+    ignored = tuple(f"{rel}:" for rel in summary["ignored_files"])
+    shown = [w for w in summary.get("reader_warnings", []) if not w.startswith(ignored)]
+    for text in shown[:10]:
+        print(f"mtsr bids: warning: {text}", file=sys.stderr)
+    if len(shown) > 10:
+        print(f"mtsr bids: {len(shown) - 10} more warning(s): the run log's reader_warnings", file=sys.stderr)
     if summary["input_warnings"]:
         count = len(summary["input_warnings"])
         print(f"{count} input(s) warned about: listed in the run log's input_warnings", file=sys.stderr)
