@@ -51,7 +51,7 @@ def test_label_server_refuses_an_unknown_model_before_the_server_starts(tmp_path
     from mtsr_monai.cli import main
 
     args = ["label-server", "--studies", str(tmp_path), "--python", sys.executable, "--dryrun"]
-    args += ["--app-dir", str(tmp_path / "app")]
+    args += ["--app-dir", str(tmp_path.parent / f"{tmp_path.name}_app")]  # not inside the studies
     assert main([*args, "--models", "sr,foo"]) == 2
     assert "unknown models ['foo']" in capsys.readouterr().err
     assert main([*args, "--models", "sr,mt"]) == 0
@@ -71,18 +71,25 @@ def test_label_server_runs_the_app_from_a_copy_in_its_app_dir_never_from_the_pac
     from mtsr_monai.cli import main
     from mtsr_monai.label import APP_DIR
 
-    app = tmp_path / "app"
-    args = ["label-server", "--studies", str(tmp_path), "--python", sys.executable, "--app-dir", str(app)]
+    app, studies = tmp_path / "app", tmp_path / "studies"
+    studies.mkdir()
+    args = ["label-server", "--studies", str(studies), "--python", sys.executable, "--app-dir", str(app)]
     assert main([*args, "--dryrun"]) == 0
     command = capsys.readouterr().out.split()
     assert command[command.index("--app") + 1] == str(app.resolve())
     assert (app / "main.py").read_text() == (APP_DIR / "main.py").read_text()
-    (app / "main.py").write_text("# an older version's app")
+    (app / "main.py").write_text('"""MONAI Label app: x4 super-resolution, an older version"""')
     (app / "logs").mkdir()  # MONAI Label's own files stay
     assert main([*args, "--dryrun"]) == 0
     assert (app / "main.py").read_text() == (APP_DIR / "main.py").read_text() and (app / "logs").is_dir()
     (tmp_path / "file").write_text("x")
     assert main([*args[:-1], str(tmp_path / "file"), "--dryrun"]) == 2
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "main.py").write_text("# another MONAI Label app")  # never replaced
+    for where in (tmp_path / "theirs", studies / "app", APP_DIR):
+        assert main([*args[:-1], str(where), "--dryrun"]) == 2, where
+    assert (tmp_path / "theirs" / "main.py").read_text() == "# another MONAI Label app"
+    assert not (studies / "app").exists()
 
 
 def test_sigterm_to_label_server_lets_the_server_shut_down_cleanly(tmp_path):
@@ -102,7 +109,7 @@ def test_sigterm_to_label_server_lets_the_server_shut_down_cleanly(tmp_path):
         "--python",
         str(fake),
         "--app-dir",
-        str(tmp_path / "app"),
+        str(tmp_path.parent / f"{tmp_path.name}_app"),  # not inside the studies
     ]
     proc = subprocess.Popen([sys.executable, "-m", "mtsr_monai", *args], stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60

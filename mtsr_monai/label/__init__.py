@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from mtsr_monai.errors import InputError
 from mtsr_monai.io import atomic_write_text
 
 APP_DIR = Path(__file__).resolve().parent / "app"
@@ -28,12 +29,24 @@ def default_app_dir() -> Path:
     return Path(base) / "mtsr-monai" / "label-app"
 
 
-def prepare_app_dir(folder: str | os.PathLike) -> Path:
+#: the first words of every mtsr app's ``main.py``: a file without them is another app's, never replaced
+APP_MARKER = "MONAI Label app: x4 super-resolution"
+
+
+def prepare_app_dir(folder: str | os.PathLike, studies: str | os.PathLike | None = None) -> Path:
     """``folder`` made ready for ``monailabel start_server --app``: it holds the package's ``main.py`` (copied
-    again where this version's differs); MONAI Label's own files there are kept between servers."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    again where this version's differs); MONAI Label's own files there are kept between servers. InputError
+    for the package's own app folder, a folder inside the ``studies`` (MONAI Label writes ``model/``,
+    ``logs/`` ... into it) and a folder holding another app's ``main.py``."""
+    folder = Path(folder).resolve()
+    if folder.is_relative_to(APP_DIR.parents[1]):
+        raise InputError("--app-dir: not inside the mtsr_monai package (the server writes there)", folder)
+    if studies is not None and folder.is_relative_to(Path(studies).resolve()):
+        raise InputError("--app-dir: not inside --studies (the server writes model/, logs/ there)", folder)
     source, target = (APP_DIR / "main.py").read_text(), folder / "main.py"
+    if target.is_file() and APP_MARKER not in target.read_text(errors="replace")[:500]:
+        raise InputError("--app-dir holds another app's main.py: give an empty or an mtsr app folder", folder)
+    folder.mkdir(parents=True, exist_ok=True)
     if not target.is_file() or target.read_text() != source:
         atomic_write_text(target, source)
     return folder

@@ -108,11 +108,11 @@ def run(args: argparse.Namespace) -> int:
                 raise
             print(f"mtsr label-server: note: {err}", file=sys.stderr)
             python = DEFAULT_PYTHON
-        prepare_app_dir(app_dir)  # so that the printed command runs as it is
+        prepare_app_dir(app_dir, args.studies)  # so that the printed command runs as it is
         print(shlex.join(server_command(args, python, app_dir)))  # pastes as it is, spaces in paths included
         return 0
     python = label_python(args.python)
-    return _serve(server_command(args, python, prepare_app_dir(app_dir)))
+    return _serve(server_command(args, python, prepare_app_dir(app_dir, args.studies)))
 
 
 def _serve(command: list[str]) -> int:
