@@ -213,5 +213,9 @@ def read_dataset(
     kept = {im.suffix for images in subjects.values() for im in images}
     lost = sorted({im.suffix for im in considered} - kept)
     if keep is not None and lost:  # a label no scan has (a typo): a contrast would vanish from the whole run
-        raise InputError(f"--bids-filter-file keeps none of the dataset's {', '.join(lost)} images", root)
+        raise InputError(
+            f"--bids-filter-file keeps none of the dataset's {', '.join(lost)} images (a label no scan "
+            "has?); to leave a contrast out, name the others with --modality",
+            root,
+        )
     return BIDSDataset(root, description, subjects, warnings, ignored)
