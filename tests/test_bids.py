@@ -806,6 +806,10 @@ def test_a_filter_label_no_scan_has_is_bad_input_and_a_contrast_it_takes_from_a_
     run2.write_text('{"flair": {"run": 2}}')
     assert _bicubic(raw, tmp_path / "out", "--bids-filter-file", run2) == 0
     assert "sub-01: the --bids-filter-file leaves out its every FLAIR" in capsys.readouterr().err
+    # one job per participant: the whole dataset decides whether a label exists, not the job's share
+    assert _bicubic(raw, tmp_path / "out1", "--bids-filter-file", run2, "--participant-label", "01") == 0
+    # a contrast the run does not use may be filtered out entirely
+    assert _bicubic(raw, tmp_path / "out2", "--bids-filter-file", typo, "--modality", "FLAIR") == 0
 
 
 def test_a_run_with_nothing_to_process_is_bad_input_and_writes_nothing(tmp_path, capsys):
@@ -823,6 +827,7 @@ def test_a_subjects_anat_beside_its_session_folders_is_reported_not_silently_dro
         tmp_path / "raw",
         {"01": ["sub-01/anat/sub-01_T2w.nii.gz", "sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz"]},
     )
+    (raw / "sub-01" / "anat" / "._sub-01_T2w.nii.gz").write_bytes(b"")  # a hidden file: skipped, as elsewhere
     dataset = read_dataset(raw)
     assert [im.suffix for im in dataset.subjects["01"]] == ["T1w"]
     assert dataset.ignored == ["sub-01/anat/sub-01_T2w.nii.gz"]

@@ -134,7 +134,9 @@ def _images_of(root: Path, subject_dir: Path, warnings: list[str], ignored: list
                 ignored.append(rel)
     loose = subject_dir / "anat"
     if loose.is_dir() and any(p.is_dir() for p in subject_dir.glob("ses-*")):  # not read, but reported
-        for path in sorted(p for p in loose.iterdir() if re.search(r"\.nii(\.gz)?$", p.name)):
+        for path in sorted(
+            p for p in loose.iterdir() if re.search(r"\.nii(\.gz)?$", p.name) and p.name[0] != "."
+        ):
             rel = path.relative_to(root).as_posix()
             warnings.append(f"{rel}: outside the subject's ses-* folders; ignored")
             ignored.append(rel)
@@ -161,17 +163,38 @@ def _filtered_out(subject: str, asked: Sequence[BIDSImage], kept: Sequence[BIDSI
     return [f"{subject}: the --bids-filter-file leaves out its every {s} ({count[s]} image(s))" for s in gone]
 
 
+def _refuse_a_filter_keeping_none(
+    root: Path,
+    subject_dirs: Sequence[Path],
+    keep: Callable[[BIDSImage], bool],
+    used: Callable[[BIDSImage], bool],
+) -> None:
+    """InputError where ``keep`` (a ``--bids-filter-file``) accepts no scan of a contrast the run ``used`` and
+    the dataset has: a label no scan has (a typo) would drop that contrast from the whole run. The whole
+    dataset counts, whatever participants or sessions a run selects (one job per participant is common)."""
+    images = [im for d in subject_dirs for im in _images_of(root, d, [], []) if used(im)]
+    lost = sorted({im.suffix for im in images} - {im.suffix for im in images if keep(im)})
+    if lost:
+        raise InputError(
+            f"--bids-filter-file keeps none of the dataset's {', '.join(lost)} images (a label no scan "
+            "has?); to leave a contrast out, name the others with --modality",
+            root,
+        )
+
+
 def read_dataset(
     root: str | Path,
     participants: Sequence[str] | None = None,
     sessions: Sequence[str] | None = None,
     suffixes: Sequence[str] | None = None,
     keep: Callable[[BIDSImage], bool] | None = None,
+    uses: Callable[[BIDSImage], bool] | None = None,
 ) -> BIDSDataset:
     """Read a raw BIDS dataset, keeping the given participant / session labels (``01`` or ``sub-01``) and
     suffixes (``T1w``, ``T2w``, ``FLAIR``, ``PDw``), and the images ``keep`` accepts (a
-    ``--bids-filter-file``: :func:`mtsr_monai.bids.filters.passes`). A participant label that is not in the
-    dataset is an InputError (as in other BIDS Apps), so a typo never processes nothing silently."""
+    ``--bids-filter-file``: :func:`mtsr_monai.bids.filters.passes`), whose effect on the images a run
+    ``uses`` (a task's test) is checked and warned about. A participant label that is not in the dataset is
+    an InputError (as in other BIDS Apps), so a typo never processes nothing silently."""
     root = Path(root).resolve()
     if not root.is_dir():
         raise InputError("no such folder", root)
@@ -191,7 +214,12 @@ def read_dataset(
     ignored: list[str] = []
     subjects: dict[str, list[BIDSImage]] = {}
     seen_sessions: set[str | None] = set()
-    considered: list[BIDSImage] = []
+
+    def used(im: BIDSImage) -> bool:
+        return (not suffixes or im.suffix in suffixes) and (uses is None or uses(im))
+
+    if keep is not None:
+        _refuse_a_filter_keeping_none(root, found, keep, used)
     for subject_dir in found:
         if wanted and subject_dir.name[4:] not in wanted:
             continue
@@ -204,18 +232,9 @@ def read_dataset(
         asked = [im for im in every if (not wanted_ses or im.session in wanted_ses)]
         asked = [im for im in asked if not suffixes or im.suffix in suffixes]
         images = [im for im in asked if keep is None or keep(im)]
-        warnings += _filtered_out(subject_dir.name, asked, images)
-        considered += asked
+        warnings += _filtered_out(subject_dir.name, [im for im in asked if used(im)], images)
         subjects[subject_dir.name[4:]] = images
     unknown = sorted(wanted_ses - seen_sessions)  # a typo among good labels is an error too
     if unknown:
         raise InputError(f"session(s) not among the selected participants': {', '.join(unknown)}", root)
-    kept = {im.suffix for images in subjects.values() for im in images}
-    lost = sorted({im.suffix for im in considered} - kept)
-    if keep is not None and lost:  # a label no scan has (a typo): a contrast would vanish from the whole run
-        raise InputError(
-            f"--bids-filter-file keeps none of the dataset's {', '.join(lost)} images (a label no scan "
-            "has?); to leave a contrast out, name the others with --modality",
-            root,
-        )
     return BIDSDataset(root, description, subjects, warnings, ignored)

@@ -264,7 +264,7 @@ def participant_level(
     ranks = ranks or Ranks()
     output_dir = Path(output_dir).resolve()
     # every contrast read: the task picks its own (Task.usable), and sees each session, also one lacking them
-    dataset = read_dataset(bids_dir, participants, sessions, keep=image_filter(filters))
+    dataset = read_dataset(bids_dir, participants, sessions, keep=image_filter(filters), uses=task.usable)
     if output_dir.is_relative_to(dataset.root):
         rel = output_dir.relative_to(dataset.root).parts
         if not rel or rel[0].startswith("sub-"):
