@@ -64,15 +64,20 @@ def robust_range(
     inside = object_mask(x)
     fg = x[inside] if inside.any() else x.ravel()
     hi = float(np.percentile(fg, upper))
-    # magnitude images (air at 0, noise of either sign around it: the median voxel is air) keep lo = 0, as in
-    # training; genuinely signed images take a percentile: z-scored ones, whose median voxel is well below 0,
-    # and a z-scored brain on an exactly-zero background (the median is air; over a third of its object is
-    # negative, where a skull-stripped scan downsampled without antialiasing undershoots in 2-3 % of it)
-    zero_background = float(np.mean(x == 0)) > SKULL_STRIPPED_ZERO_SHARE
-    signed = float(np.median(x)) < -0.05 * abs(hi) or (zero_background and is_signed(x, share=0.2))
-    magnitude = x_min >= 0.0 or not signed
+    # magnitude images (air at 0, noise of either sign around it) keep lo = 0, as in training; the sign test
+    # (a median and percentiles) runs only where a voxel is negative
+    magnitude = x_min >= 0.0 or not _signed_image(x, hi)
     lo = 0.0 if magnitude else float(np.percentile(x, lower))
     return lo, (hi if hi > lo else lo + 1.0)
+
+
+def _signed_image(x: np.ndarray, hi: float) -> bool:
+    """Genuinely signed, so scaled from a percentile: a z-scored image, whose median voxel is well below 0,
+    or a z-scored brain on an exactly-zero background (the median is air; over a third of its object is
+    negative, where a skull-stripped scan downsampled without antialiasing undershoots in 2-3 % of it)."""
+    if float(np.median(x)) < -0.05 * abs(hi):
+        return True
+    return float(np.mean(x == 0)) > SKULL_STRIPPED_ZERO_SHARE and is_signed(x, share=0.2)
 
 
 def is_signed(volume: np.ndarray | torch.Tensor, share: float = 0.01, depth: float = 0.05) -> bool:
