@@ -15,6 +15,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 
 from mtsr_monai.errors import InputError
@@ -164,15 +165,12 @@ def _filtered_out(subject: str, asked: Sequence[BIDSImage], kept: Sequence[BIDSI
 
 
 def _refuse_a_filter_keeping_none(
-    root: Path,
-    subject_dirs: Sequence[Path],
-    keep: Callable[[BIDSImage], bool],
-    used: Callable[[BIDSImage], bool],
+    root: Path, images: Sequence[BIDSImage], keep: Callable[[BIDSImage], bool]
 ) -> None:
-    """InputError where ``keep`` (a ``--bids-filter-file``) accepts no scan of a contrast the run ``used`` and
-    the dataset has: a label no scan has (a typo) would drop that contrast from the whole run. The whole
-    dataset counts, whatever participants or sessions a run selects (one job per participant is common)."""
-    images = [im for d in subject_dirs for im in _images_of(root, d, [], []) if used(im)]
+    """InputError where ``keep`` (a ``--bids-filter-file``) accepts no scan of a contrast among ``images``
+    (those of the whole dataset that a run uses): a label no scan has (a typo) would drop that contrast from
+    the whole run. The whole dataset counts, whatever participants or sessions a run selects (one job per
+    participant is common)."""
     lost = sorted({im.suffix for im in images} - {im.suffix for im in images if keep(im)})
     if lost:
         raise InputError(
@@ -218,12 +216,14 @@ def read_dataset(
     def used(im: BIDSImage) -> bool:
         return (not suffixes or im.suffix in suffixes) and (uses is None or uses(im))
 
+    # the selected participants' scans (their misnamed files reported); the others' only for the filter check
+    chosen = {d: _images_of(root, d, warnings, ignored) for d in found if not wanted or d.name[4:] in wanted}
     if keep is not None:
-        _refuse_a_filter_keeping_none(root, found, keep, used)
-    for subject_dir in found:
-        if wanted and subject_dir.name[4:] not in wanted:
-            continue
-        every = _images_of(root, subject_dir, warnings, ignored)
+        others = [im for d in found if d not in chosen for im in _images_of(root, d, [], [])]
+        _refuse_a_filter_keeping_none(
+            root, [im for im in [*others, *chain(*chosen.values())] if used(im)], keep
+        )
+    for subject_dir, every in chosen.items():
         seen_sessions |= {im.session for im in every}
         if wanted_ses and not any(im.session in wanted_ses for im in every):
             # none of the sessions asked for: not a participant of this run (rather than a failed one)
