@@ -22,6 +22,7 @@ import torch
 from mtsr_monai.data.demo import make_demo_subject
 from mtsr_monai.errors import InputError
 from mtsr_monai.inference.brain_mask import (
+    RUN_ONLY_OUTPUTS,
     brain_mask_for,
     check_brain_mask,
     earlier_outputs,
@@ -181,7 +182,7 @@ def _write_outputs(
 
 
 #: what :func:`run_pipeline` writes into its output folder (and the estimated brain mask, ``mask="auto"``)
-PIPELINE_FILES = ("sr.nii.gz", "sample_*.nii.gz", "mean.nii.gz", "std.nii.gz", "montage.png", "summary.json")
+PIPELINE_FILES = ("sample_*.nii.gz", "mean.nii.gz", "std.nii.gz", *RUN_ONLY_OUTPUTS)
 
 
 class PipelineWriter:

@@ -33,6 +33,7 @@ import numpy as np
 
 from mtsr_monai.errors import InputError
 from mtsr_monai.io import atomic_file_set, atomic_write_text, check_same_grid, load_volume, voxel_sizes
+from mtsr_monai.io.outputs import same_file
 from mtsr_monai.metrics import qc
 from mtsr_monai.metrics.agreement import bland_altman, overlap_metrics, volume_ml
 from mtsr_monai.metrics.image import image_metrics
@@ -106,7 +107,7 @@ def find_label(labels_dir: Path, key: str, reference: Path | None = None) -> Pat
     ``<case>/FLAIR.nii.gz`` when the labels folder is the references' one) is no label."""
     for ext in (".nii.gz", ".nii"):
         named = labels_dir / f"{key}{ext}"
-        if named.is_file() and not (reference is not None and _same_file(named, reference)):
+        if named.is_file() and not (reference is not None and _same_content(named, reference)):
             return named
     parts = key.split("/")
     subject = parts[-1].rsplit("_", 1)[0].lower()  # "sub1" of "sub1_flair"
@@ -132,10 +133,13 @@ def _is_label_name(name: str) -> bool:
     return bool(_NIFTI.search(low)) and ("seg" in low or "gt_w" in low)
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    """True when ``a`` and ``b`` are one file or hold the same bytes."""
+def _same_content(a: Path, b: Path) -> bool:
+    """True when ``a`` and ``b`` are one file (:func:`~mtsr_monai.io.outputs.same_file`) or hold the same
+    bytes."""
+    if same_file(a, b):
+        return True
     try:
-        return a.samefile(b) or (a.stat().st_size == b.stat().st_size and a.read_bytes() == b.read_bytes())
+        return a.stat().st_size == b.stat().st_size and a.read_bytes() == b.read_bytes()
     except OSError:  # one of them is missing
         return False
 

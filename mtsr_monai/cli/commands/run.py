@@ -45,11 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def outputs(args: argparse.Namespace) -> OutputPlan:
     from mtsr_monai.cli.commands.translate import mask_output, translation_outputs
+    from mtsr_monai.inference.brain_mask import RUN_ONLY_OUTPUTS  # lazy: loads when a command runs
 
     # codes.json too: a run removes one an earlier translate left, so a --codes file there is refused
-    return translation_outputs(
-        args.output_dir, ("sr.nii.gz", "montage.png", "summary.json", "codes.json", *mask_output(args))
-    )
+    return translation_outputs(args.output_dir, (*RUN_ONLY_OUTPUTS, "codes.json", *mask_output(args)))
 
 
 def run(args: argparse.Namespace) -> int:
