@@ -124,13 +124,12 @@ def add_no_progress_argument(parser: argparse.ArgumentParser, help: str = "no pr
 
 class StoreOnce(argparse.Action):
     """``store`` that refuses (exit 2) an option given twice: a second ``--flair`` or ``--input`` is a
-    mistake whose first value argparse would silently drop."""
+    mistake whose first value argparse would silently drop. For options without a default (None)."""
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                  option_string: str | None = None) -> None:  # fmt: skip
-        if getattr(namespace, "_given_once", set()) >= {self.dest}:
+        if getattr(namespace, self.dest, None) is not None:
             parser.error(f"{option_string} given twice: give each input once")
-        namespace._given_once = {*getattr(namespace, "_given_once", set()), self.dest}
         setattr(namespace, self.dest, values)
 
 
