@@ -103,6 +103,20 @@ def check_device(device: str) -> None:
         raise InputError(f"--device {device} requested but CUDA is not available")
 
 
+#: ``--roi-size``'s default: inference.super_resolve.ROI_SIZE, which the CLI does not import for its --help
+SR_ROI_SIZE = 256
+
+
+def add_roi_size_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--roi-size``: the SR network's LR sliding-window side (``mtsr super-resolve``, ``mtsr bids``)."""
+    parser.add_argument(
+        "--roi-size",
+        type=int,
+        default=SR_ROI_SIZE,
+        help="LR sliding-window side (default 256: a whole slice)",
+    )
+
+
 def add_device_argument(
     parser: argparse.ArgumentParser,
     choices: Sequence[str] | None = None,

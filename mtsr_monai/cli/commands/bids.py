@@ -11,6 +11,7 @@ from mtsr_monai.cli.arguments import (
     SR_METHODS,
     add_device_argument,
     add_no_progress_argument,
+    add_roi_size_argument,
     print_written,
 )
 
@@ -106,9 +107,7 @@ def _add_task_arguments(parser: argparse.ArgumentParser) -> None:
     sr.add_argument("--sr-method", default="model", choices=SR_METHODS)
     sr.add_argument("--bundle", default=None, help="SR bundle folder or name (default: the shipped mtsr_sr)")
     sr.add_argument("--batch-size", type=int, default=8, help="slices per batch (default 8)")
-    sr.add_argument(
-        "--roi-size", type=int, default=256, help="LR sliding-window side (default 256: a whole slice)"
-    )
+    add_roi_size_argument(sr)
     sr.add_argument("--axis", default="auto", help="slice plane (default auto: the acquisition plane)")
     sr.add_argument("--precision", default="auto", choices=PRECISIONS)
     cl = parser.add_argument_group("clinical-sr")

@@ -10,6 +10,7 @@ from mtsr_monai.cli.arguments import (
     SR_METHODS,
     StoreOnce,
     add_device_argument,
+    add_roi_size_argument,
     file_outputs,
     output_volume,
 )
@@ -55,9 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=PRECISIONS,
         help="network arithmetic: auto = fp16 on CUDA, bf16 on CPUs with native bf16, else fp32",
     )
-    parser.add_argument(
-        "--roi-size", type=int, default=256, help="LR sliding-window side (default 256: a whole slice)"
-    )
+    add_roi_size_argument(parser)
     parser.add_argument(
         "--axis",
         default="auto",
