@@ -244,6 +244,7 @@ def test_a_slices_output_does_not_depend_on_the_batch_size():
 
 
 def test_a_slice_wider_than_the_old_64_pixel_window_is_super_resolved_in_one_pass():
+    from mtsr_monai.bids.tasks import SuperResolveTask
     from mtsr_monai.cli.commands import super_resolve as command
     from mtsr_monai.inference.super_resolve import ROI_SIZE
 
@@ -261,3 +262,4 @@ def test_a_slice_wider_than_the_old_64_pixel_window_is_super_resolved_in_one_pas
     parser = argparse.ArgumentParser()
     command.add_arguments(parser)
     assert parser.parse_args(["-i", "a.nii.gz", "-o", "b.nii.gz"]).roi_size == ROI_SIZE
+    assert SuperResolveTask().roi_size == ROI_SIZE  # mtsr bids' task, built without the CLI

@@ -27,6 +27,7 @@ from mtsr_monai.bids.layout import SUFFIX_MODALITY, BIDSImage
 from mtsr_monai.errors import InputError
 from mtsr_monai.inference.brain_mask import AUTO as AUTO_MASK
 from mtsr_monai.inference.bundle import bundle_dir, load_bundle_network
+from mtsr_monai.inference.defaults import SR_ROI_SIZE
 from mtsr_monai.io import fine_input_warning
 
 TASKS = ("super-resolve", "clinical-sr", "translate", "qc")
@@ -147,7 +148,7 @@ class SuperResolveTask(Task):
         bundle: str | None = None,
         method: str = "model",
         batch_size: int = 8,
-        roi_size: int = 256,  # inference.super_resolve.ROI_SIZE (imported only when a task runs)
+        roi_size: int = SR_ROI_SIZE,
         axis: str = "axial",
         precision: str = "auto",
     ) -> None:

@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mtsr_monai.inference.defaults import SR_ROI_SIZE
+
 if TYPE_CHECKING:  # the plan type only; the CLI imports io lazily
     from mtsr_monai.io.outputs import OutputPlan
 
@@ -103,17 +105,13 @@ def check_device(device: str) -> None:
         raise InputError(f"--device {device} requested but CUDA is not available")
 
 
-#: ``--roi-size``'s default: inference.super_resolve.ROI_SIZE, which the CLI does not import for its --help
-SR_ROI_SIZE = 256
-
-
 def add_roi_size_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """``--roi-size``: the SR network's LR sliding-window side (``mtsr super-resolve``, ``mtsr bids``)."""
     parser.add_argument(
         "--roi-size",
         type=int,
         default=SR_ROI_SIZE,
-        help="LR sliding-window side (default 256: a whole slice)",
+        help=f"LR sliding-window side (default {SR_ROI_SIZE}: a whole slice)",
     )
 
 

@@ -22,6 +22,7 @@ import torch
 
 from mtsr_monai.errors import InputError
 from mtsr_monai.inference.bundle import bundle_components, infer_item, load_bundle_network
+from mtsr_monai.inference.defaults import SR_ROI_SIZE
 from mtsr_monai.inference.slicewise import busy_batches
 from mtsr_monai.io import check_image_file, load_volume, nifti_space, save_volume
 from mtsr_monai.io.geometry import AxisOrder, resolve_axis, sr_affine
@@ -38,9 +39,7 @@ from mtsr_monai.transforms.intensity import robust_range, scale_to_range
 METHODS = ("model", "bicubic", "bilinear", "lanczos", "nearest")
 #: LR pixels a progress step: 8 slices of 64 x 64 (BraTS at x4: 60 x 60); a 320 x 320 slice goes alone
 STEP_PIXELS = 8 * 64 * 64
-#: LR sliding-window side: a whole slice of any usual matrix in one pass. The network sees far past a
-#: window's edge, so 64-pixel windows disagreed where they met: seams across 128-pixel slices (session 51)
-ROI_SIZE = 256
+ROI_SIZE = SR_ROI_SIZE
 
 __all__ = [
     "METHODS",
