@@ -547,9 +547,14 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return newest(run_dir / "checkpoints")
 
 
+#: what the clinical bundle's model_best.pt records of its run (train.yaml, validate#export#meta)
+BEST_MODEL_META = ("network", "modalities", "patch_size", "intensity_headroom")
+
+
 def export_clinical(run_dir: Path, dest: Path) -> dict:
     """As ``scripts/train_clinical.py export``: the best generator and the last critic, fp16, with the
-    shipped file's network arguments, modalities, patch size and protocols."""
+    network arguments, modalities, patch size and headroom of model_best.pt, the run's recipe.json, and the
+    shipped file's protocols and critic arguments."""
     import torch
 
     best = run_dir / "model_best.pt"
@@ -564,6 +569,11 @@ def export_clinical(run_dir: Path, dest: Path) -> dict:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         critic, iterations = _fp16(ckpt["discriminator"]), int(ckpt["trainer"]["iteration"])
     out = {k: v for k, v in shipped.items() if k not in ("model", "critic")}
+    # what this run trained with (--clinical-args may change the headroom or the recipe), not the start's
+    saved = torch.load(best, map_location="cpu", weights_only=True)
+    out.update({k: saved[k] for k in BEST_MODEL_META if k in saved})
+    if (run_dir / "recipe.json").is_file():
+        out["recipe"] = json.loads((run_dir / "recipe.json").read_text())
     out.update(
         model=_fp16(generator_state(best)),
         critic=critic,

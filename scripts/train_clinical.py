@@ -111,6 +111,7 @@ def export(args: argparse.Namespace) -> None:
         "dropout": float(cfg["critic_dropout"]),
     }
     generator = generator_state(best)
+    best_meta = torch.load(best, map_location="cpu", weights_only=True)
     load_weights_into(cfg.get_parsed_content("network_def", instantiate=True), generator, best)
     state = torch.load(last, map_location="cpu", weights_only=True)
     ckpt = {
@@ -122,8 +123,9 @@ def export(args: argparse.Namespace) -> None:
         "patch_size": int(cfg["patch_size"]),
         "protocols": {k: dict(v) for k, v in cfg["protocols"].items()},
         "iterations": int(best_iterations(best) or state["trainer"]["iteration"]),  # older runs: the last
-        # inference scales inputs by headroom x their 99.5 % level (1: the fixed recipe, own scaling)
-        "intensity_headroom": float(recipe["headroom"]),
+        # inference scales inputs by headroom x their 99.5 % level (1: the fixed recipe, own scaling); the
+        # best model's own record first (runs before session 48 wrote none)
+        "intensity_headroom": float(best_meta.get("intensity_headroom", recipe["headroom"])),
         "recipe": recipe,
     }
     out = Path(args.output)

@@ -142,3 +142,40 @@ def test_a_run_saved_without_loss_scaling_resumes_with_an_active_grad_scaler(tmp
     ResumeCheckpoint(tmp_path, objects, every_n_iterations=1).attach(resumed)
     resumed.run([0, 1], max_epochs=2)
     assert resumed.state.iteration == 4 and scaler.get_scale() == 1024.0
+
+
+def test_a_newest_checkpoint_cut_short_inside_its_tensors_is_passed_over(tmp_path):
+    # torch.load raises OSError, not RuntimeError, for a file cut inside its tensor data
+    net = torch.nn.Linear(1, 20000)
+    trainer = _trainer(net)
+    ResumeCheckpoint(tmp_path, {"net": net}, every_n_iterations=1).attach(trainer)
+    trainer.run([0, 1], max_epochs=1)
+    newest = tmp_path / "checkpoint_2.pt"
+    newest.write_bytes(newest.read_bytes()[:16384])
+    resumed = _trainer(torch.nn.Linear(1, 20000))
+    ResumeCheckpoint(tmp_path, {"net": torch.nn.Linear(1, 20000)}, every_n_iterations=1).attach(resumed)
+    starts = []
+    resumed.add_event_handler(Events.ITERATION_STARTED, lambda e: starts.append(e.state.iteration))
+    resumed.run([0, 1], max_epochs=2)
+    assert starts[0] == 2  # after checkpoint_1
+
+
+def _scheduled_run(folder: Path, lr: float, epochs: int) -> tuple[Engine, torch.optim.Optimizer]:
+    trainer = _trainer(torch.nn.Linear(1, 1))
+    optimizer = trainer.optimizer
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[2], gamma=0.5)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: scheduler.step())
+    objects = {"opt": optimizer, "scheduler": scheduler}
+    ResumeCheckpoint(folder, objects, every_n_iterations=1).attach(trainer)
+    trainer.run([0, 1], max_epochs=epochs)
+    return trainer, optimizer
+
+
+def test_a_run_resumed_with_a_lower_learning_rate_trains_at_it_on_the_same_schedule(tmp_path):
+    _scheduled_run(tmp_path, lr=0.1, epochs=2)  # 4 iterations: halved at 2
+    resumed, optimizer = _scheduled_run(tmp_path, lr=0.01, epochs=3)
+    assert resumed.state.iteration == 6
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.005)  # not 0.05: the checkpoint's start
+    assert optimizer.param_groups[0]["initial_lr"] == pytest.approx(0.01)

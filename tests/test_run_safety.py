@@ -4,6 +4,7 @@ folder, and bad set-ups are refused before any file is written."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from mtsr_monai.engines.run_safety import (
     GaplessDiskSaver,
     check_training_setup,
     exit_if_interrupted,
+    write_recipe,
 )
 from mtsr_monai.errors import InputError
 
@@ -166,9 +168,7 @@ def test_training_set_up_accepts_the_bundle_default_run_folder(tmp_path):
     assert check_training_setup(tmp_path / "runs", "fp32", "cpu") == "fp32"
 
 
-def test_sigterm_in_a_bundle_training_run_saves_its_iteration_and_exits_143(tmp_path):
-    import json
-
+def test_sigterm_in_a_bundle_training_run_saves_its_iteration_and_its_resume_keeps_the_recipe(tmp_path):
     import numpy as np
 
     from tests.conftest import write_nifti
@@ -200,7 +200,13 @@ def test_sigterm_in_a_bundle_training_run_saves_its_iteration_and_exits_143(tmp_
     saved = [int(p.stem.split("_")[1]) for p in (tmp_path / "run" / "checkpoints").glob("checkpoint_*.pt")]
     assert saved and max(saved) >= 3  # the periodic checkpoint would be at 1000
     assert "the same command resumes" in rest
-    assert json.loads((tmp_path / "run" / "recipe.json").read_text()) == {"global_skip": None}
+    recipe = (tmp_path / "run" / "recipe.json").read_text()
+    assert json.loads(recipe)["global_skip"] is None
+    # resuming it with another global skip would leave recipe.json describing weights it did not train
+    resume = [*cmd, "--global_skip", "bicubic"]
+    other = subprocess.run(resume, capture_output=True, text=True, cwd=REPO, env=env)
+    assert other.returncode == 2 and "global_skip None, asked 'bicubic'" in other.stderr, other.stderr[-2000:]
+    assert (tmp_path / "run" / "recipe.json").read_text() == recipe
 
 
 def test_a_mistyped_bundle_override_is_named_with_the_key_it_resembles(capsys):
@@ -252,3 +258,15 @@ def test_image_grid_handler_closes_its_event_file_when_the_run_ends(tmp_path, st
         engine.add_event_handler(Events.ITERATION_COMPLETED(once=2), lambda e: e.terminate())
     engine.run(range(4), max_epochs=1)
     assert grid._writer is None and list(tmp_path.glob("events.out.tfevents.*"))
+
+
+def test_a_recipe_is_rewritten_freely_until_the_run_has_a_resume_checkpoint(tmp_path):
+    checkpoints = tmp_path / "checkpoints"
+    write_recipe(tmp_path, resume_dir=checkpoints, source="t1", target="flair")
+    write_recipe(tmp_path, resume_dir=checkpoints, source="t1", target="t2")  # a refused start wrote nothing
+    checkpoints.mkdir()
+    (checkpoints / "checkpoint_100.pt").write_bytes(b"")
+    write_recipe(tmp_path, resume_dir=checkpoints, source="t1", target="t2", nz=8)  # a key older runs lacked
+    with pytest.raises(InputError, match="target 't2', asked 'flair'"):
+        write_recipe(tmp_path, resume_dir=checkpoints, source="t1", target="flair", nz=8)
+    assert json.loads((tmp_path / "recipe.json").read_text())["target"] == "t2"

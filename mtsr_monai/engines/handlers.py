@@ -7,7 +7,6 @@ import json
 import logging
 import math
 import pickle
-import re
 import time
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
@@ -20,7 +19,12 @@ from ignite.engine import Engine, Events
 from ignite.handlers import EMAHandler
 from monai.engines.utils import PrepareBatch
 
-from mtsr_monai.engines.run_safety import FolderLock, GaplessDiskSaver, StopOnSignal
+from mtsr_monai.engines.run_safety import (
+    FolderLock,
+    GaplessDiskSaver,
+    StopOnSignal,
+    resume_checkpoints,
+)
 from mtsr_monai.errors import InputError
 from mtsr_monai.io import atomic_write_text
 
@@ -107,21 +111,6 @@ class BestScores:
             state = next((c for c in candidates if self._fits(tracker, c)), None)
             if state is not None:
                 self._load(tracker, state)
-
-
-#: the name :class:`ResumeCheckpoint` gives its files; others there (``checkpoint_best.pt``) are not its own
-RESUME_NAME = re.compile(r"checkpoint_(\d+)\.pt")
-
-
-def resume_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
-    """``(iteration, path)`` of the resume checkpoints (``checkpoint_<iteration>.pt``) in ``directory``,
-    by iteration; files of other names are left out."""
-    found = []
-    for path in Path(directory).glob("checkpoint_*.pt"):
-        match = RESUME_NAME.fullmatch(path.name)
-        if match:
-            found.append((int(match.group(1)), path))
-    return sorted(found)
 
 
 def latest_checkpoint(directory: str | Path) -> Path | None:
@@ -289,7 +278,19 @@ class ResumeCheckpoint:
         for _, path in reversed(found):
             try:
                 return path, torch.load(path, map_location="cpu", weights_only=True)
-            except (EOFError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
+            except (
+                PermissionError
+            ):  # readable by its owner: not damaged, and resuming from an older one is wrong
+                raise
+            # a truncated file fails in any of these, depending on where it was cut
+            except (
+                EOFError,
+                OSError,
+                RuntimeError,
+                ValueError,
+                pickle.UnpicklingError,
+                zipfile.BadZipFile,
+            ) as err:
                 logger.warning("%s cannot be read (%s): resuming from the checkpoint before it", path, err)
         if found:  # starting afresh here would also forget the best scores and let a worse model be exported
             raise InputError(
@@ -314,6 +315,7 @@ class ResumeCheckpoint:
             done = saved["iteration"] // saved["epoch_length"]
             saved["max_epochs"] = max(saved.get("max_epochs") or 0, done)
         to_load = _loadable(objects, state)
+        configured = _initial_learning_rates(objects)
         try:
             Checkpoint.load_objects(to_load=to_load, checkpoint=state)
         except RuntimeError as err:
@@ -324,6 +326,7 @@ class ResumeCheckpoint:
                 path,
             ) from None
         engine.state.max_epochs = max_epochs
+        _keep_configured_learning_rates(objects, configured)
         self._saved_iteration = engine.state.iteration  # nothing new to save until an iteration runs
         reseed_after_resume(engine)
         logger.info(
@@ -335,6 +338,39 @@ class ResumeCheckpoint:
         if max_epochs is not None and engine.state.epoch >= max_epochs:
             logger.warning("%s is at epoch %d, max_epochs is %d: nothing to train (raise max_epochs to "
                            "continue)", path.name, engine.state.epoch, max_epochs)  # fmt: skip
+
+
+def _initial_learning_rates(objects: Mapping[str, Any]) -> dict[str, list[float]]:
+    """Each optimizer's learning rates as this run configured them (before a checkpoint replaces them)."""
+    return {
+        name: [group.get("initial_lr", group["lr"]) for group in obj.param_groups]
+        for name, obj in objects.items()
+        if isinstance(obj, torch.optim.Optimizer)
+    }
+
+
+def _keep_configured_learning_rates(
+    objects: Mapping[str, Any], configured: Mapping[str, list[float]]
+) -> None:
+    """A resumed run trains at the learning rate it is given: loading an optimizer and its scheduler brings
+    back the rates of the run's start, which silently overrode a lowered ``learning_rate``. The schedule's
+    progress is kept (a rate halved at a milestone stays halved, relative to the new start)."""
+    for name, rates in configured.items():
+        optimizer = objects[name]
+        for group, rate in zip(optimizer.param_groups, rates, strict=True):
+            start = group.get("initial_lr", group["lr"])
+            if math.isclose(start, rate, rel_tol=1e-9):
+                continue
+            logger.warning(
+                "%s: learning rate %g from now on (the checkpoint's run started at %g)", name, rate, start
+            )
+            group["lr"] = rate * group["lr"] / start
+            if "initial_lr" in group:
+                group["initial_lr"] = rate
+    for obj in objects.values():  # schedulers recompute from base_lrs (MultiStepLR keeps the current ones)
+        if isinstance(obj, torch.optim.lr_scheduler.LRScheduler):
+            obj.base_lrs = [group.get("initial_lr", group["lr"]) for group in obj.optimizer.param_groups]
+            obj._last_lr = [group["lr"] for group in obj.optimizer.param_groups]
 
 
 def _loadable(objects: Mapping[str, Any], state: Mapping[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import threading
 from pathlib import Path
@@ -35,8 +36,8 @@ from mtsr_monai.precision import autocast_dtype, resolve_precision
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "check_training_setup", "write_recipe", "FolderLock", "GaplessDiskSaver", "StopOnSignal",
-    "exit_if_interrupted", "shielded_worker_init",
+    "check_training_setup", "write_recipe", "resume_checkpoints", "RESUME_NAME", "FolderLock",
+    "GaplessDiskSaver", "StopOnSignal", "exit_if_interrupted", "shielded_worker_init",
 ]  # fmt: skip
 
 
@@ -72,13 +73,45 @@ def check_training_setup(output_dir: str | Path, precision: str, device: str | t
     return resolved
 
 
-def write_recipe(output_dir: str | Path, **recipe: Any) -> Path:
+#: the name :class:`~mtsr_monai.engines.handlers.ResumeCheckpoint` gives its files; others there
+#: (``checkpoint_best.pt``) are not its own
+RESUME_NAME = re.compile(r"checkpoint_(\d+)\.pt")
+
+
+def resume_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
+    """``(iteration, path)`` of the resume checkpoints (``checkpoint_<iteration>.pt``) in ``directory``,
+    by iteration; files of other names are left out."""
+    found = []
+    for path in Path(directory).glob("checkpoint_*.pt"):
+        match = RESUME_NAME.fullmatch(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def write_recipe(output_dir: str | Path, resume_dir: str | Path | None = None, **recipe: Any) -> Path:
     """``output_dir/recipe.json``: what an export must know of a run and cannot read from its weights (the
-    network's settings, SR's global skip, the clinical data recipe's intensity headroom, the subjects);
-    read by ``scripts/train_sr.py export`` and ``scripts/train_clinical.py export``."""
+    network's settings, SR's global skip, the clinical data recipe's intensity headroom, MT's direction, the
+    subjects); read by ``scripts/train_sr.py export``, ``scripts/train_clinical.py export`` and
+    ``scripts/device_train.py``.
+
+    A run that will resume (``resume_dir`` holds a resume checkpoint) keeps its recipe: other values would
+    describe weights they did not train, and the export would trust them, so they are refused (exit 2)."""
     path = Path(output_dir) / "recipe.json"
+    text = json.dumps(recipe, indent=1, default=str)
+    if resume_dir is not None and path.is_file() and resume_checkpoints(resume_dir):
+        kept, asked = json.loads(path.read_text()), json.loads(text)
+        # keys that only one side has: a run of an older version kept fewer
+        changed = sorted(k for k in kept.keys() & asked.keys() if kept[k] != asked[k])
+        if changed:
+            described = "; ".join(f"{k} {kept[k]!r}, asked {asked[k]!r}" for k in changed)
+            raise InputError(
+                f"resumes a run trained with other settings ({described}): resume it with the run's own "
+                "settings (its recipe.json), or give a new output_dir",
+                output_dir,
+            )
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(recipe, indent=1, default=str))
+    atomic_write_text(path, text)
     return path
 
 
