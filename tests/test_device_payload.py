@@ -480,3 +480,18 @@ def test_a_cvae_start_exports_its_last_checkpoint_with_a_new_code_prior(tmp_path
     assert meta["code_prior"]["checkpoint"] == "checkpoint_7.pt" and meta["code_prior"]["mean"] != [9.0] * 4
     for key, value in generator.state_dict().items():
         torch.testing.assert_close(value, states["generator"][key].half().float())
+
+
+def test_the_clinical_export_records_the_runs_headroom_and_recipe_not_the_start_files(tmp_path):
+    import torch
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    recipe = {"simulation": "random", "headroom": 1.5, "filters": 8}
+    (run_dir / "recipe.json").write_text(json.dumps(recipe))
+    meta = {"network": {"filters": 8}, "modalities": ["t1"], "patch_size": 32, "intensity_headroom": 1.5}
+    torch.save({"model": {"w": torch.ones(2)}, **meta}, run_dir / "model_best.pt")
+    device_train.export_clinical(run_dir, tmp_path / "model.pt")
+    out = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert {k: out[k] for k in meta} == meta and out["recipe"] == recipe
+    assert out["model"]["w"].dtype == torch.float16 and out["critic"]  # the start's critic: no checkpoint
