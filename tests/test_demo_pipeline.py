@@ -118,7 +118,7 @@ def test_demo_end_to_end_with_shipped_weights(tmp_path):
 
     if not default_weights("t1", "flair").is_file():
         pytest.skip("no shipped t1_to_flair weights")
-    report = run_demo(tmp_path, samples=2, slices=4, progress=False)
+    report = run_demo(tmp_path, samples=2, seed=3, slices=4, progress=False)
     m = report["metrics"]
     assert np.isfinite(m["sr"]["psnr"]) and np.isfinite(m["bicubic"]["psnr"])
     assert len(m["translation"]["psnr_samples"]) == 2
@@ -128,6 +128,7 @@ def test_demo_end_to_end_with_shipped_weights(tmp_path):
     assert (tmp_path / "run" / "montage.png").is_file()
     saved = json.loads((tmp_path / "demo.json").read_text())
     assert saved["slices"] == 4 and saved["html"] == "report.html" and saved["montage"] == "run/montage.png"
+    assert saved["seed"] == 3 and "drawn with seed\n3" in html  # not only the degradation's seed 0
     # input, bicubic, SR and truth side by side; every path relative to the output folder
     assert 'src="figures/sr_comparison.png"' in html
     assert (tmp_path / "figures" / "sr_comparison.png").is_file()
@@ -166,3 +167,29 @@ def test_mtsr_run_refuses_an_empty_brain_mask(tmp_path):
     empty = write_nifti(tmp_path / "mask.nii.gz", np.zeros((8, 8, 4), np.uint8))
     with pytest.raises(InputError, match="empty"):
         _load_input(image, empty)
+
+
+def test_the_demo_figure_names_the_bicubic_fallback_and_the_cli_prints_no_diversity_for_one_sample(
+    tmp_path, monkeypatch, capsys
+):
+    from mtsr_monai.cli import main
+    from mtsr_monai.inference import pipeline
+    from mtsr_monai.reporting import demo_report
+
+    panels = []
+    monkeypatch.setattr(demo_report, "sr_comparison_figure", lambda items, *a, **k: panels.extend(items))
+    monkeypatch.setattr(demo_report, "axial_montage", lambda *a, **k: None)
+    slab = {"hr_affine": np.eye(4), "brain": np.ones((4, 4, 2)), "lr": 0, "lr_affine": 0, "hr": 0,
+            "truth_b": np.ones((4, 4, 2), np.float32)}  # fmt: skip
+    arrays = {"sr": 0, "samples": [0], "mean": 0, "std": 0}
+    demo_report.demo_figures(tmp_path, slab, arrays, 0, "t1", "flair", sr_method="bicubic")
+    assert [p[0] for p in panels][2] == "SR: bicubic (no model)"
+    translation = {"psnr_mean": 20.0, "ssim_mean": 0.8}
+    report = {"super_resolution": "model (x)", "seed": 3, "lpips": {"available": False, "reason": "no"},
+              "montage": "m.png", "figures": {}, "html": "r.html", "seconds": 1.0,
+              "metrics": {"sr": {"psnr": 1.0, "ssim": 1.0}, "bicubic": {"psnr": 1.0, "ssim": 1.0},
+                          "translation": translation}}  # fmt: skip
+    monkeypatch.setattr(pipeline, "run_demo", lambda *a, **k: report)
+    assert main(["demo", "-o", str(tmp_path / "d"), "--samples", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "n/a (one sample)" in out and "0.0000" not in out and "seed 3" in out

@@ -431,7 +431,8 @@ def _demo_in(
         )
         metrics, lpips_status = _demo_metrics(slab, arrays, bicubic)
         bar.next("figures")
-        figures = demo_figures(out, slab, arrays, bicubic, source, target, scale)
+        sr_method = summary["super_resolution"].split(" ", 1)[0]  # "model (path)", "bicubic (... not found)"
+        figures = demo_figures(out, slab, arrays, bicubic, source, target, scale, sr_method)
         report = {
             "source": source,
             "target": target,
@@ -441,6 +442,8 @@ def _demo_in(
             "translation_weights": summary["translation_weights"],
             "translation_training_iterations": summary["translation_training_iterations"],
             "translation_training": summary["translation_training"],
+            "translation_method": summary["translation_method"],
+            "seed": summary["seed"],  # the latent codes' (the degradation's is fixed: 0)
             "metrics": metrics,
             "lpips": lpips_status,
             "montage": summary["outputs"]["montage"],

@@ -44,16 +44,19 @@ def demo_figures(
     source: str,
     target: str,
     scale: int = 4,
+    sr_method: str = "model",
 ) -> dict[str, Path]:
-    """Write ``figures/sr_comparison.png`` and ``figures/translation.png``; return their paths."""
+    """Write ``figures/sr_comparison.png`` and ``figures/translation.png``; return their paths. ``sr_method``:
+    what made ``arrays["sr"]`` (``bicubic`` where the SR weights were not found), named in its panel."""
 
     hr_affine = slab["hr_affine"]
+    sr_panel = "SR (model)" if sr_method == "model" else f"SR: {sr_method} (no model)"
     point = centre_point(slab["brain"], hr_affine)
     comparison = sr_comparison_figure(
         [
             (f"input {source} (LR, x{scale} coarser)", slab["lr"], slab["lr_affine"]),
             ("bicubic", bicubic, hr_affine),
-            ("SR (model)", arrays["sr"], hr_affine),
+            (sr_panel, arrays["sr"], hr_affine),
             ("ground truth", slab["hr"], hr_affine),
         ],
         out / "figures" / "sr_comparison.png",
@@ -148,7 +151,9 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px}}
 <p>Demo subject synthesised from the MNI152 2009a template; {report["slices"]} axial slices, {e(src)} degraded
 x{report["scale"]} in-plane (second-order chain, seed 0). Super-resolution: {e(sr_method)}. Translation:
 {e(weights)} ({report["translation_training_iterations"]} training iterations; how it was trained, from the
-weights file: {e(str(report.get("translation_training") or "not recorded"))}).</p>
+weights file: {e(str(report.get("translation_training") or "not recorded"))}); method
+{e(str(report.get("translation_method") or "not recorded"))}, latent codes drawn with seed
+{report.get("seed")}.</p>
 <p class="note">Every image is shown {e(CONVENTION)}; the letters at the edges give the patient's
 directions (R/L right/left, A/P anterior/posterior, S/I superior/inferior).</p>
 <h2>Super-resolution against bicubic and the ground truth</h2>

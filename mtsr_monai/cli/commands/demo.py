@@ -77,6 +77,7 @@ def _check_arguments(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mtsr_monai.inference.pipeline import run_demo
+    from mtsr_monai.reporting.demo_report import diversity_line
 
     _check_arguments(args)
     report = run_demo(args.output_dir, args.source, args.target, args.samples, args.seed, args.slices)
@@ -91,10 +92,10 @@ def run(args: argparse.Namespace) -> int:
     )
     t = m["translation"]
     print(
-        f"{args.target} samples vs demo {args.target}: PSNR of mean {t['psnr_mean']:.2f} dB, SSIM of mean "
-        f"{t['ssim_mean']:.4f}; pairwise 1-SSIM between samples {t.get('pairwise_1_minus_ssim', 0):.4f}"
+        f"{args.target} samples (seed {report['seed']}) vs demo {args.target}: PSNR of mean "
+        f"{t['psnr_mean']:.2f} dB, SSIM of mean {t['ssim_mean']:.4f}"
     )
-    print(f"LPIPS: {report['lpips']['reason'] or 'available'}")
+    print(diversity_line(t, report["lpips"]))  # "n/a" with one sample, as the page
     figures = ", ".join([report["montage"], *report["figures"].values()])
     print(f"figures: {figures}\nreport:  {report['html']}\n({report['seconds']:.0f} s)")
     return 0
