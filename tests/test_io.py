@@ -331,3 +331,34 @@ def test_a_valid_sform_is_the_affine_even_where_pixdim_and_the_qform_disagree(tm
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # qform and sform apart: warned about, the sform used
         assert np.allclose(np.asarray(load_volume(path).affine), sform)
+
+
+def test_a_sheared_affine_is_warned_about_and_written_with_the_sform_alone(tmp_path):
+    import nibabel as nib
+
+    from mtsr_monai.io import load_volume, save_volume
+
+    sheared = np.eye(4)
+    sheared[0, 1] = 0.3  # the second voxel axis leans towards the first
+    source = nib.Nifti1Image(np.random.default_rng(0).random((8, 8, 8)).astype(np.float32) + 1, sheared)
+    source.set_sform(sheared, code=2)
+    nib.save(source, tmp_path / "in.nii.gz")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        volume = load_volume(tmp_path / "in.nii.gz")
+    assert any("sheared (16.70 degrees" in str(w.message) for w in caught)
+    save_volume(volume, tmp_path / "out.nii.gz", space=2)
+    header = nib.load(tmp_path / "out.nii.gz").header
+    assert int(header["qform_code"]) == 0 and int(header["sform_code"]) == 2  # no second, rotated geometry
+    np.testing.assert_allclose(header.get_sform(), sheared, atol=1e-6)
+
+
+def test_an_rgb_nifti_is_refused_as_a_colour_image_not_as_a_truncated_one(tmp_path):
+    import nibabel as nib
+
+    from mtsr_monai.io import load_volume
+
+    rgb = np.zeros((4, 4, 4), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    nib.save(nib.Nifti1Image(rgb, np.eye(4)), tmp_path / "rgb.nii.gz")
+    with pytest.raises(InputError, match="got 3 values a voxel"):
+        load_volume(tmp_path / "rgb.nii.gz")

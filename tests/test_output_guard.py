@@ -424,3 +424,17 @@ def test_a_killed_runs_staging_in_a_planned_sub_folder_is_removed(tmp_path):
     staging.mkdir(parents=True)
     with guard_outputs(OutputPlan(files=[out / "figures" / "*.png"], folders=[out]), []):
         assert not staging.exists()
+
+
+def test_a_full_disk_inside_a_monai_transform_is_reported_in_the_systems_words():
+    from mtsr_monai.cli import describe_failure
+
+    try:
+        try:
+            raise OSError(28, "No space left on device")
+        except OSError as disk:
+            raise RuntimeError("applying transform <SaveVolumed object at 0x7f>") from disk
+    except RuntimeError as wrapped:
+        line = describe_failure(wrapped)
+    assert line.startswith("error: OSError: [Errno 28] No space left on device") and "internal" not in line
+    assert describe_failure(KeyError("x")) == "internal error: KeyError: 'x'"

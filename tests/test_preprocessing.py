@@ -756,3 +756,21 @@ def test_smooth_resampling_fills_outside_the_moving_field_with_0_even_above_its_
     reference = sitk.GetImageFromArray(np.zeros((16, 16, 16), np.float32))
     out = sitk.GetArrayFromImage(resample(moving, reference, interpolation=interpolation))
     assert out[12:, 12:, 12:].max() == 0 and out[2:6, 2:6, 2:6].min() == pytest.approx(100, abs=1)
+
+
+def test_outputs_stay_in_the_inputs_nifti_space_or_go_to_the_templates(tmp_path):
+    import nibabel as nib
+
+    from mtsr_monai.data.preprocess import PreprocessConfig, _write_outputs, output_space
+
+    mni = nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4))
+    mni.set_sform(np.eye(4), code=4)
+    mni.set_qform(np.eye(4), code=4)
+    nib.save(mni, tmp_path / "mni.nii.gz")
+    assert output_space(PreprocessConfig(registration="none"), tmp_path / "mni.nii.gz") == 4
+    assert output_space(PreprocessConfig(template=str(tmp_path / "mni.nii.gz")), tmp_path / "x.nii.gz") == 4
+    data = {"t1": _channel_first(np.ones((4, 4, 4), np.float32), np.eye(4))}
+    data["brain_mask"] = data["t1"]
+    _write_outputs(data, tmp_path / "out", ["t1"], [], space=4)
+    header = nib.load(tmp_path / "out" / "t1.nii.gz").header
+    assert int(header["sform_code"]) == int(header["qform_code"]) == 4  # not "scanner" (1)

@@ -32,7 +32,7 @@ from types import ModuleType
 
 from mtsr_monai import __version__
 from mtsr_monai.cli.arguments import MASK_AUTO, MASK_NONE, check_axis, check_device
-from mtsr_monai.errors import InputError
+from mtsr_monai.errors import InputError, root_cause
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 
@@ -208,6 +208,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def describe_failure(err: BaseException) -> str:
+    """One line for an unexpected failure, in the words of its root cause: MONAI wraps a full disk or a
+    refused write in ``applying transform <SaveVolumed object at 0x...>``, which names neither. A failure
+    of the machine (disk, permissions) is an error, not an internal one."""
+    cause = root_cause(err)
+    kind = "error" if isinstance(cause, OSError) else "internal error"
+    if cause is err:
+        return f"{kind}: {type(err).__name__}: {err}"
+    outer = " ".join(str(err).split())[:120]
+    return f"{kind}: {type(cause).__name__}: {cause} (in {type(err).__name__}: {outer})"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # argparse itself exits with 2 on bad arguments
@@ -228,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mtsr {args.command}: terminated", file=sys.stderr)
         return EXIT_TERMINATED
     except Exception as err:  # noqa: BLE001 - the last line of defence: report, exit 1
-        print(f"mtsr {args.command}: internal error: {type(err).__name__}: {err}", file=sys.stderr)
+        print(f"mtsr {args.command}: {describe_failure(err)}", file=sys.stderr)
         if args.debug or os.environ.get("MTSR_DEBUG"):
             raise
         return EXIT_INTERNAL

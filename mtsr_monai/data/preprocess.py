@@ -29,6 +29,7 @@ from mtsr_monai.io import (
     file_stamp,
     has_volume_suffix,
     load_volume,
+    nifti_space,
     read_json_object,
     save_volume,
     volume_stem,
@@ -341,24 +342,36 @@ def _load_inputs(inputs: dict[str, str], label_keys: list[str]) -> dict[str, Any
     return data
 
 
+def output_space(config: PreprocessConfig, reference_input: str | os.PathLike) -> int:
+    """The NIfTI space code of a subject's outputs: the reference input's without registration, else the
+    template's (the MNI152 file's for the built-in templates, painted ones included)."""
+    if config.registration == "none":
+        return nifti_space(reference_input)
+    # lazy: nilearn's data folder is looked up only where a template is used
+    from mtsr_monai.io.template import template_path
+
+    return nifti_space(config.template or template_path("t1"))
+
+
 def _write_outputs(
-    data: dict[str, Any], folder: Path, image_keys: list[str], label_keys: list[str]
+    data: dict[str, Any], folder: Path, image_keys: list[str], label_keys: list[str], space: int = 1
 ) -> dict[str, str]:
     """The preprocessed images, labels (uint8, or int32 where a label is outside 0-255: FreeSurfer's
-    numbers), brain mask and transforms of one subject; returns the file name of each output."""
+    numbers), brain mask and transforms of one subject, in NIfTI space ``space``; returns the file name of
+    each output."""
     import numpy as np
     import SimpleITK as sitk
 
     outputs: dict[str, str] = {}
     for key in image_keys:
-        save_volume(data[key][0], folder / f"{key}.nii.gz")
+        save_volume(data[key][0], folder / f"{key}.nii.gz", space=space)
         outputs[key] = f"{key}.nii.gz"
     for key in label_keys:
         label = data[key][0].round()  # resampled with nearest neighbour: whole numbers already
         small = bool(label.min() >= 0 and label.max() <= 255)
-        save_volume(label, folder / f"{key}.nii.gz", dtype=np.uint8 if small else np.int32)
+        save_volume(label, folder / f"{key}.nii.gz", dtype=np.uint8 if small else np.int32, space=space)
         outputs[key] = f"{key}.nii.gz"
-    save_volume(data["brain_mask"][0], folder / "brain_mask.nii.gz", dtype=np.uint8)
+    save_volume(data["brain_mask"][0], folder / "brain_mask.nii.gz", dtype=np.uint8, space=space)
     outputs["brain_mask"] = "brain_mask.nii.gz"
     for key, transform in data.get(TRANSFORMS_KEY, {}).items():
         name = f"transform_{key}.tfm"
@@ -420,7 +433,8 @@ def preprocess_subject(
     t0 = time.perf_counter()
     # the sidecar goes first: a run stopped between the outputs must not leave the old one vouching for them
     (folder / SIDECAR).unlink(missing_ok=True)
-    outputs = _write_outputs(data, folder, image_keys, label_keys)
+    space = output_space(config, inputs.get(config.reference, inputs[image_keys[0]]))
+    outputs = _write_outputs(data, folder, image_keys, label_keys, space)
     timings["write"] = round(time.perf_counter() - t0, 3)
     timings["total"] = round(time.perf_counter() - start, 3)
 

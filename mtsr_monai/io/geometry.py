@@ -23,8 +23,13 @@ __all__ = [
     "block_centre_offset",
     "resampled_affine",
     "resolve_axis",
+    "shear_degrees",
     "sr_affine",
 ]
+
+#: voxel axes further than this from perpendicular are sheared: a NIfTI qform and ITK's direction cosines
+#: cannot hold them
+SHEAR_TOLERANCE_DEGREES = 0.01
 
 
 def _as_array(affine: Any) -> np.ndarray:
@@ -32,6 +37,15 @@ def _as_array(affine: Any) -> np.ndarray:
     if hasattr(affine, "detach"):
         affine = affine.detach().cpu().numpy()
     return np.asarray(affine, dtype=np.float64)
+
+
+def shear_degrees(affine: Any) -> float:
+    """How far (degrees) the voxel axes of ``affine`` are from perpendicular, the largest of the three
+    pairs: 0 for any rotation, flip or scaling; a gantry-tilted CT or a resampling done wrong shears."""
+    columns = _as_array(affine)[:3, :3]
+    unit = columns / np.linalg.norm(columns, axis=0)
+    cosines = np.abs(unit.T @ unit)[np.triu_indices(3, 1)]
+    return float(90.0 - np.degrees(np.arccos(np.clip(cosines.max(), 0.0, 1.0))))
 
 
 def resolve_axis(affine: Any, axis: str | int, ndim: int = 3) -> int:

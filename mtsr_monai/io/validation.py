@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from mtsr_monai.errors import InputError
+from mtsr_monai.io.geometry import SHEAR_TOLERANCE_DEGREES, shear_degrees
 
 #: voxel sizes outside this range (mm) are header errors, not MRI (0.05 mm .. 20 mm)
 MIN_VOXEL_MM, MAX_VOXEL_MM = 0.05, 20.0
@@ -128,11 +129,15 @@ def check_nifti_header(path: str | Path) -> float:
         raise InputError(f"unreadable or truncated image (nibabel: {detail})", path) from err
     if header.get_data_dtype().kind == "c":
         raise InputError("complex data: give the magnitude image", path)
+    if header.get_data_dtype().fields:  # RGB / RGBA: a structured type, one field a channel
+        channels = len(header.get_data_dtype().fields)
+        raise InputError(f"expected a scalar image, got {channels} values a voxel (colour or vector)", path)
     if not isinstance(header, nib.Nifti1Header):
         return 1.0
     _check_sform(header, path)
     _check_voxel_size(header, path)
     _warn_about_codes(header, path)
+    _warn_about_shear(header, path)
     return mm_per_unit(header)
 
 
@@ -178,6 +183,19 @@ def _raw_pixdim(path: str | Path, kind: type) -> np.ndarray | None:
         return None
     spatial = min(max(int(raw["dim"][0]), 1), 3)  # a 2D image is refused as 2D, not for its third size
     return np.asarray(raw["pixdim"][1 : 1 + spatial], dtype=float)
+
+
+def _warn_about_shear(header: Any, path: str | Path) -> None:
+    import warnings
+
+    shear = shear_degrees(header.get_sform()) if int(header["sform_code"]) > 0 else 0.0
+    if shear > SHEAR_TOLERANCE_DEGREES:
+        message = (
+            f"{Path(path).name}: its voxel axes are sheared ({shear:.2f} degrees from perpendicular); "
+            "ITK-based tools refuse or misplace such an image, and outputs carry the sheared sform only "
+            "(qform_code 0)"
+        )
+        warnings.warn(message, stacklevel=3)
 
 
 def _warn_about_codes(header: Any, path: str | Path) -> None:

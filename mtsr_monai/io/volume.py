@@ -13,7 +13,7 @@ import numpy as np
 
 from mtsr_monai.errors import InputError
 from mtsr_monai.io.atomic import atomic_output
-from mtsr_monai.io.geometry import resolve_axis
+from mtsr_monai.io.geometry import SHEAR_TOLERANCE_DEGREES, resolve_axis, shear_degrees
 from mtsr_monai.io.sitk_geometry import array_to_sitk, sitk_affine
 from mtsr_monai.io.validation import check_nifti_header, mm_per_unit, validate_volume
 
@@ -261,7 +261,10 @@ def _write_nifti(array: np.ndarray, affine: np.ndarray, path: Path, space: int =
 
     image = nib.Nifti1Image(array, affine)
     image.set_sform(affine, code=space)
-    image.set_qform(affine, code=space)
+    # a qform is a rotation: for sheared axes nibabel would store a nearby one, centimetres off at the edges,
+    # which ITK-based readers would then take; the sform alone carries such an affine
+    sheared = shear_degrees(affine) > SHEAR_TOLERANCE_DEGREES
+    image.set_qform(None if sheared else affine, code=0 if sheared else space)
     image.header.set_xyzt_units("mm", "sec")  # as scanners write it (a 3D volume has no time axis to use it)
     nib.save(image, str(path))
 
