@@ -65,11 +65,32 @@ def test_bids_sessions_become_subjects_and_derivatives_are_ignored(tmp_path: Pat
         "sub-01/ses-a/anat/sub-01_ses-a_FLAIR.nii.gz",
         "sub-02/anat/sub-02_T2w.nii.gz",
         "derivatives/x/sub-03/anat/sub-03_T1w.nii.gz",
+        "sourcedata/sub-02/anat/sub-02_T2w.nii.gz",  # sorts before sub-02: it would be taken first
+        "sourcedata/sub-99/anat/sub-99_T1w.nii.gz",
+        "code/sub-98/anat/sub-98_T1w.nii.gz",
     )
     assert detect_layout(tmp_path) == "bids"
     subjects = find_subjects(tmp_path)
     assert [s["subject"] for s in subjects] == ["sub-01_ses-a", "sub-02"]
     assert set(subjects[0]) == {"subject", "t1", "flair"} and set(subjects[1]) == {"subject", "t2"}
+    assert "sourcedata" not in subjects[1]["t2"]
+
+
+def test_a_bids_t1w_with_a_contrast_agent_is_t1ce_beside_the_native_t1(tmp_path: Path) -> None:
+    touch(
+        tmp_path,
+        "sub-02/anat/sub-02_acq-pre_T1w.nii.gz",
+        "sub-02/anat/sub-02_acq-post_ce-gadolinium_T1w.nii.gz",
+    )
+    (subject,) = find_subjects(tmp_path, layout="bids")
+    assert subject["t1"].endswith("acq-pre_T1w.nii.gz") and subject["t1ce"].endswith(
+        "ce-gadolinium_T1w.nii.gz"
+    )
+
+
+def test_a_brats_case_with_a_label_alone_is_no_subject(tmp_path: Path) -> None:
+    touch(tmp_path, "A/A_t1.nii.gz", "A/A_seg.nii.gz", "B/B_seg.nii.gz")
+    assert [s["subject"] for s in find_subjects(tmp_path, layout="brats")] == ["A"]
 
 
 def test_folders_layout_reads_modality_from_stem_with_aliases(tmp_path: Path) -> None:
@@ -251,3 +272,41 @@ def test_an_empty_split_reads_as_no_subjects(tmp_path, split):
     datalist = tmp_path / "d.json"
     datalist.write_text(json.dumps({"training": [], "validation": [], "test": []}))
     assert read_split(datalist, split) == []
+
+
+@pytest.mark.parametrize("seed", ["-1", "4294967296"])
+def test_a_seed_numpy_cannot_take_is_refused_by_the_parser(tmp_path: Path, seed: str) -> None:
+    touch(tmp_path, "s0/t1.nii.gz")
+    with pytest.raises(SystemExit) as stop:
+        main(["datalist", "--root", str(tmp_path), "-o", str(tmp_path / "dl.json"), "--seed", seed])
+    assert stop.value.code == 2 and not (tmp_path / "dl.json").exists()
+
+
+def test_a_relative_datalist_written_through_a_symlinked_folder_is_read_as_monai_reads_it(
+    tmp_path: Path,
+) -> None:
+    from mtsr_monai.data.preprocess import read_datalist
+
+    touch(tmp_path, "data/s0/t1.nii.gz")
+    (tmp_path / "real" / "deep").mkdir(parents=True)
+    (tmp_path / "lists").symlink_to(tmp_path / "real" / "deep")  # a home or scratch folder behind a link
+    out = tmp_path / "lists" / "dl.json"
+    assert (
+        main(
+            [
+                "datalist",
+                "--root",
+                str(tmp_path / "data"),
+                "-o",
+                str(out),
+                "--relative",
+                "--ratios",
+                "1",
+                "0",
+                "0",
+            ]
+        )
+        == 0
+    )
+    (subject,) = read_datalist(out)
+    assert Path(subject["t1"]).is_file()

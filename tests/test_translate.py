@@ -456,8 +456,11 @@ def test_every_method_refuses_an_empty_mask_or_one_on_another_grid(
     assert not (out / "mean.nii.gz").exists()
 
 
-def test_a_negative_seed_is_refused(tiny_weights, phantom_file, tmp_path):
-    assert _translate(phantom_file, tiny_weights, tmp_path / "out", "--seed", "-1") == 2
+@pytest.mark.parametrize("seed", ["-1", "4294967296"])
+def test_a_seed_numpy_cannot_take_is_refused(tiny_weights, phantom_file, tmp_path, seed):
+    with pytest.raises(SystemExit) as stop:  # by the parser, before the start-up
+        _translate(phantom_file, tiny_weights, tmp_path / "out", "--seed", seed)
+    assert stop.value.code == 2 and not (tmp_path / "out").exists()
 
 
 def test_a_baseline_refuses_an_unknown_modality(phantom_file, tmp_path):

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
 
+from mtsr_monai.data.datalist import BIDS_SUFFIX_MODALITY, bids_modality
 from mtsr_monai.errors import InputError
 
 #: entity keys in the order the specification requires them in a file name (anatomical data + derivatives)
 ENTITY_ORDER = ("sub", "ses", "task", "acq", "ce", "rec", "run", "echo", "flip", "inv", "mt", "part", "chunk")
-#: anatomical suffixes this toolkit processes -> the modality names of the models
-SUFFIX_MODALITY = {"T1w": "t1", "T2w": "t2", "FLAIR": "flair", "PDw": "pd"}
+SUFFIX_MODALITY = BIDS_SUFFIX_MODALITY  # the datalist's (data.datalist), for the readers of this module
 _LABEL = re.compile(r"^[a-zA-Z0-9]+$")
 _NAME = re.compile(
     r"^(?P<entities>(?:[a-z]+-[a-zA-Z0-9]+_)+)(?P<suffix>[a-zA-Z0-9]+)(?P<ext>\.nii(?:\.gz)?)$"
@@ -50,8 +50,7 @@ class BIDSImage:
     @property
     def modality(self) -> str:
         """Model modality: ``t1`` (``t1ce`` with a ``ce-`` entity), ``t2``, ``flair``, ``pd``."""
-        mod = SUFFIX_MODALITY[self.suffix]
-        return "t1ce" if mod == "t1" and "ce" in dict(self.entities) else mod
+        return bids_modality(self.suffix, dict(self.entities))
 
     @property
     def stem(self) -> str:

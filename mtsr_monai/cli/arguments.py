@@ -105,6 +105,10 @@ def check_device(device: str) -> None:
         raise InputError(f"--device {device} requested but CUDA is not available")
 
 
+#: argparse ``type`` of every ``--seed``: numpy's and ITK's generators take 0 to 2**32 - 1
+SEED = integer_in(0, 2**32 - 1)
+
+
 def add_roi_size_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """``--roi-size``: the SR network's LR sliding-window side (``mtsr super-resolve``, ``mtsr bids``)."""
     parser.add_argument(

@@ -8,7 +8,8 @@ Layouts:
   through); a file whose prefix contains ``mask`` is a brain mask, kept as ``brain_mask_<modality>`` (and
   ``brain_mask`` = the T1 one, else the first found), never as an image.
 * ``bids``: ``sub-*/[ses-*/]anat/*_T1w|T2w|FLAIR|PDw.nii.gz`` (the subject id is ``sub-X`` or
-  ``sub-X_ses-Y``); ``derivatives/`` is ignored.
+  ``sub-X_ses-Y``; a T1w with a ``ce-`` entity is ``t1ce``); ``derivatives/``, ``sourcedata/``, ``code/``
+  and hidden folders are ignored.
 * ``folders``: one folder per subject, modality from the file-name stem (case-insensitive, aliases below).
 
 Every subject is a dict ``{"subject": id, "t1": path, "t2": path, ...}`` with absolute paths (or paths
@@ -64,7 +65,17 @@ _IXI = re.compile(
     r"^(?P<prefix>.*?)(?P<subject>IXI\d+-[A-Za-z]+-\d+)-(?P<mod>T1|T2|PD)\.nii(\.gz)?$", re.IGNORECASE
 )
 _BIDS = re.compile(r"_(?P<mod>T1w|T2w|FLAIR|PDw|T1map)\.nii(\.gz)?$")
-_BIDS_KEYS = {"T1w": "t1", "T2w": "t2", "FLAIR": "flair", "PDw": "pd"}
+#: anatomical BIDS suffixes this toolkit processes -> the modality names of the models
+BIDS_SUFFIX_MODALITY = {"T1w": "t1", "T2w": "t2", "FLAIR": "flair", "PDw": "pd"}
+#: top-level BIDS folders that hold no raw scans to process (the specification's, and hidden ones)
+BIDS_NOT_RAW = ("derivatives", "sourcedata", "code")
+
+
+def bids_modality(suffix: str, entities: dict[str, str]) -> str:
+    """The model modality of a BIDS anatomical scan: its suffix's, ``t1ce`` for a T1w with a ``ce-`` entity
+    (a contrast agent)."""
+    modality = BIDS_SUFFIX_MODALITY[suffix]
+    return "t1ce" if modality == "t1" and "ce" in entities else modality
 
 
 def _niftis(folder: Path, recursive: bool = True) -> list[Path]:
@@ -128,7 +139,7 @@ def _find_brats(root: Path) -> list[dict]:
         case = m["case"]
         subject = groups.setdefault((path.parent, case), {"subject": case})
         _add(subject, _BRATS_KEYS[m["mod"].lower()], path)
-    return list(groups.values())
+    return [s for s in groups.values() if any(k in s for k in IMAGE_KEYS)]  # a lone label is no subject
 
 
 def _find_ixi(root: Path) -> list[dict]:
@@ -157,7 +168,7 @@ def _find_bids(root: Path) -> list[dict]:
     groups: dict[str, dict] = {}
     for path in _niftis(root):
         rel = path.relative_to(root).parts
-        if "derivatives" in rel or path.parent.name != "anat":
+        if rel[0] in BIDS_NOT_RAW or rel[0].startswith(".") or path.parent.name != "anat":
             continue
         sub = next((p for p in rel if p.startswith("sub-")), None)
         if sub is None:
@@ -165,8 +176,9 @@ def _find_bids(root: Path) -> list[dict]:
         ses = next((p for p in rel if p.startswith("ses-")), None)
         sid = f"{sub}_{ses}" if ses else sub
         m = _BIDS.search(path.name)
-        if m and m["mod"] in _BIDS_KEYS:
-            _add(groups.setdefault(sid, {"subject": sid}), _BIDS_KEYS[m["mod"]], path)
+        if m and m["mod"] in BIDS_SUFFIX_MODALITY:
+            entities = dict(e.split("-", 1) for e in path.name[: m.start()].split("_") if "-" in e)
+            _add(groups.setdefault(sid, {"subject": sid}), bids_modality(m["mod"], entities), path)
     return list(groups.values())
 
 

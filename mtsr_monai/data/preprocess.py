@@ -55,7 +55,7 @@ def _not_read_here(value: str, base: Path) -> bool:
     file that is no sidecar (``.tif``, an extensionless DICOM); notes and sidecars are not."""
     if _OTHER_IMAGE.search(value):
         return True
-    path = Path(value) if Path(value).is_absolute() else base / value
+    path = Path(_listed_path(value, base))
     try:
         return path.is_file() and not _SIDECAR.search(value)
     except OSError:  # a note too long to be a path
@@ -100,6 +100,12 @@ class PreprocessConfig:
 # datalist
 
 
+def _listed_path(value: str, base: Path) -> str:
+    """A datalist's path as ``monai.data.load_decathlon_datalist`` reads it: relative ones joined to the
+    datalist's folder and normalised lexically (``lists_link/../data`` stays beside the link)."""
+    return value if Path(value).is_absolute() else os.path.normpath(base / value)
+
+
 def read_datalist(path: str | os.PathLike, masks: list[str] | None = None) -> list[dict[str, Any]]:
     """Subjects of all splits (``training``, ``validation``, ``test``) of a datalist, paths made absolute.
     Read here, not by MONAI's ``load_decathlon_datalist`` (:func:`~mtsr_monai.data.datalist.read_split`):
@@ -120,7 +126,7 @@ def read_datalist(path: str | os.PathLike, masks: list[str] | None = None) -> li
         raise InputError(f"not valid JSON ({err})", path) from err
     if not isinstance(content, dict) or not any(isinstance(content.get(s), list) for s in SPLITS):
         raise InputError(f"a datalist needs at least one of the lists {', '.join(SPLITS)}", path)
-    base = path.resolve().parent
+    base = Path(os.path.abspath(path)).parent  # joined as MONAI joins: lexically, symlinked folders kept
     subjects: list[dict[str, Any]] = []
     unused: set[str] = set()
     for split in SPLITS:
@@ -134,10 +140,9 @@ def read_datalist(path: str | os.PathLike, masks: list[str] | None = None) -> li
                 elif key.startswith(MASK_KEY_PREFIX):  # masks are not images to correct and scale
                     unused.add(key)
                     if masks is not None and isinstance(value, str):
-                        masks.append(str(Path(value) if Path(value).is_absolute() else base / value))
+                        masks.append(_listed_path(value, base))
                 elif isinstance(value, str) and has_volume_suffix(value):
-                    p = Path(value)
-                    entry[key] = str(p if p.is_absolute() else base / p)
+                    entry[key] = _listed_path(value, base)
                 elif isinstance(value, str) and _not_read_here(value, base):
                     raise InputError(f"{split}[{n}] {key}: {value} is not a supported image file", path)
             images = [k for k in entry if k not in ("split", "subject")]

@@ -8,6 +8,7 @@ from pathlib import Path
 from mtsr_monai.cli.arguments import (
     CLINICAL_METHODS,
     PRECISIONS,
+    SEED,
     SR_METHODS,
     add_device_argument,
     add_no_progress_argument,
@@ -121,7 +122,7 @@ def _add_task_arguments(parser: argparse.ArgumentParser) -> None:
     mt = parser.add_argument_group("translate")
     mt.add_argument("--target", default="FLAIR", choices=SUFFIXES[:3], help="target modality (default FLAIR)")
     mt.add_argument("--samples", type=int, default=5, help="samples per image (default 5)")
-    mt.add_argument("--seed", type=int, default=0, help="seed of the latent codes (default 0)")
+    mt.add_argument("--seed", type=SEED, default=0, help="seed of the latent codes (default 0)")
 
 
 def _shard(text: str) -> tuple[int, int]:

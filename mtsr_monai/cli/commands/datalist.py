@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mtsr_monai.cli.arguments import file_outputs
+from mtsr_monai.cli.arguments import SEED, file_outputs
 
 if TYPE_CHECKING:  # the plan type only; the CLI imports io lazily
     from mtsr_monai.io.outputs import OutputPlan
@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="default: auto-detect",
     )
     parser.add_argument("--output", "-o", required=True, help="datalist JSON to write")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the subject permutation (default 0)")
+    parser.add_argument("--seed", type=SEED, default=0, help="seed of the subject permutation (default 0)")
     parser.add_argument(
         "--ratios",
         type=float,

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from mtsr_monai.cli.arguments import (
     MAX_SCALE,
+    SEED,
     add_no_progress_argument,
     add_slice_profile_argument,
     file_outputs,
@@ -78,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="kspace / thick-slice: noise standard deviation as a fraction of the volume's intensity range "
         "(default 0.01 for kspace, 0 for thick-slice; second-order draws its own)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--seed", type=SEED, default=0, help="random seed (default 0)")
     add_no_progress_argument(parser)
 
 
@@ -123,8 +124,6 @@ def _check_arguments(args: argparse.Namespace) -> None:
             )
         if not 0 <= args.noise < 1:
             raise InputError(f"--noise must be a fraction in [0, 1), got {args.noise}")
-    if args.seed < 0:
-        raise InputError(f"--seed must be non-negative, got {args.seed}")
 
 
 def _degrade(args: argparse.Namespace, volume, affine, through: int):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from mtsr_monai.cli.arguments import add_no_progress_argument, integer_in
+from mtsr_monai.cli.arguments import SEED, add_no_progress_argument, integer_in
 
 if TYPE_CHECKING:  # the plan type only; the CLI imports io lazily
     from mtsr_monai.io.outputs import OutputPlan
@@ -85,7 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar=("LOW", "HIGH"),
         help="robust intensity range inside the mask mapped to [0, 1] (default 0.5 99.5)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the registration's voxel sampling (0)")
+    parser.add_argument("--seed", type=SEED, default=0, help="seed of the registration's voxel sampling (0)")
     parser.add_argument(
         "--threads", type=integer_in(1), default=None, help="SimpleITK threads (default: all cores)"
     )
