@@ -166,3 +166,11 @@ def test_attention_maps_come_from_the_restorations_sliding_windows():
     np.testing.assert_allclose(np.moveaxis(windowed, 2, 0)[:, :12, :12], corner, atol=1e-5)
     assert np.abs(whole - windowed).max() > 1e-3  # a whole slice is normalised otherwise
     np.testing.assert_allclose(attention_volumes(net, x, 2, patch_size=40)[0], whole, atol=1e-5)
+
+
+def test_a_slice_no_larger_than_one_padding_multiple_is_restored():
+    # padded to 16 x 16, the bottleneck of depth 5 was 1 x 1: instance norm refused it (mtsr clinical-sr
+    # --full-slices on a 14 x 14 slice exited with an internal error)
+    net = AttentionGatedUNet(spatial_dims=2, in_channels=3, out_channels=3, filters=4, depth=5)
+    out = net(torch.rand(2, 3, 14, 14))
+    assert out.shape == (2, 3, 14, 14) and net.attention_maps[0].shape[-2:] == (16, 32)

@@ -386,3 +386,56 @@ def test_mt_bundle_inference_names_missing_weights_and_how_to_train_them(tmp_pat
     )
     assert "pd_to_flair.pt: no such weights file (train one with" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_input_is_refused_before_the_inputs_listed_before_it_are_run(tmp_path):
+    from mtsr_monai.errors import InputError
+    from mtsr_monai.inference.bundle import file_list, guard_bundle_outputs
+
+    scan = _scan(tmp_path / "a.nii.gz", (8, 8, 3), (1.0, 1.0, 3.0), 300, 200)
+    datalist = [{"image": f} for f in file_list([str(scan), str(tmp_path / "nope.nii.gz")])]
+    with pytest.raises(InputError, match="no such file"):
+        guard_bundle_outputs(datalist, _sr_writer(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_one_input_file_given_alone_is_a_list_of_one_and_other_values_are_refused():
+    from mtsr_monai.errors import InputError
+    from mtsr_monai.inference.bundle import file_list
+
+    assert file_list("a.nii.gz") == ["a.nii.gz"]  # not ['a', '.', 'n', ...]
+    with pytest.raises(InputError, match="must be a list of paths"):
+        file_list({"image": "a.nii.gz"})
+
+
+@pytest.mark.parametrize("bundle", ["mtsr_sr", "mtsr_mt", "clinical_sr"])
+@pytest.mark.parametrize("word, precision", [("false", "fp32"), ("true", "auto")])
+def test_amp_given_as_a_word_on_the_command_line_sets_the_training_precision(bundle, word, precision):
+    from mtsr_monai.inference.bundle import bundle_parser
+
+    parser = bundle_parser(REPO / "bundles" / bundle, config="configs/train.yaml")
+    parser["amp"] = word  # what `--amp false` gives: a string, which `if @amp` took for true
+    assert parser.get_parsed_content("precision") == precision
+
+
+def test_an_evaluation_refuses_an_output_dir_it_cannot_write_before_its_work():
+    from mtsr_monai.errors import InputError
+    from mtsr_monai.io.outputs import check_output_folder
+
+    with pytest.raises(InputError, match="is an existing file"):
+        check_output_folder(__file__)
+    for bundle in ("mtsr_sr", "mtsr_mt", "clinical_sr"):
+        run = (REPO / "bundles" / bundle / "configs" / "evaluate.yaml").read_text().split("\nrun:\n", 1)[1]
+        assert run.lstrip().startswith("- $mtsr_monai.io.outputs.check_output_folder(@output_dir)"), bundle
+
+
+@pytest.mark.slow
+def test_sr_weights_of_another_network_are_refused_in_one_line(tmp_path):
+    scans = tmp_path / "in"
+    scans.mkdir()
+    _scan(scans / "lr.nii.gz", (8, 8, 3), (1.0, 1.0, 3.0), 300, 200)
+    wrong = str(REPO / "bundles" / "mtsr_mt" / "models" / "model.pt")
+    args = ["--dataset_dir", str(scans), "--output_dir", str(tmp_path / "out"), "--checkpoint", wrong]
+    done = _bundle_inference("mtsr_sr", *args, code=2)
+    assert "weights do not fit the bundle's network" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()

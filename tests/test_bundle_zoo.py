@@ -234,14 +234,18 @@ def test_onnx_export_runs_in_onnxruntime_like_eager_on_a_real_slice(bundle, brat
         c["bundle_root"],
     ]
     cmd += ["--use_trace", "True", "--input_shape", json.dumps(shape)]
+    cmd += ["--converter_kwargs", "{'dynamic_axes': {'x': {0: 'n', 2: 'h', 3: 'w'}}}"]  # as the README
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=1200)
     assert done.returncode == 0, done.stderr[-3000:]
     x = _real_input(bundle, brats_case)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
-    with torch.no_grad():
-        expected = _eager(bundle)(x).numpy()
-    np.testing.assert_allclose(got, expected, atol=1e-3)
+    other = torch.cat([x, x.flip(-1)])  # another batch size, and (but MT's 128 grid) another slice size
+    h, w = shape[2:]
+    for batch in (x, other if bundle == "mtsr_mt" else other[..., : h * 3 // 4, : w // 2]):
+        got = session.run(None, {session.get_inputs()[0].name: batch.numpy()})[0]
+        with torch.no_grad():
+            expected = _eager(bundle)(batch).numpy()
+        np.testing.assert_allclose(got, expected, atol=1e-3)
 
 
 @pytest.mark.slow

@@ -217,3 +217,17 @@ def test_both_generators_and_both_exports_take_the_upsample_option(tiny_pair_dat
         assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in modules), network
     for export in ("validate#export#meta", "validate#reverse_export#meta"):
         assert parser.get_parsed_content(export)["upsample"] == "bilinear"
+
+
+def test_a_relativistic_gan_loss_is_refused_where_the_generator_step_scores_no_real_images():
+    from mtsr_monai.engines.base import AdversarialTrainerBase
+    from mtsr_monai.engines.bicyclegan import BicycleGANTrainer
+    from mtsr_monai.engines.cyclegan import CycleGANTrainer
+    from mtsr_monai.engines.paired import PairedAdversarialTrainer
+    from mtsr_monai.errors import InputError
+
+    assert not BicycleGANTrainer.relativistic_generator_step and not CycleGANTrainer.relativistic_generator_step
+    assert PairedAdversarialTrainer.relativistic_generator_step  # passes the real logits (engines/paired.py)
+    with pytest.raises(InputError, match="gan_mode 'ragan' is not available"):
+        AdversarialTrainerBase("cpu", 1, [0], "lr", "hr", gan_loss="ragan")
+    assert AdversarialTrainerBase("cpu", 1, [0], "lr", "hr", gan_loss="lsgan").gan_loss.mode == "lsgan"

@@ -15,6 +15,7 @@ from monai.engines import Trainer
 from torch.optim import Optimizer
 
 from mtsr_monai.engines.handlers import PrepareBatchPair
+from mtsr_monai.errors import InputError
 from mtsr_monai.losses.gan import GanLoss
 from mtsr_monai.precision import autocast, resolve_precision
 
@@ -128,6 +129,9 @@ class AdversarialTrainerBase(Trainer):
     print its deprecation warning. Subclasses name what a resume checkpoint holds in ``checkpoint_objects``.
     """
 
+    #: whether the generator step passes real logits to the GAN loss, as a relativistic loss (ragan) needs
+    relativistic_generator_step = False
+
     def __init__(
         self,
         device: str | torch.device,
@@ -156,6 +160,12 @@ class AdversarialTrainerBase(Trainer):
             **trainer_kwargs,
         )
         self.gan_loss = GanLoss(gan_loss) if isinstance(gan_loss, str) else gan_loss
+        if self.gan_loss.needs_real_for_generator and not self.relativistic_generator_step:
+            # refused now, not at the first adversarial step after a warm start of thousands of iterations
+            raise InputError(
+                f"gan_mode {self.gan_loss.mode!r} is not available to {type(self).__name__}: its generator "
+                "step does not score real images; use lsgan or vanilla"
+            )
         self.precision = training_precision(amp, precision, device)
         self.g_scaler, self.d_scaler = (
             grad_scaler(self.precision, device),

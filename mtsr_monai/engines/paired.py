@@ -48,6 +48,8 @@ class PairedAdversarialTrainer(AdversarialTrainerBase):
     ``amp``, ``precision``, ``train_handlers``, ``non_blocking``). ``compile_mode``: a ``torch.compile`` mode
     for the generator's training forward (``compile_for_training``), None for eager."""
 
+    relativistic_generator_step = True  # ragan: its generator step scores the targets too
+
     def __init__(
         self,
         device: str | torch.device,

@@ -421,6 +421,17 @@ def _folder(dataset_dir: str | os.PathLike) -> Path:
     return root
 
 
+def file_list(files: Any, option: str = "input_files") -> list[str]:
+    """A bundle's list-of-paths option as a list: one path given alone (``--input_files a.nii.gz``, which
+    would otherwise be read letter by letter) is a list of one; anything but paths is refused."""
+    if isinstance(files, (str, os.PathLike)):
+        return [str(files)]
+    if not isinstance(files, (list, tuple)) or not all(isinstance(f, (str, os.PathLike)) for f in files):
+        example = "\"['a.nii.gz', 'b.nii.gz']\""
+        raise InputError(f"--{option} must be a list of paths, e.g. {example}, got {files!r}")
+    return [str(f) for f in files]
+
+
 def volume_files(dataset_dir: str | os.PathLike) -> list[str]:
     """The volumes (.nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd) directly in ``dataset_dir``, sorted: a bundle's
     default ``input_files``. Files named as brain masks or labels (``*_mask``, ``*_seg``, as ``mtsr datalist``
@@ -497,7 +508,10 @@ def guard_bundle_outputs(
     writers = [t for t in transforms if hasattr(t, "planned_outputs")]
     plan, inputs, owners = OutputPlan(), [], {}
     for item in datalist:
-        sources = [str(v) for v in item.values() if isinstance(v, (str, os.PathLike)) and Path(v).is_file()]
+        sources = [str(v) for v in item.values() if isinstance(v, (str, os.PathLike)) and is_volume_file(v)]
+        missing = next((src for src in sources if not Path(src).is_file()), None)
+        if missing is not None:  # found now, not after the items before it were written
+            raise InputError("no such file", missing)
         inputs += sources
         for writer in writers:
             planned = writer.planned_outputs(item)

@@ -121,6 +121,15 @@ def check_writable(plan: OutputPlan) -> None:
         os.unlink(probe)
 
 
+def check_output_folder(folder: str | os.PathLike) -> str:
+    """A bundle evaluation's ``output_dir``, checked before its long work rather than at its first write:
+    InputError where it is a file or cannot be written there; returns it."""
+    plan = OutputPlan(folders=[Path(folder)])
+    check_not_inputs(plan, [])
+    check_writable(plan)
+    return str(folder)
+
+
 def lock_path(path: str | os.PathLike) -> Path:
     """The lock file of an output path: outside the output folder, keyed by the resolved path."""
     key = hashlib.sha256(str(_resolved(path)).encode()).hexdigest()[:24]

@@ -1,7 +1,7 @@
 """Adversarial objectives on discriminator logits.
 
 Modes:
-- ``lsgan``: least squares (Mao et al. 2017): D minimises (D(real)-1)^2 + D(fake)^2, G (D(fake)-1)^2.
+- ``lsgan``: least squares (Mao et al. 2017): D minimises ((D(real)-1)^2 + D(fake)^2) / 2, G (D(fake)-1)^2.
 - ``vanilla``: binary cross-entropy with logits (Goodfellow et al. 2014), non-saturating for G.
 - ``ragan``: relativistic average GAN as in ESRGAN: each side judges real against the mean fake and back.
 - ``critic``: the clinical paper's critic guidance: D trained with BCE; G minimises 1 - E[sigmoid(D(fake))].

@@ -17,10 +17,12 @@ with the paper's choices:
 
 Depth (number of resolution levels) is ``min(floor(log2(min(H, W))), 5)`` as in the paper's code when
 ``depth`` is None and ``input_size`` given, else 5. Inputs whose size is not a multiple of ``2**(depth-1)``
-are zero-padded and the output cropped back.
+are zero-padded (a slice padded to one multiple in both directions, to two in the last: a 1 x 1 bottleneck
+has nothing for instance normalisation to normalise) and the output cropped back.
 The attention coefficient maps of the last forward pass are kept (detached) in ``self.attention_maps``,
-ordered from the finest gate (full resolution) to the coarsest, and ``forward(x, return_attention=True)``
-returns them alongside the output, for explainability.
+ordered from the finest gate to the coarsest, and ``forward(x, return_attention=True)`` returns them
+alongside the output, for explainability. They lie on the padded grid (gate k: its size / 2**k, not
+cropped): stretch gate k by 2**k, then keep the input's extent (``inference.explain`` does).
 """
 
 from __future__ import annotations
@@ -156,9 +158,12 @@ class AttentionGatedUNet(nn.Module):
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         size = x.shape[2:]
         m = self.multiple
+        padded = [s + (-s) % m for s in size]
+        if all(p == m for p in padded):  # the bottleneck would be 1 x 1, which instance norm refuses
+            padded[-1] = 2 * m
         pads: list[int] = []
-        for s in reversed(size):
-            pads += [0, (-s) % m]
+        for s, p in zip(reversed(size), reversed(padded), strict=True):
+            pads += [0, p - s]
         xin = F.pad(x, pads) if any(pads) else x
         skips = [self.encoder[0](xin)]
         for pool, block in zip(self.pools, self.encoder[1:], strict=True):
@@ -177,7 +182,7 @@ class AttentionGatedUNet(nn.Module):
         out = torch.sigmoid(logits)
         crop = (slice(None), slice(None)) + tuple(slice(0, s) for s in size)
         out = out[crop]
-        # finest gate first; maps stay on the padded grid cropped to the input's extent at their scale
+        # finest gate first, on the padded grid (see the module docstring)
         self.attention_maps = [mp.detach() for mp in reversed(maps)]
         if return_attention:
             return out, list(reversed(maps))
