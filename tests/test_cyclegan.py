@@ -226,7 +226,7 @@ def test_a_relativistic_gan_loss_is_refused_where_the_generator_step_scores_no_r
     from mtsr_monai.engines.paired import PairedAdversarialTrainer
     from mtsr_monai.errors import InputError
 
-    assert not BicycleGANTrainer.relativistic_generator_step and not CycleGANTrainer.relativistic_generator_step
+    assert not (BicycleGANTrainer.relativistic_generator_step or CycleGANTrainer.relativistic_generator_step)
     assert PairedAdversarialTrainer.relativistic_generator_step  # passes the real logits (engines/paired.py)
     with pytest.raises(InputError, match="gan_mode 'ragan' is not available"):
         AdversarialTrainerBase("cpu", 1, [0], "lr", "hr", gan_loss="ragan")
