@@ -74,6 +74,14 @@ def recipe_of(run_dir: Path, cfg) -> dict:
     return {"simulation": simulation, "headroom": headroom}
 
 
+def best_headroom(best: Path) -> float | None:
+    """The intensity headroom ``model_best.pt`` records of its run (None in runs before session 48)."""
+    import torch
+
+    saved = torch.load(best, map_location="cpu", weights_only=True)
+    return saved.get("intensity_headroom") if isinstance(saved, dict) else None
+
+
 def export(args: argparse.Namespace) -> None:
     import torch
 
@@ -111,7 +119,6 @@ def export(args: argparse.Namespace) -> None:
         "dropout": float(cfg["critic_dropout"]),
     }
     generator = generator_state(best)
-    best_meta = torch.load(best, map_location="cpu", weights_only=True)
     load_weights_into(cfg.get_parsed_content("network_def", instantiate=True), generator, best)
     state = torch.load(last, map_location="cpu", weights_only=True)
     ckpt = {
@@ -123,9 +130,8 @@ def export(args: argparse.Namespace) -> None:
         "patch_size": int(cfg["patch_size"]),
         "protocols": {k: dict(v) for k, v in cfg["protocols"].items()},
         "iterations": int(best_iterations(best) or state["trainer"]["iteration"]),  # older runs: the last
-        # inference scales inputs by headroom x their 99.5 % level (1: the fixed recipe, own scaling); the
-        # best model's own record first (runs before session 48 wrote none)
-        "intensity_headroom": float(best_meta.get("intensity_headroom", recipe["headroom"])),
+        # inference scales inputs by headroom x their 99.5 % level (1: the fixed recipe, own scaling)
+        "intensity_headroom": float(best_headroom(best) or recipe["headroom"]),
         "recipe": recipe,
     }
     out = Path(args.output)
