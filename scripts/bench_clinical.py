@@ -461,6 +461,19 @@ def check_cached_settings(out: Path, settings: dict[str, Any]) -> None:
     path.write_text(json.dumps(settings, indent=1))
 
 
+def chosen_subjects(parser: argparse.ArgumentParser, args: argparse.Namespace, seen: set[str]) -> list[dict]:
+    """The split's subjects the weights have not seen, those of ``--subjects`` where given; a name that is
+    not among them (a typo, a subject of another split) stops the benchmark (exit 2) rather than shrinking
+    it."""
+    available = split_subjects(sorted(seen), args.split)
+    unknown = sorted(set(args.subjects or ()) - {s["subject"] for s in available})
+    if unknown:
+        names = ", ".join(s["subject"] for s in available)
+        where = f"the {args.split} split's unseen subjects ({names})"
+        parser.error(f"--subjects {', '.join(unknown)}: not among {where}")
+    return [s for s in available if not args.subjects or s["subject"] in args.subjects]
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True)
@@ -482,11 +495,7 @@ def main(argv: list[str] | None = None) -> None:
     check_cached_settings(args.out, cached_settings(args, args.model or default_model_path()))
     ckpt = load_clinical_model(args.model or default_model_path())
     seen = set(ckpt.get("recipe", {}).get("training_subjects", [])) | set(args.exclude)
-    subjects = [
-        s
-        for s in split_subjects(sorted(seen), args.split)
-        if not args.subjects or s["subject"] in args.subjects
-    ]
+    subjects = chosen_subjects(p, args, seen)
     rule = lesion_rule(args)
     rows, cases, start = [], [], time.time()
     for s in subjects:

@@ -105,11 +105,16 @@ def _degrade(hr, degradation: str, seed: int):
 
     hr_np = np.asarray(hr, dtype=np.float32)
     if degradation == "area":
-        # x4 in-plane area downsampling (the clean LR a 4 mm in-plane acquisition would give)
-        lr = torch.nn.functional.avg_pool2d(torch.from_numpy(hr_np).permute(2, 0, 1)[:, None], 4)[:, 0]
+        from mtsr_monai.transforms.degradation import centre_crop_to_multiple
+
+        # x4 in-plane area downsampling (the clean LR a 4 mm in-plane acquisition would give) of the central
+        # crop to a multiple of 4, as the second-order chain crops: the scoring crops the HR alike
+        cropped, starts = centre_crop_to_multiple(torch.from_numpy(hr_np), (0, 1), 4)
+        lr = torch.nn.functional.avg_pool2d(cropped.permute(2, 0, 1)[:, None], 4)[:, 0]
         lr_affine = np.asarray(hr.affine, dtype=np.float64).copy()
         lr_affine[:3, :2] *= 4
-        lr_affine[:3, 3] = np.asarray(hr.affine)[:3, :3] @ [1.5, 1.5, 0] + np.asarray(hr.affine)[:3, 3]
+        first_centre = [starts[0] + 1.5, starts[1] + 1.5, 0]  # of the 4 x 4 HR voxels each LR voxel averages
+        lr_affine[:3, 3] = np.asarray(hr.affine)[:3, :3] @ first_centre + np.asarray(hr.affine)[:3, 3]
         return lr.permute(1, 2, 0).numpy(), lr_affine
     # the training degradation, one seeded draw for the volume (as `mtsr degrade`)
     from mtsr_monai.transforms.degradation import degrade_volume_second_order
@@ -169,7 +174,7 @@ def whole_volume(
         wall = time.perf_counter() - t
         sr = np.asarray(load_volume(sr_path), dtype=np.float32)
     bicubic, _ = super_resolve_volume(lr_np, lr_affine, method="bicubic", progress=False)
-    # the degradation centre-crops in-plane sizes to a multiple of 4 (e.g. 150 -> 148): score that crop
+    # both degradations centre-crop in-plane sizes to a multiple of 4 (e.g. 150 -> 148): score that crop
     crop = zip(hr_np.shape, sr.shape, strict=True)
     hr_np = hr_np[tuple(slice((n - k) // 2, (n - k) // 2 + k) for n, k in crop)]
     brain = hr_np > 0

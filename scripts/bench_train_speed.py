@@ -31,24 +31,18 @@ sys.path.insert(0, str(REPO / "scripts"))
 def make_batches(n: int, batch: int, hr_patch: int = 128, seed: int = 0) -> tuple[list, float]:
     """``n`` (lr, hr) batches from the bundle's training pipeline on training volumes; seconds per batch."""
     import torch
-    from monai.transforms import Compose, EnsureTyped, RandFlipd, RandRotate90d, RandScaleIntensityd
+    from monai.transforms import Compose
     from monai.utils import set_determinism
     from shared_splits import volume_datalist
 
     from mtsr_monai.data.slices import SliceDataset
-    from mtsr_monai.transforms.degradation import RandSecondOrderDegradationd
+    from mtsr_monai.inference.bundle import bundle_parser
 
     set_determinism(seed)
     volumes = volume_datalist("hr")["training"][:4]
-    rand = Compose(
-        [
-            RandFlipd("hr", prob=0.5, spatial_axis=0),
-            RandRotate90d("hr", prob=0.5),
-            RandScaleIntensityd("hr", factors=0.2, prob=0.5),
-            EnsureTyped("hr", track_meta=False),
-            RandSecondOrderDegradationd("hr", output_keys="lr", scale=4),
-        ]
-    )
+    # the bundle's own on-the-fly transforms (flips, gain jitter, second-order degradation), as configured
+    config = bundle_parser(REPO / "bundles" / "mtsr_sr", config="configs/train.yaml")
+    rand = Compose(config.get_parsed_content("train#random_transforms", instantiate=True))
     ds = SliceDataset(
         volumes, keys=["hr"], mode="patch", patch_size=(hr_patch, hr_patch), patches_per_slice=batch,
         min_brain_fraction=0.1, random_transform=rand, progress=False,

@@ -59,3 +59,30 @@ def test_clinical_benchmark_refuses_an_output_folder_made_with_other_weights(tmp
         with pytest.raises(SystemExit) as stop:
             bench_clinical.check_cached_settings(tmp_path / "out", {**settings, **changed})
         assert stop.value.code == 2
+
+
+def test_clinical_benchmark_refuses_a_subject_name_that_is_not_in_its_split(monkeypatch):
+    import argparse
+
+    import bench_clinical
+
+    subject = "Brats18_TCIA10_637_1"
+    monkeypatch.setattr(bench_clinical, "split_subjects", lambda seen, split: [{"subject": subject}])
+    parser = argparse.ArgumentParser()
+    typo = argparse.Namespace(subjects=["Brats18_TCIA10_637"], split="test")
+    with pytest.raises(SystemExit) as stop:
+        bench_clinical.chosen_subjects(parser, typo, set())
+    assert stop.value.code == 2
+    named = argparse.Namespace(subjects=[subject], split="test")
+    assert [s["subject"] for s in bench_clinical.chosen_subjects(parser, named, set())] == [subject]
+
+
+def test_the_area_benchmark_pools_the_hr_region_it_scores_against():
+    import numpy as np
+    from monai.data import MetaTensor
+
+    hr = np.zeros((10, 8, 2), np.float32)
+    hr[1:5, 0:4] = 1.0  # the first 4 x 4 block of the central 8 x 8 crop (10 -> rows 1-8)
+    lr, lr_affine = bench_sr._degrade(MetaTensor(hr, affine=np.eye(4)), "area", seed=0)
+    assert lr.shape == (2, 2, 2) and lr[0, 0, 0] == 1.0 and lr[1, 0, 0] == 0.0
+    np.testing.assert_allclose(lr_affine[:3, 3], [2.5, 1.5, 0.0])  # the centre of HR rows 1-4, columns 0-3
