@@ -193,3 +193,17 @@ def test_the_demo_figure_names_the_bicubic_fallback_and_the_cli_prints_no_divers
     assert main(["demo", "-o", str(tmp_path / "d"), "--samples", "1"]) == 0
     out = capsys.readouterr().out
     assert "n/a (one sample)" in out and "0.0000" not in out and "seed 3" in out
+
+
+@pytest.mark.slow
+def test_a_demo_rerun_from_another_contrast_leaves_none_of_the_first_ones_scans(tmp_path):
+    from mtsr_monai.inference.pipeline import run_demo
+    from mtsr_monai.inference.translate import default_weights
+
+    if not (default_weights("t1", "flair").is_file() and default_weights("t2", "t1").is_file()):
+        pytest.skip("no shipped t1_to_flair / t2_to_t1 weights")
+    run_demo(tmp_path, samples=1, slices=2, progress=False)
+    (tmp_path / "lr_mine.nii.gz").write_bytes(b"a user's own file")
+    run_demo(tmp_path, source="t2", target="t1", samples=1, slices=2, progress=False)
+    scans = sorted(p.name for p in tmp_path.glob("*.nii.gz"))
+    assert scans == ["hr_t2.nii.gz", "lr_brain_mask.nii.gz", "lr_mine.nii.gz", "lr_t2.nii.gz"]

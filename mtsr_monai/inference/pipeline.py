@@ -369,8 +369,9 @@ def _demo_metrics(slab: dict[str, Any], arrays: dict[str, Any], bicubic: np.ndar
     return metrics, lpips_status.as_dict()
 
 
-#: what a demo's rerun with fewer samples or another mask removes of an earlier demo's (its run/ folder)
-DEMO_STALE = ("run/sample_*.nii.gz", "run/codes.json", "run/brain_mask.nii.gz")
+#: what a demo's rerun with fewer samples, another mask or another source contrast removes of an earlier
+#: demo's (its run/ folder; its lr_<source> and hr_<source> scans)
+DEMO_STALE = ("run/sample_*.nii.gz", "run/codes.json", "run/brain_mask.nii.gz", "lr_*.nii.gz", "hr_*.nii.gz")
 
 
 def run_demo(
