@@ -396,6 +396,10 @@ def test_a_missing_input_is_refused_before_the_inputs_listed_before_it_are_run(t
     datalist = [{"image": f} for f in file_list([str(scan), str(tmp_path / "nope.nii.gz")])]
     with pytest.raises(InputError, match="no such file"):
         guard_bundle_outputs(datalist, _sr_writer(tmp_path / "out"))
+    (tmp_path / "notes.txt").write_text("not a scan")  # an existing file of no volume name is read too
+    with pytest.raises(InputError, match="notes.txt"):
+        items = [{"image": str(scan)}, {"image": str(tmp_path / "notes.txt")}]
+        guard_bundle_outputs(items, _sr_writer(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
 
 

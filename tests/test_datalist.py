@@ -68,12 +68,13 @@ def test_bids_sessions_become_subjects_and_derivatives_are_ignored(tmp_path: Pat
         "sourcedata/sub-02/anat/sub-02_T2w.nii.gz",  # sorts before sub-02: it would be taken first
         "sourcedata/sub-99/anat/sub-99_T1w.nii.gz",
         "code/sub-98/anat/sub-98_T1w.nii.gz",
+        "sub-02/derivatives/x/sub-02/anat/sub-02_T2w.nii.gz",  # below the top level too
     )
     assert detect_layout(tmp_path) == "bids"
     subjects = find_subjects(tmp_path)
     assert [s["subject"] for s in subjects] == ["sub-01_ses-a", "sub-02"]
     assert set(subjects[0]) == {"subject", "t1", "flair"} and set(subjects[1]) == {"subject", "t2"}
-    assert "sourcedata" not in subjects[1]["t2"]
+    assert "sourcedata" not in subjects[1]["t2"] and "derivatives" not in subjects[1]["t2"]
 
 
 def test_a_bids_t1w_with_a_contrast_agent_is_t1ce_beside_the_native_t1(tmp_path: Path) -> None:

@@ -774,3 +774,10 @@ def test_outputs_stay_in_the_inputs_nifti_space_or_go_to_the_templates(tmp_path)
     _write_outputs(data, tmp_path / "out", ["t1"], [], space=4)
     header = nib.load(tmp_path / "out" / "t1.nii.gz").header
     assert int(header["sform_code"]) == int(header["qform_code"]) == 4  # not "scanner" (1)
+
+
+def test_the_largest_seed_the_cli_takes_gives_a_registration_method():
+    from mtsr_monai.transforms.registration import _registration_method
+
+    # SimpleITK takes seeds below 2**32: seed + 1 overflowed
+    _registration_method((2, 1), (1.0, 0.0), 0.1, 32, seed=2**32 - 1, fixed_mask=None, threads=1)

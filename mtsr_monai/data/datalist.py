@@ -168,7 +168,8 @@ def _find_bids(root: Path) -> list[dict]:
     groups: dict[str, dict] = {}
     for path in _niftis(root):
         rel = path.relative_to(root).parts
-        if rel[0] in BIDS_NOT_RAW or rel[0].startswith(".") or path.parent.name != "anat":
+        # at any depth: a dataset under --root has its own derivatives/ beside its sub-* folders
+        if any(p in BIDS_NOT_RAW or p.startswith(".") for p in rel[:-1]) or path.parent.name != "anat":
             continue
         sub = next((p for p in rel if p.startswith("sub-")), None)
         if sub is None:

@@ -508,7 +508,10 @@ def guard_bundle_outputs(
     writers = [t for t in transforms if hasattr(t, "planned_outputs")]
     plan, inputs, owners = OutputPlan(), [], {}
     for item in datalist:
-        sources = [str(v) for v in item.values() if isinstance(v, (str, os.PathLike)) and is_volume_file(v)]
+        # every existing file (a notes.txt among the inputs is refused by its read below) and every
+        # volume-named path (a missing one is refused now, not after the items before it were written)
+        paths = [v for v in item.values() if isinstance(v, (str, os.PathLike))]
+        sources = [str(v) for v in paths if is_volume_file(v) or Path(v).is_file()]
         missing = next((src for src in sources if not Path(src).is_file()), None)
         if missing is not None:  # found now, not after the items before it were written
             raise InputError("no such file", missing)

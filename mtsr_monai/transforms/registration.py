@@ -114,8 +114,9 @@ def _registration_method(
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=histogram_bins)
     method.SetMetricSamplingStrategy(method.RANDOM)
-    # SimpleITK reads seed 0 as 'seed from the wall clock': shift it so every seed is reproducible
-    method.SetMetricSamplingPercentage(sampling_percentage, int(seed) + 1)
+    # SimpleITK reads seed 0 as 'seed from the wall clock': shift it so every seed is reproducible (the
+    # largest, 2**32 - 1, wraps to 1: the seed is an unsigned 32-bit value)
+    method.SetMetricSamplingPercentage(sampling_percentage, int(seed) % (2**32 - 1) + 1)
     method.SetInterpolator(sitk.sitkLinear)
     method.SetShrinkFactorsPerLevel([int(s) for s in shrink_factors])
     method.SetSmoothingSigmasPerLevel([float(s) for s in smoothing_sigmas])
