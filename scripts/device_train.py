@@ -560,7 +560,7 @@ def export_clinical(run_dir: Path, dest: Path) -> dict:
     best = run_dir / "model_best.pt"
     if not best.is_file():
         raise FileNotFoundError(f"{best}: no validated clinical weights")
-    from mtsr_monai.inference.clinical import generator_state  # lazy: the arguments are read first
+    from mtsr_monai.inference.clinical import best_model_meta, generator_state  # lazy: arguments first
 
     shipped = torch.load(REPO / START_WEIGHTS["clinical"], map_location="cpu", weights_only=True)
     ckpt_path = latest_checkpoint(run_dir)
@@ -570,8 +570,8 @@ def export_clinical(run_dir: Path, dest: Path) -> dict:
         critic, iterations = _fp16(ckpt["discriminator"]), int(ckpt["trainer"]["iteration"])
     out = {k: v for k, v in shipped.items() if k not in ("model", "critic")}
     # what this run trained with (--clinical-args may change the headroom or the recipe), not the start's
-    saved = torch.load(best, map_location="cpu", weights_only=True)
-    out.update({k: saved[k] for k in BEST_MODEL_META if k in saved})
+    meta = best_model_meta(best)
+    out.update({k: meta[k] for k in BEST_MODEL_META if k in meta})
     if (run_dir / "recipe.json").is_file():
         out["recipe"] = json.loads((run_dir / "recipe.json").read_text())
     out.update(

@@ -49,16 +49,6 @@ def train(args: argparse.Namespace) -> None:
     )
 
 
-def best_iterations(best: Path) -> int | None:
-    """The training iterations behind a best-model file (its ``iterations`` meta), or None (runs before
-    session 50 recorded none: the export then takes the newest checkpoint's count)."""
-    import torch
-
-    saved = torch.load(best, map_location="cpu", weights_only=True)
-    value = saved.get("iterations") if isinstance(saved, dict) else None
-    return int(value) if isinstance(value, int | float) else None
-
-
 ARCHITECTURE = ("filters", "critic_filters", "patch_size", "residual", "critic_dropout", "modalities")
 
 
@@ -74,34 +64,8 @@ def recipe_of(run_dir: Path, cfg) -> dict:
     return {"simulation": simulation, "headroom": headroom}
 
 
-def best_headroom(best: Path) -> float | None:
-    """The intensity headroom ``model_best.pt`` records of its run (None in runs before session 48)."""
-    import torch
-
-    saved = torch.load(best, map_location="cpu", weights_only=True)
-    return saved.get("intensity_headroom") if isinstance(saved, dict) else None
-
-
-def export(args: argparse.Namespace) -> None:
-    import torch
-
-    # lazy: torch and MONAI load only once the arguments are read
-    from mtsr_monai.engines.handlers import latest_checkpoint
-    from mtsr_monai.errors import InputError
-    from mtsr_monai.inference.bundle import declare_weights, load_weights_into, parse_overrides, sha256
-    from mtsr_monai.inference.clinical import generator_state
-    from mtsr_monai.io import atomic_output
-
-    run_dir = Path(args.run_dir)
-    best = run_dir / "model_best.pt"
-    last = latest_checkpoint(run_dir / "checkpoints")
-    if not best.is_file() or last is None:
-        raise InputError("needs model_best.pt and a resume checkpoint (a run stopped before its first "
-                         "validation has no best model yet)", run_dir)  # fmt: skip
-    recipe = recipe_of(run_dir, parser_for({}))
-    # the run's own network settings (recipe.json), then the command line's, then the config's
-    architecture = {k: recipe[k] for k in ARCHITECTURE if k in recipe}
-    cfg = parser_for({**architecture, **parse_overrides(args.overrides)})
+def network_args(cfg) -> tuple[dict, dict]:
+    """The generator's and the critic's constructor arguments, as the shipped file records them."""
     mods = list(cfg["modalities"])
     network = {
         "spatial_dims": 2,
@@ -118,7 +82,32 @@ def export(args: argparse.Namespace) -> None:
         "filters": int(cfg["critic_filters"]),
         "dropout": float(cfg["critic_dropout"]),
     }
-    generator = generator_state(best)
+    return network, critic_args
+
+
+def export(args: argparse.Namespace) -> None:
+    import torch
+
+    # lazy: torch and MONAI load only once the arguments are read
+    from mtsr_monai.engines.handlers import latest_checkpoint
+    from mtsr_monai.errors import InputError
+    from mtsr_monai.inference.bundle import declare_weights, load_weights_into, parse_overrides, sha256
+    from mtsr_monai.inference.clinical import best_model_meta, generator_state
+    from mtsr_monai.io import atomic_output
+
+    run_dir = Path(args.run_dir)
+    best = run_dir / "model_best.pt"
+    last = latest_checkpoint(run_dir / "checkpoints")
+    if not best.is_file() or last is None:
+        raise InputError("needs model_best.pt and a resume checkpoint (a run stopped before its first "
+                         "validation has no best model yet)", run_dir)  # fmt: skip
+    recipe = recipe_of(run_dir, parser_for({}))
+    # the run's own network settings (recipe.json), then the command line's, then the config's
+    architecture = {k: recipe[k] for k in ARCHITECTURE if k in recipe}
+    cfg = parser_for({**architecture, **parse_overrides(args.overrides)})
+    mods = list(cfg["modalities"])
+    network, critic_args = network_args(cfg)
+    generator, meta = generator_state(best), best_model_meta(best)
     load_weights_into(cfg.get_parsed_content("network_def", instantiate=True), generator, best)
     state = torch.load(last, map_location="cpu", weights_only=True)
     ckpt = {
@@ -129,9 +118,10 @@ def export(args: argparse.Namespace) -> None:
         "modalities": mods,
         "patch_size": int(cfg["patch_size"]),
         "protocols": {k: dict(v) for k, v in cfg["protocols"].items()},
-        "iterations": int(best_iterations(best) or state["trainer"]["iteration"]),  # older runs: the last
+        # what the best model records of its run; older runs recorded nothing: the newest checkpoint's count
+        "iterations": int(meta.get("iterations") or state["trainer"]["iteration"]),
         # inference scales inputs by headroom x their 99.5 % level (1: the fixed recipe, own scaling)
-        "intensity_headroom": float(best_headroom(best) or recipe["headroom"]),
+        "intensity_headroom": float(meta.get("intensity_headroom") or recipe["headroom"]),
         "recipe": recipe,
     }
     out = Path(args.output)

@@ -246,7 +246,7 @@ def test_a_slices_output_does_not_depend_on_the_batch_size():
 def test_a_slice_wider_than_the_old_64_pixel_window_is_super_resolved_in_one_pass():
     from mtsr_monai.bids.tasks import SuperResolveTask
     from mtsr_monai.cli.commands import super_resolve as command
-    from mtsr_monai.inference.super_resolve import ROI_SIZE
+    from mtsr_monai.inference.defaults import SR_ROI_SIZE as ROI_SIZE
 
     torch.manual_seed(0)
     net = RRDBNet(features=8, growth=4, num_blocks=1)

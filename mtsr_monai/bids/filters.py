@@ -22,7 +22,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from mtsr_monai.bids.layout import ENTITY_ORDER, SUFFIX_MODALITY, BIDSImage
+from mtsr_monai.bids.layout import ENTITY_ORDER, BIDSImage
+from mtsr_monai.data.datalist import BIDS_SUFFIX_MODALITY
 from mtsr_monai.errors import InputError
 from mtsr_monai.io import read_json_object
 
@@ -58,7 +59,7 @@ def read_bids_filters(path: str | Path) -> dict[str, Rules]:
     text = read_json_object(path)
     if text is None:
         raise InputError("--bids-filter-file: not a JSON object", path)
-    queries = {s.lower(): s for s in SUFFIX_MODALITY}
+    queries = {s.lower(): s for s in BIDS_SUFFIX_MODALITY}
     filters: dict[str, Rules] = {}
     for query, entities in text.items():
         if str(query).lower() in OTHER_QUERIES:

@@ -23,7 +23,6 @@ from mtsr_monai.errors import InputError
 
 #: entity keys in the order the specification requires them in a file name (anatomical data + derivatives)
 ENTITY_ORDER = ("sub", "ses", "task", "acq", "ce", "rec", "run", "echo", "flip", "inv", "mt", "part", "chunk")
-SUFFIX_MODALITY = BIDS_SUFFIX_MODALITY  # the datalist's (data.datalist), for the readers of this module
 _LABEL = re.compile(r"^[a-zA-Z0-9]+$")
 _NAME = re.compile(
     r"^(?P<entities>(?:[a-z]+-[a-zA-Z0-9]+_)+)(?P<suffix>[a-zA-Z0-9]+)(?P<ext>\.nii(?:\.gz)?)$"
@@ -125,7 +124,7 @@ def _images_of(root: Path, subject_dir: Path, warnings: list[str], ignored: list
                 warnings.append(f"{rel}: sub/ses entities disagree with the folders; ignored")
                 ignored.append(rel)
                 continue
-            if suffix in SUFFIX_MODALITY:
+            if suffix in BIDS_SUFFIX_MODALITY:
                 images.append(BIDSImage(path, rel, entities, suffix))
             elif suffix.lower() in _SUFFIX_CASEFOLD:  # a typo, not another kind of image: seen, not skipped
                 warnings.append(
@@ -143,7 +142,7 @@ def _images_of(root: Path, subject_dir: Path, warnings: list[str], ignored: list
     return images
 
 
-_SUFFIX_CASEFOLD = {s.lower(): s for s in SUFFIX_MODALITY}
+_SUFFIX_CASEFOLD = {s.lower(): s for s in BIDS_SUFFIX_MODALITY}
 
 
 def _normalise(labels: Iterable[str] | None, prefix: str) -> list[str] | None:
@@ -198,9 +197,9 @@ def read_dataset(
     description = read_description(root)
     wanted = _normalise(participants, "sub-")
     wanted_ses = set(_normalise(sessions, "ses-") or [])
-    bad_suffix = [s for s in suffixes or () if s not in SUFFIX_MODALITY]
+    bad_suffix = [s for s in suffixes or () if s not in BIDS_SUFFIX_MODALITY]
     if bad_suffix:
-        raise InputError(f"unknown modality {bad_suffix}; choose from {', '.join(SUFFIX_MODALITY)}")
+        raise InputError(f"unknown modality {bad_suffix}; choose from {', '.join(BIDS_SUFFIX_MODALITY)}")
     found = sorted(p for p in root.glob("sub-*") if p.is_dir() and _LABEL.match(p.name[4:]))
     labels = [p.name[4:] for p in found]
     if wanted:

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from mtsr_monai.bids.derivatives import WORK_PREFIX, derivative_stem, file_sha256, output_folder, sidecar_path
-from mtsr_monai.bids.layout import SUFFIX_MODALITY, BIDSImage
+from mtsr_monai.bids.layout import BIDSImage
+from mtsr_monai.data.datalist import BIDS_SUFFIX_MODALITY
 from mtsr_monai.errors import InputError
 from mtsr_monai.inference.brain_mask import AUTO as AUTO_MASK
 from mtsr_monai.inference.bundle import bundle_dir, load_bundle_network
@@ -31,7 +32,7 @@ from mtsr_monai.inference.defaults import SR_ROI_SIZE
 from mtsr_monai.io import fine_input_warning
 
 TASKS = ("super-resolve", "clinical-sr", "translate", "qc")
-MODALITY_SUFFIX = {v: k for k, v in SUFFIX_MODALITY.items()}
+MODALITY_SUFFIX = {v: k for k, v in BIDS_SUFFIX_MODALITY.items()}
 
 
 @dataclass
@@ -110,7 +111,7 @@ class Task:
         """The images this task uses; InputError when a requested modality is missing from a session."""
         usable = [im for im in images if self.usable(im)]
         if not usable:
-            wanted = ", ".join(self.suffixes or SUFFIX_MODALITY)
+            wanted = ", ".join(self.suffixes or BIDS_SUFFIX_MODALITY)
             raise InputError(f"no {wanted} image to process")
         for session in sorted({im.session or "" for im in images} or {""}):
             have = {im.suffix for im in usable if (im.session or "") == session}
@@ -379,8 +380,8 @@ class TranslateTask(Task):
             raise InputError(f"--target {target} is the --modality to translate; choose another target")
         self.target, self.samples, self.seed, self.axis = target, samples, seed, axis
         self._models: dict[str, Any] = {}
-        for suffix in set(suffixes or ()) & set(SUFFIX_MODALITY) - {target}:  # named: each needs weights
-            weights = self._weights(SUFFIX_MODALITY[suffix])
+        for suffix in set(suffixes or ()) & set(BIDS_SUFFIX_MODALITY) - {target}:  # named: each needs weights
+            weights = self._weights(BIDS_SUFFIX_MODALITY[suffix])
             if not weights.is_file():
                 raise InputError(f"no weights to translate --modality {suffix} to {target}", weights)
 
@@ -398,7 +399,7 @@ class TranslateTask(Task):
         # lazy: keeps ignite, monai, torch out of this module's import
         from mtsr_monai.inference.translate import default_weights
 
-        return default_weights(modality, SUFFIX_MODALITY[self.target])
+        return default_weights(modality, BIDS_SUFFIX_MODALITY[self.target])
 
     def usable(self, image: BIDSImage) -> bool:
         return (
@@ -410,7 +411,7 @@ class TranslateTask(Task):
         from mtsr_monai.inference.translate import bundle_dir as mt_bundle_dir
 
         root = mt_bundle_dir()
-        pairs = sorted(p for p in (root / "models").glob(f"*_to_{SUFFIX_MODALITY[self.target]}.pt"))
+        pairs = sorted(p for p in (root / "models").glob(f"*_to_{BIDS_SUFFIX_MODALITY[self.target]}.pt"))
         if not pairs:
             raise InputError(f"no translation weights to {self.target}", root / "models")
         ident = _bundle_identity(root, pairs[0])
@@ -450,7 +451,7 @@ class TranslateTask(Task):
         from mtsr_monai.inference.translate import translate_file
 
         source = item.sources[0]
-        target = SUFFIX_MODALITY[self.target]
+        target = BIDS_SUFFIX_MODALITY[self.target]
         noted: list[str] = []
         with _work_folder(item.outputs[0]) as work, _input_warnings(noted):
             summary = translate_file(

@@ -278,9 +278,8 @@ class ResumeCheckpoint:
         for _, path in reversed(found):
             try:
                 return path, torch.load(path, map_location="cpu", weights_only=True)
-            except (
-                PermissionError
-            ):  # readable by its owner: not damaged, and resuming from an older one is wrong
+            # a permission error is no damage: resuming from an older checkpoint would be wrong
+            except PermissionError:
                 raise
             # a truncated file fails in any of these, depending on where it was cut
             except (

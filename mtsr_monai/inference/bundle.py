@@ -513,7 +513,7 @@ def guard_bundle_outputs(
         paths = [v for v in item.values() if isinstance(v, (str, os.PathLike))]
         sources = [str(v) for v in paths if is_volume_file(v) or Path(v).is_file()]
         missing = next((src for src in sources if not Path(src).is_file()), None)
-        if missing is not None:  # found now, not after the items before it were written
+        if missing is not None:
             raise InputError("no such file", missing)
         inputs += sources
         for writer in writers:

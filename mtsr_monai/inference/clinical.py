@@ -459,6 +459,14 @@ def generator_state(path: str | Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}  # an older multi-GPU run's DDP keys
 
 
+def best_model_meta(path: str | Path) -> dict[str, Any]:
+    """What a best-model file of :func:`write_best_generator` records besides the generator (``network``,
+    ``modalities``, ``patch_size``, ``intensity_headroom``, ``iterations``, ...); ``{}`` for the plain state
+    dict that runs before session 48 wrote."""
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    return {k: v for k, v in saved.items() if k != "model"} if isinstance(saved.get("model"), dict) else {}
+
+
 def load_clinical_model(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
     """Shipped checkpoint -> ``{"network", "critic", "modalities", "patch_size", ...}`` (fp32, eval mode).
 

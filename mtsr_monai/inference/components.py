@@ -57,7 +57,8 @@ from mtsr_monai.inference.clinical import (
     transform_spec,
     warn_without_thick_axis,
 )
-from mtsr_monai.inference.super_resolve import ROI_SIZE, super_resolve_planes
+from mtsr_monai.inference.defaults import SR_ROI_SIZE
+from mtsr_monai.inference.super_resolve import super_resolve_planes
 from mtsr_monai.inference.translate import checked_codes, latent_codes, sample_statistics, translate_volume
 from mtsr_monai.io import (
     atomic_file_set,
@@ -277,7 +278,7 @@ class SliceSRInferer(Inferer):
         self,
         scale: int = 4,
         axis: str | int = "axial",
-        roi_size: int = ROI_SIZE,
+        roi_size: int = SR_ROI_SIZE,
         sw_batch_size: int = 8,
         method: str = "model",
         precision: str = "auto",

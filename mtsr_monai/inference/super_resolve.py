@@ -39,7 +39,6 @@ from mtsr_monai.transforms.intensity import robust_range, scale_to_range
 METHODS = ("model", "bicubic", "bilinear", "lanczos", "nearest")
 #: LR pixels a progress step: 8 slices of 64 x 64 (BraTS at x4: 60 x 60); a 320 x 320 slice goes alone
 STEP_PIXELS = 8 * 64 * 64
-ROI_SIZE = SR_ROI_SIZE
 
 __all__ = [
     "METHODS",
@@ -151,7 +150,7 @@ def super_resolve_scaled(
     network: torch.nn.Module | None = None,
     scale: int = 4,
     batch_size: int = 8,
-    roi_size: int = ROI_SIZE,
+    roi_size: int = SR_ROI_SIZE,
     device: str | torch.device = "cpu",
     progress: bool = True,
     inferer: Callable | None = None,
@@ -214,7 +213,7 @@ def super_resolve_volume(
     scale: int = 4,
     axis: str | int = "axial",
     batch_size: int = 8,
-    roi_size: int = ROI_SIZE,
+    roi_size: int = SR_ROI_SIZE,
     device: str | torch.device = "cpu",
     progress: bool = True,
     inferer: Callable | None = None,
@@ -276,7 +275,7 @@ def super_resolve_file(
     bundle: str | None = None,
     device: str = "cpu",
     batch_size: int = 8,
-    roi_size: int = ROI_SIZE,
+    roi_size: int = SR_ROI_SIZE,
     scale: int = 4,
     axis: str | int = "axial",
     progress: bool = True,
