@@ -230,6 +230,21 @@ def test_kspace_noise_is_rician_with_the_requested_sigma():
     assert background.mean() == pytest.approx(0.05 * np.sqrt(np.pi / 2), rel=0.12)
 
 
+def test_one_hot_voxel_does_not_set_the_noise_of_the_kspace_and_thick_slice_modes():
+    from mtsr_monai.transforms.degradation import degrade_volume_kspace, degrade_volume_thick_slice
+
+    vol = np.zeros((64, 64, 8), np.float32)
+    vol[16:48, 16:48] = 1.0
+    hot = vol.copy()
+    hot[30, 30, 3] = 50.0  # as real scans have: max - min set by one voxel
+    for degrade in (
+        lambda v: degrade_volume_kspace(v, np.eye(4), scale=2, noise=0.05, seed=0)[0],
+        lambda v: degrade_volume_thick_slice(v, np.eye(4), thickness=2.0, noise=0.05, seed=0)[0],
+    ):
+        background = (degrade(vol)[:6, :6, 0], degrade(hot)[:6, :6, 0])  # far from the square and the voxel
+        np.testing.assert_allclose(background[1], background[0], rtol=1e-4)
+
+
 # ------------------------------------------------------------------------------------- thick slices
 def test_thick_slice_centres_spacing_and_boxcar_weights():
     from mtsr_monai.transforms.degradation import degrade_volume_thick_slice, thick_slice_weights

@@ -76,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--noise",
         type=float,
         default=None,
-        help="kspace / thick-slice: noise standard deviation as a fraction of the volume's intensity range "
+        help="kspace / thick-slice: noise standard deviation as a fraction of the volume's robust range "
         "(default 0.01 for kspace, 0 for thick-slice; second-order draws its own)",
     )
     parser.add_argument("--seed", type=SEED, default=0, help="random seed (default 0)")

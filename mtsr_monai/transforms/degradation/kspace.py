@@ -31,6 +31,7 @@ from mtsr_monai.transforms.degradation.common import (
     through_axis,
     volume_tensor,
 )
+from mtsr_monai.transforms.intensity import robust_range
 
 __all__ = ["RandKSpaceTruncation", "RandKSpaceTruncationd", "degrade_volume_kspace", "kspace_truncate"]
 
@@ -91,13 +92,14 @@ def _apply_kspace(
     noise: float,
     generator: torch.Generator,
     keep_grid: bool,
+    noise_unit: float | None = None,
 ) -> tuple[torch.Tensor, np.ndarray, dict[int, int]]:
     inplane = inplane_axes(x.ndim - 1, through)
     if keep_grid:
         cropped, starts = x, {d + 1: 0 for d in inplane}
     else:
         cropped, starts = centre_crop_to_multiple(x, [d + 1 for d in inplane], scale)
-    sigma = noise * intensity_range(cropped)
+    sigma = noise * (intensity_range(cropped) if noise_unit is None else noise_unit)
     lr = map_slices(lambda s: kspace_truncate(s, scale, sigma, generator, keep_grid), cropped, through)
     if keep_grid:
         return lr, np.asarray(affine, dtype=np.float64), {}
@@ -114,11 +116,13 @@ def degrade_volume_kspace(
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Central in-plane k-space truncation by ``scale`` with complex Gaussian noise (fraction ``noise`` of the
-    volume's intensity range); per slice 2D FFTs, which equals truncating the 3D k-space in-plane only."""
+    volume's robust range, :func:`~mtsr_monai.transforms.intensity.robust_range`); per slice 2D FFTs, which
+    equals truncating the 3D k-space in-plane only."""
     through = resolve_axis(affine, axis)
     generator = noise_generator(np.random.RandomState(seed))
+    lo, hi = robust_range(volume)  # a few outlier voxels would set max - min (as the second-order chain)
     lr, affine_lr, _ = _apply_kspace(
-        volume_tensor(volume), affine, int(scale), through, noise, generator, keep_grid
+        volume_tensor(volume), affine, int(scale), through, noise, generator, keep_grid, noise_unit=hi - lo
     )
     return lr[0].numpy().astype(np.float32), affine_lr
 

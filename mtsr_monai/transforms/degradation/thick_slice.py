@@ -31,6 +31,7 @@ from mtsr_monai.transforms.degradation.common import (
     through_axis,
     volume_tensor,
 )
+from mtsr_monai.transforms.intensity import robust_range
 from mtsr_monai.transforms.protocol import PROFILES, profile_weights
 
 __all__ = [
@@ -90,6 +91,7 @@ def _apply_thick_slice(
     scale: int,
     noise: float,
     generator: torch.Generator | None,
+    noise_unit: float | None = None,
 ) -> tuple[torch.Tensor, np.ndarray]:
     spatial = x.ndim - 1
     spacing = float(np.linalg.norm(np.asarray(affine, dtype=np.float64)[:-1, through]))
@@ -106,7 +108,7 @@ def _apply_thick_slice(
         factors.update({d: float(scale) for d in inplane})
         offsets.update({d: block_centre_offset(starts[d + 1], scale) for d in inplane})
     if noise > 0:
-        sigma = noise * intensity_range(x)
+        sigma = noise * (intensity_range(x) if noise_unit is None else noise_unit)
         gen = generator if generator is not None else torch.Generator().manual_seed(0)
         out = add_noise(out, "rician", sigma, gen)
     return out.to(torch.float32), resampled_affine(affine, factors, offsets)
@@ -124,11 +126,14 @@ def degrade_volume_thick_slice(
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Simulate a 2D clinical protocol: thick slices (profile of FWHM/width ``thickness`` mm, ``gap`` mm
-    apart) along ``axis``, optional in-plane block averaging by ``scale``, optional Rician noise."""
+    apart) along ``axis``, optional in-plane block averaging by ``scale``, optional Rician noise (``noise``: a
+    fraction of the volume's robust range, :func:`~mtsr_monai.transforms.intensity.robust_range`)."""
     through = resolve_axis(affine, axis)
     generator = noise_generator(np.random.RandomState(seed))
+    # a few outlier voxels would set max - min (as in the second-order chain)
+    lo, hi = robust_range(volume) if noise > 0 else (0.0, 1.0)
     lr, affine_lr = _apply_thick_slice(
-        volume_tensor(volume), affine, through, thickness, gap, profile, int(scale), noise, generator
+        volume_tensor(volume), affine, through, thickness, gap, profile, int(scale), noise, generator, hi - lo
     )
     return lr[0].numpy().astype(np.float32), affine_lr
 
