@@ -286,6 +286,24 @@ def test_a_near_isotropic_reference_is_said_to_leave_the_planes_a_guess(tmp_path
         assert ("no thick axis" in caplog.text) == told
 
 
+def test_voxels_above_the_scaling_level_reach_the_network_up_to_its_headroom(tmp_path):
+    from mtsr_monai.inference.clinical import _model_outputs, prepare_routine_scans
+    from mtsr_monai.inference.components import ClinicalSliceInferer
+
+    flair = _head((40, 40, 6)) * 300
+    flair[18:22, 18:22, 2:4] = 1.3 * flair.max()  # a lesion above the 99.5 % level
+    scan = write_nifti(tmp_path / "flair.nii.gz", flair, _oblique_affine())
+    prepared = prepare_routine_scans({"flair": scan}, None, 2.0, register=False)
+    scaled = prepared["interpolated"]["flair"]
+    assert scaled.max() > 1.1
+    ckpt = {"modalities": ["flair"], "network": torch.nn.Identity(), "intensity_headroom": 1.25}
+    out = _model_outputs(ckpt, prepared, {"flair": "f"}, 2, False, 2, "cpu", False)[0]["flair"]
+    np.testing.assert_allclose(out, np.clip(scaled, 0.0, 1.25), atol=1e-5)  # as training scaled them
+    bundle = ClinicalSliceInferer(patch_size=None, headroom=1.25, slice_axis=2)
+    item = torch.from_numpy(np.clip(scaled, 0.0, None))[None, None]
+    np.testing.assert_allclose(np.asarray(bundle(item, torch.nn.Identity())[0, 0]), out, atol=1e-5)
+
+
 def test_clinical_sr_interpolation_writes_one_volume_per_input_on_the_like_grid(tmp_path, capsys):
     from mtsr_monai.io import load_volume
 
@@ -463,6 +481,21 @@ def test_real_clinical_slabs_restore_onto_the_asked_grid_over_the_slabs_field_in
     restored, src = restored.numpy(), src.numpy()
     assert np.isfinite(restored).all() and restored.max() > 0.3 * src.max()
     assert restored.max() < 2.0 * src.max()  # stays in the input's intensity scale
+
+
+def test_clinical_weights_that_do_not_fit_their_network_are_refused_in_one_line(tmp_path, capsys):
+    from mtsr_monai.networks.attention_unet import AttentionGatedUNet
+
+    args = {"spatial_dims": 2, "in_channels": 1, "out_channels": 1, "filters": 8, "depth": 2}
+    state = {k: v.half() for k, v in AttentionGatedUNet(**args).state_dict().items()}
+    bad = tmp_path / "bad.pt"
+    torch.save({"model": state, "network": {**args, "filters": 16}, "modalities": ["flair"]}, bad)
+    scans = _slabs(tmp_path)
+    argv = ["clinical-sr", "--flair", str(scans["flair"]), "--spacing", "2", "--model", str(bad), "-o"]
+    assert cli_main([*argv, str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.pt" in err and "do not fit" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 def test_one_file_given_as_two_sequences_is_refused(tmp_path, capsys):

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from mtsr_monai.errors import InputError
-from mtsr_monai.inference.bundle import read_weights, weights_path
+from mtsr_monai.inference.bundle import load_weights_into, read_weights, weights_path
 from mtsr_monai.inference.explain import explain_volume, write_explanations
 from mtsr_monai.inference.slicewise import busy_batches
 from mtsr_monai.io import (
@@ -358,7 +358,7 @@ def prepare_routine_scans(
 ) -> dict[str, Any]:
     """Steps 1-4 of the module docstring, the others registered to ``reference`` (default: the first given
     of FLAIR, T1, T2), whose field of view a ``spacing`` grid covers. Returns ``{"grid", "affine",
-    "volumes": {mod: (X,Y,Z) in [0,1]}, "interpolated": {mod: the same scaling, unclipped},
+    "volumes": {mod: (X,Y,Z) >= 0, 1 at the 99.5 % level}, "interpolated": {mod: the same, unclipped},
     "bounds": {mod: (lo, hi)}, "coverage": (X,Y,Z) bool, "thick_axis", "near_isotropic", "reference",
     "registration", "images": {mod: input SimpleITK image}, "transforms": {mod: grid -> input points, or
     None}}``.
@@ -388,8 +388,9 @@ def prepare_routine_scans(
         if not inside.any():
             raise InputError(f"{m} does not overlap the target grid", path=str(inputs[m]))
         lo, hi = robust_range(arr[inside])  # its own field: a wider grid's zeros would pick the rule
-        volumes[m] = scale_to_range(arr, lo, hi)
         interpolated[m] = scale_to_range(arr, lo, hi, clip=False)  # the baselines: nothing clipped
+        # only below: the network keeps what its headroom leaves above 1 (network_input)
+        volumes[m] = np.maximum(interpolated[m], 0.0)
         bounds[m] = (lo, hi)
         coverage = inside if coverage is None else coverage | inside
     return {
@@ -467,6 +468,16 @@ def best_model_meta(path: str | Path) -> dict[str, Any]:
     return {k: v for k, v in saved.items() if k != "model"} if isinstance(saved.get("model"), dict) else {}
 
 
+def _built(network_class: type, arguments: Mapping[str, Any], state: Mapping, path: str | Path) -> Any:
+    """``network_class(**arguments)`` with the fp32 of ``state``; InputError naming ``path`` when the file's
+    arguments or weights do not make that network (exit 2, not a traceback)."""
+    try:
+        network = network_class(**arguments)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"its arguments do not build a {network_class.__name__}: {exc}", path) from exc
+    return load_weights_into(network, {k: v.float() for k, v in state.items()}, path)
+
+
 def load_clinical_model(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
     """Shipped checkpoint -> ``{"network", "critic", "modalities", "patch_size", ...}`` (fp32, eval mode).
 
@@ -479,14 +490,10 @@ def load_clinical_model(path: str | Path, device: str | torch.device = "cpu") ->
     from mtsr_monai.networks.critic import Critic
 
     ckpt = clinical_weights(path)
-    net = AttentionGatedUNet(**ckpt["network"])
-    net.load_state_dict({k: v.float() for k, v in ckpt["model"].items()})
     out = dict(ckpt)
-    out["network"] = net.to(device).eval()
+    out["network"] = _built(AttentionGatedUNet, ckpt["network"], ckpt["model"], path).to(device).eval()
     if "critic" in ckpt and "critic_args" in ckpt:
-        critic = Critic(**ckpt["critic_args"])
-        critic.load_state_dict({k: v.float() for k, v in ckpt["critic"].items()})
-        out["critic"] = critic.to(device).eval()
+        out["critic"] = _built(Critic, ckpt["critic_args"], ckpt["critic"], path).to(device).eval()
     else:
         out["critic"] = None
     return out
@@ -496,6 +503,13 @@ def default_model_path() -> Path:
     """``clinical_sr/models/model.pt`` under :func:`mtsr_monai.inference.bundle.bundles_root`."""
 
     return weights_path("clinical_sr")
+
+
+def network_input(volumes: np.ndarray, headroom: float = 1.0) -> np.ndarray:
+    """Prepared volumes (1 at their 99.5 % level) -> what the network saw in training: divided by the
+    checkpoint's ``intensity_headroom`` and clipped to [0, 1], so voxels up to headroom x that level (bright
+    lesions) keep their contrast (``data.clinical``: training and validation pairs are scaled so)."""
+    return np.clip(np.asarray(volumes, np.float32) / float(headroom), 0.0, 1.0)
 
 
 def model_input(prepared: Mapping[str, Any], modalities: Sequence[str]) -> np.ndarray:
@@ -526,7 +540,7 @@ def _model_outputs(
     if unknown:
         raise InputError(f"the model restores {modalities}, not {unknown}")
     headroom = float(ckpt.get("intensity_headroom", 1.0))
-    x = model_input(prepared, modalities) / headroom
+    x = network_input(model_input(prepared, modalities), headroom)
     axes = slice_axes_for(prepared["thick_axis"], planes) if slice_axis is None else (int(slice_axis),)
     warn_without_thick_axis(slice_axis is None and prepared["near_isotropic"], axes)
     y = restore_planes(

@@ -48,6 +48,7 @@ from mtsr_monai.inference.bundle import as_flag
 from mtsr_monai.inference.clinical import (
     consistency_step,
     model_input,
+    network_input,
     prepare_routine_scans,
     reference_sequence,
     restore_planes,
@@ -396,7 +397,8 @@ class PrepareRoutineScansd(MapTransform):
     are allowed) -> ``output_key``: ``(C, X, Y, Z)`` in ``modalities`` order on the target grid (an
     isotropic ``spacing`` grid over the reference scan, or the grid of the item's ``like_key`` file), each
     rigidly registered to the reference (the sequence the item's ``reference_key`` names, when given; else
-    the first given of FLAIR, T1, T2), interpolated, scaled to [0, 1]; sequences not given are zero.
+    the first given of FLAIR, T1, T2), interpolated, scaled to 1 at the 99.5 % level (clipped at 0 only:
+    the inferer clips at its headroom); sequences not given are zero.
     ``coverage`` (where any scan has data) goes to ``coverage_key``; intensity bounds, the thick axis, the
     given sequences and their registrations to the reference to the meta (see
     :func:`mtsr_monai.inference.clinical.prepare_routine_scans`)."""
@@ -459,8 +461,8 @@ class ClinicalSliceInferer(Inferer):
     slice by slice along ``slice_axis`` (default: the mean over the ``planes`` planes containing the reference
     scan's thick axis), in ``patch_size`` sliding windows (None: whole slices), by
     :func:`~mtsr_monai.inference.clinical.restore_planes`; same grid out. ``headroom`` (a checkpoint's
-    ``intensity_headroom``, the random training recipe) divides the input and multiplies the output, as in
-    training."""
+    ``intensity_headroom``, the random training recipe) divides the input (then clipped to [0, 1]) and
+    multiplies the output, as in training (:func:`~mtsr_monai.inference.clinical.network_input`)."""
 
     def __init__(
         self,
@@ -495,7 +497,7 @@ class ClinicalSliceInferer(Inferer):
             axes = self.axes_for(item)
             out = self.headroom * restore_planes(
                 network,
-                item.detach().cpu().numpy() / self.headroom,
+                network_input(item.detach().cpu().numpy(), self.headroom),
                 axes,
                 # a validation batch is a plain tensor in the training order: no affine, no reordering
                 item_affine(inputs, b) if isinstance(inputs, MetaTensor) else None,
