@@ -434,6 +434,14 @@ def test_an_output_folder_that_cannot_be_written_is_bad_input(tmp_path, capsys):
     assert code == 2 and "cannot write outputs under it" in capsys.readouterr().err
 
 
+def test_fp16_without_cuda_is_refused_before_any_participant_is_run(tmp_path, capsys):
+    raw = _raw_tree(tmp_path / "raw", {"01": ["sub-01/anat/sub-01_T1w.nii.gz"]})
+    out = tmp_path / "out"
+    assert _mtsr(raw, out, "participant", "--task", "super-resolve", "--precision", "fp16") == 2
+    assert "--precision fp16 needs --device cuda" in capsys.readouterr().err
+    assert not list(out.glob("sub-*")) and not (out / "logs").exists()
+
+
 def test_an_outputs_iqms_use_the_inputs_air_and_head_so_faint_background_signal_makes_no_air_region():
     from mtsr_monai.bids.quality import input_masks, input_quality, output_quality
 

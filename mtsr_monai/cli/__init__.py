@@ -153,8 +153,8 @@ def _inputs(module: ModuleType, args: argparse.Namespace) -> list[Path]:
 
 def _refuse_bad_arguments(args: argparse.Namespace) -> None:
     """A named input (``--input``, ``--t1``, ...) that does not exist, an ``--axis`` that names no plane or
-    array axis and a ``--device`` that is not there are refused at once, before the command's start-up
-    (torch, MONAI, weights: seconds) makes the user wait for the error."""
+    array axis, a ``--device`` that is not there and ``--precision fp16`` off CUDA are refused at once,
+    before the command's start-up (torch, MONAI, weights: seconds) makes the user wait for the error."""
     # lazy: `mtsr --help` answers without numpy and the io package
     from mtsr_monai.io.volume import check_image_file
 
@@ -165,6 +165,9 @@ def _refuse_bad_arguments(args: argparse.Namespace) -> None:
             check_axis(getattr(args, option), "--" + option.replace("_", "-"))
     if getattr(args, "device", None) is not None:
         check_device(str(args.device))
+    on_cuda = str(getattr(args, "device", "cpu")).startswith("cuda")
+    if getattr(args, "precision", None) == "fp16" and not on_cuda:
+        raise InputError("--precision fp16 needs --device cuda")
 
 
 def _guard(module: ModuleType, args: argparse.Namespace):

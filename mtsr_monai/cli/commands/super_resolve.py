@@ -78,8 +78,6 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1 or args.roi_size < 8:
         raise InputError("--batch-size must be >= 1 and --roi-size >= 8")
-    if args.precision == "fp16" and args.device != "cuda":
-        raise InputError("--precision fp16 needs --device cuda")
     from mtsr_monai.io import fine_input_warning
 
     axis = int(args.axis) if args.axis.lstrip("-").isdigit() else args.axis
