@@ -77,6 +77,19 @@ def test_bids_sessions_become_subjects_and_derivatives_are_ignored(tmp_path: Pat
     assert "sourcedata" not in subjects[1]["t2"] and "derivatives" not in subjects[1]["t2"]
 
 
+def test_a_bids_scan_named_for_another_subject_or_session_is_not_paired_with_its_folder(tmp_path: Path):
+    touch(
+        tmp_path,
+        "sub-02/anat/sub-02_FLAIR.nii.gz",
+        "sub-02/anat/sub-03_T1w.nii.gz",  # another person's T1 filed under sub-02
+        "sub-04/ses-1/anat/sub-04_ses-2_T1w.nii.gz",
+        "sub-04/ses-1/anat/sub-04_ses-1_FLAIR.nii.gz",
+    )
+    with pytest.warns(UserWarning, match="entities disagree with its folders"):
+        subjects = find_subjects(tmp_path, "bids")
+    assert [sorted(s) for s in subjects] == [["flair", "subject"], ["flair", "subject"]]
+
+
 def test_a_bids_t1w_with_a_contrast_agent_is_t1ce_beside_the_native_t1(tmp_path: Path) -> None:
     touch(
         tmp_path,

@@ -179,6 +179,10 @@ def _find_bids(root: Path) -> list[dict]:
         m = _BIDS.search(path.name)
         if m and m["mod"] in BIDS_SUFFIX_MODALITY:
             entities = dict(e.split("-", 1) for e in path.name[: m.start()].split("_") if "-" in e)
+            named = (f"sub-{entities.get('sub')}", f"ses-{entities['ses']}" if "ses" in entities else None)
+            if named != (sub, ses):  # another subject's scan filed here: never pair it with this one's
+                warnings.warn(f"{path}: sub/ses entities disagree with its folders; skipped", stacklevel=2)
+                continue
             _add(groups.setdefault(sid, {"subject": sid}), bids_modality(m["mod"], entities), path)
     return list(groups.values())
 
