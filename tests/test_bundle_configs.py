@@ -11,7 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 import yaml
 
 from mtsr_monai.inference.bundle import override_args
@@ -229,3 +231,21 @@ def test_amp_false_trains_in_fp32_unless_a_precision_is_given(bundle):
 
     assert precision(amp=False) == "fp32" and precision() == "auto"
     assert precision(amp=False, precision="bf16") == "bf16"
+
+
+def test_the_sr_bundles_validation_and_evaluation_score_the_windows_the_command_runs():
+    from monai.bundle import ConfigParser
+
+    from mtsr_monai.inference.super_resolve import super_resolve_scaled
+    from mtsr_monai.networks.rrdb import RRDBNet
+
+    torch.manual_seed(0)
+    net = RRDBNet(features=8, growth=4, num_blocks=1).eval()
+    lr = torch.rand(1, 1, 40, 300) + 0.5  # wider than one 256 window: the windows and their blending show
+    command = super_resolve_scaled(lr[0].numpy(), network=net, progress=False, precision="fp32")
+    for names in (("train.yaml",), ("train.yaml", "evaluate.yaml")):
+        parser = ConfigParser()
+        parser.read_config([str(REPO / "bundles" / "mtsr_sr" / "configs" / n) for n in names])
+        with torch.no_grad():
+            scored = parser.get_parsed_content("validate#inferer")(lr, net)
+        np.testing.assert_allclose(scored[0].clamp_min(0).numpy(), command, atol=1e-5)  # the floor: 0

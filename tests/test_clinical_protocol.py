@@ -207,6 +207,7 @@ def test_validation_pair_maps_outputs_into_the_reference_scale(tmp_path):
     for c in (0, 1):
         mapped = pair["lr"][c] * pair["out_scale"][c]
         assert float(np.median(mapped[m]) / np.median(pair["hr"][c][m])) == pytest.approx(1.0, abs=0.05)
+    assert float(pair["lr"].max()) <= 1 / 1.25 + 1e-6  # clipped at the level, then / headroom: as inference
     dark = score_against_pair(pair["lr"] * 0.9, pair)["psnr"]
     assert score_against_pair(pair["lr"], pair)["psnr"] > dark  # a drift costs PSNR
     with pytest.raises(ValueError):

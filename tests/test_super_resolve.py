@@ -263,3 +263,20 @@ def test_a_slice_wider_than_the_old_64_pixel_window_is_super_resolved_in_one_pas
     command.add_arguments(parser)
     assert parser.parse_args(["-i", "a.nii.gz", "-o", "b.nii.gz"]).roi_size == ROI_SIZE
     assert SuperResolveTask().roi_size == ROI_SIZE  # mtsr bids' task, built without the CLI
+
+
+def test_a_larger_batch_size_puts_more_large_slices_through_each_network_call():
+    from mtsr_monai.inference.super_resolve import super_resolve_scaled
+
+    class Counting(torch.nn.Module):
+        scale, calls = 4, 0
+
+        def forward(self, x):
+            Counting.calls += 1
+            return torch.nn.functional.interpolate(x, scale_factor=4, mode="nearest")
+
+    slices = np.random.default_rng(0).random((8, 240, 240)).astype(np.float32) + 0.1
+    for batch_size, calls in ((8, 8), (32, 4), (128, 1)):  # 240 x 240 = 14 windows of 64 x 64
+        Counting.calls = 0
+        super_resolve_scaled(slices, network=Counting(), batch_size=batch_size, progress=False)
+        assert Counting.calls == calls

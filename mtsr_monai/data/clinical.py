@@ -587,10 +587,11 @@ def protocol_pair(
 ) -> dict[str, Any]:
     """A validation (or benchmark) pair as deployment sees it: the 1 mm volumes acquired with the fixed
     protocol ``params`` (a :class:`~mtsr_monai.transforms.protocol.ProtocolParams` or its dict, for every
-    channel) and interpolated back; the input scaled by its own 99.5 % level x ``headroom`` (inference does
-    this), ``missing`` sequences zero-filled; the target ``hr`` in the reference's [0, 1] scale (its own
-    99.5 % level, not clipped) and ``out_scale`` (C,) mapping a model output into that scale, so an
-    intensity drift of the output costs PSNR. ``score_channels``: the channels given (scored)."""
+    channel) and interpolated back; the input scaled to [0, 1] by its own 99.5 % level, then divided by
+    ``headroom`` (inference does this), ``missing`` sequences zero-filled; the target ``hr`` in the
+    reference's [0, 1] scale (its own 99.5 % level, not clipped) and ``out_scale`` (C,) mapping a model
+    output into that scale, so an intensity drift of the output costs PSNR. ``score_channels``: the
+    channels given (scored)."""
     params = params if isinstance(params, ProtocolParams) else ProtocolParams(**dict(params))
     if params.axis == 2:
         raise ValueError("thick slices along array axis 2 (BraTS z) have no true 1 mm reference")
@@ -600,7 +601,8 @@ def protocol_pair(
     for c, m in enumerate(modalities):
         _, hi_lr = robust_range(lr[c])
         _, hi_hr = robust_range(hr[c])
-        x[c] = 0.0 if m in missing else np.clip(lr[c] / (hi_lr * headroom), 0.0, 1.0)
+        # as inference feeds the network (inference.clinical.network_input): clipped at the level, / headroom
+        x[c] = 0.0 if m in missing else np.clip(lr[c] / hi_lr, 0.0, 1.0) / headroom
         ref[c], scale[c] = hr[c] / hi_hr, hi_lr * headroom / hi_hr
     mask = (hr > 0).any(0)
     box = foreground_box(mask, 4)

@@ -59,7 +59,7 @@ from mtsr_monai.inference.clinical import (
     warn_without_thick_axis,
 )
 from mtsr_monai.inference.defaults import SR_ROI_SIZE
-from mtsr_monai.inference.super_resolve import super_resolve_planes
+from mtsr_monai.inference.super_resolve import super_resolve_planes, window_inferer
 from mtsr_monai.inference.translate import checked_codes, latent_codes, sample_statistics, translate_volume
 from mtsr_monai.io import (
     atomic_file_set,
@@ -266,6 +266,20 @@ class SaveTranslationsd(VolumeWriterd):
 
 
 # ------------------------------------------------------------------------------------------- inferers
+class SliceWindowInferer(Inferer):
+    """A batch of LR slices ``(B, 1, H, W)`` through the SR network as ``mtsr super-resolve`` runs them
+    (:func:`~mtsr_monai.inference.super_resolve.window_inferer`): the bundle's validation and evaluation
+    score what the command writes."""
+
+    def __init__(self, roi_size: int = SR_ROI_SIZE, sw_batch_size: int = 8) -> None:
+        super().__init__()
+        self.roi_size, self.sw_batch_size = int(roi_size), int(sw_batch_size)
+
+    def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+        windows = window_inferer(tuple(inputs.shape[-2:]), self.roi_size, self.sw_batch_size)
+        return windows(inputs, network, *args, **kwargs)
+
+
 class SliceSRInferer(Inferer):
     """Whole-volume x ``scale`` in-plane super-resolution: each batch item ``(1, X, Y, Z)`` (scaled by
     :class:`~mtsr_monai.transforms.scale.RobustScaleIntensityd`) is cut into slices normal to ``axis`` (found
@@ -397,8 +411,7 @@ class PrepareRoutineScansd(MapTransform):
     are allowed) -> ``output_key``: ``(C, X, Y, Z)`` in ``modalities`` order on the target grid (an
     isotropic ``spacing`` grid over the reference scan, or the grid of the item's ``like_key`` file), each
     rigidly registered to the reference (the sequence the item's ``reference_key`` names, when given; else
-    the first given of FLAIR, T1, T2), interpolated, scaled to 1 at the 99.5 % level (clipped at 0 only:
-    the inferer clips at its headroom); sequences not given are zero.
+    the first given of FLAIR, T1, T2), interpolated, scaled to [0, 1]; sequences not given are zero.
     ``coverage`` (where any scan has data) goes to ``coverage_key``; intensity bounds, the thick axis, the
     given sequences and their registrations to the reference to the meta (see
     :func:`mtsr_monai.inference.clinical.prepare_routine_scans`)."""
@@ -461,8 +474,8 @@ class ClinicalSliceInferer(Inferer):
     slice by slice along ``slice_axis`` (default: the mean over the ``planes`` planes containing the reference
     scan's thick axis), in ``patch_size`` sliding windows (None: whole slices), by
     :func:`~mtsr_monai.inference.clinical.restore_planes`; same grid out. ``headroom`` (a checkpoint's
-    ``intensity_headroom``, the random training recipe) divides the input (then clipped to [0, 1]) and
-    multiplies the output, as in training (:func:`~mtsr_monai.inference.clinical.network_input`)."""
+    ``intensity_headroom``, the random training recipe) divides the input (clipped to [0, 1] first) and
+    multiplies the output (:func:`~mtsr_monai.inference.clinical.network_input`)."""
 
     def __init__(
         self,

@@ -37,8 +37,9 @@ from mtsr_monai.reporting.views import plane_of_axis
 from mtsr_monai.transforms.intensity import robust_range, scale_to_range
 
 METHODS = ("model", "bicubic", "bilinear", "lanczos", "nearest")
-#: LR pixels a progress step: 8 slices of 64 x 64 (BraTS at x4: 60 x 60); a 320 x 320 slice goes alone
-STEP_PIXELS = 8 * 64 * 64
+#: LR pixels of one window unit: ``batch_size`` of them go through the network at once (8: 8 BraTS slices at
+#: x4, 60 x 60; a 320 x 320 slice alone), so memory follows --batch-size for any matrix
+WINDOW_PIXELS = 64 * 64
 
 __all__ = [
     "METHODS",
@@ -144,6 +145,17 @@ def prepare_network(
     return run
 
 
+def window_inferer(shape: tuple[int, ...], roi_size: int = SR_ROI_SIZE, batch_size: int = 8) -> Any:
+    """The sliding-window inferer ``mtsr super-resolve`` runs on LR slices of ``shape`` (H, W): windows of
+    ``roi_size``, no larger than the slice (no padding work), blended with Gaussian weights (overlap 0.25),
+    as many window pixels at once as ``batch_size`` windows of 64 x 64 (the memory bound), at least one."""
+    from monai.inferers import SlidingWindowInferer  # lazy: the interpolation baselines need no MONAI
+
+    roi = (min(roi_size, int(shape[0])), min(roi_size, int(shape[1])))
+    windows = max(1, min(batch_size, batch_size * WINDOW_PIXELS // (roi[0] * roi[1])))
+    return SlidingWindowInferer(roi_size=roi, sw_batch_size=windows, overlap=0.25, mode="gaussian")
+
+
 def super_resolve_scaled(
     slices: np.ndarray,
     method: str = "model",
@@ -155,9 +167,11 @@ def super_resolve_scaled(
     progress: bool = True,
     inferer: Callable | None = None,
     precision: str = "auto",
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Super-resolve ``(S, h, w)`` slices already scaled by :func:`robust_range`; returns
-    ``(S, scale h, scale w)`` float32 in the same (scaled) units.
+    ``(S, scale h, scale w)`` float32 in the same (scaled) units: ``out`` when given (such an array, a view
+    of a larger one too, written in place: no second output-sized buffer).
 
     ``method="model"`` runs ``network`` through a ``SlidingWindowInferer`` with LR windows of ``roi_size``
     (no larger than the slice) or through ``inferer``; the other methods interpolate. Slices holding only the
@@ -178,22 +192,21 @@ def super_resolve_scaled(
     def run_model(x: torch.Tensor) -> torch.Tensor:
         if inferer is not None:
             return inferer(x, run_network)
-        from monai.inferers import SlidingWindowInferer  # here: the interpolation baselines need no MONAI
-
-        # windows no larger than the image (no padding work); overlapping windows blend with Gaussian weights;
-        # as many window pixels at once as batch_size windows of 64 x 64 (the memory bound), at least one
-        roi = (min(roi_size, x.shape[-2]), min(roi_size, x.shape[-1]))
-        windows = max(1, min(batch_size, batch_size * 64 * 64 // (roi[0] * roi[1])))
-        sw = SlidingWindowInferer(roi_size=roi, sw_batch_size=windows, overlap=0.25, mode="gaussian")
-        return sw(x, run_network)
+        return window_inferer(tuple(x.shape[-2:]), roi_size, batch_size)(x, run_network)
 
     vmin = float(slices.min())
     floor = min(vmin, 0.0)  # magnitude images: undershoot at edges clamped (z-scored inputs: their minimum)
-    out = np.full((n_slices, h * scale, w * scale), vmin, dtype=np.float32)
+    shape = (n_slices, h * scale, w * scale)
+    if out is None:
+        out = np.empty(shape, dtype=np.float32)
+    elif out.shape != shape or out.dtype != np.float32:
+        raise ValueError(f"out must be float32 {shape}, not {out.dtype} {out.shape}")
+    out[...] = vmin
     rows, cols = _network_box(slices, vmin) if method == "model" else (slice(None), slice(None))
     with torch.inference_mode():
         desc = f"super-resolve ({method})"
-        for idx in busy_batches(slices, batch_size, vmin, progress, desc, max_pixels=STEP_PIXELS):
+        budget = batch_size * WINDOW_PIXELS
+        for idx in busy_batches(slices, batch_size, vmin, progress, desc, max_pixels=budget):
             x = torch.from_numpy(slices[idx]).float()[:, None].to(device)
             if method != "model":
                 out[idx] = interpolate_slices(x, scale, method)[:, 0].float().clamp_min(floor).cpu().numpy()
@@ -246,7 +259,9 @@ def super_resolve_volume(
         inferer=inferer,
         precision=precision,
     )
-    return np.ascontiguousarray(out * (hi - lo) + lo), grid
+    out *= hi - lo  # in place: the output is the largest array by far (x 16 the input)
+    out += lo
+    return out, grid
 
 
 def super_resolve_planes(
@@ -262,9 +277,12 @@ def super_resolve_planes(
     through = resolve_axis(affine, axis)
     order = AxisOrder(affine)
     slices = np.moveaxis(order.apply(volume), order.axis(through), 0)
-    out = super_resolve_scaled(np.ascontiguousarray(slices), scale=scale, **options)
     inplane = [k for k in range(3) if k != through]
-    return order.undo(np.moveaxis(out, 0, order.axis(through))), sr_affine(affine, inplane, scale)
+    # the output in the stored order, written through a view in the slices' order: one output-sized buffer
+    sr = np.empty([n * scale if k in inplane else n for k, n in enumerate(volume.shape)], np.float32)
+    view = np.moveaxis(order.apply(sr, copy=False), order.axis(through), 0)
+    super_resolve_scaled(np.ascontiguousarray(slices), scale=scale, out=view, **options)
+    return sr, sr_affine(affine, inplane, scale)
 
 
 def super_resolve_file(

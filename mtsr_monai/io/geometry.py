@@ -155,9 +155,10 @@ class AxisOrder:
         """Where the stored array's spatial ``stored_axis`` lies after :meth:`apply`."""
         return int(self.change[stored_axis, 0])
 
-    def apply(self, volume: np.ndarray) -> np.ndarray:
-        """``volume`` (X, Y, Z), or channel-first (C, X, Y, Z), in the target order."""
-        return _reoriented(volume, self.change)
+    def apply(self, volume: np.ndarray, copy: bool = True) -> np.ndarray:
+        """``volume`` (X, Y, Z), or channel-first (C, X, Y, Z), in the target order: a contiguous copy, or
+        with ``copy=False`` a view (writing into it writes ``volume``)."""
+        return _reoriented(volume, self.change, copy)
 
     def undo(self, volume: np.ndarray) -> np.ndarray:
         """An array in the target order (3D or channel-first) back in the stored order."""
@@ -171,10 +172,12 @@ class AxisOrder:
         return self.stored_affine @ inv_ornt_aff(self.change, tuple(shape))
 
 
-def _reoriented(volume: np.ndarray, change: np.ndarray) -> np.ndarray:
+def _reoriented(volume: np.ndarray, change: np.ndarray, copy: bool = True) -> np.ndarray:
     # lazy: nibabel.orientations loads scipy (seconds), which most users of this module never need
     from nibabel.orientations import apply_orientation
 
     if np.ndim(volume) == 3:
-        return np.ascontiguousarray(apply_orientation(volume, change))
-    return np.ascontiguousarray(np.moveaxis(apply_orientation(np.moveaxis(volume, 0, -1), change), -1, 0))
+        view = apply_orientation(volume, change)  # flips and a transpose: a view
+    else:
+        view = np.moveaxis(apply_orientation(np.moveaxis(volume, 0, -1), change), -1, 0)
+    return np.ascontiguousarray(view) if copy else view

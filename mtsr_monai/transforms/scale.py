@@ -80,7 +80,9 @@ class RestoreIntensity(Transform):
 
     def __call__(self, img: Any, value_range: Sequence[float]) -> Any:
         lo, hi = (float(v) for v in value_range)
-        return img * (hi - lo) + lo
+        out = img * (hi - lo)  # then in place: one temporary of an SR output's size, not two
+        out += lo
+        return out
 
 
 class RestoreIntensityd(MapTransform):

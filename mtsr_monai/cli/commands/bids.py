@@ -107,7 +107,13 @@ def _add_task_arguments(parser: argparse.ArgumentParser) -> None:
     sr = parser.add_argument_group("super-resolve")
     sr.add_argument("--sr-method", default="model", choices=SR_METHODS)
     sr.add_argument("--bundle", default=None, help="SR bundle folder or name (default: the shipped mtsr_sr)")
-    sr.add_argument("--batch-size", type=int, default=8, help="slices per batch (default 8)")
+    sr.add_argument(
+        "--batch-size",
+        type=int,
+        default=8,
+        help="super-resolve: LR pixels per network call in 64 x 64 windows (as mtsr super-resolve); "
+        "clinical-sr, translate: slices per batch (default 8)",
+    )
     add_roi_size_argument(sr)
     sr.add_argument("--axis", default="auto", help="slice plane (default auto: the acquisition plane)")
     sr.add_argument("--precision", default="auto", choices=PRECISIONS)

@@ -48,7 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bundle", default=None, help="bundle folder or name (default: the shipped mtsr_sr)")
     add_device_argument(parser, choices=("cpu", "cuda"))
     parser.add_argument(
-        "--batch-size", type=int, default=8, help="slices (and windows) per batch (default 8)"
+        "--batch-size",
+        type=int,
+        default=8,
+        help="LR pixels per network call, in 64 x 64 windows: 8 holds 8 BraTS slices at x4 (60 x 60) or one "
+        "181 x 181 slice (default 8; raise it on a GPU)",
     )
     parser.add_argument(
         "--precision",
