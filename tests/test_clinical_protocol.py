@@ -195,6 +195,25 @@ def test_protocol_dataset_samples_share_the_input_scale_and_drop_channels(tmp_pa
     assert all(torch.equal(first[k], again[k]) for k in first)  # one seed reseeds protocol and transforms too
 
 
+def test_a_cache_entry_cut_while_its_record_is_written_is_made_again(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from mtsr_monai.data.clinical import cached_volumes
+
+    real_write = Path.write_text
+
+    def cut(path, text, *args, **kwargs):  # the record's bytes half written when the interruption lands
+        real_write(path, text[: len(text) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_text", cut)
+    with pytest.raises(KeyboardInterrupt):
+        cached_volumes([_subject(tmp_path)], tmp_path / "cache", progress=False)
+    monkeypatch.setattr(Path, "write_text", real_write)
+    again = cached_volumes([_subject(tmp_path)], tmp_path / "cache", progress=False)
+    assert again[0]["subject"] == "s0" and again[0]["hr"].shape[0] == 3
+
+
 def test_validation_pair_maps_outputs_into_the_reference_scale(tmp_path):
     from mtsr_monai.data.clinical import protocol_pair
     from mtsr_monai.inference.clinical import score_against_pair

@@ -52,7 +52,7 @@ from monai.utils import MAX_SEED, convert_to_tensor
 from tqdm import tqdm
 
 from mtsr_monai.errors import InputError
-from mtsr_monai.io import check_same_grid, load_volume
+from mtsr_monai.io import atomic_write_text, check_same_grid, load_volume
 from mtsr_monai.transforms.crop import foreground_box
 from mtsr_monai.transforms.degradation import degrade_volume_thick_slice
 from mtsr_monai.transforms.intensity import robust_range, robust_scale
@@ -205,7 +205,7 @@ def _cached_items(
                 np.save(folder / f"{key}.npy", item[key].astype(np.float16))
             np.save(folder / "mask.npy", item["mask"])
             meta = {"subject": item["subject"], "affine": item["affine"].tolist(), "box": item["box"]}
-            (folder / "done.json").write_text(json.dumps(meta))
+            atomic_write_text(folder / "done.json", json.dumps(meta))  # whole or absent: a cut one would stay
         meta = json.loads((folder / "done.json").read_text())
         out.append(
             {
