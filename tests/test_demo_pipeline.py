@@ -207,3 +207,21 @@ def test_a_demo_rerun_from_another_contrast_leaves_none_of_the_first_ones_scans(
     run_demo(tmp_path, source="t2", target="t1", samples=1, slices=2, progress=False)
     scans = sorted(p.name for p in tmp_path.glob("*.nii.gz"))
     assert scans == ["hr_t2.nii.gz", "lr_brain_mask.nii.gz", "lr_mine.nii.gz", "lr_t2.nii.gz"]
+
+
+def test_a_run_interrupted_at_its_summary_leaves_the_earlier_runs_folder_whole(
+    tiny_weights, phantom_file, tmp_path, monkeypatch
+):
+    from mtsr_monai.inference import pipeline
+
+    monkeypatch.setenv("MTSR_SR_WEIGHTS", str(tmp_path / "absent.pt"))
+    out = tmp_path / "run"
+    assert _run(phantom_file, tiny_weights, out, "-n", "3", "--seed", "1") == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def interrupted(*args, **kwargs):  # Ctrl-C as the summary is made, the volumes already staged
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "_summary_text", interrupted)
+    assert _run(phantom_file, tiny_weights, out, "-n", "2", "--seed", "9") == 130
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -22,6 +22,7 @@ import torch
 from mtsr_monai.data.demo import make_demo_subject
 from mtsr_monai.errors import InputError
 from mtsr_monai.inference.brain_mask import (
+    AUTO_MASK_NAME,
     RUN_ONLY_OUTPUTS,
     brain_mask_for,
     check_brain_mask,
@@ -159,11 +160,18 @@ def _montage_panels(
 
 
 def _write_outputs(
-    out: Path, arrays: dict[str, Any], panels: list, run: dict, point: Sequence[float], mask: Any = None
+    out: Path,
+    arrays: dict[str, Any],
+    panels: list,
+    run: dict,
+    point: Sequence[float],
+    mask: Any = None,
+    finish_summary: Callable[[dict[str, Any]], str] | None = None,
 ) -> dict[str, Any]:
-    """``sr``, ``sample_i``, ``mean``, ``std`` NIfTIs (SR grid) and the montage (titled from the ``run``
-    summary's source, scale and target) into ``out``, all or none
-    (an earlier run's extra samples and mask removed, unless that mask is this run's ``mask``); the paths."""
+    """``sr``, ``sample_i``, ``mean``, ``std`` NIfTIs (SR grid), the montage (titled from the ``run``
+    summary's source, scale and target) and ``summary.json`` (the text ``finish_summary(paths)`` returns)
+    into ``out``, all or none (an earlier run's extra samples and mask removed, unless that mask is this
+    run's ``mask``); the paths."""
 
     affine = arrays["affine"]
     volumes = {"sr": arrays["sr"], **{f"sample_{i}": v for i, v in enumerate(arrays["samples"])}}
@@ -175,9 +183,11 @@ def _write_outputs(
             save_volume(volume, staging / f"{name}.nii.gz", affine, space=arrays["space"])
         title = f"{run['source']} LR -> SR x{run['scale']} -> {run['target']}"
         save_montage(panels, staging / "montage.png", title, point)
-    written = {name: str(out / f"{name}.nii.gz") for name in ("sr", "mean", "std")}
-    written["samples"] = [str(out / f"sample_{i}.nii.gz") for i in range(len(arrays["samples"]))]
-    written["montage"] = str(out / "montage.png")
+        written = {name: str(out / f"{name}.nii.gz") for name in ("sr", "mean", "std")}
+        written["samples"] = [str(out / f"sample_{i}.nii.gz") for i in range(len(arrays["samples"]))]
+        written["montage"] = str(out / "montage.png")
+        if finish_summary is not None:  # in the set: never an earlier run's summary beside these volumes
+            (staging / "summary.json").write_text(finish_summary(written))
     return written
 
 
@@ -270,21 +280,36 @@ def run_pipeline(
         }  # fmt: skip
         on_stage("write volumes, montage")
         out, (panels, point) = Path(output_dir), _montage_panels(lr, lr_affine, arrays, source, target)
-        written = _write_outputs(out, arrays, panels, summary, point, mask_path)
-    if mask.estimated:  # kept beside the outputs once they are written
-        written["brain_mask"] = mask.path
-    summary.update(mask=mask.path, mask_note=mask.note, mask_failed=mask.failed)
-    _write_summary(out, summary, written, {**timings, "total_s": time.perf_counter() - t0})
+        finish_summary = _summary_writer(out, summary, mask, timings, t0)
+        _write_outputs(out, arrays, panels, summary, point, mask_path, finish_summary)
     summary["_arrays"] = arrays
     return summary
 
 
-def _write_summary(out: Path, summary: dict[str, Any], written: dict[str, str], timings: dict) -> None:
-    """``out/summary.json``: the run's summary with its timings and outputs (itself among them)."""
+def _summary_writer(
+    out: Path, summary: dict[str, Any], mask: Any, timings: dict, t0: float
+) -> Callable[[dict[str, Any]], str]:
+    """``written paths -> summary.json's text`` for :func:`_write_outputs` (the run's summary with the mask
+    it used, its timings and outputs, itself among them; ``summary`` gets them too)."""
+    # an estimated mask is kept beside the outputs once they are written (brain_mask_for)
+    mask_final = str(out / AUTO_MASK_NAME) if mask.estimated else mask.path
+    summary.update(mask=mask_final, mask_note=mask.note, mask_failed=mask.failed)
+
+    def finish(written: dict[str, Any]) -> str:
+        if mask.estimated:
+            written["brain_mask"] = mask_final
+        return _summary_text(out, summary, written, {**timings, "total_s": time.perf_counter() - t0})
+
+    return finish
+
+
+def _summary_text(out: Path, summary: dict[str, Any], written: dict[str, str], timings: dict) -> str:
+    """``out/summary.json``'s text: the run's summary with its timings and outputs (itself among them);
+    ``summary`` gets them too."""
     summary.update(timings={k: round(v, 2) for k, v in timings.items()}, outputs=written)
     written["summary"] = str(out / "summary.json")
     on_disk = {**summary, "outputs": relative_to(written, out)}  # the folder can be moved
-    atomic_write_text(out / "summary.json", json.dumps(on_disk, indent=1))
+    return json.dumps(on_disk, indent=1)
 
 
 def relative_to(paths: Any, folder: Path) -> Any:
