@@ -28,13 +28,33 @@ class InputError(ValueError):
 
 
 def exit_code_of(run: Callable[[], int | None], name: str) -> int:
-    """A script's exit code, as the ``mtsr`` commands give theirs: ``run()``'s own (None: 0), or 2 after one
-    line naming the bad input when it raises :class:`InputError`."""
+    """A script's exit code, as the ``mtsr`` commands give theirs: ``run()``'s own (None: 0), 2 after one
+    line naming the bad input when it raises :class:`InputError`, 130 / 143 after one line when Ctrl-C or
+    SIGTERM stopped it (also when a library re-raised the interruption as another error, as ``torch.save``
+    does when a second Ctrl-C lands inside it)."""
     try:
         return run() or 0
     except InputError as err:
         print(f"{name}: error: {err}", file=sys.stderr)
         return 2
+    except BaseException as err:
+        stop = _signal_stop(err)
+        if stop is None:
+            raise
+        how = "interrupted (Ctrl-C)" if stop == 130 else f"stopped (exit code {stop})"
+        print(f"{name}: {how}", file=sys.stderr)
+        return stop
+
+
+def _signal_stop(err: BaseException) -> int | None:
+    """130 or 143 where Ctrl-C or SIGTERM (:func:`_exit_on_sigterm`, a training run's stop handler) lies
+    along ``err``'s chain, else None (a ``sys.exit(0)`` is no interruption)."""
+    stop = _interruption_in(err)
+    if isinstance(stop, KeyboardInterrupt):
+        return 130
+    if isinstance(stop, SystemExit) and stop.code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+        return int(stop.code)
+    return None
 
 
 def _chain(err: BaseException) -> list[BaseException]:
@@ -95,7 +115,8 @@ class _QuietInterruptions(logging.Filter):
     (the run's last line and exit code say so); the log line itself stays."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        stop = record.exc_info[1] if record.exc_info else None
+        # also where a library re-raised the interruption as another error (torch.save: a RuntimeError)
+        stop = _interruption_in(record.exc_info[1]) if record.exc_info and record.exc_info[1] else None
         if isinstance(stop, (KeyboardInterrupt, SystemExit)):
             how = "Ctrl-C" if isinstance(stop, KeyboardInterrupt) else f"exit code {stop.code}"
             record.exc_info, record.exc_text = None, None

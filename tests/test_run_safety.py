@@ -235,6 +235,42 @@ def test_the_log_of_a_stopped_run_keeps_one_line_without_its_traceback():
     assert record.getMessage() == "run stopped (exit code 143)"
 
 
+def _save_cut_by_a_second_ctrl_c():
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt:  # torch.save's writer re-raises it as this while closing the file
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos") from None
+
+
+def test_a_training_script_stopped_by_a_signal_exits_130_or_143_with_one_line(capsys):
+    from mtsr_monai.errors import exit_code_of
+
+    def sigterm():
+        raise SystemExit(143)
+
+    assert exit_code_of(_save_cut_by_a_second_ctrl_c, "train_sr.py") == 130
+    assert exit_code_of(sigterm, "train_sr.py") == 143
+    assert capsys.readouterr().err.splitlines() == [
+        "train_sr.py: interrupted (Ctrl-C)",
+        "train_sr.py: stopped (exit code 143)",
+    ]
+    with pytest.raises(ValueError):  # a real failure keeps its traceback
+        exit_code_of(lambda: int("x"), "train_sr.py")
+
+
+def test_the_log_keeps_no_traceback_of_an_interruption_re_raised_as_another_error():
+    import logging
+
+    from mtsr_monai.errors import _QuietInterruptions
+
+    try:
+        _save_cut_by_a_second_ctrl_c()
+    except RuntimeError:
+        info = sys.exc_info()
+    record = logging.LogRecord("StatsHandler", logging.ERROR, __file__, 1, "Exception", (), info)
+    assert _QuietInterruptions().filter(record) and record.exc_info is None
+
+
 def test_an_interrupt_is_found_under_monai_wrapping_and_an_error_being_handled():
     from mtsr_monai.errors import _interruption_in
 
