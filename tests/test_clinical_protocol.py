@@ -434,3 +434,13 @@ def test_protocol_patches_without_a_margin_keep_their_size(tmp_path):
     sim = {"thickness": (3, 5), "axes": (0, 1), "inplane": (1.0, 1.0)}
     sample = ProtocolSliceDataset(vols, sim, patch_size=16, samples_per_scan=2, margin=0)[0]
     assert sample["lr"].shape == sample["hr"].shape == (3, 16, 16) and sample["mask"].shape == (1, 16, 16)
+
+
+def test_the_planes_through_a_thick_axis_are_anatomical_whatever_the_storage_order():
+    from mtsr_monai.inference.clinical import slice_axes_for
+
+    lps = np.diag([-1.0, -1.0, 3.0, 1.0])  # a sagittal slab: x thick, stored L, P, S
+    sar = np.array([[0, 0, 3.0, 0], [0, 1.0, 0, 0], [1.0, 0, 0, 0], [0, 0, 0, 1]])  # the same, stored S, A, R
+    assert slice_axes_for(0, 2, lps) == (2, 1)  # axial first, then coronal
+    assert slice_axes_for(2, 2, sar) == (0, 1)  # axial (stored axis 0, S) first, then coronal
+    assert slice_axes_for(2, 1, sar) == (0,)

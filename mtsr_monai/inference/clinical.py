@@ -112,18 +112,24 @@ def restore_volume(
     return out
 
 
-def slice_axis_for(thick_axis: int) -> int:
-    """The array axis to cut 2D slices along so that each slice contains the thick (blurred) axis:
-    axial (2) slices for a thick x or y, coronal (1) slices for a thick z."""
-    return 1 if thick_axis == 2 else 2
+def slice_axis_for(thick_axis: int, affine: Any = None) -> int:
+    """The array axis to cut 2D slices along so that each slice contains the thick (blurred) axis: axial
+    slices for a thick x or y, coronal slices for a thick z. Without the grid's ``affine`` the array axes
+    are taken as x, y, z (axial 2, coronal 1); with it, the anatomical axes are found in whatever order the
+    array stores them (a sagittal slab stored SAR gets axial slices too)."""
+    if affine is None:
+        return 1 if thick_axis == 2 else 2
+    order = AxisOrder(affine)
+    first = slice_axis_for(order.axis(thick_axis))
+    return next(a for a in range(3) if order.axis(a) == first)
 
 
-def slice_axes_for(thick_axis: int, planes: int = 2) -> tuple[int, ...]:
+def slice_axes_for(thick_axis: int, planes: int = 2, affine: Any = None) -> tuple[int, ...]:
     """The slicing axes of the ``planes`` (1 or 2) planes that contain the thick axis: first
-    :func:`slice_axis_for`'s, then the other one (the two planes through a thick axis)."""
+    :func:`slice_axis_for`'s (given the grid's ``affine``, in anatomical terms), then the other one."""
     if planes not in (1, 2):
         raise ValueError(f"planes must be 1 or 2, not {planes}")
-    first = slice_axis_for(thick_axis)
+    first = slice_axis_for(thick_axis, affine)
     other = next(a for a in range(3) if a not in (thick_axis, first))
     return (first, other)[:planes]
 
@@ -542,7 +548,8 @@ def _model_outputs(
         raise InputError(f"the model restores {modalities}, not {unknown}")
     headroom = float(ckpt.get("intensity_headroom", 1.0))
     x = network_input(model_input(prepared, modalities), headroom)
-    axes = slice_axes_for(prepared["thick_axis"], planes) if slice_axis is None else (int(slice_axis),)
+    axes = (int(slice_axis),) if slice_axis is not None else None
+    axes = axes or slice_axes_for(prepared["thick_axis"], planes, prepared["affine"])
     warn_without_thick_axis(slice_axis is None and prepared["near_isotropic"], axes)
     y = restore_planes(
         ckpt["network"],

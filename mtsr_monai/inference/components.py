@@ -495,11 +495,11 @@ class ClinicalSliceInferer(Inferer):
         if self.planes not in (1, 2) or slice_axis not in (None, 0, 1, 2):
             raise InputError(f"planes must be 1 or 2, slice_axis 0, 1, 2 or null: not {planes}, {slice_axis}")
 
-    def axes_for(self, image: Any) -> tuple[int, ...]:
+    def axes_for(self, image: Any, affine: Any = None) -> tuple[int, ...]:
         if self.slice_axis is not None:
             return (int(self.slice_axis),)
         info = _clinical_info(image)
-        axes = slice_axes_for(info["thick_axis"], self.planes)
+        axes = slice_axes_for(info["thick_axis"], self.planes, affine)
         warn_without_thick_axis(info.get("near_isotropic", False), axes)
         return axes
 
@@ -507,7 +507,7 @@ class ClinicalSliceInferer(Inferer):
         outs = []
         for b in range(inputs.shape[0]):
             item = inputs[b]
-            axes = self.axes_for(item)
+            axes = self.axes_for(item, item_affine(inputs, b))
             out = self.headroom * restore_planes(
                 network,
                 network_input(item.detach().cpu().numpy(), self.headroom),

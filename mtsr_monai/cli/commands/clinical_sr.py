@@ -103,12 +103,13 @@ def check_target(args: argparse.Namespace, explain: bool) -> None:
     if not explain:
         return
     from mtsr_monai.inference.clinical import isotropic_grid, slice_axis_for, thick_axis_on_grid
-    from mtsr_monai.transforms.sitk_utils import metatensor_to_sitk
+    from mtsr_monai.transforms.sitk_utils import metatensor_to_sitk, sitk_affine
 
     ref_path = next(iter(session_inputs(args).values()))
     ref = metatensor_to_sitk(load_volume(ref_path))
     grid = metatensor_to_sitk(like) if like is not None else isotropic_grid(ref, float(args.spacing))
-    axis = slice_axis_for(thick_axis_on_grid(ref, grid)) if args.slice_axis is None else args.slice_axis
+    thick = thick_axis_on_grid(ref, grid)
+    axis = slice_axis_for(thick, sitk_affine(grid)) if args.slice_axis is None else args.slice_axis
     plane = [n for a, n in enumerate(grid.GetSize()) if a != axis]
     if max(plane) < EXPLAIN_MIN_SLICE:
         raise InputError(
