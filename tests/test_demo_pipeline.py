@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -209,19 +210,38 @@ def test_a_demo_rerun_from_another_contrast_leaves_none_of_the_first_ones_scans(
     assert scans == ["hr_t2.nii.gz", "lr_brain_mask.nii.gz", "lr_mine.nii.gz", "lr_t2.nii.gz"]
 
 
-def test_a_run_interrupted_at_its_summary_leaves_the_earlier_runs_folder_whole(
-    tiny_weights, phantom_file, tmp_path, monkeypatch
+def test_a_run_interrupted_at_its_summary_leaves_the_earlier_runs_folder_and_mask_whole(
+    tiny_weights, tmp_path, monkeypatch
 ):
-    from mtsr_monai.inference import pipeline
+    from mtsr_monai.inference import brain_mask, pipeline
+    from tests.conftest import ellipsoid
 
     monkeypatch.setenv("MTSR_SR_WEIGHTS", str(tmp_path / "absent.pt"))
+    shape = (40, 44, 16)
+    brain, head = ellipsoid(shape, 0.6), ellipsoid(shape, 0.8)
+    image = np.where(brain, 80.0, np.where(head & ~ellipsoid(shape, 0.7), 150.0, 5.0)).astype(np.float32)
+    path = write_nifti(tmp_path / "head.nii.gz", image, np.diag([4.0, 4.0, 1.0, 1.0]))  # with its skull
+    monkeypatch.setattr(brain_mask, "estimate_brain_mask", lambda *a, **k: brain)  # registration: slow
     out = tmp_path / "run"
-    assert _run(phantom_file, tiny_weights, out, "-n", "3", "--seed", "1") == 0
+    assert _run(path, tiny_weights, out, "-n", "3", "--seed", "1", "--mask", "auto") == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert "brain_mask.nii.gz" in before and "summary.json" in before
 
-    def interrupted(*args, **kwargs):  # Ctrl-C as the summary is made, the volumes already staged
+    def interrupted(*args, **kwargs):  # Ctrl-C as the summary is made, the volumes and mask staged
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "_summary_text", interrupted)
-    assert _run(phantom_file, tiny_weights, out, "-n", "2", "--seed", "9") == 130
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    real_copy = shutil.copyfile
+
+    def copy_interrupted(src, dst, *args, **kwargs):  # Ctrl-C while the estimated mask is kept
+        if Path(src).name == "brain_mask.nii.gz" or Path(dst).name == "brain_mask.nii.gz":
+            raise KeyboardInterrupt
+        return real_copy(src, dst, *args, **kwargs)
+
+    for target, name, stop in (
+        (pipeline, "_summary_text", interrupted),
+        (shutil, "copyfile", copy_interrupted),
+    ):
+        with monkeypatch.context() as patched:
+            patched.setattr(target, name, stop)
+            assert _run(path, tiny_weights, out, "-n", "2", "--seed", "9", "--mask", "auto") == 130
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -200,13 +200,15 @@ def brain_mask_for(
     output_dir: str | os.PathLike,
     contrast: str | None = None,
     progress: bool = False,
+    keep: bool = True,
 ) -> Iterator[MaskChoice]:
     """:func:`resolve_brain_mask` for the duration of a translation; an estimated mask is kept as
-    ``output_dir/brain_mask.nii.gz`` (so it can be checked) only once the block has succeeded."""
+    ``output_dir/brain_mask.nii.gz`` (so it can be checked) only once the block has succeeded. ``keep``
+    False: the block stages it with its other outputs itself (one all-or-nothing set)."""
     with tempfile.TemporaryDirectory(prefix="mtsr_mask_") as work:
         choice = resolve_brain_mask(input_path, mask, work, contrast, progress)
         yield choice
-        if choice.estimated:
+        if choice.estimated and keep:
             final = Path(output_dir) / AUTO_MASK_NAME
             with atomic_output(final) as tmp:
                 shutil.copyfile(str(choice.path), tmp)

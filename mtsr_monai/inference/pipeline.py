@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -167,11 +168,12 @@ def _write_outputs(
     point: Sequence[float],
     mask: Any = None,
     finish_summary: Callable[[dict[str, Any]], str] | None = None,
+    estimated_mask: str | None = None,
 ) -> dict[str, Any]:
     """``sr``, ``sample_i``, ``mean``, ``std`` NIfTIs (SR grid), the montage (titled from the ``run``
-    summary's source, scale and target) and ``summary.json`` (the text ``finish_summary(paths)`` returns)
-    into ``out``, all or none (an earlier run's extra samples and mask removed, unless that mask is this
-    run's ``mask``); the paths."""
+    summary's source, scale and target), the ``estimated_mask`` file as ``brain_mask.nii.gz`` and
+    ``summary.json`` (the text ``finish_summary(paths)`` returns) into ``out``, all or none (an earlier
+    run's extra samples and mask removed, unless that mask is this run's ``mask``); the paths."""
 
     affine = arrays["affine"]
     volumes = {"sr": arrays["sr"], **{f"sample_{i}": v for i, v in enumerate(arrays["samples"])}}
@@ -186,6 +188,8 @@ def _write_outputs(
         written = {name: str(out / f"{name}.nii.gz") for name in ("sr", "mean", "std")}
         written["samples"] = [str(out / f"sample_{i}.nii.gz") for i in range(len(arrays["samples"]))]
         written["montage"] = str(out / "montage.png")
+        if estimated_mask is not None:
+            shutil.copyfile(estimated_mask, staging / AUTO_MASK_NAME)
         if finish_summary is not None:  # in the set: never an earlier run's summary beside these volumes
             (staging / "summary.json").write_text(finish_summary(written))
     return written
@@ -254,7 +258,8 @@ def run_pipeline(
     checked = translate.prepare_translation(source, target, mt_weights, codes, samples, seed, device)
     generator, meta, codes, weights = checked  # checked before anything is read: bad input fails early
     on_stage("read")
-    with brain_mask_for(input_path, mask_path, output_dir, source, progress) as mask:  # auto: with a skull
+    # auto on a head with its skull: the estimated mask is written with the other outputs (_write_outputs)
+    with brain_mask_for(input_path, mask_path, output_dir, source, progress, keep=False) as mask:
         (lr, lr_affine, lr_mask), space = _load_input(input_path, mask.path), nifti_space(input_path)
         on_stage("super-resolution")
         t = time.perf_counter()
@@ -281,7 +286,8 @@ def run_pipeline(
         on_stage("write volumes, montage")
         out, (panels, point) = Path(output_dir), _montage_panels(lr, lr_affine, arrays, source, target)
         finish_summary = _summary_writer(out, summary, mask, timings, t0)
-        _write_outputs(out, arrays, panels, summary, point, mask_path, finish_summary)
+        estimated = mask.path if mask.estimated else None
+        _write_outputs(out, arrays, panels, summary, point, mask_path, finish_summary, estimated)
     summary["_arrays"] = arrays
     return summary
 
