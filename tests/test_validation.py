@@ -142,7 +142,7 @@ def _pairs(n: int) -> list[dict]:
         hr = rng.random((2, 12, 12, 6)).astype(np.float32)
         mask = np.zeros((12, 12, 6), bool)
         mask[2:10, 2:10] = True
-        lr = (hr + 0.05 * rng.standard_normal(hr.shape)).astype(np.float32)
+        lr = np.clip(hr + 0.05 * rng.standard_normal(hr.shape), 0, 1).astype(np.float32)  # as protocol_pair
         pairs.append({"lr": lr, "hr": hr, "mask": mask, "out_scale": np.array([1.0, 1.1], np.float32)})
     return pairs
 
