@@ -121,6 +121,8 @@ def test_second_order_lr_has_floor_size_x4_spacing_and_covers_the_hr_field_of_vi
         ((0.45, 0.45, 6), 2),
         ((1, 1, 1), 2),
         ((0.9, 1, 1.1), 2),
+        ((4, 1, 1.2), 0),  # rectangular pixels in the plane of the two sizes that agree
+        ((1, 4, 1.25), 1),
     ],
 )
 def test_auto_axis_is_normal_to_the_plane_of_the_two_voxel_sizes_that_agree(voxel_mm, axis):

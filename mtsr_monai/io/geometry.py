@@ -75,10 +75,11 @@ def resolve_axis(affine: Any, axis: str | int, ndim: int = 3) -> int:
     return int(np.argmax(np.abs(directions[PLANE_WORLD_AXIS[axis], :])))
 
 
-def acquisition_axis(affine: Any, same: float = 0.1, differs: float = 0.3) -> int:
+def acquisition_axis(affine: Any, same: float = 0.3, differs: float = 0.3) -> int:
     """The array axis normal to the plane a scan was acquired in, from its voxel sizes: where two agree
-    (within ``same``, relative) and the third differs by more than ``differs``, the third (a sagittal
-    1 x 4 x 4 mm scan: axis 0); otherwise the axis closest to world S (axial). ``resolve_axis(a, "auto")``."""
+    (within ``same``, relative: rectangular pixels, 1 x 1.25 mm, still agree) and the third differs by more
+    than ``differs``, the third (a sagittal 1 x 4 x 4 mm scan: axis 0); otherwise the axis closest to world
+    S (axial). ``resolve_axis(a, "auto")``."""
     sizes = np.linalg.norm(_as_array(affine)[:3, :3], axis=0)
     for k in range(3):
         a, b = (sizes[i] for i in range(3) if i != k)
