@@ -839,3 +839,16 @@ def test_a_subjects_anat_beside_its_session_folders_is_reported_not_silently_dro
     dataset = read_dataset(raw)
     assert [im.suffix for im in dataset.subjects["01"]] == ["T1w"]
     assert dataset.ignored == ["sub-01/anat/sub-01_T2w.nii.gz"]
+
+
+def test_translate_slices_axially_and_super_resolve_in_the_acquisition_plane_unless_told(tmp_path):
+    from mtsr_monai.cli import build_parser
+    from mtsr_monai.cli.commands.bids import _task
+
+    base = ["bids", str(tmp_path), str(tmp_path / "out"), "participant", "--task"]
+    for task, extra, axis in (
+        ("translate", [], "axial"),  # as mtsr translate
+        ("super-resolve", [], "auto"),  # as mtsr super-resolve
+        ("translate", ["--axis", "coronal"], "coronal"),
+    ):
+        assert _task(build_parser().parse_args([*base, task, *extra]), "cpu").axis == axis

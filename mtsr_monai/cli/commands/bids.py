@@ -112,10 +112,15 @@ def _add_task_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=8,
         help="super-resolve: LR pixels per network call in 64 x 64 windows (as mtsr super-resolve); "
-        "clinical-sr, translate: slices per batch (default 8)",
+        "clinical-sr: slices per batch (default 8)",
     )
     add_roi_size_argument(sr)
-    sr.add_argument("--axis", default="auto", help="slice plane (default auto: the acquisition plane)")
+    sr.add_argument(
+        "--axis",
+        default=None,
+        help="slice plane: super-resolve's default auto (the acquisition plane), translate's axial (as the "
+        "single-file commands)",
+    )
     sr.add_argument("--precision", default="auto", choices=PRECISIONS)
     cl = parser.add_argument_group("clinical-sr")
     cl.add_argument("--clinical-method", default="model", choices=CLINICAL_METHODS)
@@ -160,7 +165,7 @@ def _task(args: argparse.Namespace, device: str):
         method=method,
         batch_size=args.batch_size,
         roi_size=args.roi_size,
-        axis=args.axis,
+        axis=args.axis or ("axial" if args.task == "translate" else "auto"),  # the single-file defaults
         precision=args.precision,
         model_path=args.model,
         spacing=args.spacing,
