@@ -147,6 +147,14 @@ def test_save_volumed_refuses_two_keys_that_would_write_one_file(tmp_path):
     assert writer.output_path({"image": "/scans/a.nii.gz"}) == tmp_path / "a_sr.nii.gz"
 
 
+def test_save_volumed_refuses_an_image_of_several_channels_rather_than_write_the_first(tmp_path):
+    writer = _sr_writer(tmp_path)
+    two = np.ones((2, 4, 5, 6), np.float32)
+    with pytest.raises(ValueError, match="2 channels"):
+        writer({"pred": two, "image": str(tmp_path / "a.nii.gz")})
+    assert not (tmp_path / "a_sr.nii.gz").exists()
+
+
 def test_a_bundle_run_refuses_an_output_over_an_input_before_writing(tmp_path):
     from mtsr_monai.errors import InputError
     from mtsr_monai.inference.bundle import guard_bundle_outputs, volume_files

@@ -489,3 +489,23 @@ def test_cli_degrade_real_brats_t1_overlays_its_source(tmp_path, brats_case):
     back = _resample_to(lr.astype(np.float32), lr_affine, hr.shape, hr_affine)
     inner = (slice(None), slice(None), slice(10, -10))
     assert np.corrcoef(back[inner].ravel(), hr[inner].astype(np.float32).ravel())[0, 1] > 0.9
+
+
+def test_a_second_order_call_reusing_a_draw_never_made_is_refused():
+    from mtsr_monai.transforms.degradation import RandSecondOrderDegradation
+
+    with pytest.raises(RuntimeError, match="randomize"):  # it returned the HR slice as its "LR"
+        RandSecondOrderDegradation(prob=1.0)(_smooth_volume((32, 32, 1))[None, ..., 0], randomize=False)
+
+
+def test_intensity_scalings_and_baselines_take_flipped_numpy_views():
+    from mtsr_monai.inference.tissue_lookup import identity_translate
+    from mtsr_monai.transforms.intensity import median_scale, robust_scale
+    from mtsr_monai.transforms.protocol import ProtocolParams, SimulateProtocol
+
+    volume = _smooth_volume((16, 16, 8)).astype(np.float64)
+    flipped = np.flip(volume, 0)  # negative strides: what np.flip and nibabel reorientation give
+    for scale in (robust_scale, median_scale):
+        np.testing.assert_allclose(scale(flipped).numpy(), scale(volume.copy()[::-1].copy()).numpy())
+    np.testing.assert_allclose(identity_translate(flipped), identity_translate(np.ascontiguousarray(flipped)))
+    assert SimulateProtocol(ProtocolParams(axis=0, thickness=2.0))(flipped[None]).shape[0] == 1

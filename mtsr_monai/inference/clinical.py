@@ -15,13 +15,13 @@ Pipeline of :func:`restore_clinical` (used by ``mtsr clinical-sr``):
    sequence's intensity scale;
 6. data consistency: each output is re-acquired on its input's grid with the input's slice profile
    (:func:`mtsr_monai.transforms.protocol.acquire_like`); a model output is multiplied by the one
-   least-squares gain that makes that re-acquisition match the input (the gain step: the output keeps the
-   input's intensity scale), then through the intensity curve that gives the re-acquisition the input's
-   intensity distribution (the curve step: an L1-trained network pulls rare bright tissue such as lesions
-   toward the mean, which darkens the output; the acquired input still holds those levels), and
-   ``re-acquired - input`` of what is written is saved as ``<seq>_consistency.nii.gz`` (input grid, input
-   units) with summary numbers in ``clinical_sr.json``: large residuals mark detail the input does not
-   support;
+   ratio-of-sums gain (sum of the input / sum of that re-acquisition) that makes it match the input (the gain
+   step: the output keeps the input's intensity scale), then through the intensity curve that gives the
+   re-acquisition the input's intensity distribution (the curve step: an L1-trained network pulls rare bright
+   tissue such as lesions toward the mean, which darkens the output; the acquired input still holds those
+   levels), and ``re-acquired - input`` of what is written is saved as ``<seq>_consistency.nii.gz`` (input
+   grid, input units) with summary numbers in ``clinical_sr.json``: large residuals mark detail the input does
+   not support;
 7. one volume per input sequence, named after it (``t1.nii.gz`` ...), written atomically on the target grid.
 The interpolation methods ``trilinear`` / ``bspline`` / ``sinc`` skip step 5, the gain and the curve (the
 paper's baselines).
@@ -812,7 +812,7 @@ def restore_clinical(
 
     ``checkpoint``: the model already loaded by :func:`load_clinical_model` (load once, restore many
     sessions); ``model_path`` is then not read. ``intensity_gain``: the data-consistency gain step of model
-    outputs (one least-squares gain per sequence so that the output, re-acquired with the input's slice
+    outputs (one ratio-of-sums gain per sequence so that the output, re-acquired with the input's slice
     profile, matches the input's intensities). ``intensity_curve``: the curve step of model outputs (the
     monotone intensity map giving the re-acquired output the input's intensity distribution, which undoes
     the network's dimming of bright tissue). ``consistency``: write ``<m>_consistency.nii.gz`` (re-acquired

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from mtsr_monai.data.datalist import check_translation_pair
 from mtsr_monai.errors import InputError
@@ -60,7 +59,7 @@ TISSUES = ("csf", "gm", "wm")
 
 
 def _scaled(volume: np.ndarray) -> np.ndarray:
-    return robust_scale(torch.as_tensor(np.asarray(volume, dtype=np.float32))).numpy()
+    return robust_scale(volume).numpy()
 
 
 def identity_translate(volume: np.ndarray) -> np.ndarray:

@@ -96,10 +96,17 @@ def robust_scale(
     volume: torch.Tensor | np.ndarray, lower: float = 0.5, upper: float = 99.5, clip: bool = True
 ) -> torch.Tensor:
     """A float32 tensor scaled to [0, 1] by :func:`robust_range`, clipped unless ``clip=False``."""
+    lo, hi = robust_range(volume, lower, upper)
+    return scale_to_range(_float_tensor(volume), lo, hi, clip)
+
+
+def _float_tensor(volume: Any) -> Any:
+    """A float32 tensor of a tensor or array (a flipped numpy view too: torch refuses negative strides)."""
     import torch
 
-    lo, hi = robust_range(volume, lower, upper)
-    return scale_to_range(torch.as_tensor(volume, dtype=torch.float32), lo, hi, clip)
+    if not isinstance(volume, torch.Tensor):
+        volume = np.ascontiguousarray(volume, dtype=np.float32)
+    return torch.as_tensor(volume, dtype=torch.float32)
 
 
 MEDIAN_LEVEL = 0.35  # where median_scale puts the brain median of a translation target
@@ -114,9 +121,7 @@ def median_scale(
     The training scaling of translation targets: :func:`robust_scale` maps a FLAIR's 99.5 % level to 1, and
     that level sits in the lesion when there is one, so normal tissue lands anywhere from 0.34 to 0.70 and a
     network seeing a patch cannot know where. The median of the brain is tissue in every subject."""
-    import torch
-
-    x = torch.as_tensor(volume, dtype=torch.float32)
+    x = _float_tensor(volume)
     foreground = x[x > 0]
     median = float(foreground.median()) if foreground.numel() else 0.0
     return scale_to_range(x, 0.0, median / level if median > 0 else 1.0, clip)

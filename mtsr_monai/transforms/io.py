@@ -114,6 +114,10 @@ class SaveVolumed(VolumeWriterd):
         for key in self.key_iterator(d):
             path = self.output_path(d)
             img = d[key]
+            if img.ndim == 4 and img.shape[0] != 1:  # the writer holds one 3D volume: never drop channels
+                raise ValueError(
+                    f"{key}: {tuple(img.shape)} has {img.shape[0]} channels, SaveVolumed writes 1"
+                )
             save_volume(
                 img[0] if img.ndim == 4 else img, path, affine=item_affine(img, 0), space=self.space(d)
             )

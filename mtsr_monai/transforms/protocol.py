@@ -190,7 +190,7 @@ def simulate_protocol_array(
 
 def _tensor(img: Any) -> torch.Tensor:
     """``img`` as a tensor (a MetaTensor stays one, with its meta)."""
-    return torch.as_tensor(np.asarray(img) if not isinstance(img, torch.Tensor) else img)
+    return torch.as_tensor(np.ascontiguousarray(img) if not isinstance(img, torch.Tensor) else img)
 
 
 def _unchanged(img: Any, plane: tuple[int, int] | None = None) -> torch.Tensor:

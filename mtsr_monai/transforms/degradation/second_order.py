@@ -283,6 +283,8 @@ class RandSecondOrderDegradation(RandDegradation):
 
     def draw_noise(self) -> int | None:
         """The noise seed of one call (independent noise per call), or None when skipped."""
+        if self.params is None and self._do_transform:  # MONAI's rule: no call reuses a draw never made
+            raise RuntimeError(f"{type(self).__name__}: call randomize() (or call with randomize=True) first")
         if self.params is None:
             self.crop_starts = {}
             return None
