@@ -83,11 +83,20 @@ def test_read_only_output_folder_is_refused_before_any_work(phantom, capsys):
     assert list(ro.iterdir()) == []
 
 
+def _killed_run_locked(path) -> None:
+    """What kill -9 of a run writing ``path`` leaves in the lock folder: its lock file, no longer held."""
+    from mtsr_monai.io.outputs import lock_path
+
+    lock_path(path).parent.mkdir(parents=True, exist_ok=True)
+    lock_path(path).write_text("pid 1, killed")
+
+
 def test_stale_temporary_file_of_a_killed_run_is_removed_by_the_next_run(tmp_path, phantom_file):
     out = tmp_path / "out" / "lr.nii.gz"
     out.parent.mkdir()
     stale = out.parent / ".lr.nii.gz.k1ll3d00.part.nii.gz"
     stale.write_bytes(b"left by kill -9")
+    _killed_run_locked(out)
     unrelated = out.parent / "notes.part.txt"
     unrelated.write_text("not ours")
     assert main(_degrade(phantom_file, out)) == 0
@@ -101,6 +110,7 @@ def test_the_staging_folder_of_a_killed_translation_is_removed_by_the_next_run(t
     staging = out / ".staged.k1ll3d00.part"
     staging.mkdir(parents=True)
     (staging / "sample_0.nii.gz").write_bytes(b"left by kill -9")
+    _killed_run_locked(out)
     with guard_outputs(OutputPlan(files=[out / "mean.nii.gz"], folders=[out]), []):
         assert not staging.exists()
 
@@ -422,6 +432,7 @@ def test_a_killed_runs_staging_in_a_planned_sub_folder_is_removed(tmp_path):
     out = tmp_path / "demo"
     staging = out / "figures" / ".staged.k1ll3d00.part"  # a killed demo's figures
     staging.mkdir(parents=True)
+    _killed_run_locked(out)
     with guard_outputs(OutputPlan(files=[out / "figures" / "*.png"], folders=[out]), []):
         assert not staging.exists()
 
@@ -438,3 +449,20 @@ def test_a_full_disk_inside_a_monai_transform_is_reported_in_the_systems_words()
         line = describe_failure(wrapped)
     assert line.startswith("error: OSError: [Errno 28] No space left on device") and "internal" not in line
     assert describe_failure(KeyError("x")) == "internal error: KeyError: 'x'"
+
+
+def test_a_temporary_file_no_lock_here_accounts_for_is_left_until_it_is_an_hour_old(tmp_path):
+    import os
+    import time
+
+    from mtsr_monai.io.outputs import OutputPlan, guard_outputs
+
+    out = tmp_path / "shared"
+    out.mkdir()
+    live = out / ".x.nii.gz.n0d3b000.part.nii.gz"  # a run on another node, its locks in its own $TMPDIR
+    old = out / ".z.nii.gz.n0d3b111.part.nii.gz"
+    live.write_bytes(b"being written")
+    old.write_bytes(b"left by a run killed elsewhere")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    with guard_outputs(OutputPlan(files=[out / "y.nii.gz"]), []):
+        assert live.exists() and not old.exists()

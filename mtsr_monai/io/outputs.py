@@ -143,9 +143,16 @@ class OutputLocks:
 
     def __init__(self) -> None:
         self._held: dict[Path, int] = {}
+        self._inherited: set[Path] = set()  # held paths whose lock file a killed run had left
 
     def holds(self, path: str | os.PathLike) -> bool:
         return _resolved(path) in self._held
+
+    def killed_run_locked(self, path: str | os.PathLike) -> bool:
+        """True when a run on this machine that did not finish locked ``path``: its lock file was there,
+        unheld (a finishing run removes its own), before this run took it, or is there still."""
+        target = _resolved(path)
+        return target in self._inherited or (target not in self._held and lock_path(target).exists())
 
     def acquire(self, path: str | os.PathLike, what: str = "mtsr") -> None:
         """Lock ``path`` or raise InputError naming the run that holds it."""
@@ -154,6 +161,7 @@ class OutputLocks:
             return
         lock = lock_path(target)
         lock.parent.mkdir(parents=True, exist_ok=True)
+        left = lock.exists()
         try:
             fd = lock_file_exclusively(lock)
         except BlockingIOError as busy:
@@ -165,6 +173,8 @@ class OutputLocks:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}, {what}".encode(), 0)
         self._held[target] = fd
+        if left:
+            self._inherited.add(target)
 
     def is_busy(self, path: str | os.PathLike) -> bool:
         """True when another process holds the lock of ``path`` (probed without keeping it). A probe, not
@@ -266,11 +276,22 @@ def _is_current_file(fd: int, path: Path) -> bool:
         return False
 
 
+#: a temporary file no lock here can account for (its run may lock it in another node's or job's $TMPDIR)
+#: is taken for a killed run's only once it is this old: a live run's is seconds old, its write's length
+UNSEEN_OWNER_AGE_S = 3600.0
+
+
 def remove_stale_parts(plan: OutputPlan, locks: OutputLocks) -> list[Path]:
     """Delete the temporary files of killed runs next to the planned outputs; return what was removed.
 
-    A temporary file belongs to a live run when that run locks its final path or a folder above it.
+    A temporary file belongs to a live run when that run locks its final path or a folder above it. A run
+    killed here left its lock file behind, unheld (:meth:`OutputLocks.killed_run_locked`): its temporaries
+    go at once. Locks live in this machine's ``$TMPDIR``, so a run elsewhere (another node, a job with its
+    own ``$TMPDIR``) cannot be seen: a temporary file no killed run here accounts for is left alone until it
+    is :data:`UNSEEN_OWNER_AGE_S` old.
     """
+    import time  # lazy: only where temporaries are found
+
     candidates: set[Path] = set()
     for out in plan.concrete_files():
         folder = _resolved(out).parent
@@ -290,6 +311,10 @@ def remove_stale_parts(plan: OutputPlan, locks: OutputLocks) -> list[Path]:
         owners = [final, *final.parents]
         if any(locks.is_busy(p) for p in owners):
             continue
+        killed = any(locks.killed_run_locked(p) for p in owners)
+        with contextlib.suppress(FileNotFoundError):
+            if not killed and time.time() - tmp.stat().st_mtime < UNSEEN_OWNER_AGE_S:
+                continue
         with contextlib.suppress(FileNotFoundError):
             if tmp.is_dir():  # atomic_file_set's staging folder
                 shutil.rmtree(tmp)
