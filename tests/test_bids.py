@@ -162,6 +162,22 @@ def test_clean_partials_removes_only_leftovers_of_killed_writers_of_its_own_outp
     assert left == [".mtsr-work-sub-01_desc-mtsrMT_FLAIR.nii.gz.456", theirs, ours.name]
 
 
+def test_clean_partials_leaves_a_fresh_temporary_of_the_iqm_file_every_task_shares(tmp_path):
+    import os
+    import time
+
+    from mtsr_monai.bids.derivatives import clean_partials
+
+    iqms = tmp_path / "sub-01_T1w_iqms.json"
+    writing = tmp_path / ".sub-01_T1w_iqms.json.a1.part.json"  # another task writing it now
+    killed = tmp_path / ".sub-01_T1w_iqms.json.b2.part.json"
+    writing.write_text("{")
+    killed.write_text("{")
+    os.utime(killed, (time.time() - 7200, time.time() - 7200))
+    assert clean_partials(tmp_path, [], shared=[iqms]) == 1
+    assert writing.exists() and not killed.exists()
+
+
 # ------------------------------------------------------------- real data: a small tree from ../shared/data
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory, shared_data: Path) -> Path:

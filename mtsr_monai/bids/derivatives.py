@@ -15,6 +15,7 @@ Files outside the specification (IQM JSON of the inputs, ``logs/``, the group re
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,6 +28,7 @@ from mtsr_monai.errors import InputError
 from mtsr_monai.inference.bundle import sha256 as file_sha256  # noqa: F401 (the one file hash)
 from mtsr_monai.io import atomic_write_text
 from mtsr_monai.io import read_json_object as read_json  # noqa: F401 (bids' name for it)
+from mtsr_monai.io.outputs import UNSEEN_OWNER_AGE_S
 
 BIDS_VERSION = "1.10.0"
 TOOL = "mtsr-monai"
@@ -149,20 +151,26 @@ def write_dataset_files(output_dir: Path, raw_root: Path, raw_description: Mappi
             atomic_write_text(output_dir / name, text)
 
 
-def clean_partials(folder: Path, outputs: Iterable[Path]) -> int:
+def clean_partials(folder: Path, outputs: Iterable[Path], shared: Iterable[Path] = ()) -> int:
     """Delete the temporary files and work folders a killed run left in ``folder`` for ``outputs`` (and their
     sidecars): the atomic writers' hidden ``.<name>.*.part*`` files, ``.mtsr-work-<name>.*`` folders; returns
     how many. Run under the task's lock on the subject: another task, running on the same subject, has
-    temporaries of its own outputs there, which are left alone."""
+    temporaries of its own outputs there, which are left alone. ``shared`` outputs (the input IQM files every
+    task writes) lie outside that lock: their temporaries go only once an hour old."""
     import shutil
+    import time
 
     if not folder.is_dir():
         return 0
     names = {p.name for o in outputs for p in (Path(o), sidecar_path(o))}
-    ours = tuple(f".{name}." for name in names)
+    common = tuple(f".{Path(o).name}." for o in shared)
+    ours = tuple(f".{name}." for name in names) + common
     work = tuple(f"{WORK_PREFIX}{name}." for name in names)
     n = 0
     for path in folder.iterdir():
+        with contextlib.suppress(FileNotFoundError):  # another task's temporary, renamed meanwhile
+            if path.name.startswith(common) and time.time() - path.stat().st_mtime < UNSEEN_OWNER_AGE_S:
+                continue
         if path.name.startswith(ours) and ".part" in path.name and path.is_file():
             path.unlink(missing_ok=True)
             n += 1

@@ -167,7 +167,7 @@ def process_item(task: Task, item: Item, output_dir: Path, ranks: Ranks) -> str:
     if _item_done(item, prov, iqms, output_dir):
         return "skipped"
     for folder in {der.output_folder(output_dir, s) for s in item.sources}:
-        der.clean_partials(folder, [*item.outputs, *(_iqms_path(output_dir, s) for s in item.sources)])
+        der.clean_partials(folder, item.outputs, shared=[_iqms_path(output_dir, s) for s in item.sources])
     # the outputs' sidecars go first: a run stopped after replacing an image but before its sidecar must not
     # leave the old sidecar vouching for the new image (a later run would skip it as done)
     for output in item.outputs:
