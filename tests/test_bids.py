@@ -302,6 +302,21 @@ def test_group_report_has_every_image_and_a_figure(cohort, sr_run):
     assert "T1w mtsrSR" in page and "T1w input" in page
 
 
+def test_a_second_group_level_on_one_folder_at_once_is_refused(cohort, sr_run, capsys):
+    from mtsr_monai.io.outputs import OutputLocks
+
+    report = sr_run / "group_report.html"
+    before = report.read_bytes() if report.exists() else None
+    other = OutputLocks()  # a group level of another process, holding the folder's report
+    other.acquire(report, "mtsr bids group")
+    try:
+        assert _mtsr(cohort, sr_run, "group") == 2
+        assert "another mtsr run" in capsys.readouterr().err
+    finally:
+        other.release()
+    assert (report.read_bytes() if report.exists() else None) == before
+
+
 def _validator() -> str | None:
     found = shutil.which("bids-validator-deno") or Path(sys.executable).with_name("bids-validator-deno")
     return str(found) if found and Path(found).exists() else None

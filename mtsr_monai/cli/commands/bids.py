@@ -189,6 +189,7 @@ def _group(args: argparse.Namespace) -> int:
     from mtsr_monai.bids.filters import image_filter
     from mtsr_monai.bids.group import group_level
     from mtsr_monai.bids.layout import read_dataset
+    from mtsr_monai.io.outputs import OutputLocks
 
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun the group level runs once, on rank 0
         return 0
@@ -198,7 +199,13 @@ def _group(args: argparse.Namespace) -> int:
     participants = sorted(dataset.subjects) if args.participant_label or args.session_label else None
     sessions = [str(x).removeprefix("ses-") for x in args.session_label] if args.session_label else None
     tasks = [args.task] if args.task else None
-    written = group_level(args.output_dir, tasks, participants, sessions, args.modality)
+    # one group level at a time on a folder: two would mix their table, figure and report
+    locks = OutputLocks()
+    locks.acquire(Path(args.output_dir) / "group_report.html", "mtsr bids group")
+    try:
+        written = group_level(args.output_dir, tasks, participants, sessions, args.modality)
+    finally:
+        locks.release()
     return print_written(written)
 
 
