@@ -498,6 +498,25 @@ def test_clinical_weights_that_do_not_fit_their_network_are_refused_in_one_line(
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+def test_explain_refuses_a_slab_too_thin_for_the_coarsest_attention_map(tmp_path, capsys):
+    thin = write_nifti(
+        tmp_path / "w4_flair.nii.gz", _head((4, 30, 6)) * 100 + 50, np.diag([1.0, 1.0, 4.0, 1.0])
+    )
+    out = tmp_path / "out"
+    assert cli_main(["explain", "--flair", str(thin), "--spacing", "1", "-o", str(out)]) == 2
+    assert "too small to explain" in capsys.readouterr().err and not out.exists()
+
+
+def test_figure_titles_show_file_names_with_dollar_signs_literally(tmp_path):
+    from mtsr_monai.reporting.html import montage_figure
+
+    vol = _head((12, 12, 12))
+    path = montage_figure(
+        {"p$_$1 reference": vol, "model": vol}, tmp_path / "m.png", (6, 6, 6), title="p$_$1"
+    )
+    assert path.is_file()  # mathtext would fail to parse "$_$"
+
+
 def test_one_file_given_as_two_sequences_is_refused(tmp_path, capsys):
     scans = _slabs(tmp_path)
     argv = ["clinical-sr", "--t1", str(scans["t2"]), "--t2", str(scans["t2"]), "--spacing", "1", "-o"]

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mtsr_monai.reporting.views import CONVENTION, draw_panel, plane_image, pyplot, save_figure
+from mtsr_monai.reporting.views import CONVENTION, draw_panel, literal, plane_image, pyplot, save_figure
 from mtsr_monai.transforms.intensity import display_range
 
 PLANES = ("axial", "coronal", "sagittal")
@@ -37,7 +37,7 @@ def _grid_panel(axes: Any, r: int, c: int, name: str, image: np.ndarray, aspect:
     on the first column and the plane on the first row."""
     shown = draw_panel(axes[r, c], image, aspect, PLANES[c], **imshow)
     if c == 0:
-        axes[r, c].set_ylabel(name, fontsize=10)
+        axes[r, c].set_ylabel(literal(name), fontsize=10)
     if r == 0:
         axes[r, c].set_title(PLANES[c], fontsize=10)
     return shown
@@ -66,7 +66,7 @@ def montage_figure(
             _grid_panel(axes, r, c, name, image, aspect, cmap="gray", vmin=vmin, vmax=vmax)
             if contours is not None and contours[c][0].any():
                 axes[r, c].contour(contours[c][0], levels=[0.5], colors="red", linewidths=0.6)
-    fig.suptitle(f"{title}\n{CONVENTION}" if title else CONVENTION, fontsize=10)
+    fig.suptitle(f"{literal(title)}\n{CONVENTION}" if title else CONVENTION, fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)
 
@@ -95,7 +95,7 @@ def difference_figure(
     for r, (name, d) in enumerate(diffs.items()):
         for c, (image, aspect) in enumerate(_planes(d, point, affine, PLANES[:2])):
             shown = _grid_panel(axes, r, c, name, image, aspect, cmap="RdBu_r", vmin=-scale, vmax=scale)
-    fig.suptitle(f"{title}\n{CONVENTION}" if title else CONVENTION, fontsize=9)
+    fig.suptitle(f"{literal(title)}\n{CONVENTION}" if title else CONVENTION, fontsize=9)
     fig.tight_layout()
     if shown is not None:
         fig.colorbar(shown, ax=axes.ravel().tolist(), shrink=0.8, label="method - reference")

@@ -48,6 +48,12 @@ __all__ = [
 ]
 
 
+def literal(text: str) -> str:
+    """``text`` as matplotlib draws it literally: a ``$`` pair in a file name is not mathtext (it failed to
+    parse or came out as math)."""
+    return str(text).replace("$", r"\$")
+
+
 def canonical(volume: Any, affine: Any) -> tuple[np.ndarray, np.ndarray]:
     """``(array, affine)`` of a 3D ``volume`` reoriented to the closest RAS+ axes (flips and swaps only)."""
     volume = np.asarray(volume)

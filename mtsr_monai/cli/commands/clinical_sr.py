@@ -86,6 +86,8 @@ def outputs(args: argparse.Namespace) -> OutputPlan:
 #: explain runs whole slices (padded to a multiple of 16) through the attention U-Net, whose 16-fold
 #: bottleneck needs more than one voxel: one in-plane side must exceed 16
 EXPLAIN_MIN_SLICE = 17
+#: the coarsest attention gate sees the slice at 1/8: a side under 8 voxels leaves it no row to show
+EXPLAIN_MIN_SIDE = 8
 
 
 def check_target(args: argparse.Namespace, explain: bool) -> None:
@@ -111,11 +113,11 @@ def check_target(args: argparse.Namespace, explain: bool) -> None:
     thick = thick_axis_on_grid(ref, grid)
     axis = slice_axis_for(thick, sitk_affine(grid)) if args.slice_axis is None else args.slice_axis
     plane = [n for a, n in enumerate(grid.GetSize()) if a != axis]
-    if max(plane) < EXPLAIN_MIN_SLICE:
+    if max(plane) < EXPLAIN_MIN_SLICE or min(plane) < EXPLAIN_MIN_SIDE:
         raise InputError(
             f"too small to explain: slices of {plane[0]} x {plane[1]} voxels on the target grid (axis "
-            f"{axis}); mtsr explain needs one side of at least {EXPLAIN_MIN_SLICE} (a finer "
-            "--spacing or a larger --like grid)",
+            f"{axis}); mtsr explain needs one side of at least {EXPLAIN_MIN_SLICE} and both of at least "
+            f"{EXPLAIN_MIN_SIDE} (a finer --spacing or a larger --like grid)",
             ref_path,
         )
 
