@@ -57,6 +57,18 @@ def test_label_server_refuses_an_unknown_model_before_the_server_starts(tmp_path
     assert main([*args, "--models", "sr,mt"]) == 0
 
 
+def test_label_server_refuses_missing_weights_before_the_server_starts(tmp_path, capsys, monkeypatch):
+    import sys
+
+    from mtsr_monai.cli import main
+
+    (tmp_path / "bundles" / "mtsr_sr" / "models").mkdir(parents=True)  # a bundle copy without its weights
+    monkeypatch.setenv("MTSR_BUNDLES", str(tmp_path / "bundles"))
+    args = ["label-server", "--studies", str(tmp_path), "--python", sys.executable, "--dryrun"]
+    assert main([*args, "--models", "sr", "--app-dir", str(tmp_path.parent / f"{tmp_path.name}_app")]) == 2
+    assert "model.pt: bundle file not found" in capsys.readouterr().err
+
+
 def test_label_server_refuses_a_python_that_does_not_exist(tmp_path, capsys):
     from mtsr_monai.cli import main
 

@@ -250,6 +250,7 @@ def test_clinical_sr_of_a_t1_overlays_that_t1_though_its_study_has_a_flair_on_an
         ("mtsr_mt", "case_t1", {"seed": "abc"}, "option seed: 'abc' is not a valid value"),
         ("mtsr_mt", "case_flair", {}, "this image's name says flair"),
         ("mtsr_sr", "nope", {}, "no such image in the studies folder"),
+        ("nosuchmodel", "case_t1", {}, "no model 'nosuchmodel'"),  # was a bare 500
     ],
 )
 def test_a_bad_request_is_answered_400_with_its_reason(server, model, image, params, reason):

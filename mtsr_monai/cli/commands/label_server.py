@@ -97,9 +97,13 @@ def run(args: argparse.Namespace) -> int:
     if app_dir.exists() and not app_dir.is_dir():
         raise InputError("--app-dir: not a folder", app_dir)
     try:
-        served_models(args.models)  # refused here, not when the server has started
+        models = served_models(args.models)  # refused here, not when the server has started
     except ValueError as err:
         raise InputError(f"--models: {err}") from None
+    from mtsr_monai.inference.bundle import bundles_root, verify_file
+
+    for name in models:  # missing or damaged weights: one line now, not a traceback as the server starts
+        verify_file(bundles_root() / name / "models" / "model.pt")
     if args.dryrun:  # the command, also before the default environment exists
         try:
             python = label_python(args.python)

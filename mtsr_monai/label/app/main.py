@@ -12,7 +12,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from fastapi import HTTPException
 from monailabel.interfaces.app import MONAILabelApp
+from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 
 import mtsr_monai
 from mtsr_monai.inference.bundle import bundles_root
@@ -45,10 +47,12 @@ class MTSRApp(MONAILabelApp):
         deletes an upload only after a successful answer). Never a file of the studies folder."""
         try:
             return super().infer(request, datastore)
-        except Exception:
+        except Exception as err:
             image = request.get("image")
             if is_upload(image) and not Path(image).resolve().is_relative_to(Path(self.studies).resolve()):
                 Path(image).unlink(missing_ok=True)
+            if isinstance(err, MONAILabelException) and err.error == MONAILabelError.INVALID_INPUT:
+                raise HTTPException(status_code=400, detail=err.msg) from err  # a model not served: why
             raise
 
     def init_infers(self) -> dict[str, Any]:
