@@ -297,7 +297,7 @@ def _summary_writer(
 ) -> Callable[[dict[str, Any]], str]:
     """``written paths -> summary.json's text`` for :func:`_write_outputs` (the run's summary with the mask
     it used, its timings and outputs, itself among them; ``summary`` gets them too)."""
-    # an estimated mask is kept beside the outputs once they are written (brain_mask_for)
+    # an estimated mask is written with the other outputs (_write_outputs), as brain_mask.nii.gz
     mask_final = str(out / AUTO_MASK_NAME) if mask.estimated else mask.path
     summary.update(mask=mask_final, mask_note=mask.note, mask_failed=mask.failed)
 
