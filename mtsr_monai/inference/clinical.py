@@ -548,8 +548,10 @@ def _model_outputs(
         raise InputError(f"the model restores {modalities}, not {unknown}")
     headroom = float(ckpt.get("intensity_headroom", 1.0))
     x = network_input(model_input(prepared, modalities), headroom)
-    axes = (int(slice_axis),) if slice_axis is not None else None
-    axes = axes or slice_axes_for(prepared["thick_axis"], planes, prepared["affine"])
+    if slice_axis is None:
+        axes = slice_axes_for(prepared["thick_axis"], planes, prepared["affine"])
+    else:
+        axes = (int(slice_axis),)
     warn_without_thick_axis(slice_axis is None and prepared["near_isotropic"], axes)
     y = restore_planes(
         ckpt["network"],

@@ -507,13 +507,13 @@ class ClinicalSliceInferer(Inferer):
         outs = []
         for b in range(inputs.shape[0]):
             item = inputs[b]
-            axes = self.axes_for(item, item_affine(inputs, b))
+            # a validation batch is a plain tensor in the training order: no affine, no reordering
+            grid = item_affine(inputs, b) if isinstance(inputs, MetaTensor) else None
             out = self.headroom * restore_planes(
                 network,
                 network_input(item.detach().cpu().numpy(), self.headroom),
-                axes,
-                # a validation batch is a plain tensor in the training order: no affine, no reordering
-                item_affine(inputs, b) if isinstance(inputs, MetaTensor) else None,
+                self.axes_for(item, grid),
+                grid,
                 batch_size=self.batch_size,
                 patch_size=self.patch_size,
                 overlap=self.overlap,
