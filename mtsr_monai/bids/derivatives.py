@@ -15,7 +15,6 @@ Files outside the specification (IQM JSON of the inputs, ``logs/``, the group re
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
@@ -28,7 +27,7 @@ from mtsr_monai.errors import InputError
 from mtsr_monai.inference.bundle import sha256 as file_sha256  # noqa: F401 (the one file hash)
 from mtsr_monai.io import atomic_write_text
 from mtsr_monai.io import read_json_object as read_json  # noqa: F401 (bids' name for it)
-from mtsr_monai.io.outputs import UNSEEN_OWNER_AGE_S
+from mtsr_monai.io.outputs import written_lately
 
 BIDS_VERSION = "1.10.0"
 TOOL = "mtsr-monai"
@@ -158,7 +157,6 @@ def clean_partials(folder: Path, outputs: Iterable[Path], shared: Iterable[Path]
     temporaries of its own outputs there, which are left alone. ``shared`` outputs (the input IQM files every
     task writes) lie outside that lock: their temporaries go only once an hour old."""
     import shutil
-    import time
 
     if not folder.is_dir():
         return 0
@@ -168,9 +166,8 @@ def clean_partials(folder: Path, outputs: Iterable[Path], shared: Iterable[Path]
     work = tuple(f"{WORK_PREFIX}{name}." for name in names)
     n = 0
     for path in folder.iterdir():
-        with contextlib.suppress(FileNotFoundError):  # another task's temporary, renamed meanwhile
-            if path.name.startswith(common) and time.time() - path.stat().st_mtime < UNSEEN_OWNER_AGE_S:
-                continue
+        if path.name.startswith(common) and written_lately(path):
+            continue
         if path.name.startswith(ours) and ".part" in path.name and path.is_file():
             path.unlink(missing_ok=True)
             n += 1

@@ -281,6 +281,17 @@ def _is_current_file(fd: int, path: Path) -> bool:
 UNSEEN_OWNER_AGE_S = 3600.0
 
 
+def written_lately(path: Path) -> bool:
+    """True when ``path`` changed within :data:`UNSEEN_OWNER_AGE_S` (a run we cannot see may be writing it);
+    False when it is older or gone."""
+    import time  # lazy: only where temporaries are found
+
+    try:
+        return time.time() - path.stat().st_mtime < UNSEEN_OWNER_AGE_S
+    except FileNotFoundError:
+        return False
+
+
 def remove_stale_parts(plan: OutputPlan, locks: OutputLocks) -> list[Path]:
     """Delete the temporary files of killed runs next to the planned outputs; return what was removed.
 
@@ -290,8 +301,6 @@ def remove_stale_parts(plan: OutputPlan, locks: OutputLocks) -> list[Path]:
     own ``$TMPDIR``) cannot be seen: a temporary file no killed run here accounts for is left alone until it
     is :data:`UNSEEN_OWNER_AGE_S` old.
     """
-    import time  # lazy: only where temporaries are found
-
     candidates: set[Path] = set()
     for out in plan.concrete_files():
         folder = _resolved(out).parent
@@ -311,10 +320,8 @@ def remove_stale_parts(plan: OutputPlan, locks: OutputLocks) -> list[Path]:
         owners = [final, *final.parents]
         if any(locks.is_busy(p) for p in owners):
             continue
-        killed = any(locks.killed_run_locked(p) for p in owners)
-        with contextlib.suppress(FileNotFoundError):
-            if not killed and time.time() - tmp.stat().st_mtime < UNSEEN_OWNER_AGE_S:
-                continue
+        if not any(locks.killed_run_locked(p) for p in owners) and written_lately(tmp):
+            continue
         with contextlib.suppress(FileNotFoundError):
             if tmp.is_dir():  # atomic_file_set's staging folder
                 shutil.rmtree(tmp)
