@@ -23,6 +23,7 @@ from monai.transforms import RandomizableTransform
 from monai.utils import convert_to_numpy, convert_to_tensor
 
 from mtsr_monai.io.geometry import block_centre_offset, resampled_affine, resolve_axis
+from mtsr_monai.transforms.intensity import robust_range
 from mtsr_monai.transforms.wrappers import SharedStreamWrapper, output_keys_for
 
 __all__ = ["RandDegradation", "RandDegradationd", "centre_crop_to_multiple"]
@@ -65,6 +66,14 @@ def intensity_range(x: torch.Tensor) -> float:
     """max - min of ``x`` (1 for a constant image): the unit of the noise fractions."""
     r = float(x.max() - x.min())
     return r if r > 0 else 1.0
+
+
+def volume_noise_unit(volume: np.ndarray | torch.Tensor) -> float:
+    """The unit of a whole volume's noise fractions: its robust range
+    (:func:`~mtsr_monai.transforms.intensity.robust_range`), the range a training slice has once scaled;
+    max - min would be set by a few outlier voxels."""
+    lo, hi = robust_range(volume)
+    return hi - lo
 
 
 def add_noise(x: torch.Tensor, kind: str, sigma: float, generator: torch.Generator) -> torch.Tensor:

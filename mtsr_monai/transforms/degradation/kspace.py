@@ -29,9 +29,9 @@ from mtsr_monai.transforms.degradation.common import (
     map_slices,
     noise_generator,
     through_axis,
+    volume_noise_unit,
     volume_tensor,
 )
-from mtsr_monai.transforms.intensity import robust_range
 
 __all__ = ["RandKSpaceTruncation", "RandKSpaceTruncationd", "degrade_volume_kspace", "kspace_truncate"]
 
@@ -120,9 +120,9 @@ def degrade_volume_kspace(
     equals truncating the 3D k-space in-plane only."""
     through = resolve_axis(affine, axis)
     generator = noise_generator(np.random.RandomState(seed))
-    lo, hi = robust_range(volume)  # a few outlier voxels would set max - min (as the second-order chain)
+    unit = volume_noise_unit(volume) if noise > 0 else 1.0
     lr, affine_lr, _ = _apply_kspace(
-        volume_tensor(volume), affine, int(scale), through, noise, generator, keep_grid, noise_unit=hi - lo
+        volume_tensor(volume), affine, int(scale), through, noise, generator, keep_grid, noise_unit=unit
     )
     return lr[0].numpy().astype(np.float32), affine_lr
 

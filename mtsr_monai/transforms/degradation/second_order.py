@@ -39,11 +39,11 @@ from mtsr_monai.transforms.degradation.common import (
     map_slices,
     plain_tensor,
     through_axis,
+    volume_noise_unit,
     volume_tensor,
     wrap_like,
 )
 from mtsr_monai.transforms.degradation.common import intensity_range as intensity_range_of
-from mtsr_monai.transforms.intensity import robust_range
 
 RESIZE_MODES = ("area", "bilinear", "bicubic")
 
@@ -252,9 +252,8 @@ def degrade_volume_second_order(
     chain = SecondOrderDegradation(scale=scale, **chain_kwargs)
     params = chain.sample(np.random.RandomState(seed))
     through = resolve_axis(affine, axis)
-    lo, hi = robust_range(volume)
     lr, affine_lr, _ = _apply_second_order(
-        volume_tensor(volume), affine, chain.scale, through, params, intensity_range=hi - lo
+        volume_tensor(volume), affine, chain.scale, through, params, intensity_range=volume_noise_unit(volume)
     )
     return lr[0].numpy().astype(np.float32), affine_lr
 

@@ -29,9 +29,9 @@ from mtsr_monai.transforms.degradation.common import (
     intensity_range,
     noise_generator,
     through_axis,
+    volume_noise_unit,
     volume_tensor,
 )
-from mtsr_monai.transforms.intensity import robust_range
 from mtsr_monai.transforms.protocol import PROFILES, profile_weights
 
 __all__ = [
@@ -130,10 +130,9 @@ def degrade_volume_thick_slice(
     fraction of the volume's robust range, :func:`~mtsr_monai.transforms.intensity.robust_range`)."""
     through = resolve_axis(affine, axis)
     generator = noise_generator(np.random.RandomState(seed))
-    # a few outlier voxels would set max - min (as in the second-order chain)
-    lo, hi = robust_range(volume) if noise > 0 else (0.0, 1.0)
+    unit = volume_noise_unit(volume) if noise > 0 else 1.0
     lr, affine_lr = _apply_thick_slice(
-        volume_tensor(volume), affine, through, thickness, gap, profile, int(scale), noise, generator, hi - lo
+        volume_tensor(volume), affine, through, thickness, gap, profile, int(scale), noise, generator, unit
     )
     return lr[0].numpy().astype(np.float32), affine_lr
 
