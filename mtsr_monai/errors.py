@@ -97,7 +97,7 @@ def _bundle_run_excepthook(exc_type, exc, tb) -> None:
         print("mtsr bundle run: interrupted (Ctrl-C)", file=sys.stderr)
         _finish_and_exit(130)
     if isinstance(cause, SystemExit) and isinstance(cause.code, int):
-        print(f"mtsr bundle run: stopped (exit code {cause.code})", file=sys.stderr)
+        _report_signal_exit(cause)
         _finish_and_exit(cause.code)
     if not isinstance(cause, InputError):
         sys.__excepthook__(exc_type, exc, tb)
@@ -125,6 +125,16 @@ class _QuietInterruptions(logging.Filter):
 
 
 _SIGNAL_EXIT: list[SystemExit] = []
+_REPORTED: list[SystemExit] = []
+
+
+def _report_signal_exit(stop: SystemExit | None = None) -> None:
+    """The bundle run's last line for an exit by signal, printed once: from the excepthook where MONAI
+    wrapped the exit in another error, at interpreter exit where it escaped as itself (no hook sees it)."""
+    stop = stop or stopped_by_signal()
+    if stop is not None and not _REPORTED:
+        _REPORTED.append(stop)
+        print(f"mtsr bundle run: stopped (exit code {stop.code})", file=sys.stderr)
 
 
 def stopped_by_signal() -> SystemExit | None:
@@ -212,3 +222,4 @@ def install_bundle_excepthook() -> None:
     main_thread = threading.current_thread() is threading.main_thread()
     if main_thread and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        atexit.register(_report_signal_exit)

@@ -352,7 +352,7 @@ def test_masks_and_labels_beside_the_scans_are_not_bundle_inputs(tmp_path):
 
 @pytest.mark.parametrize(
     "signal_name, code, last_line",
-    [("SIGINT", 130, "bundle run: interrupted (Ctrl-C)"), ("SIGTERM", 143, "(exit code 143)")],
+    [("SIGINT", 130, "bundle run: interrupted (Ctrl-C)"), ("SIGTERM", 143, "mtsr bundle run: stopped (exit code 143)")],
 )
 def test_an_interrupted_bundle_inference_ends_without_traceback_or_outputs(
     tmp_path, signal_name, code, last_line
@@ -372,9 +372,9 @@ def test_an_interrupted_bundle_inference_ends_without_traceback_or_outputs(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, preexec_fn=reset
     )
     seen = []
-    for line in proc.stdout:  # the evaluator has started once the weights are restored
+    for line in proc.stdout:  # ignite's first line of the evaluator's run: the weights are loaded
         seen.append(line)
-        if "Restored all variables" in line:
+        if "SupervisedEvaluator - INFO - Engine run" in line:
             proc.send_signal(getattr(signal, signal_name))
             break
     rest = proc.communicate(timeout=120)[0]
@@ -451,3 +451,19 @@ def test_sr_weights_of_another_network_are_refused_in_one_line(tmp_path):
     done = _bundle_inference("mtsr_sr", *args, code=2)
     assert "weights do not fit the bundle's network" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_sr_bundle_inference_reads_its_weights_once(tmp_path, monkeypatch):
+    import torch
+
+    from mtsr_monai.inference.bundle import bundle_parser
+
+    (tmp_path / "in").mkdir()
+    _scan(tmp_path / "in" / "lr.nii.gz", (12, 12, 3), (1.0, 1.0, 3.0), 300, 200)
+    reads = []
+    load = torch.load
+    monkeypatch.setattr(torch, "load", lambda f, *a, **k: reads.append(str(f)) or load(f, *a, **k))
+    overrides = {"dataset_dir": str(tmp_path / "in"), "output_dir": str(tmp_path / "out"), "device": "cpu"}
+    bundle_parser("mtsr_sr", overrides).get_parsed_content("inference")
+    assert (tmp_path / "out" / "lr_sr.nii.gz").is_file()
+    assert [Path(f).name for f in reads] == ["model.pt"]
