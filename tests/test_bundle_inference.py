@@ -352,7 +352,10 @@ def test_masks_and_labels_beside_the_scans_are_not_bundle_inputs(tmp_path):
 
 @pytest.mark.parametrize(
     "signal_name, code, last_line",
-    [("SIGINT", 130, "bundle run: interrupted (Ctrl-C)"), ("SIGTERM", 143, "mtsr bundle run: stopped (exit code 143)")],
+    [
+        ("SIGINT", 130, "mtsr bundle run: interrupted (Ctrl-C)"),
+        ("SIGTERM", 143, "mtsr bundle run: stopped (exit code 143)"),
+    ],
 )
 def test_an_interrupted_bundle_inference_ends_without_traceback_or_outputs(
     tmp_path, signal_name, code, last_line
