@@ -177,6 +177,13 @@ def test_sr_returns_x4_in_plane_with_the_same_field_of_view(server):
     assert np.isfinite(sr.get_fdata()).all() and sr.get_fdata().max() > 0
 
 
+def test_a_result_lies_in_the_space_its_input_header_names(server):
+    lr = nib.load(str(server["studies"] / "case_t1.nii.gz"))
+    sr = _infer(server, "mtsr_sr", "case_t1")
+    assert lr.header["sform_code"] == 2  # nibabel's "aligned", as write_nifti leaves it
+    assert (int(sr.header["sform_code"]), int(sr.header["qform_code"])) == (2, 2)
+
+
 def test_mt_sample_of_a_seed_is_the_cli_translation_on_the_input_grid(server):
     from mtsr_monai.inference.translate import (
         default_weights,

@@ -16,6 +16,8 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
+import numpy as np
 from fastapi import HTTPException
 from monai.transforms import MapTransform, SaveImaged, SqueezeDimd
 from monailabel.interfaces.tasks.infer_v2 import InferType
@@ -25,7 +27,8 @@ from monailabel.utils.others.generic import strtobool
 from mtsr_monai.errors import InputError, root_cause
 from mtsr_monai.inference import components
 from mtsr_monai.inference.bundle import verify_file
-from mtsr_monai.io import is_volume_file, volume_stem
+from mtsr_monai.io import is_volume_file, nifti_space, save_volume, volume_stem
+from mtsr_monai.io.volume import NIFTI_SUFFIXES
 from mtsr_monai.transforms.io import SaveVolumed
 
 WRITERS = [SaveImaged, SaveVolumed, components.SaveTranslationsd, components.SaveClinicald]
@@ -98,6 +101,18 @@ class MTSRBundleTask(BundleInferTask):
     def post_transforms(self, data: Any = None) -> Sequence[Callable]:
         # the writer wants (X, Y, Z): drop the single channel left by the bundle's postprocessing
         return [*super().post_transforms(data), SqueezeDimd(keys="pred", dim=0)]
+
+    def writer(self, data: dict[str, Any], extension: Any = None, dtype: Any = None) -> tuple[Any, Any]:
+        """MONAI Label's file written again as the mtsr commands write theirs: xform codes of the input's
+        space (MONAI Label's writer says 1, scanner, whatever the input said: an MNI-space input came back
+        in scanner space), no qform for a sheared grid."""
+        result, result_json = super().writer(data, extension, dtype)
+        if isinstance(result, str) and result.lower().endswith(NIFTI_SUFFIXES):
+            written = nib.load(result)
+            space = nifti_space(data.get("image_path", ""))
+            array = np.asanyarray(written.dataobj)
+            save_volume(array, result, affine=written.affine, dtype=None, space=space)
+        return result, result_json
 
 
 class SuperResolutionTask(MTSRBundleTask):
