@@ -179,6 +179,24 @@ def test_blurred_skull_stripped_scan_is_still_stripped_so_its_halo_is_not_air(br
     assert out["air_voxels"] == 0 and out["snrd_wm"] is None and out["fber"] is None
 
 
+def test_a_skull_stripped_scan_resampled_by_cubic_spline_is_still_stripped(brats_case):
+    import nibabel as nib
+
+    img = np.asarray(nib.load(str(brats_case["t1"])).dataobj, dtype=np.float32)[:, :, 60:90]
+    resampled = ndimage.zoom(img, 1 / 1.3, order=3)  # residues of ~1e-20 where the background was 0
+    assert float(np.mean(resampled == 0)) < 0.2
+    assert qc.is_skull_stripped(resampled)
+
+
+def test_a_z_scored_skull_stripped_brain_is_its_non_zero_voxels_not_the_whole_grid():
+    img, _ = _tissue_phantom()
+    inside = img != 0
+    img[inside] = (img[inside] - img[inside].mean()) / img[inside].std()  # half the brain below 0
+    masks = qc.image_masks(img)
+    assert masks["skull_stripped"] and np.array_equal(masks["head"], inside)
+    assert np.array_equal(masks["brain"], inside)
+
+
 def test_unstripped_scan_with_a_masked_background_is_not_taken_as_stripped(shared_data):
     import nibabel as nib
 

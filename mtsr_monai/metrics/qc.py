@@ -194,7 +194,8 @@ def image_masks(image: np.ndarray, with_air: bool = True) -> dict[str, Any]:
     image = np.asarray(image, dtype=np.float32)
     head = head_mask(image)
     stripped = is_skull_stripped(image, head)
-    brain = ndimage.binary_fill_holes(image > near_zero_level(image)) if stripped else head
+    # |x|: a stripped brain may be z-scored, half of it negative
+    brain = ndimage.binary_fill_holes(np.abs(image) > near_zero_level(image)) if stripped else head
     masks: dict[str, Any] = {"head": head, "skull_stripped": stripped, "brain": brain}
     if with_air:
         masks["air"] = np.zeros(image.shape, bool) if stripped else air_mask(image, head=head)

@@ -104,7 +104,10 @@ def head_mask(image: np.ndarray, classes: int = 2) -> np.ndarray:
     from scipy import ndimage
 
     image = np.asarray(image, dtype=np.float32)
-    fg = image > otsu_threshold(image[::2, ::2, ::2].ravel(), classes)
+    threshold = otsu_threshold(image[::2, ::2, ::2].ravel(), classes)
+    fg = image > threshold
+    if threshold < 0 and float(np.mean(image == 0)) > SKULL_STRIPPED_ZERO_SHARE:
+        fg = image != 0  # a zero background amid the intensities (a z-scored stripped brain): not head
     return ndimage.binary_fill_holes(largest_component(fg))
 
 
@@ -124,7 +127,9 @@ def is_skull_stripped(image: np.ndarray, head: np.ndarray | None = None) -> bool
     outside = ~head
     if not outside.any():
         return False
-    zero_fraction = float(np.mean(image[outside] == 0))
+    # near zero, not exactly: a cubic-spline resampling leaves residues of 1e-20 where the background was
+    level = near_zero_level(image)
+    zero_fraction = float(np.mean(np.abs(image[outside]) <= level))
     if zero_fraction >= 0.95:
         return True
     if zero_fraction < 0.5:  # air noise nearly everywhere: clearly not stripped, skip the costly rule
@@ -134,7 +139,7 @@ def is_skull_stripped(image: np.ndarray, head: np.ndarray | None = None) -> bool
     beyond = ndimage.distance_transform_edt(outside, sampling=[1.0 / max(w, 1.0) for w in scale]) > 1.0
     if beyond.sum() < 100:
         return False
-    return bool(np.mean(np.abs(image[beyond]) <= near_zero_level(image)) >= 0.99)
+    return bool(np.mean(np.abs(image[beyond]) <= level) >= 0.99)
 
 
 def near_zero_level(image: np.ndarray) -> float:
