@@ -110,18 +110,36 @@ def _bundle_run_excepthook(exc_type, exc, tb) -> None:
         _finish_and_exit(2)
 
 
-class _QuietInterruptions(logging.Filter):
-    """Drops the traceback that MONAI's ``StatsHandler`` logs when a run is stopped by Ctrl-C or SIGTERM
-    (the run's last line and exit code say so); the log line itself stays."""
+class _QuietStops(logging.Filter):
+    """Drops the traceback that MONAI's ``StatsHandler`` logs when a run is stopped by Ctrl-C or SIGTERM, or
+    refused for bad input (a resume checkpoint that does not fit): the run's last line and exit code say
+    why; the log line itself stays."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        err = record.exc_info[1] if record.exc_info else None
         # also where a library re-raised the interruption as another error (torch.save: a RuntimeError)
-        stop = _interruption_in(record.exc_info[1]) if record.exc_info and record.exc_info[1] else None
+        stop = _interruption_in(err) if err else None
+        refusal = next((e for e in _chain(err) if isinstance(e, InputError)), None) if err else None
         if isinstance(stop, (KeyboardInterrupt, SystemExit)):
             how = "Ctrl-C" if isinstance(stop, KeyboardInterrupt) else f"exit code {stop.code}"
-            record.exc_info, record.exc_text = None, None
-            record.msg, record.args = f"run stopped ({how})", ()
+            record.msg = f"run stopped ({how})"
+        elif refusal is not None:
+            record.msg = f"run refused: {str(refusal).strip().partition(chr(10))[0]}"
+        else:
+            return True
+        record.exc_info, record.exc_text, record.args = None, None, ()
         return True
+
+
+def quiet_stats_handler_log() -> None:
+    """Add :class:`_QuietStops` (once) to the logger MONAI's ``StatsHandler`` logs to, made as it makes it
+    (its own stdout handler): a bundle run, or a training script running one in its process."""
+    # lazy: monai is loaded already where a bundle runs
+    from monai.apps import get_logger
+
+    log = get_logger("monai.handlers.StatsHandler")
+    if not any(isinstance(f, _QuietStops) for f in log.filters):
+        log.addFilter(_QuietStops())
 
 
 _SIGNAL_EXIT: list[SystemExit] = []
@@ -212,11 +230,7 @@ def install_bundle_excepthook() -> None:
         return
     if sys.excepthook is sys.__excepthook__:
         sys.excepthook = _bundle_run_excepthook
-        # lazy: monai is loaded already in a bundle run. The logger that MONAI's StatsHandler logs to, made
-        # as it makes it (its own stdout handler), with the filter added
-        from monai.apps import get_logger
-
-        get_logger("monai.handlers.StatsHandler").addFilter(_QuietInterruptions())
+        quiet_stats_handler_log()
         if sys.argv[1:2] == ["run"]:
             warn_unknown_overrides(sys.argv[2:])
     main_thread = threading.current_thread() is threading.main_thread()

@@ -89,7 +89,7 @@ def export(args: argparse.Namespace) -> None:
     import torch
 
     # lazy: torch and MONAI load only once the arguments are read
-    from mtsr_monai.engines.handlers import latest_checkpoint
+    from mtsr_monai.engines.handlers import read_newest_checkpoint
     from mtsr_monai.errors import InputError
     from mtsr_monai.inference.bundle import declare_weights, load_weights_into, parse_overrides, sha256
     from mtsr_monai.inference.clinical import best_model_meta, generator_state
@@ -97,8 +97,8 @@ def export(args: argparse.Namespace) -> None:
 
     run_dir = Path(args.run_dir)
     best = run_dir / "model_best.pt"
-    last = latest_checkpoint(run_dir / "checkpoints")
-    if not best.is_file() or last is None:
+    newest = read_newest_checkpoint(run_dir / "checkpoints")  # a damaged newest: the one before it
+    if not best.is_file() or newest is None:
         raise InputError("needs model_best.pt and a resume checkpoint (a run stopped before its first "
                          "validation has no best model yet)", run_dir)  # fmt: skip
     recipe = recipe_of(run_dir, parser_for({}))
@@ -109,7 +109,7 @@ def export(args: argparse.Namespace) -> None:
     network, critic_args = network_args(cfg)
     generator, meta = generator_state(best), best_model_meta(best)
     load_weights_into(cfg.get_parsed_content("network_def", instantiate=True), generator, best)
-    state = torch.load(last, map_location="cpu", weights_only=True)
+    state = newest[1]
     ckpt = {
         "model": {k: v.half() for k, v in generator.items()},
         "critic": {k: v.half() for k, v in state["discriminator"].items()},

@@ -135,12 +135,12 @@ def export(best: Path, target: Path, datalist: Path, held_out: list[str]) -> Pat
     import torch
 
     # lazy: --help answers without loading torch
-    from mtsr_monai.inference.bundle import declare_weights
+    from mtsr_monai.inference.bundle import declare_weights, read_weights
     from mtsr_monai.io import atomic_output
 
-    if not best.is_file():
-        raise InputError("no validated generator yet: the run ended before its first validation", best)
-    saved = torch.load(best, map_location="cpu", weights_only=True)
+    saved = read_weights(best, "no validated generator yet: the run ended before its first validation")
+    if not isinstance(saved, dict) or not isinstance(saved.get("meta"), dict):
+        raise InputError("holds no generator with its meta", best)
     listing = json.loads(datalist.read_text())
     for split in ("training", "validation"):
         saved["meta"][f"{split}_subjects"] = [s["subject"] for s in listing.get(split, [])]

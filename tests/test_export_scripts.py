@@ -82,3 +82,29 @@ def test_sr_export_elsewhere_refuses_a_file_that_is_no_generator_of_the_bundle(t
         out = tmp_path / "exported.pt"
         assert train_sr.main(["export", "--checkpoint", str(tmp_path / source), "--out", str(out)]) == 2
         assert not out.exists()
+
+
+def _damaged_weights(path: Path) -> Path:
+    torch.save({"model": torch.nn.Linear(64, 64).state_dict(), "meta": {}}, path)
+    path.write_bytes(path.read_bytes()[:3000])  # a copy cut short
+    return path
+
+
+def test_mt_export_refuses_a_damaged_best_generator_naming_it(tmp_path):
+    import train_mt
+
+    best = _damaged_weights(tmp_path / "best.pt")
+    (tmp_path / "list.json").write_text("{}")
+    with pytest.raises(InputError, match="cannot read weights") as refused:
+        train_mt.export(best, tmp_path / "out.pt", tmp_path / "list.json", [])
+    assert refused.value.path == str(best) and not (tmp_path / "out.pt").exists()
+
+
+def test_a_clinical_best_model_that_cannot_be_read_is_refused_naming_it(tmp_path):
+    from mtsr_monai.inference.clinical import generator_state
+
+    with pytest.raises(InputError, match="cannot read weights"):
+        generator_state(_damaged_weights(tmp_path / "model_best.pt"))
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+    with pytest.raises(InputError, match="holds no state dict"):
+        generator_state(tmp_path / "list.pt")

@@ -160,12 +160,28 @@ def test_a_newest_checkpoint_cut_short_inside_its_tensors_is_passed_over(tmp_pat
     assert starts[0] == 2  # after checkpoint_1
 
 
-def _scheduled_run(folder: Path, lr: float, epochs: int) -> tuple[Engine, torch.optim.Optimizer]:
+def test_a_newest_file_that_holds_no_trainer_state_is_passed_over_not_resumed_at_iteration_0(tmp_path):
+    net = torch.nn.Linear(1, 1)
+    trainer = _trainer(net)
+    ResumeCheckpoint(tmp_path, {"net": net}, every_n_iterations=1).attach(trainer)
+    trainer.run([0, 1], max_epochs=1)
+    torch.save(net.state_dict(), tmp_path / "checkpoint_2.pt")  # a bare state dict under the name
+    resumed = _trainer(torch.nn.Linear(1, 1))
+    ResumeCheckpoint(tmp_path, {"net": torch.nn.Linear(1, 1)}, every_n_iterations=1).attach(resumed)
+    starts = []
+    resumed.add_event_handler(Events.ITERATION_STARTED, lambda e: starts.append(e.state.iteration))
+    resumed.run([0, 1], max_epochs=2)
+    assert starts[0] == 2  # after checkpoint_1, not from 0
+
+
+def _scheduled_run(
+    folder: Path, lr: float, epochs: int, milestones: tuple[int, ...] = (2,)
+) -> tuple[Engine, torch.optim.Optimizer]:
     trainer = _trainer(torch.nn.Linear(1, 1))
     optimizer = trainer.optimizer
     for group in optimizer.param_groups:
         group["lr"] = lr
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[2], gamma=0.5)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(milestones), gamma=0.5)
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: scheduler.step())
     objects = {"opt": optimizer, "scheduler": scheduler}
     ResumeCheckpoint(folder, objects, every_n_iterations=1).attach(trainer)
@@ -179,3 +195,12 @@ def test_a_run_resumed_with_a_lower_learning_rate_trains_at_it_on_the_same_sched
     assert resumed.state.iteration == 6
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.005)  # not 0.05: the checkpoint's start
     assert optimizer.param_groups[0]["initial_lr"] == pytest.approx(0.01)
+
+
+def test_a_run_resumed_with_later_milestones_follows_them(tmp_path):
+    _scheduled_run(tmp_path, lr=0.1, epochs=1)  # 2 iterations: halved at 2
+    resumed, optimizer = _scheduled_run(tmp_path, lr=0.1, epochs=2, milestones=(3,))
+    assert resumed.state.iteration == 4
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05)  # once, at 3: not 0.025, nor 0.1
+    _, optimizer = _scheduled_run(tmp_path, lr=0.1, epochs=3, milestones=(100,))
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1)  # no milestone passed yet

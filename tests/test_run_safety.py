@@ -224,14 +224,14 @@ def test_a_mistyped_bundle_override_is_named_with_the_key_it_resembles(capsys):
 def test_the_log_of_a_stopped_run_keeps_one_line_without_its_traceback():
     import logging
 
-    from mtsr_monai.errors import _QuietInterruptions
+    from mtsr_monai.errors import _QuietStops
 
     try:
         raise SystemExit(143)
     except SystemExit:
         info = sys.exc_info()
     record = logging.LogRecord("StatsHandler", logging.ERROR, __file__, 1, "Exception: 143", (), info)
-    assert _QuietInterruptions().filter(record) and record.exc_info is None
+    assert _QuietStops().filter(record) and record.exc_info is None
     assert record.getMessage() == "run stopped (exit code 143)"
 
 
@@ -261,14 +261,14 @@ def test_a_training_script_stopped_by_a_signal_exits_130_or_143_with_one_line(ca
 def test_the_log_keeps_no_traceback_of_an_interruption_re_raised_as_another_error():
     import logging
 
-    from mtsr_monai.errors import _QuietInterruptions
+    from mtsr_monai.errors import _QuietStops
 
     try:
         _save_cut_by_a_second_ctrl_c()
     except RuntimeError:
         info = sys.exc_info()
     record = logging.LogRecord("StatsHandler", logging.ERROR, __file__, 1, "Exception", (), info)
-    assert _QuietInterruptions().filter(record) and record.exc_info is None
+    assert _QuietStops().filter(record) and record.exc_info is None
 
 
 def test_an_interrupt_is_found_under_monai_wrapping_and_an_error_being_handled():
@@ -306,3 +306,29 @@ def test_a_recipe_is_rewritten_freely_until_the_run_has_a_resume_checkpoint(tmp_
     with pytest.raises(InputError, match="target 't2', asked 'flair'"):
         write_recipe(tmp_path, resume_dir=checkpoints, source="t1", target="flair", nz=8)
     assert json.loads((tmp_path / "recipe.json").read_text())["target"] == "t2"
+
+
+def test_the_log_of_a_refused_run_keeps_one_line_without_its_traceback():
+    import logging
+
+    from mtsr_monai.errors import InputError, _QuietStops
+
+    try:
+        try:
+            raise InputError("does not fit this run's networks", "run/checkpoint_9.pt")
+        except InputError as err:
+            raise RuntimeError("Failed to evaluate ConfigExpression") from err  # as MONAI wraps it
+    except RuntimeError:
+        info = sys.exc_info()
+    record = logging.LogRecord("StatsHandler", logging.ERROR, __file__, 1, "Exception: %s", ("x",), info)
+    assert _QuietStops().filter(record) and record.exc_info is None
+    assert record.getMessage() == "run refused: run/checkpoint_9.pt: does not fit this run's networks"
+
+
+def test_an_init_checkpoint_is_not_loaded_into_a_run_that_resumes_and_it_says_so(tmp_path, caplog):
+    from mtsr_monai.engines.run_safety import uses_init_checkpoint
+
+    assert uses_init_checkpoint("start.pt", tmp_path) and not uses_init_checkpoint(None, tmp_path)
+    (tmp_path / "checkpoint_50.pt").write_bytes(b"")
+    assert not uses_init_checkpoint("start.pt", tmp_path)
+    assert "start.pt is not used: the run resumes from" in caplog.text

@@ -3,12 +3,14 @@ generator moving average updated in a few kernels."""
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import math
 import pickle
 import time
 import zipfile
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -111,6 +113,35 @@ class BestScores:
             state = next((c for c in candidates if self._fits(tracker, c)), None)
             if state is not None:
                 self._load(tracker, state)
+
+
+#: what torch.load raises on a truncated or damaged file, depending on where it was cut
+DAMAGED_FILE_ERRORS = (
+    EOFError, OSError, RuntimeError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile,
+)  # fmt: skip
+
+
+def read_newest_checkpoint(directory: str | Path) -> tuple[Path, dict] | None:
+    """The newest resume checkpoint in ``directory`` that can be read, with its path (None where there is
+    none); one left damaged (a machine that crashed while writing it), or no checkpoint at all (a bare
+    state dict under its name), is passed over, with a warning, for the one before. InputError when none
+    of them can be read: starting afresh would forget the best scores and let a worse model be exported."""
+    found = resume_checkpoints(directory)
+    for _, path in reversed(found):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        # a permission error is no damage: resuming from an older checkpoint would be wrong
+        except PermissionError:
+            raise
+        except DAMAGED_FILE_ERRORS as err:
+            logger.warning("%s cannot be read (%s): resuming from the checkpoint before it", path, err)
+            continue
+        if isinstance(state, dict) and "trainer" in state:
+            return path, state
+        logger.warning("%s holds no trainer state: resuming from the checkpoint before it", path)
+    if found:
+        raise InputError("no resume checkpoint here can be read; move them away to start afresh", directory)
+    return None
 
 
 def latest_checkpoint(directory: str | Path) -> Path | None:
@@ -272,30 +303,7 @@ class ResumeCheckpoint:
         return after_run
 
     def _read_newest(self) -> tuple[Path, dict] | None:
-        """The newest checkpoint that can be read, with its path; one left damaged (a machine that crashed
-        while writing it) is passed over, with a warning, for the one before."""
-        found = self._existing()
-        for _, path in reversed(found):
-            try:
-                return path, torch.load(path, map_location="cpu", weights_only=True)
-            # a permission error is no damage: resuming from an older checkpoint would be wrong
-            except PermissionError:
-                raise
-            # a truncated file fails in any of these, depending on where it was cut
-            except (
-                EOFError,
-                OSError,
-                RuntimeError,
-                ValueError,
-                pickle.UnpicklingError,
-                zipfile.BadZipFile,
-            ) as err:
-                logger.warning("%s cannot be read (%s): resuming from the checkpoint before it", path, err)
-        if found:  # starting afresh here would also forget the best scores and let a worse model be exported
-            raise InputError(
-                "no resume checkpoint here can be read; move them away to start afresh", self.directory
-            )
-        return None
+        return read_newest_checkpoint(self.directory)
 
     def _load(self, engine: Engine, objects: Mapping[str, Any]) -> None:
         from ignite.handlers import Checkpoint
@@ -314,7 +322,7 @@ class ResumeCheckpoint:
             done = saved["iteration"] // saved["epoch_length"]
             saved["max_epochs"] = max(saved.get("max_epochs") or 0, done)
         to_load = _loadable(objects, state)
-        configured = _initial_learning_rates(objects)
+        configured, milestones = _initial_learning_rates(objects), _milestones(objects)
         try:
             Checkpoint.load_objects(to_load=to_load, checkpoint=state)
         except RuntimeError as err:
@@ -326,6 +334,7 @@ class ResumeCheckpoint:
             ) from None
         engine.state.max_epochs = max_epochs
         _keep_configured_learning_rates(objects, configured)
+        _keep_configured_milestones(objects, milestones)
         self._saved_iteration = engine.state.iteration  # nothing new to save until an iteration runs
         reseed_after_resume(engine)
         logger.info(
@@ -370,6 +379,34 @@ def _keep_configured_learning_rates(
         if isinstance(obj, torch.optim.lr_scheduler.LRScheduler):
             obj.base_lrs = [group.get("initial_lr", group["lr"]) for group in obj.optimizer.param_groups]
             obj._last_lr = [group["lr"] for group in obj.optimizer.param_groups]
+
+
+def _milestones(objects: Mapping[str, Any]) -> dict[str, tuple[list[int], float]]:
+    """Each MultiStepLR's milestones and gamma as this run configured them."""
+    return {
+        name: (sorted(obj.milestones.elements()), obj.gamma)
+        for name, obj in objects.items()
+        if isinstance(obj, torch.optim.lr_scheduler.MultiStepLR)
+    }
+
+
+def _keep_configured_milestones(
+    objects: Mapping[str, Any], configured: Mapping[str, tuple[list[int], float]]
+) -> None:
+    """A resumed run follows the schedule it is given (a checkpoint's scheduler brought back the milestones
+    of the run's start): the rate becomes the new schedule's at this step, from the start rate."""
+    for name, (milestones, gamma) in configured.items():
+        scheduler = objects[name]
+        if (sorted(scheduler.milestones.elements()), scheduler.gamma) == (milestones, gamma):
+            continue
+        before = sorted(scheduler.milestones.elements())
+        logger.warning("%s: milestones %s, gamma %g from now on (the checkpoint's run had %s, %g)", name,
+                       milestones, gamma, before, scheduler.gamma)  # fmt: skip
+        scheduler.milestones, scheduler.gamma = Counter(milestones), gamma
+        passed = bisect.bisect_right(milestones, scheduler.last_epoch)
+        for group, base in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, strict=True):
+            group["lr"] = base * gamma**passed
+        scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
 
 
 def _loadable(objects: Mapping[str, Any], state: Mapping[str, Any]) -> dict[str, Any]:

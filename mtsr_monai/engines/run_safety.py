@@ -36,8 +36,8 @@ from mtsr_monai.precision import autocast_dtype, resolve_precision
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "check_training_setup", "write_recipe", "resume_checkpoints", "RESUME_NAME", "FolderLock",
-    "GaplessDiskSaver", "StopOnSignal", "exit_if_interrupted", "shielded_worker_init",
+    "check_training_setup", "uses_init_checkpoint", "write_recipe", "resume_checkpoints", "RESUME_NAME",
+    "FolderLock", "GaplessDiskSaver", "StopOnSignal", "exit_if_interrupted", "shielded_worker_init",
 ]  # fmt: skip
 
 
@@ -87,6 +87,21 @@ def resume_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
         if match:
             found.append((int(match.group(1)), path))
     return sorted(found)
+
+
+def uses_init_checkpoint(init_checkpoint: str | Path | None, resume_dir: str | Path) -> bool:
+    """Whether a run loads its ``init_checkpoint``: only when it starts afresh. A run with resume
+    checkpoints continues from them (which would overwrite the initial weights): say so, not silently."""
+    if not init_checkpoint:
+        return False
+    found = resume_checkpoints(resume_dir)
+    if found:
+        logger.warning(
+            "init_checkpoint %s is not used: the run resumes from %s (a new output_dir starts from it)",
+            init_checkpoint,
+            found[-1][1],
+        )
+    return not found
 
 
 def write_recipe(output_dir: str | Path, resume_dir: str | Path | None = None, **recipe: Any) -> Path:

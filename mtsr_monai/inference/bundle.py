@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mtsr_monai.data.datalist import modality_from_name
-from mtsr_monai.errors import InputError, root_cause, stopped_by_signal
+from mtsr_monai.errors import InputError, quiet_stats_handler_log, root_cause, stopped_by_signal
 from mtsr_monai.io import atomic_write_text, is_volume_file, load_volume, volume_stem
 from mtsr_monai.io.manifest import MANIFEST_NAME, enclosing_bundle, manifest_entries
 from mtsr_monai.io.outputs import OutputPlan, guard_outputs
@@ -172,6 +172,7 @@ def run_training(bundle: str | os.PathLike, overrides: Mapping[str, Any]) -> Non
     for key, name in (("meta_file", "metadata.json"), ("logging_file", "logging.conf")):
         if (configs / name).is_file():
             files[key] = str(configs / name)
+    quiet_stats_handler_log()
     try:
         run("training", **files, **overrides)
     except Exception as err:

@@ -460,7 +460,7 @@ def write_best_generator(network: torch.nn.Module, path: str | os.PathLike, meta
 def generator_state(path: str | Path) -> dict[str, torch.Tensor]:
     """The generator state dict of a best-model file: a checkpoint of :func:`write_best_generator`, or the
     plain state dict that runs before session 48 wrote (DDP's ``module.`` prefix removed)."""
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    saved = _saved_dict(path)
     state = saved["model"] if isinstance(saved.get("model"), dict) else saved
     return {k.removeprefix("module."): v for k, v in state.items()}  # an older multi-GPU run's DDP keys
 
@@ -469,8 +469,16 @@ def best_model_meta(path: str | Path) -> dict[str, Any]:
     """What a best-model file of :func:`write_best_generator` records besides the generator (``network``,
     ``modalities``, ``patch_size``, ``intensity_headroom``, ``iterations``, ...); ``{}`` for the plain state
     dict that runs before session 48 wrote."""
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    saved = _saved_dict(path)
     return {k: v for k, v in saved.items() if k != "model"} if isinstance(saved.get("model"), dict) else {}
+
+
+def _saved_dict(path: str | Path) -> dict:
+    """The dict a weights file holds (:func:`read_weights`); InputError naming the file otherwise."""
+    saved = read_weights(path)
+    if not isinstance(saved, dict):
+        raise InputError("holds no state dict", path)
+    return saved
 
 
 def _built(network_class: type, arguments: Mapping[str, Any], state: Mapping, path: str | Path) -> Any:
