@@ -20,6 +20,7 @@ from monai.transforms import MapTransform, Transform
 from monai.utils import convert_to_numpy
 
 from mtsr_monai.transforms.keys import PARAMS_KEY
+from mtsr_monai.transforms.meta import wrap_like
 from mtsr_monai.transforms.sitk_utils import array_to_sitk
 
 
@@ -90,9 +91,7 @@ class N4BiasFieldCorrection(Transform):
             )
             out.append(sitk.GetArrayFromImage(corrected).transpose(2, 1, 0))
         result = torch.as_tensor(np.ascontiguousarray(np.stack(out) if array.ndim == 4 else out[0]))
-        if isinstance(img, MetaTensor):
-            result = MetaTensor(result, meta=dict(img.meta))  # the meta carries the affine
-        return result
+        return wrap_like(result, img) if isinstance(img, MetaTensor) else result  # the meta holds the affine
 
 
 class N4BiasFieldCorrectiond(MapTransform):
@@ -120,7 +119,9 @@ class N4BiasFieldCorrectiond(MapTransform):
         seconds: dict[str, float] = {}
         for key in self.key_iterator(d):
             start = time.perf_counter()
-            mask = d[self.mask_key] if self.mask_key is not None and self.mask_key in d else None
+            if self.mask_key is not None and self.mask_key not in d:  # a typo must not fall back silently
+                raise KeyError(f"mask_key {self.mask_key!r} is not in the data (keys: {sorted(map(str, d))})")
+            mask = d[self.mask_key] if self.mask_key is not None else None
             result = self.corrector(d[key], mask)
             d[key] = result
             seconds[str(key)] = round(time.perf_counter() - start, 3)

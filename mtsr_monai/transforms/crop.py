@@ -108,7 +108,7 @@ class CropToMaskBox(Transform):
         return out
 
     def __call__(self, img: Any, mask: Any = None) -> Any:
-        start, end = self.compute_bounding_box(img if mask is None else mask)
+        start, end = self.compute_bounding_box(convert_to_numpy(img) != 0 if mask is None else mask)
         return self.crop(img, start, end)
 
 

@@ -34,6 +34,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, RandomizableTransform, Transform
 from scipy.special import ndtr
 
+from mtsr_monai.transforms.meta import wrap_like
 from mtsr_monai.transforms.wrappers import SharedStreamWrapper, output_keys_for
 
 if TYPE_CHECKING:
@@ -62,7 +63,8 @@ def profile_weights(
     centres: np.ndarray, n: int, spacing: float, thickness: float, profile: str = "gaussian"
 ) -> np.ndarray:
     """``(len(centres), n)``: a slice profile centred at each continuous index of ``centres``, integrated
-    over each of ``n`` cells of ``spacing`` mm; rows sum to 1 (a row with no support in the cells stays 0).
+    over each of ``n`` cells of ``spacing`` mm; rows sum to 1 (a row with no support in the cells takes the
+    nearest cell).
 
     ``gaussian``: FWHM = ``thickness``; ``boxcar``: width = ``thickness`` (a box of width = the voxel size
     is also the area-averaging of an in-plane voxel)."""
@@ -79,7 +81,12 @@ def profile_weights(
     else:
         raise ValueError(f"unknown slice profile {profile!r}; choose from {PROFILES}")
     total = w.sum(axis=1, keepdims=True)
-    return np.divide(w, total, out=np.zeros_like(w), where=total > 0)
+    w = np.divide(w, total, out=np.zeros_like(w), where=total > 0)
+    # a centre whose profile misses every cell (a spare sample beyond the field of view): the nearest cell,
+    # the edge replicated, not 0 (which interpolating back would mix into the edge voxels)
+    empty = np.flatnonzero(total[:, 0] <= 0)
+    w[empty, np.clip(np.rint(centres[empty]).astype(int), 0, n - 1)] = 1.0
+    return w
 
 
 def interpolation_weights(positions: np.ndarray, n: int) -> np.ndarray:
@@ -234,7 +241,7 @@ class SimulateProtocol(Transform):
         ]
         result = torch.from_numpy(np.concatenate(out))
         if isinstance(img, MetaTensor) and self.plane is None:  # same grid: the input's affine and meta hold
-            return MetaTensor(result, meta=dict(img.meta))
+            return wrap_like(result, img)
         return result
 
 

@@ -22,6 +22,7 @@ from monai.utils import convert_to_dst_type, convert_to_numpy
 
 from mtsr_monai.transforms.intensity import robust_range, scale_percentiles_in_mask, scale_to_range
 from mtsr_monai.transforms.keys import PARAMS_KEY, PERCENTILES_KEY, RANGE_KEY
+from mtsr_monai.transforms.meta import wrap_like
 
 __all__ = [
     "RestoreIntensity",
@@ -130,9 +131,10 @@ class ScaleIntensityPercentilesInMask(Transform):
             out.append(scaled)
             found.append([round(p_lo, 6), round(p_hi, 6)])
         result = torch.as_tensor(np.stack(out) if array.ndim == 4 else out[0])
-        if isinstance(img, MetaTensor) or get_track_meta():
-            meta = dict(img.meta) if isinstance(img, MetaTensor) else {}  # the meta carries the affine
-            result = MetaTensor(result, meta={**meta, PERCENTILES_KEY: found})
+        if isinstance(img, MetaTensor):  # the meta carries the affine
+            return wrap_like(result, img, **{PERCENTILES_KEY: found})
+        if get_track_meta():
+            result = MetaTensor(result, meta={PERCENTILES_KEY: found})
         return result
 
 

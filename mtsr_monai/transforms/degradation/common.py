@@ -20,10 +20,11 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import RandomizableTransform
-from monai.utils import convert_to_numpy, convert_to_tensor
+from monai.utils import convert_to_tensor
 
 from mtsr_monai.io.geometry import block_centre_offset, resampled_affine, resolve_axis
 from mtsr_monai.transforms.intensity import robust_range
+from mtsr_monai.transforms.meta import wrap_like
 from mtsr_monai.transforms.wrappers import SharedStreamWrapper, output_keys_for
 
 __all__ = ["RandDegradation", "RandDegradationd", "centre_crop_to_multiple"]
@@ -64,7 +65,7 @@ def noise_generator(rng: np.random.RandomState) -> torch.Generator:
 
 def intensity_range(x: torch.Tensor) -> float:
     """max - min of ``x`` (1 for a constant image): the unit of the noise fractions."""
-    r = float(x.max() - x.min())
+    r = float(x.max()) - float(x.min())  # in Python floats: an int16 range over 32767 would wrap
     return r if r > 0 else 1.0
 
 
@@ -122,20 +123,6 @@ def inplane_axes(spatial_ndim: int, through: int | None) -> list[int]:
 def plain_tensor(x: Any) -> torch.Tensor:
     """``x`` (MetaTensor, tensor or array) as a plain tensor."""
     return convert_to_tensor(x, track_meta=False)
-
-
-def wrap_like(out: torch.Tensor, like: Any, affine: np.ndarray | None) -> Any:
-    """``out`` in the type of ``like``: a MetaTensor with ``like``'s meta and the new ``affine``, an array,
-    or a tensor."""
-    if isinstance(like, MetaTensor):
-        meta = dict(like.meta)
-        if affine is not None:
-            meta["affine"] = torch.as_tensor(affine, dtype=torch.float64)
-            meta["spatial_shape"] = np.asarray(out.shape[1:])
-        return MetaTensor(out, meta=meta)
-    if isinstance(like, np.ndarray):
-        return convert_to_numpy(out)
-    return out
 
 
 def affine_of(x: Any, spatial_ndim: int) -> np.ndarray:

@@ -41,9 +41,9 @@ from mtsr_monai.transforms.degradation.common import (
     through_axis,
     volume_noise_unit,
     volume_tensor,
-    wrap_like,
 )
 from mtsr_monai.transforms.degradation.common import intensity_range as intensity_range_of
+from mtsr_monai.transforms.meta import wrap_like
 
 RESIZE_MODES = ("area", "bilinear", "bicubic")
 
