@@ -273,6 +273,25 @@ def test_gain_step_restores_the_input_scale_and_writes_consistency_maps(tmp_path
     assert "trilinear" in reports[True]["t2"]  # the interpolation's consistency, for comparison
 
 
+def test_each_consistency_map_lies_in_the_space_of_its_own_input(tmp_path):
+    import nibabel as nib
+
+    from mtsr_monai.inference.clinical import restore_clinical
+    from tests.test_clinical import _slabs
+
+    scans = _slabs(tmp_path)
+    t2 = nib.load(str(scans["t2"]))
+    t2 = nib.Nifti1Image(np.asanyarray(t2.dataobj), t2.affine)
+    t2.set_sform(t2.affine, code=4)  # the T2 in MNI space, the FLAIR (the output grid's) another
+    t2.set_qform(t2.affine, code=4)
+    nib.save(t2, str(scans["t2"]))
+    ckpt = {"network": _Dark(), "critic": None, "modalities": ["flair", "t1", "t2"], "patch_size": None}
+    written = restore_clinical(scans, tmp_path / "out", spacing=1.0, checkpoint=ckpt, progress=False,
+                               patches=False)  # fmt: skip
+    code = {k: int(nib.load(str(written[k])).header["sform_code"]) for k in ("t2_consistency", "flair")}
+    assert code == {"t2_consistency": 4, "flair": int(nib.load(str(scans["flair"])).header["sform_code"])}
+
+
 class _DimBright(torch.nn.Module):
     """A 'model' that halves everything above 0.5 of the [0, 1] input (an L1 network's dimmed lesions)."""
 

@@ -219,7 +219,7 @@ def test_headers_that_readers_place_differently_are_warned_about(tmp_path, phant
         load_volume(flipped)
 
 
-@pytest.mark.parametrize("codes, kept", [((4, 1), 4), ((0, 2), 2), ((1, 1), 1), ((0, 0), 1)])
+@pytest.mark.parametrize("codes, kept", [((4, 1), 4), ((5, 0), 5), ((0, 2), 2), ((1, 1), 1), ((0, 0), 1)])
 def test_outputs_stay_in_the_nifti_space_of_their_input(tmp_path, phantom, codes, kept):
     import warnings
 

@@ -104,6 +104,9 @@ def server(tmp_path_factory):
     app = prepare_app_dir(tmp_path_factory.mktemp("app"))  # as mtsr label-server runs it
     studies = tmp_path_factory.mktemp("studies")
     _study(studies)
+    sheared = AFFINE.copy()
+    sheared[0, 1] = np.tan(np.radians(6))  # 6 degrees of shear: no qform can hold it
+    write_nifti(studies / "shear_t1.nii.gz", nib.load(str(studies / "case_t1.nii.gz")).get_fdata(), sheared)
     if HEAD_T1.is_file():
         (studies / "head_t1.nii.gz").write_bytes(HEAD_T1.read_bytes())
     port = _free_port()
@@ -182,6 +185,15 @@ def test_a_result_lies_in_the_space_its_input_header_names(server):
     sr = _infer(server, "mtsr_sr", "case_t1")
     assert lr.header["sform_code"] == 2  # nibabel's "aligned", as write_nifti leaves it
     assert (int(sr.header["sform_code"]), int(sr.header["qform_code"])) == (2, 2)
+
+
+def test_a_result_of_a_sheared_scan_keeps_its_exact_affine_as_the_cli_writes_it(server):
+    from mtsr_monai.inference.super_resolve import sr_affine
+
+    lr = nib.load(str(server["studies"] / "shear_t1.nii.gz"))
+    sr = _infer(server, "mtsr_sr", "shear_t1")
+    np.testing.assert_allclose(sr.affine, sr_affine(lr.affine, [0, 1], 4), atol=1e-4)
+    assert int(sr.header["qform_code"]) == 0  # a qform would hold a nearby rotation, mm off at the edges
 
 
 def test_mt_sample_of_a_seed_is_the_cli_translation_on_the_input_grid(server):

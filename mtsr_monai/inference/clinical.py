@@ -367,7 +367,7 @@ def prepare_routine_scans(
     "volumes": {mod: (X,Y,Z) in [0,1]}, "interpolated": {mod: the same scaling, unclipped},
     "bounds": {mod: (lo, hi)}, "coverage": (X,Y,Z) bool, "thick_axis", "near_isotropic", "reference",
     "registration", "images": {mod: input SimpleITK image}, "transforms": {mod: grid -> input points, or
-    None}}``.
+    None}, "space" / "input_spaces": the NIfTI xform codes of the grid / of each input}``.
     Raises :class:`~mtsr_monai.errors.InputError` for unreadable or invalid inputs."""
     from tqdm import tqdm
 
@@ -409,6 +409,7 @@ def prepare_routine_scans(
         "near_isotropic": is_near_isotropic(images[reference]),
         "reference": reference,
         "space": nifti_space(like if like is not None else inputs[reference]),
+        "input_spaces": {m: nifti_space(inputs[m]) for m in order},  # of the consistency maps (input grids)
         "registration": reports,
         "images": images,
         "transforms": transforms,
@@ -786,7 +787,8 @@ def _consistency_outputs(
     report: dict[str, Any] = {}
     for m, step in steps.items():
         residual, affine = step.pop("residual"), step.pop("affine")
-        path = save_volume(residual, out_dir / f"{m}_consistency.nii.gz", affine, space=prepared["space"])
+        space = prepared.get("input_spaces", {}).get(m, 1)  # the map lies on its own input's grid
+        path = save_volume(residual, out_dir / f"{m}_consistency.nii.gz", affine, space=space)
         entry = {"map": str(path), **step}
         if reference is not None:
             t = (thickness or {}).get(m)

@@ -232,13 +232,14 @@ def _in_mm(affine: Any, unit_mm: float) -> Any:
     return scaled
 
 
-#: NIfTI xform codes an output keeps from its source: scanner, aligned, Talairach, MNI 152
-NIFTI_SPACES = (1, 2, 3, 4)
+#: NIfTI xform codes an output keeps from its source: scanner, aligned, Talairach, MNI 152, template
+NIFTI_SPACES = (1, 2, 3, 4, 5)
 
 
 def nifti_space(source: Any) -> int:
     """The NIfTI xform code of the space an output made from ``source`` lies in: ``source``'s sform code,
-    else its qform code, where one names a space (1 scanner, 2 aligned, 3 Talairach, 4 MNI 152), else 1.
+    else its qform code, where one names a space (1 scanner, 2 aligned, 3 Talairach, 4 MNI 152, 5 template),
+    else 1.
     ``source``: an image from :func:`load_volume` (its header fields) or a NIfTI path (its header)."""
     if isinstance(source, (str, os.PathLike)):
         if not str(source).lower().endswith(NIFTI_SUFFIXES):

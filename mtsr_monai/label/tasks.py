@@ -16,8 +16,6 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
-import numpy as np
 from fastapi import HTTPException
 from monai.transforms import MapTransform, SaveImaged, SqueezeDimd
 from monailabel.interfaces.tasks.infer_v2 import InferType
@@ -107,11 +105,10 @@ class MTSRBundleTask(BundleInferTask):
         space (MONAI Label's writer says 1, scanner, whatever the input said: an MNI-space input came back
         in scanner space), no qform for a sheared grid."""
         result, result_json = super().writer(data, extension, dtype)
-        if isinstance(result, str) and result.lower().endswith(NIFTI_SUFFIXES):
-            written = nib.load(result)
-            space = nifti_space(data.get("image_path", ""))
-            array = np.asanyarray(written.dataobj)
-            save_volume(array, result, affine=written.affine, dtype=None, space=space)
+        pred = data.get("pred")
+        if isinstance(result, str) and result.lower().endswith(NIFTI_SUFFIXES) and hasattr(pred, "affine"):
+            # the prediction's own affine: ITK's writer has made a sheared one orthogonal (6 mm off)
+            save_volume(pred, result, space=nifti_space(data.get("image_path", "")))
         return result, result_json
 
 
