@@ -45,6 +45,7 @@ def test_bland_altman_bias_and_limits_of_agreement():
     d = np.array([1.0, 0.0, 1.0])
     assert ml["bias"] == pytest.approx(d.mean())
     assert ml["loa_high"] == pytest.approx(d.mean() + 1.96 * d.std(ddof=1))
+    assert ml["loa_low"] == pytest.approx(d.mean() - 1.96 * d.std(ddof=1))
 
 
 def test_bland_altman_plot_writes_a_png_with_methods_overlaid(tmp_path):

@@ -67,15 +67,20 @@ def test_sr_evaluate_writes_metrics_of_the_shipped_weights(tmp_path):
     datalist = json.loads(Path(overrides["datalist"]).read_text())
     datalist["test"] = datalist["training"]  # a held-out subject other than the validation one
     Path(overrides["datalist"]).write_text(json.dumps(datalist))
-    run(
-        "evaluating",
-        **_configs("mtsr_sr", "train.yaml", "evaluate.yaml"),
-        **overrides,
-        val_slices_per_volume=1,
-    )
-    rows = dict(line.split(",") for line in (tmp_path / "run" / "metrics.csv").read_text().splitlines())
-    assert {"val_brain_psnr", "val_psnr", "val_ssim"} <= set(rows) and float(rows["val_psnr"]) > 0
-    scored = (tmp_path / "run" / "val_psnr_raw.csv").read_text()
+    from mtsr_monai.inference.bundle import bundle_parser
+
+    untrained = tmp_path / "untrained.pt"  # the same network, as initialised
+    torch.save(bundle_parser("mtsr_sr").get_parsed_content("network_def").state_dict(), untrained)
+    psnr = {}
+    for name, weights in (("shipped", {}), ("untrained", {"checkpoint": str(untrained)})):
+        overrides["output_dir"] = str(tmp_path / name)
+        configs = _configs("mtsr_sr", "train.yaml", "evaluate.yaml")
+        run("evaluating", **configs, **overrides, **weights, val_slices_per_volume=1)
+        rows = dict(line.split(",") for line in (tmp_path / name / "metrics.csv").read_text().splitlines())
+        assert {"val_brain_psnr", "val_psnr", "val_ssim"} <= set(rows)
+        psnr[name] = float(rows["val_psnr"])
+    assert psnr["shipped"] > psnr["untrained"] + 3  # the shipped weights are the ones scored
+    scored = (tmp_path / "shipped" / "val_psnr_raw.csv").read_text()
     assert "s0_hr" in scored and "s1_hr" not in scored  # the test split, not the validation one
 
 

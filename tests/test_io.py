@@ -136,6 +136,10 @@ def test_different_grids_are_refused():
         check_same_grid([(4, 4, 4), (4, 4, 5)], [np.eye(4), np.eye(4)], ["t1.nii.gz", "t2.nii.gz"])
     with pytest.raises(InputError, match="affines differ"):
         check_same_grid([(4, 4, 4), (4, 4, 4)], [np.eye(4), np.diag([2, 1, 1, 1])], ["t1", "t2"])
+    shifted = np.eye(4)
+    shifted[:3, 3] = [0.0, 10.0, 0.0]  # same shape and voxel size, 10 mm apart
+    with pytest.raises(InputError, match="affines differ"):
+        check_same_grid([(4, 4, 4), (4, 4, 4)], [np.eye(4), shifted], ["t1", "mask"])
     with pytest.raises(InputError, match="affines differ; resample the prediction"):
         check_same_grid([(4,) * 3] * 2, [np.eye(4), 2 * np.eye(4)], "ab", hint="resample the prediction")
 

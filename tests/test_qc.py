@@ -275,12 +275,15 @@ def test_qc_command_reads_any_non_zero_mask_value_as_brain(tmp_path):
     img, labels = _tissue_phantom()
     src = write_nifti(tmp_path / "t1.nii.gz", img)
     results = []
-    for name, value in (("positive", 1), ("negative", -1)):
-        mask = write_nifti(tmp_path / f"{name}.nii.gz", ((labels > 0) * value).astype(np.int8))
+    half = (labels > 0) & (np.arange(labels.shape[0]) < labels.shape[0] // 2)[:, None, None]
+    for name, value in (("positive", 1), ("negative", -1)):  # half the brain: not what no --mask gives
+        mask = write_nifti(tmp_path / f"{name}.nii.gz", (half * value).astype(np.int8))
         out = tmp_path / f"{name}.json"
         assert main(["qc", "--input", str(src), "--mask", str(mask), "--json", str(out)]) == 0
         results.append(json.loads(out.read_text()))
-    assert results[0] == results[1]
+    assert main(["qc", "--input", str(src), "--json", str(tmp_path / "none.json")]) == 0
+    unmasked = json.loads((tmp_path / "none.json").read_text())
+    assert results[0] == results[1] and results[0]["summary_gm_n"] < unmasked["summary_gm_n"]
 
 
 def test_iqm_metric_accumulates_absolute_differences_to_the_reference():

@@ -284,6 +284,7 @@ def test_translate_cli_writes_samples_mean_std_on_input_grid(tiny_weights, phant
     for name in ("sample_0", "mean", "std"):
         img = nib.load(out / f"{name}.nii.gz")
         assert img.shape == ref.shape and np.allclose(img.affine, ref.affine)
+    np.testing.assert_allclose(nib.load(out / "mean.nii.gz").get_fdata(), samples.mean(0), atol=1e-5)
     np.testing.assert_allclose(nib.load(out / "std.nii.gz").get_fdata(), samples.std(0), atol=1e-5)
     # the recorded codes reproduce sample 1
     codes = json.loads((out / "codes.json").read_text())["codes"]

@@ -159,16 +159,22 @@ def test_clinical_evaluator_averages_the_volume_scores_and_logs_the_interpolated
     for key in ("subjects", "pairs", "export"):
         section.pop(key)
     section["handlers"] = [section["handlers"][0]]
-    parser.update({"validate": section, "validate#pairs": pairs, "network": "$torch.nn.Identity()",
+    # a 'network' dimming its input by 10 %: its scores differ from the interpolated input's
+    parser.update({"validate": section, "validate#pairs": pairs, "network": "$torch.nn.Conv2d(2, 2, 1, bias=False).requires_grad_(False)",
                    "device": "cpu", "mode": "slice"})  # fmt: skip
+    network = parser.get_parsed_content("network")
+    network.weight.copy_(0.9 * torch.eye(2)[:, :, None, None])
     evaluator = parser.get_parsed_content("validate#evaluator")
     evaluator.run()
     metrics = evaluator.state.metrics
-    expected = [score_against_pair(p["lr"], p) for p in pairs]  # the identity restores nothing
+    dimmed = [score_against_pair(0.9 * p["lr"], p) for p in pairs]
+    interpolated = [score_against_pair(p["lr"], p) for p in pairs]
     for name in ("mae", "nmse", "psnr", "ssim"):
-        mean = float(np.mean([row[name] for row in expected]))
-        assert metrics[f"val_{name}"] == pytest.approx(mean, rel=1e-6)
-        assert metrics[f"val_{name}_interpolated"] == pytest.approx(mean, rel=1e-6)
+        model_mean = float(np.mean([row[name] for row in dimmed]))
+        input_mean = float(np.mean([row[name] for row in interpolated]))
+        assert model_mean != pytest.approx(input_mean, rel=1e-4)
+        assert metrics[f"val_{name}"] == pytest.approx(model_mean, rel=1e-5)
+        assert metrics[f"val_{name}_interpolated"] == pytest.approx(input_mean, rel=1e-6)
     assert evaluator.state.best_metric == pytest.approx(metrics["val_psnr"])
 
 
