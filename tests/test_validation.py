@@ -160,8 +160,9 @@ def test_clinical_evaluator_averages_the_volume_scores_and_logs_the_interpolated
         section.pop(key)
     section["handlers"] = [section["handlers"][0]]
     # a 'network' dimming its input by 10 %: its scores differ from the interpolated input's
-    parser.update({"validate": section, "validate#pairs": pairs, "network": "$torch.nn.Conv2d(2, 2, 1, bias=False).requires_grad_(False)",
-                   "device": "cpu", "mode": "slice"})  # fmt: skip
+    dim = "$torch.nn.Conv2d(2, 2, 1, bias=False).requires_grad_(False)"
+    parser.update({"validate": section, "validate#pairs": pairs, "network": dim, "device": "cpu",
+                   "mode": "slice"})  # fmt: skip
     network = parser.get_parsed_content("network")
     network.weight.copy_(0.9 * torch.eye(2)[:, :, None, None])
     evaluator = parser.get_parsed_content("validate#evaluator")
