@@ -432,6 +432,8 @@ def test_cli_degrade_same_seed_same_bytes_other_seed_differs(tmp_path, hr_file):
         ["--mode", "thick-slice", "--thickness", "1.0"],  # thinner than the 1.5 mm input slices
         ["--mode", "thick-slice", "--thickness", "30"],  # beyond the 12 mm field of view
         ["--mode", "second-order", "--thickness", "3"],
+        ["--mode", "second-order", "--profile", "gaussian"],  # the default value, given: still refused
+        ["--mode", "kspace", "--gap", "0"],
         ["--mode", "kspace", "--noise", "-0.1"],
     ],
 )

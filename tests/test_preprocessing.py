@@ -781,3 +781,15 @@ def test_the_largest_seed_the_cli_takes_gives_a_registration_method():
 
     # SimpleITK takes seeds below 2**32: seed + 1 overflowed
     _registration_method((2, 1), (1.0, 0.0), 0.1, 32, seed=2**32 - 1, fixed_mask=None, threads=1)
+
+
+def test_the_unused_brain_mask_of_a_datalist_is_said_once(tmp_path, capsys):
+    from mtsr_monai.cli import main
+
+    write_nifti(tmp_path / "t1.nii.gz", _head((24, 24, 24)))
+    write_nifti(tmp_path / "mask.nii.gz", (_head((24, 24, 24)) > 50).astype(np.uint8))
+    item = {"subject": "s", "t1": str(tmp_path / "t1.nii.gz"), "brain_mask": str(tmp_path / "mask.nii.gz")}
+    (tmp_path / "d.json").write_text(json.dumps({"training": [item]}))
+    command = ["preprocess", "--datalist", str(tmp_path / "d.json"), "-o", str(tmp_path / "out")]
+    assert main([*command, "--registration", "none", "--no-progress"]) == 0
+    assert capsys.readouterr().err.count("brain_mask not used") == 1

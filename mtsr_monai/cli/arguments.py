@@ -128,9 +128,12 @@ def add_device_argument(
     parser.add_argument("--device", default="cpu", choices=choices, help=help)
 
 
-def add_slice_profile_argument(parser: argparse.ArgumentParser, flag: str, help: str) -> None:
-    """A slice-profile option ``flag`` (one of :data:`SLICE_PROFILES`, default ``gaussian``)."""
-    parser.add_argument(flag, choices=SLICE_PROFILES, default="gaussian", help=help)
+def add_slice_profile_argument(
+    parser: argparse.ArgumentParser, flag: str, help: str, default: str | None = "gaussian"
+) -> None:
+    """A slice-profile option ``flag`` (one of :data:`SLICE_PROFILES`, default ``gaussian``; None where a
+    command must tell an option given from one left out)."""
+    parser.add_argument(flag, choices=SLICE_PROFILES, default=default, help=help)
 
 
 def add_no_progress_argument(parser: argparse.ArgumentParser, help: str = "no progress bar (stderr)") -> None:

@@ -367,8 +367,7 @@ def prepare_routine_scans(
     "volumes": {mod: (X,Y,Z) in [0,1]}, "interpolated": {mod: the same scaling, unclipped},
     "bounds": {mod: (lo, hi)}, "coverage": (X,Y,Z) bool, "thick_axis", "near_isotropic", "reference",
     "registration", "images": {mod: input SimpleITK image}, "transforms": {mod: grid -> input points, or
-    None}, "space" / "input_spaces": the NIfTI xform codes of the grid / of each input}``.
-    Raises :class:`~mtsr_monai.errors.InputError` for unreadable or invalid inputs."""
+    None}, "space" / "input_spaces": xform codes of grid / inputs}``; InputError for bad inputs."""
     from tqdm import tqdm
 
     # lazy: keeps SimpleITK, monai out of this module's import

@@ -55,13 +55,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--gap",
         type=float,
-        default=0.0,
+        default=None,  # None: not given (refused outside thick-slice, 0 there)
         help="thick-slice: gap between slices in mm (default 0; negative = overlap)",
     )
     add_slice_profile_argument(
         parser,
         "--profile",
         help="thick-slice: slice profile, Gaussian of FWHM = thickness or boxcar (default gaussian)",
+        default=None,
     )
     parser.add_argument(
         "--axis",
@@ -101,12 +102,14 @@ def _check_arguments(args: argparse.Namespace) -> None:
     if mode != "thick-slice":
         for flag, given in (
             ("--thickness", args.thickness is not None),
-            ("--gap", args.gap != 0.0),
-            ("--profile", args.profile != "gaussian"),
+            ("--gap", args.gap is not None),
+            ("--profile", args.profile is not None),
         ):
             if given:
                 raise InputError(f"{flag} applies to --mode thick-slice only")
     else:
+        args.gap = 0.0 if args.gap is None else args.gap
+        args.profile = args.profile or "gaussian"
         if args.thickness is None:
             raise InputError("--mode thick-slice needs --thickness MM")
         if not args.thickness > 0:

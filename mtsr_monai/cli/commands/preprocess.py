@@ -93,17 +93,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_no_progress_argument(parser, help="no progress bar")
 
 
-def inputs(args: argparse.Namespace) -> list:
-    """The files listed in the datalist, its unused brain masks too (an unreadable datalist is refused by the
-    run itself)."""
+def _listed_subjects(args: argparse.Namespace, masks: list[str] | None = None) -> list[dict]:
+    """The datalist's subjects (its unused brain masks added to ``masks``), none where it cannot be read (the
+    run refuses it with its own message); read quietly: the run reads it again and says once what it leaves
+    out."""
+    import warnings
+
+    # lazy: the command's checks and plans run before any heavy import
     from mtsr_monai.data.preprocess import read_datalist
     from mtsr_monai.errors import InputError
 
-    masks: list[str] = []
     try:
-        subjects = read_datalist(args.datalist, masks)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return read_datalist(args.datalist, masks)
     except InputError:
         return []
+
+
+def inputs(args: argparse.Namespace) -> list:
+    """The files listed in the datalist, its unused brain masks too (an unreadable datalist is refused by the
+    run itself)."""
+    masks: list[str] = []
+    subjects = _listed_subjects(args, masks)
     return [v for s in subjects for k, v in s.items() if k not in ("subject", "split")] + masks
 
 
@@ -111,17 +123,11 @@ def outputs(args: argparse.Namespace) -> OutputPlan:
     """Per subject DIR/<subject>/<key>.nii.gz, brain_mask, transforms and sidecar; DIR/datalist.json."""
     from pathlib import Path
 
-    from mtsr_monai.data.preprocess import read_datalist
-    from mtsr_monai.errors import InputError
     from mtsr_monai.io.outputs import OutputPlan
 
     out = Path(args.output)
     files = [out / "datalist.json"]
-    try:
-        subjects = read_datalist(args.datalist)
-    except InputError:
-        subjects = []
-    for subject in subjects:
+    for subject in _listed_subjects(args):
         folder = out / subject["subject"]
         keys = [k for k in subject if k not in ("subject", "split")]
         files += [folder / f"{k}.nii.gz" for k in keys] + [folder / f"transform_{k}.tfm" for k in keys]
@@ -133,18 +139,10 @@ def _check_reference(args: argparse.Namespace) -> None:
     """Refuse a ``--reference`` that a subject lacks: the template's contrast is chosen from it and each
     subject's record names it, so a silent fallback to another image would register a T1 to a T2 template
     and record a false reference."""
-    import warnings
-
-    from mtsr_monai.data.preprocess import LABEL_KEYS, read_datalist
+    from mtsr_monai.data.preprocess import LABEL_KEYS
     from mtsr_monai.errors import InputError
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the run reads it again and says what it leaves out
-            subjects = read_datalist(args.datalist)
-    except InputError:
-        return  # the run refuses it with its own message
-    for subject in subjects:
+    for subject in _listed_subjects(args):
         images = [k for k in subject if k not in ("subject", "split", *LABEL_KEYS)]
         if args.reference not in images:
             raise InputError(
@@ -157,16 +155,12 @@ def _check_reference(args: argparse.Namespace) -> None:
 def _check_sizes(args: argparse.Namespace) -> None:
     """Refuse, before any work, images too small for the registration pyramid (the minimum size of
     mtsr preprocess: 4 voxels per axis at the coarsest shrink factor, 16 with the default 4,2)."""
-    from mtsr_monai.data.preprocess import LABEL_KEYS, read_datalist
+    from mtsr_monai.data.preprocess import LABEL_KEYS
     from mtsr_monai.errors import InputError
     from mtsr_monai.io import image_shape
     from mtsr_monai.transforms.registration import check_registrable
 
-    try:
-        subjects = read_datalist(args.datalist)
-    except InputError:
-        return  # the run refuses it with its own message
-    for subject in subjects:
+    for subject in _listed_subjects(args):
         for key, path in subject.items():
             if key in ("subject", "split", *LABEL_KEYS):
                 continue
