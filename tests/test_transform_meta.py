@@ -22,9 +22,9 @@ from mtsr_monai.transforms.scale import ScaleIntensityPercentilesInMaskd
     [
         ScaleIntensityPercentilesInMaskd(keys="image", mask_key=None),
         SimulateProtocold(keys="image", params=ProtocolParams(axis=2, thickness=3), output_keys="image"),
-        RandKSpaceTruncationd(keys="image", scale=2, output_keys="image"),
+        N4BiasFieldCorrectiond(keys="image", iterations=(2,), shrink_factor=1),
     ],
-    ids=["percentiles", "protocol", "kspace"],
+    ids=["percentiles", "protocol", "n4"],
 )
 def test_a_transform_keeps_the_history_so_invertd_undoes_the_transforms_before_it(transform):
     image = np.random.default_rng(0).random((1, 16, 16, 12), dtype=np.float32) * 100 + 1
@@ -35,6 +35,18 @@ def test_a_transform_keeps_the_history_so_invertd_undoes_the_transforms_before_i
     out["pred"] = out["image"].clone()
     restored = Invertd(keys="pred", transform=pipeline, orig_keys="image")(out)
     assert float(restored["pred"].affine[0, 0]) < 0  # back in the input's LAS orientation
+
+
+def test_invertd_refuses_to_undo_a_pad_on_the_new_grid_a_degradation_made():
+    from monai.transforms import SpatialPadd
+
+    data = {"image": MetaTensor(torch.rand(1, 12, 12, 8) + 1)}
+    pipeline = Compose([SpatialPadd(keys="image", spatial_size=(16, 16, 8)),
+                        RandKSpaceTruncationd(keys="image", scale=2, output_keys="image")])  # fmt: skip
+    out = pipeline(data)
+    out["pred"] = out["image"].clone()
+    with pytest.raises(RuntimeError):  # rather than a (1, 4, 4, 8) crop of the 8 x 8 image, silently
+        Invertd(keys="pred", transform=pipeline, orig_keys="image")(out)
 
 
 def test_a_boxcar_protocol_keeps_a_constant_image_constant_up_to_its_edge_slices():
