@@ -32,7 +32,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
+sys.path.insert(0, str(REPO / "scripts"))
+from shared_splits import DATA_ROOT as DATA  # noqa: E402  ../shared/data, or $MTSR_SHARED_DATA
+
 CASE = "Brats18_TCIA10_639_1"  # held out from the shipped model's training
 DEFAULT_VOLUME = DATA / "brats2018_tcia" / CASE / f"{CASE}_t2.nii.gz"
 #: the bench's held-out subjects, 3 of ``shared_splits.HELD_OUT`` (final reports only, never trained on or

@@ -17,7 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "brats2018_tcia"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from shared_splits import DATA_ROOT  # noqa: E402  ../shared/data, or $MTSR_SHARED_DATA
+
+DATA = DATA_ROOT / "brats2018_tcia"
 
 
 def degrade(vol: np.ndarray, affine: np.ndarray, thickness: float = 5.0) -> np.ndarray:

@@ -35,7 +35,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
+sys.path.insert(0, str(REPO / "scripts"))
+from shared_splits import DATA_ROOT as DATA  # noqa: E402  ../shared/data, or $MTSR_SHARED_DATA
+
 BUNDLE = REPO / "bundles" / "mtsr_sr"
 HELD_OUT = ("Brats18_TCIA10_637_1", "Brats18_TCIA10_639_1", "Brats18_CBICA_AOO_1")
 VARIANTS = ("v0", "v1", "v2", "v3", "v4", "every_other")

@@ -86,3 +86,14 @@ def test_the_area_benchmark_pools_the_hr_region_it_scores_against():
     lr, lr_affine = bench_sr._degrade(MetaTensor(hr, affine=np.eye(4)), "area", seed=0)
     assert lr.shape == (2, 2, 2) and lr[0, 0, 0] == 1.0 and lr[1, 0, 0] == 0.0
     np.testing.assert_allclose(lr_affine[:3, 3], [2.5, 1.5, 0.0])  # the centre of HR rows 1-4, columns 0-3
+
+
+def test_every_benchmark_reads_the_data_folder_mtsr_shared_data_names(tmp_path):
+    import os
+    import subprocess
+
+    code = "import bench_sr as b, reproduce_mtsr_tables as r, qc_real_data as q; print(b.DATA,r.DATA,q.DATA)"
+    env = dict(os.environ, MTSR_SHARED_DATA=str(tmp_path), PYTHONPATH=str(REPO / "scripts"))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == [str(tmp_path)] * 2 + [str(tmp_path / "brats2018_tcia")]
