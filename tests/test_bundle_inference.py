@@ -470,3 +470,13 @@ def test_sr_bundle_inference_reads_its_weights_once(tmp_path, monkeypatch):
     bundle_parser("mtsr_sr", overrides).get_parsed_content("inference")
     assert (tmp_path / "out" / "lr_sr.nii.gz").is_file()
     assert [Path(f).name for f in reads] == ["model.pt"]
+
+
+@pytest.mark.parametrize("value", ["2.5", "0", "-1"])
+def test_an_sr_bundle_window_size_the_command_would_refuse_is_refused_before_any_work(tmp_path, value):
+    (tmp_path / "in").mkdir()
+    _scan(tmp_path / "in" / "lr.nii.gz", (12, 12, 3), (1.0, 1.0, 3.0), 300, 200)
+    args = ("--dataset_dir", str(tmp_path / "in"), "--output_dir", str(tmp_path / "out"), "--roi_size", value)
+    done = _bundle_inference("mtsr_sr", *args, code=2)
+    assert done.stderr.strip().splitlines()[-1].startswith("mtsr bundle run: error: roi_size must be")
+    assert not (tmp_path / "out").exists()

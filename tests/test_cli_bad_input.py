@@ -201,7 +201,7 @@ def test_demo_refuses_bad_arguments_before_writing_anything(tmp_path, monkeypatc
     from mtsr_monai.inference import pipeline
 
     monkeypatch.setattr(pipeline, "run_demo", lambda *a, **k: pytest.fail("the demo started"))
-    assert main(["demo", "-o", str(tmp_path / "demo"), *bad]) == 2
+    assert _exit_code(["demo", "-o", str(tmp_path / "demo"), *bad]) == 2  # argparse or the command
     assert not list(tmp_path.iterdir())
     assert problem in capsys.readouterr().err
 
@@ -256,3 +256,23 @@ def test_a_pipe_is_not_taken_for_a_missing_file(tmp_path):
     fifo = tmp_path / "codes.json"
     os.mkfifo(fifo)
     check_image_file(fifo)  # `--codes <(...)`: exists, not a folder
+
+
+def test_run_and_translate_refuse_a_mistyped_huge_sample_count_before_start_up(
+    tmp_path, phantom_file, monkeypatch, capsys
+):
+    from mtsr_monai.inference import pipeline
+
+    monkeypatch.setattr(pipeline, "run_pipeline", lambda *a, **k: pytest.fail("the run started"))
+    for command in ("run", "translate"):
+        out = tmp_path / command
+        argv = [command, "-i", str(phantom_file), "--source", "t1", "--target", "flair", "-o", str(out)]
+        assert _exit_code([*argv, "-n", "1000000000"]) == 2  # was a 60 GiB allocation, then exit 1
+        assert not out.exists() and "expected an integer from 1 to 1000" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("minutes", ["nan", "0", "-1", "inf"])
+def test_bids_refuses_a_rank_timeout_that_is_not_a_positive_number_of_minutes(tmp_path, minutes, capsys):
+    argv = ["bids", str(tmp_path), str(tmp_path / "out"), "participant", "--task", "qc"]
+    assert _exit_code([*argv, "--dist-timeout-min", minutes]) == 2
+    assert not (tmp_path / "out").exists() and "--dist-timeout-min" in capsys.readouterr().err

@@ -6,6 +6,7 @@ Imports nothing heavy at module level (the commands' ``add_arguments`` run for `
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -107,6 +108,20 @@ def check_device(device: str) -> None:
 
 #: argparse ``type`` of every ``--seed``: numpy's and ITK's generators take 0 to 2**32 - 1
 SEED = integer_in(0, 2**32 - 1)
+#: translations per input: a mistyped count (1e9) would allocate its latent codes (60 GiB) before failing
+MAX_SAMPLES = 1000
+SAMPLES = integer_in(1, MAX_SAMPLES)
+
+
+def positive_minutes(text: str) -> float:
+    """argparse ``type`` of a duration in minutes: a positive finite number, refused at once (exit 2)."""
+    try:
+        value = float(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected a number of minutes, got {text!r}") from err
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number of minutes, got {text}")
+    return value
 
 
 def add_roi_size_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:

@@ -301,12 +301,12 @@ class SliceSRInferer(Inferer):
         window_inferer: Any = None,
     ) -> None:
         super().__init__()
-        self.scale, self.axis, self.roi_size, self.sw_batch_size = (
-            int(scale),
-            axis,
-            int(roi_size),
-            sw_batch_size,
-        )
+        sizes = (roi_size, sw_batch_size)
+        whole = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in sizes)
+        if not whole or roi_size < 8 or sw_batch_size < 1:  # as mtsr super-resolve refuses them
+            raise InputError(f"roi_size must be an integer >= 8 and batch_size >= 1, got {roi_size!r}, "
+                             f"{sw_batch_size!r}")  # fmt: skip
+        self.scale, self.axis, self.roi_size, self.sw_batch_size = int(scale), axis, roi_size, sw_batch_size
         self.method, self.precision, self.progress, self.window_inferer = (
             method,
             precision,

@@ -8,11 +8,13 @@ from pathlib import Path
 from mtsr_monai.cli.arguments import (
     CLINICAL_METHODS,
     PRECISIONS,
+    SAMPLES,
     SEED,
     SR_METHODS,
     add_device_argument,
     add_no_progress_argument,
     add_roi_size_argument,
+    positive_minutes,
     print_written,
 )
 
@@ -62,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--dist-timeout-min",
-        type=float,
+        type=positive_minutes,
         default=1440.0,
         help="how long ranks wait for each other at the end (minutes, default 1440)",
     )
@@ -132,7 +134,7 @@ def _add_task_arguments(parser: argparse.ArgumentParser) -> None:
     )
     mt = parser.add_argument_group("translate")
     mt.add_argument("--target", default="FLAIR", choices=SUFFIXES[:3], help="target modality (default FLAIR)")
-    mt.add_argument("--samples", type=int, default=5, help="samples per image (default 5)")
+    mt.add_argument("--samples", type=SAMPLES, default=5, help="samples per image (default 5)")
     mt.add_argument("--seed", type=SEED, default=0, help="seed of the latent codes (default 0)")
 
 

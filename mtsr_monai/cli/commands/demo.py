@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mtsr_monai.cli.arguments import SEED, folder_outputs, modality
+from mtsr_monai.cli.arguments import SAMPLES, SEED, folder_outputs, modality
 
 if TYPE_CHECKING:  # the plan type only; the CLI imports io lazily
     from mtsr_monai.io.outputs import OutputPlan
@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--target", default="flair", type=modality, help="contrast translated to (default flair)"
     )
-    parser.add_argument("--samples", "-n", type=int, default=5, help="translations (default 5)")
+    parser.add_argument("--samples", "-n", type=SAMPLES, default=5, help="translations (default 5)")
     parser.add_argument("--seed", type=SEED, default=0, help="seed of the latent codes (default 0)")
     parser.add_argument(
         "--slices",

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from mtsr_monai.cli.arguments import (
     MASK_AUTO,
     MASK_NONE,
+    SAMPLES,
     SEED,
     StoreOnce,
     add_device_argument,
@@ -41,7 +42,7 @@ def add_translation_arguments(parser: argparse.ArgumentParser, input_help: str) 
     )
     parser.add_argument("--target", required=True, type=modality, help="output modality")
     parser.add_argument("--output-dir", "-o", required=True, type=Path)
-    parser.add_argument("--samples", "-n", type=int, default=5, help="number of samples (default 5)")
+    parser.add_argument("--samples", "-n", type=SAMPLES, default=5, help="number of samples (default 5)")
     parser.add_argument("--seed", type=SEED, default=None, help="seed of the latent codes (reproducible)")
     parser.add_argument(
         "--codes",
