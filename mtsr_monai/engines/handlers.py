@@ -397,9 +397,9 @@ def _keep_configured_milestones(
     of the run's start): the rate becomes the new schedule's at this step, from the start rate."""
     for name, (milestones, gamma) in configured.items():
         scheduler = objects[name]
-        if (sorted(scheduler.milestones.elements()), scheduler.gamma) == (milestones, gamma):
-            continue
         before = sorted(scheduler.milestones.elements())
+        if (before, scheduler.gamma) == (milestones, gamma):
+            continue
         logger.warning("%s: milestones %s, gamma %g from now on (the checkpoint's run had %s, %g)", name,
                        milestones, gamma, before, scheduler.gamma)  # fmt: skip
         scheduler.milestones, scheduler.gamma = Counter(milestones), gamma

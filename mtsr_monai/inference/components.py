@@ -58,7 +58,7 @@ from mtsr_monai.inference.clinical import (
     transform_spec,
     warn_without_thick_axis,
 )
-from mtsr_monai.inference.defaults import SR_ROI_SIZE
+from mtsr_monai.inference.defaults import MIN_ROI_SIZE, SR_ROI_SIZE
 from mtsr_monai.inference.super_resolve import super_resolve_planes, window_inferer
 from mtsr_monai.inference.translate import checked_codes, latent_codes, sample_statistics, translate_volume
 from mtsr_monai.io import (
@@ -303,9 +303,9 @@ class SliceSRInferer(Inferer):
         super().__init__()
         sizes = (roi_size, sw_batch_size)
         whole = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in sizes)
-        if not whole or roi_size < 8 or sw_batch_size < 1:  # as mtsr super-resolve refuses them
-            raise InputError(f"roi_size must be an integer >= 8 and batch_size >= 1, got {roi_size!r}, "
-                             f"{sw_batch_size!r}")  # fmt: skip
+        if not whole or roi_size < MIN_ROI_SIZE or sw_batch_size < 1:  # as mtsr super-resolve refuses them
+            raise InputError(f"roi_size must be an integer >= {MIN_ROI_SIZE} and batch_size >= 1, got "
+                             f"{roi_size!r}, {sw_batch_size!r}")  # fmt: skip
         self.scale, self.axis, self.roi_size, self.sw_batch_size = int(scale), axis, roi_size, sw_batch_size
         self.method, self.precision, self.progress, self.window_inferer = (
             method,

@@ -6,5 +6,7 @@ from __future__ import annotations
 #: far past a window's edge, so 64-pixel windows disagreed where they met: seams across 128-pixel slices
 #: (session 51)
 SR_ROI_SIZE = 256
+#: the smallest LR window every SR entry point (mtsr super-resolve, mtsr bids, the bundle's inferer) accepts
+MIN_ROI_SIZE = 8
 
-__all__ = ["SR_ROI_SIZE"]
+__all__ = ["MIN_ROI_SIZE", "SR_ROI_SIZE"]

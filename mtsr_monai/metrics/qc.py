@@ -194,11 +194,11 @@ def image_masks(image: np.ndarray, with_air: bool = True) -> dict[str, Any]:
     image = np.asarray(image, dtype=np.float32)
     head = head_mask(image)
     stripped = is_skull_stripped(image, head)
+    # a stripped scan resampled by spline keeps no exact zeros: its ringing tails beyond the brain edge are
+    # above the near-zero level, and would be taken for CSF; its Otsu head is its brain
     brain = head
     if stripped and float(np.mean(image[~head] == 0)) >= 0.5:  # |x|: a stripped brain may be z-scored
         brain = ndimage.binary_fill_holes(np.abs(image) > near_zero_level(image))
-    # a stripped scan resampled by spline keeps no exact zeros: its ringing tails beyond the brain edge are
-    # above that level, and would be taken for CSF; its Otsu head is its brain
     masks: dict[str, Any] = {"head": head, "skull_stripped": stripped, "brain": brain}
     if with_air:
         masks["air"] = np.zeros(image.shape, bool) if stripped else air_mask(image, head=head)

@@ -153,10 +153,11 @@ def _shard(text: str) -> tuple[int, int]:
 def _task(args: argparse.Namespace, device: str):
     from mtsr_monai.bids.tasks import make_task
     from mtsr_monai.errors import InputError
+    from mtsr_monai.inference.defaults import MIN_ROI_SIZE
     from mtsr_monai.io import check_spacing
 
-    if args.batch_size < 1 or args.roi_size < 8 or args.samples < 1:
-        raise InputError("--batch-size and --samples must be >= 1, --roi-size >= 8")
+    if args.batch_size < 1 or args.roi_size < MIN_ROI_SIZE:  # --samples: its argparse type (1 to 1000)
+        raise InputError(f"--batch-size must be >= 1, --roi-size >= {MIN_ROI_SIZE}")
     check_spacing(args.spacing)
     method = args.clinical_method if args.task == "clinical-sr" else args.sr_method
     return make_task(

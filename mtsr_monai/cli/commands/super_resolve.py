@@ -79,9 +79,10 @@ def run(args: argparse.Namespace) -> int:
     import warnings
 
     from mtsr_monai.errors import InputError
+    from mtsr_monai.inference.defaults import MIN_ROI_SIZE
 
-    if args.batch_size < 1 or args.roi_size < 8:
-        raise InputError("--batch-size must be >= 1 and --roi-size >= 8")
+    if args.batch_size < 1 or args.roi_size < MIN_ROI_SIZE:
+        raise InputError(f"--batch-size must be >= 1 and --roi-size >= {MIN_ROI_SIZE}")
     from mtsr_monai.io import fine_input_warning
 
     axis = int(args.axis) if args.axis.lstrip("-").isdigit() else args.axis
